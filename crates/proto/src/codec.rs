@@ -1,0 +1,152 @@
+//! Encoding and decoding of single messages. A record is one compact JSON object followed by
+//! `\n`; compact JSON never contains a raw newline (newlines inside strings are escaped), so
+//! records can be split on `\n` alone.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::msg::{ClientMsg, ServerMsg};
+
+/// A record that is not a message this side understands.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable message: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// Encodes `msg` as one record (JSON and its trailing newline). The result is cheap to clone, so
+/// the server encodes a relayed message once and shares the bytes among all recipients.
+pub fn encode<T: Serialize>(msg: &T) -> Bytes {
+    let mut v = serde_json::to_vec(msg)
+        .expect("protocol messages always serialize: no maps with non-string keys");
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Decodes one record (with or without its trailing newline) sent by a client.
+pub fn decode_client(record: &[u8]) -> Result<ClientMsg, DecodeError> {
+    Ok(serde_json::from_slice(record)?)
+}
+
+/// Decodes one record sent by a server.
+pub fn decode_server(record: &[u8]) -> Result<ServerMsg, DecodeError> {
+    Ok(serde_json::from_slice(record)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{ErrorCode, LeaveReason, Limits, Member, MessageKind, Nick, RoomName};
+    use proptest::prelude::*;
+
+    fn nick(s: &str) -> Nick {
+        Nick::parse(s).unwrap()
+    }
+
+    pub(crate) fn server_examples() -> Vec<ServerMsg> {
+        let room = RoomName::lobby();
+        vec![
+            ServerMsg::Welcome {
+                session: 1,
+                nick: nick("alice"),
+                fingerprint: "SHA256:abc".into(),
+                server: "chataosrv 0.1.0".into(),
+                limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 20 },
+            },
+            ServerMsg::Members {
+                room: room.clone(),
+                members: vec![Member { nick: nick("bob"), fingerprint: "SHA256:x".into() }],
+            },
+            ServerMsg::Join {
+                room: room.clone(),
+                nick: nick("bob"),
+                fingerprint: "SHA256:x".into(),
+            },
+            ServerMsg::Leave {
+                room: room.clone(),
+                nick: nick("bob"),
+                reason: LeaveReason::Quit,
+                message: Some("bye".into()),
+            },
+            ServerMsg::Message {
+                room: room.clone(),
+                id: 7,
+                time: 1_764_000_000_000,
+                from: nick("bob"),
+                kind: MessageKind::Action,
+                text: "waves\nand \"quotes\"".into(),
+            },
+            ServerMsg::Error { code: ErrorCode::NickInUse, message: "taken".into() },
+            ServerMsg::Bye { code: Some(ErrorCode::Shutdown), reason: "restart".into() },
+            ServerMsg::Ping { token: 3 },
+            ServerMsg::Pong { token: 4 },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_as_one_line() {
+        for m in server_examples() {
+            let b = encode(&m);
+            assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), 1);
+            assert_eq!(b.last(), Some(&b'\n'));
+            assert_eq!(decode_server(&b).unwrap(), m);
+        }
+        for m in [
+            ClientMsg::Hello { nick: "alice".into() },
+            ClientMsg::Say { room: "#lobby".into(), text: "hi\n".into() },
+            ClientMsg::Me { room: "#lobby".into(), text: "waves".into() },
+            ClientMsg::Quit { reason: None },
+            ClientMsg::Quit { reason: Some("later".into()) },
+            ClientMsg::Ping { token: 1 },
+            ClientMsg::Pong { token: 2 },
+        ] {
+            assert_eq!(decode_client(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn wire_spelling_is_stable() {
+        let m = ServerMsg::Message {
+            room: RoomName::lobby(),
+            id: 1,
+            time: 2,
+            from: nick("a"),
+            kind: MessageKind::Normal,
+            text: "t".into(),
+        };
+        assert_eq!(
+            &encode(&m)[..],
+            b"{\"type\":\"message\",\"room\":\"#lobby\",\"id\":1,\"time\":2,\"from\":\"a\",\"text\":\"t\"}\n"
+        );
+        assert_eq!(
+            decode_client(br#"{"type":"hello","nick":"bob","extra":1}"#).unwrap(),
+            ClientMsg::Hello { nick: "bob".into() }
+        );
+    }
+
+    #[test]
+    fn invalid_names_from_a_server_are_refused() {
+        assert!(
+            decode_server(br##"{"type":"join","room":"#a","nick":"a\u001b[2J","fingerprint":""}"##)
+                .is_err()
+        );
+        assert!(
+            decode_server(br#"{"type":"error","code":"from_the_future","message":"m"}"#).is_ok()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_round_trips(text in ".*", id in any::<u64>()) {
+            let m = ServerMsg::Message { room: RoomName::lobby(), id, time: id, from: nick("p"), kind: MessageKind::Normal, text };
+            let b = encode(&m);
+            prop_assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), 1);
+            prop_assert_eq!(decode_server(&b).unwrap(), m);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+        }
+    }
+}

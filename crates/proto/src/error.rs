@@ -1,0 +1,67 @@
+//! The error vocabulary on the wire: a stable `snake_case` code plus a human sentence.
+
+use serde::{Deserialize, Serialize};
+
+/// Why the server refused something. The code is for programs; the `message` that travels with
+/// it is for people. Unknown codes from a newer server decode as [`ErrorCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A record that is not valid JSON, or not a known message, or with wrong fields.
+    BadMessage,
+    /// The first message after the handshake was not `hello`, or `hello` came twice.
+    BadSequence,
+    /// The nickname breaks the nickname rules.
+    InvalidNick,
+    /// The nickname is in use by someone online.
+    NickInUse,
+    /// The room name breaks the room-name rules.
+    InvalidRoom,
+    /// Text with control, bidirectional-override or other forbidden characters, or empty.
+    InvalidText,
+    /// Text longer than the server's `max_text_bytes`.
+    TooLong,
+    /// The sender is not a member of the room it addressed.
+    NotInRoom,
+    /// Messages sent faster than the announced rate; this one was dropped.
+    RateLimited,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client could not keep up with its incoming messages and is disconnected.
+    TooSlow,
+    /// The client was silent past the idle timeout.
+    Timeout,
+    /// The server is full.
+    ServerFull,
+    /// Anything else; the message says what.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The wire spelling, for logs and plain output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::BadSequence => "bad_sequence",
+            ErrorCode::InvalidNick => "invalid_nick",
+            ErrorCode::NickInUse => "nick_in_use",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidText => "invalid_text",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Shutdown => "shutdown",
+            ErrorCode::TooSlow => "too_slow",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,34 @@
+//! Chatao's wire messages, with no sockets and no crypto.
+//!
+//! Layout:
+//! - [`msg`]: [`ClientMsg`] and [`ServerMsg`], the typed messages that travel inside the encrypted
+//!   channel, one JSON object per newline-terminated record.
+//! - [`codec`]: `encode` (one shared `Bytes` per message, newline included) and `decode_*`.
+//! - [`names`]: validated newtypes for identifiers with rules ([`Nick`], [`RoomName`]).
+//! - [`text`]: what text may contain ([`check_text`]) and how a client neutralises the rest before
+//!   display ([`sanitize`]).
+//! - [`error`]: [`ErrorCode`], the stable error vocabulary on the wire.
+//!
+//! To add a message: add the variant to `ClientMsg` or `ServerMsg` (serde names it in
+//! `snake_case` under `"type"`), add an example to the round-trip tests in `codec.rs`, and document
+//! it with an encoded example in docs/PROTOCOL.md.
+
+pub mod codec;
+pub mod error;
+pub mod msg;
+pub mod names;
+pub mod rate;
+pub mod text;
+
+pub use codec::{DecodeError, decode_client, decode_server, encode};
+pub use error::ErrorCode;
+pub use msg::{ClientMsg, LeaveReason, Limits, Member, MessageKind, ServerMsg};
+pub use names::{NameError, Nick, RoomName};
+pub use rate::TokenBucket;
+pub use text::{TextError, check_text, sanitize};
+
+/// The protocol version, exchanged in clear before the handshake and bound into it.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The room every user is placed in on arrival.
+pub const DEFAULT_ROOM: &str = "#lobby";

@@ -1,0 +1,56 @@
+//! The server's settings, after flags and defaults are merged. Everything a running server
+//! needs to know that is not shared chat state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatao_proto::{Limits, RoomName};
+use chatao_transport::Keypair;
+
+use crate::limits;
+
+/// Settings for one server. Built by the binary from its flags; tests build it with
+/// [`Config::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server's static key.
+    pub keys: Arc<Keypair>,
+    /// Where state lives (history, registrations); the binary puts `serverKey/` here too.
+    pub data_dir: PathBuf,
+    /// Where every user starts.
+    pub default_room: RoomName,
+    /// Announced to clients and enforced: text size, message rate and burst.
+    pub limits: Limits,
+    /// Simultaneous connections before new ones are refused.
+    pub max_connections: usize,
+    /// See [`limits::HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`limits::PING_AFTER`].
+    pub ping_after: Duration,
+    /// See [`limits::IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`limits::MAILBOX_CAPACITY`].
+    pub mailbox_capacity: usize,
+}
+
+impl Config {
+    /// Defaults from [`crate::limits`], with the given key and data directory.
+    pub fn new(keys: Keypair, data_dir: PathBuf) -> Config {
+        Config {
+            keys: Arc::new(keys),
+            data_dir,
+            default_room: RoomName::lobby(),
+            limits: Limits {
+                max_text_bytes: limits::MAX_TEXT_BYTES,
+                rate_per_sec: limits::RATE_PER_SEC,
+                burst: limits::BURST,
+            },
+            max_connections: limits::MAX_CONNECTIONS,
+            handshake_timeout: limits::HANDSHAKE_TIMEOUT,
+            ping_after: limits::PING_AFTER,
+            idle_timeout: limits::IDLE_TIMEOUT,
+            mailbox_capacity: limits::MAILBOX_CAPACITY,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! A session's inbox: the bounded queue through which the hub hands it encoded messages.
+//!
+//! The hub encodes a message once and puts the same `Bytes` (a reference count, not a copy)
+//! into every recipient's mailbox; each session seals and writes its own queue in batches.
+//! Overflow policy: when a mailbox is full the message is not queued and the mailbox's
+//! `overflow` token is cancelled; the session sees it and disconnects the client with
+//! `too_slow`. The sender and the room never wait for a slow recipient, and a client never
+//! silently misses a message while staying connected.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The hub's end: cheap to clone, never blocks.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    tx: mpsc::Sender<Bytes>,
+    overflow: CancellationToken,
+}
+
+/// The session's end.
+#[derive(Debug)]
+pub struct Inbox {
+    pub rx: mpsc::Receiver<Bytes>,
+    /// Cancelled when a message could not be queued because the mailbox was full.
+    pub overflow: CancellationToken,
+}
+
+/// A mailbox holding at most `capacity` messages.
+pub fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let overflow = CancellationToken::new();
+    (Mailbox { tx, overflow: overflow.clone() }, Inbox { rx, overflow })
+}
+
+impl Mailbox {
+    /// Queues `msg` without waiting. A full mailbox trips the overflow token; a closed one
+    /// (the session is ending and will be removed from the hub) drops the message.
+    pub fn deliver(&self, msg: &Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg.clone()) {
+            self.overflow.cancel();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_trips_the_token_instead_of_growing() {
+        let (mb, mut inbox) = mailbox(2);
+        let m = Bytes::from_static(b"x\n");
+        mb.deliver(&m);
+        mb.deliver(&m);
+        assert!(!inbox.overflow.is_cancelled());
+        mb.deliver(&m);
+        assert!(inbox.overflow.is_cancelled());
+        assert_eq!(inbox.rx.len(), 2);
+        assert!(inbox.rx.try_recv().is_ok());
+    }
+}

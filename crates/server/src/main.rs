@@ -1,0 +1,92 @@
+//! `chataosrv`: parses flags, sets up logging, loads or creates the server key, binds, and runs
+//! the server until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use chatao_server::Config;
+use chatao_transport::keys::{self, KeyOrigin};
+use clap::Parser;
+use tracing::info;
+
+/// The Chatao chat server.
+#[derive(Debug, Parser)]
+#[command(name = "chataosrv", version, about, long_about = None)]
+struct Args {
+    /// TCP port to listen on.
+    #[arg(default_value_t = 7000)]
+    port: u16,
+    /// Address to listen on (all interfaces by default).
+    #[arg(long, default_value = "0.0.0.0")]
+    listen: IpAddr,
+    /// Directory for the server's state; `serverKey/` lives here unless --key-dir says
+    /// otherwise. Default: $XDG_DATA_HOME/chatao (~/.local/share/chatao).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory holding the server key (`key.pem`), created with a new key if absent.
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+    /// Print the server key's fingerprint and exit.
+    #[arg(long)]
+    fingerprint: bool,
+    /// Log filter, e.g. `info`, `debug`, `chatao_server=trace`. RUST_LOG wins when set.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map(|d| d.join("chatao")).unwrap_or_else(|| PathBuf::from("chatao-data"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .context("invalid --log-level")?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let key_dir = args.key_dir.unwrap_or_else(|| data_dir.join("serverKey"));
+    let (keys, origin) = keys::load_or_generate(&key_dir)?;
+    let fingerprint = keys.public().fingerprint();
+    if args.fingerprint {
+        writeln!(std::io::stdout(), "{fingerprint}")?;
+        return Ok(());
+    }
+    match origin {
+        KeyOrigin::Generated => {
+            info!(dir = %key_dir.display(), %fingerprint, "generated a new server key")
+        }
+        KeyOrigin::Loaded => info!(dir = %key_dir.display(), %fingerprint, "loaded the server key"),
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+
+    let addr = SocketAddr::new(args.listen, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let config = Config::new(keys, data_dir);
+    chatao_server::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    info!("signal received");
+}

@@ -1,0 +1,288 @@
+//! One connection, from handshake to goodbye, in one task.
+//!
+//! ```text
+//! timeout(handshake_timeout, handshake + hello)  -> Connection, SessionState, Inbox
+//! loop select! (biased) {
+//!     shutdown            -> bye(shutdown)
+//!     inbox overflow      -> bye(too_slow)
+//!     inbox batch         -> seal and write the whole batch at once
+//!     conn.read_record()  -> decode -> Command::apply(&hub, &mut state) -> reply / close
+//!     idle timer          -> ping, then bye(timeout)
+//! }
+//! hub.leave(...)          -> the room hears why
+//! ```
+//! A failure ends only this session. The departure is announced as `quit` (said goodbye),
+//! `lost` (connection ended without one, or broke) or `dropped` (the server ended it).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, Nick, ServerMsg, decode_client, encode};
+use chatao_transport::{Connection, TransportError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::cmd::{Command, Reply, SessionState};
+use crate::config::Config;
+use crate::hub::{Hub, HubError};
+use crate::limits::{MAX_RECORD_BYTES, WRITE_BATCH, WRITE_TIMEOUT};
+use crate::mailbox::{Inbox, mailbox};
+
+/// Server software name and version, sent in `welcome`.
+pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    pub shutdown: CancellationToken,
+}
+
+/// How a session ended, for the departure announcement and the log.
+#[derive(Debug)]
+struct Ending {
+    reason: LeaveReason,
+    message: Option<String>,
+}
+
+impl Ending {
+    fn new(reason: LeaveReason, message: &str) -> Ending {
+        Ending { reason, message: Some(message.to_owned()) }
+    }
+}
+
+/// Runs one connection to its end. Never panics on anything the peer sends; every failure is
+/// logged with the peer address and ends only this session.
+pub async fn run<S>(stream: S, peer: SocketAddr, ctx: Ctx)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = ctx.hub.next_session_id();
+    let opened = tokio::select! {
+        r = timeout(ctx.config.handshake_timeout, open(stream, id, &ctx)) => r,
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    let (mut conn, state, inbox) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(cause)) => {
+            info!(%peer, session = id, %cause, "session refused");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, session = id, "handshake timed out");
+            return;
+        }
+    };
+    let fingerprint = conn.remote_key().fingerprint();
+    info!(%peer, session = id, fp = %fingerprint, nick = %state.nick, "session opened");
+    let ending = serve(&mut conn, state, inbox, &ctx).await;
+    ctx.hub.leave(id, ending.reason, ending.message.clone());
+    let _ = timeout(WRITE_TIMEOUT, conn.shutdown()).await;
+    info!(
+        %peer, session = id, fp = %fingerprint, reason = ?ending.reason,
+        detail = ending.message.as_deref().unwrap_or(""), "session ended"
+    );
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] chatao_transport::HandshakeError),
+    #[error("before hello: {0}")]
+    Transport(#[from] TransportError),
+    #[error("refused ({0}): {1}")]
+    Refused(ErrorCode, String),
+}
+
+/// Handshake, then `hello`, then registration in the hub and `welcome`.
+async fn open<S>(
+    stream: S,
+    id: u64,
+    ctx: &Ctx,
+) -> Result<(Connection<S>, SessionState, Inbox), OpenError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = chatao_transport::accept(stream, &ctx.config.keys).await?;
+    conn.set_max_record(MAX_RECORD_BYTES);
+    let fingerprint = conn.remote_key().fingerprint();
+    let nick = match conn.read_record().await? {
+        None => return Err(TransportError::Truncated.into()),
+        Some(record) => match decode_client(&record) {
+            Ok(ClientMsg::Hello { nick }) => {
+                Nick::parse(&nick).map_err(|e| (ErrorCode::InvalidNick, e.to_string()))
+            }
+            Ok(_) => Err((ErrorCode::BadSequence, "the first message must be hello".to_owned())),
+            Err(e) => Err((ErrorCode::BadMessage, e.to_string())),
+        },
+    };
+    let nick = match nick {
+        Ok(nick) => nick,
+        Err((code, reason)) => return Err(refuse(&mut conn, code, reason).await),
+    };
+    let (mb, inbox) = mailbox(ctx.config.mailbox_capacity);
+    if let Err(e) = ctx.hub.register(id, nick.clone(), fingerprint.clone(), mb) {
+        let code = match e {
+            HubError::NickInUse(_) => ErrorCode::NickInUse,
+            _ => ErrorCode::Other,
+        };
+        return Err(refuse(&mut conn, code, e.to_string()).await);
+    }
+    let welcome = ServerMsg::Welcome {
+        session: id,
+        nick: nick.clone(),
+        fingerprint,
+        server: SERVER_NAME.to_owned(),
+        limits: ctx.config.limits,
+    };
+    if let Err(e) = conn.write_record(&encode(&welcome)).await {
+        ctx.hub.leave(id, LeaveReason::Lost, None);
+        return Err(e.into());
+    }
+    let state = SessionState::new(id, nick, ctx.config.limits, Instant::now().into_std());
+    Ok((conn, state, inbox))
+}
+
+/// Sends a final `bye` with `code` and returns the refusal as an error.
+async fn refuse<S>(conn: &mut Connection<S>, code: ErrorCode, reason: String) -> OpenError
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bye = encode(&ServerMsg::Bye { code: Some(code), reason: reason.clone() });
+    let _ = timeout(WRITE_TIMEOUT, conn.write_record(&bye)).await;
+    OpenError::Refused(code, reason)
+}
+
+/// Writes `batch` within [`WRITE_TIMEOUT`].
+async fn write<S>(conn: &mut Connection<S>, batch: &[Bytes]) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match timeout(WRITE_TIMEOUT, conn.write_records(batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ending::new(LeaveReason::Lost, &format!("write failed: {e}"))),
+        Err(_) => Err(Ending::new(LeaveReason::Dropped, "write timed out")),
+    }
+}
+
+/// Sends what is still queued, then `bye`, and returns `ending`.
+async fn close<S>(
+    conn: &mut Connection<S>,
+    inbox: &mut Inbox,
+    bye: ServerMsg,
+    ending: Ending,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch = Vec::new();
+    while batch.len() < WRITE_BATCH {
+        match inbox.rx.try_recv() {
+            Ok(b) => batch.push(b),
+            Err(_) => break,
+        }
+    }
+    batch.push(encode(&bye));
+    let _ = write(conn, &batch).await;
+    ending
+}
+
+async fn serve<S>(
+    conn: &mut Connection<S>,
+    mut state: SessionState,
+    mut inbox: Inbox,
+    ctx: &Ctx,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = &ctx.config;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+    let mut last_heard = Instant::now();
+    let mut ping_token: Option<u64> = None;
+    loop {
+        let deadline = match ping_token {
+            None => last_heard + cfg.ping_after,
+            Some(_) => last_heard + cfg.idle_timeout,
+        };
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => {
+                let bye = ServerMsg::Bye {
+                    code: Some(ErrorCode::Shutdown),
+                    reason: "the server is shutting down".into(),
+                };
+                return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "server shutting down")).await;
+            }
+            _ = inbox.overflow.cancelled() => {
+                let bye = ServerMsg::Bye {
+                    code: Some(ErrorCode::TooSlow),
+                    reason: "disconnected: you were not reading messages fast enough".into(),
+                };
+                // The queue is full of messages the client could not take; do not add to them.
+                while inbox.rx.try_recv().is_ok() {}
+                let _ = write(conn, &[encode(&bye)]).await;
+                return Ending::new(LeaveReason::Dropped, "too slow");
+            }
+            n = inbox.rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    return Ending::new(LeaveReason::Dropped, "removed from the hub");
+                }
+                let sent = write(conn, &batch).await;
+                batch.clear();
+                if let Err(ending) = sent {
+                    return ending;
+                }
+            }
+            record = conn.read_record() => {
+                last_heard = Instant::now();
+                ping_token = None;
+                let record = match record {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Ending::new(LeaveReason::Lost, "connection lost"),
+                    Err(e) => {
+                        warn!(session = state.id, cause = %e, "connection broken");
+                        return Ending::new(LeaveReason::Lost, "connection broken");
+                    }
+                };
+                let msg = match decode_client(&record) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        warn!(session = state.id, cause = %e, "undecodable message");
+                        let bye = ServerMsg::Bye { code: Some(ErrorCode::BadMessage), reason: e.to_string() };
+                        return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "protocol error")).await;
+                    }
+                };
+                match Command::from_msg(msg).apply(&ctx.hub, &mut state, Instant::now().into_std()) {
+                    Reply::Nothing => {}
+                    Reply::Send(reply) => {
+                        if let Err(ending) = write(conn, &[encode(&reply)]).await {
+                            return ending;
+                        }
+                    }
+                    Reply::Close(c) => {
+                        debug!(session = state.id, reason = ?c.reason, "closing on request");
+                        let ending = Ending { reason: c.reason, message: c.message };
+                        return close(conn, &mut inbox, c.bye, ending).await;
+                    }
+                }
+            }
+            _ = sleep_until(deadline) => {
+                if ping_token.is_some() {
+                    let bye = ServerMsg::Bye { code: Some(ErrorCode::Timeout), reason: "no answer to ping".into() };
+                    return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Lost, "ping timeout")).await;
+                }
+                let token = crate::hub::now_millis();
+                ping_token = Some(token);
+                if let Err(ending) = write(conn, &[encode(&ServerMsg::Ping { token })]).await {
+                    return ending;
+                }
+            }
+        }
+    }
+}

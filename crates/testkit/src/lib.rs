@@ -1,0 +1,159 @@
+//! Test helpers: a real server on `127.0.0.1:0` with its own temporary directory, and a raw
+//! protocol client. Not published; only tests depend on it.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chatao_proto::{ClientMsg, ServerMsg, decode_server, encode};
+use chatao_server::Config;
+use chatao_transport::{Connection, Keypair};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for any one expected event before failing.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A deterministic key pair for tests: the same `n` always gives the same key.
+pub fn fixed_keypair(n: u8) -> Keypair {
+    let mut secret = [0x42u8; 32];
+    secret[0] = n;
+    Keypair::from_secret(secret)
+}
+
+/// A running server and the directory it owns. Dropping it stops the server abruptly; call
+/// [`TestServer::stop`] for a graceful shutdown.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub fingerprint: String,
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server with default settings.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server whose settings `adjust` may change first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(fixed_keypair(200), dir.path().to_path_buf());
+        adjust(&mut config);
+        let fingerprint = config.keys.public().fingerprint();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(chatao_server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        TestServer { addr, fingerprint, dir, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Graceful shutdown: returns what `run` returned.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A protocol-level client over a real socket.
+pub struct TestClient {
+    pub conn: Connection<TcpStream>,
+    pub nick: String,
+    pub session: u64,
+}
+
+/// Opens a transport connection to `addr` with key `keys`, accepting any server key.
+pub async fn open(addr: SocketAddr, keys: &Keypair) -> Result<Connection<TcpStream>> {
+    let stream = TcpStream::connect(addr).await?;
+    Ok(chatao_transport::connect(stream, keys, |_| Ok(())).await?)
+}
+
+impl TestClient {
+    /// Connects with a fresh key, says hello, and waits for `welcome`.
+    pub async fn connect(addr: SocketAddr, nick: &str) -> Result<TestClient> {
+        TestClient::connect_with(addr, nick, &Keypair::generate()?).await
+    }
+
+    /// Connects with `keys`, says hello, and waits for `welcome`; a `bye` is an error that
+    /// carries the server's reason.
+    pub async fn connect_with(addr: SocketAddr, nick: &str, keys: &Keypair) -> Result<TestClient> {
+        let mut conn = open(addr, keys).await?;
+        conn.write_record(&encode(&ClientMsg::Hello { nick: nick.into() })).await?;
+        let mut c = TestClient { conn, nick: nick.into(), session: 0 };
+        match c.recv().await? {
+            ServerMsg::Welcome { session, .. } => {
+                c.session = session;
+                Ok(c)
+            }
+            ServerMsg::Bye { code, reason } => bail!("refused: {code:?}: {reason}"),
+            other => bail!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        self.conn.write_record(&encode(msg)).await?;
+        Ok(())
+    }
+
+    /// Says `text` in `#lobby`.
+    pub async fn say(&mut self, text: &str) -> Result<()> {
+        self.send(&ClientMsg::Say { room: "#lobby".into(), text: text.into() }).await
+    }
+
+    /// The next message, within [`STEP`]. A closed connection is an error.
+    pub async fn recv(&mut self) -> Result<ServerMsg> {
+        let record = tokio::time::timeout(STEP, self.conn.read_record())
+            .await
+            .context("timed out waiting for a message")??
+            .context("connection closed")?;
+        Ok(decode_server(&record)?)
+    }
+
+    /// Reads until a message matches `pred`, returning it (the others are skipped).
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ServerMsg) -> bool,
+    ) -> Result<ServerMsg> {
+        loop {
+            let m = self.recv().await.with_context(|| format!("while waiting for {what}"))?;
+            if pred(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Waits for the chat message with `text` and returns it.
+    pub async fn expect_text(&mut self, text: &str) -> Result<ServerMsg> {
+        self.expect(text, |m| matches!(m, ServerMsg::Message { text: t, .. } if t == text)).await
+    }
+
+    /// Reads until the connection closes, returning everything received (within [`STEP`]).
+    pub async fn read_to_end(&mut self) -> Result<Vec<ServerMsg>> {
+        let mut out = vec![];
+        loop {
+            match tokio::time::timeout(STEP, self.conn.read_record()).await.context("timed out")? {
+                Ok(Some(r)) => out.push(decode_server(&r)?),
+                Ok(None) | Err(_) => return Ok(out),
+            }
+        }
+    }
+}
