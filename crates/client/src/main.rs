@@ -1,1 +1,100 @@
-fn main() {}
+//! `chatao`: parses flags, loads or creates the user's key, and runs line mode (stdin is not a
+//! terminal, or `--plain`/`--json`) or the full-screen UI.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chatao_client::format::Format;
+use chatao_client::net::ConnectOptions;
+use chatao_client::trust::Trust;
+use chatao_transport::keys;
+use chatao_transport::known_servers::host_key;
+use clap::Parser;
+
+/// The Chatao chat client.
+#[derive(Debug, Parser)]
+#[command(name = "chatao", version, about, long_about = None)]
+struct Args {
+    /// Server host name or address.
+    #[arg(required_unless_present = "fingerprint")]
+    address: Option<String>,
+    /// Server port.
+    #[arg(required_unless_present = "fingerprint")]
+    port: Option<u16>,
+    /// Your nickname: 1 to 32 letters, digits, '_' or '-'.
+    #[arg(required_unless_present = "fingerprint")]
+    nickname: Option<String>,
+    /// Line mode even on a terminal: stdin lines are sent, events printed one per line.
+    #[arg(long)]
+    plain: bool,
+    /// Line mode with one JSON object per event (implies --plain).
+    #[arg(long)]
+    json: bool,
+    /// Directory of your key (`key.pem`, created if absent) and of `known_servers`.
+    /// Default: $XDG_CONFIG_HOME/chatao/clientKey (~/.config/chatao/clientKey).
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+    /// The server's expected key fingerprint (SHA256:...); any other key is refused, even on
+    /// first connection.
+    #[arg(long, value_name = "FINGERPRINT")]
+    server_key: Option<String>,
+    /// Print your own key's fingerprint and exit.
+    #[arg(long)]
+    fingerprint: bool,
+}
+
+fn default_key_dir() -> PathBuf {
+    dirs::config_dir()
+        .map(|d| d.join("chatao").join("clientKey"))
+        .unwrap_or_else(|| PathBuf::from("clientKey"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("chatao: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode> {
+    let key_dir = args.key_dir.clone().unwrap_or_else(default_key_dir);
+    let (keys, _) = keys::load_or_generate(&key_dir)?;
+    if args.fingerprint {
+        println!("{}", keys.public().fingerprint());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(host), Some(port), Some(nick)) = (args.address, args.port, args.nickname) else {
+        anyhow::bail!("ADDRESS, PORT and NICKNAME are required");
+    };
+    let expected = match &args.server_key {
+        Some(fp) => Some(keys::parse_fingerprint(fp).context("--server-key")?),
+        None => None,
+    };
+    let opts = ConnectOptions {
+        trust: Trust {
+            host_port: host_key(&host, port),
+            known_servers: Some(key_dir.join("known_servers")),
+            expected,
+        },
+        host,
+        port,
+        nick,
+        keys: Arc::new(keys),
+    };
+    let line_mode = args.plain
+        || args.json
+        || !std::io::stdin().is_terminal()
+        || !std::io::stdout().is_terminal();
+    let fmt = if args.json { Format::Json } else { Format::Plain };
+    if line_mode {
+        return chatao_client::line::run(opts, fmt).await;
+    }
+    chatao_client::line::run(opts, fmt).await
+}

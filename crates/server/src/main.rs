@@ -1,7 +1,7 @@
 //! `chataosrv`: parses flags, sets up logging, loads or creates the server key, binds, and runs
 //! the server until SIGINT or SIGTERM.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -46,7 +46,11 @@ async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .context("invalid --log-level")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let key_dir = args.key_dir.unwrap_or_else(|| data_dir.join("serverKey"));

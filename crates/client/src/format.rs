@@ -1,0 +1,146 @@
+//! Events as lines of text, for line mode: readable plain text, or one JSON object per line.
+//!
+//! Plain lines pass every string from the network through [`chatao_proto::sanitize`], so no
+//! control character or escape sequence reaches the terminal. JSON lines need no such step:
+//! JSON escapes control characters (`\u001b`), and the consumer is a program.
+
+use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize};
+use chrono::TimeZone;
+use serde_json::json;
+
+use crate::net::{Closed, Welcome};
+
+/// Output style for line mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Plain,
+    Json,
+}
+
+/// `HH:MM:SS` in local time for a server timestamp (milliseconds since the epoch).
+pub fn clock(millis: u64) -> String {
+    match chrono::Local.timestamp_millis_opt(millis as i64) {
+        chrono::LocalResult::Single(t) => t.format("%H:%M:%S").to_string(),
+        _ => "--:--:--".to_owned(),
+    }
+}
+
+/// The first line: who we are, where, and the server's key.
+pub fn welcome(fmt: Format, w: &Welcome, addr: &str) -> String {
+    match fmt {
+        Format::Plain => format!(
+            "* connected to {addr} as {} ({}, server key {})",
+            w.nick,
+            sanitize(&w.server),
+            w.server_fingerprint
+        ),
+        Format::Json => json!({
+            "type": "welcome",
+            "session": w.session,
+            "nick": w.nick,
+            "fingerprint": w.fingerprint,
+            "server": w.server,
+            "server_fingerprint": w.server_fingerprint,
+            "limits": w.limits,
+        })
+        .to_string(),
+    }
+}
+
+/// One server message as one line; `None` for messages that are not shown.
+pub fn event(fmt: Format, msg: &ServerMsg) -> Option<String> {
+    match fmt {
+        Format::Json => match msg {
+            ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => None,
+            m => serde_json::to_string(m).ok(),
+        },
+        Format::Plain => plain(msg),
+    }
+}
+
+fn plain(msg: &ServerMsg) -> Option<String> {
+    Some(match msg {
+        ServerMsg::Message { room, time, from, kind: MessageKind::Normal, text, .. } => {
+            format!("[{}] {room} <{from}> {}", clock(*time), sanitize(text))
+        }
+        ServerMsg::Message { room, time, from, kind: MessageKind::Action, text, .. } => {
+            format!("[{}] {room} * {from} {}", clock(*time), sanitize(text))
+        }
+        ServerMsg::Join { room, nick, fingerprint } => {
+            format!("* {nick} joined {room} ({})", sanitize(fingerprint))
+        }
+        ServerMsg::Leave { room, nick, reason, message } => {
+            let why = match reason {
+                LeaveReason::Quit => "quit",
+                LeaveReason::Lost => "connection lost",
+                LeaveReason::Dropped => "disconnected by the server",
+                LeaveReason::Other => "left",
+            };
+            match message {
+                Some(m) => format!("* {nick} left {room} ({why}: {})", sanitize(m)),
+                None => format!("* {nick} left {room} ({why})"),
+            }
+        }
+        ServerMsg::Members { room, members } => {
+            let nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
+            format!("* {room}: {} ({} online)", nicks.join(", "), nicks.len())
+        }
+        ServerMsg::Error { code, message } => format!("! {code}: {}", sanitize(message)),
+        ServerMsg::Welcome { .. } => return None,
+        ServerMsg::Bye { code, reason } => match code {
+            Some(code) => format!("* disconnected by the server: {} ({code})", sanitize(reason)),
+            None => format!("* {}", sanitize(reason)),
+        },
+        ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => return None,
+    })
+}
+
+/// The last line, when the connection ends.
+pub fn closed(fmt: Format, c: &Closed) -> String {
+    match (fmt, c) {
+        (Format::Json, Closed::Bye { code, reason }) => {
+            serde_json::to_string(&ServerMsg::Bye { code: *code, reason: reason.clone() })
+                .unwrap_or_default()
+        }
+        (Format::Json, Closed::Lost(reason)) => {
+            json!({ "type": "lost", "reason": reason }).to_string()
+        }
+        (Format::Plain, Closed::Bye { code, reason }) => {
+            plain(&ServerMsg::Bye { code: *code, reason: reason.clone() }).unwrap_or_default()
+        }
+        (Format::Plain, Closed::Lost(reason)) => format!("* {}", sanitize(reason)),
+    }
+}
+
+/// A local notice (help text, a parse error) in the chosen format.
+pub fn notice(fmt: Format, text: &str) -> String {
+    match fmt {
+        Format::Plain => format!("* {}", sanitize(text)),
+        Format::Json => json!({ "type": "notice", "text": text }).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chatao_proto::{Nick, RoomName};
+
+    #[test]
+    fn plain_lines_never_carry_escape_sequences() {
+        let msg = ServerMsg::Message {
+            room: RoomName::lobby(),
+            id: 1,
+            time: 0,
+            from: Nick::parse("eve").unwrap(),
+            kind: MessageKind::Normal,
+            text: "\u{1b}[2J\u{1b}]0;title\u{7}\u{202e}x\nsecond".into(),
+        };
+        let line = event(Format::Plain, &msg).unwrap();
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(line.ends_with("<eve> ␛[2J␛]0;title␇\u{FFFD}x␊second"), "{line}");
+        let json = event(Format::Json, &msg).unwrap();
+        assert!(!json.chars().any(|c| c.is_control()), "{json:?}");
+        assert!(json.contains(r#""type":"message""#) && json.contains(r#""id":1"#));
+    }
+}

@@ -1,0 +1,294 @@
+//! The network actor: one task owns the connection; the rest of the client talks to it through
+//! a bounded handle and hears from it through a bounded event queue. Both client modes (line and
+//! TUI) use it unchanged.
+//!
+//! [`connect`] does everything up to `welcome` (TCP, handshake, trust decision, `hello`); the
+//! actor then relays server messages as [`NetEvent`]s, answers the server's pings, pings a quiet
+//! server itself, and paces `say`/`me` to the limits the server announced, so a client that
+//! sends faster (a pasted file, a script) is slowed down rather than refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatao_proto::{
+    ClientMsg, ErrorCode, Limits, Nick, ServerMsg, TokenBucket, decode_server, encode,
+};
+use chatao_transport::{Connection, HandshakeError, Keypair, TransportError};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+use crate::trust::{Trust, TrustError, Trusted};
+
+/// Time to connect, shake hands and be welcomed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Silence from the server after which the client pings it.
+pub const PING_AFTER: Duration = Duration::from_secs(30);
+/// Silence from the server after which the connection counts as lost.
+pub const DEAD_AFTER: Duration = Duration::from_secs(75);
+/// Events waiting for the UI. Overflow policy: the actor waits (stops reading the socket), so
+/// nothing is dropped; a UI stalled for long enough gets the client disconnected as too slow.
+pub const EVENT_QUEUE: usize = 1024;
+/// Messages waiting to be sent. Overflow policy: `send` waits (line mode reads stdin no faster
+/// than the server accepts); `try_send` reports [`SendError::Full`] for the TUI to show.
+pub const OUTBOX: usize = 256;
+
+/// Who to connect to, as whom, and how to judge the server's key.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub nick: String,
+    pub keys: Arc<Keypair>,
+    pub trust: Trust,
+}
+
+/// What the server said in `welcome`, plus what we learned of it during the handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Welcome {
+    pub session: u64,
+    pub nick: Nick,
+    /// Our own key's fingerprint, as the server saw it.
+    pub fingerprint: String,
+    pub server: String,
+    pub limits: Limits,
+    pub server_fingerprint: String,
+    pub trusted: Trusted,
+}
+
+/// Something from the network for the UI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetEvent {
+    /// A server message (never `ping`, `pong` or `bye`, which the actor handles).
+    Msg(ServerMsg),
+    /// The connection is over; no event follows.
+    Closed(Closed),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    /// The server said goodbye; `code` is `None` after our own `quit`.
+    Bye { code: Option<ErrorCode>, reason: String },
+    /// The connection broke or went silent.
+    Lost(String),
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {addr}: {source}")]
+    Tcp { addr: String, source: std::io::Error },
+    #[error("{addr} did not answer within {}s", CONNECT_TIMEOUT.as_secs())]
+    Timeout { addr: String },
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake { addr: String, source: HandshakeError },
+    #[error("the server refused: {reason} ({code})")]
+    Refused { code: ErrorCode, reason: String },
+    #[error("connection to {addr} failed: {detail}")]
+    Protocol { addr: String, detail: String },
+}
+
+/// Why a message could not be handed to the actor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("not connected")]
+    Closed,
+    #[error("too many messages waiting to be sent")]
+    Full,
+}
+
+/// The UI's end of the actor: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NetHandle {
+    tx: mpsc::Sender<ClientMsg>,
+}
+
+impl NetHandle {
+    /// Queues `msg`, waiting while the outbox is full.
+    pub async fn send(&self, msg: ClientMsg) -> Result<(), SendError> {
+        self.tx.send(msg).await.map_err(|_| SendError::Closed)
+    }
+
+    /// Queues `msg` without waiting.
+    pub fn try_send(&self, msg: ClientMsg) -> Result<(), SendError> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+}
+
+/// Connects, verifies the server's key against `opts.trust` before revealing ours, says
+/// `hello`, and waits for `welcome`. On success the actor is running.
+pub async fn connect(
+    opts: &ConnectOptions,
+) -> Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>), ConnectError> {
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let (welcome, conn) = timeout(CONNECT_TIMEOUT, open(opts, &addr))
+        .await
+        .map_err(|_| ConnectError::Timeout { addr: addr.clone() })??;
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let (etx, erx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(run(conn, welcome.limits, rx, etx));
+    Ok((welcome, NetHandle { tx }, erx))
+}
+
+async fn open(
+    opts: &ConnectOptions,
+    addr: &str,
+) -> Result<(Welcome, Connection<TcpStream>), ConnectError> {
+    let stream = TcpStream::connect((opts.host.as_str(), opts.port))
+        .await
+        .map_err(|source| ConnectError::Tcp { addr: addr.to_owned(), source })?;
+    let _ = stream.set_nodelay(true);
+    let mut verdict = None;
+    let shake = chatao_transport::connect(stream, &opts.keys, |key| {
+        let result = opts.trust.verify(key);
+        let refusal = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string().into()),
+        };
+        verdict = Some(result);
+        refusal
+    })
+    .await;
+    let trusted = match (shake, verdict) {
+        (Err(_), Some(Err(trust))) => return Err(trust.into()),
+        (Err(source), _) => return Err(ConnectError::Handshake { addr: addr.to_owned(), source }),
+        (Ok(conn), Some(Ok(trusted))) => (conn, trusted),
+        (Ok(_), _) => {
+            return Err(ConnectError::Protocol {
+                addr: addr.to_owned(),
+                detail: "handshake finished without a key check".into(),
+            });
+        }
+    };
+    let (mut conn, trusted) = trusted;
+    let server_fingerprint = conn.remote_key().fingerprint();
+    let protocol = |detail: String| ConnectError::Protocol { addr: addr.to_owned(), detail };
+    conn.write_record(&encode(&ClientMsg::Hello { nick: opts.nick.clone() }))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    loop {
+        let record = conn
+            .read_record()
+            .await
+            .map_err(|e| protocol(e.to_string()))?
+            .ok_or_else(|| protocol("the server closed the connection".into()))?;
+        match decode_server(&record).map_err(|e| protocol(e.to_string()))? {
+            ServerMsg::Welcome { session, nick, fingerprint, server, limits } => {
+                let welcome = Welcome {
+                    session,
+                    nick,
+                    fingerprint,
+                    server,
+                    limits,
+                    server_fingerprint,
+                    trusted,
+                };
+                return Ok((welcome, conn));
+            }
+            ServerMsg::Bye { code, reason } => {
+                return Err(ConnectError::Refused {
+                    code: code.unwrap_or(ErrorCode::Other),
+                    reason,
+                });
+            }
+            ServerMsg::Ping { token } => {
+                let _ = conn.write_record(&encode(&ClientMsg::Pong { token })).await;
+            }
+            other => return Err(protocol(format!("expected welcome, got {other:?}"))),
+        }
+    }
+}
+
+/// The actor. Ends when the server says `bye`, the connection breaks or goes silent, or the UI
+/// drops its event receiver; the last event it sends is `Closed`.
+async fn run(
+    mut conn: Connection<TcpStream>,
+    limits: Limits,
+    mut outbox: mpsc::Receiver<ClientMsg>,
+    events: mpsc::Sender<NetEvent>,
+) {
+    let mut pacer = TokenBucket::new(limits.rate_per_sec, limits.burst, Instant::now().into_std());
+    let mut held: Option<ClientMsg> = None;
+    let mut outbox_open = true;
+    let mut last_heard = Instant::now();
+    let mut pinged = false;
+    let closed = loop {
+        let deadline = last_heard + if pinged { DEAD_AFTER } else { PING_AFTER };
+        let wait = match &held {
+            Some(msg) if is_paced(msg) => pacer.wait_time(),
+            _ => Duration::ZERO,
+        };
+        tokio::select! {
+            record = conn.read_record() => {
+                last_heard = Instant::now();
+                pinged = false;
+                let record = match record {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break Closed::Lost("the server closed the connection".into()),
+                    Err(e) => break Closed::Lost(lost_reason(&e)),
+                };
+                let msg = match decode_server(&record) {
+                    Ok(m) => m,
+                    Err(e) => break Closed::Lost(format!("protocol error: {e}")),
+                };
+                match msg {
+                    ServerMsg::Ping { token } => {
+                        if let Err(e) = conn.write_record(&encode(&ClientMsg::Pong { token })).await {
+                            break Closed::Lost(lost_reason(&e));
+                        }
+                    }
+                    ServerMsg::Pong { .. } => {}
+                    ServerMsg::Bye { code, reason } => break Closed::Bye { code, reason },
+                    other => {
+                        if events.send(NetEvent::Msg(other)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            msg = outbox.recv(), if held.is_none() && outbox_open => {
+                match msg {
+                    Some(msg) => held = Some(msg),
+                    None => outbox_open = false,
+                }
+            }
+            _ = sleep(wait), if held.is_some() => {
+                let paced = held.as_ref().is_some_and(is_paced);
+                if paced && !pacer.try_take(Instant::now().into_std()) {
+                    continue;
+                }
+                if let Some(msg) = held.take()
+                    && let Err(e) = conn.write_record(&encode(&msg)).await
+                {
+                    break Closed::Lost(lost_reason(&e));
+                }
+            }
+            _ = sleep_until(deadline) => {
+                if pinged {
+                    break Closed::Lost("the server stopped answering".into());
+                }
+                pinged = true;
+                let token = u64::from(std::process::id());
+                if let Err(e) = conn.write_record(&encode(&ClientMsg::Ping { token })).await {
+                    break Closed::Lost(lost_reason(&e));
+                }
+            }
+        }
+    };
+    let _ = events.send(NetEvent::Closed(closed)).await;
+}
+
+/// Messages the server counts against the rate.
+fn is_paced(msg: &ClientMsg) -> bool {
+    matches!(msg, ClientMsg::Say { .. } | ClientMsg::Me { .. })
+}
+
+fn lost_reason(e: &TransportError) -> String {
+    format!("connection lost: {e}")
+}

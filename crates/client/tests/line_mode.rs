@@ -1,0 +1,237 @@
+//! The real `chatao` binary in line mode against a real server on loopback.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chatao_proto::{ServerMsg, decode_client, encode};
+use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Starts `chatao` in line mode with its own key directory under `dir`.
+fn chatao(dir: &std::path::Path, addr: std::net::SocketAddr, nick: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_chatao"))
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(nick)
+        .arg("--key-dir")
+        .arg(dir.join(nick))
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Reads stdout lines until one contains `needle`.
+async fn wait_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("stdout ended");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line containing {needle:?}"))
+}
+
+#[tokio::test]
+async fn three_users_chat_and_everything_sent_before_eof_arrives() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut carol = TestClient::connect(server.addr, "carol").await.unwrap();
+
+    let mut bob = chatao(dir.path(), server.addr, "bob", &[]);
+    let mut bob_out = BufReader::new(bob.stdout.take().unwrap()).lines();
+    wait_line(&mut bob_out, "connected to").await;
+    carol
+        .expect("bob", |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "bob"))
+        .await
+        .unwrap();
+
+    let mut alice = chatao(dir.path(), server.addr, "alice", &[]);
+    let mut stdin = alice.stdin.take().unwrap();
+    stdin.write_all(b"hello everyone\n/me waves\nlast words\n").await.unwrap();
+    drop(stdin); // EOF right after the last line
+    let status = tokio::time::timeout(LIMIT, alice.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "alice exits 0 after EOF: {status:?}");
+
+    // Everything alice sent reached the others, in order, before she left.
+    assert!(wait_line(&mut bob_out, "alice joined #lobby").await.contains("SHA256:"));
+    assert!(wait_line(&mut bob_out, "<alice> hello everyone").await.starts_with('['));
+    wait_line(&mut bob_out, "* alice waves").await;
+    wait_line(&mut bob_out, "<alice> last words").await;
+    wait_line(&mut bob_out, "alice left #lobby (quit)").await;
+    carol.expect_text("hello everyone").await.unwrap();
+    carol.expect_text("last words").await.unwrap();
+
+    carol.say("hi bob").await.unwrap();
+    wait_line(&mut bob_out, "<carol> hi bob").await;
+    bob.stdin.take().unwrap().write_all(b"/quit off to lunch\n").await.unwrap();
+    let status = tokio::time::timeout(LIMIT, bob.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let m = carol
+        .expect(
+            "bob leaves",
+            |m| matches!(m, ServerMsg::Leave { nick, .. } if nick.as_str() == "bob"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(m, ServerMsg::Leave { message: Some(ref r), .. } if r == "off to lunch"));
+}
+
+#[tokio::test]
+async fn json_mode_prints_one_object_per_event() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut carol = TestClient::connect(server.addr, "carol").await.unwrap();
+    let mut bot = chatao(dir.path(), server.addr, "bot", &["--json"]);
+    let mut out = BufReader::new(bot.stdout.take().unwrap()).lines();
+    let welcome: serde_json::Value =
+        serde_json::from_str(&wait_line(&mut out, "welcome").await).unwrap();
+    assert_eq!(welcome["nick"], "bot");
+    assert_eq!(welcome["server_fingerprint"], server.fingerprint.as_str());
+    carol
+        .expect("bot", |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "bot"))
+        .await
+        .unwrap();
+    carol.say("ping the bot").await.unwrap();
+    let line = wait_line(&mut out, "ping the bot").await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["from"], "carol");
+    assert_eq!(v["room"], "#lobby");
+    assert!(v["id"].as_u64().unwrap() >= 1);
+    assert!(v["time"].as_u64().unwrap() > 1_700_000_000_000);
+    drop(carol);
+    let v: serde_json::Value =
+        serde_json::from_str(&wait_line(&mut out, "\"leave\"").await).unwrap();
+    assert_eq!((v["nick"].as_str(), v["reason"].as_str()), (Some("carol"), Some("lost")));
+    drop(bot.stdin.take());
+    let status = tokio::time::timeout(LIMIT, bot.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let v: serde_json::Value = serde_json::from_str(&wait_line(&mut out, "bye").await).unwrap();
+    assert_eq!(v["type"], "bye");
+}
+
+#[tokio::test]
+async fn a_refused_nickname_is_an_error_on_stderr_and_a_failure_exit() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    for (nick, expect) in [("alice", "in use"), ("bad nick", "1 to 32")] {
+        let child = chatao(dir.path(), server.addr, nick, &[]);
+        let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{nick}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refused") && err.contains(expect), "{nick}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_be_reached_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let out = tokio::time::timeout(LIMIT, chatao(dir.path(), addr, "x", &[]).wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to"));
+}
+
+/// A hostile server: completes the handshake, welcomes the client, then sends text full of
+/// terminal escape sequences (a real server refuses such text; this one does not).
+#[tokio::test]
+async fn escape_sequences_from_a_hostile_server_print_as_harmless_text() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = chatao_transport::accept(stream, &fixed_keypair(9)).await.unwrap();
+        let hello = conn.read_record().await.unwrap().unwrap();
+        assert!(decode_client(&hello).is_ok());
+        let raw = concat!(
+            r#"{"type":"welcome","session":1,"nick":"x","fingerprint":"f","server":"evil\u001b[31m","#,
+            r#""limits":{"max_text_bytes":100,"rate_per_sec":5,"burst":5}}"#,
+            "\n",
+            r##"{"type":"message","room":"#lobby","id":1,"time":0,"from":"eve","text":"\u001b]0;pwned\u0007\u001b[2J\u009b6n\u202eevil"}"##,
+            "\n",
+            r#"{"type":"error","code":"other","message":"\u001b[?1049h"}"#,
+            "\n",
+        );
+        conn.write_record(&bytes::Bytes::from(raw)).await.unwrap();
+        conn.write_record(&encode(&ServerMsg::Bye { code: None, reason: "\u{1b}c".into() }))
+            .await
+            .unwrap();
+        let _ = conn.read_record().await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let child = chatao(dir.path(), addr, "x", &[]);
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for text in [&stdout, &stderr] {
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    }
+    assert!(stdout.contains("<eve> ␛]0;pwned␇␛[2J"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_changed_server_key_is_refused_before_anything_is_sent() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_dir = dir.path().join("alice");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let wrong = fixed_keypair(1).public().fingerprint();
+    let host_port = format!("{}:{}", server.addr.ip(), server.addr.port());
+    std::fs::write(key_dir.join("known_servers"), format!("{host_port} {wrong}\n")).unwrap();
+    let out = tokio::time::timeout(
+        LIMIT,
+        chatao(dir.path(), server.addr, "alice", &[]).wait_with_output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HAS CHANGED") && err.contains(&wrong) && err.contains(&server.fingerprint),
+        "{err}"
+    );
+    // The server never saw alice: her nickname is free.
+    TestClient::connect(server.addr, "alice").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_explicit_server_key_is_enforced_on_first_use() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = fixed_keypair(1).public().fingerprint();
+    let out = tokio::time::timeout(
+        LIMIT,
+        chatao(dir.path(), server.addr, "a", &["--server-key", &wrong]).wait_with_output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server-key expects"));
+    let mut ok = chatao(dir.path(), server.addr, "b", &["--server-key", &server.fingerprint]);
+    drop(ok.stdin.take());
+    let status = tokio::time::timeout(LIMIT, ok.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+}
