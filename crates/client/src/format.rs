@@ -60,11 +60,58 @@ pub fn event(fmt: Format, msg: &ServerMsg) -> Option<String> {
 
 fn plain(msg: &ServerMsg) -> Option<String> {
     Some(match msg {
-        ServerMsg::Message { room, time, from, kind: MessageKind::Normal, text, .. } => {
-            format!("[{}] {room} <{from}> {}", clock(*time), sanitize(text))
+        ServerMsg::Message { room, time, from, kind, text, history, .. } => {
+            let mark = if *history { " (history)" } else { "" };
+            match kind {
+                MessageKind::Normal => {
+                    format!("[{}]{mark} {room} <{from}> {}", clock(*time), sanitize(text))
+                }
+                MessageKind::Action => {
+                    format!("[{}]{mark} {room} * {from} {}", clock(*time), sanitize(text))
+                }
+            }
         }
-        ServerMsg::Message { room, time, from, kind: MessageKind::Action, text, .. } => {
-            format!("[{}] {room} * {from} {}", clock(*time), sanitize(text))
+        ServerMsg::Private { time, from, to, kind, text, .. } => match kind {
+            MessageKind::Normal => {
+                format!("[{}] *{from} -> {to}* {}", clock(*time), sanitize(text))
+            }
+            MessageKind::Action => {
+                format!("[{}] *{from} -> {to}* * {from} {}", clock(*time), sanitize(text))
+            }
+        },
+        ServerMsg::Topic { room, text: Some(t), by: Some(by) } => {
+            format!("* {by} set the topic of {room}: {}", sanitize(t))
+        }
+        ServerMsg::Topic { room, text: Some(t), by: None } => {
+            format!("* topic of {room}: {}", sanitize(t))
+        }
+        ServerMsg::Topic { room, text: None, .. } => format!("* {room} has no topic"),
+        ServerMsg::RoomList { rooms } => {
+            let list: Vec<String> = rooms
+                .iter()
+                .map(|r| match &r.topic {
+                    Some(t) => format!("{} ({}): {}", r.room, r.members, sanitize(t)),
+                    None => format!("{} ({})", r.room, r.members),
+                })
+                .collect();
+            format!("* rooms: {}", list.join("; "))
+        }
+        ServerMsg::NickChange { old, new } => format!("* {old} is now known as {new}"),
+        ServerMsg::Away { nick, reason: Some(r) } => format!("* {nick} is away: {}", sanitize(r)),
+        ServerMsg::Away { nick, reason: None } => format!("* {nick} is back"),
+        ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+            let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+            let away =
+                away.as_deref().map(|a| format!(", away: {}", sanitize(a))).unwrap_or_default();
+            format!(
+                "* {nick}: key {}, in {}, online since {}{away}",
+                sanitize(fingerprint),
+                rooms.join(" "),
+                clock(*since)
+            )
+        }
+        ServerMsg::HistoryEnd { room, count } => {
+            format!("* {room}: end of history ({count} messages)")
         }
         ServerMsg::Join { room, nick, fingerprint } => {
             format!("* {nick} joined {room} ({})", sanitize(fingerprint))
@@ -72,6 +119,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
         ServerMsg::Leave { room, nick, reason, message } => {
             let why = match reason {
                 LeaveReason::Quit => "quit",
+                LeaveReason::Part => "left the room",
                 LeaveReason::Lost => "connection lost",
                 LeaveReason::Dropped => "disconnected by the server",
                 LeaveReason::Other => "left",
@@ -135,6 +183,7 @@ mod tests {
             from: Nick::parse("eve").unwrap(),
             kind: MessageKind::Normal,
             text: "\u{1b}[2J\u{1b}]0;title\u{7}\u{202e}x\nsecond".into(),
+            history: false,
         };
         let line = event(Format::Plain, &msg).unwrap();
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");

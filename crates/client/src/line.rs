@@ -99,7 +99,12 @@ async fn emit(out: &mut tokio::io::Stdout, line: &str) -> Result<()> {
 /// Reads stdin to its end, turning lines into messages. Sending waits while the outbox is full,
 /// so input is read no faster than the server accepts it. At the end (or on `/quit`) it sends
 /// `quit`; dropping `notices` tells the main loop that input is over.
-async fn read_stdin(handle: NetHandle, room: String, fmt: Format, notices: mpsc::Sender<String>) {
+async fn read_stdin(
+    handle: NetHandle,
+    mut room: String,
+    fmt: Format,
+    notices: mpsc::Sender<String>,
+) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut reason = None;
     loop {
@@ -111,25 +116,38 @@ async fn read_stdin(handle: NetHandle, room: String, fmt: Format, notices: mpsc:
                 break;
             }
         };
-        let msg = match command::parse(&line) {
+        let input = match command::parse(&line) {
             Ok(None) => continue,
-            Ok(Some(Input::Say(text))) => ClientMsg::Say { room: room.clone(), text },
-            Ok(Some(Input::Me(text))) => ClientMsg::Me { room: room.clone(), text },
-            Ok(Some(Input::Quit(r))) => {
-                reason = r;
-                break;
-            }
-            Ok(Some(Input::Help)) => {
-                for l in command::help_lines() {
-                    let _ = notices.send(format::notice(fmt, &l)).await;
-                }
-                continue;
-            }
+            Ok(Some(input)) => input,
             Err(e) => {
                 let _ = notices.send(format::notice(fmt, &e.to_string())).await;
                 continue;
             }
         };
+        let msg = match input {
+            Input::Quit(r) => {
+                reason = r;
+                break;
+            }
+            Input::Help => {
+                for l in command::help_lines() {
+                    let _ = notices.send(format::notice(fmt, &l)).await;
+                }
+                continue;
+            }
+            Input::Switch(r) => {
+                room = r;
+                let _ = notices.send(format::notice(fmt, &format!("current room: {room}"))).await;
+                continue;
+            }
+            Input::Join(ref r) => {
+                // The most recently joined room becomes the current one, as in the TUI.
+                room = r.clone();
+                input.to_msg(&room)
+            }
+            other => other.to_msg(&room),
+        };
+        let Some(msg) = msg else { continue };
         if handle.send(msg).await.is_err() {
             return;
         }

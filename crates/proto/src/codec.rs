@@ -54,7 +54,11 @@ mod tests {
             },
             ServerMsg::Members {
                 room: room.clone(),
-                members: vec![Member { nick: nick("bob"), fingerprint: "SHA256:x".into() }],
+                members: vec![Member {
+                    nick: nick("bob"),
+                    fingerprint: "SHA256:x".into(),
+                    away: Some("lunch".into()),
+                }],
             },
             ServerMsg::Join {
                 room: room.clone(),
@@ -74,7 +78,36 @@ mod tests {
                 from: nick("bob"),
                 kind: MessageKind::Action,
                 text: "waves\nand \"quotes\"".into(),
+                history: true,
             },
+            ServerMsg::Private {
+                id: 3,
+                time: 5,
+                from: nick("bob"),
+                to: nick("alice"),
+                kind: MessageKind::Normal,
+                text: "psst".into(),
+            },
+            ServerMsg::Topic {
+                room: room.clone(),
+                text: Some("rust".into()),
+                by: Some(nick("bob")),
+            },
+            ServerMsg::Topic { room: room.clone(), text: None, by: None },
+            ServerMsg::RoomList {
+                rooms: vec![crate::RoomInfo { room: room.clone(), members: 3, topic: None }],
+            },
+            ServerMsg::NickChange { old: nick("bob"), new: nick("robert") },
+            ServerMsg::Away { nick: nick("bob"), reason: Some("lunch".into()) },
+            ServerMsg::Away { nick: nick("bob"), reason: None },
+            ServerMsg::Whois {
+                nick: nick("bob"),
+                fingerprint: "SHA256:x".into(),
+                rooms: vec![room.clone()],
+                away: None,
+                since: 9,
+            },
+            ServerMsg::HistoryEnd { room: room.clone(), count: 2 },
             ServerMsg::Error { code: ErrorCode::NickInUse, message: "taken".into() },
             ServerMsg::Bye { code: Some(ErrorCode::Shutdown), reason: "restart".into() },
             ServerMsg::Ping { token: 3 },
@@ -98,6 +131,19 @@ mod tests {
             ClientMsg::Quit { reason: Some("later".into()) },
             ClientMsg::Ping { token: 1 },
             ClientMsg::Pong { token: 2 },
+            ClientMsg::Join { room: "#rust".into(), since: None },
+            ClientMsg::Join { room: "#rust".into(), since: Some(41) },
+            ClientMsg::Part { room: "#rust".into(), reason: Some("bye".into()) },
+            ClientMsg::List,
+            ClientMsg::Who { room: "#rust".into() },
+            ClientMsg::Topic { room: "#rust".into(), text: Some("t".into()) },
+            ClientMsg::Topic { room: "#rust".into(), text: None },
+            ClientMsg::Msg { to: "bob".into(), text: "psst".into() },
+            ClientMsg::Nick { nick: "robert".into() },
+            ClientMsg::Away { reason: Some("lunch".into()) },
+            ClientMsg::Away { reason: None },
+            ClientMsg::Whois { nick: "bob".into() },
+            ClientMsg::History { room: "#rust".into(), since: 10, limit: Some(100) },
         ] {
             assert_eq!(decode_client(&encode(&m)).unwrap(), m);
         }
@@ -112,6 +158,7 @@ mod tests {
             from: nick("a"),
             kind: MessageKind::Normal,
             text: "t".into(),
+            history: false,
         };
         assert_eq!(
             &encode(&m)[..],
@@ -137,7 +184,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_text_round_trips(text in ".*", id in any::<u64>()) {
-            let m = ServerMsg::Message { room: RoomName::lobby(), id, time: id, from: nick("p"), kind: MessageKind::Normal, text };
+            let m = ServerMsg::Message { room: RoomName::lobby(), id, time: id, from: nick("p"), kind: MessageKind::Normal, text, history: false };
             let b = encode(&m);
             prop_assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), 1);
             prop_assert_eq!(decode_server(&b).unwrap(), m);

@@ -33,6 +33,11 @@ pub enum ErrorCode {
     Timeout,
     /// The server is full.
     ServerFull,
+    /// No user with that nickname is online.
+    NoSuchNick,
+    /// The server cannot accept the message right now (its queues are full); it was not
+    /// accepted, so resending later is safe.
+    Busy,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -55,6 +60,8 @@ impl ErrorCode {
             ErrorCode::TooSlow => "too_slow",
             ErrorCode::Timeout => "timeout",
             ErrorCode::ServerFull => "server_full",
+            ErrorCode::NoSuchNick => "no_such_nick",
+            ErrorCode::Busy => "busy",
             ErrorCode::Other => "other",
         }
     }

@@ -32,6 +32,49 @@ pub enum ClientMsg {
     Ping { token: u64 },
     /// Answer to the server's `ping`.
     Pong { token: u64 },
+    /// Join `room` (created on first join). The server announces the join, sends `members`,
+    /// the topic if one is set, and history: the messages after `since` when given, else the
+    /// last `history_on_join` messages.
+    Join {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// Leave `room`, optionally saying why.
+    Part {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Ask for the list of rooms (answered with `room_list`).
+    List,
+    /// Ask for a room's members (answered with `members`).
+    Who { room: String },
+    /// Set a room's topic (`text`), or with no `text` ask for it (answered with `topic`).
+    Topic {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    /// A private message to one user; only they and the sender see it.
+    Msg { to: String, text: String },
+    /// Change nickname.
+    Nick { nick: String },
+    /// Mark oneself away with a reason, or back when `reason` is absent.
+    Away {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Ask who `nick` is (answered with `whois`).
+    Whois { nick: String },
+    /// Ask for a room's messages after id `since` (catch-up after a reconnect), at most `limit`
+    /// (capped by the server). Must be a member.
+    History {
+        room: String,
+        since: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 /// A message from the server to a client.
@@ -74,7 +117,54 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "MessageKind::is_normal")]
         kind: MessageKind,
         text: String,
+        /// True when replayed from history (on join or catch-up) rather than live.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
     },
+    /// A private message. Both the recipient and the sender (as acknowledgement) receive it.
+    Private {
+        /// Server-assigned, strictly increasing across all private messages.
+        id: u64,
+        time: u64,
+        from: Nick,
+        to: Nick,
+        #[serde(default, skip_serializing_if = "MessageKind::is_normal")]
+        kind: MessageKind,
+        text: String,
+    },
+    /// A room's topic: sent on join when set, to the room when it changes, and on request.
+    Topic {
+        room: RoomName,
+        /// `None`: no topic is set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// Who set it, when it was just changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Nick>,
+    },
+    /// The rooms that exist, answering `list`.
+    RoomList { rooms: Vec<RoomInfo> },
+    /// `old` is now called `new`; sent to everyone sharing a room with them, and to them.
+    NickChange { old: Nick, new: Nick },
+    /// `nick` is away (`reason`) or back (no `reason`); sent to everyone sharing a room with
+    /// them, and to them.
+    Away {
+        nick: Nick,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Who someone is, answering `whois`.
+    Whois {
+        nick: Nick,
+        fingerprint: String,
+        rooms: Vec<RoomName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        away: Option<String>,
+        /// When their session started, in milliseconds since the epoch.
+        since: u64,
+    },
+    /// The end of a history replay for `room`: `count` messages were sent.
+    HistoryEnd { room: RoomName, count: u32 },
     /// Something was refused. The session goes on unless a `bye` follows.
     Error { code: ErrorCode, message: String },
     /// The server's last message before it closes the connection.
@@ -101,11 +191,23 @@ pub struct Limits {
     pub burst: u32,
 }
 
+/// One line of `room_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: RoomName,
+    pub members: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
 /// A room member, as listed in `members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub nick: Nick,
     pub fingerprint: String,
+    /// Their away reason, when they are away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
 }
 
 /// Why someone left.
@@ -114,6 +216,8 @@ pub struct Member {
 pub enum LeaveReason {
     /// They said goodbye (`quit`).
     Quit,
+    /// They left this room only (`part`).
+    Part,
     /// The connection ended without a goodbye: network loss, crash, or a protocol violation.
     Lost,
     /// The server disconnected them (too slow, timed out, flooding, shutdown).

@@ -9,6 +9,7 @@ use chatao_proto::{Limits, RoomName};
 use chatao_transport::Keypair;
 
 use crate::limits;
+use crate::store::Retention;
 
 /// Settings for one server. Built by the binary from its flags; tests build it with
 /// [`Config::new`] and adjust fields.
@@ -32,6 +33,18 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// See [`limits::MAILBOX_CAPACITY`].
     pub mailbox_capacity: usize,
+    /// Messages replayed on join ([`limits::HISTORY_ON_JOIN`]).
+    pub history_on_join: usize,
+    /// How much history the store keeps.
+    pub retention: Retention,
+    /// See [`limits::MAX_CONNECTIONS_PER_IP`].
+    pub max_connections_per_ip: usize,
+    /// See [`limits::HANDSHAKES_PER_MINUTE`]; 0 means unlimited.
+    pub handshakes_per_minute: u32,
+    /// See [`limits::HANDSHAKE_BURST`].
+    pub handshake_burst: u32,
+    /// See [`limits::REFUSAL_SLOTS`].
+    pub refusal_slots: usize,
 }
 
 impl Config {
@@ -51,6 +64,12 @@ impl Config {
             ping_after: limits::PING_AFTER,
             idle_timeout: limits::IDLE_TIMEOUT,
             mailbox_capacity: limits::MAILBOX_CAPACITY,
+            history_on_join: limits::HISTORY_ON_JOIN,
+            retention: Retention { max_messages: limits::RETENTION_MESSAGES, max_age: None },
+            max_connections_per_ip: limits::MAX_CONNECTIONS_PER_IP,
+            handshakes_per_minute: limits::HANDSHAKES_PER_MINUTE,
+            handshake_burst: limits::HANDSHAKE_BURST,
+            refusal_slots: limits::REFUSAL_SLOTS,
         }
     }
 }

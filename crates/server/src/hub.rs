@@ -1,27 +1,36 @@
-//! The chat core: who is online, which rooms exist, and who is in them.
+//! The chat core: who is online, which rooms exist, who is in them, and the order of what is
+//! said in each.
 //!
 //! `Hub` is a cheap, cloneable handle around shared state behind a `std::sync::Mutex`: every
-//! critical section is short and synchronous (map lookups, assigning a message id, encoding
-//! once, and a non-blocking `try_send` into each recipient's bounded mailbox), and none is held
-//! across an `.await`, so an async mutex would only add cost. The hub knows nothing of sockets:
-//! tests drive it with plain mailboxes.
+//! critical section is short and synchronous (map lookups, assigning ids, encoding once,
+//! non-blocking sends into bounded queues), and none is held across an `.await`, so an async
+//! mutex would only add cost. The hub knows nothing of sockets: tests drive it with plain
+//! mailboxes.
 //!
-//! Publishing goes through one seam, [`Hub::publish`]: today it hands the encoded message to
-//! local mailboxes; a clustered server would publish to its bus there instead.
+//! Room events (messages, joins, parts, departures, topics) leave through one seam, the bus
+//! ([`crate::bus`]): the hub gives each its id and global sequence number under the lock and
+//! queues it; the bus thread persists it, then delivers it. Events about one user rather than a
+//! room (private messages, nickname changes, away) go straight to the mailboxes concerned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chatao_proto::{LeaveReason, Member, MessageKind, Nick, RoomName, ServerMsg, encode};
+use chatao_proto::{LeaveReason, Member, MessageKind, Nick, RoomInfo, RoomName, ServerMsg, encode};
 
+use crate::bus::{self, BusEvent, BusFull, BusHandle};
 use crate::mailbox::Mailbox;
 use crate::room::Room;
+use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
 
 /// A connection's number, unique for the life of the server process.
 pub type SessionId = u64;
+
+/// Most rooms one user may be in at once (bounds what one connection can make the server hold).
+pub const MAX_ROOMS_PER_USER: usize = 50;
 
 /// Why the hub refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +39,23 @@ pub enum HubError {
     NickInUse(Nick),
     #[error("you are not in {0}")]
     NotInRoom(RoomName),
+    #[error("no user called {0} is online")]
+    NoSuchNick(String),
+    #[error("you are in {MAX_ROOMS_PER_USER} rooms already; /part one first")]
+    TooManyRooms,
+    #[error("the server is busy; your message was not accepted, try again")]
+    Busy,
     #[error("no such session")]
     UnknownSession,
+}
+
+/// Settings the hub needs.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub default_room: RoomName,
+    /// Messages replayed on join.
+    pub history_on_join: usize,
+    pub retention: Retention,
 }
 
 /// The shared chat state. Clone it freely: all clones are the same hub.
@@ -40,12 +64,16 @@ pub struct Hub {
     shared: Arc<Shared>,
 }
 
+/// The state behind the handle (public only so that the bus can deliver into it).
 #[derive(Debug)]
-struct Shared {
+pub struct Shared {
     /// A std mutex on purpose: see the module documentation.
     state: Mutex<State>,
     next_session: AtomicU64,
-    default_room: RoomName,
+    config: HubConfig,
+    bus: BusHandle,
+    store: Arc<Store>,
+    bus_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +82,10 @@ struct State {
     nicks: HashMap<String, SessionId>,
     users: HashMap<SessionId, User>,
     rooms: HashMap<RoomName, Room>,
+    /// Sequence number of the last queued bus event.
+    seq: u64,
+    /// Id of the last private message.
+    last_private: u64,
 }
 
 #[derive(Debug)]
@@ -62,6 +94,26 @@ struct User {
     fingerprint: String,
     mailbox: Mailbox,
     rooms: Vec<RoomName>,
+    away: Option<String>,
+    since: u64,
+}
+
+/// What a joiner needs to catch up, taken atomically with the join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    pub room: RoomName,
+    /// False if the user was already a member (nothing was announced).
+    pub new: bool,
+    pub members: Vec<Member>,
+    pub topic: Option<String>,
+    /// The room's last message id at the join: history covers up to here, live messages
+    /// come after.
+    pub last_id: u64,
+    /// The bus sequence at the join: once flushed, the store holds every message up to
+    /// `last_id`.
+    pub seq: u64,
+    /// Recent messages from memory (ids up to `last_id`).
+    pub tail: Vec<StoredMessage>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -69,22 +121,92 @@ pub fn now_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-impl Hub {
-    /// An empty hub whose users start in `default_room`.
-    pub fn new(default_room: RoomName) -> Hub {
-        Hub {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                next_session: AtomicU64::new(1),
-                default_room,
-            }),
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves maps that are still consistent enough to serve
+        // everyone else; recovering beats taking the whole server down.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Called by the bus thread with a persisted batch: hands each event to its room.
+    pub(crate) fn deliver(&self, batch: &[BusEvent]) {
+        let st = self.lock();
+        for ev in batch {
+            if let Some(room) = st.rooms.get(&ev.room) {
+                room.deliver(&ev.bytes, ev.seq);
+            }
         }
+    }
+}
+
+impl State {
+    fn user(&self, id: SessionId) -> Result<&User, HubError> {
+        self.users.get(&id).ok_or(HubError::UnknownSession)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn member(&self, id: SessionId) -> Option<Member> {
+        self.users.get(&id).map(|u| Member {
+            nick: u.nick.clone(),
+            fingerprint: u.fingerprint.clone(),
+            away: u.away.clone(),
+        })
+    }
+
+    /// Everyone sharing a room with `id`, and `id` itself, each once.
+    fn audience(&self, id: SessionId) -> Vec<SessionId> {
+        let mut seen = HashSet::from([id]);
+        let mut out = vec![id];
+        if let Some(user) = self.users.get(&id) {
+            for room in user.rooms.iter().filter_map(|r| self.rooms.get(r)) {
+                for m in room.member_ids() {
+                    if seen.insert(m) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn tell(&self, ids: &[SessionId], msg: &Bytes) {
+        for id in ids {
+            if let Some(u) = self.users.get(id) {
+                u.mailbox.deliver(msg);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A hub over `store`, with the rooms the store remembers, and its bus thread started.
+    pub fn new(config: HubConfig, store: Arc<Store>) -> Result<Hub, StoreError> {
+        let mut state = State::default();
+        for rec in store.load_rooms()? {
+            let room = Room::new(rec.room.clone(), rec.last_id, rec.topic, config.history_on_join);
+            state.rooms.insert(rec.room, room);
+        }
+        let writer = store.writer(config.retention)?;
+        let (bus, receiver) = bus::channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            next_session: AtomicU64::new(1),
+            config,
+            bus,
+            store,
+            bus_thread: Mutex::new(None),
+        });
+        let thread = bus::spawn(receiver, writer, Arc::downgrade(&shared))?;
+        *shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(Hub { shared })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in a way that
-        // matters more than losing the whole server would, so a poisoned lock is recovered.
-        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.lock()
     }
 
     /// Hands out a new session id.
@@ -92,13 +214,26 @@ impl Hub {
         self.shared.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn default_room(&self) -> &RoomName {
-        &self.shared.default_room
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
     }
 
-    /// Puts a user online under `nick` and into the default room: everyone in that room,
-    /// the newcomer included, receives `join`, then the newcomer receives `members`.
-    /// Fails if the nickname (compared case-insensitively) is online.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    pub fn bus(&self) -> &BusHandle {
+        &self.shared.bus
+    }
+
+    /// Takes the bus thread's handle, for a shutdown that waits for history to be flushed
+    /// (the thread ends once every clone of the hub is dropped).
+    pub fn take_bus_thread(&self) -> Option<JoinHandle<()>> {
+        self.shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Puts a user online under `nick` (in no room yet). Fails if the nickname, compared
+    /// case-insensitively, is online.
     pub fn register(
         &self,
         id: SessionId,
@@ -112,9 +247,86 @@ impl Hub {
             return Err(HubError::NickInUse(nick));
         }
         st.nicks.insert(folded, id);
-        st.users.insert(id, User { nick, fingerprint, mailbox, rooms: Vec::new() });
-        let room = self.shared.default_room.clone();
-        st.join(id, &room);
+        let user =
+            User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since: now_millis() };
+        st.users.insert(id, user);
+        Ok(())
+    }
+
+    /// Puts `id` in `room` (creating it) and announces the join to the room (the joiner
+    /// included). Returns what the joiner needs to catch up. Joining a room one is in announces
+    /// nothing and returns the same information.
+    pub fn join(&self, id: SessionId, room_name: &RoomName) -> Result<Joined, HubError> {
+        let mut st = self.lock();
+        let user = st.user(id)?;
+        let already = user.rooms.contains(room_name);
+        if !already && user.rooms.len() >= MAX_ROOMS_PER_USER {
+            return Err(HubError::TooManyRooms);
+        }
+        let (nick, fingerprint, mailbox) =
+            (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone());
+        let cap = self.shared.config.history_on_join;
+        let after = st.seq;
+        let room = st
+            .rooms
+            .entry(room_name.clone())
+            .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
+        let new = room.add(id, mailbox, after);
+        let (last_id, topic) = (room.last_id(), room.topic.clone());
+        let tail: Vec<StoredMessage> = room.tail().cloned().collect();
+        let ids: Vec<SessionId> = room.member_ids().collect();
+        if new && let Some(u) = st.users.get_mut(&id) {
+            u.rooms.push(room_name.clone());
+        }
+        let members = ids.iter().filter_map(|m| st.member(*m)).collect();
+        if new {
+            let join = ServerMsg::Join { room: room_name.clone(), nick, fingerprint };
+            let seq = st.next_seq();
+            self.bus().send_control(BusEvent {
+                seq,
+                room: room_name.clone(),
+                bytes: encode(&join),
+                persist: Persist::Nothing,
+            });
+        }
+        Ok(Joined { room: room_name.clone(), new, members, topic, last_id, seq: after, tail })
+    }
+
+    /// What a member needs to catch up on `room` (as [`Hub::join`] returns, without joining).
+    pub fn catch_up(&self, id: SessionId, room_name: &RoomName) -> Result<Joined, HubError> {
+        let st = self.lock();
+        let room = st
+            .rooms
+            .get(room_name)
+            .filter(|r| r.contains(id))
+            .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
+        Ok(Joined {
+            room: room_name.clone(),
+            new: false,
+            members: vec![],
+            topic: room.topic.clone(),
+            last_id: room.last_id(),
+            seq: st.seq,
+            tail: room.tail().cloned().collect(),
+        })
+    }
+
+    /// Takes `id` out of `room`, announcing it with `reason`.
+    pub fn part(
+        &self,
+        id: SessionId,
+        room_name: &RoomName,
+        reason: LeaveReason,
+        message: Option<String>,
+    ) -> Result<(), HubError> {
+        let mut st = self.lock();
+        let nick = st.user(id)?.nick.clone();
+        if !st.part_locked(id, room_name, &nick, reason, message, self.bus()) {
+            return Err(HubError::NotInRoom(room_name.clone()));
+        }
+        if let Some(u) = st.users.get_mut(&id) {
+            u.rooms.retain(|r| r != room_name);
+        }
         Ok(())
     }
 
@@ -123,27 +335,189 @@ impl Hub {
     pub fn say(
         &self,
         id: SessionId,
-        room: &RoomName,
+        room_name: &RoomName,
         kind: MessageKind,
         text: String,
     ) -> Result<u64, HubError> {
         let mut st = self.lock();
-        let from = st.users.get(&id).ok_or(HubError::UnknownSession)?.nick.clone();
-        let room_state = st.rooms.get_mut(room).ok_or_else(|| HubError::NotInRoom(room.clone()))?;
-        if !room_state.contains(id) {
-            return Err(HubError::NotInRoom(room.clone()));
-        }
-        let msg_id = room_state.next_id();
-        let msg = ServerMsg::Message {
-            room: room.clone(),
+        let from = st.user(id)?.nick.clone();
+        let seq = st.seq + 1;
+        let room = st
+            .rooms
+            .get_mut(room_name)
+            .filter(|r| r.contains(id))
+            .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
+        let msg_id = room.last_id() + 1;
+        let stored = StoredMessage {
+            room: room_name.clone(),
             id: msg_id,
             time: now_millis(),
             from,
             kind,
             text,
         };
-        Self::publish(room_state, &encode(&msg));
+        let ev = BusEvent {
+            seq,
+            room: room_name.clone(),
+            bytes: encode(&stored.to_msg(false)),
+            persist: Persist::Message(stored.clone()),
+        };
+        match self.bus().send_message(ev) {
+            Ok(()) => {}
+            Err(BusFull::Busy | BusFull::Closed) => return Err(HubError::Busy),
+        }
+        room.next_id();
+        room.remember(stored);
+        st.seq = seq;
         Ok(msg_id)
+    }
+
+    /// A private message from `id` to the user called `to`; both receive it.
+    pub fn private(
+        &self,
+        id: SessionId,
+        to: &str,
+        kind: MessageKind,
+        text: String,
+    ) -> Result<(), HubError> {
+        let mut st = self.lock();
+        let from = st.user(id)?.nick.clone();
+        let target = Nick::parse(to)
+            .ok()
+            .and_then(|n| st.nicks.get(&n.folded()).copied())
+            .ok_or_else(|| HubError::NoSuchNick(to.to_owned()))?;
+        let to_nick = st.user(target)?.nick.clone();
+        st.last_private += 1;
+        let msg = ServerMsg::Private {
+            id: st.last_private,
+            time: now_millis(),
+            from,
+            to: to_nick,
+            kind,
+            text,
+        };
+        let ids = if target == id { vec![id] } else { vec![target, id] };
+        st.tell(&ids, &encode(&msg));
+        Ok(())
+    }
+
+    /// Rooms with members, busiest first.
+    pub fn list(&self) -> Vec<RoomInfo> {
+        let st = self.lock();
+        let mut rooms: Vec<RoomInfo> = st
+            .rooms
+            .values()
+            .filter(|r| !r.is_empty())
+            .map(|r| RoomInfo {
+                room: r.name.clone(),
+                members: r.len() as u32,
+                topic: r.topic.clone(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        rooms
+    }
+
+    /// The members of `room` (empty if it has none).
+    pub fn who(&self, room_name: &RoomName) -> Vec<Member> {
+        let st = self.lock();
+        st.rooms
+            .get(room_name)
+            .map(|r| r.member_ids().filter_map(|m| st.member(m)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The topic of `room`.
+    pub fn topic(&self, room_name: &RoomName) -> Option<String> {
+        self.lock().rooms.get(room_name).and_then(|r| r.topic.clone())
+    }
+
+    /// Sets (or with `None` clears) the topic of a room `id` is in, announcing it to the room.
+    pub fn set_topic(
+        &self,
+        id: SessionId,
+        room_name: &RoomName,
+        text: Option<String>,
+    ) -> Result<(), HubError> {
+        let mut st = self.lock();
+        let by = st.user(id)?.nick.clone();
+        let seq = st.next_seq();
+        let room = st
+            .rooms
+            .get_mut(room_name)
+            .filter(|r| r.contains(id))
+            .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
+        room.topic = text.clone();
+        let msg = ServerMsg::Topic { room: room_name.clone(), text: text.clone(), by: Some(by) };
+        self.bus().send_control(BusEvent {
+            seq,
+            room: room_name.clone(),
+            bytes: encode(&msg),
+            persist: Persist::Topic { room: room_name.clone(), text },
+        });
+        Ok(())
+    }
+
+    /// Renames `id`; everyone sharing a room with them, and they, are told.
+    pub fn rename(&self, id: SessionId, new: Nick) -> Result<(), HubError> {
+        let mut st = self.lock();
+        let old = st.user(id)?.nick.clone();
+        let (old_folded, new_folded) = (old.folded(), new.folded());
+        if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
+            return Err(HubError::NickInUse(new));
+        }
+        if old == new {
+            return Ok(());
+        }
+        st.nicks.remove(&old_folded);
+        st.nicks.insert(new_folded, id);
+        if let Some(u) = st.users.get_mut(&id) {
+            u.nick = new.clone();
+        }
+        let audience = st.audience(id);
+        st.tell(&audience, &encode(&ServerMsg::NickChange { old, new }));
+        Ok(())
+    }
+
+    /// Marks `id` away (`Some`) or back; everyone sharing a room with them, and they, are told.
+    pub fn set_away(&self, id: SessionId, reason: Option<String>) -> Result<(), HubError> {
+        let mut st = self.lock();
+        let user = st.users.get_mut(&id).ok_or(HubError::UnknownSession)?;
+        user.away = reason.clone();
+        let nick = user.nick.clone();
+        let audience = st.audience(id);
+        st.tell(&audience, &encode(&ServerMsg::Away { nick, reason }));
+        Ok(())
+    }
+
+    /// Who `nick` is.
+    pub fn whois(&self, nick: &str) -> Result<ServerMsg, HubError> {
+        let st = self.lock();
+        let user = Nick::parse(nick)
+            .ok()
+            .and_then(|n| st.nicks.get(&n.folded()))
+            .and_then(|id| st.users.get(id))
+            .ok_or_else(|| HubError::NoSuchNick(nick.to_owned()))?;
+        Ok(ServerMsg::Whois {
+            nick: user.nick.clone(),
+            fingerprint: user.fingerprint.clone(),
+            rooms: user.rooms.clone(),
+            away: user.away.clone(),
+            since: user.since,
+        })
+    }
+
+    /// The away reason of `nick`, if they are online and away.
+    pub fn away_reason(&self, nick: &str) -> Option<(Nick, String)> {
+        let st = self.lock();
+        let n = Nick::parse(nick).ok()?;
+        let user = st.users.get(st.nicks.get(&n.folded())?)?;
+        Some((user.nick.clone(), user.away.clone()?))
+    }
+
+    /// The nickname `id` holds now.
+    pub fn nick_of(&self, id: SessionId) -> Option<Nick> {
+        self.lock().users.get(&id).map(|u| u.nick.clone())
     }
 
     /// Takes a user offline: they leave every room they are in, and each room's remaining
@@ -154,25 +528,8 @@ impl Hub {
         let Some(user) = st.users.remove(&id) else { return };
         st.nicks.remove(&user.nick.folded());
         for room_name in &user.rooms {
-            let Some(room) = st.rooms.get_mut(room_name) else { continue };
-            room.remove(id);
-            let leave = ServerMsg::Leave {
-                room: room_name.clone(),
-                nick: user.nick.clone(),
-                reason,
-                message: message.clone(),
-            };
-            Self::publish(room, &encode(&leave));
-            if room.is_empty() && *room_name != self.shared.default_room {
-                st.rooms.remove(room_name);
-            }
+            st.part_locked(id, room_name, &user.nick, reason, message.clone(), self.bus());
         }
-    }
-
-    /// The one seam through which every room event leaves the hub: the bytes are encoded once
-    /// by the caller and shared by all recipients.
-    fn publish(room: &Room, msg: &Bytes) {
-        room.broadcast(msg);
     }
 
     /// Number of users online.
@@ -182,39 +539,66 @@ impl Hub {
 }
 
 impl State {
-    /// Adds `id` to `room` (creating it), announces the join to the room, and sends the member
-    /// list to the joiner.
-    fn join(&mut self, id: SessionId, room_name: &RoomName) {
-        let Some(user) = self.users.get_mut(&id) else { return };
-        let (nick, fingerprint, mailbox) =
-            (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone());
-        if !user.rooms.contains(room_name) {
-            user.rooms.push(room_name.clone());
+    /// Removes `id` from `room_name` and announces it; false if it was not a member. Forgets
+    /// rooms left empty that have neither history nor topic.
+    fn part_locked(
+        &mut self,
+        id: SessionId,
+        room_name: &RoomName,
+        nick: &Nick,
+        reason: LeaveReason,
+        message: Option<String>,
+        bus: &BusHandle,
+    ) -> bool {
+        let seq = self.seq + 1;
+        let Some(room) = self.rooms.get_mut(room_name) else { return false };
+        if !room.remove(id) {
+            return false;
         }
-        let room =
-            self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(room_name.clone()));
-        if !room.add(id, mailbox.clone()) {
-            return;
+        self.seq = seq;
+        let leave =
+            ServerMsg::Leave { room: room_name.clone(), nick: nick.clone(), reason, message };
+        let bytes = encode(&leave);
+        // The one who leaves hears it too (it confirms a part), straight away.
+        if let Some(u) = self.users.get(&id) {
+            u.mailbox.deliver(&bytes);
         }
-        let join = ServerMsg::Join { room: room_name.clone(), nick, fingerprint };
-        Hub::publish(room, &encode(&join));
-        let members = room
-            .member_ids()
-            .filter_map(|m| self.users.get(&m))
-            .map(|u| Member { nick: u.nick.clone(), fingerprint: u.fingerprint.clone() })
-            .collect();
-        mailbox.deliver(&encode(&ServerMsg::Members { room: room_name.clone(), members }));
+        bus.send_control(BusEvent {
+            seq,
+            room: room_name.clone(),
+            bytes,
+            persist: Persist::Nothing,
+        });
+        if room.is_empty() && !room.is_remembered() {
+            self.rooms.remove(room_name);
+        }
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::mailbox::{Inbox, mailbox};
     use chatao_proto::decode_server;
 
-    fn drain(inbox: &mut Inbox) -> Vec<ServerMsg> {
+    fn hub(dir: &std::path::Path) -> Hub {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let config = HubConfig {
+            default_room: RoomName::lobby(),
+            history_on_join: 3,
+            retention: Retention { max_messages: 0, max_age: None },
+        };
+        Hub::new(config, store).unwrap()
+    }
+
+    /// Everything delivered so far, once the bus has handled every queued event.
+    fn drain(hub: &Hub, inbox: &mut Inbox) -> Vec<ServerMsg> {
+        let seq = hub.lock().seq;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(hub.bus().flushed(seq));
         let mut out = vec![];
         while let Ok(b) = inbox.rx.try_recv() {
             out.push(decode_server(&b).unwrap());
@@ -226,25 +610,37 @@ mod tests {
         let (mb, inbox) = mailbox(64);
         let id = hub.next_session_id();
         hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
+        hub.join(id, &RoomName::lobby()).unwrap();
         (id, inbox)
+    }
+
+    fn texts(msgs: &[ServerMsg]) -> Vec<String> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ServerMsg::Message { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
     fn join_say_leave_reach_the_room_in_order() {
-        let hub = Hub::new(RoomName::lobby());
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
         let (a, mut ia) = user(&hub, "alice");
         let (_b, mut ib) = user(&hub, "bob");
         let lobby = RoomName::lobby();
         assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "one".into()), Ok(1));
         assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "two".into()), Ok(2));
+        let alice_saw = drain(&hub, &mut ia);
         hub.leave(a, LeaveReason::Quit, Some("bye".into()));
-        let bob_saw = drain(&mut ib);
+        let bob_saw = drain(&hub, &mut ib);
+        assert_eq!(bob_saw.len(), 4, "{bob_saw:?}");
         assert!(matches!(&bob_saw[0], ServerMsg::Join { nick, .. } if nick.as_str() == "bob"));
-        assert!(matches!(&bob_saw[1], ServerMsg::Members { members, .. } if members.len() == 2));
-        assert!(matches!(&bob_saw[2], ServerMsg::Message { id: 1, text, .. } if text == "one"));
-        assert!(matches!(&bob_saw[3], ServerMsg::Message { id: 2, .. }));
-        assert!(matches!(&bob_saw[4], ServerMsg::Leave { reason: LeaveReason::Quit, .. }));
-        let alice_saw = drain(&mut ia);
+        assert!(matches!(&bob_saw[1], ServerMsg::Message { id: 1, text, .. } if text == "one"));
+        assert!(matches!(&bob_saw[2], ServerMsg::Message { id: 2, .. }));
+        assert!(matches!(&bob_saw[3], ServerMsg::Leave { reason: LeaveReason::Quit, .. }));
+        assert_eq!(texts(&alice_saw), ["one", "two"]);
         assert!(
             alice_saw
                 .iter()
@@ -254,24 +650,80 @@ mod tests {
     }
 
     #[test]
-    fn nicknames_are_unique_regardless_of_case() {
-        let hub = Hub::new(RoomName::lobby());
+    fn a_joiner_gets_earlier_messages_as_history_and_later_ones_live_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
         let (a, _ia) = user(&hub, "alice");
+        let lobby = RoomName::lobby();
+        for t in ["1", "2", "3", "4"] {
+            hub.say(a, &lobby, MessageKind::Normal, t.into()).unwrap();
+        }
+        // bob joins while the four messages may still be on their way through the bus.
+        let (mb, mut ib) = mailbox(64);
+        let b = hub.next_session_id();
+        hub.register(b, Nick::parse("bob").unwrap(), "fp".into(), mb).unwrap();
+        let joined = hub.join(b, &lobby).unwrap();
+        assert_eq!(joined.last_id, 4);
+        assert_eq!(
+            joined.tail.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["2", "3", "4"]
+        );
+        hub.say(a, &lobby, MessageKind::Normal, "5".into()).unwrap();
+        assert_eq!(texts(&drain(&hub, &mut ib)), ["5"]);
+        assert_eq!(hub.store().count(&lobby).unwrap(), 5, "all persisted");
+    }
+
+    #[test]
+    fn nicknames_are_unique_regardless_of_case_and_renames_are_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let (a, mut ia) = user(&hub, "alice");
+        let (b, mut ib) = user(&hub, "bob");
         let (mb, _i) = mailbox(4);
         let err = hub.register(99, Nick::parse("ALICE").unwrap(), "fp".into(), mb.clone());
         assert!(matches!(err, Err(HubError::NickInUse(_))));
-        hub.leave(a, LeaveReason::Lost, None);
+        assert!(matches!(
+            hub.rename(b, Nick::parse("Alice").unwrap()),
+            Err(HubError::NickInUse(_))
+        ));
+        hub.rename(a, Nick::parse("alicia").unwrap()).unwrap();
+        for inbox in [&mut ia, &mut ib] {
+            assert!(drain(&hub, inbox).iter().any(
+                |m| matches!(m, ServerMsg::NickChange { new, .. } if new.as_str() == "alicia")
+            ));
+        }
         assert!(hub.register(99, Nick::parse("ALICE").unwrap(), "fp".into(), mb).is_ok());
     }
 
     #[test]
-    fn saying_in_a_room_one_is_not_in_is_refused() {
-        let hub = Hub::new(RoomName::lobby());
-        let (a, _ia) = user(&hub, "alice");
-        let other = RoomName::parse("#other").unwrap();
+    fn rooms_are_isolated_and_private_messages_reach_only_their_two_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let (a, mut ia) = user(&hub, "alice");
+        let (b, mut ib) = user(&hub, "bob");
+        let (_c, mut ic) = user(&hub, "carol");
+        let rust = RoomName::parse("#rust").unwrap();
+        hub.join(a, &rust).unwrap();
+        hub.join(b, &rust).unwrap();
+        hub.say(a, &rust, MessageKind::Normal, "crabs".into()).unwrap();
+        hub.private(b, "ALICE", MessageKind::Normal, "psst".into()).unwrap();
+        assert!(matches!(
+            hub.private(b, "nobody", MessageKind::Normal, "x".into()),
+            Err(HubError::NoSuchNick(_))
+        ));
         assert_eq!(
-            hub.say(a, &other, MessageKind::Normal, "x".into()),
-            Err(HubError::NotInRoom(other))
+            hub.say(a, &RoomName::parse("#other").unwrap(), MessageKind::Normal, "x".into()),
+            Err(HubError::NotInRoom(RoomName::parse("#other").unwrap()))
         );
+        let carol = drain(&hub, &mut ic);
+        assert!(texts(&carol).is_empty());
+        assert!(!carol.iter().any(|m| matches!(m, ServerMsg::Private { .. })));
+        for inbox in [&mut ia, &mut ib] {
+            let saw = drain(&hub, inbox);
+            assert_eq!(texts(&saw), ["crabs"]);
+            assert!(
+                saw.iter().any(|m| matches!(m, ServerMsg::Private { text, .. } if text == "psst"))
+            );
+        }
     }
 }

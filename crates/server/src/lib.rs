@@ -2,24 +2,33 @@
 //!
 //! Layout:
 //! - [`server`]: `run(listener, config, shutdown)`, the accept loop and graceful shutdown.
+//! - [`admission`]: which new connections are admitted, refused with a reason, or closed:
+//!   per-address caps and attempt rates, decided at `accept`.
 //! - [`session`]: one connection: handshake, `hello`, then a `select!` over the socket, the
 //!   session's inbox, the idle timer and shutdown.
 //! - [`cmd`]: one file per client command; `Command::from_msg` then `apply(&hub, &mut state)`.
 //! - [`hub`] and [`room`]: the shared chat state behind a handle; [`mailbox`]: the bounded
 //!   queue from the hub to each session.
+//! - [`bus`]: the one seam room events leave the hub through: persisted, then delivered.
+//! - [`store`]: history, topics and room ids in SQLite; [`replay`]: history sent to a client on
+//!   join and catch-up.
 //! - [`config`] and [`limits`]: settings, and every limit as a named constant.
 //!
 //! To add a command: see [`cmd`]. To add a limit: a constant in [`limits`], a field in
 //! [`Config`] if it is configurable, and a line in README.md's limits table.
 
+pub mod admission;
+pub mod bus;
 pub mod cmd;
 pub mod config;
 pub mod hub;
 pub mod limits;
 pub mod mailbox;
+pub mod replay;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod store;
 
 pub use config::Config;
 pub use server::run;

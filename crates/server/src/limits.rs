@@ -50,5 +50,54 @@ pub const FLOOD_STRIKES: u32 = 50;
 /// refused.
 pub const MAX_CONNECTIONS: usize = 20_000;
 
-/// Pause after an `accept` error (out of file descriptors, say) before accepting again.
+/// Default cap on simultaneous connections from one address (configurable); IPv6 addresses
+/// count per /64, the block one subscriber usually holds. High enough for an office or a campus
+/// behind one NAT address, low enough that a single host cannot take the whole server. Past it
+/// new connections from that address are refused with `server_full`.
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+
+/// Default steady rate of connection attempts one address may make, per minute (configurable;
+/// 0 means unlimited). Every accepted TCP connection counts, before any byte is read: each one
+/// may cost the server a handshake (three X25519 operations), so a handshake flood from one
+/// address is held to this pace instead of taking the CPU.
+pub const HANDSHAKES_PER_MINUTE: u32 = 60;
+
+/// Default burst of connection attempts above the steady rate (configurable): an address may
+/// fill its [`MAX_CONNECTIONS_PER_IP`] at once, as a NAT full of clients does after a restart.
+pub const HANDSHAKE_BURST: u32 = 64;
+
+/// Addresses whose attempt rate the server remembers at once. Overflow policy: the addresses
+/// whose allowance is full anyway are forgotten first (that changes nothing), then the one
+/// nearest to full; memory stays bounded whatever the number of attacking addresses.
+pub const TRACKED_ADDRESSES: usize = 16_384;
+
+/// Default number of refusals explained at once (configurable). A refusal before the handshake
+/// cannot be encrypted, so the server completes the handshake to send `bye` with a reason; that
+/// costs as much as admitting the client. Past this many in progress, refused connections are
+/// closed without a word.
+pub const REFUSAL_SLOTS: usize = 32;
+
+/// After a refusal's `bye`, time the server goes on reading (and discarding) what the client
+/// sends, so that its `hello`, still in flight, does not turn the close into a TCP reset that
+/// could destroy the `bye` before the client reads it.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Pause after an `accept` error (out of file descriptors, say) before accepting again; it
+/// doubles while the errors go on, up to [`ACCEPT_BACKOFF_MAX`].
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Longest pause between two `accept` attempts while they keep failing.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Default number of messages replayed when joining a room (configurable).
+pub const HISTORY_ON_JOIN: usize = 50;
+
+/// Most messages sent for one `history` request; a client that missed more asks again from the
+/// last id it received.
+pub const HISTORY_MAX: usize = 500;
+
+/// Default messages kept per room (configurable; 0 keeps everything).
+pub const RETENTION_MESSAGES: u64 = 100_000;
+
+/// Longest topic, quit or part reason, and away reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 300;

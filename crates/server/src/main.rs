@@ -28,6 +28,18 @@ struct Args {
     /// Directory holding the server key (`key.pem`), created with a new key if absent.
     #[arg(long)]
     key_dir: Option<PathBuf>,
+    /// The room every user starts in.
+    #[arg(long, default_value = chatao_proto::DEFAULT_ROOM)]
+    default_room: String,
+    /// Messages replayed to a user joining a room.
+    #[arg(long, default_value_t = chatao_server::limits::HISTORY_ON_JOIN)]
+    history: usize,
+    /// Messages kept per room (0: keep everything).
+    #[arg(long, default_value_t = chatao_server::limits::RETENTION_MESSAGES)]
+    retention_messages: u64,
+    /// Days of history kept (0: no age limit).
+    #[arg(long, default_value_t = 0)]
+    retention_days: u64,
     /// Print the server key's fingerprint and exit.
     #[arg(long)]
     fingerprint: bool,
@@ -73,7 +85,13 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let config = Config::new(keys, data_dir);
+    let mut config = Config::new(keys, data_dir);
+    config.default_room = chatao_proto::RoomName::parse(&args.default_room)
+        .with_context(|| format!("--default-room {}", args.default_room))?;
+    config.history_on_join = args.history;
+    config.retention.max_messages = args.retention_messages;
+    config.retention.max_age = (args.retention_days > 0)
+        .then(|| std::time::Duration::from_secs(args.retention_days * 86_400));
     chatao_server::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }

@@ -1,45 +1,68 @@
-//! One room: its members' mailboxes and the source of its message ids.
+//! One room: its members' mailboxes, its topic, the source of its message ids, and a short
+//! in-memory tail of recent messages for joins.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use chatao_proto::RoomName;
 
 use crate::hub::SessionId;
 use crate::mailbox::Mailbox;
+use crate::store::StoredMessage;
+
+/// A member, and the bus sequence number at their join: events queued before it are covered
+/// by what they received on joining (history, member list), so only later ones are delivered.
+#[derive(Debug)]
+struct Member {
+    id: SessionId,
+    mailbox: Mailbox,
+    joined_after: u64,
+}
 
 /// A room's state, owned by the hub and only touched under the hub's lock.
 #[derive(Debug)]
 pub struct Room {
     pub name: RoomName,
-    /// Members in join order, with their mailboxes, so that fan-out is one pass over a vector.
-    members: Vec<(SessionId, Mailbox)>,
-    /// The id of the last message sent in this room. Ids come from here and nowhere else, so
-    /// they are strictly increasing in the order recipients receive the messages.
+    pub topic: Option<String>,
+    /// Members in join order, so that fan-out is one pass over a vector.
+    members: Vec<Member>,
+    /// The id of the last message in this room. Ids come from here and nowhere else, so they
+    /// are strictly increasing in the order recipients receive the messages, and they continue
+    /// across restarts (loaded from the store).
     last_id: u64,
+    /// The most recent messages, oldest first, at most `tail_cap`; emptied when the room empties
+    /// (the store has them).
+    tail: VecDeque<StoredMessage>,
+    tail_cap: usize,
 }
 
 impl Room {
-    pub fn new(name: RoomName) -> Room {
-        Room { name, members: Vec::new(), last_id: 0 }
+    pub fn new(name: RoomName, last_id: u64, topic: Option<String>, tail_cap: usize) -> Room {
+        Room { name, topic, members: Vec::new(), last_id, tail: VecDeque::new(), tail_cap }
     }
 
     pub fn contains(&self, id: SessionId) -> bool {
-        self.members.iter().any(|(m, _)| *m == id)
+        self.members.iter().any(|m| m.id == id)
     }
 
-    /// Adds a member; false if it was already in.
-    pub fn add(&mut self, id: SessionId, mailbox: Mailbox) -> bool {
+    /// Adds a member who is to receive bus events after sequence number `after`; false if
+    /// already in.
+    pub fn add(&mut self, id: SessionId, mailbox: Mailbox, after: u64) -> bool {
         if self.contains(id) {
             return false;
         }
-        self.members.push((id, mailbox));
+        self.members.push(Member { id, mailbox, joined_after: after });
         true
     }
 
     /// Removes a member; false if it was not in.
     pub fn remove(&mut self, id: SessionId) -> bool {
-        match self.members.iter().position(|(m, _)| *m == id) {
+        match self.members.iter().position(|m| m.id == id) {
             Some(i) => {
                 self.members.remove(i);
+                if self.members.is_empty() {
+                    self.tail = VecDeque::new();
+                }
                 true
             }
             None => false,
@@ -47,7 +70,7 @@ impl Room {
     }
 
     pub fn member_ids(&self) -> impl Iterator<Item = SessionId> + '_ {
-        self.members.iter().map(|(id, _)| *id)
+        self.members.iter().map(|m| m.id)
     }
 
     pub fn len(&self) -> usize {
@@ -58,16 +81,48 @@ impl Room {
         self.members.is_empty()
     }
 
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// True if the room is worth keeping in memory while empty: it has history or a topic.
+    pub fn is_remembered(&self) -> bool {
+        self.last_id > 0 || self.topic.is_some()
+    }
+
     /// Takes the next message id.
     pub fn next_id(&mut self) -> u64 {
         self.last_id += 1;
         self.last_id
     }
 
-    /// Hands `msg` to every member's mailbox.
-    pub fn broadcast(&self, msg: &Bytes) {
-        for (_, mailbox) in &self.members {
-            mailbox.deliver(msg);
+    /// Remembers a new message in the tail.
+    pub fn remember(&mut self, msg: StoredMessage) {
+        if self.tail.len() == self.tail_cap {
+            self.tail.pop_front();
+        }
+        if self.tail_cap > 0 {
+            self.tail.push_back(msg);
+        }
+    }
+
+    pub fn tail(&self) -> impl Iterator<Item = &StoredMessage> {
+        self.tail.iter()
+    }
+
+    /// Hands the bus event `seq` to every member who joined before it was queued.
+    pub fn deliver(&self, msg: &Bytes, seq: u64) {
+        for m in &self.members {
+            if seq > m.joined_after {
+                m.mailbox.deliver(msg);
+            }
+        }
+    }
+
+    /// Hands `msg` to one member.
+    pub fn deliver_to(&self, id: SessionId, msg: &Bytes) {
+        if let Some(m) = self.members.iter().find(|m| m.id == id) {
+            m.mailbox.deliver(msg);
         }
     }
 }

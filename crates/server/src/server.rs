@@ -1,24 +1,32 @@
-//! The accept loop: admits connections up to the cap, gives each a session task, and on
-//! shutdown tells every session to say goodbye and waits (with a deadline) for them to finish.
+//! The accept loop: asks [`Admission`] about each new connection, gives admitted ones a session
+//! task and refused ones their explanation, survives `accept` errors, and on shutdown tells
+//! every session to say goodbye and waits (with a deadline) for them to finish.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::admission::{self, Admission, Verdict};
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::limits::{ACCEPT_BACKOFF, SHUTDOWN_GRACE};
+use crate::hub::{Hub, HubConfig};
+use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, SHUTDOWN_GRACE};
 use crate::session::{self, Ctx};
+use crate::store::Store;
 
 /// Serves Chatao on `listener` until `shutdown` completes, then closes every session (each
 /// client receives `bye` with code `shutdown`) and returns once they are done or
 /// [`SHUTDOWN_GRACE`] has passed.
+///
+/// Connections over the limits in [`Admission`] are refused, with a `bye` saying why when a
+/// refusal slot is free. An `accept` error (out of file descriptors, say) never ends the loop:
+/// it backs off from [`ACCEPT_BACKOFF`] up to [`ACCEPT_BACKOFF_MAX`] and tries again.
 ///
 /// Tests bind `127.0.0.1:0` and pass any future; the binary passes SIGINT/SIGTERM.
 pub async fn run(
@@ -27,13 +35,18 @@ pub async fn run(
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
-    let ctx = Ctx {
-        hub: Hub::new(config.default_room.clone()),
-        config: config.clone(),
-        shutdown: CancellationToken::new(),
+    let store = Store::open(&config.data_dir).map_err(io::Error::other)?;
+    let hub_config = HubConfig {
+        default_room: config.default_room.clone(),
+        history_on_join: config.history_on_join,
+        retention: config.retention,
     };
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let hub = Hub::new(hub_config, Arc::new(store)).map_err(io::Error::other)?;
+    let bus_thread = hub.take_bus_thread();
+    let ctx = Ctx { hub, config: config.clone(), shutdown: CancellationToken::new() };
+    let admission = Admission::new(&config);
     let tracker = TaskTracker::new();
+    let mut backoff = ACCEPT_BACKOFF;
     info!(
         addr = %listener.local_addr()?,
         fingerprint = %config.keys.public().fingerprint(),
@@ -41,25 +54,62 @@ pub async fn run(
     );
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        warn!(%peer, limit = config.max_connections, "connection limit reached; refused");
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let ctx = ctx.clone();
-                    tracker.spawn(async move {
-                        session::run(stream, peer, ctx).await;
-                        drop(permit);
-                    });
-                }
-                Err(cause) => {
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF;
+                accepted
+            }
+            Err(cause) if is_connection_error(&cause) => {
+                debug!(%cause, "a connection failed before it was accepted");
+                continue;
+            }
+            Err(cause) => {
+                if backoff == ACCEPT_BACKOFF {
                     warn!(%cause, "accept failed; backing off");
-                    sleep(ACCEPT_BACKOFF).await;
+                } else {
+                    debug!(%cause, ?backoff, "accept still failing");
                 }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        match admission.admit(peer.ip(), Instant::now()) {
+            Verdict::Admit(ticket) => {
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                tracker.spawn(async move {
+                    session::run(stream, peer, ctx).await;
+                    drop(ticket);
+                });
+            }
+            Verdict::Explain(refusal) => {
+                info!(%peer, why = ?refusal.why, "connection refused; explaining");
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                tracker.spawn(async move {
+                    let keys = &ctx.config.keys;
+                    let limit = ctx.config.handshake_timeout;
+                    tokio::select! {
+                        told = admission::explain(stream, keys, refusal, limit) => {
+                            if let Err(cause) = told {
+                                debug!(%peer, %cause, "refusal not delivered");
+                            }
+                        }
+                        _ = ctx.shutdown.cancelled() => {}
+                    }
+                });
+            }
+            Verdict::Close(why) => {
+                debug!(%peer, ?why, "connection refused without a word");
+                drop(stream);
             }
         }
     }
@@ -70,6 +120,27 @@ pub async fn run(
     if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(left = tracker.len(), "sessions did not finish within the shutdown grace period");
     }
+    // Dropping the last hub handle lets the bus thread drain its queue to disk and stop.
+    drop(ctx);
+    if let Some(thread) = bus_thread {
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+            warn!("history writer did not finish within the shutdown grace period");
+        }
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Errors that concern one connection, not the listener: skip it and accept the next at once.
+/// Everything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) is the server running out of something,
+/// and retrying at once would spin.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
 }

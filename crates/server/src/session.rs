@@ -25,11 +25,12 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cmd::{Command, Reply, SessionState};
+use crate::cmd::{Command, Replay, Reply, SessionState};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
 use crate::limits::{MAX_RECORD_BYTES, WRITE_BATCH, WRITE_TIMEOUT};
 use crate::mailbox::{Inbox, mailbox};
+use crate::replay;
 
 /// Server software name and version, sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
@@ -140,7 +141,14 @@ where
         server: SERVER_NAME.to_owned(),
         limits: ctx.config.limits,
     };
-    if let Err(e) = conn.write_record(&encode(&welcome)).await {
+    let mut records = vec![encode(&welcome)];
+    let lobby = ctx.hub.config().default_room.clone();
+    if let Ok(joined) = ctx.hub.join(id, &lobby) {
+        let replay =
+            Replay { joined, since: None, limit: ctx.hub.config().history_on_join, intro: true };
+        records.extend(replay::records(&ctx.hub, &replay).await);
+    }
+    if let Err(e) = conn.write_records(&records).await {
         ctx.hub.leave(id, LeaveReason::Lost, None);
         return Err(e.into());
     }
@@ -263,6 +271,14 @@ where
                     Reply::Send(reply) => {
                         if let Err(ending) = write(conn, &[encode(&reply)]).await {
                             return ending;
+                        }
+                    }
+                    Reply::Replay(r) => {
+                        let records = replay::records(&ctx.hub, &r).await;
+                        for chunk in records.chunks(WRITE_BATCH) {
+                            if let Err(ending) = write(conn, chunk).await {
+                                return ending;
+                            }
                         }
                     }
                     Reply::Close(c) => {

@@ -29,7 +29,8 @@ pub fn fixed_keypair(n: u8) -> Keypair {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub fingerprint: String,
-    pub dir: TempDir,
+    /// The data directory (history database); `None` only transiently inside `restart`.
+    dir: Option<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -42,7 +43,11 @@ impl TestServer {
 
     /// A server whose settings `adjust` may change first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(tempfile::tempdir().unwrap(), adjust).await
+    }
+
+    /// A server over an existing data directory (to test what survives a restart).
+    pub async fn start_in(dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::new(fixed_keypair(200), dir.path().to_path_buf());
         adjust(&mut config);
         let fingerprint = config.keys.public().fingerprint();
@@ -52,11 +57,27 @@ impl TestServer {
         let task = tokio::spawn(chatao_server::run(listener, config, async move {
             let _ = rx.await;
         }));
-        TestServer { addr, fingerprint, dir, stop: Some(tx), task: Some(task) }
+        TestServer { addr, fingerprint, dir: Some(dir), stop: Some(tx), task: Some(task) }
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.as_ref().map(|d| d.path()).unwrap()
+    }
+
+    /// Stops gracefully and starts a new server (new port) over the same data directory.
+    pub async fn restart(mut self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = self.dir.take().unwrap();
+        self.stop_inner().await.unwrap();
+        TestServer::start_in(dir, adjust).await
     }
 
     /// Graceful shutdown: returns what `run` returned.
     pub async fn stop(mut self) -> std::io::Result<()> {
+        self.stop_inner().await
+    }
+
+    async fn stop_inner(&mut self) -> std::io::Result<()> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -113,6 +134,16 @@ impl TestClient {
         Ok(())
     }
 
+    /// The texts of the chat messages among `msgs`, in order.
+    pub fn texts(msgs: &[ServerMsg]) -> Vec<String> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ServerMsg::Message { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Says `text` in `#lobby`.
     pub async fn say(&mut self, text: &str) -> Result<()> {
         self.send(&ClientMsg::Say { room: "#lobby".into(), text: text.into() }).await
@@ -144,6 +175,44 @@ impl TestClient {
     /// Waits for the chat message with `text` and returns it.
     pub async fn expect_text(&mut self, text: &str) -> Result<ServerMsg> {
         self.expect(text, |m| matches!(m, ServerMsg::Message { text: t, .. } if t == text)).await
+    }
+
+    /// Sends `msg` and reads until the `history_end` of `room`, returning everything read
+    /// (members, topic, history messages, and what else arrived meanwhile).
+    pub async fn until_history_end(
+        &mut self,
+        msg: &ClientMsg,
+        room: &str,
+    ) -> Result<Vec<ServerMsg>> {
+        self.send(msg).await?;
+        let mut out = vec![];
+        loop {
+            let m =
+                self.recv().await.with_context(|| format!("waiting for the history of {room}"))?;
+            let end = matches!(&m, ServerMsg::HistoryEnd { room: r, .. } if r.as_str().eq_ignore_ascii_case(room));
+            out.push(m);
+            if end {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Joins `room` and returns what came with it, up to its `history_end`.
+    pub async fn join(&mut self, room: &str) -> Result<Vec<ServerMsg>> {
+        self.until_history_end(&ClientMsg::Join { room: room.into(), since: None }, room).await
+    }
+
+    /// Says `text` in `room`.
+    pub async fn say_in(&mut self, room: &str, text: &str) -> Result<()> {
+        self.send(&ClientMsg::Say { room: room.into(), text: text.into() }).await
+    }
+
+    /// Waits for the next `error` and returns its code and message.
+    pub async fn expect_error(&mut self) -> Result<(chatao_proto::ErrorCode, String)> {
+        match self.expect("an error", |m| matches!(m, ServerMsg::Error { .. })).await? {
+            ServerMsg::Error { code, message } => Ok((code, message)),
+            _ => unreachable!(),
+        }
     }
 
     /// Reads until the connection closes, returning everything received (within [`STEP`]).

@@ -4,18 +4,29 @@
 //! and an `apply(self, hub, session) -> Reply`, a `Command` variant and its arm in
 //! [`Command::from_msg`] and [`Command::apply`], then document it in docs/PROTOCOL.md.
 
+mod away;
+mod history;
+mod join;
+mod list;
+mod msg;
+mod nick;
+mod part;
 mod ping;
 mod quit;
 mod say;
+mod topic;
+mod who;
+mod whois;
 
 use std::time::Instant;
 
 use chatao_proto::{
-    ClientMsg, ErrorCode, LeaveReason, Limits, MessageKind, Nick, ServerMsg, TokenBucket,
+    ClientMsg, ErrorCode, LeaveReason, Limits, MessageKind, Nick, ServerMsg, TextError,
+    TokenBucket, check_text,
 };
 
-use crate::hub::{Hub, SessionId};
-use crate::limits::FLOOD_STRIKES;
+use crate::hub::{Hub, HubError, Joined, SessionId};
+use crate::limits::{FLOOD_STRIKES, MAX_REASON_BYTES};
 
 /// What a session knows about itself once `hello` has been accepted.
 #[derive(Debug)]
@@ -76,6 +87,19 @@ pub enum Reply {
     Send(ServerMsg),
     /// End the session: announce the departure with `reason`, send `bye`, close.
     Close(Close),
+    /// Send history (and on a join, the member list and topic) for a room.
+    Replay(Box<Replay>),
+}
+
+/// A history replay for the session to send: it may need the store, so the session does it.
+#[derive(Debug, PartialEq)]
+pub struct Replay {
+    pub joined: Joined,
+    /// Messages after this id (oldest first); `None`: the newest `limit`.
+    pub since: Option<u64>,
+    pub limit: usize,
+    /// Also send `members` and the topic first (a join).
+    pub intro: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -83,6 +107,34 @@ pub struct Close {
     pub reason: LeaveReason,
     pub message: Option<String>,
     pub bye: ServerMsg,
+}
+
+/// The error reply for a hub refusal.
+pub fn hub_error(e: HubError) -> Reply {
+    let code = match e {
+        HubError::NickInUse(_) => ErrorCode::NickInUse,
+        HubError::NotInRoom(_) => ErrorCode::NotInRoom,
+        HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
+        HubError::Busy => ErrorCode::Busy,
+        HubError::TooManyRooms | HubError::UnknownSession => ErrorCode::Other,
+    };
+    error(code, e.to_string())
+}
+
+/// A quit, part or away reason: kept if printable and short, else dropped.
+pub fn reason(r: Option<String>) -> Option<String> {
+    r.filter(|r| check_text(r, MAX_REASON_BYTES, false).is_ok())
+}
+
+/// Checks message text against the rules and the announced size limit.
+pub fn check_message(text: &str, session: &SessionState) -> Result<(), Box<Reply>> {
+    match check_text(text, session.limits.max_text_bytes as usize, true) {
+        Ok(()) => Ok(()),
+        Err(e @ TextError::TooLong { .. }) => {
+            Err(Box::new(error(ErrorCode::TooLong, e.to_string())))
+        }
+        Err(e) => Err(Box::new(error(ErrorCode::InvalidText, e.to_string()))),
+    }
 }
 
 /// An error reply.
@@ -94,6 +146,16 @@ pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
 #[derive(Debug)]
 pub enum Command {
     Say(say::Say),
+    Join(join::Join),
+    Part(part::Part),
+    List(list::List),
+    Who(who::Who),
+    Topic(topic::Topic),
+    Msg(msg::Msg),
+    Nick(nick::Nick),
+    Away(away::Away),
+    Whois(whois::Whois),
+    History(history::History),
     Quit(quit::Quit),
     Ping(ping::Ping),
     Pong,
@@ -110,6 +172,18 @@ impl Command {
             ClientMsg::Me { room, text } => {
                 Command::Say(say::Say { room, text, kind: MessageKind::Action })
             }
+            ClientMsg::Join { room, since } => Command::Join(join::Join { room, since }),
+            ClientMsg::Part { room, reason } => Command::Part(part::Part { room, reason }),
+            ClientMsg::List => Command::List(list::List),
+            ClientMsg::Who { room } => Command::Who(who::Who { room }),
+            ClientMsg::Topic { room, text } => Command::Topic(topic::Topic { room, text }),
+            ClientMsg::Msg { to, text } => Command::Msg(msg::Msg { to, text }),
+            ClientMsg::Nick { nick } => Command::Nick(nick::Nick { nick }),
+            ClientMsg::Away { reason } => Command::Away(away::Away { reason }),
+            ClientMsg::Whois { nick } => Command::Whois(whois::Whois { nick }),
+            ClientMsg::History { room, since, limit } => {
+                Command::History(history::History { room, since, limit })
+            }
             ClientMsg::Quit { reason } => Command::Quit(quit::Quit { reason }),
             ClientMsg::Ping { token } => Command::Ping(ping::Ping { token }),
             ClientMsg::Pong { .. } => Command::Pong,
@@ -120,6 +194,16 @@ impl Command {
     pub fn apply(self, hub: &Hub, session: &mut SessionState, now: Instant) -> Reply {
         match self {
             Command::Say(cmd) => cmd.apply(hub, session, now),
+            Command::Join(cmd) => cmd.apply(hub, session),
+            Command::Part(cmd) => cmd.apply(hub, session),
+            Command::List(cmd) => cmd.apply(hub),
+            Command::Who(cmd) => cmd.apply(hub),
+            Command::Topic(cmd) => cmd.apply(hub, session),
+            Command::Msg(cmd) => cmd.apply(hub, session, now),
+            Command::Nick(cmd) => cmd.apply(hub, session),
+            Command::Away(cmd) => cmd.apply(hub, session),
+            Command::Whois(cmd) => cmd.apply(hub),
+            Command::History(cmd) => cmd.apply(hub, session),
             Command::Quit(cmd) => cmd.apply(),
             Command::Ping(cmd) => cmd.apply(),
             Command::Pong => Reply::Nothing,

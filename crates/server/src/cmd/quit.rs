@@ -1,11 +1,8 @@
 //! `quit`: a goodbye, with an optional reason shown to others.
 
-use chatao_proto::{LeaveReason, ServerMsg, check_text};
+use chatao_proto::{LeaveReason, ServerMsg};
 
 use super::{Close, Reply};
-
-/// Longest quit reason passed on to others, in bytes; a longer or unprintable one is dropped.
-const MAX_REASON_BYTES: usize = 300;
 
 #[derive(Debug)]
 pub struct Quit {
@@ -14,7 +11,7 @@ pub struct Quit {
 
 impl Quit {
     pub fn apply(self) -> Reply {
-        let message = self.reason.filter(|r| check_text(r, MAX_REASON_BYTES, false).is_ok());
+        let message = super::reason(self.reason);
         Reply::Close(Close {
             reason: LeaveReason::Quit,
             message,

@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use chatao_proto::{ErrorCode, MessageKind, RoomName, TextError, check_text};
+use chatao_proto::{ErrorCode, MessageKind, RoomName};
 
-use super::{Reply, SessionState, error};
-use crate::hub::{Hub, HubError};
+use super::{Reply, SessionState, check_message, error, hub_error};
+use crate::hub::Hub;
 
 #[derive(Debug)]
 pub struct Say {
@@ -23,16 +23,12 @@ impl Say {
             Ok(room) => room,
             Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
         };
-        let max = session.limits.max_text_bytes as usize;
-        match check_text(&self.text, max, true) {
-            Ok(()) => {}
-            Err(e @ TextError::TooLong { .. }) => return error(ErrorCode::TooLong, e.to_string()),
-            Err(e) => return error(ErrorCode::InvalidText, e.to_string()),
+        if let Err(reply) = check_message(&self.text, session) {
+            return *reply;
         }
         match hub.say(session.id, &room, self.kind, self.text) {
             Ok(_) => Reply::Nothing,
-            Err(e @ HubError::NotInRoom(_)) => error(ErrorCode::NotInRoom, e.to_string()),
-            Err(e) => error(ErrorCode::Other, e.to_string()),
+            Err(e) => hub_error(e),
         }
     }
 }

@@ -1,0 +1,160 @@
+//! The bus: the one seam through which room events leave the hub. Persist, then publish.
+//!
+//! The hub assigns each room event its place (a room message id, and a global sequence number)
+//! under its lock and queues it here. One thread takes the queue in batches, writes what must
+//! be kept in one SQLite transaction, then hands each event to the room's members' mailboxes,
+//! in order. So a message is on disk before anyone sees it: a server killed with `kill -9`
+//! loses nothing it relayed. A clustered server would replace this thread with a publish to
+//! its message bus and a subscriber that does the same hand-off on every node.
+//!
+//! Overflow policy of the queue ([`BUS_CAPACITY`]): `say` is refused with `busy` once fewer than
+//! [`CONTROL_RESERVE`] places are left, so joins, parts and leaves always find room; should even
+//! the reserve run out, the event is dropped and logged as an error.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chatao_proto::RoomName;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::hub::{Shared, now_millis};
+use crate::store::{Persist, Writer};
+
+/// Events waiting to be persisted and published.
+pub const BUS_CAPACITY: usize = 65_536;
+/// Places kept free for events other than messages.
+pub const CONTROL_RESERVE: usize = 1024;
+/// Most events handled in one transaction.
+const BATCH: usize = 2048;
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// One room event.
+#[derive(Debug)]
+pub struct BusEvent {
+    /// Global order, for [`BusHandle::flushed`]; members who joined after it was queued are
+    /// skipped (what they got on joining covers it).
+    pub seq: u64,
+    pub room: RoomName,
+    /// The encoded event, shared by every recipient.
+    pub bytes: Bytes,
+    pub persist: Persist,
+}
+
+/// The hub's end of the bus.
+#[derive(Debug, Clone)]
+pub struct BusHandle {
+    tx: mpsc::Sender<BusEvent>,
+    flushed: watch::Receiver<u64>,
+}
+
+/// Why an event could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusFull {
+    /// Only the reserve for control events is left.
+    Busy,
+    /// The bus has stopped (shutdown).
+    Closed,
+}
+
+impl BusHandle {
+    /// Queues a message, keeping the control reserve free.
+    pub fn send_message(&self, ev: BusEvent) -> Result<(), BusFull> {
+        if self.tx.capacity() <= CONTROL_RESERVE {
+            return Err(BusFull::Busy);
+        }
+        self.tx.try_send(ev).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BusFull::Busy,
+            mpsc::error::TrySendError::Closed(_) => BusFull::Closed,
+        })
+    }
+
+    /// Queues a control event (join, part, leave, topic). Dropped with an error log only if
+    /// even the reserve is exhausted.
+    pub fn send_control(&self, ev: BusEvent) {
+        if let Err(e) = self.tx.try_send(ev) {
+            let (room, seq) = match &e {
+                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
+                    (ev.room.clone(), ev.seq)
+                }
+            };
+            error!(%room, seq, "bus full or closed: room event dropped");
+        }
+    }
+
+    /// Waits until every event up to `seq` is persisted and published.
+    pub async fn flushed(&self, seq: u64) {
+        let mut rx = self.flushed.clone();
+        let _ = rx.wait_for(|done| *done >= seq).await;
+    }
+}
+
+/// The bus thread's end of the queue.
+#[derive(Debug)]
+pub struct BusReceiver {
+    rx: mpsc::Receiver<BusEvent>,
+    flushed: watch::Sender<u64>,
+}
+
+/// Makes the queue. The hub keeps the handle; [`spawn`] starts the thread with the receiver.
+pub fn channel() -> (BusHandle, BusReceiver) {
+    let (tx, rx) = mpsc::channel(BUS_CAPACITY);
+    let (flushed_tx, flushed) = watch::channel(0);
+    (BusHandle { tx, flushed }, BusReceiver { rx, flushed: flushed_tx })
+}
+
+/// Starts the bus thread. It runs until every [`BusHandle`] is dropped and the queue is empty,
+/// so dropping the hub flushes everything to disk; join the returned handle to wait for that.
+pub fn spawn(
+    receiver: BusReceiver,
+    writer: Writer,
+    shared: std::sync::Weak<Shared>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("chatao-bus".into())
+        .spawn(move || run(receiver.rx, writer, shared, receiver.flushed))
+}
+
+fn run(
+    mut rx: mpsc::Receiver<BusEvent>,
+    mut writer: Writer,
+    shared: std::sync::Weak<Shared>,
+    flushed: watch::Sender<u64>,
+) {
+    let mut batch: Vec<BusEvent> = Vec::with_capacity(BATCH);
+    let mut last_prune = Instant::now();
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        let persist: Vec<&Persist> = batch.iter().map(|e| &e.persist).collect();
+        if let Err(cause) = writer.write(&persist) {
+            // Availability over durability here: the events are still delivered.
+            error!(%cause, events = batch.len(), "could not write history");
+        }
+        if let Some(shared) = shared.upgrade() {
+            shared.deliver(&batch);
+        }
+        if let Some(last) = batch.last() {
+            flushed.send_replace(last.seq);
+        }
+        batch.clear();
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            match writer.prune(now_millis()) {
+                Ok(0) => {}
+                Ok(n) => info!(deleted = n, "history pruned"),
+                Err(cause) => warn!(%cause, "history pruning failed"),
+            }
+        }
+    }
+    if let Err(cause) = writer.prune(now_millis()) {
+        warn!(%cause, "final history pruning failed");
+    }
+}

@@ -1,0 +1,26 @@
+//! `away`: mark oneself away with a reason, or back.
+
+use chatao_proto::{ErrorCode, check_text};
+
+use super::{Reply, SessionState, error, hub_error};
+use crate::hub::Hub;
+use crate::limits::MAX_REASON_BYTES;
+
+#[derive(Debug)]
+pub struct Away {
+    pub reason: Option<String>,
+}
+
+impl Away {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        if let Some(r) = &self.reason
+            && let Err(e) = check_text(r, MAX_REASON_BYTES, false)
+        {
+            return error(ErrorCode::InvalidText, format!("away reason: {e}"));
+        }
+        match hub.set_away(session.id, self.reason) {
+            Ok(()) => Reply::Nothing,
+            Err(e) => hub_error(e),
+        }
+    }
+}

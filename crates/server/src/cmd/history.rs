@@ -1,0 +1,35 @@
+//! `history`: the messages of a room after a given id (catch-up after a reconnect).
+
+use chatao_proto::{ErrorCode, RoomName};
+
+use super::{Replay, Reply, SessionState, error, hub_error};
+use crate::hub::Hub;
+use crate::limits::HISTORY_MAX;
+
+#[derive(Debug)]
+pub struct History {
+    pub room: String,
+    pub since: u64,
+    pub limit: Option<u32>,
+}
+
+impl History {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let room = match RoomName::parse(&self.room) {
+            Ok(room) => room,
+            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+        };
+        match hub.catch_up(session.id, &room) {
+            Ok(joined) => {
+                let limit = self.limit.map_or(HISTORY_MAX, |l| (l as usize).min(HISTORY_MAX));
+                Reply::Replay(Box::new(Replay {
+                    joined,
+                    since: Some(self.since),
+                    limit,
+                    intro: false,
+                }))
+            }
+            Err(e) => hub_error(e),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! `join`: enter a room (created on first join) and catch up on its history.
+
+use chatao_proto::{ErrorCode, RoomName};
+
+use super::{Replay, Reply, SessionState, error, hub_error};
+use crate::hub::Hub;
+use crate::limits::HISTORY_MAX;
+
+#[derive(Debug)]
+pub struct Join {
+    pub room: String,
+    pub since: Option<u64>,
+}
+
+impl Join {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let room = match RoomName::parse(&self.room) {
+            Ok(room) => room,
+            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+        };
+        match hub.join(session.id, &room) {
+            Ok(joined) => {
+                let limit =
+                    if self.since.is_some() { HISTORY_MAX } else { hub.config().history_on_join };
+                Reply::Replay(Box::new(Replay { joined, since: self.since, limit, intro: true }))
+            }
+            Err(e) => hub_error(e),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `topic`: show or set a room's topic.
+
+use chatao_proto::{ErrorCode, RoomName, ServerMsg, check_text};
+
+use super::{Reply, SessionState, error, hub_error};
+use crate::hub::Hub;
+use crate::limits::MAX_REASON_BYTES;
+
+#[derive(Debug)]
+pub struct Topic {
+    pub room: String,
+    pub text: Option<String>,
+}
+
+impl Topic {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let room = match RoomName::parse(&self.room) {
+            Ok(room) => room,
+            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+        };
+        let Some(text) = self.text else {
+            return Reply::Send(ServerMsg::Topic { text: hub.topic(&room), room, by: None });
+        };
+        if let Err(e) = check_text(&text, MAX_REASON_BYTES, false) {
+            return error(ErrorCode::InvalidText, format!("topic: {e}"));
+        }
+        match hub.set_topic(session.id, &room, Some(text)) {
+            Ok(()) => Reply::Nothing,
+            Err(e) => hub_error(e),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! History and room state on disk, in SQLite (rusqlite, bundled: nothing to install).
+//!
+//! One file, `chatao.db` in the data directory, in WAL mode with `synchronous=NORMAL`: a
+//! committed transaction survives the server being killed (`kill -9`); only a power failure can
+//! lose the last ones. Writes come only from the bus thread ([`Writer`], one transaction per
+//! batch); reads (history on join and catch-up) use a separate connection from blocking tasks,
+//! never from a session's own task.
+//!
+//! Private messages are never stored.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chatao_proto::{MessageKind, Nick, RoomName, ServerMsg};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "chatao.db";
+
+/// The schema version this code writes; older files are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("history database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "history database {path} has schema version {found}, newer than this server ({SCHEMA_VERSION}); upgrade chataosrv"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("history database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot start the history writer: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// One room message as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub room: RoomName,
+    pub id: u64,
+    pub time: u64,
+    pub from: Nick,
+    pub kind: MessageKind,
+    pub text: String,
+}
+
+impl StoredMessage {
+    /// The wire message, marked as history or live.
+    pub fn to_msg(&self, history: bool) -> ServerMsg {
+        ServerMsg::Message {
+            room: self.room.clone(),
+            id: self.id,
+            time: self.time,
+            from: self.from.clone(),
+            kind: self.kind,
+            text: self.text.clone(),
+            history,
+        }
+    }
+}
+
+/// What the bus persists besides messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Persist {
+    Nothing,
+    Message(StoredMessage),
+    Topic { room: RoomName, text: Option<String> },
+}
+
+/// A room as remembered across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomRecord {
+    pub room: RoomName,
+    pub last_id: u64,
+    pub topic: Option<String>,
+}
+
+/// How much history to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept per room (0: no limit).
+    pub max_messages: u64,
+    /// Oldest message kept (`None`: no limit).
+    pub max_age: Option<Duration>,
+}
+
+/// The store: a path and a connection for reads.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    /// Reads are rare (joins and catch-ups) and run in blocking tasks; a std mutex around one
+    /// connection is enough.
+    reader: Mutex<Connection>,
+}
+
+fn kind_code(k: MessageKind) -> i64 {
+    match k {
+        MessageKind::Normal => 0,
+        MessageKind::Action => 1,
+    }
+}
+
+fn kind_from(code: i64) -> MessageKind {
+    if code == 1 { MessageKind::Action } else { MessageKind::Normal }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Open { path: path.to_owned(), source };
+    let conn = Connection::open(path).map_err(wrap)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(wrap)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/chatao.db` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        let conn = open_conn(&path)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path, found: version });
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS messages (
+                 room TEXT NOT NULL, id INTEGER NOT NULL, time INTEGER NOT NULL,
+                 sender TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL,
+                 PRIMARY KEY (room, id)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
+             CREATE TABLE IF NOT EXISTS rooms (
+                 room TEXT PRIMARY KEY, topic TEXT, last_id INTEGER NOT NULL DEFAULT 0);",
+        )?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Store { path, reader: Mutex::new(conn) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A second connection for the bus thread, the only writer.
+    pub fn writer(&self, retention: Retention) -> Result<Writer, StoreError> {
+        Ok(Writer { conn: open_conn(&self.path)?, retention })
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every room with a message or a topic, with its last message id (ids continue from
+    /// there after a restart, even if retention pruned the messages).
+    pub fn load_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(
+            "SELECT r.room, MAX(r.last_id, COALESCE((SELECT MAX(id) FROM messages m WHERE m.room = r.room), 0)), r.topic
+             FROM rooms r
+             UNION
+             SELECT room, MAX(id), NULL FROM messages WHERE room NOT IN (SELECT room FROM rooms) GROUP BY room",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (room, last_id, topic) = row?;
+            // A name that no longer validates (edited by hand) is skipped, not fatal.
+            if let Ok(room) = RoomName::parse(&room) {
+                out.push(RoomRecord { room, last_id: last_id.max(0) as u64, topic });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Messages of `room` with `since < id <= upto`: the oldest `limit` of them when `oldest`,
+    /// else the newest `limit`; in id order either way.
+    pub fn read(
+        &self,
+        room: &RoomName,
+        since: u64,
+        upto: u64,
+        limit: usize,
+        oldest: bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let conn = self.reader();
+        let sql = if oldest {
+            "SELECT id, time, sender, kind, text FROM messages
+             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4"
+        } else {
+            "SELECT id, time, sender, kind, text FROM messages
+             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows =
+            stmt.query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, time, from, kind, text) = row?;
+            let Ok(from) = Nick::parse(&from) else { continue };
+            out.push(StoredMessage {
+                room: room.clone(),
+                id: id as u64,
+                time: time as u64,
+                from,
+                kind: kind_from(kind),
+                text,
+            });
+        }
+        if !oldest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Number of stored messages in `room` (for tests and metrics).
+    pub fn count(&self, room: &RoomName) -> Result<u64, StoreError> {
+        let n: i64 = self.reader().query_row(
+            "SELECT COUNT(*) FROM messages WHERE room = ?1",
+            [room.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The stored topic of `room`.
+    pub fn topic(&self, room: &RoomName) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .reader()
+            .query_row("SELECT topic FROM rooms WHERE room = ?1", [room.as_str()], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+}
+
+/// The bus thread's connection.
+#[derive(Debug)]
+pub struct Writer {
+    conn: Connection,
+    retention: Retention,
+}
+
+impl Writer {
+    /// Writes a batch in one transaction.
+    pub fn write(&mut self, batch: &[&Persist]) -> Result<(), StoreError> {
+        if batch.iter().all(|p| matches!(p, Persist::Nothing)) {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO messages (room, id, time, sender, kind, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut topic = tx.prepare_cached(
+                "INSERT INTO rooms (room, topic) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO UPDATE SET topic = excluded.topic",
+            )?;
+            for p in batch {
+                match p {
+                    Persist::Nothing => {}
+                    Persist::Message(m) => {
+                        insert.execute(params![
+                            m.room.as_str(),
+                            m.id as i64,
+                            m.time as i64,
+                            m.from.as_str(),
+                            kind_code(m.kind),
+                            m.text
+                        ])?;
+                    }
+                    Persist::Topic { room, text } => {
+                        topic.execute(params![room.as_str(), text])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Applies the retention policy; returns how many messages were deleted. Before deleting,
+    /// records each room's last id so that ids keep increasing after a restart.
+    pub fn prune(&mut self, now_millis: u64) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO rooms (room, last_id) SELECT room, MAX(id) FROM messages WHERE true GROUP BY room
+             ON CONFLICT (room) DO UPDATE SET last_id = MAX(rooms.last_id, excluded.last_id)",
+            [],
+        )?;
+        let mut deleted = 0;
+        if self.retention.max_messages > 0 {
+            deleted += tx.execute(
+                "DELETE FROM messages WHERE (room, id) IN (
+                     SELECT m.room, m.id FROM messages m JOIN rooms r ON r.room = m.room
+                     WHERE m.id <= r.last_id - ?1)",
+                [self.retention.max_messages as i64],
+            )?;
+        }
+        if let Some(age) = self.retention.max_age {
+            let cutoff = now_millis.saturating_sub(age.as_millis() as u64);
+            deleted += tx.execute("DELETE FROM messages WHERE time < ?1", [cutoff as i64])?;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(room: &RoomName, id: u64, time: u64) -> Persist {
+        Persist::Message(StoredMessage {
+            room: room.clone(),
+            id,
+            time,
+            from: Nick::parse("alice").unwrap(),
+            kind: if id.is_multiple_of(2) { MessageKind::Action } else { MessageKind::Normal },
+            text: format!("message {id}"),
+        })
+    }
+
+    #[test]
+    fn messages_and_topics_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let lobby = RoomName::lobby();
+        let rust = RoomName::parse("#rust").unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+            let batch: Vec<Persist> = (1..=10)
+                .map(|i| msg(&lobby, i, 1000 + i))
+                .chain([Persist::Topic { room: rust.clone(), text: Some("crabs".into()) }])
+                .collect();
+            w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut rooms = store.load_rooms().unwrap();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        assert_eq!(
+            rooms,
+            vec![
+                RoomRecord { room: lobby.clone(), last_id: 10, topic: None },
+                RoomRecord { room: rust.clone(), last_id: 0, topic: Some("crabs".into()) },
+            ]
+        );
+        let newest = store.read(&lobby, 0, 10, 3, false).unwrap();
+        assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(newest[0].kind, MessageKind::Action);
+        let after = store.read(&lobby, 4, 10, 3, true).unwrap();
+        assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(store.read(&lobby, 0, 6, 100, true).unwrap().len(), 6, "upto bounds the read");
+    }
+
+    #[test]
+    fn retention_prunes_by_count_and_age_and_ids_still_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let lobby = RoomName::lobby();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = store.writer(Retention { max_messages: 5, max_age: None }).unwrap();
+        let batch: Vec<Persist> = (1..=20).map(|i| msg(&lobby, i, i * 1000)).collect();
+        w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(w.prune(0).unwrap(), 15);
+        assert_eq!(store.count(&lobby).unwrap(), 5);
+        let mut w = store
+            .writer(Retention { max_messages: 0, max_age: Some(Duration::from_secs(3)) })
+            .unwrap();
+        // Now is t=20s: keep messages from t>=17s: ids 17..=20.
+        w.prune(20_000).unwrap();
+        assert_eq!(store.count(&lobby).unwrap(), 4);
+        w.prune(100_000).unwrap();
+        assert_eq!(store.count(&lobby).unwrap(), 0);
+        assert_eq!(store.load_rooms().unwrap()[0].last_id, 20, "ids continue after pruning");
+    }
+}
