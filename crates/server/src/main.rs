@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use chatao_server::Config;
+use chatao_server::{Config, limits};
 use chatao_transport::keys::{self, KeyOrigin};
 use clap::Parser;
 use tracing::info;
@@ -40,6 +40,27 @@ struct Args {
     /// Days of history kept (0: no age limit).
     #[arg(long, default_value_t = 0)]
     retention_days: u64,
+    /// Messages per second each connection may send (0: unlimited).
+    #[arg(long, default_value_t = limits::RATE_PER_SEC)]
+    rate_per_sec: u32,
+    /// Messages a connection may send at once above the steady rate.
+    #[arg(long, default_value_t = limits::BURST)]
+    burst: u32,
+    /// Longest message text, in bytes.
+    #[arg(long, default_value_t = limits::MAX_TEXT_BYTES)]
+    max_text_bytes: u32,
+    /// Simultaneous connections.
+    #[arg(long, default_value_t = limits::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Simultaneous connections from one IP address.
+    #[arg(long, default_value_t = limits::MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: usize,
+    /// Handshake attempts per IP address per minute (0: unlimited).
+    #[arg(long, default_value_t = limits::HANDSHAKES_PER_MINUTE)]
+    handshakes_per_minute: u32,
+    /// Messages queued for one client before it is disconnected as too slow.
+    #[arg(long, default_value_t = limits::MAILBOX_CAPACITY)]
+    mailbox: usize,
     /// Print the server key's fingerprint and exit.
     #[arg(long)]
     fingerprint: bool,
@@ -89,6 +110,13 @@ async fn main() -> Result<()> {
     config.default_room = chatao_proto::RoomName::parse(&args.default_room)
         .with_context(|| format!("--default-room {}", args.default_room))?;
     config.history_on_join = args.history;
+    config.limits.rate_per_sec = args.rate_per_sec;
+    config.limits.burst = args.burst;
+    config.limits.max_text_bytes = args.max_text_bytes;
+    config.max_connections = args.max_connections;
+    config.max_connections_per_ip = args.max_connections_per_ip;
+    config.handshakes_per_minute = args.handshakes_per_minute;
+    config.mailbox_capacity = args.mailbox.max(1);
     config.retention.max_messages = args.retention_messages;
     config.retention.max_age = (args.retention_days > 0)
         .then(|| std::time::Duration::from_secs(args.retention_days * 86_400));

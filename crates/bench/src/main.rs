@@ -1,0 +1,2 @@
+//! `chatao-bench`: load scenarios against a Chatao server (being written).
+fn main() {}
