@@ -22,6 +22,15 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("away", "/away [REASON]", "mark yourself away; without a reason, back"),
     ("back", "/back", "mark yourself back"),
     ("whois", "/whois NICK", "show who someone is, with their key fingerprint"),
+    ("kick", "/kick NICK [REASON]", "operators: disconnect someone"),
+    (
+        "ban",
+        "/ban NICK|FINGERPRINT [DURATION] [REASON]",
+        "operators: ban a key (DURATION like 30m, 2h, 7d; none: for good)",
+    ),
+    ("unban", "/unban NICK|FINGERPRINT", "operators: lift a ban"),
+    ("mute", "/mute NICK [DURATION]", "operators: stop someone's key from sending"),
+    ("unmute", "/unmute NICK", "operators: lift a mute"),
     ("help", "/help", "list the commands"),
     ("quit", "/quit [REASON]", "leave the chat, telling others why"),
 ];
@@ -58,6 +67,21 @@ pub enum Input {
     /// Away with a reason, or back (`None`).
     Away(Option<String>),
     Whois(String),
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    Ban {
+        target: String,
+        duration_secs: Option<u64>,
+        reason: Option<String>,
+    },
+    Unban(String),
+    Mute {
+        nick: String,
+        duration_secs: Option<u64>,
+    },
+    Unmute(String),
     Help,
     Quit(Option<String>),
 }
@@ -92,6 +116,24 @@ fn word(s: &str) -> (&str, &str) {
 
 fn opt(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// `90s`, `30m`, `2h`, `7d`, `1w` (or bare seconds) as seconds; `None` if not a duration.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// Parses one line. `Ok(None)` for a blank line (nothing to do).
@@ -133,6 +175,32 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         "back" => Input::Away(None),
         "whois" if first.is_empty() || !tail.is_empty() => return Err(usage("whois")),
         "whois" => Input::Whois(first.to_owned()),
+        "kick" if first.is_empty() => return Err(usage("kick")),
+        "kick" => Input::Kick { nick: first.to_owned(), reason: opt(tail) },
+        "ban" if first.is_empty() => return Err(usage("ban")),
+        "ban" => {
+            let (maybe, rest) = word(tail);
+            match parse_duration(maybe) {
+                Some(d) => Input::Ban {
+                    target: first.to_owned(),
+                    duration_secs: Some(d),
+                    reason: opt(rest),
+                },
+                None => {
+                    Input::Ban { target: first.to_owned(), duration_secs: None, reason: opt(tail) }
+                }
+            }
+        }
+        "unban" if first.is_empty() || !tail.is_empty() => return Err(usage("unban")),
+        "unban" => Input::Unban(first.to_owned()),
+        "mute" if first.is_empty() => return Err(usage("mute")),
+        "mute" => match (tail, parse_duration(tail)) {
+            ("", _) => Input::Mute { nick: first.to_owned(), duration_secs: None },
+            (_, Some(d)) => Input::Mute { nick: first.to_owned(), duration_secs: Some(d) },
+            (_, None) => return Err(usage("mute")),
+        },
+        "unmute" if first.is_empty() || !tail.is_empty() => return Err(usage("unmute")),
+        "unmute" => Input::Unmute(first.to_owned()),
         "help" => Input::Help,
         "quit" | "exit" => Input::Quit(opt(args)),
         _ => return Err(CommandError::Unknown(name)),
@@ -162,6 +230,19 @@ impl Input {
             Input::Nick(nick) => ClientMsg::Nick { nick: nick.clone() },
             Input::Away(reason) => ClientMsg::Away { reason: reason.clone() },
             Input::Whois(nick) => ClientMsg::Whois { nick: nick.clone() },
+            Input::Kick { nick, reason } => {
+                ClientMsg::Kick { nick: nick.clone(), reason: reason.clone() }
+            }
+            Input::Ban { target, duration_secs, reason } => ClientMsg::Ban {
+                target: target.clone(),
+                duration_secs: *duration_secs,
+                reason: reason.clone(),
+            },
+            Input::Unban(target) => ClientMsg::Unban { target: target.clone() },
+            Input::Mute { nick, duration_secs } => {
+                ClientMsg::Mute { nick: nick.clone(), duration_secs: *duration_secs }
+            }
+            Input::Unmute(nick) => ClientMsg::Unmute { nick: nick.clone() },
             Input::Quit(reason) => ClientMsg::Quit { reason: reason.clone() },
             Input::Help | Input::Switch(_) => return None,
         })
@@ -218,6 +299,44 @@ mod tests {
         assert_eq!(ok("/back"), Input::Away(None));
         assert_eq!(ok("/whois bob"), Input::Whois("bob".into()));
         assert_eq!(ok("/list"), Input::List);
+    }
+
+    #[test]
+    fn operator_commands_and_durations() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1800));
+        assert_eq!(parse_duration("2h"), Some(7200));
+        assert_eq!(parse_duration("7d"), Some(604_800));
+        assert_eq!(parse_duration("spam"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(
+            ok("/kick bob flooding"),
+            Input::Kick { nick: "bob".into(), reason: Some("flooding".into()) }
+        );
+        assert_eq!(
+            ok("/ban bob 2h spam links"),
+            Input::Ban {
+                target: "bob".into(),
+                duration_secs: Some(7200),
+                reason: Some("spam links".into())
+            }
+        );
+        assert_eq!(
+            ok("/ban SHA256:abc spam"),
+            Input::Ban {
+                target: "SHA256:abc".into(),
+                duration_secs: None,
+                reason: Some("spam".into())
+            }
+        );
+        assert_eq!(ok("/unban bob"), Input::Unban("bob".into()));
+        assert_eq!(
+            ok("/mute bob 10m"),
+            Input::Mute { nick: "bob".into(), duration_secs: Some(600) }
+        );
+        assert_eq!(ok("/mute bob"), Input::Mute { nick: "bob".into(), duration_secs: None });
+        assert_eq!(parse("/mute bob forever"), Err(CommandError::Usage("/mute NICK [DURATION]")));
+        assert_eq!(ok("/unmute bob"), Input::Unmute("bob".into()));
     }
 
     #[test]

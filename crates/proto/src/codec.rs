@@ -108,6 +108,13 @@ mod tests {
                 since: 9,
             },
             ServerMsg::HistoryEnd { room: room.clone(), count: 2 },
+            ServerMsg::Moderation {
+                action: crate::ModAction::Ban,
+                target: "mallory".into(),
+                by: nick("op"),
+                reason: Some("spam".into()),
+                until: Some(99),
+            },
             ServerMsg::Error { code: ErrorCode::NickInUse, message: "taken".into() },
             ServerMsg::Bye { code: Some(ErrorCode::Shutdown), reason: "restart".into() },
             ServerMsg::Ping { token: 3 },
@@ -144,6 +151,11 @@ mod tests {
             ClientMsg::Away { reason: None },
             ClientMsg::Whois { nick: "bob".into() },
             ClientMsg::History { room: "#rust".into(), since: 10, limit: Some(100) },
+            ClientMsg::Kick { nick: "m".into(), reason: Some("spam".into()) },
+            ClientMsg::Ban { target: "m".into(), duration_secs: Some(600), reason: None },
+            ClientMsg::Unban { target: "SHA256:x".into() },
+            ClientMsg::Mute { nick: "m".into(), duration_secs: None },
+            ClientMsg::Unmute { nick: "m".into() },
         ] {
             assert_eq!(decode_client(&encode(&m)).unwrap(), m);
         }

@@ -35,6 +35,18 @@ pub enum ErrorCode {
     ServerFull,
     /// No user with that nickname is online.
     NoSuchNick,
+    /// The client's key is not on the server's allowlist.
+    NotAllowed,
+    /// The client's key is banned; the message says why and for how long.
+    Banned,
+    /// An operator disconnected the client.
+    Kicked,
+    /// The client's key is muted; the message says for how long.
+    Muted,
+    /// The command is for operators only.
+    NotOperator,
+    /// The nickname belongs to another key.
+    NickRegistered,
     /// The server cannot accept the message right now (its queues are full); it was not
     /// accepted, so resending later is safe.
     Busy,
@@ -62,6 +74,12 @@ impl ErrorCode {
             ErrorCode::ServerFull => "server_full",
             ErrorCode::NoSuchNick => "no_such_nick",
             ErrorCode::Busy => "busy",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Kicked => "kicked",
+            ErrorCode::Muted => "muted",
+            ErrorCode::NotOperator => "not_operator",
+            ErrorCode::NickRegistered => "nick_registered",
             ErrorCode::Other => "other",
         }
     }

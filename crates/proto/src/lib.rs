@@ -22,7 +22,9 @@ pub mod text;
 
 pub use codec::{DecodeError, decode_client, decode_server, encode};
 pub use error::ErrorCode;
-pub use msg::{ClientMsg, LeaveReason, Limits, Member, MessageKind, RoomInfo, ServerMsg};
+pub use msg::{
+    ClientMsg, LeaveReason, Limits, Member, MessageKind, ModAction, RoomInfo, ServerMsg,
+};
 pub use names::{NameError, Nick, RoomName};
 pub use rate::TokenBucket;
 pub use text::{TextError, check_text, sanitize};

@@ -67,6 +67,32 @@ pub enum ClientMsg {
     },
     /// Ask who `nick` is (answered with `whois`).
     Whois { nick: String },
+    /// Operators: disconnect `nick`, telling everyone why.
+    Kick {
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Operators: ban a key (`target` is a fingerprint, or the nickname of an online or
+    /// registered user), for `duration_secs` or for good; its sessions are disconnected and it
+    /// is refused at connect until the ban ends.
+    Ban {
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_secs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Operators: lift a ban (`target` as for `ban`).
+    Unban { target: String },
+    /// Operators: stop `nick`'s key from sending messages, for `duration_secs` or until unmuted.
+    Mute {
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_secs: Option<u64>,
+    },
+    /// Operators: lift a mute.
+    Unmute { nick: String },
     /// Ask for a room's messages after id `since` (catch-up after a reconnect), at most `limit`
     /// (capped by the server). Must be a member.
     History {
@@ -163,6 +189,18 @@ pub enum ServerMsg {
         /// When their session started, in milliseconds since the epoch.
         since: u64,
     },
+    /// An operator acted; sent to everyone online.
+    Moderation {
+        action: ModAction,
+        /// The nickname or fingerprint acted upon.
+        target: String,
+        by: Nick,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// When a ban or mute ends, in milliseconds since the epoch; absent: no end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+    },
     /// The end of a history replay for `room`: `count` messages were sent.
     HistoryEnd { room: RoomName, count: u32 },
     /// Something was refused. The session goes on unless a `bye` follows.
@@ -222,7 +260,22 @@ pub enum LeaveReason {
     Lost,
     /// The server disconnected them (too slow, timed out, flooding, shutdown).
     Dropped,
+    /// An operator kicked or banned them.
+    Kicked,
     /// Unknown reasons from a newer server.
+    #[serde(other)]
+    Other,
+}
+
+/// What an operator did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModAction {
+    Kick,
+    Ban,
+    Unban,
+    Mute,
+    Unmute,
     #[serde(other)]
     Other,
 }

@@ -37,7 +37,8 @@ pub struct BusEvent {
     /// Global order, for [`BusHandle::flushed`]; members who joined after it was queued are
     /// skipped (what they got on joining covers it).
     pub seq: u64,
-    pub room: RoomName,
+    /// The room whose members receive `bytes`; `None` for what is only persisted.
+    pub room: Option<RoomName>,
     /// The encoded event, shared by every recipient.
     pub bytes: Bytes,
     pub persist: Persist,
@@ -80,7 +81,7 @@ impl BusHandle {
                     (ev.room.clone(), ev.seq)
                 }
             };
-            error!(%room, seq, "bus full or closed: room event dropped");
+            error!(room = ?room, seq, "bus full or closed: event dropped");
         }
     }
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 use chatao_proto::{Limits, RoomName};
 use chatao_transport::Keypair;
 
+use tokio::sync::Notify;
+
+use crate::access::AccessConfig;
+use crate::clock::Clock;
 use crate::limits;
 use crate::store::Retention;
 
@@ -37,6 +41,12 @@ pub struct Config {
     pub history_on_join: usize,
     /// How much history the store keeps.
     pub retention: Retention,
+    /// Where the allowlist and operators come from.
+    pub access: AccessConfig,
+    /// The wall clock bans and mutes run on (tests advance it).
+    pub clock: Clock,
+    /// Notified to re-read the allowlist and operator files (the binary does it on SIGHUP).
+    pub reload: Arc<Notify>,
     /// See [`limits::MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: usize,
     /// See [`limits::HANDSHAKES_PER_MINUTE`]; 0 means unlimited.
@@ -66,6 +76,9 @@ impl Config {
             mailbox_capacity: limits::MAILBOX_CAPACITY,
             history_on_join: limits::HISTORY_ON_JOIN,
             retention: Retention { max_messages: limits::RETENTION_MESSAGES, max_age: None },
+            access: AccessConfig::default(),
+            clock: Clock::default(),
+            reload: Arc::new(Notify::new()),
             max_connections_per_ip: limits::MAX_CONNECTIONS_PER_IP,
             handshakes_per_minute: limits::HANDSHAKES_PER_MINUTE,
             handshake_burst: limits::HANDSHAKE_BURST,

@@ -12,13 +12,17 @@
 //! - [`bus`]: the one seam room events leave the hub through: persisted, then delivered.
 //! - [`store`]: history, topics and room ids in SQLite; [`replay`]: history sent to a client on
 //!   join and catch-up.
+//! - [`access`]: allowlist, operators, bans and mutes, by key fingerprint; [`clock`]: the
+//!   wall clock their durations run on.
 //! - [`config`] and [`limits`]: settings, and every limit as a named constant.
 //!
 //! To add a command: see [`cmd`]. To add a limit: a constant in [`limits`], a field in
 //! [`Config`] if it is configurable, and a line in README.md's limits table.
 
+pub mod access;
 pub mod admission;
 pub mod bus;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod hub;

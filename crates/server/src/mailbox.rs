@@ -7,7 +7,10 @@
 //! `too_slow`. The sender and the room never wait for a slow recipient, and a client never
 //! silently misses a message while staying connected.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
+use chatao_proto::ServerMsg;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +19,22 @@ use tokio_util::sync::CancellationToken;
 pub struct Mailbox {
     tx: mpsc::Sender<Bytes>,
     overflow: CancellationToken,
+    end: Ender,
+}
+
+/// How the hub ends a session (a kick, a ban, a takeover by a new connection of the same key):
+/// it leaves the final `bye` here and cancels the token.
+#[derive(Debug, Clone, Default)]
+pub struct Ender {
+    pub token: CancellationToken,
+    bye: Arc<Mutex<Option<ServerMsg>>>,
+}
+
+impl Ender {
+    /// The `bye` the hub left, if any.
+    pub fn take_bye(&self) -> Option<ServerMsg> {
+        self.bye.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// The session's end.
@@ -24,13 +43,16 @@ pub struct Inbox {
     pub rx: mpsc::Receiver<Bytes>,
     /// Cancelled when a message could not be queued because the mailbox was full.
     pub overflow: CancellationToken,
+    /// Cancelled when the hub has ended the session.
+    pub end: Ender,
 }
 
 /// A mailbox holding at most `capacity` messages.
 pub fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
     let (tx, rx) = mpsc::channel(capacity);
     let overflow = CancellationToken::new();
-    (Mailbox { tx, overflow: overflow.clone() }, Inbox { rx, overflow })
+    let end = Ender::default();
+    (Mailbox { tx, overflow: overflow.clone(), end: end.clone() }, Inbox { rx, overflow, end })
 }
 
 impl Mailbox {
@@ -40,6 +62,12 @@ impl Mailbox {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg.clone()) {
             self.overflow.cancel();
         }
+    }
+
+    /// Ends the session: it sends `bye` (after nothing else) and closes.
+    pub fn end(&self, bye: ServerMsg) {
+        *self.end.bye.lock().unwrap_or_else(|p| p.into_inner()) = Some(bye);
+        self.end.token.cancel();
     }
 }
 

@@ -61,6 +61,16 @@ struct Args {
     /// Messages queued for one client before it is disconnected as too slow.
     #[arg(long, default_value_t = limits::MAILBOX_CAPACITY)]
     mailbox: usize,
+    /// Only keys listed in FILE may connect (one fingerprint per line, `#` comments, like
+    /// authorized_keys). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    allow: Option<PathBuf>,
+    /// An operator's key fingerprint (repeatable).
+    #[arg(long = "op", value_name = "FINGERPRINT")]
+    ops: Vec<String>,
+    /// Operators' key fingerprints, one per line. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    ops_file: Option<PathBuf>,
     /// Print the server key's fingerprint and exit.
     #[arg(long)]
     fingerprint: bool,
@@ -117,11 +127,29 @@ async fn main() -> Result<()> {
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.handshakes_per_minute = args.handshakes_per_minute;
     config.mailbox_capacity = args.mailbox.max(1);
+    config.access.allow_file = args.allow;
+    config.access.ops_file = args.ops_file;
+    for op in &args.ops {
+        keys::parse_fingerprint(op).with_context(|| format!("--op {op}"))?;
+    }
+    config.access.ops = args.ops;
+    tokio::spawn(reload_on_sighup(config.reload.clone()));
     config.retention.max_messages = args.retention_messages;
     config.retention.max_age = (args.retention_days > 0)
         .then(|| std::time::Duration::from_secs(args.retention_days * 86_400));
     chatao_server::run(listener, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Notifies `reload` on every SIGHUP (`systemctl reload chatao`).
+async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading the access lists");
+        reload.notify_one();
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::access::Access;
 use crate::admission::{self, Admission, Verdict};
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
@@ -41,9 +43,14 @@ pub async fn run(
         history_on_join: config.history_on_join,
         retention: config.retention,
     };
-    let hub = Hub::new(hub_config, Arc::new(store)).map_err(io::Error::other)?;
+    let bans = store.load_bans().map_err(io::Error::other)?;
+    let access = Access::load(config.access.clone(), config.clock.clone(), bans)
+        .map_err(io::Error::other)?;
+    let access = Arc::new(access);
+    let hub = Hub::new(hub_config, Arc::new(store), access.clone()).map_err(io::Error::other)?;
     let bus_thread = hub.take_bus_thread();
     let ctx = Ctx { hub, config: config.clone(), shutdown: CancellationToken::new() };
+    tokio::spawn(reload_on_notify(access, config.reload.clone(), ctx.shutdown.clone()));
     let admission = Admission::new(&config);
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF;
@@ -130,6 +137,20 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Re-reads the access lists each time `reload` is notified (SIGHUP in the binary), without
+/// touching anyone connected. A list that fails to parse leaves the old one in force.
+async fn reload_on_notify(access: Arc<Access>, reload: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = reload.notified() => match access.reload() {
+                Ok(()) => info!("access lists reloaded"),
+                Err(cause) => warn!(%cause, "reload failed; the previous access lists stay in force"),
+            },
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Errors that concern one connection, not the listener: skip it and accept the next at once.

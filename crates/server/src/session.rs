@@ -112,6 +112,9 @@ where
     let mut conn = chatao_transport::accept(stream, &ctx.config.keys).await?;
     conn.set_max_record(MAX_RECORD_BYTES);
     let fingerprint = conn.remote_key().fingerprint();
+    if let Err(refusal) = ctx.hub.access().admit(&fingerprint) {
+        return Err(refuse(&mut conn, refusal.code, refusal.reason).await);
+    }
     let nick = match conn.read_record().await? {
         None => return Err(TransportError::Truncated.into()),
         Some(record) => match decode_client(&record) {
@@ -130,6 +133,7 @@ where
     if let Err(e) = ctx.hub.register(id, nick.clone(), fingerprint.clone(), mb) {
         let code = match e {
             HubError::NickInUse(_) => ErrorCode::NickInUse,
+            HubError::NickRegistered(_) => ErrorCode::NickRegistered,
             _ => ErrorCode::Other,
         };
         return Err(refuse(&mut conn, code, e.to_string()).await);
@@ -137,7 +141,7 @@ where
     let welcome = ServerMsg::Welcome {
         session: id,
         nick: nick.clone(),
-        fingerprint,
+        fingerprint: fingerprint.clone(),
         server: SERVER_NAME.to_owned(),
         limits: ctx.config.limits,
     };
@@ -152,7 +156,8 @@ where
         ctx.hub.leave(id, LeaveReason::Lost, None);
         return Err(e.into());
     }
-    let state = SessionState::new(id, nick, ctx.config.limits, Instant::now().into_std());
+    let now = Instant::now().into_std();
+    let state = SessionState::new(id, nick, fingerprint, ctx.config.limits, now);
     Ok((conn, state, inbox))
 }
 
@@ -226,6 +231,16 @@ where
                     reason: "the server is shutting down".into(),
                 };
                 return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "server shutting down")).await;
+            }
+            _ = inbox.end.token.cancelled() => {
+                // The hub has already taken us out of every room and said why.
+                let bye = inbox.end.take_bye().unwrap_or(ServerMsg::Bye {
+                    code: Some(ErrorCode::Other),
+                    reason: "disconnected by the server".into(),
+                });
+                while inbox.rx.try_recv().is_ok() {}
+                let _ = write(conn, &[encode(&bye)]).await;
+                return Ending::new(LeaveReason::Kicked, "ended by the hub");
             }
             _ = inbox.overflow.cancelled() => {
                 let bye = ServerMsg::Bye {

@@ -15,11 +15,13 @@ use std::time::Duration;
 use chatao_proto::{MessageKind, Nick, RoomName, ServerMsg};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::access::Ban;
+
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "chatao.db";
 
 /// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,20 @@ impl StoredMessage {
 pub enum Persist {
     Nothing,
     Message(StoredMessage),
-    Topic { room: RoomName, text: Option<String> },
+    Topic {
+        room: RoomName,
+        text: Option<String>,
+    },
+    /// A nickname registered to a key (first use wins; never overwritten).
+    Nick {
+        nick: Nick,
+        fingerprint: String,
+        time: u64,
+    },
+    Ban(Ban),
+    Unban {
+        fingerprint: String,
+    },
 }
 
 /// A room as remembered across restarts.
@@ -132,7 +147,12 @@ impl Store {
                  PRIMARY KEY (room, id)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
              CREATE TABLE IF NOT EXISTS rooms (
-                 room TEXT PRIMARY KEY, topic TEXT, last_id INTEGER NOT NULL DEFAULT 0);",
+                 room TEXT PRIMARY KEY, topic TEXT, last_id INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS nicks (
+                 folded TEXT PRIMARY KEY, nick TEXT NOT NULL, fingerprint TEXT NOT NULL,
+                 registered INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS bans (
+                 fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);",
         )?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { path, reader: Mutex::new(conn) })
@@ -233,6 +253,29 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Every registered nickname: (case-folded nickname, owner's fingerprint).
+    pub fn load_nicks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT folded, fingerprint FROM nicks")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every ban on record.
+    pub fn load_bans(&self) -> Result<Vec<Ban>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT fingerprint, until, reason, by FROM bans")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Ban {
+                fingerprint: r.get(0)?,
+                until: r.get::<_, Option<i64>>(1)?.map(|u| u.max(0) as u64),
+                reason: r.get(2)?,
+                by: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The stored topic of `room`.
     pub fn topic(&self, room: &RoomName) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -262,6 +305,14 @@ impl Writer {
                 "INSERT OR REPLACE INTO messages (room, id, time, sender, kind, text)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut nick = tx.prepare_cached(
+                "INSERT OR IGNORE INTO nicks (folded, nick, fingerprint, registered)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut ban = tx.prepare_cached(
+                "INSERT OR REPLACE INTO bans (fingerprint, until, reason, by) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut unban = tx.prepare_cached("DELETE FROM bans WHERE fingerprint = ?1")?;
             let mut topic = tx.prepare_cached(
                 "INSERT INTO rooms (room, topic) VALUES (?1, ?2)
                  ON CONFLICT (room) DO UPDATE SET topic = excluded.topic",
@@ -281,6 +332,20 @@ impl Writer {
                     }
                     Persist::Topic { room, text } => {
                         topic.execute(params![room.as_str(), text])?;
+                    }
+                    Persist::Nick { nick: n, fingerprint, time } => {
+                        nick.execute(params![n.folded(), n.as_str(), fingerprint, *time as i64])?;
+                    }
+                    Persist::Ban(b) => {
+                        ban.execute(params![
+                            b.fingerprint,
+                            b.until.map(|u| u as i64),
+                            b.reason,
+                            b.by
+                        ])?;
+                    }
+                    Persist::Unban { fingerprint } => {
+                        unban.execute(params![fingerprint])?;
                     }
                 }
             }

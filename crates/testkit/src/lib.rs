@@ -20,7 +20,7 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// A deterministic key pair for tests: the same `n` always gives the same key.
 pub fn fixed_keypair(n: u8) -> Keypair {
     let mut secret = [0x42u8; 32];
-    secret[0] = n;
+    secret[1] = n; // not byte 0: X25519 clamping clears its low bits
     Keypair::from_secret(secret)
 }
 

@@ -8,6 +8,7 @@ mod away;
 mod history;
 mod join;
 mod list;
+mod moderate;
 mod msg;
 mod nick;
 mod part;
@@ -33,6 +34,8 @@ use crate::limits::{FLOOD_STRIKES, MAX_REASON_BYTES};
 pub struct SessionState {
     pub id: SessionId,
     pub nick: Nick,
+    /// The client's key fingerprint.
+    pub fingerprint: String,
     pub limits: Limits,
     pub rate: TokenBucket,
     /// Consecutive messages refused for exceeding the rate.
@@ -40,10 +43,17 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(id: SessionId, nick: Nick, limits: Limits, now: Instant) -> SessionState {
+    pub fn new(
+        id: SessionId,
+        nick: Nick,
+        fingerprint: String,
+        limits: Limits,
+        now: Instant,
+    ) -> SessionState {
         SessionState {
             id,
             nick,
+            fingerprint,
             limits,
             rate: TokenBucket::new(limits.rate_per_sec, limits.burst, now),
             strikes: 0,
@@ -113,6 +123,9 @@ pub struct Close {
 pub fn hub_error(e: HubError) -> Reply {
     let code = match e {
         HubError::NickInUse(_) => ErrorCode::NickInUse,
+        HubError::NickRegistered(_) => ErrorCode::NickRegistered,
+        HubError::NotOperator => ErrorCode::NotOperator,
+        HubError::NotFound(_) => ErrorCode::Other,
         HubError::NotInRoom(_) => ErrorCode::NotInRoom,
         HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         HubError::Busy => ErrorCode::Busy,
@@ -126,8 +139,12 @@ pub fn reason(r: Option<String>) -> Option<String> {
     r.filter(|r| check_text(r, MAX_REASON_BYTES, false).is_ok())
 }
 
-/// Checks message text against the rules and the announced size limit.
-pub fn check_message(text: &str, session: &SessionState) -> Result<(), Box<Reply>> {
+/// Checks that the sender is not muted, and the text against the rules and the announced
+/// size limit.
+pub fn check_message(hub: &Hub, text: &str, session: &SessionState) -> Result<(), Box<Reply>> {
+    if let Some(why) = hub.access().muted(&session.fingerprint) {
+        return Err(Box::new(error(ErrorCode::Muted, why)));
+    }
     match check_text(text, session.limits.max_text_bytes as usize, true) {
         Ok(()) => Ok(()),
         Err(e @ TextError::TooLong { .. }) => {
@@ -156,6 +173,7 @@ pub enum Command {
     Away(away::Away),
     Whois(whois::Whois),
     History(history::History),
+    Moderate(moderate::Moderate),
     Quit(quit::Quit),
     Ping(ping::Ping),
     Pong,
@@ -184,6 +202,17 @@ impl Command {
             ClientMsg::History { room, since, limit } => {
                 Command::History(history::History { room, since, limit })
             }
+            ClientMsg::Kick { nick, reason } => {
+                Command::Moderate(moderate::Moderate::Kick { nick, reason })
+            }
+            ClientMsg::Ban { target, duration_secs, reason } => {
+                Command::Moderate(moderate::Moderate::Ban { target, duration_secs, reason })
+            }
+            ClientMsg::Unban { target } => Command::Moderate(moderate::Moderate::Unban { target }),
+            ClientMsg::Mute { nick, duration_secs } => {
+                Command::Moderate(moderate::Moderate::Mute { nick, duration_secs })
+            }
+            ClientMsg::Unmute { nick } => Command::Moderate(moderate::Moderate::Unmute { nick }),
             ClientMsg::Quit { reason } => Command::Quit(quit::Quit { reason }),
             ClientMsg::Ping { token } => Command::Ping(ping::Ping { token }),
             ClientMsg::Pong { .. } => Command::Pong,
@@ -204,6 +233,7 @@ impl Command {
             Command::Away(cmd) => cmd.apply(hub, session),
             Command::Whois(cmd) => cmd.apply(hub),
             Command::History(cmd) => cmd.apply(hub, session),
+            Command::Moderate(cmd) => cmd.apply(hub, session),
             Command::Quit(cmd) => cmd.apply(),
             Command::Ping(cmd) => cmd.apply(),
             Command::Pong => Reply::Nothing,

@@ -18,7 +18,7 @@ impl Msg {
         if let Err(reply) = session.charge(now) {
             return *reply;
         }
-        if let Err(reply) = check_message(&self.text, session) {
+        if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;
         }
         if let Err(e) = hub.private(session.id, &self.to, MessageKind::Normal, self.text) {

@@ -23,7 +23,7 @@ impl Say {
             Ok(room) => room,
             Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
         };
-        if let Err(reply) = check_message(&self.text, session) {
+        if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;
         }
         match hub.say(session.id, &room, self.kind, self.text) {

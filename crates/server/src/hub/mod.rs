@@ -11,6 +11,13 @@
 //! ([`crate::bus`]): the hub gives each its id and global sequence number under the lock and
 //! queues it; the bus thread persists it, then delivers it. Events about one user rather than a
 //! room (private messages, nickname changes, away) go straight to the mailboxes concerned.
+//!
+//! Nicknames belong to keys: the first key to use a nickname registers it (persisted through the
+//! bus); another key asking for it is refused whether or not the owner is online; the owner
+//! connecting again replaces a session of theirs that still holds the nickname. Operator
+//! actions live in [`moderation`].
+
+mod moderation;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +26,11 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chatao_proto::{LeaveReason, Member, MessageKind, Nick, RoomInfo, RoomName, ServerMsg, encode};
+use chatao_proto::{
+    ErrorCode, LeaveReason, Member, MessageKind, Nick, RoomInfo, RoomName, ServerMsg, encode,
+};
 
+use crate::access::Access;
 use crate::bus::{self, BusEvent, BusFull, BusHandle};
 use crate::mailbox::Mailbox;
 use crate::room::Room;
@@ -37,6 +47,12 @@ pub const MAX_ROOMS_PER_USER: usize = 50;
 pub enum HubError {
     #[error("the nickname {0} is in use")]
     NickInUse(Nick),
+    #[error("the nickname {0} belongs to another key")]
+    NickRegistered(Nick),
+    #[error("only operators may do that")]
+    NotOperator,
+    #[error("{0}")]
+    NotFound(String),
     #[error("you are not in {0}")]
     NotInRoom(RoomName),
     #[error("no user called {0} is online")]
@@ -73,6 +89,7 @@ pub struct Shared {
     config: HubConfig,
     bus: BusHandle,
     store: Arc<Store>,
+    access: Arc<Access>,
     bus_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -80,6 +97,8 @@ pub struct Shared {
 struct State {
     /// Case-folded nickname to session, for uniqueness.
     nicks: HashMap<String, SessionId>,
+    /// Case-folded nickname to the fingerprint of the key that registered it.
+    owners: HashMap<String, String>,
     users: HashMap<SessionId, User>,
     rooms: HashMap<RoomName, Room>,
     /// Sequence number of the last queued bus event.
@@ -132,7 +151,7 @@ impl Shared {
     pub(crate) fn deliver(&self, batch: &[BusEvent]) {
         let st = self.lock();
         for ev in batch {
-            if let Some(room) = st.rooms.get(&ev.room) {
+            if let Some(room) = ev.room.as_ref().and_then(|r| st.rooms.get(r)) {
                 room.deliver(&ev.bytes, ev.seq);
             }
         }
@@ -183,9 +202,15 @@ impl State {
 }
 
 impl Hub {
-    /// A hub over `store`, with the rooms the store remembers, and its bus thread started.
-    pub fn new(config: HubConfig, store: Arc<Store>) -> Result<Hub, StoreError> {
-        let mut state = State::default();
+    /// A hub over `store`, with the rooms and registrations the store remembers, and its bus
+    /// thread started.
+    pub fn new(
+        config: HubConfig,
+        store: Arc<Store>,
+        access: Arc<Access>,
+    ) -> Result<Hub, StoreError> {
+        let mut state =
+            State { owners: store.load_nicks()?.into_iter().collect(), ..Default::default() };
         for rec in store.load_rooms()? {
             let room = Room::new(rec.room.clone(), rec.last_id, rec.topic, config.history_on_join);
             state.rooms.insert(rec.room, room);
@@ -198,6 +223,7 @@ impl Hub {
             config,
             bus,
             store,
+            access,
             bus_thread: Mutex::new(None),
         });
         let thread = bus::spawn(receiver, writer, Arc::downgrade(&shared))?;
@@ -226,14 +252,20 @@ impl Hub {
         &self.shared.bus
     }
 
+    pub fn access(&self) -> &Arc<Access> {
+        &self.shared.access
+    }
+
     /// Takes the bus thread's handle, for a shutdown that waits for history to be flushed
     /// (the thread ends once every clone of the hub is dropped).
     pub fn take_bus_thread(&self) -> Option<JoinHandle<()>> {
         self.shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Puts a user online under `nick` (in no room yet). Fails if the nickname, compared
-    /// case-insensitively, is online.
+    /// Puts a user online under `nick` (in no room yet). The nickname must be free or
+    /// registered to `fingerprint`; on first use it is registered to it. If the nickname is
+    /// online under the same key (a connection that has not noticed it dropped), that session
+    /// is ended and replaced.
     pub fn register(
         &self,
         id: SessionId,
@@ -242,11 +274,24 @@ impl Hub {
         mailbox: Mailbox,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
-        let folded = nick.folded();
-        if st.nicks.contains_key(&folded) {
-            return Err(HubError::NickInUse(nick));
+        st.claim(&nick, &fingerprint, self.bus())?;
+        if let Some(&old) = st.nicks.get(&nick.folded()) {
+            if st.user(old)?.fingerprint != fingerprint {
+                return Err(HubError::NickInUse(nick));
+            }
+            let bye = ServerMsg::Bye {
+                code: Some(ErrorCode::Other),
+                reason: "replaced by a new connection with the same key".into(),
+            };
+            st.remove_user(
+                old,
+                LeaveReason::Lost,
+                Some("reconnected".into()),
+                Some(bye),
+                self.bus(),
+            );
         }
-        st.nicks.insert(folded, id);
+        st.nicks.insert(nick.folded(), id);
         let user =
             User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since: now_millis() };
         st.users.insert(id, user);
@@ -284,7 +329,7 @@ impl Hub {
             let seq = st.next_seq();
             self.bus().send_control(BusEvent {
                 seq,
-                room: room_name.clone(),
+                room: Some(room_name.clone()),
                 bytes: encode(&join),
                 persist: Persist::Nothing,
             });
@@ -358,7 +403,7 @@ impl Hub {
         };
         let ev = BusEvent {
             seq,
-            room: room_name.clone(),
+            room: Some(room_name.clone()),
             bytes: encode(&stored.to_msg(false)),
             persist: Persist::Message(stored.clone()),
         };
@@ -451,7 +496,7 @@ impl Hub {
         let msg = ServerMsg::Topic { room: room_name.clone(), text: text.clone(), by: Some(by) };
         self.bus().send_control(BusEvent {
             seq,
-            room: room_name.clone(),
+            room: Some(room_name.clone()),
             bytes: encode(&msg),
             persist: Persist::Topic { room: room_name.clone(), text },
         });
@@ -461,14 +506,16 @@ impl Hub {
     /// Renames `id`; everyone sharing a room with them, and they, are told.
     pub fn rename(&self, id: SessionId, new: Nick) -> Result<(), HubError> {
         let mut st = self.lock();
-        let old = st.user(id)?.nick.clone();
+        let user = st.user(id)?;
+        let (old, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
         let (old_folded, new_folded) = (old.folded(), new.folded());
-        if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
-            return Err(HubError::NickInUse(new));
-        }
         if old == new {
             return Ok(());
         }
+        if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
+            return Err(HubError::NickInUse(new));
+        }
+        st.claim(&new, &fingerprint, self.bus())?;
         st.nicks.remove(&old_folded);
         st.nicks.insert(new_folded, id);
         if let Some(u) = st.users.get_mut(&id) {
@@ -524,12 +571,7 @@ impl Hub {
     /// members receive `leave` with `reason`. Unknown ids are ignored, so calling this twice is
     /// harmless.
     pub fn leave(&self, id: SessionId, reason: LeaveReason, message: Option<String>) {
-        let mut st = self.lock();
-        let Some(user) = st.users.remove(&id) else { return };
-        st.nicks.remove(&user.nick.folded());
-        for room_name in &user.rooms {
-            st.part_locked(id, room_name, &user.nick, reason, message.clone(), self.bus());
-        }
+        self.lock().remove_user(id, reason, message, None, self.bus());
     }
 
     /// Number of users online.
@@ -539,6 +581,56 @@ impl Hub {
 }
 
 impl State {
+    /// Checks that `nick` is free or registered to `fingerprint`, registering it if free.
+    fn claim(&mut self, nick: &Nick, fingerprint: &str, bus: &BusHandle) -> Result<(), HubError> {
+        match self.owners.get(&nick.folded()) {
+            Some(owner) if owner != fingerprint => Err(HubError::NickRegistered(nick.clone())),
+            Some(_) => Ok(()),
+            None => {
+                self.owners.insert(nick.folded(), fingerprint.to_owned());
+                let seq = self.next_seq();
+                bus.send_control(BusEvent {
+                    seq,
+                    room: None,
+                    bytes: Bytes::new(),
+                    persist: Persist::Nick {
+                        nick: nick.clone(),
+                        fingerprint: fingerprint.to_owned(),
+                        time: now_millis(),
+                    },
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes `id` offline: out of every room (each told `reason`), and, when `bye` is given,
+    /// its session is ended with it. Unknown ids are ignored.
+    fn remove_user(
+        &mut self,
+        id: SessionId,
+        reason: LeaveReason,
+        message: Option<String>,
+        bye: Option<ServerMsg>,
+        bus: &BusHandle,
+    ) {
+        let Some(user) = self.users.remove(&id) else { return };
+        self.nicks.remove(&user.nick.folded());
+        for room_name in &user.rooms {
+            self.part_locked(id, room_name, &user.nick, reason, message.clone(), bus);
+        }
+        if let Some(bye) = bye {
+            user.mailbox.end(bye);
+        }
+    }
+
+    /// Hands `msg` to everyone online.
+    fn tell_everyone(&self, msg: &Bytes) {
+        for u in self.users.values() {
+            u.mailbox.deliver(msg);
+        }
+    }
+
     /// Removes `id` from `room_name` and announces it; false if it was not a member. Forgets
     /// rooms left empty that have neither history nor topic.
     fn part_locked(
@@ -565,7 +657,7 @@ impl State {
         }
         bus.send_control(BusEvent {
             seq,
-            room: room_name.clone(),
+            room: Some(room_name.clone()),
             bytes,
             persist: Persist::Nothing,
         });
@@ -589,7 +681,10 @@ mod tests {
             history_on_join: 3,
             retention: Retention { max_messages: 0, max_age: None },
         };
-        Hub::new(config, store).unwrap()
+        let access =
+            crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
+                .unwrap();
+        Hub::new(config, store, Arc::new(access)).unwrap()
     }
 
     /// Everything delivered so far, once the bus has handled every queued event.
@@ -681,7 +776,7 @@ mod tests {
         let (b, mut ib) = user(&hub, "bob");
         let (mb, _i) = mailbox(4);
         let err = hub.register(99, Nick::parse("ALICE").unwrap(), "fp".into(), mb.clone());
-        assert!(matches!(err, Err(HubError::NickInUse(_))));
+        assert!(matches!(err, Err(HubError::NickRegistered(_))), "owned by another key");
         assert!(matches!(
             hub.rename(b, Nick::parse("Alice").unwrap()),
             Err(HubError::NickInUse(_))
@@ -692,7 +787,8 @@ mod tests {
                 |m| matches!(m, ServerMsg::NickChange { new, .. } if new.as_str() == "alicia")
             ));
         }
-        assert!(hub.register(99, Nick::parse("ALICE").unwrap(), "fp".into(), mb).is_ok());
+        // The owner's key may take it back once it is free.
+        assert!(hub.register(99, Nick::parse("ALICE").unwrap(), "SHA256:alice".into(), mb).is_ok());
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! Who may connect and who may moderate: the allowlist, operators, bans and mutes, all keyed by
+//! key fingerprint.
+//!
+//! The allowlist and operator files list one fingerprint per line (`SHA256:...`), optionally
+//! followed by a comment (a name, say); `#` starts a comment line; blank lines are ignored, as
+//! in SSH's `authorized_keys`. They are read at start and again on SIGHUP; a file that fails to
+//! parse on reload leaves the previous list in force. Bans are persisted (through the bus);
+//! mutes live in memory only.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chatao_proto::ErrorCode;
+use chatao_transport::keys::parse_fingerprint;
+use tracing::{info, warn};
+
+use crate::clock::{Clock, human};
+
+/// A ban on one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub fingerprint: String,
+    /// End of the ban (clock milliseconds); `None`: permanent.
+    pub until: Option<u64>,
+    pub reason: Option<String>,
+    /// Nickname of the operator who banned.
+    pub by: String,
+}
+
+/// A fingerprint file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}:{line}: expected a key fingerprint (SHA256:...), found `{text}`", .path.display())]
+    Malformed { path: PathBuf, line: usize, text: String },
+}
+
+/// Why a key is refused at connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
+/// Where the lists come from.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// Only these keys may connect (`None`: everyone may).
+    pub allow_file: Option<PathBuf>,
+    /// Operators listed in a file.
+    pub ops_file: Option<PathBuf>,
+    /// Operators given on the command line.
+    pub ops: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    allow: Option<HashSet<String>>,
+    ops: HashSet<String>,
+    bans: HashMap<String, Ban>,
+    mutes: HashMap<String, Option<u64>>,
+}
+
+/// The access lists, shared by the accept path and the operator commands.
+#[derive(Debug)]
+pub struct Access {
+    config: AccessConfig,
+    clock: Clock,
+    /// Short, synchronous sections only.
+    state: Mutex<State>,
+}
+
+/// Reads a fingerprint file.
+pub fn read_list(path: &Path) -> Result<HashSet<String>, AccessError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| AccessError::Io { path: path.to_owned(), source })?;
+    let mut out = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or_default();
+        let fp = parse_fingerprint(first).map_err(|_| AccessError::Malformed {
+            path: path.to_owned(),
+            line: i + 1,
+            text: line.to_owned(),
+        })?;
+        out.insert(fp);
+    }
+    Ok(out)
+}
+
+impl Access {
+    /// Reads the files named in `config`; `bans` come from the store.
+    pub fn load(config: AccessConfig, clock: Clock, bans: Vec<Ban>) -> Result<Access, AccessError> {
+        let access = Access { config, clock, state: Mutex::new(State::default()) };
+        access.reload()?;
+        let mut st = access.lock();
+        for ban in bans {
+            st.bans.insert(ban.fingerprint.clone(), ban);
+        }
+        drop(st);
+        Ok(access)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Re-reads the allowlist and operator files. On error the lists in force stay as they
+    /// were and the error is returned (and logged by the caller).
+    pub fn reload(&self) -> Result<(), AccessError> {
+        let allow = match &self.config.allow_file {
+            Some(path) => Some(read_list(path)?),
+            None => None,
+        };
+        let mut ops = match &self.config.ops_file {
+            Some(path) => read_list(path)?,
+            None => HashSet::new(),
+        };
+        for op in &self.config.ops {
+            match parse_fingerprint(op) {
+                Ok(fp) => {
+                    ops.insert(fp);
+                }
+                Err(_) => warn!(op = %op, "ignoring an operator that is not a fingerprint"),
+            }
+        }
+        let mut st = self.lock();
+        info!(
+            allowlist = allow.as_ref().map(|a| a.len() as i64).unwrap_or(-1),
+            operators = ops.len(),
+            "access lists loaded"
+        );
+        st.allow = allow;
+        st.ops = ops;
+        Ok(())
+    }
+
+    /// Whether `fp` may connect now.
+    pub fn admit(&self, fp: &str) -> Result<(), Refusal> {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        if let Some(allow) = &st.allow
+            && !allow.contains(fp)
+        {
+            return Err(Refusal {
+                code: ErrorCode::NotAllowed,
+                reason: format!(
+                    "your key {fp} is not on this server's allowlist; send this fingerprint to the server's operator"
+                ),
+            });
+        }
+        if let Some(ban) = st.bans.get(fp) {
+            match ban.until {
+                Some(until) if until <= now => {
+                    st.bans.remove(fp);
+                }
+                until => {
+                    let left = match until {
+                        Some(until) => format!("{} left", human(until - now)),
+                        None => "permanently".into(),
+                    };
+                    let why = ban.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                    return Err(Refusal {
+                        code: ErrorCode::Banned,
+                        reason: format!("your key is banned ({left}){why}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_op(&self, fp: &str) -> bool {
+        self.lock().ops.contains(fp)
+    }
+
+    /// Records a ban (replacing any earlier one on the same key).
+    pub fn ban(&self, ban: Ban) {
+        self.lock().bans.insert(ban.fingerprint.clone(), ban);
+    }
+
+    /// Lifts a ban; false if there was none.
+    pub fn unban(&self, fp: &str) -> bool {
+        self.lock().bans.remove(fp).is_some()
+    }
+
+    /// Mutes a key until `until` (`None`: until unmuted).
+    pub fn mute(&self, fp: &str, until: Option<u64>) {
+        self.lock().mutes.insert(fp.to_owned(), until);
+    }
+
+    /// Lifts a mute; false if there was none.
+    pub fn unmute(&self, fp: &str) -> bool {
+        self.lock().mutes.remove(fp).is_some()
+    }
+
+    /// If `fp` is muted now, the sentence to tell them.
+    pub fn muted(&self, fp: &str) -> Option<String> {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        match st.mutes.get(fp).copied()? {
+            Some(until) if until <= now => {
+                st.mutes.remove(fp);
+                None
+            }
+            Some(until) => Some(format!("you are muted for {} more", human(until - now))),
+            None => Some("you are muted until an operator unmutes you".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const A: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
+
+    #[test]
+    fn lists_parse_like_authorized_keys_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("allow");
+        std::fs::write(&p, format!("# friends\n\n{A} alice's laptop\n")).unwrap();
+        assert_eq!(read_list(&p).unwrap(), HashSet::from([A.to_owned()]));
+        std::fs::write(&p, format!("{A}\nnot-a-key\n")).unwrap();
+        let err = read_list(&p).unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("not-a-key"), "{err}");
+    }
+
+    #[test]
+    fn bans_and_mutes_expire_on_the_clock() {
+        let clock = Clock::default();
+        let access = Access::load(AccessConfig::default(), clock.clone(), vec![]).unwrap();
+        let until = Some(clock.now_ms() + 60_000);
+        access.ban(Ban {
+            fingerprint: A.into(),
+            until,
+            reason: Some("spam".into()),
+            by: "op".into(),
+        });
+        let refusal = access.admit(A).unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Banned);
+        assert!(
+            refusal.reason.contains("1m left") && refusal.reason.contains("spam"),
+            "{refusal:?}"
+        );
+        access.mute(A, Some(clock.now_ms() + 30_000));
+        assert!(access.muted(A).unwrap().contains("30s"));
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(access.admit(A), Ok(()));
+        assert_eq!(access.muted(A), None);
+    }
+}
