@@ -129,7 +129,7 @@ async fn a_refused_nickname_is_an_error_on_stderr_and_a_failure_exit() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let _alice = TestClient::connect(server.addr, "alice").await.unwrap();
-    for (nick, expect) in [("alice", "in use"), ("bad nick", "1 to 32")] {
+    for (nick, expect) in [("alice", "belongs to another key"), ("bad nick", "1 to 32")] {
         let child = chatao(dir.path(), server.addr, nick, &[]);
         let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
         assert_eq!(out.status.code(), Some(1), "{nick}");

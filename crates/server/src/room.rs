@@ -2,6 +2,7 @@
 //! in-memory tail of recent messages for joins.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chatao_proto::RoomName;
@@ -10,10 +11,14 @@ use crate::hub::SessionId;
 use crate::mailbox::Mailbox;
 use crate::store::StoredMessage;
 
+/// The member list as delivery sees it: shared, copied on write, so that the bus can take a
+/// snapshot under the hub lock and fan out after releasing it.
+pub type Members = Arc<Vec<Member>>;
+
 /// A member, and the bus sequence number at their join: events queued before it are covered
 /// by what they received on joining (history, member list), so only later ones are delivered.
-#[derive(Debug)]
-struct Member {
+#[derive(Debug, Clone)]
+pub struct Member {
     id: SessionId,
     mailbox: Mailbox,
     joined_after: u64,
@@ -25,7 +30,7 @@ pub struct Room {
     pub name: RoomName,
     pub topic: Option<String>,
     /// Members in join order, so that fan-out is one pass over a vector.
-    members: Vec<Member>,
+    members: Members,
     /// The id of the last message in this room. Ids come from here and nowhere else, so they
     /// are strictly increasing in the order recipients receive the messages, and they continue
     /// across restarts (loaded from the store).
@@ -38,7 +43,7 @@ pub struct Room {
 
 impl Room {
     pub fn new(name: RoomName, last_id: u64, topic: Option<String>, tail_cap: usize) -> Room {
-        Room { name, topic, members: Vec::new(), last_id, tail: VecDeque::new(), tail_cap }
+        Room { name, topic, members: Members::default(), last_id, tail: VecDeque::new(), tail_cap }
     }
 
     pub fn contains(&self, id: SessionId) -> bool {
@@ -51,7 +56,7 @@ impl Room {
         if self.contains(id) {
             return false;
         }
-        self.members.push(Member { id, mailbox, joined_after: after });
+        Arc::make_mut(&mut self.members).push(Member { id, mailbox, joined_after: after });
         true
     }
 
@@ -59,7 +64,7 @@ impl Room {
     pub fn remove(&mut self, id: SessionId) -> bool {
         match self.members.iter().position(|m| m.id == id) {
             Some(i) => {
-                self.members.remove(i);
+                Arc::make_mut(&mut self.members).remove(i);
                 if self.members.is_empty() {
                     self.tail = VecDeque::new();
                 }
@@ -110,18 +115,23 @@ impl Room {
         self.tail.iter()
     }
 
-    /// Hands the bus event `seq` to every member who joined before it was queued.
-    pub fn deliver(&self, msg: &Bytes, seq: u64) {
-        for m in &self.members {
-            if seq > m.joined_after {
-                m.mailbox.deliver(msg);
-            }
-        }
+    /// A snapshot of the members for delivery outside the lock (a reference count, no copy).
+    pub fn members(&self) -> Members {
+        self.members.clone()
     }
 
     /// Hands `msg` to one member.
     pub fn deliver_to(&self, id: SessionId, msg: &Bytes) {
         if let Some(m) = self.members.iter().find(|m| m.id == id) {
+            m.mailbox.deliver(msg);
+        }
+    }
+}
+
+/// Hands the bus event `seq` to every member of `members` who joined before it was queued.
+pub fn deliver(members: &[Member], msg: &Bytes, seq: u64) {
+    for m in members {
+        if seq > m.joined_after {
             m.mailbox.deliver(msg);
         }
     }

@@ -256,7 +256,14 @@ where
                 if n == 0 {
                     return Ending::new(LeaveReason::Dropped, "removed from the hub");
                 }
-                let sent = write(conn, &batch).await;
+                // A client that stops reading fills its socket and then its inbox; give up on it
+                // as soon as the inbox overflows rather than after the write timeout.
+                let sent = tokio::select! {
+                    sent = write(conn, &batch) => sent,
+                    _ = inbox.overflow.cancelled() => {
+                        Err(Ending::new(LeaveReason::Dropped, "too slow"))
+                    }
+                };
                 batch.clear();
                 if let Err(ending) = sent {
                     return ending;

@@ -104,9 +104,19 @@ async fn departures_are_announced_with_their_reason() {
 #[tokio::test]
 async fn a_nickname_online_is_refused_case_insensitively() {
     let server = TestServer::start().await;
-    let _alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    // Another key: the nickname is alice's (see tests/identity.rs for ownership).
     let err = TestClient::connect(server.addr, "Alice").await.err().unwrap().to_string();
-    assert!(err.contains("NickInUse") && err.contains("in use"), "{err}");
+    assert!(err.contains("NickRegistered") && err.contains("belongs to another key"), "{err}");
+    // Renaming onto someone online is refused as in use.
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    bob.send(&ClientMsg::Nick { nick: "ALICE".into() }).await.unwrap();
+    assert!(matches!(
+        bob.expect("error", |m| matches!(m, ServerMsg::Error { .. })).await.unwrap(),
+        ServerMsg::Error { code: ErrorCode::NickInUse, .. }
+    ));
+    alice.say("still alice").await.unwrap();
+    alice.expect_text("still alice").await.unwrap();
 }
 
 #[tokio::test]

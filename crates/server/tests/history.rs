@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ServerMsg};
-use chatao_testkit::{TestClient, TestServer};
+use chatao_testkit::{TestClient, TestServer, fixed_keypair};
 
 fn history(msgs: &[ServerMsg]) -> Vec<(u64, String)> {
     msgs.iter()
@@ -81,8 +81,9 @@ async fn history_and_ids_survive_a_restart_and_retention_prunes() {
 #[tokio::test]
 async fn a_dropped_connection_catches_up_on_exactly_what_it_missed() {
     let server = TestServer::start_with(|c| c.limits.rate_per_sec = 0).await;
+    let bob_key = fixed_keypair(2);
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
-    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let mut b = TestClient::connect_with(server.addr, "bob", &bob_key).await.unwrap();
     b.join("#side").await.unwrap();
     a.join("#side").await.unwrap();
     say_all(&mut a, "#lobby", 1..=3).await;
@@ -92,7 +93,7 @@ async fn a_dropped_connection_catches_up_on_exactly_what_it_missed() {
     say_all(&mut a, "#lobby", 4..=7).await;
     say_all(&mut a, "#side", 3..=4).await;
 
-    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let mut b = TestClient::connect_with(server.addr, "bob", &bob_key).await.unwrap();
     // The automatic lobby replay that comes with every connection.
     b.expect("lobby replay", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
     let lobby = b

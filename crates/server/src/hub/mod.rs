@@ -33,7 +33,7 @@ use chatao_proto::{
 use crate::access::Access;
 use crate::bus::{self, BusEvent, BusFull, BusHandle};
 use crate::mailbox::Mailbox;
-use crate::room::Room;
+use crate::room::{self, Members, Room};
 use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
 
 /// A connection's number, unique for the life of the server process.
@@ -148,11 +148,20 @@ impl Shared {
     }
 
     /// Called by the bus thread with a persisted batch: hands each event to its room.
+    ///
+    /// The lock is held only to snapshot each room's member list (a reference count); the
+    /// fan-out itself runs after it is released, so sessions are never held up by a large room.
     pub(crate) fn deliver(&self, batch: &[BusEvent]) {
-        let st = self.lock();
-        for ev in batch {
-            if let Some(room) = ev.room.as_ref().and_then(|r| st.rooms.get(r)) {
-                room.deliver(&ev.bytes, ev.seq);
+        let snapshots: Vec<Option<Members>> = {
+            let st = self.lock();
+            batch
+                .iter()
+                .map(|ev| ev.room.as_ref().and_then(|r| st.rooms.get(r)).map(Room::members))
+                .collect()
+        };
+        for (ev, members) in batch.iter().zip(&snapshots) {
+            if let Some(members) = members {
+                room::deliver(members, &ev.bytes, ev.seq);
             }
         }
     }
