@@ -251,7 +251,7 @@ impl Input {
 
 /// The `/help` text, one line per command.
 pub fn help_lines() -> Vec<String> {
-    COMMANDS.iter().map(|(_, syntax, what)| format!("{syntax:<24} {what}")).collect()
+    COMMANDS.iter().map(|(_, syntax, what)| format!("{syntax:<42} {what}")).collect()
 }
 
 #[cfg(test)]

@@ -5,14 +5,20 @@
 //!   relays events and paces outgoing messages; used unchanged by both modes.
 //! - [`trust`]: pinning the server's key (`--server-key`, or trust on first use).
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
-//! - [`format`]: events as plain or JSON lines for line mode.
-//! - [`line`]: line mode (stdin/stdout), for scripts, bots and pipes.
+//! - [`format`](mod@format): events as plain or JSON lines for line mode.
+//! - [`line`](mod@line): line mode (stdin/stdout), for scripts, bots and pipes.
+//! - [`app`]: the full-screen UI's state; `App::update(event) -> effects` is pure.
+//! - [`ui`]: drawing that state with ratatui (render only).
+//! - [`tui`]: the terminal, the event loop, the effect executor and reconnection.
 //!
 //! To add a command: a row in [`command::COMMANDS`], an [`command::Input`] variant and its arm
-//! in [`command::parse`], then its handling in [`line`] (and the TUI).
+//! in [`command::parse`], then its handling in [`line`](mod@line) and in the TUI (`app/submit.rs`).
 
+pub mod app;
 pub mod command;
 pub mod format;
 pub mod line;
 pub mod net;
 pub mod trust;
+pub mod tui;
+pub mod ui;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use chatao_client::format::Format;
 use chatao_client::net::ConnectOptions;
 use chatao_client::trust::Trust;
+use chatao_client::tui;
 use chatao_transport::keys;
 use chatao_transport::known_servers::host_key;
 use clap::Parser;
@@ -44,6 +45,17 @@ struct Args {
     /// Print your own key's fingerprint and exit.
     #[arg(long)]
     fingerprint: bool,
+    /// Full-screen mode: do not ring the terminal bell on mentions and private messages.
+    #[arg(long)]
+    no_bell: bool,
+    /// Full-screen mode: leave the mouse to the terminal (its own text selection works without
+    /// Shift; the wheel no longer scrolls the chat).
+    #[arg(long)]
+    no_mouse: bool,
+    /// Full-screen mode: where logs go. Default: $XDG_STATE_HOME/chatao/chatao.log
+    /// (~/.local/state/chatao/chatao.log). The level comes from CHATAO_LOG or RUST_LOG.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 fn default_key_dir() -> PathBuf {
@@ -96,5 +108,9 @@ async fn run(args: Args) -> Result<ExitCode> {
     if line_mode {
         return chatao_client::line::run(opts, fmt).await;
     }
-    chatao_client::line::run(opts, fmt).await
+    // Logging is a convenience: a log file that cannot be opened must not stop the chat, and
+    // nothing may be printed into the screen the UI is about to own.
+    let log_file = args.log_file.unwrap_or_else(tui::default_log_file);
+    let _ = tui::init_logging(&log_file);
+    tui::run(opts, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse }).await
 }

@@ -1,0 +1,244 @@
+//! Server messages into buffers: chat lines, joins and departures, member lists, topics and
+//! answers to requests. Every string from the network is sanitized here or in
+//! [`Entry::new`] before it is stored.
+
+use chatao_proto::{LeaveReason, MessageKind, ModAction, ServerMsg, sanitize};
+
+use super::buffer::{Entry, Kind};
+use super::{App, Effect, mentions, short_fingerprint};
+
+/// Members named in a `members` notice; larger rooms get a count.
+const MEMBERS_LISTED: usize = 30;
+
+impl App {
+    pub(super) fn on_server(&mut self, msg: ServerMsg) -> Vec<Effect> {
+        let now = self.wall_ms;
+        match msg {
+            ServerMsg::Message { room, id, time, from, kind, text, history } => {
+                let i = self.room_buffer(&room);
+                // A catch-up after a reconnect is news; the replay on a first join is not.
+                let b = &mut self.buffers[i];
+                let missed = b.missed(id);
+                if !b.see(id) {
+                    return vec![];
+                }
+                if history {
+                    b.replayed = b.replayed.saturating_add(1);
+                }
+                let kind = match kind {
+                    MessageKind::Normal => Kind::Message { from: from.clone() },
+                    MessageKind::Action => Kind::Action { from: from.clone() },
+                };
+                let mut entry = Entry::new(time, kind, &text);
+                entry.id = Some(id);
+                entry.history = history;
+                entry.own = from == self.me;
+                entry.mention = !entry.own && mentions(&text, self.me.as_str());
+                let activity = !history || missed;
+                self.push(i, entry, activity)
+            }
+            ServerMsg::Private { time, from, to, kind, text, .. } => {
+                let own = from == self.me;
+                let other = if own { &to } else { &from };
+                let i = self.query_buffer(other);
+                let kind =
+                    Kind::Private { from: from.clone(), action: kind == MessageKind::Action };
+                let mut entry = Entry::new(time, kind, &text);
+                entry.own = own;
+                entry.mention = !own;
+                self.push(i, entry, true)
+            }
+            ServerMsg::Join { room, nick, fingerprint } => {
+                let i = self.room_buffer(&room);
+                let b = &mut self.buffers[i];
+                b.add_member(nick.clone(), None);
+                let text = if nick == self.me {
+                    b.joined = true;
+                    format!("you joined {room}")
+                } else {
+                    format!("{nick} joined {room} ({})", short_fingerprint(&sanitize(&fingerprint)))
+                };
+                self.note(i, Kind::Join, &text);
+                if self.pending_join.as_ref() == Some(&room) {
+                    self.pending_join = None;
+                    self.switch_to(i);
+                }
+                vec![]
+            }
+            ServerMsg::Leave { room, nick, reason, message } => {
+                let Some(i) = self.find(room.as_str()) else { return vec![] };
+                if nick == self.me {
+                    self.buffers[i].joined = false;
+                    self.buffers[i].members.clear();
+                    self.note(i, Kind::Leave, &format!("you left {room}"));
+                    let rooms_left = self.buffers.iter().filter(|b| b.target.room().is_some());
+                    if rooms_left.count() > 1 {
+                        self.close(i);
+                    }
+                    return vec![];
+                }
+                let b = &mut self.buffers[i];
+                b.remove_member(&nick);
+                let why = match reason {
+                    LeaveReason::Quit => "quit",
+                    LeaveReason::Part => "left",
+                    LeaveReason::Lost => "connection lost",
+                    LeaveReason::Dropped => "disconnected by the server",
+                    LeaveReason::Kicked => "removed by an operator",
+                    LeaveReason::Other => "gone",
+                };
+                let text = match message {
+                    Some(m) => format!("{nick} left {room} ({why}: {})", sanitize(&m)),
+                    None => format!("{nick} left {room} ({why})"),
+                };
+                self.note(i, Kind::Leave, &text);
+                vec![]
+            }
+            ServerMsg::Members { room, members } => {
+                let i = self.room_buffer(&room);
+                let b = &mut self.buffers[i];
+                b.members.clear();
+                for m in &members {
+                    b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
+                }
+                let mut names: Vec<&str> = b.members.values().map(|m| m.nick.as_str()).collect();
+                let more = names.len().saturating_sub(MEMBERS_LISTED);
+                names.truncate(MEMBERS_LISTED);
+                let s = if members.len() == 1 { "" } else { "s" };
+                let mut text = format!("{room}: {} member{s}: {}", members.len(), names.join(", "));
+                if more > 0 {
+                    text.push_str(&format!(" and {more} more"));
+                }
+                self.note(i, Kind::Notice, &text);
+                vec![]
+            }
+            ServerMsg::Topic { room, text, by } => {
+                let i = self.room_buffer(&room);
+                let b = &mut self.buffers[i];
+                b.topic = text.as_deref().map(|t| sanitize(t).into_owned());
+                let line = match (&b.topic, by) {
+                    (Some(t), Some(by)) => format!("{by} set the topic: {t}"),
+                    (Some(t), None) => format!("topic: {t}"),
+                    (None, Some(by)) => format!("{by} cleared the topic"),
+                    (None, None) => format!("{room} has no topic"),
+                };
+                self.note(i, Kind::Notice, &line);
+                vec![]
+            }
+            ServerMsg::RoomList { rooms } => {
+                self.notice(&format!("{} rooms:", rooms.len()));
+                for r in rooms {
+                    self.known_rooms.insert(r.room.to_string());
+                    let text = match r.topic {
+                        Some(t) => format!("  {} ({}): {}", r.room, r.members, sanitize(&t)),
+                        None => format!("  {} ({})", r.room, r.members),
+                    };
+                    self.notice(&text);
+                }
+                vec![]
+            }
+            ServerMsg::NickChange { old, new } => {
+                if old == self.me {
+                    self.me = new.clone();
+                }
+                let text = format!("{old} is now known as {new}");
+                for b in &mut self.buffers {
+                    let in_query = b.target == super::buffer::Target::Query(old.clone());
+                    if in_query {
+                        b.target = super::buffer::Target::Query(new.clone());
+                    }
+                    if let Some(m) = b.members.remove(&old.folded()) {
+                        b.add_member(new.clone(), m.away);
+                    } else if !in_query {
+                        continue;
+                    }
+                    b.push(Entry::new(now, Kind::Notice, &text));
+                }
+                vec![]
+            }
+            ServerMsg::Away { nick, reason } => {
+                let reason = reason.map(|r| sanitize(&r).into_owned());
+                for b in &mut self.buffers {
+                    if let Some(m) = b.members.get_mut(&nick.folded()) {
+                        m.away = reason.clone();
+                    }
+                }
+                if nick == self.me {
+                    match &reason {
+                        Some(r) => self.notice(&format!("you are away: {r}")),
+                        None => self.notice("you are back"),
+                    }
+                }
+                vec![]
+            }
+            ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+                let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+                self.notice(&format!("{nick}: key {}", sanitize(&fingerprint)));
+                self.notice(&format!("{nick}: in {}", rooms.join(" ")));
+                let since = crate::ui::style::clock(since, self.config.zone);
+                self.notice(&format!("{nick}: online since {since}"));
+                if let Some(a) = away {
+                    self.notice(&format!("{nick}: away: {}", sanitize(&a)));
+                }
+                vec![]
+            }
+            ServerMsg::Moderation { action, target, by, reason, until } => {
+                let target = sanitize(&target);
+                let verb = match action {
+                    ModAction::Kick => "kicked",
+                    ModAction::Ban => "banned",
+                    ModAction::Unban => "unbanned",
+                    ModAction::Mute => "muted",
+                    ModAction::Unmute => "unmuted",
+                    ModAction::Other => "moderated",
+                };
+                let mut text = format!("{target} was {verb} by {by}");
+                if let Some(until) = until {
+                    let until = crate::ui::style::date_time(until, self.config.zone);
+                    text.push_str(&format!(" until {until}"));
+                }
+                if let Some(reason) = reason {
+                    text.push_str(&format!(": {}", sanitize(&reason)));
+                }
+                self.notice(&text);
+                vec![]
+            }
+            ServerMsg::HistoryEnd { room, .. } => {
+                // The server's count includes what we had already; say what was new.
+                let Some(i) = self.find(room.as_str()) else { return vec![] };
+                let b = &mut self.buffers[i];
+                let catching_up = b.gap.is_some();
+                let shown = std::mem::take(&mut b.replayed);
+                b.replay_ended();
+                let s = if shown == 1 { "" } else { "s" };
+                match (shown, catching_up) {
+                    (0, _) => {}
+                    (n, true) => {
+                        self.note(i, Kind::Notice, &format!("caught up: {n} missed message{s}"))
+                    }
+                    (n, false) => {
+                        self.note(i, Kind::Notice, &format!("end of history ({n} message{s})"))
+                    }
+                }
+                vec![]
+            }
+            ServerMsg::Error { code, message } => {
+                self.error(&format!("{}: {code}", sanitize(&message)));
+                if self.pending_join.is_some() {
+                    self.pending_join = None;
+                }
+                vec![]
+            }
+            // `welcome`, `bye`, `ping` and `pong` are the network actor's business.
+            ServerMsg::Welcome { .. }
+            | ServerMsg::Bye { .. }
+            | ServerMsg::Ping { .. }
+            | ServerMsg::Pong { .. } => vec![],
+        }
+    }
+
+    /// A server notice in the buffer shown.
+    fn notice(&mut self, text: &str) {
+        self.note(self.current, Kind::Notice, text);
+    }
+}

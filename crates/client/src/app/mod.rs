@@ -1,0 +1,363 @@
+//! The TUI's state and its only way of changing: [`App::update`] takes one [`Event`] and
+//! returns the [`Effect`]s the caller must carry out (send a message, reconnect later, ring
+//! the bell, quit). No I/O happens here, and no clock is read: time arrives in events. So
+//! every behaviour of the UI can be tested by feeding events and looking at the state, and
+//! [`crate::ui::render`] draws that state without changing it.
+//!
+//! Layout:
+//! - [`buffer`]: one room or private conversation: lines, members, unread, scroll.
+//! - [`editor`]: the input line and its history.
+//! - [`complete`]: Tab completion.
+//! - `keys`: key and mouse bindings.
+//! - `submit`: what Enter does with the input line (commands, local checks, sending).
+//! - `incoming`: server messages into buffers.
+//! - `conn`: connection state: loss, reconnect with backoff, catch-up, quitting.
+//!
+//! Private messages get a buffer per conversation (like an IRC query window), named after the
+//! other user and opened by the first message either way; text typed there is sent with
+//! `msg`. Notices that belong to no room (errors, `/whois`, `/list`, `/help`) go to the
+//! buffer being shown.
+
+pub mod buffer;
+pub mod complete;
+mod conn;
+pub mod editor;
+mod incoming;
+mod keys;
+mod submit;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chatao_proto::{ClientMsg, Limits, Nick, RoomName, sanitize};
+use chrono::FixedOffset;
+
+use crate::net::{NetEvent, SendError, Welcome};
+use crate::trust::Trusted;
+use crate::ui;
+use buffer::{Buffer, Entry, Kind, Target};
+use complete::Completion;
+use editor::Editor;
+
+pub use conn::{Conn, MAX_BACKOFF, QUIT_TIMEOUT, backoff};
+
+/// Settings that do not change while the client runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Server host and port, as the user gave them.
+    pub host: String,
+    pub port: u16,
+    /// Ring the terminal bell on mentions and private messages.
+    pub bell: bool,
+    /// How timestamps are shown.
+    pub zone: Zone,
+}
+
+/// The time zone of displayed timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// The system's local time.
+    Local,
+    /// A fixed offset (UTC in tests, so snapshots do not depend on the machine).
+    Fixed(FixedOffset),
+}
+
+/// Everything that can happen to the UI.
+#[derive(Debug)]
+pub enum Event {
+    /// A key, a paste, the mouse, a resize.
+    Term(crossterm::event::Event),
+    /// From the network actor.
+    Net(NetEvent),
+    /// The clock: sent every second, and before the other events are handled.
+    Tick { now: Instant, wall_ms: u64 },
+    /// A reconnection asked for by [`Effect::Connect`] succeeded.
+    Connected(Box<Welcome>),
+    /// A reconnection failed; `retry` when the failure may be temporary.
+    ConnectFailed { reason: String, retry: bool },
+    /// [`Effect::Send`] could not queue its message.
+    SendFailed { error: SendError, restore: Option<String> },
+}
+
+/// What the caller must do after an update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Queue `msg` without waiting; on failure answer with [`Event::SendFailed`] carrying
+    /// `restore` (the input line it came from, to give back to the user).
+    Send { msg: ClientMsg, restore: Option<String> },
+    /// Connect again as `nick` after `after`, answering with [`Event::Connected`] or
+    /// [`Event::ConnectFailed`]. Replaces any pending reconnection.
+    Connect { after: Duration, nick: String },
+    /// Ring the terminal bell.
+    Bell,
+    /// Clear and redraw the whole screen (Ctrl-L).
+    Redraw,
+    /// Restore the terminal and exit.
+    Quit,
+}
+
+/// The whole state of the UI.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    /// Our nickname, as the server knows it.
+    pub me: Nick,
+    /// The server's software (sanitized) and key fingerprint.
+    pub server: String,
+    pub server_fingerprint: String,
+    pub limits: Limits,
+    pub conn: Conn,
+    /// Never empty: the last room stays open (not joined) after `/part`.
+    pub buffers: Vec<Buffer>,
+    /// Index of the buffer shown.
+    pub current: usize,
+    pub editor: Editor,
+    pub completion: Option<Completion>,
+    /// The member list is shown (F2), when the terminal is wide enough and in a room.
+    pub show_members: bool,
+    /// Terminal size (columns, rows).
+    pub size: (u16, u16),
+    pub now: Instant,
+    /// Wall clock in milliseconds since the epoch, for the client's own lines.
+    pub wall_ms: u64,
+    /// The last send found the outbox full.
+    pub outbox_full: bool,
+    /// Rooms seen in `/list` answers, for completion.
+    pub known_rooms: BTreeSet<String>,
+    /// A room we asked to join: the server's confirmation makes it current.
+    pending_join: Option<RoomName>,
+    /// Failed reconnection attempts since the connection was lost.
+    attempt: u32,
+}
+
+/// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
+/// glance; `/whois` shows the whole one.
+pub fn short_fingerprint(fp: &str) -> String {
+    match fp.strip_prefix("SHA256:") {
+        Some(rest) => format!("SHA256:{}", rest.chars().take(8).collect::<String>()),
+        None => fp.chars().take(15).collect(),
+    }
+}
+
+/// Whether `text` mentions `nick`: as a whole word, ignoring case.
+pub fn mentions(text: &str, nick: &str) -> bool {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let hay = text.to_ascii_lowercase();
+    let needle = nick.to_ascii_lowercase();
+    hay.match_indices(&needle).any(|(i, _)| {
+        let before = hay[..i].chars().next_back();
+        let after = hay[i + needle.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
+}
+
+impl App {
+    /// The state right after the first `welcome`: `#lobby` (where the server puts everyone)
+    /// open and current.
+    pub fn new(
+        config: Config,
+        welcome: &Welcome,
+        size: (u16, u16),
+        now: Instant,
+        wall_ms: u64,
+    ) -> App {
+        let mut app = App {
+            config,
+            me: welcome.nick.clone(),
+            server: sanitize(&welcome.server).into_owned(),
+            server_fingerprint: sanitize(&welcome.server_fingerprint).into_owned(),
+            limits: welcome.limits,
+            conn: Conn::Connected,
+            buffers: vec![Buffer::new(Target::Room(RoomName::lobby()))],
+            current: 0,
+            editor: Editor::default(),
+            completion: None,
+            show_members: true,
+            size,
+            now,
+            wall_ms,
+            outbox_full: false,
+            known_rooms: BTreeSet::new(),
+            pending_join: None,
+            attempt: 0,
+        };
+        let text = format!(
+            "connected to {}:{} as {} ({}, server key {})",
+            app.config.host, app.config.port, app.me, app.server, app.server_fingerprint
+        );
+        app.info(&text);
+        if let Trusted::NewlyPinned(file) = &welcome.trusted {
+            let text = format!(
+                "first connection to this server: its key is now pinned in {}",
+                file.display()
+            );
+            app.info(&text);
+        }
+        app.info("type /help for commands and keys");
+        app
+    }
+
+    /// Applies one event; returns what the caller must do.
+    pub fn update(&mut self, event: Event) -> Vec<Effect> {
+        match event {
+            Event::Term(ev) => self.on_term(ev),
+            Event::Net(NetEvent::Msg(msg)) => self.on_server(msg),
+            Event::Net(NetEvent::Closed(closed)) => self.on_closed(closed),
+            Event::Tick { now, wall_ms } => self.on_tick(now, wall_ms),
+            Event::Connected(welcome) => self.on_connected(*welcome),
+            Event::ConnectFailed { reason, retry } => self.on_connect_failed(&reason, retry),
+            Event::SendFailed { error, restore } => self.on_send_failed(error, restore),
+        }
+    }
+
+    pub fn current_buffer(&self) -> &Buffer {
+        &self.buffers[self.current]
+    }
+
+    /// The room shown, if the buffer shown is a room.
+    pub fn current_room(&self) -> Option<&RoomName> {
+        self.current_buffer().target.room()
+    }
+
+    /// The member list's width when it is to be shown.
+    pub fn member_list_width(&self) -> Option<u16> {
+        if !self.show_members || self.current_room().is_none() {
+            return None;
+        }
+        let widest = self.current_buffer().members.values().map(|m| m.nick.as_str().len());
+        Some((widest.max().unwrap_or(0) + 2).clamp(8, 18) as u16)
+    }
+
+    /// The message pane's size with the current layout.
+    pub fn pane_size(&self) -> (u16, u16) {
+        let area = ratatui::layout::Rect::new(0, 0, self.size.0, self.size.1);
+        let pane = ui::areas(area, self.member_list_width()).pane;
+        (pane.width, pane.height)
+    }
+
+    /// Index of the buffer for `name` (room or nick).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.buffers.iter().position(|b| b.target.is(name))
+    }
+
+    /// Index of `room`'s buffer, opened if needed.
+    fn room_buffer(&mut self, room: &RoomName) -> usize {
+        if let Some(i) = self.find(room.as_str()) {
+            return i;
+        }
+        self.buffers.push(Buffer::new(Target::Room(room.clone())));
+        self.buffers.len() - 1
+    }
+
+    /// Index of the private conversation with `nick`, opened if needed.
+    fn query_buffer(&mut self, nick: &Nick) -> usize {
+        if let Some(i) = self.buffers.iter().position(|b| b.target == Target::Query(nick.clone())) {
+            return i;
+        }
+        if let Some(i) = self.find(nick.as_str()) {
+            // Same nick in another case: follow the server's spelling.
+            self.buffers[i].target = Target::Query(nick.clone());
+            return i;
+        }
+        self.buffers.push(Buffer::new(Target::Query(nick.clone())));
+        self.buffers.len() - 1
+    }
+
+    /// Adds `entry` to buffer `i`. `activity`: it counts as unread and may ring the bell.
+    /// While the buffer is scrolled up the view stays where it is and the line counts as
+    /// "new below".
+    fn push(&mut self, i: usize, entry: Entry, activity: bool) -> Vec<Effect> {
+        let mut effects = vec![];
+        let width = self.pane_size().0;
+        let shown = i == self.current;
+        let b = &mut self.buffers[i];
+        if activity && entry.is_chat() && !entry.own {
+            if !shown {
+                b.unread = b.unread.saturating_add(1);
+                b.mentioned |= entry.mention;
+            }
+            if entry.mention && self.config.bell {
+                effects.push(Effect::Bell);
+            }
+        }
+        let chat = entry.is_chat();
+        let at = b.push(entry);
+        if b.scroll > 0 {
+            if chat {
+                b.below = b.below.saturating_add(1);
+            }
+            b.scroll += ui::messages::entry_height(b, at, width);
+        }
+        effects
+    }
+
+    /// An event line (not chat) in buffer `i`, at the client's time.
+    fn note(&mut self, i: usize, kind: Kind, text: &str) {
+        let entry = Entry::new(self.wall_ms, kind, text);
+        self.push(i, entry, false);
+    }
+
+    /// A line from the client itself in the buffer shown.
+    fn info(&mut self, text: &str) {
+        self.note(self.current, Kind::Info, text);
+    }
+
+    fn error(&mut self, text: &str) {
+        self.note(self.current, Kind::Error, text);
+    }
+
+    /// Shows buffer `i`.
+    pub fn switch_to(&mut self, i: usize) {
+        if i < self.buffers.len() {
+            self.current = i;
+            self.buffers[i].mark_read();
+        }
+    }
+
+    /// Scrolls the buffer shown by `rows` (positive: up, into the past).
+    fn scroll(&mut self, rows: isize) {
+        let (width, height) = self.pane_size();
+        let b = &mut self.buffers[self.current];
+        let total = ui::messages::total_height(b, width);
+        let max = total.saturating_sub(usize::from(height));
+        b.scroll = b.scroll.saturating_add_signed(rows).min(max);
+        if b.scroll == 0 {
+            b.below = 0;
+        }
+    }
+
+    /// Closes buffer `i`, keeping at least one open.
+    fn close(&mut self, i: usize) {
+        if self.buffers.len() == 1 {
+            return;
+        }
+        self.buffers.remove(i);
+        if self.current > i || self.current == self.buffers.len() {
+            self.current = self.current.saturating_sub(1);
+        }
+        self.buffers[self.current].mark_read();
+    }
+
+    /// Every nick we know: room members and the other ends of conversations.
+    fn known_nicks(&self) -> Vec<&str> {
+        let mut nicks: Vec<&str> = self
+            .buffers
+            .iter()
+            .flat_map(|b| {
+                let query = match &b.target {
+                    Target::Query(n) => Some(n.as_str()),
+                    Target::Room(_) => None,
+                };
+                b.members.values().map(|m| m.nick.as_str()).chain(query)
+            })
+            .filter(|n| *n != self.me.as_str())
+            .collect();
+        nicks.sort_unstable();
+        nicks.dedup();
+        nicks
+    }
+}

@@ -1,0 +1,116 @@
+//! Enter: the input line becomes a command ([`crate::command::parse`], shared with line mode)
+//! and then a protocol message ([`Input::to_msg`]), or is handled here (`/help`, `/switch`,
+//! `/quit`, typing in a private conversation).
+//!
+//! The input line is emptied only when the message is handed to the network actor. A parse
+//! error, text the server would refuse (checked here with the server's announced limits), or
+//! being offline leaves it as it was, so nothing typed is lost.
+
+use chatao_proto::{ClientMsg, RoomName, check_text};
+
+use super::buffer::Target;
+use super::keys::KEYS;
+use super::{App, Effect};
+use crate::command::{self, Input};
+
+impl App {
+    pub(super) fn submit(&mut self) -> Vec<Effect> {
+        let line = self.editor.text().to_owned();
+        let input = match command::parse(&line) {
+            Ok(Some(input)) => input,
+            Ok(None) => return vec![],
+            Err(e) => {
+                self.error(&e.to_string());
+                return vec![];
+            }
+        };
+        // Local commands first: they work offline.
+        match &input {
+            Input::Help => {
+                self.editor.take();
+                self.help();
+                return vec![];
+            }
+            Input::Switch(room) => {
+                match self.find(room) {
+                    Some(i) => {
+                        self.editor.take();
+                        self.switch_to(i);
+                    }
+                    None => self.error(&format!("you are not in {room}; /join it first")),
+                }
+                return vec![];
+            }
+            Input::Quit(reason) => {
+                let reason = reason.clone();
+                self.editor.take();
+                return self.quit(reason);
+            }
+            Input::Join(room) => {
+                if let Some(i) = self.find(room).filter(|&i| self.buffers[i].joined) {
+                    self.editor.take();
+                    self.switch_to(i);
+                    return vec![];
+                }
+            }
+            Input::Part { room: None, .. } if self.current_room().is_none() => {
+                // Closing a private conversation is local.
+                self.editor.take();
+                let current = self.current;
+                self.close(current);
+                return vec![];
+            }
+            _ => {}
+        }
+        let msg = match (&self.current_buffer().target, &input) {
+            (Target::Query(nick), Input::Say(text)) => {
+                Some(ClientMsg::Msg { to: nick.to_string(), text: text.clone() })
+            }
+            (Target::Query(_), Input::Me(_)) => {
+                self.error("/me works in rooms only");
+                return vec![];
+            }
+            (
+                Target::Query(_),
+                Input::Topic(_) | Input::Who(None) | Input::Part { room: None, .. },
+            ) => {
+                self.error("this is a private conversation, not a room");
+                return vec![];
+            }
+            (target, input) => input.to_msg(target.name()),
+        };
+        let Some(msg) = msg else { return vec![] };
+        if let ClientMsg::Say { text, .. }
+        | ClientMsg::Me { text, .. }
+        | ClientMsg::Msg { text, .. } = &msg
+            && let Err(e) = check_text(text, self.limits.max_text_bytes as usize, true)
+        {
+            self.error(&format!("not sent: {e}"));
+            return vec![];
+        }
+        if !self.is_connected() {
+            self.error("not connected; your text stays in the input line");
+            return vec![];
+        }
+        if let ClientMsg::Join { room, .. } = &msg {
+            self.pending_join = RoomName::parse(room).ok();
+        }
+        self.outbox_full = false;
+        let restore = self.editor.take();
+        let b = &mut self.buffers[self.current];
+        b.scroll = 0;
+        b.below = 0;
+        vec![Effect::Send { msg, restore: Some(restore) }]
+    }
+
+    fn help(&mut self) {
+        self.info("commands:");
+        for line in command::help_lines() {
+            self.info(&format!("  {line}"));
+        }
+        self.info("keys:");
+        for (keys, what) in KEYS {
+            self.info(&format!("  {keys:<24} {what}"));
+        }
+    }
+}

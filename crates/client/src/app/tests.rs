@@ -1,0 +1,479 @@
+//! `App::update` driven by events, as the event loop drives it: editing, history,
+//! completion, rooms, sending, reconnection and catch-up, quitting.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chatao_proto::{ClientMsg, ErrorCode, MessageKind, ServerMsg};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyModifiers, MouseEvent, MouseEventKind};
+
+use super::buffer::{Kind, Target};
+use super::testing::*;
+use super::*;
+use crate::net::Closed;
+
+fn lost(app: &mut App) -> Vec<Effect> {
+    app.update(Event::Net(NetEvent::Closed(Closed::Lost("connection lost: reset".into()))))
+}
+
+fn texts(app: &App) -> Vec<String> {
+    app.current_buffer().entries.iter().map(|e| e.text.clone()).collect()
+}
+
+#[test]
+fn editing_keys() {
+    let mut a = app(80, 24);
+    type_str(&mut a, "hello world");
+    ctrl(&mut a, 'a');
+    type_str(&mut a, ">> ");
+    ctrl(&mut a, 'e');
+    ctrl(&mut a, 'w');
+    assert_eq!(a.editor.text(), ">> hello ");
+    alt(&mut a, 'b');
+    key(&mut a, KeyCode::Backspace);
+    assert_eq!(a.editor.text(), ">>hello ");
+    alt(&mut a, 'f');
+    ctrl(&mut a, 'k');
+    assert_eq!(a.editor.text(), ">>hello");
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Delete);
+    key(&mut a, KeyCode::Right);
+    ctrl(&mut a, 'u');
+    assert_eq!(a.editor.text(), "hello");
+    ctrl(&mut a, 'y');
+    assert_eq!(a.editor.text(), ">hello");
+    key(&mut a, KeyCode::End);
+    ctrl(&mut a, 'h');
+    assert_eq!(a.editor.text(), ">hell");
+}
+
+#[test]
+fn enter_sends_to_the_current_room_and_up_recalls_it() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "hello there");
+    assert_eq!(
+        effects,
+        vec![Effect::Send {
+            msg: ClientMsg::Say { room: "#lobby".into(), text: "hello there".into() },
+            restore: Some("hello there".into()),
+        }]
+    );
+    assert!(a.editor.is_empty());
+    enter(&mut a, "/me waves");
+    type_str(&mut a, "draft");
+    key(&mut a, KeyCode::Up);
+    assert_eq!(a.editor.text(), "/me waves");
+    key(&mut a, KeyCode::Up);
+    assert_eq!(a.editor.text(), "hello there");
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Down);
+    assert_eq!(a.editor.text(), "draft");
+}
+
+#[test]
+fn bad_commands_and_refused_text_stay_in_the_input_line() {
+    let mut a = chatting(80, 24);
+    assert!(enter(&mut a, "/frobnicate").is_empty());
+    assert_eq!(a.editor.text(), "/frobnicate");
+    assert!(texts(&a).last().unwrap().contains("unknown command /frobnicate"));
+    ctrl(&mut a, 'u');
+    let long = "x".repeat(2001);
+    assert!(enter(&mut a, &long).is_empty());
+    assert_eq!(a.editor.text(), long);
+    assert!(texts(&a).last().unwrap().contains("over the limit of 2000"));
+}
+
+#[test]
+fn tab_completes_nicks_commands_and_rooms() {
+    let mut a = chatting(80, 24);
+    type_str(&mut a, "b");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "bob: ");
+    ctrl(&mut a, 'u');
+    type_str(&mut a, "hi ");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "hi bob ", "an empty word cycles the members, not us");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "hi carol ");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "hi bob ");
+    key(&mut a, KeyCode::BackTab);
+    assert_eq!(a.editor.text(), "hi carol ");
+    type_str(&mut a, "x");
+    assert_eq!(a.editor.text(), "hi carol x", "typing accepts the completion");
+    ctrl(&mut a, 'u');
+    type_str(&mut a, "/sw");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "/switch ");
+    type_str(&mut a, "ru");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "/switch #rust ");
+    ctrl(&mut a, 'u');
+    type_str(&mut a, "zz");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "zz", "no candidate: nothing changes");
+}
+
+#[test]
+fn join_switches_on_confirmation_and_keys_switch_rooms() {
+    let mut a = app(80, 24);
+    let effects = enter(&mut a, "/join rust");
+    assert_eq!(sent(&effects), vec![ClientMsg::Join { room: "#rust".into(), since: None }]);
+    assert_eq!(a.current_buffer().target.name(), "#lobby", "not before the server confirms");
+    net(&mut a, joined("#rust", "alice"));
+    assert_eq!(a.current_buffer().target.name(), "#rust");
+    net(&mut a, joined("#go", "alice"));
+    assert_eq!(a.current_buffer().target.name(), "#rust", "a join we did not ask for stays put");
+    assert_eq!(a.buffers.len(), 3);
+
+    alt(&mut a, '1');
+    assert_eq!(a.current, 0);
+    alt(&mut a, '3');
+    assert_eq!(a.current, 2);
+    alt(&mut a, '9');
+    assert_eq!(a.current, 2, "no buffer 9: nothing happens");
+    ctrl(&mut a, 'n');
+    assert_eq!(a.current, 0, "Ctrl-N wraps around");
+    ctrl(&mut a, 'p');
+    assert_eq!(a.current, 2);
+    enter(&mut a, "/switch rust");
+    assert_eq!(a.current, 1);
+    let effects = enter(&mut a, "/join #lobby");
+    assert!(effects.is_empty(), "joining a room we are in just shows it");
+    assert_eq!(a.current, 0);
+    enter(&mut a, "/switch #nowhere");
+    assert!(texts(&a).last().unwrap().contains("you are not in #nowhere"));
+}
+
+#[test]
+fn unread_and_mentions_mark_other_rooms_and_ring_the_bell() {
+    let mut a = chatting(80, 24);
+    assert_eq!(a.current, 0);
+    assert!(net(&mut a, say("#rust", 10, "bob", "anyone here?")).is_empty());
+    let effects = net(&mut a, say("#rust", 11, "bob", "ping Alice: look at this"));
+    assert_eq!(effects, vec![Effect::Bell]);
+    net(&mut a, say("#rust", 12, "alice", "my own words do not count"));
+    let rust = &a.buffers[1];
+    assert_eq!((rust.unread, rust.mentioned), (2, true));
+    assert!(rust.entries.iter().any(|e| e.mention));
+    net(&mut a, say("#lobby", 20, "bob", "malice is not a mention"));
+    assert!(!a.buffers[0].entries.back().unwrap().mention);
+    assert_eq!(a.buffers[0].unread, 0, "the room shown has nothing unread");
+
+    alt(&mut a, 'a');
+    assert_eq!(a.current, 1, "Alt-A goes to the mention");
+    assert_eq!((a.buffers[1].unread, a.buffers[1].mentioned), (0, false));
+
+    a.config.bell = false;
+    assert!(net(&mut a, say("#lobby", 21, "bob", "alice?")).is_empty(), "--no-bell");
+}
+
+#[test]
+fn private_messages_open_a_conversation() {
+    let mut a = chatting(80, 24);
+    let pm = |from: &str, to: &str, text: &str| ServerMsg::Private {
+        id: 1,
+        time: T0,
+        from: nick(from),
+        to: nick(to),
+        kind: MessageKind::Normal,
+        text: text.into(),
+    };
+    let effects = net(&mut a, pm("bob", "alice", "psst"));
+    assert_eq!(effects, vec![Effect::Bell]);
+    let i = a.find("bob").unwrap();
+    assert_eq!(a.buffers[i].target, Target::Query(nick("bob")));
+    assert!(a.buffers[i].mentioned);
+    a.switch_to(i);
+    let effects = enter(&mut a, "hi back");
+    assert_eq!(sent(&effects), vec![ClientMsg::Msg { to: "bob".into(), text: "hi back".into() }]);
+    assert!(enter(&mut a, "/me waves").is_empty());
+    assert!(texts(&a).last().unwrap().contains("rooms only"));
+    ctrl(&mut a, 'u');
+    net(&mut a, pm("alice", "bob", "hi back"));
+    let pms: Vec<_> =
+        a.buffers[i].entries.iter().filter(|e| matches!(e.kind, Kind::Private { .. })).collect();
+    assert_eq!(pms.len(), 2, "our copy goes to the same conversation");
+    assert!(pms[1].own);
+    let effects = enter(&mut a, "/part");
+    assert!(effects.is_empty(), "closing a conversation is local");
+    assert!(a.find("bob").is_none());
+}
+
+#[test]
+fn remote_escape_sequences_are_stored_as_harmless_text() {
+    let mut a = chatting(80, 24);
+    net(&mut a, say("#lobby", 30, "eve", "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\nline two"));
+    net(
+        &mut a,
+        ServerMsg::Topic { room: room("#lobby"), text: Some("\u{1b}[5mblink".into()), by: None },
+    );
+    let e = a.buffers[0].entries.iter().find(|e| e.text.contains("pwned")).unwrap();
+    assert_eq!(e.text, "␛[2J␛]0;pwned␇\u{FFFD}31m\nline two");
+    assert_eq!(a.buffers[0].topic.as_deref(), Some("␛[5mblink"));
+    for b in &a.buffers {
+        for e in &b.entries {
+            assert!(!e.text.chars().any(|c| c.is_control() && c != '\n'), "{:?}", e.text);
+        }
+    }
+}
+
+#[test]
+fn multi_line_paste_waits_for_enter() {
+    let mut a = chatting(80, 24);
+    let effects = a.update(Event::Term(TermEvent::Paste("first\r\nsecond\nthird\n".into())));
+    assert!(effects.is_empty(), "a paste never sends by itself");
+    assert_eq!(a.editor.text(), "first\nsecond\nthird");
+    assert_eq!(a.editor.line_count(), 3);
+    key_with(&mut a, KeyCode::Enter, KeyModifiers::ALT);
+    type_str(&mut a, "fourth");
+    let effects = key(&mut a, KeyCode::Enter);
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::Say { room: "#lobby".into(), text: "first\nsecond\nthird\nfourth".into() }]
+    );
+}
+
+#[test]
+fn scrolling_keeps_the_view_and_counts_new_lines_below() {
+    let mut a = chatting(60, 12);
+    for id in 100..140 {
+        net(&mut a, say("#lobby", id, "bob", &format!("line {id}")));
+    }
+    key(&mut a, KeyCode::PageUp);
+    let page = a.pane_size().1 as usize - 1;
+    assert_eq!(a.buffers[0].scroll, page);
+    net(&mut a, say("#lobby", 140, "bob", "new one"));
+    assert_eq!(a.buffers[0].scroll, page + 1, "the view does not move");
+    assert_eq!(a.buffers[0].below, 1);
+    let wheel = |kind| {
+        TermEvent::Mouse(MouseEvent { kind, column: 0, row: 0, modifiers: KeyModifiers::NONE })
+    };
+    a.update(Event::Term(wheel(MouseEventKind::ScrollUp)));
+    assert_eq!(a.buffers[0].scroll, page + 4);
+    for _ in 0..100 {
+        key(&mut a, KeyCode::PageUp);
+    }
+    let top = a.buffers[0].scroll;
+    assert!(top < 60, "scrolling stops at the top: {top}");
+    a.update(Event::Term(wheel(MouseEventKind::ScrollDown)));
+    assert_eq!(a.buffers[0].scroll, top - 3);
+    for _ in 0..100 {
+        key(&mut a, KeyCode::PageDown);
+    }
+    assert_eq!((a.buffers[0].scroll, a.buffers[0].below), (0, 0));
+}
+
+#[test]
+fn resizing_to_nothing_and_back_is_fine() {
+    let mut a = chatting(80, 24);
+    for (w, h) in [(0, 0), (1, 1), (5, 2), (200, 60), (80, 24)] {
+        a.update(Event::Term(TermEvent::Resize(w, h)));
+        key(&mut a, KeyCode::PageUp);
+        key(&mut a, KeyCode::PageDown);
+    }
+    assert_eq!(a.size, (80, 24));
+}
+
+#[test]
+fn lost_connection_reconnects_with_backoff_and_keeps_input() {
+    let mut a = chatting(80, 24);
+    type_str(&mut a, "unsent words");
+    let effects = lost(&mut a);
+    assert_eq!(
+        effects,
+        vec![Effect::Connect { after: Duration::from_secs(1), nick: "alice".into() }]
+    );
+    assert!(matches!(a.conn, Conn::Reconnecting { attempt: 1, .. }));
+    assert!(key(&mut a, KeyCode::Enter).is_empty(), "nothing is sent while offline");
+    assert_eq!(a.editor.text(), "unsent words");
+
+    let mut delays = vec![];
+    for _ in 0..6 {
+        let effects = a.update(Event::ConnectFailed { reason: "refused".into(), retry: true });
+        match effects.as_slice() {
+            [Effect::Connect { after, .. }] => delays.push(after.as_secs()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delays, vec![2, 4, 8, 16, 30, 30]);
+
+    a.update(Event::Connected(Box::new(welcome("alice"))));
+    assert!(a.is_connected());
+    assert_eq!(a.editor.text(), "unsent words");
+    // The backoff starts again from 1 s.
+    let effects = lost(&mut a);
+    assert!(matches!(effects.as_slice(), [Effect::Connect { after, .. }] if after.as_secs() == 1));
+}
+
+#[test]
+fn reconnecting_catches_up_every_room_without_duplicates() {
+    let mut a = chatting(80, 24);
+    net(&mut a, say("#rust", 7, "bob", "rust seven"));
+    enter(&mut a, "/join #empty");
+    net(&mut a, joined("#empty", "alice"));
+    alt(&mut a, '1');
+    lost(&mut a);
+    let effects = a.update(Event::Connected(Box::new(welcome("alice"))));
+    assert_eq!(
+        sent(&effects),
+        vec![
+            ClientMsg::History { room: "#lobby".into(), since: 3, limit: None },
+            ClientMsg::Join { room: "#rust".into(), since: Some(7) },
+            ClientMsg::Join { room: "#empty".into(), since: None },
+        ]
+    );
+    // The server replays around the gap: seen ids are dropped, new ones count as unread.
+    let replay = |id, text: &str| {
+        let ServerMsg::Message { room, time, from, kind, .. } = say("#rust", id, "bob", "") else {
+            unreachable!()
+        };
+        ServerMsg::Message { room, id, time, from, kind, text: text.into(), history: true }
+    };
+    net(&mut a, replay(6, "rust six"));
+    net(&mut a, replay(7, "rust seven"));
+    net(&mut a, replay(8, "rust eight"));
+    net(&mut a, say("#rust", 9, "bob", "rust nine"));
+    let rust: Vec<&str> = a.buffers[1]
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Message { .. }))
+        .map(|e| e.text.as_str())
+        .collect();
+    assert_eq!(rust, vec!["rust seven", "rust eight", "rust nine"]);
+    assert_eq!(a.buffers[1].unread, 3, "rust seven arrived before, eight and nine since");
+}
+
+#[test]
+fn history_on_a_first_join_is_not_unread() {
+    let mut a = app(80, 24);
+    net(&mut a, joined("#rust", "alice"));
+    let ServerMsg::Message { room, id, time, from, kind, text, .. } = say("#rust", 1, "bob", "old")
+    else {
+        unreachable!()
+    };
+    net(&mut a, ServerMsg::Message { room, id, time, from, kind, text, history: true });
+    assert_eq!(a.buffers[1].unread, 0);
+    assert!(a.buffers[1].entries.back().unwrap().history);
+}
+
+#[test]
+fn a_bye_with_a_code_is_final_but_a_shutdown_is_retried() {
+    let mut a = chatting(80, 24);
+    let effects = a.update(Event::Net(NetEvent::Closed(Closed::Bye {
+        code: Some(ErrorCode::Shutdown),
+        reason: "restarting".into(),
+    })));
+    assert!(matches!(effects.as_slice(), [Effect::Connect { .. }]));
+
+    let mut a = chatting(80, 24);
+    let effects = a.update(Event::Net(NetEvent::Closed(Closed::Bye {
+        code: Some(ErrorCode::Kicked),
+        reason: "be nice".into(),
+    })));
+    assert!(effects.is_empty());
+    assert!(matches!(&a.conn, Conn::Closed { reason } if reason.contains("be nice (kicked)")));
+    type_str(&mut a, "still here");
+    assert!(key(&mut a, KeyCode::Enter).is_empty());
+    assert_eq!(a.editor.text(), "still here");
+    assert_eq!(ctrl(&mut a, 'c'), vec![Effect::Quit]);
+
+    let mut a = chatting(80, 24);
+    lost(&mut a);
+    let effects =
+        a.update(Event::ConnectFailed { reason: "key changed\nline 2".into(), retry: false });
+    assert!(effects.is_empty());
+    assert!(matches!(a.conn, Conn::Closed { .. }));
+}
+
+#[test]
+fn a_full_outbox_gives_the_text_back() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "important");
+    let Effect::Send { restore, .. } = effects[0].clone() else { panic!() };
+    a.update(Event::SendFailed { error: SendError::Full, restore });
+    assert_eq!(a.editor.text(), "important");
+    assert!(a.outbox_full);
+    enter(&mut a, "");
+    assert!(!a.outbox_full, "the next attempt clears the flag");
+}
+
+#[test]
+fn quit_waits_for_the_goodbye_but_not_forever() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "/quit gone fishing");
+    assert_eq!(sent(&effects), vec![ClientMsg::Quit { reason: Some("gone fishing".into()) }]);
+    assert!(advance(&mut a, Duration::from_secs(1)).is_empty());
+    let bye = Closed::Bye { code: None, reason: "goodbye".into() };
+    assert_eq!(a.update(Event::Net(NetEvent::Closed(bye))), vec![Effect::Quit]);
+
+    let mut a = chatting(80, 24);
+    ctrl(&mut a, 'c');
+    assert_eq!(advance(&mut a, QUIT_TIMEOUT), vec![Effect::Quit]);
+    let mut a = chatting(80, 24);
+    ctrl(&mut a, 'c');
+    assert_eq!(ctrl(&mut a, 'c'), vec![Effect::Quit], "a second Ctrl-C leaves at once");
+}
+
+#[test]
+fn leaving_rooms_and_nick_changes() {
+    let mut a = chatting(80, 24);
+    alt(&mut a, '2');
+    let effects = enter(&mut a, "/part");
+    assert_eq!(sent(&effects), vec![ClientMsg::Part { room: "#rust".into(), reason: None }]);
+    net(
+        &mut a,
+        ServerMsg::Leave {
+            room: room("#rust"),
+            nick: nick("alice"),
+            reason: chatao_proto::LeaveReason::Part,
+            message: None,
+        },
+    );
+    assert_eq!(a.buffers.len(), 1);
+    assert_eq!(a.current, 0);
+    net(
+        &mut a,
+        ServerMsg::Leave {
+            room: room("#lobby"),
+            nick: nick("alice"),
+            reason: chatao_proto::LeaveReason::Part,
+            message: None,
+        },
+    );
+    assert_eq!(a.buffers.len(), 1, "the last room stays open");
+    assert!(!a.buffers[0].joined);
+
+    let mut a = chatting(80, 24);
+    net(&mut a, ServerMsg::NickChange { old: nick("alice"), new: nick("alicia") });
+    assert_eq!(a.me.as_str(), "alicia");
+    assert!(a.buffers[0].has_member(&nick("alicia")));
+    net(&mut a, ServerMsg::NickChange { old: nick("bob"), new: nick("robert") });
+    assert!(a.buffers[1].has_member(&nick("robert")));
+    assert!(texts(&a).last().unwrap().contains("bob is now known as robert"));
+    lost(&mut a);
+    let effects = a.update(Event::ConnectFailed { reason: "x".into(), retry: true });
+    assert!(matches!(&effects[0], Effect::Connect { nick, .. } if nick == "alicia"));
+}
+
+#[test]
+fn help_lists_commands_and_keys_offline_too() {
+    let mut a = chatting(80, 24);
+    lost(&mut a);
+    enter(&mut a, "/help");
+    let t = texts(&a);
+    assert!(t.iter().any(|l| l.contains("/join #ROOM")));
+    assert!(t.iter().any(|l| l.contains("Alt-1..9")));
+    assert!(a.editor.is_empty());
+}
+
+#[test]
+fn mention_matching() {
+    assert!(mentions("hey alice!", "alice"));
+    assert!(mentions("ALICE: hi", "alice"));
+    assert!(mentions("alice", "alice"));
+    assert!(!mentions("malice", "alice"));
+    assert!(!mentions("alice_2 hi", "alice"));
+    assert!(!mentions("x-alice? no", "alice"));
+    assert_eq!(short_fingerprint(SERVER_FP), "SHA256:Xk3v9QaB");
+}

@@ -1,0 +1,369 @@
+//! The full-screen client's shell around [`App`]: the terminal (raw mode, alternate screen,
+//! bracketed paste, mouse), the one event loop, the executor of [`Effect`]s and the
+//! reconnection task.
+//!
+//! The loop waits on four sources with `select!` (never a blocking read): crossterm's
+//! `EventStream`, the network actor's events, reconnection results, and a one-second tick;
+//! it feeds each to [`App::update`], carries out the effects, and redraws. The terminal is
+//! restored on every exit: normal, error (the guard's `Drop`), panic (a panic hook) and
+//! SIGTERM/SIGHUP/SIGINT. Logs go to a file ([`init_logging`]), never to the screen.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{Stdout, Write, stdout};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream, MouseEventKind,
+};
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::app::{App, Config, Conn, Effect, Event, Zone};
+use crate::net::{
+    self, Closed, ConnectError, ConnectOptions, NetEvent, NetHandle, SendError, Welcome,
+};
+use crate::ui;
+
+/// How often the clock ticks (the reconnection countdown, the quit deadline).
+pub const TICK: Duration = Duration::from_secs(1);
+/// Network events handled in one go before the screen is redrawn (a history replay arrives
+/// as a burst; drawing after each line would be wasted work).
+const NET_BATCH: usize = 256;
+
+/// TUI settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Ring the bell on mentions and private messages.
+    pub bell: bool,
+    /// Capture the mouse for wheel scrolling (the terminal's own selection then needs Shift).
+    pub mouse: bool,
+}
+
+/// Where logs go by default: `$XDG_STATE_HOME/chatao/chatao.log` (or the cache directory).
+pub fn default_log_file() -> PathBuf {
+    dirs::state_dir()
+        .or_else(dirs::cache_dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("chatao")
+        .join("chatao.log")
+}
+
+/// Sends logs to `path` (appending; the directory is created), filtered by `CHATAO_LOG` or
+/// `RUST_LOG` (default `info`). Errors if the file cannot be opened or a logger is set.
+pub fn init_logging(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATAO_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs the full-screen client to the end. The first connection happens before the terminal
+/// is taken over, so its failure is an ordinary error (printed by `main`). Returns 0 when the
+/// user quits, 1 when the server had ended the session (its reason is printed on stderr once
+/// the terminal is restored).
+pub async fn run(opts: ConnectOptions, options: Options) -> Result<ExitCode> {
+    let (welcome, handle, events) = net::connect(&opts).await?;
+    info!(server = %opts.host, port = opts.port, fingerprint = %welcome.server_fingerprint, "connected");
+    let mut term = TerminalGuard::enter(options.mouse)?;
+    let size = crossterm::terminal::size().unwrap_or((80, 24));
+    let config =
+        Config { host: opts.host.clone(), port: opts.port, bell: options.bell, zone: Zone::Local };
+    let (now, wall_ms) = clock();
+    let app = App::new(config, &welcome, size, now, wall_ms);
+    let mut shell = Shell { opts, net: Some((handle, events)), reconnect: None };
+    let result = shell.run(&mut term, app).await;
+    if let Some(task) = shell.reconnect.take() {
+        task.abort();
+    }
+    term.restore();
+    let app = result?;
+    if let Conn::Closed { reason } = &app.conn {
+        eprintln!("chatao: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clock() -> (Instant, u64) {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (Instant::now(), u64::try_from(wall.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn tick() -> Event {
+    let (now, wall_ms) = clock();
+    Event::Tick { now, wall_ms }
+}
+
+/// Whether a failed reconnection is worth retrying. A changed server key, a refused
+/// nickname or an explicit refusal is final; network trouble, a busy or full or restarting
+/// server, and a nickname still held by our own lost session (it times out) are not.
+pub fn is_transient(e: &ConnectError) -> bool {
+    use chatao_proto::ErrorCode;
+    match e {
+        ConnectError::Trust(_) => false,
+        ConnectError::Refused { code, .. } => matches!(
+            code,
+            ErrorCode::NickInUse | ErrorCode::ServerFull | ErrorCode::Busy | ErrorCode::Shutdown
+        ),
+        ConnectError::Tcp { .. }
+        | ConnectError::Timeout { .. }
+        | ConnectError::Handshake { .. }
+        | ConnectError::Protocol { .. } => true,
+    }
+}
+
+type Connected = Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>), ConnectError>;
+
+/// The loop's resources: the connection (when there is one) and the pending reconnection.
+struct Shell {
+    opts: ConnectOptions,
+    net: Option<(NetHandle, mpsc::Receiver<NetEvent>)>,
+    reconnect: Option<JoinHandle<()>>,
+}
+
+/// The next network event, or never while disconnected. An actor that vanished without
+/// saying why counts as a lost connection.
+async fn next_net(net: &mut Option<(NetHandle, mpsc::Receiver<NetEvent>)>) -> NetEvent {
+    match net {
+        Some((_, rx)) => rx
+            .recv()
+            .await
+            .unwrap_or_else(|| NetEvent::Closed(Closed::Lost("the network task ended".into()))),
+        None => std::future::pending().await,
+    }
+}
+
+impl Shell {
+    async fn run(&mut self, term: &mut TerminalGuard, mut app: App) -> Result<App> {
+        let mut input = EventStream::new();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let (connected_tx, mut connected_rx) = mpsc::channel::<Connected>(1);
+        let terminated = terminated();
+        tokio::pin!(terminated);
+        // Mouse motion changes nothing: it is skipped without a redraw.
+        let mut dirty = true;
+        loop {
+            if dirty {
+                term.terminal.draw(|f| ui::render(&app, f)).context("drawing the screen")?;
+            }
+            dirty = true;
+            let mut queue = VecDeque::new();
+            tokio::select! {
+                ev = input.next() => match ev {
+                    Some(Ok(TermEvent::Mouse(m)))
+                        if matches!(m.kind, MouseEventKind::Moved | MouseEventKind::Drag(_)) =>
+                    {
+                        dirty = false;
+                        continue;
+                    }
+                    Some(Ok(ev)) => queue.push_back(Event::Term(ev)),
+                    Some(Err(e)) => return Err(e).context("reading the terminal"),
+                    None => return Ok(app),
+                },
+                ev = next_net(&mut self.net) => {
+                    queue.push_back(Event::Net(ev));
+                    while queue.len() < NET_BATCH
+                        && let Some((_, rx)) = &mut self.net
+                        && let Ok(ev) = rx.try_recv()
+                    {
+                        queue.push_back(Event::Net(ev));
+                    }
+                }
+                Some(result) = connected_rx.recv() => queue.push_back(match result {
+                    Ok((welcome, handle, events)) => {
+                        info!("reconnected");
+                        self.net = Some((handle, events));
+                        Event::Connected(Box::new(welcome))
+                    }
+                    Err(e) => {
+                        warn!(cause = %e, "reconnection failed");
+                        Event::ConnectFailed { reason: e.to_string(), retry: is_transient(&e) }
+                    }
+                }),
+                _ = ticker.tick() => {}
+                () = &mut terminated => {
+                    info!("terminated by a signal");
+                    if let Some((handle, _)) = &self.net {
+                        let _ = handle.try_send(chatao_proto::ClientMsg::Quit { reason: None });
+                    }
+                    return Ok(app);
+                }
+            }
+            queue.push_front(tick());
+            while let Some(ev) = queue.pop_front() {
+                if let Event::Net(NetEvent::Closed(closed)) = &ev {
+                    info!(?closed, "connection closed");
+                    self.net = None;
+                }
+                for effect in app.update(ev) {
+                    match effect {
+                        Effect::Send { msg, restore } => {
+                            let sent = match &self.net {
+                                Some((handle, _)) => handle.try_send(msg),
+                                None => Err(SendError::Closed),
+                            };
+                            if let Err(error) = sent {
+                                queue.push_back(Event::SendFailed { error, restore });
+                            }
+                        }
+                        Effect::Connect { after, nick } => {
+                            if let Some(task) = self.reconnect.take() {
+                                task.abort();
+                            }
+                            self.opts.nick = nick;
+                            let opts = self.opts.clone();
+                            let tx = connected_tx.clone();
+                            self.reconnect = Some(tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                let _ = tx.send(net::connect(&opts).await).await;
+                            }));
+                        }
+                        Effect::Bell => {
+                            let mut out = stdout();
+                            let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+                        }
+                        Effect::Redraw => term.terminal.clear().context("clearing the screen")?,
+                        Effect::Quit => return Ok(app),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM, SIGHUP (the terminal went away) or SIGINT.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Owns the terminal while the UI runs; restores it when dropped.
+struct TerminalGuard {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+    restored: bool,
+}
+
+impl TerminalGuard {
+    /// Raw mode, alternate screen, bracketed paste and (if asked) the mouse; a panic hook
+    /// that undoes it all before the panic message is printed.
+    fn enter(mouse: bool) -> Result<TerminalGuard> {
+        install_panic_hook();
+        let setup = || -> Result<Terminal<CrosstermBackend<Stdout>>> {
+            enable_raw_mode().context("entering raw mode")?;
+            let mut out = stdout();
+            execute!(out, EnterAlternateScreen, EnableBracketedPaste)?;
+            if mouse {
+                execute!(out, EnableMouseCapture)?;
+            }
+            let mut terminal = Terminal::new(CrosstermBackend::new(out))?;
+            terminal.clear()?;
+            Ok(terminal)
+        };
+        match setup() {
+            Ok(terminal) => Ok(TerminalGuard { terminal, restored: false }),
+            Err(e) => {
+                restore_terminal();
+                Err(e)
+            }
+        }
+    }
+
+    fn restore(&mut self) {
+        if !self.restored {
+            self.restored = true;
+            restore_terminal();
+        }
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Undoes everything [`TerminalGuard::enter`] did; harmless if some of it was not done.
+fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = execute!(
+        stdout(),
+        DisableMouseCapture,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |panic| {
+            restore_terminal();
+            tracing::error!(%panic, "panic");
+            previous(panic);
+        }));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatao_proto::ErrorCode;
+
+    #[test]
+    fn only_temporary_failures_are_retried() {
+        let refused = |code| ConnectError::Refused { code, reason: String::new() };
+        assert!(is_transient(&refused(ErrorCode::NickInUse)));
+        assert!(is_transient(&refused(ErrorCode::ServerFull)));
+        assert!(!is_transient(&refused(ErrorCode::InvalidNick)));
+        assert!(!is_transient(&refused(ErrorCode::Other)));
+        assert!(is_transient(&ConnectError::Timeout { addr: "h:1".into() }));
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_transient(&ConnectError::Tcp { addr: "h:1".into(), source: io }));
+    }
+}

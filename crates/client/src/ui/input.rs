@@ -1,0 +1,63 @@
+//! The input line: `[nick] ` then the text, scrolled sideways to keep the cursor in view.
+//! A multi-line message shows its newlines as `↵` and starts with `[N lines]`, so it is plain
+//! that Enter sends all of it as one message.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::style;
+use super::text::{cluster_width, clusters, width};
+use crate::app::App;
+
+/// How a newline in the input is drawn.
+const NEWLINE: &str = "↵";
+
+pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    if area.is_empty() {
+        return;
+    }
+    let editor = &app.editor;
+    let mut prompt = format!("[{}] ", app.me);
+    if editor.line_count() > 1 {
+        prompt = format!("{prompt}[{} lines] ", editor.line_count());
+    }
+    let cols = usize::from(area.width);
+    // A narrow terminal keeps the text and drops the prompt.
+    if width(&prompt) * 2 > cols {
+        prompt.clear();
+    }
+    let avail = cols.saturating_sub(width(&prompt)).max(1);
+    let text = editor.text();
+    let col_of = |s: &str| -> usize {
+        clusters(s).map(|(_, c)| if c == "\n" { 1 } else { cluster_width(c) }).sum()
+    };
+    let cursor_col = col_of(&text[..editor.cursor()]);
+    // Columns of text hidden on the left so that the cursor is on screen.
+    let hide = (cursor_col + 1).saturating_sub(avail);
+    let mut spans = vec![Span::styled(prompt.clone(), style::PROMPT)];
+    let mut col = 0;
+    let mut shown_from = 0;
+    let mut run = String::new();
+    for (_, c) in clusters(text) {
+        let w = if c == "\n" { 1 } else { cluster_width(c) };
+        if col < hide {
+            col += w;
+            shown_from = col;
+            continue;
+        }
+        col += w;
+        if c == "\n" {
+            spans.push(Span::raw(std::mem::take(&mut run)));
+            spans.push(Span::styled(NEWLINE, style::NEWLINE));
+        } else {
+            run.push_str(c);
+        }
+    }
+    spans.push(Span::raw(run));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    let x = width(&prompt) + cursor_col.saturating_sub(shown_from);
+    let x = area.x + (x.min(cols.saturating_sub(1)) as u16);
+    frame.set_cursor_position((x, area.y));
+}

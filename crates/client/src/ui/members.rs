@@ -1,0 +1,50 @@
+//! The member list: the room's members sorted case-insensitively, away ones dimmed; a last
+//! row counts those that do not fit.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::style;
+use super::text::{truncate, width};
+use crate::app::App;
+
+pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    if area.is_empty() {
+        return;
+    }
+    let b = app.current_buffer();
+    let block = Block::new().borders(Borders::LEFT).border_style(style::SEPARATOR);
+    let inner = block.inner(area);
+    let rows = usize::from(inner.height);
+    let col = usize::from(inner.width).saturating_sub(1);
+    let total = b.members.len();
+    let shown = if total > rows { rows.saturating_sub(1) } else { total };
+    let mut lines: Vec<Line<'_>> = b
+        .members
+        .values()
+        .take(shown)
+        .map(|m| {
+            let name = truncate(m.nick.as_str(), col);
+            let st = if m.away.is_some() {
+                style::AWAY
+            } else if m.nick == app.me {
+                style::nick(name).bold()
+            } else {
+                style::nick(name)
+            };
+            Line::from(vec![Span::raw(" "), Span::styled(name.to_owned(), st)])
+        })
+        .collect();
+    if shown < total {
+        let more = format!(" +{} more", total - shown);
+        let more = if width(&more) <= usize::from(inner.width) {
+            more
+        } else {
+            format!(" +{}", total - shown)
+        };
+        lines.push(Line::styled(more, style::INFO));
+    }
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}

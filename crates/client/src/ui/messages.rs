@@ -1,0 +1,257 @@
+//! The message pane: one row per wrapped line, in three columns.
+//!
+//! ```text
+//! 12:01    alice │ hello there
+//! 12:02      bob │ a long message wraps under its own text column, so a continuation
+//!                │ row never starts where a nick or a notice marker goes
+//! 12:02      --> │ carol joined #lobby (SHA256:Xk3v9QaB)
+//! 12:03        * │ bob waves
+//! 12:03    *bob* │ a private message
+//! ```
+//!
+//! The time and prefix columns are drawn by the client only: remote text is confined to the
+//! text column, and a prefix is a validated nickname or a marker no nickname can spell, so no
+//! remote user can imitate a notice, an action or a private message. The prefix column is as
+//! wide as the widest prefix in the buffer, up to [`MAX_PREFIX`] (longer nicks end in `+`).
+//! Narrow panes drop the time column and narrow the prefix column.
+//!
+//! Scrolling counts rows up from the bottom ([`crate::app::buffer::Buffer::scroll`]); the
+//! app uses [`entry_height`] and [`total_height`] so that its arithmetic matches what is drawn.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph};
+
+use super::style;
+use super::text::{truncate, width, wrap};
+use crate::app::App;
+use crate::app::buffer::{Buffer, Entry, Kind};
+
+/// Widest prefix column.
+pub const MAX_PREFIX: usize = 12;
+/// Panes narrower than this drop the time column.
+const TIME_MIN_WIDTH: usize = 40;
+/// `HH:MM ` before the prefix.
+const TIME_WIDTH: usize = 6;
+/// Between the prefix and the text.
+const SEPARATOR: &str = " │ ";
+
+/// Column widths for one buffer in a pane of a given width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub time: bool,
+    pub prefix: usize,
+    pub text: usize,
+}
+
+/// The marker or nickname in an entry's prefix column.
+fn prefix_text(e: &Entry) -> String {
+    match &e.kind {
+        Kind::Message { from } => from.to_string(),
+        Kind::Action { .. } => "*".into(),
+        Kind::Private { from, .. } => format!("*{from}*"),
+        Kind::Join => "-->".into(),
+        Kind::Leave => "<--".into(),
+        Kind::Notice | Kind::Info => "--".into(),
+        Kind::Error => "!!".into(),
+    }
+}
+
+pub fn geometry(b: &Buffer, pane_width: u16) -> Geometry {
+    let w = usize::from(pane_width);
+    let widest = b
+        .entries
+        .iter()
+        .map(|e| width(&prefix_text(e)))
+        .try_fold(0, |max, pw| if max >= MAX_PREFIX { Err(MAX_PREFIX) } else { Ok(max.max(pw)) })
+        .unwrap_or_else(|m| m)
+        .min(MAX_PREFIX);
+    let time = w >= TIME_MIN_WIDTH;
+    let avail = w.saturating_sub(SEPARATOR.chars().count() + if time { TIME_WIDTH } else { 0 });
+    let prefix = widest.min(avail / 3).max(1);
+    Geometry { time, prefix, text: avail.saturating_sub(prefix).max(1) }
+}
+
+/// The text as shown: actions start with the actor's nickname.
+fn shown_text(e: &Entry) -> String {
+    match &e.kind {
+        Kind::Action { from } | Kind::Private { from, action: true } => {
+            format!("{from} {}", e.text)
+        }
+        _ => e.text.clone(),
+    }
+}
+
+/// Rows entry `index` of `b` takes in a pane `pane_width` wide.
+pub fn entry_height(b: &Buffer, index: usize, pane_width: u16) -> usize {
+    let g = geometry(b, pane_width);
+    b.entries.get(index).map(|e| rows_of(e, &g)).unwrap_or(0)
+}
+
+/// Rows all of `b` takes in a pane `pane_width` wide.
+pub fn total_height(b: &Buffer, pane_width: u16) -> usize {
+    let g = geometry(b, pane_width);
+    b.entries.iter().map(|e| rows_of(e, &g)).sum()
+}
+
+fn rows_of(e: &Entry, g: &Geometry) -> usize {
+    shown_text(e).split('\n').map(|l| wrap(l, g.text).len()).sum()
+}
+
+/// Pads or truncates a prefix to the column, right-aligned; too-long nicks end in `+`.
+fn fit_prefix(p: &str, col: usize) -> String {
+    let w = width(p);
+    if w <= col {
+        return format!("{}{p}", " ".repeat(col - w));
+    }
+    let cut = truncate(p, col.saturating_sub(1));
+    format!("{cut}+")
+}
+
+fn prefix_style(e: &Entry) -> Style {
+    // In a conversation every line is for us: the magenta marks it, not a highlight.
+    if matches!(e.kind, Kind::Private { .. }) {
+        return style::PRIVATE;
+    }
+    if e.mention && !e.history {
+        return style::MENTION;
+    }
+    match &e.kind {
+        Kind::Message { from } if e.own => style::nick(from.as_str()).bold(),
+        Kind::Message { from } => style::nick(from.as_str()),
+        Kind::Action { .. } => Style::new().bold(),
+        Kind::Private { .. } => style::PRIVATE,
+        Kind::Join => style::JOIN,
+        Kind::Leave => style::LEAVE,
+        Kind::Notice => style::NOTICE,
+        Kind::Info => style::INFO,
+        Kind::Error => style::ERROR,
+    }
+}
+
+fn text_style(e: &Entry) -> Style {
+    let base = match &e.kind {
+        Kind::Message { .. } | Kind::Private { action: false, .. } => Style::new(),
+        Kind::Action { .. } | Kind::Private { action: true, .. } => style::ACTION,
+        Kind::Join => style::JOIN,
+        Kind::Leave => style::LEAVE,
+        Kind::Notice => style::NOTICE,
+        Kind::Info => style::INFO,
+        Kind::Error => style::ERROR,
+    };
+    let base = if e.history { base.patch(style::HISTORY_TEXT) } else { base };
+    if e.mention && !e.history { base.bold() } else { base }
+}
+
+/// The rows of one entry.
+fn entry_lines(app: &App, e: &Entry, g: &Geometry) -> Vec<Line<'static>> {
+    let text = shown_text(e);
+    let actor = match &e.kind {
+        Kind::Action { from } | Kind::Private { from, action: true } => Some(from.as_str()),
+        _ => None,
+    };
+    let pstyle = prefix_style(e);
+    let tstyle = text_style(e);
+    let sep = Span::styled(SEPARATOR, style::SEPARATOR);
+    let blank = " ".repeat(g.prefix + if g.time { TIME_WIDTH } else { 0 });
+    let mut lines = Vec::new();
+    for (ln, line) in text.split('\n').enumerate() {
+        for (rn, row) in wrap(line, g.text).into_iter().enumerate() {
+            let mut spans = Vec::with_capacity(5);
+            if ln == 0 && rn == 0 {
+                if g.time {
+                    let tstyle_time = if e.history { style::HISTORY_TIME } else { style::TIME };
+                    let clock = style::clock(e.time, app.config.zone);
+                    spans.push(Span::styled(format!("{clock} "), tstyle_time));
+                }
+                spans.push(Span::styled(fit_prefix(&prefix_text(e), g.prefix), pstyle));
+            } else {
+                spans.push(Span::raw(blank.clone()));
+            }
+            spans.push(sep.clone());
+            match actor {
+                Some(nick) if ln == 0 && rn == 0 => {
+                    let cut = nick.len().min(row.len());
+                    let nick_style = tstyle.patch(style::nick(nick));
+                    spans.push(Span::styled(row[..cut].to_owned(), nick_style));
+                    spans.push(Span::styled(row[cut..].to_owned(), tstyle));
+                }
+                _ => spans.push(Span::styled(row.to_owned(), tstyle)),
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    lines
+}
+
+/// Draws the current buffer's lines into `area`, bottom rows newest, `scroll` rows up.
+pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    if area.is_empty() {
+        return;
+    }
+    let b = app.current_buffer();
+    let g = geometry(b, area.width);
+    let height = usize::from(area.height);
+    let want = b.scroll.saturating_add(height);
+    // Newest first, only as far back as the view needs.
+    let mut rows: Vec<Line<'static>> = Vec::new();
+    for e in b.entries.iter().rev() {
+        if rows.len() >= want {
+            break;
+        }
+        rows.extend(entry_lines(app, e, &g).into_iter().rev());
+    }
+    let skip = b.scroll.min(rows.len().saturating_sub(height));
+    let mut visible: Vec<Line<'static>> = rows.into_iter().skip(skip).take(height).collect();
+    visible.reverse();
+    frame.render_widget(Paragraph::new(visible), area);
+    if b.scroll > 0 && skip > 0 {
+        let text = match b.below {
+            0 => " more below: PgDn ".to_owned(),
+            1 => " 1 new message below: PgDn ".to_owned(),
+            n => format!(" {n} new messages below: PgDn "),
+        };
+        let marker = Rect::new(area.x, area.y + area.height - 1, area.width, 1);
+        let line = Line::from(Span::styled(format!("──{text}"), style::MARKER));
+        frame.render_widget(Clear, marker);
+        frame.render_widget(Paragraph::new(line).style(style::MARKER), marker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::app::buffer::Target;
+    use chatao_proto::{Nick, RoomName};
+
+    fn buffer(nicks: &[&str]) -> Buffer {
+        let mut b = Buffer::new(Target::Room(RoomName::lobby()));
+        for n in nicks {
+            b.push(Entry::new(0, Kind::Message { from: Nick::parse(n).unwrap() }, "hi"));
+        }
+        b
+    }
+
+    #[test]
+    fn prefix_column_follows_the_widest_nick_up_to_the_maximum() {
+        assert_eq!(geometry(&buffer(&["al", "bob"]), 100).prefix, 3);
+        let long = "a".repeat(30);
+        let g = geometry(&buffer(&["al", &long]), 100);
+        assert_eq!(g, Geometry { time: true, prefix: MAX_PREFIX, text: 100 - 6 - 3 - 12 });
+        let narrow = geometry(&buffer(&["al", &long]), 20);
+        assert!(!narrow.time);
+        assert_eq!(narrow.prefix + narrow.text + 3, 20);
+        // Degenerate widths never underflow.
+        assert_eq!(geometry(&buffer(&["al"]), 0).text, 1);
+    }
+
+    #[test]
+    fn long_nicks_are_cut_with_a_plus() {
+        assert_eq!(fit_prefix("bob", 5), "  bob");
+        assert_eq!(fit_prefix("bartholomew", 5), "bart+");
+        assert_eq!(fit_prefix("bob", 0), "+");
+    }
+}

@@ -1,0 +1,98 @@
+//! The title bar (what the buffer shown is: a room and its topic, or a conversation) and the
+//! status bar: connection state, the buffer shown, activity in the others, and on the right,
+//! when it fits, the server and its key.
+//!
+//! ```text
+//!  connected │ 2:#rust │ act: 1:#lobby(3) 3:bob(1!)         127.0.0.1:7000 SHA256:Xk3v9QaB
+//! ```
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::style;
+use super::text::width;
+use crate::app::buffer::Target;
+use crate::app::{App, Conn, short_fingerprint};
+
+pub fn render_title(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    if area.is_empty() {
+        return;
+    }
+    let b = app.current_buffer();
+    let text = match &b.target {
+        Target::Room(room) if !b.joined => format!(" {room} (you are not in this room)"),
+        Target::Room(room) => match &b.topic {
+            Some(topic) => format!(" {room}: {topic}"),
+            None => format!(" {room}"),
+        },
+        Target::Query(nick) => format!(" private conversation with {nick}"),
+    };
+    frame.render_widget(Paragraph::new(text).style(style::TITLE_BAR), area);
+}
+
+/// The connection state, as words and a style.
+fn connection(app: &App) -> Span<'static> {
+    match &app.conn {
+        Conn::Connected => Span::styled(" connected ", style::STATUS_OK),
+        Conn::Reconnecting { attempt, at, .. } => {
+            let wait = at.saturating_duration_since(app.now);
+            let text = if wait.is_zero() {
+                " reconnecting... ".to_owned()
+            } else {
+                // Round up: "in 1s" until the attempt starts, never "in 0s".
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                format!(" reconnecting in {secs}s (attempt {attempt}) ")
+            };
+            Span::styled(text, style::STATUS_WARN)
+        }
+        Conn::Quitting { .. } => Span::styled(" quitting ", style::STATUS_WARN),
+        Conn::Closed { .. } => Span::styled(" disconnected ", style::STATUS_BAD),
+    }
+}
+
+pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    if area.is_empty() {
+        return;
+    }
+    let sep = || Span::styled("│", style::STATUS_BAR);
+    let mut left = vec![connection(app), sep()];
+    let current = app.current_buffer();
+    left.push(Span::styled(
+        format!(" {}:{} ", app.current + 1, current.target.name()),
+        style::STATUS_BAR.bold(),
+    ));
+    if app.outbox_full {
+        left.push(sep());
+        left.push(Span::styled(" outbox full ", style::STATUS_BAD));
+    }
+    let active: Vec<(usize, &crate::app::buffer::Buffer)> =
+        app.buffers.iter().enumerate().filter(|(_, b)| b.unread > 0 || b.mentioned).collect();
+    if !active.is_empty() {
+        left.push(sep());
+        left.push(Span::styled(" act:", style::STATUS_BAR));
+        for (i, b) in active {
+            let (text, st) = if b.mentioned {
+                (format!("{}:{}({}!)", i + 1, b.target.name(), b.unread), style::STATUS_MENTION)
+            } else {
+                (format!("{}:{}({})", i + 1, b.target.name(), b.unread), style::STATUS_UNREAD)
+            };
+            left.push(Span::styled(" ", style::STATUS_BAR));
+            left.push(Span::styled(text, st));
+        }
+        left.push(Span::styled(" ", style::STATUS_BAR));
+    }
+    let right = format!(
+        "{}:{} {} ",
+        chatao_proto::sanitize(&app.config.host),
+        app.config.port,
+        short_fingerprint(&app.server_fingerprint)
+    );
+    let used: usize = left.iter().map(|s| width(&s.content)).sum();
+    let room = usize::from(area.width).saturating_sub(used);
+    if room > width(&right) {
+        left.push(Span::styled(format!("{right:>room$}"), style::STATUS_BAR));
+    }
+    frame.render_widget(Paragraph::new(Line::from(left)).style(style::STATUS_BAR), area);
+}

@@ -1,0 +1,123 @@
+//! Colours and formats. Styles mark what only the client decides (who is speaking, what is a
+//! notice, a private message, history, a mention); remote text is always drawn in the text
+//! column in a plain style, so it cannot pass for any of them.
+
+use chrono::TimeZone;
+use ratatui::style::{Color, Modifier, Style};
+
+use crate::app::Zone;
+
+/// Nickname colours: no magenta (private messages) and no red (errors).
+const NICK_COLORS: [Color; 10] = [
+    Color::Green,
+    Color::Cyan,
+    Color::Blue,
+    Color::Yellow,
+    Color::LightGreen,
+    Color::LightCyan,
+    Color::LightBlue,
+    Color::LightYellow,
+    Color::Rgb(0xd7, 0x87, 0x00),
+    Color::Rgb(0x87, 0xaf, 0xd7),
+];
+
+/// A nickname's colour: the same on every run and every machine (FNV-1a of the folded nick,
+/// not the standard library's randomised hasher).
+pub fn nick_color(nick: &str) -> Color {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in nick.to_ascii_lowercase().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    NICK_COLORS[h as usize % NICK_COLORS.len()]
+}
+
+pub fn nick(nick: &str) -> Style {
+    Style::new().fg(nick_color(nick))
+}
+
+fn at(millis: u64, zone: Zone) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let millis = i64::try_from(millis).ok()?;
+    match zone {
+        Zone::Local => {
+            chrono::Local.timestamp_millis_opt(millis).single().map(|t| t.fixed_offset())
+        }
+        Zone::Fixed(off) => off.timestamp_millis_opt(millis).single(),
+    }
+}
+
+/// `HH:MM` for a time in milliseconds since the epoch.
+pub fn clock(millis: u64, zone: Zone) -> String {
+    at(millis, zone).map(|t| t.format("%H:%M").to_string()).unwrap_or_else(|| "--:--".into())
+}
+
+/// `YYYY-MM-DD HH:MM`, for times that may be days away (the end of a ban).
+pub fn date_time(millis: u64, zone: Zone) -> String {
+    at(millis, zone).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "?".into())
+}
+
+pub const TIME: Style = Style::new().fg(Color::DarkGray);
+/// Timestamps of lines replayed from history.
+pub const HISTORY_TIME: Style = Style::new().fg(Color::DarkGray).add_modifier(Modifier::ITALIC);
+/// Text of lines replayed from history.
+pub const HISTORY_TEXT: Style = Style::new().fg(Color::Gray);
+pub const SEPARATOR: Style = Style::new().fg(Color::DarkGray);
+pub const JOIN: Style = Style::new().fg(Color::Green);
+pub const LEAVE: Style = Style::new().fg(Color::Red);
+pub const NOTICE: Style = Style::new().fg(Color::Cyan);
+pub const INFO: Style = Style::new().fg(Color::DarkGray);
+pub const ERROR: Style = Style::new().fg(Color::LightRed).add_modifier(Modifier::BOLD);
+pub const PRIVATE: Style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
+/// The prefix of a line that mentions us.
+pub const MENTION: Style =
+    Style::new().fg(Color::Black).bg(Color::Yellow).add_modifier(Modifier::BOLD);
+pub const ACTION: Style = Style::new().add_modifier(Modifier::ITALIC);
+pub const TITLE_BAR: Style = Style::new().fg(Color::White).bg(Color::Blue);
+pub const STATUS_BAR: Style = Style::new().fg(Color::White).bg(Color::DarkGray);
+pub const STATUS_OK: Style = Style::new().fg(Color::LightGreen).bg(Color::DarkGray);
+pub const STATUS_WARN: Style =
+    Style::new().fg(Color::Yellow).bg(Color::DarkGray).add_modifier(Modifier::BOLD);
+pub const STATUS_BAD: Style =
+    Style::new().fg(Color::LightRed).bg(Color::DarkGray).add_modifier(Modifier::BOLD);
+pub const STATUS_UNREAD: Style =
+    Style::new().fg(Color::White).bg(Color::DarkGray).add_modifier(Modifier::BOLD);
+pub const STATUS_MENTION: Style =
+    Style::new().fg(Color::Black).bg(Color::Yellow).add_modifier(Modifier::BOLD);
+/// The "new messages below" bar over the bottom of a scrolled pane.
+pub const MARKER: Style = Style::new().fg(Color::Black).bg(Color::Cyan);
+pub const PROMPT: Style = Style::new().fg(Color::Cyan);
+/// Newlines in the input line, shown as `↵`.
+pub const NEWLINE: Style = Style::new().fg(Color::DarkGray);
+pub const AWAY: Style = Style::new().fg(Color::DarkGray).add_modifier(Modifier::ITALIC);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+
+    const PINNED_ALICE: Color = Color::Rgb(0x87, 0xaf, 0xd7);
+
+    #[test]
+    fn nick_colours_are_stable_and_ignore_case() {
+        assert_eq!(nick_color("alice"), nick_color("ALICE"));
+        // Pinned: a change here changes everyone's colours.
+        assert_eq!(nick_color("alice"), PINNED_ALICE);
+        let all: std::collections::HashSet<String> =
+            ["alice", "bob", "carol", "dave", "eve", "mallory"]
+                .iter()
+                .map(|n| format!("{:?}", nick_color(n)))
+                .collect();
+        assert!(all.len() >= 3, "nicks spread over the palette: {all:?}");
+    }
+
+    #[test]
+    fn clock_uses_the_zone() {
+        let utc = Zone::Fixed(FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+        assert_eq!(clock(0, utc), "00:00");
+        assert_eq!(clock(1_700_000_000_000, utc), "22:13");
+        let plus2 = Zone::Fixed(FixedOffset::east_opt(7200).unwrap_or_else(|| unreachable!()));
+        assert_eq!(clock(0, plus2), "02:00");
+        assert_eq!(date_time(0, plus2), "1970-01-01 02:00");
+        assert_eq!(clock(u64::MAX, utc), "--:--");
+    }
+}

@@ -1,0 +1,313 @@
+//! The screen in its main states, drawn with ratatui's `TestBackend` and compared with insta
+//! snapshots (in `snapshots/`; review changes with `cargo insta review`). Times are fixed and
+//! shown in UTC, so the snapshots are the same on every machine. Styles, which snapshots do
+//! not show, are checked cell by cell where they carry meaning.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chatao_proto::{LeaveReason, Member, MessageKind, ServerMsg};
+use crossterm::event::{Event as TermEvent, KeyCode};
+use ratatui::Terminal;
+use ratatui::backend::{Backend, TestBackend};
+use ratatui::buffer::Buffer as Cells;
+use ratatui::style::Color;
+
+use super::render;
+use crate::app::testing::*;
+use crate::app::{App, Event};
+use crate::net::{Closed, NetEvent};
+
+fn draw(app: &App) -> Terminal<TestBackend> {
+    let (w, h) = app.size;
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| render(app, f)).unwrap();
+    t
+}
+
+fn screen(app: &App) -> String {
+    draw(app).backend().to_string()
+}
+
+fn cells(app: &App) -> Cells {
+    draw(app).backend().buffer().clone()
+}
+
+/// The position of the first cell of the first occurrence of `needle` on screen.
+fn find(cells: &Cells, needle: &str) -> (u16, u16) {
+    let area = cells.area;
+    for y in 0..area.height {
+        let row: String = (0..area.width).map(|x| cells[(x, y)].symbol()).collect();
+        if let Some(i) = row.find(needle) {
+            let x = row[..i].chars().count() as u16;
+            return (x, y);
+        }
+    }
+    panic!("{needle:?} not on screen");
+}
+
+fn action(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
+    let ServerMsg::Message { room, time, from, .. } = say(r, id, from, "") else { unreachable!() };
+    ServerMsg::Message {
+        room,
+        id,
+        time,
+        from,
+        kind: MessageKind::Action,
+        text: text.into(),
+        history: false,
+    }
+}
+
+/// A message replayed from history, an hour before [`T0`].
+fn history(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
+    let ServerMsg::Message { room, from, kind, .. } = say(r, id, from, "") else { unreachable!() };
+    let time = T0 - 3_600_000;
+    ServerMsg::Message { room, id, time, from, kind, text: text.into(), history: true }
+}
+
+/// The chatting state: history, live messages, an action, a mention, joins and departures,
+/// activity in another room and a private message waiting.
+fn busy(width: u16, height: u16) -> App {
+    let mut a = app(width, height);
+    net(&mut a, joined("#lobby", "alice"));
+    net(&mut a, members("#lobby", &["alice", "bob", "carol", "dave"]));
+    net(
+        &mut a,
+        ServerMsg::Topic {
+            room: room("#lobby"),
+            text: Some("Welcome to Chatao! Be kind.".into()),
+            by: None,
+        },
+    );
+    net(&mut a, history("#lobby", 1, "dave", "yesterday's last word"));
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 1 });
+    net(&mut a, say("#lobby", 2, "bob", "morning all"));
+    net(
+        &mut a,
+        say(
+            "#lobby",
+            3,
+            "carol",
+            "hi bob! did anyone try the new release? the wrapping of long lines is much better now",
+        ),
+    );
+    net(&mut a, action("#lobby", 4, "bob", "waves at carol"));
+    net(&mut a, say("#lobby", 5, "alice", "yes, works fine here 👍 世界"));
+    net(&mut a, say("#lobby", 6, "bob", "alice: can you check the logs?"));
+    advance(&mut a, Duration::from_secs(7 * 60));
+    net(&mut a, joined("#lobby", "eve"));
+    net(
+        &mut a,
+        ServerMsg::Leave {
+            room: room("#lobby"),
+            nick: nick("dave"),
+            reason: LeaveReason::Quit,
+            message: Some("see you".into()),
+        },
+    );
+    enter(&mut a, "/join #rust");
+    net(&mut a, joined("#rust", "alice"));
+    net(&mut a, members("#rust", &["alice", "bob"]));
+    alt(&mut a, '1');
+    net(&mut a, say("#rust", 1, "bob", "new crate out"));
+    net(&mut a, say("#rust", 2, "bob", "and another"));
+    net(
+        &mut a,
+        ServerMsg::Private {
+            id: 1,
+            time: T0 + 7 * 60_000,
+            from: nick("carol"),
+            to: nick("alice"),
+            kind: MessageKind::Normal,
+            text: "got a minute?".into(),
+        },
+    );
+    type_str(&mut a, "sounds good, I'll have a look");
+    a
+}
+
+#[test]
+fn chatting() {
+    let a = busy(100, 22);
+    insta::assert_snapshot!("chatting", screen(&a));
+    let c = cells(&a);
+    // The mention's prefix is highlighted; history is greyed; an action is in italics.
+    let (x, y) = find(&c, "bob │ alice: can you");
+    assert_eq!(c[(x, y)].bg, Color::Yellow);
+    let (x, y) = find(&c, "yesterday");
+    assert_eq!(c[(x, y)].fg, Color::Gray);
+    let (x, y) = find(&c, "3:carol(1!)");
+    assert_eq!(c[(x, y)].bg, Color::Yellow, "a private message is marked like a mention");
+    // The cursor is at the end of the input.
+    let mut t = draw(&a);
+    let pos = t.backend_mut().get_cursor_position().unwrap();
+    assert_eq!((pos.x, pos.y), ("[alice] sounds good, I'll have a look".len() as u16, 21));
+}
+
+#[test]
+fn private_conversation() {
+    let mut a = busy(80, 12);
+    alt(&mut a, '3');
+    ctrl(&mut a, 'u');
+    net(
+        &mut a,
+        ServerMsg::Private {
+            id: 2,
+            time: T0 + 8 * 60_000,
+            from: nick("alice"),
+            to: nick("carol"),
+            kind: MessageKind::Normal,
+            text: "sure, what's up?".into(),
+        },
+    );
+    insta::assert_snapshot!("private_conversation", screen(&a));
+    let c = cells(&a);
+    let (x, y) = find(&c, "*carol*");
+    assert_eq!(c[(x, y)].fg, Color::Magenta);
+}
+
+#[test]
+fn scrolled_back_with_new_messages_below() {
+    let mut a = busy(70, 14);
+    ctrl(&mut a, 'u');
+    for id in 10..40 {
+        net(
+            &mut a,
+            say(
+                "#lobby",
+                id,
+                if id % 2 == 0 { "bob" } else { "carol" },
+                &format!("message number {id}"),
+            ),
+        );
+    }
+    key(&mut a, KeyCode::PageUp);
+    key(&mut a, KeyCode::PageUp);
+    net(&mut a, say("#lobby", 40, "bob", "are you there?"));
+    net(&mut a, say("#lobby", 41, "bob", "hello?"));
+    insta::assert_snapshot!("scrolled_back", screen(&a));
+}
+
+#[test]
+fn member_list_with_away_members_and_overflow() {
+    let mut a = app(60, 10);
+    net(&mut a, joined("#lobby", "alice"));
+    let names = ["alice", "bob", "carol", "dave", "eve", "frank", "grace", "heidi", "ivan", "judy"];
+    let list = names
+        .iter()
+        .map(|n| Member {
+            nick: nick(n),
+            fingerprint: "SHA256:x".into(),
+            away: (*n == "bob").then(|| "lunch".into()),
+        })
+        .collect();
+    net(&mut a, ServerMsg::Members { room: room("#lobby"), members: list });
+    insta::assert_snapshot!("member_list", screen(&a));
+    let c = cells(&a);
+    let (x, y) = find(&c, "bob ");
+    assert_eq!(c[(x, y)].fg, Color::DarkGray, "away members are dimmed");
+    key(&mut a, KeyCode::F(2));
+    insta::assert_snapshot!("member_list_hidden", screen(&a));
+}
+
+#[test]
+fn reconnecting_keeps_the_input() {
+    let mut a = busy(80, 14);
+    a.update(Event::Net(NetEvent::Closed(Closed::Lost("connection lost: reset by peer".into()))));
+    a.update(Event::ConnectFailed { reason: "cannot connect".into(), retry: true });
+    a.update(Event::ConnectFailed { reason: "cannot connect".into(), retry: true });
+    insta::assert_snapshot!("reconnecting", screen(&a));
+    // The countdown follows the clock.
+    advance(&mut a, Duration::from_millis(2500));
+    assert!(screen(&a).contains("reconnecting in 2s (attempt 3)"));
+    advance(&mut a, Duration::from_secs(2));
+    assert!(screen(&a).contains("reconnecting... "));
+}
+
+#[test]
+fn a_full_outbox_shows_and_the_text_comes_back() {
+    let mut a = busy(80, 8);
+    let effects = key(&mut a, KeyCode::Enter);
+    let crate::app::Effect::Send { restore, .. } = effects[0].clone() else { panic!() };
+    a.update(Event::SendFailed { error: crate::net::SendError::Full, restore });
+    let s = screen(&a);
+    assert!(s.contains("│ outbox full │"), "{s}");
+    assert!(s.contains("[alice] sounds good, I'll have a look"), "{s}");
+}
+
+#[test]
+fn disconnected_for_good() {
+    let mut a = busy(80, 10);
+    a.update(Event::Net(NetEvent::Closed(Closed::Bye {
+        code: Some(chatao_proto::ErrorCode::Kicked),
+        reason: "spamming".into(),
+    })));
+    insta::assert_snapshot!("disconnected", screen(&a));
+}
+
+#[test]
+fn narrow_terminal() {
+    let a = busy(24, 8);
+    insta::assert_snapshot!("narrow", screen(&a));
+    let tiny = busy(8, 2);
+    insta::assert_snapshot!("tiny", screen(&tiny));
+}
+
+#[test]
+fn every_small_size_renders_without_panicking() {
+    let mut a = busy(1, 1);
+    a.update(Event::Term(TermEvent::Paste("one\ntwo".into())));
+    for w in 0..=40 {
+        for h in 0..=12 {
+            a.update(Event::Term(TermEvent::Resize(w, h)));
+            key(&mut a, KeyCode::PageUp);
+            // TestBackend cannot print a zero-width buffer; drawing is what is tested.
+            let _ = draw(&a);
+        }
+    }
+}
+
+#[test]
+fn multi_line_and_long_input() {
+    let mut a = busy(50, 8);
+    ctrl(&mut a, 'u');
+    a.update(Event::Term(TermEvent::Paste("first line\nsecond line\nthird".into())));
+    insta::assert_snapshot!("multi_line_input", screen(&a));
+    ctrl(&mut a, 'u');
+    ctrl(&mut a, 'u');
+    type_str(&mut a, &"0123456789".repeat(8));
+    let mut t = draw(&a);
+    let s = t.backend().to_string();
+    let last = s.lines().last().unwrap();
+    assert!(last.ends_with("6789 \""), "the end of the text is in view: {last}");
+    let pos = t.backend_mut().get_cursor_position().unwrap();
+    assert_eq!((pos.x, pos.y), (49, 7), "the cursor stays on screen");
+}
+
+#[test]
+fn remote_escape_sequences_render_as_harmless_text() {
+    let mut a = app(72, 9);
+    net(&mut a, joined("#lobby", "alice"));
+    net(
+        &mut a,
+        say("#lobby", 1, "eve", "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{1b}[31mred\u{9b}1m\r\nfake"),
+    );
+    net(
+        &mut a,
+        ServerMsg::Topic { room: room("#lobby"), text: Some("\u{1b}[5mtopic".into()), by: None },
+    );
+    insta::assert_snapshot!("escape_sequences", screen(&a));
+    let c = cells(&a);
+    for cell in c.content() {
+        assert!(!cell.symbol().chars().any(char::is_control), "{:?}", cell.symbol());
+    }
+}
+
+#[test]
+fn wide_characters_wrap_without_splitting() {
+    let mut a = app(40, 8);
+    net(&mut a, say("#lobby", 1, "bob", "世界世界世界世界世界世界世界世界 👍👍👍👍👍👍 done"));
+    let s = screen(&a);
+    insta::assert_snapshot!("wide_characters", s);
+}

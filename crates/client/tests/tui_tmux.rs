@@ -1,0 +1,398 @@
+//! The real `chatao` binary, full screen, in a real terminal: tmux (`send-keys` to type,
+//! `capture-pane` to read the screen, format variables to check the terminal's modes).
+//!
+//! - `chatting_switching_rooms_and_quitting_restores_the_terminal`: against a real server,
+//!   alice types, sees another client's messages, pastes a multi-line message (sent as one),
+//!   joins and switches rooms (activity marker, Alt-1, Ctrl-N), survives a resize down to a
+//!   tiny window, and quits: the alternate screen, mouse mode and cooked tty mode are restored.
+//! - `a_hostile_server_cannot_reach_the_terminal_with_escape_sequences`: the real server
+//!   refuses control characters, so a fake server sends them (in a message, a topic and its
+//!   own name): they appear as visible stand-ins (`␛[2J`), the screen is not cleared and the
+//!   window title does not change.
+//! - `losing_the_connection_reconnects_and_catches_up`: a proxy between alice and the server
+//!   cuts the connection and refuses new ones for a while: the UI shows the countdown, keeps
+//!   the unsent input, reconnects, and shows the messages missed in every room, once.
+//!
+//! tmux is required: without it these tests fail (CI installs it). Every wait has a
+//! deadline, and the tmux server is killed at the end even when a test fails.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatao_proto::{
+    ClientMsg, Limits, MessageKind, Nick, RoomName, ServerMsg, decode_client, encode,
+};
+use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+use tokio::task::JoinHandle;
+
+/// Longest wait for anything to show on screen.
+const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+
+/// One tmux server on its own socket, running one session; killed on drop.
+struct Tmux {
+    socket: String,
+    /// The socket file, removed on drop (`kill-server` leaves it behind).
+    socket_path: Option<std::path::PathBuf>,
+}
+
+impl Tmux {
+    /// Starts `command` in a detached `width`×`height` session.
+    async fn start(command: &str, width: u16, height: u16) -> Tmux {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let version = Command::new("tmux").arg("-V").output().await;
+        match version {
+            Ok(out) if out.status.success() => {}
+            other => panic!(
+                "these tests need tmux (`apt-get install tmux`; CI installs it): `tmux -V` gave {other:?}"
+            ),
+        }
+        let socket =
+            format!("chatao-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut tmux = Tmux { socket, socket_path: None };
+        let (w, h) = (width.to_string(), height.to_string());
+        tmux.run(&["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", &w, "-y", &h, command])
+            .await;
+        tmux.socket_path = Some(tmux.format("#{socket_path}").await.into());
+        tmux
+    }
+
+    /// Runs a tmux command on this server; panics if it fails.
+    async fn run(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(
+            DEADLINE,
+            Command::new("tmux").arg("-L").arg(&self.socket).args(args).output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("tmux {args:?} hung"))
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Presses keys (tmux names: `Enter`, `M-1`, `C-n`).
+    async fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.run(&args).await;
+    }
+
+    /// Types `text` literally.
+    async fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "t", "-l", text]).await;
+    }
+
+    /// Pastes `text` as the terminal would (bracketed, if the program asked for it).
+    async fn paste(&self, text: &str) {
+        self.run(&["set-buffer", "-b", "chatao-test", text]).await;
+        self.run(&["paste-buffer", "-p", "-d", "-b", "chatao-test", "-t", "t"]).await;
+    }
+
+    async fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"]).await
+    }
+
+    /// A tmux format variable of the pane (`#{alternate_on}`).
+    async fn format(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "t", format]).await.trim().to_owned()
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen after [`DEADLINE`].
+    async fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen().await;
+            if pred(&screen) {
+                return screen;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; the screen:\n{screen}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_for(&self, needle: &str) -> String {
+        self.wait(needle, |s| s.contains(needle)).await
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(path) = &self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The shell command tmux runs: chatao as `nick`, then (once it exits) its exit status and
+/// whether the terminal is back in cooked mode, then a pause so the pane can be read.
+fn chatao_command(dir: &Path, addr: SocketAddr, nick: &str) -> String {
+    format!(
+        "'{bin}' {ip} {port} {nick} --key-dir '{dir}/{nick}' --log-file '{dir}/{nick}.log'; \
+         echo \"chatao exited with $?\"; \
+         case \"$(stty -a)\" in *-icanon*) echo 'tty: raw';; *) echo 'tty: cooked';; esac; \
+         sleep 600",
+        bin = env!("CARGO_BIN_EXE_chatao"),
+        ip = addr.ip(),
+        port = addr.port(),
+        dir = dir.display(),
+    )
+}
+
+fn is_message(m: &ServerMsg, room: &str, text: &str) -> bool {
+    matches!(m, ServerMsg::Message { room: r, text: t, .. } if r.as_str() == room && t == text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatting_switching_rooms_and_quitting_restores_the_terminal() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 100, 30).await;
+
+    tmux.wait_for("you joined #lobby").await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    assert_eq!(tmux.format("#{alternate_on}").await, "1", "the UI uses the alternate screen");
+    assert_eq!(tmux.format("#{mouse_any_flag}").await, "1", "the wheel is captured");
+    bob.expect(
+        "alice joins",
+        |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "alice"),
+    )
+    .await
+    .unwrap();
+
+    // Type a message; another client's message appears.
+    tmux.type_text("hello from alice").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect_text("hello from alice").await.unwrap();
+    bob.say("hi alice, welcome").await.unwrap();
+    tmux.wait_for("bob │ hi alice, welcome").await;
+    tmux.wait_for("alice │ hello from alice").await;
+
+    // A multi-line paste waits in the input line and goes as one message.
+    tmux.paste("line one\nline two").await;
+    tmux.wait_for("[2 lines] line one↵line two").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect("the pasted message", |m| is_message(m, "#lobby", "line one\nline two"))
+        .await
+        .unwrap();
+
+    // Rooms: join, activity elsewhere, switch back and forth.
+    tmux.type_text("/join #rust").await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_for("2:#rust").await;
+    bob.send(&ClientMsg::Join { room: "#rust".into(), since: None }).await.unwrap();
+    tmux.wait_for("bob joined #rust").await;
+    tmux.keys(&["M-1"]).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    bob.send(&ClientMsg::Say { room: "#rust".into(), text: "are you there?".into() })
+        .await
+        .unwrap();
+    tmux.wait_for("act: 2:#rust(1)").await;
+    tmux.keys(&["C-n"]).await;
+    let screen = tmux.wait_for("bob │ are you there?").await;
+    assert!(screen.contains("connected │ 2:#rust"), "{screen}");
+    assert!(!screen.contains("act:"), "the room shown has nothing unread: {screen}");
+    tmux.type_text("yes").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect("the answer in #rust", |m| is_message(m, "#rust", "yes")).await.unwrap();
+
+    // Any size, even tiny, and back.
+    for (w, h) in [("12", "3"), ("3", "1"), ("100", "30")] {
+        tmux.run(&["resize-window", "-t", "t", "-x", w, "-y", h]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tmux.wait_for("connected │ 2:#rust").await;
+
+    // Quit: the terminal is as it was.
+    tmux.type_text("/quit see you").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect("alice quits", |m| {
+        matches!(m, ServerMsg::Leave { nick, message: Some(msg), .. }
+            if nick.as_str() == "alice" && msg == "see you")
+    })
+    .await
+    .unwrap();
+    let screen = tmux.wait_for("tty: ").await;
+    assert!(screen.contains("chatao exited with 0"), "{screen}");
+    assert!(screen.contains("tty: cooked"), "raw mode is off after exit: {screen}");
+    assert!(!screen.contains("#lobby"), "the chat was on the alternate screen: {screen}");
+    assert_eq!(tmux.format("#{alternate_on}").await, "0");
+    assert_eq!(tmux.format("#{mouse_any_flag}").await, "0");
+}
+
+/// A server that says whatever it likes: welcome, then hostile text everywhere it can.
+async fn hostile_server(listener: TcpListener) {
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut conn = chatao_transport::accept(stream, &fixed_keypair(66)).await.unwrap();
+    let hello = conn.read_record().await.unwrap().unwrap();
+    let ClientMsg::Hello { nick } = decode_client(&hello).unwrap() else { panic!("no hello") };
+    let nick = Nick::parse(&nick).unwrap();
+    let lobby = RoomName::lobby();
+    let evil = "\u{1b}[2J\u{1b}[H\u{1b}]0;pwned\u{7}\u{1b}[31mRED\u{9b}1m";
+    let msgs = [
+        ServerMsg::Welcome {
+            session: 1,
+            nick: nick.clone(),
+            fingerprint: "SHA256:you".into(),
+            server: format!("evil {evil}"),
+            limits: Limits { max_text_bytes: 1000, rate_per_sec: 5, burst: 5 },
+        },
+        ServerMsg::Join { room: lobby.clone(), nick, fingerprint: "SHA256:x".into() },
+        ServerMsg::Topic { room: lobby.clone(), text: Some(format!("topic {evil}")), by: None },
+        ServerMsg::Message {
+            room: lobby,
+            id: 1,
+            time: 1_700_000_000_000,
+            from: Nick::parse("mallory").unwrap(),
+            kind: MessageKind::Normal,
+            text: format!("text {evil}\r\nsecond line"),
+            history: false,
+        },
+    ];
+    for m in &msgs {
+        conn.write_record(&encode(m)).await.unwrap();
+    }
+    // Stay connected (answering nothing) until the test ends.
+    while let Ok(Some(_)) = conn.read_record().await {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_server_cannot_reach_the_terminal_with_escape_sequences() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(hostile_server(listener));
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), addr, "alice"), 100, 20).await;
+
+    let shown = "␛[2J␛[H␛]0;pwned␇␛[31mRED\u{FFFD}1m";
+    let screen = tmux.wait_for(&format!("mallory │ text {shown}␍")).await;
+    assert!(screen.contains("second line"), "{screen}");
+    assert!(screen.contains(&format!("topic {shown}")), "{screen}");
+    assert!(screen.contains(&format!("(evil {shown},")), "{screen}");
+    assert!(screen.contains("you joined #lobby"), "the screen was not cleared: {screen}");
+    assert_ne!(tmux.format("#{pane_title}").await, "pwned", "the title was not changed");
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+    server.abort();
+}
+
+/// A TCP proxy that can cut every connection through it and refuse new ones.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (up2, links2) = (up.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().unwrap().push(link);
+            }
+        });
+        Proxy { addr, up, links, accept }
+    }
+
+    /// Breaks every connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_connection_reconnects_and_catches_up() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    bob.send(&ClientMsg::Join { room: "#rust".into(), since: None }).await.unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), proxy.addr, "alice"), 100, 30).await;
+    tmux.wait_for("you joined #lobby").await;
+    tmux.type_text("/join #rust").await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_for("2:#rust").await;
+    tmux.keys(&["M-1"]).await;
+    bob.say("before the cut").await.unwrap();
+    tmux.wait_for("bob │ before the cut").await;
+
+    proxy.cut();
+    tmux.type_text("typed while offline").await;
+    tmux.wait_for("reconnecting in").await;
+    bob.expect("alice's departure", |m| {
+        matches!(m, ServerMsg::Leave { nick, room, .. } if nick.as_str() == "alice" && room.as_str() == "#lobby")
+    })
+    .await
+    .unwrap();
+    bob.say("missed in the lobby").await.unwrap();
+    bob.send(&ClientMsg::Say { room: "#rust".into(), text: "missed in rust".into() })
+        .await
+        .unwrap();
+    bob.expect("bob's own rust message", |m| is_message(m, "#rust", "missed in rust"))
+        .await
+        .unwrap();
+    tmux.keys(&["Enter"]).await; // offline: kept
+    proxy.mend();
+
+    let screen = tmux.wait_for("caught up: 1 missed message").await;
+    assert!(screen.contains("bob │ missed in the lobby"), "{screen}");
+    assert_eq!(screen.matches("before the cut").count(), 1, "no duplicates: {screen}");
+    tmux.wait_for("connected │ 1:#lobby").await;
+    tmux.wait_for("act: 2:#rust(1)").await;
+    let screen = tmux.wait_for("[alice] typed while offline").await;
+    assert!(screen.contains("reconnected to"), "{screen}");
+    tmux.keys(&["M-2"]).await;
+    tmux.wait_for("bob │ missed in rust").await;
+    tmux.keys(&["M-1", "Enter"]).await;
+    bob.expect("the kept input, sent after reconnecting", |m| {
+        is_message(m, "#lobby", "typed while offline")
+    })
+    .await
+    .unwrap();
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
