@@ -47,6 +47,9 @@ pub async fn run(opts: ConnectOptions, fmt: Format) -> Result<ExitCode> {
                         emit(&mut out, &line).await?;
                     }
                 }
+                Some(NetEvent::Unsent(msgs)) => {
+                    eprintln!("chatao: {} message(s) could not be sent before the connection was lost", msgs.len());
+                }
                 Some(NetEvent::Closed(closed)) => {
                     emit(&mut out, &format::closed(fmt, &closed)).await?;
                     return Ok(match closed {

@@ -61,6 +61,10 @@ pub struct Welcome {
 pub enum NetEvent {
     /// A server message (never `ping`, `pong` or `bye`, which the actor handles).
     Msg(ServerMsg),
+    /// Sent just before `Closed` when the connection was lost with messages still queued
+    /// (not yet written to the socket): they never reached the server, so resending them after a
+    /// reconnect cannot duplicate anything.
+    Unsent(Vec<ClientMsg>),
     /// The connection is over; no event follows.
     Closed(Closed),
 }
@@ -281,6 +285,17 @@ async fn run(
             }
         }
     };
+    if matches!(closed, Closed::Lost(_)) {
+        let mut unsent: Vec<ClientMsg> = held.into_iter().collect();
+        outbox.close();
+        while let Ok(msg) = outbox.try_recv() {
+            unsent.push(msg);
+        }
+        unsent.retain(|m| !matches!(m, ClientMsg::Ping { .. } | ClientMsg::Pong { .. }));
+        if !unsent.is_empty() {
+            let _ = events.send(NetEvent::Unsent(unsent)).await;
+        }
+    }
     let _ = events.send(NetEvent::Closed(closed)).await;
 }
 

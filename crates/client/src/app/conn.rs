@@ -138,6 +138,15 @@ impl App {
         self.schedule_reconnect(reason)
     }
 
+    /// Messages the lost connection never sent: kept, and sent again after the catch-up of the
+    /// next connection, in the order they were typed.
+    pub(super) fn on_unsent(&mut self, msgs: Vec<ClientMsg>) -> Vec<Effect> {
+        let n = msgs.len();
+        self.unsent.extend(msgs.into_iter().filter(|m| !matches!(m, ClientMsg::Quit { .. })));
+        self.info(&format!("{n} message(s) not sent yet: they will be sent after reconnecting"));
+        vec![]
+    }
+
     /// Back online: catch up on every room we were in.
     pub(super) fn on_connected(&mut self, welcome: Welcome) -> Vec<Effect> {
         if !matches!(self.conn, Conn::Reconnecting { .. }) {
@@ -170,6 +179,7 @@ impl App {
             };
             effects.push(Effect::Send { msg, restore: None });
         }
+        effects.extend(self.unsent.drain(..).map(|msg| Effect::Send { msg, restore: None }));
         effects
     }
 

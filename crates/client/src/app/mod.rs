@@ -126,6 +126,8 @@ pub struct App {
     pub wall_ms: u64,
     /// The last send found the outbox full.
     pub outbox_full: bool,
+    /// Messages a lost connection never sent, to send after reconnecting.
+    unsent: Vec<ClientMsg>,
     /// Rooms seen in `/list` answers, for completion.
     pub known_rooms: BTreeSet<String>,
     /// A room we asked to join: the server's confirmation makes it current.
@@ -181,6 +183,7 @@ impl App {
             now,
             wall_ms,
             outbox_full: false,
+            unsent: Vec::new(),
             known_rooms: BTreeSet::new(),
             pending_join: None,
             attempt: 0,
@@ -206,6 +209,7 @@ impl App {
         match event {
             Event::Term(ev) => self.on_term(ev),
             Event::Net(NetEvent::Msg(msg)) => self.on_server(msg),
+            Event::Net(NetEvent::Unsent(msgs)) => self.on_unsent(msgs),
             Event::Net(NetEvent::Closed(closed)) => self.on_closed(closed),
             Event::Tick { now, wall_ms } => self.on_tick(now, wall_ms),
             Event::Connected(welcome) => self.on_connected(*welcome),

@@ -307,6 +307,25 @@ fn lost_connection_reconnects_with_backoff_and_keeps_input() {
 }
 
 #[test]
+fn messages_a_lost_connection_never_sent_are_sent_after_the_catch_up() {
+    let mut a = chatting(80, 24);
+    let queued = vec![
+        ClientMsg::Say { room: "#lobby".into(), text: "typed fast".into() },
+        ClientMsg::Msg { to: "bob".into(), text: "and this".into() },
+    ];
+    a.update(Event::Net(NetEvent::Unsent(queued.clone())));
+    lost(&mut a);
+    let effects = a.update(Event::Connected(Box::new(welcome("alice"))));
+    let sent = sent(&effects);
+    assert!(matches!(sent.first(), Some(ClientMsg::History { .. })), "catch-up first: {sent:?}");
+    assert_eq!(sent[sent.len() - 2..], queued[..], "then the unsent messages, in order");
+    // Sent once: a second reconnection does not send them again.
+    lost(&mut a);
+    let effects = a.update(Event::Connected(Box::new(welcome("alice"))));
+    assert!(!self::sent(&effects).iter().any(|m| matches!(m, ClientMsg::Say { .. })));
+}
+
+#[test]
 fn reconnecting_catches_up_every_room_without_duplicates() {
     let mut a = chatting(80, 24);
     net(&mut a, say("#rust", 7, "bob", "rust seven"));
