@@ -4,7 +4,7 @@
 //! control character or escape sequence reaches the terminal. JSON lines need no such step:
 //! JSON escapes control characters (`\u001b`), and the consumer is a program.
 
-use chatao_proto::{LeaveReason, MessageKind, ModAction, ServerMsg, sanitize};
+use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize};
 use chrono::TimeZone;
 use serde_json::json;
 
@@ -111,14 +111,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
             )
         }
         ServerMsg::Moderation { action, target, by, reason, until } => {
-            let verb = match action {
-                ModAction::Kick => "kicked",
-                ModAction::Ban => "banned",
-                ModAction::Unban => "unbanned",
-                ModAction::Mute => "muted",
-                ModAction::Unmute => "unmuted",
-                ModAction::Other => "acted on",
-            };
+            let verb = action.past_tense();
             let until = until.map(|t| format!(" until {}", clock(t))).unwrap_or_default();
             let reason =
                 reason.as_deref().map(|r| format!(": {}", sanitize(r))).unwrap_or_default();

@@ -280,6 +280,20 @@ pub enum ModAction {
     Other,
 }
 
+impl ModAction {
+    /// The verb for a notice: `bob was banned`.
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            ModAction::Kick => "kicked",
+            ModAction::Ban => "banned",
+            ModAction::Unban => "unbanned",
+            ModAction::Mute => "muted",
+            ModAction::Unmute => "unmuted",
+            ModAction::Other => "moderated",
+        }
+    }
+}
+
 /// What kind of chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,7 +2,7 @@
 //! answers to requests. Every string from the network is sanitized here or in
 //! [`Entry::new`] before it is stored.
 
-use chatao_proto::{LeaveReason, MessageKind, ModAction, ServerMsg, sanitize};
+use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize};
 
 use super::buffer::{Entry, Kind};
 use super::{App, Effect, mentions, short_fingerprint};
@@ -184,14 +184,7 @@ impl App {
             }
             ServerMsg::Moderation { action, target, by, reason, until } => {
                 let target = sanitize(&target);
-                let verb = match action {
-                    ModAction::Kick => "kicked",
-                    ModAction::Ban => "banned",
-                    ModAction::Unban => "unbanned",
-                    ModAction::Mute => "muted",
-                    ModAction::Unmute => "unmuted",
-                    ModAction::Other => "moderated",
-                };
+                let verb = action.past_tense();
                 let mut text = format!("{target} was {verb} by {by}");
                 if let Some(until) = until {
                     let until = crate::ui::style::date_time(until, self.config.zone);

@@ -1,8 +1,6 @@
 //! `history`: the messages of a room after a given id (catch-up after a reconnect).
 
-use chatao_proto::{ErrorCode, RoomName};
-
-use super::{Replay, Reply, SessionState, error, hub_error};
+use super::{Replay, Reply, SessionState, hub_error};
 use crate::hub::Hub;
 use crate::limits::HISTORY_MAX;
 
@@ -15,9 +13,9 @@ pub struct History {
 
 impl History {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        let room = match RoomName::parse(&self.room) {
+        let room = match super::room(&self.room) {
             Ok(room) => room,
-            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+            Err(reply) => return *reply,
         };
         match hub.catch_up(session.id, &room) {
             Ok(joined) => {

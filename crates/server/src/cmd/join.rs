@@ -1,8 +1,6 @@
 //! `join`: enter a room (created on first join) and catch up on its history.
 
-use chatao_proto::{ErrorCode, RoomName};
-
-use super::{Replay, Reply, SessionState, error, hub_error};
+use super::{Replay, Reply, SessionState, hub_error};
 use crate::hub::Hub;
 use crate::limits::HISTORY_MAX;
 
@@ -14,9 +12,9 @@ pub struct Join {
 
 impl Join {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        let room = match RoomName::parse(&self.room) {
+        let room = match super::room(&self.room) {
             Ok(room) => room,
-            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+            Err(reply) => return *reply,
         };
         match hub.join(session.id, &room) {
             Ok(joined) => {

@@ -22,7 +22,7 @@ mod whois;
 use std::time::Instant;
 
 use chatao_proto::{
-    ClientMsg, ErrorCode, LeaveReason, Limits, MessageKind, Nick, ServerMsg, TextError,
+    ClientMsg, ErrorCode, LeaveReason, Limits, MessageKind, Nick, RoomName, ServerMsg, TextError,
     TokenBucket, check_text,
 };
 
@@ -117,6 +117,11 @@ pub struct Close {
     pub reason: LeaveReason,
     pub message: Option<String>,
     pub bye: ServerMsg,
+}
+
+/// A room name from a client, or the `invalid_room` reply that says the rules.
+pub fn room(name: &str) -> Result<RoomName, Box<Reply>> {
+    RoomName::parse(name).map_err(|e| Box::new(error(ErrorCode::InvalidRoom, e.to_string())))
 }
 
 /// The error reply for a hub refusal.

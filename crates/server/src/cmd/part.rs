@@ -1,8 +1,8 @@
 //! `part`: leave one room.
 
-use chatao_proto::{ErrorCode, LeaveReason, RoomName};
+use chatao_proto::LeaveReason;
 
-use super::{Reply, SessionState, error, hub_error, reason};
+use super::{Reply, SessionState, hub_error, reason};
 use crate::hub::Hub;
 
 #[derive(Debug)]
@@ -13,9 +13,9 @@ pub struct Part {
 
 impl Part {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        let room = match RoomName::parse(&self.room) {
+        let room = match super::room(&self.room) {
             Ok(room) => room,
-            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+            Err(reply) => return *reply,
         };
         match hub.part(session.id, &room, LeaveReason::Part, reason(self.reason)) {
             Ok(()) => Reply::Nothing,

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use chatao_proto::{ErrorCode, MessageKind, RoomName};
+use chatao_proto::MessageKind;
 
-use super::{Reply, SessionState, check_message, error, hub_error};
+use super::{Reply, SessionState, check_message, hub_error};
 use crate::hub::Hub;
 
 #[derive(Debug)]
@@ -19,9 +19,9 @@ impl Say {
         if let Err(reply) = session.charge(now) {
             return *reply;
         }
-        let room = match RoomName::parse(&self.room) {
+        let room = match super::room(&self.room) {
             Ok(room) => room,
-            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+            Err(reply) => return *reply,
         };
         if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;

@@ -1,6 +1,6 @@
 //! `topic`: show or set a room's topic.
 
-use chatao_proto::{ErrorCode, RoomName, ServerMsg, check_text};
+use chatao_proto::{ErrorCode, ServerMsg, check_text};
 
 use super::{Reply, SessionState, error, hub_error};
 use crate::hub::Hub;
@@ -14,9 +14,9 @@ pub struct Topic {
 
 impl Topic {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        let room = match RoomName::parse(&self.room) {
+        let room = match super::room(&self.room) {
             Ok(room) => room,
-            Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
+            Err(reply) => return *reply,
         };
         let Some(text) = self.text else {
             return Reply::Send(ServerMsg::Topic { text: hub.topic(&room), room, by: None });
