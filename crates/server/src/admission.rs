@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::timeout;
 
 use crate::config::Config;
-use crate::limits::{MAX_RECORD_BYTES, REFUSAL_LINGER, TRACKED_ADDRESSES};
+use crate::limits::{CLOSE_LINGER, MAX_RECORD_BYTES, TRACKED_ADDRESSES};
 
 /// Where connections come from, as admission counts them: an IPv4 address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -339,7 +339,7 @@ pub enum ExplainError {
 
 /// Completes the handshake on `stream` within `limit`, sends `bye` with the refusal's code and
 /// reason, and closes; in between it reads and discards what the client sends (its `hello`,
-/// typically) for at most [`REFUSAL_LINGER`], so that the close does not become a reset that
+/// typically) for at most [`CLOSE_LINGER`], so that the close does not become a reset that
 /// destroys the `bye` in flight. The refusal slot is given back when this returns.
 pub async fn explain<S>(
     stream: S,
@@ -361,8 +361,8 @@ where
     })
     .await
     .map_err(|_| ExplainError::TimedOut)??;
-    let _ = timeout(REFUSAL_LINGER, async { while let Ok(Some(_)) = conn.read_record().await {} })
-        .await;
+    let _ =
+        timeout(CLOSE_LINGER, async { while let Ok(Some(_)) = conn.read_record().await {} }).await;
     Ok(())
 }
 

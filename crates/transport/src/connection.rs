@@ -10,8 +10,11 @@
 //! plaintext buffer at most one record of `max_record` bytes; a peer that exceeds them gets
 //! [`TransportError::RecordTooLarge`] and the connection ends.
 
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
 
 use crate::error::TransportError;
 use crate::keys::PublicKey;
@@ -40,6 +43,10 @@ pub struct Connection<S> {
     pending: Vec<u8>,
     wbuf: Vec<u8>,
     max_record: usize,
+    /// Longest a started frame or record may take to complete (`None`: no limit).
+    stall_limit: Option<Duration>,
+    /// When the bytes now buffered without forming a whole record started arriving.
+    partial_since: Option<Instant>,
 }
 
 impl<S> std::fmt::Debug for Connection<S> {
@@ -61,6 +68,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             pending: Vec::new(),
             wbuf: Vec::new(),
             max_record: DEFAULT_MAX_RECORD,
+            stall_limit: None,
+            partial_since: None,
         }
     }
 
@@ -74,6 +83,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.max_record = max;
     }
 
+    /// Sets the longest time a frame or record the peer has started may take to complete;
+    /// past it [`Connection::read_record`] fails with [`TransportError::Stalled`]. `None` (the
+    /// default) waits for ever. Time spent between records does not count.
+    pub fn set_stall_limit(&mut self, limit: Option<Duration>) {
+        self.stall_limit = limit;
+    }
+
     /// Reads the next record, without its trailing newline.
     ///
     /// Returns `Ok(None)` when the peer closed the connection cleanly between records. Any
@@ -85,6 +101,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn read_record(&mut self) -> Result<Option<Bytes>, TransportError> {
         loop {
             if let Some(record) = self.next_buffered_record()? {
+                // Progress: whatever follows gets a stall limit of its own.
+                self.partial_since = None;
                 return Ok(Some(record));
             }
             if self.decrypt_buffered_frame()? {
@@ -92,7 +110,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             let want = self.frame_len_needed().saturating_sub(self.rbuf.len()).max(READ_CHUNK);
             self.rbuf.reserve(want);
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            let partial = !self.rbuf.is_empty() || !self.plain.is_empty();
+            let since = match (partial, self.partial_since) {
+                (false, _) => None,
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(Instant::now()),
+            };
+            self.partial_since = since;
+            let read = self.stream.read_buf(&mut self.rbuf);
+            let n = match (since, self.stall_limit) {
+                (Some(since), Some(limit)) => {
+                    timeout_at(since + limit, read).await.map_err(|_| TransportError::Stalled)??
+                }
+                _ => read.await?,
+            };
+            if n == 0 {
                 if self.rbuf.is_empty() && self.plain.is_empty() {
                     return Ok(None);
                 }

@@ -18,6 +18,9 @@ pub enum TransportError {
     /// The peer closed the connection in the middle of a frame or a record.
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// The peer started a frame or record and did not finish it within the stall limit.
+    #[error("the peer stalled in the middle of a message")]
+    Stalled,
     /// Sealing failed (only on nonce exhaustion, after 2^64 frames).
     #[error("could not encrypt a frame")]
     Encrypt,
