@@ -117,6 +117,8 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 reason.as_deref().map(|r| format!(": {}", sanitize(r))).unwrap_or_default();
             format!("* {by} {verb} {}{until}{reason}", sanitize(target))
         }
+        ServerMsg::Notice { text } => format!("* {}", sanitize(text)),
+        ServerMsg::Unknown => return None,
         ServerMsg::HistoryEnd { room, count } => {
             format!("* {room}: end of history ({count} messages)")
         }

@@ -4,7 +4,7 @@
 //!
 //! [`connect`] does everything up to `welcome` (TCP, handshake, trust decision, `hello`); the
 //! actor then relays server messages as [`NetEvent`]s, answers the server's pings, pings a quiet
-//! server itself, and paces `say`/`me` to the limits the server announced, so a client that
+//! server itself, and paces what it sends to the limits the server announced, so a client that
 //! sends faster (a pasted file, a script) is slowed down rather than refused.
 
 use std::sync::Arc;
@@ -26,6 +26,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PING_AFTER: Duration = Duration::from_secs(30);
 /// Silence from the server after which the connection counts as lost.
 pub const DEAD_AFTER: Duration = Duration::from_secs(75);
+/// Largest record accepted from the server. Larger than the server accepts from clients: a
+/// `members` list of a big room is one record (about 90 bytes per member).
+pub const MAX_SERVER_RECORD: usize = 4 * 1024 * 1024;
 /// Events waiting for the UI. Overflow policy: the actor waits (stops reading the socket), so
 /// nothing is dropped; a UI stalled for long enough gets the client disconnected as too slow.
 pub const EVENT_QUEUE: usize = 1024;
@@ -171,6 +174,7 @@ async fn open(
         }
     };
     let (mut conn, trusted) = trusted;
+    conn.set_max_record(MAX_SERVER_RECORD);
     let server_fingerprint = conn.remote_key().fingerprint();
     let protocol = |detail: String| ConnectError::Protocol { addr: addr.to_owned(), detail };
     conn.write_record(&encode(&ClientMsg::Hello { nick: opts.nick.clone() }))
@@ -247,7 +251,7 @@ async fn run(
                             break Closed::Lost(lost_reason(&e));
                         }
                     }
-                    ServerMsg::Pong { .. } => {}
+                    ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
                     ServerMsg::Bye { code, reason } => break Closed::Bye { code, reason },
                     other => {
                         if events.send(NetEvent::Msg(other)).await.is_err() {
@@ -299,9 +303,15 @@ async fn run(
     let _ = events.send(NetEvent::Closed(closed)).await;
 }
 
-/// Messages the server counts against the rate.
+/// Messages the server counts against the rate: all but keepalives and goodbyes.
 fn is_paced(msg: &ClientMsg) -> bool {
-    matches!(msg, ClientMsg::Say { .. } | ClientMsg::Me { .. })
+    !matches!(
+        msg,
+        ClientMsg::Ping { .. }
+            | ClientMsg::Pong { .. }
+            | ClientMsg::Quit { .. }
+            | ClientMsg::Hello { .. }
+    )
 }
 
 fn lost_reason(e: &TransportError) -> String {

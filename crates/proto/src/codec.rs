@@ -108,6 +108,7 @@ mod tests {
                 since: 9,
             },
             ServerMsg::HistoryEnd { room: room.clone(), count: 2 },
+            ServerMsg::Notice { text: "bob is away: lunch".into() },
             ServerMsg::Moderation {
                 action: crate::ModAction::Ban,
                 target: "mallory".into(),
@@ -180,6 +181,19 @@ mod tests {
             decode_client(br#"{"type":"hello","nick":"bob","extra":1}"#).unwrap(),
             ClientMsg::Hello { nick: "bob".into() }
         );
+    }
+
+    #[test]
+    fn message_types_from_a_newer_server_decode_as_unknown() {
+        assert_eq!(
+            decode_server(br#"{"type":"from_the_future","x":1}"#).unwrap(),
+            ServerMsg::Unknown
+        );
+        let m = decode_server(
+            br##"{"type":"message","room":"#a","id":1,"time":2,"from":"b","kind":"shout","text":"t"}"##,
+        )
+        .unwrap();
+        assert!(matches!(m, ServerMsg::Message { kind: MessageKind::Normal, .. }));
     }
 
     #[test]

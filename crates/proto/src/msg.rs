@@ -201,6 +201,9 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<u64>,
     },
+    /// Information for this client alone, with no error (e.g. "bob is away: lunch" after a
+    /// private message to bob).
+    Notice { text: String },
     /// The end of a history replay for `room`: `count` messages were sent.
     HistoryEnd { room: RoomName, count: u32 },
     /// Something was refused. The session goes on unless a `bye` follows.
@@ -215,6 +218,10 @@ pub enum ServerMsg {
     Ping { token: u64 },
     /// Answer to the client's `ping`.
     Pong { token: u64 },
+    /// A message type this version does not know (from a newer server): decoded rather than
+    /// refused, so that clients can ignore it. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The limits a server announces in `welcome`. A client that paces itself to them is never
@@ -298,11 +305,13 @@ impl ModAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
-    /// Ordinary text.
-    #[default]
-    Normal,
     /// An action, shown as `* alice waves`.
     Action,
+    /// Ordinary text. Kinds this version does not know (from a newer peer) decode as this,
+    /// so the text is still shown.
+    #[default]
+    #[serde(other)]
+    Normal,
 }
 
 impl MessageKind {

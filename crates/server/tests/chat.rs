@@ -290,3 +290,51 @@ async fn shutdown_says_goodbye_to_everyone() {
     }
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_echo_of_a_message_sent_just_before_quit_comes_before_bye() {
+    let server = TestServer::start().await;
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    for i in 0..20 {
+        alice.say(&format!("last words {i}")).await.unwrap();
+        alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let all = alice.read_to_end().await.unwrap();
+        assert!(
+            all.iter().any(|m| matches!(m, ServerMsg::Message { text, .. } if *text == format!("last words {i}"))),
+            "round {i}: {all:?}"
+        );
+        assert!(matches!(all.last(), Some(ServerMsg::Bye { code: None, .. })));
+        alice = TestClient::connect(server.addr, &format!("alice{i}")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_command_but_keepalives_counts_against_the_rate() {
+    let server = TestServer::start_with(|c| {
+        c.limits.rate_per_sec = 1;
+        c.limits.burst = 3;
+    })
+    .await;
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    for i in 0..10 {
+        alice.send(&ClientMsg::Join { room: format!("#r{i}"), since: None }).await.unwrap();
+    }
+    let (code, _) = alice.expect_error().await.unwrap();
+    assert_eq!(code, ErrorCode::RateLimited);
+    // Pings are never charged.
+    for token in 0..10 {
+        alice.send(&ClientMsg::Ping { token }).await.unwrap();
+    }
+    alice.expect("last pong", |m| *m == ServerMsg::Pong { token: 9 }).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_text_limit_that_cannot_fit_in_a_record_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        chatao_server::Config::new(chatao_testkit::fixed_keypair(1), dir.path().into());
+    config.limits.max_text_bytes = 100_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = chatao_server::run(listener, config, std::future::pending::<()>()).await.unwrap_err();
+    assert!(err.to_string().contains("max_text_bytes 100000 is too large"), "{err}");
+}

@@ -226,7 +226,12 @@ impl App {
             ServerMsg::Welcome { .. }
             | ServerMsg::Bye { .. }
             | ServerMsg::Ping { .. }
-            | ServerMsg::Pong { .. } => vec![],
+            | ServerMsg::Pong { .. }
+            | ServerMsg::Unknown => vec![],
+            ServerMsg::Notice { text } => {
+                self.notice(&text);
+                vec![]
+            }
         }
     }
 

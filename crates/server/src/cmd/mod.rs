@@ -55,7 +55,9 @@ impl SessionState {
             nick,
             fingerprint,
             limits,
-            rate: TokenBucket::new(limits.rate_per_sec, limits.burst, now),
+            // One token of slack over the announced burst: a client pacing itself exactly to
+            // the announced bucket is never refused because of network jitter or rounding.
+            rate: TokenBucket::new(limits.rate_per_sec, limits.burst.saturating_add(1), now),
             strikes: 0,
         }
     }
@@ -225,15 +227,26 @@ impl Command {
         }
     }
 
+    /// Whether the command counts against the rate limit: everything a client could repeat to
+    /// make the server work (joins, renames, history requests…), not keepalives or goodbyes.
+    fn is_charged(&self) -> bool {
+        !matches!(self, Command::Quit(_) | Command::Ping(_) | Command::Pong | Command::Hello)
+    }
+
     pub fn apply(self, hub: &Hub, session: &mut SessionState, now: Instant) -> Reply {
+        if self.is_charged()
+            && let Err(reply) = session.charge(now)
+        {
+            return *reply;
+        }
         match self {
-            Command::Say(cmd) => cmd.apply(hub, session, now),
+            Command::Say(cmd) => cmd.apply(hub, session),
             Command::Join(cmd) => cmd.apply(hub, session),
             Command::Part(cmd) => cmd.apply(hub, session),
             Command::List(cmd) => cmd.apply(hub),
             Command::Who(cmd) => cmd.apply(hub),
             Command::Topic(cmd) => cmd.apply(hub, session),
-            Command::Msg(cmd) => cmd.apply(hub, session, now),
+            Command::Msg(cmd) => cmd.apply(hub, session),
             Command::Nick(cmd) => cmd.apply(hub, session),
             Command::Away(cmd) => cmd.apply(hub, session),
             Command::Whois(cmd) => cmd.apply(hub),

@@ -1,8 +1,6 @@
 //! `msg`: a private message to one user.
 
-use std::time::Instant;
-
-use chatao_proto::{ErrorCode, MessageKind, ServerMsg};
+use chatao_proto::{MessageKind, ServerMsg};
 
 use super::{Reply, SessionState, check_message, hub_error};
 use crate::hub::Hub;
@@ -14,10 +12,7 @@ pub struct Msg {
 }
 
 impl Msg {
-    pub fn apply(self, hub: &Hub, session: &mut SessionState, now: Instant) -> Reply {
-        if let Err(reply) = session.charge(now) {
-            return *reply;
-        }
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
         if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;
         }
@@ -25,10 +20,9 @@ impl Msg {
             return hub_error(e);
         }
         match hub.away_reason(&self.to) {
-            Some((nick, reason)) => Reply::Send(ServerMsg::Error {
-                code: ErrorCode::Other,
-                message: format!("{nick} is away: {reason}"),
-            }),
+            Some((nick, reason)) => {
+                Reply::Send(ServerMsg::Notice { text: format!("{nick} is away: {reason}") })
+            }
             None => Reply::Nothing,
         }
     }

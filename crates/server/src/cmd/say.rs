@@ -1,7 +1,5 @@
 //! `say` and `me`: text for a room.
 
-use std::time::Instant;
-
 use chatao_proto::MessageKind;
 
 use super::{Reply, SessionState, check_message, hub_error};
@@ -15,10 +13,7 @@ pub struct Say {
 }
 
 impl Say {
-    pub fn apply(self, hub: &Hub, session: &mut SessionState, now: Instant) -> Reply {
-        if let Err(reply) = session.charge(now) {
-            return *reply;
-        }
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
         let room = match super::room(&self.room) {
             Ok(room) => room,
             Err(reply) => return *reply,

@@ -1,6 +1,6 @@
 //! `topic`: show or set a room's topic.
 
-use chatao_proto::{ErrorCode, ServerMsg, check_text};
+use chatao_proto::{ErrorCode, ServerMsg, TextError, check_text};
 
 use super::{Reply, SessionState, error, hub_error};
 use crate::hub::Hub;
@@ -21,8 +21,12 @@ impl Topic {
         let Some(text) = self.text else {
             return Reply::Send(ServerMsg::Topic { text: hub.topic(&room), room, by: None });
         };
-        if let Err(e) = check_text(&text, MAX_REASON_BYTES, false) {
-            return error(ErrorCode::InvalidText, format!("topic: {e}"));
+        match check_text(&text, MAX_REASON_BYTES, false) {
+            Ok(()) => {}
+            Err(e @ TextError::TooLong { .. }) => {
+                return error(ErrorCode::TooLong, format!("topic: {e}"));
+            }
+            Err(e) => return error(ErrorCode::InvalidText, format!("topic: {e}")),
         }
         match hub.set_topic(session.id, &room, Some(text)) {
             Ok(()) => Reply::Nothing,

@@ -39,8 +39,7 @@ use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
 /// A connection's number, unique for the life of the server process.
 pub type SessionId = u64;
 
-/// Most rooms one user may be in at once (bounds what one connection can make the server hold).
-pub const MAX_ROOMS_PER_USER: usize = 50;
+pub use crate::limits::MAX_ROOMS_PER_USER;
 
 /// Why the hub refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,6 +241,11 @@ impl Hub {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
+    }
+
+    /// The sequence number of the last event queued on the bus.
+    pub fn current_seq(&self) -> u64 {
+        self.lock().seq
     }
 
     /// Hands out a new session id.

@@ -23,7 +23,8 @@ impl State {
     /// The fingerprint `target` names: a fingerprint itself, or the nickname of someone online
     /// or registered.
     fn resolve(&self, target: &str) -> Result<String, HubError> {
-        if target.starts_with("SHA256:") {
+        let target = target.trim();
+        if target.len() > 7 && target[..7].eq_ignore_ascii_case("sha256:") {
             return parse_fingerprint(target)
                 .map_err(|_| HubError::NotFound(format!("{target} is not a valid fingerprint")));
         }
@@ -108,7 +109,7 @@ impl Hub {
             bytes: Default::default(),
             persist: Persist::Ban(ban),
         });
-        st.announce(ModAction::Ban, target, by.clone(), reason.clone(), until);
+        st.announce(ModAction::Ban, target.trim(), by.clone(), reason.clone(), until);
         let left = until.map(|u| format!(" for {}", human(u - now))).unwrap_or_default();
         let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         let sessions: Vec<SessionId> = st
@@ -148,7 +149,7 @@ impl Hub {
             bytes: Default::default(),
             persist: Persist::Unban { fingerprint },
         });
-        st.announce(ModAction::Unban, target, by, None, None);
+        st.announce(ModAction::Unban, target.trim(), by, None, None);
         Ok(())
     }
 
