@@ -13,20 +13,20 @@ use chatao_client::trust::Trust;
 use chatao_client::tui;
 use chatao_transport::keys;
 use chatao_transport::known_servers::host_key;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// The Chatao chat client.
 #[derive(Debug, Parser)]
 #[command(name = "chatao", version, about, long_about = None)]
 struct Args {
     /// Server host name or address.
-    #[arg(required_unless_present = "fingerprint")]
+    #[arg(required_unless_present_any = ["fingerprint", "completions", "man"])]
     address: Option<String>,
     /// Server port.
-    #[arg(required_unless_present = "fingerprint")]
+    #[arg(required_unless_present_any = ["fingerprint", "completions", "man"])]
     port: Option<u16>,
     /// Your nickname: 1 to 32 letters, digits, '_' or '-'.
-    #[arg(required_unless_present = "fingerprint")]
+    #[arg(required_unless_present_any = ["fingerprint", "completions", "man"])]
     nickname: Option<String>,
     /// Line mode even on a terminal: stdin lines are sent, events printed one per line.
     #[arg(long)]
@@ -45,6 +45,12 @@ struct Args {
     /// Print your own key's fingerprint and exit.
     #[arg(long)]
     fingerprint: bool,
+    /// Print a completion script for SHELL and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+    /// Print the manual page (roff) and exit.
+    #[arg(long)]
+    man: bool,
     /// Full-screen mode: do not ring the terminal bell on mentions and private messages.
     #[arg(long)]
     no_bell: bool,
@@ -76,6 +82,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(shell) = args.completions {
+        clap_complete::generate(shell, &mut Args::command(), "chatao", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.man {
+        clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let key_dir = args.key_dir.clone().unwrap_or_else(default_key_dir);
     let (keys, _) = keys::load_or_generate(&key_dir)?;
     if args.fingerprint {

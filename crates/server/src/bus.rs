@@ -11,6 +11,8 @@
 //! [`CONTROL_RESERVE`] places are left, so joins, parts and leaves always find room; should even
 //! the reserve run out, the event is dropped and logged as an error.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,20 @@ pub struct BusEvent {
 pub struct BusHandle {
     tx: mpsc::Sender<BusEvent>,
     flushed: watch::Receiver<u64>,
+    stats: Arc<BusStats>,
+}
+
+/// What the bus has done, for [`crate::metrics`].
+#[derive(Debug, Default)]
+pub struct BusStats {
+    /// Events written to the store (messages, topics, registrations, bans).
+    pub persisted: AtomicU64,
+    /// Transactions that failed (their events were still delivered).
+    pub write_errors: AtomicU64,
+    /// Control events dropped because even the reserve was full.
+    pub dropped: AtomicU64,
+    /// Messages refused with `busy`.
+    pub refused: AtomicU64,
 }
 
 /// Why an event could not be queued.
@@ -64,12 +80,18 @@ impl BusHandle {
     /// Queues a message, keeping the control reserve free.
     pub fn send_message(&self, ev: BusEvent) -> Result<(), BusFull> {
         if self.tx.capacity() <= CONTROL_RESERVE {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(BusFull::Busy);
         }
         self.tx.try_send(ev).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => BusFull::Busy,
             mpsc::error::TrySendError::Closed(_) => BusFull::Closed,
         })
+    }
+
+    /// The bus's counters.
+    pub fn stats(&self) -> &Arc<BusStats> {
+        &self.stats
     }
 
     /// Queues a control event (join, part, leave, topic). Dropped with an error log only if
@@ -81,6 +103,7 @@ impl BusHandle {
                     (ev.room.clone(), ev.seq)
                 }
             };
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             error!(room = ?room, seq, "bus full or closed: event dropped");
         }
     }
@@ -97,13 +120,18 @@ impl BusHandle {
 pub struct BusReceiver {
     rx: mpsc::Receiver<BusEvent>,
     flushed: watch::Sender<u64>,
+    stats: Arc<BusStats>,
 }
 
 /// Makes the queue. The hub keeps the handle; [`spawn`] starts the thread with the receiver.
 pub fn channel() -> (BusHandle, BusReceiver) {
     let (tx, rx) = mpsc::channel(BUS_CAPACITY);
     let (flushed_tx, flushed) = watch::channel(0);
-    (BusHandle { tx, flushed }, BusReceiver { rx, flushed: flushed_tx })
+    let stats = Arc::new(BusStats::default());
+    (
+        BusHandle { tx, flushed, stats: stats.clone() },
+        BusReceiver { rx, flushed: flushed_tx, stats },
+    )
 }
 
 /// Starts the bus thread. It runs until every [`BusHandle`] is dropped and the queue is empty,
@@ -115,7 +143,7 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("chatao-bus".into())
-        .spawn(move || run(receiver.rx, writer, shared, receiver.flushed))
+        .spawn(move || run(receiver.rx, writer, shared, receiver.flushed, &receiver.stats))
 }
 
 fn run(
@@ -123,6 +151,7 @@ fn run(
     mut writer: Writer,
     shared: std::sync::Weak<Shared>,
     flushed: watch::Sender<u64>,
+    stats: &BusStats,
 ) {
     let mut batch: Vec<BusEvent> = Vec::with_capacity(BATCH);
     let mut last_prune = Instant::now();
@@ -135,9 +164,16 @@ fn run(
             }
         }
         let persist: Vec<&Persist> = batch.iter().map(|e| &e.persist).collect();
-        if let Err(cause) = writer.write(&persist) {
-            // Availability over durability here: the events are still delivered.
-            error!(%cause, events = batch.len(), "could not write history");
+        match writer.write(&persist) {
+            Ok(()) => {
+                let n = persist.iter().filter(|p| !matches!(p, Persist::Nothing)).count();
+                stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(cause) => {
+                // Availability over durability here: the events are still delivered.
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                error!(%cause, events = batch.len(), "could not write history");
+            }
         }
         if let Some(shared) = shared.upgrade() {
             shared.deliver(&batch);

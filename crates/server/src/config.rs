@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::access::AccessConfig;
 use crate::clock::Clock;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::store::Retention;
 
 /// Settings for one server. Built by the binary from its flags; tests build it with
@@ -31,6 +32,8 @@ pub struct Config {
     pub max_connections: usize,
     /// See [`limits::HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
+    /// See [`limits::STALL_TIMEOUT`].
+    pub stall_timeout: Duration,
     /// See [`limits::PING_AFTER`].
     pub ping_after: Duration,
     /// See [`limits::IDLE_TIMEOUT`].
@@ -55,6 +58,11 @@ pub struct Config {
     pub handshake_burst: u32,
     /// See [`limits::REFUSAL_SLOTS`].
     pub refusal_slots: usize,
+    /// Counters for the metrics endpoint; the binary keeps a clone to serve them.
+    pub metrics: Arc<Metrics>,
+    /// Notified once `run` has opened the store and accepts connections (the binary then
+    /// tells systemd it is ready).
+    pub ready: Arc<Notify>,
 }
 
 impl Config {
@@ -71,6 +79,7 @@ impl Config {
             },
             max_connections: limits::MAX_CONNECTIONS,
             handshake_timeout: limits::HANDSHAKE_TIMEOUT,
+            stall_timeout: limits::STALL_TIMEOUT,
             ping_after: limits::PING_AFTER,
             idle_timeout: limits::IDLE_TIMEOUT,
             mailbox_capacity: limits::MAILBOX_CAPACITY,
@@ -83,6 +92,8 @@ impl Config {
             handshakes_per_minute: limits::HANDSHAKES_PER_MINUTE,
             handshake_burst: limits::HANDSHAKE_BURST,
             refusal_slots: limits::REFUSAL_SLOTS,
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(Notify::new()),
         }
     }
 }

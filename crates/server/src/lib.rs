@@ -14,7 +14,9 @@
 //!   join and catch-up.
 //! - [`access`]: allowlist, operators, bans and mutes, by key fingerprint; [`clock`]: the
 //!   wall clock their durations run on.
-//! - [`config`] and [`limits`]: settings, and every limit as a named constant.
+//! - [`config`] and [`limits`]: settings, and every limit as a named constant; [`settings`]:
+//!   the binary's flags and TOML config file, merged into a `Config`.
+//! - [`metrics`]: counters, and the optional Prometheus endpoint that serves them.
 //!
 //! To add a command: see [`cmd`]. To add a limit: a constant in [`limits`], a field in
 //! [`Config`] if it is configurable, and a line in README.md's limits table.
@@ -28,10 +30,12 @@ pub mod config;
 pub mod hub;
 pub mod limits;
 pub mod mailbox;
+pub mod metrics;
 pub mod replay;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod store;
 
 pub use config::Config;

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// connections, which open a socket and dribble bytes, are closed when it runs out.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Time a client has to finish a frame or message once it has started sending it. A client
+/// that sends part of one and stalls is closed with `timeout` after this, instead of holding
+/// its buffers until the idle timeout.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Silence after which the server sends a `ping`.
 pub const PING_AFTER: Duration = Duration::from_secs(30);
 
@@ -77,10 +82,10 @@ pub const TRACKED_ADDRESSES: usize = 16_384;
 /// closed without a word.
 pub const REFUSAL_SLOTS: usize = 32;
 
-/// After a refusal's `bye`, time the server goes on reading (and discarding) what the client
-/// sends, so that its `hello`, still in flight, does not turn the close into a TCP reset that
-/// could destroy the `bye` before the client reads it.
-pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// After a session's or a refusal's last words (`bye`), time the server goes on reading (and
+/// discarding) what the client sends before it closes: closing with unread input makes the
+/// kernel send a TCP reset, which can destroy the `bye` before the client reads it.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Pause after an `accept` error (out of file descriptors, say) before accepting again; it
 /// doubles while the errors go on, up to [`ACCEPT_BACKOFF_MAX`].
@@ -101,3 +106,6 @@ pub const RETENTION_MESSAGES: u64 = 100_000;
 
 /// Longest topic, quit or part reason, and away reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 300;
+
+/// Most rooms one user may be in at once (bounds what one connection can make the server hold).
+pub const MAX_ROOMS_PER_USER: usize = 50;

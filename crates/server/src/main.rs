@@ -1,170 +1,198 @@
-//! `chataosrv`: parses flags, sets up logging, loads or creates the server key, binds, and runs
-//! the server until SIGINT or SIGTERM.
+//! `chataosrv`: reads its settings (flags over a config file), sets up logging, loads or
+//! creates the server key, binds, tells systemd it is ready, serves metrics if asked, and runs
+//! the server until SIGINT or SIGTERM; SIGHUP reloads what can be reloaded.
+//!
+//! Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on invalid settings.
 
 use std::io::{IsTerminal, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use chatao_server::{Config, limits};
+use chatao_server::settings::{Args, Cli, RELOADABLE, Settings};
+use chatao_server::{Config, metrics};
 use chatao_transport::keys::{self, KeyOrigin};
-use clap::Parser;
-use tracing::info;
+use clap::CommandFactory;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
-/// The Chatao chat server.
-#[derive(Debug, Parser)]
-#[command(name = "chataosrv", version, about, long_about = None)]
-struct Args {
-    /// TCP port to listen on.
-    #[arg(default_value_t = 7000)]
-    port: u16,
-    /// Address to listen on (all interfaces by default).
-    #[arg(long, default_value = "0.0.0.0")]
-    listen: IpAddr,
-    /// Directory for the server's state; `serverKey/` lives here unless --key-dir says
-    /// otherwise. Default: $XDG_DATA_HOME/chatao (~/.local/share/chatao).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Directory holding the server key (`key.pem`), created with a new key if absent.
-    #[arg(long)]
-    key_dir: Option<PathBuf>,
-    /// The room every user starts in.
-    #[arg(long, default_value = chatao_proto::DEFAULT_ROOM)]
-    default_room: String,
-    /// Messages replayed to a user joining a room.
-    #[arg(long, default_value_t = chatao_server::limits::HISTORY_ON_JOIN)]
-    history: usize,
-    /// Messages kept per room (0: keep everything).
-    #[arg(long, default_value_t = chatao_server::limits::RETENTION_MESSAGES)]
-    retention_messages: u64,
-    /// Days of history kept (0: no age limit).
-    #[arg(long, default_value_t = 0)]
-    retention_days: u64,
-    /// Messages per second each connection may send (0: unlimited).
-    #[arg(long, default_value_t = limits::RATE_PER_SEC)]
-    rate_per_sec: u32,
-    /// Messages a connection may send at once above the steady rate.
-    #[arg(long, default_value_t = limits::BURST)]
-    burst: u32,
-    /// Longest message text, in bytes.
-    #[arg(long, default_value_t = limits::MAX_TEXT_BYTES)]
-    max_text_bytes: u32,
-    /// Simultaneous connections.
-    #[arg(long, default_value_t = limits::MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Simultaneous connections from one IP address.
-    #[arg(long, default_value_t = limits::MAX_CONNECTIONS_PER_IP)]
-    max_connections_per_ip: usize,
-    /// Handshake attempts per IP address per minute (0: unlimited).
-    #[arg(long, default_value_t = limits::HANDSHAKES_PER_MINUTE)]
-    handshakes_per_minute: u32,
-    /// Messages queued for one client before it is disconnected as too slow.
-    #[arg(long, default_value_t = limits::MAILBOX_CAPACITY)]
-    mailbox: usize,
-    /// Only keys listed in FILE may connect (one fingerprint per line, `#` comments, like
-    /// authorized_keys). Re-read on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    allow: Option<PathBuf>,
-    /// An operator's key fingerprint (repeatable).
-    #[arg(long = "op", value_name = "FINGERPRINT")]
-    ops: Vec<String>,
-    /// Operators' key fingerprints, one per line. Re-read on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    ops_file: Option<PathBuf>,
-    /// Print the server key's fingerprint and exit.
-    #[arg(long)]
-    fingerprint: bool,
-    /// Log filter, e.g. `info`, `debug`, `chatao_server=trace`. RUST_LOG wins when set.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+/// Changes the log filter of the running process.
+type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(shell) = cli.args.completions {
+        clap_complete::generate(shell, &mut Args::command(), "chataosrv", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if cli.args.man {
+        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    let settings = match cli.settings() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("chataosrv: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.args.check_config {
+        let from = settings.config_file.as_ref().map(|p| p.display().to_string());
+        println!("# settings are valid ({})", from.as_deref().unwrap_or("no config file"));
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("chataosrv: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chataosrv: {err:#}");
+            let _ = sd_notify::notify(&[NotifyState::Status(&format!("failed: {err:#}"))]);
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn default_data_dir() -> PathBuf {
-    dirs::data_dir().map(|d| d.join("chatao")).unwrap_or_else(|| PathBuf::from("chatao-data"))
-}
-
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
-        .context("invalid --log-level")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
-    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    let key_dir = args.key_dir.unwrap_or_else(|| data_dir.join("serverKey"));
-    let (keys, origin) = keys::load_or_generate(&key_dir)?;
+async fn serve(cli: Cli, settings: Settings) -> Result<()> {
+    let log = init_logging(&settings.log_level)?;
+    // Handlers first: a signal that comes while the server starts is then acted on once it
+    // runs, instead of killing it (SIGHUP's default action is to terminate, too).
+    let (hup, int, term) = (
+        signal(SignalKind::hangup())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+    if let Some(file) = &settings.config_file {
+        info!(file = %file.display(), "read the config file");
+    }
+    let (keys, origin) = keys::load_or_generate(&settings.key_dir)?;
     let fingerprint = keys.public().fingerprint();
-    if args.fingerprint {
+    if cli.args.fingerprint {
         writeln!(std::io::stdout(), "{fingerprint}")?;
         return Ok(());
     }
+    let dir = settings.key_dir.display();
     match origin {
-        KeyOrigin::Generated => {
-            info!(dir = %key_dir.display(), %fingerprint, "generated a new server key")
-        }
-        KeyOrigin::Loaded => info!(dir = %key_dir.display(), %fingerprint, "loaded the server key"),
+        KeyOrigin::Generated => info!(%dir, %fingerprint, "generated a new server key"),
+        KeyOrigin::Loaded => info!(%dir, %fingerprint, "loaded the server key"),
     }
+    let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
 
-    let addr = SocketAddr::new(args.listen, args.port);
+    let addr = settings.addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let mut config = Config::new(keys, data_dir);
-    config.default_room = chatao_proto::RoomName::parse(&args.default_room)
-        .with_context(|| format!("--default-room {}", args.default_room))?;
-    config.history_on_join = args.history;
-    config.limits.rate_per_sec = args.rate_per_sec;
-    config.limits.burst = args.burst;
-    config.limits.max_text_bytes = args.max_text_bytes;
-    config.max_connections = args.max_connections;
-    config.max_connections_per_ip = args.max_connections_per_ip;
-    config.handshakes_per_minute = args.handshakes_per_minute;
-    config.mailbox_capacity = args.mailbox.max(1);
-    config.access.allow_file = args.allow;
-    config.access.ops_file = args.ops_file;
-    for op in &args.ops {
-        keys::parse_fingerprint(op).with_context(|| format!("--op {op}"))?;
+    settings.apply(&mut config);
+
+    let stop_metrics = CancellationToken::new();
+    let metrics_task = match settings.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let serve = metrics::serve(listener, config.metrics.clone(), stop_metrics.clone());
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
+    tokio::spawn(notify_ready(config.ready.clone()));
+    tokio::spawn(reload_on_sighup(hup, cli, settings, config.reload.clone(), log));
+    let result = chatao_server::run(listener, config, shutdown_signal(int, term)).await;
+    stop_metrics.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
     }
-    config.access.ops = args.ops;
-    tokio::spawn(reload_on_sighup(config.reload.clone()));
-    config.retention.max_messages = args.retention_messages;
-    config.retention.max_age = (args.retention_days > 0)
-        .then(|| std::time::Duration::from_secs(args.retention_days * 86_400));
-    chatao_server::run(listener, config, shutdown_signal()).await?;
+    result?;
     Ok(())
 }
 
-/// Notifies `reload` on every SIGHUP (`systemctl reload chatao`).
-async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        info!("SIGHUP: reloading the access lists");
-        reload.notify_one();
+/// Logs to standard error, filtered by RUST_LOG if set, else by `level` (which SIGHUP may then
+/// change). Under systemd (JOURNAL_STREAM set) the journal adds the time, so the lines do not.
+fn init_logging(level: &str) -> Result<LogHandle> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .context("invalid log level")?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(!journal && std::io::stderr().is_terminal());
+    let fmt = if journal { fmt.without_time().boxed() } else { fmt.boxed() };
+    tracing_subscriber::registry().with(filter).with(fmt).try_init()?;
+    Ok(handle)
+}
+
+/// Tells systemd the server is ready once `run` says so (only under `Type=notify`, when
+/// NOTIFY_SOCKET is set; otherwise this does nothing).
+async fn notify_ready(ready: Arc<Notify>) {
+    ready.notified().await;
+    if let Err(cause) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")]) {
+        warn!(%cause, "could not notify systemd");
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// On every SIGHUP (`systemctl reload chatao`): re-reads the config file, applies what can
+/// change while running (the log level), names what waits for a restart, and has the server
+/// re-read the allowlist and operator files. An invalid file changes nothing.
+async fn reload_on_sighup(
+    mut hup: Signal,
+    cli: Cli,
+    mut running: Settings,
+    access: Arc<Notify>,
+    log: LogHandle,
+) {
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading");
+        match cli.settings() {
+            Ok(newer) => {
+                let changed = running.changed(&newer);
+                if changed.contains(&"log-level") && std::env::var_os("RUST_LOG").is_none() {
+                    match EnvFilter::try_new(&newer.log_level).map(|f| log.reload(f)) {
+                        Ok(Ok(())) => info!(level = %newer.log_level, "log level changed"),
+                        _ => warn!(level = %newer.log_level, "could not change the log level"),
+                    }
+                    running.log_level = newer.log_level.clone();
+                }
+                let later: Vec<&str> =
+                    changed.into_iter().filter(|k| !RELOADABLE.contains(k)).collect();
+                if !later.is_empty() {
+                    warn!(
+                        settings = %later.join(", "),
+                        "changed in the config file; they take effect at the next restart"
+                    );
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(err) => {
+                error!(%err, "the config file is invalid; the running settings stay in force")
+            }
         }
-    };
+        access.notify_one();
+    }
+}
+
+/// Completes on SIGINT or SIGTERM, and tells systemd the server is stopping.
+async fn shutdown_signal(mut int: Signal, mut term: Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        _ = int.recv() => {}
+        _ = term.recv() => {}
     }
     info!("signal received");
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
 }

@@ -18,7 +18,8 @@ use crate::access::Access;
 use crate::admission::{self, Admission, Verdict};
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
-use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, SHUTDOWN_GRACE};
+use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, MAX_RECORD_BYTES, SHUTDOWN_GRACE};
+use crate::metrics::Counted;
 use crate::session::{self, Ctx};
 use crate::store::Store;
 
@@ -36,6 +37,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
+    // A text must fit in a record with its JSON around it, or it could never be sent.
+    let max_text = config.limits.max_text_bytes as usize;
+    if max_text + 1024 > MAX_RECORD_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "max_text_bytes {max_text} is too large: a message record is at most {MAX_RECORD_BYTES} bytes; use at most {}",
+                MAX_RECORD_BYTES - 1024
+            ),
+        ));
+    }
     let config = Arc::new(config);
     let store = Store::open(&config.data_dir).map_err(io::Error::other)?;
     let hub_config = HubConfig {
@@ -49,6 +61,7 @@ pub async fn run(
     let access = Arc::new(access);
     let hub = Hub::new(hub_config, Arc::new(store), access.clone()).map_err(io::Error::other)?;
     let bus_thread = hub.take_bus_thread();
+    config.metrics.attach_bus(hub.bus().stats().clone());
     let ctx = Ctx { hub, config: config.clone(), shutdown: CancellationToken::new() };
     tokio::spawn(reload_on_notify(access, config.reload.clone(), ctx.shutdown.clone()));
     let admission = Admission::new(&config);
@@ -59,6 +72,7 @@ pub async fn run(
         fingerprint = %config.keys.public().fingerprint(),
         "listening"
     );
+    config.ready.notify_one();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -68,6 +82,7 @@ pub async fn run(
         let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff = ACCEPT_BACKOFF;
+                config.metrics.connections.inc();
                 accepted
             }
             Err(cause) if is_connection_error(&cause) => {
@@ -92,6 +107,7 @@ pub async fn run(
             Verdict::Admit(ticket) => {
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
+                let stream = Counted::new(stream, config.metrics.clone());
                 tracker.spawn(async move {
                     session::run(stream, peer, ctx).await;
                     drop(ticket);
@@ -99,6 +115,7 @@ pub async fn run(
             }
             Verdict::Explain(refusal) => {
                 info!(%peer, why = ?refusal.why, "connection refused; explaining");
+                config.metrics.refused(refusal.why);
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
@@ -116,6 +133,7 @@ pub async fn run(
             }
             Verdict::Close(why) => {
                 debug!(%peer, ?why, "connection refused without a word");
+                config.metrics.refused(why);
                 drop(stream);
             }
         }

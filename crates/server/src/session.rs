@@ -28,12 +28,16 @@ use tracing::{debug, info, warn};
 use crate::cmd::{Command, Replay, Reply, SessionState};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
-use crate::limits::{MAX_RECORD_BYTES, WRITE_BATCH, WRITE_TIMEOUT};
+use crate::limits::{CLOSE_LINGER, MAX_RECORD_BYTES, WRITE_BATCH, WRITE_TIMEOUT};
 use crate::mailbox::{Inbox, mailbox};
+use crate::metrics::Handshake;
 use crate::replay;
 
 /// Server software name and version, sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
+
+/// Longest a `quit` waits for the bus to deliver what came before it.
+const QUIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What every session shares.
 #[derive(Debug, Clone)]
@@ -67,22 +71,36 @@ where
         r = timeout(ctx.config.handshake_timeout, open(stream, id, &ctx)) => r,
         _ = ctx.shutdown.cancelled() => return,
     };
+    let metrics = &ctx.config.metrics;
     let (mut conn, state, inbox) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(cause)) => {
+            let refused = matches!(cause, OpenError::Refused(..));
+            metrics.handshake(if refused { Handshake::Refused } else { Handshake::Failed });
             info!(%peer, session = id, %cause, "session refused");
             return;
         }
         Err(_) => {
+            metrics.handshake(Handshake::Failed);
             info!(%peer, session = id, "handshake timed out");
             return;
         }
     };
+    metrics.handshake(Handshake::Ok);
     let fingerprint = conn.remote_key().fingerprint();
     info!(%peer, session = id, fp = %fingerprint, nick = %state.nick, "session opened");
     let ending = serve(&mut conn, state, inbox, &ctx).await;
+    metrics.disconnected(ending.reason);
     ctx.hub.leave(id, ending.reason, ending.message.clone());
     let _ = timeout(WRITE_TIMEOUT, conn.shutdown()).await;
+    // Closing a socket with unread input makes the kernel send a reset, which destroys a `bye`
+    // still in flight (a flooder's, typically). Drain for a moment so that the close is a FIN;
+    // not during shutdown, which must not wait for clients that keep their end open.
+    let drain = async { while let Ok(Some(_)) = conn.read_record().await {} };
+    tokio::select! {
+        _ = timeout(CLOSE_LINGER, drain) => {}
+        _ = ctx.shutdown.cancelled() => {}
+    }
     info!(
         %peer, session = id, fp = %fingerprint, reason = ?ending.reason,
         detail = ending.message.as_deref().unwrap_or(""), "session ended"
@@ -111,6 +129,7 @@ where
 {
     let mut conn = chatao_transport::accept(stream, &ctx.config.keys).await?;
     conn.set_max_record(MAX_RECORD_BYTES);
+    conn.set_stall_limit(Some(ctx.config.stall_timeout));
     let fingerprint = conn.remote_key().fingerprint();
     if let Err(refusal) = ctx.hub.access().admit(&fingerprint) {
         return Err(refuse(&mut conn, refusal.code, refusal.reason).await);
@@ -168,6 +187,11 @@ where
 {
     let bye = encode(&ServerMsg::Bye { code: Some(code), reason: reason.clone() });
     let _ = timeout(WRITE_TIMEOUT, conn.write_record(&bye)).await;
+    // The client may already have sent `hello`; closing with it unread would reset the
+    // connection and could destroy the `bye`. Drain briefly so the close is a FIN.
+    let _ = timeout(WRITE_TIMEOUT, conn.shutdown()).await;
+    let _ =
+        timeout(CLOSE_LINGER, async { while let Ok(Some(_)) = conn.read_record().await {} }).await;
     OpenError::Refused(code, reason)
 }
 
@@ -248,6 +272,7 @@ where
                     reason: "disconnected: you were not reading messages fast enough".into(),
                 };
                 // The queue is full of messages the client could not take; do not add to them.
+                ctx.config.metrics.mailbox_overflows.inc();
                 while inbox.rx.try_recv().is_ok() {}
                 let _ = write(conn, &[encode(&bye)]).await;
                 return Ending::new(LeaveReason::Dropped, "too slow");
@@ -261,6 +286,7 @@ where
                 let sent = tokio::select! {
                     sent = write(conn, &batch) => sent,
                     _ = inbox.overflow.cancelled() => {
+                        ctx.config.metrics.mailbox_overflows.inc();
                         Err(Ending::new(LeaveReason::Dropped, "too slow"))
                     }
                 };
@@ -268,13 +294,24 @@ where
                 if let Err(ending) = sent {
                     return ending;
                 }
+                ctx.config.metrics.deliveries_out.add(n as u64);
             }
             record = conn.read_record() => {
                 last_heard = Instant::now();
                 ping_token = None;
                 let record = match record {
-                    Ok(Some(record)) => record,
+                    Ok(Some(record)) => {
+                        ctx.config.metrics.messages_in.inc();
+                        record
+                    }
                     Ok(None) => return Ending::new(LeaveReason::Lost, "connection lost"),
+                    Err(TransportError::Stalled) => {
+                        let bye = ServerMsg::Bye {
+                            code: Some(ErrorCode::Timeout),
+                            reason: "a message was started and never finished".into(),
+                        };
+                        return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Lost, "stalled mid-message")).await;
+                    }
                     Err(e) => {
                         warn!(session = state.id, cause = %e, "connection broken");
                         return Ending::new(LeaveReason::Lost, "connection broken");
@@ -304,6 +341,11 @@ where
                         }
                     }
                     Reply::Close(c) => {
+                        // What this client said just before (its last `say`, typically) may still
+                        // be on its way through the bus; let it arrive, so the client gets its
+                        // echo before `bye`.
+                        let seq = ctx.hub.current_seq();
+                        let _ = timeout(QUIT_FLUSH, ctx.hub.bus().flushed(seq)).await;
                         debug!(session = state.id, reason = ?c.reason, "closing on request");
                         let ending = Ending { reason: c.reason, message: c.message };
                         return close(conn, &mut inbox, c.bye, ending).await;
@@ -313,7 +355,7 @@ where
             _ = sleep_until(deadline) => {
                 if ping_token.is_some() {
                     let bye = ServerMsg::Bye { code: Some(ErrorCode::Timeout), reason: "no answer to ping".into() };
-                    return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Lost, "ping timeout")).await;
+                    return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "ping timeout")).await;
                 }
                 let token = crate::hub::now_millis();
                 ping_token = Some(token);

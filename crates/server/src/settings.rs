@@ -1,0 +1,750 @@
+//! The server's settings as an administrator gives them: command-line flags ([`Args`]) and a
+//! TOML config file (`--config FILE`), merged into one [`Settings`] that [`Settings::apply`]
+//! copies into a [`Config`].
+//!
+//! Every setting has one name, used both as the flag (`--max-connections 500`) and as the key
+//! in the file (`max-connections = 500`); the only exceptions are the port, a positional
+//! argument on the command line, and `op`, which the file takes as a list. Precedence: a flag
+//! given on the command line, else the file, else the default shown by `--help`.
+//!
+//! The file is flat (no tables). Unknown keys, values of the wrong type and values that fail
+//! the same checks as the flags are errors that name the file, the line and the setting
+//! ([`SettingsError`]), so a typo never silently leaves a default in place. Relative paths in the
+//! file are relative to the file's directory.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chatao_proto::RoomName;
+use chatao_transport::keys::parse_fingerprint;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use toml::Spanned;
+
+use crate::config::Config;
+use crate::limits;
+
+const AFTER_HELP: &str = "\
+Every option except --config, --fingerprint, --check-config, --completions and --man may also be \
+set in the config file, under the option's long name without the leading `--` (`max-connections = 500`; the \
+port is `port = 7000`; operators are `op = [\"SHA256:...\"]`). Options given here override the \
+file. See packaging/chatao.toml for a commented example.
+
+Signals: SIGINT and SIGTERM shut down gracefully. SIGHUP re-reads the allowlist and operator \
+files and the config file; of the config file, only log-level takes effect at once, and the log \
+names any other changed setting as waiting for a restart.";
+
+/// The Chatao chat server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chataosrv", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Args {
+    /// TCP port to listen on.
+    #[arg(default_value_t = 7000)]
+    pub port: u16,
+    /// Address to listen on (all interfaces by default).
+    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub listen: IpAddr,
+    /// Directory for the server's state; `serverKey/` lives here unless --key-dir says
+    /// otherwise. Default: $XDG_DATA_HOME/chatao (~/.local/share/chatao).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding the server key (`key.pem`), created with a new key if absent.
+    /// Default: DATA_DIR/serverKey.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// The room every user starts in.
+    #[arg(long, value_name = "#ROOM", default_value = chatao_proto::DEFAULT_ROOM)]
+    pub default_room: String,
+    /// Messages replayed to a user joining a room.
+    #[arg(long, value_name = "N", default_value_t = limits::HISTORY_ON_JOIN)]
+    pub history: usize,
+    /// Messages kept per room (0: keep everything).
+    #[arg(long, value_name = "N", default_value_t = limits::RETENTION_MESSAGES)]
+    pub retention_messages: u64,
+    /// Days of history kept (0: no age limit).
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
+    pub retention_days: u64,
+    /// Messages per second each connection may send (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = limits::RATE_PER_SEC)]
+    pub rate_per_sec: u32,
+    /// Messages a connection may send at once above the steady rate.
+    #[arg(long, value_name = "N", default_value_t = limits::BURST)]
+    pub burst: u32,
+    /// Longest message text, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_TEXT_BYTES)]
+    pub max_text_bytes: u32,
+    /// Simultaneous connections.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Simultaneous connections from one IP address (IPv6: one /64).
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Connection attempts per IP address per minute (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = limits::HANDSHAKES_PER_MINUTE)]
+    pub handshakes_per_minute: u32,
+    /// Messages queued for one client before it is disconnected as too slow.
+    #[arg(long, value_name = "N", default_value_t = limits::MAILBOX_CAPACITY)]
+    pub mailbox: usize,
+    /// Only keys listed in FILE may connect (one fingerprint per line, `#` comments, like
+    /// authorized_keys). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub allow: Option<PathBuf>,
+    /// An operator's key fingerprint (repeatable).
+    #[arg(long = "op", value_name = "FINGERPRINT")]
+    pub ops: Vec<String>,
+    /// Operators' key fingerprints, one per line. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub ops_file: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `debug`, `chatao_server=trace`. RUST_LOG wins when set.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9700 (off by default).
+    /// Not authenticated: keep it on loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Read settings from this TOML file; options given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the settings (config file and options), print them as a config file would say
+    /// them, and exit: 0 if valid, 2 if not.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Print the server key's fingerprint and exit.
+    #[arg(long)]
+    pub fingerprint: bool,
+    /// Print a completion script for SHELL and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+    /// Print the manual page (roff) and exit.
+    #[arg(long)]
+    pub man: bool,
+}
+
+/// The settings a config file may hold, in the order `--check-config` prints them. Each is the
+/// flag's long name; the argument's id is the same with `_` (except `port` and `op`).
+pub const KEYS: &[&str] = &[
+    "port",
+    "listen",
+    "data-dir",
+    "key-dir",
+    "default-room",
+    "history",
+    "retention-messages",
+    "retention-days",
+    "rate-per-sec",
+    "burst",
+    "max-text-bytes",
+    "max-connections",
+    "max-connections-per-ip",
+    "handshakes-per-minute",
+    "mailbox",
+    "allow",
+    "op",
+    "ops-file",
+    "log-level",
+    "metrics",
+];
+
+/// Settings that a config file may change while the server runs (on SIGHUP).
+pub const RELOADABLE: &[&str] = &["log-level"];
+
+/// A setting that cannot be used, with where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the config file {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}:{line}: {message}", .path.display())]
+    Syntax { path: PathBuf, line: usize, message: String },
+    #[error("{}:{line}: {setting}: {message}", .path.display())]
+    Setting { path: PathBuf, line: usize, setting: String, message: String },
+    #[error("--{flag} {value}: {message}")]
+    Flag { flag: &'static str, value: String, message: String },
+}
+
+/// The command line: the parsed [`Args`] and, to know which were given, clap's matches.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    pub args: Args,
+    matches: ArgMatches,
+}
+
+impl Cli {
+    /// Parses the process's arguments; prints help, the version or a usage error and exits
+    /// when clap says so.
+    pub fn parse() -> Cli {
+        let matches = Args::command().get_matches();
+        match Args::from_arg_matches(&matches) {
+            Ok(args) => Cli { args, matches },
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// Parses `argv` (its first item is the program name).
+    pub fn try_parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(argv)?;
+        let args = Args::from_arg_matches(&matches)?;
+        Ok(Cli { args, matches })
+    }
+
+    /// The flags merged over the config file, read now (so calling it again after the file
+    /// changed sees the change).
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        let file = match &self.args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| SettingsError::Read { path: path.clone(), source })?;
+                parse_file(path, &text)?
+            }
+            None => FileSettings::default(),
+        };
+        Settings::merge(&self.args, &self.matches, file)
+    }
+}
+
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+}
+
+/// Every setting, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    pub port: u16,
+    pub listen: IpAddr,
+    pub data_dir: PathBuf,
+    pub key_dir: PathBuf,
+    pub default_room: RoomName,
+    pub history: usize,
+    pub retention_messages: u64,
+    pub retention_days: u64,
+    pub rate_per_sec: u32,
+    pub burst: u32,
+    pub max_text_bytes: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub handshakes_per_minute: u32,
+    pub mailbox: usize,
+    pub allow: Option<PathBuf>,
+    /// Operators' fingerprints, checked.
+    pub ops: Vec<String>,
+    pub ops_file: Option<PathBuf>,
+    pub log_level: String,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// What a config file set, each value already checked.
+#[derive(Debug, Default)]
+pub struct FileSettings {
+    path: Option<PathBuf>,
+    port: Option<u16>,
+    listen: Option<IpAddr>,
+    data_dir: Option<PathBuf>,
+    key_dir: Option<PathBuf>,
+    default_room: Option<RoomName>,
+    history: Option<usize>,
+    retention_messages: Option<u64>,
+    retention_days: Option<u64>,
+    rate_per_sec: Option<u32>,
+    burst: Option<u32>,
+    max_text_bytes: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    handshakes_per_minute: Option<u32>,
+    mailbox: Option<usize>,
+    allow: Option<PathBuf>,
+    op: Option<Vec<String>>,
+    ops_file: Option<PathBuf>,
+    log_level: Option<String>,
+    metrics: Option<SocketAddr>,
+}
+
+/// Parses a config file's `text`; `path` is for error messages and relative paths.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    type Entries = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+    let entries: Entries = toml::from_str(text).map_err(|e| SettingsError::Syntax {
+        path: path.to_owned(),
+        line: e.span().map(|s| line_of(s.start)).unwrap_or(1),
+        message: e.message().trim_end().to_owned(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut f = FileSettings { path: Some(path.to_owned()), ..FileSettings::default() };
+    // In the file's order, so that the first error reported is the first in the file.
+    let mut entries: Vec<_> = entries.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    for (key, value) in entries {
+        let v = value.get_ref();
+        let checked: Result<(), String> = (|| {
+            match key.get_ref().as_str() {
+                "port" => f.port = Some(integer(v, "a port number (0 to 65535)")?),
+                "listen" => {
+                    f.listen = Some(parsed(v, "an IP address, such as \"0.0.0.0\" or \"::\"")?)
+                }
+                "data-dir" => f.data_dir = Some(file_path(v, base)?),
+                "key-dir" => f.key_dir = Some(file_path(v, base)?),
+                "default-room" => f.default_room = Some(room(&string(v)?)?),
+                "history" => f.history = Some(integer(v, "a number of messages")?),
+                "retention-messages" => {
+                    f.retention_messages = Some(integer(v, "a number of messages (0: all)")?)
+                }
+                "retention-days" => {
+                    f.retention_days = Some(integer(v, "a number of days (0: no limit)")?)
+                }
+                "rate-per-sec" => {
+                    f.rate_per_sec = Some(integer(v, "messages per second (0: unlimited)")?)
+                }
+                "burst" => f.burst = Some(integer(v, "a number of messages")?),
+                "max-text-bytes" => f.max_text_bytes = Some(integer(v, "a number of bytes")?),
+                "max-connections" => {
+                    f.max_connections = Some(integer(v, "a number of connections")?)
+                }
+                "max-connections-per-ip" => {
+                    f.max_connections_per_ip = Some(integer(v, "a number of connections")?)
+                }
+                "handshakes-per-minute" => {
+                    f.handshakes_per_minute =
+                        Some(integer(v, "attempts per minute (0: unlimited)")?)
+                }
+                "mailbox" => f.mailbox = Some(integer(v, "a number of messages")?),
+                "allow" => f.allow = Some(file_path(v, base)?),
+                "op" => f.op = Some(fingerprints(v)?),
+                "ops-file" => f.ops_file = Some(file_path(v, base)?),
+                "log-level" => f.log_level = Some(log_filter(&string(v)?)?),
+                "metrics" => {
+                    f.metrics = Some(parsed(v, "an address and port, such as \"127.0.0.1:9700\"")?)
+                }
+                other => return Err(unknown(other)),
+            }
+            Ok(())
+        })();
+        checked.map_err(|message| SettingsError::Setting {
+            path: path.to_owned(),
+            line: line_of(key.span().start),
+            setting: key.get_ref().clone(),
+            message,
+        })?;
+    }
+    Ok(f)
+}
+
+fn unknown(key: &str) -> String {
+    let dashed = key.replace('_', "-");
+    if dashed != key && KEYS.contains(&dashed.as_str()) {
+        return format!("unknown setting; did you mean `{dashed}`?");
+    }
+    if key == "ops" {
+        return "unknown setting; did you mean `op` (a list of fingerprints)?".into();
+    }
+    format!("unknown setting; the settings are: {}", KEYS.join(", "))
+}
+
+fn found(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string {:?}", s),
+        toml::Value::Integer(i) => format!("the number {i}"),
+        other if other.type_str().starts_with(['a', 'e', 'i', 'o', 'u']) => {
+            format!("an {}", other.type_str())
+        }
+        other => format!("a {}", other.type_str()),
+    }
+}
+
+fn integer<T: TryFrom<i64>>(v: &toml::Value, what: &str) -> Result<T, String> {
+    match v {
+        toml::Value::Integer(i) => {
+            T::try_from(*i).map_err(|_| format!("{i} is out of range: expected {what}"))
+        }
+        other => Err(format!("expected {what}, found {}", found(other))),
+    }
+}
+
+fn string(v: &toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        other => Err(format!("expected a string in quotes, found {}", found(other))),
+    }
+}
+
+fn parsed<T: std::str::FromStr>(v: &toml::Value, what: &str) -> Result<T, String> {
+    let s = string(v).map_err(|_| format!("expected {what}, found {}", found(v)))?;
+    s.parse().map_err(|_| format!("expected {what}, found {s:?}"))
+}
+
+fn file_path(v: &toml::Value, base: &Path) -> Result<PathBuf, String> {
+    let s = string(v)?;
+    if s.is_empty() {
+        return Err("expected a path, found an empty string".into());
+    }
+    Ok(base.join(s))
+}
+
+fn room(s: &str) -> Result<RoomName, String> {
+    RoomName::parse(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn fingerprint(s: &str) -> Result<String, String> {
+    parse_fingerprint(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+}
+
+fn fingerprints(v: &toml::Value) -> Result<Vec<String>, String> {
+    let items = match v {
+        toml::Value::Array(items) => items.clone(),
+        toml::Value::String(_) => vec![v.clone()],
+        other => return Err(format!("expected a list of fingerprints, found {}", found(other))),
+    };
+    items.iter().map(|item| fingerprint(&string(item)?)).collect()
+}
+
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not a log filter: {e}"))
+}
+
+/// Where the server keeps its state when neither flag nor file says:
+/// `$XDG_DATA_HOME/chatao`.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map(|d| d.join("chatao")).unwrap_or_else(|| PathBuf::from("chatao-data"))
+}
+
+impl Settings {
+    /// The flags in `args` given on the command line (per `matches`) win over `file`, which
+    /// wins over the defaults.
+    fn merge(
+        args: &Args,
+        matches: &ArgMatches,
+        file: FileSettings,
+    ) -> Result<Settings, SettingsError> {
+        let pick = |id: &str| given(matches, id);
+        macro_rules! merged {
+            ($field:ident) => {
+                match file.$field {
+                    Some(v) if !pick(stringify!($field)) => v,
+                    _ => args.$field,
+                }
+            };
+        }
+        let flag = |flag: &'static str, value: &str, message: String| SettingsError::Flag {
+            flag,
+            value: value.to_owned(),
+            message,
+        };
+        let default_room = match file.default_room {
+            Some(room) if !pick("default_room") => room,
+            _ => {
+                room(&args.default_room).map_err(|m| flag("default-room", &args.default_room, m))?
+            }
+        };
+        let ops = if args.ops.is_empty() {
+            file.op.unwrap_or_default()
+        } else {
+            for op in &args.ops {
+                fingerprint(op).map_err(|m| flag("op", op, m))?;
+            }
+            args.ops.clone()
+        };
+        let log_level = match file.log_level {
+            Some(level) if !pick("log_level") => level,
+            _ => log_filter(&args.log_level).map_err(|m| flag("log-level", &args.log_level, m))?,
+        };
+        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
+        let key_dir =
+            args.key_dir.clone().or(file.key_dir).unwrap_or_else(|| data_dir.join("serverKey"));
+        Ok(Settings {
+            config_file: file.path,
+            port: merged!(port),
+            listen: merged!(listen),
+            data_dir,
+            key_dir,
+            default_room,
+            history: merged!(history),
+            retention_messages: merged!(retention_messages),
+            retention_days: merged!(retention_days),
+            rate_per_sec: merged!(rate_per_sec),
+            burst: merged!(burst),
+            max_text_bytes: merged!(max_text_bytes),
+            max_connections: merged!(max_connections),
+            max_connections_per_ip: merged!(max_connections_per_ip),
+            handshakes_per_minute: merged!(handshakes_per_minute),
+            mailbox: merged!(mailbox),
+            allow: args.allow.clone().or(file.allow),
+            ops,
+            ops_file: args.ops_file.clone().or(file.ops_file),
+            log_level,
+            metrics: args.metrics.or(file.metrics),
+        })
+    }
+
+    /// The address to listen on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.listen, self.port)
+    }
+
+    /// Copies every setting into `config` (built with the key and [`Settings::data_dir`]).
+    pub fn apply(&self, config: &mut Config) {
+        config.default_room = self.default_room.clone();
+        config.history_on_join = self.history;
+        config.retention.max_messages = self.retention_messages;
+        config.retention.max_age =
+            (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400));
+        config.limits.rate_per_sec = self.rate_per_sec;
+        config.limits.burst = self.burst;
+        config.limits.max_text_bytes = self.max_text_bytes;
+        config.max_connections = self.max_connections;
+        config.max_connections_per_ip = self.max_connections_per_ip;
+        config.handshakes_per_minute = self.handshakes_per_minute;
+        config.mailbox_capacity = self.mailbox.max(1);
+        config.access.allow_file = self.allow.clone();
+        config.access.ops_file = self.ops_file.clone();
+        config.access.ops = self.ops.clone();
+    }
+
+    /// Every setting as `(key, value in TOML syntax)`, in [`KEYS`] order; unset optional
+    /// settings are left out.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let s = |v: &str| toml::Value::String(v.to_owned()).to_string();
+        let p = |v: &Path| s(&v.to_string_lossy());
+        let ops: Vec<String> = self.ops.iter().map(|o| s(o)).collect();
+        let mut out = vec![
+            ("port", self.port.to_string()),
+            ("listen", s(&self.listen.to_string())),
+            ("data-dir", p(&self.data_dir)),
+            ("key-dir", p(&self.key_dir)),
+            ("default-room", s(self.default_room.as_str())),
+            ("history", self.history.to_string()),
+            ("retention-messages", self.retention_messages.to_string()),
+            ("retention-days", self.retention_days.to_string()),
+            ("rate-per-sec", self.rate_per_sec.to_string()),
+            ("burst", self.burst.to_string()),
+            ("max-text-bytes", self.max_text_bytes.to_string()),
+            ("max-connections", self.max_connections.to_string()),
+            ("max-connections-per-ip", self.max_connections_per_ip.to_string()),
+            ("handshakes-per-minute", self.handshakes_per_minute.to_string()),
+            ("mailbox", self.mailbox.to_string()),
+        ];
+        if let Some(allow) = &self.allow {
+            out.push(("allow", p(allow)));
+        }
+        out.push(("op", format!("[{}]", ops.join(", "))));
+        if let Some(ops_file) = &self.ops_file {
+            out.push(("ops-file", p(ops_file)));
+        }
+        out.push(("log-level", s(&self.log_level)));
+        if let Some(metrics) = &self.metrics {
+            out.push(("metrics", s(&metrics.to_string())));
+        }
+        out
+    }
+
+    /// The settings as a config file that says exactly them.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in self.entries() {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+        out
+    }
+
+    /// The keys whose values differ between `self` and `newer`, in [`KEYS`] order.
+    pub fn changed(&self, newer: &Settings) -> Vec<&'static str> {
+        let (old, new) = (self.entries(), newer.entries());
+        KEYS.iter()
+            .copied()
+            .filter(|k| {
+                let find = |e: &[(&str, String)]| {
+                    e.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+                };
+                find(&old) != find(&new)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const OP: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatao.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn settings(argv: &[&str]) -> Result<Settings, SettingsError> {
+        let argv = std::iter::once("chataosrv").chain(argv.iter().copied());
+        Cli::try_parse_from(argv).unwrap().settings()
+    }
+
+    #[test]
+    fn defaults_match_the_limits_and_port_7000() {
+        let s = settings(&["--data-dir", "/d"]).unwrap();
+        assert_eq!(s.addr(), "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(s.key_dir, Path::new("/d/serverKey"));
+        assert_eq!(s.max_connections, limits::MAX_CONNECTIONS);
+        assert_eq!(s.mailbox, limits::MAILBOX_CAPACITY);
+        assert_eq!(s.default_room, RoomName::lobby());
+        assert_eq!(s.metrics, None);
+        assert_eq!(s.log_level, "info");
+    }
+
+    #[test]
+    fn every_key_is_a_flag_and_every_setting_flag_is_a_key() {
+        let cmd = Args::command();
+        let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+        for key in KEYS {
+            let id = if *key == "op" { "ops".to_owned() } else { key.replace('-', "_") };
+            assert!(ids.contains(&id), "{key} has no flag");
+        }
+        let actions =
+            ["config", "check_config", "fingerprint", "completions", "man", "help", "version"];
+        for id in &ids {
+            let key = if id == "ops" { "op".to_owned() } else { id.replace('_', "-") };
+            assert!(
+                KEYS.contains(&key.as_str()) || actions.contains(&id.as_str()),
+                "{id} is not a key"
+            );
+        }
+    }
+
+    #[test]
+    fn the_file_sets_every_setting_and_flags_override_it() {
+        let (dir, path) = file(&format!(
+            "# a comment\nport = 7100\nlisten = \"127.0.0.1\"\ndata-dir = \"state\"\n\
+             default-room = \"#Main\"\nhistory = 10\nretention-messages = 5\nretention-days = 2\n\
+             rate-per-sec = 3\nburst = 4\nmax-text-bytes = 100\nmax-connections = 9\n\
+             max-connections-per-ip = 8\nhandshakes-per-minute = 7\nmailbox = 6\n\
+             allow = \"/etc/chatao/allow\"\nop = [\"{OP}\"]\nops-file = \"ops\"\n\
+             log-level = \"debug\"\nmetrics = \"127.0.0.1:9700\"\n"
+        ));
+        let cfg = path.to_str().unwrap();
+        let s = settings(&["--config", cfg]).unwrap();
+        assert_eq!(s.addr(), "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(s.data_dir, dir.path().join("state"), "relative to the file");
+        assert_eq!(s.key_dir, dir.path().join("state/serverKey"));
+        assert_eq!(s.default_room.as_str(), "#main");
+        assert_eq!(
+            (s.history, s.retention_messages, s.retention_days, s.rate_per_sec, s.burst),
+            (10, 5, 2, 3, 4)
+        );
+        assert_eq!(
+            (
+                s.max_text_bytes,
+                s.max_connections,
+                s.max_connections_per_ip,
+                s.handshakes_per_minute
+            ),
+            (100, 9, 8, 7)
+        );
+        assert_eq!(s.mailbox, 6);
+        assert_eq!(s.allow.as_deref(), Some(Path::new("/etc/chatao/allow")));
+        assert_eq!(s.ops, vec![OP.to_owned()]);
+        assert_eq!(s.ops_file, Some(dir.path().join("ops")));
+        assert_eq!(s.log_level, "debug");
+        assert_eq!(s.metrics, Some("127.0.0.1:9700".parse().unwrap()));
+
+        let s = settings(&[
+            "--config",
+            cfg,
+            "7200",
+            "--max-connections",
+            "20000",
+            "--mailbox",
+            "4096",
+            "--log-level",
+            "warn",
+            "--default-room",
+            "#lobby",
+            "--metrics",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
+        assert_eq!(s.port, 7200);
+        assert_eq!(s.max_connections, 20_000, "a flag equal to the default still wins");
+        assert_eq!(s.mailbox, 4096);
+        assert_eq!(s.log_level, "warn");
+        assert_eq!(s.default_room, RoomName::lobby());
+        assert_eq!(s.metrics, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(s.burst, 4, "what no flag says still comes from the file");
+    }
+
+    #[test]
+    fn the_printed_settings_read_back_the_same() {
+        let s = settings(&["--data-dir", "/var/lib/chatao", "--op", OP, "--metrics", "[::1]:9700"])
+            .unwrap();
+        let (_dir, path) = file(&s.to_toml());
+        let again = settings(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(Settings { config_file: None, ..again }, s);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_setting() {
+        let cases = [
+            (
+                "port = 7000\nmax-connections = \"many\"\n",
+                ":2: max-connections: expected a number of connections, found the string \"many\"",
+            ),
+            ("\n\nport = 70000\n", ":3: port: 70000 is out of range"),
+            (
+                "max_connections = 5\n",
+                ":1: max_connections: unknown setting; did you mean `max-connections`?",
+            ),
+            ("prot = 5\n", ":1: prot: unknown setting; the settings are: port,"),
+            ("[limits]\nburst = 3\n", ":1: limits: unknown setting"),
+            ("listen = \"localhost\"\n", ":1: listen: expected an IP address"),
+            ("default-room = \"lobby\"\n", ":1: default-room: \"lobby\":"),
+            ("op = [\"SHA256:x\"]\n", ":1: op: "),
+            ("log-level = \"[\"\n", ":1: log-level: \"[\" is not a log filter"),
+            ("metrics = 9700\n", ":1: metrics: expected an address and port"),
+            ("port = 1\nport = 2\n", ":2: duplicate key"),
+            ("port = = 1\n", ":1: "),
+        ];
+        for (text, expected) in cases {
+            let (_dir, path) = file(text);
+            let err = settings(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+            let want = format!("{}{expected}", path.display());
+            assert!(err.starts_with(&want), "{text:?}:\n got  {err}\n want {want}");
+        }
+        let err = settings(&["--config", "/nonexistent/chatao.toml"]).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read the config file /nonexistent/chatao.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let err = settings(&["--default-room", "lobby"]).unwrap_err().to_string();
+        assert!(err.starts_with("--default-room lobby: "), "{err}");
+        let err = settings(&["--op", "nope"]).unwrap_err().to_string();
+        assert!(err.starts_with("--op nope: "), "{err}");
+        assert!(Cli::try_parse_from(["chataosrv", "--max-connections", "x"]).is_err());
+    }
+
+    #[test]
+    fn apply_copies_into_the_config() {
+        let s = settings(&["--retention-days", "2", "--mailbox", "0", "--op", OP, "--burst", "9"])
+            .unwrap();
+        let mut config = Config::new(chatao_transport::Keypair::generate().unwrap(), "/d".into());
+        s.apply(&mut config);
+        assert_eq!(config.retention.max_age, Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(config.mailbox_capacity, 1, "an empty mailbox could hold nothing");
+        assert_eq!(config.access.ops, vec![OP.to_owned()]);
+        assert_eq!(config.limits.burst, 9);
+    }
+
+    #[test]
+    fn changed_lists_the_settings_that_differ() {
+        let a = settings(&["--data-dir", "/d"]).unwrap();
+        let b = settings(&["--data-dir", "/d", "--log-level", "debug", "--burst", "1"]).unwrap();
+        assert_eq!(a.changed(&b), vec!["burst", "log-level"]);
+        assert!(a.changed(&a).is_empty());
+    }
+}

@@ -1,0 +1,251 @@
+//! Metrics and readiness: the Prometheus endpoint scraped over a real socket while clients chat,
+//! and the real binary telling a (fake) systemd it is ready, serving `--metrics`, and stopping.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chatao_proto::ClientMsg;
+use chatao_server::metrics;
+use chatao_testkit::{STEP, TestClient, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+/// One scrape: the response head and the samples (`name{labels}` to value).
+async fn scrape(addr: SocketAddr) -> (String, HashMap<String, u64>) {
+    let mut s = timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    timeout(STEP, s.read_to_string(&mut text)).await.unwrap().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let samples = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect();
+    (head.to_owned(), samples)
+}
+
+/// Scrapes until `ok` holds for the samples (the server counts some things just after the
+/// clients see their effect), failing after [`STEP`].
+async fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    ok: impl Fn(&HashMap<String, u64>) -> bool,
+) -> HashMap<String, u64> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (_, samples) = scrape(addr).await;
+        if ok(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {samples:#?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn get(samples: &HashMap<String, u64>, name: &str) -> u64 {
+    *samples.get(name).unwrap_or_else(|| panic!("no sample {name} in {samples:#?}"))
+}
+
+#[tokio::test]
+async fn a_scrape_counts_connections_handshakes_messages_deliveries_bytes_and_history() {
+    let mut counters = None;
+    let server = TestServer::start_with(|c| counters = Some(c.metrics.clone())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let endpoint = tokio::spawn(metrics::serve(listener, counters.unwrap(), stop.clone()));
+
+    let (head, before) = scrape(addr).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    assert_eq!(get(&before, "chatao_connections_total"), 0);
+    assert_eq!(get(&before, "chatao_sessions_open"), 0);
+
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    alice.say("hello, metrics").await.unwrap();
+    bob.expect_text("hello, metrics").await.unwrap();
+    let m = scrape_until(addr, "the message's delivery", |m| {
+        m.get("chatao_deliveries_out_total").copied().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(get(&m, "chatao_connections_total"), 2);
+    assert_eq!(get(&m, "chatao_handshakes_total{result=\"ok\"}"), 2);
+    assert_eq!(get(&m, "chatao_sessions_open"), 2);
+    assert!(get(&m, "chatao_messages_in_total") >= 1);
+    assert!(get(&m, "chatao_history_writes_total") >= 1, "the message was stored first");
+    assert!(get(&m, "chatao_bytes_total{direction=\"in\"}") > 0);
+    assert!(get(&m, "chatao_bytes_total{direction=\"out\"}") > 0);
+
+    // A goodbye, and a connection that never completes its handshake.
+    alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    let mut junk = TcpStream::connect(server.addr).await.unwrap();
+    junk.write_all(&[0xff; 64]).await.unwrap();
+    drop(junk);
+    let m = scrape_until(addr, "the quit and the failed handshake", |m| {
+        m.get("chatao_disconnects_total{reason=\"quit\"}") == Some(&1)
+            && m.get("chatao_handshakes_total{result=\"failed\"}") == Some(&1)
+    })
+    .await;
+    assert_eq!(get(&m, "chatao_connections_total"), 3);
+    assert_eq!(get(&m, "chatao_sessions_open"), 1);
+    assert_eq!(get(&m, "chatao_queue_drops_total{queue=\"mailbox\"}"), 0);
+
+    // Anything but GET /metrics is refused.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /secret HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    timeout(STEP, s.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+
+    stop.cancel();
+    timeout(STEP, endpoint).await.unwrap().unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "the endpoint stopped with its token");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_dropped_as_too_slow_counts_as_a_mailbox_drop() {
+    let mut counters = None;
+    let server = TestServer::start_with(|c| {
+        c.limits.rate_per_sec = 0;
+        c.mailbox_capacity = 64;
+        counters = Some(c.metrics.clone());
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metrics::serve(listener, counters.unwrap(), CancellationToken::new()));
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    let _sloth = TestClient::connect(server.addr, "sloth").await.unwrap();
+    let big = "z".repeat(3900);
+    let mut dropped = false;
+    for _ in 0..20_000 {
+        alice.say(&big).await.unwrap();
+        // Keep alice's own queue drained while watching for the departure.
+        while let Ok(Ok(Some(r))) = timeout(Duration::ZERO, alice.conn.read_record()).await {
+            let m = chatao_proto::decode_server(&r).unwrap();
+            dropped |= matches!(m, chatao_proto::ServerMsg::Leave { ref nick, .. } if nick.as_str() == "sloth");
+        }
+        if dropped {
+            break;
+        }
+    }
+    assert!(dropped, "the slow client was disconnected");
+    let m = scrape_until(addr, "the mailbox drop", |m| {
+        m.get("chatao_queue_drops_total{queue=\"mailbox\"}") == Some(&1)
+    })
+    .await;
+    assert_eq!(get(&m, "chatao_disconnects_total{reason=\"dropped\"}"), 1);
+    assert_eq!(get(&m, "chatao_queue_drops_total{queue=\"bus\"}"), 0);
+}
+
+/// The `addr=` field of a log line.
+fn addr_in(line: &str) -> SocketAddr {
+    let field = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap();
+    field.parse().unwrap()
+}
+
+/// Lines of the server's log, each within [`STEP`].
+struct Log(tokio::io::Lines<BufReader<tokio::process::ChildStderr>>);
+
+impl Log {
+    async fn until(&mut self, needle: &str) -> String {
+        loop {
+            let line = timeout(STEP, self.0.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("log ended before {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_notifies_readiness_serves_metrics_and_stops_both_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
+        .args(["--listen", "127.0.0.1", "--metrics", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("0")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = Log(BufReader::new(child.stderr.take().unwrap()).lines());
+    // The two listeners log in either order.
+    let (mut metrics_addr, mut chat_addr) = (None, None);
+    while metrics_addr.is_none() || chat_addr.is_none() {
+        let line = log.until("listening").await;
+        if line.contains("metrics endpoint") {
+            metrics_addr = Some(addr_in(&line));
+        } else {
+            chat_addr = Some(addr_in(&line));
+        }
+    }
+    let (metrics_addr, chat_addr) = (metrics_addr.unwrap(), chat_addr.unwrap());
+
+    let mut buf = [0u8; 256];
+    let n = timeout(STEP, notify.recv(&mut buf)).await.expect("no READY=1").unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    // Ready means ready: a client gets in at once.
+    let mut alice = TestClient::connect(chat_addr, "alice").await.unwrap();
+    alice.say("counted").await.unwrap();
+    alice.expect_text("counted").await.unwrap();
+
+    let (head, samples) = scrape(metrics_addr).await;
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    assert_eq!(get(&samples, "chatao_handshakes_total{result=\"ok\"}"), 1);
+    let build_info = format!("chatao_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(get(&samples, &build_info), 1);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let n = timeout(STEP, notify.recv(&mut buf)).await.expect("no STOPPING=1").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    let status = timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(TcpStream::connect(metrics_addr).await.is_err(), "metrics stopped with the server");
+}
+
+#[tokio::test]
+async fn without_notify_socket_or_metrics_the_binary_serves_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
+        .args(["--listen", "127.0.0.1", "--data-dir"])
+        .arg(dir.path())
+        .arg("0")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = Log(BufReader::new(child.stderr.take().unwrap()).lines());
+    let line = log.until("listening").await;
+    assert!(!line.contains("metrics"), "{line}");
+    let chat_addr = addr_in(&line);
+    TestClient::connect(chat_addr, "bob").await.unwrap();
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
