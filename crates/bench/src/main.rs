@@ -1,2 +1,277 @@
-//! `chatao-bench`: load scenarios against a Chatao server (being written).
-fn main() {}
+//! `chatao-bench`: parses flags, runs one scenario against Chatao and, with `--peer irc`, an IRC
+//! server, and prints the table (and JSON or CSV for the record). BENCHMARKS.md has the method.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chatao_bench::churn::{self, ChurnOptions};
+use chatao_bench::fanout::{self, FanoutOptions};
+use chatao_bench::idle::{self, IdleOptions};
+use chatao_bench::report::{self, Report};
+use chatao_bench::run::{self, ChataoSource, PeerSource, Plan};
+use chatao_bench::server::ChataoSpawn;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::time::Instant;
+
+/// Load scenarios against Chatao, side by side with an IRC server.
+#[derive(Debug, Parser)]
+#[command(name = "chatao-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// The chataosrv binary the bench starts (fresh, in a temporary directory, for each run).
+    #[arg(long, global = true, default_value = "target/release/chataosrv")]
+    server_bin: PathBuf,
+    /// Extra flag for the started chataosrv (repeatable), e.g. `--server-arg=--history=0`.
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Use a running Chatao server instead of starting one.
+    #[arg(long, global = true)]
+    addr: Option<SocketAddr>,
+    /// The pid of the server at --addr (for its CPU and memory).
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// The fingerprint the server at --addr must present.
+    #[arg(long, global = true)]
+    server_key: Option<String>,
+    /// Skip Chatao (peer only).
+    #[arg(long, global = true)]
+    no_chatao: bool,
+    /// Also run the scenario against a peer.
+    #[arg(long, global = true, value_enum)]
+    peer: Option<PeerKind>,
+    /// Start the peer for each run with the peers script: `inspircd` or `ngircd`.
+    #[arg(long, global = true)]
+    peer_start: Option<String>,
+    /// The peers script (`start.sh inspircd|ngircd TLS_PORT PLAIN_PORT`).
+    #[arg(long, global = true, default_value = "../shared/peers/start.sh")]
+    peers_script: PathBuf,
+    /// A running peer's address (its TLS port unless --peer-plain).
+    #[arg(long, global = true)]
+    peer_addr: Option<SocketAddr>,
+    /// The running peer's pid.
+    #[arg(long, global = true)]
+    peer_pid: Option<u32>,
+    /// Name of the running peer in reports.
+    #[arg(long, global = true, default_value = "irc")]
+    peer_name: String,
+    /// Talk to the peer in clear instead of TLS.
+    #[arg(long, global = true)]
+    peer_plain: bool,
+    /// Connects in flight for the peer (default: --concurrency). ngIRCd's backlog is 10.
+    #[arg(long, global = true)]
+    peer_concurrency: Option<usize>,
+    /// Connects in flight during setup.
+    #[arg(long, global = true, default_value_t = 64)]
+    concurrency: usize,
+    /// Runs per target, interleaved; the table shows medians.
+    #[arg(long, global = true, default_value_t = 1)]
+    repeat: u32,
+    /// Bound on the whole invocation, seconds.
+    #[arg(long, global = true, default_value_t = 600)]
+    timeout: u64,
+    /// Append one JSON line per run to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Append one CSV row per metric to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// A label stored with the JSON and CSV records.
+    #[arg(long, global = true, default_value = "")]
+    label: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PeerKind {
+    Irc,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// N clients in one room, S of them sending; deliveries, loss, latency, server CPU.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        clients: u32,
+        #[arg(long, default_value_t = 10)]
+        senders: u32,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 100)]
+        messages: u32,
+        /// Aggregate messages per second over all senders (0: flat out).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Text size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds without a delivery, after the senders finish, before the rest count as lost.
+        #[arg(long, default_value_t = 5)]
+        stall: u64,
+    },
+    /// C clients that connect, join and stay; memory per connection, connect rate and CPU.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        clients: u32,
+        /// Clients per room.
+        #[arg(long, default_value_t = 100)]
+        room_size: u32,
+        /// Seconds to hold every connection before memory is read.
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
+    },
+    /// Clients connecting, chatting and leaving continuously; handshakes per second, errors.
+    Churn {
+        #[arg(long, default_value_t = 32)]
+        workers: u32,
+        /// Seconds to churn.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Stop after this many cycles (0: the duration alone bounds it).
+        #[arg(long, default_value_t = 0)]
+        cycles: u64,
+        /// Messages said per cycle.
+        #[arg(long, default_value_t = 1)]
+        messages: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+}
+
+fn plan(c: &Common, deadline: Instant) -> Result<Plan> {
+    let chatao = if c.no_chatao {
+        None
+    } else if let Some(addr) = c.addr {
+        Some(ChataoSource::Attach { addr, pid: c.server_pid, server_key: c.server_key.clone() })
+    } else {
+        if !c.server_bin.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p chatao-server`, or pass \
+                 --server-bin or --addr",
+                c.server_bin.display()
+            );
+        }
+        Some(ChataoSource::Spawn(ChataoSpawn {
+            bin: c.server_bin.clone(),
+            extra_args: c.server_args.clone(),
+        }))
+    };
+    let tls = !c.peer_plain;
+    let peer = match (c.peer, &c.peer_start, c.peer_addr) {
+        (None, None, None) => None,
+        (_, Some(kind), _) => {
+            Some(PeerSource::Spawn { script: c.peers_script.clone(), kind: kind.clone(), tls })
+        }
+        (_, None, Some(addr)) => {
+            Some(PeerSource::Attach { addr, pid: c.peer_pid, tls, name: c.peer_name.clone() })
+        }
+        (Some(PeerKind::Irc), None, None) => bail!("--peer irc needs --peer-addr or --peer-start"),
+    };
+    if chatao.is_none() && peer.is_none() {
+        bail!("nothing to run against");
+    }
+    Ok(Plan { chatao, peer, repeat: c.repeat, deadline })
+}
+
+async fn run_scenario(cli: &Cli, plan: &Plan) -> (Vec<Report>, u32) {
+    let c = &cli.common;
+    let concurrency = |attached_peer: bool| {
+        if attached_peer { c.peer_concurrency.unwrap_or(c.concurrency) } else { c.concurrency }
+    };
+    match cli.scenario {
+        Scenario::Fanout { clients, senders, messages, rate, size, stall } => {
+            run::run_all(plan, |ep, attached, deadline| {
+                let peer = matches!(ep.kind, chatao_bench::target::Kind::Irc { .. });
+                let o = FanoutOptions {
+                    clients,
+                    senders,
+                    messages,
+                    rate,
+                    size,
+                    concurrency: concurrency(peer),
+                    stall: Duration::from_secs(stall),
+                    quit_at_end: attached,
+                };
+                async move { fanout::run(&ep, &o, deadline).await }
+            })
+            .await
+        }
+        Scenario::Idle { clients, room_size, hold } => {
+            run::run_all(plan, |ep, attached, deadline| {
+                let peer = matches!(ep.kind, chatao_bench::target::Kind::Irc { .. });
+                let o = IdleOptions {
+                    clients,
+                    room_size,
+                    concurrency: concurrency(peer),
+                    hold: Duration::from_secs(hold),
+                    quit_at_end: attached,
+                };
+                async move { idle::run(&ep, &o, deadline).await }
+            })
+            .await
+        }
+        Scenario::Churn { workers, duration, cycles, messages, size } => {
+            run::run_all(plan, |ep, _attached, deadline| {
+                let o = ChurnOptions {
+                    workers,
+                    duration: Duration::from_secs(duration),
+                    cycles,
+                    messages,
+                    size,
+                };
+                async move { churn::run(&ep, &o, deadline).await }
+            })
+            .await
+        }
+    }
+}
+
+async fn real_main() -> Result<u32> {
+    let cli = Cli::parse();
+    let c = &cli.common;
+    let deadline = Instant::now() + Duration::from_secs(c.timeout);
+    let plan = plan(c, deadline)?;
+    let (reports, failures) = run_scenario(&cli, &plan).await;
+    if !reports.is_empty() {
+        print!("{}", report::table(&reports));
+        for r in reports.iter().filter(|r| !r.notes.is_empty()) {
+            println!("note: run {} {}: {}", r.run, r.target, r.notes.join("; "));
+        }
+    }
+    if let Some(path) = &c.json {
+        report::append_json(path, &reports, &c.label).context("writing --json")?;
+    }
+    if let Some(path) = &c.csv {
+        report::append_csv(path, &reports, &c.label).context("writing --csv")?;
+    }
+    Ok(failures)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main().await {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!("{n} run(s) failed");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("chatao-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `chatao-bench`: load scenarios against a Chatao server and, side by side in the same run, an
+//! IRC server over TLS, so that every comparison is measured on the same machine at the same
+//! time. Clients use the project's own client actor (`chatao_client::net`) and transport; the
+//! bench never speaks the protocol itself.
+//!
+//! Layout:
+//! - [`fanout`], [`idle`], [`churn`]: the scenarios, each bounded in count and time.
+//! - [`target`]: the endpoint under test, its clients, and the per-client [`target::Recorder`];
+//!   [`chatao`] and [`irc`] are the two kinds of client.
+//! - [`run`]: repeats a scenario against each target, starting fresh servers ([`server`]).
+//! - [`payload`]: the stamped text every message carries; [`ledger`]: loss and duplicate
+//!   accounting; [`stats`]: percentiles; [`procfs`]: server CPU and memory from `/proc`.
+//! - [`report`]: the human table, JSON lines and CSV.
+//!
+//! To add a scenario: a module with an options struct and `run(&Endpoint, &Options, deadline)
+//! -> Report`, a subcommand in `main.rs`, and its section in BENCHMARKS.md.
+
+pub mod chatao;
+pub mod churn;
+pub mod common;
+pub mod fanout;
+pub mod idle;
+pub mod irc;
+pub mod ledger;
+pub mod payload;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod server;
+pub mod stats;
+pub mod target;

@@ -1,0 +1,167 @@
+//! Servers the bench starts itself: `chataosrv` in a temporary data directory, or an IRC peer
+//! through `shared/peers/start.sh`. Each is fresh for each run and stopped after it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::procfs;
+
+/// Time a started server has to start listening (an IRC peer may first be apt-installed).
+pub const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// Time a server has to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server process the bench started.
+#[derive(Debug)]
+pub struct Spawned {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// The Chatao server's key fingerprint.
+    pub fingerprint: Option<String>,
+    child: Child,
+    /// Chatao's data directory (its log is `server.log` there); removed on drop.
+    dir: Option<TempDir>,
+}
+
+/// What the bench passes to a Chatao server it starts.
+#[derive(Debug, Clone)]
+pub struct ChataoSpawn {
+    pub bin: PathBuf,
+    /// Passed after the bench's own flags, so they win.
+    pub extra_args: Vec<String>,
+}
+
+/// A free loopback port (bound then released: racy in principle, fine on a bench machine).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The flags that lift Chatao's limits on a bench server: no message rate, no handshake rate,
+/// no per-address cap (every bench client comes from 127.0.0.1), room for 100,000 connections.
+pub fn chatao_bench_flags() -> Vec<String> {
+    [
+        "--rate-per-sec",
+        "0",
+        "--burst",
+        "1000",
+        "--handshakes-per-minute",
+        "0",
+        "--max-connections",
+        "100000",
+        "--max-connections-per-ip",
+        "100000",
+        "--log-level",
+        "warn",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl ChataoSpawn {
+    /// Starts the server on a free loopback port in a new temporary data directory, and waits
+    /// until it accepts connections.
+    pub async fn start(&self) -> Result<Spawned> {
+        let dir = tempfile::Builder::new().prefix("chatao-bench-").tempdir()?;
+        let data = dir.path().to_string_lossy().into_owned();
+        let fp = Command::new(&self.bin)
+            .args(["--data-dir", &data, "--fingerprint"])
+            .output()
+            .await
+            .with_context(|| format!("cannot run {}", self.bin.display()))?;
+        if !fp.status.success() {
+            bail!(
+                "{} --fingerprint failed: {}",
+                self.bin.display(),
+                String::from_utf8_lossy(&fp.stderr)
+            );
+        }
+        let fingerprint = String::from_utf8_lossy(&fp.stdout).trim().to_owned();
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let mut args = vec![port.to_string(), "--listen".into(), "127.0.0.1".into()];
+        args.extend(["--data-dir".into(), data]);
+        args.extend(chatao_bench_flags());
+        args.extend(self.extra_args.iter().cloned());
+        let child = Command::new(&self.bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut spawned =
+            Spawned { addr, pid, fingerprint: Some(fingerprint), child, dir: Some(dir) };
+        spawned.wait_listening().await?;
+        Ok(spawned)
+    }
+}
+
+/// Starts an IRC peer (`inspircd` or `ngircd`) with `script` (shared/peers/start.sh) on free
+/// ports, and waits for its TLS port. The script execs the server, so the child's pid is the
+/// server's.
+pub async fn start_peer(script: &Path, kind: &str) -> Result<(Spawned, u16)> {
+    let tls_port = free_port()?;
+    let plain_port = free_port()?;
+    let child = Command::new("bash")
+        .arg(script)
+        .args([kind, &tls_port.to_string(), &plain_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    let pid = child.id().context("the peer script exited at once")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let mut spawned = Spawned { addr, pid, fingerprint: None, child, dir: None };
+    spawned.wait_listening().await?;
+    Ok((spawned, plain_port))
+}
+
+impl Spawned {
+    async fn wait_listening(&mut self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited before listening ({status}){}", self.log_hint());
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!("the server did not listen on {} in time{}", self.addr, self.log_hint());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_hint(&self) -> String {
+        self.dir.as_ref().map_or(String::new(), |d| {
+            let log = std::fs::read_to_string(d.path().join("server.log")).unwrap_or_default();
+            format!("; its log:\n{}", log.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
+        })
+    }
+
+    /// The server's peak memory so far (to put in the report before stopping it).
+    pub fn sample(&self) -> Option<procfs::ProcSample> {
+        procfs::sample(self.pid).ok()
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]. A peer that crashes on the way out
+    /// (InspIRCd 3 may) is of no concern: its work is done.
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().await;
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
