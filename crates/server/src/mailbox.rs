@@ -2,6 +2,9 @@
 //!
 //! The hub encodes a message once and puts the same `Bytes` (a reference count, not a copy)
 //! into every recipient's mailbox; each session seals and writes its own queue in batches.
+//! An entry is one or more whole records (the bus hands a run of events for one room over as
+//! one shared chunk), so the capacity counts hand-offs, each at most one bus batch.
+//!
 //! Overflow policy: when a mailbox is full the message is not queued and the mailbox's
 //! `overflow` token is cancelled; the session sees it and disconnects the client with
 //! `too_slow`. The sender and the room never wait for a slow recipient, and a client never

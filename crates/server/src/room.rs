@@ -128,11 +128,65 @@ impl Room {
     }
 }
 
+/// Hands a run of consecutive bus events for one room (in sequence order) to every member as one
+/// shared chunk; a member who joined during the run gets the part queued after their join.
+pub fn deliver_run(members: &[Member], run: &[crate::bus::BusEvent]) {
+    let mut chunk = bytes::BytesMut::with_capacity(run.iter().map(|e| e.bytes.len()).sum());
+    let mut starts = Vec::with_capacity(run.len());
+    for ev in run {
+        starts.push(chunk.len());
+        chunk.extend_from_slice(&ev.bytes);
+    }
+    let chunk = chunk.freeze();
+    for m in members {
+        match run.iter().position(|ev| ev.seq > m.joined_after) {
+            Some(0) => m.mailbox.deliver(&chunk),
+            Some(k) => m.mailbox.deliver(&chunk.slice(starts[k]..)),
+            None => {}
+        }
+    }
+}
+
 /// Hands the bus event `seq` to every member of `members` who joined before it was queued.
 pub fn deliver(members: &[Member], msg: &Bytes, seq: u64) {
     for m in members {
         if seq > m.joined_after {
             m.mailbox.deliver(msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::BusEvent;
+    use crate::mailbox::mailbox;
+    use crate::store::Persist;
+
+    #[test]
+    fn a_run_is_one_chunk_and_a_member_who_joined_mid_run_gets_only_what_followed() {
+        let run: Vec<BusEvent> = (5..=7)
+            .map(|seq| BusEvent {
+                seq,
+                room: Some(RoomName::lobby()),
+                bytes: Bytes::from(format!("event {seq}\n")),
+                persist: Persist::Nothing,
+            })
+            .collect();
+        let mut inboxes = vec![];
+        let mut members = vec![];
+        for (id, after) in [(1, 4), (2, 6), (3, 7)] {
+            let (mb, inbox) = mailbox(8);
+            members.push(Member { id, mailbox: mb, joined_after: after });
+            inboxes.push(inbox);
+        }
+        deliver_run(&members, &run);
+        let got: Vec<Vec<Bytes>> = inboxes
+            .iter_mut()
+            .map(|i| std::iter::from_fn(|| i.rx.try_recv().ok()).collect())
+            .collect();
+        assert_eq!(got[0], vec![Bytes::from_static(b"event 5\nevent 6\nevent 7\n")], "one entry");
+        assert_eq!(got[1], vec![Bytes::from_static(b"event 7\n")]);
+        assert!(got[2].is_empty());
     }
 }

@@ -18,13 +18,18 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::error::TransportError;
 use crate::keys::PublicKey;
-use crate::{MAX_FRAME_LEN, MAX_FRAME_PLAINTEXT, TAG_LEN};
+use crate::{MAX_FRAME_PLAINTEXT, TAG_LEN};
 
 /// Default cap on one record (one JSON message), newline included.
 pub const DEFAULT_MAX_RECORD: usize = 64 * 1024;
 
-/// Smallest spare capacity kept in the read buffer before each socket read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Smallest spare capacity offered to a socket read. Small on purpose: an idle connection
+/// holds only this much; a frame in progress gets the exact room it still needs.
+const READ_CHUNK: usize = 2 * 1024;
+
+/// Buffers that grew past this for a large message are released once empty, so that memory
+/// per idle connection stays small.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// An authenticated, encrypted, ordered record stream over `S`.
 pub struct Connection<S> {
@@ -37,8 +42,6 @@ pub struct Connection<S> {
     plain: BytesMut,
     /// How much of `plain` is known to contain no newline.
     scanned: usize,
-    /// Scratch space for decrypting one frame.
-    scratch: Vec<u8>,
     /// Plaintext waiting to be sealed, and the sealed frames waiting to be written.
     pending: Vec<u8>,
     wbuf: Vec<u8>,
@@ -64,7 +67,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             plain: BytesMut::new(),
             scanned: 0,
-            scratch: vec![0u8; MAX_FRAME_LEN],
             pending: Vec::new(),
             wbuf: Vec::new(),
             max_record: DEFAULT_MAX_RECORD,
@@ -143,6 +145,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let mut record = self.plain.split_to(end + 1);
                 record.truncate(end);
                 self.scanned = 0;
+                if self.plain.is_empty() && self.plain.capacity() > KEEP_CAPACITY {
+                    self.plain = BytesMut::new();
+                }
                 Ok(Some(record.freeze()))
             }
             None => {
@@ -173,15 +178,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if len < TAG_LEN {
             return Err(TransportError::FrameTooShort(len));
         }
-        let n = self
-            .noise
-            .read_message(&self.rbuf[2..need], &mut self.scratch)
-            .map_err(|_| TransportError::Decrypt)?;
-        self.rbuf.advance(need);
-        if self.plain.len() + n > self.max_record + MAX_FRAME_PLAINTEXT {
+        if self.plain.len() + len - TAG_LEN > self.max_record + MAX_FRAME_PLAINTEXT {
             return Err(TransportError::RecordTooLarge { max: self.max_record });
         }
-        self.plain.extend_from_slice(&self.scratch[..n]);
+        // Decrypt straight into the plaintext buffer: no scratch buffer per connection.
+        let start = self.plain.len();
+        self.plain.resize(start + len - TAG_LEN, 0);
+        let n = self
+            .noise
+            .read_message(&self.rbuf[2..need], &mut self.plain[start..])
+            .map_err(|_| TransportError::Decrypt)?;
+        self.plain.truncate(start + n);
+        self.rbuf.advance(need);
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+            self.rbuf = BytesMut::new();
+        }
         Ok(true)
     }
 
@@ -209,6 +220,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.stream.write_all(&self.wbuf).await?;
         self.stream.flush().await?;
+        if self.wbuf.capacity() > 4 * KEEP_CAPACITY {
+            self.wbuf = Vec::new();
+            self.pending = Vec::new();
+        }
         Ok(())
     }
 

@@ -14,10 +14,13 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::NOISE_PARAMS;
 use crate::connection::Connection;
 use crate::keys::{Keypair, PublicKey};
 use crate::preamble::{PREAMBLE_LEN, Preamble, prologue};
-use crate::{MAX_FRAME_LEN, NOISE_PARAMS};
+
+/// Room for one handshake message written by this side (the largest, message 2, is 96 bytes).
+const HANDSHAKE_BUF: usize = 256;
 
 /// The protocol version this build speaks (the same as `chatao_proto::PROTOCOL_VERSION`).
 pub const VERSION: u16 = 1;
@@ -80,7 +83,9 @@ async fn write_frame<S: AsyncWrite + Unpin>(
     s: &mut S,
     hs: &mut snow::HandshakeState,
 ) -> Result<(), HandshakeError> {
-    let mut buf = vec![0u8; 2 + MAX_FRAME_LEN];
+    // Chatao's handshake messages are at most 96 bytes (empty payloads): a small buffer, not a
+    // 64 KiB one, keeps connection setup cheap.
+    let mut buf = [0u8; 2 + HANDSHAKE_BUF];
     let n = hs.write_message(&[], &mut buf[2..])?;
     let len = u16::try_from(n).map_err(|_| HandshakeError::Malformed)?;
     buf[..2].copy_from_slice(&len.to_be_bytes());
@@ -90,7 +95,7 @@ async fn write_frame<S: AsyncWrite + Unpin>(
 }
 
 fn read_noise(hs: &mut snow::HandshakeState, frame: &[u8]) -> Result<(), HandshakeError> {
-    let mut payload = vec![0u8; MAX_FRAME_LEN];
+    let mut payload = vec![0u8; frame.len()];
     let n = hs.read_message(frame, &mut payload)?;
     // Chatao sends empty handshake payloads; anything else is someone else's protocol.
     if n != 0 {

@@ -158,10 +158,25 @@ impl Shared {
                 .map(|ev| ev.room.as_ref().and_then(|r| st.rooms.get(r)).map(Room::members))
                 .collect()
         };
-        for (ev, members) in batch.iter().zip(&snapshots) {
-            if let Some(members) = members {
-                room::deliver(members, &ev.bytes, ev.seq);
+        // Consecutive events for one room go to each member as one shared chunk (the records
+        // concatenated): one mailbox entry, one wake-up and one write per member per run
+        // instead of per event.
+        let mut i = 0;
+        while i < batch.len() {
+            let room = batch[i].room.as_ref();
+            let mut j = i + 1;
+            while j < batch.len() && batch[j].room.as_ref() == room {
+                j += 1;
             }
+            if let Some(members) = &snapshots[i] {
+                let run = &batch[i..j];
+                if let [ev] = run {
+                    room::deliver(members, &ev.bytes, ev.seq);
+                } else {
+                    room::deliver_run(members, run);
+                }
+            }
+            i = j;
         }
     }
 }
@@ -709,7 +724,10 @@ mod tests {
             .block_on(hub.bus().flushed(seq));
         let mut out = vec![];
         while let Ok(b) = inbox.rx.try_recv() {
-            out.push(decode_server(&b).unwrap());
+            // An entry may carry several records (a run of events for one room).
+            for record in b.split(|&c| c == b'\n').filter(|r| !r.is_empty()) {
+                out.push(decode_server(record).unwrap());
+            }
         }
         out
     }
