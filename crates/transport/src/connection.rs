@@ -25,11 +25,11 @@ pub const DEFAULT_MAX_RECORD: usize = 64 * 1024;
 
 /// Smallest spare capacity offered to a socket read. Small on purpose: an idle connection
 /// holds only this much; a frame in progress gets the exact room it still needs.
-const READ_CHUNK: usize = 2 * 1024;
+const READ_CHUNK: usize = 1024;
 
 /// Buffers that grew past this for a large message are released once empty, so that memory
 /// per idle connection stays small.
-const KEEP_CAPACITY: usize = 16 * 1024;
+const KEEP_CAPACITY: usize = 4 * 1024;
 
 /// An authenticated, encrypted, ordered record stream over `S`.
 pub struct Connection<S> {
@@ -220,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.stream.write_all(&self.wbuf).await?;
         self.stream.flush().await?;
-        if self.wbuf.capacity() > 4 * KEEP_CAPACITY {
+        if self.wbuf.capacity() > KEEP_CAPACITY {
             self.wbuf = Vec::new();
             self.pending = Vec::new();
         }
