@@ -120,7 +120,8 @@ fn plain(msg: &ServerMsg) -> Option<String> {
         ServerMsg::Notice { text } => format!("* {}", sanitize(text)),
         ServerMsg::Unknown => return None,
         ServerMsg::HistoryEnd { room, count } => {
-            format!("* {room}: end of history ({count} messages)")
+            let s = if *count == 1 { "" } else { "s" };
+            format!("* {room}: end of history ({count} message{s})")
         }
         ServerMsg::Join { room, nick, fingerprint } => {
             format!("* {nick} joined {room} ({})", sanitize(fingerprint))
