@@ -114,8 +114,9 @@ enum OpenError {
     Handshake(#[from] chatao_transport::HandshakeError),
     #[error("before hello: {0}")]
     Transport(#[from] TransportError),
-    #[error("refused ({0}): {1}")]
-    Refused(ErrorCode, String),
+    /// Refused after the handshake: the code, the reason, and the client key's fingerprint.
+    #[error("refused ({0}) key {2}: {1}")]
+    Refused(ErrorCode, String, String),
 }
 
 /// Handshake, then `hello`, then registration in the hub and `welcome`.
@@ -192,7 +193,7 @@ where
     let _ = timeout(WRITE_TIMEOUT, conn.shutdown()).await;
     let _ =
         timeout(CLOSE_LINGER, async { while let Ok(Some(_)) = conn.read_record().await {} }).await;
-    OpenError::Refused(code, reason)
+    OpenError::Refused(code, reason, conn.remote_key().fingerprint())
 }
 
 /// Writes `batch` within [`WRITE_TIMEOUT`].
