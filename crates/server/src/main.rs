@@ -46,9 +46,12 @@ fn main() -> ExitCode {
     };
     if cli.args.check_config {
         let from = settings.config_file.as_ref().map(|p| p.display().to_string());
-        println!("# settings are valid ({})", from.as_deref().unwrap_or("no config file"));
-        print!("{}", settings.to_toml());
-        return ExitCode::SUCCESS;
+        // The program's output (not a log line): the merged settings, as TOML.
+        let mut out = std::io::stdout().lock();
+        let printed =
+            writeln!(out, "# settings are valid ({})", from.as_deref().unwrap_or("no config file"))
+                .and_then(|()| write!(out, "{}", settings.to_toml()));
+        return if printed.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
