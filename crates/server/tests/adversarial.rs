@@ -84,17 +84,8 @@ async fn tcp_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> 
 async fn client_from(from: IpAddr, addr: SocketAddr, nick: &str) -> Result<TestClient> {
     let stream = tcp_from(from, addr).await?;
     let keys = Keypair::generate()?;
-    let mut conn = chatao_transport::connect(stream, &keys, |_| Ok(())).await?;
-    conn.write_record(&encode(&ClientMsg::Hello { nick: nick.into() })).await?;
-    let mut c = TestClient { conn, nick: nick.into(), session: 0 };
-    match c.recv().await? {
-        ServerMsg::Welcome { session, .. } => {
-            c.session = session;
-            Ok(c)
-        }
-        ServerMsg::Bye { code, reason } => anyhow::bail!("refused: {code:?}: {reason}"),
-        other => anyhow::bail!("expected welcome, got {other:?}"),
-    }
+    let conn = chatao_transport::connect(stream, &keys, |_| Ok(())).await?;
+    TestClient::hello(conn, nick).await
 }
 
 /// Writes `bytes` as they are, around the encryption, on a connection's socket.

@@ -9,6 +9,7 @@
 //! test run that did not (`cargo test -p chatao-server`) skips the tests that need it, saying so.
 #![allow(clippy::unwrap_used)]
 
+use chatao_testkit::line_with;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -97,23 +98,6 @@ fn client_has_docs(bins: &Path) -> bool {
         .output()
         .map(|o| o.status.success() && !o.stdout.is_empty())
         .unwrap_or(false)
-}
-
-/// Reads lines from `lines` until one contains `needle`.
-async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
-    lines: &mut tokio::io::Lines<R>,
-    needle: &str,
-) -> String {
-    loop {
-        let line = timeout(STEP, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no line with {needle:?}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("output ended before {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! and the real binary telling a (fake) systemd it is ready, serving `--metrics`, and stopping.
 #![allow(clippy::unwrap_used)]
 
+use chatao_testkit::line_with;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -155,24 +156,6 @@ fn addr_in(line: &str) -> SocketAddr {
     field.parse().unwrap()
 }
 
-/// Lines of the server's log, each within [`STEP`].
-struct Log(tokio::io::Lines<BufReader<tokio::process::ChildStderr>>);
-
-impl Log {
-    async fn until(&mut self, needle: &str) -> String {
-        loop {
-            let line = timeout(STEP, self.0.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("log ended before {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_binary_notifies_readiness_serves_metrics_and_stops_both_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,11 +172,11 @@ async fn the_binary_notifies_readiness_serves_metrics_and_stops_both_on_sigterm(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut log = Log(BufReader::new(child.stderr.take().unwrap()).lines());
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
     // The two listeners log in either order.
     let (mut metrics_addr, mut chat_addr) = (None, None);
     while metrics_addr.is_none() || chat_addr.is_none() {
-        let line = log.until("listening").await;
+        let line = line_with(&mut log, "listening").await;
         if line.contains("metrics endpoint") {
             metrics_addr = Some(addr_in(&line));
         } else {
@@ -241,8 +224,8 @@ async fn without_notify_socket_or_metrics_the_binary_serves_as_before() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut log = Log(BufReader::new(child.stderr.take().unwrap()).lines());
-    let line = log.until("listening").await;
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = line_with(&mut log, "listening").await;
     assert!(!line.contains("metrics"), "{line}");
     let chat_addr = addr_in(&line);
     TestClient::connect(chat_addr, "bob").await.unwrap();

@@ -4,12 +4,13 @@
 //! src/settings.rs.)
 #![allow(clippy::unwrap_used)]
 
+use chatao_testkit::line_with;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use chatao_server::settings::{KEYS, parse_file};
-use chatao_testkit::{STEP, TestClient};
+use chatao_testkit::TestClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
@@ -125,24 +126,6 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
     assert!(man.contains("max\\-connections\\-per\\-ip"), "{man}");
 }
 
-/// Lines of the server's log, each within [`STEP`].
-struct Log(tokio::io::Lines<BufReader<tokio::process::ChildStderr>>);
-
-impl Log {
-    async fn until(&mut self, needle: &str) -> String {
-        loop {
-            let line = timeout(STEP, self.0.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("log ended before {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn sighup_applies_the_log_level_names_what_needs_a_restart_and_survives_a_bad_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,8 +140,8 @@ async fn sighup_applies_the_log_level_names_what_needs_a_restart_and_survives_a_
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut log = Log(BufReader::new(child.stderr.take().unwrap()).lines());
-    let line = log.until("listening").await;
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = line_with(&mut log, "listening").await;
     let field = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap();
     let addr: std::net::SocketAddr = field.parse().unwrap();
     assert!(dir.path().join("data/serverKey/key.pem").exists(), "data-dir is relative to the file");
@@ -174,14 +157,14 @@ async fn sighup_applies_the_log_level_names_what_needs_a_restart_and_survives_a_
     )
     .unwrap();
     hup();
-    log.until("log level changed").await;
-    let line = log.until("next restart").await;
+    line_with(&mut log, "log level changed").await;
+    let line = line_with(&mut log, "next restart").await;
     assert!(line.contains("max-connections") && !line.contains("log-level"), "{line}");
-    log.until("access lists reloaded").await;
+    line_with(&mut log, "access lists reloaded").await;
 
     std::fs::write(&path, "listen = \"127.0.0.1\"\nport = \"zero\"\n").unwrap();
     hup();
-    let line = log.until("the config file is invalid").await;
+    let line = line_with(&mut log, "the config file is invalid").await;
     assert!(line.contains(&format!("{}:2: port", path.display())), "{line}");
     // Still serving, with the settings it had.
     TestClient::connect(addr, "alice").await.unwrap();

@@ -116,7 +116,12 @@ impl TestClient {
     /// Connects with `keys`, says hello, and waits for `welcome`; a `bye` is an error that
     /// carries the server's reason.
     pub async fn connect_with(addr: SocketAddr, nick: &str, keys: &Keypair) -> Result<TestClient> {
-        let mut conn = open(addr, keys).await?;
+        TestClient::hello(open(addr, keys).await?, nick).await
+    }
+
+    /// Says hello as `nick` on an established connection and waits for `welcome`; a `bye` is
+    /// an error that carries the server's reason.
+    pub async fn hello(mut conn: Connection<TcpStream>, nick: &str) -> Result<TestClient> {
         conn.write_record(&encode(&ClientMsg::Hello { nick: nick.into() })).await?;
         let mut c = TestClient { conn, nick: nick.into(), session: 0 };
         match c.recv().await? {
@@ -223,6 +228,24 @@ impl TestClient {
                 Ok(Some(r)) => out.push(decode_server(&r)?),
                 Ok(None) | Err(_) => return Ok(out),
             }
+        }
+    }
+}
+
+/// Reads `lines` (a child's output, a log) until one contains `needle`, waiting at most
+/// [`STEP`] for each line; panics if none comes or the output ends first.
+pub async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    needle: &str,
+) -> String {
+    loop {
+        let line = tokio::time::timeout(STEP, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("output ended before {needle:?}"));
+        if line.contains(needle) {
+            return line;
         }
     }
 }
