@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// The server cannot accept the message right now (its queues are full); it was not
     /// accepted, so resending later is safe.
     Busy,
+    /// The server is one node of a cluster and cannot reach the cluster right now; the message
+    /// was not accepted, so resending later is safe.
+    Unavailable,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -80,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Muted => "muted",
             ErrorCode::NotOperator => "not_operator",
             ErrorCode::NickRegistered => "nick_registered",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Other => "other",
         }
     }

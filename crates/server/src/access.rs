@@ -53,6 +53,9 @@ pub struct AccessConfig {
     pub ops_file: Option<PathBuf>,
     /// Operators given on the command line.
     pub ops: Vec<String>,
+    /// A cluster node: the allowlist in force is the cluster's shared one (set with
+    /// [`Access::set_allow`]); the allow file, if any, is only what this node publishes.
+    pub shared_allow: bool,
 }
 
 #[derive(Debug, Default)]
@@ -139,9 +142,25 @@ impl Access {
             operators = ops.len(),
             "access lists loaded"
         );
-        st.allow = allow;
+        if !self.config.shared_allow {
+            st.allow = allow;
+        }
         st.ops = ops;
         Ok(())
+    }
+
+    /// The allow file's keys (`None`: no allow file), for a cluster node to publish.
+    pub fn allow_file_list(&self) -> Result<Option<HashSet<String>>, AccessError> {
+        self.config.allow_file.as_deref().map(read_list).transpose()
+    }
+
+    /// Sets the allowlist in force (a cluster's shared list; `None`: everyone may connect).
+    pub fn set_allow(&self, allow: Option<HashSet<String>>) {
+        info!(
+            allowlist = allow.as_ref().map(|a| a.len() as i64).unwrap_or(-1),
+            "shared allowlist applied"
+        );
+        self.lock().allow = allow;
     }
 
     /// Whether `fp` may connect now.

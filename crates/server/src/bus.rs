@@ -108,6 +108,12 @@ impl BusHandle {
         }
     }
 
+    /// Waits for a place on the queue (for events from a cluster's stream, which wait rather
+    /// than drop: the stream keeps them meanwhile). `None`: the bus has stopped.
+    pub async fn reserve(&self) -> Option<mpsc::Permit<'_, BusEvent>> {
+        self.tx.reserve().await.ok()
+    }
+
     /// Waits until every event up to `seq` is persisted and published.
     pub async fn flushed(&self, seq: u64) {
         let mut rx = self.flushed.clone();

@@ -63,6 +63,8 @@ pub struct Config {
     /// Notified once `run` has opened the store and accepts connections (the binary then
     /// tells systemd it is ready).
     pub ready: Arc<Notify>,
+    /// Run as one node of a cluster (`None`: standalone, on the local store alone).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
             refusal_slots: limits::REFUSAL_SLOTS,
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(Notify::new()),
+            cluster: None,
         }
     }
 }

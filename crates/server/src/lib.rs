@@ -25,6 +25,7 @@ pub mod access;
 pub mod admission;
 pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod hub;

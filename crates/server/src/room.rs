@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chatao_proto::RoomName;
 
 use crate::hub::SessionId;
+use crate::hub::remote::RemoteId;
 use crate::mailbox::Mailbox;
 use crate::store::StoredMessage;
 
@@ -31,6 +32,8 @@ pub struct Room {
     pub topic: Option<String>,
     /// Members in join order, so that fan-out is one pass over a vector.
     members: Members,
+    /// Members on other nodes of a cluster (listed, never delivered to: their node does that).
+    remote: Vec<RemoteId>,
     /// The id of the last message in this room. Ids come from here and nowhere else, so they
     /// are strictly increasing in the order recipients receive the messages, and they continue
     /// across restarts (loaded from the store).
@@ -43,7 +46,15 @@ pub struct Room {
 
 impl Room {
     pub fn new(name: RoomName, last_id: u64, topic: Option<String>, tail_cap: usize) -> Room {
-        Room { name, topic, members: Members::default(), last_id, tail: VecDeque::new(), tail_cap }
+        Room {
+            name,
+            topic,
+            members: Members::default(),
+            remote: Vec::new(),
+            last_id,
+            tail: VecDeque::new(),
+            tail_cap,
+        }
     }
 
     pub fn contains(&self, id: SessionId) -> bool {
@@ -65,7 +76,7 @@ impl Room {
         match self.members.iter().position(|m| m.id == id) {
             Some(i) => {
                 Arc::make_mut(&mut self.members).remove(i);
-                if self.members.is_empty() {
+                if self.is_empty() {
                     self.tail = VecDeque::new();
                 }
                 true
@@ -74,15 +85,44 @@ impl Room {
         }
     }
 
+    /// The local members.
     pub fn member_ids(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.members.iter().map(|m| m.id)
     }
 
-    pub fn len(&self) -> usize {
-        self.members.len()
+    /// The members on other nodes.
+    pub fn remote_ids(&self) -> impl Iterator<Item = RemoteId> + '_ {
+        self.remote.iter().copied()
     }
 
+    /// Adds a member on another node; false if already in.
+    pub fn add_remote(&mut self, id: RemoteId) -> bool {
+        if self.remote.contains(&id) {
+            return false;
+        }
+        self.remote.push(id);
+        true
+    }
+
+    /// Removes a member on another node; false if it was not in.
+    pub fn remove_remote(&mut self, id: RemoteId) -> bool {
+        let before = self.remote.len();
+        self.remote.retain(|r| *r != id);
+        self.remote.len() != before
+    }
+
+    /// Members on every node.
+    pub fn len(&self) -> usize {
+        self.members.len() + self.remote.len()
+    }
+
+    /// No member on any node.
     pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.remote.is_empty()
+    }
+
+    /// No member on this node.
+    pub fn no_local_members(&self) -> bool {
         self.members.is_empty()
     }
 
@@ -93,6 +133,11 @@ impl Room {
     /// True if the room is worth keeping in memory while empty: it has history or a topic.
     pub fn is_remembered(&self) -> bool {
         self.last_id > 0 || self.topic.is_some()
+    }
+
+    /// In a cluster, ids come from the cluster's stream: the room's last id is set, not taken.
+    pub fn set_last_id(&mut self, id: u64) {
+        self.last_id = self.last_id.max(id);
     }
 
     /// Takes the next message id.

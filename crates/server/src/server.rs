@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::Access;
 use crate::admission::{self, Admission, Verdict};
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
 use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, MAX_RECORD_BYTES, SHUTDOWN_GRACE};
@@ -49,21 +50,49 @@ pub async fn run(
         ));
     }
     let config = Arc::new(config);
-    let store = Store::open(&config.data_dir).map_err(io::Error::other)?;
+    let (store, joining) = match &config.cluster {
+        None => (Store::open(&config.data_dir).map_err(io::Error::other)?, None),
+        Some(cluster) => {
+            let store = Store::open_cluster(&config.data_dir).map_err(io::Error::other)?;
+            let joining = cluster::connect(cluster.clone(), &store, config.retention)
+                .await
+                .map_err(io::Error::other)?;
+            (store, Some(joining))
+        }
+    };
     let hub_config = HubConfig {
         default_room: config.default_room.clone(),
         history_on_join: config.history_on_join,
         retention: config.retention,
     };
-    let bans = store.load_bans().map_err(io::Error::other)?;
-    let access = Access::load(config.access.clone(), config.clock.clone(), bans)
-        .map_err(io::Error::other)?;
+    // A cluster node's bans come from the cluster's bucket, not from its local file.
+    let bans =
+        if joining.is_some() { Vec::new() } else { store.load_bans().map_err(io::Error::other)? };
+    let mut access_config = config.access.clone();
+    access_config.shared_allow = joining.is_some();
+    let access =
+        Access::load(access_config, config.clock.clone(), bans).map_err(io::Error::other)?;
     let access = Arc::new(access);
-    let hub = Hub::new(hub_config, Arc::new(store), access.clone()).map_err(io::Error::other)?;
+    let link = joining.as_ref().map(|j| j.link());
+    let hub = Hub::with_cluster(hub_config, Arc::new(store), access.clone(), link)
+        .map_err(io::Error::other)?;
     let bus_thread = hub.take_bus_thread();
     config.metrics.attach_bus(hub.bus().stats().clone());
-    let ctx = Ctx { hub, config: config.clone(), shutdown: CancellationToken::new() };
-    tokio::spawn(reload_on_notify(access, config.reload.clone(), ctx.shutdown.clone()));
+    let cluster = match joining {
+        Some(joining) => {
+            let cluster = joining.start(hub.clone(), access.clone()).await;
+            cluster.publish_allowlist(&access).await;
+            Some(cluster)
+        }
+        None => None,
+    };
+    let ctx = Ctx { hub, config: config.clone(), shutdown: CancellationToken::new(), cluster };
+    tokio::spawn(reload_on_notify(
+        access,
+        config.reload.clone(),
+        ctx.shutdown.clone(),
+        ctx.cluster.clone(),
+    ));
     let admission = Admission::new(&config);
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF;
@@ -145,6 +174,9 @@ pub async fn run(
     if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(left = tracker.len(), "sessions did not finish within the shutdown grace period");
     }
+    if let Some(cluster) = &ctx.cluster {
+        cluster.shutdown().await;
+    }
     // Dropping the last hub handle lets the bus thread drain its queue to disk and stop.
     drop(ctx);
     if let Some(thread) = bus_thread {
@@ -159,11 +191,21 @@ pub async fn run(
 
 /// Re-reads the access lists each time `reload` is notified (SIGHUP in the binary), without
 /// touching anyone connected. A list that fails to parse leaves the old one in force.
-async fn reload_on_notify(access: Arc<Access>, reload: Arc<Notify>, stop: CancellationToken) {
+async fn reload_on_notify(
+    access: Arc<Access>,
+    reload: Arc<Notify>,
+    stop: CancellationToken,
+    cluster: Option<Cluster>,
+) {
     loop {
         tokio::select! {
             _ = reload.notified() => match access.reload() {
-                Ok(()) => info!("access lists reloaded"),
+                Ok(()) => {
+                    info!("access lists reloaded");
+                    if let Some(cluster) = &cluster {
+                        cluster.publish_allowlist(&access).await;
+                    }
+                }
                 Err(cause) => warn!(%cause, "reload failed; the previous access lists stay in force"),
             },
             _ = stop.cancelled() => return,

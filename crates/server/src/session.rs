@@ -25,7 +25,8 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cmd::{Command, Replay, Reply, SessionState};
+use crate::cluster::Cluster;
+use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
 use crate::limits::{CLOSE_LINGER, MAX_RECORD_BYTES, WRITE_BATCH, WRITE_TIMEOUT};
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub hub: Hub,
     pub config: Arc<Config>,
     pub shutdown: CancellationToken,
+    /// This node's cluster, when it is part of one.
+    pub cluster: Option<Cluster>,
 }
 
 /// How a session ended, for the departure announcement and the log.
@@ -89,9 +92,12 @@ where
     metrics.handshake(Handshake::Ok);
     let fingerprint = conn.remote_key().fingerprint();
     info!(%peer, session = id, fp = %fingerprint, nick = %state.nick, "session opened");
-    let ending = serve(&mut conn, state, inbox, &ctx).await;
+    let (ending, claim) = serve(&mut conn, state, inbox, &ctx).await;
     metrics.disconnected(ending.reason);
     ctx.hub.leave(id, ending.reason, ending.message.clone());
+    if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
+        cluster.release(claim).await;
+    }
     let _ = timeout(WRITE_TIMEOUT, conn.shutdown()).await;
     // Closing a socket with unread input makes the kernel send a reset, which destroys a `bye`
     // still in flight (a flooder's, typically). Drain for a moment so that the close is a FIN;
@@ -149,14 +155,25 @@ where
         Ok(nick) => nick,
         Err((code, reason)) => return Err(refuse(&mut conn, code, reason).await),
     };
+    let code_of = |e: &HubError| match e {
+        HubError::NickInUse(_) => ErrorCode::NickInUse,
+        HubError::NickRegistered(_) => ErrorCode::NickRegistered,
+        HubError::Unavailable => ErrorCode::Unavailable,
+        _ => ErrorCode::Other,
+    };
+    let claim = match &ctx.cluster {
+        Some(cluster) => match cluster.claim(&nick, &fingerprint, id).await {
+            Ok(claim) => Some(claim),
+            Err(e) => return Err(refuse(&mut conn, code_of(&e), e.to_string()).await),
+        },
+        None => None,
+    };
     let (mb, inbox) = mailbox(ctx.config.mailbox_capacity);
     if let Err(e) = ctx.hub.register(id, nick.clone(), fingerprint.clone(), mb) {
-        let code = match e {
-            HubError::NickInUse(_) => ErrorCode::NickInUse,
-            HubError::NickRegistered(_) => ErrorCode::NickRegistered,
-            _ => ErrorCode::Other,
-        };
-        return Err(refuse(&mut conn, code, e.to_string()).await);
+        if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
+            cluster.release(claim).await;
+        }
+        return Err(refuse(&mut conn, code_of(&e), e.to_string()).await);
     }
     let welcome = ServerMsg::Welcome {
         session: id,
@@ -177,7 +194,8 @@ where
         return Err(e.into());
     }
     let now = Instant::now().into_std();
-    let state = SessionState::new(id, nick, fingerprint, ctx.config.limits, now);
+    let mut state = SessionState::new(id, nick, fingerprint, ctx.config.limits, now);
+    state.claim = claim;
     Ok((conn, state, inbox))
 }
 
@@ -233,6 +251,59 @@ where
 async fn serve<S>(
     conn: &mut Connection<S>,
     mut state: SessionState,
+    inbox: Inbox,
+    ctx: &Ctx,
+) -> (Ending, Option<crate::cluster::Claim>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ending = serve_loop(conn, &mut state, inbox, ctx).await;
+    (ending, state.claim.take())
+}
+
+/// A nickname change on a cluster node: the new nickname is claimed cluster-wide first, and
+/// the old one given back once the change is made.
+async fn rename_in_cluster(
+    cluster: &Cluster,
+    hub: &Hub,
+    state: &mut SessionState,
+    nick: &str,
+) -> Reply {
+    let new = match Nick::parse(nick) {
+        Ok(n) => n,
+        Err(e) => return error(ErrorCode::InvalidNick, e.to_string()),
+    };
+    if new.folded() == state.nick.folded() {
+        return match hub.rename(state.id, new.clone()) {
+            Ok(()) => {
+                state.nick = new;
+                Reply::Nothing
+            }
+            Err(e) => hub_error(e),
+        };
+    }
+    let claim = match cluster.claim(&new, &state.fingerprint, state.id).await {
+        Ok(claim) => claim,
+        Err(e) => return hub_error(e),
+    };
+    match hub.rename(state.id, new.clone()) {
+        Ok(()) => {
+            state.nick = new;
+            if let Some(old) = state.claim.replace(claim) {
+                cluster.release(old).await;
+            }
+            Reply::Nothing
+        }
+        Err(e) => {
+            cluster.release(claim).await;
+            hub_error(e)
+        }
+    }
+}
+
+async fn serve_loop<S>(
+    conn: &mut Connection<S>,
+    state: &mut SessionState,
     mut inbox: Inbox,
     ctx: &Ctx,
 ) -> Ending
@@ -340,7 +411,13 @@ where
                         return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "protocol error")).await;
                     }
                 };
-                match Command::from_msg(msg).apply(&ctx.hub, &mut state, Instant::now().into_std()) {
+                let reply = match (&ctx.cluster, msg) {
+                    (Some(cluster), ClientMsg::Nick { nick }) => {
+                        rename_in_cluster(cluster, &ctx.hub, state, &nick).await
+                    }
+                    (_, msg) => Command::from_msg(msg).apply(&ctx.hub, state, Instant::now().into_std()),
+                };
+                match reply {
                     Reply::Nothing => {}
                     Reply::Send(reply) => {
                         if let Err(ending) = write(conn, &[encode(&reply)]).await {

@@ -100,6 +100,11 @@ pub struct Args {
     /// Log filter, e.g. `info`, `debug`, `chatao_server=trace`. RUST_LOG wins when set.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Join a cluster of nodes serving one chat through NATS with JetStream, e.g.
+    /// nats://127.0.0.1:4222 (several URLs comma-separated). Every node must use the same
+    /// server key. Off by default: the server runs alone on its local store.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9700 (off by default).
     /// Not authenticated: keep it on loopback or a private network.
     #[arg(long, value_name = "ADDR")]
@@ -145,6 +150,7 @@ pub const KEYS: &[&str] = &[
     "ops-file",
     "log-level",
     "metrics",
+    "cluster",
 ];
 
 /// Settings that a config file may change while the server runs (on SIGHUP).
@@ -237,6 +243,7 @@ pub struct Settings {
     pub ops_file: Option<PathBuf>,
     pub log_level: String,
     pub metrics: Option<SocketAddr>,
+    pub cluster: Option<String>,
 }
 
 /// What a config file set, each value already checked.
@@ -263,6 +270,7 @@ pub struct FileSettings {
     ops_file: Option<PathBuf>,
     log_level: Option<String>,
     metrics: Option<SocketAddr>,
+    cluster: Option<String>,
 }
 
 /// Parses a config file's `text`; `path` is for error messages and relative paths.
@@ -320,6 +328,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError
                 "metrics" => {
                     f.metrics = Some(parsed(v, "an address and port, such as \"127.0.0.1:9700\"")?)
                 }
+                "cluster" => f.cluster = Some(cluster_url(&string(v)?)?),
                 other => return Err(unknown(other)),
             }
             Ok(())
@@ -332,6 +341,19 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError
         })?;
     }
     Ok(f)
+}
+
+fn cluster_url(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.split(',').all(|u| {
+            let u = u.trim();
+            (u.starts_with("nats://") || u.starts_with("tls://")) && u.len() > 7
+        });
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("expected NATS URLs such as \"nats://127.0.0.1:4222\", found \"{s}\""))
+    }
 }
 
 fn unknown(key: &str) -> String {
@@ -454,6 +476,10 @@ impl Settings {
             Some(level) if !pick("log_level") => level,
             _ => log_filter(&args.log_level).map_err(|m| flag("log-level", &args.log_level, m))?,
         };
+        let cluster = match &args.cluster {
+            Some(url) => Some(cluster_url(url).map_err(|m| flag("cluster", url, m))?),
+            None => file.cluster,
+        };
         let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
         let key_dir =
             args.key_dir.clone().or(file.key_dir).unwrap_or_else(|| data_dir.join("serverKey"));
@@ -479,6 +505,7 @@ impl Settings {
             ops_file: args.ops_file.clone().or(file.ops_file),
             log_level,
             metrics: args.metrics.or(file.metrics),
+            cluster,
         })
     }
 
@@ -504,6 +531,7 @@ impl Settings {
         config.access.allow_file = self.allow.clone();
         config.access.ops_file = self.ops_file.clone();
         config.access.ops = self.ops.clone();
+        config.cluster = self.cluster.as_ref().map(crate::cluster::ClusterConfig::new);
     }
 
     /// Every setting as `(key, value in TOML syntax)`, in [`KEYS`] order; unset optional
@@ -539,6 +567,9 @@ impl Settings {
         out.push(("log-level", s(&self.log_level)));
         if let Some(metrics) = &self.metrics {
             out.push(("metrics", s(&metrics.to_string())));
+        }
+        if let Some(cluster) = &self.cluster {
+            out.push(("cluster", s(cluster)));
         }
         out
     }

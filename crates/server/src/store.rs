@@ -19,9 +19,12 @@ use crate::access::Ban;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "chatao.db";
+/// The database file of a cluster node: its replica of the cluster's room stream, kept apart
+/// from a standalone server's history (whose message ids are numbered differently).
+pub const CLUSTER_DB_FILE: &str = "cluster.db";
 
 /// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,8 @@ pub enum Persist {
     Unban {
         fingerprint: String,
     },
+    /// A cluster node has applied its stream up to this sequence number.
+    Applied(u64),
 }
 
 /// A room as remembered across restarts.
@@ -109,6 +114,8 @@ pub struct Store {
     /// Reads are rare (joins and catch-ups) and run in blocking tasks; a std mutex around one
     /// connection is enough.
     reader: Mutex<Connection>,
+    /// Message ids are a cluster stream's sequence numbers: increasing but not consecutive.
+    sparse_ids: bool,
 }
 
 fn kind_code(k: MessageKind) -> i64 {
@@ -134,7 +141,15 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
 impl Store {
     /// Opens (creating if needed) `dir/chatao.db` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join(DB_FILE);
+        Store::open_file(dir.join(DB_FILE), false)
+    }
+
+    /// Opens (creating if needed) a cluster node's replica, `dir/cluster.db`.
+    pub fn open_cluster(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_file(dir.join(CLUSTER_DB_FILE), true)
+    }
+
+    fn open_file(path: PathBuf, sparse_ids: bool) -> Result<Store, StoreError> {
         let conn = open_conn(&path)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
@@ -152,10 +167,11 @@ impl Store {
                  folded TEXT PRIMARY KEY, nick TEXT NOT NULL, fingerprint TEXT NOT NULL,
                  registered INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS bans (
-                 fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);",
+                 fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Store { path, reader: Mutex::new(conn) })
+        Ok(Store { path, reader: Mutex::new(conn), sparse_ids })
     }
 
     pub fn path(&self) -> &Path {
@@ -164,11 +180,36 @@ impl Store {
 
     /// A second connection for the bus thread, the only writer.
     pub fn writer(&self, retention: Retention) -> Result<Writer, StoreError> {
-        Ok(Writer { conn: open_conn(&self.path)?, retention })
+        Ok(Writer { conn: open_conn(&self.path)?, retention, sparse_ids: self.sparse_ids })
     }
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A number kept under `key` (a cluster node's stream position, the stream's identity).
+    pub fn meta(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let conn = self.reader();
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets `key` (outside the bus: only at startup, before the bus writes).
+    pub fn set_meta(&self, key: &str, value: i64) -> Result<(), StoreError> {
+        self.reader().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets every room and message (a cluster node whose stream was recreated).
+    pub fn clear_rooms(&self) -> Result<(), StoreError> {
+        self.reader()
+            .execute_batch("DELETE FROM messages; DELETE FROM rooms; DELETE FROM meta;")?;
+        Ok(())
     }
 
     /// Every room with a message or a topic, with its last message id (ids continue from
@@ -291,6 +332,7 @@ impl Store {
 pub struct Writer {
     conn: Connection,
     retention: Retention,
+    sparse_ids: bool,
 }
 
 impl Writer {
@@ -313,6 +355,10 @@ impl Writer {
                 "INSERT OR REPLACE INTO bans (fingerprint, until, reason, by) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut unban = tx.prepare_cached("DELETE FROM bans WHERE fingerprint = ?1")?;
+            let mut applied = tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('applied', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            )?;
             let mut topic = tx.prepare_cached(
                 "INSERT INTO rooms (room, topic) VALUES (?1, ?2)
                  ON CONFLICT (room) DO UPDATE SET topic = excluded.topic",
@@ -347,6 +393,9 @@ impl Writer {
                     Persist::Unban { fingerprint } => {
                         unban.execute(params![fingerprint])?;
                     }
+                    Persist::Applied(seq) => {
+                        applied.execute(params![*seq as i64])?;
+                    }
                 }
             }
         }
@@ -364,7 +413,15 @@ impl Writer {
             [],
         )?;
         let mut deleted = 0;
-        if self.retention.max_messages > 0 {
+        if self.retention.max_messages > 0 && self.sparse_ids {
+            deleted += tx.execute(
+                "DELETE FROM messages WHERE (room, id) IN (
+                     SELECT room, id FROM (SELECT room, id, ROW_NUMBER() OVER
+                         (PARTITION BY room ORDER BY id DESC) AS n FROM messages)
+                     WHERE n > ?1)",
+                [self.retention.max_messages as i64],
+            )?;
+        } else if self.retention.max_messages > 0 {
             deleted += tx.execute(
                 "DELETE FROM messages WHERE (room, id) IN (
                      SELECT m.room, m.id FROM messages m JOIN rooms r ON r.room = m.room

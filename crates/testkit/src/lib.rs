@@ -2,6 +2,10 @@
 //! protocol client. Not published; only tests depend on it.
 #![allow(clippy::unwrap_used)]
 
+mod nats;
+
+pub use nats::NatsServer;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -40,6 +40,8 @@ pub struct SessionState {
     pub rate: TokenBucket,
     /// Consecutive messages refused for exceeding the rate.
     pub strikes: u32,
+    /// On a cluster node: the nickname held cluster-wide, given back when the session ends.
+    pub claim: Option<crate::cluster::Claim>,
 }
 
 impl SessionState {
@@ -59,6 +61,7 @@ impl SessionState {
             // the announced bucket is never refused because of network jitter or rounding.
             rate: TokenBucket::new(limits.rate_per_sec, limits.burst.saturating_add(1), now),
             strikes: 0,
+            claim: None,
         }
     }
 
@@ -136,6 +139,7 @@ pub fn hub_error(e: HubError) -> Reply {
         HubError::NotInRoom(_) => ErrorCode::NotInRoom,
         HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         HubError::Busy => ErrorCode::Busy,
+        HubError::Unavailable => ErrorCode::Unavailable,
         HubError::TooManyRooms | HubError::UnknownSession => ErrorCode::Other,
     };
     error(code, e.to_string())

@@ -18,6 +18,7 @@
 //! actions live in [`moderation`].
 
 mod moderation;
+pub mod remote;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use crate::bus::{self, BusEvent, BusFull, BusHandle};
 use crate::mailbox::Mailbox;
 use crate::room::{self, Members, Room};
 use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
+use remote::{ClusterLink, Holder, Outbound, Presence, RemoteId, RemoteUser, RoomBody};
 
 /// A connection's number, unique for the life of the server process.
 pub type SessionId = u64;
@@ -62,6 +64,8 @@ pub enum HubError {
     Busy,
     #[error("no such session")]
     UnknownSession,
+    #[error("the cluster is unreachable; your message was not accepted, try again later")]
+    Unavailable,
 }
 
 /// Settings the hub needs.
@@ -90,6 +94,8 @@ pub struct Shared {
     store: Arc<Store>,
     access: Arc<Access>,
     bus_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The way to the other nodes, when this node is part of a cluster.
+    cluster: Option<ClusterLink>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +110,12 @@ struct State {
     seq: u64,
     /// Id of the last private message.
     last_private: u64,
+    /// Users on other nodes of the cluster.
+    remote: HashMap<RemoteId, RemoteUser>,
+    /// Case-folded nickname to a user on another node.
+    remote_nicks: HashMap<String, RemoteId>,
+    /// A copy of the hub's cluster link, so that changes made under the lock are announced.
+    link: Option<ClusterLink>,
 }
 
 #[derive(Debug)]
@@ -215,6 +227,13 @@ impl State {
         out
     }
 
+    /// Tells the other nodes of the cluster (if any) about a local change.
+    fn announce(&self, p: Presence) {
+        if let Some(link) = &self.link {
+            link.send(Outbound::Presence(p));
+        }
+    }
+
     fn tell(&self, ids: &[SessionId], msg: &Bytes) {
         for id in ids {
             if let Some(u) = self.users.get(id) {
@@ -232,8 +251,24 @@ impl Hub {
         store: Arc<Store>,
         access: Arc<Access>,
     ) -> Result<Hub, StoreError> {
-        let mut state =
-            State { owners: store.load_nicks()?.into_iter().collect(), ..Default::default() };
+        Hub::with_cluster(config, store, access, None)
+    }
+
+    /// A hub that is one node of a cluster when `cluster` is given: room events then go out
+    /// through the link and come back from the cluster's stream (see [`remote`]), and
+    /// nickname registrations come from the cluster rather than the local store.
+    pub fn with_cluster(
+        config: HubConfig,
+        store: Arc<Store>,
+        access: Arc<Access>,
+        cluster: Option<ClusterLink>,
+    ) -> Result<Hub, StoreError> {
+        let owners = if cluster.is_some() { Vec::new() } else { store.load_nicks()? };
+        let mut state = State {
+            owners: owners.into_iter().collect(),
+            link: cluster.clone(),
+            ..Default::default()
+        };
         for rec in store.load_rooms()? {
             let room = Room::new(rec.room.clone(), rec.last_id, rec.topic, config.history_on_join);
             state.rooms.insert(rec.room, room);
@@ -248,6 +283,7 @@ impl Hub {
             store,
             access,
             bus_thread: Mutex::new(None),
+            cluster,
         });
         let thread = bus::spawn(receiver, writer, Arc::downgrade(&shared))?;
         *shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
@@ -302,7 +338,10 @@ impl Hub {
         mailbox: Mailbox,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
-        st.claim(&nick, &fingerprint, self.bus())?;
+        if st.link.is_none() {
+            // In a cluster, the session claimed the nickname in the cluster's buckets first.
+            st.claim(&nick, &fingerprint, self.bus())?;
+        }
         if let Some(&old) = st.nicks.get(&nick.folded()) {
             if st.user(old)?.fingerprint != fingerprint {
                 return Err(HubError::NickInUse(nick));
@@ -320,8 +359,18 @@ impl Hub {
             );
         }
         st.nicks.insert(nick.folded(), id);
-        let user =
-            User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since: now_millis() };
+        let since = now_millis();
+        st.announce(Presence::Online {
+            user: remote::UserState {
+                session: id,
+                nick: nick.clone(),
+                fingerprint: fingerprint.clone(),
+                rooms: Vec::new(),
+                away: None,
+                since,
+            },
+        });
+        let user = User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since };
         st.users.insert(id, user);
         Ok(())
     }
@@ -351,8 +400,12 @@ impl Hub {
         if new && let Some(u) = st.users.get_mut(&id) {
             u.rooms.push(room_name.clone());
         }
-        let members = ids.iter().filter_map(|m| st.member(*m)).collect();
+        let mut members: Vec<Member> = ids.iter().filter_map(|m| st.member(*m)).collect();
+        if let Some(room) = st.rooms.get(room_name) {
+            members.extend(st.remote_members(room));
+        }
         if new {
+            st.announce(Presence::Join { session: id, room: room_name.clone() });
             let join = ServerMsg::Join { room: room_name.clone(), nick, fingerprint };
             let seq = st.next_seq();
             self.bus().send_control(BusEvent {
@@ -394,9 +447,10 @@ impl Hub {
     ) -> Result<(), HubError> {
         let mut st = self.lock();
         let nick = st.user(id)?.nick.clone();
-        if !st.part_locked(id, room_name, &nick, reason, message, self.bus()) {
+        if !st.part_locked(id, room_name, &nick, reason, message.clone(), self.bus()) {
             return Err(HubError::NotInRoom(room_name.clone()));
         }
+        st.announce(Presence::Part { session: id, room: room_name.clone(), reason, message });
         if let Some(u) = st.users.get_mut(&id) {
             u.rooms.retain(|r| r != room_name);
         }
@@ -414,6 +468,15 @@ impl Hub {
     ) -> Result<u64, HubError> {
         let mut st = self.lock();
         let from = st.user(id)?.nick.clone();
+        if st.link.is_some() {
+            if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
+                return Err(HubError::NotInRoom(room_name.clone()));
+            }
+            drop(st);
+            // The id comes from the cluster's stream when the message comes back from it.
+            self.publish_room(id, room_name, from, RoomBody::Message { kind, text })?;
+            return Ok(0);
+        }
         let seq = st.seq + 1;
         let room = st
             .rooms
@@ -455,20 +518,35 @@ impl Hub {
     ) -> Result<(), HubError> {
         let mut st = self.lock();
         let from = st.user(id)?.nick.clone();
-        let target = Nick::parse(to)
-            .ok()
-            .and_then(|n| st.nicks.get(&n.folded()).copied())
-            .ok_or_else(|| HubError::NoSuchNick(to.to_owned()))?;
-        let to_nick = st.user(target)?.nick.clone();
+        let (to_nick, target) = match st.find_nick(to) {
+            Some(Holder::Local(target)) => (st.user(target)?.nick.clone(), Holder::Local(target)),
+            Some(Holder::Remote(rid)) => match st.remote.get(&rid) {
+                Some(u) if st.link.is_some() => (u.nick.clone(), Holder::Remote(rid)),
+                _ => return Err(HubError::NoSuchNick(to.to_owned())),
+            },
+            None => return Err(HubError::NoSuchNick(to.to_owned())),
+        };
         st.last_private += 1;
-        let msg = ServerMsg::Private {
+        let msg = remote::Private {
             id: st.last_private,
             time: now_millis(),
             from,
             to: to_nick,
             kind,
             text,
+            session: id,
         };
+        let target = match target {
+            Holder::Local(target) => target,
+            Holder::Remote(rid) => {
+                // The sender's copy (its acknowledgement) comes once the other node delivered it.
+                if let Some(link) = &st.link {
+                    link.send(Outbound::Private { node: rid.node, msg });
+                }
+                return Ok(());
+            }
+        };
+        let msg = msg.to_msg();
         let ids = if target == id { vec![id] } else { vec![target, id] };
         st.tell(&ids, &encode(&msg));
         Ok(())
@@ -496,7 +574,12 @@ impl Hub {
         let st = self.lock();
         st.rooms
             .get(room_name)
-            .map(|r| r.member_ids().filter_map(|m| st.member(m)).collect())
+            .map(|r| {
+                let mut members: Vec<Member> =
+                    r.member_ids().filter_map(|m| st.member(m)).collect();
+                members.extend(st.remote_members(r));
+                members
+            })
             .unwrap_or_default()
     }
 
@@ -514,6 +597,13 @@ impl Hub {
     ) -> Result<(), HubError> {
         let mut st = self.lock();
         let by = st.user(id)?.nick.clone();
+        if st.link.is_some() {
+            if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
+                return Err(HubError::NotInRoom(room_name.clone()));
+            }
+            drop(st);
+            return self.publish_room(id, room_name, by, RoomBody::Topic { text });
+        }
         let seq = st.next_seq();
         let room = st
             .rooms
@@ -540,16 +630,21 @@ impl Hub {
         if old == new {
             return Ok(());
         }
-        if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
+        if old_folded != new_folded
+            && (st.nicks.contains_key(&new_folded) || st.remote_nicks.contains_key(&new_folded))
+        {
             return Err(HubError::NickInUse(new));
         }
-        st.claim(&new, &fingerprint, self.bus())?;
+        if st.link.is_none() {
+            st.claim(&new, &fingerprint, self.bus())?;
+        }
         st.nicks.remove(&old_folded);
         st.nicks.insert(new_folded, id);
         if let Some(u) = st.users.get_mut(&id) {
             u.nick = new.clone();
         }
         let audience = st.audience(id);
+        st.announce(Presence::Nick { session: id, new: new.clone() });
         st.tell(&audience, &encode(&ServerMsg::NickChange { old, new }));
         Ok(())
     }
@@ -561,6 +656,7 @@ impl Hub {
         user.away = reason.clone();
         let nick = user.nick.clone();
         let audience = st.audience(id);
+        st.announce(Presence::Away { session: id, reason: reason.clone() });
         st.tell(&audience, &encode(&ServerMsg::Away { nick, reason }));
         Ok(())
     }
@@ -568,6 +664,17 @@ impl Hub {
     /// Who `nick` is.
     pub fn whois(&self, nick: &str) -> Result<ServerMsg, HubError> {
         let st = self.lock();
+        if let Some(Holder::Remote(rid)) = st.find_nick(nick)
+            && let Some(user) = st.remote.get(&rid)
+        {
+            return Ok(ServerMsg::Whois {
+                nick: user.nick.clone(),
+                fingerprint: user.fingerprint.clone(),
+                rooms: user.rooms.clone(),
+                away: user.away.clone(),
+                since: user.since,
+            });
+        }
         let user = Nick::parse(nick)
             .ok()
             .and_then(|n| st.nicks.get(&n.folded()))
@@ -585,9 +692,14 @@ impl Hub {
     /// The away reason of `nick`, if they are online and away.
     pub fn away_reason(&self, nick: &str) -> Option<(Nick, String)> {
         let st = self.lock();
-        let n = Nick::parse(nick).ok()?;
-        let user = st.users.get(st.nicks.get(&n.folded())?)?;
-        Some((user.nick.clone(), user.away.clone()?))
+        match st.find_nick(nick)? {
+            Holder::Local(id) => {
+                st.users.get(&id).and_then(|u| Some((u.nick.clone(), u.away.clone()?)))
+            }
+            Holder::Remote(r) => {
+                st.remote.get(&r).and_then(|u| Some((u.nick.clone(), u.away.clone()?)))
+            }
+        }
     }
 
     /// The nickname `id` holds now.
@@ -647,6 +759,7 @@ impl State {
         for room_name in &user.rooms {
             self.part_locked(id, room_name, &user.nick, reason, message.clone(), bus);
         }
+        self.announce(Presence::Offline { session: id, reason, message });
         if let Some(bye) = bye {
             user.mailbox.end(bye);
         }

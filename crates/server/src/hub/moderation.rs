@@ -4,6 +4,7 @@
 use chatao_proto::{ErrorCode, LeaveReason, ModAction, Nick, ServerMsg, encode};
 use chatao_transport::keys::parse_fingerprint;
 
+use super::remote::{Holder, Moderation, Outbound};
 use super::{Hub, HubError, SessionId, State};
 use crate::access::Ban;
 use crate::bus::BusEvent;
@@ -32,6 +33,9 @@ impl State {
         if let Some(user) = self.nicks.get(&folded).and_then(|id| self.users.get(id)) {
             return Ok(user.fingerprint.clone());
         }
+        if let Some(user) = self.remote_nicks.get(&folded).and_then(|r| self.remote.get(r)) {
+            return Ok(user.fingerprint.clone());
+        }
         self.owners.get(&folded).cloned().ok_or_else(|| HubError::NoSuchNick(target.to_owned()))
     }
 
@@ -43,8 +47,48 @@ impl State {
             .ok_or_else(|| HubError::NoSuchNick(nick.to_owned()))
     }
 
+    /// The key and nickname of the user called `nick`, on this node or another.
+    fn online_anywhere(&self, nick: &str) -> Result<(String, Nick), HubError> {
+        match self.find_nick(nick) {
+            Some(Holder::Local(id)) => {
+                self.user(id).map(|u| (u.fingerprint.clone(), u.nick.clone()))
+            }
+            Some(Holder::Remote(r)) => self
+                .remote
+                .get(&r)
+                .map(|u| (u.fingerprint.clone(), u.nick.clone()))
+                .ok_or_else(|| HubError::NoSuchNick(nick.to_owned())),
+            None => Err(HubError::NoSuchNick(nick.to_owned())),
+        }
+    }
+
+    /// Writes `p` to the local store on a standalone server (a cluster keeps bans in its
+    /// shared buckets instead).
+    fn persist_standalone(&mut self, hub: &Hub, p: Persist) {
+        if self.link.is_none() {
+            let seq = self.next_seq();
+            hub.bus().send_control(BusEvent {
+                seq,
+                room: None,
+                bytes: Default::default(),
+                persist: p,
+            });
+        }
+    }
+
+    /// Hands an operator action to the other nodes (when in a cluster), with the shared
+    /// bucket write it needs.
+    fn spread(&self, m: Moderation, write: Option<Outbound>) {
+        if let Some(link) = &self.link {
+            if let Some(write) = write {
+                link.send(write);
+            }
+            link.send(Outbound::Moderation(m));
+        }
+    }
+
     /// Tells everyone online what an operator did.
-    fn announce(
+    fn announce_mod(
         &self,
         action: ModAction,
         target: &str,
@@ -62,14 +106,30 @@ impl Hub {
     pub fn kick(&self, id: SessionId, nick: &str, reason: Option<String>) -> Result<(), HubError> {
         let mut st = self.lock();
         let by = st.operator(id, self)?;
+        let moderation = |target: String| Moderation {
+            action: ModAction::Kick,
+            target,
+            fingerprint: None,
+            by: by.clone(),
+            reason: reason.clone(),
+            until: None,
+        };
+        if let Some(Holder::Remote(r)) = st.find_nick(nick) {
+            // Their node disconnects them when the action reaches it.
+            let name = st.remote.get(&r).map(|u| u.nick.to_string()).unwrap_or_default();
+            st.announce_mod(ModAction::Kick, &name, by.clone(), reason.clone(), None);
+            st.spread(moderation(name), None);
+            return Ok(());
+        }
         let target = st.online(nick)?;
         let name = st.user(target)?.nick.to_string();
+        st.spread(moderation(name.clone()), None);
         let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         let bye = ServerMsg::Bye {
             code: Some(ErrorCode::Kicked),
             reason: format!("kicked by {by}{why}"),
         };
-        st.announce(ModAction::Kick, &name, by.clone(), reason.clone(), None);
+        st.announce_mod(ModAction::Kick, &name, by.clone(), reason.clone(), None);
         st.remove_user(
             target,
             LeaveReason::Kicked,
@@ -102,14 +162,19 @@ impl Hub {
             by: by.to_string(),
         };
         self.access().ban(ban.clone());
-        let seq = st.next_seq();
-        self.bus().send_control(BusEvent {
-            seq,
-            room: None,
-            bytes: Default::default(),
-            persist: Persist::Ban(ban),
-        });
-        st.announce(ModAction::Ban, target.trim(), by.clone(), reason.clone(), until);
+        st.persist_standalone(self, Persist::Ban(ban.clone()));
+        st.spread(
+            Moderation {
+                action: ModAction::Ban,
+                target: target.trim().to_owned(),
+                fingerprint: Some(fingerprint.clone()),
+                by: by.clone(),
+                reason: reason.clone(),
+                until,
+            },
+            Some(Outbound::Ban { fingerprint: fingerprint.clone(), ban: Some(ban) }),
+        );
+        st.announce_mod(ModAction::Ban, target.trim(), by.clone(), reason.clone(), until);
         let left = until.map(|u| format!(" for {}", human(u - now))).unwrap_or_default();
         let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         let sessions: Vec<SessionId> = st
@@ -142,14 +207,19 @@ impl Hub {
         if !self.access().unban(&fingerprint) {
             return Err(HubError::NotFound(format!("{target} is not banned")));
         }
-        let seq = st.next_seq();
-        self.bus().send_control(BusEvent {
-            seq,
-            room: None,
-            bytes: Default::default(),
-            persist: Persist::Unban { fingerprint },
-        });
-        st.announce(ModAction::Unban, target.trim(), by, None, None);
+        st.spread(
+            Moderation {
+                action: ModAction::Unban,
+                target: target.trim().to_owned(),
+                fingerprint: Some(fingerprint.clone()),
+                by: by.clone(),
+                reason: None,
+                until: None,
+            },
+            Some(Outbound::Ban { fingerprint: fingerprint.clone(), ban: None }),
+        );
+        st.persist_standalone(self, Persist::Unban { fingerprint });
+        st.announce_mod(ModAction::Unban, target.trim(), by, None, None);
         Ok(())
     }
 
@@ -162,12 +232,23 @@ impl Hub {
     ) -> Result<(), HubError> {
         let st = self.lock();
         let by = st.operator(id, self)?;
-        let target = st.user(st.online(nick)?)?;
+        let (fingerprint, name) = st.online_anywhere(nick)?;
         let until = duration_secs
             .filter(|d| *d > 0)
             .map(|d| self.access().clock().now_ms().saturating_add(d.saturating_mul(1000)));
-        self.access().mute(&target.fingerprint, until);
-        st.announce(ModAction::Mute, target.nick.as_str(), by, None, until);
+        self.access().mute(&fingerprint, until);
+        st.announce_mod(ModAction::Mute, name.as_str(), by.clone(), None, until);
+        st.spread(
+            Moderation {
+                action: ModAction::Mute,
+                target: name.to_string(),
+                fingerprint: Some(fingerprint.clone()),
+                by,
+                reason: None,
+                until,
+            },
+            Some(Outbound::Mute { fingerprint, until: Some(until) }),
+        );
         Ok(())
     }
 
@@ -175,11 +256,22 @@ impl Hub {
     pub fn unmute(&self, id: SessionId, nick: &str) -> Result<(), HubError> {
         let st = self.lock();
         let by = st.operator(id, self)?;
-        let target = st.user(st.online(nick)?)?;
-        if !self.access().unmute(&target.fingerprint) {
+        let (fingerprint, name) = st.online_anywhere(nick)?;
+        if !self.access().unmute(&fingerprint) {
             return Err(HubError::NotFound(format!("{nick} is not muted")));
         }
-        st.announce(ModAction::Unmute, target.nick.as_str(), by, None, None);
+        st.announce_mod(ModAction::Unmute, name.as_str(), by.clone(), None, None);
+        st.spread(
+            Moderation {
+                action: ModAction::Unmute,
+                target: name.to_string(),
+                fingerprint: Some(fingerprint.clone()),
+                by,
+                reason: None,
+                until: None,
+            },
+            Some(Outbound::Mute { fingerprint, until: None }),
+        );
         Ok(())
     }
 }

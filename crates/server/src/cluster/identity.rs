@@ -1,0 +1,286 @@
+//! Identity and moderation shared by every node, in JetStream key-value buckets.
+//!
+//! - `chatao_nicks`: the key that owns each nickname. Registered with an atomic `create`, so
+//!   when two nodes race for a new nickname exactly one key wins.
+//! - `chatao_online`: who holds each nickname right now (node, session, key). Also claimed
+//!   with `create`; a holder on a node that is no longer alive, or the same key reconnecting
+//!   elsewhere, is replaced with a compare-and-set `update`, so two nodes can never both win.
+//! - `chatao_bans`, `chatao_mutes`, `chatao_access`: written by the node where the operator
+//!   acted, watched by every node (with their current contents at startup).
+//!
+//! Keys in buckets are the hex of the nickname (case-folded) or fingerprint.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use chatao_proto::Nick;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::{Inner, subjects};
+use crate::access::{Access, Ban};
+use crate::hub::remote::NodeId;
+use crate::hub::{Hub, HubError, SessionId};
+
+/// A nickname held online by a session, to give back when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    key: String,
+    revision: u64,
+}
+
+/// The value under a nickname in `chatao_online`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    node: NodeId,
+    session: SessionId,
+    fingerprint: String,
+}
+
+/// A ban as stored in `chatao_bans`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredBan {
+    #[serde(default)]
+    until: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+    by: String,
+}
+
+/// A mute as stored in `chatao_mutes`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMute {
+    #[serde(default)]
+    until: Option<u64>,
+}
+
+const ALLOW_KEY: &str = "allow";
+
+pub(super) async fn claim(
+    inner: &Inner,
+    hub: &Hub,
+    nick: &Nick,
+    fingerprint: &str,
+    session: SessionId,
+) -> Result<Claim, HubError> {
+    let key = subjects::hex(&nick.folded());
+    // Ownership: the first key to use a nickname keeps it.
+    match inner.nicks.create(&key, Bytes::from(fingerprint.to_owned())).await {
+        Ok(_) => hub.learn_owner(nick.folded(), fingerprint.to_owned()),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            let owner = inner.nicks.get(key.as_str()).await.map_err(|_| HubError::Unavailable)?;
+            match owner {
+                Some(owner) if owner.as_ref() != fingerprint.as_bytes() => {
+                    return Err(HubError::NickRegistered(nick.clone()));
+                }
+                _ => {}
+            }
+        }
+        Err(_) => return Err(HubError::Unavailable),
+    }
+    // Online: one holder cluster-wide.
+    let value = Bytes::from(
+        serde_json::to_vec(&Holder {
+            node: inner.node,
+            session,
+            fingerprint: fingerprint.to_owned(),
+        })
+        .unwrap_or_default(),
+    );
+    for _ in 0..4 {
+        match inner.online.create(&key, value.clone()).await {
+            Ok(revision) => return Ok(Claim { key, revision }),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(_) => return Err(HubError::Unavailable),
+        }
+        let entry = match inner.online.entry(key.as_str()).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => continue,
+            Err(_) => return Err(HubError::Unavailable),
+        };
+        let holder: Option<Holder> = match entry.operation {
+            kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
+            _ => None,
+        };
+        let live = holder.as_ref().is_some_and(|h| {
+            if h.node == inner.node { hub.has_session(h.session) } else { inner.is_alive(h.node) }
+        });
+        if let Some(h) = &holder
+            && live
+            && h.fingerprint != fingerprint
+        {
+            return Err(HubError::NickInUse(nick.clone()));
+        }
+        // Free, a leftover of a node that is gone, or the same key reconnecting: take it.
+        if let Ok(revision) = inner.online.update(&key, value.clone(), entry.revision).await {
+            if let Some(h) = holder.filter(|h| live && h.node != inner.node) {
+                end_remote(inner, h.node, h.session).await;
+            }
+            return Ok(Claim { key, revision });
+        }
+    }
+    Err(HubError::NickInUse(nick.clone()))
+}
+
+/// Asks `node` to end `session`, which a new connection with the same key replaces.
+async fn end_remote(inner: &Inner, node: NodeId, session: SessionId) {
+    let body = serde_json::to_vec(&session).unwrap_or_default();
+    if let Err(cause) = inner.client.publish(subjects::node(node, "end"), body.into()).await {
+        warn!(%cause, "could not ask a node to end a replaced session");
+    }
+}
+
+pub(super) async fn release(inner: &Inner, claim: Claim) {
+    // Only if it is still ours: a newer holder (the same key elsewhere) keeps it.
+    let _ = inner.online.delete_expect_revision(claim.key.as_str(), Some(claim.revision)).await;
+}
+
+pub(super) async fn publish_allowlist(inner: &Inner, access: &Access) {
+    match access.allow_file_list() {
+        Ok(Some(list)) => {
+            let mut list: Vec<String> = list.into_iter().collect();
+            list.sort();
+            let body = serde_json::to_vec(&list).unwrap_or_default();
+            match inner.access_kv.put(ALLOW_KEY, body.into()).await {
+                Ok(_) => info!(keys = list.len(), "allowlist published to the cluster"),
+                Err(cause) => warn!(%cause, "could not publish the allowlist"),
+            }
+        }
+        Ok(None) => {}
+        Err(cause) => warn!(%cause, "allowlist not published"),
+    }
+}
+
+/// Writes a ban (or lifts it) in the shared bucket.
+pub(super) async fn write_ban(inner: &Inner, fingerprint: &str, ban: Option<Ban>) {
+    let key = subjects::hex(fingerprint);
+    let result = match ban {
+        Some(b) => {
+            let stored = StoredBan { until: b.until, reason: b.reason, by: b.by };
+            let body = serde_json::to_vec(&stored).unwrap_or_default();
+            inner.bans.put(key, body.into()).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        None => inner.bans.delete(key).await.map_err(|e| e.to_string()),
+    };
+    if let Err(cause) = result {
+        warn!(%cause, "could not write a ban to the cluster");
+    }
+}
+
+/// Writes a mute (or lifts it) in the shared bucket.
+pub(super) async fn write_mute(inner: &Inner, fingerprint: &str, until: Option<Option<u64>>) {
+    let key = subjects::hex(fingerprint);
+    let result = match until {
+        Some(until) => {
+            let body = serde_json::to_vec(&StoredMute { until }).unwrap_or_default();
+            inner.mutes.put(key, body.into()).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        None => inner.mutes.delete(key).await.map_err(|e| e.to_string()),
+    };
+    if let Err(cause) = result {
+        warn!(%cause, "could not write a mute to the cluster");
+    }
+}
+
+/// Starts one task per shared bucket that applies its contents, then its changes.
+pub(super) fn watch_all(
+    inner: &Arc<Inner>,
+    hub: &Hub,
+    access: &Arc<Access>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    let apply_ban = {
+        let access = access.clone();
+        move |key: &str, entry: Option<&[u8]>| {
+            let Some(fp) = subjects::unhex(key) else { return };
+            match entry.and_then(|v| serde_json::from_slice::<StoredBan>(v).ok()) {
+                Some(b) => {
+                    access.ban(Ban { fingerprint: fp, until: b.until, reason: b.reason, by: b.by })
+                }
+                None => {
+                    access.unban(&fp);
+                }
+            }
+        }
+    };
+    let apply_mute = {
+        let access = access.clone();
+        move |key: &str, entry: Option<&[u8]>| {
+            let Some(fp) = subjects::unhex(key) else { return };
+            match entry.and_then(|v| serde_json::from_slice::<StoredMute>(v).ok()) {
+                Some(m) => access.mute(&fp, m.until),
+                None => {
+                    access.unmute(&fp);
+                }
+            }
+        }
+    };
+    let apply_owner = {
+        let hub = hub.clone();
+        move |key: &str, entry: Option<&[u8]>| {
+            if let (Some(folded), Some(fp)) =
+                (subjects::unhex(key), entry.and_then(|v| std::str::from_utf8(v).ok()))
+            {
+                hub.learn_owner(folded, fp.to_owned());
+            }
+        }
+    };
+    let apply_allow = {
+        let access = access.clone();
+        move |key: &str, entry: Option<&[u8]>| {
+            if key != ALLOW_KEY {
+                return;
+            }
+            let list = entry.and_then(|v| serde_json::from_slice::<Vec<String>>(v).ok());
+            access.set_allow(list.map(|l| l.into_iter().collect::<HashSet<String>>()));
+        }
+    };
+    let events = || inner.link.events_tx().subscribe();
+    tasks.spawn(watch(inner.bans.clone(), apply_ban, events(), stop.clone()));
+    tasks.spawn(watch(inner.mutes.clone(), apply_mute, events(), stop.clone()));
+    tasks.spawn(watch(inner.nicks.clone(), apply_owner, events(), stop.clone()));
+    tasks.spawn(watch(inner.access_kv.clone(), apply_allow, events(), stop.clone()));
+}
+
+/// Applies a bucket's entries (current ones first, then changes) until stopped; re-watches
+/// after an error (a reconnection replays the current contents, which is harmless).
+async fn watch<F>(
+    store: kv::Store,
+    apply: F,
+    mut events: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
+) where
+    F: Fn(&str, Option<&[u8]>) + Send + 'static,
+{
+    loop {
+        events.borrow_and_update();
+        let run = async {
+            let mut entries = store.watch_with_history(">").await.map_err(|e| e.to_string())?;
+            while let Some(entry) = entries.next().await {
+                let entry = entry.map_err(|e| e.to_string())?;
+                match entry.operation {
+                    kv::Operation::Put => apply(&entry.key, Some(&entry.value)),
+                    kv::Operation::Delete | kv::Operation::Purge => apply(&entry.key, None),
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::select! {
+            r = run => if let Err(cause) = r {
+                warn!(%cause, "watching a cluster bucket failed; retrying");
+            },
+            _ = super::reconnected(&mut events) => continue,
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
