@@ -74,40 +74,65 @@ enum GiveUp {
 /// The rooms we are in, and which of their messages were printed.
 #[derive(Debug, Default)]
 struct Rooms {
-    /// Room name (lower case) → whether we are in it, and what was printed. Bounded by the
-    /// server's limit on rooms per user (entries for rooms we left stay, one per room seen).
-    rooms: BTreeMap<String, (bool, Seen)>,
+    /// Room name (lower case) → its state. Bounded by the rooms we joined (the server limits
+    /// them per user); a room we left keeps its entry.
+    rooms: BTreeMap<String, RoomState>,
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    joined: bool,
+    seen: Seen,
+    /// Missed messages replayed and printed during the current catch-up.
+    missed: u32,
+}
+
+/// What to do with a server message.
+#[derive(Debug, PartialEq, Eq)]
+enum Show {
+    /// Print it.
+    Print,
+    /// A message printed already: skip it.
+    Duplicate,
+    /// The end of one of a catch-up's replays, not its last: only JSON shows it.
+    Quiet,
+    /// The end of a catch-up, which printed this many missed messages from history.
+    CaughtUp(u32),
 }
 
 impl Rooms {
-    fn entry(&mut self, room: &RoomName) -> &mut (bool, Seen) {
+    fn entry(&mut self, room: &RoomName) -> &mut RoomState {
         self.rooms.entry(room.as_str().to_owned()).or_default()
     }
 
-    /// Whether `msg` is new (not a message printed already); keeps track of our rooms.
-    fn observe(&mut self, msg: &ServerMsg, me: &mut Nick) -> bool {
+    /// What to do with `msg`; keeps track of our rooms, our nickname and the catch-up.
+    fn observe(&mut self, msg: &ServerMsg, me: &mut Nick) -> Show {
         match msg {
-            ServerMsg::Message { room, id, .. } => self.entry(room).1.see(*id),
-            ServerMsg::Join { room, nick, .. } if nick == me => {
-                self.entry(room).0 = true;
-                true
-            }
-            ServerMsg::Leave { room, nick, .. } if nick == me => {
-                self.entry(room).0 = false;
-                true
-            }
-            ServerMsg::HistoryEnd { room, .. } => {
-                self.entry(room).1.replay_ended();
-                true
-            }
-            ServerMsg::NickChange { old, new } => {
-                if old == me {
-                    *me = new.clone();
+            ServerMsg::Message { room, id, history, .. } => {
+                let state = self.entry(room);
+                if !state.seen.see(*id) {
+                    return Show::Duplicate;
                 }
-                true
+                if *history && state.seen.missed(*id) {
+                    state.missed = state.missed.saturating_add(1);
+                }
             }
-            _ => true,
+            ServerMsg::Join { room, nick, .. } if nick == me => self.entry(room).joined = true,
+            ServerMsg::Leave { room, nick, .. } if nick == me => self.entry(room).joined = false,
+            ServerMsg::HistoryEnd { room, .. } => {
+                let state = self.entry(room);
+                if state.seen.catching_up() {
+                    state.seen.replay_ended();
+                    if state.seen.catching_up() {
+                        return Show::Quiet;
+                    }
+                    return Show::CaughtUp(std::mem::take(&mut state.missed));
+                }
+            }
+            ServerMsg::NickChange { old, new } if old == me => *me = new.clone(),
+            _ => {}
         }
+        Show::Print
     }
 
     /// After a reconnect: the requests that catch up on every room we were in, in the order
@@ -117,10 +142,12 @@ impl Rooms {
     fn catch_up(&mut self) -> Vec<ClientMsg> {
         let lobby = RoomName::lobby();
         let mut msgs = vec![];
-        for (name, (joined, seen)) in &mut self.rooms {
-            if !*joined {
+        for (name, state) in &mut self.rooms {
+            if !state.joined {
                 continue;
             }
+            state.missed = 0;
+            let seen = &mut state.seen;
             if name == lobby.as_str() {
                 seen.start_catch_up(2);
                 let since = seen.last_seen.unwrap_or(0);
@@ -214,9 +241,24 @@ impl Session {
             };
             match step {
                 Step::Net(NetEvent::Msg(msg)) => {
-                    if self.rooms.observe(&msg, &mut self.me)
-                        && let Some(line) = format::event(self.fmt, &msg)
-                    {
+                    let line = match (self.rooms.observe(&msg, &mut self.me), self.fmt) {
+                        (Show::Duplicate, _) | (Show::Quiet, Format::Plain) => None,
+                        // The server's count includes what was printed already; say what
+                        // was new.
+                        (Show::CaughtUp(n), Format::Plain) => {
+                            let room = match &msg {
+                                ServerMsg::HistoryEnd { room, .. } => room.to_string(),
+                                _ => String::new(),
+                            };
+                            let s = if n == 1 { "" } else { "s" };
+                            Some(format::notice(
+                                self.fmt,
+                                &format!("{room}: caught up: {n} missed message{s}"),
+                            ))
+                        }
+                        _ => format::event(self.fmt, &msg),
+                    };
+                    if let Some(line) = line {
                         self.emit(&line).await?;
                     }
                 }
@@ -534,7 +576,7 @@ mod tests {
             from: Nick::parse("bob").unwrap(),
             kind: MessageKind::Normal,
             text: format!("m{id}"),
-            history: false,
+            history: true,
         }
     }
 
@@ -551,7 +593,7 @@ mod tests {
         let mut me = Nick::parse("alice").unwrap();
         let mut rooms = Rooms::default();
         for msg in [own_join("#lobby"), say("#lobby", 1), say("#lobby", 2), own_join("#rust")] {
-            assert!(rooms.observe(&msg, &mut me));
+            assert_eq!(rooms.observe(&msg, &mut me), Show::Print);
         }
         assert_eq!(
             rooms.catch_up(),
@@ -560,17 +602,23 @@ mod tests {
                 ClientMsg::Join { room: "#rust".into(), since: None },
             ]
         );
-        let end =
-            |room: &str| ServerMsg::HistoryEnd { room: RoomName::parse(room).unwrap(), count: 0 };
+        let end = ServerMsg::HistoryEnd { room: RoomName::lobby(), count: 3 };
         // The lobby's replay at hello (1, 2, 3), a live 5, the history answer (3, 4, 5).
-        let printed: Vec<u64> = [1, 2, 3, 5, 0, 3, 4, 5, 0]
-            .into_iter()
-            .filter(|id| {
-                let msg = if *id == 0 { end("#lobby") } else { say("#lobby", *id) };
-                rooms.observe(&msg, &mut me) && *id != 0
-            })
-            .collect();
+        let mut printed = vec![];
+        for id in [1, 2, 3, 5] {
+            if rooms.observe(&say("#lobby", id), &mut me) == Show::Print {
+                printed.push(id);
+            }
+        }
+        assert_eq!(rooms.observe(&end, &mut me), Show::Quiet);
+        for id in [3, 4, 5] {
+            if rooms.observe(&say("#lobby", id), &mut me) == Show::Print {
+                printed.push(id);
+            }
+        }
         assert_eq!(printed, [3, 5, 4]);
-        assert!(!rooms.observe(&say("#lobby", 4), &mut me), "caught up: old ids are duplicates");
+        assert_eq!(rooms.observe(&end, &mut me), Show::CaughtUp(3));
+        assert_eq!(rooms.observe(&say("#lobby", 4), &mut me), Show::Duplicate, "old ids");
+        assert_eq!(rooms.observe(&end, &mut me), Show::Print, "a later history is not a catch-up");
     }
 }
