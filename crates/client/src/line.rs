@@ -187,6 +187,7 @@ pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Resu
         input_done: false,
         quit: None,
         goodbye: None,
+        catch_up: vec![],
     };
     let result = session.run().await;
     if let Some(task) = session.reconnect.take() {
@@ -217,6 +218,8 @@ struct Session {
     quit: Option<ClientMsg>,
     /// Set once `quit` was handed to the actor: the server's goodbye is due by then.
     goodbye: Option<Instant>,
+    /// The requests of the last catch-up (one per room we are in).
+    catch_up: Vec<ClientMsg>,
 }
 
 impl Session {
@@ -358,9 +361,13 @@ impl Session {
         let line = format::reconnected(self.fmt, &welcome, &self.profile.name(i));
         self.emit(&line).await?;
         // The catch-up first, then what was typed meanwhile, then `quit` if input is over and
-        // the lost connection took it along.
-        for msg in self.rooms.catch_up().into_iter().rev() {
-            self.pending.push_front(msg);
+        // the lost connection took it along. A previous catch-up that a new loss sent back
+        // unsent is replaced by this one.
+        let previous = std::mem::take(&mut self.catch_up);
+        self.pending.retain(|m| !previous.contains(m));
+        self.catch_up = self.rooms.catch_up();
+        for msg in self.catch_up.iter().rev() {
+            self.pending.push_front(msg.clone());
         }
         if let Some(quit) = &self.quit
             && !self.pending.iter().any(|m| matches!(m, ClientMsg::Quit { .. }))
@@ -393,8 +400,7 @@ impl Session {
         let unsent: Vec<ClientMsg> = self
             .pending
             .drain(..)
-            .filter(|m| !matches!(m, ClientMsg::Quit { .. } | ClientMsg::History { .. }))
-            .filter(|m| !matches!(m, ClientMsg::Join { since: Some(_), .. }))
+            .filter(|m| !matches!(m, ClientMsg::Quit { .. }) && !self.catch_up.contains(m))
             .collect();
         self.emit(&format::gave_up(self.fmt, &reason, &unsent)).await?;
         eprintln!("chatao: {}", sanitize(&reason).replace('␊', "\n"));

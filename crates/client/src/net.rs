@@ -64,9 +64,9 @@ pub struct Welcome {
 pub enum NetEvent {
     /// A server message (never `ping`, `pong` or `bye`, which the actor handles).
     Msg(ServerMsg),
-    /// Sent just before `Closed` when the connection was lost with messages still queued
-    /// (not yet written to the socket): they never reached the server, so resending them after a
-    /// reconnect cannot duplicate anything.
+    /// Sent just before `Closed` when the connection was lost (or the server said `bye` with
+    /// code `shutdown`) with messages still queued (not yet written to the socket): they never
+    /// reached the server, so resending them after a reconnect cannot duplicate anything.
     Unsent(Vec<ClientMsg>),
     /// The connection is over; no event follows.
     Closed(Closed),
@@ -306,7 +306,9 @@ async fn run(
             }
         }
     };
-    if matches!(closed, Closed::Lost(_)) {
+    // After a loss, or a server's shutdown (the client reconnects, perhaps elsewhere), what
+    // was never written is reported so it can be sent again.
+    if matches!(closed, Closed::Lost(_) | Closed::Bye { code: Some(ErrorCode::Shutdown), .. }) {
         let mut unsent: Vec<ClientMsg> = held.into_iter().collect();
         outbox.close();
         while let Ok(msg) = outbox.try_recv() {
