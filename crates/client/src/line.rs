@@ -165,7 +165,10 @@ impl Rooms {
 /// disconnected us for good or no server took us back after a loss. A first connection that
 /// fails is an error.
 pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Result<ExitCode> {
-    let (on, (welcome, handle, events)) = profile.connect_first().await?;
+    let (on, (welcome, handle, events), skipped) = profile.connect_first().await?;
+    for failure in skipped {
+        eprintln!("chatao: skipped {}", sanitize(&failure));
+    }
     let mut out = tokio::io::stdout();
     note_trust(&profile, on, &welcome);
     emit(&mut out, &format::welcome(fmt, &welcome, &profile.name(on))).await?;

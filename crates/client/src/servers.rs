@@ -221,7 +221,12 @@ pub struct Profile {
 impl Profile {
     /// Options to connect to server `i` (taken modulo the list's length).
     pub fn options(&self, i: usize) -> ConnectOptions {
-        let server = &self.servers[i % self.servers.len().max(1)];
+        // An empty list (only a library caller can make one) gives an address that fails.
+        let server = self
+            .servers
+            .get(i % self.servers.len().max(1))
+            .cloned()
+            .unwrap_or(Server { host: String::new(), port: DEFAULT_PORT });
         ConnectOptions {
             host: server.host.clone(),
             port: server.port,
@@ -250,16 +255,19 @@ impl Profile {
 
     /// The first connection: each server in list order until one welcomes us. A failure that
     /// trying elsewhere cannot fix (a refused key, a refused nickname) ends it at once; when
-    /// every server failed, the error names each one's failure.
-    pub async fn connect_first(&self) -> anyhow::Result<(usize, Connected)> {
+    /// every server failed, the error names each one's failure. On success, also the failures
+    /// of the servers skipped on the way (`HOST:PORT: why`), for the caller to report.
+    pub async fn connect_first(&self) -> anyhow::Result<(usize, Connected, Vec<String>)> {
+        if self.servers.is_empty() {
+            anyhow::bail!(ServerListError::Missing);
+        }
         let mut failures = vec![];
         for i in 0..self.servers.len() {
             match self.connect(i).await {
                 Ok(connected) => {
-                    for (j, e) in &failures {
-                        tracing::warn!(server = %self.name(*j), cause = %e, "server skipped");
-                    }
-                    return Ok((i, connected));
+                    let skipped =
+                        failures.iter().map(|(j, e)| format!("{}: {e}", self.name(*j))).collect();
+                    return Ok((i, connected, skipped));
                 }
                 Err(e) if !is_transient(&e) || self.servers.len() == 1 => return Err(e.into()),
                 Err(e) => failures.push((i, e)),

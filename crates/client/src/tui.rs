@@ -88,7 +88,10 @@ pub fn init_logging(path: &Path) -> Result<()> {
 /// ordinary error (printed by `main`). Returns 0 when the user quits, 1 when the server had
 /// ended the session (its reason is printed on stderr once the terminal is restored).
 pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
-    let (first, (welcome, handle, events)) = profile.connect_first().await?;
+    let (first, (welcome, handle, events), skipped) = profile.connect_first().await?;
+    for failure in skipped {
+        warn!(%failure, "server skipped");
+    }
     info!(server = %profile.name(first), fingerprint = %welcome.server_fingerprint, "connected");
     let mut term = TerminalGuard::enter(options.mouse)?;
     let size = crossterm::terminal::size().unwrap_or((80, 24));

@@ -12,6 +12,7 @@
 //! - `a_node_with_another_key_is_refused_on_the_move`: B presents another key: the client
 //!   refuses it as a man in the middle, names both keys, says nothing to B, and exits 1.
 //! - `line_mode_gives_up_after_the_reconnection_time_and_lists_unsent_messages`.
+//! - `the_first_server_that_answers_is_used`: a dead first entry is skipped, and said so.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -260,4 +261,24 @@ async fn line_mode_gives_up_after_the_reconnection_time_and_lists_unsent_message
     assert!(err.contains("1 message(s) were not sent"), "{err}");
     assert!(err.contains("#lobby: nobody will read this"), "{err}");
     drop(stdin);
+}
+
+#[tokio::test]
+async fn the_first_server_that_answers_is_used() {
+    let a = TestServer::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = chatao(dir.path(), &list(&[dead_addr, a.addr]), "alice", &[]);
+    let mut out = stdout(&mut alice);
+    line_with(&mut out, &format!("connected to {} as alice", a.addr)).await;
+    drop(alice.stdin.take());
+    let status = tokio::time::timeout(LIMIT, alice.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut alice.stderr.take().unwrap(), &mut err)
+        .await
+        .unwrap();
+    assert!(err.contains(&format!("skipped {dead_addr}: cannot connect")), "{err}");
 }
