@@ -42,8 +42,61 @@ pub fn welcome(fmt: Format, w: &Welcome, addr: &str) -> String {
             "server": w.server,
             "server_fingerprint": w.server_fingerprint,
             "limits": w.limits,
+            "address": addr,
         })
         .to_string(),
+    }
+}
+
+/// The connection to `server` was lost (or the server is shutting down); reconnection starts.
+pub fn disconnected(fmt: Format, server: &str, reason: &str) -> String {
+    match fmt {
+        Format::Plain => {
+            format!("* connection to {server} lost: {}; reconnecting", sanitize(reason))
+        }
+        Format::Json => {
+            json!({ "type": "disconnected", "address": server, "reason": reason }).to_string()
+        }
+    }
+}
+
+/// Back online, on `server`; the catch-up follows.
+pub fn reconnected(fmt: Format, w: &Welcome, server: &str) -> String {
+    match fmt {
+        Format::Plain => format!(
+            "* reconnected to {server} as {} ({}, server key {})",
+            w.nick,
+            sanitize(&w.server),
+            w.server_fingerprint
+        ),
+        Format::Json => json!({
+            "type": "reconnected",
+            "address": server,
+            "session": w.session,
+            "nick": w.nick,
+            "server": w.server,
+            "server_fingerprint": w.server_fingerprint,
+        })
+        .to_string(),
+    }
+}
+
+/// The last line when reconnection was given up: why, and (JSON) the messages not sent.
+pub fn gave_up(fmt: Format, reason: &str, unsent: &[chatao_proto::ClientMsg]) -> String {
+    match fmt {
+        Format::Plain => format!("* gave up reconnecting: {}", sanitize(reason)),
+        Format::Json => json!({ "type": "lost", "reason": reason, "unsent": unsent }).to_string(),
+    }
+}
+
+/// A message that was not sent, for the user: its room and text, or its JSON record.
+pub fn unsent(msg: &chatao_proto::ClientMsg) -> String {
+    use chatao_proto::ClientMsg;
+    match msg {
+        ClientMsg::Say { room, text } => format!("{room}: {}", sanitize(text)),
+        ClientMsg::Me { room, text } => format!("{room}: /me {}", sanitize(text)),
+        ClientMsg::Msg { to, text } => format!("to {}: {}", sanitize(to), sanitize(text)),
+        other => serde_json::to_string(other).unwrap_or_default(),
     }
 }
 

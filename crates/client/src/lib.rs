@@ -3,7 +3,11 @@
 //! Layout:
 //! - [`net`]: the network actor: connect, trust decision, `hello`/`welcome`, then a task that
 //!   relays events and paces outgoing messages; used unchanged by both modes.
-//! - [`trust`]: pinning the server's key (`--server-key`, or trust on first use).
+//! - [`trust`]: pinning the server's key (`--server-key`, or trust on first use, vouched for by
+//!   the other servers of a list).
+//! - [`servers`]: the server list (`host1:7000,host2:7000`), the command line's forms, and
+//!   the order and pace of reconnection attempts; shared by both modes.
+//! - [`catchup`]: which messages were shown, so a reconnection's catch-up shows each once.
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.
 //! - [`line`](mod@line): line mode (stdin/stdout), for scripts, bots and pipes.
@@ -15,10 +19,12 @@
 //! in [`command::parse`], then its handling in [`line`](mod@line) and in the TUI (`app/submit.rs`).
 
 pub mod app;
+pub mod catchup;
 pub mod command;
 pub mod format;
 pub mod line;
 pub mod net;
+pub mod servers;
 pub mod trust;
 pub mod tui;
 pub mod ui;

@@ -5,28 +5,30 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chatao_client::format::Format;
-use chatao_client::net::ConnectOptions;
-use chatao_client::trust::Trust;
+use chatao_client::servers::{self, Profile};
 use chatao_client::tui;
 use chatao_transport::keys;
-use chatao_transport::known_servers::host_key;
 use clap::{CommandFactory, Parser};
 
 /// The Chatao chat client.
 #[derive(Debug, Parser)]
 #[command(name = "chatao", version, about, long_about = None)]
 struct Args {
-    /// Server host name or address.
-    #[arg(required_unless_present_any = ["fingerprint", "completions", "man"])]
+    /// Server host name or address, or a comma-separated list of servers (the nodes of one
+    /// cluster) as HOST[:PORT], IPv6 in brackets: `host1:7000,[::1]:7001`. On connection loss
+    /// the client moves to the next one. Default: the CHATAO_SERVERS environment variable.
+    #[arg(value_name = "ADDRESS")]
     address: Option<String>,
-    /// Server port.
-    #[arg(required_unless_present_any = ["fingerprint", "completions", "man"])]
-    port: Option<u16>,
+    /// Server port, for the servers of ADDRESS written without one (omit it and they use
+    /// 7000: `chatao host1:7000,host2:7000 NICKNAME`).
+    #[arg(value_name = "PORT")]
+    port: Option<String>,
     /// Your nickname: 1 to 32 letters, digits, '_' or '-'.
-    #[arg(required_unless_present_any = ["fingerprint", "completions", "man"])]
+    #[arg(value_name = "NICKNAME")]
     nickname: Option<String>,
     /// Line mode even on a terminal: stdin lines are sent, events printed one per line.
     #[arg(long)]
@@ -34,6 +36,10 @@ struct Args {
     /// Line mode with one JSON object per event (implies --plain).
     #[arg(long)]
     json: bool,
+    /// Line mode: how long to keep trying to reconnect after losing the connection before
+    /// giving up (exit 1, listing the messages not sent).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    reconnect_timeout: u64,
     /// Directory of your key (`key.pem`, created if absent) and of `known_servers`.
     /// Default: $XDG_CONFIG_HOME/chatao/clientKey (~/.config/chatao/clientKey).
     #[arg(long)]
@@ -70,9 +76,20 @@ fn default_key_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("clientKey"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("chatao: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args));
+    // Line mode may end while a read of stdin is still blocked (the connection was given up
+    // on): the runtime must not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("chatao: {err:#}");
@@ -90,29 +107,35 @@ async fn run(args: Args) -> Result<ExitCode> {
         clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout())?;
         return Ok(ExitCode::SUCCESS);
     }
+    // The addresses are checked before a key is made: a typo should not leave files behind.
+    let target = if args.fingerprint {
+        None
+    } else {
+        let positional: Vec<String> =
+            [args.address, args.port, args.nickname].into_iter().flatten().collect();
+        let env = std::env::var(servers::SERVERS_ENV).ok();
+        Some(match servers::from_args(&positional, env.as_deref()) {
+            Ok(found) => found,
+            // A usage error, like clap's own: exit status 2.
+            Err(e) => Args::command().error(clap::error::ErrorKind::ValueValidation, e).exit(),
+        })
+    };
     let key_dir = args.key_dir.clone().unwrap_or_else(default_key_dir);
     let (keys, _) = keys::load_or_generate(&key_dir)?;
-    if args.fingerprint {
+    let Some((servers, nick)) = target else {
         println!("{}", keys.public().fingerprint());
         return Ok(ExitCode::SUCCESS);
-    }
-    let (Some(host), Some(port), Some(nick)) = (args.address, args.port, args.nickname) else {
-        anyhow::bail!("ADDRESS, PORT and NICKNAME are required");
     };
     let expected = match &args.server_key {
         Some(fp) => Some(keys::parse_fingerprint(fp).context("--server-key")?),
         None => None,
     };
-    let opts = ConnectOptions {
-        trust: Trust {
-            host_port: host_key(&host, port),
-            known_servers: Some(key_dir.join("known_servers")),
-            expected,
-        },
-        host,
-        port,
+    let profile = Profile {
+        servers,
         nick,
         keys: Arc::new(keys),
+        known_servers: Some(key_dir.join("known_servers")),
+        expected,
     };
     let line_mode = args.plain
         || args.json
@@ -120,11 +143,12 @@ async fn run(args: Args) -> Result<ExitCode> {
         || !std::io::stdout().is_terminal();
     let fmt = if args.json { Format::Json } else { Format::Plain };
     if line_mode {
-        return chatao_client::line::run(opts, fmt).await;
+        let reconnect_for = Duration::from_secs(args.reconnect_timeout);
+        return chatao_client::line::run(profile, fmt, reconnect_for).await;
     }
     // Logging is a convenience: a log file that cannot be opened must not stop the chat, and
     // nothing may be printed into the screen the UI is about to own.
     let log_file = args.log_file.unwrap_or_else(tui::default_log_file);
     let _ = tui::init_logging(&log_file);
-    tui::run(opts, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse }).await
+    tui::run(profile, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse }).await
 }

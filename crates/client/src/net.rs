@@ -64,9 +64,9 @@ pub struct Welcome {
 pub enum NetEvent {
     /// A server message (never `ping`, `pong` or `bye`, which the actor handles).
     Msg(ServerMsg),
-    /// Sent just before `Closed` when the connection was lost with messages still queued
-    /// (not yet written to the socket): they never reached the server, so resending them after a
-    /// reconnect cannot duplicate anything.
+    /// Sent just before `Closed` when the connection was lost (or the server said `bye` with
+    /// code `shutdown`) with messages still queued (not yet written to the socket): they never
+    /// reached the server, so resending them after a reconnect cannot duplicate anything.
     Unsent(Vec<ClientMsg>),
     /// The connection is over; no event follows.
     Closed(Closed),
@@ -119,6 +119,12 @@ impl NetHandle {
         self.tx.send(msg).await.map_err(|_| SendError::Closed)
     }
 
+    /// Waits until the outbox has room for one message (for a caller that then uses
+    /// [`NetHandle::try_send`] and is the only one sending). Errors once the actor is gone.
+    pub async fn ready(&self) -> Result<(), SendError> {
+        self.tx.reserve().await.map(drop).map_err(|_| SendError::Closed)
+    }
+
     /// Queues `msg` without waiting.
     pub fn try_send(&self, msg: ClientMsg) -> Result<(), SendError> {
         self.tx.try_send(msg).map_err(|e| match e {
@@ -130,11 +136,21 @@ impl NetHandle {
 
 /// Connects, verifies the server's key against `opts.trust` before revealing ours, says
 /// `hello`, and waits for `welcome`. On success the actor is running.
-pub async fn connect(
+pub async fn connect(opts: &ConnectOptions) -> Result<Connected, ConnectError> {
+    connect_among(opts, &[]).await
+}
+
+/// What a successful [`connect`] gives: the welcome, the handle, and the actor's events.
+pub type Connected = (Welcome, NetHandle, mpsc::Receiver<NetEvent>);
+
+/// As [`connect`], to one server of a list: `siblings` are the other servers' `HOST:PORT`,
+/// whose pins vouch for this one's key on first contact ([`Trust::verify_among`]).
+pub async fn connect_among(
     opts: &ConnectOptions,
-) -> Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>), ConnectError> {
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let (welcome, conn) = timeout(CONNECT_TIMEOUT, open(opts, &addr))
+    siblings: &[String],
+) -> Result<Connected, ConnectError> {
+    let addr = crate::servers::Server { host: opts.host.clone(), port: opts.port }.to_string();
+    let (welcome, conn) = timeout(CONNECT_TIMEOUT, open(opts, &addr, siblings))
         .await
         .map_err(|_| ConnectError::Timeout { addr: addr.clone() })??;
     let (tx, rx) = mpsc::channel(OUTBOX);
@@ -146,6 +162,7 @@ pub async fn connect(
 async fn open(
     opts: &ConnectOptions,
     addr: &str,
+    siblings: &[String],
 ) -> Result<(Welcome, Connection<TcpStream>), ConnectError> {
     let stream = TcpStream::connect((opts.host.as_str(), opts.port))
         .await
@@ -153,7 +170,7 @@ async fn open(
     let _ = stream.set_nodelay(true);
     let mut verdict = None;
     let shake = chatao_transport::connect(stream, &opts.keys, |key| {
-        let result = opts.trust.verify(key);
+        let result = opts.trust.verify_among(key, siblings);
         let refusal = match &result {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string().into()),
@@ -289,7 +306,9 @@ async fn run(
             }
         }
     };
-    if matches!(closed, Closed::Lost(_)) {
+    // After a loss, or a server's shutdown (the client reconnects, perhaps elsewhere), what
+    // was never written is reported so it can be sent again.
+    if matches!(closed, Closed::Lost(_) | Closed::Bye { code: Some(ErrorCode::Shutdown), .. }) {
         let mut unsent: Vec<ClientMsg> = held.into_iter().collect();
         outbox.close();
         while let Ok(msg) = outbox.try_recv() {

@@ -33,9 +33,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::app::{App, Config, Conn, Effect, Event, Zone};
-use crate::net::{
-    self, Closed, ConnectError, ConnectOptions, NetEvent, NetHandle, SendError, Welcome,
-};
+use crate::net::{Closed, ConnectError, NetEvent, NetHandle, SendError, Welcome};
+use crate::servers::{Profile, is_transient};
 use crate::ui;
 
 /// How often the clock ticks (the reconnection countdown, the quit deadline).
@@ -84,20 +83,27 @@ pub fn init_logging(path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Runs the full-screen client to the end. The first connection happens before the terminal
-/// is taken over, so its failure is an ordinary error (printed by `main`). Returns 0 when the
-/// user quits, 1 when the server had ended the session (its reason is printed on stderr once
-/// the terminal is restored).
-pub async fn run(opts: ConnectOptions, options: Options) -> Result<ExitCode> {
-    let (welcome, handle, events) = net::connect(&opts).await?;
-    info!(server = %opts.host, port = opts.port, fingerprint = %welcome.server_fingerprint, "connected");
+/// Runs the full-screen client to the end. The first connection (to the first server of the
+/// list that welcomes us) happens before the terminal is taken over, so its failure is an
+/// ordinary error (printed by `main`). Returns 0 when the user quits, 1 when the server had
+/// ended the session (its reason is printed on stderr once the terminal is restored).
+pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
+    let (first, (welcome, handle, events), skipped) = profile.connect_first().await?;
+    for failure in skipped {
+        warn!(%failure, "server skipped");
+    }
+    info!(server = %profile.name(first), fingerprint = %welcome.server_fingerprint, "connected");
     let mut term = TerminalGuard::enter(options.mouse)?;
     let size = crossterm::terminal::size().unwrap_or((80, 24));
-    let config =
-        Config { host: opts.host.clone(), port: opts.port, bell: options.bell, zone: Zone::Local };
+    let config = Config {
+        servers: profile.servers.iter().map(ToString::to_string).collect(),
+        first,
+        bell: options.bell,
+        zone: Zone::Local,
+    };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);
-    let mut shell = Shell { opts, net: Some((handle, events)), reconnect: None };
+    let mut shell = Shell { profile, net: Some((handle, events)), reconnect: None };
     let result = shell.run(&mut term, app).await;
     if let Some(task) = shell.reconnect.take() {
         task.abort();
@@ -121,29 +127,11 @@ fn tick() -> Event {
     Event::Tick { now, wall_ms }
 }
 
-/// Whether a failed reconnection is worth retrying. A changed server key, a refused
-/// nickname or an explicit refusal is final; network trouble, a busy or full or restarting
-/// server, and a nickname still held by our own lost session (it times out) are not.
-pub fn is_transient(e: &ConnectError) -> bool {
-    use chatao_proto::ErrorCode;
-    match e {
-        ConnectError::Trust(_) => false,
-        ConnectError::Refused { code, .. } => matches!(
-            code,
-            ErrorCode::NickInUse | ErrorCode::ServerFull | ErrorCode::Busy | ErrorCode::Shutdown
-        ),
-        ConnectError::Tcp { .. }
-        | ConnectError::Timeout { .. }
-        | ConnectError::Handshake { .. }
-        | ConnectError::Protocol { .. } => true,
-    }
-}
-
 type Connected = Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>), ConnectError>;
 
 /// The loop's resources: the connection (when there is one) and the pending reconnection.
 struct Shell {
-    opts: ConnectOptions,
+    profile: Profile,
     net: Option<(NetHandle, mpsc::Receiver<NetEvent>)>,
     reconnect: Option<JoinHandle<()>>,
 }
@@ -234,16 +222,17 @@ impl Shell {
                                 queue.push_back(Event::SendFailed { error, restore });
                             }
                         }
-                        Effect::Connect { after, nick } => {
+                        Effect::Connect { after, nick, server } => {
                             if let Some(task) = self.reconnect.take() {
                                 task.abort();
                             }
-                            self.opts.nick = nick;
-                            let opts = self.opts.clone();
+                            self.profile.nick = nick;
+                            let profile = self.profile.clone();
                             let tx = connected_tx.clone();
+                            info!(server = %profile.name(server), ?after, "reconnecting");
                             self.reconnect = Some(tokio::spawn(async move {
                                 tokio::time::sleep(after).await;
-                                let _ = tx.send(net::connect(&opts).await).await;
+                                let _ = tx.send(profile.connect(server).await).await;
                             }));
                         }
                         Effect::Bell => {
@@ -348,22 +337,4 @@ fn install_panic_hook() {
             previous(panic);
         }));
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chatao_proto::ErrorCode;
-
-    #[test]
-    fn only_temporary_failures_are_retried() {
-        let refused = |code| ConnectError::Refused { code, reason: String::new() };
-        assert!(is_transient(&refused(ErrorCode::NickInUse)));
-        assert!(is_transient(&refused(ErrorCode::ServerFull)));
-        assert!(!is_transient(&refused(ErrorCode::InvalidNick)));
-        assert!(!is_transient(&refused(ErrorCode::Other)));
-        assert!(is_transient(&ConnectError::Timeout { addr: "h:1".into() }));
-        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(is_transient(&ConnectError::Tcp { addr: "h:1".into(), source: io }));
-    }
 }

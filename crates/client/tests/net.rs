@@ -1,5 +1,6 @@
 //! The network actor against a scripted server: pacing to the announced limits, and messages
-//! still queued when the connection drops come back as `Unsent` instead of vanishing.
+//! still queued when the connection drops (or the server shuts down) come back as `Unsent`
+//! instead of vanishing.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -20,6 +21,15 @@ async fn scripted(
     limits: Limits,
     read: usize,
 ) -> (u16, tokio::task::JoinHandle<Vec<(Instant, ClientMsg)>>) {
+    scripted_then(limits, read, None).await
+}
+
+/// As [`scripted`], saying `last` before it closes.
+async fn scripted_then(
+    limits: Limits,
+    read: usize,
+    last: Option<ServerMsg>,
+) -> (u16, tokio::task::JoinHandle<Vec<(Instant, ClientMsg)>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
@@ -39,6 +49,9 @@ async fn scripted(
         while got.len() < read {
             let r = conn.read_record().await.unwrap().unwrap();
             got.push((Instant::now(), decode_client(&r).unwrap()));
+        }
+        if let Some(last) = last {
+            conn.write_record(&encode(&last)).await.unwrap();
         }
         got
     });
@@ -106,6 +119,42 @@ async fn messages_queued_when_the_connection_drops_are_reported_unsent() {
             }
         }
         assert_eq!(unsent.unwrap(), (1..4).map(say).collect::<Vec<_>>());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn messages_queued_when_the_server_shuts_down_are_reported_unsent() {
+    tokio::time::timeout(LIMIT, async {
+        let bye = ServerMsg::Bye {
+            code: Some(chatao_proto::ErrorCode::Shutdown),
+            reason: "restarting".into(),
+        };
+        let (port, server) =
+            scripted_then(Limits { max_text_bytes: 100, rate_per_sec: 1, burst: 1 }, 1, Some(bye))
+                .await;
+        let (_w, handle, mut events) = net::connect(&options(port)).await.unwrap();
+        for i in 0..3 {
+            handle.send(say(i)).await.unwrap();
+        }
+        server.await.unwrap();
+        let mut unsent = None;
+        loop {
+            match events.recv().await.unwrap() {
+                NetEvent::Unsent(msgs) => unsent = Some(msgs),
+                NetEvent::Closed(Closed::Bye { code, .. }) => {
+                    assert_eq!(code, Some(chatao_proto::ErrorCode::Shutdown));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            unsent.unwrap(),
+            (1..3).map(say).collect::<Vec<_>>(),
+            "kept for the next server"
+        );
     })
     .await
     .unwrap();

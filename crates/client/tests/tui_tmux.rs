@@ -13,23 +13,29 @@
 //!   cuts the connection and refuses new ones for a while: the UI shows the countdown, keeps
 //!   the unsent input, reconnects, and shows the messages missed in every room, once.
 //!
+//! - `a_shutdown_moves_the_ui_to_the_next_server`: given two servers with the same key, the
+//!   UI moves to the second when the first shuts down, says so, shows it in the status bar,
+//!   keeps the input line, and chats on.
+//!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatao_proto::{
     ClientMsg, Limits, MessageKind, Nick, RoomName, ServerMsg, decode_client, encode,
 };
 use chatao_testkit::{TestClient, TestServer, fixed_keypair};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio::task::JoinHandle;
+
+use common::Proxy;
 
 /// Longest wait for anything to show on screen.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -143,14 +149,17 @@ impl Drop for Tmux {
 /// The shell command tmux runs: chatao as `nick`, then (once it exits) its exit status and
 /// whether the terminal is back in cooked mode, then a pause so the pane can be read.
 fn chatao_command(dir: &Path, addr: SocketAddr, nick: &str) -> String {
+    chatao_command_to(dir, &format!("{} {}", addr.ip(), addr.port()), nick)
+}
+
+/// As [`chatao_command`], with the servers as written on the command line (`servers`).
+fn chatao_command_to(dir: &Path, servers: &str, nick: &str) -> String {
     format!(
-        "'{bin}' {ip} {port} {nick} --key-dir '{dir}/{nick}' --log-file '{dir}/{nick}.log'; \
+        "'{bin}' {servers} {nick} --key-dir '{dir}/{nick}' --log-file '{dir}/{nick}.log'; \
          echo \"chatao exited with $?\"; \
          case \"$(stty -a)\" in *-icanon*) echo 'tty: raw';; *) echo 'tty: cooked';; esac; \
          sleep 600",
         bin = env!("CARGO_BIN_EXE_chatao"),
-        ip = addr.ip(),
-        port = addr.port(),
         dir = dir.display(),
     )
 }
@@ -293,57 +302,6 @@ async fn a_hostile_server_cannot_reach_the_terminal_with_escape_sequences() {
     server.abort();
 }
 
-/// A TCP proxy that can cut every connection through it and refuse new ones.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, links2) = (up.clone(), links.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection close
-                }
-                let link = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                links2.lock().unwrap().push(link);
-            }
-        });
-        Proxy { addr, up, links, accept }
-    }
-
-    /// Breaks every connection and refuses new ones.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn mend(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_connection_reconnects_and_catches_up() {
     let server = TestServer::start().await;
@@ -390,6 +348,42 @@ async fn losing_the_connection_reconnects_and_catches_up() {
     tmux.keys(&["M-1", "Enter"]).await;
     bob.expect("the kept input, sent after reconnecting", |m| {
         is_message(m, "#lobby", "typed while offline")
+    })
+    .await
+    .unwrap();
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_moves_the_ui_to_the_next_server() {
+    let a = TestServer::start().await;
+    let b = TestServer::start().await;
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = TestClient::connect(b_addr, "bob").await.unwrap();
+    let command = chatao_command_to(dir.path(), &format!("{a_addr},{b_addr}"), "alice");
+    let tmux = Tmux::start(&command, 110, 30).await;
+    tmux.wait_for("you joined #lobby").await;
+    tmux.wait_for(&format!("{a_addr} (1/2)")).await;
+    tmux.type_text("typed before the move").await;
+
+    a.stop().await.unwrap();
+    let screen = tmux.wait_for(&format!("reconnected to {b_addr} as alice")).await;
+    assert!(screen.contains("shutting down"), "{screen}");
+    assert!(screen.contains(&format!("is the one pinned for {a_addr}")), "{screen}");
+    tmux.wait_for(&format!("{b_addr} (2/2)")).await;
+    bob.expect(
+        "alice on b",
+        |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "alice"),
+    )
+    .await
+    .unwrap();
+    bob.say("welcome to b").await.unwrap();
+    tmux.wait_for("bob │ welcome to b").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect("the input kept across the move", |m| {
+        is_message(m, "#lobby", "typed before the move")
     })
     .await
     .unwrap();

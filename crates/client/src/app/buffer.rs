@@ -6,9 +6,11 @@
 //! character or an escape sequence to the terminal; the only control left is `\n` between the
 //! lines of a multi-line message, which the renderer splits on and never draws.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use chatao_proto::{Nick, RoomName, sanitize};
+
+use crate::catchup::Seen;
 
 /// Lines kept per buffer; older ones are dropped (the server keeps the history).
 pub const SCROLLBACK: usize = 5000;
@@ -124,18 +126,9 @@ pub struct Buffer {
     pub topic: Option<String>,
     /// Whether we are in the room (false after `/part` of the last room, which stays open).
     pub joined: bool,
-    /// The id of the newest room message shown: where catch-up starts after a reconnect, and
-    /// outside a catch-up anything at or below it is a duplicate.
-    pub last_seen: Option<u64>,
-    /// During a catch-up: `last_seen` when the connection was lost. Messages above it were
-    /// missed (or arrived since); they may come more than once and out of order (the server
-    /// replays on join, the `history` answer overlaps it, live messages interleave), so
-    /// they are de-duplicated exactly by id, with `caught`, and placed by id.
-    pub gap: Option<u64>,
-    /// Ids above `gap` already shown.
-    caught: BTreeSet<u64>,
-    /// History replays still expected before the catch-up is over.
-    replays: u8,
+    /// The room messages shown ([`Seen`]): where catch-up starts after a reconnect, and which
+    /// ids are duplicates. Missed messages are placed by id ([`Buffer::push`]).
+    pub seen: Seen,
     /// Replayed messages shown since the last end of history (duplicates not counted).
     pub replayed: u32,
     /// Chat lines that arrived while another buffer was shown.
@@ -156,10 +149,7 @@ impl Buffer {
             members: BTreeMap::new(),
             topic: None,
             joined: true,
-            last_seen: None,
-            gap: None,
-            caught: BTreeSet::new(),
-            replays: 0,
+            seen: Seen::default(),
             replayed: 0,
             unread: 0,
             mentioned: false,
@@ -189,40 +179,24 @@ impl Buffer {
         at
     }
 
-    /// Records room message `id`; false if it is already shown. Outside a catch-up that is
-    /// anything at or below [`Buffer::last_seen`]; during one, exactly the ids seen.
+    /// Records room message `id`; false if it is already shown ([`Seen::see`]).
     pub fn see(&mut self, id: u64) -> bool {
-        let fresh = match self.gap {
-            Some(gap) if id > gap => self.caught.insert(id),
-            _ => self.last_seen.is_none_or(|last| id > last),
-        };
-        if fresh {
-            self.last_seen = self.last_seen.max(Some(id));
-        }
-        fresh
+        self.seen.see(id)
     }
 
-    /// Whether message `id` was sent while we were away (so a replay of it is news).
+    /// Whether message `id` was sent while we were away ([`Seen::missed`]).
     pub fn missed(&self, id: u64) -> bool {
-        self.gap.is_some_and(|gap| id > gap)
+        self.seen.missed(id)
     }
 
-    /// Starts a catch-up after a reconnect: `replays` history replays are on their way.
+    /// Starts a catch-up after a reconnect ([`Seen::start_catch_up`]).
     pub fn start_catch_up(&mut self, replays: u8) {
-        self.gap = Some(self.last_seen.unwrap_or(0));
-        self.caught.clear();
-        self.replays = replays;
+        self.seen.start_catch_up(replays);
     }
 
-    /// A history replay ended; after the last one expected, the catch-up is over.
+    /// A history replay ended ([`Seen::replay_ended`]).
     pub fn replay_ended(&mut self) {
-        if self.replays > 0 {
-            self.replays -= 1;
-            if self.replays == 0 {
-                self.gap = None;
-                self.caught.clear();
-            }
-        }
+        self.seen.replay_ended();
     }
 
     pub fn add_member(&mut self, nick: Nick, away: Option<String>) {
@@ -262,17 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_at_or_below_the_last_seen_are_duplicates() {
-        let mut b = Buffer::new(Target::Room(RoomName::lobby()));
-        assert!(b.see(5));
-        assert!(!b.see(5));
-        assert!(!b.see(3));
-        assert!(b.see(6));
-        assert_eq!(b.last_seen, Some(6));
-    }
-
-    #[test]
-    fn a_catch_up_accepts_missed_ids_in_any_order_once() {
+    fn a_catch_up_places_missed_messages_by_id() {
         let mut b = Buffer::new(Target::Room(RoomName::lobby()));
         for id in [1, 2, 3] {
             assert!(b.see(id));
@@ -290,11 +254,11 @@ mod tests {
         }
         let ids: Vec<String> = b.entries.iter().map(|e| e.text.clone()).collect();
         assert_eq!(ids, ["1", "2", "3", "reconnected", "4", "5", "6", "7", "8", "9"]);
-        assert_eq!(b.last_seen, Some(9));
+        assert_eq!(b.seen.last_seen, Some(9));
         b.replay_ended();
-        assert!(b.gap.is_some());
+        assert!(b.seen.catching_up());
         b.replay_ended();
-        assert_eq!(b.gap, None, "caught up");
+        assert!(!b.seen.catching_up(), "caught up");
         assert!(!b.see(8));
         assert!(b.see(10));
     }

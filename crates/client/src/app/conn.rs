@@ -1,12 +1,14 @@
 //! The connection's life as the UI sees it: connected, lost and waiting to reconnect (with
 //! exponential backoff), quitting, or closed for good.
 //!
-//! A lost connection is retried: 1 s, 2 s, 4 s ... up to 30 s between attempts, back to 1 s
-//! after a success. After a new `welcome` the client catches up on every room it was in:
-//! `#lobby` (joined again by the server at `hello`) with `history` since the last message
-//! seen, the others with `join` since their last message. Replays overlap and interleave with
-//! live messages; each message is shown once, in id order ([`super::buffer::Buffer::see`],
-//! [`super::buffer::Buffer::push`]). A `bye` with a code is final (the server refused us:
+//! A lost connection is retried on the next server of the list, round robin
+//! ([`crate::servers`]): the other servers at once, the lost one last, and only after a whole
+//! round failed a wait of 1 s, 2 s, 4 s ... up to 30 s (with a single server: that wait
+//! before each attempt), back to the start after a success. After a new `welcome` the client
+//! catches up on every room it was in: `#lobby` (joined again by the server at `hello`) with
+//! `history` since the last message seen, the others with `join` since their last message.
+//! Replays overlap and interleave with live messages; each message is shown once, in id order
+//! ([`super::buffer::Buffer::see`], [`super::buffer::Buffer::push`]). A `bye` with a code is final (the server refused us:
 //! nickname refused, too slow, ...) except `shutdown`, which is how a restarting server says
 //! goodbye, so it is retried like a loss. Nothing typed is lost meanwhile: input stays in
 //! the input line until it can be sent.
@@ -18,9 +20,9 @@ use chatao_proto::{ClientMsg, ErrorCode, RoomName, sanitize};
 use super::buffer::{Kind, Target};
 use super::{App, Effect};
 use crate::net::{Closed, SendError, Welcome};
+use crate::servers;
+use crate::trust::Trusted;
 
-/// Longest wait between reconnection attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long `/quit` waits for the server's goodbye before leaving anyway.
 pub const QUIT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -28,11 +30,13 @@ pub const QUIT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conn {
     Connected,
-    /// Lost; attempt number `attempt` starts at `at` (and is under way once `at` has passed).
+    /// Lost; attempt number `attempt`, to server `server` (an index in
+    /// [`super::Config::servers`]), starts at `at` (and is under way once `at` has passed).
     Reconnecting {
         attempt: u32,
         at: Instant,
         reason: String,
+        server: usize,
     },
     /// `quit` was sent; we leave on the server's goodbye or at `deadline`.
     Quitting {
@@ -42,12 +46,6 @@ pub enum Conn {
     Closed {
         reason: String,
     },
-}
-
-/// The wait before reconnection attempt `failures + 1`: 1 s, doubling, at most
-/// [`MAX_BACKOFF`].
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(5)).min(MAX_BACKOFF)
 }
 
 impl App {
@@ -82,13 +80,16 @@ impl App {
     }
 
     fn schedule_reconnect(&mut self, reason: &str) -> Vec<Effect> {
-        let after = backoff(self.attempt);
+        let n = self.config.servers.len();
+        let after = servers::delay(self.attempt, n);
+        let server = servers::next_server(self.on, self.attempt, n);
         self.conn = Conn::Reconnecting {
             attempt: self.attempt + 1,
             at: self.now + after,
             reason: sanitize(reason).into_owned(),
+            server,
         };
-        vec![Effect::Connect { after, nick: self.me.to_string() }]
+        vec![Effect::Connect { after, nick: self.me.to_string(), server }]
     }
 
     pub(super) fn on_closed(&mut self, closed: Closed) -> Vec<Effect> {
@@ -149,17 +150,28 @@ impl App {
 
     /// Back online: catch up on every room we were in.
     pub(super) fn on_connected(&mut self, welcome: Welcome) -> Vec<Effect> {
-        if !matches!(self.conn, Conn::Reconnecting { .. }) {
+        let Conn::Reconnecting { server, .. } = self.conn else {
             return vec![];
-        }
+        };
         self.conn = Conn::Connected;
         self.attempt = 0;
+        self.on = server;
         self.me = welcome.nick;
         self.limits = welcome.limits;
         self.server = sanitize(&welcome.server).into_owned();
-        let text =
-            format!("reconnected to {}:{} as {}", self.config.host, self.config.port, self.me);
+        self.server_fingerprint = sanitize(&welcome.server_fingerprint).into_owned();
+        let text = format!("reconnected to {} as {}", self.server_name(), self.me);
         self.everywhere(Kind::Info, &text);
+        if let Trusted::PinnedAsSibling { sibling, file } = &welcome.trusted {
+            let text = format!(
+                "first connection to {}: its key is the one pinned for {}, of the same list; \
+                 now pinned for it too in {}",
+                self.server_name(),
+                sibling,
+                file.display()
+            );
+            self.info(&text);
+        }
         let lobby = RoomName::lobby();
         let mut effects = vec![];
         for b in &mut self.buffers {
@@ -171,11 +183,11 @@ impl App {
                 // Joined again at hello, with a replay of the latest messages; ask for all
                 // that came since the last one seen, which the latest may not reach back to.
                 b.start_catch_up(2);
-                let since = b.last_seen.unwrap_or(0);
+                let since = b.seen.last_seen.unwrap_or(0);
                 ClientMsg::History { room: room.to_string(), since, limit: None }
             } else {
                 b.start_catch_up(1);
-                ClientMsg::Join { room: room.to_string(), since: b.last_seen }
+                ClientMsg::Join { room: room.to_string(), since: b.seen.last_seen }
             };
             effects.push(Effect::Send { msg, restore: None });
         }
@@ -204,17 +216,5 @@ impl App {
             SendError::Closed => self.error("not connected; not sent"),
         }
         vec![]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_thirty_seconds() {
-        let secs: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
-        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }

@@ -200,7 +200,7 @@ impl App {
                 // The server's count includes what we had already; say what was new.
                 let Some(i) = self.find(room.as_str()) else { return vec![] };
                 let b = &mut self.buffers[i];
-                let catching_up = b.gap.is_some();
+                let catching_up = b.seen.catching_up();
                 let shown = std::mem::take(&mut b.replayed);
                 b.replay_ended();
                 let s = if shown == 1 { "" } else { "s" };

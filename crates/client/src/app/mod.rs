@@ -43,14 +43,16 @@ use buffer::{Buffer, Entry, Kind, Target};
 use complete::Completion;
 use editor::Editor;
 
-pub use conn::{Conn, MAX_BACKOFF, QUIT_TIMEOUT, backoff};
+pub use conn::{Conn, QUIT_TIMEOUT};
 
 /// Settings that do not change while the client runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Server host and port, as the user gave them.
-    pub host: String,
-    pub port: u16,
+    /// The servers, as the user reads them (`host:port`); never empty. Reconnection goes
+    /// round them ([`crate::servers`]).
+    pub servers: Vec<String>,
+    /// The index of the server of the first connection.
+    pub first: usize,
     /// Ring the terminal bell on mentions and private messages.
     pub bell: bool,
     /// How timestamps are shown.
@@ -89,9 +91,10 @@ pub enum Effect {
     /// Queue `msg` without waiting; on failure answer with [`Event::SendFailed`] carrying
     /// `restore` (the input line it came from, to give back to the user).
     Send { msg: ClientMsg, restore: Option<String> },
-    /// Connect again as `nick` after `after`, answering with [`Event::Connected`] or
-    /// [`Event::ConnectFailed`]. Replaces any pending reconnection.
-    Connect { after: Duration, nick: String },
+    /// Connect again as `nick` to server `server` (an index in [`Config::servers`]) after
+    /// `after`, answering with [`Event::Connected`] or [`Event::ConnectFailed`]. Replaces any
+    /// pending reconnection.
+    Connect { after: Duration, nick: String, server: usize },
     /// Ring the terminal bell.
     Bell,
     /// Clear and redraw the whole screen (Ctrl-L).
@@ -134,6 +137,8 @@ pub struct App {
     pending_join: Option<RoomName>,
     /// Failed reconnection attempts since the connection was lost.
     attempt: u32,
+    /// The server we are (or were last) connected to: an index in [`Config::servers`].
+    pub on: usize,
 }
 
 /// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
@@ -187,18 +192,34 @@ impl App {
             known_rooms: BTreeSet::new(),
             pending_join: None,
             attempt: 0,
+            on: 0,
         };
+        app.on = app.config.first.min(app.config.servers.len().saturating_sub(1));
         let text = format!(
-            "connected to {}:{} as {} ({}, server key {})",
-            app.config.host, app.config.port, app.me, app.server, app.server_fingerprint
+            "connected to {} as {} ({}, server key {})",
+            app.server_name(),
+            app.me,
+            app.server,
+            app.server_fingerprint
         );
         app.info(&text);
-        if let Trusted::NewlyPinned(file) = &welcome.trusted {
-            let text = format!(
-                "first connection to this server: its key is now pinned in {}",
-                file.display()
-            );
-            app.info(&text);
+        match &welcome.trusted {
+            Trusted::NewlyPinned(file) => {
+                let text = format!(
+                    "first connection to this server: its key is now pinned in {}",
+                    file.display()
+                );
+                app.info(&text);
+            }
+            Trusted::PinnedAsSibling { sibling, file } => {
+                let text = format!(
+                    "first connection to this server: its key is the one pinned for {sibling}, \
+                     of the same list; now pinned for it too in {}",
+                    file.display()
+                );
+                app.info(&text);
+            }
+            _ => {}
         }
         app.info("type /help for commands and keys");
         app
@@ -216,6 +237,11 @@ impl App {
             Event::ConnectFailed { reason, retry } => self.on_connect_failed(&reason, retry),
             Event::SendFailed { error, restore } => self.on_send_failed(error, restore),
         }
+    }
+
+    /// The server we are (or were last) connected to, as the user reads it.
+    pub fn server_name(&self) -> &str {
+        self.config.servers.get(self.on).map(String::as_str).unwrap_or("")
     }
 
     pub fn current_buffer(&self) -> &Buffer {

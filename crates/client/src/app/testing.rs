@@ -39,8 +39,8 @@ pub fn welcome(me: &str) -> Welcome {
 /// alice, connected to 127.0.0.1:7000, in a `width`×`height` terminal, at [`T0`] in UTC.
 pub fn app(width: u16, height: u16) -> App {
     let config = Config {
-        host: "127.0.0.1".into(),
-        port: 7000,
+        servers: vec!["127.0.0.1:7000".into()],
+        first: 0,
         bell: true,
         zone: Zone::Fixed(FixedOffset::east_opt(0).unwrap()),
     };

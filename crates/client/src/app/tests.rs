@@ -282,7 +282,7 @@ fn lost_connection_reconnects_with_backoff_and_keeps_input() {
     let effects = lost(&mut a);
     assert_eq!(
         effects,
-        vec![Effect::Connect { after: Duration::from_secs(1), nick: "alice".into() }]
+        vec![Effect::Connect { after: Duration::from_secs(1), nick: "alice".into(), server: 0 }]
     );
     assert!(matches!(a.conn, Conn::Reconnecting { attempt: 1, .. }));
     assert!(key(&mut a, KeyCode::Enter).is_empty(), "nothing is sent while offline");
@@ -304,6 +304,39 @@ fn lost_connection_reconnects_with_backoff_and_keeps_input() {
     // The backoff starts again from 1 s.
     let effects = lost(&mut a);
     assert!(matches!(effects.as_slice(), [Effect::Connect { after, .. }] if after.as_secs() == 1));
+}
+
+#[test]
+fn a_lost_connection_moves_to_the_next_server_and_backs_off_only_after_a_round() {
+    let mut a = chatting(80, 24);
+    a.config.servers = vec!["a:7000".into(), "b:7000".into(), "[::1]:7000".into()];
+    let mut tried = vec![];
+    let mut effects = lost(&mut a);
+    for _ in 0..6 {
+        match effects.as_slice() {
+            [Effect::Connect { after, server, .. }] => tried.push((*server, after.as_secs())),
+            other => panic!("{other:?}"),
+        }
+        effects = a.update(Event::ConnectFailed { reason: "refused".into(), retry: true });
+    }
+    // The others at once, the lost one last; a wait only before each new round.
+    assert_eq!(tried, vec![(1, 0), (2, 0), (0, 0), (1, 1), (2, 0), (0, 0)]);
+    let [Effect::Connect { server: 1, .. }] = effects.as_slice() else { panic!("{effects:?}") };
+    let status = crate::ui::tests::screen(&a);
+    assert!(status.contains("reconnecting to b:7000"), "{status}");
+
+    let mut w = welcome("alice");
+    w.server_fingerprint = SERVER_FP.into();
+    a.update(Event::Connected(Box::new(w)));
+    assert_eq!((a.on, a.server_name()), (1, "b:7000"));
+    assert!(texts(&a).iter().any(|t| t == "reconnected to b:7000 as alice"), "{:?}", texts(&a));
+    let status = crate::ui::tests::screen(&a);
+    assert!(status.contains("b:7000 (2/3)"), "{status}");
+    // Lost again: the next after b, at once.
+    let effects = lost(&mut a);
+    assert!(
+        matches!(effects.as_slice(), [Effect::Connect { server: 2, after, .. }] if after.is_zero())
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub mod messages;
 mod status;
 pub mod style;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod text;
 
 use ratatui::Frame;

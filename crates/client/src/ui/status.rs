@@ -36,14 +36,21 @@ pub fn render_title(app: &App, frame: &mut Frame<'_>, area: Rect) {
 fn connection(app: &App) -> Span<'static> {
     match &app.conn {
         Conn::Connected => Span::styled(" connected ", style::STATUS_OK),
-        Conn::Reconnecting { attempt, at, .. } => {
+        Conn::Reconnecting { attempt, at, server, .. } => {
             let wait = at.saturating_duration_since(app.now);
+            // With several servers, say which one is next.
+            let to = match app.config.servers.get(*server) {
+                Some(name) if app.config.servers.len() > 1 => {
+                    format!(" to {}", chatao_proto::sanitize(name))
+                }
+                _ => String::new(),
+            };
             let text = if wait.is_zero() {
-                " reconnecting... ".to_owned()
+                format!(" reconnecting{to}... ")
             } else {
                 // Round up: "in 1s" until the attempt starts, never "in 0s".
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                format!(" reconnecting in {secs}s (attempt {attempt}) ")
+                format!(" reconnecting{to} in {secs}s (attempt {attempt}) ")
             };
             Span::styled(text, style::STATUS_WARN)
         }
@@ -83,10 +90,14 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
         }
         left.push(Span::styled(" ", style::STATUS_BAR));
     }
+    // The server we are on; with several, its place in the list too.
+    let of = match app.config.servers.len() {
+        1 => String::new(),
+        n => format!(" ({}/{n})", app.on + 1),
+    };
     let right = format!(
-        "{}:{} {} ",
-        chatao_proto::sanitize(&app.config.host),
-        app.config.port,
+        "{}{of} {} ",
+        chatao_proto::sanitize(app.server_name()),
         short_fingerprint(&app.server_fingerprint)
     );
     let used: usize = left.iter().map(|s| width(&s.content)).sum();

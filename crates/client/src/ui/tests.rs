@@ -25,7 +25,7 @@ fn draw(app: &App) -> Terminal<TestBackend> {
     t
 }
 
-fn screen(app: &App) -> String {
+pub(crate) fn screen(app: &App) -> String {
     draw(app).backend().to_string()
 }
 

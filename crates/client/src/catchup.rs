@@ -1,0 +1,104 @@
+//! Which room messages were already shown, so that a reconnection's catch-up shows each one
+//! once: shared by the TUI (one per buffer) and line mode (one per room).
+//!
+//! Outside a catch-up, ids only grow: anything at or below the last id seen is a duplicate.
+//! During one (after a reconnect, until the expected history replays have ended), messages
+//! above the last id seen before the loss may come more than once and out of order (the
+//! server replays on join, the `history` answer overlaps it, live messages interleave), so
+//! they are de-duplicated exactly by id.
+
+use std::collections::BTreeSet;
+
+/// The ids of one room's messages already shown.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// The newest id shown: where catch-up starts after a reconnect.
+    pub last_seen: Option<u64>,
+    /// During a catch-up: `last_seen` when the connection was lost.
+    pub gap: Option<u64>,
+    /// Ids above `gap` already shown. Bounded by the catch-up: the server replays at most 500
+    /// messages per request, and the set is cleared when the catch-up ends.
+    caught: BTreeSet<u64>,
+    /// History replays still expected before the catch-up is over.
+    replays: u8,
+}
+
+impl Seen {
+    /// Records message `id`; false if it is already shown. Outside a catch-up that is anything
+    /// at or below [`Seen::last_seen`]; during one, exactly the ids seen.
+    pub fn see(&mut self, id: u64) -> bool {
+        let fresh = match self.gap {
+            Some(gap) if id > gap => self.caught.insert(id),
+            _ => self.last_seen.is_none_or(|last| id > last),
+        };
+        if fresh {
+            self.last_seen = self.last_seen.max(Some(id));
+        }
+        fresh
+    }
+
+    /// Whether message `id` was sent while we were away (so a replay of it is news).
+    pub fn missed(&self, id: u64) -> bool {
+        self.gap.is_some_and(|gap| id > gap)
+    }
+
+    /// Starts a catch-up after a reconnect: `replays` history replays are on their way.
+    pub fn start_catch_up(&mut self, replays: u8) {
+        self.gap = Some(self.last_seen.unwrap_or(0));
+        self.caught.clear();
+        self.replays = replays;
+    }
+
+    /// A history replay ended; after the last one expected, the catch-up is over.
+    pub fn replay_ended(&mut self) {
+        if self.replays > 0 {
+            self.replays -= 1;
+            if self.replays == 0 {
+                self.gap = None;
+                self.caught.clear();
+            }
+        }
+    }
+
+    /// Whether a catch-up is under way.
+    pub fn catching_up(&self) -> bool {
+        self.gap.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_at_or_below_the_last_seen_are_duplicates() {
+        let mut s = Seen::default();
+        assert!(s.see(5));
+        assert!(!s.see(5));
+        assert!(!s.see(3));
+        assert!(s.see(6));
+        assert_eq!(s.last_seen, Some(6));
+    }
+
+    #[test]
+    fn a_catch_up_accepts_missed_ids_in_any_order_once() {
+        let mut s = Seen::default();
+        for id in [1, 2, 3] {
+            assert!(s.see(id));
+        }
+        s.start_catch_up(2);
+        // Replay of the last messages (4 and 5 were missed), a live 9, then the history
+        // answer from 3 on: each id once.
+        let shown: Vec<u64> =
+            [2, 3, 4, 5, 9, 4, 5, 6, 7, 8].into_iter().filter(|id| s.see(*id)).collect();
+        assert_eq!(shown, [4, 5, 9, 6, 7, 8]);
+        assert!(shown.iter().all(|id| s.missed(*id)));
+        assert_eq!(s.last_seen, Some(9));
+        s.replay_ended();
+        assert!(s.catching_up());
+        s.replay_ended();
+        assert!(!s.catching_up(), "caught up");
+        assert!(!s.see(8));
+        assert!(s.see(10));
+    }
+}
