@@ -288,7 +288,11 @@ pub fn is_transient(e: &ConnectError) -> bool {
         ConnectError::Trust(_) => false,
         ConnectError::Refused { code, .. } => matches!(
             code,
-            ErrorCode::NickInUse | ErrorCode::ServerFull | ErrorCode::Busy | ErrorCode::Shutdown
+            ErrorCode::NickInUse
+                | ErrorCode::ServerFull
+                | ErrorCode::Busy
+                | ErrorCode::Shutdown
+                | ErrorCode::Unavailable
         ),
         ConnectError::Tcp { .. }
         | ConnectError::Timeout { .. }

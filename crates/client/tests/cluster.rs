@@ -282,3 +282,52 @@ async fn the_first_server_that_answers_is_used() {
         .unwrap();
     assert!(err.contains(&format!("skipped {dead_addr}: cannot connect")), "{err}");
 }
+
+/// The real thing: a `nats-server`, two cluster nodes sharing one chat, and the client given
+/// both. Node A vanishes mid-chat (the client reaches it through a proxy that is cut: no
+/// goodbye, and no answer to reconnection attempts); the client moves to B and prints, once
+/// each, exactly the messages said while it was away (ids are the same on every node).
+/// (`kill -9` of a node binary, seen from the other nodes, is in the server's tests/cluster.rs.)
+#[tokio::test]
+async fn on_a_real_cluster_the_client_moves_when_its_node_dies_and_misses_nothing() {
+    let nats = chatao_testkit::NatsServer::start().await;
+    let node = |url: String| {
+        TestServer::start_with(move |c| {
+            let mut cluster = chatao_server::cluster::ClusterConfig::new(url);
+            cluster.presence_ttl = Duration::from_secs(2);
+            c.cluster = Some(cluster);
+        })
+    };
+    let a = node(nats.url()).await;
+    let b = node(nats.url()).await;
+    let proxy = Proxy::start(a.addr).await;
+    let (a_addr, b_addr) = (proxy.addr, b.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = chatao(dir.path(), &list(&[a_addr, b_addr]), "alice", &[]);
+    let mut out = stdout(&mut alice);
+    let mut stdin = alice.stdin.take().unwrap();
+    line_with(&mut out, &format!("connected to {a_addr} as alice")).await;
+    let mut bob = TestClient::connect_with(b_addr, "bob", &fixed_keypair(2)).await.unwrap();
+    line_with(&mut out, "bob").await;
+    bob.say("before").await.unwrap();
+    line_with(&mut out, "<bob> before").await;
+    stdin.write_all(b"hello from node A\n").await.unwrap();
+    bob.expect_text("hello from node A").await.unwrap();
+
+    proxy.cut();
+    for text in ["while away 1", "while away 2"] {
+        bob.say(text).await.unwrap();
+        bob.expect_text(text).await.unwrap();
+    }
+    line_with(&mut out, &format!("reconnected to {b_addr} as alice")).await;
+    bob.say("after").await.unwrap();
+    let lines = lines_until(&mut out, "<bob> after").await;
+    let count = |text: &str| lines.iter().filter(|l| l.ends_with(text)).count();
+    assert_eq!(
+        (count("<bob> while away 1"), count("<bob> while away 2"), count("<bob> before")),
+        (1, 1, 0),
+        "what was missed, once; nothing seen before repeated: {lines:#?}"
+    );
+    stdin.write_all(b"hello from node B\n").await.unwrap();
+    bob.expect_text("hello from node B").await.unwrap();
+}
