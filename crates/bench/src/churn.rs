@@ -31,7 +31,7 @@ const TAG: u8 = 3;
 
 pub async fn run(ep: &Endpoint, o: &ChurnOptions, deadline: Instant) -> Result<Report> {
     let quiet_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
-    let before = common::settle(ep.pid, quiet_by).await;
+    let before = common::settle_ep(ep, quiet_by).await;
     let start = Instant::now();
     let stop_at = (start + o.duration).min(deadline);
     let done = Arc::new(AtomicU64::new(0));
@@ -63,7 +63,7 @@ pub async fn run(ep: &Endpoint, o: &ChurnOptions, deadline: Instant) -> Result<R
     }
     while set.join_next().await.is_some() {}
     let elapsed = start.elapsed().as_secs_f64();
-    let after = ep.pid.and_then(|pid| procfs::sample(pid).ok());
+    let after = ep.sample();
     let cycles = done.load(Ordering::Relaxed);
     let errors = errors.lock().await.clone();
 

@@ -91,10 +91,22 @@ pub async fn wait_for(deadline: Instant, mut done: impl FnMut() -> bool) -> bool
 /// follows is measured from a quiet start; returns a sample taken then (`None` without a pid).
 pub async fn settle(pid: Option<u32>, deadline: Instant) -> Option<ProcSample> {
     let pid = pid?;
-    let mut last = procfs::sample(pid).ok()?;
+    settle_with(|| procfs::sample(pid).ok(), deadline).await
+}
+
+/// [`settle`] for every process of `ep` together (a cluster's nodes and NATS).
+pub async fn settle_ep(ep: &crate::target::Endpoint, deadline: Instant) -> Option<ProcSample> {
+    settle_with(|| ep.sample(), deadline).await
+}
+
+async fn settle_with(
+    sample: impl Fn() -> Option<ProcSample>,
+    deadline: Instant,
+) -> Option<ProcSample> {
+    let mut last = sample()?;
     loop {
         sleep(QUIET_WINDOW).await;
-        let now = procfs::sample(pid).ok()?;
+        let now = sample()?;
         let busy = procfs::cpu_delta(&last, &now) / QUIET_WINDOW.as_secs_f64();
         last = now;
         if busy < QUIET_SHARE || Instant::now() >= deadline {

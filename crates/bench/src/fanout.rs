@@ -84,7 +84,7 @@ pub async fn run(ep: &Endpoint, o: &FanoutOptions, deadline: Instant) -> Result<
         ));
     }
     let quiet_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
-    let before = common::settle(ep.pid, quiet_by).await;
+    let before = common::settle_ep(ep, quiet_by).await;
     let setup_s = setup_start.elapsed().as_secs_f64();
 
     // Measured phase.
@@ -144,7 +144,7 @@ pub async fn run(ep: &Endpoint, o: &FanoutOptions, deadline: Instant) -> Result<
         }
         tokio::time::sleep(common::POLL).await;
     }
-    let after = ep.pid.and_then(|pid| procfs::sample(pid).ok());
+    let after = ep.sample();
     let last_us = Progress::get(&progress.last_delivery_us).max(first_send_us);
     senders.abort_all();
 

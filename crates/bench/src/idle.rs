@@ -40,7 +40,7 @@ pub async fn run(ep: &Endpoint, o: &IdleOptions, deadline: Instant) -> Result<Re
         })
         .collect();
     let quiet_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
-    let before = common::settle(ep.pid, quiet_by).await;
+    let before = common::settle_ep(ep, quiet_by).await;
     let start = Instant::now();
     let _ticker =
         crate::fanout::AbortOnDrop(common::ticker(format!("idle {}", ep.name), progress.clone()));
@@ -54,10 +54,10 @@ pub async fn run(ep: &Endpoint, o: &IdleOptions, deadline: Instant) -> Result<Re
     .await;
     let connect_s = start.elapsed().as_secs_f64();
     let quiet_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
-    let after_connect = common::settle(ep.pid, quiet_by).await;
+    let after_connect = common::settle_ep(ep, quiet_by).await;
     let hold_until = (Instant::now() + o.hold).min(deadline);
     tokio::time::sleep_until(hold_until).await;
-    let after_hold = ep.pid.and_then(|pid| procfs::sample(pid).ok());
+    let after_hold = ep.sample();
     let still = connected.saturating_sub(Progress::get(&progress.closed));
 
     let mut report = Report::new("idle", &ep.name);

@@ -34,6 +34,13 @@ struct Common {
     /// Extra flag for the started chataosrv (repeatable), e.g. `--server-arg=--history=0`.
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Start a cluster of N Chatao nodes and a NATS server (on this machine) instead of one
+    /// server; clients are spread over the nodes, CPU and memory are summed over every process.
+    #[arg(long, global = true, value_name = "N")]
+    cluster: Option<u32>,
+    /// The nats-server binary for --cluster.
+    #[arg(long, global = true, default_value = "nats-server")]
+    nats_bin: PathBuf,
     /// Use a running Chatao server instead of starting one.
     #[arg(long, global = true)]
     addr: Option<SocketAddr>,
@@ -158,10 +165,13 @@ fn plan(c: &Common, deadline: Instant) -> Result<Plan> {
                 c.server_bin.display()
             );
         }
-        Some(ChataoSource::Spawn(ChataoSpawn {
-            bin: c.server_bin.clone(),
-            extra_args: c.server_args.clone(),
-        }))
+        let spawn = ChataoSpawn { bin: c.server_bin.clone(), extra_args: c.server_args.clone() };
+        Some(match c.cluster {
+            Some(nodes) => {
+                ChataoSource::Cluster { spawn, nodes: nodes.max(1), nats_bin: c.nats_bin.clone() }
+            }
+            None => ChataoSource::Spawn(spawn),
+        })
     };
     let tls = !c.peer_plain;
     let peer = match (c.peer, &c.peer_start, c.peer_addr) {

@@ -47,6 +47,20 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     })
 }
 
+/// The sum of several processes' samples (a cluster: its nodes and NATS); `None` if any
+/// cannot be read.
+pub fn sample_all(pids: impl IntoIterator<Item = u32>) -> Option<ProcSample> {
+    let mut sum = ProcSample::default();
+    for pid in pids {
+        let s = sample(pid).ok()?;
+        sum.cpu_ticks_s += s.cpu_ticks_s;
+        sum.cpu_sched_s += s.cpu_sched_s;
+        sum.rss_kib += s.rss_kib;
+        sum.hwm_kib += s.hwm_kib;
+    }
+    Some(sum)
+}
+
 /// CPU seconds used between two samples: the precise count, unless the tick count grew by more
 /// than two ticks beyond it (a thread exited and took its precise time with it).
 pub fn cpu_delta(before: &ProcSample, after: &ProcSample) -> f64 {

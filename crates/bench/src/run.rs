@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::irc;
@@ -21,6 +21,9 @@ pub enum ChataoSource {
     Spawn(ChataoSpawn),
     /// Already running (its CPU and memory are measured only with a pid).
     Attach { addr: SocketAddr, pid: Option<u32>, server_key: Option<String> },
+    /// Started by the bench for each run: a `nats-server` and `nodes` servers in a cluster;
+    /// clients are spread over the nodes, and CPU and memory are summed over every process.
+    Cluster { spawn: ChataoSpawn, nodes: u32, nats_bin: PathBuf },
 }
 
 /// Where the IRC peer comes from.
@@ -53,8 +56,8 @@ impl Plan {
     }
 }
 
-/// A target made ready for one run, and the process to stop after it.
-async fn prepare(plan: &Plan, peer: bool) -> Result<Option<(Endpoint, Option<Spawned>)>> {
+/// A target made ready for one run, and the processes to stop after it.
+async fn prepare(plan: &Plan, peer: bool) -> Result<Option<(Endpoint, Vec<Spawned>)>> {
     let prepared = if peer {
         match &plan.peer {
             None => return Ok(None),
@@ -66,18 +69,12 @@ async fn prepare(plan: &Plan, peer: bool) -> Result<Option<(Endpoint, Option<Spa
                     SocketAddr::from(([127, 0, 0, 1], plain_port))
                 };
                 let name = if *tls { kind.clone() } else { format!("{kind}-plain") };
-                let ep =
-                    Endpoint { name, kind: Kind::Irc { tls: *tls }, addr, pid: Some(spawned.pid) };
-                (ep, Some(spawned))
+                let ep = Endpoint::single(name, Kind::Irc { tls: *tls }, addr, Some(spawned.pid));
+                (ep, vec![spawned])
             }
             Some(PeerSource::Attach { addr, pid, tls, name }) => {
-                let ep = Endpoint {
-                    name: name.clone(),
-                    kind: Kind::Irc { tls: *tls },
-                    addr: *addr,
-                    pid: *pid,
-                };
-                (ep, None)
+                let ep = Endpoint::single(name.clone(), Kind::Irc { tls: *tls }, *addr, *pid);
+                (ep, vec![])
             }
         }
     } else {
@@ -85,22 +82,27 @@ async fn prepare(plan: &Plan, peer: bool) -> Result<Option<(Endpoint, Option<Spa
             None => return Ok(None),
             Some(ChataoSource::Spawn(spawn)) => {
                 let spawned = spawn.start().await?;
-                let ep = Endpoint {
-                    name: "chatao".into(),
-                    kind: Kind::Chatao { server_key: spawned.fingerprint.clone() },
-                    addr: spawned.addr,
-                    pid: Some(spawned.pid),
-                };
-                (ep, Some(spawned))
+                let kind = Kind::Chatao { server_key: spawned.fingerprint.clone() };
+                let ep = Endpoint::single("chatao".into(), kind, spawned.addr, Some(spawned.pid));
+                (ep, vec![spawned])
             }
             Some(ChataoSource::Attach { addr, pid, server_key }) => {
+                let kind = Kind::Chatao { server_key: server_key.clone() };
+                (Endpoint::single("chatao".into(), kind, *addr, *pid), vec![])
+            }
+            Some(ChataoSource::Cluster { spawn, nodes, nats_bin }) => {
+                let spawned = spawn.start_cluster(*nodes, nats_bin).await?;
+                let (first, rest) = spawned.split_first().context("no node started")?;
+                let nodes = &rest[..rest.len().saturating_sub(1)];
                 let ep = Endpoint {
-                    name: "chatao".into(),
-                    kind: Kind::Chatao { server_key: server_key.clone() },
-                    addr: *addr,
-                    pid: *pid,
+                    name: format!("chatao-cluster{}", nodes.len() + 1),
+                    kind: Kind::Chatao { server_key: first.fingerprint.clone() },
+                    addr: first.addr,
+                    pid: Some(first.pid),
+                    nodes: nodes.iter().map(|s| s.addr).collect(),
+                    other_pids: rest.iter().map(|s| s.pid).collect(),
                 };
-                (ep, None)
+                (ep, spawned)
             }
         }
     };
@@ -139,7 +141,7 @@ where
                 _ => None,
             };
             let result = scenario(ep.clone(), plan.attached(peer), plan.deadline).await;
-            if let Some(s) = spawned {
+            for s in spawned {
                 s.stop().await;
             }
             match result {

@@ -27,6 +27,8 @@ pub struct Spawned {
     child: Child,
     /// Chatao's data directory (its log is `server.log` there); removed on drop.
     dir: Option<TempDir>,
+    /// A cluster's shared key directory, kept by its first node; removed on drop.
+    keys: Option<TempDir>,
 }
 
 /// What the bench passes to a Chatao server it starts.
@@ -67,10 +69,37 @@ impl ChataoSpawn {
     /// Starts the server on a free loopback port in a new temporary data directory, and waits
     /// until it accepts connections.
     pub async fn start(&self) -> Result<Spawned> {
+        self.start_node(None, None).await
+    }
+
+    /// Starts a cluster on this machine: a `nats-server` with JetStream (from `nats_bin`) and
+    /// `nodes` servers joined to it, sharing one key. Returns the nodes, then NATS.
+    pub async fn start_cluster(&self, nodes: u32, nats_bin: &Path) -> Result<Vec<Spawned>> {
+        let nats = start_nats(nats_bin).await?;
+        let url = format!("nats://{}", nats.addr);
+        let keys = tempfile::Builder::new().prefix("chatao-bench-keys-").tempdir()?;
+        let mut out = Vec::new();
+        for _ in 0..nodes.max(1) {
+            out.push(self.start_node(Some(keys.path()), Some(&url)).await?);
+        }
+        // The key directory lives as long as the first node's data directory.
+        if let Some(first) = out.first_mut() {
+            first.keys = Some(keys);
+        }
+        out.push(nats);
+        Ok(out)
+    }
+
+    async fn start_node(&self, key_dir: Option<&Path>, cluster: Option<&str>) -> Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("chatao-bench-").tempdir()?;
         let data = dir.path().to_string_lossy().into_owned();
+        let mut key_args = vec!["--data-dir".to_owned(), data.clone()];
+        if let Some(keys) = key_dir {
+            key_args.extend(["--key-dir".to_owned(), keys.to_string_lossy().into_owned()]);
+        }
         let fp = Command::new(&self.bin)
-            .args(["--data-dir", &data, "--fingerprint"])
+            .args(&key_args)
+            .arg("--fingerprint")
             .output()
             .await
             .with_context(|| format!("cannot run {}", self.bin.display()))?;
@@ -85,7 +114,10 @@ impl ChataoSpawn {
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let mut args = vec![port.to_string(), "--listen".into(), "127.0.0.1".into()];
-        args.extend(["--data-dir".into(), data]);
+        args.extend(key_args);
+        if let Some(url) = cluster {
+            args.extend(["--cluster".into(), url.to_owned()]);
+        }
         args.extend(chatao_bench_flags());
         args.extend(self.extra_args.iter().cloned());
         let child = Command::new(&self.bin)
@@ -98,11 +130,41 @@ impl ChataoSpawn {
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
         let pid = child.id().context("the server exited at once")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut spawned =
-            Spawned { addr, pid, fingerprint: Some(fingerprint), child, dir: Some(dir) };
+        let mut spawned = Spawned {
+            addr,
+            pid,
+            fingerprint: Some(fingerprint),
+            child,
+            dir: Some(dir),
+            keys: None,
+        };
         spawned.wait_listening().await?;
         Ok(spawned)
     }
+}
+
+/// Starts `nats-server` with JetStream on a free loopback port, its store in a temporary
+/// directory.
+pub async fn start_nats(bin: &Path) -> Result<Spawned> {
+    let dir = tempfile::Builder::new().prefix("chatao-bench-nats-").tempdir()?;
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.path().join("server.log"))?;
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!("cannot run {} (apt-get install nats-server, or --nats-bin)", bin.display())
+        })?;
+    let pid = child.id().context("nats-server exited at once")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut spawned = Spawned { addr, pid, fingerprint: None, child, dir: Some(dir), keys: None };
+    spawned.wait_listening().await?;
+    Ok(spawned)
 }
 
 /// Starts an IRC peer (`inspircd` or `ngircd`) with `script` (shared/peers/start.sh) on free
@@ -122,7 +184,7 @@ pub async fn start_peer(script: &Path, kind: &str) -> Result<(Spawned, u16)> {
         .with_context(|| format!("cannot run {}", script.display()))?;
     let pid = child.id().context("the peer script exited at once")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
-    let mut spawned = Spawned { addr, pid, fingerprint: None, child, dir: None };
+    let mut spawned = Spawned { addr, pid, fingerprint: None, child, dir: None, keys: None };
     spawned.wait_listening().await?;
     Ok((spawned, plain_port))
 }

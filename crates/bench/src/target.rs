@@ -28,6 +28,11 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The server's process, for CPU and memory; `None`: not measured.
     pub pid: Option<u32>,
+    /// A cluster's other nodes: clients are spread over `addr` and these by their index.
+    pub nodes: Vec<SocketAddr>,
+    /// Other processes whose CPU and memory count with `pid`'s (a cluster's other nodes and
+    /// its NATS server).
+    pub other_pids: Vec<u32>,
 }
 
 /// What protocol the endpoint speaks.
@@ -41,6 +46,24 @@ pub enum Kind {
 }
 
 impl Endpoint {
+    /// An endpoint that is one process at one address.
+    pub fn single(name: String, kind: Kind, addr: SocketAddr, pid: Option<u32>) -> Endpoint {
+        Endpoint { name, kind, addr, pid, nodes: Vec::new(), other_pids: Vec::new() }
+    }
+
+    /// The address client number `index` connects to (round robin over a cluster's nodes).
+    pub fn addr_for(&self, index: u32) -> SocketAddr {
+        match index as usize % (self.nodes.len() + 1) {
+            0 => self.addr,
+            i => self.nodes[i - 1],
+        }
+    }
+
+    /// CPU and memory of every process of the endpoint, summed (`None` without a pid).
+    pub fn sample(&self) -> Option<crate::procfs::ProcSample> {
+        crate::procfs::sample_all(std::iter::once(self.pid?).chain(self.other_pids.iter().copied()))
+    }
+
     /// The room a fanout runs in: Chatao's default room (every client is in it on arrival), or
     /// `#bench` on IRC.
     pub fn fanout_room(&self) -> &'static str {
@@ -214,7 +237,7 @@ impl Client {
 pub async fn connect(ep: &Endpoint, spec: &ClientSpec, progress: Arc<Progress>) -> Result<Client> {
     match &ep.kind {
         Kind::Chatao { server_key } => {
-            chatao::connect(ep.addr, server_key.clone(), spec, progress).await
+            chatao::connect(ep.addr_for(spec.index), server_key.clone(), spec, progress).await
         }
         Kind::Irc { tls } => irc::connect(ep.addr, *tls, spec, progress).await,
     }
@@ -225,7 +248,7 @@ pub async fn connect(ep: &Endpoint, spec: &ClientSpec, progress: Arc<Progress>) 
 pub async fn cycle(ep: &Endpoint, spec: &ClientSpec, messages: u32, size: usize) -> Result<()> {
     match &ep.kind {
         Kind::Chatao { server_key } => {
-            chatao::cycle(ep.addr, server_key.clone(), spec, messages, size).await
+            chatao::cycle(ep.addr_for(spec.index), server_key.clone(), spec, messages, size).await
         }
         Kind::Irc { tls } => irc::cycle(ep.addr, *tls, spec, messages, size).await,
     }

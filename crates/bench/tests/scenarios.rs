@@ -14,12 +14,12 @@ use tokio::time::Instant;
 
 /// The server runs in this process, so its CPU and memory are this process's.
 fn endpoint(server: &TestServer) -> Endpoint {
-    Endpoint {
-        name: "chatao".into(),
-        kind: Kind::Chatao { server_key: Some(server.fingerprint.clone()) },
-        addr: server.addr,
-        pid: Some(std::process::id()),
-    }
+    Endpoint::single(
+        "chatao".into(),
+        Kind::Chatao { server_key: Some(server.fingerprint.clone()) },
+        server.addr,
+        Some(std::process::id()),
+    )
 }
 
 fn deadline() -> Instant {
@@ -51,6 +51,42 @@ async fn a_small_fanout_delivers_every_message_exactly_once() {
     assert!(get("latency_p50") <= get("latency_p99") && get("latency_p99") <= get("latency_max"));
     assert!(get("deliveries_per_s") > 0.0);
     assert!(get("server_cpu_s") >= 0.0 && get("server_peak_rss") > 0.0);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+}
+
+/// The cluster mode: clients spread over three nodes of one chat (a real nats-server), every
+/// message delivered exactly once to everyone on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_over_a_three_node_cluster_delivers_every_message_exactly_once() {
+    let nats = chatao_testkit::NatsServer::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = nats.url();
+        nodes.push(
+            TestServer::start_with(move |c| {
+                c.limits.rate_per_sec = 0;
+                c.cluster = Some(chatao_server::cluster::ClusterConfig::new(url));
+            })
+            .await,
+        );
+    }
+    let mut ep = endpoint(&nodes[0]);
+    ep.nodes = nodes[1..].iter().map(|n| n.addr).collect();
+    let o = FanoutOptions {
+        clients: 6,
+        senders: 3,
+        messages: 20,
+        rate: 0.0,
+        size: 64,
+        concurrency: 6,
+        stall: Duration::from_secs(5),
+        quit_at_end: true,
+    };
+    let r = fanout::run(&ep, &o, deadline()).await.unwrap();
+    let get = |k: &str| r.get(k).unwrap_or_else(|| panic!("no {k} in {r:?}"));
+    assert_eq!(get("expected"), 6.0 * 3.0 * 20.0);
+    assert_eq!(get("delivered"), get("expected"));
+    assert_eq!((get("lost"), get("duplicated"), get("reordered")), (0.0, 0.0, 0.0));
     assert!(r.notes.is_empty(), "{:?}", r.notes);
 }
 
