@@ -222,6 +222,41 @@ async fn nicknames_and_bans_hold_across_nodes() {
         end.iter().any(|m| matches!(m, ServerMsg::Bye { code: Some(ErrorCode::Banned), .. })),
         "{end:?}"
     );
+    // A mute by the operator on node one holds on node three.
+    let mut carol = connect(&n3, "carol", 7).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        oper.send(&ClientMsg::Mute { nick: "carol".into(), duration_secs: None }).await.unwrap();
+        match oper
+            .expect("the mute or an error", |m| {
+                matches!(m, ServerMsg::Moderation { .. } | ServerMsg::Error { .. })
+            })
+            .await
+            .unwrap()
+        {
+            ServerMsg::Moderation { .. } => break,
+            _ if Instant::now() < deadline => sleep(Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    let muted = timeout(Duration::from_secs(10), async {
+        loop {
+            carol.say("can you hear me").await.unwrap();
+            match carol
+                .expect("echo or refusal", |m| {
+                    matches!(m, ServerMsg::Message { .. } | ServerMsg::Error { .. })
+                })
+                .await
+                .unwrap()
+            {
+                ServerMsg::Error { code: ErrorCode::Muted, .. } => return,
+                _ => sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(muted.is_ok(), "node three enforces the mute");
+
     let refused = timeout(Duration::from_secs(10), async {
         loop {
             match TestClient::connect_with(n3.addr, "bob", &fixed_keypair(6)).await {
@@ -452,4 +487,26 @@ async fn a_killed_nodes_users_are_gone_within_the_ttl_and_move_without_loss() {
     alice.expect("carol is back", is_join("carol")).await.unwrap();
     alice.say("four").await.unwrap();
     carol.expect_text("four").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_allowlist_one_node_loads_applies_on_every_node() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let allow = dir.path().join("allow");
+    std::fs::write(&allow, format!("{} alice\n", fixed_keypair(1).public().fingerprint())).unwrap();
+    let _n1 = node_with(&nats, |c| c.access.allow_file = Some(allow.clone())).await;
+    let n2 = node(&nats).await; // no allow file of its own
+    let refused = timeout(Duration::from_secs(10), async {
+        loop {
+            match TestClient::connect_with(n2.addr, "mallory", &fixed_keypair(2)).await {
+                Err(e) if e.to_string().contains("NotAllowed") => return e,
+                _ => sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("node two enforces node one's allowlist");
+    assert!(refused.to_string().contains("allowlist"), "{refused}");
+    connect(&n2, "alice", 1).await;
 }
