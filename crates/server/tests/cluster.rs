@@ -510,3 +510,100 @@ async fn the_allowlist_one_node_loads_applies_on_every_node() {
     assert!(refused.to_string().contains("allowlist"), "{refused}");
     connect(&n2, "alice", 1).await;
 }
+
+/// A TCP proxy that can cut its connections and refuse new ones (a network partition).
+struct Partition {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Partition {
+    async fn start(target: std::net::SocketAddr) -> Partition {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let p = Partition { addr, up: Default::default(), links: Default::default() };
+        p.up.store(true, Ordering::SeqCst);
+        let (up, links) = (p.up.clone(), p.links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up.load(Ordering::SeqCst) {
+                    continue;
+                }
+                links.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        p
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_node_does_not_stall_the_others_and_heals() {
+    let nats = NatsServer::start().await;
+    let nats_addr: std::net::SocketAddr = format!("127.0.0.1:{}", nats.port).parse().unwrap();
+    let partition = Partition::start(nats_addr).await;
+    let behind = format!("nats://{}", partition.addr);
+    let n1 = TestServer::start_with(move |c| {
+        let mut cluster = ClusterConfig::new(behind);
+        cluster.presence_ttl = TTL;
+        c.cluster = Some(cluster);
+    })
+    .await;
+    let (n2, n3) = (node(&nats).await, node(&nats).await);
+    let mut bob = connect(&n2, "bob", 2).await;
+    let mut alice = connect(&n1, "alice", 1).await;
+    bob.expect("alice", is_join("alice")).await.unwrap();
+    let mut carol = connect(&n3, "carol", 3).await;
+    bob.expect("carol", is_join("carol")).await.unwrap();
+
+    partition.cut();
+    alice
+        .expect(
+            "the partition",
+            |m| matches!(m, ServerMsg::Notice { text } if text.contains("cannot reach")),
+        )
+        .await
+        .unwrap();
+    // The others go on at full speed, and drop the unreachable node's users after the TTL.
+    for k in 0..20 {
+        bob.say(&format!("meanwhile {k}")).await.unwrap();
+    }
+    for k in 0..20 {
+        carol.expect_text(&format!("meanwhile {k}")).await.unwrap();
+    }
+    bob.expect("alice gone with her node", |m| {
+        matches!(m, ServerMsg::Leave { nick, reason: LeaveReason::Lost, .. } if nick.as_str() == "alice")
+    })
+    .await
+    .unwrap();
+
+    partition.mend();
+    alice
+        .expect(
+            "healed",
+            |m| matches!(m, ServerMsg::Notice { text } if text.contains("reachable again")),
+        )
+        .await
+        .unwrap();
+    bob.expect("alice is back in view", is_join("alice")).await.unwrap();
+    // alice's node catches up on the stream: she gets what was said during the partition.
+    alice.expect_text("meanwhile 19").await.unwrap();
+    alice.say("I am back").await.unwrap();
+    carol.expect_text("I am back").await.unwrap();
+}
