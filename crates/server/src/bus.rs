@@ -110,8 +110,8 @@ impl BusHandle {
 
     /// Waits for a place on the queue (for events from a cluster's stream, which wait rather
     /// than drop: the stream keeps them meanwhile). `None`: the bus has stopped.
-    pub async fn reserve(&self) -> Option<mpsc::Permit<'_, BusEvent>> {
-        self.tx.reserve().await.ok()
+    pub async fn reserve_many(&self, n: usize) -> Option<mpsc::PermitIterator<'_, BusEvent>> {
+        self.tx.reserve_many(n).await.ok()
     }
 
     /// Waits until every event up to `seq` is persisted and published.

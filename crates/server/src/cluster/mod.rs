@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a starting node waits to have read the room stream before it serves.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most stream events applied to the hub at once.
+const APPLY_BATCH: usize = 1024;
 /// Window in which JetStream drops a republished message with the same id (our retries).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -378,18 +380,41 @@ async fn consume(
                 .await
                 .map_err(|e| e.to_string())?;
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            while let Some(msg) = messages.next().await {
-                let msg = msg.map_err(|e| e.to_string())?;
-                let Ok(seq) = msg.info().map(|i| i.stream_sequence) else { continue };
-                if seq < next {
-                    continue;
+            while let Some(first) = messages.next().await {
+                // Take what else is ready now, so the hub queues it at once and the bus
+                // delivers it as runs (one write per member per run, not per message).
+                let mut ready = vec![first];
+                while ready.len() < APPLY_BATCH {
+                    match messages.next().now_or_never() {
+                        Some(Some(msg)) => ready.push(msg),
+                        _ => break,
+                    }
                 }
-                match serde_json::from_slice::<RoomEvent>(&msg.payload) {
-                    Ok(ev) => hub.apply_room_event(seq, ev).await,
-                    Err(e) => hub.skipped("room event", &e.to_string()),
+                let mut events = Vec::with_capacity(ready.len());
+                let mut failed = None;
+                for msg in ready {
+                    let msg = match msg {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    };
+                    let Ok(seq) = msg.info().map(|i| i.stream_sequence) else { continue };
+                    if seq < next {
+                        continue;
+                    }
+                    next = seq + 1;
+                    match serde_json::from_slice::<RoomEvent>(&msg.payload) {
+                        Ok(ev) => events.push((seq, ev)),
+                        Err(e) => hub.skipped("room event", &e.to_string()),
+                    }
                 }
-                next = seq + 1;
-                read.send_replace(seq);
+                hub.apply_room_events(events).await;
+                read.send_replace(next - 1);
+                if let Some(cause) = failed {
+                    return Err(cause);
+                }
             }
             Ok::<(), String>(())
         };

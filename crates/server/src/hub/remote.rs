@@ -447,54 +447,62 @@ impl Hub {
             .collect()
     }
 
-    /// Applies a room event from the cluster's stream, where it has sequence number `seq`
-    /// (which becomes a message's id). Waits for room on the bus rather than dropping: the
-    /// stream keeps what this node has not read yet, so backpressure costs nothing.
-    pub async fn apply_room_event(&self, seq: u64, ev: RoomEvent) {
-        let Some(permit) = self.bus().reserve().await else { return };
+    /// Applies room events read from the cluster's stream, each with its sequence number
+    /// there (which becomes a message's id), in order. Waits for room on the bus rather than
+    /// dropping: the stream keeps what this node has not read yet, so backpressure costs
+    /// nothing. A batch is queued under one lock, so the bus delivers it as runs per room.
+    pub async fn apply_room_events(&self, events: Vec<(u64, RoomEvent)>) {
+        let Some(last) = events.last().map(|(seq, _)| *seq) else { return };
+        // One place per event, and one for the stream position.
+        let Some(mut permits) = self.bus().reserve_many(events.len() + 1).await else { return };
         let mut st = self.lock();
-        let bus_seq = st.next_seq();
         let cap = self.config().history_on_join;
-        let room_name = ev.room.clone();
-        let room = st
-            .rooms
-            .entry(room_name.clone())
-            .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
-        let (bytes, persist) = match ev.body {
-            RoomBody::Message { kind, text } => {
-                let stored = StoredMessage {
-                    room: room_name.clone(),
-                    id: seq,
-                    time: ev.time,
-                    from: ev.from,
-                    kind,
-                    text,
-                };
-                room.set_last_id(seq);
-                room.remember(stored.clone());
-                (encode(&stored.to_msg(false)), Persist::Message(stored))
+        for (seq, ev) in events {
+            let bus_seq = st.next_seq();
+            let room_name = ev.room.clone();
+            let room = st
+                .rooms
+                .entry(room_name.clone())
+                .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
+            let (bytes, persist) = match ev.body {
+                RoomBody::Message { kind, text } => {
+                    let stored = StoredMessage {
+                        room: room_name.clone(),
+                        id: seq,
+                        time: ev.time,
+                        from: ev.from,
+                        kind,
+                        text,
+                    };
+                    room.set_last_id(seq);
+                    room.remember(stored.clone());
+                    (encode(&stored.to_msg(false)), Persist::Message(stored))
+                }
+                RoomBody::Topic { text } => {
+                    room.topic = text.clone();
+                    let msg = ServerMsg::Topic {
+                        room: room_name.clone(),
+                        text: text.clone(),
+                        by: Some(ev.from),
+                    };
+                    (encode(&msg), Persist::Topic { room: room_name.clone(), text })
+                }
+            };
+            if let Some(permit) = permits.next() {
+                permit.send(BusEvent { seq: bus_seq, room: Some(room_name), bytes, persist });
             }
-            RoomBody::Topic { text } => {
-                room.topic = text.clone();
-                let msg = ServerMsg::Topic {
-                    room: room_name.clone(),
-                    text: text.clone(),
-                    by: Some(ev.from),
-                };
-                (encode(&msg), Persist::Topic { room: room_name.clone(), text })
-            }
-        };
-        permit.send(BusEvent { seq: bus_seq, room: Some(room_name), bytes, persist });
-        // The stream position is kept with the events (in the same or the next transaction;
+        }
+        // The stream position is kept with the events (in the same transaction, or the next:
         // writing an event twice is harmless), so a restart resumes after it.
-        let seq_applied = st.next_seq();
-        drop(st);
-        self.bus().send_control(BusEvent {
-            seq: seq_applied,
-            room: None,
-            bytes: Default::default(),
-            persist: Persist::Applied(seq),
-        });
+        let seq = st.next_seq();
+        if let Some(permit) = permits.next() {
+            permit.send(BusEvent {
+                seq,
+                room: None,
+                bytes: Default::default(),
+                persist: Persist::Applied(last),
+            });
+        }
     }
 
     /// Applies a presence change from node `node`.
