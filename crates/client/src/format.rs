@@ -118,7 +118,12 @@ fn plain(msg: &ServerMsg) -> Option<String> {
             format!("* {by} {verb} {}{until}{reason}", sanitize(target))
         }
         ServerMsg::Notice { text } => format!("* {}", sanitize(text)),
-        ServerMsg::Unknown => return None,
+        // The E2E layer (`crate::e2e`) consumes these and emits what they mean.
+        ServerMsg::Unknown
+        | ServerMsg::Sealed { .. }
+        | ServerMsg::Invited { .. }
+        | ServerMsg::JoinRequest { .. }
+        | ServerMsg::KeyPackage { .. } => return None,
         ServerMsg::HistoryEnd { room, count } => {
             let s = if *count == 1 { "" } else { "s" };
             format!("* {room}: end of history ({count} message{s})")
@@ -140,7 +145,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 None => format!("* {nick} left {room} ({why})"),
             }
         }
-        ServerMsg::Members { room, members } => {
+        ServerMsg::Members { room, members, .. } => {
             let nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
             format!("* {room}: {} ({} online)", nicks.join(", "), nicks.len())
         }

@@ -50,6 +50,18 @@ pub enum ErrorCode {
     /// The server cannot accept the message right now (its queues are full); it was not
     /// accepted, so resending later is safe.
     Busy,
+    /// `create` of a room that already exists.
+    RoomExists,
+    /// `join` of an invite-only E2E room whose members have not added your key.
+    NotInvited,
+    /// A `commit` made at an epoch that is not the room's current one: process what came in
+    /// and make it again.
+    StaleEpoch,
+    /// `fetch_key_package` for a key that has uploaded none.
+    NoKeyPackage,
+    /// Plain `say`/`me` in an E2E room (only `sealed` is accepted there), or an E2E message
+    /// in a plain room.
+    E2eRoom,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -80,6 +92,11 @@ impl ErrorCode {
             ErrorCode::Muted => "muted",
             ErrorCode::NotOperator => "not_operator",
             ErrorCode::NickRegistered => "nick_registered",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::NotInvited => "not_invited",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::NoKeyPackage => "no_key_package",
+            ErrorCode::E2eRoom => "e2e_room",
             ErrorCode::Other => "other",
         }
     }

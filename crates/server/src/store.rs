@@ -6,7 +6,8 @@
 //! batch); reads (history on join and catch-up) use a separate connection from blocking tasks,
 //! never from a session's own task.
 //!
-//! Private messages are never stored.
+//! Private messages are never stored. End-to-end encrypted rooms have their own tables
+//! ([`e2e`]): ciphertext only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,11 +18,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::access::Ban;
 
+pub mod e2e;
+
+pub use e2e::{E2ePersist, StoredSealed};
+
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "chatao.db";
 
 /// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +88,8 @@ pub enum Persist {
     Unban {
         fingerprint: String,
     },
+    /// End-to-end encrypted rooms ([`e2e`]).
+    E2e(E2ePersist),
 }
 
 /// A room as remembered across restarts.
@@ -154,6 +161,7 @@ impl Store {
              CREATE TABLE IF NOT EXISTS bans (
                  fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);",
         )?;
+        e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { path, reader: Mutex::new(conn) })
     }
@@ -347,6 +355,7 @@ impl Writer {
                     Persist::Unban { fingerprint } => {
                         unban.execute(params![fingerprint])?;
                     }
+                    Persist::E2e(p) => e2e::write(&tx, p)?,
                 }
             }
         }

@@ -94,7 +94,7 @@ impl App {
                 self.note(i, Kind::Leave, &text);
                 vec![]
             }
-            ServerMsg::Members { room, members } => {
+            ServerMsg::Members { room, members, .. } => {
                 let i = self.room_buffer(&room);
                 let b = &mut self.buffers[i];
                 b.members.clear();
@@ -228,6 +228,11 @@ impl App {
             | ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. }
             | ServerMsg::Unknown => vec![],
+            // The E2E layer (`crate::e2e`) consumes these and hands the UI what they mean.
+            ServerMsg::Sealed { .. }
+            | ServerMsg::Invited { .. }
+            | ServerMsg::JoinRequest { .. }
+            | ServerMsg::KeyPackage { .. } => vec![],
             ServerMsg::Notice { text } => {
                 self.notice(&text);
                 vec![]

@@ -202,7 +202,7 @@ fn member_list_with_away_members_and_overflow() {
             away: (*n == "bob").then(|| "lunch".into()),
         })
         .collect();
-    net(&mut a, ServerMsg::Members { room: room("#lobby"), members: list });
+    net(&mut a, ServerMsg::Members { room: room("#lobby"), members: list, e2e: false });
     insta::assert_snapshot!("member_list", screen(&a));
     let c = cells(&a);
     let (x, y) = find(&c, "bob ");

@@ -17,7 +17,10 @@
 //! connecting again replaces a session of theirs that still holds the nickname. Operator
 //! actions live in [`moderation`].
 
+mod e2e;
 mod moderation;
+
+pub use e2e::E2eRefusal;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +107,8 @@ struct State {
     seq: u64,
     /// Id of the last private message.
     last_private: u64,
+    /// End-to-end encrypted rooms: modes, epochs, delivery lists, key packages, welcomes.
+    e2e: e2e::E2eState,
 }
 
 #[derive(Debug)]
@@ -232,8 +237,11 @@ impl Hub {
         store: Arc<Store>,
         access: Arc<Access>,
     ) -> Result<Hub, StoreError> {
-        let mut state =
-            State { owners: store.load_nicks()?.into_iter().collect(), ..Default::default() };
+        let mut state = State {
+            owners: store.load_nicks()?.into_iter().collect(),
+            e2e: e2e::E2eState::load(&store)?,
+            ..Default::default()
+        };
         for rec in store.load_rooms()? {
             let room = Room::new(rec.room.clone(), rec.last_id, rec.topic, config.history_on_join);
             state.rooms.insert(rec.room, room);
@@ -485,6 +493,7 @@ impl Hub {
                 room: r.name.clone(),
                 members: r.len() as u32,
                 topic: r.topic.clone(),
+                e2e: st.e2e.is_e2e(&r.name),
             })
             .collect();
         rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
