@@ -1,0 +1,41 @@
+//! Client-side MLS engine for Chatao's end-to-end encrypted rooms.
+//!
+//! The server is only the MLS delivery service: it stores key packages, orders each E2E room's
+//! handshake and application messages, and relays welcomes. This crate is everything a client
+//! does with MLS (RFC 9420, via openmls): its identity, one group per E2E room, encryption and
+//! decryption, membership changes, key pinning, and the state kept on disk.
+//!
+//! Layout:
+//! - [`engine`]: [`E2e`], the one type clients use (open, key packages, create/join, add/remove,
+//!   pending commits, encrypt, process, members, log).
+//! - [`identity`]: the Ed25519 MLS key derived from the Chatao X25519 key; fingerprint checks.
+//! - [`types`]: [`Event`], [`MemberInfo`], [`PinStatus`], [`Warning`], [`Pending`], [`Joined`].
+//! - [`store`]: the state directory, atomic writes. [`log`]: the decrypted-message log.
+//! - [`error`]: the error type, [`E2eError`].
+//!
+//! Trust model in one paragraph: a member's MLS credential is its Chatao fingerprint and its
+//! signature key is derived from its Chatao key, so the pair never changes. Clients pin the pair
+//! on first sight (per state directory) and flag any member whose credential is not a
+//! fingerprint, whose key differs from the pin, or who claims our own fingerprint with another
+//! key as FORGED ([`PinStatus::is_forged`], [`E2eError::is_forgery`]). Adding a member also
+//! requires its credential to name exactly the fingerprint the server lists for the nick.
+//!
+//! Every input that came from the network (key packages, welcomes, messages) is parsed with
+//! bounds and errors, never panics; bodies above [`MAX_BODY_LEN`] are refused unread.
+//!
+//! To add an operation: write it as a method of [`E2e`] whose body runs inside
+//! `self.transact(..)` and ends with `s.save()`, so a failure rolls memory back and success is
+//! on disk before the method returns; add its test in `tests/`.
+
+pub mod engine;
+pub mod error;
+pub mod identity;
+pub mod log;
+pub mod store;
+pub mod types;
+
+pub use engine::{CIPHERSUITE, E2e, MAX_BODY_LEN, MAX_KEY_PACKAGES, MAX_PLAINTEXT_LEN, SENT_CACHE};
+pub use error::E2eError;
+pub use identity::{SIGNATURE_KEY_INFO, display_identity, is_fingerprint, key_fingerprint};
+pub use log::{LogEntry, MAX_LOG_PER_ROOM};
+pub use types::{Event, Joined, MemberInfo, Pending, PinStatus, Warning};

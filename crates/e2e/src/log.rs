@@ -1,0 +1,186 @@
+//! The local log of decrypted messages, one file per group: `logs/<hash>.jsonl`.
+//!
+//! MLS message keys are used once and then deleted, so a client cannot decrypt a room's history
+//! again after a restart; it shows what it decrypted before from this log and fetches ciphertext
+//! only after the last processed id. Each line is one JSON [`LogEntry`]. Lines are appended (an
+//! append of one short line either lands or leaves a torn last line, which reading skips);
+//! when the file holds [`MAX_LOG_PER_ROOM`] + [`LOG_SLACK`] entries it is compacted to the newest
+//! [`MAX_LOG_PER_ROOM`] with an atomic replace. Entries are appended before the state file records
+//! the message as processed, so a crash in between can only duplicate an entry (reading keeps
+//! the first entry of each id), never lose one.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::E2eError;
+use crate::store::{open_append, write_atomic};
+
+/// Most decrypted messages kept per room. Older ones are dropped at compaction: the oldest
+/// history shown after a restart is the newest 10,000 messages.
+pub const MAX_LOG_PER_ROOM: usize = 10_000;
+
+/// Extra entries tolerated before a compaction, so compaction (a rewrite of the whole file)
+/// happens once per this many messages, not on every message.
+pub const LOG_SLACK: usize = 1_000;
+
+/// Longest log line read; longer lines (damage) are skipped without being kept in memory whole.
+const MAX_LOG_LINE: u64 = 4 * 1024 * 1024;
+
+/// Directory of the log files inside the state directory.
+pub(crate) const LOG_DIR: &str = "logs";
+
+/// One decrypted message of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The server's message id.
+    pub id: u64,
+    /// The server's timestamp (Unix milliseconds), as relayed; not authenticated.
+    pub time: u64,
+    /// The sender's Chatao fingerprint, from its MLS credential (authenticated by MLS).
+    pub sender_fp: String,
+    /// True if this client sent it.
+    pub own: bool,
+    /// The decrypted application bytes.
+    pub plaintext: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    id: u64,
+    time: u64,
+    sender_fp: String,
+    #[serde(default)]
+    own: bool,
+    /// Standard base64 of the plaintext.
+    text: String,
+}
+
+impl From<&LogEntry> for Line {
+    fn from(e: &LogEntry) -> Self {
+        Line {
+            id: e.id,
+            time: e.time,
+            sender_fp: e.sender_fp.clone(),
+            own: e.own,
+            text: STANDARD.encode(&e.plaintext),
+        }
+    }
+}
+
+/// The log file name of a group: hex of the first 16 bytes of SHA-256 of its id, so a room that
+/// is re-created (a new group id) starts a fresh log.
+pub(crate) fn file_name(group_id: &[u8]) -> String {
+    let digest = Sha256::digest(group_id);
+    let mut name = String::with_capacity(38);
+    for b in &digest[..16] {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name.push_str(".jsonl");
+    name
+}
+
+pub(crate) fn path(dir: &Path, group_id: &[u8]) -> PathBuf {
+    dir.join(LOG_DIR).join(file_name(group_id))
+}
+
+/// Appends one entry.
+pub(crate) fn append(
+    dir: &Path,
+    group_id: &[u8],
+    entry: &LogEntry,
+    sync: bool,
+) -> Result<(), E2eError> {
+    let path = path(dir, group_id);
+    let mut line = serde_json::to_vec(&Line::from(entry))
+        .map_err(|e| E2eError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+    line.push(b'\n');
+    let mut file = open_append(&path)?;
+    let io = |source| E2eError::Io { path: path.clone(), source };
+    file.write_all(&line).map_err(io)?;
+    if sync {
+        file.sync_data().map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Reads every readable entry, oldest first, one per id (the first seen wins).
+pub(crate) fn read(dir: &Path, group_id: &[u8]) -> Result<Vec<LogEntry>, E2eError> {
+    let path = path(dir, group_id);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(E2eError::Io { path, source }),
+    };
+    let mut reader = BufReader::new(file);
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LOG_LINE)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| E2eError::Io { path: path.clone(), source })?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') && n as u64 == MAX_LOG_LINE {
+            // An overlong line: skip the rest of it.
+            let mut sink = Vec::new();
+            reader
+                .read_until(b'\n', &mut sink)
+                .map_err(|source| E2eError::Io { path: path.clone(), source })?;
+            continue;
+        }
+        let Ok(line) = serde_json::from_slice::<Line>(&buf) else {
+            tracing::warn!(path = %path.display(), "skipping a damaged E2E log line");
+            continue;
+        };
+        let Ok(plaintext) = STANDARD.decode(&line.text) else { continue };
+        if seen.insert(line.id) {
+            out.push(LogEntry {
+                id: line.id,
+                time: line.time,
+                sender_fp: line.sender_fp,
+                own: line.own,
+                plaintext,
+            });
+        }
+    }
+    out.sort_by_key(|e| e.id);
+    Ok(out)
+}
+
+/// Rewrites the log with its newest [`MAX_LOG_PER_ROOM`] entries; returns how many it kept.
+pub(crate) fn compact(dir: &Path, group_id: &[u8], sync: bool) -> Result<usize, E2eError> {
+    let entries = read(dir, group_id)?;
+    let keep = &entries[entries.len().saturating_sub(MAX_LOG_PER_ROOM)..];
+    let mut bytes = Vec::new();
+    for e in keep {
+        let line = serde_json::to_vec(&Line::from(e)).map_err(|err| E2eError::Corrupt {
+            path: path(dir, group_id),
+            detail: err.to_string(),
+        })?;
+        bytes.extend_from_slice(&line);
+        bytes.push(b'\n');
+    }
+    write_atomic(&dir.join(LOG_DIR), &file_name(group_id), &bytes, sync)?;
+    Ok(keep.len())
+}
+
+/// Deletes a group's log (the group was forgotten or replaced).
+pub(crate) fn remove(dir: &Path, group_id: &[u8]) -> Result<(), E2eError> {
+    let path = path(dir, group_id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(E2eError::Io { path, source }),
+    }
+}

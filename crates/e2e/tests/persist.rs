@@ -1,0 +1,134 @@
+//! State on disk: a restart continues every group, keeps the pins and the decrypted history,
+//! and the files are private.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use chatao_e2e::{E2e, E2eError, Event, MAX_LOG_PER_ROOM};
+use common::{Client, ROOM, Server, room_with, texts};
+
+#[test]
+fn state_survives_reopen_and_chat_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::default();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    a.e.set_sync(true); // one client exercises the fsync path
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    let mut c = Client::new(tmp.path(), "carol", 3);
+    room_with(&mut server, &mut a, &mut [&mut b, &mut c]);
+    server.send(a.e.encrypt(ROOM, b"before restart").unwrap());
+    server.send(b.e.encrypt(ROOM, b"me too").unwrap());
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(texts(&server.deliver(client)).len(), 2);
+    }
+    let last = a.e.last_id(ROOM);
+
+    // Alice starts a commit and restarts before its echo comes back.
+    let mut d = Client::new(tmp.path(), "dave", 4);
+    let kp = d.key_package();
+    let pending = a.e.add(ROOM, &kp, &d.fp).unwrap();
+    for client in [&mut a, &mut b, &mut c] {
+        client.reopen();
+    }
+    assert_eq!(a.e.last_id(ROOM), last);
+    assert!(a.e.has_pending(ROOM));
+    assert_eq!(a.e.pin(&b.fp), Some(b.e.signature_key().as_slice()));
+    let id = server.commit(&pending).unwrap();
+    assert!(matches!(server.deliver(&mut a)[0], Event::Commit { own: true, .. }));
+    server.deliver(&mut b);
+    server.deliver(&mut c);
+    d.e.join(ROOM, &pending.welcome.unwrap(), id).unwrap();
+
+    // History from before the restart comes from the local log.
+    for client in [&a, &b, &c] {
+        let log = client.e.log(ROOM, 10).unwrap();
+        let got: Vec<_> = log.iter().map(|m| m.plaintext.as_slice()).collect();
+        assert_eq!(got, vec![&b"before restart"[..], b"me too"]);
+        assert!(log[0].own == (client.fp == a.fp));
+    }
+
+    // Everyone keeps chatting after a second restart.
+    for client in [&mut a, &mut b, &mut c, &mut d] {
+        client.reopen();
+    }
+    server.send(c.e.encrypt(ROOM, b"after restart").unwrap());
+    server.send(d.e.encrypt(ROOM, b"new here").unwrap());
+    for client in [&mut a, &mut b] {
+        let got = texts(&server.deliver(client));
+        assert_eq!(
+            got,
+            vec![(c.fp.clone(), "after restart".into()), (d.fp.clone(), "new here".into())]
+        );
+    }
+    assert_eq!(a.e.log(ROOM, 1).unwrap()[0].plaintext, b"new here");
+
+    // Private files: directories 0700, files 0600.
+    for client in [&a, &b, &c, &d] {
+        assert_private(&client.dir);
+    }
+}
+
+#[test]
+fn reopen_refuses_another_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Client::new(tmp.path(), "alice", 1);
+    let b = Client::new(tmp.path(), "bob", 2);
+    // The fingerprint of another key.
+    let err = E2e::open(&a.dir, &a.secret, &b.fp).unwrap_err();
+    assert!(matches!(err, E2eError::Identity(_)), "{err:?}");
+    // Another identity's key on Alice's directory.
+    let err = E2e::open(&a.dir, &b.secret, &b.fp).unwrap_err();
+    assert!(matches!(err, E2eError::Identity(_)), "{err:?}");
+    // A damaged state file is an error, not a panic and not a silent reset.
+    std::fs::write(a.dir.join("state.json"), b"{not json").unwrap();
+    let err = E2e::open(&a.dir, &a.secret, &a.fp).unwrap_err();
+    assert!(matches!(err, E2eError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn open_tightens_a_wide_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wide");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = [5u8; 32];
+    let fp = chatao_transport::Keypair::from_secret(secret).public().fingerprint();
+    E2e::open(&dir, &secret, &fp).unwrap();
+    assert_private(&dir);
+}
+
+#[test]
+fn log_is_capped_per_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    a.e.create_group(ROOM).unwrap();
+    let n = MAX_LOG_PER_ROOM as u64 + 1_000;
+    for id in 1..=n {
+        a.e.record_own(ROOM, id, id, format!("m{id}").as_bytes()).unwrap();
+    }
+    let log = a.e.log(ROOM, usize::MAX).unwrap();
+    assert_eq!(log.len(), MAX_LOG_PER_ROOM);
+    assert_eq!(log[0].id, n - MAX_LOG_PER_ROOM as u64 + 1);
+    assert_eq!(log.last().unwrap().plaintext, format!("m{n}").as_bytes());
+    a.reopen();
+    assert_eq!(a.e.log(ROOM, usize::MAX).unwrap().len(), MAX_LOG_PER_ROOM);
+    assert_eq!(a.e.last_id(ROOM), Some(n));
+}
+
+fn assert_private(dir: &Path) {
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            assert_private(&path);
+        } else {
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+}
