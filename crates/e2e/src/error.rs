@@ -17,6 +17,10 @@ pub enum E2eError {
     #[error("E2E state {} is damaged: {detail}", .path.display())]
     Corrupt { path: PathBuf, detail: String },
 
+    /// Another process (or another open [`crate::E2e`]) uses this state directory.
+    #[error("E2E state {} is in use by another chatao process", .0.display())]
+    Locked(PathBuf),
+
     /// `open` was given a fingerprint that is not the one of the secret, or the state directory
     /// belongs to another identity.
     #[error("E2E state identity mismatch: {0}")]

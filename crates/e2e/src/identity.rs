@@ -16,6 +16,8 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::types::SignatureScheme;
 use sha2::{Digest, Sha256};
 
+use crate::E2eError;
+
 /// HKDF info string of the signature key derivation. Changing it changes every member's MLS key.
 pub const SIGNATURE_KEY_INFO: &[u8] = b"chatao mls signature v1";
 
@@ -23,19 +25,18 @@ pub const SIGNATURE_KEY_INFO: &[u8] = b"chatao mls signature v1";
 const MAX_SHOWN_IDENTITY: usize = 32;
 
 /// Derives the MLS signing key pair of the Chatao identity whose X25519 secret is `secret`.
-pub(crate) fn derive_signer(secret: &[u8; 32]) -> SignatureKeyPair {
+pub(crate) fn derive_signer(secret: &[u8; 32]) -> Result<SignatureKeyPair, E2eError> {
     let mut seed = [0u8; 32];
     // `expand` only fails for outputs longer than 255 hash lengths; 32 bytes always fit.
-    let hk = Hkdf::<Sha256>::new(None, secret);
-    if hk.expand(SIGNATURE_KEY_INFO, &mut seed).is_err() {
-        unreachable!("HKDF-SHA256 can always produce 32 bytes");
-    }
+    Hkdf::<Sha256>::new(None, secret)
+        .expand(SIGNATURE_KEY_INFO, &mut seed)
+        .map_err(|e| E2eError::Identity(format!("cannot derive the MLS key: {e}")))?;
     let signing = SigningKey::from_bytes(&seed);
     let public = signing.verifying_key().to_bytes().to_vec();
     let pair = SignatureKeyPair::from_raw(SignatureScheme::ED25519, seed.to_vec(), public);
     // SigningKey zeroizes itself on drop; clear our copy of the seed as well.
     seed.fill(0);
-    pair
+    Ok(pair)
 }
 
 /// The fingerprint of the Chatao identity whose X25519 secret is `secret`.
@@ -85,9 +86,9 @@ mod tests {
 
     #[test]
     fn derivation_is_deterministic_and_identity_bound() {
-        let a = derive_signer(&[7u8; 32]);
-        let b = derive_signer(&[7u8; 32]);
-        let c = derive_signer(&[8u8; 32]);
+        let a = derive_signer(&[7u8; 32]).unwrap();
+        let b = derive_signer(&[7u8; 32]).unwrap();
+        let c = derive_signer(&[8u8; 32]).unwrap();
         assert_eq!(a.public(), b.public());
         assert_ne!(a.public(), c.public());
         assert_eq!(a.public().len(), 32);

@@ -184,3 +184,59 @@ pub(crate) fn remove(dir: &Path, group_id: &[u8]) -> Result<(), E2eError> {
         Err(source) => Err(E2eError::Io { path, source }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn entry(id: u64) -> LogEntry {
+        LogEntry {
+            id,
+            time: id * 10,
+            sender_fp: "SHA256:x".into(),
+            own: id.is_multiple_of(2),
+            plaintext: vec![id as u8],
+        }
+    }
+
+    #[test]
+    fn torn_and_duplicate_lines_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join(LOG_DIR)).unwrap();
+        let gid = b"g";
+        for id in [1, 2, 2, 3] {
+            append(tmp.path(), gid, &entry(id), false).unwrap();
+        }
+        let mut f = open_append(&path(tmp.path(), gid)).unwrap();
+        f.write_all(b"{\"id\":4,\"ti").unwrap(); // a crash mid-append
+        drop(f);
+        let got = read(tmp.path(), gid).unwrap();
+        assert_eq!(got, vec![entry(1), entry(2), entry(3)]);
+        let mode = std::fs::metadata(path(tmp.path(), gid)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Another group's log is another file.
+        assert!(read(tmp.path(), b"h").unwrap().is_empty());
+        remove(tmp.path(), gid).unwrap();
+        assert!(read(tmp.path(), gid).unwrap().is_empty());
+        remove(tmp.path(), gid).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join(LOG_DIR)).unwrap();
+        let n = (MAX_LOG_PER_ROOM + 5) as u64;
+        let mut bytes = Vec::new();
+        for id in 1..=n {
+            bytes.extend(serde_json::to_vec(&Line::from(&entry(id))).unwrap());
+            bytes.push(b'\n');
+        }
+        std::fs::write(path(tmp.path(), b"g"), bytes).unwrap();
+        assert_eq!(compact(tmp.path(), b"g", false).unwrap(), MAX_LOG_PER_ROOM);
+        let got = read(tmp.path(), b"g").unwrap();
+        assert_eq!(got.len(), MAX_LOG_PER_ROOM);
+        assert_eq!(got[0].id, 6);
+        assert_eq!(got.last().unwrap().id, n);
+    }
+}

@@ -150,6 +150,29 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), E2eError> {
     Ok(())
 }
 
+/// Name of the lock file inside the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// Opens `dir/lock` (0600) and takes an exclusive lock on it, without waiting. The lock is
+/// released when the returned file is dropped (or the process ends).
+///
+/// Errors: [`E2eError::Locked`] if another process or [`crate::E2e`] holds it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, E2eError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| E2eError::Io { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(E2eError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(E2eError::Io { path, source }),
+    }
+}
+
 /// Tightens an existing file to mode 0600.
 pub(crate) fn ensure_private_file(path: &Path) -> Result<(), E2eError> {
     let io = |source| E2eError::Io { path: path.to_owned(), source };
@@ -203,4 +226,39 @@ pub(crate) fn write_atomic(
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_is_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_atomic(tmp.path(), "f", b"one", true).unwrap();
+        write_atomic(tmp.path(), "f", b"two", false).unwrap();
+        assert_eq!(fs::read(tmp.path().join("f")).unwrap(), b"two");
+        assert!(!tmp.path().join("f.tmp").exists());
+        let mode = fs::metadata(tmp.path().join("f")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn state_of_another_version_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(StateFile::load(tmp.path()).unwrap().is_none());
+        let mut state = StateFile::new("SHA256:x");
+        state.version = STATE_VERSION + 1;
+        state.save(tmp.path(), false).unwrap();
+        assert!(matches!(StateFile::load(tmp.path()), Err(E2eError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn lock_is_exclusive_until_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = lock_dir(tmp.path()).unwrap();
+        assert!(matches!(lock_dir(tmp.path()), Err(E2eError::Locked(_))));
+        drop(first);
+        lock_dir(tmp.path()).unwrap();
+    }
 }

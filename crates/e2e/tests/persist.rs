@@ -76,6 +76,10 @@ fn reopen_refuses_another_identity() {
     let tmp = tempfile::tempdir().unwrap();
     let a = Client::new(tmp.path(), "alice", 1);
     let b = Client::new(tmp.path(), "bob", 2);
+    // Shadowing alone would keep Alice's E2e (and its lock) alive to the end of the test.
+    let closed = Closed { dir: a.dir.clone(), secret: a.secret, fp: a.fp.clone() };
+    drop(a);
+    let a = closed;
     // The fingerprint of another key.
     let err = E2e::open(&a.dir, &a.secret, &b.fp).unwrap_err();
     assert!(matches!(err, E2eError::Identity(_)), "{err:?}");
@@ -86,6 +90,17 @@ fn reopen_refuses_another_identity() {
     std::fs::write(a.dir.join("state.json"), b"{not json").unwrap();
     let err = E2e::open(&a.dir, &a.secret, &a.fp).unwrap_err();
     assert!(matches!(err, E2eError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn one_instance_per_state_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Client::new(tmp.path(), "alice", 1);
+    let err = E2e::open(&a.dir, &a.secret, &a.fp).unwrap_err();
+    assert!(matches!(err, E2eError::Locked(_)), "{err:?}");
+    let (dir, secret, fp) = (a.dir.clone(), a.secret, a.fp.clone());
+    drop(a);
+    E2e::open(&dir, &secret, &fp).unwrap();
 }
 
 #[test]
@@ -116,6 +131,13 @@ fn log_is_capped_per_room() {
     a.reopen();
     assert_eq!(a.e.log(ROOM, usize::MAX).unwrap().len(), MAX_LOG_PER_ROOM);
     assert_eq!(a.e.last_id(ROOM), Some(n));
+}
+
+/// A client's identity and directory, its E2e dropped (closed).
+struct Closed {
+    dir: std::path::PathBuf,
+    secret: [u8; 32],
+    fp: String,
 }
 
 fn assert_private(dir: &Path) {
