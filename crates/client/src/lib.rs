@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod command;
+pub mod e2e;
 pub mod format;
 pub mod line;
 pub mod net;

@@ -143,10 +143,19 @@ async fn read_stdin(
                 let _ = notices.send(format::notice(fmt, &format!("current room: {room}"))).await;
                 continue;
             }
-            Input::Join(ref r) => {
+            Input::Join(ref r) | Input::Create { room: ref r, .. } => {
                 // The most recently joined room becomes the current one, as in the TUI.
                 room = r.clone();
                 input.to_msg(&room)
+            }
+            Input::Remove(_) | Input::Safety => {
+                if let Some(req) = input.to_request(&room)
+                    && handle.request(req).await.is_err()
+                {
+                    let text = "end-to-end encrypted rooms are not available on this connection";
+                    let _ = notices.send(format::notice(fmt, text)).await;
+                }
+                continue;
             }
             other => other.to_msg(&room),
         };

@@ -124,6 +124,9 @@ pub struct Buffer {
     pub topic: Option<String>,
     /// Whether we are in the room (false after `/part` of the last room, which stays open).
     pub joined: bool,
+    /// An end-to-end encrypted room (as the E2E layer says: its own group state wins over the
+    /// server's claim).
+    pub e2e: bool,
     /// The id of the newest room message shown: where catch-up starts after a reconnect, and
     /// outside a catch-up anything at or below it is a duplicate.
     pub last_seen: Option<u64>,
@@ -156,6 +159,7 @@ impl Buffer {
             members: BTreeMap::new(),
             topic: None,
             joined: true,
+            e2e: false,
             last_seen: None,
             gap: None,
             caught: BTreeSet::new(),

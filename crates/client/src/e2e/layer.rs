@@ -1,0 +1,646 @@
+//! The E2E layer's logic, without threads or channels: server messages and the UI's messages
+//! in, messages for the server and events for the UI out. [`super::attach`] runs it on its own
+//! thread (the MLS engine writes its state to disk on every change).
+//!
+//! What it does:
+//! - on start: uploads key packages, and rejoins every room it has a group for, asking only for
+//!   what it has not processed yet (`since` = the engine's last id);
+//! - a room's `sealed` messages go through the engine in order: application messages come out
+//!   as ordinary `message` events (so line mode, JSON and the TUI show them unchanged), commits
+//!   as notices ("bob was added by alice"); anything forged or changed as a loud `WARNING`;
+//! - `say`/`me` into a room it has a group for are encrypted into `sealed`: never sent in clear;
+//! - `/create --e2e` makes the group once the server confirms the room; `/invite` fetches a key
+//!   package and commits the add after checking the key against the nickname's pin; a
+//!   `join_request` (open rooms) does the same automatically; `/remove` commits a removal; a
+//!   member who parts is removed by whoever's client commits first; `invited` joins the group;
+//! - after a restart, earlier messages are shown from the engine's local log (MLS keys are used
+//!   once, so the ciphertext on the server could not be decrypted again).
+
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chatao_e2e::{E2e, E2eError, Event};
+use chatao_proto::{
+    ClientMsg, ErrorCode, LeaveReason, MessageKind, Nick, RoomName, SealedKind, SealedWelcome,
+    ServerMsg,
+};
+use serde::{Deserialize, Serialize};
+
+use super::Request;
+use super::pins::{NickPins, PinCheck};
+use crate::net::NetEvent;
+
+/// Key packages uploaded on each connection.
+pub const KEY_PACKAGES: usize = 5;
+/// Decrypted messages shown from the local log when a room is (re)joined.
+pub const LOG_ON_JOIN: usize = 50;
+
+/// The plaintext of an application message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plain {
+    #[serde(default)]
+    pub kind: MessageKind,
+    pub text: String,
+}
+
+/// Something the layer wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// Send to the server.
+    Net(ClientMsg),
+    /// Hand to the UI.
+    Ui(NetEvent),
+}
+
+/// Why we have a commit in flight in a room: what to say if it loses a race.
+#[derive(Debug, Clone, PartialEq)]
+enum Intent {
+    /// The user asked (`/invite`, `/remove`): tell them to try again.
+    User(String),
+    /// Automatic (a join request, a member who parted): someone else's client will do it.
+    Auto,
+}
+
+/// The layer's state for one connection.
+pub struct Layer {
+    e2e: E2e,
+    me: Nick,
+    pins: NickPins,
+    out: Vec<Out>,
+    /// Rooms we asked to create as E2E rooms; the group is made when the server confirms.
+    creating: HashSet<RoomName>,
+    /// Rooms the server says are E2E (we may not have a group for them).
+    server_e2e: HashSet<RoomName>,
+    /// Rooms whose local log was shown on this connection.
+    shown: HashSet<RoomName>,
+    /// Nicknames we asked a key package of, per room, and why (`/invite` or a join request).
+    inviting: HashMap<(RoomName, String), Intent>,
+    /// Rooms with a commit of ours in flight.
+    in_flight: HashMap<RoomName, Intent>,
+}
+
+fn room_name(r: &str) -> Option<RoomName> {
+    RoomName::parse(r).ok()
+}
+
+impl Layer {
+    /// A layer for the session of `me` over `e2e`, with the nickname pins kept in `dir`.
+    pub fn new(e2e: E2e, me: Nick, dir: &std::path::Path) -> Layer {
+        Layer {
+            e2e,
+            me,
+            pins: NickPins::load(dir),
+            out: Vec::new(),
+            creating: HashSet::new(),
+            server_e2e: HashSet::new(),
+            shown: HashSet::new(),
+            inviting: HashMap::new(),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Everything the layer produced since the last call.
+    pub fn drain(&mut self) -> Vec<Out> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn net(&mut self, msg: ClientMsg) {
+        self.out.push(Out::Net(msg));
+    }
+
+    fn ui(&mut self, msg: ServerMsg) {
+        self.out.push(Out::Ui(NetEvent::Msg(msg)));
+    }
+
+    fn notice(&mut self, text: String) {
+        self.ui(ServerMsg::Notice { text });
+    }
+
+    /// A warning that must not be missed: forged keys, changed keys, a server caught lying.
+    fn warn(&mut self, text: String) {
+        tracing::warn!(warning = %text, "e2e");
+        self.notice(format!("WARNING: {text}"));
+    }
+
+    fn has_group(&self, room: &str) -> bool {
+        self.e2e.is_member(room)
+    }
+
+    /// The rooms we have a group for.
+    pub fn rooms(&self) -> Vec<String> {
+        self.e2e.rooms()
+    }
+
+    /// After `welcome`: upload key packages and rejoin our E2E rooms from where we stopped.
+    pub fn start(&mut self) {
+        match self.e2e.key_packages(KEY_PACKAGES) {
+            Ok(kps) => {
+                let packages = kps.iter().map(|k| B64.encode(k)).collect();
+                self.net(ClientMsg::KeyPackages { packages });
+            }
+            Err(e) => self.warn(format!("cannot make MLS key packages: {e}")),
+        }
+        for room in self.e2e.rooms() {
+            let since = self.e2e.last_id(&room);
+            self.net(ClientMsg::Join { room, since });
+        }
+    }
+
+    /// The nick we know for key `fp`.
+    fn nick_for(&self, fp: &str, claimed: Option<&Nick>) -> Nick {
+        if fp == self.e2e.fingerprint() {
+            return self.me.clone();
+        }
+        if let Some(c) = claimed
+            && self.pins.get(c.as_str()) == Some(fp)
+        {
+            return c.clone();
+        }
+        self.pins
+            .nick_of(fp)
+            .and_then(|n| Nick::parse(n).ok())
+            .or_else(|| claimed.cloned())
+            .unwrap_or_else(|| Nick::parse("unknown").unwrap_or_else(|_| self.me.clone()))
+    }
+
+    /// Checks what the server says about who `nick` is against the pin.
+    fn observe(&mut self, nick: &Nick, fp: &str) -> bool {
+        match self.pins.check(nick.as_str(), fp) {
+            PinCheck::Known | PinCheck::New => true,
+            PinCheck::Changed { pinned } => {
+                self.warn(format!(
+                    "the server says {nick} has the key {fp}, but {nick} was pinned to {pinned}: \
+                     this may be someone else using that name"
+                ));
+                false
+            }
+        }
+    }
+
+    // ---- from the UI ----
+
+    /// A message from the UI, on its way to the server.
+    pub fn from_ui(&mut self, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Say { room, text } => self.say(room, MessageKind::Normal, text),
+            ClientMsg::Me { room, text } => self.say(room, MessageKind::Action, text),
+            ClientMsg::Create { room, e2e, open } => {
+                if e2e && let Some(r) = room_name(&room) {
+                    self.creating.insert(r);
+                }
+                self.net(ClientMsg::Create { room, e2e, open });
+            }
+            ClientMsg::FetchKeyPackage { nick, room: Some(room) } => {
+                if let Some(r) = room_name(&room) {
+                    if !self.has_group(r.as_str()) {
+                        self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+                        return;
+                    }
+                    let intent = Intent::User(format!("/invite {nick}"));
+                    self.inviting.insert((r, nick.to_ascii_lowercase()), intent);
+                }
+                self.net(ClientMsg::FetchKeyPackage { nick, room: Some(room) });
+            }
+            ClientMsg::Join { room, since } => {
+                // For a room we have a group for, the server only needs to send what the engine
+                // has not processed yet.
+                let since = match room_name(&room) {
+                    Some(r) if self.has_group(r.as_str()) => self.e2e.last_id(r.as_str()).or(since),
+                    _ => since,
+                };
+                self.net(ClientMsg::Join { room, since });
+            }
+            other => self.net(other),
+        }
+    }
+
+    fn say(&mut self, room: String, kind: MessageKind, text: String) {
+        let Some(r) = room_name(&room) else {
+            let msg = if kind == MessageKind::Action {
+                ClientMsg::Me { room, text }
+            } else {
+                ClientMsg::Say { room, text }
+            };
+            return self.net(msg);
+        };
+        if !self.has_group(r.as_str()) {
+            if self.server_e2e.contains(&r) {
+                return self.notice(format!(
+                    "{r} is end-to-end encrypted and you are not (yet) in its group: not sent"
+                ));
+            }
+            let msg = if kind == MessageKind::Action {
+                ClientMsg::Me { room, text }
+            } else {
+                ClientMsg::Say { room, text }
+            };
+            return self.net(msg);
+        }
+        let plain = match serde_json::to_vec(&Plain { kind, text }) {
+            Ok(p) => p,
+            Err(e) => return self.notice(format!("cannot encode the message: {e}")),
+        };
+        let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
+        match self.e2e.encrypt(r.as_str(), &plain) {
+            Ok(body) => self.net(ClientMsg::Sealed { room, epoch, body: B64.encode(body) }),
+            Err(e) => self.notice(format!("{r}: cannot encrypt, not sent: {e}")),
+        }
+    }
+
+    /// A local request (`/remove`, `/safety`).
+    pub fn request(&mut self, req: Request) {
+        match req {
+            Request::Remove { room, nick } => self.remove(&room, &nick),
+            Request::Safety { room } => self.safety(&room),
+        }
+    }
+
+    fn remove(&mut self, room: &str, nick: &str) {
+        let Some(r) = room_name(room) else {
+            return self.notice(format!("{room} is not a room name"));
+        };
+        if !self.has_group(r.as_str()) {
+            return self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+        }
+        let Some(fp) = self.pins.get(nick).map(str::to_owned) else {
+            return self.notice(format!("no key is known for {nick}; /whois {nick} first"));
+        };
+        self.commit_remove(&r, &fp, Intent::User(format!("/remove {nick}")));
+    }
+
+    fn commit_remove(&mut self, r: &RoomName, fp: &str, intent: Intent) {
+        if self.e2e.has_pending(r.as_str()) {
+            if let Intent::User(what) = intent {
+                self.notice(format!("{r}: another change is in progress; {what} again shortly"));
+            }
+            return;
+        }
+        match self.e2e.remove(r.as_str(), fp) {
+            Ok(p) => {
+                self.in_flight.insert(r.clone(), intent);
+                self.net(ClientMsg::Commit {
+                    room: r.to_string(),
+                    epoch: p.epoch,
+                    body: B64.encode(&p.commit),
+                    welcome: None,
+                    adds: vec![],
+                    removes: p.removed,
+                });
+            }
+            Err(E2eError::NoSuchMember(_)) if intent == Intent::Auto => {}
+            Err(e) => self.notice(format!("{r}: cannot remove {fp}: {e}")),
+        }
+    }
+
+    fn safety(&mut self, room: &str) {
+        let Some(r) = room_name(room) else {
+            return self.notice(format!("{room} is not a room name"));
+        };
+        if !self.has_group(r.as_str()) {
+            return self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+        }
+        let members = self.e2e.members(r.as_str());
+        let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
+        self.notice(format!(
+            "{r} is end-to-end encrypted (MLS, epoch {epoch}); {} members; compare these \
+             fingerprints with theirs (they see theirs with /whois or chatao --fingerprint):",
+            members.len()
+        ));
+        let mut forged = 0;
+        for m in members {
+            let nick = self.nick_for(&m.fingerprint, None);
+            let who = if m.is_self { format!("{nick} (you)") } else { nick.to_string() };
+            let status = if m.status.is_forged() {
+                forged += 1;
+                format!("!! {} !!", m.status)
+            } else {
+                m.status.to_string()
+            };
+            self.notice(format!(
+                "  {who:<20} {}  MLS key {}  [{status}]",
+                m.fingerprint, m.signature_key_fp
+            ));
+        }
+        if forged > 0 {
+            self.warn(format!(
+                "{r} has {forged} member(s) with a FORGED or CHANGED key: do not trust this room"
+            ));
+        }
+    }
+
+    // ---- from the server ----
+
+    /// A server message on its way to the UI.
+    pub fn from_server(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Members { room, members, e2e } => {
+                for m in &members {
+                    self.observe(&m.nick, &m.fingerprint);
+                }
+                if e2e
+                    && self.creating.remove(&room)
+                    && !self.has_group(room.as_str())
+                    && let Err(e) = self.e2e.create_group(room.as_str())
+                {
+                    self.warn(format!("{room}: cannot create the MLS group: {e}"));
+                }
+                if e2e {
+                    self.server_e2e.insert(room.clone());
+                }
+                let mine = self.has_group(room.as_str());
+                if !e2e && mine {
+                    self.warn(format!(
+                        "the server presents {room} as a plain room, but you are in its \
+                         end-to-end encrypted group: messages stay encrypted"
+                    ));
+                }
+                self.ui(ServerMsg::Members { room: room.clone(), members, e2e: e2e || mine });
+                if mine && self.shown.insert(room.clone()) {
+                    self.announce(&room);
+                    self.replay_log(&room);
+                }
+            }
+            ServerMsg::Join { room, nick, fingerprint } => {
+                self.observe(&nick, &fingerprint);
+                self.ui(ServerMsg::Join { room, nick, fingerprint });
+            }
+            ServerMsg::Leave { room, nick, reason, message } => {
+                self.on_leave(&room, &nick, reason);
+                self.ui(ServerMsg::Leave { room, nick, reason, message });
+            }
+            ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+                self.observe(&nick, &fingerprint);
+                self.ui(ServerMsg::Whois { nick, fingerprint, rooms, away, since });
+            }
+            ServerMsg::RoomList { mut rooms } => {
+                for r in &mut rooms {
+                    r.e2e = r.e2e || self.has_group(r.room.as_str());
+                }
+                self.ui(ServerMsg::RoomList { rooms });
+            }
+            ServerMsg::Message { ref room, .. } if self.has_group(room.as_str()) => {
+                self.warn(format!(
+                    "the server sent an unencrypted message into the end-to-end encrypted room \
+                     {room}; it was dropped"
+                ));
+            }
+            ServerMsg::Sealed { room, id, time, from, kind, body, history, .. } => {
+                self.sealed(room, id, time, from, kind, body, history);
+            }
+            ServerMsg::Invited { room, from, id, body } => self.invited(room, from, id, body),
+            ServerMsg::JoinRequest { room, nick, fingerprint } => {
+                if self.has_group(room.as_str()) && self.observe(&nick, &fingerprint) {
+                    self.notice(format!("{nick} asks to join {room}; adding them"));
+                    let key = (room.clone(), nick.as_str().to_ascii_lowercase());
+                    self.inviting.insert(key, Intent::Auto);
+                    self.net(ClientMsg::FetchKeyPackage {
+                        nick: nick.to_string(),
+                        room: Some(room.to_string()),
+                    });
+                }
+            }
+            ServerMsg::KeyPackage { nick, fingerprint, package, room: Some(room) } => {
+                self.key_package(room, nick, fingerprint, package);
+            }
+            ServerMsg::KeyPackage { .. } => {}
+            ServerMsg::Error { code: ErrorCode::StaleEpoch, message } => self.stale(message),
+            other => self.ui(other),
+        }
+    }
+
+    fn announce(&mut self, room: &RoomName) {
+        let epoch = self.e2e.epoch(room.as_str()).unwrap_or(0);
+        let n = self.e2e.members(room.as_str()).len();
+        self.notice(format!(
+            "{room} is END-TO-END ENCRYPTED (MLS, epoch {epoch}, {n} member(s)): only its \
+             members' clients can read it; /safety lists their keys"
+        ));
+    }
+
+    fn replay_log(&mut self, room: &RoomName) {
+        let entries = match self.e2e.log(room.as_str(), LOG_ON_JOIN) {
+            Ok(e) => e,
+            Err(e) => return self.notice(format!("{room}: cannot read the local history: {e}")),
+        };
+        for e in entries {
+            let Ok(plain) = serde_json::from_slice::<Plain>(&e.plaintext) else { continue };
+            let from = if e.own { self.me.clone() } else { self.nick_for(&e.sender_fp, None) };
+            self.ui(ServerMsg::Message {
+                room: room.clone(),
+                id: e.id,
+                time: e.time,
+                from,
+                kind: plain.kind,
+                text: plain.text,
+                history: true,
+            });
+        }
+    }
+
+    fn on_leave(&mut self, room: &RoomName, nick: &Nick, reason: LeaveReason) {
+        if !self.has_group(room.as_str()) {
+            return;
+        }
+        if nick == &self.me {
+            match reason {
+                LeaveReason::Part => {
+                    if let Err(e) = self.e2e.forget(room.as_str()) {
+                        self.notice(format!("{room}: cannot forget the group: {e}"));
+                    }
+                    self.shown.remove(room);
+                }
+                LeaveReason::Kicked => {
+                    self.notice(format!(
+                        "you were removed from the end-to-end encrypted room {room}: you cannot \
+                         read what is said there from now on"
+                    ));
+                    if let Err(e) = self.e2e.forget(room.as_str()) {
+                        self.notice(format!("{room}: cannot forget the group: {e}"));
+                    }
+                    self.shown.remove(room);
+                }
+                _ => {}
+            }
+            return;
+        }
+        // A member who parts gave up membership: remove them from the group (the first
+        // member's client to commit wins).
+        if reason == LeaveReason::Part
+            && let Some(fp) = self.pins.get(nick.as_str()).map(str::to_owned)
+        {
+            self.commit_remove(room, &fp, Intent::Auto);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sealed(
+        &mut self,
+        room: RoomName,
+        id: u64,
+        time: u64,
+        from: Nick,
+        kind: SealedKind,
+        body: String,
+        history: bool,
+    ) {
+        if !self.has_group(room.as_str()) || kind == SealedKind::Other {
+            return;
+        }
+        let Ok(bytes) = B64.decode(body.as_bytes()) else {
+            return self.warn(format!("{room}: message {id} from {from} is not base64; ignored"));
+        };
+        match self.e2e.process(room.as_str(), id, time, &bytes) {
+            Ok(Event::Application { sender_fp, status, own, plaintext }) => {
+                let Ok(plain) = serde_json::from_slice::<Plain>(&plaintext) else {
+                    return self.warn(format!("{room}: message {id} has an unknown format"));
+                };
+                let nick =
+                    if own { self.me.clone() } else { self.nick_for(&sender_fp, Some(&from)) };
+                if status.is_forged() {
+                    self.warn(format!(
+                        "{room}: the next message comes from {sender_fp}, whose key is {status}"
+                    ));
+                } else if !own && nick != from {
+                    self.warn(format!(
+                        "{room}: the server says message {id} is from {from}, but it is signed by \
+                         {sender_fp} ({nick})"
+                    ));
+                }
+                self.ui(ServerMsg::Message {
+                    room,
+                    id,
+                    time,
+                    from: nick,
+                    kind: plain.kind,
+                    text: plain.text,
+                    history,
+                });
+            }
+            Ok(Event::Commit {
+                epoch,
+                committer_fp,
+                own,
+                added,
+                removed,
+                removed_me,
+                discarded_pending,
+                warnings,
+            }) => {
+                if own || discarded_pending {
+                    let intent = self.in_flight.remove(&room);
+                    if discarded_pending && let Some(Intent::User(what)) = intent {
+                        self.notice(format!(
+                            "{room} changed meanwhile; your {what} was not made: try again"
+                        ));
+                    }
+                }
+                let by = committer_fp.as_deref().map(|fp| self.nick_for(fp, Some(&from)));
+                let by = by.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                for fp in &added {
+                    let who = self.nick_for(fp, None);
+                    self.notice(format!("{room}: {who} ({fp}) was added by {by} (epoch {epoch})"));
+                }
+                for fp in &removed {
+                    let who = self.nick_for(fp, None);
+                    self.notice(format!(
+                        "{room}: {who} ({fp}) was removed by {by} (epoch {epoch})"
+                    ));
+                }
+                for w in warnings {
+                    self.warn(format!("{room}: {w}"));
+                }
+                if removed_me {
+                    self.notice(format!("you were removed from {room} by {by}"));
+                }
+            }
+            Ok(Event::Duplicate | Event::Ignored) => {}
+            Err(e) => {
+                let loud = matches!(e, E2eError::WrongGroup(_));
+                let text = format!("{room}: cannot decrypt message {id} from {from}: {e}");
+                if loud { self.warn(text) } else { self.notice(text) }
+            }
+        }
+    }
+
+    fn invited(&mut self, room: RoomName, from: Nick, id: u64, body: String) {
+        if self.has_group(room.as_str()) {
+            return;
+        }
+        let Ok(bytes) = B64.decode(body.as_bytes()) else {
+            return self.warn(format!("the welcome to {room} from {from} is not base64"));
+        };
+        match self.e2e.join(room.as_str(), &bytes, id) {
+            Ok(joined) => {
+                self.notice(format!(
+                    "{from} added you to the END-TO-END ENCRYPTED room {room} ({} members)",
+                    joined.members.len()
+                ));
+                for w in joined.warnings {
+                    self.warn(format!("{room}: {w}"));
+                }
+                self.net(ClientMsg::Join { room: room.to_string(), since: Some(id) });
+            }
+            Err(e) if e.is_forgery() => self.warn(format!("welcome to {room} from {from}: {e}")),
+            Err(e) => self.notice(format!("cannot join {room} from {from}'s welcome: {e}")),
+        }
+    }
+
+    fn key_package(&mut self, room: RoomName, nick: Nick, fp: String, package: String) {
+        let Some(intent) =
+            self.inviting.remove(&(room.clone(), nick.as_str().to_ascii_lowercase()))
+        else {
+            return;
+        };
+        if !self.has_group(room.as_str()) {
+            return;
+        }
+        if !self.observe(&nick, &fp) {
+            return self.warn(format!("{nick} was NOT added to {room}"));
+        }
+        let Ok(bytes) = B64.decode(package.as_bytes()) else {
+            return self.warn(format!("the key package of {nick} is not base64; not added"));
+        };
+        if self.e2e.has_pending(room.as_str()) {
+            if let Intent::User(what) = intent {
+                self.notice(format!("{room}: another change is in progress; {what} again"));
+            }
+            return;
+        }
+        match self.e2e.add(room.as_str(), &bytes, &fp) {
+            Ok(p) => {
+                self.in_flight.insert(room.clone(), intent);
+                let welcome =
+                    p.welcome.map(|w| SealedWelcome { to: fp.clone(), body: B64.encode(w) });
+                self.net(ClientMsg::Commit {
+                    room: room.to_string(),
+                    epoch: p.epoch,
+                    body: B64.encode(&p.commit),
+                    welcome,
+                    adds: p.added,
+                    removes: vec![],
+                });
+            }
+            Err(e) if e.is_forgery() => {
+                self.warn(format!("{e}; the server may be trying to slip someone in as {nick} — {nick} was NOT added to {room}"));
+            }
+            Err(E2eError::AlreadyMember(_)) => {}
+            Err(e) => self.notice(format!("{room}: cannot add {nick}: {e}")),
+        }
+    }
+
+    /// Our commit was refused: someone else's commit came first. The engine discards ours when
+    /// that commit arrives; until then nothing is to be done but wait. Said only for what the
+    /// user asked.
+    fn stale(&mut self, message: String) {
+        let user: Vec<RoomName> = self
+            .in_flight
+            .iter()
+            .filter(|(_, i)| matches!(i, Intent::User(_)))
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !user.is_empty() {
+            self.notice(message);
+        }
+    }
+}
