@@ -4,8 +4,10 @@
 //! - `state.json`: one JSON document ([`StateFile`]) with the whole openmls storage (key
 //!   packages' private keys, every group's secrets and tree), the pins, and per room the group
 //!   id, the last processed message id and the pending commit. It is rewritten whole after every
-//!   change, atomically (write `state.json.tmp`, fsync, rename, fsync the directory), so after a
-//!   crash it is either the old or the new state, never a mix.
+//!   change, atomically (write `state.json.tmp`, rename over `state.json`), so after a crash it
+//!   is either the old or the new state, never a mix. Changes that must survive a power loss
+//!   (new outgoing secrets) also fsync the file and the directory; bookkeeping of incoming
+//!   messages does not (see `E2e::save_lazy`).
 //! - `logs/<hash>.jsonl`: the decrypted message log of one group (see [`crate::log`]).
 
 use std::collections::{BTreeMap, HashMap};

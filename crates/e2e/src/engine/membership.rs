@@ -179,7 +179,7 @@ impl E2e {
         self.transact(Some(room), |s| {
             let event = s.merge_pending_inner(room)?;
             s.advance(room, id);
-            s.save()?;
+            s.save_lazy()?;
             Ok(event)
         })
     }
@@ -192,7 +192,7 @@ impl E2e {
         }
         self.transact(Some(room), |s| {
             s.discard_pending_inner(room)?;
-            s.save()
+            s.save_lazy()
         })
     }
 

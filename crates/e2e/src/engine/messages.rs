@@ -71,14 +71,14 @@ impl E2e {
                 s.append_log(room, &entry)?;
             }
             s.advance(room, id);
-            s.save()?;
+            s.save_lazy()?;
             Ok(event)
         });
         if result.is_err() {
             // Skip the refused message for good (see above); failing to record that is only
             // logged, the message will then be refused again after a restart.
             self.advance(room, id);
-            if let Err(e) = self.save() {
+            if let Err(e) = self.save_lazy() {
                 tracing::warn!(%room, id, error = %e, "could not record a refused E2E message");
             }
         }
@@ -108,7 +108,7 @@ impl E2e {
             };
             s.append_log(room, &entry)?;
             s.advance(room, id);
-            s.save()
+            s.save_lazy()
         })?;
         // Forget the cached copy: the caller handled this echo itself.
         if let Some(pos) = self.sent.iter().position(|m| m.room == room && m.plaintext == plaintext)
@@ -129,7 +129,8 @@ impl E2e {
 
     fn append_log(&mut self, room: &str, entry: &LogEntry) -> Result<(), E2eError> {
         let gid = self.group_id_bytes(room)?;
-        log::append(&self.dir, &gid, entry, self.sync)?;
+        // Not fsynced, like the state saves of the calls that log (see `save_lazy`).
+        log::append(&self.dir, &gid, entry, false)?;
         let mut len = self.rooms.get(room).map_or(0, |m| m.log_len) + 1;
         if len >= MAX_LOG_PER_ROOM + LOG_SLACK {
             len = log::compact(&self.dir, &gid, self.sync)?;

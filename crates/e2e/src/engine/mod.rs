@@ -234,9 +234,11 @@ impl E2e {
         Ok(e2e)
     }
 
-    /// Whether each write is fsynced (default true). Turning it off keeps writes atomic (a
-    /// crash leaves the old or the new state) but may lose the latest changes on power loss;
-    /// for tests and benchmarks.
+    /// Whether the writes that must survive a power loss (encrypt, commits, key packages,
+    /// joins) are fsynced (default true). Turning it off keeps every write atomic (a crash
+    /// leaves the old or the new state) but a power loss could then roll the state back to
+    /// before a sent message, and the next message would reuse its key: for tests and
+    /// benchmarks only. Processing incoming messages never fsyncs (rolling it back is harmless).
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;
     }
@@ -327,7 +329,7 @@ impl E2e {
         }
         self.transact(Some(room), |s| {
             s.advance(room, id);
-            s.save()
+            s.save_lazy()
         })
     }
 
@@ -403,7 +405,23 @@ impl E2e {
         }
     }
 
+    /// Writes the state durably (fsynced when [`E2e::set_sync`] is on). Every call that makes
+    /// or consumes outgoing secrets (encrypt, commits, key packages, join) saves this way
+    /// before returning: a state that lost such a write could reuse a message key (nonce
+    /// reuse) or a commit's secrets.
     fn save(&self) -> Result<(), E2eError> {
+        self.save_with(self.sync)
+    }
+
+    /// Writes the state atomically but without fsync, for bookkeeping that a power loss may
+    /// undo harmlessly: processing incoming messages (they are processed again from the older
+    /// state, whose keys are still there), merging or discarding a pending commit, ids.
+    /// The next durable save makes it durable too (the file is written whole).
+    fn save_lazy(&self) -> Result<(), E2eError> {
+        self.save_with(false)
+    }
+
+    fn save_with(&self, sync: bool) -> Result<(), E2eError> {
         let storage = {
             let values = self.provider.storage.values.read().unwrap_or_else(|p| p.into_inner());
             store::encode_storage(&values)
@@ -416,7 +434,7 @@ impl E2e {
             rooms: self.rooms.clone(),
             key_packages: self.key_packages.iter().map(|r| STANDARD.encode(r)).collect(),
         };
-        state.save(&self.dir, self.sync)
+        state.save(&self.dir, sync)
     }
 
     fn active_group(&self, room: &str) -> Result<&MlsGroup, E2eError> {
