@@ -496,15 +496,10 @@ impl Layer {
                     return self.warn(format!("{room}: message {id} has an unknown format"));
                 };
                 let nick =
-                    if own { self.me.clone() } else { self.nick_for(&sender_fp, Some(&from)) };
+                    if own { self.me.clone() } else { self.sender(&room, id, &from, &sender_fp) };
                 if status.is_forged() {
                     self.warn(format!(
                         "{room}: the next message comes from {sender_fp}, whose key is {status}"
-                    ));
-                } else if !own && nick != from {
-                    self.warn(format!(
-                        "{room}: the server says message {id} is from {from}, but it is signed by \
-                         {sender_fp} ({nick})"
                     ));
                 }
                 self.ui(ServerMsg::Message {
@@ -561,6 +556,29 @@ impl Layer {
                 if loud { self.warn(text) } else { self.notice(text) }
             }
         }
+    }
+
+    /// Who sent message `id`: the nickname pinned to the key that signed it. The server's
+    /// `from` is only a claim; a mismatch is a warning.
+    fn sender(&mut self, room: &RoomName, id: u64, from: &Nick, fp: &str) -> Nick {
+        if self.pins.get(from.as_str()) == Some(fp) {
+            return from.clone();
+        }
+        if let Some(known) = self.pins.nick_of(fp).and_then(|n| Nick::parse(n).ok()) {
+            self.warn(format!(
+                "{room}: the server says message {id} is from {from}, but it is signed by \
+                 {known}'s key {fp}; shown as {known}'s"
+            ));
+            return known;
+        }
+        // A key seen for the first time: pin it to the name it came with, unless that name is
+        // pinned to another key.
+        if !self.observe(from, fp) {
+            self.warn(format!(
+                "{room}: message {id} claims to be from {from} but is signed by an unknown key {fp}"
+            ));
+        }
+        from.clone()
     }
 
     fn invited(&mut self, room: RoomName, from: Nick, id: u64, body: String) {
@@ -642,5 +660,94 @@ impl Layer {
         if !user.is_empty() {
             self.notice(message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chatao_proto::Member;
+
+    fn layer(dir: &std::path::Path) -> Layer {
+        let keys = chatao_transport::Keypair::from_secret([7u8; 32]);
+        let e2e = E2e::open(dir, keys.secret_bytes(), &keys.public().fingerprint()).unwrap();
+        Layer::new(e2e, Nick::parse("alice").unwrap(), dir)
+    }
+
+    fn room() -> RoomName {
+        RoomName::parse("#sec").unwrap()
+    }
+
+    /// The layer of a client that created `#sec` and saw the server confirm it.
+    fn in_room(dir: &std::path::Path) -> Layer {
+        let mut l = layer(dir);
+        l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: false });
+        let me =
+            Member { nick: Nick::parse("alice").unwrap(), fingerprint: "x".into(), away: None };
+        l.from_server(ServerMsg::Members { room: room(), members: vec![me], e2e: true });
+        l.drain();
+        l
+    }
+
+    #[test]
+    fn text_for_an_e2e_room_leaves_encrypted_and_never_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "top secret".into() });
+        l.from_ui(ClientMsg::Say { room: "#lobby".into(), text: "hello".into() });
+        let out = l.drain();
+        assert!(
+            matches!(&out[0], Out::Net(ClientMsg::Sealed { room, epoch: 0, body }) if room == "#sec" && !body.contains("secret"))
+        );
+        assert!(matches!(&out[1], Out::Net(ClientMsg::Say { room, .. }) if room == "#lobby"));
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn plaintext_injected_by_the_server_into_an_e2e_room_is_dropped_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        l.from_server(ServerMsg::Message {
+            room: room(),
+            id: 9,
+            time: 1,
+            from: Nick::parse("mallory").unwrap(),
+            kind: MessageKind::Normal,
+            text: "trust me".into(),
+            history: false,
+        });
+        let out = l.drain();
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0], Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:"))
+        );
+    }
+
+    #[test]
+    fn a_server_that_changes_who_a_nickname_is_gets_a_warning_and_no_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let bob = Nick::parse("bob").unwrap();
+        l.from_server(ServerMsg::Join {
+            room: room(),
+            nick: bob.clone(),
+            fingerprint: "SHA256:b".into(),
+        });
+        l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) });
+        l.drain();
+        l.from_server(ServerMsg::KeyPackage {
+            nick: bob,
+            fingerprint: "SHA256:m".into(),
+            package: "AAAA".into(),
+            room: Some(room()),
+        });
+        let out = l.drain();
+        assert!(out.iter().all(|o| !matches!(o, Out::Net(_))), "no commit: {out:?}");
+        let warnings = out
+            .iter()
+            .filter(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:")))
+            .count();
+        assert!(warnings >= 1, "{out:?}");
     }
 }
