@@ -9,7 +9,7 @@
 //! the message as processed, so a crash in between can only duplicate an entry (reading keeps
 //! the first entry of each id), never lose one.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -110,8 +110,9 @@ pub(crate) fn append(
     Ok(())
 }
 
-/// Reads every readable entry, oldest first, one per id (the first seen wins).
-pub(crate) fn read(dir: &Path, group_id: &[u8]) -> Result<Vec<LogEntry>, E2eError> {
+/// Reads the newest `limit` readable entries (in file order, which is processing order),
+/// one per id (the first seen wins). Memory is bounded by `limit` entries, not the file.
+pub(crate) fn read(dir: &Path, group_id: &[u8], limit: usize) -> Result<Vec<LogEntry>, E2eError> {
     let path = path(dir, group_id);
     let file = match File::open(&path) {
         Ok(f) => f,
@@ -119,7 +120,7 @@ pub(crate) fn read(dir: &Path, group_id: &[u8]) -> Result<Vec<LogEntry>, E2eErro
         Err(source) => return Err(E2eError::Io { path, source }),
     };
     let mut reader = BufReader::new(file);
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     let mut seen = HashSet::new();
     let mut buf = Vec::new();
     loop {
@@ -145,25 +146,28 @@ pub(crate) fn read(dir: &Path, group_id: &[u8]) -> Result<Vec<LogEntry>, E2eErro
         };
         let Ok(plaintext) = STANDARD.decode(&line.text) else { continue };
         if seen.insert(line.id) {
-            out.push(LogEntry {
-                id: line.id,
-                time: line.time,
-                sender_fp: line.sender_fp,
-                own: line.own,
-                plaintext,
-            });
+            if out.len() == limit {
+                out.pop_front();
+            }
+            if limit > 0 {
+                out.push_back(LogEntry {
+                    id: line.id,
+                    time: line.time,
+                    sender_fp: line.sender_fp,
+                    own: line.own,
+                    plaintext,
+                });
+            }
         }
     }
-    out.sort_by_key(|e| e.id);
-    Ok(out)
+    Ok(out.into())
 }
 
 /// Rewrites the log with its newest [`MAX_LOG_PER_ROOM`] entries; returns how many it kept.
 pub(crate) fn compact(dir: &Path, group_id: &[u8], sync: bool) -> Result<usize, E2eError> {
-    let entries = read(dir, group_id)?;
-    let keep = &entries[entries.len().saturating_sub(MAX_LOG_PER_ROOM)..];
+    let keep = read(dir, group_id, MAX_LOG_PER_ROOM)?;
     let mut bytes = Vec::new();
-    for e in keep {
+    for e in &keep {
         let line = serde_json::to_vec(&Line::from(e)).map_err(|err| E2eError::Corrupt {
             path: path(dir, group_id),
             detail: err.to_string(),
@@ -211,14 +215,16 @@ mod tests {
         let mut f = open_append(&path(tmp.path(), gid)).unwrap();
         f.write_all(b"{\"id\":4,\"ti").unwrap(); // a crash mid-append
         drop(f);
-        let got = read(tmp.path(), gid).unwrap();
+        let got = read(tmp.path(), gid, usize::MAX).unwrap();
         assert_eq!(got, vec![entry(1), entry(2), entry(3)]);
+        assert_eq!(read(tmp.path(), gid, 2).unwrap(), vec![entry(2), entry(3)]);
+        assert!(read(tmp.path(), gid, 0).unwrap().is_empty());
         let mode = std::fs::metadata(path(tmp.path(), gid)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Another group's log is another file.
-        assert!(read(tmp.path(), b"h").unwrap().is_empty());
+        assert!(read(tmp.path(), b"h", 10).unwrap().is_empty());
         remove(tmp.path(), gid).unwrap();
-        assert!(read(tmp.path(), gid).unwrap().is_empty());
+        assert!(read(tmp.path(), gid, usize::MAX).unwrap().is_empty());
         remove(tmp.path(), gid).unwrap();
     }
 
@@ -234,7 +240,7 @@ mod tests {
         }
         std::fs::write(path(tmp.path(), b"g"), bytes).unwrap();
         assert_eq!(compact(tmp.path(), b"g", false).unwrap(), MAX_LOG_PER_ROOM);
-        let got = read(tmp.path(), b"g").unwrap();
+        let got = read(tmp.path(), b"g", usize::MAX).unwrap();
         assert_eq!(got.len(), MAX_LOG_PER_ROOM);
         assert_eq!(got[0].id, 6);
         assert_eq!(got.last().unwrap().id, n);

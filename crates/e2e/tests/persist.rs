@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use chatao_e2e::{E2e, E2eError, Event, MAX_LOG_PER_ROOM};
+use chatao_e2e::{E2e, E2eError, Event, MAX_KEY_PACKAGES, MAX_LOG_PER_ROOM, SENT_CACHE};
 use common::{Client, ROOM, Server, room_with, texts};
 
 #[test]
@@ -138,6 +138,57 @@ struct Closed {
     dir: std::path::PathBuf,
     secret: [u8; 32],
     fp: String,
+}
+
+#[test]
+fn own_echoes_are_recognised_from_a_bounded_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::default();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    room_with(&mut server, &mut a, &mut [&mut b]);
+    server.deliver(&mut a);
+    // One more than the cache holds: the first one's echo is no longer recognised.
+    for i in 0..=SENT_CACHE {
+        server.send(a.e.encrypt(ROOM, format!("m{i}").as_bytes()).unwrap());
+    }
+    let base = a.e.last_id(ROOM).unwrap();
+    let (first_id, first) = server.messages.iter().find(|(id, _)| *id == base + 1).unwrap().clone();
+    let err = a.e.process(ROOM, first_id, 0, &first).unwrap_err();
+    assert!(matches!(err, E2eError::OwnMessage(_)), "{err:?}");
+    // The caller can still log it itself, knowing the text.
+    a.e.record_own(ROOM, first_id, 0, b"m0").unwrap();
+    let events = server.deliver(&mut a);
+    assert_eq!(events.len(), SENT_CACHE);
+    assert!(events.iter().all(|e| matches!(e, Event::Application { own: true, .. })));
+    assert_eq!(a.e.log(ROOM, usize::MAX).unwrap().len(), SENT_CACHE + 1);
+    // Bob reads them all.
+    assert_eq!(texts(&server.deliver(&mut b)).len(), SENT_CACHE + 1);
+
+    // After a restart the cache is empty: an own echo is an error to skip, not a panic.
+    let body = a.e.encrypt(ROOM, b"just before the restart").unwrap();
+    let id = server.send(body.clone());
+    a.reopen();
+    assert!(matches!(a.e.process(ROOM, id, 0, &body), Err(E2eError::OwnMessage(_))));
+}
+
+#[test]
+fn only_the_newest_key_packages_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    let oldest = b.key_package();
+    assert_eq!(b.e.key_packages(MAX_KEY_PACKAGES + 50).unwrap().len(), MAX_KEY_PACKAGES);
+    let newest = b.key_package();
+    for (room, kp, joins) in [("#old", oldest, false), ("#new", newest, true)] {
+        a.e.create_group(room).unwrap();
+        let p = a.e.add(room, &kp, &b.fp).unwrap();
+        let joined = b.e.join(room, &p.welcome.unwrap(), 1);
+        assert_eq!(joined.is_ok(), joins, "{room}: {joined:?}");
+    }
+    b.reopen();
+    assert!(b.e.is_member("#new"));
+    assert!(!b.e.is_member("#old"));
 }
 
 fn assert_private(dir: &Path) {

@@ -118,13 +118,11 @@ impl E2e {
         Ok(())
     }
 
-    /// The newest `limit` logged (decrypted) messages of the room, oldest first.
+    /// The newest `limit` logged (decrypted) messages of the room, in the order they were
+    /// processed (oldest first). Reads at most `limit` entries into memory.
     pub fn log(&self, room: &str, limit: usize) -> Result<Vec<LogEntry>, E2eError> {
         let gid = self.group_id_bytes(room)?;
-        let mut entries = log::read(&self.dir, &gid)?;
-        let skip = entries.len().saturating_sub(limit);
-        entries.drain(..skip);
-        Ok(entries)
+        log::read(&self.dir, &gid, limit)
     }
 
     fn append_log(&mut self, room: &str, entry: &LogEntry) -> Result<(), E2eError> {

@@ -44,8 +44,9 @@ pub const CIPHERSUITE: Ciphersuite =
 /// ones are refused before parsing.
 pub const MAX_BODY_LEN: usize = 1024 * 1024;
 
-/// Largest plaintext [`E2e::encrypt`] accepts.
-pub const MAX_PLAINTEXT_LEN: usize = 256 * 1024;
+/// Largest plaintext [`E2e::encrypt`] and [`E2e::record_own`] accept. Chatao frames are at
+/// most 64 KiB, so nothing larger could be sent anyway; it also bounds the log's entries.
+pub const MAX_PLAINTEXT_LEN: usize = 64 * 1024;
 
 /// Key packages whose private keys are kept; when more are made, the oldest are deleted (a
 /// welcome made from one of those can no longer be joined). Also the most one call makes.
