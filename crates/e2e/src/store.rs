@@ -1,7 +1,7 @@
 //! Files under the state directory: the state file and the atomic write that replaces it.
 //!
 //! Layout of `dir` (mode 0700, every file 0600):
-//! - `state.json`: one JSON document ([`StateFile`]) with the whole openmls storage (key
+//! - `state.json`: one JSON document (`StateFile`) with the whole openmls storage (key
 //!   packages' private keys, every group's secrets and tree), the pins, and per room the group
 //!   id, the last processed message id and the pending commit. It is rewritten whole after every
 //!   change, atomically (write `state.json.tmp`, rename over `state.json`), so after a crash it
