@@ -271,6 +271,36 @@ fn create_group_refuses_an_active_group_and_forget_clears_it() {
     assert_eq!(a.e.epoch(ROOM), Some(0));
 }
 
+#[test]
+fn a_welcome_never_replaces_an_active_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::default();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    let mut m = Client::new(tmp.path(), "mallory", 9);
+    room_with(&mut server, &mut a, &mut [&mut b]);
+    // Mallory makes her own group under the same room name and invites Bob to it.
+    m.e.create_group(ROOM).unwrap();
+    let kp = b.key_package();
+    let fake = m.e.add(ROOM, &kp, &b.fp).unwrap();
+    let err = b.e.join(ROOM, &fake.welcome.clone().unwrap(), 99).unwrap_err();
+    assert!(matches!(err, E2eError::GroupExists(_)), "{err:?}");
+    // Bob is still in the real group with Alice.
+    server.send(a.e.encrypt(ROOM, b"still the real room").unwrap());
+    assert_eq!(
+        texts(&server.deliver(&mut b)),
+        vec![(a.fp.clone(), "still the real room".to_owned())]
+    );
+    // Once removed from it (or after forgetting it), a new welcome is accepted.
+    let p = a.e.remove(ROOM, &b.fp).unwrap();
+    server.commit(&p).unwrap();
+    server.deliver(&mut a);
+    assert!(matches!(server.deliver(&mut b)[..], [Event::Commit { removed_me: true, .. }]));
+    b.e.join(ROOM, &fake.welcome.unwrap(), 99).unwrap();
+    assert_eq!(b.e.members(ROOM).len(), 2);
+    assert!(b.e.log(ROOM, 10).unwrap().is_empty(), "the old group's log went with it");
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -202,7 +202,9 @@ impl E2e {
     /// are returned as warnings, not refused (the group exists anyway; show them loudly).
     ///
     /// Errors: [`E2eError::RoomMismatch`] if the group was made for another room;
-    /// [`E2eError::GroupExists`] if we are already an active member of that same group;
+    /// [`E2eError::GroupExists`] if we are an active member of a group of this room (this one
+    /// or another: call [`E2e::forget`] first when the room really was re-created; a group we
+    /// were removed from is replaced);
     /// [`E2eError::Mls`] if no key package of ours matches or the welcome is invalid.
     pub fn join(&mut self, room: &str, welcome: &[u8], id: u64) -> Result<Joined, E2eError> {
         check_len(welcome.len(), MAX_BODY_LEN)?;
@@ -225,7 +227,9 @@ impl E2e {
                 });
             }
             if let Some(mut old) = old {
-                if old.is_active() && old.group_id().as_slice() == gid.as_slice() {
+                // An active group is never replaced by a welcome: the server could otherwise
+                // swap a room's real group for one of its choosing with the same room name.
+                if old.is_active() {
                     return Err(E2eError::GroupExists(room.to_owned()));
                 }
                 old.delete(&s.provider.storage).map_err(|e| E2eError::mls("delete group", e))?;
