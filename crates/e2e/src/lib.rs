@@ -23,6 +23,45 @@
 //! Every input that came from the network (key packages, welcomes, messages) is parsed with
 //! bounds and errors, never panics; bodies above [`MAX_BODY_LEN`] are refused unread.
 //!
+//! # Example
+//!
+//! Alice makes a room's group and adds Bob; the server (here: plain variables) orders the
+//! commit as message 1 and relays the welcome; then they chat.
+//!
+//! ```
+//! # fn main() -> Result<(), chatao_e2e::E2eError> {
+//! use chatao_e2e::{E2e, Event};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let (alice_dir, bob_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+//! # let fp = |s: [u8; 32]| chatao_transport::Keypair::from_secret(s).public().fingerprint();
+//! # let (alice_secret, bob_secret) = ([1u8; 32], [2u8; 32]);
+//! # let (alice_fp, bob_fp) = (fp(alice_secret), fp(bob_secret));
+//! let mut alice = E2e::open(&alice_dir, &alice_secret, &alice_fp)?;
+//! let mut bob = E2e::open(&bob_dir, &bob_secret, &bob_fp)?;
+//! let bob_package = bob.key_packages(1)?.remove(0); // uploaded, then fetched by Alice
+//!
+//! alice.create_group("#secret")?;
+//! let pending = alice.add("#secret", &bob_package, &bob_fp)?; // checks and pins Bob's key
+//! // The server accepts the commit at epoch `pending.epoch` as message 1 and echoes it.
+//! let event = alice.process("#secret", 1, 0, &pending.commit)?;
+//! assert!(matches!(event, Event::Commit { own: true, .. }));
+//! let welcome = pending.welcome.expect("an add has a welcome");
+//! let joined = bob.join("#secret", &welcome, 1)?;
+//! assert!(joined.warnings.is_empty());
+//!
+//! let body = alice.encrypt("#secret", b"hello Bob")?; // sent, ordered as message 2
+//! match bob.process("#secret", 2, 0, &body)? {
+//!     Event::Application { sender_fp, plaintext, .. } => {
+//!         assert_eq!(sender_fp, alice_fp);
+//!         assert_eq!(plaintext, b"hello Bob");
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! assert_eq!(bob.log("#secret", 10)?.len(), 1); // kept for after a restart
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! To add an operation: write it as a method of [`E2e`] whose body runs inside
 //! `self.transact(..)` and ends with `s.save()`, so a failure rolls memory back and success is
 //! on disk before the method returns; add its test in `tests/`.
