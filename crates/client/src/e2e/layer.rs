@@ -405,6 +405,18 @@ impl Layer {
             }
             ServerMsg::KeyPackage { .. } => {}
             ServerMsg::Error { code: ErrorCode::StaleEpoch, message } => self.stale(message),
+            ServerMsg::HistoryEnd { room, count } => {
+                // Caught up: a commit of ours still pending was never ordered (made before a
+                // disconnection, or refused); drop it, it would block every later change.
+                if self.has_group(room.as_str())
+                    && self.e2e.has_pending(room.as_str())
+                    && !self.in_flight.contains_key(&room)
+                    && let Err(e) = self.e2e.discard_pending(room.as_str())
+                {
+                    self.notice(format!("{room}: cannot drop a stale change: {e}"));
+                }
+                self.ui(ServerMsg::HistoryEnd { room, count });
+            }
             other => self.ui(other),
         }
     }
