@@ -462,6 +462,29 @@ async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
     let lines = alice.until("MLS key").await;
     assert!(lines.iter().any(|l| l.contains("1 members")), "{lines:?}");
     alice.quit().await;
+
+    // Second trick: the server now says the nickname bob belongs to mallory's key, and hands
+    // out mallory's genuine key package for "bob". The package is consistent with the key the
+    // server names, but alice's client pinned bob's key the first time: it refuses.
+    let server = server.restart(|_| {}).await;
+    {
+        let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+        conn.execute("UPDATE nicks SET fingerprint = ?1 WHERE folded = 'bob'", [&mallory_fp])
+            .unwrap();
+    }
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.send("/switch #sec").await;
+    alice.send("/invite bob").await;
+    let warning = alice.wait("WARNING").await;
+    assert!(
+        warning.contains(&format!("the server says bob has the key {mallory_fp}")),
+        "{warning}"
+    );
+    assert!(warning.contains(&format!("pinned to {bob_fp}")), "{warning}");
+    alice.wait("bob was NOT added to #sec").await;
+    alice.quit().await;
     // Nothing was committed: the room is still at epoch 0 with alice alone.
     let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
     let epoch: i64 = conn
