@@ -547,3 +547,33 @@ async fn history_replays_after_a_client_restart_and_the_state_is_private() {
     alice.quit().await;
     bob.quit().await;
 }
+
+#[tokio::test]
+async fn a_member_who_parts_is_removed_from_the_group_by_the_others() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+    room_with(&mut alice, &mut [&mut bob, &mut carol], false).await;
+    carol.send("/part #sec").await;
+    carol.wait("carol left #sec (left the room)").await;
+    // The first remaining member's client to commit removes carol's key; both see it.
+    alice.wait("was removed by").await;
+    let removed = bob.wait("was removed by").await;
+    assert!(removed.contains("#sec: carol (SHA256:"), "{removed}");
+    alice.send("/safety").await;
+    let lines = alice.until("MLS key").await;
+    assert!(lines.iter().any(|l| l.contains("2 members")), "{lines:?}");
+    alice.send("AFTER-CAROL-LEFT").await;
+    bob.wait("AFTER-CAROL-LEFT").await;
+    alice.send("/say #lobby marker").await;
+    let seen = carol.until("marker").await;
+    assert!(!seen.iter().any(|l| l.contains("AFTER-CAROL-LEFT")), "{seen:?}");
+    // She cannot come back on her own.
+    carol.send("/join #sec").await;
+    carol.wait("not_invited").await;
+    for c in [alice, bob, carol] {
+        c.quit().await;
+    }
+}
