@@ -166,6 +166,11 @@ impl Layer {
 
     /// Checks what the server says about who `nick` is against the pin.
     fn observe(&mut self, nick: &Nick, fp: &str) -> bool {
+        // Only a canonical fingerprint is ever pinned (and written to the pin file).
+        if !chatao_e2e::is_fingerprint(fp) {
+            self.warn(format!("the server gave {nick} a key that is not a fingerprint; ignored"));
+            return false;
+        }
         match self.pins.check(nick.as_str(), fp) {
             PinCheck::Known | PinCheck::New => true,
             PinCheck::Changed { pinned } => {
@@ -691,12 +696,15 @@ mod tests {
         RoomName::parse("#sec").unwrap()
     }
 
+    fn fp(n: u8) -> String {
+        chatao_transport::Keypair::from_secret([n; 32]).public().fingerprint()
+    }
+
     /// The layer of a client that created `#sec` and saw the server confirm it.
     fn in_room(dir: &std::path::Path) -> Layer {
         let mut l = layer(dir);
         l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: false });
-        let me =
-            Member { nick: Nick::parse("alice").unwrap(), fingerprint: "x".into(), away: None };
+        let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
         l.from_server(ServerMsg::Members { room: room(), members: vec![me], e2e: true });
         l.drain();
         l
@@ -741,16 +749,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut l = in_room(dir.path());
         let bob = Nick::parse("bob").unwrap();
-        l.from_server(ServerMsg::Join {
-            room: room(),
-            nick: bob.clone(),
-            fingerprint: "SHA256:b".into(),
-        });
+        l.from_server(ServerMsg::Join { room: room(), nick: bob.clone(), fingerprint: fp(2) });
         l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) });
         l.drain();
         l.from_server(ServerMsg::KeyPackage {
             nick: bob,
-            fingerprint: "SHA256:m".into(),
+            fingerprint: fp(3),
             package: "AAAA".into(),
             room: Some(room()),
         });
@@ -761,5 +765,19 @@ mod tests {
             .filter(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:")))
             .count();
         assert!(warnings >= 1, "{out:?}");
+    }
+
+    #[test]
+    fn a_fingerprint_that_is_not_one_is_never_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let forged = format!("{}\nmallory {}", fp(2), fp(3));
+        let bob = Nick::parse("bob").unwrap();
+        l.from_server(ServerMsg::Join { room: room(), nick: bob, fingerprint: forged });
+        let out = l.drain();
+        assert!(out.iter().any(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:"))));
+        let pins = NickPins::load(dir.path());
+        assert_eq!(pins.get("bob"), None);
+        assert_eq!(pins.get("mallory"), None);
     }
 }

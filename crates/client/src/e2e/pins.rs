@@ -37,6 +37,9 @@ impl NickPins {
             .lines()
             .filter_map(|l| l.split_once(' '))
             .map(|(n, f)| (n.to_owned(), f.trim().to_owned()))
+            .filter(|(n, f)| {
+                chatao_proto::Nick::parse(n).is_ok() && !f.contains(char::is_whitespace)
+            })
             .collect();
         NickPins { path, pins }
     }
