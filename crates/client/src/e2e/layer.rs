@@ -35,6 +35,9 @@ use crate::net::NetEvent;
 pub const KEY_PACKAGES: usize = 5;
 /// Decrypted messages shown from the local log when a room is (re)joined.
 pub const LOG_ON_JOIN: usize = 50;
+/// Texts held per room while a removal of ours is in flight. Overflow policy: the text is not
+/// sent, and the user is told.
+pub const HELD_TEXTS: usize = 64;
 
 /// The plaintext of an application message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +65,13 @@ enum Intent {
     Auto,
 }
 
+/// Texts waiting for our removal of `fingerprint` to be in.
+#[derive(Debug, Default)]
+struct Held {
+    fingerprint: String,
+    texts: Vec<(MessageKind, String)>,
+}
+
 /// The layer's state for one connection.
 pub struct Layer {
     e2e: E2e,
@@ -78,6 +88,10 @@ pub struct Layer {
     inviting: HashMap<(RoomName, String), Intent>,
     /// Rooms with a commit of ours in flight.
     in_flight: HashMap<RoomName, Intent>,
+    /// Rooms with a removal of ours in flight, and the texts typed meanwhile: they are
+    /// encrypted only once the removal is in (ours or someone else's), so the removed member
+    /// can never read them.
+    held: HashMap<RoomName, Held>,
 }
 
 fn room_name(r: &str) -> Option<RoomName> {
@@ -97,6 +111,7 @@ impl Layer {
             shown: HashSet::new(),
             inviting: HashMap::new(),
             in_flight: HashMap::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -242,6 +257,13 @@ impl Layer {
             };
             return self.net(msg);
         }
+        if let Some(held) = self.held.get_mut(&r) {
+            if held.texts.len() >= HELD_TEXTS {
+                return self.notice(format!("{r}: too many messages waiting; not sent"));
+            }
+            held.texts.push((kind, text));
+            return;
+        }
         let plain = match serde_json::to_vec(&Plain { kind, text }) {
             Ok(p) => p,
             Err(e) => return self.notice(format!("cannot encode the message: {e}")),
@@ -250,6 +272,25 @@ impl Layer {
         match self.e2e.encrypt(r.as_str(), &plain) {
             Ok(body) => self.net(ClientMsg::Sealed { room, epoch, body: B64.encode(body) }),
             Err(e) => self.notice(format!("{r}: cannot encrypt, not sent: {e}")),
+        }
+    }
+
+    /// Our removal in `room` is in, or was overtaken by another commit: if the key is still a
+    /// member, remove it again (the texts stay held); else send what was held, at the new epoch.
+    fn release(&mut self, room: &RoomName) {
+        let Some(held) = self.held.remove(room) else { return };
+        let still =
+            self.e2e.members(room.as_str()).iter().any(|m| m.fingerprint == held.fingerprint);
+        if still && !self.e2e.has_pending(room.as_str()) {
+            self.in_flight.remove(room);
+            self.commit_remove(room, &held.fingerprint, Intent::Auto);
+            if self.e2e.has_pending(room.as_str()) {
+                self.held.entry(room.clone()).or_default().texts.extend(held.texts);
+                return;
+            }
+        }
+        for (kind, text) in held.texts {
+            self.say(room.to_string(), kind, text);
         }
     }
 
@@ -284,6 +325,7 @@ impl Layer {
         match self.e2e.remove(r.as_str(), fp) {
             Ok(p) => {
                 self.in_flight.insert(r.clone(), intent);
+                self.held.entry(r.clone()).or_default().fingerprint = fp.to_owned();
                 self.net(ClientMsg::Commit {
                     room: r.to_string(),
                     epoch: p.epoch,
@@ -416,9 +458,11 @@ impl Layer {
                 if self.has_group(room.as_str())
                     && self.e2e.has_pending(room.as_str())
                     && !self.in_flight.contains_key(&room)
-                    && let Err(e) = self.e2e.discard_pending(room.as_str())
                 {
-                    self.notice(format!("{room}: cannot drop a stale change: {e}"));
+                    if let Err(e) = self.e2e.discard_pending(room.as_str()) {
+                        self.notice(format!("{room}: cannot drop a stale change: {e}"));
+                    }
+                    self.release(&room);
                 }
                 self.ui(ServerMsg::HistoryEnd { room, count });
             }
@@ -541,6 +585,7 @@ impl Layer {
             }) => {
                 if own || discarded_pending {
                     let intent = self.in_flight.remove(&room);
+                    self.release(&room);
                     if discarded_pending && let Some(Intent::User(what)) = intent {
                         self.notice(format!(
                             "{room} changed meanwhile; your {what} was not made: try again"
@@ -779,5 +824,71 @@ mod tests {
         let pins = NickPins::load(dir.path());
         assert_eq!(pins.get("bob"), None);
         assert_eq!(pins.get("mallory"), None);
+    }
+
+    /// Feeds our own commit back as the server would relay it.
+    fn echo_commit(l: &mut Layer, out: &[Out], id: u64) {
+        let body = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Net(ClientMsg::Commit { body, .. }) => Some(body.clone()),
+                _ => None,
+            })
+            .unwrap();
+        l.from_server(ServerMsg::Sealed {
+            room: room(),
+            id,
+            time: 1,
+            from: Nick::parse("alice").unwrap(),
+            epoch: 0,
+            kind: SealedKind::Commit,
+            body,
+            history: false,
+        });
+    }
+
+    #[test]
+    fn text_typed_while_a_removal_is_in_flight_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        // bob's client, with its own state, offers a key package; alice adds him.
+        let bob_dir = tempfile::tempdir().unwrap();
+        let bob_keys = chatao_transport::Keypair::from_secret([2u8; 32]);
+        let bob_fp = bob_keys.public().fingerprint();
+        let mut bob = E2e::open(bob_dir.path(), bob_keys.secret_bytes(), &bob_fp).unwrap();
+        let kp = B64.encode(&bob.key_packages(1).unwrap()[0]);
+        let bob_nick = Nick::parse("bob").unwrap();
+        l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) });
+        l.from_server(ServerMsg::KeyPackage {
+            nick: bob_nick.clone(),
+            fingerprint: bob_fp.clone(),
+            package: kp,
+            room: Some(room()),
+        });
+        let out = l.drain();
+        echo_commit(&mut l, &out, 1);
+        assert_eq!(l.e2e.members("#sec").len(), 2);
+        l.drain();
+        // bob parts: alice's client commits his removal, and holds what she types meanwhile.
+        l.from_server(ServerMsg::Leave {
+            room: room(),
+            nick: bob_nick,
+            reason: LeaveReason::Part,
+            message: None,
+        });
+        l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "after bob".into() });
+        let out = l.drain();
+        assert!(out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Commit { removes, .. }) if removes == std::slice::from_ref(&bob_fp))));
+        assert!(
+            !out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Sealed { .. }))),
+            "held: {out:?}"
+        );
+        echo_commit(&mut l, &out, 2);
+        let out = l.drain();
+        assert!(
+            out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Sealed { epoch: 2, .. }))),
+            "sent once bob is out, at the new epoch: {out:?}"
+        );
+        assert_eq!(l.e2e.members("#sec").len(), 1);
     }
 }
