@@ -577,3 +577,30 @@ async fn a_member_who_parts_is_removed_from_the_group_by_the_others() {
         c.quit().await;
     }
 }
+
+#[tokio::test]
+async fn a_member_removed_while_away_learns_it_on_return_and_can_be_added_again() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], false).await;
+    bob.quit().await;
+    alice.send("/remove bob").await;
+    alice.wait("was removed by alice").await;
+    alice.send("WHILE-BOB-WAS-OUT").await;
+    alice.wait("WHILE-BOB-WAS-OUT").await;
+
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let seen = bob.until("you are no longer a member of #sec").await;
+    assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");
+    bob.send("/whois bob").await;
+    bob.wait("bob: key").await;
+    alice.send("/invite bob").await;
+    bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    alice.send("WELCOME-BACK").await;
+    let seen = bob.until("WELCOME-BACK").await;
+    assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");
+    alice.quit().await;
+    bob.quit().await;
+}

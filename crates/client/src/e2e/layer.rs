@@ -16,7 +16,7 @@
 //! - after a restart, earlier messages are shown from the engine's local log (MLS keys are used
 //!   once, so the ciphertext on the server could not be decrypted again).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -35,6 +35,8 @@ use crate::net::NetEvent;
 pub const KEY_PACKAGES: usize = 5;
 /// Decrypted messages shown from the local log when a room is (re)joined.
 pub const LOG_ON_JOIN: usize = 50;
+/// Unanswered joins remembered. Overflow policy: the oldest is forgotten.
+pub const JOINS_TRACKED: usize = 256;
 /// Texts held per room while a removal of ours is in flight. Overflow policy: the text is not
 /// sent, and the user is told.
 pub const HELD_TEXTS: usize = 64;
@@ -92,6 +94,9 @@ pub struct Layer {
     /// encrypted only once the removal is in (ours or someone else's), so the removed member
     /// can never read them.
     held: HashMap<RoomName, Held>,
+    /// Joins and creates sent and not yet answered, to tell which room a `not_invited` or
+    /// `room_exists` refers to (the error names it; only a join or create is refused so).
+    joining: VecDeque<RoomName>,
 }
 
 fn room_name(r: &str) -> Option<RoomName> {
@@ -112,6 +117,7 @@ impl Layer {
             inviting: HashMap::new(),
             in_flight: HashMap::new(),
             held: HashMap::new(),
+            joining: VecDeque::new(),
         }
     }
 
@@ -121,6 +127,14 @@ impl Layer {
     }
 
     fn net(&mut self, msg: ClientMsg) {
+        if let ClientMsg::Join { room, .. } | ClientMsg::Create { room, .. } = &msg
+            && let Some(r) = room_name(room)
+        {
+            if self.joining.len() >= JOINS_TRACKED {
+                self.joining.pop_front();
+            }
+            self.joining.push_back(r);
+        }
         self.out.push(Out::Net(msg));
     }
 
@@ -382,6 +396,9 @@ impl Layer {
     pub fn from_server(&mut self, msg: ServerMsg) {
         match msg {
             ServerMsg::Members { room, members, e2e } => {
+                if let Some(i) = self.joining.iter().position(|r| r == &room) {
+                    self.joining.remove(i);
+                }
                 for m in &members {
                     self.observe(&m.nick, &m.fingerprint);
                 }
@@ -452,6 +469,29 @@ impl Layer {
             }
             ServerMsg::KeyPackage { .. } => {}
             ServerMsg::Error { code: ErrorCode::StaleEpoch, message } => self.stale(message),
+            ServerMsg::Error {
+                code: code @ (ErrorCode::NotInvited | ErrorCode::RoomExists),
+                message,
+            } => {
+                let at = self.joining.iter().position(|r| message.starts_with(&format!("{r} ")));
+                let room = at.and_then(|i| self.joining.remove(i));
+                match room {
+                    Some(r) if code == ErrorCode::NotInvited && self.has_group(r.as_str()) => {
+                        self.notice(format!(
+                            "the server says you are no longer a member of {r} (removed while \
+                             you were away?): its group is forgotten; a member can add you again"
+                        ));
+                        if let Err(e) = self.e2e.forget(r.as_str()) {
+                            self.notice(format!("{r}: cannot forget the group: {e}"));
+                        }
+                    }
+                    Some(r) => {
+                        self.creating.remove(&r);
+                        self.ui(ServerMsg::Error { code, message });
+                    }
+                    None => self.ui(ServerMsg::Error { code, message }),
+                }
+            }
             ServerMsg::HistoryEnd { room, count } => {
                 // Caught up: a commit of ours still pending was never ordered (made before a
                 // disconnection, or refused); drop it, it would block every later change.
