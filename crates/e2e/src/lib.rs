@@ -73,7 +73,10 @@ pub mod log;
 pub mod store;
 pub mod types;
 
-pub use engine::{CIPHERSUITE, E2e, MAX_BODY_LEN, MAX_KEY_PACKAGES, MAX_PLAINTEXT_LEN, SENT_CACHE};
+pub use engine::{
+    CIPHERSUITE, E2e, LAZY_SAVE_AFTER, LAZY_SAVE_EVERY, MAX_BODY_LEN, MAX_KEY_PACKAGES,
+    MAX_PLAINTEXT_LEN, SENT_CACHE,
+};
 pub use error::E2eError;
 pub use identity::{SIGNATURE_KEY_INFO, display_identity, is_fingerprint, key_fingerprint};
 pub use log::{LogEntry, MAX_LOG_PER_ROOM};

@@ -7,7 +7,8 @@
 //!   change, atomically (write `state.json.tmp`, rename over `state.json`), so after a crash it
 //!   is either the old or the new state, never a mix. Changes that must survive a power loss
 //!   (new outgoing secrets) also fsync the file and the directory; bookkeeping of incoming
-//!   messages does not (see `E2e::save_lazy`).
+//!   messages is written later and without fsync (see `E2e::save_lazy`): a crash only makes
+//!   the client process those messages again.
 //! - `logs/<hash>.jsonl`: the decrypted message log of one group (see [`crate::log`]).
 
 use std::collections::{BTreeMap, HashMap};

@@ -7,7 +7,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use chatao_e2e::{E2e, E2eError, Event, MAX_KEY_PACKAGES, MAX_LOG_PER_ROOM, SENT_CACHE};
+use chatao_e2e::{
+    E2e, E2eError, Event, LAZY_SAVE_EVERY, MAX_KEY_PACKAGES, MAX_LOG_PER_ROOM, SENT_CACHE,
+};
 use common::{Client, ROOM, Server, room_with, texts};
 
 #[test]
@@ -69,6 +71,46 @@ fn state_survives_reopen_and_chat_continues() {
     for client in [&a, &b, &c, &d] {
         assert_private(&client.dir);
     }
+}
+
+#[test]
+fn a_crash_before_deferred_writes_only_means_processing_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::default();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    room_with(&mut server, &mut a, &mut [&mut b]);
+    b.e.flush().unwrap();
+    let last_saved = b.e.last_id(ROOM).unwrap();
+    // Fewer than LAZY_SAVE_EVERY incoming messages: Bob processes them, nothing is written yet.
+    let n = (LAZY_SAVE_EVERY / 2) as u64;
+    for i in 0..n {
+        server.send(a.e.encrypt(ROOM, format!("m{i}").as_bytes()).unwrap());
+    }
+    assert_eq!(texts(&server.deliver(&mut b)).len(), n as usize);
+    // The disk as a crash (power cut, kill -9) would leave it now.
+    let crashed = tmp.path().join("bob-crashed");
+    copy_dir(&b.dir, &crashed);
+    let mut again = E2e::open(&crashed, &b.secret, &b.fp).unwrap();
+    let from = again.last_id(ROOM).unwrap();
+    // Nothing was written unless this machine was slow enough to reach LAZY_SAVE_AFTER.
+    assert!((last_saved..=last_saved + n).contains(&from), "{from}");
+    // Catching up from the server's history processes the same messages again, fine.
+    for (id, body) in server.messages.iter().filter(|(id, _)| *id > from) {
+        again.process(ROOM, *id, 0, body).unwrap();
+    }
+    let log = again.log(ROOM, usize::MAX).unwrap();
+    assert_eq!(log.len(), n as usize, "no duplicate entries");
+    // And the group goes on.
+    let id = server.send(a.e.encrypt(ROOM, b"after the crash").unwrap());
+    let body = server.messages.last().unwrap().1.clone();
+    let ev = again.process(ROOM, id, 0, &body).unwrap();
+    assert_eq!(texts(&[ev]), vec![(a.fp.clone(), "after the crash".to_owned())]);
+    // A clean close writes the deferred changes.
+    let (dir, secret) = (b.dir.clone(), b.secret);
+    drop(b);
+    let reopened = E2e::open(&dir, &secret, again.fingerprint()).unwrap();
+    assert_eq!(reopened.last_id(ROOM), Some(last_saved + n));
 }
 
 #[test]
@@ -189,6 +231,19 @@ fn only_the_newest_key_packages_are_kept() {
     b.reopen();
     assert!(b.e.is_member("#new"));
     assert!(!b.e.is_member("#old"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 fn assert_private(dir: &Path) {

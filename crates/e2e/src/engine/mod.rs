@@ -18,6 +18,7 @@ mod pins;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -55,6 +56,12 @@ pub const MAX_KEY_PACKAGES: usize = 100;
 /// Own application messages remembered (in memory only) so their echo from the server can be
 /// shown and logged: MLS cannot decrypt its own messages. Overflow drops the oldest.
 pub const SENT_CACHE: usize = 64;
+
+/// Deferred changes (incoming messages processed) after which `state.json` is written anyway.
+pub const LAZY_SAVE_EVERY: usize = 32;
+
+/// Age of the oldest deferred change after which the next change writes `state.json`.
+pub const LAZY_SAVE_AFTER: Duration = Duration::from_secs(1);
 
 /// Past epochs whose secrets are kept, so an application message sent just before a commit
 /// (the server orders it after) still decrypts.
@@ -139,6 +146,9 @@ pub struct E2e {
     /// Own messages awaiting their echo; at most [`SENT_CACHE`], oldest dropped.
     sent: VecDeque<Sent>,
     sync: bool,
+    /// Changes made since the last write of `state.json` (see `save_lazy`).
+    unsaved: usize,
+    saved_at: Instant,
     /// The state directory's lock file, locked exclusively while this value lives.
     _lock: std::fs::File,
 }
@@ -150,6 +160,16 @@ impl fmt::Debug for E2e {
             .field("fingerprint", &self.fingerprint)
             .field("rooms", &self.rooms.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for E2e {
+    /// Writes the deferred changes; a failure is only logged (the changes are then redone
+    /// from the server's history after the next start).
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "could not write E2E state on close");
+        }
     }
 }
 
@@ -210,6 +230,8 @@ impl E2e {
             key_packages,
             sent: VecDeque::new(),
             sync: true,
+            unsaved: 0,
+            saved_at: Instant::now(),
             _lock: lock,
         };
         for (room, meta) in state.rooms {
@@ -409,20 +431,33 @@ impl E2e {
     /// Writes the state durably (fsynced when [`E2e::set_sync`] is on). Every call that makes
     /// or consumes outgoing secrets (encrypt, commits, key packages, join) saves this way
     /// before returning: a state that lost such a write could reuse a message key (nonce
-    /// reuse) or a commit's secrets.
-    fn save(&self) -> Result<(), E2eError> {
+    /// reuse) or a commit's secrets. It also writes every deferred change (the file is whole).
+    fn save(&mut self) -> Result<(), E2eError> {
         self.save_with(self.sync)
     }
 
-    /// Writes the state atomically but without fsync, for bookkeeping that a power loss may
-    /// undo harmlessly: processing incoming messages (they are processed again from the older
-    /// state, whose keys are still there), merging or discarding a pending commit, ids.
-    /// The next durable save makes it durable too (the file is written whole).
-    fn save_lazy(&self) -> Result<(), E2eError> {
-        self.save_with(false)
+    /// Records a change that a crash may undo harmlessly: processing incoming messages (after a
+    /// restart they are fetched and processed again from the older state, whose keys are still
+    /// there; the log drops the duplicate entries), merging or discarding a pending commit, ids.
+    /// Such changes are written (atomically, without fsync) at most every [`LAZY_SAVE_EVERY`]
+    /// changes or [`LAZY_SAVE_AFTER`], by the next durable save, by [`E2e::flush`], or when the
+    /// `E2e` is dropped; rewriting the whole state file per incoming message was most of the
+    /// cost of reading an E2E room.
+    fn save_lazy(&mut self) -> Result<(), E2eError> {
+        self.unsaved += 1;
+        if self.unsaved >= LAZY_SAVE_EVERY || self.saved_at.elapsed() >= LAZY_SAVE_AFTER {
+            self.save_with(false)?;
+        }
+        Ok(())
     }
 
-    fn save_with(&self, sync: bool) -> Result<(), E2eError> {
+    /// Writes the deferred changes now (a client may call it when idle; dropping the `E2e`
+    /// does it too). Nothing to do if there are none.
+    pub fn flush(&mut self) -> Result<(), E2eError> {
+        if self.unsaved > 0 { self.save_with(false) } else { Ok(()) }
+    }
+
+    fn save_with(&mut self, sync: bool) -> Result<(), E2eError> {
         let storage = {
             let values = self.provider.storage.values.read().unwrap_or_else(|p| p.into_inner());
             store::encode_storage(&values)
@@ -435,7 +470,10 @@ impl E2e {
             rooms: self.rooms.clone(),
             key_packages: self.key_packages.iter().map(|r| STANDARD.encode(r)).collect(),
         };
-        state.save(&self.dir, sync)
+        state.save(&self.dir, sync)?;
+        self.unsaved = 0;
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     fn active_group(&self, room: &str) -> Result<&MlsGroup, E2eError> {
