@@ -604,3 +604,23 @@ async fn a_member_removed_while_away_learns_it_on_return_and_can_be_added_again(
     alice.quit().await;
     bob.quit().await;
 }
+
+#[tokio::test]
+async fn a_member_away_for_more_than_one_replay_catches_up_on_everything() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], false).await;
+    bob.quit().await;
+    // More than the 500 messages one replay carries.
+    let lines: String = (1..=510).map(|i| format!("away-{i:03}\n")).collect();
+    alice.send(lines.trim_end()).await;
+    alice.wait("away-510").await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let seen = bob.until("away-510").await;
+    let got = seen.iter().filter(|l| l.contains("<alice> away-")).count();
+    assert_eq!(got, 510, "every message, once");
+    alice.quit().await;
+    bob.quit().await;
+}

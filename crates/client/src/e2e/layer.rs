@@ -35,6 +35,8 @@ use crate::net::NetEvent;
 pub const KEY_PACKAGES: usize = 5;
 /// Decrypted messages shown from the local log when a room is (re)joined.
 pub const LOG_ON_JOIN: usize = 50;
+/// The most messages one replay carries (docs/PROTOCOL.md 8.2); a full one means more follow.
+pub const HISTORY_PAGE: usize = 500;
 /// Unanswered joins remembered. Overflow policy: the oldest is forgotten.
 pub const JOINS_TRACKED: usize = 256;
 /// Texts held per room while a removal of ours is in flight. Overflow policy: the text is not
@@ -503,6 +505,14 @@ impl Layer {
                         self.notice(format!("{room}: cannot drop a stale change: {e}"));
                     }
                     self.release(&room);
+                }
+                // A replay stops at the server's cap: MLS needs every message, so ask for the
+                // rest from where the engine is.
+                if self.has_group(room.as_str())
+                    && count as usize >= HISTORY_PAGE
+                    && let Some(since) = self.e2e.last_id(room.as_str())
+                {
+                    self.net(ClientMsg::History { room: room.to_string(), since, limit: None });
                 }
                 self.ui(ServerMsg::HistoryEnd { room, count });
             }
