@@ -2,7 +2,7 @@
 //! answers to requests. Every string from the network is sanitized here or in
 //! [`Entry::new`] before it is stored.
 
-use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize};
+use chatao_proto::{LeaveReason, MessageKind, RoomName, ServerMsg, sanitize};
 
 use super::buffer::{Entry, Kind};
 use super::{App, Effect, mentions, short_fingerprint};
@@ -243,7 +243,13 @@ impl App {
                 if self.config.bell { vec![super::Effect::Bell] } else { vec![] }
             }
             ServerMsg::Notice { text } => {
-                self.notice(&text);
+                // A notice about one room (the E2E layer's start with the room's name) goes to
+                // that room's buffer, when it has one.
+                let first = text.split([' ', ':']).next().unwrap_or_default();
+                match RoomName::parse(first).ok().and_then(|r| self.find(r.as_str())) {
+                    Some(i) => self.note(i, Kind::Notice, &text),
+                    None => self.notice(&text),
+                }
                 vec![]
             }
         }
