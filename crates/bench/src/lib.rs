@@ -4,7 +4,8 @@
 //! bench never speaks the protocol itself.
 //!
 //! Layout:
-//! - [`fanout`], [`idle`], [`churn`]: the scenarios, each bounded in count and time.
+//! - [`fanout`], [`idle`], [`churn`]: the scenarios, each bounded in count and time;
+//!   [`e2e_fanout`]: a plain room's fanout beside an end-to-end encrypted room's (Chatao only).
 //! - [`target`]: the endpoint under test, its clients, and the per-client [`target::Recorder`];
 //!   [`chatao`] and [`irc`] are the two kinds of client.
 //! - [`run`]: repeats a scenario against each target, starting fresh servers ([`server`]).
@@ -18,6 +19,7 @@
 pub mod chatao;
 pub mod churn;
 pub mod common;
+pub mod e2e_fanout;
 pub mod fanout;
 pub mod idle;
 pub mod irc;

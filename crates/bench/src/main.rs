@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chatao_bench::churn::{self, ChurnOptions};
+use chatao_bench::e2e_fanout::{self, E2eFanoutOptions};
 use chatao_bench::fanout::{self, FanoutOptions};
 use chatao_bench::idle::{self, IdleOptions};
 use chatao_bench::report::{self, Report};
@@ -123,6 +124,24 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         stall: u64,
     },
+    /// The same fanout in a plain room and in an end-to-end encrypted (MLS) room, side by
+    /// side on one Chatao server: delivery rate, latency, server CPU, and the clients' CPU
+    /// (encryption and decryption happen in the bench process). Chatao only.
+    E2eFanout {
+        #[arg(long, default_value_t = 20)]
+        clients: u32,
+        #[arg(long, default_value_t = 5)]
+        senders: u32,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 50)]
+        messages: u32,
+        /// Text size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds without a delivery, after the senders finish, before the rest count as lost.
+        #[arg(long, default_value_t = 5)]
+        stall: u64,
+    },
     /// C clients that connect, join and stay; memory per connection, connect rate and CPU.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -210,6 +229,25 @@ async fn run_scenario(cli: &Cli, plan: &Plan) -> (Vec<Report>, u32) {
                     quit_at_end: attached,
                 };
                 async move { fanout::run(&ep, &o, deadline).await }
+            })
+            .await
+        }
+        Scenario::E2eFanout { clients, senders, messages, size, stall } => {
+            let o = E2eFanoutOptions {
+                clients,
+                senders,
+                messages,
+                size,
+                stall: Duration::from_secs(stall),
+            };
+            run::run_all_many(plan, |ep, _attached, deadline| {
+                let o = o.clone();
+                async move {
+                    if matches!(ep.kind, chatao_bench::target::Kind::Irc { .. }) {
+                        anyhow::bail!("e2e-fanout runs against Chatao only");
+                    }
+                    e2e_fanout::run(&ep, &o, deadline).await
+                }
             })
             .await
         }

@@ -116,6 +116,20 @@ where
     F: Fn(Endpoint, bool, Instant) -> Fut,
     Fut: Future<Output = Result<Report>>,
 {
+    run_all_many(plan, |ep, attached, deadline| {
+        let run = scenario(ep, attached, deadline);
+        async move { run.await.map(|r| vec![r]) }
+    })
+    .await
+}
+
+/// [`run_all`] for a scenario that makes several reports per run (e.g. `e2e-fanout`: a plain
+/// room and an E2E room on the same server).
+pub async fn run_all_many<F, Fut>(plan: &Plan, scenario: F) -> (Vec<Report>, u32)
+where
+    F: Fn(Endpoint, bool, Instant) -> Fut,
+    Fut: Future<Output = Result<Vec<Report>>>,
+{
     let mut reports = vec![];
     let mut failures = 0;
     for run in 1..=plan.repeat.max(1) {
@@ -145,13 +159,15 @@ where
                 s.stop().await;
             }
             match result {
-                Ok(mut report) => {
-                    report.run = run;
-                    if let Some(t) = tls_note {
-                        report.notes.push(format!("TLS: {t}"));
+                Ok(many) => {
+                    for mut report in many {
+                        report.run = run;
+                        if let Some(t) = &tls_note {
+                            report.notes.push(format!("TLS: {t}"));
+                        }
+                        eprintln!("{}", summary_line(&report));
+                        reports.push(report);
                     }
-                    eprintln!("{}", summary_line(&report));
-                    reports.push(report);
                 }
                 Err(e) => {
                     eprintln!("run {run} against {}: {e:#}", ep.name);
@@ -167,6 +183,8 @@ where
 fn summary_line(r: &Report) -> String {
     let keys = [
         "deliveries_per_cpu_s",
+        "deliveries_per_s",
+        "clients_cpu_ns_per_delivery",
         "latency_p99",
         "lost",
         "duplicated",

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chatao_bench::churn::{self, ChurnOptions};
+use chatao_bench::e2e_fanout::{self, E2eFanoutOptions};
 use chatao_bench::fanout::{self, FanoutOptions};
 use chatao_bench::idle::{self, IdleOptions};
 use chatao_bench::target::{Endpoint, Kind};
@@ -121,4 +122,28 @@ async fn idle_clients_all_arrive_and_churn_cycles_complete() {
     let r = churn::run(&ep, &o, deadline()).await.unwrap();
     assert_eq!(r.get("cycles"), Some(6.0));
     assert_eq!(r.get("errors"), Some(0.0), "{:?}", r.notes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_e2e_room_and_a_plain_room_deliver_the_same_fanout_side_by_side() {
+    let server = TestServer::start_with(|c| c.limits.rate_per_sec = 0).await;
+    let o = E2eFanoutOptions {
+        clients: 3,
+        senders: 2,
+        messages: 5,
+        size: 64,
+        stall: Duration::from_secs(5),
+    };
+    let reports = e2e_fanout::run(&endpoint(&server), &o, deadline()).await.unwrap();
+    let targets: Vec<&str> = reports.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["chatao-plain", "chatao-e2e"]);
+    for r in &reports {
+        let get = |k: &str| r.get(k).unwrap_or_else(|| panic!("no {k} in {r:?}"));
+        assert_eq!(get("expected"), 30.0, "3 members x 2 senders x 5 messages");
+        assert_eq!(get("delivered"), 30.0, "{r:?}");
+        assert_eq!(get("lost"), 0.0);
+        assert_eq!(get("duplicated"), 0.0);
+        assert!(get("clients_cpu_s") >= 0.0 && get("server_cpu_s") >= 0.0);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+    }
 }

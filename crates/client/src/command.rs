@@ -22,6 +22,14 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("away", "/away [REASON]", "mark yourself away; without a reason, back"),
     ("back", "/back", "mark yourself back"),
     ("whois", "/whois NICK", "show who someone is, with their key fingerprint"),
+    (
+        "create",
+        "/create [--e2e] #ROOM [--open]",
+        "create a room; --e2e: end-to-end encrypted (invite-only, or --open to all)",
+    ),
+    ("invite", "/invite NICK", "add someone to the current end-to-end encrypted room"),
+    ("remove", "/remove NICK", "remove someone from the current end-to-end encrypted room"),
+    ("safety", "/safety", "list the current E2E room's members, key fingerprints, pin status"),
     ("kick", "/kick NICK [REASON]", "operators: disconnect someone"),
     (
         "ban",
@@ -84,6 +92,18 @@ pub enum Input {
     Unmute(String),
     Help,
     Quit(Option<String>),
+    /// Create a room (end-to-end encrypted with `e2e`; open to joiners with `open`).
+    Create {
+        room: String,
+        e2e: bool,
+        open: bool,
+    },
+    /// Add someone to the current E2E room.
+    Invite(String),
+    /// Remove someone from the current E2E room.
+    Remove(String),
+    /// List the current E2E room's members with their keys.
+    Safety,
 }
 
 /// A line the client could not understand; the message says the right syntax.
@@ -201,6 +221,27 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         },
         "unmute" if first.is_empty() || !tail.is_empty() => return Err(usage("unmute")),
         "unmute" => Input::Unmute(first.to_owned()),
+        "create" => {
+            let mut room = None;
+            let (mut e2e, mut open) = (false, false);
+            for w in args.split_whitespace() {
+                match w {
+                    "--e2e" => e2e = true,
+                    "--open" => open = true,
+                    w if room.is_none() && !w.starts_with('-') => room = Some(room_arg(w)),
+                    _ => return Err(usage("create")),
+                }
+            }
+            match room {
+                Some(room) if e2e || !open => Input::Create { room, e2e, open },
+                _ => return Err(usage("create")),
+            }
+        }
+        "invite" if first.is_empty() || !tail.is_empty() => return Err(usage("invite")),
+        "invite" => Input::Invite(first.to_owned()),
+        "remove" if first.is_empty() || !tail.is_empty() => return Err(usage("remove")),
+        "remove" => Input::Remove(first.to_owned()),
+        "safety" => Input::Safety,
         "help" => Input::Help,
         "quit" | "exit" => Input::Quit(opt(args)),
         _ => return Err(CommandError::Unknown(name)),
@@ -244,8 +285,26 @@ impl Input {
             }
             Input::Unmute(nick) => ClientMsg::Unmute { nick: nick.clone() },
             Input::Quit(reason) => ClientMsg::Quit { reason: reason.clone() },
-            Input::Help | Input::Switch(_) => return None,
+            Input::Create { room, e2e, open } => {
+                ClientMsg::Create { room: room.clone(), e2e: *e2e, open: *open }
+            }
+            // The E2E layer turns the key package into the add (crate::e2e).
+            Input::Invite(nick) => {
+                ClientMsg::FetchKeyPackage { nick: nick.clone(), room: Some(room()) }
+            }
+            Input::Help | Input::Switch(_) | Input::Remove(_) | Input::Safety => return None,
         })
+    }
+
+    /// The request for the E2E layer, for the inputs that have no wire message of their own.
+    pub fn to_request(&self, current: &str) -> Option<crate::e2e::Request> {
+        match self {
+            Input::Remove(nick) => {
+                Some(crate::e2e::Request::Remove { room: current.to_owned(), nick: nick.clone() })
+            }
+            Input::Safety => Some(crate::e2e::Request::Safety { room: current.to_owned() }),
+            _ => None,
+        }
     }
 }
 
@@ -257,6 +316,35 @@ pub fn help_lines() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e2e_commands_parse() {
+        assert_eq!(
+            parse("/create --e2e secret --open").unwrap(),
+            Some(Input::Create { room: "#secret".into(), e2e: true, open: true })
+        );
+        assert_eq!(
+            parse("/create #plain").unwrap(),
+            Some(Input::Create { room: "#plain".into(), e2e: false, open: false })
+        );
+        assert!(parse("/create --open #x").is_err(), "--open needs --e2e");
+        assert!(parse("/create --e2e").is_err());
+        let invite = parse("/invite bob").unwrap().unwrap();
+        assert_eq!(
+            invite.to_msg("#sec"),
+            Some(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) })
+        );
+        let remove = parse("/remove bob").unwrap().unwrap();
+        assert_eq!(remove.to_msg("#sec"), None);
+        assert_eq!(
+            remove.to_request("#sec"),
+            Some(crate::e2e::Request::Remove { room: "#sec".into(), nick: "bob".into() })
+        );
+        assert_eq!(
+            parse("/safety").unwrap().unwrap().to_request("#sec"),
+            Some(crate::e2e::Request::Safety { room: "#sec".into() })
+        );
+    }
 
     fn ok(line: &str) -> Input {
         parse(line).unwrap().unwrap()

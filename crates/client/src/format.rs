@@ -142,9 +142,12 @@ fn plain(msg: &ServerMsg) -> Option<String> {
         ServerMsg::RoomList { rooms } => {
             let list: Vec<String> = rooms
                 .iter()
-                .map(|r| match &r.topic {
-                    Some(t) => format!("{} ({}): {}", r.room, r.members, sanitize(t)),
-                    None => format!("{} ({})", r.room, r.members),
+                .map(|r| {
+                    let mark = if r.e2e { " [E2E]" } else { "" };
+                    match &r.topic {
+                        Some(t) => format!("{}{mark} ({}): {}", r.room, r.members, sanitize(t)),
+                        None => format!("{}{mark} ({})", r.room, r.members),
+                    }
                 })
                 .collect();
             format!("* rooms: {}", list.join("; "))
@@ -171,7 +174,12 @@ fn plain(msg: &ServerMsg) -> Option<String> {
             format!("* {by} {verb} {}{until}{reason}", sanitize(target))
         }
         ServerMsg::Notice { text } => format!("* {}", sanitize(text)),
-        ServerMsg::Unknown => return None,
+        // The E2E layer (`crate::e2e`) consumes these and emits what they mean.
+        ServerMsg::Unknown
+        | ServerMsg::Sealed { .. }
+        | ServerMsg::Invited { .. }
+        | ServerMsg::JoinRequest { .. }
+        | ServerMsg::KeyPackage { .. } => return None,
         ServerMsg::HistoryEnd { room, count } => {
             let s = if *count == 1 { "" } else { "s" };
             format!("* {room}: end of history ({count} message{s})")
@@ -193,9 +201,10 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 None => format!("* {nick} left {room} ({why})"),
             }
         }
-        ServerMsg::Members { room, members } => {
+        ServerMsg::Members { room, members, e2e } => {
             let nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
-            format!("* {room}: {} ({} online)", nicks.join(", "), nicks.len())
+            let mark = if *e2e { " [E2E]" } else { "" };
+            format!("* {room}{mark}: {} ({} online)", nicks.join(", "), nicks.len())
         }
         ServerMsg::Error { code, message } => format!("! {code}: {}", sanitize(message)),
         ServerMsg::Welcome { .. } => return None,

@@ -21,6 +21,7 @@
 pub mod app;
 pub mod catchup;
 pub mod command;
+pub mod e2e;
 pub mod format;
 pub mod line;
 pub mod net;

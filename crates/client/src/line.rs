@@ -48,6 +48,8 @@ const FROM_STDIN: usize = 64;
 enum FromStdin {
     /// A message for the server (`quit` last).
     Send(ClientMsg),
+    /// A request for the E2E layer (`/remove`, `/safety`).
+    Request(crate::e2e::Request),
     /// A line to print (help, a parse error, the current room).
     Notice(String),
 }
@@ -281,6 +283,17 @@ impl Session {
                 }
                 Step::Ready => {}
                 Step::Stdin(Some(FromStdin::Notice(line))) => self.emit(&line).await?,
+                Step::Stdin(Some(FromStdin::Request(req))) => {
+                    let sent = match &self.handle {
+                        Some(handle) => handle.request(req).await,
+                        None => Err(SendError::Closed),
+                    };
+                    if sent.is_err() {
+                        let text =
+                            "end-to-end encrypted rooms are not available on this connection";
+                        self.emit(&format::notice(self.fmt, text)).await?;
+                    }
+                }
                 Step::Stdin(Some(FromStdin::Send(msg))) => {
                     if matches!(msg, ClientMsg::Quit { .. }) {
                         self.quit = Some(msg.clone());
@@ -556,10 +569,18 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
                 let _ = to_loop.send(notice(&format!("current room: {room}"))).await;
                 continue;
             }
-            Input::Join(ref r) => {
+            Input::Join(ref r) | Input::Create { room: ref r, .. } => {
                 // The most recently joined room becomes the current one, as in the TUI.
                 room = r.clone();
                 input.to_msg(&room)
+            }
+            Input::Remove(_) | Input::Safety => {
+                if let Some(req) = input.to_request(&room)
+                    && to_loop.send(FromStdin::Request(req)).await.is_err()
+                {
+                    return;
+                }
+                continue;
             }
             other => other.to_msg(&room),
         };

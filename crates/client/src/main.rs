@@ -44,6 +44,10 @@ struct Args {
     /// Default: $XDG_CONFIG_HOME/chatao/clientKey (~/.config/chatao/clientKey).
     #[arg(long)]
     key_dir: Option<PathBuf>,
+    /// Where end-to-end encrypted rooms keep their MLS state (a directory per server and
+    /// identity is made inside, files 0600). Default: KEY_DIR/e2e.
+    #[arg(long, value_name = "DIR")]
+    e2e_dir: Option<PathBuf>,
     /// The server's expected key fingerprint (SHA256:...); any other key is refused, even on
     /// first connection.
     #[arg(long, value_name = "FINGERPRINT")]
@@ -136,6 +140,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         keys: Arc::new(keys),
         known_servers: Some(key_dir.join("known_servers")),
         expected,
+        e2e_dir: Some(args.e2e_dir.unwrap_or_else(|| key_dir.join("e2e"))),
     };
     let line_mode = args.plain
         || args.json

@@ -44,6 +44,9 @@ pub struct ConnectOptions {
     pub nick: String,
     pub keys: Arc<Keypair>,
     pub trust: Trust,
+    /// Where end-to-end encrypted rooms keep their MLS state (one directory per server key and
+    /// identity is made under it, see [`crate::e2e::state_dir`]); `None`: no E2E rooms.
+    pub e2e_dir: Option<std::path::PathBuf>,
 }
 
 /// What the server said in `welcome`, plus what we learned of it during the handshake.
@@ -111,9 +114,43 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 pub struct NetHandle {
     tx: mpsc::Sender<ClientMsg>,
+    /// The E2E layer's requests, when it is attached.
+    requests: Option<mpsc::Sender<crate::e2e::Request>>,
 }
 
 impl NetHandle {
+    /// A handle over the E2E layer's channels ([`crate::e2e::attach`]).
+    pub(crate) fn with_requests(
+        tx: mpsc::Sender<ClientMsg>,
+        requests: mpsc::Sender<crate::e2e::Request>,
+    ) -> NetHandle {
+        NetHandle { tx, requests: Some(requests) }
+    }
+
+    /// Queues `msg` from a thread outside the runtime, waiting while the outbox is full.
+    pub(crate) fn blocking_send(&self, msg: ClientMsg) -> Result<(), SendError> {
+        self.tx.blocking_send(msg).map_err(|_| SendError::Closed)
+    }
+
+    /// Hands `req` to the E2E layer without waiting; [`SendError::Closed`] when there is none.
+    pub fn try_request(&self, req: crate::e2e::Request) -> Result<(), SendError> {
+        match &self.requests {
+            Some(tx) => tx.try_send(req).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Full,
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            }),
+            None => Err(SendError::Closed),
+        }
+    }
+
+    /// Hands `req` to the E2E layer, waiting while its queue is full.
+    pub async fn request(&self, req: crate::e2e::Request) -> Result<(), SendError> {
+        match &self.requests {
+            Some(tx) => tx.send(req).await.map_err(|_| SendError::Closed),
+            None => Err(SendError::Closed),
+        }
+    }
+
     /// Queues `msg`, waiting while the outbox is full.
     pub async fn send(&self, msg: ClientMsg) -> Result<(), SendError> {
         self.tx.send(msg).await.map_err(|_| SendError::Closed)
@@ -156,7 +193,19 @@ pub async fn connect_among(
     let (tx, rx) = mpsc::channel(OUTBOX);
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(run(conn, welcome.limits, rx, etx));
-    Ok((welcome, NetHandle { tx }, erx))
+    let handle = NetHandle { tx, requests: None };
+    let Some(base) = &opts.e2e_dir else { return Ok((welcome, handle, erx)) };
+    // End-to-end encrypted rooms: the layer sits between the actor and the UI.
+    let dir = crate::e2e::state_dir(base, &welcome.server_fingerprint, &welcome.fingerprint);
+    let keys = opts.keys.clone();
+    let w = welcome.clone();
+    let layer = tokio::task::spawn_blocking(move || crate::e2e::prepare(&dir, &keys, &w))
+        .await
+        .map_err(|e| ConnectError::Protocol { addr: addr.clone(), detail: e.to_string() })?
+        .map_err(|e| ConnectError::Protocol { addr: addr.clone(), detail: e.to_string() })?;
+    let (handle, erx) = crate::e2e::attach(layer, handle, erx)
+        .map_err(|e| ConnectError::Protocol { addr: addr.clone(), detail: e.to_string() })?;
+    Ok((welcome, handle, erx))
 }
 
 async fn open(

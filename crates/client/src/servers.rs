@@ -216,6 +216,9 @@ pub struct Profile {
     pub known_servers: Option<PathBuf>,
     /// `--server-key`: the key every server of the list must present.
     pub expected: Option<String>,
+    /// Where end-to-end encrypted rooms keep their MLS state (see
+    /// [`ConnectOptions::e2e_dir`]); `None`: no E2E rooms.
+    pub e2e_dir: Option<PathBuf>,
 }
 
 impl Profile {
@@ -232,6 +235,7 @@ impl Profile {
             port: server.port,
             nick: self.nick.clone(),
             keys: self.keys.clone(),
+            e2e_dir: self.e2e_dir.clone(),
             trust: Trust {
                 host_port: server.pin_key(),
                 known_servers: self.known_servers.clone(),

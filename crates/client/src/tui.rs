@@ -222,6 +222,15 @@ impl Shell {
                                 queue.push_back(Event::SendFailed { error, restore });
                             }
                         }
+                        Effect::Request(req) => {
+                            let sent = match &self.net {
+                                Some((handle, _)) => handle.try_request(req),
+                                None => Err(SendError::Closed),
+                            };
+                            if let Err(error) = sent {
+                                queue.push_back(Event::SendFailed { error, restore: None });
+                            }
+                        }
                         Effect::Connect { after, nick, server } => {
                             if let Some(task) = self.reconnect.take() {
                                 task.abort();

@@ -69,6 +69,7 @@ fn options(port: u16) -> ConnectOptions {
             known_servers: None,
             expected: None,
         },
+        e2e_dir: None,
     }
 }
 

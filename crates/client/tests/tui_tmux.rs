@@ -12,7 +12,9 @@
 //! - `losing_the_connection_reconnects_and_catches_up`: a proxy between alice and the server
 //!   cuts the connection and refuses new ones for a while: the UI shows the countdown, keeps
 //!   the unsent input, reconnects, and shows the messages missed in every room, once.
-//!
+//! - `an_end_to_end_encrypted_room_is_marked_and_works_in_the_full_screen_ui`: alice creates
+//!   an E2E room (title `[E2E]`, status bar `E2E`), invites bob (the real `chatao` in line
+//!   mode), they exchange encrypted messages, `/safety` lists both keys, `/list` marks the room.
 //! - `a_shutdown_moves_the_ui_to_the_next_server`: given two servers with the same key, the
 //!   UI moves to the second when the first shuts down, says so, shows it in the status bar,
 //!   keeps the input line, and chats on.
@@ -389,4 +391,95 @@ async fn a_shutdown_moves_the_ui_to_the_next_server() {
     .unwrap();
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
+}
+
+/// `chatao` in line mode as another member, with its own key and MLS state under `dir`.
+struct LineClient {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl LineClient {
+    async fn start(dir: &Path, addr: SocketAddr, nick: &str) -> LineClient {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatao"))
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(nick)
+            .arg("--key-dir")
+            .arg(dir.join(nick))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut c = LineClient { child, stdin, out };
+        c.wait("connected to").await;
+        c
+    }
+
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    }
+
+    async fn wait(&mut self, needle: &str) -> String {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let line = self.out.next_line().await.unwrap().expect("output ended");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_to_end_encrypted_room_is_marked_and_works_in_the_full_screen_ui() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = LineClient::start(dir.path(), server.addr, "bob").await;
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 100, 30).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+
+    tmux.type_text("/create --e2e #sec").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("[E2E] #sec (end-to-end encrypted)").await;
+    assert!(screen.contains("2:#sec  E2E "), "the status bar marks the room: {screen}");
+    tmux.wait_for("#sec is END-TO-END ENCRYPTED").await;
+
+    // bob's key packages are on the server once it has answered him.
+    bob.send("/whois bob").await;
+    bob.wait("bob: key").await;
+    tmux.type_text("/invite bob").await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_for("was added by").await;
+    bob.wait("alice added you to the END-TO-END ENCRYPTED room #sec").await;
+    bob.send("/say #sec hello alice, encrypted").await;
+    tmux.wait_for("bob │ hello alice, encrypted").await;
+    tmux.type_text("and back to you").await;
+    tmux.keys(&["Enter"]).await;
+    assert!(bob.wait("and back to you").await.contains("#sec <alice>"));
+
+    tmux.type_text("/safety").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("2 members").await;
+    assert!(screen.contains("[pinned]") && screen.contains("(you)"), "{screen}");
+    tmux.type_text("/list").await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_for("#sec [E2E] (2)").await;
+
+    tmux.type_text("/quit").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("tty: ").await;
+    assert!(screen.contains("chatao exited with 0"), "{screen}");
+    bob.send("/quit").await;
+    let _ = tokio::time::timeout(DEADLINE, bob.child.wait()).await;
 }

@@ -59,7 +59,9 @@ mod tests {
                     fingerprint: "SHA256:x".into(),
                     away: Some("lunch".into()),
                 }],
+                e2e: false,
             },
+            ServerMsg::Members { room: room.clone(), members: vec![], e2e: true },
             ServerMsg::Join {
                 room: room.clone(),
                 nick: nick("bob"),
@@ -95,7 +97,10 @@ mod tests {
             },
             ServerMsg::Topic { room: room.clone(), text: None, by: None },
             ServerMsg::RoomList {
-                rooms: vec![crate::RoomInfo { room: room.clone(), members: 3, topic: None }],
+                rooms: vec![
+                    crate::RoomInfo { room: room.clone(), members: 3, topic: None, e2e: false },
+                    crate::RoomInfo { room: room.clone(), members: 1, topic: None, e2e: true },
+                ],
             },
             ServerMsg::NickChange { old: nick("bob"), new: nick("robert") },
             ServerMsg::Away { nick: nick("bob"), reason: Some("lunch".into()) },
@@ -120,6 +125,34 @@ mod tests {
             ServerMsg::Bye { code: Some(ErrorCode::Shutdown), reason: "restart".into() },
             ServerMsg::Ping { token: 3 },
             ServerMsg::Pong { token: 4 },
+            ServerMsg::Sealed {
+                room: room.clone(),
+                id: 8,
+                time: 9,
+                from: nick("bob"),
+                epoch: 2,
+                kind: crate::SealedKind::Application,
+                body: "AAEC".into(),
+                history: true,
+            },
+            ServerMsg::Invited {
+                room: room.clone(),
+                from: nick("bob"),
+                id: 4,
+                body: "AA==".into(),
+            },
+            ServerMsg::JoinRequest {
+                room: room.clone(),
+                nick: nick("carol"),
+                fingerprint: "SHA256:c".into(),
+            },
+            ServerMsg::KeyPackage {
+                nick: nick("carol"),
+                fingerprint: "SHA256:c".into(),
+                package: "AA==".into(),
+                room: Some(room.clone()),
+            },
+            ServerMsg::Error { code: ErrorCode::StaleEpoch, message: "again".into() },
         ]
     }
 
@@ -157,6 +190,19 @@ mod tests {
             ClientMsg::Unban { target: "SHA256:x".into() },
             ClientMsg::Mute { nick: "m".into(), duration_secs: None },
             ClientMsg::Unmute { nick: "m".into() },
+            ClientMsg::Create { room: "#sec".into(), e2e: true, open: true },
+            ClientMsg::Create { room: "#plain".into(), e2e: false, open: false },
+            ClientMsg::KeyPackages { packages: vec!["AA==".into(), "AQ==".into()] },
+            ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) },
+            ClientMsg::Commit {
+                room: "#sec".into(),
+                epoch: 3,
+                body: "AAEC".into(),
+                welcome: Some(crate::SealedWelcome { to: "SHA256:b".into(), body: "AA==".into() }),
+                adds: vec!["SHA256:b".into()],
+                removes: vec![],
+            },
+            ClientMsg::Sealed { room: "#sec".into(), epoch: 3, body: "AAEC".into() },
         ] {
             assert_eq!(decode_client(&encode(&m)).unwrap(), m);
         }
@@ -180,6 +226,28 @@ mod tests {
         assert_eq!(
             decode_client(br#"{"type":"hello","nick":"bob","extra":1}"#).unwrap(),
             ClientMsg::Hello { nick: "bob".into() }
+        );
+    }
+
+    #[test]
+    fn e2e_wire_spelling_is_stable() {
+        let m = ServerMsg::Sealed {
+            room: RoomName::parse("#sec").unwrap(),
+            id: 5,
+            time: 6,
+            from: nick("a"),
+            epoch: 1,
+            kind: crate::SealedKind::Commit,
+            body: "AAE=".into(),
+            history: false,
+        };
+        assert_eq!(
+            &encode(&m)[..],
+            b"{\"type\":\"sealed\",\"room\":\"#sec\",\"id\":5,\"time\":6,\"from\":\"a\",\"epoch\":1,\"kind\":\"commit\",\"body\":\"AAE=\"}\n"
+        );
+        assert_eq!(
+            decode_client(br##"{"type":"create","room":"#sec","e2e":true}"##).unwrap(),
+            ClientMsg::Create { room: "#sec".into(), e2e: true, open: false }
         );
     }
 

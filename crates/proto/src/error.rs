@@ -53,6 +53,18 @@ pub enum ErrorCode {
     /// The server is one node of a cluster and cannot reach the cluster right now; the message
     /// was not accepted, so resending later is safe.
     Unavailable,
+    /// `create` of a room that already exists.
+    RoomExists,
+    /// `join` of an invite-only E2E room whose members have not added your key.
+    NotInvited,
+    /// A `commit` made at an epoch that is not the room's current one: process what came in
+    /// and make it again.
+    StaleEpoch,
+    /// `fetch_key_package` for a key that has uploaded none.
+    NoKeyPackage,
+    /// Plain `say`/`me` in an E2E room (only `sealed` is accepted there), or an E2E message
+    /// in a plain room.
+    E2eRoom,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -84,6 +96,11 @@ impl ErrorCode {
             ErrorCode::NotOperator => "not_operator",
             ErrorCode::NickRegistered => "nick_registered",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::NotInvited => "not_invited",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::NoKeyPackage => "no_key_package",
+            ErrorCode::E2eRoom => "e2e_room",
             ErrorCode::Other => "other",
         }
     }

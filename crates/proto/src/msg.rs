@@ -101,6 +101,60 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Create `room`, refused if it exists; the creator joins it. With `e2e`, an end-to-end
+    /// encrypted room: invite-only, or with `open` one that any member's client adds a joiner to.
+    Create {
+        room: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        e2e: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        open: bool,
+    },
+    /// Upload MLS key packages (base64) for others to add this key to E2E rooms.
+    KeyPackages { packages: Vec<String> },
+    /// Ask for one key package of `nick`'s key (answered with `key_package`); `room` is echoed
+    /// back so the client knows what it asked for.
+    FetchKeyPackage {
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+    /// An MLS commit (base64 `body`) for an E2E room, made at `epoch`: accepted only if that is
+    /// the room's current epoch. `adds`/`removes` (fingerprints) update who the server delivers
+    /// the room to; `welcome` goes to the added key.
+    Commit {
+        room: String,
+        epoch: u64,
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        welcome: Option<SealedWelcome>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adds: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removes: Vec<String>,
+    },
+    /// An MLS application message (base64 `body`) for an E2E room.
+    Sealed { room: String, epoch: u64, body: String },
+}
+
+/// An MLS welcome for the key with fingerprint `to`, carried by a `commit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedWelcome {
+    pub to: String,
+    pub body: String,
+}
+
+/// What a `sealed` message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SealedKind {
+    /// An MLS commit (membership or key change); moves the room to the next epoch.
+    Commit,
+    /// An MLS application message (chat text).
+    Application,
+    /// A kind this version does not know.
+    #[serde(other)]
+    Other,
 }
 
 /// A message from the server to a client.
@@ -121,7 +175,14 @@ pub enum ServerMsg {
         limits: Limits,
     },
     /// The complete member list of a room, sent to a user who has just joined it.
-    Members { room: RoomName, members: Vec<Member> },
+    Members {
+        room: RoomName,
+        members: Vec<Member>,
+        /// The room is end-to-end encrypted (as the server claims; clients trust their own
+        /// MLS state over this).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        e2e: bool,
+    },
     /// `nick` joined `room` (also sent to the joiner, confirming the join).
     Join { room: RoomName, nick: Nick, fingerprint: String },
     /// `nick` left `room`.
@@ -218,6 +279,34 @@ pub enum ServerMsg {
     Ping { token: u64 },
     /// Answer to the client's `ping`.
     Pong { token: u64 },
+    /// An MLS message of an E2E room (opaque to the server), in the room's order.
+    Sealed {
+        room: RoomName,
+        /// Server-assigned, strictly increasing within the room (shared with `message` ids).
+        id: u64,
+        time: u64,
+        from: Nick,
+        /// The epoch the sender stated.
+        epoch: u64,
+        kind: SealedKind,
+        /// Base64 of the MLS message.
+        body: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
+    },
+    /// You were added to the E2E room `room` by `from`: `body` is the MLS welcome (base64);
+    /// `id` is the id of the commit that added you: process the room's messages after it.
+    Invited { room: RoomName, from: Nick, id: u64, body: String },
+    /// Someone asks to join the open E2E room `room`; a member's client adds them.
+    JoinRequest { room: RoomName, nick: Nick, fingerprint: String },
+    /// A key package of `nick`'s key, answering `fetch_key_package`.
+    KeyPackage {
+        nick: Nick,
+        fingerprint: String,
+        package: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
+    },
     /// A message type this version does not know (from a newer server): decoded rather than
     /// refused, so that clients can ignore it. Never sent.
     #[serde(other)]
@@ -243,6 +332,9 @@ pub struct RoomInfo {
     pub members: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// An end-to-end encrypted room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub e2e: bool,
 }
 
 /// A room member, as listed in `members`.

@@ -109,3 +109,19 @@ pub const MAX_REASON_BYTES: usize = 300;
 
 /// Most rooms one user may be in at once (bounds what one connection can make the server hold).
 pub const MAX_ROOMS_PER_USER: usize = 50;
+
+/// Key packages kept per key. Overflow policy: uploading more replaces the oldest; a fetch
+/// takes one, except the last, which is kept (and handed out again) as a last resort.
+pub const MAX_KEY_PACKAGES: usize = 16;
+
+/// Largest base64 MLS body (commit, welcome, application message or key package) accepted, in
+/// bytes. Records are bounded by [`MAX_RECORD_BYTES`] anyway; this keeps a commit with its
+/// welcome inside one record.
+pub const MAX_SEALED_BYTES: usize = 14 * 1024;
+
+/// Most keys a commit may add or remove at once.
+pub const MAX_COMMIT_CHANGES: usize = 64;
+
+/// Welcomes kept per key for rooms it was added to while offline. Overflow policy: the
+/// oldest is forgotten (its inviter can add the key again).
+pub const MAX_PENDING_WELCOMES: usize = 64;

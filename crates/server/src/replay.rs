@@ -20,7 +20,11 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
     let j = &r.joined;
     let mut out = Vec::new();
     if r.intro {
-        out.push(encode(&ServerMsg::Members { room: j.room.clone(), members: j.members.clone() }));
+        out.push(encode(&ServerMsg::Members {
+            room: j.room.clone(),
+            members: j.members.clone(),
+            e2e: hub.is_e2e(&j.room),
+        }));
         if j.topic.is_some() {
             out.push(encode(&ServerMsg::Topic {
                 room: j.room.clone(),
@@ -28,6 +32,9 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
                 by: None,
             }));
         }
+    }
+    if hub.is_e2e(&j.room) {
+        return sealed_records(hub, r, out).await;
     }
     let msgs = match messages(hub, r).await {
         Ok(msgs) => msgs,
@@ -72,4 +79,41 @@ async fn messages(hub: &Hub, r: &Replay) -> Result<Vec<StoredMessage>, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// The replay of an E2E room: its MLS messages (commits and application messages) as stored,
+/// always from the store (E2E rooms keep no memory tail), then `history_end`. A member's client
+/// asks with `since` = the last id it processed, since MLS needs every commit in order.
+async fn sealed_records(hub: &Hub, r: &Replay, mut out: Vec<Bytes>) -> Vec<Bytes> {
+    let j = &r.joined;
+    let (since, oldest) = match r.since {
+        Some(since) if since >= j.last_id => (j.last_id, true),
+        Some(since) => (since, true),
+        None => (0, false),
+    };
+    let msgs = if since >= j.last_id || r.limit == 0 {
+        Ok(Vec::new())
+    } else {
+        hub.bus().flushed(j.seq).await;
+        let store = hub.store().clone();
+        let (room, upto, limit) = (j.room.clone(), j.last_id, r.limit);
+        tokio::task::spawn_blocking(move || store.read_sealed(&room, since, upto, limit, oldest))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+    };
+    let msgs = match msgs {
+        Ok(msgs) => msgs,
+        Err(cause) => {
+            error!(room = %j.room, %cause, "history unavailable");
+            out.push(encode(&ServerMsg::Error {
+                code: ErrorCode::Other,
+                message: format!("history of {} is unavailable right now", j.room),
+            }));
+            Vec::new()
+        }
+    };
+    out.extend(msgs.iter().map(|m| encode(&m.to_msg(true))));
+    out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count: msgs.len() as u32 }));
+    out
 }

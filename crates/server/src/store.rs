@@ -6,7 +6,8 @@
 //! batch); reads (history on join and catch-up) use a separate connection from blocking tasks,
 //! never from a session's own task.
 //!
-//! Private messages are never stored.
+//! Private messages are never stored. End-to-end encrypted rooms have their own tables
+//! ([`e2e`]): ciphertext only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,6 +17,10 @@ use chatao_proto::{MessageKind, Nick, RoomName, ServerMsg};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::access::Ban;
+
+pub mod e2e;
+
+pub use e2e::{E2ePersist, StoredSealed};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "chatao.db";
@@ -88,6 +93,8 @@ pub enum Persist {
     },
     /// A cluster node has applied its stream up to this sequence number.
     Applied(u64),
+    /// End-to-end encrypted rooms ([`e2e`]).
+    E2e(E2ePersist),
 }
 
 /// A room as remembered across restarts.
@@ -170,6 +177,7 @@ impl Store {
                  fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
+        e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { path, reader: Mutex::new(conn), sparse_ids })
     }
@@ -396,6 +404,7 @@ impl Writer {
                     Persist::Applied(seq) => {
                         applied.execute(params![*seq as i64])?;
                     }
+                    Persist::E2e(p) => e2e::write(&tx, p)?,
                 }
             }
         }

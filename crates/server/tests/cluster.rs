@@ -144,6 +144,15 @@ async fn users_on_different_nodes_chat_in_rooms_and_privately() {
     assert_eq!(fingerprint, fixed_keypair(2).public().fingerprint());
     assert!(rooms.iter().any(|r| r.as_str() == "#rust"));
 
+    // End-to-end encrypted rooms are for standalone servers: refused, clearly.
+    carol
+        .send(&ClientMsg::Create { room: "#secret".into(), e2e: true, open: false })
+        .await
+        .unwrap();
+    let (code, message) = carol.expect_error().await.unwrap();
+    assert_eq!(code, ErrorCode::Other);
+    assert!(message.contains("standalone"), "{message}");
+
     // A departure on one node is announced on the others.
     bob.send(&ClientMsg::Quit { reason: Some("later".into()) }).await.unwrap();
     alice

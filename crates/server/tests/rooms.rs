@@ -56,7 +56,9 @@ async fn join_announces_lists_members_and_part_announces_the_reason() {
     a.join("#Rust").await.unwrap();
     let got = b.join("#rust").await.unwrap();
     let members = got.iter().find_map(|m| match m {
-        ServerMsg::Members { room, members } if room.as_str() == "#rust" => Some(members.clone()),
+        ServerMsg::Members { room, members, .. } if room.as_str() == "#rust" => {
+            Some(members.clone())
+        }
         _ => None,
     });
     let nicks: Vec<String> = members.unwrap().iter().map(|m| m.nick.to_string()).collect();

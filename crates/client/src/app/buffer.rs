@@ -126,6 +126,9 @@ pub struct Buffer {
     pub topic: Option<String>,
     /// Whether we are in the room (false after `/part` of the last room, which stays open).
     pub joined: bool,
+    /// An end-to-end encrypted room (as the E2E layer says: its own group state wins over the
+    /// server's claim).
+    pub e2e: bool,
     /// The room messages shown ([`Seen`]): where catch-up starts after a reconnect, and which
     /// ids are duplicates. Missed messages are placed by id ([`Buffer::push`]).
     pub seen: Seen,
@@ -149,6 +152,7 @@ impl Buffer {
             members: BTreeMap::new(),
             topic: None,
             joined: true,
+            e2e: false,
             seen: Seen::default(),
             replayed: 0,
             unread: 0,

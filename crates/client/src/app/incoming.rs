@@ -2,7 +2,7 @@
 //! answers to requests. Every string from the network is sanitized here or in
 //! [`Entry::new`] before it is stored.
 
-use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize};
+use chatao_proto::{LeaveReason, MessageKind, RoomName, ServerMsg, sanitize};
 
 use super::buffer::{Entry, Kind};
 use super::{App, Effect, mentions, short_fingerprint};
@@ -94,9 +94,10 @@ impl App {
                 self.note(i, Kind::Leave, &text);
                 vec![]
             }
-            ServerMsg::Members { room, members } => {
+            ServerMsg::Members { room, members, e2e } => {
                 let i = self.room_buffer(&room);
                 let b = &mut self.buffers[i];
+                b.e2e = e2e;
                 b.members.clear();
                 for m in &members {
                     b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
@@ -129,9 +130,12 @@ impl App {
                 self.notice(&format!("{} rooms:", rooms.len()));
                 for r in rooms {
                     self.known_rooms.insert(r.room.to_string());
+                    let mark = if r.e2e { " [E2E]" } else { "" };
                     let text = match r.topic {
-                        Some(t) => format!("  {} ({}): {}", r.room, r.members, sanitize(&t)),
-                        None => format!("  {} ({})", r.room, r.members),
+                        Some(t) => {
+                            format!("  {}{mark} ({}): {}", r.room, r.members, sanitize(&t))
+                        }
+                        None => format!("  {}{mark} ({})", r.room, r.members),
                     };
                     self.notice(&text);
                 }
@@ -228,8 +232,24 @@ impl App {
             | ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. }
             | ServerMsg::Unknown => vec![],
+            // The E2E layer (`crate::e2e`) consumes these and hands the UI what they mean.
+            ServerMsg::Sealed { .. }
+            | ServerMsg::Invited { .. }
+            | ServerMsg::JoinRequest { .. }
+            | ServerMsg::KeyPackage { .. } => vec![],
+            // The E2E layer's warnings (forged or changed keys) must not be missed.
+            ServerMsg::Notice { text } if text.starts_with("WARNING:") => {
+                self.error(&text);
+                if self.config.bell { vec![super::Effect::Bell] } else { vec![] }
+            }
             ServerMsg::Notice { text } => {
-                self.notice(&text);
+                // A notice about one room (the E2E layer's start with the room's name) goes to
+                // that room's buffer, when it has one.
+                let first = text.split([' ', ':']).next().unwrap_or_default();
+                match RoomName::parse(first).ok().and_then(|r| self.find(r.as_str())) {
+                    Some(i) => self.note(i, Kind::Notice, &text),
+                    None => self.notice(&text),
+                }
                 vec![]
             }
         }

@@ -95,6 +95,8 @@ pub enum Effect {
     /// `after`, answering with [`Event::Connected`] or [`Event::ConnectFailed`]. Replaces any
     /// pending reconnection.
     Connect { after: Duration, nick: String, server: usize },
+    /// Hand a request to the E2E layer (`/remove`, `/safety`).
+    Request(crate::e2e::Request),
     /// Ring the terminal bell.
     Bell,
     /// Clear and redraw the whole screen (Ctrl-L).

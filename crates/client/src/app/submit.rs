@@ -79,6 +79,14 @@ impl App {
             }
             (target, input) => input.to_msg(target.name()),
         };
+        if let Some(req) = input.to_request(self.current_buffer().target.name()) {
+            if self.current_room().is_none() {
+                self.error("this works in an end-to-end encrypted room only");
+                return vec![];
+            }
+            self.editor.take();
+            return vec![Effect::Request(req)];
+        }
         let Some(msg) = msg else { return vec![] };
         if let ClientMsg::Say { text, .. }
         | ClientMsg::Me { text, .. }
@@ -92,7 +100,7 @@ impl App {
             self.error("not connected; your text stays in the input line");
             return vec![];
         }
-        if let ClientMsg::Join { room, .. } = &msg {
+        if let ClientMsg::Join { room, .. } | ClientMsg::Create { room, .. } = &msg {
             self.pending_join = RoomName::parse(room).ok();
         }
         self.outbox_full = false;

@@ -74,6 +74,7 @@ pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
             .iter()
             .map(|n| Member { nick: nick(n), fingerprint: "SHA256:x".into(), away: None })
             .collect(),
+        e2e: false,
     }
 }
 

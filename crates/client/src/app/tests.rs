@@ -529,3 +529,33 @@ fn mention_matching() {
     assert!(!mentions("x-alice? no", "alice"));
     assert_eq!(short_fingerprint(SERVER_FP), "SHA256:Xk3v9QaB");
 }
+
+#[test]
+fn e2e_commands_become_requests_and_messages_for_the_current_room() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "/create --e2e #sec");
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::Create { room: "#sec".into(), e2e: true, open: false }]
+    );
+    net(&mut a, joined("#sec", "alice"));
+    let i = a.buffers.iter().position(|b| b.target.name() == "#sec").unwrap();
+    a.switch_to(i);
+    let effects = enter(&mut a, "/invite bob");
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) }]
+    );
+    assert_eq!(
+        enter(&mut a, "/remove bob"),
+        vec![Effect::Request(crate::e2e::Request::Remove {
+            room: "#sec".into(),
+            nick: "bob".into()
+        })]
+    );
+    assert_eq!(
+        enter(&mut a, "/safety"),
+        vec![Effect::Request(crate::e2e::Request::Safety { room: "#sec".into() })]
+    );
+    assert_eq!(a.editor.text(), "", "the input line was handed over");
+}

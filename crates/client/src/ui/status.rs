@@ -23,6 +23,10 @@ pub fn render_title(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let b = app.current_buffer();
     let text = match &b.target {
         Target::Room(room) if !b.joined => format!(" {room} (you are not in this room)"),
+        Target::Room(room) if b.e2e => match &b.topic {
+            Some(topic) => format!(" [E2E] {room} (end-to-end encrypted): {topic}"),
+            None => format!(" [E2E] {room} (end-to-end encrypted)"),
+        },
         Target::Room(room) => match &b.topic {
             Some(topic) => format!(" {room}: {topic}"),
             None => format!(" {room}"),
@@ -70,6 +74,9 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
         format!(" {}:{} ", app.current + 1, current.target.name()),
         style::STATUS_BAR.bold(),
     ));
+    if current.e2e {
+        left.push(Span::styled(" E2E ", style::STATUS_E2E));
+    }
     if app.outbox_full {
         left.push(sep());
         left.push(Span::styled(" outbox full ", style::STATUS_BAD));

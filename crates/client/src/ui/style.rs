@@ -84,6 +84,9 @@ pub const STATUS_UNREAD: Style =
 pub const STATUS_MENTION: Style =
     Style::new().fg(Color::Black).bg(Color::Yellow).add_modifier(Modifier::BOLD);
 /// The "new messages below" bar over the bottom of a scrolled pane.
+/// The mark of an end-to-end encrypted room in the status bar.
+pub const STATUS_E2E: Style =
+    Style::new().fg(Color::Black).bg(Color::LightGreen).add_modifier(Modifier::BOLD);
 pub const MARKER: Style = Style::new().fg(Color::Black).bg(Color::Cyan);
 pub const PROMPT: Style = Style::new().fg(Color::Cyan);
 /// Newlines in the input line, shown as `↵`.

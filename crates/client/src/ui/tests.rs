@@ -202,7 +202,7 @@ fn member_list_with_away_members_and_overflow() {
             away: (*n == "bob").then(|| "lunch".into()),
         })
         .collect();
-    net(&mut a, ServerMsg::Members { room: room("#lobby"), members: list });
+    net(&mut a, ServerMsg::Members { room: room("#lobby"), members: list, e2e: false });
     insta::assert_snapshot!("member_list", screen(&a));
     let c = cells(&a);
     let (x, y) = find(&c, "bob ");
@@ -310,4 +310,30 @@ fn wide_characters_wrap_without_splitting() {
     net(&mut a, say("#lobby", 1, "bob", "世界世界世界世界世界世界世界世界 👍👍👍👍👍👍 done"));
     let s = screen(&a);
     insta::assert_snapshot!("wide_characters", s);
+}
+
+#[test]
+fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud() {
+    let mut a = app(80, 12);
+    net(&mut a, joined("#sec", "alice"));
+    let me = Member { nick: nick("alice"), fingerprint: "SHA256:x".into(), away: None };
+    net(&mut a, ServerMsg::Members { room: room("#sec"), members: vec![me.clone()], e2e: true });
+    let i = a.buffers.iter().position(|b| b.target.name() == "#sec").unwrap();
+    a.switch_to(i);
+    let s = screen(&a);
+    assert!(s.contains("[E2E] #sec (end-to-end encrypted)"), "{s}");
+    let c = cells(&a);
+    let (x, y) = find(&c, " E2E ");
+    assert_eq!(c[(x + 1, y)].bg, Color::LightGreen, "the status bar's E2E mark stands out");
+    net(&mut a, ServerMsg::Notice { text: "WARNING: member SHA256:m is FORGED".into() });
+    let c = cells(&a);
+    let (x, y) = find(&c, "WARNING: member");
+    assert_eq!(c[(x, y)].fg, Color::LightRed, "warnings are shown as errors");
+    // A plain room has neither mark.
+    net(&mut a, joined("#plain", "alice"));
+    net(&mut a, ServerMsg::Members { room: room("#plain"), members: vec![me], e2e: false });
+    let i = a.buffers.iter().position(|b| b.target.name() == "#plain").unwrap();
+    a.switch_to(i);
+    let s = screen(&a);
+    assert!(!s.contains("E2E"), "{s}");
 }

@@ -16,6 +16,9 @@ impl Join {
             Ok(room) => room,
             Err(reply) => return *reply,
         };
+        if let Err(e) = hub.admit(session.id, &room) {
+            return super::e2e::refusal(e);
+        }
         match hub.join(session.id, &room) {
             Ok(joined) => {
                 let limit =

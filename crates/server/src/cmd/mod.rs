@@ -5,6 +5,7 @@
 //! [`Command::from_msg`] and [`Command::apply`], then document it in docs/PROTOCOL.md.
 
 mod away;
+mod e2e;
 mod history;
 mod join;
 mod list;
@@ -190,6 +191,11 @@ pub enum Command {
     Pong,
     /// `hello` after the session is open.
     Hello,
+    Create(e2e::Create),
+    KeyPackages(e2e::KeyPackages),
+    FetchKeyPackage(e2e::FetchKeyPackage),
+    Commit(e2e::Commit),
+    Sealed(e2e::Sealed),
 }
 
 impl Command {
@@ -228,6 +234,21 @@ impl Command {
             ClientMsg::Ping { token } => Command::Ping(ping::Ping { token }),
             ClientMsg::Pong { .. } => Command::Pong,
             ClientMsg::Hello { .. } => Command::Hello,
+            ClientMsg::Create { room, e2e, open } => {
+                Command::Create(e2e::Create { room, e2e, open })
+            }
+            ClientMsg::KeyPackages { packages } => {
+                Command::KeyPackages(e2e::KeyPackages { packages })
+            }
+            ClientMsg::FetchKeyPackage { nick, room } => {
+                Command::FetchKeyPackage(e2e::FetchKeyPackage { nick, room })
+            }
+            ClientMsg::Commit { room, epoch, body, welcome, adds, removes } => {
+                Command::Commit(e2e::Commit { room, epoch, body, welcome, adds, removes })
+            }
+            ClientMsg::Sealed { room, epoch, body } => {
+                Command::Sealed(e2e::Sealed { room, epoch, body })
+            }
         }
     }
 
@@ -260,6 +281,11 @@ impl Command {
             Command::Ping(cmd) => cmd.apply(),
             Command::Pong => Reply::Nothing,
             Command::Hello => error(ErrorCode::BadSequence, "already registered: hello comes once"),
+            Command::Create(cmd) => cmd.apply(hub, session),
+            Command::KeyPackages(cmd) => cmd.apply(hub, session),
+            Command::FetchKeyPackage(cmd) => cmd.apply(hub),
+            Command::Commit(cmd) => cmd.apply(hub, session),
+            Command::Sealed(cmd) => cmd.apply(hub, session),
         }
     }
 }

@@ -18,6 +18,10 @@ impl Say {
             Ok(room) => room,
             Err(reply) => return *reply,
         };
+        if hub.is_e2e(&room) {
+            let e = crate::hub::E2eRefusal::E2eRoom(room);
+            return super::error(e.code(), e.to_string());
+        }
         if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;
         }

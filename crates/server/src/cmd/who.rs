@@ -13,7 +13,11 @@ pub struct Who {
 impl Who {
     pub fn apply(self, hub: &Hub) -> Reply {
         match RoomName::parse(&self.room) {
-            Ok(room) => Reply::Send(ServerMsg::Members { members: hub.who(&room), room }),
+            Ok(room) => Reply::Send(ServerMsg::Members {
+                members: hub.who(&room),
+                e2e: hub.is_e2e(&room),
+                room,
+            }),
             Err(e) => error(ErrorCode::InvalidRoom, e.to_string()),
         }
     }

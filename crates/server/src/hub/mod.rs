@@ -17,8 +17,11 @@
 //! connecting again replaces a session of theirs that still holds the nickname. Operator
 //! actions live in [`moderation`].
 
+mod e2e;
 mod moderation;
 pub mod remote;
+
+pub use e2e::E2eRefusal;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +119,8 @@ struct State {
     remote_nicks: HashMap<String, RemoteId>,
     /// A copy of the hub's cluster link, so that changes made under the lock are announced.
     link: Option<ClusterLink>,
+    /// End-to-end encrypted rooms: modes, epochs, delivery lists, key packages, welcomes.
+    e2e: e2e::E2eState,
 }
 
 #[derive(Debug)]
@@ -267,6 +272,7 @@ impl Hub {
         let mut state = State {
             owners: owners.into_iter().collect(),
             link: cluster.clone(),
+            e2e: e2e::E2eState::load(&store)?,
             ..Default::default()
         };
         for rec in store.load_rooms()? {
@@ -563,6 +569,7 @@ impl Hub {
                 room: r.name.clone(),
                 members: r.len() as u32,
                 topic: r.topic.clone(),
+                e2e: st.e2e.is_e2e(&r.name),
             })
             .collect();
         rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));

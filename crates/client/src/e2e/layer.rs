@@ -1,0 +1,944 @@
+//! The E2E layer's logic, without threads or channels: server messages and the UI's messages
+//! in, messages for the server and events for the UI out. [`super::attach`] runs it on its own
+//! thread (the MLS engine writes its state to disk on every change).
+//!
+//! What it does:
+//! - on start: uploads key packages, and rejoins every room it has a group for, asking only for
+//!   what it has not processed yet (`since` = the engine's last id);
+//! - a room's `sealed` messages go through the engine in order: application messages come out
+//!   as ordinary `message` events (so line mode, JSON and the TUI show them unchanged), commits
+//!   as notices ("bob was added by alice"); anything forged or changed as a loud `WARNING`;
+//! - `say`/`me` into a room it has a group for are encrypted into `sealed`: never sent in clear;
+//! - `/create --e2e` makes the group once the server confirms the room; `/invite` fetches a key
+//!   package and commits the add after checking the key against the nickname's pin; a
+//!   `join_request` (open rooms) does the same automatically; `/remove` commits a removal; a
+//!   member who parts is removed by whoever's client commits first; `invited` joins the group;
+//! - after a restart, earlier messages are shown from the engine's local log (MLS keys are used
+//!   once, so the ciphertext on the server could not be decrypted again).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chatao_e2e::{E2e, E2eError, Event};
+use chatao_proto::{
+    ClientMsg, ErrorCode, LeaveReason, MessageKind, Nick, RoomName, SealedKind, SealedWelcome,
+    ServerMsg,
+};
+use serde::{Deserialize, Serialize};
+
+use super::Request;
+use super::pins::{NickPins, PinCheck};
+use crate::net::NetEvent;
+
+/// Key packages uploaded on each connection.
+pub const KEY_PACKAGES: usize = 5;
+/// Decrypted messages shown from the local log when a room is (re)joined.
+pub const LOG_ON_JOIN: usize = 50;
+/// The most messages one replay carries (docs/PROTOCOL.md 8.2); a full one means more follow.
+pub const HISTORY_PAGE: usize = 500;
+/// Unanswered joins remembered. Overflow policy: the oldest is forgotten.
+pub const JOINS_TRACKED: usize = 256;
+/// Texts held per room while a removal of ours is in flight. Overflow policy: the text is not
+/// sent, and the user is told.
+pub const HELD_TEXTS: usize = 64;
+
+/// The plaintext of an application message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plain {
+    #[serde(default)]
+    pub kind: MessageKind,
+    pub text: String,
+}
+
+/// Something the layer wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// Send to the server.
+    Net(ClientMsg),
+    /// Hand to the UI.
+    Ui(NetEvent),
+}
+
+/// Why we have a commit in flight in a room: what to say if it loses a race.
+#[derive(Debug, Clone, PartialEq)]
+enum Intent {
+    /// The user asked (`/invite`, `/remove`): tell them to try again.
+    User(String),
+    /// Automatic (a join request, a member who parted): someone else's client will do it.
+    Auto,
+}
+
+/// Texts waiting for our removal of `fingerprint` to be in.
+#[derive(Debug, Default)]
+struct Held {
+    fingerprint: String,
+    texts: Vec<(MessageKind, String)>,
+}
+
+/// The layer's state for one connection.
+pub struct Layer {
+    e2e: E2e,
+    me: Nick,
+    pins: NickPins,
+    out: Vec<Out>,
+    /// Rooms we asked to create as E2E rooms; the group is made when the server confirms.
+    creating: HashSet<RoomName>,
+    /// Rooms the server says are E2E (we may not have a group for them).
+    server_e2e: HashSet<RoomName>,
+    /// Rooms whose local log was shown on this connection.
+    shown: HashSet<RoomName>,
+    /// Nicknames we asked a key package of, per room, and why (`/invite` or a join request).
+    inviting: HashMap<(RoomName, String), Intent>,
+    /// Rooms with a commit of ours in flight.
+    in_flight: HashMap<RoomName, Intent>,
+    /// Rooms with a removal of ours in flight, and the texts typed meanwhile: they are
+    /// encrypted only once the removal is in (ours or someone else's), so the removed member
+    /// can never read them.
+    held: HashMap<RoomName, Held>,
+    /// Joins and creates sent and not yet answered, to tell which room a `not_invited` or
+    /// `room_exists` refers to (the error names it; only a join or create is refused so).
+    joining: VecDeque<RoomName>,
+}
+
+fn room_name(r: &str) -> Option<RoomName> {
+    RoomName::parse(r).ok()
+}
+
+impl Layer {
+    /// A layer for the session of `me` over `e2e`, with the nickname pins kept in `dir`.
+    pub fn new(e2e: E2e, me: Nick, dir: &std::path::Path) -> Layer {
+        Layer {
+            e2e,
+            me,
+            pins: NickPins::load(dir),
+            out: Vec::new(),
+            creating: HashSet::new(),
+            server_e2e: HashSet::new(),
+            shown: HashSet::new(),
+            inviting: HashMap::new(),
+            in_flight: HashMap::new(),
+            held: HashMap::new(),
+            joining: VecDeque::new(),
+        }
+    }
+
+    /// Everything the layer produced since the last call.
+    pub fn drain(&mut self) -> Vec<Out> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn net(&mut self, msg: ClientMsg) {
+        if let ClientMsg::Join { room, .. } | ClientMsg::Create { room, .. } = &msg
+            && let Some(r) = room_name(room)
+        {
+            if self.joining.len() >= JOINS_TRACKED {
+                self.joining.pop_front();
+            }
+            self.joining.push_back(r);
+        }
+        self.out.push(Out::Net(msg));
+    }
+
+    fn ui(&mut self, msg: ServerMsg) {
+        self.out.push(Out::Ui(NetEvent::Msg(msg)));
+    }
+
+    fn notice(&mut self, text: String) {
+        self.ui(ServerMsg::Notice { text });
+    }
+
+    /// A warning that must not be missed: forged keys, changed keys, a server caught lying.
+    fn warn(&mut self, text: String) {
+        tracing::warn!(warning = %text, "e2e");
+        self.notice(format!("WARNING: {text}"));
+    }
+
+    fn has_group(&self, room: &str) -> bool {
+        self.e2e.is_member(room)
+    }
+
+    /// The rooms we have a group for.
+    pub fn rooms(&self) -> Vec<String> {
+        self.e2e.rooms()
+    }
+
+    /// After `welcome`: upload key packages and rejoin our E2E rooms from where we stopped.
+    pub fn start(&mut self) {
+        match self.e2e.key_packages(KEY_PACKAGES) {
+            Ok(kps) => {
+                let packages = kps.iter().map(|k| B64.encode(k)).collect();
+                self.net(ClientMsg::KeyPackages { packages });
+            }
+            Err(e) => self.warn(format!("cannot make MLS key packages: {e}")),
+        }
+        for room in self.e2e.rooms() {
+            let since = self.e2e.last_id(&room);
+            self.net(ClientMsg::Join { room, since });
+        }
+    }
+
+    /// The nick we know for key `fp`.
+    fn nick_for(&self, fp: &str, claimed: Option<&Nick>) -> Nick {
+        if fp == self.e2e.fingerprint() {
+            return self.me.clone();
+        }
+        if let Some(c) = claimed
+            && self.pins.get(c.as_str()) == Some(fp)
+        {
+            return c.clone();
+        }
+        self.pins
+            .nick_of(fp)
+            .and_then(|n| Nick::parse(n).ok())
+            .or_else(|| claimed.cloned())
+            .unwrap_or_else(|| Nick::parse("unknown").unwrap_or_else(|_| self.me.clone()))
+    }
+
+    /// Checks what the server says about who `nick` is against the pin.
+    fn observe(&mut self, nick: &Nick, fp: &str) -> bool {
+        // Only a canonical fingerprint is ever pinned (and written to the pin file).
+        if !chatao_e2e::is_fingerprint(fp) {
+            self.warn(format!("the server gave {nick} a key that is not a fingerprint; ignored"));
+            return false;
+        }
+        match self.pins.check(nick.as_str(), fp) {
+            PinCheck::Known | PinCheck::New => true,
+            PinCheck::Changed { pinned } => {
+                self.warn(format!(
+                    "the server says {nick} has the key {fp}, but {nick} was pinned to {pinned}: \
+                     this may be someone else using that name"
+                ));
+                false
+            }
+        }
+    }
+
+    // ---- from the UI ----
+
+    /// A message from the UI, on its way to the server.
+    pub fn from_ui(&mut self, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Say { room, text } => self.say(room, MessageKind::Normal, text),
+            ClientMsg::Me { room, text } => self.say(room, MessageKind::Action, text),
+            ClientMsg::Create { room, e2e, open } => {
+                if e2e && let Some(r) = room_name(&room) {
+                    self.creating.insert(r);
+                }
+                self.net(ClientMsg::Create { room, e2e, open });
+            }
+            ClientMsg::FetchKeyPackage { nick, room: Some(room) } => {
+                if let Some(r) = room_name(&room) {
+                    if !self.has_group(r.as_str()) {
+                        self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+                        return;
+                    }
+                    let intent = Intent::User(format!("/invite {nick}"));
+                    self.inviting.insert((r, nick.to_ascii_lowercase()), intent);
+                }
+                self.net(ClientMsg::FetchKeyPackage { nick, room: Some(room) });
+            }
+            ClientMsg::Join { room, since } => {
+                // For a room we have a group for, the server only needs to send what the engine
+                // has not processed yet.
+                let since = match room_name(&room) {
+                    Some(r) if self.has_group(r.as_str()) => self.e2e.last_id(r.as_str()).or(since),
+                    _ => since,
+                };
+                self.net(ClientMsg::Join { room, since });
+            }
+            other => self.net(other),
+        }
+    }
+
+    fn say(&mut self, room: String, kind: MessageKind, text: String) {
+        let Some(r) = room_name(&room) else {
+            let msg = if kind == MessageKind::Action {
+                ClientMsg::Me { room, text }
+            } else {
+                ClientMsg::Say { room, text }
+            };
+            return self.net(msg);
+        };
+        if !self.has_group(r.as_str()) {
+            if self.server_e2e.contains(&r) {
+                return self.notice(format!(
+                    "{r} is end-to-end encrypted and you are not (yet) in its group: not sent"
+                ));
+            }
+            let msg = if kind == MessageKind::Action {
+                ClientMsg::Me { room, text }
+            } else {
+                ClientMsg::Say { room, text }
+            };
+            return self.net(msg);
+        }
+        if let Some(held) = self.held.get_mut(&r) {
+            if held.texts.len() >= HELD_TEXTS {
+                return self.notice(format!("{r}: too many messages waiting; not sent"));
+            }
+            held.texts.push((kind, text));
+            return;
+        }
+        let plain = match serde_json::to_vec(&Plain { kind, text }) {
+            Ok(p) => p,
+            Err(e) => return self.notice(format!("cannot encode the message: {e}")),
+        };
+        let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
+        match self.e2e.encrypt(r.as_str(), &plain) {
+            Ok(body) => self.net(ClientMsg::Sealed { room, epoch, body: B64.encode(body) }),
+            Err(e) => self.notice(format!("{r}: cannot encrypt, not sent: {e}")),
+        }
+    }
+
+    /// Our removal in `room` is in, or was overtaken by another commit: if the key is still a
+    /// member, remove it again (the texts stay held); else send what was held, at the new epoch.
+    fn release(&mut self, room: &RoomName) {
+        let Some(held) = self.held.remove(room) else { return };
+        let still =
+            self.e2e.members(room.as_str()).iter().any(|m| m.fingerprint == held.fingerprint);
+        if still && !self.e2e.has_pending(room.as_str()) {
+            self.in_flight.remove(room);
+            self.commit_remove(room, &held.fingerprint, Intent::Auto);
+            if self.e2e.has_pending(room.as_str()) {
+                self.held.entry(room.clone()).or_default().texts.extend(held.texts);
+                return;
+            }
+        }
+        for (kind, text) in held.texts {
+            self.say(room.to_string(), kind, text);
+        }
+    }
+
+    /// A local request (`/remove`, `/safety`).
+    pub fn request(&mut self, req: Request) {
+        match req {
+            Request::Remove { room, nick } => self.remove(&room, &nick),
+            Request::Safety { room } => self.safety(&room),
+        }
+    }
+
+    fn remove(&mut self, room: &str, nick: &str) {
+        let Some(r) = room_name(room) else {
+            return self.notice(format!("{room} is not a room name"));
+        };
+        if !self.has_group(r.as_str()) {
+            return self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+        }
+        let Some(fp) = self.pins.get(nick).map(str::to_owned) else {
+            return self.notice(format!("no key is known for {nick}; /whois {nick} first"));
+        };
+        self.commit_remove(&r, &fp, Intent::User(format!("/remove {nick}")));
+    }
+
+    fn commit_remove(&mut self, r: &RoomName, fp: &str, intent: Intent) {
+        if self.e2e.has_pending(r.as_str()) {
+            if let Intent::User(what) = intent {
+                self.notice(format!("{r}: another change is in progress; {what} again shortly"));
+            }
+            return;
+        }
+        match self.e2e.remove(r.as_str(), fp) {
+            Ok(p) => {
+                self.in_flight.insert(r.clone(), intent);
+                self.held.entry(r.clone()).or_default().fingerprint = fp.to_owned();
+                self.net(ClientMsg::Commit {
+                    room: r.to_string(),
+                    epoch: p.epoch,
+                    body: B64.encode(&p.commit),
+                    welcome: None,
+                    adds: vec![],
+                    removes: p.removed,
+                });
+            }
+            Err(E2eError::NoSuchMember(_)) if intent == Intent::Auto => {}
+            Err(e) => self.notice(format!("{r}: cannot remove {fp}: {e}")),
+        }
+    }
+
+    fn safety(&mut self, room: &str) {
+        let Some(r) = room_name(room) else {
+            return self.notice(format!("{room} is not a room name"));
+        };
+        if !self.has_group(r.as_str()) {
+            return self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+        }
+        let members = self.e2e.members(r.as_str());
+        let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
+        self.notice(format!(
+            "{r} is end-to-end encrypted (MLS, epoch {epoch}); {} members; compare these \
+             fingerprints with theirs (they see theirs with /whois or chatao --fingerprint):",
+            members.len()
+        ));
+        let mut forged = 0;
+        for m in members {
+            let nick = self.nick_for(&m.fingerprint, None);
+            let who = if m.is_self { format!("{nick} (you)") } else { nick.to_string() };
+            let status = if m.status.is_forged() {
+                forged += 1;
+                format!("!! {} !!", m.status)
+            } else {
+                m.status.to_string()
+            };
+            self.notice(format!(
+                "  {who:<20} {}  MLS key {}  [{status}]",
+                m.fingerprint, m.signature_key_fp
+            ));
+        }
+        if forged > 0 {
+            self.warn(format!(
+                "{r} has {forged} member(s) with a FORGED or CHANGED key: do not trust this room"
+            ));
+        }
+    }
+
+    // ---- from the server ----
+
+    /// A server message on its way to the UI.
+    pub fn from_server(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Members { room, members, e2e } => {
+                if let Some(i) = self.joining.iter().position(|r| r == &room) {
+                    self.joining.remove(i);
+                }
+                for m in &members {
+                    self.observe(&m.nick, &m.fingerprint);
+                }
+                if e2e
+                    && self.creating.remove(&room)
+                    && !self.has_group(room.as_str())
+                    && let Err(e) = self.e2e.create_group(room.as_str())
+                {
+                    self.warn(format!("{room}: cannot create the MLS group: {e}"));
+                }
+                if e2e {
+                    self.server_e2e.insert(room.clone());
+                }
+                let mine = self.has_group(room.as_str());
+                if !e2e && mine {
+                    self.warn(format!(
+                        "the server presents {room} as a plain room, but you are in its \
+                         end-to-end encrypted group: messages stay encrypted"
+                    ));
+                }
+                self.ui(ServerMsg::Members { room: room.clone(), members, e2e: e2e || mine });
+                if mine && self.shown.insert(room.clone()) {
+                    self.announce(&room);
+                    self.replay_log(&room);
+                }
+            }
+            ServerMsg::Join { room, nick, fingerprint } => {
+                self.observe(&nick, &fingerprint);
+                self.ui(ServerMsg::Join { room, nick, fingerprint });
+            }
+            ServerMsg::Leave { room, nick, reason, message } => {
+                self.on_leave(&room, &nick, reason);
+                self.ui(ServerMsg::Leave { room, nick, reason, message });
+            }
+            ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+                self.observe(&nick, &fingerprint);
+                self.ui(ServerMsg::Whois { nick, fingerprint, rooms, away, since });
+            }
+            ServerMsg::RoomList { mut rooms } => {
+                for r in &mut rooms {
+                    r.e2e = r.e2e || self.has_group(r.room.as_str());
+                }
+                self.ui(ServerMsg::RoomList { rooms });
+            }
+            ServerMsg::Message { ref room, .. } if self.has_group(room.as_str()) => {
+                self.warn(format!(
+                    "the server sent an unencrypted message into the end-to-end encrypted room \
+                     {room}; it was dropped"
+                ));
+            }
+            ServerMsg::Sealed { room, id, time, from, kind, body, history, .. } => {
+                self.sealed(room, id, time, from, kind, body, history);
+            }
+            ServerMsg::Invited { room, from, id, body } => self.invited(room, from, id, body),
+            ServerMsg::JoinRequest { room, nick, fingerprint } => {
+                if self.has_group(room.as_str()) && self.observe(&nick, &fingerprint) {
+                    self.notice(format!("{nick} asks to join {room}; adding them"));
+                    let key = (room.clone(), nick.as_str().to_ascii_lowercase());
+                    self.inviting.insert(key, Intent::Auto);
+                    self.net(ClientMsg::FetchKeyPackage {
+                        nick: nick.to_string(),
+                        room: Some(room.to_string()),
+                    });
+                }
+            }
+            ServerMsg::KeyPackage { nick, fingerprint, package, room: Some(room) } => {
+                self.key_package(room, nick, fingerprint, package);
+            }
+            ServerMsg::KeyPackage { .. } => {}
+            ServerMsg::Error { code: ErrorCode::StaleEpoch, message } => self.stale(message),
+            ServerMsg::Error {
+                code: code @ (ErrorCode::NotInvited | ErrorCode::RoomExists),
+                message,
+            } => {
+                let at = self.joining.iter().position(|r| message.starts_with(&format!("{r} ")));
+                let room = at.and_then(|i| self.joining.remove(i));
+                match room {
+                    Some(r) if code == ErrorCode::NotInvited && self.has_group(r.as_str()) => {
+                        self.notice(format!(
+                            "the server says you are no longer a member of {r} (removed while \
+                             you were away?): its group is forgotten; a member can add you again"
+                        ));
+                        if let Err(e) = self.e2e.forget(r.as_str()) {
+                            self.notice(format!("{r}: cannot forget the group: {e}"));
+                        }
+                    }
+                    Some(r) => {
+                        self.creating.remove(&r);
+                        self.ui(ServerMsg::Error { code, message });
+                    }
+                    None => self.ui(ServerMsg::Error { code, message }),
+                }
+            }
+            ServerMsg::HistoryEnd { room, count } => {
+                // Caught up: a commit of ours still pending was never ordered (made before a
+                // disconnection, or refused); drop it, it would block every later change.
+                if self.has_group(room.as_str())
+                    && self.e2e.has_pending(room.as_str())
+                    && !self.in_flight.contains_key(&room)
+                {
+                    if let Err(e) = self.e2e.discard_pending(room.as_str()) {
+                        self.notice(format!("{room}: cannot drop a stale change: {e}"));
+                    }
+                    self.release(&room);
+                }
+                // A replay stops at the server's cap: MLS needs every message, so ask for the
+                // rest from where the engine is.
+                if self.has_group(room.as_str())
+                    && count as usize >= HISTORY_PAGE
+                    && let Some(since) = self.e2e.last_id(room.as_str())
+                {
+                    self.net(ClientMsg::History { room: room.to_string(), since, limit: None });
+                }
+                self.ui(ServerMsg::HistoryEnd { room, count });
+            }
+            other => self.ui(other),
+        }
+    }
+
+    fn announce(&mut self, room: &RoomName) {
+        let epoch = self.e2e.epoch(room.as_str()).unwrap_or(0);
+        let n = self.e2e.members(room.as_str()).len();
+        self.notice(format!(
+            "{room} is END-TO-END ENCRYPTED (MLS, epoch {epoch}, {n} member(s)): only its \
+             members' clients can read it; /safety lists their keys"
+        ));
+    }
+
+    fn replay_log(&mut self, room: &RoomName) {
+        let entries = match self.e2e.log(room.as_str(), LOG_ON_JOIN) {
+            Ok(e) => e,
+            Err(e) => return self.notice(format!("{room}: cannot read the local history: {e}")),
+        };
+        for e in entries {
+            let Ok(plain) = serde_json::from_slice::<Plain>(&e.plaintext) else { continue };
+            let from = if e.own { self.me.clone() } else { self.nick_for(&e.sender_fp, None) };
+            self.ui(ServerMsg::Message {
+                room: room.clone(),
+                id: e.id,
+                time: e.time,
+                from,
+                kind: plain.kind,
+                text: plain.text,
+                history: true,
+            });
+        }
+    }
+
+    fn on_leave(&mut self, room: &RoomName, nick: &Nick, reason: LeaveReason) {
+        if !self.has_group(room.as_str()) {
+            return;
+        }
+        if nick == &self.me {
+            match reason {
+                LeaveReason::Part => {
+                    if let Err(e) = self.e2e.forget(room.as_str()) {
+                        self.notice(format!("{room}: cannot forget the group: {e}"));
+                    }
+                    self.shown.remove(room);
+                }
+                LeaveReason::Kicked => {
+                    self.notice(format!(
+                        "you were removed from the end-to-end encrypted room {room}: you cannot \
+                         read what is said there from now on"
+                    ));
+                    if let Err(e) = self.e2e.forget(room.as_str()) {
+                        self.notice(format!("{room}: cannot forget the group: {e}"));
+                    }
+                    self.shown.remove(room);
+                }
+                _ => {}
+            }
+            return;
+        }
+        // A member who parts gave up membership: remove them from the group (the first
+        // member's client to commit wins).
+        if reason == LeaveReason::Part
+            && let Some(fp) = self.pins.get(nick.as_str()).map(str::to_owned)
+        {
+            self.commit_remove(room, &fp, Intent::Auto);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sealed(
+        &mut self,
+        room: RoomName,
+        id: u64,
+        time: u64,
+        from: Nick,
+        kind: SealedKind,
+        body: String,
+        history: bool,
+    ) {
+        if !self.has_group(room.as_str()) || kind == SealedKind::Other {
+            return;
+        }
+        let Ok(bytes) = B64.decode(body.as_bytes()) else {
+            return self.warn(format!("{room}: message {id} from {from} is not base64; ignored"));
+        };
+        match self.e2e.process(room.as_str(), id, time, &bytes) {
+            Ok(Event::Application { sender_fp, status, own, plaintext }) => {
+                let Ok(plain) = serde_json::from_slice::<Plain>(&plaintext) else {
+                    return self.warn(format!("{room}: message {id} has an unknown format"));
+                };
+                let nick =
+                    if own { self.me.clone() } else { self.sender(&room, id, &from, &sender_fp) };
+                if status.is_forged() {
+                    self.warn(format!(
+                        "{room}: the next message comes from {sender_fp}, whose key is {status}"
+                    ));
+                }
+                self.ui(ServerMsg::Message {
+                    room,
+                    id,
+                    time,
+                    from: nick,
+                    kind: plain.kind,
+                    text: plain.text,
+                    history,
+                });
+            }
+            Ok(Event::Commit {
+                epoch,
+                committer_fp,
+                own,
+                added,
+                removed,
+                removed_me,
+                discarded_pending,
+                warnings,
+            }) => {
+                if own || discarded_pending {
+                    let intent = self.in_flight.remove(&room);
+                    self.release(&room);
+                    if discarded_pending && let Some(Intent::User(what)) = intent {
+                        self.notice(format!(
+                            "{room} changed meanwhile; your {what} was not made: try again"
+                        ));
+                    }
+                }
+                let by = committer_fp.as_deref().map(|fp| self.nick_for(fp, Some(&from)));
+                let by = by.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                for fp in &added {
+                    let who = self.nick_for(fp, None);
+                    self.notice(format!("{room}: {who} ({fp}) was added by {by} (epoch {epoch})"));
+                }
+                for fp in &removed {
+                    let who = self.nick_for(fp, None);
+                    self.notice(format!(
+                        "{room}: {who} ({fp}) was removed by {by} (epoch {epoch})"
+                    ));
+                }
+                for w in warnings {
+                    self.warn(format!("{room}: {w}"));
+                }
+                if removed_me {
+                    self.notice(format!("you were removed from {room} by {by}"));
+                }
+            }
+            Ok(Event::Duplicate | Event::Ignored) => {}
+            Err(e) => {
+                let loud = matches!(e, E2eError::WrongGroup(_));
+                let text = format!("{room}: cannot decrypt message {id} from {from}: {e}");
+                if loud { self.warn(text) } else { self.notice(text) }
+            }
+        }
+    }
+
+    /// Who sent message `id`: the nickname pinned to the key that signed it. The server's
+    /// `from` is only a claim; a mismatch is a warning.
+    fn sender(&mut self, room: &RoomName, id: u64, from: &Nick, fp: &str) -> Nick {
+        if self.pins.get(from.as_str()) == Some(fp) {
+            return from.clone();
+        }
+        if let Some(known) = self.pins.nick_of(fp).and_then(|n| Nick::parse(n).ok()) {
+            self.warn(format!(
+                "{room}: the server says message {id} is from {from}, but it is signed by \
+                 {known}'s key {fp}; shown as {known}'s"
+            ));
+            return known;
+        }
+        // A key seen for the first time: pin it to the name it came with, unless that name is
+        // pinned to another key.
+        if !self.observe(from, fp) {
+            self.warn(format!(
+                "{room}: message {id} claims to be from {from} but is signed by an unknown key {fp}"
+            ));
+        }
+        from.clone()
+    }
+
+    fn invited(&mut self, room: RoomName, from: Nick, id: u64, body: String) {
+        if self.has_group(room.as_str()) {
+            return;
+        }
+        let Ok(bytes) = B64.decode(body.as_bytes()) else {
+            return self.warn(format!("the welcome to {room} from {from} is not base64"));
+        };
+        match self.e2e.join(room.as_str(), &bytes, id) {
+            Ok(joined) => {
+                self.notice(format!(
+                    "{from} added you to the END-TO-END ENCRYPTED room {room} ({} members)",
+                    joined.members.len()
+                ));
+                for w in joined.warnings {
+                    self.warn(format!("{room}: {w}"));
+                }
+                self.net(ClientMsg::Join { room: room.to_string(), since: Some(id) });
+            }
+            Err(e) if e.is_forgery() => self.warn(format!("welcome to {room} from {from}: {e}")),
+            Err(e) => self.notice(format!("cannot join {room} from {from}'s welcome: {e}")),
+        }
+    }
+
+    fn key_package(&mut self, room: RoomName, nick: Nick, fp: String, package: String) {
+        let Some(intent) =
+            self.inviting.remove(&(room.clone(), nick.as_str().to_ascii_lowercase()))
+        else {
+            return;
+        };
+        if !self.has_group(room.as_str()) {
+            return;
+        }
+        if !self.observe(&nick, &fp) {
+            return self.warn(format!("{nick} was NOT added to {room}"));
+        }
+        let Ok(bytes) = B64.decode(package.as_bytes()) else {
+            return self.warn(format!("the key package of {nick} is not base64; not added"));
+        };
+        if self.e2e.has_pending(room.as_str()) {
+            if let Intent::User(what) = intent {
+                self.notice(format!("{room}: another change is in progress; {what} again"));
+            }
+            return;
+        }
+        match self.e2e.add(room.as_str(), &bytes, &fp) {
+            Ok(p) => {
+                self.in_flight.insert(room.clone(), intent);
+                let welcome =
+                    p.welcome.map(|w| SealedWelcome { to: fp.clone(), body: B64.encode(w) });
+                self.net(ClientMsg::Commit {
+                    room: room.to_string(),
+                    epoch: p.epoch,
+                    body: B64.encode(&p.commit),
+                    welcome,
+                    adds: p.added,
+                    removes: vec![],
+                });
+            }
+            Err(e) if e.is_forgery() => {
+                self.warn(format!("{e}; the server may be trying to slip someone in as {nick} — {nick} was NOT added to {room}"));
+            }
+            Err(E2eError::AlreadyMember(_)) => {}
+            Err(e) => self.notice(format!("{room}: cannot add {nick}: {e}")),
+        }
+    }
+
+    /// Our commit was refused: someone else's commit came first. The engine discards ours when
+    /// that commit arrives; until then nothing is to be done but wait. Said only for what the
+    /// user asked.
+    fn stale(&mut self, message: String) {
+        let user: Vec<RoomName> = self
+            .in_flight
+            .iter()
+            .filter(|(_, i)| matches!(i, Intent::User(_)))
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !user.is_empty() {
+            self.notice(message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chatao_proto::Member;
+
+    fn layer(dir: &std::path::Path) -> Layer {
+        let keys = chatao_transport::Keypair::from_secret([7u8; 32]);
+        let e2e = E2e::open(dir, keys.secret_bytes(), &keys.public().fingerprint()).unwrap();
+        Layer::new(e2e, Nick::parse("alice").unwrap(), dir)
+    }
+
+    fn room() -> RoomName {
+        RoomName::parse("#sec").unwrap()
+    }
+
+    fn fp(n: u8) -> String {
+        chatao_transport::Keypair::from_secret([n; 32]).public().fingerprint()
+    }
+
+    /// The layer of a client that created `#sec` and saw the server confirm it.
+    fn in_room(dir: &std::path::Path) -> Layer {
+        let mut l = layer(dir);
+        l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: false });
+        let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
+        l.from_server(ServerMsg::Members { room: room(), members: vec![me], e2e: true });
+        l.drain();
+        l
+    }
+
+    #[test]
+    fn text_for_an_e2e_room_leaves_encrypted_and_never_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "top secret".into() });
+        l.from_ui(ClientMsg::Say { room: "#lobby".into(), text: "hello".into() });
+        let out = l.drain();
+        assert!(
+            matches!(&out[0], Out::Net(ClientMsg::Sealed { room, epoch: 0, body }) if room == "#sec" && !body.contains("secret"))
+        );
+        assert!(matches!(&out[1], Out::Net(ClientMsg::Say { room, .. }) if room == "#lobby"));
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn plaintext_injected_by_the_server_into_an_e2e_room_is_dropped_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        l.from_server(ServerMsg::Message {
+            room: room(),
+            id: 9,
+            time: 1,
+            from: Nick::parse("mallory").unwrap(),
+            kind: MessageKind::Normal,
+            text: "trust me".into(),
+            history: false,
+        });
+        let out = l.drain();
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0], Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:"))
+        );
+    }
+
+    #[test]
+    fn a_server_that_changes_who_a_nickname_is_gets_a_warning_and_no_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let bob = Nick::parse("bob").unwrap();
+        l.from_server(ServerMsg::Join { room: room(), nick: bob.clone(), fingerprint: fp(2) });
+        l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) });
+        l.drain();
+        l.from_server(ServerMsg::KeyPackage {
+            nick: bob,
+            fingerprint: fp(3),
+            package: "AAAA".into(),
+            room: Some(room()),
+        });
+        let out = l.drain();
+        assert!(out.iter().all(|o| !matches!(o, Out::Net(_))), "no commit: {out:?}");
+        let warnings = out
+            .iter()
+            .filter(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:")))
+            .count();
+        assert!(warnings >= 1, "{out:?}");
+    }
+
+    #[test]
+    fn a_fingerprint_that_is_not_one_is_never_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let forged = format!("{}\nmallory {}", fp(2), fp(3));
+        let bob = Nick::parse("bob").unwrap();
+        l.from_server(ServerMsg::Join { room: room(), nick: bob, fingerprint: forged });
+        let out = l.drain();
+        assert!(out.iter().any(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:"))));
+        let pins = NickPins::load(dir.path());
+        assert_eq!(pins.get("bob"), None);
+        assert_eq!(pins.get("mallory"), None);
+    }
+
+    /// Feeds our own commit back as the server would relay it.
+    fn echo_commit(l: &mut Layer, out: &[Out], id: u64) {
+        let body = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Net(ClientMsg::Commit { body, .. }) => Some(body.clone()),
+                _ => None,
+            })
+            .unwrap();
+        l.from_server(ServerMsg::Sealed {
+            room: room(),
+            id,
+            time: 1,
+            from: Nick::parse("alice").unwrap(),
+            epoch: 0,
+            kind: SealedKind::Commit,
+            body,
+            history: false,
+        });
+    }
+
+    #[test]
+    fn text_typed_while_a_removal_is_in_flight_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        // bob's client, with its own state, offers a key package; alice adds him.
+        let bob_dir = tempfile::tempdir().unwrap();
+        let bob_keys = chatao_transport::Keypair::from_secret([2u8; 32]);
+        let bob_fp = bob_keys.public().fingerprint();
+        let mut bob = E2e::open(bob_dir.path(), bob_keys.secret_bytes(), &bob_fp).unwrap();
+        let kp = B64.encode(&bob.key_packages(1).unwrap()[0]);
+        let bob_nick = Nick::parse("bob").unwrap();
+        l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) });
+        l.from_server(ServerMsg::KeyPackage {
+            nick: bob_nick.clone(),
+            fingerprint: bob_fp.clone(),
+            package: kp,
+            room: Some(room()),
+        });
+        let out = l.drain();
+        echo_commit(&mut l, &out, 1);
+        assert_eq!(l.e2e.members("#sec").len(), 2);
+        l.drain();
+        // bob parts: alice's client commits his removal, and holds what she types meanwhile.
+        l.from_server(ServerMsg::Leave {
+            room: room(),
+            nick: bob_nick,
+            reason: LeaveReason::Part,
+            message: None,
+        });
+        l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "after bob".into() });
+        let out = l.drain();
+        assert!(out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Commit { removes, .. }) if removes == std::slice::from_ref(&bob_fp))));
+        assert!(
+            !out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Sealed { .. }))),
+            "held: {out:?}"
+        );
+        echo_commit(&mut l, &out, 2);
+        let out = l.drain();
+        assert!(
+            out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Sealed { epoch: 2, .. }))),
+            "sent once bob is out, at the new epoch: {out:?}"
+        );
+        assert_eq!(l.e2e.members("#sec").len(), 1);
+    }
+}

@@ -1,0 +1,113 @@
+//! Nickname → key pins for E2E rooms: the fingerprint the server first said a nickname belongs
+//! to, kept per server and identity (in the E2E state directory). A later claim of another key
+//! for the same nickname is a loud warning: the server cannot quietly swap who "bob" is.
+//! (The engine in `chatao-e2e` pins each fingerprint's MLS key; this pins the names.)
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The pin file inside the E2E state directory: `nick fingerprint` lines.
+pub const PIN_FILE: &str = "nick_pins";
+
+/// Nickname (case-folded) to fingerprint, mirrored in a 0600 file.
+#[derive(Debug)]
+pub struct NickPins {
+    path: PathBuf,
+    pins: BTreeMap<String, String>,
+}
+
+/// What checking a (nick, fingerprint) pair against the pins found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinCheck {
+    /// Seen before with this key.
+    Known,
+    /// First sight: pinned now.
+    New,
+    /// The nickname was pinned to another key.
+    Changed { pinned: String },
+}
+
+impl NickPins {
+    /// Loads the pins in `dir` (none if the file is absent; unreadable lines are skipped).
+    pub fn load(dir: &Path) -> NickPins {
+        let path = dir.join(PIN_FILE);
+        let pins = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, f)| (n.to_owned(), f.trim().to_owned()))
+            .filter(|(n, f)| {
+                chatao_proto::Nick::parse(n).is_ok() && !f.contains(char::is_whitespace)
+            })
+            .collect();
+        NickPins { path, pins }
+    }
+
+    /// Checks `nick`'s key against its pin, pinning it on first sight.
+    pub fn check(&mut self, nick: &str, fingerprint: &str) -> PinCheck {
+        let folded = nick.to_ascii_lowercase();
+        match self.pins.get(&folded) {
+            Some(p) if p == fingerprint => PinCheck::Known,
+            Some(p) => PinCheck::Changed { pinned: p.clone() },
+            None => {
+                self.pins.insert(folded, fingerprint.to_owned());
+                if let Err(cause) = self.save() {
+                    tracing::warn!(%cause, "cannot save the nickname pins");
+                }
+                PinCheck::New
+            }
+        }
+    }
+
+    /// The pinned fingerprint of `nick`.
+    pub fn get(&self, nick: &str) -> Option<&str> {
+        self.pins.get(&nick.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// A nickname pinned to `fingerprint`.
+    pub fn nick_of(&self, fingerprint: &str) -> Option<&str> {
+        self.pins.iter().find(|(_, f)| *f == fingerprint).map(|(n, _)| n.as_str())
+    }
+
+    /// Writes the pins atomically (temporary file, then rename), mode 0600.
+    fn save(&self) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        for (n, fp) in &self.pins {
+            writeln!(f, "{n} {fp}")?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_nickname_is_pinned_on_first_sight_and_a_change_is_reported_after_reloading() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pins = NickPins::load(dir.path());
+        assert_eq!(pins.check("Bob", "SHA256:b"), PinCheck::New);
+        assert_eq!(pins.check("bob", "SHA256:b"), PinCheck::Known);
+        let mut pins = NickPins::load(dir.path());
+        assert_eq!(pins.check("BOB", "SHA256:m"), PinCheck::Changed { pinned: "SHA256:b".into() });
+        assert_eq!(pins.nick_of("SHA256:b"), Some("bob"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(PIN_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

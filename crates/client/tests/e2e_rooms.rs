@@ -1,0 +1,626 @@
+//! End-to-end encrypted rooms with the real `chatao` binary (line mode, plain and JSON) against
+//! a real server on loopback, real MLS (openmls) and real SQLite:
+//!
+//! - three members chat; the server's database, its logs and a recording proxy in front of it
+//!   never contain the plaintext (with a plain-room message as the positive control);
+//! - a removed member's client, even holding a copy of its MLS state, cannot decrypt what is
+//!   said after its removal;
+//! - a late joiner cannot decrypt what was said before it joined;
+//! - a forged member slipped in by a modified server (a key package substituted in its SQLite
+//!   database) is detected and refused, loudly;
+//! - an E2E room's history replays after a client restart; the state files are 0600.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chatao_testkit::TestServer;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Everything the server (in this process) logs, at debug level, for the "no plaintext in the
+/// logs" check.
+fn server_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn server() -> TestServer {
+    server_log();
+    TestServer::start_with(|c| c.limits.rate_per_sec = 0).await
+}
+
+/// A TCP proxy in front of the server that records every byte both ways.
+async fn recording_proxy(server: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let record = Arc::new(Mutex::new(Vec::new()));
+    let rec = record.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = TcpStream::connect(server).await else { continue };
+            let (cr, cw) = client.into_split();
+            let (ur, uw) = upstream.into_split();
+            tokio::spawn(pump(cr, uw, rec.clone()));
+            tokio::spawn(pump(ur, cw, rec.clone()));
+        }
+    });
+    (addr, record)
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    record: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                record.lock().unwrap().extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// One `chatao` process in line mode.
+struct Chatao {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Lines<BufReader<ChildStdout>>,
+    key_dir: PathBuf,
+    json: bool,
+}
+
+impl Chatao {
+    async fn start(dir: &Path, addr: SocketAddr, nick: &str, extra: &[&str]) -> Chatao {
+        let key_dir = dir.join(nick);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatao"))
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(nick)
+            .arg("--key-dir")
+            .arg(&key_dir)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let json = extra.contains(&"--json");
+        let mut c = Chatao { child, stdin, out, key_dir, json };
+        c.wait(if json { "\"welcome\"" } else { "connected to" }).await;
+        c
+    }
+
+    async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// The lines up to and including the first containing `needle`.
+    async fn until(&mut self, needle: &str) -> Vec<String> {
+        let mut seen = vec![];
+        let found = tokio::time::timeout(LIMIT, async {
+            loop {
+                match self.out.next_line().await.unwrap() {
+                    Some(line) => {
+                        eprintln!(
+                            "[{}] {line}",
+                            self.key_dir.file_name().unwrap().to_string_lossy()
+                        );
+                        let hit = line.contains(needle);
+                        seen.push(line);
+                        if hit {
+                            return true;
+                        }
+                    }
+                    None => return false,
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "no line containing {needle:?}; got:\n{}",
+            seen.join("\n")
+        );
+        seen
+    }
+
+    async fn wait(&mut self, needle: &str) -> String {
+        self.until(needle).await.pop().unwrap()
+    }
+
+    /// Waits for a line containing each of `needles`, in any order; returns them in that order.
+    async fn wait_all(&mut self, needles: &[&str]) -> Vec<String> {
+        let mut found: Vec<Option<String>> = vec![None; needles.len()];
+        while found.iter().any(Option::is_none) {
+            let missing: Vec<&str> =
+                needles.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(n, _)| *n).collect();
+            let line = tokio::time::timeout(LIMIT, self.out.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("none of {missing:?} arrived"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("output ended before {missing:?}"));
+            eprintln!("[{}] {line}", self.key_dir.file_name().unwrap().to_string_lossy());
+            for (n, f) in needles.iter().zip(found.iter_mut()) {
+                if f.is_none() && line.contains(n) {
+                    *f = Some(line.clone());
+                }
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    async fn quit(mut self) {
+        self.send("/quit").await;
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(LIMIT, self.child.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+
+    /// The MLS state directory (one server, one identity under `KEY_DIR/e2e`).
+    fn state_dir(&self) -> PathBuf {
+        let e2e = self.key_dir.join("e2e");
+        let server = std::fs::read_dir(&e2e).unwrap().next().unwrap().unwrap().path();
+        std::fs::read_dir(server).unwrap().next().unwrap().unwrap().path()
+    }
+
+    fn keypair(&self) -> chatao_transport::Keypair {
+        chatao_transport::keys::load_or_generate(&self.key_dir).unwrap().0
+    }
+}
+
+/// Every byte of the server's data directory (database, WAL).
+fn data_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.extend(std::fs::read(path).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// alice creates `#sec` and adds each of `others`, who each see the welcome.
+async fn room_with(alice: &mut Chatao, others: &mut [&mut Chatao], open: bool) {
+    alice.send(if open { "/create --e2e #sec --open" } else { "/create --e2e #sec" }).await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    for o in others.iter_mut() {
+        let nick = o.key_dir.file_name().unwrap().to_string_lossy().into_owned();
+        // Its key packages went out before anything typed: once the server answers this, they
+        // are there.
+        o.send(&format!("/whois {nick}")).await;
+        let answer = if o.json { "\"whois\"".to_owned() } else { format!("{nick}: key") };
+        o.wait(&answer).await;
+        alice.send(&format!("/invite {nick}")).await;
+        alice.wait(&format!("{nick} (SHA256:")).await;
+        o.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+        o.wait("#sec is END-TO-END ENCRYPTED").await;
+        o.send("/switch #sec").await;
+    }
+}
+
+/// The sealed bodies of `room` with id > `after`, from the server's database.
+fn sealed_after(db: &Path, after: u64) -> Vec<(u64, u64, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(db.join("chatao.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, time, body FROM sealed WHERE room = '#sec' AND id > ?1 AND kind = 2 ORDER BY id")
+        .unwrap();
+    stmt.query_map([after as i64], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))
+    })
+    .unwrap()
+    .map(|r| {
+        let (id, time, body) = r.unwrap();
+        (id, time, base64::engine::general_purpose::STANDARD.decode(body).unwrap())
+    })
+    .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Feeds `msgs` to a copy of an MLS state under ids it has not seen; returns how many decrypted.
+fn decryptable(
+    state: &Path,
+    keys: &chatao_transport::Keypair,
+    msgs: &[(u64, u64, Vec<u8>)],
+) -> usize {
+    let mut e2e =
+        chatao_e2e::E2e::open(state, keys.secret_bytes(), &keys.public().fingerprint()).unwrap();
+    let base = e2e.last_id("#sec").unwrap_or(0) + 1_000_000;
+    msgs.iter()
+        .filter(|(id, time, body)| {
+            matches!(
+                e2e.process("#sec", base + id, *time, body),
+                Ok(chatao_e2e::Event::Application { .. })
+            )
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn three_members_chat_and_the_server_never_sees_the_plaintext() {
+    let server = server().await;
+    let (proxy, recorded) = recording_proxy(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), proxy, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), proxy, "bob", &[]).await;
+    let mut carol = Chatao::start(dir.path(), proxy, "carol", &["--json"]).await;
+    room_with(&mut alice, &mut [&mut bob, &mut carol], false).await;
+
+    alice.send("ALPHA-7f3e secret from alice").await;
+    bob.send("BRAVO-91ac secret from bob").await;
+    carol.send("/me CHARLIE-2b5d waves secretly").await;
+    // Line mode shows E2E messages as ordinary ones; JSON mode too.
+    let got = alice.wait_all(&["BRAVO-91ac", "CHARLIE-2b5d"]).await;
+    assert!(got[0].contains("#sec <bob> BRAVO-91ac"), "{got:?}");
+    assert!(got[1].contains("#sec * carol CHARLIE-2b5d"), "{got:?}");
+    bob.wait_all(&["ALPHA-7f3e", "CHARLIE-2b5d"]).await;
+    let got = carol.wait_all(&["ALPHA-7f3e", "BRAVO-91ac"]).await;
+    for (line, from) in got.iter().zip(["alice", "bob"]) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!((v["type"].as_str(), v["room"].as_str()), (Some("message"), Some("#sec")));
+        assert_eq!(v["from"].as_str(), Some(from));
+        assert!(v["id"].as_u64().unwrap() > 1);
+    }
+    // The positive control: a plain-room message does reach the database in clear.
+    alice.send("/say #lobby PLAIN-CONTROL-55aa").await;
+    bob.wait("PLAIN-CONTROL-55aa").await;
+
+    let stored = data_bytes(server.data_dir());
+    assert!(contains(&stored, "PLAIN-CONTROL-55aa"), "the control must be found");
+    let logs = server_log().lock().unwrap().clone();
+    assert!(!logs.is_empty(), "the server logged something");
+    let wire = recorded.lock().unwrap().clone();
+    assert!(wire.len() > 10_000, "the proxy recorded the traffic ({} bytes)", wire.len());
+    for secret in ["ALPHA-7f3e", "BRAVO-91ac", "CHARLIE-2b5d"] {
+        assert!(!contains(&stored, secret), "{secret} in the server's database");
+        assert!(!contains(&logs, secret), "{secret} in the server's logs");
+        assert!(!contains(&wire, secret), "{secret} on the wire at the server");
+    }
+    for c in [alice, bob, carol] {
+        c.quit().await;
+    }
+}
+
+#[tokio::test]
+async fn a_removed_member_cannot_decrypt_what_is_said_after() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+    room_with(&mut alice, &mut [&mut bob, &mut carol], false).await;
+    // Keep a copy of carol's MLS state as it is before her removal: a client that refused to
+    // forget it must still be unable to read what follows.
+    bob.send("warm-up").await;
+    carol.wait("warm-up").await;
+    let kept = dir.path().join("carol-state-copy");
+    copy_dir(&carol.state_dir(), &kept);
+    let kept2 = dir.path().join("carol-state-copy-2");
+    copy_dir(&kept, &kept2);
+    let last_before = sealed_after(server.data_dir(), 0).last().unwrap().0;
+    alice.send("before the removal").await;
+    carol.wait("before the removal").await;
+    let before = sealed_after(server.data_dir(), last_before);
+    let last_before = before.last().unwrap().0;
+
+    alice.send("/remove carol").await;
+    alice.wait("carol (SHA256:").await;
+    carol.wait("you were removed from the end-to-end encrypted room #sec").await;
+    alice.send("SECRET-AFTER-REMOVAL one").await;
+    bob.wait("SECRET-AFTER-REMOVAL one").await;
+    bob.send("SECRET-AFTER-REMOVAL two").await;
+    alice.wait("SECRET-AFTER-REMOVAL two").await;
+    // carol's client shows nothing of it: everything up to a later lobby message.
+    alice.send("/say #lobby marker after").await;
+    let seen = carol.until("marker after").await;
+    assert!(!seen.iter().any(|l| l.contains("SECRET-AFTER-REMOVAL")), "{seen:?}");
+
+    let after = sealed_after(server.data_dir(), last_before);
+    assert_eq!(after.len(), 2, "the two messages said after the removal are stored");
+    // The copy does read what was said before the removal (the check can succeed), and none
+    // of what was said after.
+    assert_eq!(decryptable(&kept, &carol.keypair(), &before), 1, "the control decrypts");
+    assert_eq!(decryptable(&kept2, &carol.keypair(), &after), 0, "carol's old state reads none");
+    for c in [alice, bob, carol] {
+        c.quit().await;
+    }
+}
+
+#[tokio::test]
+async fn a_late_joiner_cannot_decrypt_what_was_said_before() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], true).await;
+    alice.send("EARLY-SECRET from alice").await;
+    bob.wait("EARLY-SECRET from alice").await;
+    let early = sealed_after(server.data_dir(), 0);
+    assert_eq!(early.len(), 1);
+
+    // dave asks to join the open room: a member's client adds him.
+    let mut dave = Chatao::start(dir.path(), server.addr, "dave", &[]).await;
+    dave.send("/join #sec").await;
+    let seen = dave.until("added you to the END-TO-END ENCRYPTED room #sec").await;
+    dave.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.send("LATER-WORDS for dave too").await;
+    let more = dave.until("LATER-WORDS for dave too").await;
+    assert!(
+        !seen.iter().chain(&more).any(|l| l.contains("EARLY-SECRET")),
+        "dave must not see what was said before he joined"
+    );
+    // dave's own state cannot decrypt the earlier ciphertext either, even if handed it.
+    let copy = dir.path().join("dave-state-copy");
+    copy_dir(&dave.state_dir(), &copy);
+    assert_eq!(decryptable(&copy, &dave.keypair(), &early), 0);
+    for c in [alice, bob, dave] {
+        c.quit().await;
+    }
+}
+
+#[tokio::test]
+async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    // bob and mallory connect once: their nicknames are registered and their key packages
+    // uploaded. Then they leave.
+    let bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let mallory = Chatao::start(dir.path(), server.addr, "mallory", &[]).await;
+    let bob_fp = bob.keypair().public().fingerprint();
+    let mallory_fp = mallory.keypair().public().fingerprint();
+    bob.quit().await;
+    mallory.quit().await;
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.send("/create --e2e #sec").await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.quit().await;
+
+    // The "modified server": its operator swaps bob's key packages for mallory's in the
+    // database, so that whoever adds bob adds mallory's key instead.
+    let data = server.data_dir().to_owned();
+    let server = server.restart(|_| {}).await;
+    let _ = &data;
+    {
+        let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE key_packages SET package = (SELECT package FROM key_packages WHERE fingerprint = ?1 LIMIT 1) WHERE fingerprint = ?2",
+                [&mallory_fp, &bob_fp],
+            )
+            .unwrap();
+        assert!(n > 0);
+    }
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.send("/switch #sec").await;
+    alice.send("/invite bob").await;
+    let warning = alice.wait("WARNING").await;
+    assert!(warning.contains("FORGED"), "{warning}");
+    assert!(warning.contains(&mallory_fp) && warning.contains(&bob_fp), "{warning}");
+    assert!(warning.contains("bob was NOT added to #sec"), "{warning}");
+    alice.send("/safety").await;
+    let lines = alice.until("MLS key").await;
+    assert!(lines.iter().any(|l| l.contains("1 members")), "{lines:?}");
+    alice.quit().await;
+
+    // Second trick: the server now says the nickname bob belongs to mallory's key, and hands
+    // out mallory's genuine key package for "bob". The package is consistent with the key the
+    // server names, but alice's client pinned bob's key the first time: it refuses.
+    let server = server.restart(|_| {}).await;
+    {
+        let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+        conn.execute("UPDATE nicks SET fingerprint = ?1 WHERE folded = 'bob'", [&mallory_fp])
+            .unwrap();
+    }
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.send("/switch #sec").await;
+    alice.send("/invite bob").await;
+    let warning = alice.wait("WARNING").await;
+    assert!(
+        warning.contains(&format!("the server says bob has the key {mallory_fp}")),
+        "{warning}"
+    );
+    assert!(warning.contains(&format!("pinned to {bob_fp}")), "{warning}");
+    alice.wait("bob was NOT added to #sec").await;
+    alice.quit().await;
+    // Nothing was committed: the room is still at epoch 0 with alice alone.
+    let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+    let epoch: i64 = conn
+        .query_row("SELECT epoch FROM e2e_rooms WHERE room = '#sec'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(epoch, 0);
+}
+
+#[tokio::test]
+async fn history_replays_after_a_client_restart_and_the_state_is_private() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], false).await;
+    alice.send("FIRST said while bob was here").await;
+    bob.wait("FIRST said while bob was here").await;
+    bob.send("SECOND from bob").await;
+    alice.wait("SECOND from bob").await;
+    bob.quit().await;
+    alice.send("THIRD said while bob was away").await;
+    alice.wait("THIRD said while bob was away").await;
+
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let got = bob
+        .wait_all(&[
+            "FIRST said while bob was here",
+            "SECOND from bob",
+            "THIRD said while bob was away",
+        ])
+        .await;
+    assert!(got[0].contains("(history) #sec <alice>"), "{got:?}");
+    assert!(got[1].contains("(history) #sec <bob>"), "{got:?}");
+    assert!(got[2].contains("#sec <alice> THIRD"), "{got:?}");
+    // And the room goes on.
+    bob.send("/switch #sec").await;
+    bob.send("FOURTH after the restart").await;
+    alice.wait("FOURTH after the restart").await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let state = bob.state_dir();
+        let mut files = 0;
+        let mut stack = vec![state];
+        while let Some(d) = stack.pop() {
+            assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o077, 0, "{d:?}");
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files += 1;
+                    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                    assert_eq!(mode, 0o600, "{p:?}");
+                }
+            }
+        }
+        assert!(files > 0);
+    }
+    alice.quit().await;
+    bob.quit().await;
+}
+
+#[tokio::test]
+async fn a_member_who_parts_is_removed_from_the_group_by_the_others() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+    room_with(&mut alice, &mut [&mut bob, &mut carol], false).await;
+    carol.send("/part #sec").await;
+    carol.wait("carol left #sec (left the room)").await;
+    // The first remaining member's client to commit removes carol's key; both see it.
+    alice.wait("was removed by").await;
+    let removed = bob.wait("was removed by").await;
+    assert!(removed.contains("#sec: carol (SHA256:"), "{removed}");
+    alice.send("/safety").await;
+    let lines = alice.until("MLS key").await;
+    assert!(lines.iter().any(|l| l.contains("2 members")), "{lines:?}");
+    alice.send("AFTER-CAROL-LEFT").await;
+    bob.wait("AFTER-CAROL-LEFT").await;
+    alice.send("/say #lobby marker").await;
+    let seen = carol.until("marker").await;
+    assert!(!seen.iter().any(|l| l.contains("AFTER-CAROL-LEFT")), "{seen:?}");
+    // She cannot come back on her own.
+    carol.send("/join #sec").await;
+    carol.wait("not_invited").await;
+    for c in [alice, bob, carol] {
+        c.quit().await;
+    }
+}
+
+#[tokio::test]
+async fn a_member_removed_while_away_learns_it_on_return_and_can_be_added_again() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], false).await;
+    bob.quit().await;
+    alice.send("/remove bob").await;
+    alice.wait("was removed by alice").await;
+    alice.send("WHILE-BOB-WAS-OUT").await;
+    alice.wait("WHILE-BOB-WAS-OUT").await;
+
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let seen = bob.until("you are no longer a member of #sec").await;
+    assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");
+    bob.send("/whois bob").await;
+    bob.wait("bob: key").await;
+    alice.send("/invite bob").await;
+    bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    alice.send("WELCOME-BACK").await;
+    let seen = bob.until("WELCOME-BACK").await;
+    assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");
+    alice.quit().await;
+    bob.quit().await;
+}
+
+#[tokio::test]
+async fn a_member_away_for_more_than_one_replay_catches_up_on_everything() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], false).await;
+    bob.quit().await;
+    // More than the 500 messages one replay carries.
+    let lines: String = (1..=510).map(|i| format!("away-{i:03}\n")).collect();
+    alice.send(lines.trim_end()).await;
+    alice.wait("away-510").await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let seen = bob.until("away-510").await;
+    let got = seen.iter().filter(|l| l.contains("<alice> away-")).count();
+    assert_eq!(got, 510, "every message, once");
+    alice.quit().await;
+    bob.quit().await;
+}

@@ -1,0 +1,133 @@
+//! The commands of end-to-end encrypted rooms: `create`, `key_packages`,
+//! `fetch_key_package`, `commit` and `sealed`. The hub's side is in `hub/e2e.rs`; the server
+//! never reads the MLS bodies, it only checks they are base64 within the size limit.
+
+use chatao_proto::{SealedWelcome, ServerMsg};
+
+use super::{Replay, Reply, SessionState, error};
+use crate::hub::{E2eRefusal, Hub};
+
+/// The error reply for an E2E refusal (a join request sent is a notice, not an error).
+pub fn refusal(e: E2eRefusal) -> Reply {
+    match e {
+        E2eRefusal::Requested(_) => Reply::Send(ServerMsg::Notice { text: e.to_string() }),
+        e => error(e.code(), e.to_string()),
+    }
+}
+
+/// `create`: a new room, plain or end-to-end encrypted; the creator joins it.
+#[derive(Debug)]
+pub struct Create {
+    pub room: String,
+    pub e2e: bool,
+    pub open: bool,
+}
+
+impl Create {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let room = match super::room(&self.room) {
+            Ok(room) => room,
+            Err(reply) => return *reply,
+        };
+        match hub.create(session.id, &room, self.e2e, self.open) {
+            Ok(joined) => Reply::Replay(Box::new(Replay {
+                joined,
+                since: None,
+                limit: hub.config().history_on_join,
+                intro: true,
+            })),
+            Err(e) => refusal(e),
+        }
+    }
+}
+
+/// `key_packages`: this key's MLS key packages, for others to add it to rooms.
+#[derive(Debug)]
+pub struct KeyPackages {
+    pub packages: Vec<String>,
+}
+
+impl KeyPackages {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        match hub.upload_key_packages(session.id, self.packages) {
+            Ok(()) => Reply::Nothing,
+            Err(e) => refusal(e),
+        }
+    }
+}
+
+/// `fetch_key_package`: one key package of another user's key.
+#[derive(Debug)]
+pub struct FetchKeyPackage {
+    pub nick: String,
+    pub room: Option<String>,
+}
+
+impl FetchKeyPackage {
+    pub fn apply(self, hub: &Hub) -> Reply {
+        let room = match self.room.map(|r| super::room(&r)).transpose() {
+            Ok(room) => room,
+            Err(reply) => return *reply,
+        };
+        match hub.fetch_key_package(&self.nick, room) {
+            Ok(msg) => Reply::Send(msg),
+            Err(e) => refusal(e),
+        }
+    }
+}
+
+/// `commit`: an MLS commit, ordered by epoch.
+#[derive(Debug)]
+pub struct Commit {
+    pub room: String,
+    pub epoch: u64,
+    pub body: String,
+    pub welcome: Option<SealedWelcome>,
+    pub adds: Vec<String>,
+    pub removes: Vec<String>,
+}
+
+impl Commit {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let room = match super::room(&self.room) {
+            Ok(room) => room,
+            Err(reply) => return *reply,
+        };
+        match hub.commit(
+            session.id,
+            &room,
+            self.epoch,
+            self.body,
+            self.welcome,
+            self.adds,
+            self.removes,
+        ) {
+            Ok(_) => Reply::Nothing,
+            Err(e) => refusal(e),
+        }
+    }
+}
+
+/// `sealed`: an MLS application message.
+#[derive(Debug)]
+pub struct Sealed {
+    pub room: String,
+    pub epoch: u64,
+    pub body: String,
+}
+
+impl Sealed {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let room = match super::room(&self.room) {
+            Ok(room) => room,
+            Err(reply) => return *reply,
+        };
+        if let Some(why) = hub.access().muted(&session.fingerprint) {
+            return error(chatao_proto::ErrorCode::Muted, why);
+        }
+        match hub.seal(session.id, &room, self.epoch, self.body) {
+            Ok(_) => Reply::Nothing,
+            Err(e) => refusal(e),
+        }
+    }
+}

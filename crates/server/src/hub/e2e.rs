@@ -1,0 +1,504 @@
+//! End-to-end encrypted rooms: the hub as an MLS delivery service.
+//!
+//! The server never sees a group secret. For each E2E room it keeps only what delivery needs:
+//! whether the room is open, its current epoch (as the clients state it), and the keys it is
+//! delivered to (persistent membership by fingerprint: a member who disconnects stays a member
+//! and catches up from history). What it orders and relays are opaque MLS messages:
+//!
+//! - a `commit` is accepted only at the room's current epoch, which it then increments, so
+//!   concurrent commits are serialised (the loser gets `stale_epoch`, processes the winner's
+//!   commit and tries again);
+//! - application messages (`sealed`) get the room's next message id like plain messages, and
+//!   are stored and relayed as ciphertext;
+//! - welcomes go straight to the added key's sessions, and wait in the store while it is
+//!   offline;
+//! - key packages are kept per key (at most [`MAX_KEY_PACKAGES`]) and handed out one per fetch.
+//!
+//! Room events still leave through the bus, so the order, persistence-before-delivery and
+//! catch-up guarantees of plain rooms hold unchanged. E2E rooms work on a standalone server.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use chatao_proto::{
+    ErrorCode, LeaveReason, Nick, RoomName, SealedKind, SealedWelcome, ServerMsg, encode,
+};
+
+use super::{Hub, Joined, SessionId, State, now_millis};
+use crate::bus::{BusEvent, BusFull};
+use crate::limits::{MAX_COMMIT_CHANGES, MAX_KEY_PACKAGES, MAX_PENDING_WELCOMES, MAX_SEALED_BYTES};
+use crate::store::e2e::{E2ePersist, WelcomeRecord};
+use crate::store::{Persist, Store, StoreError, StoredSealed};
+
+/// Why the hub refused an E2E request. Each maps to one wire error code ([`E2eRefusal::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum E2eRefusal {
+    #[error("{0} already exists")]
+    RoomExists(RoomName),
+    #[error("{0} is an end-to-end encrypted room: only its members' clients can send there")]
+    E2eRoom(RoomName),
+    #[error("{0} is not an end-to-end encrypted room")]
+    NotE2e(RoomName),
+    #[error("{0} is invite-only: a member must /invite you")]
+    NotInvited(RoomName),
+    #[error("you are not a member of {0}")]
+    NotMember(RoomName),
+    #[error("{room} is at epoch {current}: process the messages that came in, then commit again")]
+    StaleEpoch { room: RoomName, current: u64 },
+    #[error(
+        "{0} has no key package on this server (they must connect once with a client that supports E2E rooms)"
+    )]
+    NoKeyPackage(String),
+    #[error("no user called {0} is known")]
+    NoSuchNick(String),
+    #[error("asked the members of {0} to add you; wait for their client")]
+    Requested(RoomName),
+    #[error("no member of {0} is online to add you; try again later")]
+    NobodyOnline(RoomName),
+    #[error("invalid E2E message: {0}")]
+    Invalid(&'static str),
+    #[error("the server is busy; your message was not accepted, try again")]
+    Busy,
+    #[error("no such session")]
+    UnknownSession,
+    #[error(
+        "end-to-end encrypted rooms need a standalone server: this server is one node of a cluster"
+    )]
+    InCluster,
+}
+
+impl E2eRefusal {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            E2eRefusal::RoomExists(_) => ErrorCode::RoomExists,
+            E2eRefusal::E2eRoom(_) | E2eRefusal::NotE2e(_) => ErrorCode::E2eRoom,
+            E2eRefusal::NotInvited(_) => ErrorCode::NotInvited,
+            E2eRefusal::NotMember(_) => ErrorCode::NotInRoom,
+            E2eRefusal::StaleEpoch { .. } => ErrorCode::StaleEpoch,
+            E2eRefusal::NoKeyPackage(_) => ErrorCode::NoKeyPackage,
+            E2eRefusal::NoSuchNick(_) => ErrorCode::NoSuchNick,
+            E2eRefusal::Busy => ErrorCode::Busy,
+            E2eRefusal::Requested(_)
+            | E2eRefusal::NobodyOnline(_)
+            | E2eRefusal::Invalid(_)
+            | E2eRefusal::UnknownSession
+            | E2eRefusal::InCluster => ErrorCode::Other,
+        }
+    }
+}
+
+/// The E2E part of the hub's state (inside [`State`], under the same lock).
+#[derive(Debug, Default)]
+pub(super) struct E2eState {
+    rooms: HashMap<RoomName, E2eRoom>,
+    /// Fingerprint to key packages (base64), oldest first, at most [`MAX_KEY_PACKAGES`].
+    key_packages: HashMap<String, VecDeque<String>>,
+    /// Fingerprint to the welcomes waiting for it, at most [`MAX_PENDING_WELCOMES`].
+    welcomes: HashMap<String, Vec<WelcomeRecord>>,
+}
+
+#[derive(Debug)]
+struct E2eRoom {
+    open: bool,
+    epoch: u64,
+    /// Fingerprints the room is delivered to.
+    members: BTreeSet<String>,
+}
+
+impl E2eState {
+    /// What the store remembers.
+    pub(super) fn load(store: &Store) -> Result<E2eState, StoreError> {
+        let mut st = E2eState::default();
+        for rec in store.load_e2e_rooms()? {
+            let members = rec.members.into_iter().collect();
+            st.rooms.insert(rec.room, E2eRoom { open: rec.open, epoch: rec.epoch, members });
+        }
+        for (fp, packages) in store.load_key_packages()? {
+            st.key_packages.insert(fp, packages.into_iter().collect());
+        }
+        for w in store.load_welcomes()? {
+            st.welcomes.entry(w.fingerprint.clone()).or_default().push(w);
+        }
+        Ok(st)
+    }
+
+    /// True if `room` is end-to-end encrypted.
+    pub(super) fn is_e2e(&self, room: &RoomName) -> bool {
+        self.rooms.contains_key(room)
+    }
+}
+
+/// A base64 body within the size limit.
+fn check_body(body: &str) -> Result<(), E2eRefusal> {
+    if body.is_empty() || body.len() > MAX_SEALED_BYTES {
+        return Err(E2eRefusal::Invalid("empty or too large body"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map(|_| ())
+        .map_err(|_| E2eRefusal::Invalid("body is not base64"))
+}
+
+/// A fingerprint in normal form (what the server itself sends).
+fn check_fingerprint(fp: &str) -> Result<(), E2eRefusal> {
+    if fp.len() == 50 && fp.starts_with("SHA256:") {
+        Ok(())
+    } else {
+        Err(E2eRefusal::Invalid("not a key fingerprint"))
+    }
+}
+
+fn persist(st: &mut State, hub: &Hub, p: E2ePersist) {
+    let seq = st.next_seq();
+    hub.bus().send_control(BusEvent {
+        seq,
+        room: None,
+        bytes: Bytes::new(),
+        persist: Persist::E2e(p),
+    });
+}
+
+impl State {
+    /// The sessions online under key `fp`.
+    fn sessions_of(&self, fp: &str) -> Vec<SessionId> {
+        self.users.iter().filter(|(_, u)| u.fingerprint == fp).map(|(id, _)| *id).collect()
+    }
+
+    /// The fingerprint of the user called `nick`: online, or the key that registered it.
+    fn fingerprint_of(&self, nick: &str) -> Option<(Nick, String)> {
+        let n = Nick::parse(nick).ok()?;
+        if let Some(u) = self.nicks.get(&n.folded()).and_then(|id| self.users.get(id)) {
+            return Some((u.nick.clone(), u.fingerprint.clone()));
+        }
+        self.owners.get(&n.folded()).map(|fp| (n, fp.clone()))
+    }
+}
+
+impl Hub {
+    /// True if `room` is an end-to-end encrypted room.
+    pub fn is_e2e(&self, room: &RoomName) -> bool {
+        self.lock().e2e.is_e2e(room)
+    }
+
+    /// Creates `room` (refused if it exists, in memory or as an E2E room) and joins `id` to it.
+    /// An E2E room starts at epoch 0 with the creator's key as its only member.
+    pub fn create(
+        &self,
+        id: SessionId,
+        room: &RoomName,
+        e2e: bool,
+        open: bool,
+    ) -> Result<Joined, E2eRefusal> {
+        {
+            let mut st = self.lock();
+            let fp = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?.fingerprint.clone();
+            if st.rooms.contains_key(room) || st.e2e.is_e2e(room) {
+                return Err(E2eRefusal::RoomExists(room.clone()));
+            }
+            if e2e && st.link.is_some() {
+                // Their ids, epochs and membership would have to go through the cluster's
+                // stream (docs/ARCHITECTURE.md says how); until then, refused.
+                return Err(E2eRefusal::InCluster);
+            }
+            if e2e {
+                let members = BTreeSet::from([fp.clone()]);
+                st.e2e.rooms.insert(room.clone(), E2eRoom { open, epoch: 0, members });
+                persist(&mut st, self, E2ePersist::Room { room: room.clone(), open, epoch: 0 });
+                persist(
+                    &mut st,
+                    self,
+                    E2ePersist::Member { room: room.clone(), fingerprint: fp, present: true },
+                );
+            }
+        }
+        self.join(id, room).map_err(|_| E2eRefusal::UnknownSession)
+    }
+
+    /// Decides whether `id` may join `room`: anyone may join a plain room; an E2E room only its
+    /// members' keys. A non-member asking to join an open E2E room has its request passed to
+    /// the members online (`join_request`), whose clients add it.
+    pub fn admit(&self, id: SessionId, room: &RoomName) -> Result<(), E2eRefusal> {
+        let mut st = self.lock();
+        let Some(r) = st.e2e.rooms.get(room) else { return Ok(()) };
+        let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
+        let (nick, fp) = (user.nick.clone(), user.fingerprint.clone());
+        if r.members.contains(&fp) {
+            // Joining is what a welcome was waiting for.
+            let had = st.e2e.welcomes.get_mut(&fp).map(|ws| {
+                let before = ws.len();
+                ws.retain(|w| &w.room != room);
+                before != ws.len()
+            });
+            if had == Some(true) {
+                persist(
+                    &mut st,
+                    self,
+                    E2ePersist::WelcomeDone { fingerprint: fp, room: room.clone() },
+                );
+            }
+            return Ok(());
+        }
+        if !r.open {
+            return Err(E2eRefusal::NotInvited(room.clone()));
+        }
+        let online: Vec<SessionId> =
+            st.rooms.get(room).map(|r| r.member_ids().collect()).unwrap_or_default();
+        if online.is_empty() {
+            return Err(E2eRefusal::NobodyOnline(room.clone()));
+        }
+        let req = ServerMsg::JoinRequest { room: room.clone(), nick, fingerprint: fp };
+        st.tell(&online, &encode(&req));
+        Err(E2eRefusal::Requested(room.clone()))
+    }
+
+    /// Stores `packages` (base64 MLS key packages) for `id`'s key, keeping the newest
+    /// [`MAX_KEY_PACKAGES`], then hands the session the welcomes waiting for its key.
+    pub fn upload_key_packages(
+        &self,
+        id: SessionId,
+        packages: Vec<String>,
+    ) -> Result<(), E2eRefusal> {
+        for p in &packages {
+            check_body(p)?;
+        }
+        let mut st = self.lock();
+        let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
+        let (fp, mailbox) = (user.fingerprint.clone(), user.mailbox.clone());
+        let kept = st.e2e.key_packages.entry(fp.clone()).or_default();
+        kept.extend(packages);
+        while kept.len() > MAX_KEY_PACKAGES {
+            kept.pop_front();
+        }
+        let packages = kept.iter().cloned().collect();
+        persist(&mut st, self, E2ePersist::KeyPackages { fingerprint: fp.clone(), packages });
+        for w in st.e2e.welcomes.get(&fp).into_iter().flatten() {
+            let msg = ServerMsg::Invited {
+                room: w.room.clone(),
+                from: w.from.clone(),
+                id: w.id,
+                body: w.body.clone(),
+            };
+            mailbox.deliver(&encode(&msg));
+        }
+        Ok(())
+    }
+
+    /// One key package of `nick`'s key (the last one is kept and handed out again).
+    pub fn fetch_key_package(
+        &self,
+        nick: &str,
+        room: Option<RoomName>,
+    ) -> Result<ServerMsg, E2eRefusal> {
+        let mut st = self.lock();
+        let (nick, fp) =
+            st.fingerprint_of(nick).ok_or_else(|| E2eRefusal::NoSuchNick(nick.to_owned()))?;
+        let kept = st.e2e.key_packages.get_mut(&fp);
+        let package = match kept {
+            Some(k) if k.len() > 1 => k.pop_front(),
+            Some(k) => k.front().cloned(),
+            None => None,
+        }
+        .ok_or_else(|| E2eRefusal::NoKeyPackage(nick.to_string()))?;
+        if let Some(k) = st.e2e.key_packages.get(&fp) {
+            let packages = k.iter().cloned().collect();
+            persist(&mut st, self, E2ePersist::KeyPackages { fingerprint: fp.clone(), packages });
+        }
+        Ok(ServerMsg::KeyPackage { nick, fingerprint: fp, package, room })
+    }
+
+    /// Orders an MLS commit made at `epoch` by `id` in `room`: refused unless `epoch` is the
+    /// room's current epoch; then the room moves to the next epoch, the commit gets the room's
+    /// next message id, is stored and relayed to the members, the delivery list gains `adds`
+    /// and loses `removes` (their sessions leave the room), and `welcome` goes to its key.
+    /// Returns the commit's message id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &self,
+        id: SessionId,
+        room_name: &RoomName,
+        epoch: u64,
+        body: String,
+        welcome: Option<SealedWelcome>,
+        adds: Vec<String>,
+        removes: Vec<String>,
+    ) -> Result<u64, E2eRefusal> {
+        check_body(&body)?;
+        if adds.len() + removes.len() > MAX_COMMIT_CHANGES {
+            return Err(E2eRefusal::Invalid("too many changes in one commit"));
+        }
+        for fp in adds.iter().chain(&removes) {
+            check_fingerprint(fp)?;
+        }
+        if let Some(w) = &welcome {
+            check_fingerprint(&w.to)?;
+            check_body(&w.body)?;
+        }
+        let mut st = self.lock();
+        let msg_id =
+            self.order_sealed(&mut st, id, room_name, Some(epoch), None, SealedKind::Commit, body)?;
+        let from = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?.nick.clone();
+        let Some(r) = st.e2e.rooms.get_mut(room_name) else {
+            return Err(E2eRefusal::NotE2e(room_name.clone()));
+        };
+        r.epoch += 1;
+        let (open, new_epoch) = (r.open, r.epoch);
+        let added: Vec<String> =
+            adds.into_iter().filter(|fp| r.members.insert(fp.clone())).collect();
+        let removed: Vec<String> = removes.into_iter().filter(|fp| r.members.remove(fp)).collect();
+        persist(
+            &mut st,
+            self,
+            E2ePersist::Room { room: room_name.clone(), open, epoch: new_epoch },
+        );
+        for fp in added {
+            persist(
+                &mut st,
+                self,
+                E2ePersist::Member { room: room_name.clone(), fingerprint: fp, present: true },
+            );
+        }
+        for fp in removed {
+            self.expel(&mut st, room_name, &fp, &from);
+        }
+        if let Some(w) = welcome {
+            let rec = WelcomeRecord {
+                fingerprint: w.to.clone(),
+                room: room_name.clone(),
+                from: from.clone(),
+                id: msg_id,
+                body: w.body,
+            };
+            let invited = ServerMsg::Invited {
+                room: room_name.clone(),
+                from,
+                id: msg_id,
+                body: rec.body.clone(),
+            };
+            let sessions = st.sessions_of(&w.to);
+            st.tell(&sessions, &encode(&invited));
+            let waiting = st.e2e.welcomes.entry(w.to).or_default();
+            waiting.retain(|x| &x.room != room_name);
+            if waiting.len() >= MAX_PENDING_WELCOMES {
+                waiting.remove(0);
+            }
+            waiting.push(rec.clone());
+            persist(&mut st, self, E2ePersist::Welcome(rec));
+        }
+        Ok(msg_id)
+    }
+
+    /// Orders an MLS application message from `id` in `room`. The stated epoch is stored and
+    /// relayed but not checked: receivers keep a few past epochs' secrets.
+    pub fn seal(
+        &self,
+        id: SessionId,
+        room_name: &RoomName,
+        epoch: u64,
+        body: String,
+    ) -> Result<u64, E2eRefusal> {
+        check_body(&body)?;
+        let mut st = self.lock();
+        self.order_sealed(&mut st, id, room_name, None, Some(epoch), SealedKind::Application, body)
+    }
+
+    /// A member of an E2E room parts: its key leaves the delivery list (the remaining members'
+    /// clients then commit its removal). Does nothing for plain rooms.
+    pub fn e2e_part(&self, id: SessionId, room: &RoomName) {
+        let mut st = self.lock();
+        let Ok(fp) = st.user(id).map(|u| u.fingerprint.clone()) else { return };
+        let Some(r) = st.e2e.rooms.get_mut(room) else { return };
+        if r.members.remove(&fp) {
+            persist(
+                &mut st,
+                self,
+                E2ePersist::Member { room: room.clone(), fingerprint: fp, present: false },
+            );
+        }
+    }
+
+    /// Member check, id and bus hand-off for a sealed message: `check_epoch` must be the room's
+    /// epoch (commits); `stated_epoch` is only recorded (application messages).
+    #[allow(clippy::too_many_arguments)]
+    fn order_sealed(
+        &self,
+        st: &mut State,
+        id: SessionId,
+        room_name: &RoomName,
+        check_epoch: Option<u64>,
+        stated_epoch: Option<u64>,
+        kind: SealedKind,
+        body: String,
+    ) -> Result<u64, E2eRefusal> {
+        let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
+        let (from, fp) = (user.nick.clone(), user.fingerprint.clone());
+        let r = st.e2e.rooms.get(room_name).ok_or_else(|| E2eRefusal::NotE2e(room_name.clone()))?;
+        if !r.members.contains(&fp) {
+            return Err(E2eRefusal::NotMember(room_name.clone()));
+        }
+        let current = r.epoch;
+        if let Some(epoch) = check_epoch
+            && epoch != current
+        {
+            return Err(E2eRefusal::StaleEpoch { room: room_name.clone(), current });
+        }
+        let epoch = check_epoch.or(stated_epoch).unwrap_or(current);
+        let seq = st.seq + 1;
+        let room = st
+            .rooms
+            .get_mut(room_name)
+            .filter(|r| r.contains(id))
+            .ok_or_else(|| E2eRefusal::NotMember(room_name.clone()))?;
+        let msg_id = room.last_id() + 1;
+        let stored = StoredSealed {
+            room: room_name.clone(),
+            id: msg_id,
+            time: now_millis(),
+            from,
+            epoch,
+            kind,
+            body,
+        };
+        let ev = BusEvent {
+            seq,
+            room: Some(room_name.clone()),
+            bytes: encode(&stored.to_msg(false)),
+            persist: Persist::E2e(E2ePersist::Sealed(stored)),
+        };
+        match self.bus().send_message(ev) {
+            Ok(()) => {}
+            Err(BusFull::Busy | BusFull::Closed) => return Err(E2eRefusal::Busy),
+        }
+        room.next_id();
+        st.seq = seq;
+        Ok(msg_id)
+    }
+
+    /// Takes key `fp` off `room`'s delivery list: its sessions leave the room (`kicked`, "removed
+    /// by ..."), its waiting welcome is dropped.
+    fn expel(&self, st: &mut State, room: &RoomName, fp: &str, by: &Nick) {
+        persist(
+            st,
+            self,
+            E2ePersist::Member { room: room.clone(), fingerprint: fp.to_owned(), present: false },
+        );
+        if let Some(ws) = st.e2e.welcomes.get_mut(fp) {
+            ws.retain(|w| &w.room != room);
+            persist(
+                st,
+                self,
+                E2ePersist::WelcomeDone { fingerprint: fp.to_owned(), room: room.clone() },
+            );
+        }
+        for sid in st.sessions_of(fp) {
+            let Some(nick) = st.users.get(&sid).map(|u| u.nick.clone()) else { continue };
+            let message = Some(format!("removed from {room} by {by}"));
+            if st.part_locked(sid, room, &nick, LeaveReason::Kicked, message, self.bus())
+                && let Some(u) = st.users.get_mut(&sid)
+            {
+                u.rooms.retain(|r| r != room);
+            }
+        }
+    }
+}

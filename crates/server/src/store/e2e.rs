@@ -1,0 +1,389 @@
+//! What the store keeps for end-to-end encrypted rooms: only what a delivery service needs,
+//! never a group secret.
+//!
+//! - `e2e_rooms`: each E2E room's mode (open or invite-only) and current epoch;
+//! - `e2e_members`: who the room is delivered to, by key fingerprint (persistent membership,
+//!   not presence);
+//! - `sealed`: the room's MLS messages (commits and application messages) as the clients sent
+//!   them (base64 of ciphertext), under the room's message ids;
+//! - `e2e_welcomes`: the welcome waiting for a key that was added while offline;
+//! - `key_packages`: the MLS key packages each key uploaded (public by design).
+//!
+//! The tables are created by [`migrate`] on open (additive: a schema 2 database gains them).
+
+use chatao_proto::{Nick, RoomName, SealedKind, ServerMsg};
+use rusqlite::{Connection, Transaction, params};
+
+use super::{Store, StoreError};
+
+/// One stored MLS message of an E2E room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSealed {
+    pub room: RoomName,
+    pub id: u64,
+    pub time: u64,
+    pub from: Nick,
+    pub epoch: u64,
+    pub kind: SealedKind,
+    /// Base64 of the MLS message, exactly as the sender wrote it.
+    pub body: String,
+}
+
+impl StoredSealed {
+    /// The wire message, marked as history or live.
+    pub fn to_msg(&self, history: bool) -> ServerMsg {
+        ServerMsg::Sealed {
+            room: self.room.clone(),
+            id: self.id,
+            time: self.time,
+            from: self.from.clone(),
+            epoch: self.epoch,
+            kind: self.kind,
+            body: self.body.clone(),
+            history,
+        }
+    }
+}
+
+/// An E2E room as remembered across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct E2eRoomRecord {
+    pub room: RoomName,
+    pub open: bool,
+    pub epoch: u64,
+    pub members: Vec<String>,
+}
+
+/// A welcome waiting for its key to come online.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WelcomeRecord {
+    pub fingerprint: String,
+    pub room: RoomName,
+    pub from: Nick,
+    pub id: u64,
+    pub body: String,
+}
+
+/// What the bus persists for E2E rooms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum E2ePersist {
+    /// A room's mode and epoch (created or moved to a new epoch).
+    Room {
+        room: RoomName,
+        open: bool,
+        epoch: u64,
+    },
+    /// A key added to (`true`) or removed from (`false`) a room's delivery list.
+    Member {
+        room: RoomName,
+        fingerprint: String,
+        present: bool,
+    },
+    Sealed(StoredSealed),
+    /// A welcome to keep until its key joins (replaces an older one for the same room).
+    Welcome(WelcomeRecord),
+    /// The welcome for `fingerprint` in `room` is no longer needed.
+    WelcomeDone {
+        fingerprint: String,
+        room: RoomName,
+    },
+    /// The key packages `fingerprint` has on offer now (replaces the previous set).
+    KeyPackages {
+        fingerprint: String,
+        packages: Vec<String>,
+    },
+}
+
+fn kind_code(k: SealedKind) -> i64 {
+    match k {
+        SealedKind::Commit => 1,
+        SealedKind::Application | SealedKind::Other => 2,
+    }
+}
+
+fn kind_from(code: i64) -> SealedKind {
+    if code == 1 { SealedKind::Commit } else { SealedKind::Application }
+}
+
+/// Creates the E2E tables if missing.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS e2e_rooms (
+             room TEXT PRIMARY KEY, open INTEGER NOT NULL, epoch INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS e2e_members (
+             room TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (room, fingerprint))
+             WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS sealed (
+             room TEXT NOT NULL, id INTEGER NOT NULL, time INTEGER NOT NULL,
+             sender TEXT NOT NULL, epoch INTEGER NOT NULL, kind INTEGER NOT NULL,
+             body TEXT NOT NULL, PRIMARY KEY (room, id)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS e2e_welcomes (
+             fingerprint TEXT NOT NULL, room TEXT NOT NULL, sender TEXT NOT NULL,
+             id INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (fingerprint, room))
+             WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS key_packages (
+             fingerprint TEXT NOT NULL, seq INTEGER NOT NULL, package TEXT NOT NULL,
+             PRIMARY KEY (fingerprint, seq)) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
+
+/// Writes one E2E record inside the bus's transaction.
+pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreError> {
+    match p {
+        E2ePersist::Room { room, open, epoch } => {
+            tx.prepare_cached(
+                "INSERT INTO e2e_rooms (room, open, epoch) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room) DO UPDATE SET open = excluded.open, epoch = excluded.epoch",
+            )?
+            .execute(params![room.as_str(), *open as i64, *epoch as i64])?;
+        }
+        E2ePersist::Member { room, fingerprint, present: true } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO e2e_members (room, fingerprint) VALUES (?1, ?2)",
+            )?
+            .execute(params![room.as_str(), fingerprint])?;
+        }
+        E2ePersist::Member { room, fingerprint, present: false } => {
+            tx.prepare_cached("DELETE FROM e2e_members WHERE room = ?1 AND fingerprint = ?2")?
+                .execute(params![room.as_str(), fingerprint])?;
+        }
+        E2ePersist::Sealed(m) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO sealed (room, id, time, sender, epoch, kind, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                m.room.as_str(),
+                m.id as i64,
+                m.time as i64,
+                m.from.as_str(),
+                m.epoch as i64,
+                kind_code(m.kind),
+                m.body
+            ])?;
+            // Message ids are shared with plain messages: remember the last one so that ids
+            // continue after a restart.
+            tx.prepare_cached(
+                "INSERT INTO rooms (room, last_id) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO UPDATE SET last_id = MAX(rooms.last_id, excluded.last_id)",
+            )?
+            .execute(params![m.room.as_str(), m.id as i64])?;
+        }
+        E2ePersist::Welcome(w) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO e2e_welcomes (fingerprint, room, sender, id, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                w.fingerprint,
+                w.room.as_str(),
+                w.from.as_str(),
+                w.id as i64,
+                w.body
+            ])?;
+        }
+        E2ePersist::WelcomeDone { fingerprint, room } => {
+            tx.prepare_cached("DELETE FROM e2e_welcomes WHERE fingerprint = ?1 AND room = ?2")?
+                .execute(params![fingerprint, room.as_str()])?;
+        }
+        E2ePersist::KeyPackages { fingerprint, packages } => {
+            tx.prepare_cached("DELETE FROM key_packages WHERE fingerprint = ?1")?
+                .execute(params![fingerprint])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO key_packages (fingerprint, seq, package) VALUES (?1, ?2, ?3)",
+            )?;
+            for (i, p) in packages.iter().enumerate() {
+                insert.execute(params![fingerprint, i as i64, p])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Every E2E room with its delivery list.
+    pub fn load_e2e_rooms(&self) -> Result<Vec<E2eRoomRecord>, StoreError> {
+        let conn = self.reader();
+        let mut rooms = vec![];
+        let mut stmt = conn.prepare("SELECT room, open, epoch FROM e2e_rooms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        for row in rows {
+            let (room, open, epoch) = row?;
+            if let Ok(room) = RoomName::parse(&room) {
+                rooms.push(E2eRoomRecord {
+                    room,
+                    open: open != 0,
+                    epoch: epoch.max(0) as u64,
+                    members: vec![],
+                });
+            }
+        }
+        let mut stmt = conn.prepare("SELECT fingerprint FROM e2e_members WHERE room = ?1")?;
+        for rec in &mut rooms {
+            let fps = stmt.query_map([rec.room.as_str()], |r| r.get::<_, String>(0))?;
+            rec.members = fps.collect::<Result<_, _>>()?;
+        }
+        Ok(rooms)
+    }
+
+    /// Every welcome still waiting for its key.
+    pub fn load_welcomes(&self) -> Result<Vec<WelcomeRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt =
+            conn.prepare("SELECT fingerprint, room, sender, id, body FROM e2e_welcomes")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (fingerprint, room, from, id, body) = row?;
+            if let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) {
+                out.push(WelcomeRecord { fingerprint, room, from, id: id.max(0) as u64, body });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key's key packages, oldest first.
+    pub fn load_key_packages(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare("SELECT fingerprint, package FROM key_packages ORDER BY fingerprint, seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out: Vec<(String, Vec<String>)> = vec![];
+        for row in rows {
+            let (fp, package) = row?;
+            match out.last_mut() {
+                Some((last, packages)) if *last == fp => packages.push(package),
+                _ => out.push((fp, vec![package])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// MLS messages of `room` with `since < id <= upto`, like [`Store::read`].
+    pub fn read_sealed(
+        &self,
+        room: &RoomName,
+        since: u64,
+        upto: u64,
+        limit: usize,
+        oldest: bool,
+    ) -> Result<Vec<StoredSealed>, StoreError> {
+        let conn = self.reader();
+        let sql = if oldest {
+            "SELECT id, time, sender, epoch, kind, body FROM sealed
+             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4"
+        } else {
+            "SELECT id, time, sender, epoch, kind, body FROM sealed
+             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows =
+            stmt.query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, time, from, epoch, kind, body) = row?;
+            let Ok(from) = Nick::parse(&from) else { continue };
+            out.push(StoredSealed {
+                room: room.clone(),
+                id: id as u64,
+                time: time as u64,
+                from,
+                epoch: epoch.max(0) as u64,
+                kind: kind_from(kind),
+                body,
+            });
+        }
+        if !oldest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Persist, Retention};
+    use super::*;
+
+    #[test]
+    fn e2e_rooms_members_sealed_welcomes_and_key_packages_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = RoomName::parse("#sec").unwrap();
+        let alice = Nick::parse("alice").unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+            let batch: Vec<Persist> = [
+                E2ePersist::Room { room: room.clone(), open: true, epoch: 0 },
+                E2ePersist::Member { room: room.clone(), fingerprint: "A".into(), present: true },
+                E2ePersist::Member { room: room.clone(), fingerprint: "B".into(), present: true },
+                E2ePersist::Member { room: room.clone(), fingerprint: "B".into(), present: false },
+                E2ePersist::Room { room: room.clone(), open: true, epoch: 1 },
+                E2ePersist::Sealed(StoredSealed {
+                    room: room.clone(),
+                    id: 1,
+                    time: 5,
+                    from: alice.clone(),
+                    epoch: 0,
+                    kind: SealedKind::Commit,
+                    body: "AAE=".into(),
+                }),
+                E2ePersist::Welcome(WelcomeRecord {
+                    fingerprint: "C".into(),
+                    room: room.clone(),
+                    from: alice.clone(),
+                    id: 1,
+                    body: "Ww==".into(),
+                }),
+                E2ePersist::KeyPackages {
+                    fingerprint: "C".into(),
+                    packages: vec!["k1".into(), "k2".into()],
+                },
+            ]
+            .into_iter()
+            .map(Persist::E2e)
+            .collect();
+            w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let rooms = store.load_e2e_rooms().unwrap();
+        assert_eq!(
+            rooms,
+            vec![E2eRoomRecord {
+                room: room.clone(),
+                open: true,
+                epoch: 1,
+                members: vec!["A".into()]
+            }]
+        );
+        assert_eq!(store.load_rooms().unwrap()[0].last_id, 1, "ids continue after a restart");
+        let sealed = store.read_sealed(&room, 0, 1, 10, true).unwrap();
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].kind, SealedKind::Commit);
+        assert_eq!(store.load_welcomes().unwrap().len(), 1);
+        assert_eq!(
+            store.load_key_packages().unwrap(),
+            vec![("C".to_owned(), vec!["k1".to_owned(), "k2".to_owned()])]
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! The server as an MLS delivery service, over real sockets with opaque bodies (the server
+//! never reads them, so any base64 does): room creation and membership by key, epoch-ordered
+//! commits, welcomes, sealed messages and their history, key packages, join requests, removal.
+//! The MLS side is covered with real clients in `crates/client/tests/e2e_rooms.rs`.
+#![allow(clippy::unwrap_used)]
+
+use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, SealedKind, SealedWelcome, ServerMsg};
+use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| c.limits.rate_per_sec = 0).await
+}
+
+fn create(room: &str, open: bool) -> ClientMsg {
+    ClientMsg::Create { room: room.into(), e2e: true, open }
+}
+
+fn commit(epoch: u64, body: &str) -> ClientMsg {
+    ClientMsg::Commit {
+        room: "#sec".into(),
+        epoch,
+        body: body.into(),
+        welcome: None,
+        adds: vec![],
+        removes: vec![],
+    }
+}
+
+async fn fingerprint(c: &mut TestClient, nick: &str) -> String {
+    c.send(&ClientMsg::Whois { nick: nick.into() }).await.unwrap();
+    match c.expect("whois", |m| matches!(m, ServerMsg::Whois { .. })).await.unwrap() {
+        ServerMsg::Whois { fingerprint, .. } => fingerprint,
+        _ => unreachable!(),
+    }
+}
+
+/// Waits for the sealed message with `body` and returns its id.
+async fn sealed(c: &mut TestClient, body: &str) -> (u64, SealedKind) {
+    match c
+        .expect(body, |m| matches!(m, ServerMsg::Sealed { body: b, .. } if b == body))
+        .await
+        .unwrap()
+    {
+        ServerMsg::Sealed { id, kind, .. } => (id, kind),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn create_refuses_an_existing_room_and_plain_text_and_outsiders() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let got = a.until_history_end(&create("#sec", false), "#sec").await.unwrap();
+    assert!(got.iter().any(|m| matches!(m, ServerMsg::Members { e2e: true, .. })), "{got:?}");
+    a.send(&create("#sec", false)).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::RoomExists);
+    a.send(&create("#lobby", false)).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::RoomExists);
+    a.say_in("#sec", "plain text").await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::E2eRoom);
+    b.send(&ClientMsg::Join { room: "#sec".into(), since: None }).await.unwrap();
+    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInvited);
+    b.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 0, body: "AAEC".into() })
+        .await
+        .unwrap();
+    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInRoom);
+    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 0, body: "not base64!".into() })
+        .await
+        .unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Other);
+    a.send(&ClientMsg::List).await.unwrap();
+    let list = a.expect("room_list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
+    let ServerMsg::RoomList { rooms } = list else { unreachable!() };
+    assert!(rooms.iter().any(|r| r.room.as_str() == "#sec" && r.e2e));
+    assert!(rooms.iter().any(|r| r.room.as_str() == "#lobby" && !r.e2e));
+}
+
+#[tokio::test]
+async fn commits_are_ordered_by_epoch_and_the_added_key_gets_its_welcome_and_what_follows() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let bob_fp = fingerprint(&mut a, "bob").await;
+    a.until_history_end(&create("#sec", false), "#sec").await.unwrap();
+    // A commit at the wrong epoch is refused; at the right one it moves the room on.
+    a.send(&commit(1, "AAAA")).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::StaleEpoch);
+    a.send(&ClientMsg::Commit {
+        room: "#sec".into(),
+        epoch: 0,
+        body: "Q09NTUlU".into(),
+        welcome: Some(SealedWelcome { to: bob_fp.clone(), body: "V0VMQ09NRQ==".into() }),
+        adds: vec![bob_fp.clone()],
+        removes: vec![],
+    })
+    .await
+    .unwrap();
+    let (commit_id, kind) = sealed(&mut a, "Q09NTUlU").await;
+    assert_eq!(kind, SealedKind::Commit);
+    let invited = b.expect("invited", |m| matches!(m, ServerMsg::Invited { .. })).await.unwrap();
+    assert!(
+        matches!(&invited, ServerMsg::Invited { room, from, id, body } if room.as_str() == "#sec" && from.as_str() == "alice" && *id == commit_id && body == "V0VMQ09NRQ==")
+    );
+    a.send(&commit(0, "TE9TRVI=")).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::StaleEpoch, "epoch 0 is past");
+    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 1, body: "QVBQMQ==".into() })
+        .await
+        .unwrap();
+    let (app_id, kind) = sealed(&mut a, "QVBQMQ==").await;
+    assert_eq!((app_id, kind), (commit_id + 1, SealedKind::Application));
+    // bob joins after its welcome's commit: it gets what came after, not the commit itself.
+    let got = b
+        .until_history_end(&ClientMsg::Join { room: "#sec".into(), since: Some(commit_id) }, "#sec")
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Sealed { body, history: true, .. } => Some(body.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, ["QVBQMQ=="]);
+    b.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 1, body: "RlJPTUJPQg==".into() })
+        .await
+        .unwrap();
+    sealed(&mut a, "RlJPTUJPQg==").await;
+    sealed(&mut b, "RlJPTUJPQg==").await;
+}
+
+#[tokio::test]
+async fn a_removed_key_leaves_the_room_and_receives_nothing_more() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let bob_fp = fingerprint(&mut a, "bob").await;
+    a.until_history_end(&create("#sec", false), "#sec").await.unwrap();
+    let mut add = commit(0, "QUREQk9C");
+    if let ClientMsg::Commit { adds, .. } = &mut add {
+        adds.push(bob_fp.clone());
+    }
+    a.send(&add).await.unwrap();
+    let (id, _) = sealed(&mut a, "QUREQk9C").await;
+    b.until_history_end(&ClientMsg::Join { room: "#sec".into(), since: Some(id) }, "#sec")
+        .await
+        .unwrap();
+    let mut remove = commit(1, "UkVNT1ZF");
+    if let ClientMsg::Commit { removes, .. } = &mut remove {
+        removes.push(bob_fp.clone());
+    }
+    a.send(&remove).await.unwrap();
+    sealed(&mut a, "UkVNT1ZF").await;
+    let left = b.expect("leave", |m| matches!(m, ServerMsg::Leave { .. })).await.unwrap();
+    assert!(matches!(left, ServerMsg::Leave { reason: LeaveReason::Kicked, .. }), "{left:?}");
+    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 2, body: "U0VDUkVU".into() })
+        .await
+        .unwrap();
+    sealed(&mut a, "U0VDUkVU").await;
+    // bob cannot come back, nor read the history.
+    b.send(&ClientMsg::Join { room: "#sec".into(), since: Some(0) }).await.unwrap();
+    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInvited);
+    b.send(&ClientMsg::History { room: "#sec".into(), since: 0, limit: None }).await.unwrap();
+    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInRoom);
+    b.say("marker").await.unwrap();
+    let seen = b
+        .expect("marker", |m| {
+            matches!(m, ServerMsg::Message { text, .. } if text == "marker")
+                || matches!(m, ServerMsg::Sealed { .. })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(seen, ServerMsg::Message { .. }), "bob got a sealed message: {seen:?}");
+}
+
+#[tokio::test]
+async fn key_packages_are_handed_out_one_per_fetch_keeping_the_last() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    a.send(&ClientMsg::FetchKeyPackage { nick: "bob".into(), room: None }).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::NoKeyPackage);
+    a.send(&ClientMsg::FetchKeyPackage { nick: "nobody".into(), room: None }).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::NoSuchNick);
+    b.send(&ClientMsg::KeyPackages { packages: vec!["S1AxAA==".into(), "S1AyAA==".into()] })
+        .await
+        .unwrap();
+    let mut got = vec![];
+    for _ in 0..3 {
+        a.send(&ClientMsg::FetchKeyPackage { nick: "BOB".into(), room: Some("#sec".into()) })
+            .await
+            .unwrap();
+        match a.expect("key_package", |m| matches!(m, ServerMsg::KeyPackage { .. })).await.unwrap()
+        {
+            ServerMsg::KeyPackage { package, nick, room, .. } => {
+                assert_eq!(nick.as_str(), "bob");
+                assert_eq!(room.unwrap().as_str(), "#sec");
+                got.push(package);
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(got, ["S1AxAA==", "S1AyAA==", "S1AyAA=="], "the last one is kept");
+}
+
+#[tokio::test]
+async fn joining_an_open_room_asks_the_members_online() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut c = TestClient::connect(server.addr, "carol").await.unwrap();
+    a.until_history_end(&create("#open", true), "#open").await.unwrap();
+    c.send(&ClientMsg::Join { room: "#open".into(), since: None }).await.unwrap();
+    let notice = c.expect("notice", |m| matches!(m, ServerMsg::Notice { .. })).await.unwrap();
+    assert!(matches!(notice, ServerMsg::Notice { text } if text.contains("asked the members")));
+    let req =
+        a.expect("join_request", |m| matches!(m, ServerMsg::JoinRequest { .. })).await.unwrap();
+    assert!(
+        matches!(req, ServerMsg::JoinRequest { room, nick, .. } if room.as_str() == "#open" && nick.as_str() == "carol")
+    );
+}
+
+#[tokio::test]
+async fn membership_history_and_welcomes_survive_a_restart_and_reach_an_offline_key() {
+    let server = server().await;
+    let bob_keys = fixed_keypair(2);
+    let alice_keys = fixed_keypair(1);
+    let bob_fp = bob_keys.public().fingerprint();
+    let mut a = TestClient::connect_with(server.addr, "alice", &alice_keys).await.unwrap();
+    {
+        // bob registers his nickname once, then goes offline.
+        let mut b = TestClient::connect_with(server.addr, "bob", &bob_keys).await.unwrap();
+        b.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        b.read_to_end().await.unwrap();
+    }
+    a.until_history_end(&create("#sec", false), "#sec").await.unwrap();
+    a.send(&ClientMsg::Commit {
+        room: "#sec".into(),
+        epoch: 0,
+        body: "Q09NTUlU".into(),
+        welcome: Some(SealedWelcome { to: bob_fp.clone(), body: "V0VMQ09NRQ==".into() }),
+        adds: vec![bob_fp.clone()],
+        removes: vec![],
+    })
+    .await
+    .unwrap();
+    let (commit_id, _) = sealed(&mut a, "Q09NTUlU").await;
+    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 1, body: "QUZURVI=".into() })
+        .await
+        .unwrap();
+    sealed(&mut a, "QUZURVI=").await;
+    a.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    a.read_to_end().await.unwrap();
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut b = TestClient::connect_with(server.addr, "bob", &bob_keys).await.unwrap();
+    b.send(&ClientMsg::KeyPackages { packages: vec!["S1A=".into()] }).await.unwrap();
+    let invited = b.expect("invited", |m| matches!(m, ServerMsg::Invited { .. })).await.unwrap();
+    assert!(matches!(invited, ServerMsg::Invited { id, .. } if id == commit_id));
+    let got = b
+        .until_history_end(&ClientMsg::Join { room: "#sec".into(), since: Some(commit_id) }, "#sec")
+        .await
+        .unwrap();
+    assert!(got.iter().any(|m| matches!(m, ServerMsg::Sealed { body, .. } if body == "QUZURVI=")));
+    // The epoch survived too: the next commit is at epoch 1.
+    b.send(&commit(0, "T0xE")).await.unwrap();
+    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::StaleEpoch);
+    b.send(&commit(1, "TkVX")).await.unwrap();
+    let (id, _) = sealed(&mut b, "TkVX").await;
+    assert!(id > commit_id + 1, "ids continue after the restart");
+}
