@@ -93,6 +93,9 @@ pub struct Metrics {
     pub mailbox_overflows: Counter,
     /// The running bus's own counters (history writes, queue drops), attached by `run`.
     bus: RwLock<Option<Arc<BusStats>>>,
+    /// A cluster node's link to the cluster (reachable or not, events dropped), attached by
+    /// `run`.
+    cluster: RwLock<Option<crate::hub::remote::ClusterLink>>,
 }
 
 /// Disconnect reasons, in the order of [`Metrics::disconnects`], with their label values.
@@ -137,6 +140,11 @@ impl Metrics {
     /// Shows the bus's counters from now on (each `run` has its own bus).
     pub fn attach_bus(&self, stats: Arc<BusStats>) {
         *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+    }
+
+    /// Shows the cluster link's state from now on (a cluster node only).
+    pub fn attach_cluster(&self, link: crate::hub::remote::ClusterLink) {
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Some(link);
     }
 
     /// Sessions open now: every opened session ends with exactly one disconnect.
@@ -250,6 +258,21 @@ impl Metrics {
             "History transactions that failed (their events were still delivered).",
             &[("", bus.write_errors.load(Ordering::Relaxed))],
         );
+        if let Some(link) = self.cluster.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            out.one(
+                "chatao_cluster_reachable",
+                "gauge",
+                "1 while this cluster node is connected to NATS, 0 while it is not.",
+                &[("", u64::from(link.is_up()))],
+            );
+            out.one(
+                "chatao_cluster_events_dropped_total",
+                "counter",
+                "Events for the other nodes dropped because the queue to NATS was full (each is \
+                 followed by a full presence resync).",
+                &[("", link.dropped.load(Ordering::Relaxed))],
+            );
+        }
         out.text
     }
 }

@@ -74,6 +74,9 @@ pub async fn run(
         Access::load(access_config, config.clock.clone(), bans).map_err(io::Error::other)?;
     let access = Arc::new(access);
     let link = joining.as_ref().map(|j| j.link());
+    if let Some(link) = &link {
+        config.metrics.attach_cluster(link.clone());
+    }
     let hub = Hub::with_cluster(hub_config, Arc::new(store), access.clone(), link)
         .map_err(io::Error::other)?;
     let bus_thread = hub.take_bus_thread();

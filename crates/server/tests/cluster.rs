@@ -355,7 +355,10 @@ async fn every_node_shows_the_same_order_and_ids_under_concurrent_senders() {
 #[tokio::test]
 async fn nats_stopped_and_restarted_during_traffic_loses_nothing_accepted() {
     let mut nats = NatsServer::start().await;
-    let (n1, n2) = (node(&nats).await, node(&nats).await);
+    let metrics = std::sync::Arc::new(chatao_server::metrics::Metrics::new());
+    let m = metrics.clone();
+    let (n1, n2) = (node_with(&nats, move |c| c.metrics = m).await, node(&nats).await);
+    let reachable = |v: u8| format!("chatao_cluster_reachable {v}");
     let mut alice = connect(&n1, "alice", 1).await;
     let mut bob = connect(&n2, "bob", 2).await;
     alice.expect("bob", is_join("bob")).await.unwrap();
@@ -370,6 +373,7 @@ async fn nats_stopped_and_restarted_during_traffic_loses_nothing_accepted() {
         )
         .await
         .unwrap();
+    assert!(metrics.render().lines().any(|l| l == reachable(0)), "the metric says so");
     // While the node cannot reach the cluster, new messages are refused with a clear error.
     alice.say("during").await.unwrap();
     let (code, message) = alice.expect_error().await.unwrap();
@@ -383,6 +387,7 @@ async fn nats_stopped_and_restarted_during_traffic_loses_nothing_accepted() {
         )
         .await
         .unwrap();
+    assert!(metrics.render().lines().any(|l| l == reachable(1)));
     // Traffic resumes: each message is either echoed (accepted, then delivered to bob) or
     // refused with an error; bob sees exactly the accepted ones, once each, in order.
     let mut accepted = Vec::new();
