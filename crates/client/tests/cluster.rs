@@ -120,7 +120,14 @@ async fn line_mode_moves_to_the_next_server_on_shutdown_and_keeps_chatting() {
     assert_eq!((count("<dave> b3"), count("<dave> b4")), (1, 1), "missed, once: {lines:#?}");
     assert_eq!(count("<dave> b2") + count("<dave> b1"), 0, "seen already: {lines:#?}");
     assert!(lines.iter().any(|l| l.contains("(history) #lobby <dave> b3")), "{lines:#?}");
-    assert!(lines.iter().any(|l| l == "* #lobby: caught up: 2 missed messages"), "{lines:#?}");
+    // b3 and b4 were missed; b5, said live once alice was back, counts as missed too when it
+    // arrives before the catch-up's end (it depends on timing), never twice.
+    assert!(
+        lines.iter().any(|l| l == "* #lobby: caught up: 2 missed messages"
+            || l == "* #lobby: caught up: 3 missed messages"),
+        "{lines:#?}"
+    );
+    assert_eq!(count("<dave> b5 live"), 1, "{lines:#?}");
 
     stdin.write_all(b"after the move\n").await.unwrap();
     dave.expect_text("after the move").await.unwrap();
