@@ -364,6 +364,11 @@ impl Hub {
                 self.bus(),
             );
         }
+        // The same person's session on another node, not yet known to be gone (the cluster
+        // claim let us take the nickname): replaced, without a departure.
+        if let Some(old) = st.remote_nicks.get(&nick.folded()).copied() {
+            st.forget_remote(old);
+        }
         st.nicks.insert(nick.folded(), id);
         let since = now_millis();
         st.announce(Presence::Online {
@@ -637,10 +642,15 @@ impl Hub {
         if old == new {
             return Ok(());
         }
-        if old_folded != new_folded
-            && (st.nicks.contains_key(&new_folded) || st.remote_nicks.contains_key(&new_folded))
-        {
+        if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
             return Err(HubError::NickInUse(new));
+        }
+        // On a cluster node the nickname was claimed cluster-wide first, so a remote user still
+        // listed under it is a stale entry of a node not yet known to be gone.
+        if old_folded != new_folded
+            && let Some(stale) = st.remote_nicks.get(&new_folded).copied()
+        {
+            st.forget_remote(stale);
         }
         if st.link.is_none() {
             st.claim(&new, &fingerprint, self.bus())?;

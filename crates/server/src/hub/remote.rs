@@ -355,6 +355,12 @@ impl State {
             return;
         }
         let rooms = user.rooms.clone();
+        // The nickname can only be held once cluster-wide (the claim made sure): an entry
+        // still listing it elsewhere is the same person's old session, on a node not yet known
+        // to be gone. It is replaced without a departure: they are here.
+        if let Some(old) = self.remote_nicks.get(&user.nick.folded()).copied() {
+            self.forget_remote(old);
+        }
         self.remote_nicks.insert(user.nick.folded(), rid);
         self.remote.insert(
             rid,
@@ -368,6 +374,19 @@ impl State {
         );
         for room in &rooms {
             self.remote_join(hub, rid, room);
+        }
+    }
+
+    /// Forgets a remote user without announcing anything (they reappeared elsewhere).
+    pub(super) fn forget_remote(&mut self, rid: RemoteId) {
+        let Some(user) = self.remote.remove(&rid) else { return };
+        if self.remote_nicks.get(&user.nick.folded()) == Some(&rid) {
+            self.remote_nicks.remove(&user.nick.folded());
+        }
+        for name in &user.rooms {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.remove_remote(rid);
+            }
         }
     }
 
