@@ -278,3 +278,44 @@ fn past_epoch_message_is_checked_with_the_key_of_its_epoch() {
     let ev = server.deliver(&mut c);
     assert_eq!(texts(&ev), vec![(c.fp.clone(), "carol, one epoch ago".to_owned())]);
 }
+
+#[test]
+fn past_epoch_message_without_a_recorded_key_is_unverified_not_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::default();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    let mut c = Client::new(tmp.path(), "carol", 3);
+    room_with(&mut server, &mut a, &mut [&mut b]);
+    let hello = b.e.encrypt(ROOM, b"old epoch").unwrap();
+    let p = a.e.add(ROOM, &c.key_package(), &c.fp).unwrap();
+    let commit_id = server.commit(&p).unwrap();
+    let hello_id = server.send(hello.clone());
+    a.e.process(ROOM, commit_id, 0, &p.commit).unwrap();
+
+    // The record of the past epoch's keys is lost (a state written without it).
+    let scratch = tempfile::tempdir().unwrap();
+    drop(std::mem::replace(
+        &mut a.e,
+        chatao_e2e::E2e::open(scratch.path(), &a.secret, &a.fp).unwrap(),
+    ));
+    let path = a.dir.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let past = state["rooms"][ROOM]["past"].as_array_mut().unwrap();
+    assert!(!past.is_empty());
+    past.clear();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    a.reopen();
+
+    match a.e.process(ROOM, hello_id, 0, &hello).unwrap() {
+        Event::Application { sender_fp, status, plaintext, .. } => {
+            assert_eq!(sender_fp, b.fp);
+            assert_eq!(plaintext, b"old epoch");
+            assert!(matches!(status, PinStatus::Unverified { .. }), "{status:?}");
+            assert!(!status.is_forged());
+            assert!(status.to_string().starts_with("unverified"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
