@@ -61,7 +61,8 @@ impl E2e {
     /// equal the key pinned for that fingerprint (pinned now on first sight).
     ///
     /// Errors: [`E2eError::FingerprintMismatch`] / [`E2eError::ForgedCredential`] /
-    /// [`E2eError::KeyChanged`] (forgeries, see [`E2eError::is_forgery`]); [`E2eError::AlreadyMember`]; [`E2eError::PendingCommit`];
+    /// [`E2eError::KeyChanged`] (forgeries, see [`E2eError::is_forgery`]);
+    /// [`E2eError::AlreadyMember`]; [`E2eError::PendingCommit`];
     /// [`E2eError::Malformed`] / [`E2eError::Mls`] for a bad or badly signed package.
     pub fn add(
         &mut self,
