@@ -717,7 +717,9 @@ async fn a_member_removed_while_away_learns_it_on_return_and_can_be_added_again(
     bob.send("/whois bob").await;
     bob.wait("bob: key").await;
     alice.send("/invite bob").await;
-    bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    // The inviter is named from the welcome's signer, by the nickname bob pinned for that key.
+    let added = bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    assert!(added.starts_with("[e2e] alice (SHA256:"), "{added}");
     alice.send("WELCOME-BACK").await;
     let seen = bob.until("WELCOME-BACK").await;
     assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");

@@ -697,6 +697,10 @@ impl Layer {
                     self.warn(format!(
                         "{room}: the next message comes from {sender_fp}, whose key is {status}"
                     ));
+                } else if matches!(status, chatao_e2e::PinStatus::Unverified { .. }) {
+                    self.notice(format!(
+                        "{room}: the sender of the next message could not be verified ({status})"
+                    ));
                 }
                 self.ui(ServerMsg::Message {
                     room,
@@ -792,16 +796,20 @@ impl Layer {
             Ok(joined) => {
                 self.counts.set(room.as_str(), epoch, id);
                 // Named from the group, not from the server's `from`, which MLS does not
-                // confirm: the members' pinned nicknames (or fingerprints).
+                // confirm: the welcome's signer and the members, by pinned nickname or key.
                 let names: Vec<String> = joined
                     .members
                     .iter()
                     .filter(|m| !m.is_self)
                     .map(|m| self.member_name(&m.fingerprint))
                     .collect();
+                let inviter = match &joined.inviter_fp {
+                    Some(fp) => self.member_name(fp),
+                    None => "a member whose key is FORGED".to_owned(),
+                };
                 let mode = if joined.open { "open" } else { "invite-only" };
                 self.notice(format!(
-                    "a member added you to the END-TO-END ENCRYPTED room {room} ({mode}; {} \
+                    "{inviter} added you to the END-TO-END ENCRYPTED room {room} ({mode}; {} \
                      members: you, {}; the server says it was {from})",
                     joined.members.len(),
                     names.join(", ")
