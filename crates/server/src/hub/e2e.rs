@@ -465,9 +465,9 @@ impl Hub {
     }
 
     /// A member of an E2E room parts: its key leaves the delivery list. Its MLS leaf stays in
-    /// the group until a member's client commits its removal (its own client does so before
-    /// parting; the server's word is never taken for it). The last key to leave takes the room
-    /// with it. Does nothing for plain rooms.
+    /// the group until a member's client commits its removal (`/remove`: clients never take
+    /// the server's word for it). The last key to leave takes the room with it. Does nothing
+    /// for plain rooms.
     pub fn e2e_part(&self, id: SessionId, room: &RoomName) {
         let mut st = self.lock();
         let Ok(fp) = st.user(id).map(|u| u.fingerprint.clone()) else { return };
@@ -579,5 +579,64 @@ impl Hub {
                 u.rooms.retain(|r| r != room);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::mailbox::{Inbox, mailbox};
+    use crate::store::Retention;
+
+    fn hub(dir: &std::path::Path) -> Hub {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let config = HubConfig {
+            default_room: RoomName::lobby(),
+            history_on_join: 3,
+            retention: Retention { max_messages: 0, max_age: None },
+        };
+        let access =
+            crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
+                .unwrap();
+        Hub::new(config, store, Arc::new(access)).unwrap()
+    }
+
+    fn user(hub: &Hub, nick: &str) -> (SessionId, Inbox) {
+        let (mb, inbox) = mailbox(64);
+        let id = hub.next_session_id();
+        hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
+        (id, inbox)
+    }
+
+    #[test]
+    fn a_full_key_package_table_evicts_the_key_that_uploaded_least_recently_among_the_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        // alice uploads first (the oldest upload) and stays online.
+        let (alice, _a) = user(&hub, "alice");
+        hub.upload_key_packages(alice, vec!["S1A=".into()]).unwrap();
+        {
+            let mut st = hub.lock();
+            for i in 0..MAX_KEY_PACKAGE_KEYS - 1 {
+                let fp = format!("SHA256:offline{i}");
+                st.e2e.upload_seq += 1;
+                let seq = st.e2e.upload_seq;
+                st.e2e.uploaded.insert(fp.clone(), seq);
+                st.e2e.key_packages.insert(fp, VecDeque::from(["S1A=".to_owned()]));
+            }
+            assert_eq!(st.e2e.key_packages.len(), MAX_KEY_PACKAGE_KEYS);
+        }
+        let (bob, _b) = user(&hub, "bob");
+        hub.upload_key_packages(bob, vec!["S1A=".into()]).unwrap();
+        let st = hub.lock();
+        assert_eq!(st.e2e.key_packages.len(), MAX_KEY_PACKAGE_KEYS, "capped");
+        assert!(st.e2e.key_packages.contains_key("SHA256:alice"), "online keys are kept");
+        assert!(st.e2e.key_packages.contains_key("SHA256:bob"));
+        assert!(!st.e2e.key_packages.contains_key("SHA256:offline0"), "the oldest offline goes");
+        assert!(st.e2e.key_packages.contains_key("SHA256:offline1"));
+        assert_eq!(st.e2e.uploaded.len(), st.e2e.key_packages.len());
     }
 }
