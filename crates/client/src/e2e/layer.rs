@@ -399,7 +399,10 @@ impl Layer {
             return self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
         }
         let Some(fp) = self.pins.get(nick).map(str::to_owned) else {
-            return self.notice(format!("no key is known for {nick}; /whois {nick} first"));
+            return self.notice(format!(
+                "no key is pinned for {nick} (names are pinned when met in an end-to-end \
+                 encrypted room); /safety lists the members' keys"
+            ));
         };
         self.commit_remove(&r, &fp, Intent::User(format!("/remove {nick}")));
     }
@@ -421,7 +424,13 @@ impl Layer {
                     body: B64.encode(&p.commit),
                     welcome: None,
                     adds: vec![],
-                    removes: p.removed,
+                    // Only canonical fingerprints steer delivery (the server refuses others); a
+                    // forged `invalid:...` member is still removed from the MLS group.
+                    removes: p
+                        .removed
+                        .into_iter()
+                        .filter(|f| chatao_e2e::is_fingerprint(f))
+                        .collect(),
                 });
             }
             Err(E2eError::NoSuchMember(_)) if intent == Intent::Auto => {}
