@@ -12,6 +12,7 @@
 //! - an E2E room's history replays after a client restart; the state files are 0600;
 //! - a member who parts stays in the group until a member removes it (the server's `leave`
 //!   removes nobody); a member removed while away keeps its group until its own /part;
+//! - a server that turns an invite-only room open in its database gets nobody added;
 //! - a garbage commit from a member does not freeze the room's membership (commit counts);
 //! - the E2E layer's own words are marked apart from server notices (line mode and JSON).
 #![allow(clippy::unwrap_used)]
@@ -525,6 +526,47 @@ async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
         .query_row("SELECT epoch FROM e2e_rooms WHERE room = '#sec'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(epoch, 0);
+}
+
+#[tokio::test]
+async fn a_server_that_opens_an_invite_only_room_gets_nobody_in() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.send("/create --e2e #sec").await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.quit().await;
+    // The "modified server" turns the room open in its database, so that it asks alice's
+    // client to add whoever joins (here carol; it could be a key of its own).
+    let server = server.restart(|_| {}).await;
+    {
+        let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+        assert_eq!(
+            conn.execute("UPDATE e2e_rooms SET open = 1 WHERE room = '#sec'", []).unwrap(),
+            1
+        );
+    }
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+    carol.send("/whois carol").await;
+    carol.wait("carol: key").await;
+    carol.send("/join #sec").await;
+    carol.wait("asked the members of #sec").await;
+    // alice's group says invite-only: her client does not act on the request.
+    let line = alice.wait("asks to join the invite-only room #sec").await;
+    assert!(line.starts_with("[e2e] ") && line.contains("not added"), "{line}");
+    alice.send("/say #lobby marker").await;
+    let seen = carol.until("marker").await;
+    assert!(!seen.iter().any(|l| l.contains("added you")), "{seen:?}");
+    alice.quit().await;
+    carol.quit().await;
+    let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+    let commits: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sealed WHERE room = '#sec' AND kind = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(commits, 0, "nobody was added");
 }
 
 #[tokio::test]
