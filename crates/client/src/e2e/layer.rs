@@ -75,7 +75,8 @@ pub enum Out {
 enum Intent {
     /// The user asked (`/invite`, `/remove`): tell them to try again.
     User(String),
-    /// Automatic (a join request, a member who parted): someone else's client will do it.
+    /// Automatic (a join request in an open room, re-doing a removal overtaken by another
+    /// commit): someone else's client may do it.
     Auto,
 }
 
