@@ -233,6 +233,17 @@ pub fn closed(fmt: Format, c: &Closed) -> String {
     }
 }
 
+/// What this client's E2E layer says ([`crate::net::NetEvent::E2e`]), in the chosen format:
+/// in line mode `[e2e] ` (or `[e2e] WARNING: `) where server notices start with `* `, in JSON
+/// an event of type `e2e`, which no server message has.
+pub fn e2e(fmt: Format, text: &str, warning: bool) -> String {
+    match fmt {
+        Format::Plain if warning => format!("[e2e] WARNING: {}", sanitize(text)),
+        Format::Plain => format!("[e2e] {}", sanitize(text)),
+        Format::Json => json!({ "type": "e2e", "warning": warning, "text": text }).to_string(),
+    }
+}
+
 /// A local notice (help text, a parse error) in the chosen format.
 pub fn notice(fmt: Format, text: &str) -> String {
     match fmt {

@@ -270,6 +270,9 @@ impl Session {
                         self.emit(&line).await?;
                     }
                 }
+                Step::Net(NetEvent::E2e { text, warning }) => {
+                    self.emit(&format::e2e(self.fmt, &text, warning)).await?;
+                }
                 Step::Net(NetEvent::Unsent(msgs)) => {
                     // Never written to the socket: sending them again duplicates nothing.
                     for msg in msgs.into_iter().rev() {

@@ -73,6 +73,11 @@ pub enum NetEvent {
     Unsent(Vec<ClientMsg>),
     /// The connection is over; no event follows.
     Closed(Closed),
+    /// Said by this client's E2E layer ([`crate::e2e`]), never by the server: shown apart from
+    /// server `notice`s in every mode, so that a server cannot pass its words off as the
+    /// layer's (a fake "END-TO-END ENCRYPTED" or a fake `WARNING`). `warning` marks what must
+    /// not be missed (forged or changed keys, a server caught lying).
+    E2e { text: String, warning: bool },
 }
 
 /// How a connection ended.

@@ -9,7 +9,12 @@
 //! - a late joiner cannot decrypt what was said before it joined;
 //! - a forged member slipped in by a modified server (a key package substituted in its SQLite
 //!   database) is detected and refused, loudly;
-//! - an E2E room's history replays after a client restart; the state files are 0600.
+//! - an E2E room's history replays after a client restart; the state files are 0600;
+//! - a member who parts stays in the group until a member removes it (the server's `leave`
+//!   removes nobody); a member removed while away keeps its group until its own /part;
+//! - a server that turns an invite-only room open in its database gets nobody added;
+//! - a garbage commit from a member does not freeze the room's membership (commit counts);
+//! - the E2E layer's own words are marked apart from server notices (line mode and JSON).
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -524,6 +529,47 @@ async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
 }
 
 #[tokio::test]
+async fn a_server_that_opens_an_invite_only_room_gets_nobody_in() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.send("/create --e2e #sec").await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.quit().await;
+    // The "modified server" turns the room open in its database, so that it asks alice's
+    // client to add whoever joins (here carol; it could be a key of its own).
+    let server = server.restart(|_| {}).await;
+    {
+        let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+        assert_eq!(
+            conn.execute("UPDATE e2e_rooms SET open = 1 WHERE room = '#sec'", []).unwrap(),
+            1
+        );
+    }
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+    carol.send("/whois carol").await;
+    carol.wait("carol: key").await;
+    carol.send("/join #sec").await;
+    carol.wait("asked the members of #sec").await;
+    // alice's group says invite-only: her client does not act on the request.
+    let line = alice.wait("asks to join the invite-only room #sec").await;
+    assert!(line.starts_with("[e2e] ") && line.contains("not added"), "{line}");
+    alice.send("/say #lobby marker").await;
+    let seen = carol.until("marker").await;
+    assert!(!seen.iter().any(|l| l.contains("added you")), "{seen:?}");
+    alice.quit().await;
+    carol.quit().await;
+    let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+    let commits: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sealed WHERE room = '#sec' AND kind = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(commits, 0, "nobody was added");
+}
+
+#[tokio::test]
 async fn history_replays_after_a_client_restart_and_the_state_is_private() {
     let server = server().await;
     let dir = tempfile::tempdir().unwrap();
@@ -579,7 +625,7 @@ async fn history_replays_after_a_client_restart_and_the_state_is_private() {
 }
 
 #[tokio::test]
-async fn a_member_who_parts_is_removed_from_the_group_by_the_others() {
+async fn a_member_who_parts_stays_in_the_group_until_a_member_removes_it() {
     let server = server().await;
     let dir = tempfile::tempdir().unwrap();
     let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
@@ -588,13 +634,17 @@ async fn a_member_who_parts_is_removed_from_the_group_by_the_others() {
     room_with(&mut alice, &mut [&mut bob, &mut carol], false).await;
     carol.send("/part #sec").await;
     carol.wait("carol left #sec (left the room)").await;
-    // The first remaining member's client to commit removes carol's key; both see it.
+    // The server's word that carol left removes nobody: no client commits on it.
+    alice.wait("carol left #sec").await;
+    alice.send("/safety").await;
+    let lines = alice.until("MLS key").await;
+    assert!(lines.iter().any(|l| l.contains("3 members")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("was removed by")), "{lines:?}");
+    // A member removes her.
+    alice.send("/remove carol").await;
     alice.wait("was removed by").await;
     let removed = bob.wait("was removed by").await;
     assert!(removed.contains("#sec: carol (SHA256:"), "{removed}");
-    alice.send("/safety").await;
-    let lines = alice.until("MLS key").await;
-    assert!(lines.iter().any(|l| l.contains("2 members")), "{lines:?}");
     alice.send("AFTER-CAROL-LEFT").await;
     bob.wait("AFTER-CAROL-LEFT").await;
     alice.send("/say #lobby marker").await;
@@ -606,6 +656,85 @@ async fn a_member_who_parts_is_removed_from_the_group_by_the_others() {
     for c in [alice, bob, carol] {
         c.quit().await;
     }
+}
+
+#[tokio::test]
+async fn a_garbage_commit_from_a_member_does_not_freeze_the_room() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+    room_with(&mut alice, &mut [&mut bob], false).await;
+    // A second connection with bob's key (a member by key) sends garbage as a commit, at the
+    // room's commit count (1: the commit that added bob).
+    let mut rogue = chatao_testkit::TestClient::connect_with(server.addr, "rogue", &bob.keypair())
+        .await
+        .unwrap();
+    rogue
+        .until_history_end(
+            &chatao_proto::ClientMsg::Join { room: "#sec".into(), since: None },
+            "#sec",
+        )
+        .await
+        .unwrap();
+    rogue
+        .send(&chatao_proto::ClientMsg::Commit {
+            room: "#sec".into(),
+            epoch: 1,
+            body: "Z2FyYmFnZQ==".into(),
+            welcome: None,
+            adds: vec![],
+            removes: vec![],
+        })
+        .await
+        .unwrap();
+    rogue
+        .expect(
+            "the garbage commit",
+            |m| matches!(m, chatao_proto::ServerMsg::Sealed { body, .. } if body == "Z2FyYmFnZQ=="),
+        )
+        .await
+        .unwrap();
+    alice.wait("cannot decrypt message").await;
+    // The room's membership still moves: alice adds carol, who reads what follows.
+    carol.send("/whois carol").await;
+    carol.wait("carol: key").await;
+    alice.send("/invite carol").await;
+    alice.wait("carol (SHA256:").await;
+    carol.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    carol.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.send("AFTER-THE-GARBAGE").await;
+    carol.wait("AFTER-THE-GARBAGE").await;
+    bob.wait("AFTER-THE-GARBAGE").await;
+    // And bob (who counted the garbage too) can remove her again.
+    bob.send("/remove carol").await;
+    alice.wait("was removed by bob").await;
+    for c in [alice, bob, carol] {
+        c.quit().await;
+    }
+}
+
+#[tokio::test]
+async fn the_e2e_layers_words_cannot_be_confused_with_a_server_notice() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
+    let mut bob = Chatao::start(dir.path(), server.addr, "bob", &["--json"]).await;
+    alice.send("/create --e2e #sec --open").await;
+    let line = alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    assert!(line.starts_with("[e2e] "), "{line}");
+    // bob asks to join the open room: the server answers with a notice, marked as the server's;
+    // his client's own words come as events of type e2e.
+    bob.send("/join #sec").await;
+    let notice = bob.wait("asked the members").await;
+    assert!(notice.contains(r#""type":"notice""#), "{notice}");
+    let added = bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    assert!(added.contains(r#""type":"e2e""#) && added.contains(r#""warning":false"#), "{added}");
+    let line = alice.wait("asks to join the open room #sec").await;
+    assert!(line.starts_with("[e2e] "), "{line}");
+    alice.quit().await;
+    bob.quit().await;
 }
 
 #[tokio::test]
@@ -624,10 +753,15 @@ async fn a_member_removed_while_away_learns_it_on_return_and_can_be_added_again(
     let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
     let seen = bob.until("you are no longer a member of #sec").await;
     assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");
+    // Only the server's word: the group is kept until bob himself lets it go.
+    bob.send("/part #sec").await;
+    bob.wait("you left the end-to-end encrypted room #sec").await;
     bob.send("/whois bob").await;
     bob.wait("bob: key").await;
     alice.send("/invite bob").await;
-    bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    // The inviter is named from the welcome's signer, by the nickname bob pinned for that key.
+    let added = bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    assert!(added.starts_with("[e2e] alice (SHA256:"), "{added}");
     alice.send("WELCOME-BACK").await;
     let seen = bob.until("WELCOME-BACK").await;
     assert!(!seen.iter().any(|l| l.contains("WHILE-BOB-WAS-OUT")), "{seen:?}");

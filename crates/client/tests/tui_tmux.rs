@@ -460,8 +460,13 @@ async fn an_end_to_end_encrypted_room_is_marked_and_works_in_the_full_screen_ui(
     bob.wait("bob: key").await;
     tmux.type_text("/invite bob").await;
     tmux.keys(&["Enter"]).await;
-    tmux.wait_for("was added by").await;
-    bob.wait("alice added you to the END-TO-END ENCRYPTED room #sec").await;
+    tmux.wait_for("[e2e] #sec: bob (SHA256:").await;
+    // The layer's words are marked as its own, and the welcome names its signer and the
+    // group's members by their keys (bob has pinned no nickname in an E2E context yet), the
+    // server's `from` only as its claim.
+    let added = bob.wait("added you to the END-TO-END ENCRYPTED room #sec").await;
+    assert!(added.starts_with("[e2e] SHA256:") && added.contains("you, SHA256:"), "{added}");
+    assert!(added.contains("the server says it was alice"), "{added}");
     bob.send("/say #sec hello alice, encrypted").await;
     tmux.wait_for("bob │ hello alice, encrypted").await;
     tmux.type_text("and back to you").await;

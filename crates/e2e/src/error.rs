@@ -59,6 +59,12 @@ pub enum E2eError {
     )]
     KeyChanged { fingerprint: String, pinned_key_fp: String, offered_key_fp: String },
 
+    /// The key package's credential names `fingerprint` but does not prove that its MLS key
+    /// belongs to that identity (no valid XEdDSA binding by the fingerprint's X25519 key, see
+    /// [`crate::verify_credential`]). FORGED: someone without that key made it.
+    #[error("FORGED key package: it claims {fingerprint}, but {reason}")]
+    ForgedCredential { fingerprint: String, reason: String },
+
     /// The fingerprint is already a member of the group.
     #[error("{0} is already a member of the E2E group")]
     AlreadyMember(String),
@@ -96,7 +102,12 @@ pub enum E2eError {
 impl E2eError {
     /// True for the variants that mean a forged or substituted member key: show them loudly.
     pub fn is_forgery(&self) -> bool {
-        matches!(self, E2eError::FingerprintMismatch { .. } | E2eError::KeyChanged { .. })
+        matches!(
+            self,
+            E2eError::FingerprintMismatch { .. }
+                | E2eError::KeyChanged { .. }
+                | E2eError::ForgedCredential { .. }
+        )
     }
 
     pub(crate) fn mls(op: &'static str, err: impl std::fmt::Display) -> Self {

@@ -27,7 +27,9 @@ use crate::E2eError;
 pub const STATE_FILE: &str = "state.json";
 
 /// Version written into the state file; a file with another version is refused, not guessed at.
-const STATE_VERSION: u32 = 1;
+/// Version 2: credentials carry the XEdDSA binding, group ids the room's mode, rooms their past
+/// epochs' keys (version 1 states are refused: there was no release with them).
+const STATE_VERSION: u32 = 2;
 
 /// Largest state file read, in bytes: a guard against reading a wrong file whole. A client in a
 /// hundred rooms of a hundred members stays far below it.
@@ -61,6 +63,17 @@ pub(crate) struct RoomMeta {
     pub pending: Option<PendingMeta>,
     /// Entries in the room's log file, to know when to compact it.
     pub log_len: usize,
+    /// The leaves' signature keys of the newest past epochs (oldest first, at most the number
+    /// of past epochs openmls keeps): who sent a message of a past epoch.
+    #[serde(default)]
+    pub past: Vec<PastEpoch>,
+}
+
+/// The leaves of one past epoch: (leaf index, signature public key as base64).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PastEpoch {
+    pub epoch: u64,
+    pub keys: Vec<(u32, String)>,
 }
 
 /// Our pending commit as the crate tracks it (openmls keeps the staged commit itself).

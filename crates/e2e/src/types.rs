@@ -7,17 +7,24 @@ use std::fmt;
 pub enum PinStatus {
     /// This client itself: its own fingerprint with its own derived key.
     Own,
-    /// A valid fingerprint whose signature key equals the pinned one (pinned on first sight).
+    /// A bound credential (see [`crate::verify_credential`]) whose signature key equals the
+    /// pinned one (pinned on first sight).
     Pinned,
-    /// A valid fingerprint not pinned yet (only seen by [`crate::E2e::members`] when the pins
+    /// A bound credential not pinned yet (only seen by [`crate::E2e::members`] when the pins
     /// were lost; every commit or welcome pins what it shows).
     New,
-    /// FORGED: a valid fingerprint whose signature key differs from the pinned one. Since the
-    /// key is derived from the Chatao key, this never happens legitimately.
+    /// FORGED: a bound credential whose signature key differs from the pinned one. Since the
+    /// key is derived from the Chatao key, this never happens legitimately (a second line of
+    /// defence: only the holder of the X25519 key can bind another MLS key).
     Changed { pinned_key_fp: String },
-    /// FORGED: the credential is not a Chatao fingerprint, or it claims this client's own
+    /// FORGED: the credential is not a Chatao credential, does not bind its MLS key to its
+    /// fingerprint's X25519 key (see [`crate::verify_credential`]), or claims this client's own
     /// fingerprint with another key.
     Forged { reason: String },
+    /// Not shown as FORGED, but not verified either: the sender's MLS key could not be checked
+    /// (a message of a past epoch whose leaf this client has no record of). Show the sender as
+    /// unverified.
+    Unverified { reason: String },
 }
 
 impl PinStatus {
@@ -37,6 +44,7 @@ impl fmt::Display for PinStatus {
                 write!(f, "FORGED: key differs from the pinned key {pinned_key_fp}")
             }
             PinStatus::Forged { reason } => write!(f, "FORGED: {reason}"),
+            PinStatus::Unverified { reason } => write!(f, "unverified: {reason}"),
         }
     }
 }
@@ -95,6 +103,12 @@ pub struct Pending {
 pub struct Joined {
     pub room: String,
     pub epoch: u64,
+    /// The room's mode, chosen by its creator and carried in the group id: true for an open
+    /// room (members add whoever asks), false for invite-only.
+    pub open: bool,
+    /// The fingerprint of the member who signed the welcome (the inviter), from its MLS
+    /// credential; `None` if that member's credential is forged (then it is in `warnings`).
+    pub inviter_fp: Option<String>,
     pub members: Vec<MemberInfo>,
     /// Forged members found in the group: show loudly.
     pub warnings: Vec<Warning>,

@@ -29,7 +29,7 @@ fn fixture() -> Fixture {
     let message = a.e.encrypt(ROOM, b"a valid message").unwrap();
     let kp = c.key_package();
     let mut scratch = Client::new(tmp.path(), "scratch", 7);
-    scratch.e.create_group(ROOM).unwrap();
+    scratch.e.create_group(ROOM, false).unwrap();
     let pending = scratch.e.add(ROOM, &kp, &c.fp).unwrap();
     let valid = vec![message, kp, pending.commit, pending.welcome.unwrap()];
     Fixture { _tmp: tmp, server, a, b, c, valid }

@@ -4,7 +4,7 @@
 mod common;
 
 use chatao_e2e::{E2eError, Event, PinStatus};
-use common::{Client, ROOM, Server, room_with, texts};
+use common::{Client, ROOM, Raw, Server, room_with, texts};
 
 #[test]
 fn three_members_chat() {
@@ -261,13 +261,13 @@ fn message_of_previous_epoch_still_decrypts_after_commit() {
 fn create_group_refuses_an_active_group_and_forget_clears_it() {
     let tmp = tempfile::tempdir().unwrap();
     let mut a = Client::new(tmp.path(), "alice", 1);
-    a.e.create_group(ROOM).unwrap();
-    assert!(matches!(a.e.create_group(ROOM), Err(E2eError::GroupExists(_))));
+    a.e.create_group(ROOM, false).unwrap();
+    assert!(matches!(a.e.create_group(ROOM, false), Err(E2eError::GroupExists(_))));
     assert_eq!(a.e.rooms(), vec![ROOM.to_owned()]);
     a.e.forget(ROOM).unwrap();
     assert!(a.e.rooms().is_empty());
     assert!(a.e.members(ROOM).is_empty());
-    a.e.create_group(ROOM).unwrap();
+    a.e.create_group(ROOM, false).unwrap();
     assert_eq!(a.e.epoch(ROOM), Some(0));
 }
 
@@ -280,7 +280,7 @@ fn a_welcome_never_replaces_an_active_group() {
     let mut m = Client::new(tmp.path(), "mallory", 9);
     room_with(&mut server, &mut a, &mut [&mut b]);
     // Mallory makes her own group under the same room name and invites Bob to it.
-    m.e.create_group(ROOM).unwrap();
+    m.e.create_group(ROOM, false).unwrap();
     let kp = b.key_package();
     let fake = m.e.add(ROOM, &kp, &b.fp).unwrap();
     let err = b.e.join(ROOM, &fake.welcome.clone().unwrap(), 99).unwrap_err();
@@ -299,6 +299,42 @@ fn a_welcome_never_replaces_an_active_group() {
     b.e.join(ROOM, &fake.welcome.unwrap(), 99).unwrap();
     assert_eq!(b.e.members(ROOM).len(), 2);
     assert!(b.e.log(ROOM, 10).unwrap().is_empty(), "the old group's log went with it");
+}
+
+#[test]
+fn room_mode_is_chosen_by_the_creator_and_carried_by_the_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    assert_eq!(a.e.is_open(ROOM), None);
+    for (room, open) in [("#open", true), ("#closed", false)] {
+        a.e.create_group(room, open).unwrap();
+        assert_eq!(a.e.is_open(room), Some(open), "{room}");
+        let kp = b.key_package();
+        let p = a.e.add(room, &kp, &b.fp).unwrap();
+        a.e.process(room, 1, 0, &p.commit).unwrap();
+        let joined = b.e.join(room, &p.welcome.unwrap(), 1).unwrap();
+        assert_eq!(joined.open, open, "{room}");
+        assert_eq!(joined.inviter_fp.as_deref(), Some(a.fp.as_str()));
+        assert_eq!(b.e.is_open(room), Some(open), "{room}");
+    }
+    a.reopen();
+    b.reopen();
+    for c in [&a, &b] {
+        assert_eq!(c.e.is_open("#open"), Some(true));
+        assert_eq!(c.e.is_open("#closed"), Some(false));
+        assert_eq!(c.e.is_open("#unknown"), None);
+    }
+
+    // A welcome into a group whose id carries no mode (or an unknown one) is refused.
+    for mode in [None, Some("closed")] {
+        let mut other = Raw::new(a.e.credential().to_vec());
+        other.create_group("#x", mode);
+        let (_, welcome) = other.add(&b.key_package());
+        let err = b.e.join("#x", &welcome, 1).unwrap_err();
+        assert!(matches!(err, E2eError::RoomMismatch { .. }), "{mode:?}: {err:?}");
+        assert_eq!(b.e.is_open("#x"), None);
+    }
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

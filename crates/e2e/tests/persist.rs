@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use chatao_e2e::{
-    E2e, E2eError, Event, LAZY_SAVE_EVERY, MAX_KEY_PACKAGES, MAX_LOG_PER_ROOM, SENT_CACHE,
+    E2e, E2eError, Event, LAZY_SAVE_EVERY, MAX_KEY_PACKAGES, MAX_LOG_PER_ROOM, PinStatus,
+    SENT_CACHE, verify_credential,
 };
 use common::{Client, ROOM, Server, room_with, texts};
 
@@ -71,6 +72,45 @@ fn state_survives_reopen_and_chat_continues() {
     for client in [&a, &b, &c, &d] {
         assert_private(&client.dir);
     }
+}
+
+#[test]
+fn member_bindings_verify_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::default();
+    let mut a = Client::new(tmp.path(), "alice", 1);
+    let mut b = Client::new(tmp.path(), "bob", 2);
+    room_with(&mut server, &mut a, &mut [&mut b]);
+    let (cred_a, cred_b) = (a.e.credential().to_vec(), b.e.credential().to_vec());
+    a.reopen();
+    b.reopen();
+
+    // The same credential after a restart, and on another device with the same Chatao key.
+    assert_eq!(a.e.credential(), cred_a.as_slice());
+    assert_eq!(b.e.credential(), cred_b.as_slice());
+    let other_device = Client::new(tmp.path(), "bob-laptop", 2);
+    assert_eq!(other_device.e.credential(), cred_b.as_slice());
+    assert_eq!(verify_credential(&cred_b, &b.e.signature_key()), Ok(b.fp.clone()));
+
+    // Members checked from the stored group: bound and pinned, nobody forged.
+    for (c, other) in [(&a, &b.fp), (&b, &a.fp)] {
+        for m in c.e.members(ROOM) {
+            let expected = if m.is_self { PinStatus::Own } else { PinStatus::Pinned };
+            assert_eq!(m.status, expected, "{} sees {}", c.fp, m.fingerprint);
+            assert!(m.is_self || m.fingerprint == *other);
+        }
+    }
+    // A key package Bob makes after his restart names the same member: not a new one.
+    let kp = b.key_package();
+    assert!(matches!(a.e.add(ROOM, &kp, &b.fp), Err(E2eError::AlreadyMember(_))));
+
+    // Messages after the restart are attributed as pinned.
+    server.send(b.e.encrypt(ROOM, b"still me").unwrap());
+    let ev = server.deliver(&mut a);
+    assert!(
+        matches!(&ev[..], [Event::Application { status: PinStatus::Pinned, sender_fp, .. }] if *sender_fp == b.fp),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -161,7 +201,7 @@ fn open_tightens_a_wide_directory() {
 fn log_is_capped_per_room() {
     let tmp = tempfile::tempdir().unwrap();
     let mut a = Client::new(tmp.path(), "alice", 1);
-    a.e.create_group(ROOM).unwrap();
+    a.e.create_group(ROOM, false).unwrap();
     let n = MAX_LOG_PER_ROOM as u64 + 1_000;
     for id in 1..=n {
         a.e.record_own(ROOM, id, id, format!("m{id}").as_bytes()).unwrap();
@@ -223,7 +263,7 @@ fn only_the_newest_key_packages_are_kept() {
     assert_eq!(b.e.key_packages(MAX_KEY_PACKAGES + 50).unwrap().len(), MAX_KEY_PACKAGES);
     let newest = b.key_package();
     for (room, kp, joins) in [("#old", oldest, false), ("#new", newest, true)] {
-        a.e.create_group(room).unwrap();
+        a.e.create_group(room, false).unwrap();
         let p = a.e.add(room, &kp, &b.fp).unwrap();
         let joined = b.e.join(room, &p.welcome.unwrap(), 1);
         assert_eq!(joined.is_ok(), joins, "{room}: {joined:?}");

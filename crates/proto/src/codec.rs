@@ -139,6 +139,7 @@ mod tests {
                 room: room.clone(),
                 from: nick("bob"),
                 id: 4,
+                epoch: 2,
                 body: "AA==".into(),
             },
             ServerMsg::JoinRequest {

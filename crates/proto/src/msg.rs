@@ -294,9 +294,18 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         history: bool,
     },
-    /// You were added to the E2E room `room` by `from`: `body` is the MLS welcome (base64);
-    /// `id` is the id of the commit that added you: process the room's messages after it.
-    Invited { room: RoomName, from: Nick, id: u64, body: String },
+    /// You were added to the E2E room `room` (`from` is the nick that sent the commit, as the
+    /// server says): `body` is the MLS welcome (base64); `id` is the id of the commit that
+    /// added you: process the room's messages after it. `epoch` is the room's commit count
+    /// including that commit: the `epoch` of your next `commit`, until you see another.
+    Invited {
+        room: RoomName,
+        from: Nick,
+        id: u64,
+        #[serde(default)]
+        epoch: u64,
+        body: String,
+    },
     /// Someone asks to join the open E2E room `room`; a member's client adds them.
     JoinRequest { room: RoomName, nick: Nick, fingerprint: String },
     /// A key package of `nick`'s key, answering `fetch_key_package`.

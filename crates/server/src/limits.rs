@@ -114,6 +114,19 @@ pub const MAX_ROOMS_PER_USER: usize = 50;
 /// takes one, except the last, which is kept (and handed out again) as a last resort.
 pub const MAX_KEY_PACKAGES: usize = 16;
 
+/// Keys whose key packages are kept. Overflow policy: uploading for a new key forgets the
+/// packages of the key that uploaded least recently among those offline (it uploads again on
+/// its next connection). Bounds the table at about this many x [`MAX_KEY_PACKAGES`] x
+/// [`MAX_SEALED_BYTES`].
+pub const MAX_KEY_PACKAGE_KEYS: usize = 10_000;
+
+/// Key packages one session may fetch in a burst, and how often one more is allowed: so that
+/// nobody can drain another key's packages (each is meant to be used once). Overflow policy:
+/// the fetch is refused with `rate_limited`.
+pub const KEY_PACKAGE_FETCH_BURST: u32 = 8;
+/// See [`KEY_PACKAGE_FETCH_BURST`].
+pub const KEY_PACKAGE_FETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest base64 MLS body (commit, welcome, application message or key package) accepted, in
 /// bytes. Records are bounded by [`MAX_RECORD_BYTES`] anyway; this keeps a commit with its
 /// welcome inside one record.

@@ -442,6 +442,7 @@ impl Writer {
             let cutoff = now_millis.saturating_sub(age.as_millis() as u64);
             deleted += tx.execute("DELETE FROM messages WHERE time < ?1", [cutoff as i64])?;
         }
+        deleted += e2e::prune(&tx, self.retention.max_messages)?;
         tx.commit()?;
         Ok(deleted)
     }

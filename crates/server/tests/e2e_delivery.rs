@@ -100,7 +100,7 @@ async fn commits_are_ordered_by_epoch_and_the_added_key_gets_its_welcome_and_wha
     assert_eq!(kind, SealedKind::Commit);
     let invited = b.expect("invited", |m| matches!(m, ServerMsg::Invited { .. })).await.unwrap();
     assert!(
-        matches!(&invited, ServerMsg::Invited { room, from, id, body } if room.as_str() == "#sec" && from.as_str() == "alice" && *id == commit_id && body == "V0VMQ09NRQ==")
+        matches!(&invited, ServerMsg::Invited { room, from, id, epoch: 1, body } if room.as_str() == "#sec" && from.as_str() == "alice" && *id == commit_id && body == "V0VMQ09NRQ==")
     );
     a.send(&commit(0, "TE9TRVI=")).await.unwrap();
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::StaleEpoch, "epoch 0 is past");
@@ -254,7 +254,7 @@ async fn membership_history_and_welcomes_survive_a_restart_and_reach_an_offline_
     let mut b = TestClient::connect_with(server.addr, "bob", &bob_keys).await.unwrap();
     b.send(&ClientMsg::KeyPackages { packages: vec!["S1A=".into()] }).await.unwrap();
     let invited = b.expect("invited", |m| matches!(m, ServerMsg::Invited { .. })).await.unwrap();
-    assert!(matches!(invited, ServerMsg::Invited { id, .. } if id == commit_id));
+    assert!(matches!(invited, ServerMsg::Invited { id, epoch: 1, .. } if id == commit_id));
     let got = b
         .until_history_end(&ClientMsg::Join { room: "#sec".into(), since: Some(commit_id) }, "#sec")
         .await
@@ -266,4 +266,89 @@ async fn membership_history_and_welcomes_survive_a_restart_and_reach_an_offline_
     b.send(&commit(1, "TkVX")).await.unwrap();
     let (id, _) = sealed(&mut b, "TkVX").await;
     assert!(id > commit_id + 1, "ids continue after the restart");
+}
+
+#[tokio::test]
+async fn made_up_fingerprints_and_welcomes_for_keys_not_added_are_refused() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let _b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let bob_fp = fingerprint(&mut a, "bob").await;
+    a.until_history_end(&create("#sec", false), "#sec").await.unwrap();
+    // Right length and prefix, but not the base64 of 32 bytes (non-zero trailing bits).
+    let made_up = format!("SHA256:{}B", "A".repeat(42));
+    let bad = |adds: Vec<String>, to: &str| ClientMsg::Commit {
+        room: "#sec".into(),
+        epoch: 0,
+        body: "Q09NTUlU".into(),
+        welcome: Some(SealedWelcome { to: to.into(), body: "V0VMQ09NRQ==".into() }),
+        adds,
+        removes: vec![],
+    };
+    a.send(&bad(vec![made_up.clone()], &made_up)).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Other);
+    // A welcome parked for a key the commit does not add.
+    a.send(&bad(vec![], &bob_fp)).await.unwrap();
+    let (code, text) = a.expect_error().await.unwrap();
+    assert_eq!(code, ErrorCode::Other);
+    assert!(text.contains("does not add"), "{text}");
+    // Nothing moved: epoch 0 is still the room's.
+    a.send(&bad(vec![bob_fp.clone()], &bob_fp)).await.unwrap();
+    sealed(&mut a, "Q09NTUlU").await;
+}
+
+#[tokio::test]
+async fn an_e2e_room_whose_last_key_parts_is_forgotten() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    a.until_history_end(&create("#gone", false), "#gone").await.unwrap();
+    a.send(&ClientMsg::Sealed { room: "#gone".into(), epoch: 0, body: "QUFBQQ==".into() })
+        .await
+        .unwrap();
+    a.expect("sealed", |m| matches!(m, ServerMsg::Sealed { .. })).await.unwrap();
+    a.send(&ClientMsg::Part { room: "#gone".into(), reason: None }).await.unwrap();
+    a.expect("leave", |m| matches!(m, ServerMsg::Leave { .. })).await.unwrap();
+    // The E2E room is gone, with its stored messages: the name is an ordinary (empty) room now,
+    // its ids continuing like any room that had messages.
+    let got = b
+        .until_history_end(&ClientMsg::Join { room: "#gone".into(), since: None }, "#gone")
+        .await
+        .unwrap();
+    assert!(got.iter().any(|m| matches!(m, ServerMsg::Members { e2e: false, .. })), "{got:?}");
+    assert!(!got.iter().any(|m| matches!(m, ServerMsg::Sealed { .. })), "{got:?}");
+    let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sealed WHERE room = '#gone'", [], |r| r.get(0))
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the old room's messages are still stored");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn key_package_fetches_are_limited_per_session() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let packages: Vec<String> = (0..16).map(|i| format!("S1{i:02}")).collect();
+    b.send(&ClientMsg::KeyPackages { packages }).await.unwrap();
+    b.send(&ClientMsg::Whois { nick: "bob".into() }).await.unwrap();
+    b.expect("whois", |m| matches!(m, ServerMsg::Whois { .. })).await.unwrap();
+    for _ in 0..8 {
+        a.send(&ClientMsg::FetchKeyPackage { nick: "bob".into(), room: None }).await.unwrap();
+        a.expect("key_package", |m| matches!(m, ServerMsg::KeyPackage { .. })).await.unwrap();
+    }
+    a.send(&ClientMsg::FetchKeyPackage { nick: "bob".into(), room: None }).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::RateLimited);
+    // Another session is not held back by alice's fetches, and bob has packages left.
+    let mut c = TestClient::connect(server.addr, "carol").await.unwrap();
+    c.send(&ClientMsg::FetchKeyPackage { nick: "bob".into(), room: None }).await.unwrap();
+    let got = c.expect("key_package", |m| matches!(m, ServerMsg::KeyPackage { .. })).await.unwrap();
+    assert!(matches!(got, ServerMsg::KeyPackage { package, .. } if package == "S108"));
 }

@@ -237,22 +237,29 @@ impl App {
             | ServerMsg::Invited { .. }
             | ServerMsg::JoinRequest { .. }
             | ServerMsg::KeyPackage { .. } => vec![],
-            // The E2E layer's warnings (forged or changed keys) must not be missed.
-            ServerMsg::Notice { text } if text.starts_with("WARNING:") => {
-                self.error(&text);
-                if self.config.bell { vec![super::Effect::Bell] } else { vec![] }
-            }
+            // Marked as the server's: only the E2E layer's own words (`on_e2e`) look like its.
             ServerMsg::Notice { text } => {
-                // A notice about one room (the E2E layer's start with the room's name) goes to
-                // that room's buffer, when it has one.
-                let first = text.split([' ', ':']).next().unwrap_or_default();
-                match RoomName::parse(first).ok().and_then(|r| self.find(r.as_str())) {
-                    Some(i) => self.note(i, Kind::Notice, &text),
-                    None => self.notice(&text),
-                }
+                self.notice(&format!("server: {text}"));
                 vec![]
             }
         }
+    }
+
+    /// What this client's E2E layer says (never the server: see [`NetEvent::E2e`]). Its
+    /// warnings (forged or changed keys) must not be missed; a notice about one room (they
+    /// start with the room's name) goes to that room's buffer, when it has one.
+    pub(super) fn on_e2e(&mut self, text: &str, warning: bool) -> Vec<super::Effect> {
+        if warning {
+            self.error(&format!("[e2e] WARNING: {text}"));
+            return if self.config.bell { vec![super::Effect::Bell] } else { vec![] };
+        }
+        let first = text.split([' ', ':']).next().unwrap_or_default();
+        let text = format!("[e2e] {text}");
+        match RoomName::parse(first).ok().and_then(|r| self.find(r.as_str())) {
+            Some(i) => self.note(i, Kind::Notice, &text),
+            None => self.notice(&text),
+        }
+        vec![]
     }
 
     /// A server notice in the buffer shown.

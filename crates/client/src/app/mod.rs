@@ -234,6 +234,7 @@ impl App {
             Event::Net(NetEvent::Msg(msg)) => self.on_server(msg),
             Event::Net(NetEvent::Unsent(msgs)) => self.on_unsent(msgs),
             Event::Net(NetEvent::Closed(closed)) => self.on_closed(closed),
+            Event::Net(NetEvent::E2e { text, warning }) => self.on_e2e(&text, warning),
             Event::Tick { now, wall_ms } => self.on_tick(now, wall_ms),
             Event::Connected(welcome) => self.on_connected(*welcome),
             Event::ConnectFailed { reason, retry } => self.on_connect_failed(&reason, retry),

@@ -9,10 +9,16 @@
 //!   as ordinary `message` events (so line mode, JSON and the TUI show them unchanged), commits
 //!   as notices ("bob was added by alice"); anything forged or changed as a loud `WARNING`;
 //! - `say`/`me` into a room it has a group for are encrypted into `sealed`: never sent in clear;
-//! - `/create --e2e` makes the group once the server confirms the room; `/invite` fetches a key
-//!   package and commits the add after checking the key against the nickname's pin; a
-//!   `join_request` (open rooms) does the same automatically; `/remove` commits a removal; a
-//!   member who parts is removed by whoever's client commits first; `invited` joins the group;
+//! - `/create --e2e [--open]` makes the group once the server confirms the room, with the mode
+//!   in the group itself; `/invite` fetches a key package and commits the add after checking
+//!   the key against the nickname's pin; a `join_request` does the same automatically only if
+//!   our own group says the room is open (never on the server's word); `/remove` commits a
+//!   removal; `invited` joins the group (never replacing one we are in);
+//! - the server's word alone never changes a group: a `leave` (ours or another member's, part
+//!   or kick) or a `not_invited` removes nobody and forgets nothing; only the user's own `/part`
+//!   or an MLS commit does;
+//! - each room's commit count ([`super::counts`]) is the `epoch` of the commits we send;
+//! - what it says itself goes to the UI as [`NetEvent::E2e`], never as a server `notice`;
 //! - after a restart, earlier messages are shown from the engine's local log (MLS keys are used
 //!   once, so the ciphertext on the server could not be decrypted again).
 
@@ -28,6 +34,7 @@ use chatao_proto::{
 use serde::{Deserialize, Serialize};
 
 use super::Request;
+use super::counts::CommitCounts;
 use super::pins::{NickPins, PinCheck};
 use crate::net::NetEvent;
 
@@ -39,6 +46,9 @@ pub const LOG_ON_JOIN: usize = 50;
 pub const HISTORY_PAGE: usize = 500;
 /// Unanswered joins remembered. Overflow policy: the oldest is forgotten.
 pub const JOINS_TRACKED: usize = 256;
+/// Key packages asked for and not answered yet. Overflow policy: `/invite` is refused (the
+/// user is told), a join request is not acted on.
+pub const INVITES_TRACKED: usize = 64;
 /// Texts held per room while a removal of ours is in flight. Overflow policy: the text is not
 /// sent, and the user is told.
 pub const HELD_TEXTS: usize = 64;
@@ -65,7 +75,8 @@ pub enum Out {
 enum Intent {
     /// The user asked (`/invite`, `/remove`): tell them to try again.
     User(String),
-    /// Automatic (a join request, a member who parted): someone else's client will do it.
+    /// Automatic (a join request in an open room, re-doing a removal overtaken by another
+    /// commit): someone else's client may do it.
     Auto,
 }
 
@@ -82,8 +93,11 @@ pub struct Layer {
     me: Nick,
     pins: NickPins,
     out: Vec<Out>,
-    /// Rooms we asked to create as E2E rooms; the group is made when the server confirms.
-    creating: HashSet<RoomName>,
+    /// Rooms we asked to create as E2E rooms, and whether open; the group is made when the
+    /// server confirms. Bounded by [`JOINS_TRACKED`] (overflow: not remembered, no group).
+    creating: HashMap<RoomName, bool>,
+    /// Each room's commit count: the `epoch` of our commits.
+    counts: CommitCounts,
     /// Rooms the server says are E2E (we may not have a group for them).
     server_e2e: HashSet<RoomName>,
     /// Rooms whose local log was shown on this connection.
@@ -113,7 +127,8 @@ impl Layer {
             me,
             pins: NickPins::load(dir),
             out: Vec::new(),
-            creating: HashSet::new(),
+            creating: HashMap::new(),
+            counts: CommitCounts::load(dir),
             server_e2e: HashSet::new(),
             shown: HashSet::new(),
             inviting: HashMap::new(),
@@ -125,6 +140,7 @@ impl Layer {
 
     /// Everything the layer produced since the last call.
     pub fn drain(&mut self) -> Vec<Out> {
+        self.pins.flush();
         std::mem::take(&mut self.out)
     }
 
@@ -144,14 +160,26 @@ impl Layer {
         self.out.push(Out::Ui(NetEvent::Msg(msg)));
     }
 
+    /// Something the layer says: marked as its own, never a server `notice`.
     fn notice(&mut self, text: String) {
-        self.ui(ServerMsg::Notice { text });
+        self.out.push(Out::Ui(NetEvent::E2e { text, warning: false }));
     }
 
     /// A warning that must not be missed: forged keys, changed keys, a server caught lying.
     fn warn(&mut self, text: String) {
         tracing::warn!(warning = %text, "e2e");
-        self.notice(format!("WARNING: {text}"));
+        self.out.push(Out::Ui(NetEvent::E2e { text, warning: true }));
+    }
+
+    /// The `epoch` our next commit in `room` states: the room's commit count (for a group
+    /// made before counts were kept, the MLS epoch, which equals it unless garbage was sent).
+    fn commit_epoch(&self, room: &str) -> u64 {
+        self.counts.get(room).unwrap_or_else(|| self.e2e.epoch(room).unwrap_or(0))
+    }
+
+    /// True if the room is end-to-end encrypted as far as we know (our group or the server).
+    fn e2e_context(&self, room: &RoomName) -> bool {
+        self.has_group(room.as_str()) || self.server_e2e.contains(room)
     }
 
     fn has_group(&self, room: &str) -> bool {
@@ -214,6 +242,17 @@ impl Layer {
         }
     }
 
+    /// Like [`Layer::observe`] for what is not about an E2E room (`/whois`): a change against a
+    /// pin is a warning, but nothing is pinned.
+    fn compare(&mut self, nick: &Nick, fp: &str) {
+        if let PinCheck::Changed { pinned } = self.pins.peek(nick.as_str(), fp) {
+            self.warn(format!(
+                "the server says {nick} has the key {fp}, but {nick} was pinned to {pinned}: \
+                 this may be someone else using that name"
+            ));
+        }
+    }
+
     // ---- from the UI ----
 
     /// A message from the UI, on its way to the server.
@@ -222,8 +261,11 @@ impl Layer {
             ClientMsg::Say { room, text } => self.say(room, MessageKind::Normal, text),
             ClientMsg::Me { room, text } => self.say(room, MessageKind::Action, text),
             ClientMsg::Create { room, e2e, open } => {
-                if e2e && let Some(r) = room_name(&room) {
-                    self.creating.insert(r);
+                if e2e
+                    && self.creating.len() < JOINS_TRACKED
+                    && let Some(r) = room_name(&room)
+                {
+                    self.creating.insert(r, open);
                 }
                 self.net(ClientMsg::Create { room, e2e, open });
             }
@@ -231,6 +273,12 @@ impl Layer {
                 if let Some(r) = room_name(&room) {
                     if !self.has_group(r.as_str()) {
                         self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+                        return;
+                    }
+                    if self.inviting.len() >= INVITES_TRACKED {
+                        self.notice(format!(
+                            "too many invitations in progress; /invite {nick} later"
+                        ));
                         return;
                     }
                     let intent = Intent::User(format!("/invite {nick}"));
@@ -247,8 +295,34 @@ impl Layer {
                 };
                 self.net(ClientMsg::Join { room, since });
             }
+            ClientMsg::Part { room, reason } => {
+                // The user's own /part: the only way, besides an MLS commit removing us, that a
+                // group is forgotten. MLS does not let a member commit its own removal: our key
+                // stays in the group until a member /removes it (docs/PROTOCOL.md 13).
+                if let Some(r) = room_name(&room)
+                    && self.has_group(r.as_str())
+                {
+                    self.notice(format!(
+                        "you left the end-to-end encrypted room {r}: its group and history are \
+                         forgotten here; your key stays in the group until a member /removes it"
+                    ));
+                    self.forget(&r);
+                }
+                self.net(ClientMsg::Part { room, reason });
+            }
             other => self.net(other),
         }
+    }
+
+    /// Deletes the room's group, log and count (the user's /part).
+    fn forget(&mut self, r: &RoomName) {
+        if let Err(e) = self.e2e.forget(r.as_str()) {
+            self.notice(format!("{r}: cannot forget the group: {e}"));
+        }
+        self.counts.remove(r.as_str());
+        self.shown.remove(r);
+        self.held.remove(r);
+        self.in_flight.remove(r);
     }
 
     fn say(&mut self, room: String, kind: MessageKind, text: String) {
@@ -326,7 +400,10 @@ impl Layer {
             return self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
         }
         let Some(fp) = self.pins.get(nick).map(str::to_owned) else {
-            return self.notice(format!("no key is known for {nick}; /whois {nick} first"));
+            return self.notice(format!(
+                "no key is pinned for {nick} (names are pinned when met in an end-to-end \
+                 encrypted room); /safety lists the members' keys"
+            ));
         };
         self.commit_remove(&r, &fp, Intent::User(format!("/remove {nick}")));
     }
@@ -344,11 +421,17 @@ impl Layer {
                 self.held.entry(r.clone()).or_default().fingerprint = fp.to_owned();
                 self.net(ClientMsg::Commit {
                     room: r.to_string(),
-                    epoch: p.epoch,
+                    epoch: self.commit_epoch(r.as_str()),
                     body: B64.encode(&p.commit),
                     welcome: None,
                     adds: vec![],
-                    removes: p.removed,
+                    // Only canonical fingerprints steer delivery (the server refuses others); a
+                    // forged `invalid:...` member is still removed from the MLS group.
+                    removes: p
+                        .removed
+                        .into_iter()
+                        .filter(|f| chatao_e2e::is_fingerprint(f))
+                        .collect(),
                 });
             }
             Err(E2eError::NoSuchMember(_)) if intent == Intent::Auto => {}
@@ -401,15 +484,20 @@ impl Layer {
                 if let Some(i) = self.joining.iter().position(|r| r == &room) {
                     self.joining.remove(i);
                 }
-                for m in &members {
-                    self.observe(&m.nick, &m.fingerprint);
+                // Pinned only in an E2E context: who is in an E2E room.
+                if e2e || self.has_group(room.as_str()) {
+                    for m in &members {
+                        self.observe(&m.nick, &m.fingerprint);
+                    }
                 }
                 if e2e
-                    && self.creating.remove(&room)
+                    && let Some(open) = self.creating.remove(&room)
                     && !self.has_group(room.as_str())
-                    && let Err(e) = self.e2e.create_group(room.as_str())
                 {
-                    self.warn(format!("{room}: cannot create the MLS group: {e}"));
+                    match self.e2e.create_group(room.as_str(), open) {
+                        Ok(()) => self.counts.set(room.as_str(), 0, 0),
+                        Err(e) => self.warn(format!("{room}: cannot create the MLS group: {e}")),
+                    }
                 }
                 if e2e {
                     self.server_e2e.insert(room.clone());
@@ -428,7 +516,11 @@ impl Layer {
                 }
             }
             ServerMsg::Join { room, nick, fingerprint } => {
-                self.observe(&nick, &fingerprint);
+                if self.e2e_context(&room) {
+                    self.observe(&nick, &fingerprint);
+                } else {
+                    self.compare(&nick, &fingerprint);
+                }
                 self.ui(ServerMsg::Join { room, nick, fingerprint });
             }
             ServerMsg::Leave { room, nick, reason, message } => {
@@ -436,7 +528,7 @@ impl Layer {
                 self.ui(ServerMsg::Leave { room, nick, reason, message });
             }
             ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
-                self.observe(&nick, &fingerprint);
+                self.compare(&nick, &fingerprint);
                 self.ui(ServerMsg::Whois { nick, fingerprint, rooms, away, since });
             }
             ServerMsg::RoomList { mut rooms } => {
@@ -454,16 +546,32 @@ impl Layer {
             ServerMsg::Sealed { room, id, time, from, kind, body, history, .. } => {
                 self.sealed(room, id, time, from, kind, body, history);
             }
-            ServerMsg::Invited { room, from, id, body } => self.invited(room, from, id, body),
+            ServerMsg::Invited { room, from, id, epoch, body } => {
+                self.invited(room, from, id, epoch, body)
+            }
             ServerMsg::JoinRequest { room, nick, fingerprint } => {
-                if self.has_group(room.as_str()) && self.observe(&nick, &fingerprint) {
-                    self.notice(format!("{nick} asks to join {room}; adding them"));
-                    let key = (room.clone(), nick.as_str().to_ascii_lowercase());
-                    self.inviting.insert(key, Intent::Auto);
-                    self.net(ClientMsg::FetchKeyPackage {
-                        nick: nick.to_string(),
-                        room: Some(room.to_string()),
-                    });
+                // The mode is our group's, chosen by its creator: an invite-only room never
+                // admits anyone on the server's word (it could ask for its own key).
+                match self.e2e.is_open(room.as_str()) {
+                    Some(true)
+                        if self.inviting.len() < INVITES_TRACKED
+                            && self.observe(&nick, &fingerprint) =>
+                    {
+                        self.notice(format!(
+                            "{nick} asks to join the open room {room}; adding them"
+                        ));
+                        let key = (room.clone(), nick.as_str().to_ascii_lowercase());
+                        self.inviting.insert(key, Intent::Auto);
+                        self.net(ClientMsg::FetchKeyPackage {
+                            nick: nick.to_string(),
+                            room: Some(room.to_string()),
+                        });
+                    }
+                    Some(false) => self.notice(format!(
+                        "the server says {nick} asks to join the invite-only room {room}: not \
+                         added (/invite {nick} if you want them in)"
+                    )),
+                    _ => {}
                 }
             }
             ServerMsg::KeyPackage { nick, fingerprint, package, room: Some(room) } => {
@@ -479,13 +587,13 @@ impl Layer {
                 let room = at.and_then(|i| self.joining.remove(i));
                 match room {
                     Some(r) if code == ErrorCode::NotInvited && self.has_group(r.as_str()) => {
+                        // Only the server's word: the group is kept (the server could otherwise
+                        // wipe it and offer one of its own). The user decides.
                         self.notice(format!(
                             "the server says you are no longer a member of {r} (removed while \
-                             you were away?): its group is forgotten; a member can add you again"
+                             you were away?); your group is kept: /part {r} to forget it, then \
+                             a member can add you again"
                         ));
-                        if let Err(e) = self.e2e.forget(r.as_str()) {
-                            self.notice(format!("{r}: cannot forget the group: {e}"));
-                        }
                     }
                     Some(r) => {
                         self.creating.remove(&r);
@@ -549,38 +657,19 @@ impl Layer {
         }
     }
 
+    /// A `leave` is only the server's word: it forgets no group and removes nobody. Our own
+    /// group goes with our own /part ([`Layer::from_ui`]) or a commit removing us; another
+    /// member's key stays in the group until a member /removes it (a member who parts removes
+    /// itself from delivery, not from the group: see docs/PROTOCOL.md 13).
     fn on_leave(&mut self, room: &RoomName, nick: &Nick, reason: LeaveReason) {
-        if !self.has_group(room.as_str()) {
+        if !self.has_group(room.as_str()) || nick != &self.me {
             return;
         }
-        if nick == &self.me {
-            match reason {
-                LeaveReason::Part => {
-                    if let Err(e) = self.e2e.forget(room.as_str()) {
-                        self.notice(format!("{room}: cannot forget the group: {e}"));
-                    }
-                    self.shown.remove(room);
-                }
-                LeaveReason::Kicked => {
-                    self.notice(format!(
-                        "you were removed from the end-to-end encrypted room {room}: you cannot \
-                         read what is said there from now on"
-                    ));
-                    if let Err(e) = self.e2e.forget(room.as_str()) {
-                        self.notice(format!("{room}: cannot forget the group: {e}"));
-                    }
-                    self.shown.remove(room);
-                }
-                _ => {}
-            }
-            return;
-        }
-        // A member who parts gave up membership: remove them from the group (the first
-        // member's client to commit wins).
-        if reason == LeaveReason::Part
-            && let Some(fp) = self.pins.get(nick.as_str()).map(str::to_owned)
-        {
-            self.commit_remove(room, &fp, Intent::Auto);
+        if reason == LeaveReason::Kicked {
+            self.notice(format!(
+                "the server says you were removed from the end-to-end encrypted room {room}; \
+                 your group is kept until a commit removing you arrives or you /part {room}"
+            ));
         }
     }
 
@@ -598,6 +687,12 @@ impl Layer {
         if !self.has_group(room.as_str()) || kind == SealedKind::Other {
             return;
         }
+        // Every commit record counts, valid or not (the server counts them alike), once, and
+        // before the engine sees it (see `super::counts`).
+        if kind == SealedKind::Commit && self.e2e.last_id(room.as_str()).is_none_or(|l| id > l) {
+            let fallback = self.e2e.epoch(room.as_str()).unwrap_or(0);
+            self.counts.record(room.as_str(), id, fallback);
+        }
         let Ok(bytes) = B64.decode(body.as_bytes()) else {
             return self.warn(format!("{room}: message {id} from {from} is not base64; ignored"));
         };
@@ -611,6 +706,10 @@ impl Layer {
                 if status.is_forged() {
                     self.warn(format!(
                         "{room}: the next message comes from {sender_fp}, whose key is {status}"
+                    ));
+                } else if matches!(status, chatao_e2e::PinStatus::Unverified { .. }) {
+                    self.notice(format!(
+                        "{room}: the sender of the next message could not be verified ({status})"
                     ));
                 }
                 self.ui(ServerMsg::Message {
@@ -671,7 +770,8 @@ impl Layer {
     }
 
     /// Who sent message `id`: the nickname pinned to the key that signed it. The server's
-    /// `from` is only a claim; a mismatch is a warning.
+    /// `from` is only a claim: when it disagrees with the signer, the signer's pinned nickname
+    /// is shown, or a name made of its fingerprint ([`key_nick`]), with a warning.
     fn sender(&mut self, room: &RoomName, id: u64, from: &Nick, fp: &str) -> Nick {
         if self.pins.get(from.as_str()) == Some(fp) {
             return from.clone();
@@ -683,36 +783,65 @@ impl Layer {
             ));
             return known;
         }
-        // A key seen for the first time: pin it to the name it came with, unless that name is
-        // pinned to another key.
-        if !self.observe(from, fp) {
-            self.warn(format!(
-                "{room}: message {id} claims to be from {from} but is signed by an unknown key {fp}"
-            ));
-        }
-        from.clone()
+        let shown = key_nick(fp).unwrap_or_else(|| self.nick_for(fp, None));
+        self.warn(format!(
+            "{room}: message {id} is signed by the key {fp}, which no nickname is pinned to \
+             (the server says it is from {from}); shown as {shown}"
+        ));
+        shown
     }
 
-    fn invited(&mut self, room: RoomName, from: Nick, id: u64, body: String) {
+    fn invited(&mut self, room: RoomName, from: Nick, id: u64, epoch: u64, body: String) {
         if self.has_group(room.as_str()) {
-            return;
+            // Replacing a room's group is how a server would swap in one of its own.
+            return self.warn(format!(
+                "the server delivered a welcome into {room}, whose end-to-end encrypted group \
+                 you are in: REFUSED (if the room really was made anew, /part {room} first)"
+            ));
         }
         let Ok(bytes) = B64.decode(body.as_bytes()) else {
-            return self.warn(format!("the welcome to {room} from {from} is not base64"));
+            return self.warn(format!("the welcome to {room} is not base64"));
         };
         match self.e2e.join(room.as_str(), &bytes, id) {
             Ok(joined) => {
+                self.counts.set(room.as_str(), epoch, id);
+                // Named from the group, not from the server's `from`, which MLS does not
+                // confirm: the welcome's signer and the members, by pinned nickname or key.
+                let names: Vec<String> = joined
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_self)
+                    .map(|m| self.member_name(&m.fingerprint))
+                    .collect();
+                let inviter = match &joined.inviter_fp {
+                    Some(fp) => self.member_name(fp),
+                    None => "a member whose key is FORGED".to_owned(),
+                };
+                let mode = if joined.open { "open" } else { "invite-only" };
                 self.notice(format!(
-                    "{from} added you to the END-TO-END ENCRYPTED room {room} ({} members)",
-                    joined.members.len()
+                    "{inviter} added you to the END-TO-END ENCRYPTED room {room} ({mode}; {} \
+                     members: you, {}; the server says it was {from})",
+                    joined.members.len(),
+                    names.join(", ")
                 ));
                 for w in joined.warnings {
                     self.warn(format!("{room}: {w}"));
                 }
                 self.net(ClientMsg::Join { room: room.to_string(), since: Some(id) });
             }
-            Err(e) if e.is_forgery() => self.warn(format!("welcome to {room} from {from}: {e}")),
-            Err(e) => self.notice(format!("cannot join {room} from {from}'s welcome: {e}")),
+            Err(e) if e.is_forgery() => self.warn(format!("welcome to {room}: {e}")),
+            Err(e) => self.notice(format!("cannot join {room} from a welcome: {e}")),
+        }
+    }
+
+    /// A member's pinned nickname, or its fingerprint.
+    fn member_name(&self, fp: &str) -> String {
+        if fp == self.e2e.fingerprint() {
+            return self.me.to_string();
+        }
+        match self.pins.nick_of(fp) {
+            Some(n) => format!("{n} ({fp})"),
+            None => fp.to_owned(),
         }
     }
 
@@ -744,7 +873,7 @@ impl Layer {
                     p.welcome.map(|w| SealedWelcome { to: fp.clone(), body: B64.encode(w) });
                 self.net(ClientMsg::Commit {
                     room: room.to_string(),
-                    epoch: p.epoch,
+                    epoch: self.commit_epoch(room.as_str()),
                     body: B64.encode(&p.commit),
                     welcome,
                     adds: p.added,
@@ -775,6 +904,24 @@ impl Layer {
     }
 }
 
+/// The name shown for a key no nickname is pinned to: `key-` and the start of its
+/// fingerprint (in the nickname alphabet), so a message is never shown under a name the server
+/// chose.
+pub fn key_nick(fp: &str) -> Option<Nick> {
+    let short: String = fp
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter_map(|c| match c {
+            '+' => Some('-'),
+            '/' => Some('_'),
+            c if c.is_ascii_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .take(12)
+        .collect();
+    Nick::parse(&format!("key-{short}")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -789,6 +936,15 @@ mod tests {
 
     fn room() -> RoomName {
         RoomName::parse("#sec").unwrap()
+    }
+
+    fn is_warning(o: &Out) -> bool {
+        matches!(o, Out::Ui(NetEvent::E2e { warning: true, .. }))
+    }
+
+    fn said(out: &[Out], needle: &str) -> bool {
+        out.iter()
+            .any(|o| matches!(o, Out::Ui(NetEvent::E2e { text, .. }) if text.contains(needle)))
     }
 
     fn fp(n: u8) -> String {
@@ -834,9 +990,7 @@ mod tests {
         });
         let out = l.drain();
         assert_eq!(out.len(), 1);
-        assert!(
-            matches!(&out[0], Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:"))
-        );
+        assert!(is_warning(&out[0]), "{out:?}");
     }
 
     #[test]
@@ -855,10 +1009,7 @@ mod tests {
         });
         let out = l.drain();
         assert!(out.iter().all(|o| !matches!(o, Out::Net(_))), "no commit: {out:?}");
-        let warnings = out
-            .iter()
-            .filter(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:")))
-            .count();
+        let warnings = out.iter().filter(|o| is_warning(o)).count();
         assert!(warnings >= 1, "{out:?}");
     }
 
@@ -870,7 +1021,7 @@ mod tests {
         let bob = Nick::parse("bob").unwrap();
         l.from_server(ServerMsg::Join { room: room(), nick: bob, fingerprint: forged });
         let out = l.drain();
-        assert!(out.iter().any(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Notice { text })) if text.starts_with("WARNING:"))));
+        assert!(out.iter().any(is_warning));
         let pins = NickPins::load(dir.path());
         assert_eq!(pins.get("bob"), None);
         assert_eq!(pins.get("mallory"), None);
@@ -919,13 +1070,8 @@ mod tests {
         echo_commit(&mut l, &out, 1);
         assert_eq!(l.e2e.members("#sec").len(), 2);
         l.drain();
-        // bob parts: alice's client commits his removal, and holds what she types meanwhile.
-        l.from_server(ServerMsg::Leave {
-            room: room(),
-            nick: bob_nick,
-            reason: LeaveReason::Part,
-            message: None,
-        });
+        // alice removes bob: her client holds what she types meanwhile.
+        l.request(Request::Remove { room: "#sec".into(), nick: bob_nick.to_string() });
         l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "after bob".into() });
         let out = l.drain();
         assert!(out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Commit { removes, .. }) if removes == std::slice::from_ref(&bob_fp))));
@@ -940,5 +1086,181 @@ mod tests {
             "sent once bob is out, at the new epoch: {out:?}"
         );
         assert_eq!(l.e2e.members("#sec").len(), 1);
+    }
+
+    /// alice's layer in `#sec` with bob (a real engine of his own) added.
+    fn with_bob(dir: &std::path::Path, bob_dir: &std::path::Path) -> (Layer, E2e, String) {
+        let mut l = in_room(dir);
+        let bob_keys = chatao_transport::Keypair::from_secret([2u8; 32]);
+        let bob_fp = bob_keys.public().fingerprint();
+        let mut bob = E2e::open(bob_dir, bob_keys.secret_bytes(), &bob_fp).unwrap();
+        let kp = B64.encode(&bob.key_packages(1).unwrap()[0]);
+        l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#sec".into()) });
+        l.from_server(ServerMsg::KeyPackage {
+            nick: Nick::parse("bob").unwrap(),
+            fingerprint: bob_fp.clone(),
+            package: kp,
+            room: Some(room()),
+        });
+        let out = l.drain();
+        echo_commit(&mut l, &out, 1);
+        l.drain();
+        (l, bob, bob_fp)
+    }
+
+    #[test]
+    fn a_join_request_in_an_invite_only_room_adds_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        assert_eq!(l.e2e.is_open("#sec"), Some(false));
+        let mallory = Nick::parse("mallory").unwrap();
+        l.from_server(ServerMsg::JoinRequest { room: room(), nick: mallory, fingerprint: fp(9) });
+        let out = l.drain();
+        assert!(!out.iter().any(|o| matches!(o, Out::Net(_))), "no key package asked: {out:?}");
+        assert!(said(&out, "not added"), "{out:?}");
+    }
+
+    #[test]
+    fn a_join_request_in_an_open_room_is_acted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = layer(dir.path());
+        l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: true });
+        let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
+        l.from_server(ServerMsg::Members { room: room(), members: vec![me], e2e: true });
+        l.drain();
+        assert_eq!(l.e2e.is_open("#sec"), Some(true));
+        let carol = Nick::parse("carol").unwrap();
+        l.from_server(ServerMsg::JoinRequest { room: room(), nick: carol, fingerprint: fp(3) });
+        let out = l.drain();
+        assert!(
+            out.iter().any(|o| matches!(o, Out::Net(ClientMsg::FetchKeyPackage { nick, .. }) if nick == "carol")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_forged_leave_or_a_kick_forgets_nothing_and_removes_nobody_but_our_part_does() {
+        let (dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut l, _bob, _) = with_bob(dir.path(), bob_dir.path());
+        for (nick, reason) in [
+            ("alice", LeaveReason::Part),
+            ("alice", LeaveReason::Kicked),
+            ("bob", LeaveReason::Part),
+            ("bob", LeaveReason::Quit),
+        ] {
+            l.from_server(ServerMsg::Leave {
+                room: room(),
+                nick: Nick::parse(nick).unwrap(),
+                reason,
+                message: None,
+            });
+        }
+        let out = l.drain();
+        assert!(!out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Commit { .. }))), "{out:?}");
+        assert!(l.has_group("#sec"), "the group is kept");
+        assert_eq!(l.e2e.members("#sec").len(), 2, "bob is still a member");
+        l.from_server(ServerMsg::Error {
+            code: ErrorCode::NotInvited,
+            message: "#sec is invite-only".into(),
+        });
+        assert!(l.has_group("#sec"));
+        // The user's own /part is what forgets it.
+        l.from_ui(ClientMsg::Part { room: "#sec".into(), reason: None });
+        assert!(!l.has_group("#sec"));
+        assert!(l.counts.get("#sec").is_none());
+    }
+
+    #[test]
+    fn a_welcome_into_a_room_we_are_in_is_refused_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let before = l.e2e.members("#sec");
+        l.from_server(ServerMsg::Invited {
+            room: room(),
+            from: Nick::parse("mallory").unwrap(),
+            id: 5,
+            epoch: 1,
+            body: "AAAA".into(),
+        });
+        let out = l.drain();
+        assert!(out.iter().any(|o| is_warning(o) && said(std::slice::from_ref(o), "REFUSED")));
+        assert_eq!(l.e2e.members("#sec"), before);
+    }
+
+    #[test]
+    fn a_message_is_shown_under_its_signer_never_under_the_servers_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let show = |l: &mut Layer, id: u64, from: &str, sender_fp: &str| -> (String, bool) {
+            l.out.clear();
+            let nick = l.sender(&room(), id, &Nick::parse(from).unwrap(), sender_fp);
+            (nick.to_string(), l.out.iter().any(is_warning))
+        };
+        // A key no nickname is pinned to: a name made of its fingerprint, a warning, and the
+        // server's `from` is not pinned to it.
+        let (shown, warned) = show(&mut l, 3, "carol", &fp(8));
+        assert!(shown.starts_with("key-") && warned, "{shown}");
+        assert_eq!(l.pins.get("carol"), None);
+        // A key pinned to another name: shown under that name, with a warning.
+        l.pins.check("bob", &fp(2));
+        assert_eq!(show(&mut l, 4, "carol", &fp(2)), ("bob".to_owned(), true));
+        // Agreement: no warning.
+        assert_eq!(show(&mut l, 5, "bob", &fp(2)), ("bob".to_owned(), false));
+    }
+
+    #[test]
+    fn nicknames_are_pinned_only_in_an_e2e_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        let lobby = RoomName::parse("#lobby").unwrap();
+        l.from_server(ServerMsg::Join {
+            room: lobby.clone(),
+            nick: Nick::parse("dave").unwrap(),
+            fingerprint: fp(4),
+        });
+        l.from_server(ServerMsg::Whois {
+            nick: Nick::parse("erin").unwrap(),
+            fingerprint: fp(5),
+            rooms: vec![],
+            away: None,
+            since: 0,
+        });
+        l.from_server(ServerMsg::Join {
+            room: room(),
+            nick: Nick::parse("frank").unwrap(),
+            fingerprint: fp(6),
+        });
+        l.drain();
+        let pins = NickPins::load(dir.path());
+        assert_eq!(pins.get("dave"), None);
+        assert_eq!(pins.get("erin"), None);
+        assert_eq!(pins.get("frank"), Some(fp(6).as_str()), "written by the batch's flush");
+    }
+
+    #[test]
+    fn commits_state_the_rooms_commit_count_which_counts_every_commit_record() {
+        let (dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut l, _bob, _) = with_bob(dir.path(), bob_dir.path());
+        assert_eq!(l.counts.get("#sec"), Some(1));
+        // A garbage commit from a member: the MLS group does not move, the count does.
+        l.from_server(ServerMsg::Sealed {
+            room: room(),
+            id: 2,
+            time: 1,
+            from: Nick::parse("bob").unwrap(),
+            epoch: 1,
+            kind: SealedKind::Commit,
+            body: B64.encode(b"garbage"),
+            history: false,
+        });
+        l.drain();
+        assert_eq!(l.e2e.epoch("#sec"), Some(1));
+        assert_eq!(l.counts.get("#sec"), Some(2));
+        l.request(Request::Remove { room: "#sec".into(), nick: "bob".into() });
+        let out = l.drain();
+        assert!(
+            out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Commit { epoch: 2, .. }))),
+            "{out:?}"
+        );
     }
 }

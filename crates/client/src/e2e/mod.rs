@@ -14,6 +14,7 @@
 //! [`crate::net::EVENT_QUEUE`]) are bounded and apply back-pressure (the forwarder waits), like
 //! the network actor itself: nothing is dropped.
 
+pub mod counts;
 pub mod layer;
 pub mod pins;
 

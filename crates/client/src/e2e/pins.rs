@@ -2,6 +2,9 @@
 //! to, kept per server and identity (in the E2E state directory). A later claim of another key
 //! for the same nickname is a loud warning: the server cannot quietly swap who "bob" is.
 //! (The engine in `chatao-e2e` pins each fingerprint's MLS key; this pins the names.)
+//!
+//! Only names met in an E2E context are pinned (members of E2E rooms, keys fetched to add), at
+//! most [`MAX_PINS`]; changes are written once per batch ([`NickPins::flush`]), not per pin.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,12 +12,18 @@ use std::path::{Path, PathBuf};
 
 /// The pin file inside the E2E state directory: `nick fingerprint` lines.
 pub const PIN_FILE: &str = "nick_pins";
+/// Most nicknames pinned. Overflow policy: a new nickname is not pinned (checked as first
+/// sight every time, and logged); existing pins are never dropped, since forgetting one would
+/// let the server swap that name's key unnoticed.
+pub const MAX_PINS: usize = 4096;
 
 /// Nickname (case-folded) to fingerprint, mirrored in a 0600 file.
 #[derive(Debug)]
 pub struct NickPins {
     path: PathBuf,
     pins: BTreeMap<String, String>,
+    /// Pinned since the last [`NickPins::flush`].
+    dirty: bool,
 }
 
 /// What checking a (nick, fingerprint) pair against the pins found.
@@ -41,7 +50,7 @@ impl NickPins {
                 chatao_proto::Nick::parse(n).is_ok() && !f.contains(char::is_whitespace)
             })
             .collect();
-        NickPins { path, pins }
+        NickPins { path, pins, dirty: false }
     }
 
     /// Checks `nick`'s key against its pin, pinning it on first sight.
@@ -50,13 +59,35 @@ impl NickPins {
         match self.pins.get(&folded) {
             Some(p) if p == fingerprint => PinCheck::Known,
             Some(p) => PinCheck::Changed { pinned: p.clone() },
-            None => {
-                self.pins.insert(folded, fingerprint.to_owned());
-                if let Err(cause) = self.save() {
-                    tracing::warn!(%cause, "cannot save the nickname pins");
-                }
+            None if self.pins.len() >= MAX_PINS => {
+                tracing::warn!(nick, "nickname pin table full; not pinned");
                 PinCheck::New
             }
+            None => {
+                self.pins.insert(folded, fingerprint.to_owned());
+                self.dirty = true;
+                PinCheck::New
+            }
+        }
+    }
+
+    /// Checks `nick`'s key against its pin without pinning it.
+    pub fn peek(&self, nick: &str, fingerprint: &str) -> PinCheck {
+        match self.pins.get(&nick.to_ascii_lowercase()) {
+            Some(p) if p == fingerprint => PinCheck::Known,
+            Some(p) => PinCheck::Changed { pinned: p.clone() },
+            None => PinCheck::New,
+        }
+    }
+
+    /// Writes the pins made since the last call, if any (one write per batch of inputs).
+    pub fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        match self.save() {
+            Ok(()) => self.dirty = false,
+            Err(cause) => tracing::warn!(%cause, "cannot save the nickname pins"),
         }
     }
 
@@ -100,6 +131,8 @@ mod tests {
         let mut pins = NickPins::load(dir.path());
         assert_eq!(pins.check("Bob", "SHA256:b"), PinCheck::New);
         assert_eq!(pins.check("bob", "SHA256:b"), PinCheck::Known);
+        assert!(!dir.path().join(PIN_FILE).exists(), "written once per batch");
+        pins.flush();
         let mut pins = NickPins::load(dir.path());
         assert_eq!(pins.check("BOB", "SHA256:m"), PinCheck::Changed { pinned: "SHA256:b".into() });
         assert_eq!(pins.nick_of("SHA256:b"), Some("bob"));
@@ -109,5 +142,19 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join(PIN_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn the_pin_table_is_capped_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pins = NickPins::load(dir.path());
+        for i in 0..MAX_PINS + 10 {
+            pins.check(&format!("n{i}"), &format!("SHA256:{i}"));
+        }
+        pins.flush();
+        let pins = NickPins::load(dir.path());
+        assert_eq!(pins.pins.len(), MAX_PINS);
+        assert_eq!(pins.get("n0"), Some("SHA256:0"));
+        assert_eq!(pins.get(&format!("n{}", MAX_PINS + 5)), None);
     }
 }

@@ -325,10 +325,15 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
     let c = cells(&a);
     let (x, y) = find(&c, " E2E ");
     assert_eq!(c[(x + 1, y)].bg, Color::LightGreen, "the status bar's E2E mark stands out");
-    net(&mut a, ServerMsg::Notice { text: "WARNING: member SHA256:m is FORGED".into() });
+    a.update(Event::Net(NetEvent::E2e { text: "member SHA256:m is FORGED".into(), warning: true }));
     let c = cells(&a);
-    let (x, y) = find(&c, "WARNING: member");
+    let (x, y) = find(&c, "[e2e] WARNING: member");
     assert_eq!(c[(x, y)].fg, Color::LightRed, "warnings are shown as errors");
+    // A server notice cannot pass for one: it is marked as the server's and is no error.
+    net(&mut a, ServerMsg::Notice { text: "WARNING: member SHA256:q is FORGED".into() });
+    let c = cells(&a);
+    let (x, y) = find(&c, "server: WARNING: member SHA256:q");
+    assert_ne!(c[(x, y)].fg, Color::LightRed, "a server notice is not shown as a warning");
     // A plain room has neither mark.
     net(&mut a, joined("#plain", "alice"));
     net(&mut a, ServerMsg::Members { room: room("#plain"), members: vec![me], e2e: false });

@@ -8,11 +8,15 @@ use sha2::{Digest, Sha256};
 use super::*;
 
 impl E2e {
-    /// Makes a new group for `room` with this client as its only member (epoch 0).
+    /// Makes a new group for `room` with this client as its only member (epoch 0). `open` is
+    /// the room's mode, chosen here by its creator and carried in the group id so every member
+    /// reads the same (see [`E2e::is_open`]): an open room's members add whoever asks to join
+    /// (which gives no confidentiality against a malicious server, which may ask too), an
+    /// invite-only room's members add only whom their user invites.
     ///
     /// Errors: [`E2eError::GroupExists`] if the room has an active group; a group this client
     /// was removed from is replaced.
-    pub fn create_group(&mut self, room: &str) -> Result<(), E2eError> {
+    pub fn create_group(&mut self, room: &str, open: bool) -> Result<(), E2eError> {
         if self.groups.get(room).is_some_and(MlsGroup::is_active) {
             return Err(E2eError::GroupExists(room.to_owned()));
         }
@@ -21,10 +25,7 @@ impl E2e {
             let mut random = [0u8; GROUP_ID_RANDOM];
             getrandom::fill(&mut random)
                 .map_err(|e| E2eError::mls("create group", format!("no randomness: {e}")))?;
-            let mut gid = GROUP_ID_PREFIX.to_vec();
-            gid.extend_from_slice(room.as_bytes());
-            gid.push(b'/');
-            gid.extend_from_slice(&random);
+            let gid = make_group_id(room, open, &random);
             let group = MlsGroup::builder()
                 .with_group_id(GroupId::from_slice(&gid))
                 .ciphersuite(CIPHERSUITE)
@@ -46,6 +47,7 @@ impl E2e {
                     last_id: None,
                     pending: None,
                     log_len: 0,
+                    past: Vec::new(),
                 },
             );
             s.save()
@@ -54,11 +56,13 @@ impl E2e {
 
     /// Builds a commit adding the owner of `key_package` (MLS wire bytes, as fetched from the
     /// server) to the room, after checking its credential: it must name exactly `expected_fp`
-    /// (the fingerprint the server lists for the nick), and its signature key must equal the
-    /// key pinned for that fingerprint (pinned now on first sight).
+    /// (the fingerprint the server lists for the nick), prove that its signature key belongs to
+    /// that fingerprint's X25519 key ([`crate::verify_credential`]), and its signature key must
+    /// equal the key pinned for that fingerprint (pinned now on first sight).
     ///
-    /// Errors: [`E2eError::FingerprintMismatch`] / [`E2eError::KeyChanged`] (forgeries, see
-    /// [`E2eError::is_forgery`]); [`E2eError::AlreadyMember`]; [`E2eError::PendingCommit`];
+    /// Errors: [`E2eError::FingerprintMismatch`] / [`E2eError::ForgedCredential`] /
+    /// [`E2eError::KeyChanged`] (forgeries, see [`E2eError::is_forgery`]);
+    /// [`E2eError::AlreadyMember`]; [`E2eError::PendingCommit`];
     /// [`E2eError::Malformed`] / [`E2eError::Mls`] for a bad or badly signed package.
     pub fn add(
         &mut self,
@@ -85,8 +89,11 @@ impl E2e {
         let identity = basic_identity(leaf.credential());
         let key = leaf.signature_key().as_slice().to_vec();
         let found = display_identity(&identity);
-        if identity_fingerprint(&identity).as_deref() != Some(expected_fp) {
+        if claimed_fingerprint(&identity).as_deref() != Some(expected_fp) {
             return Err(E2eError::FingerprintMismatch { expected: expected_fp.to_owned(), found });
+        }
+        if let Err(reason) = verify_credential(&identity, &key) {
+            return Err(E2eError::ForgedCredential { fingerprint: found, reason: reason.into() });
         }
         if expected_fp == self.fingerprint {
             return Err(E2eError::AlreadyMember(found));
@@ -219,13 +226,19 @@ impl E2e {
                 .map_err(|e| E2eError::mls("welcome", e))?;
             let gid =
                 join.processed_welcome().unverified_group_info().group_id().as_slice().to_vec();
-            let found = room_of_group_id(&gid);
-            if found.as_deref() != Some(room) {
-                return Err(E2eError::RoomMismatch {
-                    expected: room.to_owned(),
-                    found: found.unwrap_or_else(|| display_identity(&gid)),
-                });
-            }
+            let parsed = parse_group_id(&gid);
+            let open = match parsed {
+                Some((found, open)) if found == room => open,
+                Some((found, _)) => {
+                    return Err(E2eError::RoomMismatch { expected: room.to_owned(), found });
+                }
+                None => {
+                    return Err(E2eError::RoomMismatch {
+                        expected: room.to_owned(),
+                        found: display_identity(&gid),
+                    });
+                }
+            };
             if let Some(mut old) = old {
                 // An active group is never replaced by a welcome: the server could otherwise
                 // swap a room's real group for one of its choosing with the same room name.
@@ -247,16 +260,20 @@ impl E2e {
                 .build()
                 .map_err(|e| E2eError::mls("welcome", e))?;
             let own = staged.own_leaf_index().u32();
+            let inviter = staged.welcome_sender_index().u32();
             let leaves: Vec<Leaf> = staged.members().map(|m| leaf_of(&m)).collect();
             let epoch = staged.group_context().epoch().as_u64();
             let group = staged.into_group(&s.provider).map_err(|e| E2eError::mls("welcome", e))?;
             let mut members = Vec::with_capacity(leaves.len());
             let mut warnings = Vec::new();
+            let mut inviter_fp = None;
             for leaf in &leaves {
                 let status = s.check_leaf(leaf, true);
                 let info = member_info(leaf, status, leaf.index == own);
                 if info.status.is_forged() {
                     warnings.push(warning_of(&info));
+                } else if leaf.index == inviter {
+                    inviter_fp = Some(info.fingerprint.clone());
                 }
                 members.push(info);
             }
@@ -268,13 +285,14 @@ impl E2e {
                     last_id: Some(id),
                     pending: None,
                     log_len: 0,
+                    past: Vec::new(),
                 },
             );
             s.save()?;
             for w in &warnings {
                 tracing::warn!(%room, warning = %w, "forged member in joined E2E group");
             }
-            Ok(Joined { room: room.to_owned(), epoch, members, warnings })
+            Ok(Joined { room: room.to_owned(), epoch, open, inviter_fp, members, warnings })
         })
     }
 
@@ -331,7 +349,9 @@ impl E2e {
         if group.pending_commit().is_none() {
             return Err(E2eError::NoPendingCommit(room.to_owned()));
         }
+        let epoch = group.epoch().as_u64();
         group.merge_pending_commit(&self.provider).map_err(|e| E2eError::mls("merge", e))?;
+        self.record_epoch(room, epoch, &before);
         if let Some(meta) = self.rooms.get_mut(room) {
             meta.pending = None;
         }
@@ -354,43 +374,69 @@ fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
-/// The room name bound into a group id made by [`E2e::create_group`], if it is one.
-fn room_of_group_id(gid: &[u8]) -> Option<String> {
+/// The room name and mode (true = open) bound into a group id made by
+/// [`E2e::create_group`], if it is one.
+pub(super) fn parse_group_id(gid: &[u8]) -> Option<(String, bool)> {
     let rest = gid.strip_prefix(GROUP_ID_PREFIX)?;
     let split = rest.len().checked_sub(GROUP_ID_RANDOM + 1)?;
     if rest.get(split) != Some(&b'/') {
         return None;
     }
-    let room = std::str::from_utf8(rest.get(..split)?).ok()?;
+    let rest = rest.get(..split)?;
+    let (rest, open) = if let Some(r) = rest.strip_suffix(MODE_OPEN) {
+        (r, true)
+    } else {
+        (rest.strip_suffix(MODE_INVITE)?, false)
+    };
+    let room = std::str::from_utf8(rest).ok()?;
     if room.chars().any(char::is_control) {
         return None;
     }
-    Some(room.to_owned())
+    Some((room.to_owned(), open))
+}
+
+/// The group id of a new group of `room` in the given mode.
+fn make_group_id(room: &str, open: bool, random: &[u8; GROUP_ID_RANDOM]) -> Vec<u8> {
+    let mut gid = GROUP_ID_PREFIX.to_vec();
+    gid.extend_from_slice(room.as_bytes());
+    gid.extend_from_slice(if open { MODE_OPEN } else { MODE_INVITE });
+    gid.push(b'/');
+    gid.extend_from_slice(random);
+    gid
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gid(room: &[u8]) -> Vec<u8> {
+    fn gid(room: &[u8], mode: &[u8]) -> Vec<u8> {
         let mut g = GROUP_ID_PREFIX.to_vec();
         g.extend_from_slice(room);
+        g.extend_from_slice(mode);
         g.push(b'/');
         g.extend_from_slice(&[b'/'; GROUP_ID_RANDOM]);
         g
     }
 
     #[test]
-    fn room_is_read_back_from_group_ids_only_when_well_formed() {
-        assert_eq!(room_of_group_id(&gid(b"#a/b")), Some("#a/b".to_owned()));
-        assert_eq!(room_of_group_id(&gid(b"")), Some(String::new()));
-        assert_eq!(room_of_group_id(&gid(b"#x\x1b[2J")), None);
-        assert_eq!(room_of_group_id(&gid(b"\xff")), None);
-        assert_eq!(room_of_group_id(b"chatao/#x"), None);
-        assert_eq!(room_of_group_id(b"other/#x/0123456789abcdef"), None);
-        let mut no_slash = gid(b"#x");
+    fn room_and_mode_are_read_back_from_group_ids_only_when_well_formed() {
+        let open = |r: &str| Some((r.to_owned(), true));
+        assert_eq!(parse_group_id(&gid(b"#a/b", MODE_OPEN)), open("#a/b"));
+        assert_eq!(parse_group_id(&gid(b"#a/b", MODE_INVITE)), Some(("#a/b".to_owned(), false)));
+        assert_eq!(parse_group_id(&gid(b"#a/open", MODE_INVITE)), Some(("#a/open".into(), false)));
+        assert_eq!(parse_group_id(&gid(b"", MODE_OPEN)), open(""));
+        assert_eq!(parse_group_id(&gid(b"#x", b"")), None, "no mode");
+        assert_eq!(parse_group_id(&gid(b"#x", b"/closed")), None);
+        assert_eq!(parse_group_id(&gid(b"#x\x1b[2J", MODE_OPEN)), None);
+        assert_eq!(parse_group_id(&gid(b"\xff", MODE_OPEN)), None);
+        assert_eq!(parse_group_id(b"chatao/#x/open"), None);
+        assert_eq!(parse_group_id(b"other/#x/open/0123456789abcdef"), None);
+        let mut no_slash = gid(b"#x", MODE_OPEN);
         let at = no_slash.len() - GROUP_ID_RANDOM - 1;
         no_slash[at] = b'x';
-        assert_eq!(room_of_group_id(&no_slash), None);
+        assert_eq!(parse_group_id(&no_slash), None);
+        let random = [b'/'; GROUP_ID_RANDOM];
+        assert_eq!(make_group_id("#a", false, &random), gid(b"#a", MODE_INVITE));
+        assert_eq!(parse_group_id(&make_group_id("#a", true, &random)), open("#a"));
     }
 }

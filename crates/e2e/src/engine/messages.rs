@@ -172,6 +172,8 @@ impl E2e {
             return Err(E2eError::NotMember(room.to_owned()));
         }
         let had_pending = group.pending_commit().is_some();
+        let epoch = group.epoch().as_u64();
+        let message_epoch = message.epoch().as_u64();
         let processed = group
             .process_message(&self.provider, message)
             .map_err(|e| E2eError::mls("process", e))?;
@@ -182,22 +184,27 @@ impl E2e {
         };
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                // The key check uses the sender's current leaf when it still holds the same
-                // identity; a sender removed since (a message of a past epoch) was checked when
-                // its leaf was first seen, so its identity's pin decides.
-                let leaf = sender_index
-                    .and_then(|i| {
-                        before.iter().find(|l| l.index == i && l.identity == sender_identity)
-                    })
-                    .cloned();
-                let status = match leaf {
-                    Some(leaf) => self.status_of(&leaf),
-                    None => match identity_fingerprint(&sender_identity) {
-                        Some(fp) if self.pins.contains_key(&fp) => PinStatus::Pinned,
-                        Some(_) => PinStatus::New,
-                        None => PinStatus::Forged {
-                            reason: "its credential is not a Chatao fingerprint".into(),
-                        },
+                // openmls verified the message with the key of the sender's leaf in the
+                // message's epoch, and hands us that leaf's credential: the same leaf's key is
+                // checked against it (binding, pins). For the current epoch it is in the tree;
+                // for a past one it is the key recorded when that epoch ended. A leaf whose key
+                // is not known is reported unverified, never as pinned on its name alone.
+                let key = match sender_index {
+                    Some(i) if message_epoch == epoch => before
+                        .iter()
+                        .find(|l| l.index == i && l.identity == sender_identity)
+                        .map(|l| l.key.clone()),
+                    Some(i) => self.past_key(room, message_epoch, i),
+                    None => None,
+                };
+                let status = match (key, sender_index) {
+                    (Some(key), Some(index)) => {
+                        self.status_of(&Leaf { index, identity: sender_identity.clone(), key })
+                    }
+                    _ => PinStatus::Unverified {
+                        reason: format!(
+                            "the sender's key in epoch {message_epoch} is not known to this client"
+                        ),
                     },
                 };
                 Ok(Event::Application {
@@ -217,6 +224,7 @@ impl E2e {
                 group
                     .merge_staged_commit(&self.provider, *staged)
                     .map_err(|e| E2eError::mls("merge", e))?;
+                self.record_epoch(room, epoch, &before);
                 let committer = Some(display_identity(&sender_identity));
                 Ok(self.commit_event(room, &before, committer, false, removed_me, had_pending))
             }

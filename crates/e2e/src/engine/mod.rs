@@ -30,11 +30,13 @@ use openmls_rust_crypto::RustCrypto;
 use openmls_traits::storage::StorageProvider as _;
 
 use crate::identity::{
-    derive_signer, display_identity, fingerprint_of_secret, identity_fingerprint, key_fingerprint,
+    claimed_fingerprint, derive_signer, display_identity, fingerprint_of_secret, key_fingerprint,
+    make_credential, verify_credential,
 };
 use crate::log::{self, LOG_DIR, LOG_SLACK, LogEntry, MAX_LOG_PER_ROOM};
-use crate::store::{self, PendingMeta, RoomMeta, StateFile};
+use crate::store::{self, PastEpoch, PendingMeta, RoomMeta, StateFile};
 use crate::{E2eError, Event, Joined, MemberInfo, Pending, PinStatus, Warning};
+use membership::parse_group_id;
 use pins::{member_info, warning_of};
 
 /// The MLS ciphersuite of every Chatao group.
@@ -74,10 +76,14 @@ const MAX_FORWARD_DISTANCE: u32 = 1000;
 /// Application messages are padded to a multiple of this many bytes, hiding exact lengths.
 const PADDING_SIZE: usize = 32;
 
-/// Group ids are `chatao/<room>/<16 random bytes>`: the room name is bound into the group (a
-/// welcome for one room cannot be passed off as another's) and a re-created room never collides.
+/// Group ids are `chatao/<room>/<open|invite>/<16 random bytes>`: the room name is bound into the
+/// group (a welcome for one room cannot be passed off as another's), so is the mode its creator
+/// chose (every member reads it from the group, never from the server), and a re-created room
+/// never collides.
 const GROUP_ID_PREFIX: &[u8] = b"chatao/";
 const GROUP_ID_RANDOM: usize = 16;
+const MODE_OPEN: &[u8] = b"/open";
+const MODE_INVITE: &[u8] = b"/invite";
 
 /// The openmls provider: RustCrypto for crypto and randomness, the in-memory key-value storage
 /// that this crate snapshots into `state.json`.
@@ -137,6 +143,8 @@ pub struct E2e {
     dir: PathBuf,
     fingerprint: String,
     signer: SignatureKeyPair,
+    /// Our MLS credential identity: fingerprint, X25519 key, XEdDSA binding (see `identity`).
+    credential: Vec<u8>,
     provider: Provider,
     groups: HashMap<String, MlsGroup>,
     rooms: BTreeMap<String, RoomMeta>,
@@ -219,10 +227,16 @@ impl E2e {
         let provider = Provider::default();
         *provider.storage.values.write().unwrap_or_else(|p| p.into_inner()) = storage_map;
 
+        let signer = derive_signer(secret)?;
+        let credential = make_credential(secret, signer.public())?;
+        if verify_credential(&credential, signer.public()).as_deref() != Ok(fingerprint) {
+            return Err(E2eError::Identity("own MLS credential does not verify".into()));
+        }
         let mut e2e = E2e {
             dir: dir.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            signer: derive_signer(secret)?,
+            signer,
+            credential,
             provider,
             groups: HashMap::new(),
             rooms: BTreeMap::new(),
@@ -340,6 +354,19 @@ impl E2e {
         self.groups.get(room).map(|g| g.epoch().as_u64())
     }
 
+    /// The room's mode as its creator chose it, read from the MLS group id: `Some(true)` for an
+    /// open room, `Some(false)` for invite-only, `None` if there is no group for the room.
+    pub fn is_open(&self, room: &str) -> Option<bool> {
+        let group = self.groups.get(room)?;
+        parse_group_id(group.group_id().as_slice()).map(|(_, open)| open)
+    }
+
+    /// This client's MLS credential identity (see [`crate::identity`]): what other members
+    /// verify with [`crate::verify_credential`].
+    pub fn credential(&self) -> &[u8] {
+        &self.credential
+    }
+
     /// True if this client is a member of the room's group.
     pub fn is_member(&self, room: &str) -> bool {
         self.groups.get(room).is_some_and(MlsGroup::is_active)
@@ -378,7 +405,7 @@ impl E2e {
 
     fn credential_with_key(&self) -> CredentialWithKey {
         CredentialWithKey {
-            credential: BasicCredential::new(self.fingerprint.as_bytes().to_vec()).into(),
+            credential: BasicCredential::new(self.credential.clone()).into(),
             signature_key: self.signer.to_public_vec().into(),
         }
     }
@@ -500,6 +527,29 @@ impl E2e {
             .get(room)
             .map(|g| g.members().map(|m| leaf_of(&m)).collect())
             .unwrap_or_default()
+    }
+
+    /// Remembers the leaves' signature keys of `epoch` (the epoch a commit is leaving), for
+    /// attributing messages of that epoch processed later (see `messages.rs`). Keeps the newest
+    /// [`MAX_PAST_EPOCHS`] epochs, the ones openmls can still decrypt.
+    fn record_epoch(&mut self, room: &str, epoch: u64, leaves: &[Leaf]) {
+        let Some(meta) = self.rooms.get_mut(room) else { return };
+        meta.past.retain(|p| p.epoch != epoch);
+        meta.past.push(PastEpoch {
+            epoch,
+            keys: leaves.iter().map(|l| (l.index, STANDARD.encode(&l.key))).collect(),
+        });
+        while meta.past.len() > MAX_PAST_EPOCHS {
+            meta.past.remove(0);
+        }
+    }
+
+    /// The signature key leaf `index` had in past `epoch`, if recorded.
+    fn past_key(&self, room: &str, epoch: u64, index: u32) -> Option<Vec<u8>> {
+        let meta = self.rooms.get(room)?;
+        let past = meta.past.iter().find(|p| p.epoch == epoch)?;
+        let (_, key) = past.keys.iter().find(|(i, _)| *i == index)?;
+        STANDARD.decode(key).ok()
     }
 
     fn advance(&mut self, room: &str, id: u64) {

@@ -9,18 +9,19 @@ impl E2e {
         let status = self.status_of(leaf);
         if pin
             && status == PinStatus::New
-            && let Some(fp) = identity_fingerprint(&leaf.identity)
+            && let Some(fp) = claimed_fingerprint(&leaf.identity)
         {
             self.pins.insert(fp, leaf.key.clone());
         }
         status
     }
 
+    /// The status of a leaf: FORGED unless its credential binds its key to its fingerprint
+    /// ([`crate::verify_credential`]); then own, pinned, new or changed as the pins say.
     pub(super) fn status_of(&self, leaf: &Leaf) -> PinStatus {
-        let Some(fp) = identity_fingerprint(&leaf.identity) else {
-            return PinStatus::Forged {
-                reason: "its credential is not a Chatao fingerprint".into(),
-            };
+        let fp = match verify_credential(&leaf.identity, &leaf.key) {
+            Ok(fp) => fp,
+            Err(reason) => return PinStatus::Forged { reason: reason.into() },
         };
         if fp == self.fingerprint {
             return if leaf.key == self.signer.public() {

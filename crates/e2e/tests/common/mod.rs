@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use chatao_e2e::{CIPHERSUITE, E2e, Event, Pending};
+use openmls::prelude::tls_codec::DeserializeBytes as _;
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -64,6 +65,12 @@ impl Server {
         Some(self.push(pending.commit.clone()))
     }
 
+    /// Accepts a commit made outside the engine (by a [`Raw`] client) at the current epoch.
+    pub fn commit_raw(&mut self, body: Vec<u8>) -> u64 {
+        self.epoch += 1;
+        self.push(body)
+    }
+
     pub fn send(&mut self, body: Vec<u8>) -> u64 {
         self.push(body)
     }
@@ -99,6 +106,110 @@ pub fn forged_key_package(identity: &str) -> Vec<u8> {
     MlsMessageOut::from(bundle.key_package().clone()).to_bytes().unwrap()
 }
 
+/// A client run on raw openmls, outside the engine and its checks: a modified client, or a
+/// malicious server holding its own MLS keys. Its credential identity is whatever the test
+/// gives it (a copied genuine credential, a bare fingerprint, a properly bound one, ...).
+pub struct Raw {
+    pub provider: OpenMlsRustCrypto,
+    pub signer: SignatureKeyPair,
+    pub identity: Vec<u8>,
+    pub group: Option<MlsGroup>,
+}
+
+impl Raw {
+    /// A raw client with a fresh MLS key that no Chatao key has bound.
+    pub fn new(identity: Vec<u8>) -> Raw {
+        Raw::with_signer(identity, SignatureKeyPair::new(SignatureScheme::ED25519).unwrap())
+    }
+
+    pub fn with_signer(identity: Vec<u8>, signer: SignatureKeyPair) -> Raw {
+        Raw { provider: OpenMlsRustCrypto::default(), signer, identity, group: None }
+    }
+
+    fn cwk(&self) -> CredentialWithKey {
+        CredentialWithKey {
+            credential: BasicCredential::new(self.identity.clone()).into(),
+            signature_key: self.signer.to_public_vec().into(),
+        }
+    }
+
+    pub fn key_package(&self) -> Vec<u8> {
+        let bundle = KeyPackage::builder()
+            .build(CIPHERSUITE, &self.provider, &self.signer, self.cwk())
+            .unwrap();
+        MlsMessageOut::from(bundle.key_package().clone()).to_bytes().unwrap()
+    }
+
+    /// Creates a group with the id `chatao/<room>/<mode>/<16 bytes>` (mode as given, or none).
+    pub fn create_group(&mut self, room: &str, mode: Option<&str>) {
+        let mut gid = b"chatao/".to_vec();
+        gid.extend_from_slice(room.as_bytes());
+        if let Some(mode) = mode {
+            gid.push(b'/');
+            gid.extend_from_slice(mode.as_bytes());
+        }
+        gid.push(b'/');
+        gid.extend_from_slice(&[7u8; 16]);
+        let group = MlsGroup::builder()
+            .with_group_id(GroupId::from_slice(&gid))
+            .ciphersuite(CIPHERSUITE)
+            .use_ratchet_tree_extension(true)
+            .with_wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .build(&self.provider, &self.signer, self.cwk())
+            .unwrap();
+        self.group = Some(group);
+    }
+
+    /// Commits the addition of `key_package` (bytes), merges it; returns (commit, welcome).
+    pub fn add(&mut self, key_package: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let kp = match MlsMessageIn::tls_deserialize_exact_bytes(key_package).unwrap().extract() {
+            MlsMessageBodyIn::KeyPackage(kp) => {
+                kp.validate(self.provider.crypto(), ProtocolVersion::Mls10).unwrap()
+            }
+            other => panic!("{other:?}"),
+        };
+        let group = self.group.as_mut().unwrap();
+        let (commit, welcome, _) = group.add_members(&self.provider, &self.signer, &[kp]).unwrap();
+        group.merge_pending_commit(&self.provider).unwrap();
+        (commit.to_bytes().unwrap(), welcome.to_bytes().unwrap())
+    }
+
+    /// Joins from a welcome (MLS wire bytes).
+    pub fn join(&mut self, welcome: &[u8]) {
+        let welcome = match MlsMessageIn::tls_deserialize_exact_bytes(welcome).unwrap().extract() {
+            MlsMessageBodyIn::Welcome(w) => w,
+            other => panic!("{other:?}"),
+        };
+        let config = MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .build();
+        let staged =
+            StagedWelcome::new_from_welcome(&self.provider, &config, welcome, None).unwrap();
+        self.group = Some(staged.into_group(&self.provider).unwrap());
+    }
+
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        let group = self.group.as_mut().unwrap();
+        group.create_message(&self.provider, &self.signer, plaintext).unwrap().to_bytes().unwrap()
+    }
+}
+
+/// The credential identity inside a key package (MLS wire bytes).
+pub fn credential_of(key_package: &[u8]) -> Vec<u8> {
+    let provider = OpenMlsRustCrypto::default();
+    match MlsMessageIn::tls_deserialize_exact_bytes(key_package).unwrap().extract() {
+        MlsMessageBodyIn::KeyPackage(kp) => {
+            let kp = kp.validate(provider.crypto(), ProtocolVersion::Mls10).unwrap();
+            BasicCredential::try_from(kp.leaf_node().credential().clone())
+                .unwrap()
+                .identity()
+                .to_vec()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Application plaintexts of the events.
 pub fn texts(events: &[Event]) -> Vec<(String, String)> {
     events
@@ -115,7 +226,7 @@ pub fn texts(events: &[Event]) -> Vec<(String, String)> {
 /// `creator` makes the room and adds each of `others` in turn (each add ordered by the server,
 /// echoed to all current members, the new member joining from its welcome).
 pub fn room_with(server: &mut Server, creator: &mut Client, others: &mut [&mut Client]) {
-    creator.e.create_group(ROOM).unwrap();
+    creator.e.create_group(ROOM, false).unwrap();
     let mut joined: Vec<usize> = Vec::new();
     for i in 0..others.len() {
         let kp = others[i].key_package();

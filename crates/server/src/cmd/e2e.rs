@@ -2,10 +2,44 @@
 //! `fetch_key_package`, `commit` and `sealed`. The hub's side is in `hub/e2e.rs`; the server
 //! never reads the MLS bodies, it only checks they are base64 within the size limit.
 
+use std::time::Instant;
+
 use chatao_proto::{SealedWelcome, ServerMsg};
 
 use super::{Replay, Reply, SessionState, error};
 use crate::hub::{E2eRefusal, Hub};
+use crate::limits::{KEY_PACKAGE_FETCH_BURST, KEY_PACKAGE_FETCH_EVERY};
+
+/// A session's allowance of key-package fetches: [`KEY_PACKAGE_FETCH_BURST`] at once, one more
+/// every [`KEY_PACKAGE_FETCH_EVERY`]. Each package is meant to be used once, so a session
+/// fetching in a loop would otherwise drain every key's packages down to the last-resort one.
+#[derive(Debug)]
+pub struct FetchBudget {
+    left: u32,
+    since: Instant,
+}
+
+impl FetchBudget {
+    pub fn new(now: Instant) -> FetchBudget {
+        FetchBudget { left: KEY_PACKAGE_FETCH_BURST, since: now }
+    }
+
+    /// Takes one fetch if there is one left (after refilling for the time passed).
+    pub fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.since).as_secs()
+            / KEY_PACKAGE_FETCH_EVERY.as_secs().max(1);
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.left = self.left.saturating_add(earned).min(KEY_PACKAGE_FETCH_BURST);
+            self.since = now;
+        }
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
 
 /// The error reply for an E2E refusal (a join request sent is a notice, not an error).
 pub fn refusal(e: E2eRefusal) -> Reply {
@@ -64,11 +98,14 @@ pub struct FetchKeyPackage {
 }
 
 impl FetchKeyPackage {
-    pub fn apply(self, hub: &Hub) -> Reply {
+    pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
         let room = match self.room.map(|r| super::room(&r)).transpose() {
             Ok(room) => room,
             Err(reply) => return *reply,
         };
+        if !session.fetches.take(Instant::now()) {
+            return refusal(E2eRefusal::TooManyFetches);
+        }
         match hub.fetch_key_package(&self.nick, room) {
             Ok(msg) => Reply::Send(msg),
             Err(e) => refusal(e),

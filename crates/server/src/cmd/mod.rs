@@ -43,6 +43,8 @@ pub struct SessionState {
     pub strikes: u32,
     /// On a cluster node: the nickname held cluster-wide, given back when the session ends.
     pub claim: Option<crate::cluster::Claim>,
+    /// Key packages this session may still fetch ([`crate::limits::KEY_PACKAGE_FETCH_BURST`]).
+    pub fetches: e2e::FetchBudget,
 }
 
 impl SessionState {
@@ -63,6 +65,7 @@ impl SessionState {
             rate: TokenBucket::new(limits.rate_per_sec, limits.burst.saturating_add(1), now),
             strikes: 0,
             claim: None,
+            fetches: e2e::FetchBudget::new(now),
         }
     }
 
@@ -283,7 +286,7 @@ impl Command {
             Command::Hello => error(ErrorCode::BadSequence, "already registered: hello comes once"),
             Command::Create(cmd) => cmd.apply(hub, session),
             Command::KeyPackages(cmd) => cmd.apply(hub, session),
-            Command::FetchKeyPackage(cmd) => cmd.apply(hub),
+            Command::FetchKeyPackage(cmd) => cmd.apply(hub, session),
             Command::Commit(cmd) => cmd.apply(hub, session),
             Command::Sealed(cmd) => cmd.apply(hub, session),
         }

@@ -1,18 +1,22 @@
 //! End-to-end encrypted rooms: the hub as an MLS delivery service.
 //!
 //! The server never sees a group secret. For each E2E room it keeps only what delivery needs:
-//! whether the room is open, its current epoch (as the clients state it), and the keys it is
-//! delivered to (persistent membership by fingerprint: a member who disconnects stays a member
-//! and catches up from history). What it orders and relays are opaque MLS messages:
+//! whether the room is open, its epoch (the count of commit records it accepted), and the keys
+//! it is delivered to (persistent membership by fingerprint: a member who disconnects stays a
+//! member and catches up from history). What it orders and relays are opaque MLS messages:
 //!
 //! - a `commit` is accepted only at the room's current epoch, which it then increments, so
 //!   concurrent commits are serialised (the loser gets `stale_epoch`, processes the winner's
-//!   commit and tries again);
+//!   commit and tries again). The epoch counts commit *records*, valid or not: clients count
+//!   the `kind=commit` records they receive, so a garbage commit moves both sides alike and
+//!   cannot freeze the room (docs/PROTOCOL.md 13);
 //! - application messages (`sealed`) get the room's next message id like plain messages, and
 //!   are stored and relayed as ciphertext;
 //! - welcomes go straight to the added key's sessions, and wait in the store while it is
 //!   offline;
-//! - key packages are kept per key (at most [`MAX_KEY_PACKAGES`]) and handed out one per fetch.
+//! - key packages are kept per key (at most [`MAX_KEY_PACKAGES`], for at most
+//!   [`MAX_KEY_PACKAGE_KEYS`] keys) and handed out one per fetch;
+//! - a room whose delivery list becomes empty is forgotten, with its history and welcomes.
 //!
 //! Room events still leave through the bus, so the order, persistence-before-delivery and
 //! catch-up guarantees of plain rooms hold unchanged. E2E rooms work on a standalone server.
@@ -27,7 +31,10 @@ use chatao_proto::{
 
 use super::{Hub, Joined, SessionId, State, now_millis};
 use crate::bus::{BusEvent, BusFull};
-use crate::limits::{MAX_COMMIT_CHANGES, MAX_KEY_PACKAGES, MAX_PENDING_WELCOMES, MAX_SEALED_BYTES};
+use crate::limits::{
+    MAX_COMMIT_CHANGES, MAX_KEY_PACKAGE_KEYS, MAX_KEY_PACKAGES, MAX_PENDING_WELCOMES,
+    MAX_SEALED_BYTES,
+};
 use crate::store::e2e::{E2ePersist, WelcomeRecord};
 use crate::store::{Persist, Store, StoreError, StoredSealed};
 
@@ -56,6 +63,8 @@ pub enum E2eRefusal {
     Requested(RoomName),
     #[error("no member of {0} is online to add you; try again later")]
     NobodyOnline(RoomName),
+    #[error("too many key packages fetched; try again in a minute")]
+    TooManyFetches,
     #[error("invalid E2E message: {0}")]
     Invalid(&'static str),
     #[error("the server is busy; your message was not accepted, try again")]
@@ -80,6 +89,7 @@ impl E2eRefusal {
             E2eRefusal::NoKeyPackage(_) => ErrorCode::NoKeyPackage,
             E2eRefusal::NoSuchNick(_) => ErrorCode::NoSuchNick,
             E2eRefusal::Busy => ErrorCode::Busy,
+            E2eRefusal::TooManyFetches => ErrorCode::RateLimited,
             E2eRefusal::Requested(_)
             | E2eRefusal::NobodyOnline(_)
             | E2eRefusal::Invalid(_)
@@ -93,8 +103,13 @@ impl E2eRefusal {
 #[derive(Debug, Default)]
 pub(super) struct E2eState {
     rooms: HashMap<RoomName, E2eRoom>,
-    /// Fingerprint to key packages (base64), oldest first, at most [`MAX_KEY_PACKAGES`].
+    /// Fingerprint to key packages (base64), oldest first, at most [`MAX_KEY_PACKAGES`], for at
+    /// most [`MAX_KEY_PACKAGE_KEYS`] keys (overflow: the key that uploaded least recently and
+    /// is offline is forgotten).
     key_packages: HashMap<String, VecDeque<String>>,
+    /// When each key in `key_packages` last uploaded (an upload counter), for the eviction.
+    uploaded: HashMap<String, u64>,
+    upload_seq: u64,
     /// Fingerprint to the welcomes waiting for it, at most [`MAX_PENDING_WELCOMES`].
     welcomes: HashMap<String, Vec<WelcomeRecord>>,
 }
@@ -116,6 +131,8 @@ impl E2eState {
             st.rooms.insert(rec.room, E2eRoom { open: rec.open, epoch: rec.epoch, members });
         }
         for (fp, packages) in store.load_key_packages()? {
+            st.upload_seq += 1;
+            st.uploaded.insert(fp.clone(), st.upload_seq);
             st.key_packages.insert(fp, packages.into_iter().collect());
         }
         for w in store.load_welcomes()? {
@@ -141,12 +158,12 @@ fn check_body(body: &str) -> Result<(), E2eRefusal> {
         .map_err(|_| E2eRefusal::Invalid("body is not base64"))
 }
 
-/// A fingerprint in normal form (what the server itself sends).
+/// A key fingerprint in normal form (what the server itself sends): `SHA256:` and the base64
+/// of 32 bytes, exactly as [`chatao_transport::keys::parse_fingerprint`] writes it.
 fn check_fingerprint(fp: &str) -> Result<(), E2eRefusal> {
-    if fp.len() == 50 && fp.starts_with("SHA256:") {
-        Ok(())
-    } else {
-        Err(E2eRefusal::Invalid("not a key fingerprint"))
+    match chatao_transport::keys::parse_fingerprint(fp) {
+        Ok(normal) if normal == fp => Ok(()),
+        _ => Err(E2eRefusal::Invalid("not a key fingerprint")),
     }
 }
 
@@ -266,6 +283,12 @@ impl Hub {
         let mut st = self.lock();
         let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
         let (fp, mailbox) = (user.fingerprint.clone(), user.mailbox.clone());
+        if !st.e2e.key_packages.contains_key(&fp) {
+            self.evict_key_packages(&mut st);
+        }
+        st.e2e.upload_seq += 1;
+        let seq = st.e2e.upload_seq;
+        st.e2e.uploaded.insert(fp.clone(), seq);
         let kept = st.e2e.key_packages.entry(fp.clone()).or_default();
         kept.extend(packages);
         while kept.len() > MAX_KEY_PACKAGES {
@@ -278,11 +301,37 @@ impl Hub {
                 room: w.room.clone(),
                 from: w.from.clone(),
                 id: w.id,
+                epoch: w.epoch,
                 body: w.body.clone(),
             };
             mailbox.deliver(&encode(&msg));
         }
         Ok(())
+    }
+
+    /// Makes room for one more key in the key-package table when it holds
+    /// [`MAX_KEY_PACKAGE_KEYS`]: forgets the packages of the key that uploaded least recently
+    /// among those offline (if every one is online, the table grows past the cap by the online
+    /// keys only, which the connection cap bounds).
+    fn evict_key_packages(&self, st: &mut State) {
+        if st.e2e.key_packages.len() < MAX_KEY_PACKAGE_KEYS {
+            return;
+        }
+        let online: std::collections::HashSet<&str> =
+            st.users.values().map(|u| u.fingerprint.as_str()).collect();
+        let oldest = st
+            .e2e
+            .uploaded
+            .iter()
+            .filter(|(fp, _)| !online.contains(fp.as_str()))
+            .min_by_key(|(_, seq)| **seq)
+            .map(|(fp, _)| fp.clone());
+        if let Some(fp) = oldest {
+            st.e2e.uploaded.remove(&fp);
+            st.e2e.key_packages.remove(&fp);
+            tracing::debug!(fingerprint = %fp, "key packages evicted (table full)");
+            persist(st, self, E2ePersist::KeyPackages { fingerprint: fp, packages: vec![] });
+        }
     }
 
     /// One key package of `nick`'s key (the last one is kept and handed out again).
@@ -334,6 +383,11 @@ impl Hub {
         if let Some(w) = &welcome {
             check_fingerprint(&w.to)?;
             check_body(&w.body)?;
+            // Welcomes wait in the store for their key: only for a key this commit adds, so
+            // nobody can park welcomes for made-up keys.
+            if !adds.contains(&w.to) {
+                return Err(E2eRefusal::Invalid("a welcome for a key the commit does not add"));
+            }
         }
         let mut st = self.lock();
         let msg_id =
@@ -362,18 +416,25 @@ impl Hub {
         for fp in removed {
             self.expel(&mut st, room_name, &fp, &from);
         }
+        // Removing every key leaves a room nobody can read: forget it (no welcome can follow,
+        // since a welcome needs its key among the adds).
+        if self.forget_if_empty(&mut st, room_name) {
+            return Ok(msg_id);
+        }
         if let Some(w) = welcome {
             let rec = WelcomeRecord {
                 fingerprint: w.to.clone(),
                 room: room_name.clone(),
                 from: from.clone(),
                 id: msg_id,
+                epoch: new_epoch,
                 body: w.body,
             };
             let invited = ServerMsg::Invited {
                 room: room_name.clone(),
                 from,
                 id: msg_id,
+                epoch: new_epoch,
                 body: rec.body.clone(),
             };
             let sessions = st.sessions_of(&w.to);
@@ -403,8 +464,10 @@ impl Hub {
         self.order_sealed(&mut st, id, room_name, None, Some(epoch), SealedKind::Application, body)
     }
 
-    /// A member of an E2E room parts: its key leaves the delivery list (the remaining members'
-    /// clients then commit its removal). Does nothing for plain rooms.
+    /// A member of an E2E room parts: its key leaves the delivery list. Its MLS leaf stays in
+    /// the group until a member's client commits its removal (`/remove`: clients never take
+    /// the server's word for it). The last key to leave takes the room with it. Does nothing
+    /// for plain rooms.
     pub fn e2e_part(&self, id: SessionId, room: &RoomName) {
         let mut st = self.lock();
         let Ok(fp) = st.user(id).map(|u| u.fingerprint.clone()) else { return };
@@ -415,7 +478,23 @@ impl Hub {
                 self,
                 E2ePersist::Member { room: room.clone(), fingerprint: fp, present: false },
             );
+            self.forget_if_empty(&mut st, room);
         }
+    }
+
+    /// Forgets `room` if its delivery list is empty: the E2E room, its stored MLS messages and
+    /// welcomes. Returns true if it did.
+    fn forget_if_empty(&self, st: &mut State, room: &RoomName) -> bool {
+        if st.e2e.rooms.get(room).is_none_or(|r| !r.members.is_empty()) {
+            return false;
+        }
+        st.e2e.rooms.remove(room);
+        for ws in st.e2e.welcomes.values_mut() {
+            ws.retain(|w| &w.room != room);
+        }
+        st.e2e.welcomes.retain(|_, ws| !ws.is_empty());
+        persist(st, self, E2ePersist::RoomGone(room.clone()));
+        true
     }
 
     /// Member check, id and bus hand-off for a sealed message: `check_epoch` must be the room's
@@ -500,5 +579,64 @@ impl Hub {
                 u.rooms.retain(|r| r != room);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::mailbox::{Inbox, mailbox};
+    use crate::store::Retention;
+
+    fn hub(dir: &std::path::Path) -> Hub {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let config = HubConfig {
+            default_room: RoomName::lobby(),
+            history_on_join: 3,
+            retention: Retention { max_messages: 0, max_age: None },
+        };
+        let access =
+            crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
+                .unwrap();
+        Hub::new(config, store, Arc::new(access)).unwrap()
+    }
+
+    fn user(hub: &Hub, nick: &str) -> (SessionId, Inbox) {
+        let (mb, inbox) = mailbox(64);
+        let id = hub.next_session_id();
+        hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
+        (id, inbox)
+    }
+
+    #[test]
+    fn a_full_key_package_table_evicts_the_key_that_uploaded_least_recently_among_the_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        // alice uploads first (the oldest upload) and stays online.
+        let (alice, _a) = user(&hub, "alice");
+        hub.upload_key_packages(alice, vec!["S1A=".into()]).unwrap();
+        {
+            let mut st = hub.lock();
+            for i in 0..MAX_KEY_PACKAGE_KEYS - 1 {
+                let fp = format!("SHA256:offline{i}");
+                st.e2e.upload_seq += 1;
+                let seq = st.e2e.upload_seq;
+                st.e2e.uploaded.insert(fp.clone(), seq);
+                st.e2e.key_packages.insert(fp, VecDeque::from(["S1A=".to_owned()]));
+            }
+            assert_eq!(st.e2e.key_packages.len(), MAX_KEY_PACKAGE_KEYS);
+        }
+        let (bob, _b) = user(&hub, "bob");
+        hub.upload_key_packages(bob, vec!["S1A=".into()]).unwrap();
+        let st = hub.lock();
+        assert_eq!(st.e2e.key_packages.len(), MAX_KEY_PACKAGE_KEYS, "capped");
+        assert!(st.e2e.key_packages.contains_key("SHA256:alice"), "online keys are kept");
+        assert!(st.e2e.key_packages.contains_key("SHA256:bob"));
+        assert!(!st.e2e.key_packages.contains_key("SHA256:offline0"), "the oldest offline goes");
+        assert!(st.e2e.key_packages.contains_key("SHA256:offline1"));
+        assert_eq!(st.e2e.uploaded.len(), st.e2e.key_packages.len());
     }
 }

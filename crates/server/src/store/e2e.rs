@@ -61,6 +61,9 @@ pub struct WelcomeRecord {
     pub room: RoomName,
     pub from: Nick,
     pub id: u64,
+    /// The room's commit count once the commit carrying this welcome is in (see
+    /// docs/PROTOCOL.md 13: the `epoch` of `invited`).
+    pub epoch: u64,
     pub body: String,
 }
 
@@ -87,7 +90,11 @@ pub enum E2ePersist {
         fingerprint: String,
         room: RoomName,
     },
-    /// The key packages `fingerprint` has on offer now (replaces the previous set).
+    /// The room's delivery list became empty: the room, its MLS messages and its welcomes
+    /// are forgotten (its name can be created again).
+    RoomGone(RoomName),
+    /// The key packages `fingerprint` has on offer now (replaces the previous set; none
+    /// forgets the key).
     KeyPackages {
         fingerprint: String,
         packages: Vec<String>,
@@ -125,7 +132,33 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              fingerprint TEXT NOT NULL, seq INTEGER NOT NULL, package TEXT NOT NULL,
              PRIMARY KEY (fingerprint, seq)) WITHOUT ROWID;",
     )?;
+    // Added after the first release of E2E rooms: the commit count a welcome starts from.
+    let has_epoch = conn
+        .prepare("SELECT 1 FROM pragma_table_info('e2e_welcomes') WHERE name = 'epoch'")?
+        .exists([])?;
+    if !has_epoch {
+        conn.execute_batch(
+            "ALTER TABLE e2e_welcomes ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
     Ok(())
+}
+
+/// Keeps the newest `max_messages` MLS messages of each E2E room (0 keeps everything); returns
+/// how many were deleted. Only the count applies, not the age: a member catching up needs every
+/// commit since it was last online, so an age limit would lock out whoever was away longer,
+/// while the count bounds the table all the same (docs/PROTOCOL.md 13).
+pub(super) fn prune(tx: &Transaction<'_>, max_messages: u64) -> Result<usize, StoreError> {
+    if max_messages == 0 {
+        return Ok(0);
+    }
+    Ok(tx.execute(
+        "DELETE FROM sealed WHERE (room, id) IN (
+             SELECT room, id FROM (SELECT room, id, ROW_NUMBER() OVER
+                 (PARTITION BY room ORDER BY id DESC) AS n FROM sealed)
+             WHERE n > ?1)",
+        [max_messages as i64],
+    )?)
 }
 
 /// Writes one E2E record inside the bus's transaction.
@@ -172,20 +205,31 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
         }
         E2ePersist::Welcome(w) => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO e2e_welcomes (fingerprint, room, sender, id, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO e2e_welcomes (fingerprint, room, sender, id, body, epoch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 w.fingerprint,
                 w.room.as_str(),
                 w.from.as_str(),
                 w.id as i64,
-                w.body
+                w.body,
+                w.epoch as i64
             ])?;
         }
         E2ePersist::WelcomeDone { fingerprint, room } => {
             tx.prepare_cached("DELETE FROM e2e_welcomes WHERE fingerprint = ?1 AND room = ?2")?
                 .execute(params![fingerprint, room.as_str()])?;
+        }
+        E2ePersist::RoomGone(room) => {
+            for sql in [
+                "DELETE FROM e2e_rooms WHERE room = ?1",
+                "DELETE FROM e2e_members WHERE room = ?1",
+                "DELETE FROM sealed WHERE room = ?1",
+                "DELETE FROM e2e_welcomes WHERE room = ?1",
+            ] {
+                tx.prepare_cached(sql)?.execute(params![room.as_str()])?;
+            }
         }
         E2ePersist::KeyPackages { fingerprint, packages } => {
             tx.prepare_cached("DELETE FROM key_packages WHERE fingerprint = ?1")?
@@ -233,7 +277,7 @@ impl Store {
     pub fn load_welcomes(&self) -> Result<Vec<WelcomeRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt =
-            conn.prepare("SELECT fingerprint, room, sender, id, body FROM e2e_welcomes")?;
+            conn.prepare("SELECT fingerprint, room, sender, id, body, epoch FROM e2e_welcomes")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -241,13 +285,15 @@ impl Store {
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
             ))
         })?;
         let mut out = vec![];
         for row in rows {
-            let (fingerprint, room, from, id, body) = row?;
+            let (fingerprint, room, from, id, body, epoch) = row?;
             if let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) {
-                out.push(WelcomeRecord { fingerprint, room, from, id: id.max(0) as u64, body });
+                let (id, epoch) = (id.max(0) as u64, epoch.max(0) as u64);
+                out.push(WelcomeRecord { fingerprint, room, from, id, epoch, body });
             }
         }
         Ok(out)
@@ -353,6 +399,7 @@ mod tests {
                     room: room.clone(),
                     from: alice.clone(),
                     id: 1,
+                    epoch: 1,
                     body: "Ww==".into(),
                 }),
                 E2ePersist::KeyPackages {
@@ -385,5 +432,37 @@ mod tests {
             store.load_key_packages().unwrap(),
             vec![("C".to_owned(), vec!["k1".to_owned(), "k2".to_owned()])]
         );
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_sealed_messages_of_each_room_and_gone_rooms_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = store.writer(Retention { max_messages: 2, max_age: None }).unwrap();
+        let sealed = |room: &RoomName, id| {
+            Persist::E2e(E2ePersist::Sealed(StoredSealed {
+                room: room.clone(),
+                id,
+                time: 1,
+                from: Nick::parse("alice").unwrap(),
+                epoch: 0,
+                kind: SealedKind::Application,
+                body: "AA==".into(),
+            }))
+        };
+        let (a, b) = (RoomName::parse("#a").unwrap(), RoomName::parse("#b").unwrap());
+        let batch: Vec<Persist> =
+            (1..=5).map(|i| sealed(&a, i)).chain((1..=3).map(|i| sealed(&b, i))).collect();
+        w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(w.prune(0).unwrap(), 4);
+        let ids = |r: &RoomName| -> Vec<u64> {
+            store.read_sealed(r, 0, 100, 100, true).unwrap().iter().map(|m| m.id).collect()
+        };
+        assert_eq!(ids(&a), [4, 5]);
+        assert_eq!(ids(&b), [2, 3]);
+        let gone = Persist::E2e(E2ePersist::RoomGone(a.clone()));
+        w.write(&[&gone]).unwrap();
+        assert!(ids(&a).is_empty());
+        assert_eq!(ids(&b), [2, 3]);
     }
 }
