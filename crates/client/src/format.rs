@@ -93,11 +93,27 @@ pub fn gave_up(fmt: Format, reason: &str, unsent: &[chatao_proto::ClientMsg]) ->
 pub fn unsent(msg: &chatao_proto::ClientMsg) -> String {
     use chatao_proto::ClientMsg;
     match msg {
+        ClientMsg::Sealed { room, .. } => {
+            format!("{}: (an end-to-end encrypted message)", sanitize(room))
+        }
         ClientMsg::Say { room, text } => format!("{room}: {}", sanitize(text)),
         ClientMsg::Me { room, text } => format!("{room}: /me {}", sanitize(text)),
         ClientMsg::Msg { to, text } => format!("to {}: {}", sanitize(to), sanitize(text)),
         other => serde_json::to_string(other).unwrap_or_default(),
     }
+}
+
+/// True for what a person said (as opposed to the client's own bookkeeping, such as key
+/// package uploads or catch-up requests): what a report of unsent messages lists.
+pub fn is_said(msg: &chatao_proto::ClientMsg) -> bool {
+    use chatao_proto::ClientMsg;
+    matches!(
+        msg,
+        ClientMsg::Say { .. }
+            | ClientMsg::Me { .. }
+            | ClientMsg::Msg { .. }
+            | ClientMsg::Sealed { .. }
+    )
 }
 
 /// One server message as one line; `None` for messages that are not shown.

@@ -419,7 +419,7 @@ impl Session {
         let unsent: Vec<ClientMsg> = self
             .pending
             .drain(..)
-            .filter(|m| !matches!(m, ClientMsg::Quit { .. }) && !self.catch_up.contains(m))
+            .filter(|m| format::is_said(m) && !self.catch_up.contains(m))
             .collect();
         self.emit(&format::gave_up(self.fmt, &reason, &unsent)).await?;
         eprintln!("chatao: {}", sanitize(&reason).replace('␊', "\n"));
