@@ -625,26 +625,25 @@ async fn history_replays_after_a_client_restart_and_the_state_is_private() {
 }
 
 #[tokio::test]
-async fn a_member_who_parts_stays_in_the_group_until_a_member_removes_it() {
+async fn a_member_who_parts_is_removed_on_her_own_signed_word() {
     let server = server().await;
     let dir = tempfile::tempdir().unwrap();
     let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;
     let mut bob = Chatao::start(dir.path(), server.addr, "bob", &[]).await;
     let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
     room_with(&mut alice, &mut [&mut bob, &mut carol], false).await;
+    // carol's client tells the group, inside MLS, that she leaves, then parts; the first
+    // member's client to read it commits her removal. (The server's `leave` alone removes
+    // nobody: clients act only on the leaver's own signed message.)
     carol.send("/part #sec").await;
     carol.wait("carol left #sec (left the room)").await;
-    // The server's word that carol left removes nobody: no client commits on it.
-    alice.wait("carol left #sec").await;
-    alice.send("/safety").await;
-    let lines = alice.until("MLS key").await;
-    assert!(lines.iter().any(|l| l.contains("3 members")), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("was removed by")), "{lines:?}");
-    // A member removes her.
-    alice.send("/remove carol").await;
-    alice.wait("was removed by").await;
+    alice.wait("carol left the end-to-end encrypted room #sec (signed by their key)").await;
     let removed = bob.wait("was removed by").await;
     assert!(removed.contains("#sec: carol (SHA256:"), "{removed}");
+    alice.wait("was removed by").await;
+    alice.send("/safety").await;
+    let lines = alice.until("MLS key").await;
+    assert!(lines.iter().any(|l| l.contains("2 members")), "{lines:?}");
     alice.send("AFTER-CAROL-LEFT").await;
     bob.wait("AFTER-CAROL-LEFT").await;
     alice.send("/say #lobby marker").await;

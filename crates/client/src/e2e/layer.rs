@@ -59,6 +59,10 @@ pub struct Plain {
     #[serde(default)]
     pub kind: MessageKind,
     pub text: String,
+    /// The sender is leaving the room (its `/part`): signed by its own key inside the group,
+    /// so the server cannot forge it; the other members' clients then commit its removal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leave: bool,
 }
 
 /// Something the layer wants done.
@@ -297,14 +301,31 @@ impl Layer {
             }
             ClientMsg::Part { room, reason } => {
                 // The user's own /part: the only way, besides an MLS commit removing us, that a
-                // group is forgotten. MLS does not let a member commit its own removal: our key
-                // stays in the group until a member /removes it (docs/PROTOCOL.md 13).
+                // group is forgotten. MLS does not let a member commit its own removal, so we
+                // first tell the group, signed and encrypted, that we leave: the first member's
+                // client to read it commits our removal (docs/PROTOCOL.md 13).
                 if let Some(r) = room_name(&room)
                     && self.has_group(r.as_str())
                 {
+                    let plain =
+                        Plain { kind: MessageKind::Normal, text: String::new(), leave: true };
+                    let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
+                    let sent = serde_json::to_vec(&plain)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| self.e2e.encrypt(r.as_str(), &p).map_err(|e| e.to_string()));
+                    match sent {
+                        Ok(body) => self.net(ClientMsg::Sealed {
+                            room: room.clone(),
+                            epoch,
+                            body: B64.encode(body),
+                        }),
+                        Err(e) => self.notice(format!(
+                            "{r}: could not tell the group you leave ({e}); a member must /remove you"
+                        )),
+                    }
                     self.notice(format!(
                         "you left the end-to-end encrypted room {r}: its group and history are \
-                         forgotten here; your key stays in the group until a member /removes it"
+                         forgotten here, and the members' clients remove your key from the group"
                     ));
                     self.forget(&r);
                 }
@@ -354,7 +375,7 @@ impl Layer {
             held.texts.push((kind, text));
             return;
         }
-        let plain = match serde_json::to_vec(&Plain { kind, text }) {
+        let plain = match serde_json::to_vec(&Plain { kind, text, leave: false }) {
             Ok(p) => p,
             Err(e) => return self.notice(format!("cannot encode the message: {e}")),
         };
@@ -703,6 +724,23 @@ impl Layer {
                 };
                 let nick =
                     if own { self.me.clone() } else { self.sender(&room, id, &from, &sender_fp) };
+                if plain.leave {
+                    // Only a verified member's own word removes it (the server cannot forge
+                    // this), and only while it is still a member: a later commit may already
+                    // have removed it (read from history).
+                    let verified = !status.is_forged()
+                        && !matches!(status, chatao_e2e::PinStatus::Unverified { .. });
+                    let still =
+                        self.e2e.members(room.as_str()).iter().any(|m| m.fingerprint == sender_fp);
+                    if own || !verified || !still {
+                        return;
+                    }
+                    self.notice(format!(
+                        "{nick} left the end-to-end encrypted room {room} (signed by their key): \
+                         removing them from the group"
+                    ));
+                    return self.commit_remove(&room, &sender_fp, Intent::Auto);
+                }
                 if status.is_forged() {
                     self.warn(format!(
                         "{room}: the next message comes from {sender_fp}, whose key is {status}"
