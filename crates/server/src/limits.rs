@@ -120,12 +120,21 @@ pub const MAX_KEY_PACKAGES: usize = 16;
 /// [`MAX_SEALED_BYTES`].
 pub const MAX_KEY_PACKAGE_KEYS: usize = 10_000;
 
-/// Key packages one session may fetch in a burst, and how often one more is allowed: so that
-/// nobody can drain another key's packages (each is meant to be used once). Overflow policy:
-/// the fetch is refused with `rate_limited`.
-pub const KEY_PACKAGE_FETCH_BURST: u32 = 8;
+/// Key packages one session may fetch in a burst (enough to invite a room's worth of people at
+/// once), and how often one more is allowed. Overflow policy: the fetch is refused with
+/// `rate_limited`.
+pub const KEY_PACKAGE_FETCH_BURST: u32 = 64;
 /// See [`KEY_PACKAGE_FETCH_BURST`].
-pub const KEY_PACKAGE_FETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+pub const KEY_PACKAGE_FETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Key packages one session may fetch of the same nickname per [`KEY_PACKAGE_TARGET_WINDOW`]:
+/// so that nobody can drain another key's packages (each is meant to be used once). Overflow
+/// policy: the fetch is refused with `rate_limited`.
+pub const KEY_PACKAGES_PER_TARGET: u32 = 4;
+/// See [`KEY_PACKAGES_PER_TARGET`].
+pub const KEY_PACKAGE_TARGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Nicknames one session's per-target counts remember per window. Overflow policy: further
+/// fetches of other nicknames are refused with `rate_limited` until the window ends.
+pub const KEY_PACKAGE_TARGETS_TRACKED: usize = 256;
 
 /// Largest base64 MLS body (commit, welcome, application message or key package) accepted, in
 /// bytes. Records are bounded by [`MAX_RECORD_BYTES`] anyway; this keeps a commit with its

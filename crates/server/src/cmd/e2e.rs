@@ -8,24 +8,56 @@ use chatao_proto::{SealedWelcome, ServerMsg};
 
 use super::{Replay, Reply, SessionState, error};
 use crate::hub::{E2eRefusal, Hub};
-use crate::limits::{KEY_PACKAGE_FETCH_BURST, KEY_PACKAGE_FETCH_EVERY};
+use crate::limits::{
+    KEY_PACKAGE_FETCH_BURST, KEY_PACKAGE_FETCH_EVERY, KEY_PACKAGE_TARGET_WINDOW,
+    KEY_PACKAGE_TARGETS_TRACKED, KEY_PACKAGES_PER_TARGET,
+};
 
 /// A session's allowance of key-package fetches: [`KEY_PACKAGE_FETCH_BURST`] at once, one more
 /// every [`KEY_PACKAGE_FETCH_EVERY`]. Each package is meant to be used once, so a session
 /// fetching in a loop would otherwise drain every key's packages down to the last-resort one.
+/// Besides, at most [`KEY_PACKAGES_PER_TARGET`] of one nickname per window.
 #[derive(Debug)]
 pub struct FetchBudget {
     left: u32,
     since: Instant,
+    /// Fetches per case-folded nickname since `window`.
+    per_target: std::collections::HashMap<String, u32>,
+    window: Instant,
 }
 
 impl FetchBudget {
     pub fn new(now: Instant) -> FetchBudget {
-        FetchBudget { left: KEY_PACKAGE_FETCH_BURST, since: now }
+        FetchBudget {
+            left: KEY_PACKAGE_FETCH_BURST,
+            since: now,
+            per_target: Default::default(),
+            window: now,
+        }
+    }
+
+    /// Takes one fetch of `nick`'s packages if the per-nickname and overall allowances permit.
+    pub fn take_for(&mut self, nick: &str, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window) >= KEY_PACKAGE_TARGET_WINDOW {
+            self.per_target.clear();
+            self.window = now;
+        }
+        let key = nick.to_ascii_lowercase();
+        let count = self.per_target.get(&key).copied().unwrap_or(0);
+        if count >= KEY_PACKAGES_PER_TARGET
+            || (count == 0 && self.per_target.len() >= KEY_PACKAGE_TARGETS_TRACKED)
+        {
+            return false;
+        }
+        if !self.take(now) {
+            return false;
+        }
+        self.per_target.insert(key, count + 1);
+        true
     }
 
     /// Takes one fetch if there is one left (after refilling for the time passed).
-    pub fn take(&mut self, now: Instant) -> bool {
+    fn take(&mut self, now: Instant) -> bool {
         let earned = now.saturating_duration_since(self.since).as_secs()
             / KEY_PACKAGE_FETCH_EVERY.as_secs().max(1);
         if earned > 0 {
@@ -103,7 +135,7 @@ impl FetchKeyPackage {
             Ok(room) => room,
             Err(reply) => return *reply,
         };
-        if !session.fetches.take(Instant::now()) {
+        if !session.fetches.take_for(&self.nick, Instant::now()) {
             return refusal(E2eRefusal::TooManyFetches);
         }
         match hub.fetch_key_package(&self.nick, room) {
