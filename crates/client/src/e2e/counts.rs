@@ -12,7 +12,7 @@
 //! the replay and is recognised by its id).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 /// The file inside the E2E state directory.
@@ -82,20 +82,11 @@ impl CommitCounts {
 
     /// Writes the file atomically (temporary file, then rename), mode 0600.
     fn write(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
+        let mut text = String::new();
         for (room, (count, last)) in &self.rooms {
-            writeln!(f, "{room} {count} {last}")?;
+            let _ = writeln!(text, "{room} {count} {last}");
         }
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        super::write_private(&self.path, &text)
     }
 }
 

@@ -7,7 +7,7 @@
 //! most [`MAX_PINS`]; changes are written once per batch ([`NickPins::flush`]), not per pin.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 /// The pin file inside the E2E state directory: `nick fingerprint` lines.
@@ -103,20 +103,11 @@ impl NickPins {
 
     /// Writes the pins atomically (temporary file, then rename), mode 0600.
     fn save(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
+        let mut text = String::new();
         for (n, fp) in &self.pins {
-            writeln!(f, "{n} {fp}")?;
+            let _ = writeln!(text, "{n} {fp}");
         }
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        super::write_private(&self.path, &text)
     }
 }
 
