@@ -134,14 +134,21 @@ pub fn attach(
     });
     let net_handle = handle;
     std::thread::Builder::new().name("chatao-e2e".into()).spawn(move || {
+        // False once the UI is gone. A message for a network actor that has already ended is
+        // dropped: the connection is over, and its `Closed` event, still to come through
+        // `in_rx`, must reach the UI (returning here lost it, and line mode then took a
+        // server's final `bye` for a lost connection).
         let deliver = |layer: &mut Layer| -> bool {
             for out in layer.drain() {
-                let ok = match out {
-                    Out::Net(m) => net_handle.blocking_send(m).is_ok(),
-                    Out::Ui(ev) => ui_tx.blocking_send(ev).is_ok(),
-                };
-                if !ok {
-                    return false;
+                match out {
+                    Out::Net(m) => {
+                        let _ = net_handle.blocking_send(m);
+                    }
+                    Out::Ui(ev) => {
+                        if ui_tx.blocking_send(ev).is_err() {
+                            return false;
+                        }
+                    }
                 }
             }
             true
