@@ -260,11 +260,26 @@ pub fn e2e(fmt: Format, text: &str, warning: bool) -> String {
     }
 }
 
-/// A local notice (help text, a parse error) in the chosen format.
+/// A local notice (help text, the current room) in the chosen format.
 pub fn notice(fmt: Format, text: &str) -> String {
     match fmt {
         Format::Plain => format!("* {}", sanitize(text)),
         Format::Json => json!({ "type": "notice", "text": text }).to_string(),
+    }
+}
+
+/// The `code` of an `error` event that the client itself reports, not the server.
+pub const CLIENT_ERROR: &str = "client";
+
+/// A local error (a command that could not be parsed, input that could not be read): a line
+/// starting `! ` like the server's errors, or a JSON `error` whose `code` is [`CLIENT_ERROR`],
+/// so that a program sees every refusal under one type.
+pub fn error(fmt: Format, text: &str) -> String {
+    match fmt {
+        Format::Plain => format!("! {}", sanitize(text)),
+        Format::Json => {
+            json!({ "type": "error", "code": CLIENT_ERROR, "message": text }).to_string()
+        }
     }
 }
 

@@ -537,6 +537,7 @@ async fn emit(out: &mut tokio::io::Stdout, line: &str) -> Result<()> {
 /// `/quit`) it sends `quit`; dropping `to_loop` tells the main loop that input is over.
 async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStdin>) {
     let notice = |text: &str| FromStdin::Notice(format::notice(fmt, text));
+    let error = |text: &str| FromStdin::Notice(format::error(fmt, text));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut reason = None;
     loop {
@@ -544,7 +545,7 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(e) => {
-                let _ = to_loop.send(notice(&format!("cannot read input: {e}"))).await;
+                let _ = to_loop.send(error(&format!("cannot read input: {e}"))).await;
                 break;
             }
         };
@@ -552,7 +553,7 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
             Ok(None) => continue,
             Ok(Some(input)) => input,
             Err(e) => {
-                let _ = to_loop.send(notice(&e.to_string())).await;
+                let _ = to_loop.send(error(&e.to_string())).await;
                 continue;
             }
         };

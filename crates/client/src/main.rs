@@ -96,10 +96,27 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("chatao: {err:#}");
+            eprintln!("chatao: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `err` and its causes, each said once: a cause whose text the message already carries (an
+/// error that quotes its source, like "cannot read X: permission denied") is not repeated.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 async fn run(args: Args) -> Result<ExitCode> {

@@ -89,21 +89,35 @@ pub enum Closed {
     Lost(String),
 }
 
-/// Why [`connect`] failed.
+/// Why [`connect`] failed. Each message states its cause once (the causes are part of the
+/// text, not a `source` chain printed after it) and, where there is one, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {addr}: {source}")]
-    Tcp { addr: String, source: std::io::Error },
+    #[error("cannot find the server {host}: {cause}; check the name, or give its IP address")]
+    Resolve { host: String, cause: std::io::Error },
+    #[error("cannot connect to {addr}: {cause}{}", tcp_hint(addr, cause))]
+    Tcp { addr: String, cause: std::io::Error },
     #[error("{addr} did not answer within {}s", CONNECT_TIMEOUT.as_secs())]
     Timeout { addr: String },
     #[error(transparent)]
     Trust(#[from] TrustError),
-    #[error("handshake with {addr} failed: {source}")]
-    Handshake { addr: String, source: HandshakeError },
+    #[error("handshake with {addr} failed: {cause}")]
+    Handshake { addr: String, cause: HandshakeError },
     #[error("the server refused: {reason} ({code})")]
     Refused { code: ErrorCode, reason: String },
     #[error("connection to {addr} failed: {detail}")]
     Protocol { addr: String, detail: String },
+}
+
+/// What to check after a failed TCP connection, for the kinds that have an answer.
+fn tcp_hint(addr: &str, cause: &std::io::Error) -> String {
+    match cause.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "; is chataosrv running on {addr}? The default port is {}",
+            crate::servers::DEFAULT_PORT
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Why a message could not be handed to the actor.
@@ -218,9 +232,17 @@ async fn open(
     addr: &str,
     siblings: &[String],
 ) -> Result<(Welcome, Connection<TcpStream>), ConnectError> {
-    let stream = TcpStream::connect((opts.host.as_str(), opts.port))
+    // Resolved apart from the connection, so that an unknown name is not taken for a server
+    // that is down.
+    let resolve = |cause| ConnectError::Resolve { host: opts.host.clone(), cause };
+    let targets: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((opts.host.as_str(), opts.port)).await.map_err(resolve)?.collect();
+    if targets.is_empty() {
+        return Err(resolve(std::io::Error::other("the name has no address")));
+    }
+    let stream = TcpStream::connect(&targets[..])
         .await
-        .map_err(|source| ConnectError::Tcp { addr: addr.to_owned(), source })?;
+        .map_err(|cause| ConnectError::Tcp { addr: addr.to_owned(), cause })?;
     let _ = stream.set_nodelay(true);
     let mut verdict = None;
     let shake = chatao_transport::connect(stream, &opts.keys, |key| {
@@ -235,7 +257,7 @@ async fn open(
     .await;
     let trusted = match (shake, verdict) {
         (Err(_), Some(Err(trust))) => return Err(trust.into()),
-        (Err(source), _) => return Err(ConnectError::Handshake { addr: addr.to_owned(), source }),
+        (Err(cause), _) => return Err(ConnectError::Handshake { addr: addr.to_owned(), cause }),
         (Ok(conn), Some(Ok(trusted))) => (conn, trusted),
         (Ok(_), _) => {
             return Err(ConnectError::Protocol {

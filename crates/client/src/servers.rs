@@ -78,6 +78,24 @@ pub enum ServerListError {
     NickMissing(String),
     #[error("too many arguments: `chatao ADDRESS [PORT] NICKNAME`")]
     TooManyArgs,
+    /// The nickname breaks [`chatao_proto::Nick`]'s rules: refused before connecting.
+    #[error(
+        "nickname `{nick}` is not allowed: a nickname is 1 to {} ASCII letters (a-z, A-Z), \
+         digits, '_' or '-'{}",
+        chatao_proto::names::MAX_NICK_LEN,
+        match bad { Some(c) => format!(" ({c:?} is not one of them)"), None => String::new() }
+    )]
+    Nick { nick: String, bad: Option<char> },
+}
+
+/// Checks `nick` with the server's own rules ([`chatao_proto::Nick`]), naming the first
+/// character that breaks them.
+pub fn check_nick(nick: &str) -> Result<(), ServerListError> {
+    if chatao_proto::Nick::parse(nick).is_ok() {
+        return Ok(());
+    }
+    let bad = nick.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'));
+    Err(ServerListError::Nick { nick: nick.to_owned(), bad })
 }
 
 fn parse_port(entry: &str, port: &str) -> Result<u16, ServerListError> {
@@ -152,6 +170,15 @@ pub fn parse_list(list: &str, default_port: u16) -> Result<Vec<Server>, ServerLi
 ///   like a port, after an ADDRESS lacking one, is taken for a forgotten nickname);
 /// - `NICKNAME`: the list comes from the environment.
 pub fn from_args(
+    args: &[String],
+    env: Option<&str>,
+) -> Result<(Vec<Server>, String), ServerListError> {
+    let (servers, nick) = servers_and_nick(args, env)?;
+    check_nick(&nick)?;
+    Ok((servers, nick))
+}
+
+fn servers_and_nick(
     args: &[String],
     env: Option<&str>,
 ) -> Result<(Vec<Server>, String), ServerListError> {
@@ -298,7 +325,8 @@ pub fn is_transient(e: &ConnectError) -> bool {
                 | ErrorCode::Shutdown
                 | ErrorCode::Unavailable
         ),
-        ConnectError::Tcp { .. }
+        ConnectError::Resolve { .. }
+        | ConnectError::Tcp { .. }
         | ConnectError::Timeout { .. }
         | ConnectError::Handshake { .. }
         | ConnectError::Protocol { .. } => true,
@@ -362,6 +390,23 @@ mod tests {
     }
 
     #[test]
+    fn a_nickname_is_checked_with_the_servers_rules() {
+        assert_eq!(
+            check_nick("Élodie_2"),
+            Err(ServerListError::Nick { nick: "Élodie_2".into(), bad: Some('É') })
+        );
+        assert!(check_nick(&"a".repeat(33)).is_err());
+        for ok in ["a", "alice_-9", &"b".repeat(32)] {
+            assert_eq!(check_nick(ok), Ok(()), "{ok}");
+            assert!(chatao_proto::Nick::parse(ok).is_ok());
+        }
+        assert!(matches!(
+            from_args(&args(&["h", "7000", "élodie"]), None),
+            Err(ServerListError::Nick { .. })
+        ));
+    }
+
+    #[test]
     fn the_command_line_takes_three_forms() {
         // The old form; PORT applies to entries without one.
         assert_eq!(
@@ -414,7 +459,7 @@ mod tests {
         assert!(!is_transient(&refused(ErrorCode::Other)));
         assert!(is_transient(&ConnectError::Timeout { addr: "h:1".into() }));
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(is_transient(&ConnectError::Tcp { addr: "h:1".into(), source: io }));
+        assert!(is_transient(&ConnectError::Tcp { addr: "h:1".into(), cause: io }));
     }
 
     #[test]

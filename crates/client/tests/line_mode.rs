@@ -124,21 +124,75 @@ async fn json_mode_prints_one_object_per_event() {
     assert_eq!(v["type"], "bye");
 }
 
+/// What the client itself refuses (a command it cannot parse) is an `error` event in JSON,
+/// like the server's refusals, and a `! ` line in plain text; the session goes on.
+#[tokio::test]
+async fn client_side_errors_are_error_events() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bot = chatao(dir.path(), server.addr, "bot", &["--json"]);
+    let mut out = BufReader::new(bot.stdout.take().unwrap()).lines();
+    wait_line(&mut out, "welcome").await;
+    let mut stdin = bot.stdin.take().unwrap();
+    stdin.write_all(b"/frobnicate\n/help\n").await.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&wait_line(&mut out, "frobnicate").await).unwrap();
+    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("client")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("/frobnicate"), "{v}");
+    // Help stays a notice.
+    let v: serde_json::Value = serde_json::from_str(&wait_line(&mut out, "/join").await).unwrap();
+    assert_eq!(v["type"], "notice");
+    drop(stdin);
+    assert!(tokio::time::timeout(LIMIT, bot.wait()).await.unwrap().unwrap().success());
+
+    let mut plain = chatao(dir.path(), server.addr, "plain", &[]);
+    let mut out = BufReader::new(plain.stdout.take().unwrap()).lines();
+    wait_line(&mut out, "connected to").await;
+    let mut stdin = plain.stdin.take().unwrap();
+    stdin.write_all(b"/frobnicate\n").await.unwrap();
+    assert!(wait_line(&mut out, "frobnicate").await.starts_with("! "));
+    drop(stdin);
+    assert!(tokio::time::timeout(LIMIT, plain.wait()).await.unwrap().unwrap().success());
+}
+
 #[tokio::test]
 async fn a_refused_nickname_is_an_error_on_stderr_and_a_failure_exit() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let _alice = TestClient::connect(server.addr, "alice").await.unwrap();
-    for (nick, expect) in [("alice", "belongs to another key"), ("bad nick", "1 to 32")] {
-        let child = chatao(dir.path(), server.addr, nick, &[]);
+    let child = chatao(dir.path(), server.addr, "alice", &[]);
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("belongs to another key"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+/// A nickname the server would refuse is a usage error before any connection: nothing reaches
+/// the server (no `joined`/`left` in the lobby, no nickname registered), and the message names
+/// the rule and the character that breaks it.
+#[tokio::test]
+async fn a_nickname_against_the_rules_is_refused_before_connecting() {
+    // Nothing listens here: a client that tried to connect would say "cannot connect".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    for (nick, bad) in [("élodie", Some("'é'")), ("bad nick", Some("' '")), ("", None)] {
+        let child = chatao(dir.path(), addr, nick, &[]);
         let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{nick}");
+        assert_eq!(out.status.code(), Some(2), "{nick:?}: a usage error");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("refused") && err.contains(expect), "{nick}: {err}");
+        assert!(err.contains("1 to 32 ASCII letters"), "{nick:?}: {err}");
+        if let Some(bad) = bad {
+            assert!(err.contains(&format!("({bad} is not one of them)")), "{nick:?}: {err}");
+        }
+        assert!(!err.contains("cannot connect"), "{nick:?}: {err}");
         assert!(out.stdout.is_empty());
     }
 }
 
+/// Each failure says its cause once, and what to check.
 #[tokio::test]
 async fn a_server_that_cannot_be_reached_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,7 +204,30 @@ async fn a_server_that_cannot_be_reached_is_a_clear_error() {
         .unwrap()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "the cause once: {err}");
+    assert!(err.contains(&format!("is chataosrv running on {addr}? The default port is 7000")));
+
+    // An unknown host (`.invalid` never resolves, RFC 2606): said as such, once.
+    let out = tokio::time::timeout(
+        LIMIT,
+        Command::new(env!("CARGO_BIN_EXE_chatao"))
+            .args(["nosuch.invalid", "7000", "x", "--key-dir"])
+            .arg(dir.path().join("x"))
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot find the server nosuch.invalid"), "{err}");
+    assert!(err.contains("check the name"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let cause = err.split("nosuch.invalid: ").nth(1).unwrap().split(';').next().unwrap();
+    assert_eq!(err.matches(cause).count(), 1, "the cause once: {err}");
 }
 
 /// A hostile server: completes the handshake, welcomes the client, then sends text full of
