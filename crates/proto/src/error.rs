@@ -19,7 +19,8 @@ pub enum ErrorCode {
     InvalidRoom,
     /// Text with control, bidirectional-override or other forbidden characters, or empty.
     InvalidText,
-    /// Text longer than the server's `max_text_bytes`.
+    /// Over a size limit: text longer than the server's `max_text_bytes`, a topic or away
+    /// reason over 300 bytes, a record over 16 KiB, an MLS body over 14336 characters.
     TooLong,
     /// The sender is not a member of the room it addressed.
     NotInRoom,
@@ -65,6 +66,9 @@ pub enum ErrorCode {
     /// Plain `say`/`me` in an E2E room (only `sealed` is accepted there), or an E2E message
     /// in a plain room.
     E2eRoom,
+    /// A value that breaks its rules where no more precise code applies: an empty or
+    /// non-base64 MLS body, a malformed fingerprint, a welcome for a key the commit does not add.
+    Invalid,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -101,6 +105,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::NoKeyPackage => "no_key_package",
             ErrorCode::E2eRoom => "e2e_room",
+            ErrorCode::Invalid => "invalid",
             ErrorCode::Other => "other",
         }
     }

@@ -34,9 +34,15 @@ pub const MAILBOX_CAPACITY: usize = 4096;
 /// Most queued messages written in one batch (one `write`, few sealed frames).
 pub const WRITE_BATCH: usize = 256;
 
-/// Largest record (one JSON message) a client may send, in bytes. A longer one is a protocol
-/// violation and ends the connection.
+/// Largest record (one JSON message, its newline included) a client may send, in bytes. A
+/// longer one that still ends within [`MAX_RECORD_DISCARD`] is refused with `too_long` and
+/// skipped, and the session goes on: the frames were authentic, only the message was too big.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+
+/// Longest record the server reads to its end in order to skip it (see [`MAX_RECORD_BYTES`]).
+/// A client that sends more without a newline gets `bye` `too_long` and is disconnected: no
+/// record boundary is in sight, and buffering further would let one connection hold memory.
+pub const MAX_RECORD_DISCARD: usize = 64 * 1024;
 
 /// Default longest message text, in UTF-8 bytes (configurable). Longer text is refused with
 /// `too_long`; the session goes on.

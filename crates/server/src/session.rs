@@ -29,7 +29,9 @@ use crate::cluster::Cluster;
 use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
-use crate::limits::{CLOSE_LINGER, MAX_RECORD_BYTES, WRITE_BATCH, WRITE_TIMEOUT};
+use crate::limits::{
+    CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH, WRITE_TIMEOUT,
+};
 use crate::mailbox::{Inbox, mailbox};
 use crate::metrics::Handshake;
 use crate::replay;
@@ -135,13 +137,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = chatao_transport::accept(stream, &ctx.config.keys).await?;
-    conn.set_max_record(MAX_RECORD_BYTES);
+    // Records over MAX_RECORD_BYTES are read to their end (up to MAX_RECORD_DISCARD) so that
+    // they can be refused with a reason rather than by closing the connection.
+    conn.set_max_record(MAX_RECORD_DISCARD);
     conn.set_stall_limit(Some(ctx.config.stall_timeout));
     let fingerprint = conn.remote_key().fingerprint();
     if let Err(refusal) = ctx.hub.access().admit(&fingerprint) {
         return Err(refuse(&mut conn, refusal.code, refusal.reason).await);
     }
-    let nick = match conn.read_record().await? {
+    let first = match conn.read_record().await {
+        Err(TransportError::RecordTooLarge { .. }) => Err(()),
+        Ok(Some(record)) if record.len() >= MAX_RECORD_BYTES => Err(()),
+        other => Ok(other?),
+    };
+    let Ok(first) = first else {
+        return Err(refuse(&mut conn, ErrorCode::TooLong, record_too_long()).await);
+    };
+    let nick = match first {
         None => return Err(TransportError::Truncated.into()),
         Some(record) => match decode_client(&record) {
             Ok(ClientMsg::Hello { nick }) => {
@@ -197,6 +209,11 @@ where
     let mut state = SessionState::new(id, nick, fingerprint, ctx.config.limits, now);
     state.claim = claim;
     Ok((conn, state, inbox))
+}
+
+/// Why a record over [`MAX_RECORD_BYTES`] was refused.
+fn record_too_long() -> String {
+    format!("a message over {MAX_RECORD_BYTES} bytes (its newline included) was refused")
 }
 
 /// Sends a final `bye` with `code` and returns the refusal as an error.
@@ -391,6 +408,19 @@ where
                         record
                     }
                     Ok(None) => return Ending::new(LeaveReason::Lost, "connection lost"),
+                    Err(TransportError::RecordTooLarge { .. }) => {
+                        // No end of the record within MAX_RECORD_DISCARD: nothing after it can
+                        // be read, but the frames were authentic, so the client is told why.
+                        let bye = ServerMsg::Bye {
+                            code: Some(ErrorCode::TooLong),
+                            reason: format!(
+                                "{}; nothing after it can be read (it did not end within \
+                                 {MAX_RECORD_DISCARD} bytes)",
+                                record_too_long()
+                            ),
+                        };
+                        return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "message too long")).await;
+                    }
                     Err(TransportError::Stalled) => {
                         let bye = ServerMsg::Bye {
                             code: Some(ErrorCode::Timeout),
@@ -403,6 +433,28 @@ where
                         return Ending::new(LeaveReason::Lost, "connection broken");
                     }
                 };
+                if record.len() >= MAX_RECORD_BYTES {
+                    // Too long, but whole: refuse it with a reason, skip it, and go on. It is
+                    // charged like any message, so that it cannot be repeated for free.
+                    let now = Instant::now().into_std();
+                    let reply = match state.charge(now) {
+                        Ok(()) => error(ErrorCode::TooLong, format!("{}; it was skipped", record_too_long())),
+                        Err(reply) => *reply,
+                    };
+                    match reply {
+                        Reply::Send(reply) => {
+                            if let Err(ending) = write(conn, &[encode(&reply)]).await {
+                                return ending;
+                            }
+                        }
+                        Reply::Close(c) => {
+                            let ending = Ending { reason: c.reason, message: c.message };
+                            return close(conn, &mut inbox, c.bye, ending).await;
+                        }
+                        Reply::Nothing | Reply::Replay(_) => {}
+                    }
+                    continue;
+                }
                 let msg = match decode_client(&record) {
                     Ok(msg) => msg,
                     Err(e) => {

@@ -103,6 +103,9 @@ pub struct RoomRecord {
     pub room: RoomName,
     pub last_id: u64,
     pub topic: Option<String>,
+    /// Whether chat messages of the room are stored (its ids may also have been used by an
+    /// E2E room since forgotten, whose messages are gone).
+    pub messages: bool,
 }
 
 /// How much history to keep.
@@ -225,20 +228,26 @@ impl Store {
     pub fn load_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare(
-            "SELECT r.room, MAX(r.last_id, COALESCE((SELECT MAX(id) FROM messages m WHERE m.room = r.room), 0)), r.topic
+            "SELECT r.room, MAX(r.last_id, COALESCE((SELECT MAX(id) FROM messages m WHERE m.room = r.room), 0)), r.topic,
+                    EXISTS (SELECT 1 FROM messages m WHERE m.room = r.room)
              FROM rooms r
              UNION
-             SELECT room, MAX(id), NULL FROM messages WHERE room NOT IN (SELECT room FROM rooms) GROUP BY room",
+             SELECT room, MAX(id), NULL, 1 FROM messages WHERE room NOT IN (SELECT room FROM rooms) GROUP BY room",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
         })?;
         let mut out = vec![];
         for row in rows {
-            let (room, last_id, topic) = row?;
+            let (room, last_id, topic, messages) = row?;
             // A name that no longer validates (edited by hand) is skipped, not fatal.
             if let Ok(room) = RoomName::parse(&room) {
-                out.push(RoomRecord { room, last_id: last_id.max(0) as u64, topic });
+                out.push(RoomRecord { room, last_id: last_id.max(0) as u64, topic, messages });
             }
         }
         Ok(out)
@@ -483,8 +492,13 @@ mod tests {
         assert_eq!(
             rooms,
             vec![
-                RoomRecord { room: lobby.clone(), last_id: 10, topic: None },
-                RoomRecord { room: rust.clone(), last_id: 0, topic: Some("crabs".into()) },
+                RoomRecord { room: lobby.clone(), last_id: 10, topic: None, messages: true },
+                RoomRecord {
+                    room: rust.clone(),
+                    last_id: 0,
+                    topic: Some("crabs".into()),
+                    messages: false
+                },
             ]
         );
         let newest = store.read(&lobby, 0, 10, 3, false).unwrap();

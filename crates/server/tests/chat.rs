@@ -108,12 +108,13 @@ async fn a_nickname_online_is_refused_case_insensitively() {
     // Another key: the nickname is alice's (see tests/identity.rs for ownership).
     let err = TestClient::connect(server.addr, "Alice").await.err().unwrap().to_string();
     assert!(err.contains("NickRegistered") && err.contains("belongs to another key"), "{err}");
-    // Renaming onto someone online is refused as in use.
+    // Renaming onto someone online gives the same answer as at hello: it is another key's
+    // (docs/PROTOCOL.md 9.1).
     let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
     bob.send(&ClientMsg::Nick { nick: "ALICE".into() }).await.unwrap();
     assert!(matches!(
         bob.expect("error", |m| matches!(m, ServerMsg::Error { .. })).await.unwrap(),
-        ServerMsg::Error { code: ErrorCode::NickInUse, .. }
+        ServerMsg::Error { code: ErrorCode::NickRegistered, .. }
     ));
     alice.say("still alice").await.unwrap();
     alice.expect_text("still alice").await.unwrap();

@@ -68,7 +68,7 @@ async fn create_refuses_an_existing_room_and_plain_text_and_outsiders() {
     a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 0, body: "not base64!".into() })
         .await
         .unwrap();
-    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Other);
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Invalid);
     a.send(&ClientMsg::List).await.unwrap();
     let list = a.expect("room_list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
     let ServerMsg::RoomList { rooms } = list else { unreachable!() };
@@ -286,11 +286,11 @@ async fn made_up_fingerprints_and_welcomes_for_keys_not_added_are_refused() {
         removes: vec![],
     };
     a.send(&bad(vec![made_up.clone()], &made_up)).await.unwrap();
-    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Other);
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Invalid);
     // A welcome parked for a key the commit does not add.
     a.send(&bad(vec![], &bob_fp)).await.unwrap();
     let (code, text) = a.expect_error().await.unwrap();
-    assert_eq!(code, ErrorCode::Other);
+    assert_eq!(code, ErrorCode::Invalid);
     assert!(text.contains("does not add"), "{text}");
     // Nothing moved: epoch 0 is still the room's.
     a.send(&bad(vec![bob_fp.clone()], &bob_fp)).await.unwrap();

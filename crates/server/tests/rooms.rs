@@ -168,7 +168,7 @@ async fn list_who_topic_nick_away_and_whois() {
     );
 
     b.send(&ClientMsg::Nick { nick: "ALICE".into() }).await.unwrap();
-    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NickInUse);
+    assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NickRegistered);
     b.send(&ClientMsg::Nick { nick: "bad nick".into() }).await.unwrap();
     assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::InvalidNick);
     b.send(&ClientMsg::Nick { nick: "robert".into() }).await.unwrap();

@@ -1,6 +1,6 @@
 //! `away`: mark oneself away with a reason, or back.
 
-use chatao_proto::{ErrorCode, check_text};
+use chatao_proto::{ErrorCode, TextError, check_text};
 
 use super::{Reply, SessionState, error, hub_error};
 use crate::hub::Hub;
@@ -16,7 +16,12 @@ impl Away {
         if let Some(r) = &self.reason
             && let Err(e) = check_text(r, MAX_REASON_BYTES, false)
         {
-            return error(ErrorCode::InvalidText, format!("away reason: {e}"));
+            // Over the length limit is `too_long`, as for a topic; anything else `invalid_text`.
+            let code = match e {
+                TextError::TooLong { .. } => ErrorCode::TooLong,
+                _ => ErrorCode::InvalidText,
+            };
+            return error(code, format!("away reason: {e}"));
         }
         match hub.set_away(session.id, self.reason) {
             Ok(()) => Reply::Nothing,

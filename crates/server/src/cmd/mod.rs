@@ -140,6 +140,7 @@ pub fn hub_error(e: HubError) -> Reply {
         HubError::NickRegistered(_) => ErrorCode::NickRegistered,
         HubError::NotOperator => ErrorCode::NotOperator,
         HubError::NotFound(_) => ErrorCode::Other,
+        HubError::Invalid(_) => ErrorCode::Invalid,
         HubError::NotInRoom(_) => ErrorCode::NotInRoom,
         HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         HubError::Busy => ErrorCode::Busy,

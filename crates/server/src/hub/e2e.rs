@@ -67,6 +67,8 @@ pub enum E2eRefusal {
     TooManyFetches,
     #[error("invalid E2E message: {0}")]
     Invalid(&'static str),
+    #[error("invalid E2E message: a body of {0} characters, over the limit of {MAX_SEALED_BYTES}")]
+    TooLarge(usize),
     #[error("the server is busy; your message was not accepted, try again")]
     Busy,
     #[error("no such session")]
@@ -90,9 +92,10 @@ impl E2eRefusal {
             E2eRefusal::NoSuchNick(_) => ErrorCode::NoSuchNick,
             E2eRefusal::Busy => ErrorCode::Busy,
             E2eRefusal::TooManyFetches => ErrorCode::RateLimited,
+            E2eRefusal::Invalid(_) => ErrorCode::Invalid,
+            E2eRefusal::TooLarge(_) => ErrorCode::TooLong,
             E2eRefusal::Requested(_)
             | E2eRefusal::NobodyOnline(_)
-            | E2eRefusal::Invalid(_)
             | E2eRefusal::UnknownSession
             | E2eRefusal::InCluster => ErrorCode::Other,
         }
@@ -147,10 +150,14 @@ impl E2eState {
     }
 }
 
-/// A base64 body within the size limit.
+/// A non-empty base64 body within the size limit: an empty one is `invalid` (no MLS message
+/// is empty), a longer one `too_long`.
 fn check_body(body: &str) -> Result<(), E2eRefusal> {
-    if body.is_empty() || body.len() > MAX_SEALED_BYTES {
-        return Err(E2eRefusal::Invalid("empty or too large body"));
+    if body.is_empty() {
+        return Err(E2eRefusal::Invalid("empty body"));
+    }
+    if body.len() > MAX_SEALED_BYTES {
+        return Err(E2eRefusal::TooLarge(body.len()));
     }
     base64::engine::general_purpose::STANDARD
         .decode(body)
@@ -165,6 +172,16 @@ fn check_fingerprint(fp: &str) -> Result<(), E2eRefusal> {
         Ok(normal) if normal == fp => Ok(()),
         _ => Err(E2eRefusal::Invalid("not a key fingerprint")),
     }
+}
+
+/// Stores that `room` has no topic any more (nobody is told: the room is empty).
+fn topic_cleared(hub: &Hub, seq: u64, room: &RoomName) {
+    hub.bus().send_control(BusEvent {
+        seq,
+        room: None,
+        bytes: Bytes::new(),
+        persist: Persist::Topic { room: room.clone(), text: None },
+    });
 }
 
 fn persist(st: &mut State, hub: &Hub, p: E2ePersist) {
@@ -494,6 +511,20 @@ impl Hub {
         }
         st.e2e.welcomes.retain(|_, ws| !ws.is_empty());
         persist(st, self, E2ePersist::RoomGone(room.clone()));
+        // Its topic went with it, and its name is free again: `create` may make the room anew
+        // (E2E or plain), its ids continuing from the last one.
+        let Some(r) = st.rooms.get_mut(room) else { return true };
+        if r.topic.take().is_some() {
+            let seq = st.next_seq();
+            topic_cleared(self, seq, room);
+        }
+        if let Some(r) = st.rooms.get(room)
+            && r.is_empty()
+        {
+            let last_id = r.last_id();
+            st.rooms.remove(room);
+            st.retired.insert(room.clone(), last_id);
+        }
         true
     }
 

@@ -57,6 +57,9 @@ pub enum HubError {
     NotOperator,
     #[error("{0}")]
     NotFound(String),
+    /// A value that breaks its rules (a malformed fingerprint).
+    #[error("{0}")]
+    Invalid(String),
     #[error("you are not in {0}")]
     NotInRoom(RoomName),
     #[error("no user called {0} is online")]
@@ -109,6 +112,10 @@ struct State {
     owners: HashMap<String, String>,
     users: HashMap<SessionId, User>,
     rooms: HashMap<RoomName, Room>,
+    /// Rooms remembered only for their last message id: nobody in them, no topic, no stored
+    /// messages (a forgotten E2E room, or a room whose history is gone). Their names are free
+    /// (`create` works); a room made under one continues its ids from here.
+    retired: HashMap<RoomName, u64>,
     /// Sequence number of the last queued bus event.
     seq: u64,
     /// Id of the last private message.
@@ -276,6 +283,15 @@ impl Hub {
             ..Default::default()
         };
         for rec in store.load_rooms()? {
+            // Nothing to show but ids (in a cluster, ids come from the cluster's stream).
+            if cluster.is_none()
+                && !rec.messages
+                && rec.topic.is_none()
+                && !state.e2e.is_e2e(&rec.room)
+            {
+                state.retired.insert(rec.room, rec.last_id);
+                continue;
+            }
             let room = Room::new(rec.room.clone(), rec.last_id, rec.topic, config.history_on_join);
             state.rooms.insert(rec.room, room);
         }
@@ -400,10 +416,14 @@ impl Hub {
             (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone());
         let cap = self.shared.config.history_on_join;
         let after = st.seq;
+        let start = match st.rooms.contains_key(room_name) {
+            true => 0,
+            false => st.retired.remove(room_name).unwrap_or(0),
+        };
         let room = st
             .rooms
             .entry(room_name.clone())
-            .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
+            .or_insert_with(|| Room::new(room_name.clone(), start, None, cap));
         let new = room.add(id, mailbox, after);
         let (last_id, topic) = (room.last_id(), room.topic.clone());
         let tail: Vec<StoredMessage> = room.tail().cloned().collect();
@@ -641,6 +661,12 @@ impl Hub {
         let (old_folded, new_folded) = (old.folded(), new.folded());
         if old == new {
             return Ok(());
+        }
+        // Ownership first, as at `hello`: a nickname of another key is `nick_registered`
+        // whether or not its owner is online (waiting will not help); `nick_in_use` is left
+        // for a nickname held by another session of this same key.
+        if st.owners.get(&new_folded).is_some_and(|owner| *owner != fingerprint) {
+            return Err(HubError::NickRegistered(new));
         }
         if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
             return Err(HubError::NickInUse(new));
@@ -940,7 +966,7 @@ mod tests {
         assert!(matches!(err, Err(HubError::NickRegistered(_))), "owned by another key");
         assert!(matches!(
             hub.rename(b, Nick::parse("Alice").unwrap()),
-            Err(HubError::NickInUse(_))
+            Err(HubError::NickRegistered(_))
         ));
         hub.rename(a, Nick::parse("alicia").unwrap()).unwrap();
         for inbox in [&mut ia, &mut ib] {

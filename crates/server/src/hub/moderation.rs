@@ -27,7 +27,7 @@ impl State {
         let target = target.trim();
         if target.len() > 7 && target[..7].eq_ignore_ascii_case("sha256:") {
             return parse_fingerprint(target)
-                .map_err(|_| HubError::NotFound(format!("{target} is not a valid fingerprint")));
+                .map_err(|_| HubError::Invalid(format!("{target} is not a valid fingerprint")));
         }
         let folded = target.to_ascii_lowercase();
         if let Some(user) = self.nicks.get(&folded).and_then(|id| self.users.get(id)) {
