@@ -152,6 +152,18 @@ async fn section_7_2_a_record_over_16_kib_is_refused_with_too_long_and_the_sessi
 }
 
 #[tokio::test]
+async fn section_5_4_a_first_record_over_16_kib_gets_bye_too_long() {
+    let server = TestServer::start().await;
+    let mut conn = chatao_testkit::open(server.addr, &Keypair::generate().unwrap()).await.unwrap();
+    let hello =
+        format!("{{\"type\":\"hello\",\"nick\":\"alice\",\"pad\":\"{}\"}}\n", "x".repeat(20_000));
+    conn.write_record(&Bytes::from(hello)).await.unwrap();
+    let record = timeout(STEP, conn.read_record()).await.unwrap().unwrap().unwrap();
+    let bye = chatao_proto::decode_server(&record).unwrap();
+    assert!(matches!(bye, ServerMsg::Bye { code: Some(ErrorCode::TooLong), .. }), "{bye:?}");
+}
+
+#[tokio::test]
 async fn section_4_3_a_record_that_does_not_end_within_64_kib_gets_bye_too_long() {
     let server = TestServer::start().await;
     let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
