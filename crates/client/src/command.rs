@@ -14,7 +14,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("switch", "/switch #ROOM", "make a room you are in the current one"),
     ("say", "/say #ROOM TEXT", "send text to a room other than the current one"),
     ("me", "/me ACTION", "send an action to the current room (* alice waves)"),
-    ("msg", "/msg NICK TEXT", "send a private message"),
+    ("msg", "/msg NICK TEXT", "send a private message (its conversation opens in the background)"),
+    ("query", "/query NICK [TEXT]", "open the private conversation with NICK (and send TEXT)"),
     ("list", "/list", "list rooms with member counts and topics"),
     ("who", "/who [#ROOM]", "list the members of a room (default: the current one)"),
     ("topic", "/topic [TEXT]", "show, or set, the current room's topic"),
@@ -66,6 +67,12 @@ pub enum Input {
     Msg {
         to: String,
         text: String,
+    },
+    /// Open the private conversation with `nick` (in the TUI; line mode has no buffers) and
+    /// send `text`, if any, there.
+    Query {
+        nick: String,
+        text: Option<String>,
     },
     List,
     Who(Option<String>),
@@ -184,8 +191,10 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         "switch" | "s" => Input::Switch(room_arg(first)),
         "say" if first.is_empty() || tail.is_empty() => return Err(usage("say")),
         "say" => Input::SayTo { room: room_arg(first), text: tail.to_owned() },
-        "msg" | "query" | "m" if first.is_empty() || tail.is_empty() => return Err(usage("msg")),
-        "msg" | "query" | "m" => Input::Msg { to: first.to_owned(), text: tail.to_owned() },
+        "msg" | "m" if first.is_empty() || tail.is_empty() => return Err(usage("msg")),
+        "msg" | "m" => Input::Msg { to: first.to_owned(), text: tail.to_owned() },
+        "query" | "q" if first.is_empty() => return Err(usage("query")),
+        "query" | "q" => Input::Query { nick: first.to_owned(), text: opt(tail) },
         "list" => Input::List,
         "who" | "names" => Input::Who((!first.is_empty()).then(|| room_arg(first))),
         "topic" => Input::Topic(opt(args)),
@@ -265,6 +274,9 @@ impl Input {
                 ClientMsg::Part { room: r.clone().unwrap_or_else(room), reason: reason.clone() }
             }
             Input::Msg { to, text } => ClientMsg::Msg { to: to.clone(), text: text.clone() },
+            Input::Query { nick, text: Some(text) } => {
+                ClientMsg::Msg { to: nick.clone(), text: text.clone() }
+            }
             Input::List => ClientMsg::List,
             Input::Who(r) => ClientMsg::Who { room: r.clone().unwrap_or_else(room) },
             Input::Topic(text) => ClientMsg::Topic { room: room(), text: text.clone() },
@@ -292,7 +304,11 @@ impl Input {
             Input::Invite(nick) => {
                 ClientMsg::FetchKeyPackage { nick: nick.clone(), room: Some(room()) }
             }
-            Input::Help | Input::Switch(_) | Input::Remove(_) | Input::Safety => return None,
+            Input::Help
+            | Input::Switch(_)
+            | Input::Query { text: None, .. }
+            | Input::Remove(_)
+            | Input::Safety => return None,
         })
     }
 
@@ -377,6 +393,17 @@ mod tests {
             ok("/msg bob hi there"),
             Input::Msg { to: "bob".into(), text: "hi there".into() }
         );
+        assert_eq!(ok("/query bob"), Input::Query { nick: "bob".into(), text: None });
+        assert_eq!(
+            ok("/query bob hi there"),
+            Input::Query { nick: "bob".into(), text: Some("hi there".into()) }
+        );
+        assert_eq!(
+            ok("/query bob hi").to_msg("#a"),
+            Some(ClientMsg::Msg { to: "bob".into(), text: "hi".into() })
+        );
+        assert_eq!(ok("/query bob").to_msg("#a"), None);
+        assert_eq!(parse("/query"), Err(CommandError::Usage("/query NICK [TEXT]")));
         assert_eq!(ok("/who"), Input::Who(None));
         assert_eq!(ok("/who rust"), Input::Who(Some("#rust".into())));
         assert_eq!(ok("/topic"), Input::Topic(None));

@@ -18,6 +18,11 @@
 //! - `a_shutdown_moves_the_ui_to_the_next_server`: given two servers with the same key, the
 //!   UI moves to the second when the first shuts down, says so, shows it in the status bar,
 //!   keeps the input line, and chats on.
+//! - `who_msg_query_and_tab_answer_where_you_typed` (issue 16): `/who` of a room alice is not
+//!   in, and of one that does not exist, is answered in the room shown and opens no buffer
+//!   (Ctrl-N and `/part #lobby` find no hidden room); `/msg` from a room is echoed there and
+//!   puts the conversation in the status bar; `/query` shows it; Tab again after a single
+//!   match leaves it as it is.
 //!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
@@ -487,4 +492,83 @@ async fn an_end_to_end_encrypted_room_is_marked_and_works_in_the_full_screen_ui(
     assert!(screen.contains("chatao exited with 0"), "{screen}");
     bob.send("/quit").await;
     let _ = tokio::time::timeout(DEADLINE, bob.child.wait()).await;
+}
+
+/// Issue 16, items 2, 5, 6 and 10 (`/who #nosuch`), in the real UI against the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_msg_query_and_tab_answer_where_you_typed() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    bob.join("#elsewhere").await.unwrap();
+    let _carol = TestClient::connect(server.addr, "carol").await.unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 100, 30).await;
+    tmux.wait_for("you joined #lobby").await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+
+    // /who of a room alice is not in: answered here, and no buffer for it.
+    tmux.type_text("/who #elsewhere").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("#elsewhere: 1 member: bob").await;
+    assert!(!screen.contains("2:#elsewhere"), "{screen}");
+    tmux.keys(&["C-n"]).await;
+    tmux.type_text("still in the lobby").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect("the text, in #lobby", |m| is_message(m, "#lobby", "still in the lobby"))
+        .await
+        .unwrap();
+    let screen = tmux.wait_for("alice │ still in the lobby").await;
+    assert!(!screen.contains("not_in_room"), "{screen}");
+    tmux.type_text("/who #nosuch").await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_for("no such room #nosuch: nobody is in it").await;
+
+    // Tab after a single match, again: it stays, no nickname is added.
+    tmux.type_text("ca").await;
+    tmux.keys(&["Tab"]).await;
+    tmux.wait_for("[alice] carol:").await; // capture-pane drops trailing spaces
+    tmux.keys(&["Tab"]).await;
+    // A key after it shows the second Tab was handled: the completion stayed.
+    tmux.type_text("x").await;
+    let screen = tmux.wait_for("[alice] carol: x").await;
+    assert!(!screen.contains("carol: bob"), "{screen}");
+    tmux.keys(&["C-u"]).await;
+
+    // /msg from the room: echoed here, the conversation in the status bar.
+    tmux.type_text("/msg bob psst").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect(
+        "the private message",
+        |m| matches!(m, ServerMsg::Private { text, .. } if text == "psst"),
+    )
+    .await
+    .unwrap();
+    let screen = tmux.wait_for("-> │ bob: psst").await;
+    assert!(screen.contains("connected │ 1:#lobby"), "the room stays shown: {screen}");
+    tmux.wait_for("act: 2:bob").await;
+
+    // /query shows the conversation; text typed there goes to bob.
+    tmux.type_text("/query bob").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("private conversation with bob").await;
+    assert!(screen.contains("connected │ 2:bob"), "{screen}");
+    assert!(screen.contains("*alice* │ psst"), "{screen}");
+    tmux.type_text("and one more").await;
+    tmux.keys(&["Enter"]).await;
+    bob.expect(
+        "the second",
+        |m| matches!(m, ServerMsg::Private { text, .. } if text == "and one more"),
+    )
+    .await
+    .unwrap();
+
+    // Parting the lobby finds no hidden #elsewhere to fall into.
+    tmux.keys(&["M-1"]).await;
+    tmux.type_text("/part #lobby").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("#lobby (you are not in this room)").await;
+    assert!(!screen.contains("#elsewhere │") && !screen.contains(":#elsewhere"), "{screen}");
+
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
 }

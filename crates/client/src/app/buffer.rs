@@ -64,6 +64,12 @@ pub enum Kind {
         from: Nick,
         action: bool,
     },
+    /// Our own private message to `to`, echoed in the buffer where `/msg` was typed (the
+    /// conversation has its own buffer, shown elsewhere): `-> │ bob: text`.
+    Sent {
+        to: Nick,
+        action: bool,
+    },
     /// Someone arrived.
     Join,
     /// Someone left.
@@ -138,6 +144,10 @@ pub struct Buffer {
     pub unread: u32,
     /// A mention or private message arrived while another buffer was shown.
     pub mentioned: bool,
+    /// Lines that do not count as unread (our own private message, sent with `/msg` from
+    /// another buffer) arrived while another buffer was shown: listed in the status bar
+    /// without a count, so a conversation opened in the background can be found.
+    pub unseen: bool,
     /// Rows scrolled up from the bottom; 0 follows new lines.
     pub scroll: usize,
     /// Chat lines that arrived while scrolled up ("new messages below").
@@ -157,6 +167,7 @@ impl Buffer {
             replayed: 0,
             unread: 0,
             mentioned: false,
+            unseen: false,
             scroll: 0,
             below: 0,
         }
@@ -219,6 +230,12 @@ impl Buffer {
     pub fn mark_read(&mut self) {
         self.unread = 0;
         self.mentioned = false;
+        self.unseen = false;
+    }
+
+    /// Whether the status bar lists it as having something not seen yet.
+    pub fn has_activity(&self) -> bool {
+        self.unread > 0 || self.mentioned || self.unseen
     }
 }
 

@@ -3,8 +3,9 @@
 //! The word before the cursor decides what is completed: `/jo` a command (at the start of the
 //! line), `#ru` a room, anything else a nickname of the current room; after `/join`, `/part`,
 //! `/switch`, `/who` and `/say` a room (with or without `#`), after `/msg`, `/whois` and the
-//! moderation commands any nickname we know. Matching ignores case. Tab again cycles through the candidates, Shift-Tab
-//! backwards; any other key accepts the current one.
+//! moderation commands any nickname we know. Matching ignores case. Tab again cycles through the
+//! candidates of the word first completed, in place (`ca` Tab `carla: ` Tab `carol: `, never a
+//! completion of what follows it), Shift-Tab backwards; any other key accepts the current one.
 
 use crate::command::COMMANDS;
 
@@ -54,7 +55,7 @@ pub fn slot(text: &str, cursor: usize) -> (usize, Slot) {
             "/join" | "/j" | "/part" | "/leave" | "/switch" | "/s" | "/who" | "/names" | "/say" => {
                 Slot::Room
             }
-            "/msg" | "/query" | "/m" | "/whois" | "/kick" | "/ban" | "/unban" | "/mute"
+            "/msg" | "/query" | "/q" | "/m" | "/whois" | "/kick" | "/ban" | "/unban" | "/mute"
             | "/unmute" => Slot::Nick,
             _ => Slot::Member,
         },

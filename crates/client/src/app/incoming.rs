@@ -10,6 +10,30 @@ use super::{App, Effect, mentions, short_fingerprint};
 /// Members named in a `members` notice; larger rooms get a count.
 const MEMBERS_LISTED: usize = 30;
 
+/// The line answering `/who`. The server answers an empty list both for a room that does not
+/// exist and for one nobody is in (rooms exist while someone is in them; docs/PROTOCOL.md
+/// `who`), so an empty plain room is "no such room"; an E2E room the server knows of is one.
+fn who_answer(room: &RoomName, members: &[chatao_proto::Member], e2e: bool) -> String {
+    if members.is_empty() {
+        return if e2e {
+            format!("[E2E] {room}: nobody is online in this end-to-end encrypted room")
+        } else {
+            format!("no such room {room}: nobody is in it")
+        };
+    }
+    let mut names: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
+    names.sort_by_key(|n| n.to_ascii_lowercase());
+    let more = names.len().saturating_sub(MEMBERS_LISTED);
+    names.truncate(MEMBERS_LISTED);
+    let s = if members.len() == 1 { "" } else { "s" };
+    let mark = if e2e { "[E2E] " } else { "" };
+    let mut text = format!("{mark}{room}: {} member{s}: {}", members.len(), names.join(", "));
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
 impl App {
     pub(super) fn on_server(&mut self, msg: ServerMsg) -> Vec<Effect> {
         let now = self.wall_ms;
@@ -46,6 +70,17 @@ impl App {
                 let mut entry = Entry::new(time, kind, &text);
                 entry.own = own;
                 entry.mention = !own;
+                if own && i != self.current {
+                    // Sent with /msg from another buffer: say so where it was typed, and mark
+                    // the conversation so it can be found.
+                    let action = matches!(entry.kind, Kind::Private { action: true, .. });
+                    let mut echo =
+                        Entry::new(time, Kind::Sent { to: other.clone(), action }, &text);
+                    echo.own = true;
+                    self.buffers[i].unseen = true;
+                    let current = self.current;
+                    self.push(current, echo, false);
+                }
                 self.push(i, entry, true)
             }
             ServerMsg::Join { room, nick, fingerprint } => {
@@ -95,22 +130,27 @@ impl App {
                 vec![]
             }
             ServerMsg::Members { room, members, e2e } => {
+                let asked = match self.pending_who.iter().position(|r| *r == room) {
+                    Some(k) => {
+                        self.pending_who.remove(k);
+                        true
+                    }
+                    None => false,
+                };
+                let joined = self.find(room.as_str()).filter(|&i| self.buffers[i].joined);
+                if asked {
+                    // The answer to /who: shown here; a room we are in also gets the fresh list.
+                    if let Some(i) = joined {
+                        self.set_members(i, &members, e2e);
+                    }
+                    let text = who_answer(&room, &members, e2e);
+                    self.notice(&text);
+                    return vec![];
+                }
+                // A join's answer (ours, or the E2E layer's): the room's buffer, opened if new.
                 let i = self.room_buffer(&room);
-                let b = &mut self.buffers[i];
-                b.e2e = e2e;
-                b.members.clear();
-                for m in &members {
-                    b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
-                }
-                let mut names: Vec<&str> = b.members.values().map(|m| m.nick.as_str()).collect();
-                let more = names.len().saturating_sub(MEMBERS_LISTED);
-                names.truncate(MEMBERS_LISTED);
-                let s = if members.len() == 1 { "" } else { "s" };
-                let mut text = format!("{room}: {} member{s}: {}", members.len(), names.join(", "));
-                if more > 0 {
-                    text.push_str(&format!(" and {more} more"));
-                }
-                self.note(i, Kind::Notice, &text);
+                self.set_members(i, &members, e2e);
+                self.note(i, Kind::Notice, &who_answer(&room, &members, e2e));
                 vec![]
             }
             ServerMsg::Topic { room, text, by } => {
@@ -260,6 +300,16 @@ impl App {
             None => self.notice(&text),
         }
         vec![]
+    }
+
+    /// Buffer `i`'s member list (and E2E mark) from a `members` answer.
+    fn set_members(&mut self, i: usize, members: &[chatao_proto::Member], e2e: bool) {
+        let b = &mut self.buffers[i];
+        b.e2e = e2e;
+        b.members.clear();
+        for m in members {
+            b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
+        }
     }
 
     /// A server notice in the buffer shown.

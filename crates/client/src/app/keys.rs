@@ -16,7 +16,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Enter", "send; Alt-Enter or Ctrl-J adds a line"),
     ("Alt-1..9, Alt-0", "show buffer 1..9, 10"),
     ("Ctrl-N / Ctrl-P", "next / previous buffer"),
-    ("Alt-A", "next buffer with activity"),
+    ("Alt-A", "next buffer with activity (mentions first)"),
     ("PgUp / PgDn, wheel", "scroll back / forward"),
     ("Tab / Shift-Tab", "complete nick, command or room"),
     ("Up / Down", "input history"),
@@ -123,14 +123,16 @@ impl App {
         self.switch_to(next as usize);
     }
 
-    /// Shows the next buffer with a mention, else the next with unread lines.
+    /// Shows the next buffer with a mention, else the next with unread lines, else the next
+    /// with anything not seen (a conversation opened by `/msg`).
     fn next_active(&mut self) {
         let n = self.buffers.len();
         let order = (1..n).map(|k| (self.current + k) % n);
         let pick = order
             .clone()
             .find(|&i| self.buffers[i].mentioned)
-            .or_else(|| order.clone().find(|&i| self.buffers[i].unread > 0));
+            .or_else(|| order.clone().find(|&i| self.buffers[i].unread > 0))
+            .or_else(|| order.clone().find(|&i| self.buffers[i].unseen));
         if let Some(i) = pick {
             self.switch_to(i);
         }
@@ -165,8 +167,8 @@ impl App {
         let candidates = complete::candidates(&text[start..cursor], slot, start == 0, &names);
         let Some(first) = candidates.first().cloned() else { return };
         self.editor.replace(start, cursor, &first);
-        if candidates.len() > 1 {
-            self.completion = Some(Completion { start, candidates, index: 0 });
-        }
+        // Kept even for a single candidate: Tab again cycles these (here, stays), rather than
+        // completing the empty word after the completion.
+        self.completion = Some(Completion { start, candidates, index: 0 });
     }
 }

@@ -15,8 +15,10 @@
 //!
 //! Private messages get a buffer per conversation (like an IRC query window), named after the
 //! other user and opened by the first message either way; text typed there is sent with
-//! `msg`. Notices that belong to no room (errors, `/whois`, `/list`, `/help`) go to the
-//! buffer being shown.
+//! `msg`; `/query NICK` opens one and shows it. A private message we send from another buffer
+//! (`/msg`) is echoed there (`-> │ bob: text`) and marks the conversation in the status bar.
+//! Notices that belong to no room (errors, `/whois`, `/list`, `/help`, and `/who`'s answer)
+//! go to the buffer being shown. Only a room we are in, or are joining, gets a buffer.
 
 pub mod buffer;
 pub mod complete;
@@ -137,6 +139,9 @@ pub struct App {
     pub known_rooms: BTreeSet<String>,
     /// A room we asked to join: the server's confirmation makes it current.
     pending_join: Option<RoomName>,
+    /// Rooms named in `/who` requests not answered yet, oldest first: their `members` answer
+    /// is shown in the buffer shown and opens no buffer (a join's `members` does).
+    pending_who: Vec<RoomName>,
     /// Failed reconnection attempts since the connection was lost.
     attempt: u32,
     /// The server we are (or were last) connected to: an index in [`Config::servers`].
@@ -193,6 +198,7 @@ impl App {
             unsent: Vec::new(),
             known_rooms: BTreeSet::new(),
             pending_join: None,
+            pending_who: Vec::new(),
             attempt: 0,
             on: 0,
         };
@@ -272,6 +278,11 @@ impl App {
         (pane.width, pane.height)
     }
 
+    /// Where day-change lines go, as of now ([`ui::messages::day_change`]).
+    pub fn days(&self) -> ui::messages::Days {
+        ui::messages::Days::new(self.config.zone, self.wall_ms)
+    }
+
     /// Index of the buffer for `name` (room or nick).
     pub fn find(&self, name: &str) -> Option<usize> {
         self.buffers.iter().position(|b| b.target.is(name))
@@ -306,6 +317,7 @@ impl App {
     fn push(&mut self, i: usize, entry: Entry, activity: bool) -> Vec<Effect> {
         let mut effects = vec![];
         let width = self.pane_size().0;
+        let days = self.days();
         let shown = i == self.current;
         let b = &mut self.buffers[i];
         if activity && entry.is_chat() && !entry.own {
@@ -323,7 +335,15 @@ impl App {
             if chat {
                 b.below = b.below.saturating_add(1);
             }
-            b.scroll += ui::messages::entry_height(b, at, width);
+            b.scroll += ui::messages::entry_height(b, at, width, days);
+            // An entry placed before others (a catch-up) may add or remove the day-change line
+            // of the one after it.
+            if let Some(next) = b.entries.get(at + 1) {
+                let old = at.checked_sub(1).and_then(|p| b.entries.get(p));
+                let had = ui::messages::day_change(old, next, days).is_some();
+                let has = ui::messages::day_change(b.entries.get(at), next, days).is_some();
+                b.scroll = (b.scroll + usize::from(has)).saturating_sub(usize::from(had));
+            }
         }
         effects
     }
@@ -354,8 +374,9 @@ impl App {
     /// Scrolls the buffer shown by `rows` (positive: up, into the past).
     fn scroll(&mut self, rows: isize) {
         let (width, height) = self.pane_size();
+        let days = self.days();
         let b = &mut self.buffers[self.current];
-        let total = ui::messages::total_height(b, width);
+        let total = ui::messages::total_height(b, width, days);
         let max = total.saturating_sub(usize::from(height));
         b.scroll = b.scroll.saturating_add_signed(rows).min(max);
         if b.scroll == 0 {

@@ -6,12 +6,16 @@
 //! error, text the server would refuse (checked here with the server's announced limits), or
 //! being offline leaves it as it was, so nothing typed is lost.
 
-use chatao_proto::{ClientMsg, RoomName, check_text};
+use chatao_proto::{ClientMsg, Nick, RoomName, check_text};
 
 use super::buffer::Target;
 use super::keys::KEYS;
 use super::{App, Effect};
 use crate::command::{self, Input};
+
+/// `/who` requests remembered until answered (a refused one, or one a lost connection took,
+/// never is: the oldest are forgotten).
+const WHO_TRACKED: usize = 16;
 
 impl App {
     pub(super) fn submit(&mut self) -> Vec<Effect> {
@@ -52,6 +56,19 @@ impl App {
                     self.switch_to(i);
                     return vec![];
                 }
+            }
+            Input::Query { nick, text } => {
+                let Ok(nick) = Nick::parse(nick) else {
+                    self.error(&format!("{nick} is not a nickname; /query NICK [TEXT]"));
+                    return vec![];
+                };
+                let i = self.query_buffer(&nick);
+                self.switch_to(i);
+                if text.is_none() {
+                    self.editor.take();
+                    return vec![];
+                }
+                // With text: sent below, to the conversation now shown.
             }
             Input::Part { room: None, .. } if self.current_room().is_none() => {
                 // Closing a private conversation is local.
@@ -102,6 +119,16 @@ impl App {
         }
         if let ClientMsg::Join { room, .. } | ClientMsg::Create { room, .. } = &msg {
             self.pending_join = RoomName::parse(room).ok();
+            // Whatever `members` comes for it now opens its buffer.
+            self.pending_who.retain(|r| Some(r) != self.pending_join.as_ref());
+        }
+        if let ClientMsg::Who { room } = &msg
+            && let Ok(room) = RoomName::parse(room)
+        {
+            if self.pending_who.len() >= WHO_TRACKED {
+                self.pending_who.remove(0);
+            }
+            self.pending_who.push(room);
         }
         self.outbox_full = false;
         let restore = self.editor.take();

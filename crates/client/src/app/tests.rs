@@ -559,3 +559,196 @@ fn e2e_commands_become_requests_and_messages_for_the_current_room() {
     );
     assert_eq!(a.editor.text(), "", "the input line was handed over");
 }
+
+fn leave(r: &str, who: &str) -> ServerMsg {
+    ServerMsg::Leave {
+        room: room(r),
+        nick: nick(who),
+        reason: chatao_proto::LeaveReason::Part,
+        message: None,
+    }
+}
+
+fn pm(from: &str, to: &str, text: &str) -> ServerMsg {
+    ServerMsg::Private {
+        id: 1,
+        time: T0,
+        from: nick(from),
+        to: nick(to),
+        kind: MessageKind::Normal,
+        text: text.into(),
+    }
+}
+
+/// Issue 16, item 2: `/who #room-you-are-not-in` opened a hidden buffer for that room (in the
+/// Ctrl-N rotation, where typing gave `not_in_room`, and where `/part #lobby` then dropped
+/// you).
+#[test]
+fn who_answers_in_the_buffer_shown_and_opens_no_buffer_for_a_room_we_are_not_in() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "/who #elsewhere");
+    assert_eq!(sent(&effects), vec![ClientMsg::Who { room: "#elsewhere".into() }]);
+    net(&mut a, members("#elsewhere", &["eve", "dave"]));
+    assert_eq!(a.buffers.len(), 2, "no buffer for a room we are not in");
+    assert!(a.find("#elsewhere").is_none());
+    assert_eq!(a.current, 0);
+    assert_eq!(texts(&a).last().unwrap(), "#elsewhere: 2 members: dave, eve");
+    ctrl(&mut a, 'n');
+    ctrl(&mut a, 'n');
+    assert_eq!(a.current, 0, "Ctrl-N goes round #lobby and #rust only");
+
+    // Of a room we are in, from another: the answer here, the list there brought up to date.
+    enter(&mut a, "/who rust");
+    net(&mut a, members("#rust", &["alice", "bob", "carol"]));
+    assert_eq!(texts(&a).last().unwrap(), "#rust: 3 members: alice, bob, carol");
+    assert!(a.buffers[1].has_member(&nick("carol")));
+
+    // Parting lands in a room we are in, not in the one asked about.
+    enter(&mut a, "/part #lobby");
+    net(&mut a, leave("#lobby", "alice"));
+    assert_eq!(a.buffers.len(), 1);
+    assert_eq!(a.current_buffer().target.name(), "#rust");
+
+    // A join's member list still opens the room's buffer, even after a /who of it.
+    enter(&mut a, "/who #go");
+    enter(&mut a, "/join #go");
+    net(&mut a, members("#go", &["alice", "gopher"]));
+    net(&mut a, joined("#go", "alice"));
+    assert_eq!(a.current_buffer().target.name(), "#go");
+    assert!(a.current_buffer().has_member(&nick("gopher")));
+}
+
+/// Issue 16, item 10: `/who #nosuch` printed `#nosuch:  (0 online)`. The server answers an
+/// empty list for a room that does not exist (a plain room exists while someone is in it).
+#[test]
+fn who_of_a_room_nobody_is_in_says_there_is_no_such_room() {
+    let mut a = chatting(80, 24);
+    enter(&mut a, "/who #nosuch");
+    net(&mut a, members("#nosuch", &[]));
+    assert_eq!(texts(&a).last().unwrap(), "no such room #nosuch: nobody is in it");
+    assert!(a.find("#nosuch").is_none());
+    enter(&mut a, "/who #sec");
+    net(&mut a, ServerMsg::Members { room: room("#sec"), members: vec![], e2e: true });
+    assert_eq!(
+        texts(&a).last().unwrap(),
+        "[E2E] #sec: nobody is online in this end-to-end encrypted room"
+    );
+}
+
+/// Issue 16, item 5: `ca` Tab gave `carol: `, and Tab again `carol: bob`.
+#[test]
+fn tab_again_cycles_the_matches_of_the_first_word_in_place() {
+    let mut a = chatting(80, 24);
+    net(&mut a, members("#lobby", &["alice", "bob", "carol", "carla"]));
+    type_str(&mut a, "ca");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "carla: ");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "carol: ");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "carla: ");
+    key(&mut a, KeyCode::BackTab);
+    assert_eq!(a.editor.text(), "carol: ");
+    type_str(&mut a, "hi");
+    assert_eq!(a.editor.text(), "carol: hi", "another key ends the cycle");
+    ctrl(&mut a, 'u');
+
+    // One match: Tab again leaves it as it is.
+    type_str(&mut a, "b");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "bob: ");
+    key(&mut a, KeyCode::BackTab);
+    assert_eq!(a.editor.text(), "bob: ");
+    ctrl(&mut a, 'u');
+    type_str(&mut a, "/jo");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "/join ");
+    // After another key, Tab completes the next word.
+    type_str(&mut a, "ru");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(a.editor.text(), "/join #rust ");
+}
+
+/// Issue 16, item 6: `/msg NICK text` from a room gave no feedback: the conversation was
+/// opened but not shown, and nothing was echoed where it was typed.
+#[test]
+fn msg_from_a_room_is_echoed_there_and_marks_the_conversation() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "/msg bob see you at noon");
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::Msg { to: "bob".into(), text: "see you at noon".into() }]
+    );
+    net(&mut a, pm("alice", "bob", "see you at noon"));
+    assert_eq!(a.current, 0, "the room stays shown");
+    let echo = a.current_buffer().entries.back().unwrap();
+    assert_eq!(echo.kind, Kind::Sent { to: nick("bob"), action: false });
+    assert_eq!(echo.text, "see you at noon");
+    let i = a.find("bob").unwrap();
+    assert!(a.buffers[i].unseen && a.buffers[i].has_activity());
+    assert_eq!((a.buffers[i].unread, a.buffers[i].mentioned), (0, false), "ours: no count");
+    alt(&mut a, 'a');
+    assert_eq!(a.current, i, "Alt-A finds it");
+    assert!(!a.buffers[i].unseen);
+    // Typed in the conversation itself: no echo anywhere else.
+    let lobby = a.buffers[0].entries.len();
+    enter(&mut a, "and bring the logs");
+    net(&mut a, pm("alice", "bob", "and bring the logs"));
+    assert_eq!(a.buffers[0].entries.len(), lobby);
+    assert!(!a.buffers[i].unseen);
+}
+
+/// Issue 16, item 6: `/query NICK [TEXT]` opens the conversation and shows it.
+#[test]
+fn query_opens_and_shows_a_conversation() {
+    let mut a = chatting(80, 24);
+    let effects = enter(&mut a, "/query carol");
+    assert!(effects.is_empty(), "opening is local");
+    assert_eq!(a.current_buffer().target, Target::Query(nick("carol")));
+    assert!(a.editor.is_empty());
+    let effects = enter(&mut a, "hello");
+    assert_eq!(sent(&effects), vec![ClientMsg::Msg { to: "carol".into(), text: "hello".into() }]);
+    alt(&mut a, '1');
+    let effects = enter(&mut a, "/query Dave are you there?");
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::Msg { to: "Dave".into(), text: "are you there?".into() }]
+    );
+    assert_eq!(a.current_buffer().target.name(), "Dave");
+    // The server's copy, in its spelling, lands in the same conversation, shown.
+    net(&mut a, pm("alice", "dave", "are you there?"));
+    assert_eq!(a.current_buffer().target, Target::Query(nick("dave")));
+    assert_eq!(a.buffers.len(), 4);
+    assert!(!a.current_buffer().unseen);
+    alt(&mut a, '1');
+    enter(&mut a, "/query carol");
+    assert_eq!(a.current, 2, "an open conversation is shown, not opened twice");
+    assert!(enter(&mut a, "/query élodie").is_empty());
+    assert!(texts(&a).last().unwrap().contains("is not a nickname"));
+    ctrl(&mut a, 'u');
+    enter(&mut a, "/help");
+    assert!(texts(&a).iter().any(|l| l.contains("/query NICK [TEXT]")));
+}
+
+/// Issue 16, item 10: while scrolled up, a line after a day change (one more row, its
+/// day-change line) does not move the view.
+#[test]
+fn a_day_change_line_is_counted_while_scrolled_up() {
+    let mut a = chatting(60, 12);
+    for id in 100..140 {
+        net(&mut a, say("#lobby", id, "bob", &format!("line {id}")));
+    }
+    key(&mut a, KeyCode::PageUp);
+    let before = a.buffers[0].scroll;
+    // Lines 100.. reach past midnight (T0 + 139 minutes); two days on is another day.
+    let next_day = T0 + 2 * 86_400_000;
+    let ServerMsg::Message { room, id, from, kind, text, history, .. } =
+        say("#lobby", 140, "bob", "tomorrow")
+    else {
+        unreachable!()
+    };
+    net(&mut a, ServerMsg::Message { room, id, time: next_day, from, kind, text, history });
+    assert_eq!(a.buffers[0].scroll, before + 2, "the line and its day-change line");
+}

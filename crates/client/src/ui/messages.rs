@@ -7,6 +7,9 @@
 //! 12:02      --> │ carol joined #lobby (SHA256:Xk3v9QaB)
 //! 12:03        * │ bob waves
 //! 12:03    *bob* │ a private message
+//! 12:04       -> │ bob: our private message, echoed in the room where we typed it
+//! -- Wednesday, 15 November 2023 --
+//! 00:01    alice │ the day changed before this line
 //! ```
 //!
 //! The time and prefix columns are drawn by the client only: remote text is confined to the
@@ -14,6 +17,11 @@
 //! remote user can imitate a notice, an action or a private message. The prefix column is as
 //! wide as the widest prefix in the buffer, up to [`MAX_PREFIX`] (longer nicks end in `+`).
 //! Narrow panes drop the time column and narrow the prefix column.
+//!
+//! A day-change line (`-- Wednesday, 15 November 2023 --`, from the first column, where no
+//! remote text can go) comes before an entry whose date differs from the previous entry's, and
+//! before the first entry of a buffer when that is not from today ([`day_change`]); dates are
+//! in the zone of the timestamps.
 //!
 //! Scrolling counts rows up from the bottom ([`crate::app::buffer::Buffer::scroll`]); the
 //! app uses [`entry_height`] and [`total_height`] so that its arithmetic matches what is drawn.
@@ -26,8 +34,8 @@ use ratatui::widgets::{Clear, Paragraph};
 
 use super::style;
 use super::text::{truncate, width, wrap};
-use crate::app::App;
 use crate::app::buffer::{Buffer, Entry, Kind};
+use crate::app::{App, Zone};
 
 /// Widest prefix column.
 pub const MAX_PREFIX: usize = 12;
@@ -46,12 +54,44 @@ pub struct Geometry {
     pub text: usize,
 }
 
+/// What decides where day-change lines go: the zone of the timestamps and today's date in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Days {
+    pub zone: Zone,
+    pub today: Option<chrono::NaiveDate>,
+}
+
+impl Days {
+    pub fn new(zone: Zone, now_ms: u64) -> Days {
+        Days { zone, today: style::date(now_ms, zone) }
+    }
+}
+
+/// The day announced before entry `e`, whose predecessor in its buffer is `prev`: its date if
+/// that differs from `prev`'s, or (for the first entry) from today's.
+pub fn day_change(prev: Option<&Entry>, e: &Entry, days: Days) -> Option<chrono::NaiveDate> {
+    let day = style::date(e.time, days.zone)?;
+    let before = match prev {
+        Some(p) => style::date(p.time, days.zone),
+        None => days.today,
+    };
+    (before != Some(day)).then_some(day)
+}
+
+/// The day announced before entry `index` of `b`.
+fn day_before(b: &Buffer, index: usize, days: Days) -> Option<chrono::NaiveDate> {
+    let e = b.entries.get(index)?;
+    let prev = index.checked_sub(1).and_then(|p| b.entries.get(p));
+    day_change(prev, e, days)
+}
+
 /// The marker or nickname in an entry's prefix column.
 fn prefix_text(e: &Entry) -> String {
     match &e.kind {
         Kind::Message { from } => from.to_string(),
         Kind::Action { .. } => "*".into(),
         Kind::Private { from, .. } => format!("*{from}*"),
+        Kind::Sent { .. } => "->".into(),
         Kind::Join => "-->".into(),
         Kind::Leave => "<--".into(),
         Kind::Notice | Kind::Info => "--".into(),
@@ -74,26 +114,35 @@ pub fn geometry(b: &Buffer, pane_width: u16) -> Geometry {
     Geometry { time, prefix, text: avail.saturating_sub(prefix).max(1) }
 }
 
-/// The text as shown: actions start with the actor's nickname.
+/// The text as shown: actions start with the actor's nickname, an echo with the recipient.
 fn shown_text(e: &Entry) -> String {
     match &e.kind {
         Kind::Action { from } | Kind::Private { from, action: true } => {
             format!("{from} {}", e.text)
         }
+        Kind::Sent { to, action: false } => format!("{to}: {}", e.text),
+        Kind::Sent { to, action: true } => format!("{to}: * {}", e.text),
         _ => e.text.clone(),
     }
 }
 
-/// Rows entry `index` of `b` takes in a pane `pane_width` wide.
-pub fn entry_height(b: &Buffer, index: usize, pane_width: u16) -> usize {
+/// Rows entry `index` of `b` takes in a pane `pane_width` wide, with its day-change line.
+pub fn entry_height(b: &Buffer, index: usize, pane_width: u16, days: Days) -> usize {
     let g = geometry(b, pane_width);
-    b.entries.get(index).map(|e| rows_of(e, &g)).unwrap_or(0)
+    let day = usize::from(day_before(b, index, days).is_some());
+    b.entries.get(index).map(|e| rows_of(e, &g) + day).unwrap_or(0)
 }
 
 /// Rows all of `b` takes in a pane `pane_width` wide.
-pub fn total_height(b: &Buffer, pane_width: u16) -> usize {
+pub fn total_height(b: &Buffer, pane_width: u16, days: Days) -> usize {
     let g = geometry(b, pane_width);
-    b.entries.iter().map(|e| rows_of(e, &g)).sum()
+    let mut prev = None;
+    let mut rows = 0;
+    for e in &b.entries {
+        rows += rows_of(e, &g) + usize::from(day_change(prev, e, days).is_some());
+        prev = Some(e);
+    }
+    rows
 }
 
 fn rows_of(e: &Entry, g: &Geometry) -> usize {
@@ -112,7 +161,7 @@ fn fit_prefix(p: &str, col: usize) -> String {
 
 fn prefix_style(e: &Entry) -> Style {
     // In a conversation every line is for us: the magenta marks it, not a highlight.
-    if matches!(e.kind, Kind::Private { .. }) {
+    if matches!(e.kind, Kind::Private { .. } | Kind::Sent { .. }) {
         return style::PRIVATE;
     }
     if e.mention && !e.history {
@@ -122,7 +171,7 @@ fn prefix_style(e: &Entry) -> Style {
         Kind::Message { from } if e.own => style::nick(from.as_str()).bold(),
         Kind::Message { from } => style::nick(from.as_str()),
         Kind::Action { .. } => Style::new().bold(),
-        Kind::Private { .. } => style::PRIVATE,
+        Kind::Private { .. } | Kind::Sent { .. } => style::PRIVATE,
         Kind::Join => style::JOIN,
         Kind::Leave => style::LEAVE,
         Kind::Notice => style::NOTICE,
@@ -133,8 +182,12 @@ fn prefix_style(e: &Entry) -> Style {
 
 fn text_style(e: &Entry) -> Style {
     let base = match &e.kind {
-        Kind::Message { .. } | Kind::Private { action: false, .. } => Style::new(),
-        Kind::Action { .. } | Kind::Private { action: true, .. } => style::ACTION,
+        Kind::Message { .. }
+        | Kind::Private { action: false, .. }
+        | Kind::Sent { action: false, .. } => Style::new(),
+        Kind::Action { .. }
+        | Kind::Private { action: true, .. }
+        | Kind::Sent { action: true, .. } => style::ACTION,
         Kind::Join => style::JOIN,
         Kind::Leave => style::LEAVE,
         Kind::Notice => style::NOTICE,
@@ -195,13 +248,18 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let g = geometry(b, area.width);
     let height = usize::from(area.height);
     let want = b.scroll.saturating_add(height);
+    let days = app.days();
     // Newest first, only as far back as the view needs.
     let mut rows: Vec<Line<'static>> = Vec::new();
-    for e in b.entries.iter().rev() {
+    for (i, e) in b.entries.iter().enumerate().rev() {
         if rows.len() >= want {
             break;
         }
         rows.extend(entry_lines(app, e, &g).into_iter().rev());
+        if let Some(day) = day_before(b, i, days) {
+            let text = truncate(&style::day_change(day), usize::from(area.width)).to_owned();
+            rows.push(Line::from(Span::styled(text, style::DAY_CHANGE)));
+        }
     }
     let skip = b.scroll.min(rows.len().saturating_sub(height));
     let mut visible: Vec<Line<'static>> = rows.into_iter().skip(skip).take(height).collect();

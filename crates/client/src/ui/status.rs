@@ -3,11 +3,16 @@
 //! when it fits, the server and its key.
 //!
 //! ```text
-//!  connected │ 2:#rust │ act: 1:#lobby(3) 3:bob(1!)         127.0.0.1:7000 SHA256:Xk3v9QaB
+//!  connected │ 2:#rust │ act: 3:bob(1!) 1:#lobby(3)          127.0.0.1:7000 SHA256:Xk3v9QaB
 //! ```
+//!
+//! The activity list puts mentions (and private messages) first, then unread chat, then
+//! conversations with only our own words (`4:carol`, after a `/msg`); what does not fit is
+//! counted at its end (`+3`, in the mention colour if a mention is among them).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
@@ -63,6 +68,47 @@ fn connection(app: &App) -> Span<'static> {
     }
 }
 
+/// The other buffers with something new, in the order the status bar lists them: mentions
+/// (and private messages) first, then unread chat, then the rest (a conversation opened by
+/// `/msg`, which has no count); by buffer number within each.
+fn activity(app: &App) -> Vec<(String, Style)> {
+    let mut active: Vec<(u8, String, Style)> = app
+        .buffers
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.has_activity())
+        .map(|(i, b)| {
+            let (n, name) = (i + 1, b.target.name());
+            if b.mentioned {
+                (0, format!("{n}:{name}({}!)", b.unread), style::STATUS_MENTION)
+            } else if b.unread > 0 {
+                (1, format!("{n}:{name}({})", b.unread), style::STATUS_UNREAD)
+            } else {
+                (2, format!("{n}:{name}"), style::STATUS_UNREAD)
+            }
+        })
+        .collect();
+    active.sort_by_key(|(rank, _, _)| *rank);
+    active.into_iter().map(|(_, text, st)| (text, st)).collect()
+}
+
+/// How many of `items` (each drawn after a space) fit in `room` columns, leaving space for the
+/// ` +N` that counts the others.
+fn fitting(items: &[(String, Style)], room: usize) -> usize {
+    let mut used = 0;
+    let mut fit = 0;
+    for (k, (text, _)) in items.iter().enumerate() {
+        used += 1 + width(text);
+        let rest = items.len() - k - 1;
+        let more = if rest == 0 { 0 } else { 2 + rest.to_string().len() };
+        if used + more > room {
+            break;
+        }
+        fit = k + 1;
+    }
+    fit
+}
+
 pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if area.is_empty() {
         return;
@@ -81,19 +127,23 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
         left.push(sep());
         left.push(Span::styled(" outbox full ", style::STATUS_BAD));
     }
-    let active: Vec<(usize, &crate::app::buffer::Buffer)> =
-        app.buffers.iter().enumerate().filter(|(_, b)| b.unread > 0 || b.mentioned).collect();
+    let mut active = activity(app);
     if !active.is_empty() {
         left.push(sep());
         left.push(Span::styled(" act:", style::STATUS_BAR));
-        for (i, b) in active {
-            let (text, st) = if b.mentioned {
-                (format!("{}:{}({}!)", i + 1, b.target.name(), b.unread), style::STATUS_MENTION)
-            } else {
-                (format!("{}:{}({})", i + 1, b.target.name(), b.unread), style::STATUS_UNREAD)
-            };
+        let used: usize = left.iter().map(|s| width(&s.content)).sum();
+        // The list and its trailing space fit in what is left; the server's name gives way.
+        let room = usize::from(area.width).saturating_sub(used + 1);
+        let hidden = active.split_off(fitting(&active, room));
+        for (text, st) in active {
             left.push(Span::styled(" ", style::STATUS_BAR));
             left.push(Span::styled(text, st));
+        }
+        if !hidden.is_empty() {
+            let mention = hidden.iter().any(|(_, st)| *st == style::STATUS_MENTION);
+            let st = if mention { style::STATUS_MENTION } else { style::STATUS_UNREAD };
+            left.push(Span::styled(" ", style::STATUS_BAR));
+            left.push(Span::styled(format!("+{}", hidden.len()), st));
         }
         left.push(Span::styled(" ", style::STATUS_BAR));
     }

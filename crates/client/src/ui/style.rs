@@ -51,6 +51,16 @@ pub fn clock(millis: u64, zone: Zone) -> String {
     at(millis, zone).map(|t| t.format("%H:%M").to_string()).unwrap_or_else(|| "--:--".into())
 }
 
+/// The calendar day of a time in milliseconds since the epoch.
+pub fn date(millis: u64, zone: Zone) -> Option<chrono::NaiveDate> {
+    at(millis, zone).map(|t| t.date_naive())
+}
+
+/// The line drawn where the day changes: `-- Tuesday, 14 November 2023 --`.
+pub fn day_change(day: chrono::NaiveDate) -> String {
+    format!("-- {} --", day.format("%A, %-d %B %Y"))
+}
+
 /// `YYYY-MM-DD HH:MM`, for times that may be days away (the end of a ban).
 pub fn date_time(millis: u64, zone: Zone) -> String {
     at(millis, zone).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "?".into())
@@ -61,6 +71,8 @@ pub const TIME: Style = Style::new().fg(Color::DarkGray);
 pub const HISTORY_TIME: Style = Style::new().fg(Color::DarkGray).add_modifier(Modifier::ITALIC);
 /// Text of lines replayed from history.
 pub const HISTORY_TEXT: Style = Style::new().fg(Color::Gray);
+/// The day-change line, drawn from the first column, where no remote text can go.
+pub const DAY_CHANGE: Style = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
 pub const SEPARATOR: Style = Style::new().fg(Color::DarkGray);
 pub const JOIN: Style = Style::new().fg(Color::Green);
 pub const LEAVE: Style = Style::new().fg(Color::Red);

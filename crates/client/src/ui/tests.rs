@@ -342,3 +342,119 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
     let s = screen(&a);
     assert!(!s.contains("E2E"), "{s}");
 }
+
+/// The status bar's row.
+fn status_row(a: &App) -> String {
+    let s = screen(a);
+    let rows: Vec<&str> = s.lines().collect();
+    rows[rows.len() - 2].to_owned()
+}
+
+/// Issue 16, item 7: at 80 columns the activity list was cut on the right, hiding a mention
+/// in buffer 13. Mentions come first, then unread, and `+N` counts what does not fit.
+#[test]
+fn the_activity_list_puts_mentions_first_and_counts_what_does_not_fit() {
+    let mut a = app(80, 12);
+    net(&mut a, joined("#lobby", "alice"));
+    for n in 2..=13 {
+        let r = format!("#room{n}");
+        net(&mut a, joined(&r, "alice"));
+        net(&mut a, say(&r, 1, "bob", "news"));
+    }
+    net(&mut a, say("#room13", 2, "bob", "alice: are you there?"));
+    assert_eq!(a.current, 0);
+    insta::assert_snapshot!("activity_overflow", screen(&a));
+    let row = status_row(&a);
+    assert!(row.contains("act: 13:#room13(2!) 2:#room2(1) 3:#room3(1)"), "{row}");
+    assert!(row.trim_end_matches([' ', '"']).ends_with(" +9"), "twelve rooms, three shown: {row}");
+    let c = cells(&a);
+    let (x, y) = find(&c, "13:#room13(2!)");
+    assert_eq!(c[(x, y)].bg, Color::Yellow, "the mention keeps its colour");
+    // Wide enough: all of them, and no count.
+    a.update(Event::Term(TermEvent::Resize(200, 12)));
+    let row = status_row(&a);
+    assert!(row.contains("12:#room12(1) "), "{row}");
+    assert!(!row.contains('+'), "{row}");
+    // A hidden mention colours the count.
+    net(&mut a, say("#room12", 2, "bob", "alice!"));
+    a.update(Event::Term(TermEvent::Resize(50, 12)));
+    let row = status_row(&a);
+    assert!(row.contains("act: 12:#room12(2!) +11"), "{row}");
+    let c = cells(&a);
+    let (x, y) = find(&c, "+11");
+    assert_eq!(c[(x, y)].bg, Color::Yellow, "a mention is among the hidden");
+}
+
+/// Issue 16, item 6: `/msg` from a room is echoed there and its conversation is in the
+/// status bar.
+#[test]
+fn a_private_message_sent_from_a_room_is_echoed_there() {
+    let mut a = app(80, 10);
+    net(&mut a, joined("#lobby", "alice"));
+    enter(&mut a, "/msg bob see you at noon");
+    net(
+        &mut a,
+        ServerMsg::Private {
+            id: 1,
+            time: T0,
+            from: nick("alice"),
+            to: nick("bob"),
+            kind: MessageKind::Normal,
+            text: "see you at noon".into(),
+        },
+    );
+    insta::assert_snapshot!("private_echo", screen(&a));
+    let s = screen(&a);
+    assert!(s.contains("-> │ bob: see you at noon"), "{s}");
+    assert!(status_row(&a).contains("act: 2:bob "), "{s}");
+    let c = cells(&a);
+    let (x, y) = find(&c, "-> │ bob");
+    assert_eq!(c[(x, y)].fg, Color::Magenta, "marked as private");
+}
+
+/// Issue 16, item 10: history from an earlier day showed only `HH:MM`. A day-change line
+/// comes where the date changes between two lines, and before the first line when that is
+/// not from today.
+#[test]
+fn day_change_lines_separate_the_days() {
+    let day = 86_400_000;
+    let at = |time: u64, id: u64, text: &str, history: bool| ServerMsg::Message {
+        room: room("#lobby"),
+        id,
+        time,
+        from: nick("bob"),
+        kind: MessageKind::Normal,
+        text: text.into(),
+        history,
+    };
+    let mut a = app(72, 16);
+    // Two days ago, the first line of its buffer (not today: a day-change line).
+    a.buffers[0].entries.clear();
+    net(&mut a, at(T0 - 2 * day, 1, "two days ago", true));
+    net(&mut a, at(T0 - 2 * day + 60_000, 2, "same day, no line", true));
+    net(&mut a, at(T0 - day, 3, "yesterday", true));
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 3 });
+    net(&mut a, joined("#lobby", "alice"));
+    // Live, past midnight.
+    advance(&mut a, Duration::from_secs(2 * 3600));
+    net(&mut a, at(T0 + 2 * 3600 * 1000, 4, "after midnight", false));
+    insta::assert_snapshot!("day_change", screen(&a));
+    let s = screen(&a);
+    for line in [
+        "-- Sunday, 12 November 2023 --",
+        "-- Monday, 13 November 2023 --",
+        "-- Tuesday, 14 November 2023 --",
+        "-- Wednesday, 15 November 2023 --",
+    ] {
+        assert_eq!(s.matches(line).count(), 1, "{line}: {s}");
+    }
+    let c = cells(&a);
+    let (x, _) = find(&c, "-- Monday");
+    assert_eq!(x, 0, "drawn from the first column, where no remote text goes");
+    // Today's first line needs no day line; a narrow pane cuts the line, never wraps it.
+    let mut b = app(72, 8);
+    assert!(!screen(&b).contains("November"), "{}", screen(&b));
+    b.update(Event::Term(TermEvent::Resize(12, 8)));
+    net(&mut b, at(T0 + day, 9, "tomorrow", false));
+    assert!(screen(&b).contains("-- Wednesday"), "{}", screen(&b));
+}
