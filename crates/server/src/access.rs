@@ -28,13 +28,43 @@ pub struct Ban {
     pub by: String,
 }
 
-/// A fingerprint file that could not be used.
+/// Which fingerprint file, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// `allow`: the keys that may connect.
+    Allow,
+    /// `ops-file`: the operators' keys.
+    Ops,
+}
+
+impl std::fmt::Display for List {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            List::Allow => "allowlist",
+            List::Ops => "operators file",
+        })
+    }
+}
+
+/// A fingerprint file that could not be used. The `Display` text says everything once: the
+/// file, the line and the cause; the I/O error is not also a `source`, so that a printed chain
+/// does not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the {list} {}: {}", .path.display(), io_reason(.cause))]
+    Io { list: List, path: PathBuf, cause: std::io::Error },
     #[error("{}:{line}: expected a key fingerprint (SHA256:...), found `{text}`", .path.display())]
     Malformed { path: PathBuf, line: usize, text: String },
+}
+
+/// An I/O error's text without the `(os error N)` that std appends: "No such file or
+/// directory". For messages that already name the file and say what to do.
+pub fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match (err.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => text[..at].to_owned(),
+        _ => text,
+    }
 }
 
 /// Why a key is refused at connect.
@@ -75,25 +105,41 @@ pub struct Access {
     state: Mutex<State>,
 }
 
-/// Reads a fingerprint file.
-pub fn read_list(path: &Path) -> Result<HashSet<String>, AccessError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| AccessError::Io { path: path.to_owned(), source })?;
-    let mut out = HashSet::new();
+/// Reads a fingerprint file; the first unusable line is the error.
+pub fn read_list(path: &Path, list: List) -> Result<HashSet<String>, AccessError> {
+    let (keys, mut errors) = scan_list(path, list);
+    if errors.is_empty() { Ok(keys) } else { Err(errors.swap_remove(0)) }
+}
+
+/// Reads a fingerprint file, for a check: its keys and every unusable line (or the one error
+/// that it cannot be read).
+pub fn scan_list(path: &Path, list: List) -> (HashSet<String>, Vec<AccessError>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(cause) => {
+            return (HashSet::new(), vec![AccessError::Io { list, path: path.to_owned(), cause }]);
+        }
+    };
+    let mut keys = HashSet::new();
+    let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let first = line.split_whitespace().next().unwrap_or_default();
-        let fp = parse_fingerprint(first).map_err(|_| AccessError::Malformed {
-            path: path.to_owned(),
-            line: i + 1,
-            text: line.to_owned(),
-        })?;
-        out.insert(fp);
+        match parse_fingerprint(first) {
+            Ok(fp) => {
+                keys.insert(fp);
+            }
+            Err(_) => errors.push(AccessError::Malformed {
+                path: path.to_owned(),
+                line: i + 1,
+                text: line.to_owned(),
+            }),
+        }
     }
-    Ok(out)
+    (keys, errors)
 }
 
 impl Access {
@@ -121,11 +167,11 @@ impl Access {
     /// were and the error is returned (and logged by the caller).
     pub fn reload(&self) -> Result<(), AccessError> {
         let allow = match &self.config.allow_file {
-            Some(path) => Some(read_list(path)?),
+            Some(path) => Some(read_list(path, List::Allow)?),
             None => None,
         };
         let mut ops = match &self.config.ops_file {
-            Some(path) => read_list(path)?,
+            Some(path) => read_list(path, List::Ops)?,
             None => HashSet::new(),
         };
         for op in &self.config.ops {
@@ -137,11 +183,12 @@ impl Access {
             }
         }
         let mut st = self.lock();
-        info!(
-            allowlist = allow.as_ref().map(|a| a.len() as i64).unwrap_or(-1),
-            operators = ops.len(),
-            "access lists loaded"
-        );
+        match &allow {
+            Some(keys) => {
+                info!(allowlist_entries = keys.len(), operators = ops.len(), "access lists loaded")
+            }
+            None => info!(allowlist = "off", operators = ops.len(), "access lists loaded"),
+        }
         if !self.config.shared_allow {
             st.allow = allow;
         }
@@ -151,15 +198,15 @@ impl Access {
 
     /// The allow file's keys (`None`: no allow file), for a cluster node to publish.
     pub fn allow_file_list(&self) -> Result<Option<HashSet<String>>, AccessError> {
-        self.config.allow_file.as_deref().map(read_list).transpose()
+        self.config.allow_file.as_deref().map(|path| read_list(path, List::Allow)).transpose()
     }
 
     /// Sets the allowlist in force (a cluster's shared list; `None`: everyone may connect).
     pub fn set_allow(&self, allow: Option<HashSet<String>>) {
-        info!(
-            allowlist = allow.as_ref().map(|a| a.len() as i64).unwrap_or(-1),
-            "shared allowlist applied"
-        );
+        match &allow {
+            Some(keys) => info!(allowlist_entries = keys.len(), "shared allowlist applied"),
+            None => info!(allowlist = "off", "shared allowlist applied"),
+        }
         self.lock().allow = allow;
     }
 
@@ -249,10 +296,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("allow");
         std::fs::write(&p, format!("# friends\n\n{A} alice's laptop\n")).unwrap();
-        assert_eq!(read_list(&p).unwrap(), HashSet::from([A.to_owned()]));
-        std::fs::write(&p, format!("{A}\nnot-a-key\n")).unwrap();
-        let err = read_list(&p).unwrap_err().to_string();
+        assert_eq!(read_list(&p, List::Allow).unwrap(), HashSet::from([A.to_owned()]));
+        std::fs::write(&p, format!("{A}\nnot-a-key\n# fine\nalso-not\n")).unwrap();
+        let err = read_list(&p, List::Allow).unwrap_err().to_string();
         assert!(err.contains(":2:") && err.contains("not-a-key"), "{err}");
+        let (keys, errors) = scan_list(&p, List::Allow);
+        assert_eq!(keys.len(), 1);
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(lines.len() == 2 && lines[1].contains(":4:"), "every bad line: {lines:?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_said_once_without_the_errno() {
+        let err = read_list(Path::new("/nonexistent/allow"), List::Allow).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot read the allowlist /nonexistent/allow: No such file or directory"
+        );
+        assert!(std::error::Error::source(&err).is_none(), "the cause is not printed twice");
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! `chataosrv`: reads its settings (flags over a config file), sets up logging, loads or
-//! creates the server key, binds, tells systemd it is ready, serves metrics if asked, and runs
-//! the server until SIGINT or SIGTERM; SIGHUP reloads what can be reloaded.
+//! `chataosrv`: reads its settings (flags over a config file) and checks them and what they
+//! name, sets up logging, binds, then loads or creates the server key and the data directory,
+//! tells systemd it is ready, serves metrics if asked, and runs the server until SIGINT or
+//! SIGTERM; SIGHUP reloads what can be reloaded. Nothing is created before the settings are
+//! known to be good and the addresses are bound.
 //!
-//! Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on invalid settings.
+//! Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on invalid settings (every
+//! mistake printed).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use chatao_server::settings::{Args, Cli, RELOADABLE, Settings};
+use anyhow::{Context, Result, anyhow};
+use chatao_server::settings::{
+    self, Args, Cli, RELOADABLE, Settings, SettingsErrors, listen_error,
+};
 use chatao_server::{Config, metrics};
 use chatao_transport::keys::{self, KeyOrigin};
 use clap::CommandFactory;
@@ -32,19 +37,28 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.args.man {
-        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+        return match settings::man::render(&mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,
         };
     }
-    let settings = match cli.settings() {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("chataosrv: {err}");
+    // --fingerprint needs only the key: not the files, directories and addresses of a start.
+    let checked = if cli.args.fingerprint && !cli.args.check_config {
+        cli.settings().map(|settings| (settings, Vec::new()))
+    } else {
+        cli.check().map(|checked| (checked.settings, checked.notes))
+    };
+    let (settings, notes) = match checked {
+        Ok(checked) => checked,
+        Err(errors) => {
+            print_mistakes(&errors);
             return ExitCode::from(2);
         }
     };
     if cli.args.check_config {
+        for note in &notes {
+            eprintln!("chataosrv: note: {note}");
+        }
         let from = settings.config_file.as_ref().map(|p| p.display().to_string());
         // The program's output (not a log line): the merged settings, as TOML.
         let mut out = std::io::stdout().lock();
@@ -63,11 +77,42 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("chataosrv: {err:#}");
-            let _ = sd_notify::notify(&[NotifyState::Status(&format!("failed: {err:#}"))]);
+            let text = causes(&err);
+            eprintln!("chataosrv: {text}");
+            let _ = sd_notify::notify(&[NotifyState::Status(&format!("failed: {text}"))]);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every mistake, one per line, then how many when there are several.
+fn print_mistakes(errors: &SettingsErrors) {
+    for err in &errors.0 {
+        eprintln!("chataosrv: {err}");
+    }
+    if errors.0.len() > 1 {
+        eprintln!("chataosrv: {} mistakes; nothing was started or created", errors.0.len());
+    }
+}
+
+/// `err` and its causes, each said once: a cause whose text the message already holds (an
+/// I/O error wrapped with its own text, say) is left out, as is std's "(os error N)".
+fn causes(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => chatao_server::access::io_reason(io),
+            None => cause.to_string(),
+        };
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn serve(cli: Cli, settings: Settings) -> Result<()> {
@@ -82,12 +127,26 @@ async fn serve(cli: Cli, settings: Settings) -> Result<()> {
     if let Some(file) = &settings.config_file {
         info!(file = %file.display(), "read the config file");
     }
-    let (keys, origin) = keys::load_or_generate(&settings.key_dir)?;
-    let fingerprint = keys.public().fingerprint();
     if cli.args.fingerprint {
-        writeln!(std::io::stdout(), "{fingerprint}")?;
+        let (keys, _) = keys::load_or_generate(&settings.key_dir)?;
+        writeln!(std::io::stdout(), "{}", keys.public().fingerprint())?;
         return Ok(());
     }
+    // The addresses first: a port in use must not leave a new key and database behind.
+    let addr = settings.addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow!(listen_error("", addr, &e)))?;
+    let metrics_listener = match settings.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow!(listen_error("for metrics ", addr, &e)))?,
+        ),
+        None => None,
+    };
+    let (keys, origin) = keys::load_or_generate(&settings.key_dir)?;
+    let fingerprint = keys.public().fingerprint();
     let dir = settings.key_dir.display();
     match origin {
         KeyOrigin::Generated => info!(%dir, %fingerprint, "generated a new server key"),
@@ -96,25 +155,13 @@ async fn serve(cli: Cli, settings: Settings) -> Result<()> {
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-
-    let addr = settings.addr();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
     let mut config = Config::new(keys, data_dir);
     settings.apply(&mut config);
 
     let stop_metrics = CancellationToken::new();
-    let metrics_task = match settings.metrics {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            let serve = metrics::serve(listener, config.metrics.clone(), stop_metrics.clone());
-            Some(tokio::spawn(serve))
-        }
-        None => None,
-    };
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(listener, config.metrics.clone(), stop_metrics.clone()))
+    });
     tokio::spawn(notify_ready(config.ready.clone()));
     tokio::spawn(reload_on_sighup(hup, cli, settings, config.reload.clone(), log));
     let result = chatao_server::run(listener, config, shutdown_signal(int, term)).await;
@@ -182,7 +229,8 @@ async fn reload_on_sighup(
                     );
                 }
             }
-            Err(err) => {
+            Err(errors) => {
+                let err = errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
                 error!(%err, "the config file is invalid; the running settings stay in force")
             }
         }

@@ -50,6 +50,12 @@ pub async fn run(
         ));
     }
     let config = Arc::new(config);
+    // The access lists before the store: a missing allowlist must not leave a new database
+    // behind. A cluster node's allowlist in force is the cluster's shared one.
+    let mut access_config = config.access.clone();
+    access_config.shared_allow = config.cluster.is_some();
+    let access =
+        Access::load(access_config, config.clock.clone(), Vec::new()).map_err(io::Error::other)?;
     let (store, joining) = match &config.cluster {
         None => (Store::open(&config.data_dir).map_err(io::Error::other)?, None),
         Some(cluster) => {
@@ -66,12 +72,11 @@ pub async fn run(
         retention: config.retention,
     };
     // A cluster node's bans come from the cluster's bucket, not from its local file.
-    let bans =
-        if joining.is_some() { Vec::new() } else { store.load_bans().map_err(io::Error::other)? };
-    let mut access_config = config.access.clone();
-    access_config.shared_allow = joining.is_some();
-    let access =
-        Access::load(access_config, config.clock.clone(), bans).map_err(io::Error::other)?;
+    if joining.is_none() {
+        for ban in store.load_bans().map_err(io::Error::other)? {
+            access.ban(ban);
+        }
+    }
     let access = Arc::new(access);
     let link = joining.as_ref().map(|j| j.link());
     if let Some(link) = &link {

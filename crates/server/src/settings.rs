@@ -11,7 +11,19 @@
 //! the same checks as the flags are errors that name the file, the line and the setting
 //! ([`SettingsError`]), so a typo never silently leaves a default in place. Relative paths in the
 //! file are relative to the file's directory.
+//!
+//! Every mistake is reported, not only the first ([`SettingsErrors`]). [`Cli::settings`] checks
+//! the values; [`Cli::check`] also checks what they refer to (the allowlist and operator files,
+//! the key, the data directory, the addresses to listen on: see `check.rs`) without creating
+//! anything, so that the server creates its key and database only once it knows it can start.
+//! `man.rs` renders the manual page.
 
+mod check;
+pub mod man;
+
+pub use check::{Checked, listen_error};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,7 +42,8 @@ const AFTER_HELP: &str = "\
 Every option except --config, --fingerprint, --check-config, --completions and --man may also be \
 set in the config file, under the option's long name without the leading `--` (`max-connections = 500`; the \
 port is `port = 7000`; operators are `op = [\"SHA256:...\"]`). Options given here override the \
-file. See packaging/chatao.toml for a commented example.
+file. An example showing every setting: packaging/chatao.toml in the source, installed as \
+/etc/chatao/chatao.toml by install.sh --system; `chataosrv --man` lists the files.
 
 Signals: SIGINT and SIGTERM shut down gracefully. SIGHUP re-reads the allowlist and operator \
 files and the config file; of the config file, only log-level takes effect at once, and the log \
@@ -75,10 +88,12 @@ pub struct Args {
     /// Longest message text, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_TEXT_BYTES)]
     pub max_text_bytes: u32,
-    /// Simultaneous connections.
+    /// Simultaneous connections in all; past it new ones are refused with `server_full`. At
+    /// least 1 (0 would refuse everyone).
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// Simultaneous connections from one IP address (IPv6: one /64).
+    /// Simultaneous connections from one IP address (IPv6: one /64); past it new ones from
+    /// that address are refused. 0: no per-address limit, only --max-connections.
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNECTIONS_PER_IP)]
     pub max_connections_per_ip: usize,
     /// Connection attempts per IP address per minute (0: unlimited).
@@ -112,8 +127,9 @@ pub struct Args {
     /// Read settings from this TOML file; options given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Check the settings (config file and options), print them as a config file would say
-    /// them, and exit: 0 if valid, 2 if not.
+    /// Check the settings (config file and options) and the files and addresses they name,
+    /// creating nothing; print every mistake, or the settings as a config file would say them;
+    /// exit 0 if valid, 2 if not.
     #[arg(long)]
     pub check_config: bool,
     /// Print the server key's fingerprint and exit.
@@ -156,17 +172,87 @@ pub const KEYS: &[&str] = &[
 /// Settings that a config file may change while the server runs (on SIGHUP).
 pub const RELOADABLE: &[&str] = &["log-level"];
 
-/// A setting that cannot be used, with where it came from.
+/// A setting that cannot be used, with where it came from. Each says its cause once (no
+/// `source`, so a printed chain does not repeat it) and, where there is one, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read the config file {}: {source}", .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read the config file {}: {}; {}",
+        .path.display(),
+        crate::access::io_reason(.cause),
+        read_hint(.cause)
+    )]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("{}:{line}: {message}", .path.display())]
     Syntax { path: PathBuf, line: usize, message: String },
+    /// A setting of the config file, at `line`.
     #[error("{}:{line}: {setting}: {message}", .path.display())]
     Setting { path: PathBuf, line: usize, setting: String, message: String },
-    #[error("--{flag} {value}: {message}")]
+    /// A command-line option (`port`: the PORT argument).
+    #[error("{}: {message}", flag_text(.flag, .value))]
     Flag { flag: &'static str, value: String, message: String },
+    /// A setting neither the file nor an option gave, at its default.
+    #[error("{setting} (default {value}): {message}")]
+    Default { setting: &'static str, value: String, message: String },
+}
+
+fn read_hint(cause: &std::io::Error) -> &'static str {
+    match cause.kind() {
+        std::io::ErrorKind::NotFound => "give the path of an existing file to --config",
+        _ => "make it readable by the user that runs chataosrv",
+    }
+}
+
+fn flag_text(flag: &str, value: &str) -> String {
+    if flag == "port" { format!("PORT {value}") } else { format!("--{flag} {value}") }
+}
+
+/// Every mistake found in the settings, in the order of the config file's lines, then the
+/// options, then the defaults. Displayed one per line.
+#[derive(Debug)]
+pub struct SettingsErrors(pub Vec<SettingsError>);
+
+impl std::fmt::Display for SettingsErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SettingsErrors {}
+
+impl From<SettingsError> for SettingsErrors {
+    fn from(err: SettingsError) -> Self {
+        SettingsErrors(vec![err])
+    }
+}
+
+impl SettingsErrors {
+    fn sorted(mut errors: Vec<SettingsError>) -> SettingsErrors {
+        errors.sort_by_key(|e| match e {
+            SettingsError::Read { .. } | SettingsError::Syntax { .. } => (0, 0),
+            SettingsError::Setting { line, .. } => (0, *line),
+            SettingsError::Flag { .. } => (1, 0),
+            SettingsError::Default { .. } => (2, 0),
+        });
+        SettingsErrors(errors)
+    }
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The command line.
+    Flag,
+    /// The config file, at this line.
+    File(usize),
+    /// Neither: the default.
+    Default,
 }
 
 /// The command line: the parsed [`Args`] and, to know which were given, clap's matches.
@@ -199,18 +285,51 @@ impl Cli {
     }
 
     /// The flags merged over the config file, read now (so calling it again after the file
-    /// changed sees the change).
-    pub fn settings(&self) -> Result<Settings, SettingsError> {
-        let file = match &self.args.config {
+    /// changed sees the change). Checks the values only; every mistake is in the error.
+    pub fn settings(&self) -> Result<Settings, SettingsErrors> {
+        let resolved = self.resolve()?;
+        if resolved.errors.is_empty() {
+            Ok(resolved.settings)
+        } else {
+            Err(SettingsErrors::sorted(resolved.errors))
+        }
+    }
+
+    /// [`Cli::settings`], and whether the server can start with them: the files they name exist
+    /// and parse, the key loads (or its directory can be made), the data directory is writable
+    /// (or can be made), the addresses can be listened on. Creates nothing. Every mistake, of
+    /// the values and of what they name, is in the error.
+    pub fn check(&self) -> Result<Checked, SettingsErrors> {
+        let mut resolved = self.resolve()?;
+        let notes = check::environment(&resolved.settings, &resolved.bad, &mut resolved.errors);
+        if resolved.errors.is_empty() {
+            Ok(Checked { settings: resolved.settings, notes })
+        } else {
+            Err(SettingsErrors::sorted(resolved.errors))
+        }
+    }
+
+    /// The settings, with the mistakes found on the way; `Err` only when the config file
+    /// cannot be read or is not TOML, which leaves nothing else to check.
+    fn resolve(&self) -> Result<Resolved, SettingsError> {
+        let (file, errors) = match &self.args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|source| SettingsError::Read { path: path.clone(), source })?;
-                parse_file(path, &text)?
+                    .map_err(|cause| SettingsError::Read { path: path.clone(), cause })?;
+                read_file(path, &text)?
             }
-            None => FileSettings::default(),
+            None => (FileSettings::default(), Vec::new()),
         };
-        Settings::merge(&self.args, &self.matches, file)
+        Ok(Settings::merge(&self.args, &self.matches, file, errors))
     }
+}
+
+/// Settings merged, the mistakes found, and the keys whose value was a mistake (left at their
+/// default, so that what they name is not checked).
+struct Resolved {
+    settings: Settings,
+    errors: Vec<SettingsError>,
+    bad: BTreeSet<&'static str>,
 }
 
 fn given(matches: &ArgMatches, id: &str) -> bool {
@@ -244,12 +363,18 @@ pub struct Settings {
     pub log_level: String,
     pub metrics: Option<SocketAddr>,
     pub cluster: Option<String>,
+    /// Where each setting came from, for messages about it.
+    pub origins: BTreeMap<&'static str, Origin>,
 }
 
 /// What a config file set, each value already checked.
 #[derive(Debug, Default)]
 pub struct FileSettings {
     path: Option<PathBuf>,
+    /// The line of each setting the file holds, valid or not.
+    lines: BTreeMap<&'static str, usize>,
+    /// The settings whose value is a mistake.
+    bad: BTreeSet<&'static str>,
     port: Option<u16>,
     listen: Option<IpAddr>,
     data_dir: Option<PathBuf>,
@@ -273,8 +398,16 @@ pub struct FileSettings {
     cluster: Option<String>,
 }
 
-/// Parses a config file's `text`; `path` is for error messages and relative paths.
-pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError> {
+/// Parses a config file's `text`; `path` is for error messages and relative paths. Every
+/// mistake is in the error.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsErrors> {
+    let (file, errors) = read_file(path, text)?;
+    if errors.is_empty() { Ok(file) } else { Err(SettingsErrors::sorted(errors)) }
+}
+
+/// Parses a config file's `text`: the valid settings, and a mistake for each other one. `Err`
+/// when it is not TOML at all.
+fn read_file(path: &Path, text: &str) -> Result<(FileSettings, Vec<SettingsError>), SettingsError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     type Entries = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
     let entries: Entries = toml::from_str(text).map_err(|e| SettingsError::Syntax {
@@ -284,11 +417,15 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError
     })?;
     let base = path.parent().unwrap_or(Path::new(""));
     let mut f = FileSettings { path: Some(path.to_owned()), ..FileSettings::default() };
-    // In the file's order, so that the first error reported is the first in the file.
+    // In the file's order, so that the mistakes are reported in the file's order.
     let mut entries: Vec<_> = entries.iter().collect();
     entries.sort_by_key(|(key, _)| key.span().start);
+    let mut errors = Vec::new();
     for (key, value) in entries {
         let v = value.get_ref();
+        if let Some(known) = KEYS.iter().find(|k| **k == key.get_ref().as_str()) {
+            f.lines.insert(known, line_of(key.span().start));
+        }
         let checked: Result<(), String> = (|| {
             match key.get_ref().as_str() {
                 "port" => f.port = Some(integer(v, "a port number (0 to 65535)")?),
@@ -333,14 +470,19 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError
             }
             Ok(())
         })();
-        checked.map_err(|message| SettingsError::Setting {
-            path: path.to_owned(),
-            line: line_of(key.span().start),
-            setting: key.get_ref().clone(),
-            message,
-        })?;
+        if let Err(message) = checked {
+            if let Some(known) = KEYS.iter().find(|k| **k == key.get_ref().as_str()) {
+                f.bad.insert(known);
+            }
+            errors.push(SettingsError::Setting {
+                path: path.to_owned(),
+                line: line_of(key.span().start),
+                setting: key.get_ref().clone(),
+                message,
+            });
+        }
     }
-    Ok(f)
+    Ok((f, errors))
 }
 
 fn cluster_url(s: &str) -> Result<String, String> {
@@ -438,12 +580,15 @@ pub fn default_data_dir() -> PathBuf {
 
 impl Settings {
     /// The flags in `args` given on the command line (per `matches`) win over `file`, which
-    /// wins over the defaults.
+    /// wins over the defaults. `errors` (the file's) gains the options' mistakes and those of
+    /// the merged values; a setting that is a mistake keeps its default.
     fn merge(
         args: &Args,
         matches: &ArgMatches,
         file: FileSettings,
-    ) -> Result<Settings, SettingsError> {
+        mut errors: Vec<SettingsError>,
+    ) -> Resolved {
+        let mut bad = file.bad.clone();
         let pick = |id: &str| given(matches, id);
         macro_rules! merged {
             ($field:ident) => {
@@ -453,37 +598,56 @@ impl Settings {
                 }
             };
         }
-        let flag = |flag: &'static str, value: &str, message: String| SettingsError::Flag {
-            flag,
-            value: value.to_owned(),
-            message,
+        let mut flag = |key: &'static str, value: &str, message: String| {
+            bad.insert(key);
+            errors.push(SettingsError::Flag { flag: key, value: value.to_owned(), message });
         };
         let default_room = match file.default_room {
             Some(room) if !pick("default_room") => room,
-            _ => {
-                room(&args.default_room).map_err(|m| flag("default-room", &args.default_room, m))?
-            }
+            _ => room(&args.default_room).unwrap_or_else(|m| {
+                flag("default-room", &args.default_room, m);
+                RoomName::lobby()
+            }),
         };
         let ops = if args.ops.is_empty() {
             file.op.unwrap_or_default()
         } else {
-            for op in &args.ops {
-                fingerprint(op).map_err(|m| flag("op", op, m))?;
+            let (good, wrong): (Vec<&String>, Vec<&String>) =
+                args.ops.iter().partition(|op| fingerprint(op).is_ok());
+            for op in wrong {
+                if let Err(m) = fingerprint(op) {
+                    flag("op", op, m);
+                }
             }
-            args.ops.clone()
+            good.into_iter().cloned().collect()
         };
         let log_level = match file.log_level {
             Some(level) if !pick("log_level") => level,
-            _ => log_filter(&args.log_level).map_err(|m| flag("log-level", &args.log_level, m))?,
+            _ => log_filter(&args.log_level).unwrap_or_else(|m| {
+                flag("log-level", &args.log_level, m);
+                "info".to_owned()
+            }),
         };
         let cluster = match &args.cluster {
-            Some(url) => Some(cluster_url(url).map_err(|m| flag("cluster", url, m))?),
+            Some(url) => cluster_url(url).map_err(|m| flag("cluster", url, m)).ok(),
             None => file.cluster,
         };
         let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
         let key_dir =
             args.key_dir.clone().or(file.key_dir).unwrap_or_else(|| data_dir.join("serverKey"));
-        Ok(Settings {
+        let origins = KEYS
+            .iter()
+            .map(|key| {
+                let id = if *key == "op" { "ops".to_owned() } else { key.replace('-', "_") };
+                let origin = match file.lines.get(key) {
+                    _ if pick(&id) => Origin::Flag,
+                    Some(line) => Origin::File(*line),
+                    None => Origin::Default,
+                };
+                (*key, origin)
+            })
+            .collect();
+        let settings = Settings {
             config_file: file.path,
             port: merged!(port),
             listen: merged!(listen),
@@ -506,7 +670,71 @@ impl Settings {
             log_level,
             metrics: args.metrics.or(file.metrics),
             cluster,
-        })
+            origins,
+        };
+        // Values fine alone but not for a server.
+        let mut wrong = |key: &'static str, message: String| {
+            if bad.insert(key) {
+                errors.push(settings.mistake(key, message));
+            }
+        };
+        let most_text = limits::MAX_RECORD_BYTES - 1024;
+        if settings.max_text_bytes == 0 || settings.max_text_bytes as usize > most_text {
+            wrong(
+                "max-text-bytes",
+                format!(
+                    "{} is out of range: a message record is at most {} bytes with its JSON \
+                     around the text, so give 1 to {most_text}",
+                    settings.max_text_bytes,
+                    limits::MAX_RECORD_BYTES
+                ),
+            );
+        }
+        if settings.max_connections == 0 {
+            wrong(
+                "max-connections",
+                format!(
+                    "0 would refuse every connection; give the most connections to hold at once \
+                     (default {})",
+                    limits::MAX_CONNECTIONS
+                ),
+            );
+        }
+        Resolved { settings, errors, bad }
+    }
+
+    /// A mistake in setting `key`, said where its value came from: the config file's line, the
+    /// option, or the default.
+    fn mistake(&self, key: &'static str, message: String) -> SettingsError {
+        let value = || {
+            let entry = self.entries().into_iter().find(|(k, _)| *k == key);
+            let value = entry.map(|(_, v)| v).unwrap_or_default();
+            // A string without its TOML quotes and escapes, as it was typed.
+            match toml::from_str::<toml::Table>(&format!("v = {value}")).map(|mut t| t.remove("v"))
+            {
+                Ok(Some(toml::Value::String(s))) => s,
+                _ => value,
+            }
+        };
+        match self.origins.get(key).copied().unwrap_or(Origin::Default) {
+            Origin::File(line) => SettingsError::Setting {
+                path: self.config_file.clone().unwrap_or_default(),
+                line,
+                setting: key.to_owned(),
+                message,
+            },
+            Origin::Flag => SettingsError::Flag { flag: key, value: value(), message },
+            Origin::Default => SettingsError::Default { setting: key, value: value(), message },
+        }
+    }
+
+    /// How to stop using the setting `key`, where it was given: "remove `allow` from the config
+    /// file" or "leave out --allow".
+    fn unset_hint(&self, key: &str) -> String {
+        match self.origins.get(key) {
+            Some(Origin::File(_)) => format!("remove `{key}` from the config file"),
+            _ => format!("leave out --{key}"),
+        }
     }
 
     /// The address to listen on.
@@ -612,7 +840,7 @@ mod tests {
         (dir, path)
     }
 
-    fn settings(argv: &[&str]) -> Result<Settings, SettingsError> {
+    fn settings(argv: &[&str]) -> Result<Settings, SettingsErrors> {
         let argv = std::iter::once("chataosrv").chain(argv.iter().copied());
         Cli::try_parse_from(argv).unwrap().settings()
     }
@@ -715,7 +943,7 @@ mod tests {
             .unwrap();
         let (_dir, path) = file(&s.to_toml());
         let again = settings(&["--config", path.to_str().unwrap()]).unwrap();
-        assert_eq!(Settings { config_file: None, ..again }, s);
+        assert_eq!(Settings { config_file: None, origins: s.origins.clone(), ..again }, s);
     }
 
     #[test]
@@ -748,6 +976,48 @@ mod tests {
         }
         let err = settings(&["--config", "/nonexistent/chatao.toml"]).unwrap_err().to_string();
         assert!(err.starts_with("cannot read the config file /nonexistent/chatao.toml"), "{err}");
+    }
+
+    #[test]
+    fn every_mistake_of_the_file_and_the_options_is_reported_in_order() {
+        let (_dir, path) = file(
+            "port = \"x\"\nmax-connections = 0\nprot = 1\nmax-text-bytes = 20000\nburst = 3\n",
+        );
+        let err = settings(&["--config", path.to_str().unwrap(), "--op", "nope"]).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        let p = path.display();
+        let want = [
+            format!("{p}:1: port: "),
+            format!("{p}:2: max-connections: 0 would refuse every connection"),
+            format!("{p}:3: prot: unknown setting"),
+            format!("{p}:4: max-text-bytes: 20000 is out of range"),
+            "--op nope: ".to_owned(),
+        ];
+        assert_eq!(lines.len(), want.len(), "{lines:#?}");
+        for (line, want) in lines.iter().zip(&want) {
+            assert!(line.starts_with(want.as_str()), "got {line}\nwant {want}");
+        }
+        assert_eq!(err.to_string().lines().count(), 5, "one mistake per line");
+    }
+
+    #[test]
+    fn a_mistake_found_later_is_said_where_the_setting_came_from() {
+        let (_dir, path) = file("\nmax-connections = 0\n");
+        let err = settings(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:2: max-connections: ", path.display())), "{err}");
+        let err = settings(&["--max-connections", "0"]).unwrap_err().to_string();
+        assert!(err.starts_with("--max-connections 0: 0 would refuse"), "{err}");
+        let err = settings(&["--max-text-bytes", "0"]).unwrap_err().to_string();
+        assert!(err.starts_with("--max-text-bytes 0: "), "{err}");
+        let s = settings(&["--allow", "/a"]).unwrap();
+        assert_eq!(s.unset_hint("allow"), "leave out --allow");
+        assert_eq!(
+            s.mistake("data-dir", "m".into()).to_string(),
+            format!("data-dir (default {}): m", s.data_dir.display())
+        );
+        assert_eq!(s.mistake("port", "m".into()).to_string(), "port (default 7000): m");
+        let s = settings(&["8000"]).unwrap();
+        assert_eq!(s.mistake("port", "m".into()).to_string(), "PORT 8000: m");
     }
 
     #[test]
