@@ -7,6 +7,9 @@
 //!   the other servers of a list).
 //! - [`servers`]: the server list (`host1:7000,host2:7000`), the command line's forms, and
 //!   the order and pace of reconnection attempts; shared by both modes.
+//! - [`e2e`]: end-to-end encrypted rooms, a layer between [`net`] and the UI; which process
+//!   of a key holds the E2E state ([`e2e::StateClaims`]), and a connection without it
+//!   ([`e2e::off`]).
 //! - [`catchup`]: which messages were shown, so a reconnection's catch-up shows each once.
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.

@@ -45,7 +45,9 @@ struct Args {
     #[arg(long)]
     key_dir: Option<PathBuf>,
     /// Where end-to-end encrypted rooms keep their MLS state (a directory per server and
-    /// identity is made inside, files 0600). Default: KEY_DIR/e2e.
+    /// identity is made inside, files 0600). One process at a time uses a state: other
+    /// `chatao` processes of the same key chat in plain rooms only, unless each is given its
+    /// own DIR. Default: KEY_DIR/e2e.
     #[arg(long, value_name = "DIR")]
     e2e_dir: Option<PathBuf>,
     /// The server's expected key fingerprint (SHA256:...); any other key is refused, even on
@@ -158,6 +160,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         known_servers: Some(key_dir.join("known_servers")),
         expected,
         e2e_dir: Some(args.e2e_dir.unwrap_or_else(|| key_dir.join("e2e"))),
+        e2e_claims: Default::default(),
     };
     let line_mode = args.plain
         || args.json

@@ -107,6 +107,9 @@ pub enum ConnectError {
     Refused { code: ErrorCode, reason: String },
     #[error("connection to {addr} failed: {detail}")]
     Protocol { addr: String, detail: String },
+    /// The E2E state could not be opened (damaged, unreadable); found before `hello`.
+    #[error("{0}")]
+    E2e(String),
 }
 
 /// What to check after a failed TCP connection, for the kinds that have an answer.
@@ -135,6 +138,9 @@ pub struct NetHandle {
     tx: mpsc::Sender<ClientMsg>,
     /// The E2E layer's requests, when it is attached.
     requests: Option<mpsc::Sender<crate::e2e::Request>>,
+    /// Without the E2E state ([`crate::e2e::off`]): where the messages that need it go
+    /// instead of the server.
+    refused: Option<mpsc::Sender<ClientMsg>>,
 }
 
 impl NetHandle {
@@ -143,12 +149,30 @@ impl NetHandle {
         tx: mpsc::Sender<ClientMsg>,
         requests: mpsc::Sender<crate::e2e::Request>,
     ) -> NetHandle {
-        NetHandle { tx, requests: Some(requests) }
+        NetHandle { tx, requests: Some(requests), refused: None }
+    }
+
+    /// This handle, with what needs the E2E state ([`crate::e2e::off::needs_state`]) and the
+    /// E2E requests sent to `refused` and `requests` instead.
+    pub(crate) fn refusing(
+        self,
+        refused: mpsc::Sender<ClientMsg>,
+        requests: mpsc::Sender<crate::e2e::Request>,
+    ) -> NetHandle {
+        NetHandle { tx: self.tx, requests: Some(requests), refused: Some(refused) }
+    }
+
+    /// Where `msg` goes: the actor, or the refusals of a connection without E2E state.
+    fn route(&self, msg: &ClientMsg) -> &mpsc::Sender<ClientMsg> {
+        match &self.refused {
+            Some(refused) if crate::e2e::off::needs_state(msg) => refused,
+            _ => &self.tx,
+        }
     }
 
     /// Queues `msg` from a thread outside the runtime, waiting while the outbox is full.
     pub(crate) fn blocking_send(&self, msg: ClientMsg) -> Result<(), SendError> {
-        self.tx.blocking_send(msg).map_err(|_| SendError::Closed)
+        self.route(&msg).blocking_send(msg).map_err(|_| SendError::Closed)
     }
 
     /// Hands `req` to the E2E layer without waiting; [`SendError::Closed`] when there is none.
@@ -172,7 +196,7 @@ impl NetHandle {
 
     /// Queues `msg`, waiting while the outbox is full.
     pub async fn send(&self, msg: ClientMsg) -> Result<(), SendError> {
-        self.tx.send(msg).await.map_err(|_| SendError::Closed)
+        self.route(&msg).send(msg).await.map_err(|_| SendError::Closed)
     }
 
     /// Waits until the outbox has room for one message (for a caller that then uses
@@ -183,7 +207,7 @@ impl NetHandle {
 
     /// Queues `msg` without waiting.
     pub fn try_send(&self, msg: ClientMsg) -> Result<(), SendError> {
-        self.tx.try_send(msg).map_err(|e| match e {
+        self.route(&msg).try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::Full,
             mpsc::error::TrySendError::Closed(_) => SendError::Closed,
         })
@@ -200,38 +224,58 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connected, ConnectError> {
 pub type Connected = (Welcome, NetHandle, mpsc::Receiver<NetEvent>);
 
 /// As [`connect`], to one server of a list: `siblings` are the other servers' `HOST:PORT`,
-/// whose pins vouch for this one's key on first contact ([`Trust::verify_among`]).
+/// whose pins vouch for this one's key on first contact ([`Trust::verify_among`]). The E2E
+/// state is this connection's only (see [`connect_claiming`]).
 pub async fn connect_among(
     opts: &ConnectOptions,
     siblings: &[String],
 ) -> Result<Connected, ConnectError> {
+    connect_claiming(opts, siblings, &crate::e2e::StateClaims::default()).await
+}
+
+/// As [`connect_among`], with the E2E state held through `claims` (kept from one connection
+/// to the next). Whether this connection has the E2E state is decided after the handshake
+/// and before `hello`: a state another process holds makes a connection without E2E rooms
+/// ([`crate::e2e::off`]), never a session the server sees begin and end at once.
+pub async fn connect_claiming(
+    opts: &ConnectOptions,
+    siblings: &[String],
+    claims: &crate::e2e::StateClaims,
+) -> Result<Connected, ConnectError> {
     let addr = crate::servers::Server { host: opts.host.clone(), port: opts.port }.to_string();
-    let (welcome, conn) = timeout(CONNECT_TIMEOUT, open(opts, &addr, siblings))
+    let (welcome, conn, setup) = timeout(CONNECT_TIMEOUT, open(opts, &addr, siblings, claims))
         .await
         .map_err(|_| ConnectError::Timeout { addr: addr.clone() })??;
     let (tx, rx) = mpsc::channel(OUTBOX);
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(run(conn, welcome.limits, rx, etx));
-    let handle = NetHandle { tx, requests: None };
-    let Some(base) = &opts.e2e_dir else { return Ok((welcome, handle, erx)) };
-    // End-to-end encrypted rooms: the layer sits between the actor and the UI.
-    let dir = crate::e2e::state_dir(base, &welcome.server_fingerprint, &welcome.fingerprint);
-    let keys = opts.keys.clone();
-    let w = welcome.clone();
-    let layer = tokio::task::spawn_blocking(move || crate::e2e::prepare(&dir, &keys, &w))
-        .await
-        .map_err(|e| ConnectError::Protocol { addr: addr.clone(), detail: e.to_string() })?
-        .map_err(|e| ConnectError::Protocol { addr: addr.clone(), detail: e.to_string() })?;
-    let (handle, erx) = crate::e2e::attach(layer, handle, erx)
-        .map_err(|e| ConnectError::Protocol { addr: addr.clone(), detail: e.to_string() })?;
-    Ok((welcome, handle, erx))
+    let handle = NetHandle { tx, requests: None, refused: None };
+    let failed = |detail: String| ConnectError::Protocol { addr: addr.clone(), detail };
+    match setup {
+        None => Ok((welcome, handle, erx)),
+        Some(crate::e2e::Setup::Off { holder, say }) => {
+            let (handle, erx) = crate::e2e::off::attach(holder, say, handle, erx);
+            Ok((welcome, handle, erx))
+        }
+        // End-to-end encrypted rooms: the layer sits between the actor and the UI.
+        Some(crate::e2e::Setup::Engine { e2e, dir }) => {
+            let w = welcome.clone();
+            let layer = tokio::task::spawn_blocking(move || crate::e2e::prepare(*e2e, &dir, &w))
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let (handle, erx) =
+                crate::e2e::attach(layer, handle, erx).map_err(|e| failed(e.to_string()))?;
+            Ok((welcome, handle, erx))
+        }
+    }
 }
 
 async fn open(
     opts: &ConnectOptions,
     addr: &str,
     siblings: &[String],
-) -> Result<(Welcome, Connection<TcpStream>), ConnectError> {
+    claims: &crate::e2e::StateClaims,
+) -> Result<(Welcome, Connection<TcpStream>, Option<crate::e2e::Setup>), ConnectError> {
     // Resolved apart from the connection, so that an unknown name is not taken for a server
     // that is down.
     let resolve = |cause| ConnectError::Resolve { host: opts.host.clone(), cause };
@@ -270,6 +314,20 @@ async fn open(
     conn.set_max_record(MAX_SERVER_RECORD);
     let server_fingerprint = conn.remote_key().fingerprint();
     let protocol = |detail: String| ConnectError::Protocol { addr: addr.to_owned(), detail };
+    // The E2E state, before `hello`: a failure to open it ends the attempt unseen by the room.
+    let setup = match &opts.e2e_dir {
+        None => None,
+        Some(base) => {
+            let dir =
+                crate::e2e::state_dir(base, &server_fingerprint, &opts.keys.public().fingerprint());
+            let (claims, keys, nick) = (claims.clone(), opts.keys.clone(), opts.nick.clone());
+            let setup = tokio::task::spawn_blocking(move || claims.setup(&dir, &keys, &nick))
+                .await
+                .map_err(|e| protocol(e.to_string()))?
+                .map_err(|e| ConnectError::E2e(e.to_string()))?;
+            Some(setup)
+        }
+    };
     conn.write_record(&encode(&ClientMsg::Hello { nick: opts.nick.clone() }))
         .await
         .map_err(|e| protocol(e.to_string()))?;
@@ -290,7 +348,7 @@ async fn open(
                     server_fingerprint,
                     trusted,
                 };
-                return Ok((welcome, conn));
+                return Ok((welcome, conn, setup));
             }
             ServerMsg::Bye { code, reason } => {
                 return Err(ConnectError::Refused {

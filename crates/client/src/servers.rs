@@ -246,6 +246,9 @@ pub struct Profile {
     /// Where end-to-end encrypted rooms keep their MLS state (see
     /// [`ConnectOptions::e2e_dir`]); `None`: no E2E rooms.
     pub e2e_dir: Option<PathBuf>,
+    /// The E2E state this profile's connections hold, kept from one to the next (clones of
+    /// the profile share it).
+    pub e2e_claims: crate::e2e::StateClaims,
 }
 
 impl Profile {
@@ -281,7 +284,7 @@ impl Profile {
         let me = self.servers.get(i).map(Server::pin_key);
         let siblings: Vec<String> =
             self.servers.iter().map(Server::pin_key).filter(|k| Some(k) != me.as_ref()).collect();
-        net::connect_among(&self.options(i), &siblings).await
+        net::connect_claiming(&self.options(i), &siblings, &self.e2e_claims).await
     }
 
     /// The first connection: each server in list order until one welcomes us. A failure that
@@ -330,6 +333,8 @@ pub fn is_transient(e: &ConnectError) -> bool {
         | ConnectError::Timeout { .. }
         | ConnectError::Handshake { .. }
         | ConnectError::Protocol { .. } => true,
+        // A damaged E2E state stays damaged.
+        ConnectError::E2e(_) => false,
     }
 }
 

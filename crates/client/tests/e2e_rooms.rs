@@ -14,7 +14,9 @@
 //!   removes nobody); a member removed while away keeps its group until its own /part;
 //! - a server that turns an invite-only room open in its database gets nobody added;
 //! - a garbage commit from a member does not freeze the room's membership (commit counts);
-//! - the E2E layer's own words are marked apart from server notices (line mode and JSON).
+//! - the E2E layer's own words are marked apart from server notices (line mode and JSON);
+//! - several processes of one key (README's quick start on one machine) all chat: the first
+//!   holds the E2E state, the others say once who does and how to get their own.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -143,7 +145,12 @@ struct Chatao {
 
 impl Chatao {
     async fn start(dir: &Path, addr: SocketAddr, nick: &str, extra: &[&str]) -> Chatao {
-        let key_dir = dir.join(nick);
+        Chatao::start_in(&dir.join(nick), addr, nick, extra).await
+    }
+
+    /// As [`Chatao::start`], with the key (and by default the E2E state) in `key_dir`.
+    async fn start_in(key_dir: &Path, addr: SocketAddr, nick: &str, extra: &[&str]) -> Chatao {
+        let key_dir = key_dir.to_owned();
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatao"))
             .arg(addr.ip().to_string())
             .arg(addr.port().to_string())
@@ -786,4 +793,72 @@ async fn a_member_away_for_more_than_one_replay_catches_up_on_everything() {
     assert_eq!(got, 510, "every message, once");
     alice.quit().await;
     bob.quit().await;
+}
+
+/// README's quick start on one machine: three `chatao` processes with one key (one key
+/// directory) and three nicknames all chat in plain rooms. The first holds the E2E state; the
+/// second and third say once, before anything else, which process holds it and how to give
+/// them their own (`--e2e-dir`), refuse what needs it instead of half doing it, and are never
+/// seen joining and leaving at once. With `--e2e-dir`, a fourth uses E2E rooms.
+#[tokio::test]
+async fn several_processes_of_one_key_chat_and_only_one_holds_the_e2e_state() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let mut alice = Chatao::start_in(&key, server.addr, "alice", &[]).await;
+    alice.send("/create --e2e #sec").await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    alice.send("/switch #lobby").await;
+    let holder = format!("in use by chatao process {}", alice.child.id().unwrap());
+
+    let mut bob = Chatao::start_in(&key, server.addr, "bob", &[]).await;
+    let note = bob.out.next_line().await.unwrap().unwrap();
+    assert!(note.starts_with("[e2e] end-to-end encrypted rooms are off in this chatao"), "{note}");
+    assert!(note.contains(&holder), "{note}");
+    assert!(note.contains("Plain rooms work as usual"), "{note}");
+    assert!(note.contains(&format!("--e2e-dir {}", key.join("e2e-bob").display())), "{note}");
+    let mut carol = Chatao::start_in(&key, server.addr, "carol", &["--json"]).await;
+    let note = carol.out.next_line().await.unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&note).unwrap();
+    assert_eq!(v["type"], "e2e", "{note}");
+    assert!(v["text"].as_str().unwrap().contains(&holder), "{note}");
+
+    // All three chat in the lobby.
+    bob.send("hi from bob").await;
+    carol.send("hi from carol").await;
+    alice.send("hi from alice").await;
+    alice.wait_all(&["<bob> hi from bob", "<carol> hi from carol"]).await;
+    bob.wait_all(&["<alice> hi from alice", "<carol> hi from carol"]).await;
+    carol.wait_all(&["hi from alice", "hi from bob"]).await;
+
+    // Without the state, an E2E room is said to be unreadable here, and creating one is
+    // refused by the client (an E2E room without its group would be broken).
+    bob.send("/join #sec").await;
+    bob.wait("#sec is end-to-end encrypted: its messages cannot be read or sent here").await;
+    bob.send("/create --e2e #other").await;
+    bob.wait("#other: not created").await;
+    bob.send("/switch #lobby").await;
+    bob.send("bob again").await;
+    let seen = bob.until("<bob> bob again").await;
+    alice.wait("<bob> bob again").await;
+    assert!(!seen.iter().any(|l| l.contains("are off in this chatao")), "said once: {seen:?}");
+    bob.send("/list").await;
+    let rooms = bob.wait("* rooms:").await;
+    assert!(!rooms.contains("#other"), "{rooms}");
+
+    // With a state of its own, a process of the same key uses E2E rooms.
+    let own = key.join("e2e-dave");
+    let own = own.to_str().unwrap();
+    let mut dave = Chatao::start_in(&key, server.addr, "dave", &["--e2e-dir", own]).await;
+    dave.send("/create --e2e #dave").await;
+    dave.wait("#dave is END-TO-END ENCRYPTED").await;
+    dave.send("sealed words").await;
+    dave.wait("<dave> sealed words").await;
+
+    // Nobody was seen leaving: no process failed after its welcome.
+    let seen = alice.until("dave joined #lobby").await;
+    assert!(!seen.iter().any(|l| l.contains("left #lobby")), "{seen:?}");
+    for c in [dave, carol, bob, alice] {
+        c.quit().await;
+    }
 }

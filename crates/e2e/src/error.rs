@@ -17,9 +17,14 @@ pub enum E2eError {
     #[error("E2E state {} is damaged: {detail}", .path.display())]
     Corrupt { path: PathBuf, detail: String },
 
-    /// Another process (or another open [`crate::E2e`]) uses this state directory.
-    #[error("E2E state {} is in use by another chatao process", .0.display())]
-    Locked(PathBuf),
+    /// Another process (or another open [`crate::E2e`]) uses this state directory; `pid` is
+    /// the holder's, when it wrote one into the lock file.
+    #[error(
+        "E2E state {} is in use by {}",
+        .dir.display(),
+        match .pid { Some(p) => format!("chatao process {p}"), None => "another chatao process".into() }
+    )]
+    Locked { dir: PathBuf, pid: Option<u32> },
 
     /// `open` was given a fingerprint that is not the one of the secret, or the state directory
     /// belongs to another identity.

@@ -11,7 +11,8 @@
 //! - [`identity`]: the Ed25519 MLS key derived from the Chatao X25519 key, and the credential
 //!   that proves it (XEdDSA by the X25519 key); fingerprint checks.
 //! - [`types`]: [`Event`], [`MemberInfo`], [`PinStatus`], [`Warning`], [`Pending`], [`Joined`].
-//! - [`store`]: the state directory, atomic writes. [`log`]: the decrypted-message log.
+//! - [`store`]: the state directory, its lock ([`StateLock`]: one process, one engine at a
+//!   time), atomic writes. [`log`]: the decrypted-message log.
 //! - [`error`]: the error type, [`E2eError`].
 //!
 //! Trust model in one paragraph: a member's MLS credential carries its Chatao fingerprint, its
@@ -93,4 +94,5 @@ pub use identity::{
     key_fingerprint, make_credential, verify_credential,
 };
 pub use log::{LogEntry, MAX_LOG_PER_ROOM};
+pub use store::StateLock;
 pub use types::{Event, Joined, MemberInfo, Pending, PinStatus, Warning};

@@ -16,6 +16,8 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -166,26 +168,76 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), E2eError> {
     Ok(())
 }
 
-/// Name of the lock file inside the state directory.
+/// Name of the lock file inside the state directory. While locked it holds the pid of the
+/// process that locked it, so that another one can say which process has the state.
 pub const LOCK_FILE: &str = "lock";
 
-/// Opens `dir/lock` (0600) and takes an exclusive lock on it, without waiting. The lock is
-/// released when the returned file is dropped (or the process ends).
-///
-/// Errors: [`E2eError::Locked`] if another process or [`crate::E2e`] holds it.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File, E2eError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|source| E2eError::Io { path: path.clone(), source })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(E2eError::Locked(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(source)) => Err(E2eError::Io { path, source }),
+/// The exclusive right of this process to one state directory: `dir/lock` (0600), locked
+/// without waiting, until this value is dropped (or the process ends). One lock may serve
+/// several [`crate::E2e`]s one after the other ([`crate::E2e::open_locked`]), never two at once,
+/// so a client can keep the state across reconnections without another process taking it in
+/// between.
+#[derive(Debug)]
+pub struct StateLock {
+    dir: PathBuf,
+    _file: File,
+    /// True while an [`crate::E2e`] is open on this lock.
+    engine: AtomicBool,
+}
+
+impl StateLock {
+    /// Creates `dir` (0700) if needed and locks it for this process.
+    ///
+    /// Errors: [`E2eError::Locked`] (with the holder's pid when it wrote one) if another
+    /// process, or another `StateLock` of this one, holds it; I/O errors.
+    pub fn acquire(dir: &Path) -> Result<StateLock, E2eError> {
+        ensure_private_dir(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let io = |source| E2eError::Io { path: path.clone(), source };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let pid =
+                    file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+                return Err(E2eError::Locked { dir: dir.to_owned(), pid });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        }
+        // Only for others to read; the lock itself is what counts.
+        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(StateLock { dir: dir.to_owned(), _file: file, engine: AtomicBool::new(false) })
+    }
+
+    /// The locked directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Marks an engine open on this lock; `None` if one already is.
+    pub(crate) fn claim(lock: Arc<StateLock>) -> Option<EngineClaim> {
+        lock.engine
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            .then_some(EngineClaim(lock))
+    }
+}
+
+/// An engine's hold on its [`StateLock`]: released when the engine is dropped.
+#[derive(Debug)]
+pub(crate) struct EngineClaim(Arc<StateLock>);
+
+impl Drop for EngineClaim {
+    fn drop(&mut self) {
+        self.0.engine.store(false, Ordering::Release);
     }
 }
 
@@ -270,11 +322,18 @@ mod tests {
     }
 
     #[test]
-    fn lock_is_exclusive_until_dropped() {
+    fn lock_is_exclusive_until_dropped_and_names_its_holder() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = lock_dir(tmp.path()).unwrap();
-        assert!(matches!(lock_dir(tmp.path()), Err(E2eError::Locked(_))));
+        let first = StateLock::acquire(tmp.path()).unwrap();
+        match StateLock::acquire(tmp.path()) {
+            Err(E2eError::Locked { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
         drop(first);
-        lock_dir(tmp.path()).unwrap();
+        let lock = Arc::new(StateLock::acquire(tmp.path()).unwrap());
+        let claim = StateLock::claim(lock.clone()).unwrap();
+        assert!(StateLock::claim(lock.clone()).is_none(), "one engine at a time");
+        drop(claim);
+        assert!(StateLock::claim(lock).is_some());
     }
 }

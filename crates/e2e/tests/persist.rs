@@ -179,10 +179,38 @@ fn one_instance_per_state_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let a = Client::new(tmp.path(), "alice", 1);
     let err = E2e::open(&a.dir, &a.secret, &a.fp).unwrap_err();
-    assert!(matches!(err, E2eError::Locked(_)), "{err:?}");
+    assert!(matches!(err, E2eError::Locked { .. }), "{err:?}");
     let (dir, secret, fp) = (a.dir.clone(), a.secret, a.fp.clone());
     drop(a);
     E2e::open(&dir, &secret, &fp).unwrap();
+}
+
+/// A lock kept by the caller serves one engine after another, and keeps everyone else out in
+/// between (a client's reconnection), naming this process as the holder.
+#[test]
+fn a_kept_lock_serves_one_engine_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let secret = [7u8; 32];
+    let fp = chatao_transport::Keypair::from_secret(secret).public().fingerprint();
+    let lock = std::sync::Arc::new(chatao_e2e::StateLock::acquire(&dir).unwrap());
+    let first = E2e::open_locked(lock.clone(), &secret, &fp).unwrap();
+    let err = E2e::open_locked(lock.clone(), &secret, &fp).unwrap_err();
+    assert!(matches!(err, E2eError::Locked { .. }), "{err:?}");
+    drop(first);
+    let err = E2e::open(&dir, &secret, &fp).unwrap_err();
+    match err {
+        E2eError::Locked { pid, .. } => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("{other:?}"),
+    }
+    assert!(err_text(&dir).contains(&format!("in use by chatao process {}", std::process::id())));
+    E2e::open_locked(lock, &secret, &fp).unwrap();
+}
+
+fn err_text(dir: &std::path::Path) -> String {
+    let secret = [7u8; 32];
+    let fp = chatao_transport::Keypair::from_secret(secret).public().fingerprint();
+    E2e::open(dir, &secret, &fp).unwrap_err().to_string()
 }
 
 #[test]

@@ -16,11 +16,14 @@
 
 pub mod counts;
 pub mod layer;
+pub mod off;
 pub mod pins;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use chatao_e2e::E2e;
+use chatao_e2e::{E2e, E2eError, StateLock};
 use chatao_proto::ClientMsg;
 use chatao_transport::keys::Keypair;
 use tokio::sync::mpsc;
@@ -60,12 +63,86 @@ pub enum Request {
     Safety { room: String },
 }
 
-/// Why the E2E state could not be opened.
+/// Why the E2E state could not be opened. The engine's errors name the directory already.
 #[derive(Debug, thiserror::Error)]
-#[error("end-to-end state in {dir}: {source}")]
+#[error("end-to-end encrypted rooms: {cause}")]
 pub struct OpenError {
-    dir: PathBuf,
-    source: chatao_e2e::E2eError,
+    cause: chatao_e2e::E2eError,
+}
+
+/// The E2E state directories this process holds, shared by every connection of one profile
+/// (clones share it). A state once obtained is kept until the process ends, so that during a
+/// reconnection no other process takes it; a state another process holds is asked for again
+/// at each connection. Several `chatao` processes of one key thus work: the first holds the
+/// E2E state, the others chat in plain rooms ([`off`]).
+#[derive(Debug, Clone, Default)]
+pub struct StateClaims {
+    /// Bounded by the state directories met: one per server key of the list. A std mutex:
+    /// held only around a lock attempt, in a blocking task, never across an `.await`.
+    held: Arc<Mutex<HashMap<PathBuf, Option<Arc<StateLock>>>>>,
+}
+
+/// What a connection gets of the E2E state, decided before its `hello`.
+pub enum Setup {
+    /// This process has it: the engine, opened.
+    Engine { e2e: Box<E2e>, dir: PathBuf },
+    /// Another process has it; `say` is what to tell the user, the first time only.
+    Off { holder: String, say: Option<String> },
+}
+
+impl StateClaims {
+    /// Opens the engine for `keys` in `dir` if this process holds that state or can take it
+    /// now; else says who holds it. Blocking (file locks, the state file): call it from a
+    /// blocking task. `nick` names the separate directory suggested to the user.
+    pub fn setup(&self, dir: &Path, keys: &Keypair, nick: &str) -> Result<Setup, OpenError> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = match held.get(dir) {
+            Some(Some(lock)) => lock.clone(),
+            known => {
+                let told = known.is_some();
+                match StateLock::acquire(dir) {
+                    Ok(lock) => {
+                        let lock = Arc::new(lock);
+                        held.insert(dir.to_owned(), Some(lock.clone()));
+                        lock
+                    }
+                    Err(E2eError::Locked { pid, .. }) => {
+                        held.insert(dir.to_owned(), None);
+                        return Ok(off_setup(dir, pid, nick, told));
+                    }
+                    Err(cause) => return Err(OpenError { cause }),
+                }
+            }
+        };
+        let fp = keys.public().fingerprint();
+        let e2e = E2e::open_locked(lock, keys.secret_bytes(), &fp)
+            .map_err(|cause| OpenError { cause })?;
+        Ok(Setup::Engine { e2e: Box::new(e2e), dir: dir.to_owned() })
+    }
+}
+
+/// The words for a process without the E2E state held by `pid`.
+fn off_setup(dir: &Path, pid: Option<u32>, nick: &str, told: bool) -> Setup {
+    let holder = match pid {
+        Some(p) => format!("chatao process {p}"),
+        None => "another chatao process".to_owned(),
+    };
+    // The base directory given by --e2e-dir (or its default): two levels above `dir`.
+    let base = dir.parent().and_then(Path::parent).unwrap_or(dir);
+    let own = base.with_file_name(format!(
+        "{}-{nick}",
+        base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let say = (!told).then(|| {
+        format!(
+            "end-to-end encrypted rooms are off in this chatao: their state ({}) is in use by \
+             {holder}. Plain rooms work as usual. To use end-to-end encrypted rooms here too, \
+             start this chatao with a state of its own: --e2e-dir {}",
+            dir.display(),
+            own.display()
+        )
+    });
+    Setup::Off { holder, say }
 }
 
 /// Where the MLS state of identity `keys` on the server with key `server_fp` lives under `base`:
@@ -75,26 +152,18 @@ pub fn state_dir(base: &Path, server_fp: &str, own_fp: &str) -> PathBuf {
     base.join(safe(server_fp)).join(safe(own_fp))
 }
 
-/// Opens the engine for `keys` in `dir` (created 0700).
-pub fn open(dir: &Path, keys: &Keypair) -> Result<E2e, OpenError> {
-    let fp = keys.public().fingerprint();
-    E2e::open(dir, keys.secret_bytes(), &fp)
-        .map_err(|source| OpenError { dir: dir.to_owned(), source })
-}
-
 enum Input {
     Net(NetEvent),
     Ui(ClientMsg),
     Request(Request),
 }
 
-/// Opens the engine for `keys` in `dir` and starts a layer for the session `welcome` opened:
-/// key packages made, rejoins prepared (not sent yet). Blocking: call it from a blocking task.
-pub fn prepare(dir: &Path, keys: &Keypair, welcome: &Welcome) -> Result<Layer, OpenError> {
-    let e2e = open(dir, keys)?;
+/// Starts a layer over `e2e` (state in `dir`) for the session `welcome` opened: key packages
+/// made, rejoins prepared (not sent yet). Blocking: call it from a blocking task.
+pub fn prepare(e2e: E2e, dir: &Path, welcome: &Welcome) -> Layer {
     let mut layer = Layer::new(e2e, welcome.nick.clone(), dir);
     layer.start();
-    Ok(layer)
+    layer
 }
 
 /// Puts `layer` between the network actor (`handle`, `events`) and the UI. Returns the handle
@@ -180,4 +249,40 @@ pub fn attach(
         }
     })?;
     Ok((NetHandle::with_requests(out_tx, req_tx), ui_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn keys() -> Keypair {
+        Keypair::from_secret([9u8; 32])
+    }
+
+    #[test]
+    fn a_state_once_held_is_kept_between_connections_and_the_reason_said_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("e2e").join("srv").join("me");
+        let (first, second) = (StateClaims::default(), StateClaims::default());
+        let Ok(Setup::Engine { e2e, .. }) = first.setup(&dir, &keys(), "alice") else { panic!() };
+        // The connection ends (its engine is dropped); the lock stays with the profile.
+        drop(e2e);
+        for told in [false, true] {
+            match second.setup(&dir, &keys(), "bob") {
+                Ok(Setup::Off { holder, say }) => {
+                    assert_eq!(holder, format!("chatao process {}", std::process::id()));
+                    assert_eq!(say.is_some(), !told, "{say:?}");
+                    if let Some(say) = say {
+                        let own = tmp.path().join("e2e-bob");
+                        assert!(say.ends_with(&format!("--e2e-dir {}", own.display())), "{say}");
+                    }
+                }
+                _ => panic!("the second profile must not get the state"),
+            }
+        }
+        assert!(matches!(first.setup(&dir, &keys(), "alice"), Ok(Setup::Engine { .. })));
+        drop(first);
+        assert!(matches!(second.setup(&dir, &keys(), "bob"), Ok(Setup::Engine { .. })));
+    }
 }

@@ -34,7 +34,7 @@ use crate::identity::{
     make_credential, verify_credential,
 };
 use crate::log::{self, LOG_DIR, LOG_SLACK, LogEntry, MAX_LOG_PER_ROOM};
-use crate::store::{self, PastEpoch, PendingMeta, RoomMeta, StateFile};
+use crate::store::{self, PastEpoch, PendingMeta, RoomMeta, StateFile, StateLock};
 use crate::{E2eError, Event, Joined, MemberInfo, Pending, PinStatus, Warning};
 use membership::parse_group_id;
 use pins::{member_info, warning_of};
@@ -157,8 +157,9 @@ pub struct E2e {
     /// Changes made since the last write of `state.json` (see `save_lazy`).
     unsaved: usize,
     saved_at: Instant,
-    /// The state directory's lock file, locked exclusively while this value lives.
-    _lock: std::fs::File,
+    /// The state directory's lock, held by this engine while it lives (released after the
+    /// last write of `Drop`: fields drop after it).
+    _lock: store::EngineClaim,
 }
 
 impl fmt::Debug for E2e {
@@ -195,11 +196,32 @@ impl E2e {
                 "the key's fingerprint is {own_fp}, not {fingerprint}"
             )));
         }
-        store::ensure_private_dir(dir)?;
-        store::ensure_private_dir(&dir.join(LOG_DIR))?;
         // Held for the life of this E2e: a second process (or instance) on the same state
         // would overwrite this one's state.json with an older view and lose keys.
-        let lock = store::lock_dir(dir)?;
+        let lock = std::sync::Arc::new(StateLock::acquire(dir)?);
+        E2e::open_locked(lock, secret, fingerprint)
+    }
+
+    /// As [`E2e::open`], in the directory of `lock`, which the caller keeps after this engine
+    /// is dropped (to open the next one without letting another process in between).
+    ///
+    /// Errors: as [`E2e::open`]; [`E2eError::Locked`] (with our own pid) while another engine
+    /// is open on the same lock.
+    pub fn open_locked(
+        lock: std::sync::Arc<StateLock>,
+        secret: &[u8; 32],
+        fingerprint: &str,
+    ) -> Result<E2e, E2eError> {
+        let own_fp = fingerprint_of_secret(secret);
+        if own_fp != fingerprint {
+            return Err(E2eError::Identity(format!(
+                "the key's fingerprint is {own_fp}, not {fingerprint}"
+            )));
+        }
+        let dir = &lock.dir().to_owned();
+        let locked = E2eError::Locked { dir: dir.clone(), pid: Some(std::process::id()) };
+        let lock = StateLock::claim(lock).ok_or(locked)?;
+        store::ensure_private_dir(&dir.join(LOG_DIR))?;
         let state = StateFile::load(dir)?;
         let fresh = state.is_none();
         let state = state.unwrap_or_else(|| StateFile::new(fingerprint));
