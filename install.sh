@@ -190,25 +190,41 @@ remove_docs() {
     "$share/fish/vendor_completions.d/$name.fish" "$share/man/man1/$name.1"
 }
 
+# The commented example of the server's config file (every setting with its default), which
+# the chataosrv manual points to, under the share directory $1.
+install_example() {
+  install -d -m 0755 "$1/doc/chatao"
+  install -m 0644 "$SRC/packaging/chatao.toml" "$1/doc/chatao/chatao.toml"
+}
+remove_example() {
+  rm -f "$1/doc/chatao/chatao.toml"
+  rmdir "$1/doc/chatao" "$1/doc" 2>/dev/null || true
+}
+
 install_local() {
   mkdir -p "$DIR"
   DIR=$(cd "$DIR" && pwd)
   build
   install -d -m 0755 "$DIR/bin"
-  install -d -m 0700 "$DIR/data" "$DIR/clientKey"
+  # No client key here: the client keeps the user's one key where any `chatao` looks for it
+  # (~/.config/chatao/clientKey), whichever way it was installed.
+  install -d -m 0700 "$DIR/data"
   install -m 0755 "$BIN_DIR/chataosrv" "$BIN_DIR/chatao" "$DIR/bin/"
   install_docs chataosrv "$DIR/bin/chataosrv" "$DIR/share"
   install_docs chatao "$DIR/bin/chatao" "$DIR/share"
+  install_example "$DIR/share"
   local server client
   server=$(quoted "$DIR/bin/chataosrv" --data-dir "$DIR/data" 7000)
-  client=$(quoted "$DIR/bin/chatao" --key-dir "$DIR/clientKey" localhost 7000 alice)
+  client=$(quoted "$DIR/bin/chatao" localhost 7000 alice)
   cat <<EOF
 
 Chatao is installed in $DIR:
   bin/chataosrv, bin/chatao   the server and the client
   data/                       the server's history, and its key in data/serverKey/
-  clientKey/                  your client key and the servers you have pinned
-  share/                      manual pages and shell completions
+  share/                      manual pages, shell completions, and a commented example of
+                              the server's config file: share/doc/chatao/chatao.toml
+The client uses your key in ~/.config/chatao/clientKey (made on first use), like any
+chatao: one key, one identity, however it was installed.
 
 Start the server in the foreground (Ctrl-C stops it):
   $server
@@ -220,6 +236,14 @@ Then, in another terminal, connect a client (replace alice with your nickname):
 To type just \`chatao\` and \`chataosrv\`, add the folder to your PATH:
   export PATH=$(quoted "$DIR/bin"):\$PATH
 EOF
+  if [ -e "$DIR/clientKey/key.pem" ]; then
+    cat <<EOF
+
+An earlier version of this script made a client key in $DIR/clientKey, which the client no
+longer uses by itself. To keep that identity (the nicknames registered to it), say so:
+  $(quoted "$DIR/bin/chatao" --key-dir "$DIR/clientKey") localhost 7000 alice
+EOF
+  fi
 }
 
 uninstall_local() {
@@ -228,13 +252,16 @@ uninstall_local() {
   rm -f "$DIR/bin/chataosrv" "$DIR/bin/chatao"
   rmdir "$DIR/bin" 2>/dev/null || true
   for name in chataosrv chatao; do remove_docs "$name" "$DIR/share"; done
+  remove_example "$DIR/share"
   rm -rf "$DIR/share"
   if [ $PURGE -eq 1 ]; then
+    # clientKey/ is an earlier version's. The user's own key (~/.config/chatao), used by
+    # every chatao, is not this install's to delete.
     rm -rf "$DIR/data" "$DIR/clientKey" "$DIR/chataosrv.log"
     rmdir "$DIR" 2>/dev/null || true
     say "Removed Chatao and its data from $DIR."
   else
-    say "Removed the Chatao programs from $DIR; kept data/ (server key, history) and clientKey/."
+    say "Removed the Chatao programs from $DIR; kept data/ (server key, history)."
     say "To delete those too: bash install.sh --uninstall --purge --local $(quoted "$DIR")"
   fi
 }
@@ -256,6 +283,7 @@ install_system() {
   install -m 0755 "$BIN_DIR/chataosrv" "$BIN_DIR/chatao" "$R$bindir/"
   install_docs chataosrv "$R$bindir/chataosrv" "$share"
   install_docs chatao "$R$bindir/chatao" "$share"
+  install_example "$share"
 
   if [ -z "$DESTDIR" ] && id -u "$SERVICE_USER" >/dev/null 2>&1; then
     say "The user $SERVICE_USER exists."
@@ -333,6 +361,7 @@ uninstall_system() {
   fi
   rm -f "$R$bindir/chataosrv" "$R$bindir/chatao"
   for name in chataosrv chatao; do remove_docs "$name" "$share"; done
+  remove_example "$share"
   if [ $PURGE -eq 1 ]; then
     rm -rf "$R/var/lib/chatao" "$R/etc/chatao"
     if [ -n "$DESTDIR" ] || id -u "$SERVICE_USER" >/dev/null 2>&1; then

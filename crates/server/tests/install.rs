@@ -113,17 +113,20 @@ async fn a_local_install_runs_the_server_and_clients_from_its_folder() {
         printed.contains(&format!("  {d}/bin/chataosrv --data-dir {d}/data 7000\n")),
         "{printed}"
     );
-    assert!(
-        printed
-            .contains(&format!("  {d}/bin/chatao --key-dir {d}/clientKey localhost 7000 alice\n")),
-        "{printed}"
-    );
+    // The client as printed uses the user's own key, like any chatao (issue 16: a key of the
+    // install's own gave the user two identities).
+    assert!(printed.contains(&format!("  {d}/bin/chatao localhost 7000 alice\n")), "{printed}");
+    assert!(!printed.contains("--key-dir"), "{printed}");
     assert!(printed.contains(&format!("nohup {d}/bin/chataosrv --data-dir {d}/data 7000 >>")));
     assert_eq!(mode(&dir.join("bin/chataosrv")), 0o755);
     assert_eq!(mode(&dir.join("bin/chatao")), 0o755);
     assert_eq!(mode(&dir.join("data")), 0o700);
-    assert_eq!(mode(&dir.join("clientKey")), 0o700);
+    assert!(!dir.join("clientKey").exists(), "no client key of the install's own");
     assert!(dir.join("share/man/man1/chataosrv.1").exists());
+    // The commented config example the server's manual points to.
+    let example = std::fs::read_to_string(dir.join("share/doc/chatao/chatao.toml")).unwrap();
+    assert_eq!(example, std::fs::read_to_string(repo().join("packaging/chatao.toml")).unwrap());
+    assert!(printed.contains("share/doc/chatao/chatao.toml"), "{printed}");
     assert!(dir.join("share/bash-completion/completions/chataosrv").exists());
 
     // The server, as printed but on a free loopback port.
@@ -155,9 +158,15 @@ async fn a_local_install_runs_the_server_and_clients_from_its_folder() {
         .unwrap();
     let mut bob_out = BufReader::new(bob.stdout.take().unwrap()).lines();
     line_with(&mut bob_out, "connected to").await;
-    let mut alice = tokio::process::Command::new(dir.join("bin/chatao"))
-        .arg("--key-dir")
-        .arg(dir.join("clientKey"))
+    // Alice, as the script says and with the folder on her PATH: `chatao localhost PORT alice`,
+    // in a home of her own.
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap());
+    let mut alice = tokio::process::Command::new("chatao")
+        .env("PATH", &path)
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
         .args(["localhost", &port, "alice"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -178,20 +187,33 @@ async fn a_local_install_runs_the_server_and_clients_from_its_folder() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = timeout(STEP, server.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
-    for file in
-        ["data/chatao.db", "data/serverKey/key.pem", "clientKey/key.pem", "clientKey/known_servers"]
-    {
+    for file in ["data/chatao.db", "data/serverKey/key.pem"] {
         assert!(dir.join(file).exists(), "{file} is not in the install's folder");
     }
+    // Her key is the user's default one, the key any chatao of hers uses (this build's too).
+    let user_key = home.join(".config/chatao/clientKey");
+    assert!(user_key.join("key.pem").exists() && user_key.join("known_servers").exists());
+    let fingerprint = |bin: &Path| {
+        let out = Command::new(bin)
+            .arg("--fingerprint")
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        text(&out.stdout)
+    };
+    assert_eq!(fingerprint(&dir.join("bin/chatao")), fingerprint(&bins.join("chatao")));
 
     // Again: an upgrade keeps the data. Then uninstalling keeps it, unless purged.
     ok(install_sh(&["--local", d, "--bin-dir", bins.to_str().unwrap()], "", &[]));
     assert!(dir.join("data/serverKey/key.pem").exists());
     ok(install_sh(&["--uninstall", "--local", d], "", &[]));
     assert!(!dir.join("bin").exists() && !dir.join("share").exists());
-    assert!(dir.join("data/chatao.db").exists() && dir.join("clientKey/key.pem").exists());
+    assert!(dir.join("data/chatao.db").exists());
     ok(install_sh(&["--uninstall", "--purge", "--local", d], "", &[]));
     assert!(!dir.exists());
+    assert!(user_key.join("key.pem").exists(), "the user's own key is not the install's");
 }
 
 #[test]
@@ -227,6 +249,9 @@ fn a_system_install_into_a_destdir_places_every_file_and_can_run_twice_and_be_re
         ("usr/share/bash-completion", 0o755),
         ("usr/share/bash-completion/completions", 0o755),
         ("usr/share/bash-completion/completions/chataosrv", 0o644),
+        ("usr/share/doc", 0o755),
+        ("usr/share/doc/chatao", 0o755),
+        ("usr/share/doc/chatao/chatao.toml", 0o644),
         ("usr/share/fish", 0o755),
         ("usr/share/fish/vendor_completions.d", 0o755),
         ("usr/share/fish/vendor_completions.d/chataosrv.fish", 0o644),
