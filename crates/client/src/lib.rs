@@ -14,6 +14,7 @@
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.
 //! - [`line`](mod@line): line mode (stdin/stdout), for scripts, bots and pipes.
+//! - [`man`]: the manual page (`chatao --man`).
 //! - [`app`]: the full-screen UI's state; `App::update(event) -> effects` is pure.
 //! - [`ui`]: drawing that state with ratatui (render only).
 //! - [`tui`]: the terminal, the event loop, the effect executor and reconnection.
@@ -27,6 +28,7 @@ pub mod command;
 pub mod e2e;
 pub mod format;
 pub mod line;
+pub mod man;
 pub mod net;
 pub mod servers;
 pub mod trust;

@@ -127,7 +127,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.man {
-        clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout())?;
+        chatao_client::man::render(Args::command(), &mut std::io::stdout())?;
         return Ok(ExitCode::SUCCESS);
     }
     // The addresses are checked before a key is made: a typo should not leave files behind.

@@ -312,3 +312,36 @@ async fn an_explicit_server_key_is_enforced_on_first_use() {
     let status = tokio::time::timeout(LIMIT, ok.wait()).await.unwrap().unwrap();
     assert!(status.success());
 }
+
+/// `chatao --man` is a whole manual page: beyond `--help`'s options, every /command, the
+/// full-screen keys, the files, the environment, the exit status and examples.
+#[test]
+fn the_manual_page_has_every_section() {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatao")).arg("--man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "COMMANDS",
+        "KEYS",
+        "FILES",
+        "ENVIRONMENT",
+        "EXIT STATUS",
+        "EXAMPLES",
+    ] {
+        assert!(
+            page.contains(&format!(".SH {section}\n"))
+                || page.contains(&format!(".SH \"{section}\"\n")),
+            "no {section}"
+        );
+    }
+    for name in chatao_client::command::COMMANDS.iter().map(|(n, _, _)| n) {
+        assert!(page.contains(&format!("/{name}")), "/{name} is not on the page");
+    }
+    for needle in ["Ctrl\\-N", "known_servers", "CHATAO_SERVERS", "\\-\\-e2e\\-dir"] {
+        assert!(page.contains(needle), "{needle} is not on the page");
+    }
+}

@@ -46,6 +46,7 @@ use complete::Completion;
 use editor::Editor;
 
 pub use conn::{Conn, QUIT_TIMEOUT};
+pub use keys::KEYS;
 
 /// Settings that do not change while the client runs.
 #[derive(Debug, Clone)]
