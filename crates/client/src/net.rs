@@ -324,7 +324,10 @@ async fn open(
             let setup = tokio::task::spawn_blocking(move || claims.setup(&dir, &keys, &nick))
                 .await
                 .map_err(|e| protocol(e.to_string()))?
-                .map_err(|e| ConnectError::E2e(e.to_string()))?;
+                .map_err(|e| match e.is_busy() {
+                    true => protocol(e.to_string()),
+                    false => ConnectError::E2e(e.to_string()),
+                })?;
             Some(setup)
         }
     };

@@ -70,6 +70,14 @@ pub struct OpenError {
     cause: chatao_e2e::E2eError,
 }
 
+impl OpenError {
+    /// True when the state is still in use by this process's previous engine (a connection
+    /// not yet wound down): trying again shortly can succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.cause, E2eError::Locked { .. })
+    }
+}
+
 /// The E2E state directories this process holds, shared by every connection of one profile
 /// (clones share it). A state once obtained is kept until the process ends, so that during a
 /// reconnection no other process takes it; a state another process holds is asked for again
