@@ -220,7 +220,16 @@ fn plain(msg: &ServerMsg) -> Option<String> {
         ServerMsg::Members { room, members, e2e } => {
             let nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
             let mark = if *e2e { " [E2E]" } else { "" };
-            format!("* {room}{mark}: {} ({} online)", nicks.join(", "), nicks.len())
+            match (nicks.is_empty(), *e2e) {
+                // The server answers an unknown room like an empty one; a plain room lasts only
+                // while someone is in it, so an empty list means there is no such room (the
+                // TUI's wording, app/incoming.rs).
+                (true, false) => format!("* no such room {room}: nobody is in it"),
+                (true, true) => {
+                    format!("* {room}{mark}: nobody is online in this end-to-end encrypted room")
+                }
+                _ => format!("* {room}{mark}: {} ({} online)", nicks.join(", "), nicks.len()),
+            }
         }
         ServerMsg::Error { code, message } => format!("! {code}: {}", sanitize(message)),
         ServerMsg::Welcome { .. } => return None,
@@ -306,5 +315,18 @@ mod tests {
         let json = event(Format::Json, &msg).unwrap();
         assert!(!json.chars().any(|c| c.is_control()), "{json:?}");
         assert!(json.contains(r#""type":"message""#) && json.contains(r#""id":1"#));
+    }
+
+    #[test]
+    fn who_of_a_room_nobody_is_in_says_there_is_no_such_room() {
+        let members = |e2e| ServerMsg::Members {
+            room: RoomName::parse("#nosuch").unwrap(),
+            members: vec![],
+            e2e,
+        };
+        let plain = event(Format::Plain, &members(false)).unwrap();
+        assert!(plain.ends_with("* no such room #nosuch: nobody is in it"), "{plain}");
+        let sealed = event(Format::Plain, &members(true)).unwrap();
+        assert!(sealed.ends_with("nobody is online in this end-to-end encrypted room"), "{sealed}");
     }
 }

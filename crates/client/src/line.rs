@@ -578,6 +578,14 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
                 room = r.clone();
                 input.to_msg(&room)
             }
+            Input::Query { ref nick, text: None } => {
+                // Line mode has no conversations to open: each private line names its recipient.
+                let hint = format!(
+                    "line mode has no conversation to open: /query {nick} TEXT or /msg {nick} TEXT sends TEXT to {nick}"
+                );
+                let _ = to_loop.send(error(&hint)).await;
+                continue;
+            }
             Input::Remove(_) | Input::Safety => {
                 if let Some(req) = input.to_request(&room)
                     && to_loop.send(FromStdin::Request(req)).await.is_err()

@@ -151,6 +151,12 @@ async fn client_side_errors_are_error_events() {
     let mut stdin = plain.stdin.take().unwrap();
     stdin.write_all(b"/frobnicate\n").await.unwrap();
     assert!(wait_line(&mut out, "frobnicate").await.starts_with("! "));
+    // `/query NICK` opens a conversation in the TUI; line mode says how to write to NICK instead
+    // of doing nothing. `/who` of a room nobody is in says there is no such room.
+    stdin.write_all(b"/query bot\n/who #nosuch\n").await.unwrap();
+    let query = wait_line(&mut out, "/query bot TEXT").await;
+    assert!(query.starts_with("! ") && query.contains("/msg bot TEXT"), "{query}");
+    assert!(wait_line(&mut out, "#nosuch").await.contains("no such room #nosuch"));
     drop(stdin);
     assert!(tokio::time::timeout(LIMIT, plain.wait()).await.unwrap().unwrap().success());
 }

@@ -68,6 +68,12 @@ fn sections() -> Roff {
     );
     item(
         &mut r,
+        [italic("PREFIX"), bold("/share/doc/chatao/chatao.toml")],
+        "The same example, as install.sh installs it (--local: PREFIX is the folder given; \
+         --system: --prefix, by default /usr/local).",
+    );
+    item(
+        &mut r,
         [italic("DATA-DIR"), bold("/chatao.db")],
         "The history database (SQLite, with chatao.db-wal and chatao.db-shm beside it): \
          messages, topics, registered nicknames, bans. A cluster node keeps cluster.db instead. \
