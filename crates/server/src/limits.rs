@@ -113,6 +113,11 @@ pub const RETENTION_MESSAGES: u64 = 100_000;
 /// Longest topic, quit or part reason, and away reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 300;
 
+/// Longest ban or mute with an end: 36,500 days (about 100 years). A longer `duration_secs` is
+/// refused with `invalid` and a message saying so (its end, in milliseconds since the epoch,
+/// would not fit the store's signed 64-bit column); no duration means for good.
+pub const MAX_MODERATION_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// Most rooms one user may be in at once (bounds what one connection can make the server hold).
 pub const MAX_ROOMS_PER_USER: usize = 50;
 

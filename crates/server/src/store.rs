@@ -326,7 +326,10 @@ impl Store {
         let rows = stmt.query_map([], |r| {
             Ok(Ban {
                 fingerprint: r.get(0)?,
-                until: r.get::<_, Option<i64>>(1)?.map(|u| u.max(0) as u64),
+                // NULL is for good. A negative end was written by an older server that let a
+                // huge duration wrap (`16534391535w`): it was meant as practically for good, so
+                // it is read as that rather than as long expired.
+                until: r.get::<_, Option<i64>>(1)?.and_then(|u| u64::try_from(u).ok()),
                 reason: r.get(2)?,
                 by: r.get(3)?,
             })
@@ -402,7 +405,9 @@ impl Writer {
                     Persist::Ban(b) => {
                         ban.execute(params![
                             b.fingerprint,
-                            b.until.map(|u| u as i64),
+                            // NULL is for good. Ends are bounded by `MAX_MODERATION_DURATION`
+                            // (hub/moderation.rs); one past i64 would be for good too.
+                            b.until.and_then(|u| i64::try_from(u).ok()),
                             b.reason,
                             b.by
                         ])?;

@@ -13,6 +13,12 @@ pub struct Away {
 
 impl Away {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        // A muted key may still say it is away or back, but not with a reason others would read.
+        if self.reason.is_some()
+            && let Err(reply) = super::check_not_muted(hub, session)
+        {
+            return *reply;
+        }
         if let Some(r) = &self.reason
             && let Err(e) = check_text(r, MAX_REASON_BYTES, false)
         {

@@ -150,17 +150,30 @@ pub fn hub_error(e: HubError) -> Reply {
     error(code, e.to_string())
 }
 
-/// A quit, part or away reason: kept if printable and short, else dropped.
-pub fn reason(r: Option<String>) -> Option<String> {
+/// A quit, part, kick or ban reason: kept if printable and short, else dropped. A muted key's
+/// reason is dropped too (the part, quit or kick itself goes ahead): a mute silences every
+/// text a key could put in front of others.
+pub fn reason(hub: &Hub, session: &SessionState, r: Option<String>) -> Option<String> {
+    if hub.access().muted(&session.fingerprint).is_some() {
+        return None;
+    }
     r.filter(|r| check_text(r, MAX_REASON_BYTES, false).is_ok())
+}
+
+/// `Err(muted)` with the sentence to tell the sender if their key is muted now. Every command
+/// that shows the sender's text to others checks it: messages, topics, away reasons and
+/// nickname changes (refused), part, quit and moderation reasons (dropped, see [`reason`]).
+pub fn check_not_muted(hub: &Hub, session: &SessionState) -> Result<(), Box<Reply>> {
+    match hub.access().muted(&session.fingerprint) {
+        Some(why) => Err(Box::new(error(ErrorCode::Muted, why))),
+        None => Ok(()),
+    }
 }
 
 /// Checks that the sender is not muted, and the text against the rules and the announced
 /// size limit.
 pub fn check_message(hub: &Hub, text: &str, session: &SessionState) -> Result<(), Box<Reply>> {
-    if let Some(why) = hub.access().muted(&session.fingerprint) {
-        return Err(Box::new(error(ErrorCode::Muted, why)));
-    }
+    check_not_muted(hub, session)?;
     match check_text(text, session.limits.max_text_bytes as usize, true) {
         Ok(()) => Ok(()),
         Err(e @ TextError::TooLong { .. }) => {
@@ -281,7 +294,7 @@ impl Command {
             Command::Whois(cmd) => cmd.apply(hub),
             Command::History(cmd) => cmd.apply(hub, session),
             Command::Moderate(cmd) => cmd.apply(hub, session),
-            Command::Quit(cmd) => cmd.apply(),
+            Command::Quit(cmd) => cmd.apply(hub, session),
             Command::Ping(cmd) => cmd.apply(),
             Command::Pong => Reply::Nothing,
             Command::Hello => error(ErrorCode::BadSequence, "already registered: hello comes once"),

@@ -19,9 +19,9 @@ impl Moderate {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
         let id = session.id;
         let done: Result<(), HubError> = match self {
-            Moderate::Kick { nick, reason: r } => hub.kick(id, &nick, reason(r)),
+            Moderate::Kick { nick, reason: r } => hub.kick(id, &nick, reason(hub, session, r)),
             Moderate::Ban { target, duration_secs, reason: r } => {
-                hub.ban(id, &target, duration_secs, reason(r))
+                hub.ban(id, &target, duration_secs, reason(hub, session, r))
             }
             Moderate::Unban { target } => hub.unban(id, &target),
             Moderate::Mute { nick, duration_secs } => hub.mute(id, &nick, duration_secs),

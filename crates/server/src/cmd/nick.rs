@@ -12,6 +12,11 @@ pub struct Nick {
 
 impl Nick {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        // A new nickname is announced to every room the sender is in: text, so a muted key
+        // keeps its name.
+        if let Err(reply) = super::check_not_muted(hub, session) {
+            return *reply;
+        }
         let new = match NickName::parse(&self.nick) {
             Ok(n) => n,
             Err(e) => return error(ErrorCode::InvalidNick, e.to_string()),

@@ -17,7 +17,8 @@ impl Part {
             Ok(room) => room,
             Err(reply) => return *reply,
         };
-        let in_room = hub.part(session.id, &room, LeaveReason::Part, reason(self.reason));
+        let in_room =
+            hub.part(session.id, &room, LeaveReason::Part, reason(hub, session, self.reason));
         if in_room.is_ok() {
             // Parting an E2E room gives up its membership, not only its delivery.
             hub.e2e_part(session.id, &room);

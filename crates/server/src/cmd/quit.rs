@@ -2,7 +2,8 @@
 
 use chatao_proto::{LeaveReason, ServerMsg};
 
-use super::{Close, Reply};
+use super::{Close, Reply, SessionState};
+use crate::hub::Hub;
 
 #[derive(Debug)]
 pub struct Quit {
@@ -10,8 +11,8 @@ pub struct Quit {
 }
 
 impl Quit {
-    pub fn apply(self) -> Reply {
-        let message = super::reason(self.reason);
+    pub fn apply(self, hub: &Hub, session: &SessionState) -> Reply {
+        let message = super::reason(hub, session, self.reason);
         Reply::Close(Close {
             reason: LeaveReason::Quit,
             message,

@@ -21,6 +21,9 @@ impl Topic {
         let Some(text) = self.text else {
             return Reply::Send(ServerMsg::Topic { text: hub.topic(&room), room, by: None });
         };
+        if let Err(reply) = super::check_not_muted(hub, session) {
+            return *reply;
+        }
         match check_text(&text, MAX_REASON_BYTES, false) {
             Ok(()) => {}
             Err(e @ TextError::TooLong { .. }) => {

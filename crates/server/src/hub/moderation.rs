@@ -9,7 +9,35 @@ use super::{Hub, HubError, SessionId, State};
 use crate::access::Ban;
 use crate::bus::BusEvent;
 use crate::clock::human;
+use crate::limits::MAX_MODERATION_DURATION;
 use crate::store::Persist;
+
+/// When a ban or mute of `duration_secs` starting at `now_ms` ends, in milliseconds since the
+/// epoch: `Ok(None)` for good (no duration, or 0), `Err(invalid)` past
+/// [`MAX_MODERATION_DURATION`]. Checked arithmetic: nothing wraps or saturates into a value that
+/// would read back as another time.
+pub fn moderation_end(now_ms: u64, duration_secs: Option<u64>) -> Result<Option<u64>, HubError> {
+    let Some(secs) = duration_secs.filter(|d| *d > 0) else {
+        return Ok(None);
+    };
+    let max = MAX_MODERATION_DURATION.as_secs();
+    let too_long = || {
+        HubError::Invalid(format!(
+            "a ban or mute lasts at most {max} seconds ({}d, about 100 years); give no duration \
+             to make it last for good",
+            max / 86_400
+        ))
+    };
+    if secs > max {
+        return Err(too_long());
+    }
+    let end = secs
+        .checked_mul(1000)
+        .and_then(|ms| now_ms.checked_add(ms))
+        .filter(|end| i64::try_from(*end).is_ok())
+        .ok_or_else(too_long)?;
+    Ok(Some(end))
+}
 
 impl State {
     /// The operator's nickname, if `id` is one.
@@ -153,8 +181,7 @@ impl Hub {
         let by = st.operator(id, self)?;
         let fingerprint = st.resolve(target)?;
         let now = self.access().clock().now_ms();
-        let until =
-            duration_secs.filter(|d| *d > 0).map(|d| now.saturating_add(d.saturating_mul(1000)));
+        let until = moderation_end(now, duration_secs)?;
         let ban = Ban {
             fingerprint: fingerprint.clone(),
             until,
@@ -233,9 +260,7 @@ impl Hub {
         let st = self.lock();
         let by = st.operator(id, self)?;
         let (fingerprint, name) = st.online_anywhere(nick)?;
-        let until = duration_secs
-            .filter(|d| *d > 0)
-            .map(|d| self.access().clock().now_ms().saturating_add(d.saturating_mul(1000)));
+        let until = moderation_end(self.access().clock().now_ms(), duration_secs)?;
         self.access().mute(&fingerprint, until);
         st.announce_mod(ModAction::Mute, name.as_str(), by.clone(), None, until);
         st.spread(
@@ -273,5 +298,41 @@ impl Hub {
             Some(Outbound::Mute { fingerprint, until: None }),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_600_787_840;
+
+    #[test]
+    fn no_duration_or_zero_is_for_good() {
+        assert_eq!(moderation_end(NOW, None).unwrap(), None);
+        assert_eq!(moderation_end(NOW, Some(0)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_duration_ends_that_many_seconds_later() {
+        assert_eq!(moderation_end(NOW, Some(600)).unwrap(), Some(NOW + 600_000));
+        let max = MAX_MODERATION_DURATION.as_secs();
+        assert_eq!(moderation_end(NOW, Some(max)).unwrap(), Some(NOW + max * 1000));
+    }
+
+    #[test]
+    fn a_duration_past_the_longest_is_refused_never_wrapped_or_saturated() {
+        let max = MAX_MODERATION_DURATION.as_secs();
+        // 16534391535w: its end in ms passes i64::MAX, and once read back as 0 (expired).
+        for secs in [max + 1, 16_534_391_535 * 604_800, u64::MAX / 1000 + 1, u64::MAX] {
+            let err = moderation_end(NOW, Some(secs)).unwrap_err();
+            assert!(
+                matches!(&err, HubError::Invalid(m) if m.contains("at most") && m.contains("for good")),
+                "{secs}: {err}"
+            );
+        }
+        // A clock near the end of time cannot wrap either.
+        assert!(moderation_end(i64::MAX as u64 - 1000, Some(60)).is_err());
+        assert!(moderation_end(u64::MAX - 1000, Some(60)).is_err());
     }
 }

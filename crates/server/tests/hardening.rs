@@ -1,0 +1,174 @@
+//! Hardening (issue 15) over real sockets: a mute silences every way a key puts text in front
+//! of others (topic, away reason, nickname, part and quit reasons); moderation durations that do
+//! not fit are refused and never vanish across a restart; the data directory's files are
+//! private to the server's user.
+#![allow(clippy::unwrap_used)]
+
+use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, ModAction, ServerMsg};
+use chatao_server::Config;
+use chatao_server::clock::Clock;
+use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+
+struct Ops {
+    server: TestServer,
+    op: TestClient,
+    bob: TestClient,
+    carol: TestClient,
+}
+
+fn op_config(clock: Clock) -> impl FnOnce(&mut Config) {
+    let op_fp = fixed_keypair(9).public().fingerprint();
+    move |c: &mut Config| {
+        c.access.ops = vec![op_fp];
+        c.clock = clock;
+    }
+}
+
+async fn with_operator(clock: Clock) -> Ops {
+    let server = TestServer::start_with(op_config(clock)).await;
+    let op = TestClient::connect_with(server.addr, "op", &fixed_keypair(9)).await.unwrap();
+    let bob = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
+    let carol = TestClient::connect_with(server.addr, "carol", &fixed_keypair(3)).await.unwrap();
+    Ops { server, op, bob, carol }
+}
+
+fn moderation(action: ModAction) -> impl Fn(&ServerMsg) -> bool {
+    move |m| matches!(m, ServerMsg::Moderation { action: a, .. } if *a == action)
+}
+
+/// Reads until the chat message `text`, returning everything read before it.
+async fn until_text(c: &mut TestClient, text: &str) -> Vec<ServerMsg> {
+    let mut seen = vec![];
+    loop {
+        let m = c.recv().await.unwrap();
+        if matches!(&m, ServerMsg::Message { text: t, .. } if t == text) {
+            return seen;
+        }
+        seen.push(m);
+    }
+}
+
+#[tokio::test]
+async fn a_muted_key_reaches_nobody_through_topic_away_nick_part_or_quit() {
+    let Ops { mut op, mut bob, mut carol, .. } = with_operator(Clock::default()).await;
+    bob.join("#side").await.unwrap();
+    carol.join("#side").await.unwrap();
+    op.send(&ClientMsg::Mute { nick: "bob".into(), duration_secs: None }).await.unwrap();
+    bob.expect("notice", moderation(ModAction::Mute)).await.unwrap();
+
+    let refused = [
+        ClientMsg::Topic {
+            room: "#lobby".into(),
+            text: Some("FREE CRYPTO at evil.example".into()),
+        },
+        ClientMsg::Away { reason: Some("FREE CRYPTO at evil.example".into()) },
+        ClientMsg::Nick { nick: "FREE_CRYPTO".into() },
+    ];
+    for msg in &refused {
+        bob.send(msg).await.unwrap();
+        let (code, message) = bob.expect_error().await.unwrap();
+        assert_eq!(code, ErrorCode::Muted, "{msg:?}: {message}");
+    }
+    // Being away (without a reason) is not text: it still works.
+    bob.send(&ClientMsg::Away { reason: None }).await.unwrap();
+    // The part itself goes ahead; only its reason is dropped.
+    bob.send(&ClientMsg::Part { room: "#side".into(), reason: Some("FREE CRYPTO".into()) })
+        .await
+        .unwrap();
+    let left = carol
+        .expect(
+            "bob parts",
+            |m| matches!(m, ServerMsg::Leave { room, .. } if room.as_str() == "#side"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&left, ServerMsg::Leave { reason: LeaveReason::Part, message: None, .. }),
+        "{left:?}"
+    );
+    op.say("barrier").await.unwrap();
+    let before = until_text(&mut carol, "barrier").await;
+    for m in &before {
+        let leaked = match m {
+            ServerMsg::Topic { text, .. } => text.is_some(),
+            ServerMsg::Away { reason, .. } => reason.is_some(),
+            ServerMsg::NickChange { .. } => true,
+            _ => false,
+        };
+        assert!(!leaked, "a muted key's text reached carol: {m:?}");
+    }
+    carol.send(&ClientMsg::Whois { nick: "bob".into() }).await.unwrap();
+    let whois = carol.expect("whois", |m| matches!(m, ServerMsg::Whois { .. })).await.unwrap();
+    assert!(!format!("{whois:?}").contains("CRYPTO"), "{whois:?}");
+
+    bob.send(&ClientMsg::Quit { reason: Some("FREE CRYPTO".into()) }).await.unwrap();
+    let left = carol
+        .expect(
+            "bob quits",
+            |m| matches!(m, ServerMsg::Leave { nick, .. } if nick.as_str() == "bob"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&left, ServerMsg::Leave { reason: LeaveReason::Quit, message: None, .. }),
+        "{left:?}"
+    );
+}
+
+fn refused(err: anyhow::Error, code: &str) -> String {
+    let text = err.to_string();
+    assert!(text.contains(code), "expected {code}: {text}");
+    text
+}
+
+#[tokio::test]
+async fn a_huge_ban_is_refused_and_the_longest_one_survives_a_restart() {
+    let clock = Clock::default();
+    let Ops { server, mut op, mut bob, mut carol } = with_operator(clock.clone()).await;
+    // 16534391535w: once accepted, stored as a negative end and gone after a restart.
+    for secs in [16_534_391_535 * 604_800, u64::MAX] {
+        op.send(&ClientMsg::Ban { target: "bob".into(), duration_secs: Some(secs), reason: None })
+            .await
+            .unwrap();
+        let (code, message) = op.expect_error().await.unwrap();
+        assert_eq!(code, ErrorCode::Invalid, "{message}");
+        assert!(message.contains("at most") && message.contains("for good"), "{message}");
+        op.send(&ClientMsg::Mute { nick: "bob".into(), duration_secs: Some(secs) }).await.unwrap();
+        assert_eq!(op.expect_error().await.unwrap().0, ErrorCode::Invalid);
+    }
+    bob.say("still here").await.unwrap();
+    carol.expect_text("still here").await.unwrap();
+
+    let longest = chatao_server::limits::MAX_MODERATION_DURATION.as_secs();
+    op.send(&ClientMsg::Ban { target: "bob".into(), duration_secs: Some(longest), reason: None })
+        .await
+        .unwrap();
+    let all = bob.read_to_end().await.unwrap();
+    assert!(
+        matches!(all.last(), Some(ServerMsg::Bye { code: Some(ErrorCode::Banned), .. })),
+        "{all:?}"
+    );
+    // A ban row an older server wrote with a wrapped (negative) end: read back as for good.
+    let carol_fp = fixed_keypair(3).public().fingerprint();
+    let db = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "INSERT INTO bans (fingerprint, until, reason, by) VALUES (?1, ?2, 'old', 'op')",
+        rusqlite::params![carol_fp, (16_534_391_535u64 * 604_800_000) as i64],
+    )
+    .unwrap();
+    drop(db);
+    drop((op, carol));
+
+    let server = server.restart(op_config(clock.clone())).await;
+    let text = refused(
+        TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.err().unwrap(),
+        "Banned",
+    );
+    assert!(text.contains("36499d") || text.contains("36500d"), "the ban survived: {text}");
+    let text = refused(
+        TestClient::connect_with(server.addr, "carol", &fixed_keypair(3)).await.err().unwrap(),
+        "Banned",
+    );
+    assert!(text.contains("permanently"), "the wrapped ban is for good: {text}");
+}
