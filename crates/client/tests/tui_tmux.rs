@@ -23,6 +23,14 @@
 //!   (Ctrl-N and `/part #lobby` find no hidden room); `/msg` from a room is echoed there and
 //!   puts the conversation in the status bar; `/query` shows it; Tab again after a single
 //!   match leaves it as it is.
+//! - `at_80_columns_a_mention_in_buffer_13_comes_first_and_the_rest_is_counted` (issue 16,
+//!   item 7): in an 80-column terminal, alice in 13 rooms, a mention arriving in the last one
+//!   while `#lobby` is shown leads the status bar's activity list; the rest follow in buffer
+//!   order and what does not fit is counted (`+9`), nothing cut at the right edge.
+//! - `history_from_an_earlier_day_shows_day_change_lines` (issue 16, item 10): the real server
+//!   is run, stopped, its database's message times moved to 14 November 2023, and run again:
+//!   joining shows `-- Tuesday, 14 November 2023 --` before the old messages and today's
+//!   day-change line before today's.
 //!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
@@ -569,6 +577,126 @@ async fn who_msg_query_and_tab_answer_where_you_typed() {
     let screen = tmux.wait_for("#lobby (you are not in this room)").await;
     assert!(!screen.contains("#elsewhere │") && !screen.contains(":#elsewhere"), "{screen}");
 
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+/// The status bar's row (the last but one of the screen).
+fn status_bar(screen: &str) -> &str {
+    let rows: Vec<&str> = screen.lines().collect();
+    rows.get(rows.len().saturating_sub(2)).copied().unwrap_or("")
+}
+
+/// Issue 16, item 7: at 80 columns, in 13 rooms, a mention in the last one is listed first
+/// and what does not fit is counted, never cut off at the right edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_80_columns_a_mention_in_buffer_13_comes_first_and_the_rest_is_counted() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 80, 24).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    let rooms: Vec<String> = (2..=13).map(|n| format!("#room{n:02}")).collect();
+    for (i, room) in rooms.iter().enumerate() {
+        tmux.type_text(&format!("/join {room}")).await;
+        tmux.keys(&["Enter"]).await;
+        tmux.wait_for(&format!("connected │ {}:{room}", i + 2)).await;
+    }
+    tmux.keys(&["M-1"]).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+
+    // Two speakers, so that neither reaches the server's rate limit: chat in #room02 to
+    // #room12, then alice's name in #room13, the last buffer.
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    let mut carol = TestClient::connect(server.addr, "carol").await.unwrap();
+    for (i, room) in rooms.iter().enumerate() {
+        let speaker = if i < 6 { &mut bob } else { &mut carol };
+        speaker.join(room).await.unwrap();
+        if room != "#room13" {
+            speaker.say_in(room, &format!("news in {room}")).await.unwrap();
+        }
+    }
+    carol.say_in("#room13", "alice: a question for you").await.unwrap();
+
+    let screen = tmux.wait("the mention in the status bar", |s| status_bar(s).contains("!)")).await;
+    let bar = status_bar(&screen).trim_end();
+    assert!(bar.contains("connected │ 1:#lobby │ act: 13:#room13(1!) "), "mention first: {bar}");
+    assert!(bar.chars().count() <= 80, "{bar}");
+    // The rest in buffer order, then the count of those that did not fit.
+    let list = bar.split("act: ").nth(1).unwrap();
+    let items: Vec<&str> = list.split(' ').collect();
+    let (more, shown) = items.split_last().unwrap();
+    let hidden: usize =
+        more.strip_prefix('+').unwrap_or_else(|| panic!("no +N: {bar}")).parse().unwrap();
+    assert!(hidden > 0 && shown.len() > 1, "{bar}");
+    assert_eq!(shown.len() + hidden, rooms.len(), "every active buffer, shown or counted: {bar}");
+    for (item, n) in shown[1..].iter().zip(2..) {
+        assert_eq!(*item, format!("{n}:#room{n:02}(1)"), "{bar}");
+    }
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+/// The real server over `data_dir`, on a port of its own; stopped gracefully by sending on
+/// the returned channel.
+async fn server_over(
+    data_dir: &Path,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let config = chatao_server::Config::new(fixed_keypair(200), data_dir.to_path_buf());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(chatao_server::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, task)
+}
+
+/// Issue 16, item 10: history from an earlier day is preceded by a day-change line, and so
+/// is today's first message after it. The server's database is edited between two runs so
+/// that two stored messages are from 14 November 2023.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_an_earlier_day_shows_day_change_lines() {
+    const EARLIER: u64 = 1_700_000_000_000; // Tuesday, 14 November 2023, 22:13 UTC
+    let data = tempfile::tempdir().unwrap();
+    let (addr, stop, task) = server_over(data.path()).await;
+    let mut bob = TestClient::connect(addr, "bob").await.unwrap();
+    for text in ["said long ago", "also long ago", "said today"] {
+        bob.say(text).await.unwrap();
+    }
+    let ServerMsg::Message { time: today, .. } = bob.expect_text("said today").await.unwrap()
+    else {
+        unreachable!()
+    };
+    drop(bob);
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap().unwrap();
+
+    let db = rusqlite::Connection::open(data.path().join(chatao_server::store::DB_FILE)).unwrap();
+    let aged = db
+        .execute("UPDATE messages SET time = ?1 + id WHERE text LIKE '%long ago'", [EARLIER as i64])
+        .unwrap();
+    assert_eq!(aged, 2, "both old messages are stored");
+    drop(db);
+
+    let (addr, _stop, _task) = server_over(data.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!("TZ=UTC {}", chatao_command(dir.path(), addr, "alice"));
+    let tmux = Tmux::start(&command, 100, 30).await;
+    let screen = tmux.wait_for("bob │ said today").await;
+    let rows: Vec<&str> = screen.lines().collect();
+    let row = |needle: &str| {
+        let at: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].contains(needle)).collect();
+        assert_eq!(at.len(), 1, "{needle:?} once: {screen}");
+        at[0]
+    };
+    let today = chrono::DateTime::from_timestamp_millis(today as i64).unwrap().date_naive();
+    let today_line = format!("-- {} --", today.format("%A, %-d %B %Y"));
+    let earlier = row("-- Tuesday, 14 November 2023 --");
+    assert_eq!(row("bob │ said long ago"), earlier + 1, "{screen}");
+    assert_eq!(row("bob │ also long ago"), earlier + 2, "{screen}");
+    assert!(rows[earlier + 1].starts_with("22:13 "), "the stored time: {screen}");
+    assert!(row(&today_line) > earlier + 2, "{screen}");
+    assert_eq!(row("bob │ said today"), row(&today_line) + 1, "{screen}");
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
 }
