@@ -6,7 +6,7 @@
 //! - [`codec`]: `encode` (one shared `Bytes` per message, newline included) and `decode_*`.
 //! - [`names`]: validated newtypes for identifiers with rules ([`Nick`], [`RoomName`]).
 //! - [`text`]: what text may contain ([`check_text`]) and how a client neutralises the rest before
-//!   display ([`sanitize`]).
+//!   display ([`sanitize`], [`sanitize_line`]).
 //! - [`error`]: [`ErrorCode`], the stable error vocabulary on the wire.
 //!
 //! To add a message: add the variant to `ClientMsg` or `ServerMsg` (serde names it in
@@ -28,7 +28,7 @@ pub use msg::{
 };
 pub use names::{NameError, Nick, RoomName};
 pub use rate::TokenBucket;
-pub use text::{TextError, check_text, sanitize};
+pub use text::{TextError, check_text, sanitize, sanitize_line};
 
 /// The protocol version, exchanged in clear before the handshake and bound into it.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -7,8 +7,9 @@
 //! compiling as variants and optional fields are added.
 #![allow(clippy::unwrap_used)]
 
+use chatao_proto::text::{MAX_BLANK_RUN, is_blank, is_display_hazard};
 use chatao_proto::{
-    ClientMsg, ServerMsg, check_text, decode_client, decode_server, encode, sanitize,
+    ClientMsg, ServerMsg, check_text, decode_client, decode_server, encode, sanitize, sanitize_line,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -21,9 +22,14 @@ fn room() -> impl Strategy<Value = String> {
     "#[a-z0-9_-]{1,32}"
 }
 
-/// Any text, control characters, bidirectional overrides and newlines included.
+/// Any text, control characters, bidirectional controls, zero-width characters, line
+/// separators, blanks and newlines included.
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof![".*", "[\\x00-\\x7f\u{80}-\u{9f}\u{202a}-\u{202e}\u{2066}-\u{2069}a-z ]{0,64}",]
+    prop_oneof![
+        ".*",
+        "[\\x00-\\x7f\u{80}-\u{9f}\u{202a}-\u{202e}\u{2066}-\u{2069}a-z ]{0,64}",
+        "[\u{200b}-\u{200f}\u{2028}\u{2029}\u{2060}\u{feff}\u{3000}\u{2800}\u{061c}\\ta ]{0,64}",
+    ]
 }
 
 fn code() -> impl Strategy<Value = &'static str> {
@@ -135,11 +141,6 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// The bidirectional controls `sanitize` must replace (the crate's own list is private).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}')
-}
-
 /// Encodes `m` and checks the record's shape: one line, ending in its only newline.
 fn one_record<T: serde::Serialize>(m: &T) -> bytes::Bytes {
     let b = encode(m);
@@ -183,9 +184,18 @@ proptest! {
     #[test]
     fn sanitized_text_is_inert_and_valid_text_is_unchanged(s in text()) {
         let clean = sanitize(&s);
-        prop_assert!(!clean.chars().any(|c| c.is_control() || is_bidi_control(c)), "{:?}", clean);
+        prop_assert!(!clean.chars().any(is_display_hazard), "{:?}", clean);
         if check_text(&s, usize::MAX, false).is_ok() {
             prop_assert_eq!(clean.as_ref(), s.as_str());
         }
+    }
+
+    #[test]
+    fn a_sanitized_line_is_inert_with_short_blank_runs_and_no_trailing_blank(s in text()) {
+        let line = sanitize_line(&s);
+        prop_assert!(!line.chars().any(is_display_hazard), "{:?}", line);
+        prop_assert!(!line.ends_with(is_blank), "{:?}", line);
+        let longest = line.split(|c: char| !is_blank(c)).map(|r| r.chars().count()).max();
+        prop_assert!(longest.unwrap_or(0) <= MAX_BLANK_RUN, "{:?}", line);
     }
 }
