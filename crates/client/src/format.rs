@@ -1,11 +1,15 @@
 //! Events as lines of text, for line mode: readable plain text, or one JSON object per line.
 //!
-//! Plain lines pass every string from the network through [`chatao_proto::sanitize`], so no
-//! control character or escape sequence reaches the terminal. JSON lines need no such step:
-//! JSON escapes control characters (`\u001b`), and the consumer is a program.
+//! Plain lines pass every string from the network through [`chatao_proto::sanitize_line`], so
+//! no control character, escape sequence or bidirectional control reaches the terminal, and no
+//! padding can wrap a text onto a row of its own that passes for a line of ours. JSON lines are
+//! written by [`json`], which `\u`-escapes C1 controls, bidirectional controls and the line
+//! separators as well as what JSON itself escapes (C0), so that they are inert even when a person
+//! reads them in a terminal.
 
-use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize};
+use chatao_proto::{LeaveReason, MessageKind, ServerMsg, sanitize_line as sanitize};
 use chrono::TimeZone;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::net::{Closed, Welcome};
@@ -15,6 +19,53 @@ use crate::net::{Closed, Welcome};
 pub enum Format {
     Plain,
     Json,
+}
+
+/// `value` as one line of JSON, with every display hazard ([`chatao_proto::text::is_display_hazard`]:
+/// C0 and C1 controls, bidirectional controls, U+2028/U+2029) `\u`-escaped. serde_json alone
+/// escapes only C0, so a C1 CSI (U+009B) or a right-to-left override would otherwise reach a
+/// terminal that shows the output. Empty if `value` cannot be serialized (never for our types).
+pub fn json(value: &impl Serialize) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, InertFormatter);
+    match value.serialize(&mut ser) {
+        // The formatter writes whole characters only: the bytes are UTF-8.
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// serde_json's compact formatter, escaping display hazards in strings as well.
+struct InertFormatter;
+
+impl serde_json::ser::Formatter for InertFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if !chatao_proto::text::is_display_hazard(c) {
+                continue;
+            }
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// `text` of several lines (an error with its causes, written for stderr) made safe for a
+/// terminal line by line: each keeps its layout, and loses its display hazards
+/// ([`chatao_proto::sanitize`]). Network strings inside were already made single-line where
+/// they were put into the text (see [`crate::net::ConnectError`]); this is the last guard.
+pub fn inert_lines(text: &str) -> String {
+    text.split('\n').map(chatao_proto::sanitize).collect::<Vec<_>>().join("\n")
 }
 
 /// `HH:MM:SS` in local time for a server timestamp (milliseconds since the epoch).
@@ -34,7 +85,7 @@ pub fn welcome(fmt: Format, w: &Welcome, addr: &str) -> String {
             sanitize(&w.server),
             w.server_fingerprint
         ),
-        Format::Json => json!({
+        Format::Json => json(&json!({
             "type": "welcome",
             "session": w.session,
             "nick": w.nick,
@@ -43,8 +94,7 @@ pub fn welcome(fmt: Format, w: &Welcome, addr: &str) -> String {
             "server_fingerprint": w.server_fingerprint,
             "limits": w.limits,
             "address": addr,
-        })
-        .to_string(),
+        })),
     }
 }
 
@@ -55,7 +105,7 @@ pub fn disconnected(fmt: Format, server: &str, reason: &str) -> String {
             format!("* connection to {server} lost: {}; reconnecting", sanitize(reason))
         }
         Format::Json => {
-            json!({ "type": "disconnected", "address": server, "reason": reason }).to_string()
+            json(&json!({ "type": "disconnected", "address": server, "reason": reason }))
         }
     }
 }
@@ -69,15 +119,14 @@ pub fn reconnected(fmt: Format, w: &Welcome, server: &str) -> String {
             sanitize(&w.server),
             w.server_fingerprint
         ),
-        Format::Json => json!({
+        Format::Json => json(&json!({
             "type": "reconnected",
             "address": server,
             "session": w.session,
             "nick": w.nick,
             "server": w.server,
             "server_fingerprint": w.server_fingerprint,
-        })
-        .to_string(),
+        })),
     }
 }
 
@@ -85,7 +134,7 @@ pub fn reconnected(fmt: Format, w: &Welcome, server: &str) -> String {
 pub fn gave_up(fmt: Format, reason: &str, unsent: &[chatao_proto::ClientMsg]) -> String {
     match fmt {
         Format::Plain => format!("* gave up reconnecting: {}", sanitize(reason)),
-        Format::Json => json!({ "type": "lost", "reason": reason, "unsent": unsent }).to_string(),
+        Format::Json => json(&json!({ "type": "lost", "reason": reason, "unsent": unsent })),
     }
 }
 
@@ -99,7 +148,7 @@ pub fn unsent(msg: &chatao_proto::ClientMsg) -> String {
         ClientMsg::Say { room, text } => format!("{room}: {}", sanitize(text)),
         ClientMsg::Me { room, text } => format!("{room}: /me {}", sanitize(text)),
         ClientMsg::Msg { to, text } => format!("to {}: {}", sanitize(to), sanitize(text)),
-        other => serde_json::to_string(other).unwrap_or_default(),
+        other => json(other),
     }
 }
 
@@ -121,7 +170,7 @@ pub fn event(fmt: Format, msg: &ServerMsg) -> Option<String> {
     match fmt {
         Format::Json => match msg {
             ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => None,
-            m => serde_json::to_string(m).ok(),
+            m => Some(json(m)),
         },
         Format::Plain => plain(msg),
     }
@@ -245,12 +294,9 @@ fn plain(msg: &ServerMsg) -> Option<String> {
 pub fn closed(fmt: Format, c: &Closed) -> String {
     match (fmt, c) {
         (Format::Json, Closed::Bye { code, reason }) => {
-            serde_json::to_string(&ServerMsg::Bye { code: *code, reason: reason.clone() })
-                .unwrap_or_default()
+            json(&ServerMsg::Bye { code: *code, reason: reason.clone() })
         }
-        (Format::Json, Closed::Lost(reason)) => {
-            json!({ "type": "lost", "reason": reason }).to_string()
-        }
+        (Format::Json, Closed::Lost(reason)) => json(&json!({ "type": "lost", "reason": reason })),
         (Format::Plain, Closed::Bye { code, reason }) => {
             plain(&ServerMsg::Bye { code: *code, reason: reason.clone() }).unwrap_or_default()
         }
@@ -265,7 +311,7 @@ pub fn e2e(fmt: Format, text: &str, warning: bool) -> String {
     match fmt {
         Format::Plain if warning => format!("[e2e] WARNING: {}", sanitize(text)),
         Format::Plain => format!("[e2e] {}", sanitize(text)),
-        Format::Json => json!({ "type": "e2e", "warning": warning, "text": text }).to_string(),
+        Format::Json => json(&json!({ "type": "e2e", "warning": warning, "text": text })),
     }
 }
 
@@ -273,7 +319,7 @@ pub fn e2e(fmt: Format, text: &str, warning: bool) -> String {
 pub fn notice(fmt: Format, text: &str) -> String {
     match fmt {
         Format::Plain => format!("* {}", sanitize(text)),
-        Format::Json => json!({ "type": "notice", "text": text }).to_string(),
+        Format::Json => json(&json!({ "type": "notice", "text": text })),
     }
 }
 
@@ -286,9 +332,7 @@ pub const CLIENT_ERROR: &str = "client";
 pub fn error(fmt: Format, text: &str) -> String {
     match fmt {
         Format::Plain => format!("! {}", sanitize(text)),
-        Format::Json => {
-            json!({ "type": "error", "code": CLIENT_ERROR, "message": text }).to_string()
-        }
+        Format::Json => json(&json!({ "type": "error", "code": CLIENT_ERROR, "message": text })),
     }
 }
 
@@ -315,6 +359,56 @@ mod tests {
         let json = event(Format::Json, &msg).unwrap();
         assert!(!json.chars().any(|c| c.is_control()), "{json:?}");
         assert!(json.contains(r#""type":"message""#) && json.contains(r#""id":1"#));
+    }
+
+    /// serde_json escapes C0 only; `json` escapes C1 controls, bidirectional controls and the
+    /// line separators too, and the line still decodes to the very same text.
+    #[test]
+    fn json_lines_escape_c1_and_bidi_controls_and_decode_to_the_same_text() {
+        let text = "a\u{1b}[2J b\u{9b}6n c\u{85}d \u{202E}e\u{2066}f\u{200E}\u{200F}\u{061C} \u{2028}\u{2029} 🦀 é";
+        let msg = ServerMsg::Message {
+            room: RoomName::lobby(),
+            id: 7,
+            time: 0,
+            from: Nick::parse("eve").unwrap(),
+            kind: MessageKind::Normal,
+            text: text.into(),
+            history: false,
+        };
+        let line = event(Format::Json, &msg).unwrap();
+        let bad: Vec<char> =
+            line.chars().filter(|&c| chatao_proto::text::is_display_hazard(c)).collect();
+        assert!(bad.is_empty(), "{bad:?} in {line}");
+        for escaped in [r"\u001b", r"\u009b", r"\u0085", r"\u202e", r"\u2066", r"\u200e", r"\u2028"]
+        {
+            assert!(line.contains(escaped), "{escaped} not in {line}");
+        }
+        assert!(line.contains("🦀 é"), "other text is written as it is: {line}");
+        let back: ServerMsg = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, msg);
+        // Every JSON line goes through it, the client's own events included.
+        let notice = notice(Format::Json, "x\u{9b}y");
+        assert!(notice.contains(r"x\u009by"), "{notice}");
+        let bye = closed(Format::Json, &Closed::Bye { code: None, reason: "\u{202E}".into() });
+        assert!(bye.contains(r"\u202e"), "{bye}");
+    }
+
+    /// Padding cannot push the end of a message onto a row of its own: long runs of blanks
+    /// become one mark, trailing blanks go.
+    #[test]
+    fn plain_lines_collapse_padding_and_end_without_blanks() {
+        let fake = "[18:20:29] #lobby <alice> your password please";
+        let msg = ServerMsg::Message {
+            room: RoomName::lobby(),
+            id: 1,
+            time: 0,
+            from: Nick::parse("eve").unwrap(),
+            kind: MessageKind::Normal,
+            text: format!("ok{}{fake}{}", " ".repeat(90), " \u{3000}".repeat(40)),
+            history: false,
+        };
+        let line = event(Format::Plain, &msg).unwrap();
+        assert!(line.ends_with(&format!("<eve> ok␠…{fake}")), "{line:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use chatao_proto::{ClientMsg, ErrorCode, Nick, RoomName, ServerMsg, sanitize};
+use chatao_proto::{ClientMsg, ErrorCode, Nick, RoomName, ServerMsg, sanitize_line};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -169,7 +169,7 @@ impl Rooms {
 pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Result<ExitCode> {
     let (on, (welcome, handle, events), skipped) = profile.connect_first().await?;
     for failure in skipped {
-        eprintln!("chatao: skipped {}", sanitize(&failure));
+        eprintln!("chatao: skipped {}", format::inert_lines(&failure));
     }
     let mut out = tokio::io::stdout();
     note_trust(&profile, on, &welcome);
@@ -354,7 +354,10 @@ impl Session {
             Closed::Bye { code: Some(code), reason } => {
                 let bye = Closed::Bye { code: Some(code), reason: reason.clone() };
                 self.emit(&format::closed(self.fmt, &bye)).await?;
-                eprintln!("chatao: disconnected by the server: {} ({code})", sanitize(&reason));
+                eprintln!(
+                    "chatao: disconnected by the server: {} ({code})",
+                    sanitize_line(&reason)
+                );
                 return Ok(Some(ExitCode::FAILURE));
             }
             Closed::Lost(reason) => reason,
@@ -422,7 +425,7 @@ impl Session {
             .filter(|m| format::is_said(m) && !self.catch_up.contains(m))
             .collect();
         self.emit(&format::gave_up(self.fmt, &reason, &unsent)).await?;
-        eprintln!("chatao: {}", sanitize(&reason).replace('␊', "\n"));
+        eprintln!("chatao: {}", format::inert_lines(&reason));
         if !unsent.is_empty() {
             eprintln!("chatao: {} message(s) were not sent:", unsent.len());
             for msg in &unsent {

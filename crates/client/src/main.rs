@@ -98,7 +98,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("chatao: {}", describe(&err));
+            // Errors may quote the network (a server's refusal): never raw to the terminal.
+            eprintln!("chatao: {}", chatao_client::format::inert_lines(&describe(&err)));
             ExitCode::FAILURE
         }
     }

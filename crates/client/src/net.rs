@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chatao_proto::{
     ClientMsg, ErrorCode, Limits, Nick, ServerMsg, TokenBucket, decode_server, encode,
+    sanitize_line,
 };
 use chatao_transport::{Connection, HandshakeError, Keypair, TransportError};
 use tokio::net::TcpStream;
@@ -90,7 +91,10 @@ pub enum Closed {
 }
 
 /// Why [`connect`] failed. Each message states its cause once (the causes are part of the
-/// text, not a `source` chain printed after it) and, where there is one, what to do.
+/// text, not a `source` chain printed after it) and, where there is one, what to do. What the
+/// server said (a refusal's reason, a record it sent) is passed through
+/// [`chatao_proto::sanitize_line`] when the error is displayed: an error is printed to a
+/// terminal, and a hostile server must not be able to write escape sequences there.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot find the server {host}: {cause}; check the name, or give its IP address")]
@@ -103,9 +107,9 @@ pub enum ConnectError {
     Trust(#[from] TrustError),
     #[error("handshake with {addr} failed: {cause}")]
     Handshake { addr: String, cause: HandshakeError },
-    #[error("the server refused: {reason} ({code})")]
+    #[error("the server refused: {} ({code})", sanitize_line(reason))]
     Refused { code: ErrorCode, reason: String },
-    #[error("connection to {addr} failed: {detail}")]
+    #[error("connection to {addr} failed: {}", sanitize_line(detail))]
     Protocol { addr: String, detail: String },
     /// The E2E state could not be opened (damaged, unreadable); found before `hello`.
     #[error("{0}")]

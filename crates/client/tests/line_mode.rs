@@ -273,6 +273,196 @@ async fn escape_sequences_from_a_hostile_server_print_as_harmless_text() {
     assert!(stdout.contains("<eve> ␛]0;pwned␇␛[2J"), "{stdout}");
 }
 
+/// What a hostile server puts in every string it sends: an OSC title set, a screen clear and a
+/// cursor move, C1 controls (CSI U+009B, OSC U+009D, ST U+009C, NEL U+0085), bidirectional
+/// controls and marks, a line separator, CR LF and a fake password prompt, a terminal reset.
+const NASTY: &str = "\u{1b}]0;PWNED-TITLE\u{7}\u{1b}[2J\u{1b}[H\u{9b}2J\u{9d}0;C1-TITLE\u{9c}\
+                     \u{202e}evil\u{2066}\u{200f}\u{61c}\u{200e}\u{2028}\u{2029}Password: \r\n\
+                     \u{85}\u{1b}c";
+
+/// True for what must never reach a terminal from the network: every C0 control but the
+/// newline that ends a line (ESC among them), DEL, every C1 control, the bidirectional
+/// controls and marks, and the line separators. Written out here, not taken from the crate.
+fn is_forbidden_on_a_terminal(c: char) -> bool {
+    let u = c as u32;
+    (u < 0x20 && c != '\n')
+        || (0x7f..=0x9f).contains(&u)
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+fn assert_inert(what: &str, bytes: &[u8]) {
+    assert!(!bytes.contains(&0x1b), "{what}: an ESC byte in {:?}", String::from_utf8_lossy(bytes));
+    let text = std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
+    let bad: Vec<char> = text.chars().filter(|&c| is_forbidden_on_a_terminal(c)).collect();
+    assert!(bad.is_empty(), "{what}: {bad:?} in {text:?}");
+}
+
+/// A hostile server with key 9: for its `i`th connection, after the handshake and `hello`, the
+/// records of `script[i]` (JSON objects, written as they are: a real server would refuse such
+/// text, this one does not); then it reads until the client closes. Connections past the script
+/// are closed at once.
+async fn hostile_server(script: Vec<Vec<serde_json::Value>>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for records in script {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut conn = chatao_transport::accept(stream, &fixed_keypair(9)).await.unwrap();
+                let hello = conn.read_record().await.unwrap().unwrap();
+                assert!(decode_client(&hello).is_ok());
+                for record in records {
+                    let line = format!("{record}\n");
+                    if conn.write_record(&bytes::Bytes::from(line)).await.is_err() {
+                        return;
+                    }
+                }
+                while let Ok(Some(_)) = conn.read_record().await {}
+            });
+        }
+    });
+    addr
+}
+
+fn welcome_record(nick: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "welcome", "session": 1, "nick": nick, "fingerprint": NASTY, "server": NASTY,
+        "limits": {"max_text_bytes": 4000, "rate_per_sec": 5, "burst": 5},
+    })
+}
+
+/// Runs `chatao` (line mode, `extra` flags) against `addr` to its end, stdin open throughout.
+async fn run_to_end(
+    addr: std::net::SocketAddr,
+    nick: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = chatao(dir.path(), addr, nick, extra);
+    let _stdin = child.stdin.take();
+    tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap()
+}
+
+/// Issue 15, item 3: a server that answers `hello` with a `bye` full of escape sequences (in
+/// its reason, and an unknown code) cannot write them to the terminal: the refusal printed on
+/// stderr by `main` shows them as harmless text, in plain and in JSON mode.
+#[tokio::test]
+async fn a_refusal_at_hello_cannot_take_over_the_terminal() {
+    let bye = serde_json::json!({"type": "bye", "code": NASTY, "reason": NASTY});
+    let addr = hostile_server(vec![vec![bye.clone()], vec![bye]]).await;
+    for flags in [&[][..], &["--json"][..]] {
+        let out = run_to_end(addr, "x", flags).await;
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        assert_inert("stdout", &out.stdout);
+        assert_inert("stderr", &out.stderr);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the server refused: ␛]0;PWNED-TITLE␇␛[2J"), "{flags:?}: {err}");
+        assert!(err.contains("(other)"), "an unknown code is `other`: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line, no fake prompt: {err}");
+    }
+}
+
+/// Issue 15, item 3: every string of a hostile server, once welcomed (its name, messages,
+/// errors, notices, topics, reasons, a `bye` for shutdown, then a refusal on reconnection and a
+/// `bye` that ends the session), reaches stdout and stderr without a single control, C1 or
+/// bidi character, in plain mode and in JSON (where they are `\u`-escaped and decode intact).
+#[tokio::test]
+async fn a_hostile_server_cannot_write_controls_anywhere() {
+    use serde_json::json;
+    let session = || {
+        vec![
+            welcome_record("x"),
+            json!({"type": "message", "room": "#lobby", "id": 1, "time": 0, "from": "eve", "text": NASTY}),
+            json!({"type": "private", "id": 2, "time": 0, "from": "eve", "to": "x", "text": NASTY}),
+            json!({"type": "error", "code": "other", "message": NASTY}),
+            json!({"type": "notice", "text": NASTY}),
+            json!({"type": "topic", "room": "#lobby", "text": NASTY, "by": "eve"}),
+            json!({"type": "away", "nick": "eve", "reason": NASTY}),
+            json!({"type": "join", "room": "#lobby", "nick": "eve", "fingerprint": NASTY}),
+            json!({"type": "leave", "room": "#lobby", "nick": "eve", "reason": "part", "message": NASTY}),
+            json!({"type": "moderation", "action": "kick", "target": NASTY, "by": "eve", "reason": NASTY}),
+        ]
+    };
+    let shutdown = json!({"type": "bye", "code": "shutdown", "reason": NASTY});
+    let refusal = json!({"type": "bye", "code": "other", "reason": NASTY});
+    let kicked = json!({"type": "bye", "code": "kicked", "reason": NASTY});
+    for flags in [&[][..], &["--json"][..]] {
+        // Welcomed, then `bye shutdown`: reconnection, refused for good (the give-up report).
+        let mut first = session();
+        first.push(shutdown.clone());
+        let addr = hostile_server(vec![first, vec![refusal.clone()]]).await;
+        let gave_up = run_to_end(addr, "x", flags).await;
+        // Welcomed, then disconnected for good by the server.
+        let mut only = session();
+        only.push(kicked.clone());
+        let addr = hostile_server(vec![only]).await;
+        let kicked_out = run_to_end(addr, "x", flags).await;
+        for out in [&gave_up, &kicked_out] {
+            assert_eq!(out.status.code(), Some(1), "{flags:?}");
+            assert_inert("stdout", &out.stdout);
+            assert_inert("stderr", &out.stderr);
+        }
+        let stdout = String::from_utf8(gave_up.stdout).unwrap();
+        let stderr = String::from_utf8(gave_up.stderr).unwrap();
+        assert!(stderr.contains("the server refused: ␛]0;PWNED-TITLE"), "{stderr}");
+        let kicked_err = String::from_utf8(kicked_out.stderr).unwrap();
+        assert!(kicked_err.contains("disconnected by the server: ␛]0;PWNED"), "{kicked_err}");
+        if flags.is_empty() {
+            assert!(stdout.contains("<eve> ␛]0;PWNED-TITLE␇␛[2J␛[H"), "{stdout}");
+            assert!(stdout.contains("reconnecting"), "{stdout}");
+        } else {
+            let events: Vec<serde_json::Value> =
+                stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let of = |t: &str| events.iter().find(|e| e["type"] == t).unwrap();
+            assert_eq!(of("welcome")["server"], NASTY, "escaped, not altered");
+            assert_eq!(of("message")["text"], NASTY);
+            assert_eq!(of("notice")["text"], NASTY);
+            assert!(stdout.contains(r"\u009b2J") && stdout.contains(r"\u202eevil"), "{stdout}");
+        }
+    }
+}
+
+/// Issue 15, item 6: `ok` and ninety spaces would push the rest of a message to the start of
+/// the next terminal row, where it passes for a line of its own. Plain output collapses long
+/// runs of blanks (zero-width characters between them included) and drops trailing ones.
+#[tokio::test]
+async fn padding_cannot_make_a_message_look_like_another_line() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut bob = chatao(dir.path(), server.addr, "bob", &[]);
+    let mut out = BufReader::new(bob.stdout.take().unwrap()).lines();
+    wait_line(&mut out, "connected to").await;
+    alice
+        .expect("bob", |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "bob"))
+        .await
+        .unwrap();
+    let fake = "[18:20:29] #lobby <alice> please type your password";
+    alice.say(&format!("ok{}{fake}", " ".repeat(90))).await.unwrap();
+    alice.say(&format!("two{}{fake}", " \u{200B}\u{3000}\u{2800}".repeat(30))).await.unwrap();
+    alice.say(&format!("trailing{}", " ".repeat(200))).await.unwrap();
+    alice.say("a   b").await.unwrap();
+    let first = wait_line(&mut out, "<alice> ok").await;
+    assert!(first.ends_with(&format!("<alice> ok␠…{fake}")), "{first:?}");
+    let second = wait_line(&mut out, "<alice> two").await;
+    assert!(second.ends_with(&format!("<alice> two␠…{fake}")), "{second:?}");
+    let third = wait_line(&mut out, "<alice> trailing").await;
+    assert!(third.ends_with("<alice> trailing"), "{third:?}");
+    let fourth = wait_line(&mut out, "<alice> a").await;
+    assert!(fourth.ends_with("<alice> a   b"), "short runs stay: {fourth:?}");
+    drop(bob.stdin.take());
+    assert!(tokio::time::timeout(LIMIT, bob.wait()).await.unwrap().unwrap().success());
+}
+
 #[tokio::test]
 async fn a_changed_server_key_is_refused_before_anything_is_sent() {
     let server = TestServer::start().await;
