@@ -477,3 +477,22 @@ fn is_paced(msg: &ClientMsg) -> bool {
 fn lost_reason(e: &TransportError) -> String {
     format!("connection lost: {e}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection error is printed to a terminal (stderr, or a server list's report): what
+    /// the server said shows there as harmless text, on one line.
+    #[test]
+    fn what_the_server_said_is_displayed_inert_in_connection_errors() {
+        let nasty = "\u{1b}]0;PWNED-TITLE\u{7}\u{1b}[2J\u{9b}2J\u{202e}x\u{2028}\nPassword: ";
+        let refused = ConnectError::Refused { code: ErrorCode::Other, reason: nasty.into() };
+        let protocol = ConnectError::Protocol { addr: "h:1".into(), detail: nasty.into() };
+        for e in [refused, protocol] {
+            let text = e.to_string();
+            assert!(!text.chars().any(chatao_proto::text::is_display_hazard), "{text:?}");
+            assert!(text.contains("␛]0;PWNED-TITLE␇␛[2J\u{FFFD}2J\u{FFFD}x␤␊Password:"), "{text}");
+        }
+    }
+}
