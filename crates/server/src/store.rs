@@ -40,6 +40,8 @@ pub enum StoreError {
         "history database {path} has schema version {found}, newer than this server ({SCHEMA_VERSION}); upgrade chataosrv"
     )]
     TooNew { path: PathBuf, found: i64 },
+    #[error("history database {path}: cannot make it private to this user: {source}")]
+    Private { path: PathBuf, source: std::io::Error },
     #[error("history database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("cannot start the history writer: {0}")]
@@ -148,8 +150,47 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Makes the database file readable by this user only (0600, like the server key), whatever
+/// the umask: it is created 0600 before SQLite opens it, and an existing one (or its `-wal` and
+/// `-shm`, left by an older server) loses its group and other bits. SQLite creates `-wal` and
+/// `-shm` with the database file's mode, so they follow. Chosen over setting the process umask:
+/// it holds for `server::run` embedded in any process, and changes nothing else the process
+/// creates.
+#[cfg(unix)]
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let wrap = |source| StoreError::Private { path: path.to_owned(), source };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(wrap)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        let mode = match std::fs::metadata(&file) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(wrap(e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(wrap)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) `dir/chatao.db` and brings its schema up to date.
+    /// Opens (creating if needed, readable by this user only) `dir/chatao.db` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::open_file(dir.join(DB_FILE), false)
     }
@@ -160,6 +201,7 @@ impl Store {
     }
 
     fn open_file(path: PathBuf, sparse_ids: bool) -> Result<Store, StoreError> {
+        make_private(&path)?;
         let conn = open_conn(&path)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
@@ -475,6 +517,34 @@ mod tests {
             kind: if id.is_multiple_of(2) { MessageKind::Action } else { MessageKind::Normal },
             text: format!("message {id}"),
         })
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn both_databases_and_their_wal_and_shm_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // A database an older server left world-readable is fixed on open.
+        let old = dir.path().join(DB_FILE);
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let stores = [Store::open(dir.path()).unwrap(), Store::open_cluster(dir.path()).unwrap()];
+        let mut writers = vec![];
+        for store in &stores {
+            let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+            w.write(&[&msg(&RoomName::lobby(), 1, 1000)]).unwrap();
+            writers.push(w);
+        }
+        let mut files = vec![];
+        for name in [DB_FILE, CLUSTER_DB_FILE] {
+            for suffix in ["", "-wal", "-shm"] {
+                let path = dir.path().join(format!("{name}{suffix}"));
+                assert!(path.exists(), "{} exists while open", path.display());
+                files.push((path.clone(), mode(&path)));
+            }
+        }
+        assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
     }
 
     #[test]

@@ -172,3 +172,25 @@ async fn a_huge_ban_is_refused_and_the_longest_one_survives_a_restart() {
     );
     assert!(text.contains("permanently"), "the wrapped ban is for good: {text}");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn every_file_in_a_fresh_data_dir_is_private_to_the_server_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    alice.say("written to the log").await.unwrap();
+    alice.expect_text("written to the log").await.unwrap();
+    let mut files = vec![];
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        files.push((entry.file_name().into_string().unwrap(), mode));
+    }
+    files.sort();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["chatao.db", "chatao.db-shm", "chatao.db-wal"] {
+        assert!(names.contains(&expected), "{files:?}");
+    }
+    assert!(files.iter().all(|(_, m)| *m & 0o077 == 0), "readable by others: {files:?}");
+}

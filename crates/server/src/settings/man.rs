@@ -77,6 +77,7 @@ fn sections() -> Roff {
         [italic("DATA-DIR"), bold("/chatao.db")],
         "The history database (SQLite, with chatao.db-wal and chatao.db-shm beside it): \
          messages, topics, registered nicknames, bans. A cluster node keeps cluster.db instead. \
+         Each is created mode 0600 (and made so if found readable by others), whatever the umask. \
          DATA-DIR is --data-dir, by default $XDG_DATA_HOME/chatao (~/.local/share/chatao); the \
          service uses /var/lib/chatao.",
     );
