@@ -16,7 +16,8 @@
 //!   wall clock their durations run on.
 //! - [`config`] and [`limits`]: settings, and every limit as a named constant; [`settings`]:
 //!   the binary's flags and TOML config file, merged into a `Config`.
-//! - [`metrics`]: counters, and the optional Prometheus endpoint that serves them.
+//! - [`metrics`]: counters, and the optional Prometheus endpoint that serves them;
+//!   [`log_budget`]: how many refused connections a minute reach the log at `info`.
 //!
 //! To add a command: see [`cmd`]. To add a limit: a constant in [`limits`], a field in
 //! [`Config`] if it is configurable, and a line in README.md's limits table.
@@ -30,6 +31,7 @@ pub mod cmd;
 pub mod config;
 pub mod hub;
 pub mod limits;
+pub mod log_budget;
 pub mod mailbox;
 pub mod metrics;
 pub mod replay;

@@ -118,6 +118,11 @@ pub const MAX_REASON_BYTES: usize = 300;
 /// would not fit the store's signed 64-bit column); no duration means for good.
 pub const MAX_MODERATION_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
+/// Refused connections logged at `info` per minute (see `log_budget.rs`); past it they are
+/// logged at `debug`, and the next `info` line says how many were held back. Failed handshakes
+/// are at `debug` only: they prove no key, and anyone can make thousands.
+pub const REFUSAL_LOG_LINES: u32 = 20;
+
 /// Most rooms one user may be in at once (bounds what one connection can make the server hold).
 pub const MAX_ROOMS_PER_USER: usize = 50;
 

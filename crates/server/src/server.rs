@@ -94,7 +94,13 @@ pub async fn run(
         }
         None => None,
     };
-    let ctx = Ctx { hub, config: config.clone(), shutdown: CancellationToken::new(), cluster };
+    let ctx = Ctx {
+        hub,
+        config: config.clone(),
+        shutdown: CancellationToken::new(),
+        cluster,
+        refusals_logged: Default::default(),
+    };
     tokio::spawn(reload_on_notify(
         access,
         config.reload.clone(),
@@ -151,7 +157,13 @@ pub async fn run(
                 });
             }
             Verdict::Explain(refusal) => {
-                info!(%peer, why = ?refusal.why, "connection refused; explaining");
+                match ctx.refusals_logged.take(Instant::now()) {
+                    Some(0) => info!(%peer, why = ?refusal.why, "connection refused; explaining"),
+                    Some(held_back) => {
+                        info!(%peer, why = ?refusal.why, held_back, "connection refused; explaining")
+                    }
+                    None => debug!(%peer, why = ?refusal.why, "connection refused; explaining"),
+                }
                 config.metrics.refused(refusal.why);
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();

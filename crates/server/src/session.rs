@@ -32,6 +32,7 @@ use crate::hub::{Hub, HubError};
 use crate::limits::{
     CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH, WRITE_TIMEOUT,
 };
+use crate::log_budget::LogBudget;
 use crate::mailbox::{Inbox, mailbox};
 use crate::metrics::Handshake;
 use crate::replay;
@@ -50,6 +51,8 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// This node's cluster, when it is part of one.
     pub cluster: Option<Cluster>,
+    /// Refused connections logged at `info` (the rest at `debug`).
+    pub refusals_logged: Arc<LogBudget>,
 }
 
 /// How a session ended, for the departure announcement and the log.
@@ -80,14 +83,26 @@ where
     let (mut conn, state, inbox) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(cause)) => {
+            // The cause may quote what the peer sent (serde's "unknown variant" text): it is
+            // logged with Debug formatting, escaped, so that it cannot forge log lines.
             let refused = matches!(cause, OpenError::Refused(..));
-            metrics.handshake(if refused { Handshake::Refused } else { Handshake::Failed });
-            info!(%peer, session = id, %cause, "session refused");
+            let cause = cause.to_string();
+            if !refused {
+                metrics.handshake(Handshake::Failed);
+                debug!(%peer, session = id, ?cause, "handshake failed");
+                return;
+            }
+            metrics.handshake(Handshake::Refused);
+            match ctx.refusals_logged.take(Instant::now().into_std()) {
+                Some(0) => info!(%peer, session = id, ?cause, "session refused"),
+                Some(held_back) => info!(%peer, session = id, ?cause, held_back, "session refused"),
+                None => debug!(%peer, session = id, ?cause, "session refused"),
+            }
             return;
         }
         Err(_) => {
             metrics.handshake(Handshake::Failed);
-            info!(%peer, session = id, "handshake timed out");
+            debug!(%peer, session = id, "handshake timed out");
             return;
         }
     };
@@ -458,7 +473,8 @@ where
                 let msg = match decode_client(&record) {
                     Ok(msg) => msg,
                     Err(e) => {
-                        warn!(session = state.id, cause = %e, "undecodable message");
+                        // serde quotes the peer's text: Debug-escaped, never raw.
+                        warn!(session = state.id, cause = ?e.to_string(), "undecodable message");
                         let bye = ServerMsg::Bye { code: Some(ErrorCode::BadMessage), reason: e.to_string() };
                         return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "protocol error")).await;
                     }

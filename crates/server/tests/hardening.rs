@@ -1,7 +1,8 @@
 //! Hardening (issue 15) over real sockets: a mute silences every way a key puts text in front
 //! of others (topic, away reason, nickname, part and quit reasons); moderation durations that do
 //! not fit are refused and never vanish across a restart; the data directory's files are
-//! private to the server's user.
+//! private to the server's user; a peer cannot forge log lines, and failed handshakes do not
+//! write a line each at the default level (the real binary, its log read).
 #![allow(clippy::unwrap_used)]
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, ModAction, ServerMsg};
@@ -193,4 +194,112 @@ async fn every_file_in_a_fresh_data_dir_is_private_to_the_server_user() {
         assert!(names.contains(&expected), "{files:?}");
     }
     assert!(files.iter().all(|(_, m)| *m & 0o077 == 0), "readable by others: {files:?}");
+}
+
+/// A log line a peer would like to plant: it starts like a real one, on a date never logged.
+const FORGED: &str =
+    "1999-01-01T00:00:00.000000Z  INFO chataosrv: session opened fp=SHA256:x nick=root";
+
+/// A record whose `type` carries a newline and then [`FORGED`].
+fn forging_record() -> bytes::Bytes {
+    let mut record =
+        serde_json::to_vec(&serde_json::json!({ "type": format!("x\n{FORGED}\n") })).unwrap();
+    record.push(b'\n');
+    record.into()
+}
+
+/// Reads records until the server closes the connection (within `STEP` each).
+async fn drain(conn: &mut chatao_transport::Connection<tokio::net::TcpStream>) {
+    while let Ok(Ok(Some(_))) = tokio::time::timeout(chatao_testkit::STEP, conn.read_record()).await
+    {
+    }
+}
+
+#[tokio::test]
+async fn a_peer_cannot_forge_log_lines_and_failed_handshakes_stay_out_of_the_default_log() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    const FAILED_HANDSHAKES: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
+        .args(["--listen", "127.0.0.1", "--data-dir"])
+        .arg(dir.path())
+        .arg("0")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = chatao_testkit::line_with(&mut log, "listening").await;
+    let addr: std::net::SocketAddr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Instead of hello, and after it.
+    let mut conn = chatao_testkit::open(addr, &fixed_keypair(5)).await.unwrap();
+    conn.write_record(&forging_record()).await.unwrap();
+    drain(&mut conn).await;
+    drop(conn); // the server lingers until the peer closes, then logs the refusal
+    let mut lines = vec![listening];
+    lines.extend(until_line(&mut log, "session refused").await);
+    let mut alice = TestClient::connect_with(addr, "alice", &fixed_keypair(6)).await.unwrap();
+    alice.conn.write_record(&forging_record()).await.unwrap();
+    drain(&mut alice.conn).await;
+    lines.extend(until_line(&mut log, "undecodable message").await);
+    // A burst of connections that fail their handshake.
+    for _ in 0..FAILED_HANDSHAKES {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[0x5a; 100]).await.unwrap();
+        let mut sink = vec![];
+        let _ = tokio::time::timeout(chatao_testkit::STEP, s.read_to_end(&mut sink)).await;
+    }
+    let marker = TestClient::connect_with(addr, "marker", &fixed_keypair(7)).await.unwrap();
+    drop(marker);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    while let Some(line) =
+        tokio::time::timeout(chatao_testkit::STEP, log.next_line()).await.unwrap().unwrap()
+    {
+        lines.push(line);
+    }
+    let all = lines.join("\n");
+    assert!(lines.iter().any(|l| l.contains("nick=marker")), "{all}");
+    assert!(!lines.iter().any(|l| l.starts_with("1999-01-01")), "a forged line:\n{all}");
+    let escaped = lines.iter().filter(|l| l.contains("1999-01-01")).count();
+    assert_eq!(escaped, 2, "both attempts are logged, escaped on their own line:\n{all}");
+    assert!(
+        lines.len() < FAILED_HANDSHAKES / 2,
+        "{} lines: the failed handshakes wrote one each:\n{all}",
+        lines.len()
+    );
+    assert!(timeout_wait(&mut child).await.success());
+}
+
+/// Reads log lines up to and including the first containing `needle`, returning them all.
+async fn until_line<R: tokio::io::AsyncBufRead + Unpin>(
+    log: &mut tokio::io::Lines<R>,
+    needle: &str,
+) -> Vec<String> {
+    let mut lines = vec![];
+    loop {
+        let line = tokio::time::timeout(chatao_testkit::STEP, log.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {needle:?}: {lines:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the log ended before {needle:?}: {lines:#?}"));
+        let found = line.contains(needle);
+        lines.push(line);
+        if found {
+            return lines;
+        }
+    }
+}
+
+async fn timeout_wait(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await.unwrap().unwrap()
 }
