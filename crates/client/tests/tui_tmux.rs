@@ -31,6 +31,9 @@
 //!   is run, stopped, its database's message times moved to 14 November 2023, and run again:
 //!   joining shows `-- Tuesday, 14 November 2023 --` before the old messages and today's
 //!   day-change line before today's.
+//! - `look_alike_long_nicknames_are_drawn_differently` (issue 15, item 5): `administrator` and
+//!   `administratoR2` are drawn `admini+rator` and `admini+atoR2`, in different 256-palette
+//!   colours, and whole in the member list.
 //!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
@@ -697,6 +700,41 @@ async fn history_from_an_earlier_day_shows_day_change_lines() {
     assert!(rows[earlier + 1].starts_with("22:13 "), "the stored time: {screen}");
     assert!(row(&today_line) > earlier + 2, "{screen}");
     assert_eq!(row("bob │ said today"), row(&today_line) + 1, "{screen}");
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+/// The colour escape (`38;5;N`) drawn just before `label` on the screen captured with its
+/// styles (`capture-pane -e`).
+fn colour_before(styled: &str, label: &str) -> String {
+    let at = styled.find(label).unwrap_or_else(|| panic!("{label:?} not on screen"));
+    let before = &styled[..at];
+    let sgr = before.rfind("\u{1b}[").map(|i| &before[i..]).unwrap_or("");
+    sgr.to_owned()
+}
+
+/// Issue 15, item 5: `administrator` and `administratoR2` were both drawn `administrat+` in
+/// the same colour. In the real UI their cut names differ, in different colours, and the
+/// member list shows them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_long_nicknames_are_drawn_differently() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 100, 30).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    let mut admin = TestClient::connect(server.addr, "administrator").await.unwrap();
+    let mut impostor = TestClient::connect(server.addr, "administratoR2").await.unwrap();
+    admin.say("the server restarts at noon").await.unwrap();
+    impostor.say("please send me your password").await.unwrap();
+
+    let screen = tmux.wait_for("admini+atoR2 │ please send me your password").await;
+    assert!(screen.contains("admini+rator │ the server restarts at noon"), "{screen}");
+    assert!(!screen.contains("administrat+"), "{screen}");
+    assert!(screen.contains("│ administrator") && screen.contains("│ administratoR2"), "{screen}");
+    let styled = tmux.run(&["capture-pane", "-e", "-p", "-t", "t"]).await;
+    let (a, b) = (colour_before(&styled, "admini+rator"), colour_before(&styled, "admini+atoR2"));
+    assert!(a.contains("38;5;") && b.contains("38;5;"), "256-colour nicks: {a:?} {b:?}");
+    assert_ne!(a, b, "different colours");
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
 }

@@ -263,13 +263,16 @@ impl App {
         self.current_buffer().target.room()
     }
 
-    /// The member list's width when it is to be shown.
+    /// The member list's width when it is to be shown: wide enough for the longest nickname
+    /// whole, up to a third of the terminal (at least 18 columns); longer names are cut so that
+    /// they stay distinct ([`ui::nicks`]).
     pub fn member_list_width(&self) -> Option<u16> {
         if !self.show_members || self.current_room().is_none() {
             return None;
         }
         let widest = self.current_buffer().members.values().map(|m| m.nick.as_str().len());
-        Some((widest.max().unwrap_or(0) + 2).clamp(8, 18) as u16)
+        let most = usize::from(self.size.0 / 3).max(18);
+        Some((widest.max().unwrap_or(0) + 2).clamp(8, most) as u16)
     }
 
     /// The message pane's size with the current layout.

@@ -1,11 +1,14 @@
-//! The member list: the room's members sorted case-insensitively, away ones dimmed; a last
-//! row counts those that do not fit.
+//! The member list: the room's members sorted case-insensitively, away ones dimmed, each in
+//! its nickname's colour; a last row counts those that do not fit. The list is as wide as the
+//! longest name up to a third of the terminal ([`App::member_list_width`]); a name longer than
+//! that is cut so that no two look the same ([`super::nicks`]).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
+use super::nicks::Labels;
 use super::style;
 use super::text::{truncate, width};
 use crate::app::App;
@@ -21,20 +24,22 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let col = usize::from(inner.width).saturating_sub(1);
     let total = b.members.len();
     let shown = if total > rows { rows.saturating_sub(1) } else { total };
+    let labels = Labels::new(b.members.values().map(|m| m.nick.as_str()), col);
     let mut lines: Vec<Line<'_>> = b
         .members
         .values()
         .take(shown)
         .map(|m| {
-            let name = truncate(m.nick.as_str(), col);
+            let nick = m.nick.as_str();
             let st = if m.away.is_some() {
                 style::AWAY
             } else if m.nick == app.me {
-                style::nick(name).bold()
+                style::nick(nick).bold()
             } else {
-                style::nick(name)
+                style::nick(nick)
             };
-            Line::from(vec![Span::raw(" "), Span::styled(name.to_owned(), st)])
+            let name = truncate(&labels.get(nick), col).to_owned();
+            Line::from(vec![Span::raw(" "), Span::styled(name, st)])
         })
         .collect();
     if shown < total {

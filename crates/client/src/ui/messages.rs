@@ -15,8 +15,11 @@
 //! The time and prefix columns are drawn by the client only: remote text is confined to the
 //! text column, and a prefix is a validated nickname or a marker no nickname can spell, so no
 //! remote user can imitate a notice, an action or a private message. The prefix column is as
-//! wide as the widest prefix in the buffer, up to [`MAX_PREFIX`] (longer nicks end in `+`).
-//! Narrow panes drop the time column and narrow the prefix column.
+//! wide as the widest prefix in the buffer, up to [`MAX_PREFIX`]; a longer nick keeps its start
+//! and end around a `+` (`admini+rator`), and no two different nicks of the buffer get the
+//! same label: the column widens until their cuts differ, and those that still look the same
+//! are numbered (`admini~1`, see [`nicks`]). Narrow panes drop the time column and narrow the
+//! prefix column.
 //!
 //! A day-change line (`-- Wednesday, 15 November 2023 --`, from the first column, where no
 //! remote text can go) comes before an entry whose date differs from the previous entry's, and
@@ -32,6 +35,9 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 
+use std::collections::BTreeSet;
+
+use super::nicks::{self, Labels};
 use super::style;
 use super::text::{truncate, width, wrap};
 use crate::app::buffer::{Buffer, Entry, Kind};
@@ -99,18 +105,23 @@ fn prefix_text(e: &Entry) -> String {
     }
 }
 
+/// The different prefixes of `b`'s entries: the names the prefix column must tell apart.
+fn prefixes(b: &Buffer) -> BTreeSet<String> {
+    b.entries.iter().map(prefix_text).collect()
+}
+
 pub fn geometry(b: &Buffer, pane_width: u16) -> Geometry {
+    geometry_of(&prefixes(b), pane_width)
+}
+
+/// The columns for a buffer whose prefixes are `names`: the prefix column is as wide as the
+/// widest up to [`MAX_PREFIX`], wider where two cut names would look the same
+/// ([`nicks::column`]), and never more than a third of what the time column leaves.
+fn geometry_of(names: &BTreeSet<String>, pane_width: u16) -> Geometry {
     let w = usize::from(pane_width);
-    let widest = b
-        .entries
-        .iter()
-        .map(|e| width(&prefix_text(e)))
-        .try_fold(0, |max, pw| if max >= MAX_PREFIX { Err(MAX_PREFIX) } else { Ok(max.max(pw)) })
-        .unwrap_or_else(|m| m)
-        .min(MAX_PREFIX);
     let time = w >= TIME_MIN_WIDTH;
     let avail = w.saturating_sub(SEPARATOR.chars().count() + if time { TIME_WIDTH } else { 0 });
-    let prefix = widest.min(avail / 3).max(1);
+    let prefix = nicks::column(names.iter().map(String::as_str), MAX_PREFIX, avail / 3);
     Geometry { time, prefix, text: avail.saturating_sub(prefix).max(1) }
 }
 
@@ -149,14 +160,11 @@ fn rows_of(e: &Entry, g: &Geometry) -> usize {
     shown_text(e).split('\n').map(|l| wrap(l, g.text).len()).sum()
 }
 
-/// Pads or truncates a prefix to the column, right-aligned; too-long nicks end in `+`.
-fn fit_prefix(p: &str, col: usize) -> String {
-    let w = width(p);
-    if w <= col {
-        return format!("{}{p}", " ".repeat(col - w));
-    }
-    let cut = truncate(p, col.saturating_sub(1));
-    format!("{cut}+")
+/// Pads a prefix's label to the column, right-aligned (a label wider than the column, only
+/// in panes too narrow to tell names apart, is cut).
+fn fit_prefix(label: &str, col: usize) -> String {
+    let label = truncate(label, col);
+    format!("{}{label}", " ".repeat(col - width(label)))
 }
 
 fn prefix_style(e: &Entry) -> Style {
@@ -198,8 +206,8 @@ fn text_style(e: &Entry) -> Style {
     if e.mention && !e.history { base.bold() } else { base }
 }
 
-/// The rows of one entry.
-fn entry_lines(app: &App, e: &Entry, g: &Geometry) -> Vec<Line<'static>> {
+/// The rows of one entry; `labels` are the prefix column's labels.
+fn entry_lines(app: &App, e: &Entry, g: &Geometry, labels: &Labels) -> Vec<Line<'static>> {
     let text = shown_text(e);
     let actor = match &e.kind {
         Kind::Action { from } | Kind::Private { from, action: true } => Some(from.as_str()),
@@ -219,7 +227,8 @@ fn entry_lines(app: &App, e: &Entry, g: &Geometry) -> Vec<Line<'static>> {
                     let clock = style::clock(e.time, app.config.zone);
                     spans.push(Span::styled(format!("{clock} "), tstyle_time));
                 }
-                spans.push(Span::styled(fit_prefix(&prefix_text(e), g.prefix), pstyle));
+                let label = labels.get(&prefix_text(e));
+                spans.push(Span::styled(fit_prefix(&label, g.prefix), pstyle));
             } else {
                 spans.push(Span::raw(blank.clone()));
             }
@@ -245,7 +254,9 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
         return;
     }
     let b = app.current_buffer();
-    let g = geometry(b, area.width);
+    let names = prefixes(b);
+    let g = geometry_of(&names, area.width);
+    let labels = Labels::new(names.iter().map(String::as_str), g.prefix);
     let height = usize::from(area.height);
     let want = b.scroll.saturating_add(height);
     let days = app.days();
@@ -255,7 +266,7 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
         if rows.len() >= want {
             break;
         }
-        rows.extend(entry_lines(app, e, &g).into_iter().rev());
+        rows.extend(entry_lines(app, e, &g, &labels).into_iter().rev());
         if let Some(day) = day_before(b, i, days) {
             let text = truncate(&style::day_change(day), usize::from(area.width)).to_owned();
             rows.push(Line::from(Span::styled(text, style::DAY_CHANGE)));
@@ -307,9 +318,18 @@ mod tests {
     }
 
     #[test]
-    fn long_nicks_are_cut_with_a_plus() {
+    fn labels_are_padded_to_the_column() {
         assert_eq!(fit_prefix("bob", 5), "  bob");
-        assert_eq!(fit_prefix("bartholomew", 5), "bart+");
-        assert_eq!(fit_prefix("bob", 0), "+");
+        assert_eq!(fit_prefix("bartholomew", 5), "barth");
+        assert_eq!(fit_prefix("bob", 0), "");
+    }
+
+    #[test]
+    fn the_prefix_column_widens_where_cut_nicks_would_look_the_same() {
+        let (a, b) = ("abcdefXXXXXXXXghijkl", "abcdefYYYYYYYYghijkl");
+        assert_eq!(geometry(&buffer(&[a, b]), 100).prefix, 14);
+        assert_eq!(geometry(&buffer(&[a, "zed"]), 100).prefix, MAX_PREFIX);
+        // A narrow pane caps it at a third of what the time column leaves.
+        assert_eq!(geometry(&buffer(&[a, b]), 45).prefix, (45 - 6 - 3) / 3);
     }
 }

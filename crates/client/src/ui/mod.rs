@@ -11,11 +11,13 @@
 //! - [`messages`]: the message pane: prefix column, wrapping, scrolling.
 //! - `status`: the title and status bars.
 //! - `members`: the member list.
+//! - [`nicks`]: labels that tell names apart in a column too narrow for them.
 //! - `input`: the input line and the cursor.
 
 mod input;
 mod members;
 pub mod messages;
+pub mod nicks;
 mod status;
 pub mod style;
 #[cfg(test)]

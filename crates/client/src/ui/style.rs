@@ -7,19 +7,82 @@ use ratatui::style::{Color, Modifier, Style};
 
 use crate::app::Zone;
 
-/// Nickname colours: no magenta (private messages) and no red (errors).
-const NICK_COLORS: [Color; 10] = [
-    Color::Green,
-    Color::Cyan,
-    Color::Blue,
-    Color::Yellow,
-    Color::LightGreen,
-    Color::LightCyan,
-    Color::LightBlue,
-    Color::LightYellow,
-    Color::Rgb(0xd7, 0x87, 0x00),
-    Color::Rgb(0x87, 0xaf, 0xd7),
-];
+/// The channel levels of the 256-colour palette's 6×6×6 cube (indices 16 to 231).
+const CUBE_LEVELS: [i32; 6] = [0, 95, 135, 175, 215, 255];
+
+/// Whether cube colour `index` is a readable nickname colour: not greyish (the colour of
+/// times and client notes), bright enough on a dark background, and neither red nor magenta
+/// (errors and private messages), nor pink or purple, which are too close to them.
+const fn readable(index: u8) -> bool {
+    if index < 16 || index > 231 {
+        return false;
+    }
+    let c = (index - 16) as usize;
+    let (r, g, b) = (c / 36, (c / 6) % 6, c % 6);
+    let (hi, lo) = (max3(r, g, b), min3(r, g, b));
+    if hi - lo < 2 {
+        return false;
+    }
+    let (rv, gv, bv) = (CUBE_LEVELS[r], CUBE_LEVELS[g], CUBE_LEVELS[b]);
+    if (299 * rv + 587 * gv + 114 * bv) / 1000 < 110 {
+        return false;
+    }
+    let (hi, lo) = (max3i(rv, gv, bv), min3i(rv, gv, bv));
+    let d = hi - lo;
+    let hue = if hi == rv {
+        (60 * (gv - bv) / d + 360) % 360
+    } else if hi == gv {
+        120 + 60 * (bv - rv) / d
+    } else {
+        240 + 60 * (rv - gv) / d
+    };
+    hue >= 25 && hue < 280
+}
+
+const fn max3(a: usize, b: usize, c: usize) -> usize {
+    let m = if a > b { a } else { b };
+    if m > c { m } else { c }
+}
+const fn min3(a: usize, b: usize, c: usize) -> usize {
+    let m = if a < b { a } else { b };
+    if m < c { m } else { c }
+}
+const fn max3i(a: i32, b: i32, c: i32) -> i32 {
+    let m = if a > b { a } else { b };
+    if m > c { m } else { c }
+}
+const fn min3i(a: i32, b: i32, c: i32) -> i32 {
+    let m = if a < b { a } else { b };
+    if m < c { m } else { c }
+}
+
+/// How many of the 256 colours are [`readable`] (103).
+const NICK_COLOR_COUNT: usize = {
+    let mut n = 0;
+    let mut i = 16;
+    while i <= 231 {
+        if readable(i as u8) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
+/// Nickname colours: the readable ones of the 256-colour palette, as weechat hashes into
+/// (ten named colours made look-alike nicknames share a colour too often).
+const NICK_COLORS: [u8; NICK_COLOR_COUNT] = {
+    let mut out = [0u8; NICK_COLOR_COUNT];
+    let (mut n, mut i) = (0, 16);
+    while i <= 231 {
+        if readable(i as u8) {
+            out[n] = i as u8;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+};
 
 /// A nickname's colour: the same on every run and every machine (FNV-1a of the folded nick,
 /// not the standard library's randomised hasher).
@@ -29,7 +92,7 @@ pub fn nick_color(nick: &str) -> Color {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    NICK_COLORS[h as usize % NICK_COLORS.len()]
+    Color::Indexed(NICK_COLORS[h as usize % NICK_COLORS.len()])
 }
 
 pub fn nick(nick: &str) -> Style {
@@ -110,7 +173,7 @@ mod tests {
     use super::*;
     use chrono::FixedOffset;
 
-    const PINNED_ALICE: Color = Color::Rgb(0x87, 0xaf, 0xd7);
+    const PINNED_ALICE: Color = Color::Indexed(147);
 
     #[test]
     fn nick_colours_are_stable_and_ignore_case() {
@@ -122,7 +185,31 @@ mod tests {
                 .iter()
                 .map(|n| format!("{:?}", nick_color(n)))
                 .collect();
-        assert!(all.len() >= 3, "nicks spread over the palette: {all:?}");
+        assert!(all.len() >= 5, "nicks spread over the palette: {all:?}");
+    }
+
+    #[test]
+    fn the_palette_is_large_and_readable() {
+        assert_eq!(NICK_COLORS.len(), 103);
+        for bad in [
+            16,  // black
+            196, // red
+            201, // magenta
+            213, // pink
+            244, // grey (not in the cube at all)
+            102, // greyish
+            17,  // dark blue
+        ] {
+            assert!(!NICK_COLORS.contains(&bad), "{bad}");
+        }
+        for good in [46, 51, 226, 214, 75, 120] {
+            assert!(NICK_COLORS.contains(&good), "{good}");
+        }
+    }
+
+    #[test]
+    fn administrator_and_administrator2_differ_in_colour() {
+        assert_ne!(nick_color("administrator"), nick_color("administratoR2"));
     }
 
     #[test]

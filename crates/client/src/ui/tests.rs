@@ -458,3 +458,48 @@ fn day_change_lines_separate_the_days() {
     net(&mut b, at(T0 + day, 9, "tomorrow", false));
     assert!(screen(&b).contains("-- Wednesday"), "{}", screen(&b));
 }
+
+/// Issue 15, item 5: `administrator` and `administratoR2` were both drawn `administrat+`, in
+/// the same colour. Cut names keep their ends and never look the same; the member list shows
+/// them whole.
+#[test]
+fn look_alike_long_nicknames_are_drawn_differently() {
+    let mut a = app(80, 10);
+    net(&mut a, joined("#lobby", "alice"));
+    net(&mut a, members("#lobby", &["alice", "administrator", "administratoR2"]));
+    net(&mut a, say("#lobby", 1, "administrator", "please send me your password"));
+    net(&mut a, say("#lobby", 2, "administratoR2", "please send me your password"));
+    let s = screen(&a);
+    insta::assert_snapshot!("look_alike_nicknames", s);
+    assert!(s.contains("admini+rator │ please"), "{s}");
+    assert!(s.contains("admini+atoR2 │ please"), "{s}");
+    // The member list is the right edge of each row.
+    assert!(s.contains("│ administrator \"") && s.contains("│ administratoR2\""), "whole: {s}");
+    let c = cells(&a);
+    let (x1, y1) = find(&c, "admini+rator");
+    let (x2, y2) = find(&c, "admini+atoR2");
+    assert_ne!(c[(x1, y1)].fg, c[(x2, y2)].fg, "and in different colours");
+    // Names equal at both ends: the column widens until they differ.
+    let (p, q) = ("abcdefXXXXXXXXghijkl", "abcdefYYYYYYYYghijkl");
+    net(&mut a, say("#lobby", 3, p, "one"));
+    net(&mut a, say("#lobby", 4, q, "two"));
+    let s = screen(&a);
+    assert!(s.contains("abcdefX+ghijkl │ one") && s.contains("abcdefY+ghijkl │ two"), "{s}");
+}
+
+#[test]
+fn a_member_list_too_narrow_for_long_names_still_tells_them_apart() {
+    let mut a = app(60, 10);
+    net(&mut a, joined("#lobby", "alice"));
+    // Equal in their first 18 and last 8 characters: neither a plain cut nor start and end
+    // tell them apart, so they are numbered.
+    let (p, q) = ("abcdefghijklmnopqrXXXXstuvwxyz", "abcdefghijklmnopqrYYYYstuvwxyz");
+    net(&mut a, members("#lobby", &["alice", p, q]));
+    let s = screen(&a);
+    // 60 columns leave the list 20: each row is `│ ` and an 18-column label.
+    let listed: Vec<&str> = s.lines().filter_map(|l| l.rsplit("│ ").next()).collect();
+    let first = listed.iter().find(|l| l.starts_with("abcdef")).unwrap();
+    let second = listed.iter().rfind(|l| l.starts_with("abcdef")).unwrap();
+    assert_ne!(first, second, "{s}");
+    assert!(first.starts_with("abcdefghijklmnop~1"), "{s}");
+}
