@@ -163,3 +163,13 @@ pub const MAX_COMMIT_CHANGES: usize = 64;
 /// Welcomes kept per key for rooms it was added to while offline. Overflow policy: the
 /// oldest is forgotten (its inviter can add the key again).
 pub const MAX_PENDING_WELCOMES: usize = 64;
+
+/// Pongs a connection is sent per second, steadily, in answer to its pings. Pings are not
+/// charged to the command rate (a client may check the server is alive even while rate-limited,
+/// and the client's own keepalive, one ping per 30 s of silence, is never refused); a ping over
+/// this rate is not refused either: its answer is deferred, and when the pong rate allows, one
+/// pong answers the latest ping received (the ones before it are answered by it).
+pub const PONGS_PER_SEC: u32 = 2;
+
+/// Pongs sent at once before [`PONGS_PER_SEC`] applies.
+pub const PONG_BURST: u32 = 10;

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chatao_proto::rate::TokenBucket;
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, Nick, ServerMsg, decode_client, encode};
 use chatao_transport::{Connection, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,7 +31,8 @@ use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
 use crate::limits::{
-    CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH, WRITE_TIMEOUT,
+    CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, PONG_BURST, PONGS_PER_SEC, WRITE_BATCH,
+    WRITE_TIMEOUT,
 };
 use crate::log_budget::LogBudget;
 use crate::mailbox::{Inbox, mailbox};
@@ -347,6 +349,11 @@ where
     let mut batch: Vec<Bytes> = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping_token: Option<u64> = None;
+    // Pongs are paced by their own bucket, not the command rate (see `PONGS_PER_SEC`): a ping
+    // over it leaves its token here, and the pong timer answers the latest one when allowed.
+    let mut pongs = TokenBucket::new(PONGS_PER_SEC, PONG_BURST, Instant::now().into_std());
+    let mut pong_owed: Option<u64> = None;
+    let pong_timer = sleep_until(Instant::now());
     // The futures the loop waits on besides the socket and the inbox are made once, not on every
     // turn: on a busy session that setup was a measurable share of the CPU.
     let (shutdown_token, end_token, overflow_token) =
@@ -357,7 +364,7 @@ where
     // The idle timer is not moved on every record (that would cost a timer update per
     // message): when it fires it checks how long the client has really been silent.
     let idle = sleep_until(last_heard + cfg.ping_after);
-    tokio::pin!(shutdown, ended, overflowed, idle);
+    tokio::pin!(shutdown, ended, overflowed, idle, pong_timer);
     loop {
         tokio::select! {
             biased;
@@ -483,6 +490,18 @@ where
                     (Some(cluster), ClientMsg::Nick { nick }) => {
                         rename_in_cluster(cluster, &ctx.hub, state, &nick).await
                     }
+                    (_, ClientMsg::Ping { token }) => {
+                        let now = Instant::now();
+                        if pong_owed.is_none() && pongs.try_take(now.into_std()) {
+                            Reply::Send(ServerMsg::Pong { token })
+                        } else {
+                            if pong_owed.is_none() {
+                                pong_timer.as_mut().reset(now + pongs.wait_time());
+                            }
+                            pong_owed = Some(token);
+                            Reply::Nothing
+                        }
+                    }
                     (_, msg) => Command::from_msg(msg).apply(&ctx.hub, state, Instant::now().into_std()),
                 };
                 match reply {
@@ -510,6 +529,18 @@ where
                         let ending = Ending { reason: c.reason, message: c.message };
                         return close(conn, &mut inbox, c.bye, ending).await;
                     }
+                }
+            }
+            _ = &mut pong_timer, if pong_owed.is_some() => {
+                let now = Instant::now();
+                if !pongs.try_take(now.into_std()) {
+                    pong_timer.as_mut().reset(now + pongs.wait_time());
+                    continue;
+                }
+                if let Some(token) = pong_owed.take()
+                    && let Err(ending) = write(conn, &[encode(&ServerMsg::Pong { token })]).await
+                {
+                    return ending;
                 }
             }
             _ = &mut idle => {

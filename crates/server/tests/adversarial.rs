@@ -10,7 +10,7 @@
 //! - hostile bytes inside a session: a length prefix of 65535 then nothing, a truncated frame
 //!   (closed, or stalled), garbage after a valid handshake (before and after `hello`), garbage
 //!   inside valid frames, a record that never ends; a replayed session;
-//! - load: a message flood from one client; a client that never reads (the real binary: its
+//! - load: a message flood from one client; a ping flood (pongs paced, the latest answered); a client that never reads (the real binary: its
 //!   memory stays bounded, the sloth is dropped, the reader misses nothing);
 //! - admission: many connections from one address, a full server, a handshake flood, refusal
 //!   slots running out;
@@ -654,6 +654,42 @@ async fn a_message_flood_is_cut_to_the_rate_and_then_disconnected() {
     assert!(flooded <= allowed, "{flooded} flood messages reached the room (at most {allowed})");
     let left = seen.iter().find(|m| is_leave(m, "flood")).expect("the flooder left");
     assert!(matches!(left, ServerMsg::Leave { reason: LeaveReason::Dropped, .. }), "{left:?}");
+    chat.finish().await;
+}
+
+/// Issue 15 item 16: pings are answered at most `PONG_BURST` at once, then `PONGS_PER_SEC`; a
+/// ping over that is not refused, its answer comes later as one pong for the latest ping. (The
+/// flood used to get one pong per ping, each its own frame and write.)
+#[tokio::test]
+async fn a_ping_flood_gets_a_bounded_number_of_pongs_and_the_latest_is_answered() {
+    const PINGS: u64 = 10_000;
+    let server = TestServer::start().await;
+    let chat = Chatter::start(server.addr).await;
+    let mut flood = mallory(server.addr, "pinger").await;
+    let start = Instant::now();
+    let pings: Vec<Bytes> = (0..PINGS).map(|token| encode(&ClientMsg::Ping { token })).collect();
+    for batch in pings.chunks(100) {
+        flood.conn.write_records(batch).await.unwrap();
+    }
+    let mut pongs = 0;
+    loop {
+        match flood.recv().await.unwrap() {
+            ServerMsg::Pong { token } => {
+                pongs += 1;
+                if token == PINGS - 1 {
+                    break;
+                }
+            }
+            ServerMsg::Bye { .. } => panic!("a ping flood is slowed, never disconnected"),
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    let allowed = 10 + (2.0 * elapsed.as_secs_f64()).ceil() as usize + 1;
+    assert!(pongs <= allowed, "{pongs} pongs for {PINGS} pings in {elapsed:?} (at most {allowed})");
+    // Still connected, and its other commands are not charged for the pings.
+    flood.say("after the pings").await.unwrap();
+    flood.expect_text("after the pings").await.unwrap();
     chat.finish().await;
 }
 
