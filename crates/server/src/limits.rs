@@ -164,6 +164,26 @@ pub const MAX_COMMIT_CHANGES: usize = 64;
 /// oldest is forgotten (its inviter can add the key again).
 pub const MAX_PENDING_WELCOMES: usize = 64;
 
+/// Time a connection to the metrics endpoint has to send its whole request head, counted from
+/// its acceptance (not from its last byte, so dribbling does not extend it). Past it the
+/// connection is closed without an answer: a stalled or dribbling peer holds one slot of
+/// [`METRICS_CONNECTIONS`] for this long at most.
+pub const METRICS_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time the metrics endpoint has to write its answer once the head is read; a peer that does
+/// not take it is closed.
+pub const METRICS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head the metrics endpoint reads, in bytes. A head that has not ended by
+/// then is answered `431 Request Header Fields Too Large` and closed.
+pub const METRICS_MAX_HEAD_BYTES: usize = 4096;
+
+/// Connections the metrics endpoint serves at once, each in its own task. Overflow policy: the
+/// oldest connection still sending its head is closed to make room for the new one (an honest
+/// scrape sends its head at once, so only dribblers lose their slots); if every connection is
+/// already being answered, the new one is closed at once.
+pub const METRICS_CONNECTIONS: usize = 64;
+
 /// Pongs a connection is sent per second, steadily, in answer to its pings. Pings are not
 /// charged to the command rate (a client may check the server is alive even while rate-limited,
 /// and the client's own keepalive, one ping per 30 s of silence, is never refused); a ping over

@@ -7,14 +7,18 @@
 //! bus, which keeps its own [`BusStats`] (history writes, queue drops) that `run` attaches here.
 //! Nothing is counted per user, room or address, so the endpoint's size is fixed.
 //!
-//! [`serve`] is a deliberately small HTTP/1.1 responder: one request per connection, a few
-//! bytes of request read with a deadline, `GET /metrics` answered with the text exposition
-//! format (version 0.0.4) and everything else with an error status. It is not authenticated:
-//! bind it to loopback or a private address.
+//! [`serve`] is a deliberately small HTTP/1.1 responder: one request per connection, each in
+//! its own task, a bounded request head read with a deadline counted from the connection
+//! ([`METRICS_HEAD_TIMEOUT`], [`METRICS_MAX_HEAD_BYTES`]), `GET /metrics` answered with the text
+//! exposition format (version 0.0.4) and everything else with an error status. At most
+//! [`METRICS_CONNECTIONS`] are served at once, and a full endpoint closes the oldest connection
+//! still sending its head: connections that dribble cannot keep an honest scrape out. It is not
+//! authenticated: bind it to loopback or a private address.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,23 +26,16 @@ use std::time::Duration;
 use chatao_proto::LeaveReason;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::admission::Refused;
 use crate::bus::BusStats;
-
-/// Time a scrape has to send its request and take the answer; a slower peer is dropped.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest request head read, in bytes; a longer one is answered `431` and closed.
-pub const MAX_REQUEST_BYTES: usize = 4096;
-
-/// Scrapes served at once. Overflow policy: further connections are closed at once, without
-/// an answer (Prometheus counts the failed scrape; the chat is never slowed by the endpoint).
-pub const MAX_SCRAPES: usize = 8;
+use crate::limits::{
+    METRICS_CONNECTIONS, METRICS_HEAD_TIMEOUT, METRICS_MAX_HEAD_BYTES, METRICS_WRITE_TIMEOUT,
+};
 
 /// A monotonic counter.
 #[derive(Debug, Default)]
@@ -306,12 +303,18 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
         info!(%addr, "metrics endpoint listening");
     }
     let mut scrapes = JoinSet::new();
+    // The connections being served, oldest first; bounded by METRICS_CONNECTIONS. Overflow
+    // policy: the oldest one still sending its request head is closed to make room (an honest
+    // scrape sends its head at once, so it is never the oldest for long; a dribbler loses its
+    // slot); if every one is past its head (being answered), the new connection is closed.
+    let mut slots: VecDeque<Slot> = VecDeque::with_capacity(METRICS_CONNECTIONS);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         while scrapes.try_join_next().is_some() {}
+        slots.retain(|slot| !slot.task.is_finished());
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(cause) => {
@@ -321,47 +324,117 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
                 continue;
             }
         };
-        if scrapes.len() >= MAX_SCRAPES {
-            debug!(%peer, "too many scrapes at once; closing");
-            continue;
+        if slots.len() >= METRICS_CONNECTIONS {
+            match slots.iter().position(|slot| !slot.head_read.load(Ordering::Relaxed)) {
+                Some(oldest) => {
+                    if let Some(slot) = slots.remove(oldest) {
+                        slot.task.abort();
+                        debug!(%peer, "metrics endpoint full; closed the oldest unfinished request");
+                    }
+                }
+                None => {
+                    debug!(%peer, "metrics endpoint full of answers in progress; closing");
+                    continue;
+                }
+            }
         }
         let metrics = metrics.clone();
-        scrapes.spawn(async move {
-            if let Err(cause) = timeout(SCRAPE_TIMEOUT, answer(stream, &metrics)).await {
-                debug!(%peer, %cause, "metrics scrape timed out");
+        let head_read = Arc::new(AtomicBool::new(false));
+        let task = scrapes.spawn({
+            let head_read = head_read.clone();
+            async move {
+                if let Err(cause) = answer(stream, &metrics, &head_read).await {
+                    debug!(%peer, %cause, "metrics scrape failed");
+                }
             }
         });
+        slots.push_back(Slot { task, head_read });
     }
     scrapes.shutdown().await;
 }
 
-/// Reads one request head and writes one response.
-async fn answer<S>(mut stream: S, metrics: &Metrics) -> io::Result<()>
+/// One connection being served by [`serve`].
+struct Slot {
+    task: AbortHandle,
+    /// Set once the whole request head is in: from then on the connection is being answered
+    /// and is no longer the one closed to make room.
+    head_read: Arc<AtomicBool>,
+}
+
+/// Why one scrape ended without its answer.
+#[derive(Debug, thiserror::Error)]
+enum ScrapeError {
+    #[error("no complete request head within {0:?}")]
+    HeadTimeout(Duration),
+    #[error("the answer was not taken within {0:?}")]
+    WriteTimeout(Duration),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads one request head (within [`METRICS_HEAD_TIMEOUT`], sets `head_read` once it is in) and
+/// writes one response (within [`METRICS_WRITE_TIMEOUT`]). A peer that closes before sending a
+/// whole head gets no answer.
+async fn answer<S>(
+    mut stream: S,
+    metrics: &Metrics,
+    head_read: &AtomicBool,
+) -> Result<(), ScrapeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let head = timeout(METRICS_HEAD_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| ScrapeError::HeadTimeout(METRICS_HEAD_TIMEOUT))??;
+    head_read.store(true, Ordering::Relaxed);
+    let response = match head {
+        Head::Complete(head) => respond(&head, metrics),
+        Head::TooLarge => response(
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request too large\n",
+            true,
+        ),
+        Head::Closed => return Ok(()),
+    };
+    timeout(METRICS_WRITE_TIMEOUT, async {
+        stream.write_all(&response).await?;
+        stream.shutdown().await
+    })
+    .await
+    .map_err(|_| ScrapeError::WriteTimeout(METRICS_WRITE_TIMEOUT))??;
+    Ok(())
+}
+
+/// What [`read_head`] found.
+enum Head {
+    /// A head ended by a blank line (and any bytes after it).
+    Complete(Vec<u8>),
+    /// [`METRICS_MAX_HEAD_BYTES`] read without the end of a head.
+    TooLarge,
+    /// The peer closed first.
+    Closed,
+}
+
+/// Reads until the blank line that ends a request head, at most [`METRICS_MAX_HEAD_BYTES`].
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Head> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
-    let complete = loop {
+    loop {
         if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break true;
+            return Ok(Head::Complete(head));
         }
-        if head.len() >= MAX_REQUEST_BYTES {
-            break false;
+        if head.len() >= METRICS_MAX_HEAD_BYTES {
+            return Ok(Head::TooLarge);
         }
-        let n = stream.read(&mut buf).await?;
+        // Never read past the bound, so the head held is at most METRICS_MAX_HEAD_BYTES.
+        let room = (METRICS_MAX_HEAD_BYTES - head.len()).min(buf.len());
+        let n = stream.read(&mut buf[..room]).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(Head::Closed);
         }
         head.extend_from_slice(&buf[..n]);
-    };
-    let response = if complete {
-        respond(&head, metrics)
-    } else {
-        response("431 Request Header Fields Too Large", "text/plain", "request too large\n", true)
-    };
-    stream.write_all(&response).await?;
-    stream.shutdown().await
+    }
 }
 
 /// The response to one request head.
@@ -506,14 +579,14 @@ mod tests {
         ] {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
             client.write_all(request.as_bytes()).await.unwrap();
-            answer(server, &m).await.unwrap();
+            answer(server, &m, &AtomicBool::new(false)).await.unwrap();
             let mut got = String::new();
             client.read_to_string(&mut got).await.unwrap();
             assert!(got.starts_with(status), "{request:?} -> {got}");
         }
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        client.write_all(&[b'a'; MAX_REQUEST_BYTES + 10]).await.unwrap();
-        answer(server, &m).await.unwrap();
+        client.write_all(&[b'a'; METRICS_MAX_HEAD_BYTES + 10]).await.unwrap();
+        answer(server, &m, &AtomicBool::new(false)).await.unwrap();
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert!(got.starts_with("HTTP/1.1 431"), "{got}");

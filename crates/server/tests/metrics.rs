@@ -1,4 +1,5 @@
 //! Metrics and readiness: the Prometheus endpoint scraped over a real socket while clients chat,
+//! the endpoint holding up while connections dribble (head timeout, head size, connection cap),
 //! and the real binary telling a (fake) systemd it is ready, serving `--metrics`, and stopping.
 #![allow(clippy::unwrap_used)]
 
@@ -6,10 +7,12 @@ use chatao_testkit::line_with;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatao_proto::ClientMsg;
-use chatao_server::metrics;
+use chatao_server::limits::{METRICS_CONNECTIONS, METRICS_HEAD_TIMEOUT, METRICS_MAX_HEAD_BYTES};
+use chatao_server::metrics::{self, Metrics};
 use chatao_testkit::{STEP, TestClient, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -148,6 +151,123 @@ async fn a_client_dropped_as_too_slow_counts_as_a_mailbox_drop() {
     .await;
     assert_eq!(get(&m, "chatao_disconnects_total{reason=\"dropped\"}"), 1);
     assert_eq!(get(&m, "chatao_queue_drops_total{queue=\"bus\"}"), 0);
+}
+
+/// Half a request head: what a dribbling connection sends before it stalls.
+const HALF_HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHo";
+
+/// Opens `n` connections to `addr` that each send [`HALF_HEAD`] and then nothing.
+async fn dribblers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
+        s.write_all(HALF_HEAD).await.unwrap();
+        open.push(s);
+    }
+    open
+}
+
+/// Whether the endpoint has closed `s` (end of stream or reset), without waiting.
+fn is_closed(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match s.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => panic!("a dribbling connection got an answer"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+/// Issue 15 item 19: 8 stalled connections took every scrape slot, and 10 of 15 real scrapes
+/// failed. Each connection now has its own task and head timeout, and at the cap the oldest
+/// unfinished request is closed to make room, so an honest scrape gets through however many
+/// connections dribble.
+#[tokio::test]
+async fn scrapes_are_served_while_8_and_then_twice_the_cap_of_connections_dribble() {
+    let mut counters = None;
+    let server = TestServer::start_with(|c| counters = Some(c.metrics.clone())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metrics::serve(listener, counters.unwrap(), CancellationToken::new()));
+    let _alice = TestClient::connect(server.addr, "alice").await.unwrap();
+
+    // The endpoint accepts in connection order, so these are all in before the scrape is.
+    let _few = dribblers(addr, 8).await;
+    let (head, samples) = scrape(addr).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(get(&samples, "chatao_sessions_open"), 1);
+
+    let _many = dribblers(addr, 2 * METRICS_CONNECTIONS).await;
+    for _ in 0..3 {
+        let (head, samples) = scrape(addr).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert_eq!(get(&samples, "chatao_sessions_open"), 1);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_unfinished_request_is_closed_to_make_room() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metrics::serve(listener, Arc::new(Metrics::new()), CancellationToken::new()));
+    let mut open = dribblers(addr, METRICS_CONNECTIONS).await;
+    let newest = dribblers(addr, 1).await.remove(0);
+    // The event: the oldest is closed (long before its head timeout would close it).
+    let mut buf = [0u8; 64];
+    let read = timeout(STEP, open[0].read(&mut buf)).await.expect("the oldest is still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "the oldest got an answer: {read:?}");
+    // The newcomer and the others keep their slots.
+    assert!(!is_closed(&newest), "the newest connection was closed instead of the oldest");
+    assert!(!is_closed(&open[1]), "more than the oldest was closed");
+    assert!(!is_closed(&open[METRICS_CONNECTIONS - 1]));
+}
+
+/// The deadline counts from the connection, not from the last byte: a peer sending one byte
+/// a second never finishes its head and is closed at [`METRICS_HEAD_TIMEOUT`], unanswered.
+#[tokio::test(start_paused = true)]
+async fn a_dribbling_request_is_closed_at_the_head_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metrics::serve(listener, Arc::new(Metrics::new()), CancellationToken::new()));
+    let start = Instant::now();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        // Never the blank line that ends a head; far more bytes than seconds in the timeout.
+        for b in b"GET /metrics HTTP/1.1\r\nHost: a-very-slow-scraper\r\n".iter().cycle() {
+            if writer.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = timeout(STEP, reader.read_to_end(&mut answer)).await;
+    let elapsed = start.elapsed();
+    let read = read.expect("the dribbling connection is still open");
+    assert!(answer.is_empty(), "a dribbler got an answer: {:?}", String::from_utf8_lossy(&answer));
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(elapsed >= METRICS_HEAD_TIMEOUT, "closed after {elapsed:?}, before the head timeout");
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_with_431() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metrics::serve(listener, Arc::new(Metrics::new()), CancellationToken::new()));
+    // Exactly the bound, with no end of head: the endpoint has read it all when it refuses,
+    // so the close carries the answer (no reset for unread input).
+    let mut head = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
+    head.resize(METRICS_MAX_HEAD_BYTES, b'a');
+    let mut s = timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
+    s.write_all(&head).await.unwrap();
+    let mut text = String::new();
+    timeout(STEP, s.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+    // A scrape still works afterwards.
+    let (head, _) = scrape(addr).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
 }
 
 /// The `addr=` field of a log line.
