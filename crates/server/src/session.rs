@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chatao_proto::rate::TokenBucket;
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, Nick, ServerMsg, decode_client, encode};
 use chatao_transport::{Connection, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,8 +30,7 @@ use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
 use crate::limits::{
-    CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, PONG_BURST, PONGS_PER_SEC, WRITE_BATCH,
-    WRITE_TIMEOUT,
+    CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH, WRITE_TIMEOUT,
 };
 use crate::log_budget::LogBudget;
 use crate::mailbox::{Inbox, mailbox};
@@ -349,10 +347,7 @@ where
     let mut batch: Vec<Bytes> = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping_token: Option<u64> = None;
-    // Pongs are paced by their own bucket, not the command rate (see `PONGS_PER_SEC`): a ping
-    // over it leaves its token here, and the pong timer answers the latest one when allowed.
-    let mut pongs = TokenBucket::new(PONGS_PER_SEC, PONG_BURST, Instant::now().into_std());
-    let mut pong_owed: Option<u64> = None;
+    // Answers the ping left in `state.pong_owed` by the pong pace (cmd/ping.rs).
     let pong_timer = sleep_until(Instant::now());
     // The futures the loop waits on besides the socket and the inbox are made once, not on every
     // turn: on a busy session that setup was a measurable share of the CPU.
@@ -490,19 +485,15 @@ where
                     (Some(cluster), ClientMsg::Nick { nick }) => {
                         rename_in_cluster(cluster, &ctx.hub, state, &nick).await
                     }
-                    (_, ClientMsg::Ping { token }) => {
+                    (_, msg) => {
+                        let owed = state.pong_owed.is_some();
                         let now = Instant::now();
-                        if pong_owed.is_none() && pongs.try_take(now.into_std()) {
-                            Reply::Send(ServerMsg::Pong { token })
-                        } else {
-                            if pong_owed.is_none() {
-                                pong_timer.as_mut().reset(now + pongs.wait_time());
-                            }
-                            pong_owed = Some(token);
-                            Reply::Nothing
+                        let reply = Command::from_msg(msg).apply(&ctx.hub, state, now.into_std());
+                        if !owed && state.pong_owed.is_some() {
+                            pong_timer.as_mut().reset(now + state.pongs.wait_time());
                         }
+                        reply
                     }
-                    (_, msg) => Command::from_msg(msg).apply(&ctx.hub, state, Instant::now().into_std()),
                 };
                 match reply {
                     Reply::Nothing => {}
@@ -531,13 +522,13 @@ where
                     }
                 }
             }
-            _ = &mut pong_timer, if pong_owed.is_some() => {
+            _ = &mut pong_timer, if state.pong_owed.is_some() => {
                 let now = Instant::now();
-                if !pongs.try_take(now.into_std()) {
-                    pong_timer.as_mut().reset(now + pongs.wait_time());
+                if !state.pongs.try_take(now.into_std()) {
+                    pong_timer.as_mut().reset(now + state.pongs.wait_time());
                     continue;
                 }
-                if let Some(token) = pong_owed.take()
+                if let Some(token) = state.pong_owed.take()
                     && let Err(ending) = write(conn, &[encode(&ServerMsg::Pong { token })]).await
                 {
                     return ending;

@@ -28,7 +28,7 @@ use chatao_proto::{
 };
 
 use crate::hub::{Hub, HubError, Joined, SessionId};
-use crate::limits::{FLOOD_STRIKES, MAX_REASON_BYTES};
+use crate::limits::{FLOOD_STRIKES, MAX_REASON_BYTES, PONG_BURST, PONGS_PER_SEC};
 
 /// What a session knows about itself once `hello` has been accepted.
 #[derive(Debug)]
@@ -45,6 +45,12 @@ pub struct SessionState {
     pub claim: Option<crate::cluster::Claim>,
     /// Key packages this session may still fetch ([`crate::limits::KEY_PACKAGE_FETCH_BURST`]).
     pub fetches: e2e::FetchBudget,
+    /// Pongs are paced by their own bucket, not the command rate
+    /// ([`crate::limits::PONGS_PER_SEC`]); see `ping.rs`.
+    pub pongs: TokenBucket,
+    /// The latest ping not answered yet because of that pace; the session's pong timer
+    /// answers it when the bucket allows.
+    pub pong_owed: Option<u64>,
 }
 
 impl SessionState {
@@ -66,6 +72,8 @@ impl SessionState {
             strikes: 0,
             claim: None,
             fetches: e2e::FetchBudget::new(now),
+            pongs: TokenBucket::new(PONGS_PER_SEC, PONG_BURST, now),
+            pong_owed: None,
         }
     }
 
@@ -295,7 +303,7 @@ impl Command {
             Command::History(cmd) => cmd.apply(hub, session),
             Command::Moderate(cmd) => cmd.apply(hub, session),
             Command::Quit(cmd) => cmd.apply(hub, session),
-            Command::Ping(cmd) => cmd.apply(),
+            Command::Ping(cmd) => cmd.apply(session, now),
             Command::Pong => Reply::Nothing,
             Command::Hello => error(ErrorCode::BadSequence, "already registered: hello comes once"),
             Command::Create(cmd) => cmd.apply(hub, session),
