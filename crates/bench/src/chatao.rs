@@ -24,7 +24,7 @@ pub struct Sayer {
 
 impl Sayer {
     pub async fn say(&self, text: String) -> Result<()> {
-        self.handle.send(ClientMsg::Say { room: self.room.clone(), text }).await?;
+        self.handle.send(ClientMsg::Say { cid: None, room: self.room.clone(), text }).await?;
         Ok(())
     }
 
@@ -123,7 +123,7 @@ pub async fn cycle(
     for seq in 0..messages {
         let text =
             payload::encode(Stamp { sender: spec.index, seq, sent_us: payload::now_us() }, size);
-        handle.send(ClientMsg::Say { room: DEFAULT_ROOM.into(), text }).await?;
+        handle.send(ClientMsg::Say { cid: None, room: DEFAULT_ROOM.into(), text }).await?;
     }
     let last = messages.checked_sub(1);
     let mut quit_sent = false;
@@ -142,7 +142,7 @@ pub async fn cycle(
                     quit_sent = true;
                 }
             }
-            NetEvent::Msg(ServerMsg::Error { code, message }) => {
+            NetEvent::Msg(ServerMsg::Error { cid: _, code, message }) => {
                 bail!("server error {code}: {message}")
             }
             NetEvent::Closed(Closed::Bye { code: None, .. }) if quit_sent => return Ok(()),

@@ -103,7 +103,7 @@ async fn expect(m: &mut Member, what: &str, pred: impl Fn(&ServerMsg) -> bool) -
             .with_context(|| format!("{}: timed out waiting for {what}", m.nick))?;
         match ev {
             Some(NetEvent::Msg(msg)) if pred(&msg) => return Ok(()),
-            Some(NetEvent::Msg(ServerMsg::Error { code, message })) => {
+            Some(NetEvent::Msg(ServerMsg::Error { cid: _, code, message })) => {
                 bail!("{}: error {code} while waiting for {what}: {message}", m.nick)
             }
             Some(NetEvent::Closed(c)) => {
@@ -223,7 +223,7 @@ async fn measure(
             for seq in 0..messages {
                 let stamp = Stamp { sender: s as u32, seq, sent_us: payload::now_us() };
                 let text = payload::encode(stamp, size);
-                handle.send(ClientMsg::Say { room: room.clone(), text }).await?;
+                handle.send(ClientMsg::Say { cid: None, room: room.clone(), text }).await?;
             }
             anyhow::Ok(())
         });

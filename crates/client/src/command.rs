@@ -264,18 +264,20 @@ impl Input {
     pub fn to_msg(&self, current: &str) -> Option<ClientMsg> {
         let room = || current.to_owned();
         Some(match self {
-            Input::Say(text) => ClientMsg::Say { room: room(), text: text.clone() },
+            Input::Say(text) => ClientMsg::Say { cid: None, room: room(), text: text.clone() },
             Input::SayTo { room, text } => {
-                ClientMsg::Say { room: room.clone(), text: text.clone() }
+                ClientMsg::Say { cid: None, room: room.clone(), text: text.clone() }
             }
-            Input::Me(text) => ClientMsg::Me { room: room(), text: text.clone() },
+            Input::Me(text) => ClientMsg::Me { cid: None, room: room(), text: text.clone() },
             Input::Join(r) => ClientMsg::Join { room: r.clone(), since: None },
             Input::Part { room: r, reason } => {
                 ClientMsg::Part { room: r.clone().unwrap_or_else(room), reason: reason.clone() }
             }
-            Input::Msg { to, text } => ClientMsg::Msg { to: to.clone(), text: text.clone() },
+            Input::Msg { to, text } => {
+                ClientMsg::Msg { cid: None, to: to.clone(), text: text.clone() }
+            }
             Input::Query { nick, text: Some(text) } => {
-                ClientMsg::Msg { to: nick.clone(), text: text.clone() }
+                ClientMsg::Msg { cid: None, to: nick.clone(), text: text.clone() }
             }
             Input::List => ClientMsg::List,
             Input::Who(r) => ClientMsg::Who { room: r.clone().unwrap_or_else(room) },
@@ -400,7 +402,7 @@ mod tests {
         );
         assert_eq!(
             ok("/query bob hi").to_msg("#a"),
-            Some(ClientMsg::Msg { to: "bob".into(), text: "hi".into() })
+            Some(ClientMsg::Msg { cid: None, to: "bob".into(), text: "hi".into() })
         );
         assert_eq!(ok("/query bob").to_msg("#a"), None);
         assert_eq!(parse("/query"), Err(CommandError::Usage("/query NICK [TEXT]")));
@@ -472,7 +474,7 @@ mod tests {
     fn inputs_become_protocol_messages_for_the_current_room() {
         assert_eq!(
             ok("hi").to_msg("#a"),
-            Some(ClientMsg::Say { room: "#a".into(), text: "hi".into() })
+            Some(ClientMsg::Say { cid: None, room: "#a".into(), text: "hi".into() })
         );
         assert_eq!(
             ok("/part").to_msg("#a"),

@@ -145,9 +145,9 @@ pub fn unsent(msg: &chatao_proto::ClientMsg) -> String {
         ClientMsg::Sealed { room, .. } => {
             format!("{}: (an end-to-end encrypted message)", sanitize(room))
         }
-        ClientMsg::Say { room, text } => format!("{room}: {}", sanitize(text)),
-        ClientMsg::Me { room, text } => format!("{room}: /me {}", sanitize(text)),
-        ClientMsg::Msg { to, text } => format!("to {}: {}", sanitize(to), sanitize(text)),
+        ClientMsg::Say { cid: _, room, text } => format!("{room}: {}", sanitize(text)),
+        ClientMsg::Me { cid: _, room, text } => format!("{room}: /me {}", sanitize(text)),
+        ClientMsg::Msg { cid: _, to, text } => format!("to {}: {}", sanitize(to), sanitize(text)),
         other => json(other),
     }
 }
@@ -280,7 +280,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 _ => format!("* {room}{mark}: {} ({} online)", nicks.join(", "), nicks.len()),
             }
         }
-        ServerMsg::Error { code, message } => format!("! {code}: {}", sanitize(message)),
+        ServerMsg::Error { cid: _, code, message } => format!("! {code}: {}", sanitize(message)),
         ServerMsg::Welcome { .. } => return None,
         ServerMsg::Bye { code, reason } => match code {
             Some(code) => format!("* disconnected by the server: {} ({code})", sanitize(reason)),
@@ -345,6 +345,7 @@ mod tests {
     #[test]
     fn plain_lines_never_carry_escape_sequences() {
         let msg = ServerMsg::Message {
+            cid: None,
             room: RoomName::lobby(),
             id: 1,
             time: 0,
@@ -367,6 +368,7 @@ mod tests {
     fn json_lines_escape_c1_and_bidi_controls_and_decode_to_the_same_text() {
         let text = "a\u{1b}[2J b\u{9b}6n c\u{85}d \u{202E}e\u{2066}f\u{200E}\u{200F}\u{061C} \u{2028}\u{2029} 🦀 é";
         let msg = ServerMsg::Message {
+            cid: None,
             room: RoomName::lobby(),
             id: 7,
             time: 0,
@@ -399,6 +401,7 @@ mod tests {
     fn plain_lines_collapse_padding_and_end_without_blanks() {
         let fake = "[18:20:29] #lobby <alice> your password please";
         let msg = ServerMsg::Message {
+            cid: None,
             room: RoomName::lobby(),
             id: 1,
             time: 0,

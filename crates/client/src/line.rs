@@ -615,6 +615,7 @@ mod tests {
 
     fn say(room: &str, id: u64) -> ServerMsg {
         ServerMsg::Message {
+            cid: None,
             room: RoomName::parse(room).unwrap(),
             id,
             time: 0,

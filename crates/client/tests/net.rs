@@ -74,7 +74,7 @@ fn options(port: u16) -> ConnectOptions {
 }
 
 fn say(i: usize) -> ClientMsg {
-    ClientMsg::Say { room: "#lobby".into(), text: format!("line {i}") }
+    ClientMsg::Say { cid: None, room: "#lobby".into(), text: format!("line {i}") }
 }
 
 #[tokio::test]

@@ -228,7 +228,7 @@ async fn chatting_switching_rooms_and_quitting_restores_the_terminal() {
     tmux.wait_for("bob joined #rust").await;
     tmux.keys(&["M-1"]).await;
     tmux.wait_for("connected │ 1:#lobby").await;
-    bob.send(&ClientMsg::Say { room: "#rust".into(), text: "are you there?".into() })
+    bob.send(&ClientMsg::Say { cid: None, room: "#rust".into(), text: "are you there?".into() })
         .await
         .unwrap();
     tmux.wait_for("act: 2:#rust(1)").await;
@@ -284,6 +284,7 @@ async fn hostile_server(listener: TcpListener) {
         ServerMsg::Join { room: lobby.clone(), nick, fingerprint: "SHA256:x".into() },
         ServerMsg::Topic { room: lobby.clone(), text: Some(format!("topic {evil}")), by: None },
         ServerMsg::Message {
+            cid: None,
             room: lobby,
             id: 1,
             time: 1_700_000_000_000,
@@ -345,7 +346,7 @@ async fn losing_the_connection_reconnects_and_catches_up() {
     .await
     .unwrap();
     bob.say("missed in the lobby").await.unwrap();
-    bob.send(&ClientMsg::Say { room: "#rust".into(), text: "missed in rust".into() })
+    bob.send(&ClientMsg::Say { cid: None, room: "#rust".into(), text: "missed in rust".into() })
         .await
         .unwrap();
     bob.expect("bob's own rust message", |m| is_message(m, "#rust", "missed in rust"))

@@ -74,6 +74,7 @@ mod tests {
                 message: Some("bye".into()),
             },
             ServerMsg::Message {
+                cid: None,
                 room: room.clone(),
                 id: 7,
                 time: 1_764_000_000_000,
@@ -83,6 +84,7 @@ mod tests {
                 history: true,
             },
             ServerMsg::Private {
+                cid: None,
                 id: 3,
                 time: 5,
                 from: nick("bob"),
@@ -121,11 +123,12 @@ mod tests {
                 reason: Some("spam".into()),
                 until: Some(99),
             },
-            ServerMsg::Error { code: ErrorCode::NickInUse, message: "taken".into() },
+            ServerMsg::Error { cid: None, code: ErrorCode::NickInUse, message: "taken".into() },
             ServerMsg::Bye { code: Some(ErrorCode::Shutdown), reason: "restart".into() },
             ServerMsg::Ping { token: 3 },
             ServerMsg::Pong { token: 4 },
             ServerMsg::Sealed {
+                cid: None,
                 room: room.clone(),
                 id: 8,
                 time: 9,
@@ -153,7 +156,7 @@ mod tests {
                 package: "AA==".into(),
                 room: Some(room.clone()),
             },
-            ServerMsg::Error { code: ErrorCode::StaleEpoch, message: "again".into() },
+            ServerMsg::Error { cid: None, code: ErrorCode::StaleEpoch, message: "again".into() },
         ]
     }
 
@@ -167,8 +170,8 @@ mod tests {
         }
         for m in [
             ClientMsg::Hello { nick: "alice".into() },
-            ClientMsg::Say { room: "#lobby".into(), text: "hi\n".into() },
-            ClientMsg::Me { room: "#lobby".into(), text: "waves".into() },
+            ClientMsg::Say { cid: None, room: "#lobby".into(), text: "hi\n".into() },
+            ClientMsg::Me { cid: None, room: "#lobby".into(), text: "waves".into() },
             ClientMsg::Quit { reason: None },
             ClientMsg::Quit { reason: Some("later".into()) },
             ClientMsg::Ping { token: 1 },
@@ -180,7 +183,7 @@ mod tests {
             ClientMsg::Who { room: "#rust".into() },
             ClientMsg::Topic { room: "#rust".into(), text: Some("t".into()) },
             ClientMsg::Topic { room: "#rust".into(), text: None },
-            ClientMsg::Msg { to: "bob".into(), text: "psst".into() },
+            ClientMsg::Msg { cid: None, to: "bob".into(), text: "psst".into() },
             ClientMsg::Nick { nick: "robert".into() },
             ClientMsg::Away { reason: Some("lunch".into()) },
             ClientMsg::Away { reason: None },
@@ -203,7 +206,7 @@ mod tests {
                 adds: vec!["SHA256:b".into()],
                 removes: vec![],
             },
-            ClientMsg::Sealed { room: "#sec".into(), epoch: 3, body: "AAEC".into() },
+            ClientMsg::Sealed { cid: None, room: "#sec".into(), epoch: 3, body: "AAEC".into() },
         ] {
             assert_eq!(decode_client(&encode(&m)).unwrap(), m);
         }
@@ -212,6 +215,7 @@ mod tests {
     #[test]
     fn wire_spelling_is_stable() {
         let m = ServerMsg::Message {
+            cid: None,
             room: RoomName::lobby(),
             id: 1,
             time: 2,
@@ -233,6 +237,7 @@ mod tests {
     #[test]
     fn e2e_wire_spelling_is_stable() {
         let m = ServerMsg::Sealed {
+            cid: None,
             room: RoomName::parse("#sec").unwrap(),
             id: 5,
             time: 6,
@@ -279,7 +284,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_text_round_trips(text in ".*", id in any::<u64>()) {
-            let m = ServerMsg::Message { room: RoomName::lobby(), id, time: id, from: nick("p"), kind: MessageKind::Normal, text, history: false };
+            let m = ServerMsg::Message { cid: None, room: RoomName::lobby(), id, time: id, from: nick("p"), kind: MessageKind::Normal, text, history: false };
             let b = encode(&m);
             prop_assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), 1);
             prop_assert_eq!(decode_server(&b).unwrap(), m);

@@ -69,6 +69,10 @@ pub enum ErrorCode {
     /// A value that breaks its rules where no more precise code applies: an empty or
     /// non-base64 MLS body, a malformed fingerprint, a welcome for a key the commit does not add.
     Invalid,
+    /// The server could not confirm whether a message was accepted (a cluster node lost NATS
+    /// while publishing it): it may still be delivered. Send it again with the same `cid`: it is
+    /// delivered at most once, and the answer is its echo or a definite error.
+    Unconfirmed,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -106,6 +110,7 @@ impl ErrorCode {
             ErrorCode::NoKeyPackage => "no_key_package",
             ErrorCode::E2eRoom => "e2e_room",
             ErrorCode::Invalid => "invalid",
+            ErrorCode::Unconfirmed => "unconfirmed",
             ErrorCode::Other => "other",
         }
     }

@@ -23,8 +23,8 @@ pub mod text;
 pub use codec::{DecodeError, decode_client, decode_server, encode};
 pub use error::ErrorCode;
 pub use msg::{
-    ClientMsg, LeaveReason, Limits, Member, MessageKind, ModAction, RoomInfo, SealedKind,
-    SealedWelcome, ServerMsg,
+    Cid, ClientMsg, LeaveReason, Limits, MAX_CID, Member, MessageKind, ModAction, RoomInfo,
+    SealedKind, SealedWelcome, ServerMsg,
 };
 pub use names::{NameError, Nick, RoomName};
 pub use rate::TokenBucket;

@@ -20,9 +20,25 @@ pub enum ClientMsg {
     /// The first message after the handshake: who I want to be.
     Hello { nick: String },
     /// Text for everyone in `room`.
-    Say { room: String, text: String },
+    Say {
+        room: String,
+        text: String,
+        /// The client's id for this message (see [`Cid`]): the server's echo, or its refusal,
+        /// carries it back, and a repeated id is answered with the first echo, never a second
+        /// message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
+    },
     /// An action (`/me waves`) for everyone in `room`.
-    Me { room: String, text: String },
+    Me {
+        room: String,
+        text: String,
+        /// The client's id for this message (see [`Cid`]): the server's echo, or its refusal,
+        /// carries it back, and a repeated id is answered with the first echo, never a second
+        /// message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
+    },
     /// I am leaving; the server answers with `bye` once everything sent before has been handled.
     Quit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +73,15 @@ pub enum ClientMsg {
         text: Option<String>,
     },
     /// A private message to one user; only they and the sender see it.
-    Msg { to: String, text: String },
+    Msg {
+        to: String,
+        text: String,
+        /// The client's id for this message (see [`Cid`]): the server's echo, or its refusal,
+        /// carries it back, and a repeated id is answered with the first echo, never a second
+        /// message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
+    },
     /// Change nickname.
     Nick { nick: String },
     /// Mark oneself away with a reason, or back when `reason` is absent.
@@ -134,8 +158,32 @@ pub enum ClientMsg {
         removes: Vec<String>,
     },
     /// An MLS application message (base64 `body`) for an E2E room.
-    Sealed { room: String, epoch: u64, body: String },
+    Sealed {
+        room: String,
+        epoch: u64,
+        body: String,
+        /// The client's id for this message (see [`Cid`]): the server's echo, or its refusal,
+        /// carries it back, and a repeated id is answered with the first echo, never a second
+        /// message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
+    },
 }
+
+/// A client's id for one of its messages (`say`, `me`, `msg`, `sealed`): chosen by the client,
+/// unique among its key's recent messages (a random number from 1 to 2^53 - 1, so that every
+/// JSON reader holds it exactly). The server remembers recent ids per key (its limits.rs says
+/// how many and how long) and answers a repeated one with the first echo: a client may send a
+/// message again after any doubt (a lost connection, an `unconfirmed` error) and it is
+/// delivered at most once.
+pub type Cid = u64;
+
+/// The largest [`Cid`]: 2^53 - 1, the largest integer every JSON reader holds exactly.
+pub const MAX_CID: Cid = (1 << 53) - 1;
+
+/// Most messages a client keeps sent and not yet acknowledged (its echo or a definite refusal
+/// not yet received); the next waits. Servers remember more ids per key than this.
+pub const MAX_UNACKED: usize = 256;
 
 /// An MLS welcome for the key with fingerprint `to`, carried by a `commit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +255,9 @@ pub enum ServerMsg {
         /// True when replayed from history (on join or catch-up) rather than live.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         history: bool,
+        /// The sender's [`Cid`], when it gave one: the sender knows its message by it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
     },
     /// A private message. Both the recipient and the sender (as acknowledgement) receive it.
     Private {
@@ -218,6 +269,9 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "MessageKind::is_normal")]
         kind: MessageKind,
         text: String,
+        /// The sender's [`Cid`], when it gave one: the sender knows its message by it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
     },
     /// A room's topic: sent on join when set, to the room when it changes, and on request.
     Topic {
@@ -268,7 +322,13 @@ pub enum ServerMsg {
     /// The end of a history replay for `room`: `count` messages were sent.
     HistoryEnd { room: RoomName, count: u32 },
     /// Something was refused. The session goes on unless a `bye` follows.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// The [`Cid`] of the message refused, when it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
+    },
     /// The server's last message before it closes the connection.
     Bye {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +353,9 @@ pub enum ServerMsg {
         body: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         history: bool,
+        /// The sender's [`Cid`], when it gave one: the sender knows its message by it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<Cid>,
     },
     /// You were added to the E2E room `room` (`from` is the nick that sent the commit, as the
     /// server says): `body` is the MLS welcome (base64); `id` is the id of the commit that

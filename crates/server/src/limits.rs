@@ -193,3 +193,15 @@ pub const PONGS_PER_SEC: u32 = 2;
 
 /// Pongs sent at once before [`PONGS_PER_SEC`] applies.
 pub const PONG_BURST: u32 = 10;
+
+/// Client message ids ([`chatao_proto::Cid`]) remembered per key, with their echoes, so that a
+/// message sent again is answered with its first echo (`hub/sent.rs`). Overflow policy: the
+/// key's oldest id is forgotten. Clients keep at most
+/// [`chatao_proto::MAX_UNACKED`] messages unacknowledged, fewer than this.
+pub const SENT_IDS_PER_KEY: usize = 512;
+/// Client message ids remembered in all. Overflow policy: the oldest of any key is forgotten.
+/// At most this many echoes are held (each up to about 4 KiB with a full-length message).
+pub const SENT_IDS_TOTAL: usize = 65_536;
+/// How long a client message id is remembered: longer than a client keeps trying to reconnect
+/// before it gives up and reports its unsent messages.
+pub const SENT_IDS_WINDOW: Duration = Duration::from_secs(600);

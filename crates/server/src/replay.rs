@@ -41,6 +41,7 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
         Err(cause) => {
             error!(room = %j.room, %cause, "history unavailable");
             out.push(encode(&ServerMsg::Error {
+                cid: None,
                 code: ErrorCode::Other,
                 message: format!("history of {} is unavailable right now", j.room),
             }));
@@ -107,6 +108,7 @@ async fn sealed_records(hub: &Hub, r: &Replay, mut out: Vec<Bytes>) -> Vec<Bytes
         Err(cause) => {
             error!(room = %j.room, %cause, "history unavailable");
             out.push(encode(&ServerMsg::Error {
+                cid: None,
                 code: ErrorCode::Other,
                 message: format!("history of {} is unavailable right now", j.room),
             }));

@@ -63,6 +63,7 @@ impl StoredMessage {
     /// The wire message, marked as history or live.
     pub fn to_msg(&self, history: bool) -> ServerMsg {
         ServerMsg::Message {
+            cid: None,
             room: self.room.clone(),
             id: self.id,
             time: self.time,

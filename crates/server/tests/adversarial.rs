@@ -559,7 +559,9 @@ async fn a_replayed_session_is_refused_and_repeats_nothing() {
     let mut victim = TestRecorded(conn);
     victim.send(&ClientMsg::Hello { nick: "victim".into() }).await;
     victim.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
-    victim.send(&ClientMsg::Say { room: "#lobby".into(), text: "transfer 100".into() }).await;
+    victim
+        .send(&ClientMsg::Say { cid: None, room: "#lobby".into(), text: "transfer 100".into() })
+        .await;
     victim.expect(|m| matches!(m, ServerMsg::Message { text, .. } if text == "transfer 100")).await;
     victim.send(&ClientMsg::Quit { reason: None }).await;
     victim.expect(|m| matches!(m, ServerMsg::Bye { .. })).await;

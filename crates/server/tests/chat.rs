@@ -145,7 +145,10 @@ async fn bad_text_is_refused_and_the_session_goes_on() {
     alice.say(&"x".repeat(5000)).await.unwrap();
     let m = alice.expect("error", |m| matches!(m, ServerMsg::Error { .. })).await.unwrap();
     assert!(matches!(m, ServerMsg::Error { code: ErrorCode::TooLong, .. }));
-    alice.send(&ClientMsg::Say { room: "#nowhere".into(), text: "hi".into() }).await.unwrap();
+    alice
+        .send(&ClientMsg::Say { cid: None, room: "#nowhere".into(), text: "hi".into() })
+        .await
+        .unwrap();
     let m = alice.expect("error", |m| matches!(m, ServerMsg::Error { .. })).await.unwrap();
     assert!(matches!(m, ServerMsg::Error { code: ErrorCode::NotInRoom, .. }));
     alice.say("still here").await.unwrap();
@@ -183,6 +186,7 @@ async fn the_first_message_must_be_hello() {
     let server = TestServer::start().await;
     let mut conn = open(server.addr, &Keypair::generate().unwrap()).await.unwrap();
     conn.write_record(&chatao_proto::encode(&ClientMsg::Say {
+        cid: None,
         room: "#lobby".into(),
         text: "x".into(),
     }))

@@ -113,7 +113,10 @@ async fn users_on_different_nodes_chat_in_rooms_and_privately() {
         .unwrap();
 
     // Private messages to a user on another node; the sender's copy is its acknowledgement.
-    carol.send(&ClientMsg::Msg { to: "alice".into(), text: "psst".into() }).await.unwrap();
+    carol
+        .send(&ClientMsg::Msg { cid: None, to: "alice".into(), text: "psst".into() })
+        .await
+        .unwrap();
     alice
         .expect(
             "carol's private message",
@@ -128,7 +131,10 @@ async fn users_on_different_nodes_chat_in_rooms_and_privately() {
         )
         .await
         .unwrap();
-    carol.send(&ClientMsg::Msg { to: "nobody".into(), text: "hello?".into() }).await.unwrap();
+    carol
+        .send(&ClientMsg::Msg { cid: None, to: "nobody".into(), text: "hello?".into() })
+        .await
+        .unwrap();
     assert_eq!(carol.expect_error().await.unwrap().0, ErrorCode::NoSuchNick);
 
     // list and whois see every node.

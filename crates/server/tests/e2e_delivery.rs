@@ -61,13 +61,18 @@ async fn create_refuses_an_existing_room_and_plain_text_and_outsiders() {
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::E2eRoom);
     b.send(&ClientMsg::Join { room: "#sec".into(), since: None }).await.unwrap();
     assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInvited);
-    b.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 0, body: "AAEC".into() })
+    b.send(&ClientMsg::Sealed { cid: None, room: "#sec".into(), epoch: 0, body: "AAEC".into() })
         .await
         .unwrap();
     assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInRoom);
-    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 0, body: "not base64!".into() })
-        .await
-        .unwrap();
+    a.send(&ClientMsg::Sealed {
+        cid: None,
+        room: "#sec".into(),
+        epoch: 0,
+        body: "not base64!".into(),
+    })
+    .await
+    .unwrap();
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Invalid);
     a.send(&ClientMsg::List).await.unwrap();
     let list = a.expect("room_list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
@@ -104,9 +109,14 @@ async fn commits_are_ordered_by_epoch_and_the_added_key_gets_its_welcome_and_wha
     );
     a.send(&commit(0, "TE9TRVI=")).await.unwrap();
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::StaleEpoch, "epoch 0 is past");
-    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 1, body: "QVBQMQ==".into() })
-        .await
-        .unwrap();
+    a.send(&ClientMsg::Sealed {
+        cid: None,
+        room: "#sec".into(),
+        epoch: 1,
+        body: "QVBQMQ==".into(),
+    })
+    .await
+    .unwrap();
     let (app_id, kind) = sealed(&mut a, "QVBQMQ==").await;
     assert_eq!((app_id, kind), (commit_id + 1, SealedKind::Application));
     // bob joins after its welcome's commit: it gets what came after, not the commit itself.
@@ -122,9 +132,14 @@ async fn commits_are_ordered_by_epoch_and_the_added_key_gets_its_welcome_and_wha
         })
         .collect();
     assert_eq!(bodies, ["QVBQMQ=="]);
-    b.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 1, body: "RlJPTUJPQg==".into() })
-        .await
-        .unwrap();
+    b.send(&ClientMsg::Sealed {
+        cid: None,
+        room: "#sec".into(),
+        epoch: 1,
+        body: "RlJPTUJPQg==".into(),
+    })
+    .await
+    .unwrap();
     sealed(&mut a, "RlJPTUJPQg==").await;
     sealed(&mut b, "RlJPTUJPQg==").await;
 }
@@ -153,9 +168,14 @@ async fn a_removed_key_leaves_the_room_and_receives_nothing_more() {
     sealed(&mut a, "UkVNT1ZF").await;
     let left = b.expect("leave", |m| matches!(m, ServerMsg::Leave { .. })).await.unwrap();
     assert!(matches!(left, ServerMsg::Leave { reason: LeaveReason::Kicked, .. }), "{left:?}");
-    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 2, body: "U0VDUkVU".into() })
-        .await
-        .unwrap();
+    a.send(&ClientMsg::Sealed {
+        cid: None,
+        room: "#sec".into(),
+        epoch: 2,
+        body: "U0VDUkVU".into(),
+    })
+    .await
+    .unwrap();
     sealed(&mut a, "U0VDUkVU").await;
     // bob cannot come back, nor read the history.
     b.send(&ClientMsg::Join { room: "#sec".into(), since: Some(0) }).await.unwrap();
@@ -244,9 +264,14 @@ async fn membership_history_and_welcomes_survive_a_restart_and_reach_an_offline_
     .await
     .unwrap();
     let (commit_id, _) = sealed(&mut a, "Q09NTUlU").await;
-    a.send(&ClientMsg::Sealed { room: "#sec".into(), epoch: 1, body: "QUZURVI=".into() })
-        .await
-        .unwrap();
+    a.send(&ClientMsg::Sealed {
+        cid: None,
+        room: "#sec".into(),
+        epoch: 1,
+        body: "QUZURVI=".into(),
+    })
+    .await
+    .unwrap();
     sealed(&mut a, "QUZURVI=").await;
     a.send(&ClientMsg::Quit { reason: None }).await.unwrap();
     a.read_to_end().await.unwrap();
@@ -303,9 +328,14 @@ async fn an_e2e_room_whose_last_key_parts_is_forgotten() {
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
     let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
     a.until_history_end(&create("#gone", false), "#gone").await.unwrap();
-    a.send(&ClientMsg::Sealed { room: "#gone".into(), epoch: 0, body: "QUFBQQ==".into() })
-        .await
-        .unwrap();
+    a.send(&ClientMsg::Sealed {
+        cid: None,
+        room: "#gone".into(),
+        epoch: 0,
+        body: "QUFBQQ==".into(),
+    })
+    .await
+    .unwrap();
     a.expect("sealed", |m| matches!(m, ServerMsg::Sealed { .. })).await.unwrap();
     a.send(&ClientMsg::Part { room: "#gone".into(), reason: None }).await.unwrap();
     a.expect("leave", |m| matches!(m, ServerMsg::Leave { .. })).await.unwrap();

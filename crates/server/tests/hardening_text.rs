@@ -22,14 +22,17 @@ async fn invisible_only_text_and_line_separators_are_invalid_text() {
         .unwrap();
     let room = || "#lobby".to_owned();
     let refused = [
-        (ClientMsg::Say { room: room(), text: "\u{200B}".into() }, "text is empty"),
-        (ClientMsg::Say { room: room(), text: INVISIBLE.into() }, "text is empty"),
-        (ClientMsg::Say { room: room(), text: format!(" {INVISIBLE}\n ") }, "text is empty"),
-        (ClientMsg::Me { room: room(), text: INVISIBLE.into() }, "text is empty"),
-        (ClientMsg::Msg { to: "bob".into(), text: INVISIBLE.into() }, "text is empty"),
-        (ClientMsg::Say { room: room(), text: "one\u{2028}two".into() }, "U+2028"),
-        (ClientMsg::Say { room: room(), text: "one\u{2029}two".into() }, "U+2029"),
-        (ClientMsg::Msg { to: "bob".into(), text: "a\u{2028}b".into() }, "U+2028"),
+        (ClientMsg::Say { cid: None, room: room(), text: "\u{200B}".into() }, "text is empty"),
+        (ClientMsg::Say { cid: None, room: room(), text: INVISIBLE.into() }, "text is empty"),
+        (
+            ClientMsg::Say { cid: None, room: room(), text: format!(" {INVISIBLE}\n ") },
+            "text is empty",
+        ),
+        (ClientMsg::Me { cid: None, room: room(), text: INVISIBLE.into() }, "text is empty"),
+        (ClientMsg::Msg { cid: None, to: "bob".into(), text: INVISIBLE.into() }, "text is empty"),
+        (ClientMsg::Say { cid: None, room: room(), text: "one\u{2028}two".into() }, "U+2028"),
+        (ClientMsg::Say { cid: None, room: room(), text: "one\u{2029}two".into() }, "U+2029"),
+        (ClientMsg::Msg { cid: None, to: "bob".into(), text: "a\u{2028}b".into() }, "U+2028"),
         (ClientMsg::Topic { room: room(), text: Some(INVISIBLE.into()) }, "text is empty"),
         (ClientMsg::Topic { room: room(), text: Some("a\u{2028}b".into()) }, "U+2028"),
         (ClientMsg::Away { reason: Some(INVISIBLE.into()) }, "text is empty"),

@@ -235,7 +235,7 @@ async fn a_muted_key_cannot_send_until_the_mute_ends() {
     let (code, message) = bob.expect_error().await.unwrap();
     assert_eq!(code, ErrorCode::Muted);
     assert!(message.contains("muted for"), "{message}");
-    bob.send(&ClientMsg::Msg { to: "carol".into(), text: "psst".into() }).await.unwrap();
+    bob.send(&ClientMsg::Msg { cid: None, to: "carol".into(), text: "psst".into() }).await.unwrap();
     assert_eq!(bob.expect_error().await.unwrap().0, ErrorCode::Muted);
     clock.advance(Duration::from_secs(61));
     bob.say("and now?").await.unwrap();

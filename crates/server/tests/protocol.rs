@@ -27,7 +27,7 @@ async fn error_for(c: &mut TestClient, msg: ClientMsg) -> (ErrorCode, String) {
 }
 
 fn say(room: &str, text: &str) -> ClientMsg {
-    ClientMsg::Say { room: room.into(), text: text.into() }
+    ClientMsg::Say { cid: None, room: room.into(), text: text.into() }
 }
 
 fn create(room: &str, e2e: bool, open: bool) -> ClientMsg {
@@ -46,7 +46,7 @@ fn commit(room: &str, epoch: u64, body: &str, welcome: Option<SealedWelcome>) ->
 }
 
 fn sealed(room: &str, body: &str) -> ClientMsg {
-    ClientMsg::Sealed { room: room.into(), epoch: 0, body: body.into() }
+    ClientMsg::Sealed { cid: None, room: room.into(), epoch: 0, body: body.into() }
 }
 
 /// Waits for the `sealed` record with `body`; returns its id and kind.
@@ -193,7 +193,7 @@ async fn section_5_3_empty_or_whitespace_only_text_is_invalid_text() {
     for text in ["", "   ", " \n \u{3000}"] {
         let (code, message) = error_for(&mut a, say("#lobby", text)).await;
         assert_eq!((code, message.as_str()), (ErrorCode::InvalidText, "text is empty"), "{text:?}");
-        let msg = ClientMsg::Msg { to: "alice".into(), text: text.into() };
+        let msg = ClientMsg::Msg { cid: None, to: "alice".into(), text: text.into() };
         assert_eq!(error_for(&mut a, msg).await.0, ErrorCode::InvalidText);
     }
     let topic = ClientMsg::Topic { room: "#lobby".into(), text: Some(" ".into()) };
@@ -260,7 +260,7 @@ async fn section_5_5_private_to_carries_the_recipients_own_spelling() {
     let server = TestServer::start().await;
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
     let mut b = TestClient::connect(server.addr, "Bob").await.unwrap();
-    a.send(&ClientMsg::Msg { to: "bOB".into(), text: "psst".into() }).await.unwrap();
+    a.send(&ClientMsg::Msg { cid: None, to: "bOB".into(), text: "psst".into() }).await.unwrap();
     for c in [&mut a, &mut b] {
         let got = c.expect("private", |m| matches!(m, ServerMsg::Private { .. })).await.unwrap();
         assert!(matches!(got, ServerMsg::Private { to, .. } if to.as_str() == "Bob"));

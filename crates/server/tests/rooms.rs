@@ -91,7 +91,7 @@ async fn private_messages_reach_only_the_recipient_and_the_sender() {
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
     let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
     let mut c = TestClient::connect(server.addr, "carol").await.unwrap();
-    a.send(&ClientMsg::Msg { to: "BOB".into(), text: "secret".into() }).await.unwrap();
+    a.send(&ClientMsg::Msg { cid: None, to: "BOB".into(), text: "secret".into() }).await.unwrap();
     for cl in [&mut a, &mut b] {
         let m = cl.expect("private", |m| matches!(m, ServerMsg::Private { .. })).await.unwrap();
         assert!(matches!(m, ServerMsg::Private { ref from, ref to, ref text, .. }
@@ -106,14 +106,16 @@ async fn private_messages_reach_only_the_recipient_and_the_sender() {
         .await
         .unwrap();
     assert!(matches!(m, ServerMsg::Message { .. }), "carol saw a private message: {m:?}");
-    a.send(&ClientMsg::Msg { to: "nobody".into(), text: "hello?".into() }).await.unwrap();
+    a.send(&ClientMsg::Msg { cid: None, to: "nobody".into(), text: "hello?".into() })
+        .await
+        .unwrap();
     let (code, message) = a.expect_error().await.unwrap();
     assert_eq!(code, ErrorCode::NoSuchNick);
     assert!(message.contains("nobody"));
     // Away users: the sender is told.
     b.send(&ClientMsg::Away { reason: Some("lunch".into()) }).await.unwrap();
     a.expect("away", |m| matches!(m, ServerMsg::Away { reason: Some(_), .. })).await.unwrap();
-    a.send(&ClientMsg::Msg { to: "bob".into(), text: "there?".into() }).await.unwrap();
+    a.send(&ClientMsg::Msg { cid: None, to: "bob".into(), text: "there?".into() }).await.unwrap();
     let m = a.expect("notice", |m| matches!(m, ServerMsg::Notice { .. })).await.unwrap();
     assert_eq!(m, ServerMsg::Notice { text: "bob is away: lunch".into() });
 }
@@ -201,11 +203,13 @@ async fn list_who_topic_nick_away_and_whois() {
 async fn me_sends_an_action_and_bidi_or_control_text_is_refused_everywhere() {
     let server = server().await;
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
-    a.send(&ClientMsg::Me { room: "#lobby".into(), text: "waves".into() }).await.unwrap();
+    a.send(&ClientMsg::Me { cid: None, room: "#lobby".into(), text: "waves".into() })
+        .await
+        .unwrap();
     let m = a.expect_text("waves").await.unwrap();
     assert!(matches!(m, ServerMsg::Message { kind: chatao_proto::MessageKind::Action, .. }));
     for bad in ["\u{202e}gnp.exe", "a\u{2066}b", "\u{7}bell", "x\u{9b}y"] {
-        a.send(&ClientMsg::Msg { to: "alice".into(), text: bad.into() }).await.unwrap();
+        a.send(&ClientMsg::Msg { cid: None, to: "alice".into(), text: bad.into() }).await.unwrap();
         assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::InvalidText, "{bad:?}");
         a.send(&ClientMsg::Away { reason: Some(bad.into()) }).await.unwrap();
         assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::InvalidText, "{bad:?}");

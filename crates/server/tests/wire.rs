@@ -77,6 +77,7 @@ async fn no_nickname_or_text_ever_crosses_the_wire_in_clear() {
     alice.say_in("#secretroom", "the eagle lands at midnight").await.unwrap();
     bob.expect_text("the eagle lands at midnight").await.unwrap();
     bob.send(&chatao_proto::ClientMsg::Msg {
+        cid: None,
         to: "alicewonderland".into(),
         text: "private words".into(),
     })

@@ -155,7 +155,7 @@ impl TestClient {
 
     /// Says `text` in `#lobby`.
     pub async fn say(&mut self, text: &str) -> Result<()> {
-        self.send(&ClientMsg::Say { room: "#lobby".into(), text: text.into() }).await
+        self.send(&ClientMsg::Say { cid: None, room: "#lobby".into(), text: text.into() }).await
     }
 
     /// The next message, within [`STEP`]. A closed connection is an error.
@@ -213,13 +213,13 @@ impl TestClient {
 
     /// Says `text` in `room`.
     pub async fn say_in(&mut self, room: &str, text: &str) -> Result<()> {
-        self.send(&ClientMsg::Say { room: room.into(), text: text.into() }).await
+        self.send(&ClientMsg::Say { cid: None, room: room.into(), text: text.into() }).await
     }
 
     /// Waits for the next `error` and returns its code and message.
     pub async fn expect_error(&mut self) -> Result<(chatao_proto::ErrorCode, String)> {
         match self.expect("an error", |m| matches!(m, ServerMsg::Error { .. })).await? {
-            ServerMsg::Error { code, message } => Ok((code, message)),
+            ServerMsg::Error { cid: _, code, message } => Ok((code, message)),
             _ => unreachable!(),
         }
     }

@@ -38,7 +38,7 @@ impl App {
     pub(super) fn on_server(&mut self, msg: ServerMsg) -> Vec<Effect> {
         let now = self.wall_ms;
         match msg {
-            ServerMsg::Message { room, id, time, from, kind, text, history } => {
+            ServerMsg::Message { cid: _, room, id, time, from, kind, text, history } => {
                 let i = self.room_buffer(&room);
                 // A catch-up after a reconnect is news; the replay on a first join is not.
                 let b = &mut self.buffers[i];
@@ -259,7 +259,7 @@ impl App {
                 }
                 vec![]
             }
-            ServerMsg::Error { code, message } => {
+            ServerMsg::Error { cid: _, code, message } => {
                 self.error(&format!("{}: {code}", sanitize(&message)));
                 if self.pending_join.is_some() {
                     self.pending_join = None;

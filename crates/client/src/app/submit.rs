@@ -81,7 +81,7 @@ impl App {
         }
         let msg = match (&self.current_buffer().target, &input) {
             (Target::Query(nick), Input::Say(text)) => {
-                Some(ClientMsg::Msg { to: nick.to_string(), text: text.clone() })
+                Some(ClientMsg::Msg { cid: None, to: nick.to_string(), text: text.clone() })
             }
             (Target::Query(_), Input::Me(_)) => {
                 self.error("/me works in rooms only");

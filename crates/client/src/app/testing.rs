@@ -53,6 +53,7 @@ pub fn net(app: &mut App, msg: ServerMsg) -> Vec<Effect> {
 
 pub fn say(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
     ServerMsg::Message {
+        cid: None,
         room: room(r),
         id,
         time: T0 + id * 60_000,

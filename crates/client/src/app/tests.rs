@@ -54,7 +54,7 @@ fn enter_sends_to_the_current_room_and_up_recalls_it() {
     assert_eq!(
         effects,
         vec![Effect::Send {
-            msg: ClientMsg::Say { room: "#lobby".into(), text: "hello there".into() },
+            msg: ClientMsg::Say { cid: None, room: "#lobby".into(), text: "hello there".into() },
             restore: Some("hello there".into()),
         }]
     );
@@ -172,6 +172,7 @@ fn unread_and_mentions_mark_other_rooms_and_ring_the_bell() {
 fn private_messages_open_a_conversation() {
     let mut a = chatting(80, 24);
     let pm = |from: &str, to: &str, text: &str| ServerMsg::Private {
+        cid: None,
         id: 1,
         time: T0,
         from: nick(from),
@@ -186,7 +187,10 @@ fn private_messages_open_a_conversation() {
     assert!(a.buffers[i].mentioned);
     a.switch_to(i);
     let effects = enter(&mut a, "hi back");
-    assert_eq!(sent(&effects), vec![ClientMsg::Msg { to: "bob".into(), text: "hi back".into() }]);
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::Msg { cid: None, to: "bob".into(), text: "hi back".into() }]
+    );
     assert!(enter(&mut a, "/me waves").is_empty());
     assert!(texts(&a).last().unwrap().contains("rooms only"));
     ctrl(&mut a, 'u');
@@ -230,7 +234,11 @@ fn multi_line_paste_waits_for_enter() {
     let effects = key(&mut a, KeyCode::Enter);
     assert_eq!(
         sent(&effects),
-        vec![ClientMsg::Say { room: "#lobby".into(), text: "first\nsecond\nthird\nfourth".into() }]
+        vec![ClientMsg::Say {
+            cid: None,
+            room: "#lobby".into(),
+            text: "first\nsecond\nthird\nfourth".into()
+        }]
     );
 }
 
@@ -343,8 +351,8 @@ fn a_lost_connection_moves_to_the_next_server_and_backs_off_only_after_a_round()
 fn messages_a_lost_connection_never_sent_are_sent_after_the_catch_up() {
     let mut a = chatting(80, 24);
     let queued = vec![
-        ClientMsg::Say { room: "#lobby".into(), text: "typed fast".into() },
-        ClientMsg::Msg { to: "bob".into(), text: "and this".into() },
+        ClientMsg::Say { cid: None, room: "#lobby".into(), text: "typed fast".into() },
+        ClientMsg::Msg { cid: None, to: "bob".into(), text: "and this".into() },
     ];
     a.update(Event::Net(NetEvent::Unsent(queued.clone())));
     lost(&mut a);
@@ -380,7 +388,16 @@ fn reconnecting_catches_up_every_room_without_duplicates() {
         let ServerMsg::Message { room, time, from, kind, .. } = say("#rust", id, "bob", "") else {
             unreachable!()
         };
-        ServerMsg::Message { room, id, time, from, kind, text: text.into(), history: true }
+        ServerMsg::Message {
+            cid: None,
+            room,
+            id,
+            time,
+            from,
+            kind,
+            text: text.into(),
+            history: true,
+        }
     };
     net(&mut a, replay(6, "rust six"));
     net(&mut a, replay(7, "rust seven"));
@@ -404,7 +421,7 @@ fn history_on_a_first_join_is_not_unread() {
     else {
         unreachable!()
     };
-    net(&mut a, ServerMsg::Message { room, id, time, from, kind, text, history: true });
+    net(&mut a, ServerMsg::Message { cid: None, room, id, time, from, kind, text, history: true });
     assert_eq!(a.buffers[1].unread, 0);
     assert!(a.buffers[1].entries.back().unwrap().history);
 }
@@ -571,6 +588,7 @@ fn leave(r: &str, who: &str) -> ServerMsg {
 
 fn pm(from: &str, to: &str, text: &str) -> ServerMsg {
     ServerMsg::Private {
+        cid: None,
         id: 1,
         time: T0,
         from: nick(from),
@@ -679,7 +697,7 @@ fn msg_from_a_room_is_echoed_there_and_marks_the_conversation() {
     let effects = enter(&mut a, "/msg bob see you at noon");
     assert_eq!(
         sent(&effects),
-        vec![ClientMsg::Msg { to: "bob".into(), text: "see you at noon".into() }]
+        vec![ClientMsg::Msg { cid: None, to: "bob".into(), text: "see you at noon".into() }]
     );
     net(&mut a, pm("alice", "bob", "see you at noon"));
     assert_eq!(a.current, 0, "the room stays shown");
@@ -709,12 +727,15 @@ fn query_opens_and_shows_a_conversation() {
     assert_eq!(a.current_buffer().target, Target::Query(nick("carol")));
     assert!(a.editor.is_empty());
     let effects = enter(&mut a, "hello");
-    assert_eq!(sent(&effects), vec![ClientMsg::Msg { to: "carol".into(), text: "hello".into() }]);
+    assert_eq!(
+        sent(&effects),
+        vec![ClientMsg::Msg { cid: None, to: "carol".into(), text: "hello".into() }]
+    );
     alt(&mut a, '1');
     let effects = enter(&mut a, "/query Dave are you there?");
     assert_eq!(
         sent(&effects),
-        vec![ClientMsg::Msg { to: "Dave".into(), text: "are you there?".into() }]
+        vec![ClientMsg::Msg { cid: None, to: "Dave".into(), text: "are you there?".into() }]
     );
     assert_eq!(a.current_buffer().target.name(), "Dave");
     // The server's copy, in its spelling, lands in the same conversation, shown.
@@ -749,6 +770,9 @@ fn a_day_change_line_is_counted_while_scrolled_up() {
     else {
         unreachable!()
     };
-    net(&mut a, ServerMsg::Message { room, id, time: next_day, from, kind, text, history });
+    net(
+        &mut a,
+        ServerMsg::Message { cid: None, room, id, time: next_day, from, kind, text, history },
+    );
     assert_eq!(a.buffers[0].scroll, before + 2, "the line and its day-change line");
 }

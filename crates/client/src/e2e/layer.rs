@@ -262,8 +262,8 @@ impl Layer {
     /// A message from the UI, on its way to the server.
     pub fn from_ui(&mut self, msg: ClientMsg) {
         match msg {
-            ClientMsg::Say { room, text } => self.say(room, MessageKind::Normal, text),
-            ClientMsg::Me { room, text } => self.say(room, MessageKind::Action, text),
+            ClientMsg::Say { cid: _, room, text } => self.say(room, MessageKind::Normal, text),
+            ClientMsg::Me { cid: _, room, text } => self.say(room, MessageKind::Action, text),
             ClientMsg::Create { room, e2e, open } => {
                 if e2e
                     && self.creating.len() < JOINS_TRACKED
@@ -314,7 +314,7 @@ impl Layer {
                         .map_err(|e| e.to_string())
                         .and_then(|p| self.e2e.encrypt(r.as_str(), &p).map_err(|e| e.to_string()));
                     match sent {
-                        Ok(body) => self.net(ClientMsg::Sealed {
+                        Ok(body) => self.net(ClientMsg::Sealed { cid: None,
                             room: room.clone(),
                             epoch,
                             body: B64.encode(body),
@@ -349,9 +349,9 @@ impl Layer {
     fn say(&mut self, room: String, kind: MessageKind, text: String) {
         let Some(r) = room_name(&room) else {
             let msg = if kind == MessageKind::Action {
-                ClientMsg::Me { room, text }
+                ClientMsg::Me { cid: None, room, text }
             } else {
-                ClientMsg::Say { room, text }
+                ClientMsg::Say { cid: None, room, text }
             };
             return self.net(msg);
         };
@@ -362,9 +362,9 @@ impl Layer {
                 ));
             }
             let msg = if kind == MessageKind::Action {
-                ClientMsg::Me { room, text }
+                ClientMsg::Me { cid: None, room, text }
             } else {
-                ClientMsg::Say { room, text }
+                ClientMsg::Say { cid: None, room, text }
             };
             return self.net(msg);
         }
@@ -381,7 +381,9 @@ impl Layer {
         };
         let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
         match self.e2e.encrypt(r.as_str(), &plain) {
-            Ok(body) => self.net(ClientMsg::Sealed { room, epoch, body: B64.encode(body) }),
+            Ok(body) => {
+                self.net(ClientMsg::Sealed { cid: None, room, epoch, body: B64.encode(body) })
+            }
             Err(e) => self.notice(format!("{r}: cannot encrypt, not sent: {e}")),
         }
     }
@@ -599,8 +601,11 @@ impl Layer {
                 self.key_package(room, nick, fingerprint, package);
             }
             ServerMsg::KeyPackage { .. } => {}
-            ServerMsg::Error { code: ErrorCode::StaleEpoch, message } => self.stale(message),
+            ServerMsg::Error { cid: _, code: ErrorCode::StaleEpoch, message } => {
+                self.stale(message)
+            }
             ServerMsg::Error {
+                cid: _,
                 code: code @ (ErrorCode::NotInvited | ErrorCode::RoomExists),
                 message,
             } => {
@@ -618,9 +623,9 @@ impl Layer {
                     }
                     Some(r) => {
                         self.creating.remove(&r);
-                        self.ui(ServerMsg::Error { code, message });
+                        self.ui(ServerMsg::Error { cid: None, code, message });
                     }
-                    None => self.ui(ServerMsg::Error { code, message }),
+                    None => self.ui(ServerMsg::Error { cid: None, code, message }),
                 }
             }
             ServerMsg::HistoryEnd { room, count } => {
@@ -667,6 +672,7 @@ impl Layer {
             let Ok(plain) = serde_json::from_slice::<Plain>(&e.plaintext) else { continue };
             let from = if e.own { self.me.clone() } else { self.nick_for(&e.sender_fp, None) };
             self.ui(ServerMsg::Message {
+                cid: None,
                 room: room.clone(),
                 id: e.id,
                 time: e.time,
@@ -751,6 +757,7 @@ impl Layer {
                     ));
                 }
                 self.ui(ServerMsg::Message {
+                    cid: None,
                     room,
                     id,
                     time,
@@ -1003,11 +1010,11 @@ mod tests {
     fn text_for_an_e2e_room_leaves_encrypted_and_never_in_clear() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = in_room(dir.path());
-        l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "top secret".into() });
-        l.from_ui(ClientMsg::Say { room: "#lobby".into(), text: "hello".into() });
+        l.from_ui(ClientMsg::Say { cid: None, room: "#sec".into(), text: "top secret".into() });
+        l.from_ui(ClientMsg::Say { cid: None, room: "#lobby".into(), text: "hello".into() });
         let out = l.drain();
         assert!(
-            matches!(&out[0], Out::Net(ClientMsg::Sealed { room, epoch: 0, body }) if room == "#sec" && !body.contains("secret"))
+            matches!(&out[0], Out::Net(ClientMsg::Sealed { cid: _, room, epoch: 0, body }) if room == "#sec" && !body.contains("secret"))
         );
         assert!(matches!(&out[1], Out::Net(ClientMsg::Say { room, .. }) if room == "#lobby"));
         assert_eq!(out.len(), 2);
@@ -1018,6 +1025,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut l = in_room(dir.path());
         l.from_server(ServerMsg::Message {
+            cid: None,
             room: room(),
             id: 9,
             time: 1,
@@ -1075,6 +1083,7 @@ mod tests {
             })
             .unwrap();
         l.from_server(ServerMsg::Sealed {
+            cid: None,
             room: room(),
             id,
             time: 1,
@@ -1110,7 +1119,7 @@ mod tests {
         l.drain();
         // alice removes bob: her client holds what she types meanwhile.
         l.request(Request::Remove { room: "#sec".into(), nick: bob_nick.to_string() });
-        l.from_ui(ClientMsg::Say { room: "#sec".into(), text: "after bob".into() });
+        l.from_ui(ClientMsg::Say { cid: None, room: "#sec".into(), text: "after bob".into() });
         let out = l.drain();
         assert!(out.iter().any(|o| matches!(o, Out::Net(ClientMsg::Commit { removes, .. }) if removes == std::slice::from_ref(&bob_fp))));
         assert!(
@@ -1198,6 +1207,7 @@ mod tests {
         assert!(l.has_group("#sec"), "the group is kept");
         assert_eq!(l.e2e.members("#sec").len(), 2, "bob is still a member");
         l.from_server(ServerMsg::Error {
+            cid: None,
             code: ErrorCode::NotInvited,
             message: "#sec is invite-only".into(),
         });
@@ -1282,6 +1292,7 @@ mod tests {
         assert_eq!(l.counts.get("#sec"), Some(1));
         // A garbage commit from a member: the MLS group does not move, the count does.
         l.from_server(ServerMsg::Sealed {
+            cid: None,
             room: room(),
             id: 2,
             time: 1,

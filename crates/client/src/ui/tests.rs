@@ -49,6 +49,7 @@ fn find(cells: &Cells, needle: &str) -> (u16, u16) {
 fn action(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
     let ServerMsg::Message { room, time, from, .. } = say(r, id, from, "") else { unreachable!() };
     ServerMsg::Message {
+        cid: None,
         room,
         id,
         time,
@@ -63,7 +64,7 @@ fn action(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
 fn history(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
     let ServerMsg::Message { room, from, kind, .. } = say(r, id, from, "") else { unreachable!() };
     let time = T0 - 3_600_000;
-    ServerMsg::Message { room, id, time, from, kind, text: text.into(), history: true }
+    ServerMsg::Message { cid: None, room, id, time, from, kind, text: text.into(), history: true }
 }
 
 /// The chatting state: history, live messages, an action, a mention, joins and departures,
@@ -115,6 +116,7 @@ fn busy(width: u16, height: u16) -> App {
     net(
         &mut a,
         ServerMsg::Private {
+            cid: None,
             id: 1,
             time: T0 + 7 * 60_000,
             from: nick("carol"),
@@ -153,6 +155,7 @@ fn private_conversation() {
     net(
         &mut a,
         ServerMsg::Private {
+            cid: None,
             id: 2,
             time: T0 + 8 * 60_000,
             from: nick("alice"),
@@ -395,6 +398,7 @@ fn a_private_message_sent_from_a_room_is_echoed_there() {
     net(
         &mut a,
         ServerMsg::Private {
+            cid: None,
             id: 1,
             time: T0,
             from: nick("alice"),
@@ -419,6 +423,7 @@ fn a_private_message_sent_from_a_room_is_echoed_there() {
 fn day_change_lines_separate_the_days() {
     let day = 86_400_000;
     let at = |time: u64, id: u64, text: &str, history: bool| ServerMsg::Message {
+        cid: None,
         room: room("#lobby"),
         id,
         time,

@@ -125,6 +125,7 @@ async fn publish_room(inner: Arc<Inner>, hub: Hub, ev: RoomEvent, n: u64) {
                 hub.tell_session(
                     ev.session,
                     &ServerMsg::Error {
+                        cid: None,
                         code: ErrorCode::Unavailable,
                         message: format!(
                             "{what} to {} was not delivered: the cluster was unreachable for {}s",
@@ -159,9 +160,11 @@ async fn send_private(inner: Arc<Inner>, hub: Hub, node: u64, msg: Private) {
     };
     let reply = match error {
         None => msg.to_msg(),
-        Some((code, message)) => {
-            ServerMsg::Error { code, message: format!("private message not delivered: {message}") }
-        }
+        Some((code, message)) => ServerMsg::Error {
+            cid: None,
+            code,
+            message: format!("private message not delivered: {message}"),
+        },
     };
     hub.tell_session(msg.session, &reply);
 }

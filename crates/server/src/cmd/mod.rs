@@ -193,7 +193,7 @@ pub fn check_message(hub: &Hub, text: &str, session: &SessionState) -> Result<()
 
 /// An error reply.
 pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
-    Reply::Send(ServerMsg::Error { code, message: message.into() })
+    Reply::Send(ServerMsg::Error { cid: None, code, message: message.into() })
 }
 
 /// A decoded client message, ready to apply.
@@ -226,10 +226,10 @@ pub enum Command {
 impl Command {
     pub fn from_msg(msg: ClientMsg) -> Command {
         match msg {
-            ClientMsg::Say { room, text } => {
+            ClientMsg::Say { cid: _, room, text } => {
                 Command::Say(say::Say { room, text, kind: MessageKind::Normal })
             }
-            ClientMsg::Me { room, text } => {
+            ClientMsg::Me { cid: _, room, text } => {
                 Command::Say(say::Say { room, text, kind: MessageKind::Action })
             }
             ClientMsg::Join { room, since } => Command::Join(join::Join { room, since }),
@@ -237,7 +237,7 @@ impl Command {
             ClientMsg::List => Command::List(list::List),
             ClientMsg::Who { room } => Command::Who(who::Who { room }),
             ClientMsg::Topic { room, text } => Command::Topic(topic::Topic { room, text }),
-            ClientMsg::Msg { to, text } => Command::Msg(msg::Msg { to, text }),
+            ClientMsg::Msg { cid: _, to, text } => Command::Msg(msg::Msg { to, text }),
             ClientMsg::Nick { nick } => Command::Nick(nick::Nick { nick }),
             ClientMsg::Away { reason } => Command::Away(away::Away { reason }),
             ClientMsg::Whois { nick } => Command::Whois(whois::Whois { nick }),
@@ -271,7 +271,7 @@ impl Command {
             ClientMsg::Commit { room, epoch, body, welcome, adds, removes } => {
                 Command::Commit(e2e::Commit { room, epoch, body, welcome, adds, removes })
             }
-            ClientMsg::Sealed { room, epoch, body } => {
+            ClientMsg::Sealed { cid: _, room, epoch, body } => {
                 Command::Sealed(e2e::Sealed { room, epoch, body })
             }
         }

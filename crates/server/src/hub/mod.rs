@@ -20,6 +20,7 @@
 mod e2e;
 mod moderation;
 pub mod remote;
+pub mod sent;
 
 pub use e2e::E2eRefusal;
 
@@ -128,6 +129,8 @@ struct State {
     link: Option<ClusterLink>,
     /// End-to-end encrypted rooms: modes, epochs, delivery lists, key packages, welcomes.
     e2e: e2e::E2eState,
+    /// Recent client message ids per key and their echoes (repeats answered, not repeated).
+    sent: sent::SentIds,
 }
 
 #[derive(Debug)]
@@ -537,6 +540,12 @@ impl Hub {
         room.remember(stored);
         st.seq = seq;
         Ok(msg_id)
+    }
+
+    /// The echo that key `fingerprint`'s message `cid` got, when it was accepted recently
+    /// ([`sent::SentIds`]): a message sent again is answered with it, not delivered again.
+    pub fn sent_echo(&self, fingerprint: &str, cid: chatao_proto::Cid) -> Option<Bytes> {
+        self.lock().sent.echo(fingerprint, cid)
     }
 
     /// A private message from `id` to the user called `to`; both receive it.

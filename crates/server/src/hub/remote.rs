@@ -133,6 +133,7 @@ impl Private {
     /// The message as its recipient and its sender receive it.
     pub fn to_msg(&self) -> ServerMsg {
         ServerMsg::Private {
+            cid: None,
             id: self.id,
             time: self.time,
             from: self.from.clone(),

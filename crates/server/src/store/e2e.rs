@@ -33,6 +33,7 @@ impl StoredSealed {
     /// The wire message, marked as history or live.
     pub fn to_msg(&self, history: bool) -> ServerMsg {
         ServerMsg::Sealed {
+            cid: None,
             room: self.room.clone(),
             id: self.id,
             time: self.time,
