@@ -57,13 +57,17 @@ pub struct StoredMessage {
     pub from: Nick,
     pub kind: MessageKind,
     pub text: String,
+    /// The sender's key fingerprint, when known (for its [`chatao_proto::Cid`]).
+    pub sender: Option<String>,
+    /// The sender's id for the message, when it gave one; echoed in the wire message.
+    pub cid: Option<chatao_proto::Cid>,
 }
 
 impl StoredMessage {
     /// The wire message, marked as history or live.
     pub fn to_msg(&self, history: bool) -> ServerMsg {
         ServerMsg::Message {
-            cid: None,
+            cid: self.cid,
             room: self.room.clone(),
             id: self.id,
             time: self.time,
@@ -336,6 +340,8 @@ impl Store {
                 from,
                 kind: kind_from(kind),
                 text,
+                sender: None,
+                cid: None,
             });
         }
         if !oldest {
@@ -517,6 +523,8 @@ mod tests {
             from: Nick::parse("alice").unwrap(),
             kind: if id.is_multiple_of(2) { MessageKind::Action } else { MessageKind::Normal },
             text: format!("message {id}"),
+            sender: None,
+            cid: None,
         })
     }
 

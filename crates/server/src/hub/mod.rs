@@ -501,14 +501,16 @@ impl Hub {
         text: String,
     ) -> Result<u64, HubError> {
         let mut st = self.lock();
-        let from = st.user(id)?.nick.clone();
+        let user = st.user(id)?;
+        let (from, sender) = (user.nick.clone(), user.fingerprint.clone());
         if st.link.is_some() {
             if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
                 return Err(HubError::NotInRoom(room_name.clone()));
             }
             drop(st);
             // The id comes from the cluster's stream when the message comes back from it.
-            self.publish_room(id, room_name, from, RoomBody::Message { kind, text })?;
+            let body = RoomBody::Message { kind, text };
+            self.publish_room(id, room_name, (from, sender), body, None)?;
             return Ok(0);
         }
         let seq = st.seq + 1;
@@ -525,6 +527,8 @@ impl Hub {
             from,
             kind,
             text,
+            sender: Some(sender),
+            cid: None,
         };
         let ev = BusEvent {
             seq,
@@ -637,13 +641,14 @@ impl Hub {
         text: Option<String>,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
-        let by = st.user(id)?.nick.clone();
+        let user = st.user(id)?;
+        let (by, sender) = (user.nick.clone(), user.fingerprint.clone());
         if st.link.is_some() {
             if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
                 return Err(HubError::NotInRoom(room_name.clone()));
             }
             drop(st);
-            return self.publish_room(id, room_name, by, RoomBody::Topic { text });
+            return self.publish_room(id, room_name, (by, sender), RoomBody::Topic { text }, None);
         }
         let seq = st.next_seq();
         let room = st

@@ -111,6 +111,14 @@ pub struct RoomEvent {
     /// Where it was said, so that a failure to publish can be reported to the sender.
     pub node: NodeId,
     pub session: SessionId,
+    /// The sender's key fingerprint (what its `cid` is unique for).
+    #[serde(default)]
+    pub fingerprint: String,
+    /// The sender's id for the event, when it gave one: the JetStream message id is derived
+    /// from it (so a re-send through any node is dropped as a duplicate), and every node
+    /// remembers it with the echo ([`super::sent::SentIds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<chatao_proto::Cid>,
     #[serde(flatten)]
     pub body: RoomBody,
 }
@@ -432,13 +440,15 @@ impl Hub {
         self.shared.cluster.as_ref()
     }
 
-    /// Queues a room event for the cluster's ordered stream.
+    /// Queues a room event for the cluster's ordered stream. `sender` is `from`'s key
+    /// fingerprint and `cid` its id for the event, when it gave one.
     pub(super) fn publish_room(
         &self,
         id: SessionId,
         room: &RoomName,
-        from: Nick,
+        (from, sender): (Nick, String),
         body: RoomBody,
+        cid: Option<chatao_proto::Cid>,
     ) -> Result<(), HubError> {
         let link = self.cluster().ok_or(HubError::UnknownSession)?;
         link.send_room(RoomEvent {
@@ -447,6 +457,8 @@ impl Hub {
             from,
             node: link.node,
             session: id,
+            fingerprint: sender,
+            cid,
             body,
         })
     }
@@ -493,6 +505,8 @@ impl Hub {
                         from: ev.from,
                         kind,
                         text,
+                        sender: Some(ev.fingerprint.clone()),
+                        cid: ev.cid,
                     };
                     room.set_last_id(seq);
                     room.remember(stored.clone());
