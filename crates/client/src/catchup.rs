@@ -1,5 +1,5 @@
 //! Which room messages were already shown, so that a reconnection's catch-up shows each one
-//! once: shared by the TUI (one per buffer) and line mode (one per room).
+//! once: one per room, kept by the connection core ([`crate::core`]) that both modes drive.
 //!
 //! Outside a catch-up, ids only grow: anything at or below the last id seen is a duplicate.
 //! During one (after a reconnect, until the expected history replays have ended), messages

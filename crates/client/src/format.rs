@@ -130,11 +130,33 @@ pub fn reconnected(fmt: Format, w: &Welcome, server: &str) -> String {
     }
 }
 
-/// The last line when reconnection was given up: why, and (JSON) the messages not sent.
-pub fn gave_up(fmt: Format, reason: &str, unsent: &[chatao_proto::ClientMsg]) -> String {
+/// A line that was not delivered, for the final report: its message and, when the server
+/// refused it for good, why (`text (code)`); `None`: never acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undelivered {
+    pub msg: chatao_proto::ClientMsg,
+    pub why: Option<String>,
+}
+
+/// The last line when line mode ends without every line delivered (reconnection given up, a
+/// `bye` that ends the session, a line refused for good): why and, in JSON, each line not
+/// delivered (its record, with `why` for those refused).
+pub fn lost(fmt: Format, reason: &str, lost: &[Undelivered]) -> String {
     match fmt {
-        Format::Plain => format!("* gave up reconnecting: {}", sanitize(reason)),
-        Format::Json => json(&json!({ "type": "lost", "reason": reason, "unsent": unsent })),
+        Format::Plain => format!("* {}", sanitize(reason)),
+        Format::Json => {
+            let unsent: Vec<serde_json::Value> = lost
+                .iter()
+                .map(|u| {
+                    let mut v = serde_json::to_value(&u.msg).unwrap_or_default();
+                    if let (Some(why), Some(o)) = (&u.why, v.as_object_mut()) {
+                        o.insert("why".into(), why.clone().into());
+                    }
+                    v
+                })
+                .collect();
+            json(&json!({ "type": "lost", "reason": reason, "unsent": unsent }))
+        }
     }
 }
 

@@ -25,6 +25,7 @@
 pub mod app;
 pub mod catchup;
 pub mod command;
+pub mod core;
 pub mod e2e;
 pub mod format;
 pub mod line;

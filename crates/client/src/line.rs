@@ -1,44 +1,42 @@
 //! Line mode, for scripts, bots and pipes: each stdin line is a message or a command, each
-//! event one stdout line. At end of input the client makes sure everything it sent reached the
-//! server (the server answers `quit` with `bye` only after handling all that came before),
-//! then exits 0.
+//! event one stdout line.
+//!
+//! The promise: each message line (`say`, `/me`, `/msg`) is delivered exactly once, in the
+//! order written, or listed as not delivered. Every one gets a client id ([`crate::core`]) and
+//! is kept until the server's echo carrying that id (or a refusal carrying it) comes back;
+//! after a lost connection it is sent again, same id, after the catch-up, and the server
+//! delivers a repeated id at most once. At end of input the client waits until every line is
+//! acknowledged, only then says `quit` (and only then does [`GOODBYE_TIMEOUT`] start), and
+//! exits 0 on the server's goodbye. Otherwise (a line refused for good, no server taking us
+//! back within the reconnection time, a `bye` that ends the session) it exits 1 and lists on
+//! stderr each line not delivered (JSON: a `lost` event with `unsent`).
 //!
 //! A lost connection (or a server's `bye` with code `shutdown`) is not the end: the client
 //! says so (a notice line, or a `disconnected` JSON event), reconnects to the next server of
 //! the list as the TUI does ([`crate::servers`]), says where (`reconnected`), and catches up
-//! on every room it was in, printing each missed message once ([`Seen`]: missed messages come
-//! marked as history, in the order they arrive). Lines read meanwhile wait in a bounded
-//! queue and are sent after the catch-up requests. If no server takes us back within the
-//! reconnection time (or one refuses us for good: a changed key, a refused nickname), the
-//! client exits 1, listing on stderr the messages it could not send.
+//! on every room it was in, printing each missed message once (missed messages come marked as
+//! history, in the order they arrive). Lines read meanwhile wait ([`crate::core::WAITING`]).
 
-use std::collections::{BTreeMap, VecDeque};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use chatao_proto::{ClientMsg, ErrorCode, Nick, RoomName, ServerMsg, sanitize_line};
+use chatao_proto::{ClientMsg, ErrorCode, ServerMsg, sanitize_line};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::catchup::Seen;
 use crate::command::{self, Input};
-use crate::format::{self, Format};
+use crate::core::{Ack, Core, Show};
+use crate::format::{self, Format, Undelivered};
 use crate::net::{Closed, ConnectError, Connected, NetEvent, NetHandle, SendError, Welcome};
-use crate::servers::{self, Profile, is_transient};
+use crate::servers::{Profile, is_transient};
 use crate::trust::Trusted;
 
-/// How long, after end of input, the client waits for the server's goodbye (its messages may
-/// still be paced out at the announced rate before that, which does not count).
+/// How long the client waits for the server's goodbye once it said `quit`, which it says only
+/// when every line was acknowledged.
 pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages read from stdin and not yet handed to the network actor: while reconnecting, or
-/// while the actor's outbox is full. Overflow policy: stdin is not read any further until
-/// there is room (whoever writes to us waits); nothing is dropped. Messages a lost connection
-/// never sent come back to the front of this queue, so it may briefly hold up to
-/// [`crate::net::OUTBOX`] more.
-pub const PENDING: usize = 1000;
 /// Lines parsed by the stdin task, waiting for the main loop. Overflow policy: the stdin task
 /// waits.
 const FROM_STDIN: usize = 64;
@@ -46,12 +44,14 @@ const FROM_STDIN: usize = 64;
 /// What the stdin task hands the main loop.
 #[derive(Debug)]
 enum FromStdin {
-    /// A message for the server (`quit` last).
+    /// A message for the server.
     Send(ClientMsg),
     /// A request for the E2E layer (`/remove`, `/safety`).
     Request(crate::e2e::Request),
     /// A line to print (help, a parse error, the current room).
     Notice(String),
+    /// End of input (or `/quit`), with the reason to give.
+    Quit(Option<String>),
 }
 
 /// One turn of the main loop.
@@ -60,7 +60,9 @@ enum Step {
     /// The outbox has room again.
     Ready,
     Stdin(Option<FromStdin>),
-    Reconnected(Result<(usize, Connected), GiveUp>),
+    Reconnected(Result<(usize, Connected), ConnectError>),
+    /// A temporarily refused message is due again.
+    Retry,
     GoodbyeTimeout,
 }
 
@@ -73,98 +75,8 @@ enum GiveUp {
     Final(ConnectError),
 }
 
-/// The rooms we are in, and which of their messages were printed.
-#[derive(Debug, Default)]
-struct Rooms {
-    /// Room name (lower case) → its state. Bounded by the rooms we joined (the server limits
-    /// them per user); a room we left keeps its entry.
-    rooms: BTreeMap<String, RoomState>,
-}
-
-#[derive(Debug, Default)]
-struct RoomState {
-    joined: bool,
-    seen: Seen,
-    /// Missed messages replayed and printed during the current catch-up.
-    missed: u32,
-}
-
-/// What to do with a server message.
-#[derive(Debug, PartialEq, Eq)]
-enum Show {
-    /// Print it.
-    Print,
-    /// A message printed already: skip it.
-    Duplicate,
-    /// The end of one of a catch-up's replays, not its last: only JSON shows it.
-    Quiet,
-    /// The end of a catch-up, which printed this many missed messages from history.
-    CaughtUp(u32),
-}
-
-impl Rooms {
-    fn entry(&mut self, room: &RoomName) -> &mut RoomState {
-        self.rooms.entry(room.as_str().to_owned()).or_default()
-    }
-
-    /// What to do with `msg`; keeps track of our rooms, our nickname and the catch-up.
-    fn observe(&mut self, msg: &ServerMsg, me: &mut Nick) -> Show {
-        match msg {
-            ServerMsg::Message { room, id, history, .. } => {
-                let state = self.entry(room);
-                if !state.seen.see(*id) {
-                    return Show::Duplicate;
-                }
-                if *history && state.seen.missed(*id) {
-                    state.missed = state.missed.saturating_add(1);
-                }
-            }
-            ServerMsg::Join { room, nick, .. } if nick == me => self.entry(room).joined = true,
-            ServerMsg::Leave { room, nick, .. } if nick == me => self.entry(room).joined = false,
-            ServerMsg::HistoryEnd { room, .. } => {
-                let state = self.entry(room);
-                if state.seen.catching_up() {
-                    state.seen.replay_ended();
-                    if state.seen.catching_up() {
-                        return Show::Quiet;
-                    }
-                    return Show::CaughtUp(std::mem::take(&mut state.missed));
-                }
-            }
-            ServerMsg::NickChange { old, new } if old == me => *me = new.clone(),
-            _ => {}
-        }
-        Show::Print
-    }
-
-    /// After a reconnect: the requests that catch up on every room we were in, in the order
-    /// to send them. The server joined us to `#lobby` again at `hello` (with a replay of its
-    /// latest messages); `history` asks for everything since the last one printed. The other
-    /// rooms are joined again with `since`.
-    fn catch_up(&mut self) -> Vec<ClientMsg> {
-        let lobby = RoomName::lobby();
-        let mut msgs = vec![];
-        for (name, state) in &mut self.rooms {
-            if !state.joined {
-                continue;
-            }
-            state.missed = 0;
-            let seen = &mut state.seen;
-            if name == lobby.as_str() {
-                seen.start_catch_up(2);
-                let since = seen.last_seen.unwrap_or(0);
-                msgs.push(ClientMsg::History { room: name.clone(), since, limit: None });
-            } else {
-                seen.start_catch_up(1);
-                msgs.push(ClientMsg::Join { room: name.clone(), since: seen.last_seen });
-            }
-        }
-        msgs
-    }
-}
-
-/// Runs line mode to the end. Returns the exit code: 0 after a clean goodbye, 1 if the server
-/// disconnected us for good or no server took us back after a loss. A first connection that
+/// Runs line mode to the end. Returns the exit code: 0 when every line was delivered and the
+/// server said goodbye, 1 otherwise (see the module's documentation). A first connection that
 /// fails is an error.
 pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Result<ExitCode> {
     let (on, (welcome, handle, events), skipped) = profile.connect_first().await?;
@@ -176,23 +88,24 @@ pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Resu
     emit(&mut out, &format::welcome(fmt, &welcome, &profile.name(on))).await?;
     let (stdin_tx, stdin_rx) = mpsc::channel(FROM_STDIN);
     tokio::spawn(read_stdin(chatao_proto::DEFAULT_ROOM.to_owned(), fmt, stdin_tx));
+    let core = Core::new(welcome.nick.clone(), on);
     let mut session = Session {
-        me: welcome.nick.clone(),
         profile,
         fmt,
         reconnect_for,
-        on,
         out,
         handle: Some(handle),
         events: Some(events),
         reconnect: None,
-        pending: VecDeque::new(),
-        rooms: Rooms::default(),
+        deadline: None,
+        last_failure: None,
+        core,
+        refused: vec![],
         stdin: stdin_rx,
-        input_done: false,
         quit: None,
+        quit_sent: false,
+        blocked: false,
         goodbye: None,
-        catch_up: vec![],
     };
     let result = session.run().await;
     if let Some(task) = session.reconnect.take() {
@@ -206,85 +119,62 @@ struct Session {
     profile: Profile,
     fmt: Format,
     reconnect_for: Duration,
-    /// The server we are (or were last) connected to.
-    on: usize,
-    me: Nick,
     out: tokio::io::Stdout,
     /// The actor's handle and events, while connected.
     handle: Option<NetHandle>,
     events: Option<mpsc::Receiver<NetEvent>>,
-    reconnect: Option<JoinHandle<Result<(usize, Connected), GiveUp>>>,
-    /// Bounded by [`PENDING`] (see there).
-    pending: VecDeque<ClientMsg>,
-    rooms: Rooms,
+    /// The reconnection attempt under way, to the server it names.
+    reconnect: Option<JoinHandle<Result<(usize, Connected), ConnectError>>>,
+    /// While reconnecting: when to give up.
+    deadline: Option<Instant>,
+    last_failure: Option<String>,
+    /// The rooms, the catch-up, the messages not yet acknowledged, the reconnection schedule.
+    core: Core,
+    /// Lines refused for good, with why. Bounded by the input's message lines.
+    refused: Vec<Undelivered>,
     stdin: mpsc::Receiver<FromStdin>,
-    input_done: bool,
-    /// The `quit` read at the end of input, to send again if a reconnection swallowed it.
-    quit: Option<ClientMsg>,
+    /// End of input was read: `quit` (with this reason) once everything is acknowledged.
+    quit: Option<Option<String>>,
+    quit_sent: bool,
+    /// The actor's outbox was full at the last hand-over: wait for room.
+    blocked: bool,
     /// Set once `quit` was handed to the actor: the server's goodbye is due by then.
     goodbye: Option<Instant>,
-    /// The requests of the last catch-up (one per room we are in).
-    catch_up: Vec<ClientMsg>,
 }
 
 impl Session {
     async fn run(&mut self) -> Result<ExitCode> {
         loop {
             self.flush();
+            let reading = self.quit.is_none() && self.core.can_take();
+            let retry = self.core.next_retry().map(Instant::from_std);
             let step = tokio::select! {
                 biased;
                 ev = next_event(&mut self.events) => Step::Net(ev),
                 res = join_opt(&mut self.reconnect) => Step::Reconnected(res),
-                ok = ready(self.handle.as_ref()), if !self.pending.is_empty() => {
+                ok = ready(self.handle.as_ref()), if self.has_to_send() => {
                     if !ok {
                         // The actor is gone; its `Closed` event is on its way.
                         self.handle = None;
                     }
                     Step::Ready
                 }
-                line = self.stdin.recv(), if !self.input_done && self.pending.len() < PENDING => {
-                    Step::Stdin(line)
-                }
+                line = self.stdin.recv(), if reading => Step::Stdin(line),
+                _ = sleep_until_opt(retry), if self.handle.is_some() => Step::Retry,
                 _ = sleep_until_opt(self.goodbye) => Step::GoodbyeTimeout,
             };
             match step {
-                Step::Net(NetEvent::Msg(msg)) => {
-                    let line = match (self.rooms.observe(&msg, &mut self.me), self.fmt) {
-                        (Show::Duplicate, _) | (Show::Quiet, Format::Plain) => None,
-                        // The server's count includes what was printed already; say what
-                        // was new.
-                        (Show::CaughtUp(n), Format::Plain) => {
-                            let room = match &msg {
-                                ServerMsg::HistoryEnd { room, .. } => room.to_string(),
-                                _ => String::new(),
-                            };
-                            let s = if n == 1 { "" } else { "s" };
-                            Some(format::notice(
-                                self.fmt,
-                                &format!("{room}: caught up: {n} missed message{s}"),
-                            ))
-                        }
-                        _ => format::event(self.fmt, &msg),
-                    };
-                    if let Some(line) = line {
-                        self.emit(&line).await?;
-                    }
-                }
+                Step::Net(NetEvent::Msg(msg)) => self.on_server(msg).await?,
                 Step::Net(NetEvent::E2e { text, warning }) => {
                     self.emit(&format::e2e(self.fmt, &text, warning)).await?;
                 }
-                Step::Net(NetEvent::Unsent(msgs)) => {
-                    // Never written to the socket: sending them again duplicates nothing.
-                    for msg in msgs.into_iter().rev() {
-                        self.pending.push_front(msg);
-                    }
-                }
+                Step::Net(NetEvent::Unsent(msgs)) => self.core.on_unsent(msgs),
                 Step::Net(NetEvent::Closed(closed)) => {
                     if let Some(code) = self.on_closed(closed).await? {
                         return Ok(code);
                     }
                 }
-                Step::Ready => {}
+                Step::Ready | Step::Retry => {}
                 Step::Stdin(Some(FromStdin::Notice(line))) => self.emit(&line).await?,
                 Step::Stdin(Some(FromStdin::Request(req))) => {
                     let sent = match &self.handle {
@@ -298,44 +188,89 @@ impl Session {
                     }
                 }
                 Step::Stdin(Some(FromStdin::Send(msg))) => {
-                    if matches!(msg, ClientMsg::Quit { .. }) {
-                        self.quit = Some(msg.clone());
-                    }
-                    self.pending.push_back(msg);
+                    self.core.submit(msg);
                 }
-                Step::Stdin(None) => self.input_done = true,
+                Step::Stdin(Some(FromStdin::Quit(reason))) => self.quit = Some(reason),
+                Step::Stdin(None) => {
+                    if self.quit.is_none() {
+                        self.quit = Some(None);
+                    }
+                }
                 Step::Reconnected(Ok((i, (welcome, handle, events)))) => {
                     self.on_reconnected(i, welcome, handle, events).await?;
                 }
-                Step::Reconnected(Err(give_up)) => return self.give_up(give_up).await,
+                Step::Reconnected(Err(e)) => {
+                    if let Some(code) = self.on_connect_failed(e).await? {
+                        return Ok(code);
+                    }
+                }
                 Step::GoodbyeTimeout => {
                     eprintln!(
                         "chatao: the server did not say goodbye within {}s",
                         GOODBYE_TIMEOUT.as_secs()
                     );
-                    return Ok(ExitCode::FAILURE);
+                    return self.fail("the server did not say goodbye").await;
                 }
             }
         }
     }
 
-    /// Hands queued messages to the actor while it takes them without waiting.
+    /// Whether something waits for room in the actor's outbox (the last hand-over found it
+    /// full).
+    fn has_to_send(&self) -> bool {
+        self.blocked
+    }
+
+    /// Hands the core's records to the actor while it takes them without waiting; once input
+    /// is over and everything is acknowledged, `quit`.
     fn flush(&mut self) {
+        self.blocked = false;
         let Some(handle) = &self.handle else { return };
-        while let Some(msg) = self.pending.pop_front() {
-            let is_quit = matches!(msg, ClientMsg::Quit { .. });
-            match handle.try_send(msg.clone()) {
-                Ok(()) => {
-                    if is_quit {
-                        self.goodbye = Some(Instant::now() + GOODBYE_TIMEOUT);
-                    }
-                }
-                Err(SendError::Full | SendError::Closed) => {
-                    self.pending.push_front(msg);
-                    return;
-                }
+        let now = Instant::now().into_std();
+        while let Some(msg) = self.core.pop_send(now) {
+            if let Err(SendError::Full | SendError::Closed) = handle.try_send(msg.clone()) {
+                self.core.unpop(msg);
+                self.blocked = true;
+                return;
             }
         }
+        if let Some(reason) = &self.quit
+            && !self.quit_sent
+            && self.core.all_acked()
+        {
+            match handle.try_send(ClientMsg::Quit { reason: reason.clone() }) {
+                Ok(()) => {
+                    self.quit_sent = true;
+                    self.goodbye = Some(Instant::now() + GOODBYE_TIMEOUT);
+                }
+                Err(_) => self.blocked = true,
+            }
+        }
+    }
+
+    async fn on_server(&mut self, msg: ServerMsg) -> Result<()> {
+        let heard = self.core.observe(&msg, Instant::now().into_std());
+        if let Some(Ack::Refused { msg: refused, code, message }) = heard.ack {
+            let why = format!("{} ({code})", sanitize_line(&message));
+            self.refused.push(Undelivered { msg: refused, why: Some(why) });
+        }
+        let line = match (heard.show, self.fmt) {
+            (Show::Duplicate, _) | (Show::Quiet, Format::Plain) => None,
+            // The server's count includes what was printed already; say what was new.
+            (Show::CaughtUp(n), Format::Plain) => {
+                let room = match &msg {
+                    ServerMsg::HistoryEnd { room, .. } => room.to_string(),
+                    _ => String::new(),
+                };
+                let s = if n == 1 { "" } else { "s" };
+                Some(format::notice(self.fmt, &format!("{room}: caught up: {n} missed message{s}")))
+            }
+            _ => format::event(self.fmt, &msg),
+        };
+        if let Some(line) = line {
+            self.emit(&line).await?;
+        }
+        Ok(())
     }
 
     /// The connection ended: the exit code if that is the end, else reconnection starts.
@@ -344,30 +279,71 @@ impl Session {
         self.events = None;
         self.goodbye = None;
         let reason = match closed {
-            Closed::Bye { code: None, .. } => {
+            Closed::Bye { code: None, .. } if self.quit_sent => {
                 self.emit(&format::closed(self.fmt, &closed)).await?;
-                return Ok(Some(ExitCode::SUCCESS));
+                if self.refused.is_empty() && self.core.all_acked() {
+                    return Ok(Some(ExitCode::SUCCESS));
+                }
+                return self.fail("some lines were not delivered").await.map(Some);
             }
             Closed::Bye { code: Some(ErrorCode::Shutdown), reason } => {
                 format!("the server is shutting down: {reason}")
             }
-            Closed::Bye { code: Some(code), reason } => {
-                let bye = Closed::Bye { code: Some(code), reason: reason.clone() };
+            Closed::Bye { code, reason } => {
+                let bye = Closed::Bye { code, reason: reason.clone() };
                 self.emit(&format::closed(self.fmt, &bye)).await?;
-                eprintln!(
-                    "chatao: disconnected by the server: {} ({code})",
-                    sanitize_line(&reason)
-                );
-                return Ok(Some(ExitCode::FAILURE));
+                self.core.on_closed_for_good();
+                let why = match code {
+                    Some(ErrorCode::TooSlow) => "disconnected: too slow".to_owned(),
+                    Some(ErrorCode::RateLimited) => format!(
+                        "disconnected for sending too fast: {} message(s) were not sent",
+                        self.core.unacked().len()
+                    ),
+                    Some(code) => {
+                        format!("disconnected by the server: {} ({code})", sanitize_line(&reason))
+                    }
+                    None => format!("disconnected by the server: {}", sanitize_line(&reason)),
+                };
+                eprintln!("chatao: {why}");
+                return self.fail(&why).await.map(Some);
             }
             Closed::Lost(reason) => reason,
         };
-        let server = self.profile.name(self.on);
+        let server = self.profile.name(self.core.on());
         self.emit(&format::disconnected(self.fmt, &server, &reason)).await?;
-        self.profile.nick = self.me.to_string();
-        let deadline = Instant::now() + self.reconnect_for;
-        self.reconnect = Some(tokio::spawn(reconnect(self.profile.clone(), self.on, deadline)));
+        self.deadline = Some(Instant::now() + self.reconnect_for);
+        self.last_failure = None;
+        let attempt = self.core.on_lost(self.profile.servers.len());
+        self.try_connect(attempt).await
+    }
+
+    /// Starts reconnection attempt `(wait, server)`, or gives up if it would start too late.
+    async fn try_connect(&mut self, (wait, server): (Duration, usize)) -> Result<Option<ExitCode>> {
+        let deadline = self.deadline.unwrap_or_else(Instant::now);
+        if Instant::now() + wait >= deadline {
+            let give_up = GiveUp::Timeout(self.last_failure.take());
+            return self.give_up(give_up).await.map(Some);
+        }
+        self.profile.nick = self.core.me().to_string();
+        let profile = self.profile.clone();
+        self.reconnect = Some(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            match tokio::time::timeout_at(deadline, profile.connect(server)).await {
+                Ok(result) => result.map(|c| (server, c)),
+                Err(_) => Err(ConnectError::Timeout { addr: profile.name(server) }),
+            }
+        }));
         Ok(None)
+    }
+
+    async fn on_connect_failed(&mut self, e: ConnectError) -> Result<Option<ExitCode>> {
+        if !is_transient(&e) {
+            return self.give_up(GiveUp::Final(e)).await.map(Some);
+        }
+        tracing::warn!(cause = %e, "reconnection failed");
+        self.last_failure = Some(e.to_string());
+        let attempt = self.core.on_connect_failed(self.profile.servers.len());
+        self.try_connect(attempt).await
     }
 
     async fn on_reconnected(
@@ -377,31 +353,20 @@ impl Session {
         handle: NetHandle,
         events: mpsc::Receiver<NetEvent>,
     ) -> Result<()> {
-        self.on = i;
-        self.me = welcome.nick.clone();
         note_trust(&self.profile, i, &welcome);
         let line = format::reconnected(self.fmt, &welcome, &self.profile.name(i));
         self.emit(&line).await?;
-        // The catch-up first, then what was typed meanwhile, then `quit` if input is over and
-        // the lost connection took it along. A previous catch-up that a new loss sent back
-        // unsent is replaced by this one.
-        let previous = std::mem::take(&mut self.catch_up);
-        self.pending.retain(|m| !previous.contains(m));
-        self.catch_up = self.rooms.catch_up();
-        for msg in self.catch_up.iter().rev() {
-            self.pending.push_front(msg.clone());
-        }
-        if let Some(quit) = &self.quit
-            && !self.pending.iter().any(|m| matches!(m, ClientMsg::Quit { .. }))
-        {
-            self.pending.push_back(quit.clone());
-        }
+        // The catch-up first, then every unacknowledged line again (same ids), then what
+        // waits, then `quit` if input is over (it is sent again if the loss took it along).
+        self.core.on_connected(welcome.nick.clone(), i);
+        self.quit_sent = false;
+        self.deadline = None;
         self.handle = Some(handle);
         self.events = Some(events);
         Ok(())
     }
 
-    /// No server took us back: says why and what was not sent, and fails.
+    /// No server took us back: says why and what was not delivered, and fails.
     async fn give_up(&mut self, give_up: GiveUp) -> Result<ExitCode> {
         let reason = match &give_up {
             GiveUp::Timeout(Some(last)) => format!(
@@ -413,23 +378,35 @@ impl Session {
             }
             GiveUp::Final(e) => e.to_string(),
         };
-        // Lines read but not yet queued count as unsent too.
+        eprintln!("chatao: {}", format::inert_lines(&reason));
+        self.fail(&format!("gave up reconnecting: {reason}")).await
+    }
+
+    /// The end without the promise kept: the `lost` event and, on stderr, each line not
+    /// delivered (refused for good, or never acknowledged); exit 1.
+    async fn fail(&mut self, reason: &str) -> Result<ExitCode> {
+        // Lines read but not yet taken count as undelivered too.
         while let Ok(next) = self.stdin.try_recv() {
             if let FromStdin::Send(msg) = next {
-                self.pending.push_back(msg);
+                self.core.submit(msg);
             }
         }
-        let unsent: Vec<ClientMsg> = self
-            .pending
-            .drain(..)
-            .filter(|m| format::is_said(m) && !self.catch_up.contains(m))
-            .collect();
-        self.emit(&format::gave_up(self.fmt, &reason, &unsent)).await?;
-        eprintln!("chatao: {}", format::inert_lines(&reason));
-        if !unsent.is_empty() {
-            eprintln!("chatao: {} message(s) were not sent:", unsent.len());
-            for msg in &unsent {
-                eprintln!("  {}", format::unsent(msg));
+        let mut lost = std::mem::take(&mut self.refused);
+        lost.extend(
+            self.core
+                .take_undelivered()
+                .into_iter()
+                .filter(format::is_said)
+                .map(|msg| Undelivered { msg, why: None }),
+        );
+        self.emit(&format::lost(self.fmt, reason, &lost)).await?;
+        if !lost.is_empty() {
+            eprintln!("chatao: {} message(s) were not delivered:", lost.len());
+            for u in &lost {
+                match &u.why {
+                    Some(why) => eprintln!("  {} (refused: {why})", format::unsent(&u.msg)),
+                    None => eprintln!("  {}", format::unsent(&u.msg)),
+                }
             }
         }
         Ok(ExitCode::FAILURE)
@@ -438,35 +415,6 @@ impl Session {
     async fn emit(&mut self, line: &str) -> Result<()> {
         emit(&mut self.out, line).await
     }
-}
-
-/// Tries the servers in turn ([`servers::next_server`], [`servers::delay`]) until one
-/// welcomes us, a failure is final, or `deadline` passes.
-async fn reconnect(
-    profile: Profile,
-    lost: usize,
-    deadline: Instant,
-) -> Result<(usize, Connected), GiveUp> {
-    let n = profile.servers.len();
-    let mut last = None;
-    for failures in 0u32.. {
-        let wait = servers::delay(failures, n);
-        if Instant::now() + wait >= deadline {
-            break;
-        }
-        tokio::time::sleep(wait).await;
-        let server = servers::next_server(lost, failures, n);
-        match tokio::time::timeout_at(deadline, profile.connect(server)).await {
-            Ok(Ok(connected)) => return Ok((server, connected)),
-            Ok(Err(e)) if !is_transient(&e) => return Err(GiveUp::Final(e)),
-            Ok(Err(e)) => {
-                tracing::warn!(server = %profile.name(server), cause = %e, "reconnection failed");
-                last = Some(format!("{}: {e}", profile.name(server)));
-            }
-            Err(_) => break,
-        }
-    }
-    Err(GiveUp::Timeout(last))
 }
 
 /// Tells the user (stderr) about a key pinned by this connection.
@@ -508,16 +456,19 @@ async fn ready(handle: Option<&NetHandle>) -> bool {
     }
 }
 
-/// The reconnection's outcome, once there is one; never while none is under way.
+/// The reconnection attempt's outcome, once there is one; never while none is under way.
 async fn join_opt(
-    task: &mut Option<JoinHandle<Result<(usize, Connected), GiveUp>>>,
-) -> Result<(usize, Connected), GiveUp> {
+    task: &mut Option<JoinHandle<Result<(usize, Connected), ConnectError>>>,
+) -> Result<(usize, Connected), ConnectError> {
     let Some(t) = task else { return std::future::pending().await };
     let result = t.await;
     *task = None;
     match result {
         Ok(r) => r,
-        Err(e) => Err(GiveUp::Timeout(Some(format!("the reconnection task failed: {e}")))),
+        Err(e) => Err(ConnectError::Protocol {
+            addr: String::new(),
+            detail: format!("the reconnection task failed: {e}"),
+        }),
     }
 }
 
@@ -537,7 +488,8 @@ async fn emit(out: &mut tokio::io::Stdout, line: &str) -> Result<()> {
 
 /// Reads stdin to its end, turning lines into messages for the main loop; sending waits while
 /// the loop's queue is full, so input is read no faster than it is handled. At the end (or on
-/// `/quit`) it sends `quit`; dropping `to_loop` tells the main loop that input is over.
+/// `/quit`) it says [`FromStdin::Quit`]; dropping `to_loop` tells the main loop that input is
+/// over.
 async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStdin>) {
     let notice = |text: &str| FromStdin::Notice(format::notice(fmt, text));
     let error = |text: &str| FromStdin::Notice(format::error(fmt, text));
@@ -604,67 +556,5 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
             return;
         }
     }
-    let _ = to_loop.send(FromStdin::Send(ClientMsg::Quit { reason })).await;
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use chatao_proto::MessageKind;
-
-    fn say(room: &str, id: u64) -> ServerMsg {
-        ServerMsg::Message {
-            cid: None,
-            room: RoomName::parse(room).unwrap(),
-            id,
-            time: 0,
-            from: Nick::parse("bob").unwrap(),
-            kind: MessageKind::Normal,
-            text: format!("m{id}"),
-            history: true,
-        }
-    }
-
-    fn own_join(room: &str) -> ServerMsg {
-        ServerMsg::Join {
-            room: RoomName::parse(room).unwrap(),
-            nick: Nick::parse("alice").unwrap(),
-            fingerprint: "SHA256:x".into(),
-        }
-    }
-
-    #[test]
-    fn a_catch_up_asks_for_what_each_room_missed_and_prints_each_message_once() {
-        let mut me = Nick::parse("alice").unwrap();
-        let mut rooms = Rooms::default();
-        for msg in [own_join("#lobby"), say("#lobby", 1), say("#lobby", 2), own_join("#rust")] {
-            assert_eq!(rooms.observe(&msg, &mut me), Show::Print);
-        }
-        assert_eq!(
-            rooms.catch_up(),
-            vec![
-                ClientMsg::History { room: "#lobby".into(), since: 2, limit: None },
-                ClientMsg::Join { room: "#rust".into(), since: None },
-            ]
-        );
-        let end = ServerMsg::HistoryEnd { room: RoomName::lobby(), count: 3 };
-        // The lobby's replay at hello (1, 2, 3), a live 5, the history answer (3, 4, 5).
-        let mut printed = vec![];
-        for id in [1, 2, 3, 5] {
-            if rooms.observe(&say("#lobby", id), &mut me) == Show::Print {
-                printed.push(id);
-            }
-        }
-        assert_eq!(rooms.observe(&end, &mut me), Show::Quiet);
-        for id in [3, 4, 5] {
-            if rooms.observe(&say("#lobby", id), &mut me) == Show::Print {
-                printed.push(id);
-            }
-        }
-        assert_eq!(printed, [3, 5, 4]);
-        assert_eq!(rooms.observe(&end, &mut me), Show::CaughtUp(3));
-        assert_eq!(rooms.observe(&say("#lobby", 4), &mut me), Show::Duplicate, "old ids");
-        assert_eq!(rooms.observe(&end, &mut me), Show::Print, "a later history is not a catch-up");
-    }
+    let _ = to_loop.send(FromStdin::Quit(reason)).await;
 }

@@ -215,11 +215,12 @@ impl Shell {
                     match effect {
                         Effect::Send { msg, restore } => {
                             let sent = match &self.net {
-                                Some((handle, _)) => handle.try_send(msg),
+                                Some((handle, _)) => handle.try_send(msg.clone()),
                                 None => Err(SendError::Closed),
                             };
                             if let Err(error) = sent {
-                                queue.push_back(Event::SendFailed { error, restore });
+                                let msg = Some(msg);
+                                queue.push_back(Event::SendFailed { error, restore, msg });
                             }
                         }
                         Effect::Request(req) => {
@@ -228,7 +229,11 @@ impl Shell {
                                 None => Err(SendError::Closed),
                             };
                             if let Err(error) = sent {
-                                queue.push_back(Event::SendFailed { error, restore: None });
+                                queue.push_back(Event::SendFailed {
+                                    error,
+                                    restore: None,
+                                    msg: None,
+                                });
                             }
                         }
                         Effect::Connect { after, nick, server } => {

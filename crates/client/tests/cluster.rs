@@ -265,7 +265,7 @@ async fn line_mode_gives_up_after_the_reconnection_time_and_lists_unsent_message
     tokio::io::AsyncReadExt::read_to_string(&mut alice.stderr.take().unwrap(), &mut err)
         .await
         .unwrap();
-    assert!(err.contains("1 message(s) were not sent"), "{err}");
+    assert!(err.contains("1 message(s) were not delivered:"), "{err}");
     assert!(err.contains("#lobby: nobody will read this"), "{err}");
     drop(stdin);
 }

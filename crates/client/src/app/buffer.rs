@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chatao_proto::{Nick, RoomName, sanitize};
 
-use crate::catchup::Seen;
-
 /// Lines kept per buffer; older ones are dropped (the server keeps the history).
 pub const SCROLLBACK: usize = 5000;
 
@@ -135,9 +133,6 @@ pub struct Buffer {
     /// An end-to-end encrypted room (as the E2E layer says: its own group state wins over the
     /// server's claim).
     pub e2e: bool,
-    /// The room messages shown ([`Seen`]): where catch-up starts after a reconnect, and which
-    /// ids are duplicates. Missed messages are placed by id ([`Buffer::push`]).
-    pub seen: Seen,
     /// Replayed messages shown since the last end of history (duplicates not counted).
     pub replayed: u32,
     /// Chat lines that arrived while another buffer was shown.
@@ -163,7 +158,6 @@ impl Buffer {
             topic: None,
             joined: true,
             e2e: false,
-            seen: Seen::default(),
             replayed: 0,
             unread: 0,
             mentioned: false,
@@ -192,26 +186,6 @@ impl Buffer {
         }
         self.entries.insert(at, entry);
         at
-    }
-
-    /// Records room message `id`; false if it is already shown ([`Seen::see`]).
-    pub fn see(&mut self, id: u64) -> bool {
-        self.seen.see(id)
-    }
-
-    /// Whether message `id` was sent while we were away ([`Seen::missed`]).
-    pub fn missed(&self, id: u64) -> bool {
-        self.seen.missed(id)
-    }
-
-    /// Starts a catch-up after a reconnect ([`Seen::start_catch_up`]).
-    pub fn start_catch_up(&mut self, replays: u8) {
-        self.seen.start_catch_up(replays);
-    }
-
-    /// A history replay ended ([`Seen::replay_ended`]).
-    pub fn replay_ended(&mut self) {
-        self.seen.replay_ended();
     }
 
     pub fn add_member(&mut self, nick: Nick, away: Option<String>) {
@@ -259,29 +233,22 @@ mod tests {
     #[test]
     fn a_catch_up_places_missed_messages_by_id() {
         let mut b = Buffer::new(Target::Room(RoomName::lobby()));
+        let mut seen = crate::catchup::Seen::default();
         for id in [1, 2, 3] {
-            assert!(b.see(id));
+            assert!(seen.see(id));
             b.push(message(id));
         }
-        b.start_catch_up(2);
+        seen.start_catch_up(2);
         b.push(Entry::new(0, Kind::Info, "reconnected"));
         // Replay of the last messages (4 and 5 were missed), a live 9, then the history
         // answer from 3 on: each id once, in order.
         for id in [2, 3, 4, 5, 9, 4, 5, 6, 7, 8] {
-            if b.see(id) {
-                assert!(b.missed(id));
+            if seen.see(id) {
                 b.push(message(id));
             }
         }
         let ids: Vec<String> = b.entries.iter().map(|e| e.text.clone()).collect();
         assert_eq!(ids, ["1", "2", "3", "reconnected", "4", "5", "6", "7", "8", "9"]);
-        assert_eq!(b.seen.last_seen, Some(9));
-        b.replay_ended();
-        assert!(b.seen.catching_up());
-        b.replay_ended();
-        assert!(!b.seen.catching_up(), "caught up");
-        assert!(!b.see(8));
-        assert!(b.see(10));
     }
 
     #[test]

@@ -1,26 +1,27 @@
 //! The connection's life as the UI sees it: connected, lost and waiting to reconnect (with
 //! exponential backoff), quitting, or closed for good.
 //!
-//! A lost connection is retried on the next server of the list, round robin
-//! ([`crate::servers`]): the other servers at once, the lost one last, and only after a whole
-//! round failed a wait of 1 s, 2 s, 4 s ... up to 30 s (with a single server: that wait
-//! before each attempt), back to the start after a success. After a new `welcome` the client
-//! catches up on every room it was in: `#lobby` (joined again by the server at `hello`) with
-//! `history` since the last message seen, the others with `join` since their last message.
-//! Replays overlap and interleave with live messages; each message is shown once, in id order
-//! ([`super::buffer::Buffer::see`], [`super::buffer::Buffer::push`]). A `bye` with a code is final (the server refused us:
-//! nickname refused, too slow, ...) except `shutdown`, which is how a restarting server says
-//! goodbye, so it is retried like a loss. Nothing typed is lost meanwhile: input stays in
-//! the input line until it can be sent.
+//! The schedule, the catch-up and the messages awaiting acknowledgement are the connection
+//! core's ([`crate::core`], shared with line mode); this module shows them. A lost connection
+//! is retried on the next server of the list, round robin ([`crate::servers`]): the other
+//! servers at once, the lost one last, and only after a whole round failed a wait of 1 s, 2 s,
+//! 4 s ... up to 30 s (with a single server: that wait before each attempt), back to the start
+//! after a success. After a new `welcome` the client catches up on every room it was in, then
+//! sends again every message not acknowledged (same client id: the server delivers it at most
+//! once). Replays overlap and interleave with live messages; each message is shown once, in id
+//! order ([`crate::core::Core::observe`], [`super::buffer::Buffer::push`]). A `bye` with a
+//! code is final (the server refused us: nickname refused, too slow, ...) except `shutdown`,
+//! which is how a restarting server says goodbye, so it is retried like a loss. Nothing typed
+//! is lost meanwhile: input stays in the input line until it can be sent, and a message sent
+//! stays with the core until its echo or a refusal for good (shown with its text).
 
 use std::time::{Duration, Instant};
 
-use chatao_proto::{ClientMsg, ErrorCode, RoomName, sanitize};
+use chatao_proto::{ClientMsg, ErrorCode, sanitize};
 
-use super::buffer::{Kind, Target};
+use super::buffer::Kind;
 use super::{App, Effect};
 use crate::net::{Closed, SendError, Welcome};
-use crate::servers;
 use crate::trust::Trusted;
 
 /// How long `/quit` waits for the server's goodbye before leaving anyway.
@@ -56,6 +57,7 @@ impl App {
     pub(super) fn on_tick(&mut self, now: Instant, wall_ms: u64) -> Vec<Effect> {
         self.now = now;
         self.wall_ms = wall_ms;
+        self.send_blocked = false;
         match self.conn {
             Conn::Quitting { deadline } if now >= deadline => vec![Effect::Quit],
             _ => vec![],
@@ -79,12 +81,13 @@ impl App {
         }
     }
 
-    fn schedule_reconnect(&mut self, reason: &str) -> Vec<Effect> {
-        let n = self.config.servers.len();
-        let after = servers::delay(self.attempt, n);
-        let server = servers::next_server(self.on, self.attempt, n);
+    fn schedule_reconnect(
+        &mut self,
+        reason: &str,
+        (after, server): (Duration, usize),
+    ) -> Vec<Effect> {
         self.conn = Conn::Reconnecting {
-            attempt: self.attempt + 1,
+            attempt: self.core.failures() + 1,
             at: self.now + after,
             reason: sanitize(reason).into_owned(),
             server,
@@ -98,20 +101,16 @@ impl App {
         }
         self.outbox_full = false;
         match closed {
-            Closed::Lost(reason) => {
-                self.attempt = 0;
+            Closed::Lost(reason) | Closed::Bye { code: Some(ErrorCode::Shutdown), reason } => {
                 let text = format!("{reason}; reconnecting");
                 self.everywhere(Kind::Error, &text);
-                self.schedule_reconnect(&reason)
-            }
-            Closed::Bye { code: Some(ErrorCode::Shutdown), reason } => {
-                self.attempt = 0;
-                let text = format!("{reason}; reconnecting");
-                self.everywhere(Kind::Error, &text);
-                self.schedule_reconnect(&reason)
+                let attempt = self.core.on_lost(self.config.servers.len());
+                self.schedule_reconnect(&reason, attempt)
             }
             Closed::Bye { code, reason } => {
+                self.core.on_closed_for_good();
                 let reason = match code {
+                    Some(ErrorCode::TooSlow) => "disconnected: too slow".to_owned(),
                     Some(code) => format!("disconnected by the server: {reason} ({code})"),
                     None => format!("disconnected by the server: {reason}"),
                 };
@@ -135,16 +134,14 @@ impl App {
             self.conn = Conn::Closed { reason: sanitize(reason).trim().to_owned() };
             return vec![];
         }
-        self.attempt = self.attempt.saturating_add(1);
-        self.schedule_reconnect(reason)
+        let attempt = self.core.on_connect_failed(self.config.servers.len());
+        self.schedule_reconnect(reason, attempt)
     }
 
-    /// Messages the lost connection never sent: kept, and sent again after the catch-up of the
-    /// next connection, in the order they were typed.
+    /// Records the lost connection never wrote: the core sends the commands among them again
+    /// after the catch-up of the next connection (messages with an id are sent again anyway).
     pub(super) fn on_unsent(&mut self, msgs: Vec<ClientMsg>) -> Vec<Effect> {
-        let n = msgs.len();
-        self.unsent.extend(msgs.into_iter().filter(|m| !matches!(m, ClientMsg::Quit { .. })));
-        self.info(&format!("{n} message(s) not sent yet: they will be sent after reconnecting"));
+        self.core.on_unsent(msgs);
         vec![]
     }
 
@@ -154,7 +151,6 @@ impl App {
             return vec![];
         };
         self.conn = Conn::Connected;
-        self.attempt = 0;
         self.on = server;
         self.me = welcome.nick;
         self.limits = welcome.limits;
@@ -172,36 +168,35 @@ impl App {
             );
             self.info(&text);
         }
-        let lobby = RoomName::lobby();
-        let mut effects = vec![];
-        for b in &mut self.buffers {
-            let Target::Room(room) = b.target.clone() else { continue };
-            if !b.joined {
-                continue;
-            }
-            let msg = if room == lobby {
-                // Joined again at hello, with a replay of the latest messages; ask for all
-                // that came since the last one seen, which the latest may not reach back to.
-                b.start_catch_up(2);
-                let since = b.seen.last_seen.unwrap_or(0);
-                ClientMsg::History { room: room.to_string(), since, limit: None }
-            } else {
-                b.start_catch_up(1);
-                ClientMsg::Join { room: room.to_string(), since: b.seen.last_seen }
-            };
-            effects.push(Effect::Send { msg, restore: None });
+        // The catch-up, then every message not acknowledged, then what waits: the core's
+        // records, handed over at the end of the update.
+        self.core.on_connected(self.me.clone(), server);
+        let waiting = self.core.unacked().len();
+        if waiting > 0 {
+            self.info(&format!("{waiting} message(s) not yet acknowledged: sending them again"));
         }
-        effects.extend(self.unsent.drain(..).map(|msg| Effect::Send { msg, restore: None }));
-        effects
+        vec![]
     }
 
+    /// `msg` could not be handed to the actor. A message just typed is taken back from the
+    /// core and its text given back to the input line (it never left); any other message
+    /// with an id stays with the core, handed over again from the next tick on.
     pub(super) fn on_send_failed(
         &mut self,
         error: SendError,
         restore: Option<String>,
+        msg: Option<ClientMsg>,
     ) -> Vec<Effect> {
         if matches!(self.conn, Conn::Quitting { .. }) {
             return vec![Effect::Quit];
+        }
+        self.send_blocked = true;
+        if let Some(msg) = &msg {
+            match (crate::core::cid_of(msg), &restore) {
+                (Some(cid), Some(_)) => self.core.cancel(cid),
+                (Some(_), None) => self.core.not_sent(msg, self.now),
+                (None, _) => {}
+            }
         }
         if let Some(text) = &restore {
             self.completion = None;

@@ -6,6 +6,7 @@ use chatao_proto::{LeaveReason, MessageKind, RoomName, ServerMsg, sanitize};
 
 use super::buffer::{Entry, Kind};
 use super::{App, Effect, mentions, short_fingerprint};
+use crate::core::{Ack, Show};
 
 /// Members named in a `members` notice; larger rooms get a count.
 const MEMBERS_LISTED: usize = 30;
@@ -37,15 +38,30 @@ fn who_answer(room: &RoomName, members: &[chatao_proto::Member], e2e: bool) -> S
 impl App {
     pub(super) fn on_server(&mut self, msg: ServerMsg) -> Vec<Effect> {
         let now = self.wall_ms;
+        // Which messages were shown, and which of ours are acknowledged: the core's.
+        let heard = self.core.observe(&msg, self.now);
+        match &heard.ack {
+            Some(Ack::Refused { msg: refused, code, message }) => {
+                let what = crate::format::unsent(refused);
+                self.error(&format!("not sent: {what}: {}: {code}", sanitize(message)));
+            }
+            Some(Ack::Kept { code, retry, .. }) => {
+                let secs = retry.saturating_duration_since(self.now).as_secs();
+                let code = *code;
+                self.info(&format!("not confirmed yet ({code}): sending it again in {secs}s"));
+            }
+            Some(Ack::Delivered(_)) | None => {}
+        }
         match msg {
             ServerMsg::Message { cid: _, room, id, time, from, kind, text, history } => {
                 let i = self.room_buffer(&room);
                 // A catch-up after a reconnect is news; the replay on a first join is not.
+                let missed = match heard.show {
+                    Show::Duplicate => return vec![],
+                    Show::Print { missed } => missed,
+                    Show::Quiet | Show::CaughtUp(_) => false,
+                };
                 let b = &mut self.buffers[i];
-                let missed = b.missed(id);
-                if !b.see(id) {
-                    return vec![];
-                }
                 if history {
                     b.replayed = b.replayed.saturating_add(1);
                 }
@@ -244,9 +260,8 @@ impl App {
                 // The server's count includes what we had already; say what was new.
                 let Some(i) = self.find(room.as_str()) else { return vec![] };
                 let b = &mut self.buffers[i];
-                let catching_up = b.seen.catching_up();
+                let catching_up = !matches!(heard.show, Show::Print { .. });
                 let shown = std::mem::take(&mut b.replayed);
-                b.replay_ended();
                 let s = if shown == 1 { "" } else { "s" };
                 match (shown, catching_up) {
                     (0, _) => {}
@@ -259,8 +274,11 @@ impl App {
                 }
                 vec![]
             }
-            ServerMsg::Error { cid: _, code, message } => {
-                self.error(&format!("{}: {code}", sanitize(&message)));
+            ServerMsg::Error { cid, code, message } => {
+                // A refusal of one of our messages was said above, with its text.
+                if cid.is_none() || heard.ack.is_none() {
+                    self.error(&format!("{}: {code}", sanitize(&message)));
+                }
                 if self.pending_join.is_some() {
                     self.pending_join = None;
                 }

@@ -11,7 +11,9 @@
 //! - `keys`: key and mouse bindings.
 //! - `submit`: what Enter does with the input line (commands, local checks, sending).
 //! - `incoming`: server messages into buffers.
-//! - `conn`: connection state: loss, reconnect with backoff, catch-up, quitting.
+//! - `conn`: connection state: loss, reconnect with backoff, catch-up, quitting; the rooms'
+//!   catch-up, the messages awaiting acknowledgement and the reconnection schedule are the
+//!   connection core's ([`crate::core`]), shared with line mode.
 //!
 //! Private messages get a buffer per conversation (like an IRC query window), named after the
 //! other user and opened by the first message either way; text typed there is sent with
@@ -35,9 +37,10 @@ mod tests;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use chatao_proto::{ClientMsg, Limits, Nick, RoomName, sanitize};
+use chatao_proto::{Cid, ClientMsg, Limits, Nick, RoomName, sanitize};
 use chrono::FixedOffset;
 
+use crate::core::Core;
 use crate::net::{NetEvent, SendError, Welcome};
 use crate::trust::Trusted;
 use crate::ui;
@@ -84,8 +87,8 @@ pub enum Event {
     Connected(Box<Welcome>),
     /// A reconnection failed; `retry` when the failure may be temporary.
     ConnectFailed { reason: String, retry: bool },
-    /// [`Effect::Send`] could not queue its message.
-    SendFailed { error: SendError, restore: Option<String> },
+    /// [`Effect::Send`] could not queue its message `msg` (`None`: an [`Effect::Request`]).
+    SendFailed { error: SendError, restore: Option<String>, msg: Option<ClientMsg> },
 }
 
 /// What the caller must do after an update.
@@ -134,8 +137,12 @@ pub struct App {
     pub wall_ms: u64,
     /// The last send found the outbox full.
     pub outbox_full: bool,
-    /// Messages a lost connection never sent, to send after reconnecting.
-    unsent: Vec<ClientMsg>,
+    /// The connection core: the rooms' catch-up, the messages awaiting acknowledgement (sent
+    /// again after a reconnection), the reconnection schedule.
+    pub core: Core,
+    /// A hand-over to the actor found its outbox full: nothing more is handed over until the
+    /// next tick.
+    send_blocked: bool,
     /// Rooms seen in `/list` answers, for completion.
     pub known_rooms: BTreeSet<String>,
     /// A room we asked to join: the server's confirmation makes it current.
@@ -143,8 +150,6 @@ pub struct App {
     /// Rooms named in `/who` requests not answered yet, oldest first: their `members` answer
     /// is shown in the buffer shown and opens no buffer (a join's `members` does).
     pending_who: Vec<RoomName>,
-    /// Failed reconnection attempts since the connection was lost.
-    attempt: u32,
     /// The server we are (or were last) connected to: an index in [`Config::servers`].
     pub on: usize,
 }
@@ -180,6 +185,8 @@ impl App {
         now: Instant,
         wall_ms: u64,
     ) -> App {
+        let first = config.first.min(config.servers.len().saturating_sub(1));
+        let core = Core::new(welcome.nick.clone(), first);
         let mut app = App {
             config,
             me: welcome.nick.clone(),
@@ -196,14 +203,13 @@ impl App {
             now,
             wall_ms,
             outbox_full: false,
-            unsent: Vec::new(),
+            core,
+            send_blocked: false,
             known_rooms: BTreeSet::new(),
             pending_join: None,
             pending_who: Vec::new(),
-            attempt: 0,
-            on: 0,
+            on: first,
         };
-        app.on = app.config.first.min(app.config.servers.len().saturating_sub(1));
         let text = format!(
             "connected to {} as {} ({}, server key {})",
             app.server_name(),
@@ -236,7 +242,7 @@ impl App {
 
     /// Applies one event; returns what the caller must do.
     pub fn update(&mut self, event: Event) -> Vec<Effect> {
-        match event {
+        let mut effects = match event {
             Event::Term(ev) => self.on_term(ev),
             Event::Net(NetEvent::Msg(msg)) => self.on_server(msg),
             Event::Net(NetEvent::Unsent(msgs)) => self.on_unsent(msgs),
@@ -245,8 +251,28 @@ impl App {
             Event::Tick { now, wall_ms } => self.on_tick(now, wall_ms),
             Event::Connected(welcome) => self.on_connected(*welcome),
             Event::ConnectFailed { reason, retry } => self.on_connect_failed(&reason, retry),
-            Event::SendFailed { error, restore } => self.on_send_failed(error, restore),
+            Event::SendFailed { error, restore, msg } => self.on_send_failed(error, restore, msg),
+        };
+        effects.extend(self.flush(None));
+        effects
+    }
+
+    /// What the core has to send now, as effects; `typed`: the id of a message just typed and
+    /// the input line it came from, given back if it cannot be handed over.
+    fn flush(&mut self, typed: Option<(Cid, String)>) -> Vec<Effect> {
+        let mut effects = vec![];
+        if !self.is_connected() || self.send_blocked {
+            return effects;
         }
+        let now = self.now;
+        while let Some(msg) = self.core.pop_send(now) {
+            let restore = match &typed {
+                Some((cid, text)) if crate::core::cid_of(&msg) == Some(*cid) => Some(text.clone()),
+                _ => None,
+            };
+            effects.push(Effect::Send { msg, restore });
+        }
+        effects
     }
 
     /// The server we are (or were last) connected to, as the user reads it.

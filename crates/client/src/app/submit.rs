@@ -135,6 +135,12 @@ impl App {
         let b = &mut self.buffers[self.current];
         b.scroll = 0;
         b.below = 0;
+        // A message gets its client id and stays with the core until acknowledged; commands
+        // go as they are.
+        if let ClientMsg::Say { .. } | ClientMsg::Me { .. } | ClientMsg::Msg { .. } = &msg {
+            let typed = self.core.submit(msg).map(|cid| (cid, restore));
+            return self.flush(typed);
+        }
         vec![Effect::Send { msg, restore: Some(restore) }]
     }
 

@@ -114,8 +114,8 @@ pub fn advance(app: &mut App, d: Duration) -> Vec<Effect> {
     app.update(Event::Tick { now, wall_ms })
 }
 
-/// The messages among `effects`.
-pub fn sent(effects: &[Effect]) -> Vec<chatao_proto::ClientMsg> {
+/// The messages among `effects`, with their client ids (random).
+pub fn sent_with_ids(effects: &[Effect]) -> Vec<chatao_proto::ClientMsg> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -123,6 +123,23 @@ pub fn sent(effects: &[Effect]) -> Vec<chatao_proto::ClientMsg> {
             _ => None,
         })
         .collect()
+}
+
+/// `msg` without its client id, after checking that a message that takes one has one.
+pub fn without_id(mut msg: chatao_proto::ClientMsg) -> chatao_proto::ClientMsg {
+    use chatao_proto::ClientMsg;
+    if let ClientMsg::Say { cid, .. } | ClientMsg::Me { cid, .. } | ClientMsg::Msg { cid, .. } =
+        &mut msg
+    {
+        assert!(cid.is_some(), "every message gets a client id");
+        *cid = None;
+    }
+    msg
+}
+
+/// The messages among `effects`, without their client ids ([`without_id`]).
+pub fn sent(effects: &[Effect]) -> Vec<chatao_proto::ClientMsg> {
+    sent_with_ids(effects).into_iter().map(without_id).collect()
 }
 
 /// A chatting app: alice in #lobby with bob and carol, and in #rust with bob.

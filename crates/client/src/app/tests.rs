@@ -51,6 +51,13 @@ fn editing_keys() {
 fn enter_sends_to_the_current_room_and_up_recalls_it() {
     let mut a = chatting(80, 24);
     let effects = enter(&mut a, "hello there");
+    let effects: Vec<Effect> = effects
+        .into_iter()
+        .map(|e| match e {
+            Effect::Send { msg, restore } => Effect::Send { msg: without_id(msg), restore },
+            other => other,
+        })
+        .collect();
     assert_eq!(
         effects,
         vec![Effect::Send {
@@ -348,22 +355,69 @@ fn a_lost_connection_moves_to_the_next_server_and_backs_off_only_after_a_round()
 }
 
 #[test]
-fn messages_a_lost_connection_never_sent_are_sent_after_the_catch_up() {
+fn messages_not_acknowledged_are_sent_again_with_their_ids_after_the_catch_up() {
     let mut a = chatting(80, 24);
-    let queued = vec![
-        ClientMsg::Say { cid: None, room: "#lobby".into(), text: "typed fast".into() },
-        ClientMsg::Msg { cid: None, to: "bob".into(), text: "and this".into() },
-    ];
-    a.update(Event::Net(NetEvent::Unsent(queued.clone())));
+    alt(&mut a, '1');
+    let mut typed = sent_with_ids(&enter(&mut a, "typed fast"));
+    typed.extend(sent_with_ids(&enter(&mut a, "/msg bob and this")));
+    let cids: Vec<_> = typed.iter().map(crate::core::cid_of).collect();
+    assert!(cids.iter().all(Option::is_some), "{typed:?}");
+    // Handed to the actor, perhaps written to the socket: nothing says they arrived.
     lost(&mut a);
     let effects = a.update(Event::Connected(Box::new(welcome("alice"))));
-    let sent = sent(&effects);
+    let sent = sent_with_ids(&effects);
     assert!(matches!(sent.first(), Some(ClientMsg::History { .. })), "catch-up first: {sent:?}");
-    assert_eq!(sent[sent.len() - 2..], queued[..], "then the unsent messages, in order");
-    // Sent once: a second reconnection does not send them again.
+    assert_eq!(sent[sent.len() - 2..], typed[..], "then the same messages, same ids, in order");
+    // Their echoes acknowledge them: a second reconnection does not send them again.
+    let ServerMsg::Message { room, time, kind, .. } = say("#lobby", 4, "alice", "") else {
+        unreachable!()
+    };
+    let from = crate::app::testing::nick("alice");
+    let text = "typed fast".to_owned();
+    net(
+        &mut a,
+        ServerMsg::Message {
+            cid: cids[0],
+            room,
+            id: 4,
+            time,
+            from: from.clone(),
+            kind,
+            text,
+            history: false,
+        },
+    );
+    net(
+        &mut a,
+        ServerMsg::Private {
+            cid: cids[1],
+            id: 1,
+            time,
+            from,
+            to: crate::app::testing::nick("bob"),
+            kind,
+            text: "and this".into(),
+        },
+    );
+    assert!(a.core.all_acked());
     lost(&mut a);
     let effects = a.update(Event::Connected(Box::new(welcome("alice"))));
-    assert!(!self::sent(&effects).iter().any(|m| matches!(m, ClientMsg::Say { .. })));
+    assert!(!sent_with_ids(&effects).iter().any(|m| crate::core::cid_of(m).is_some()));
+}
+
+#[test]
+fn a_message_refused_for_good_is_shown_with_its_text() {
+    let mut a = chatting(80, 24);
+    alt(&mut a, '1');
+    let typed = sent_with_ids(&enter(&mut a, "please deliver"));
+    let cid = crate::core::cid_of(&typed[0]);
+    net(&mut a, ServerMsg::Error { cid, code: ErrorCode::Muted, message: "you are muted".into() });
+    let shown = texts(&a);
+    assert!(
+        shown.iter().any(|t| t == "not sent: #lobby: please deliver: you are muted: muted"),
+        "{shown:?}"
+    );
+    assert!(a.core.all_acked(), "a final refusal is not sent again");
 }
 
 #[test]
@@ -459,8 +513,8 @@ fn a_bye_with_a_code_is_final_but_a_shutdown_is_retried() {
 fn a_full_outbox_gives_the_text_back() {
     let mut a = chatting(80, 24);
     let effects = enter(&mut a, "important");
-    let Effect::Send { restore, .. } = effects[0].clone() else { panic!() };
-    a.update(Event::SendFailed { error: SendError::Full, restore });
+    let Effect::Send { restore, msg } = effects[0].clone() else { panic!() };
+    a.update(Event::SendFailed { error: SendError::Full, restore, msg: Some(msg) });
     assert_eq!(a.editor.text(), "important");
     assert!(a.outbox_full);
     enter(&mut a, "");

@@ -28,7 +28,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chatao_e2e::{E2e, E2eError, Event};
 use chatao_proto::{
-    ClientMsg, ErrorCode, LeaveReason, MessageKind, Nick, RoomName, SealedKind, SealedWelcome,
+    Cid, ClientMsg, ErrorCode, LeaveReason, MessageKind, Nick, RoomName, SealedKind, SealedWelcome,
     ServerMsg,
 };
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,8 @@ enum Intent {
 #[derive(Debug, Default)]
 struct Held {
     fingerprint: String,
-    texts: Vec<(MessageKind, String)>,
+    /// With each text its client id ([`chatao_proto::Cid`]), carried to the `sealed` made of it.
+    texts: Vec<(MessageKind, String, Option<Cid>)>,
 }
 
 /// The layer's state for one connection.
@@ -117,7 +118,16 @@ pub struct Layer {
     /// Joins and creates sent and not yet answered, to tell which room a `not_invited` or
     /// `room_exists` refers to (the error names it; only a join or create is refused so).
     joining: VecDeque<RoomName>,
+    /// Our texts sent as `sealed` with a client id, by id, until their echo: the echo is then
+    /// known as ours by its id even when the engine cannot tell (it remembers only its last
+    /// [`chatao_e2e::SENT_CACHE`] messages, and nothing from before this connection, while a
+    /// re-send after a reconnection is answered with the first echo). At most [`OWN_SENT`];
+    /// overflow policy: the oldest is forgotten (its echo then goes to the engine alone).
+    own_sent: VecDeque<(Cid, RoomName, Vec<u8>)>,
 }
+
+/// Most texts remembered in [`Layer`]'s `own_sent`: as many as the UI keeps unacknowledged.
+pub const OWN_SENT: usize = chatao_proto::msg::MAX_UNACKED;
 
 fn room_name(r: &str) -> Option<RoomName> {
     RoomName::parse(r).ok()
@@ -139,6 +149,7 @@ impl Layer {
             in_flight: HashMap::new(),
             held: HashMap::new(),
             joining: VecDeque::new(),
+            own_sent: VecDeque::new(),
         }
     }
 
@@ -262,8 +273,8 @@ impl Layer {
     /// A message from the UI, on its way to the server.
     pub fn from_ui(&mut self, msg: ClientMsg) {
         match msg {
-            ClientMsg::Say { cid: _, room, text } => self.say(room, MessageKind::Normal, text),
-            ClientMsg::Me { cid: _, room, text } => self.say(room, MessageKind::Action, text),
+            ClientMsg::Say { cid, room, text } => self.say(room, MessageKind::Normal, text, cid),
+            ClientMsg::Me { cid, room, text } => self.say(room, MessageKind::Action, text, cid),
             ClientMsg::Create { room, e2e, open } => {
                 if e2e
                     && self.creating.len() < JOINS_TRACKED
@@ -346,45 +357,64 @@ impl Layer {
         self.in_flight.remove(r);
     }
 
-    fn say(&mut self, room: String, kind: MessageKind, text: String) {
-        let Some(r) = room_name(&room) else {
-            let msg = if kind == MessageKind::Action {
-                ClientMsg::Me { cid: None, room, text }
+    /// Text for `room`: encrypted into a `sealed` (same client id `cid`) in a room we have the
+    /// group of, else passed on as it is. A text the layer cannot send is refused with an
+    /// `error` carrying `cid`, so that the UI's acknowledgements ([`crate::core`]) know.
+    fn say(&mut self, room: String, kind: MessageKind, text: String, cid: Option<Cid>) {
+        let plain_msg = |room, text| {
+            if kind == MessageKind::Action {
+                ClientMsg::Me { cid, room, text }
             } else {
-                ClientMsg::Say { cid: None, room, text }
-            };
-            return self.net(msg);
+                ClientMsg::Say { cid, room, text }
+            }
+        };
+        let Some(r) = room_name(&room) else {
+            return self.net(plain_msg(room, text));
         };
         if !self.has_group(r.as_str()) {
             if self.server_e2e.contains(&r) {
-                return self.notice(format!(
-                    "{r} is end-to-end encrypted and you are not (yet) in its group: not sent"
-                ));
+                return self.refuse(
+                    cid,
+                    format!(
+                        "{r} is end-to-end encrypted and you are not (yet) in its group: not sent"
+                    ),
+                );
             }
-            let msg = if kind == MessageKind::Action {
-                ClientMsg::Me { cid: None, room, text }
-            } else {
-                ClientMsg::Say { cid: None, room, text }
-            };
-            return self.net(msg);
+            return self.net(plain_msg(room, text));
         }
         if let Some(held) = self.held.get_mut(&r) {
             if held.texts.len() >= HELD_TEXTS {
-                return self.notice(format!("{r}: too many messages waiting; not sent"));
+                return self.refuse(cid, format!("{r}: too many messages waiting; not sent"));
             }
-            held.texts.push((kind, text));
+            held.texts.push((kind, text, cid));
             return;
         }
         let plain = match serde_json::to_vec(&Plain { kind, text, leave: false }) {
             Ok(p) => p,
-            Err(e) => return self.notice(format!("cannot encode the message: {e}")),
+            Err(e) => return self.refuse(cid, format!("cannot encode the message: {e}")),
         };
         let epoch = self.e2e.epoch(r.as_str()).unwrap_or(0);
         match self.e2e.encrypt(r.as_str(), &plain) {
             Ok(body) => {
-                self.net(ClientMsg::Sealed { cid: None, room, epoch, body: B64.encode(body) })
+                if let Some(cid) = cid {
+                    if self.own_sent.len() >= OWN_SENT {
+                        self.own_sent.pop_front();
+                    }
+                    self.own_sent.push_back((cid, r.clone(), plain));
+                }
+                self.net(ClientMsg::Sealed { cid, room, epoch, body: B64.encode(body) })
             }
-            Err(e) => self.notice(format!("{r}: cannot encrypt, not sent: {e}")),
+            Err(e) => self.refuse(cid, format!("{r}: cannot encrypt, not sent: {e}")),
+        }
+    }
+
+    /// A text of the UI's not sent: said, as a refusal of `cid` when it has one.
+    fn refuse(&mut self, cid: Option<Cid>, text: String) {
+        match cid {
+            Some(cid) => {
+                self.ui(ServerMsg::Error { cid: Some(cid), code: ErrorCode::Other, message: text })
+            }
+            None => self.notice(text),
         }
     }
 
@@ -402,8 +432,8 @@ impl Layer {
                 return;
             }
         }
-        for (kind, text) in held.texts {
-            self.say(room.to_string(), kind, text);
+        for (kind, text, cid) in held.texts {
+            self.say(room.to_string(), kind, text, cid);
         }
     }
 
@@ -566,8 +596,8 @@ impl Layer {
                      {room}; it was dropped"
                 ));
             }
-            ServerMsg::Sealed { room, id, time, from, kind, body, history, .. } => {
-                self.sealed(room, id, time, from, kind, body, history);
+            ServerMsg::Sealed { room, id, time, from, kind, body, history, cid, .. } => {
+                self.sealed(room, id, time, from, kind, body, history, cid);
             }
             ServerMsg::Invited { room, from, id, epoch, body } => {
                 self.invited(room, from, id, epoch, body)
@@ -601,7 +631,12 @@ impl Layer {
                 self.key_package(room, nick, fingerprint, package);
             }
             ServerMsg::KeyPackage { .. } => {}
-            ServerMsg::Error { cid: _, code: ErrorCode::StaleEpoch, message } => {
+            // An encrypted text of ours sent at an epoch that moved on: the UI's core sends
+            // it again (as text, encrypted anew at the current epoch).
+            ServerMsg::Error { cid: Some(cid), code: ErrorCode::StaleEpoch, message } => {
+                self.ui(ServerMsg::Error { cid: Some(cid), code: ErrorCode::StaleEpoch, message })
+            }
+            ServerMsg::Error { cid: None, code: ErrorCode::StaleEpoch, message } => {
                 self.stale(message)
             }
             ServerMsg::Error {
@@ -710,6 +745,7 @@ impl Layer {
         kind: SealedKind,
         body: String,
         history: bool,
+        cid: Option<Cid>,
     ) {
         if !self.has_group(room.as_str()) || kind == SealedKind::Other {
             return;
@@ -719,6 +755,15 @@ impl Layer {
         if kind == SealedKind::Commit && self.e2e.last_id(room.as_str()).is_none_or(|l| id > l) {
             let fallback = self.e2e.epoch(room.as_str()).unwrap_or(0);
             self.counts.record(room.as_str(), id, fallback);
+        }
+        if let Some(cid) = cid
+            && kind == SealedKind::Application
+            && from == self.me
+            && self.e2e.last_id(room.as_str()).is_none_or(|l| id > l)
+            && let Some(at) = self.own_sent.iter().position(|(c, r, _)| *c == cid && *r == room)
+            && let Some((_, _, plain)) = self.own_sent.remove(at)
+        {
+            return self.own_echo(room, id, time, history, cid, &plain);
         }
         let Ok(bytes) = B64.decode(body.as_bytes()) else {
             return self.warn(format!("{room}: message {id} from {from} is not base64; ignored"));
@@ -756,8 +801,9 @@ impl Layer {
                         "{room}: the sender of the next message could not be verified ({status})"
                     ));
                 }
+                // Our own text carries our id: its acknowledgement.
                 self.ui(ServerMsg::Message {
-                    cid: None,
+                    cid: if own { cid } else { None },
                     room,
                     id,
                     time,
@@ -812,6 +858,33 @@ impl Layer {
                 if loud { self.warn(text) } else { self.notice(text) }
             }
         }
+    }
+
+    /// The echo (`id`) of our text `plain` sent with client id `cid`: logged as ours and shown.
+    fn own_echo(
+        &mut self,
+        room: RoomName,
+        id: u64,
+        time: u64,
+        history: bool,
+        cid: Cid,
+        plain: &[u8],
+    ) {
+        self.own_sent.retain(|(c, _, _)| *c != cid);
+        if let Err(e) = self.e2e.record_own(room.as_str(), id, time, plain) {
+            self.notice(format!("{room}: cannot record your message {id}: {e}"));
+        }
+        let Ok(plain) = serde_json::from_slice::<Plain>(plain) else { return };
+        self.ui(ServerMsg::Message {
+            cid: Some(cid),
+            room,
+            id,
+            time,
+            from: self.me.clone(),
+            kind: plain.kind,
+            text: plain.text,
+            history,
+        });
     }
 
     /// Who sent message `id`: the nickname pinned to the key that signed it. The server's

@@ -232,8 +232,8 @@ fn reconnecting_keeps_the_input() {
 fn a_full_outbox_shows_and_the_text_comes_back() {
     let mut a = busy(80, 8);
     let effects = key(&mut a, KeyCode::Enter);
-    let crate::app::Effect::Send { restore, .. } = effects[0].clone() else { panic!() };
-    a.update(Event::SendFailed { error: crate::net::SendError::Full, restore });
+    let crate::app::Effect::Send { restore, msg } = effects[0].clone() else { panic!() };
+    a.update(Event::SendFailed { error: crate::net::SendError::Full, restore, msg: Some(msg) });
     let s = screen(&a);
     assert!(s.contains("│ outbox full │"), "{s}");
     assert!(s.contains("[alice] sounds good, I'll have a look"), "{s}");

@@ -1,0 +1,785 @@
+//! The connection core both modes drive (line mode and the TUI): what the client must remember
+//! across connections, and what it must send after each one. Pure: no tokio, no sockets, no
+//! terminal, no clock of its own (time comes in as arguments), so every rule here is tested by
+//! feeding it events.
+//!
+//! It owns:
+//! - **the rooms we are in, with their [`Seen`]**: which messages were shown, so that the
+//!   catch-up after a reconnection shows each missed message once ([`Core::observe`],
+//!   [`Core::on_connected`]);
+//! - **the messages not yet acknowledged**: every `say`, `me` and `msg` gets a client id
+//!   ([`Cid`], random, assigned once in [`Core::submit`] and kept across every re-send). It is
+//!   kept until the server's echo carrying that id (a `message` or `private` from us, or the
+//!   E2E layer's decrypted `sealed`) or a refusal carrying it (`error` with the cid) arrives.
+//!   `unconfirmed`, `busy` and `unavailable` refusals are not final: the message is sent again,
+//!   same id, after [`RETRY_FIRST`] (doubling up to [`RETRY_MAX`]) and after any reconnection.
+//!   The server answers a repeated id with its first echo, so a re-send is never delivered
+//!   twice;
+//! - **the reconnection schedule** ([`crate::servers::delay`], [`crate::servers::next_server`]).
+//!
+//! What to send comes out of [`Core::pop_send`], one record at a time, so that a driver whose
+//! outbox is full hands the record back ([`Core::unpop`]) and tries later. After a
+//! (re)connection the order is: the catch-up requests, then every unacknowledged message again
+//! (same id, in the order they were written), then what was waiting. At most [`MAX_UNACKED`]
+//! records are sent and unacknowledged at once; the rest waits.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use chatao_proto::msg::MAX_UNACKED;
+use chatao_proto::{Cid, ClientMsg, ErrorCode, MAX_CID, Nick, RoomName, ServerMsg};
+
+use crate::catchup::Seen;
+use crate::servers;
+
+/// The first wait before a message refused with a temporary code (`unconfirmed`, `busy`,
+/// `unavailable`) is sent again.
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait between two re-sends of a temporarily refused message.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Messages written and not yet handed to the network ([`Core::submit`]), beyond the
+/// [`MAX_UNACKED`] in flight. Overflow policy: the core never drops one; the driver stops
+/// taking input while [`Core::can_take`] is false (line mode stops reading stdin, the TUI
+/// leaves the text in the input line), so the queue holds at most this many plus what one
+/// step adds.
+pub const WAITING: usize = 1000;
+
+/// A fresh client id: random, from 1 to [`MAX_CID`]. `None` only if the system's random
+/// source fails (then the message goes without an id: delivered at most once by the old rules,
+/// never acknowledged by id).
+pub fn new_cid() -> Option<Cid> {
+    let r = getrandom::u64().ok()?;
+    Some(r % MAX_CID + 1)
+}
+
+/// The client id of a message that has one (`say`, `me`, `msg`, `sealed`).
+pub fn cid_of(msg: &ClientMsg) -> Option<Cid> {
+    match msg {
+        ClientMsg::Say { cid, .. }
+        | ClientMsg::Me { cid, .. }
+        | ClientMsg::Msg { cid, .. }
+        | ClientMsg::Sealed { cid, .. } => *cid,
+        _ => None,
+    }
+}
+
+/// `msg` with a new client id, if it is a kind that takes one and has none yet.
+fn stamp(mut msg: ClientMsg) -> ClientMsg {
+    if let ClientMsg::Say { cid, .. } | ClientMsg::Me { cid, .. } | ClientMsg::Msg { cid, .. } =
+        &mut msg
+        && cid.is_none()
+    {
+        *cid = new_cid();
+    }
+    msg
+}
+
+/// Whether a refusal with `code` leaves the message to be sent again: the protocol's
+/// temporary codes, and `stale_epoch` (an end-to-end encrypted text sent at an epoch that has
+/// moved on: sent again, the E2E layer encrypts it anew at the current one).
+pub fn is_temporary(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unconfirmed | ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::StaleEpoch
+    )
+}
+
+/// What to do with a server message, for the display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Show {
+    /// Show it. `missed`: a room message sent while we were away (a catch-up's news).
+    Print { missed: bool },
+    /// A room message shown already: skip it.
+    Duplicate,
+    /// The end of one of a catch-up's replays, not its last.
+    Quiet,
+    /// The end of a catch-up, which showed this many missed messages.
+    CaughtUp(u32),
+}
+
+/// What a server message did to the messages awaiting acknowledgement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack {
+    /// Its echo arrived: delivered.
+    Delivered(ClientMsg),
+    /// Refused for good: it will not be sent again.
+    Refused { msg: ClientMsg, code: ErrorCode, message: String },
+    /// Refused for now (`unconfirmed`, `busy`, `unavailable`): sent again at `retry`.
+    Kept { msg: ClientMsg, code: ErrorCode, retry: Instant },
+}
+
+/// What [`Core::observe`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heard {
+    pub show: Show,
+    pub ack: Option<Ack>,
+}
+
+/// A record handed to the network and not acknowledged yet.
+#[derive(Debug, Clone)]
+struct InFlight {
+    msg: ClientMsg,
+    /// `None` for a command (`join`, `nick`, ...): kept only to keep its place among the
+    /// messages around it, and only while a message before it is unacknowledged.
+    cid: Option<Cid>,
+    /// For a temporarily refused message: when to send it again.
+    retry: Option<Instant>,
+    /// Temporary refusals so far (the backoff).
+    refusals: u32,
+    /// A command the lost connection reported never written ([`Core::on_unsent`]): sent again.
+    unsent: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Room {
+    /// Lower case.
+    name: String,
+    joined: bool,
+    seen: Seen,
+    /// Missed messages shown during the current catch-up.
+    missed: u32,
+}
+
+/// The connection core. See the module's documentation.
+#[derive(Debug)]
+pub struct Core {
+    me: Nick,
+    connected: bool,
+    /// In the order we first met them. Bounded by the rooms we joined (the server limits them
+    /// per user); a room we left keeps its entry.
+    rooms: Vec<Room>,
+    /// Handed to the network, in order; the oldest first. At most [`MAX_UNACKED`].
+    in_flight: VecDeque<InFlight>,
+    /// Written, not yet handed to the network. See [`WAITING`].
+    waiting: VecDeque<ClientMsg>,
+    /// To send now, before anything waiting: catch-up requests and re-sends. Bounded by the
+    /// rooms plus [`MAX_UNACKED`] (it is rebuilt, not appended to, at each connection).
+    urgent: VecDeque<ClientMsg>,
+    /// The catch-up requests of the last connection (a loss that reports them unsent must not
+    /// get them sent twice: the next catch-up replaces them).
+    catch_up: Vec<ClientMsg>,
+    /// The reconnection schedule: which server we are (or were last) on, and how many
+    /// attempts failed since the loss.
+    on: usize,
+    failures: u32,
+}
+
+impl Core {
+    /// A core for a session just welcomed as `me` on server `on` of the list.
+    pub fn new(me: Nick, on: usize) -> Core {
+        Core {
+            me,
+            connected: true,
+            rooms: Vec::new(),
+            in_flight: VecDeque::new(),
+            waiting: VecDeque::new(),
+            urgent: VecDeque::new(),
+            catch_up: Vec::new(),
+            on,
+            failures: 0,
+        }
+    }
+
+    pub fn me(&self) -> &Nick {
+        &self.me
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The server we are (or were last) connected to.
+    pub fn on(&self) -> usize {
+        self.on
+    }
+
+    /// Whether more input may be taken ([`WAITING`]).
+    pub fn can_take(&self) -> bool {
+        self.waiting.len() < WAITING
+    }
+
+    /// Queues `msg` to be sent, with a new client id if it is a `say`, `me` or `msg`; returns
+    /// the id. Nothing is dropped (see [`WAITING`] for the driver's side of the bound).
+    pub fn submit(&mut self, msg: ClientMsg) -> Option<Cid> {
+        let msg = stamp(msg);
+        let cid = cid_of(&msg);
+        self.waiting.push_back(msg);
+        cid
+    }
+
+    /// True when nothing is waiting and nothing sent awaits its acknowledgement.
+    pub fn all_acked(&self) -> bool {
+        self.waiting.is_empty()
+            && self.urgent.iter().all(|m| cid_of(m).is_none())
+            && self.in_flight.iter().all(|f| f.cid.is_none())
+    }
+
+    /// Every message with an id not acknowledged yet, sent or waiting, in the order written.
+    pub fn unacked(&self) -> Vec<ClientMsg> {
+        let sent = self.in_flight.iter().filter(|f| f.cid.is_some()).map(|f| &f.msg);
+        let waiting = self.waiting.iter().filter(|m| cid_of(m).is_some());
+        sent.chain(waiting).cloned().collect()
+    }
+
+    /// Everything still to be delivered, for a final report: [`Core::unacked`] and the
+    /// commands that were never sent. Empties the core.
+    pub fn take_undelivered(&mut self) -> Vec<ClientMsg> {
+        let out = self.unacked();
+        self.in_flight.clear();
+        self.waiting.clear();
+        self.urgent.clear();
+        out
+    }
+
+    /// The next record to hand to the network, if connected and one is due: first the urgent
+    /// ones (catch-up, re-sends), then temporarily refused messages whose wait is over, then
+    /// what waits, while fewer than [`MAX_UNACKED`] are in flight.
+    pub fn pop_send(&mut self, now: Instant) -> Option<ClientMsg> {
+        if !self.connected {
+            return None;
+        }
+        for f in &mut self.in_flight {
+            if f.retry.is_some_and(|at| at <= now) {
+                f.retry = None;
+                self.urgent.push_back(f.msg.clone());
+            }
+        }
+        if let Some(msg) = self.urgent.pop_front() {
+            return Some(msg);
+        }
+        if self.in_flight.len() >= MAX_UNACKED {
+            return None;
+        }
+        let msg = self.waiting.pop_front()?;
+        let cid = cid_of(&msg);
+        // A command with nothing unacknowledged before it needs no place in the order.
+        if cid.is_some() || !self.in_flight.is_empty() {
+            self.in_flight.push_back(InFlight {
+                msg: msg.clone(),
+                cid,
+                retry: None,
+                refusals: 0,
+                unsent: false,
+            });
+        }
+        Some(msg)
+    }
+
+    /// `msg`, just taken from [`Core::pop_send`], could not be handed over (the outbox is
+    /// full): it is the next one again.
+    pub fn unpop(&mut self, msg: ClientMsg) {
+        self.urgent.push_front(msg);
+    }
+
+    /// A message with an id, taken from [`Core::pop_send`] and then not handed over (the
+    /// actor's outbox was full, or the actor was gone): handed over again from `now` on, in
+    /// its place among the others.
+    pub fn not_sent(&mut self, msg: &ClientMsg, now: Instant) {
+        let Some(cid) = cid_of(msg) else { return };
+        if let Some(f) = self.in_flight.iter_mut().find(|f| f.cid == Some(cid)) {
+            f.retry = Some(now);
+        }
+    }
+
+    /// Forgets message `cid`, which never left (its text goes back to the user).
+    pub fn cancel(&mut self, cid: Cid) {
+        self.in_flight.retain(|f| f.cid != Some(cid));
+        self.waiting.retain(|m| cid_of(m) != Some(cid));
+        self.urgent.retain(|m| cid_of(m) != Some(cid));
+        while self.in_flight.front().is_some_and(|f| f.cid.is_none()) {
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// Reconnection attempts failed since the connection was lost.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// When the next temporarily refused message is due, if any.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.in_flight.iter().filter_map(|f| f.retry).min()
+    }
+
+    /// Looks at a server message: what to show, and what it acknowledges. Keeps track of our
+    /// rooms, our nickname and the catch-up.
+    pub fn observe(&mut self, msg: &ServerMsg, now: Instant) -> Heard {
+        let ack = self.acknowledge(msg, now);
+        let show = match msg {
+            ServerMsg::Message { room, id, history, .. } => {
+                let r = self.room(room);
+                if !r.seen.see(*id) {
+                    Show::Duplicate
+                } else {
+                    let missed = r.seen.missed(*id);
+                    if *history && missed {
+                        r.missed = r.missed.saturating_add(1);
+                    }
+                    Show::Print { missed }
+                }
+            }
+            ServerMsg::Join { room, nick, .. } if *nick == self.me => {
+                self.room(room).joined = true;
+                Show::Print { missed: false }
+            }
+            ServerMsg::Leave { room, nick, .. } if *nick == self.me => {
+                self.room(room).joined = false;
+                Show::Print { missed: false }
+            }
+            ServerMsg::HistoryEnd { room, .. } => {
+                let r = self.room(room);
+                if r.seen.catching_up() {
+                    r.seen.replay_ended();
+                    if r.seen.catching_up() {
+                        Show::Quiet
+                    } else {
+                        Show::CaughtUp(std::mem::take(&mut r.missed))
+                    }
+                } else {
+                    Show::Print { missed: false }
+                }
+            }
+            ServerMsg::NickChange { old, new } => {
+                if *old == self.me {
+                    self.me = new.clone();
+                }
+                Show::Print { missed: false }
+            }
+            _ => Show::Print { missed: false },
+        };
+        Heard { show, ack }
+    }
+
+    /// Whether `room` is catching up after a reconnect.
+    pub fn catching_up(&self, room: &RoomName) -> bool {
+        self.rooms.iter().any(|r| r.name == room.as_str() && r.seen.catching_up())
+    }
+
+    fn room(&mut self, room: &RoomName) -> &mut Room {
+        let i = match self.rooms.iter().position(|r| r.name == room.as_str()) {
+            Some(i) => i,
+            None => {
+                self.rooms.push(Room {
+                    name: room.as_str().to_owned(),
+                    joined: false,
+                    seen: Seen::default(),
+                    missed: 0,
+                });
+                self.rooms.len() - 1
+            }
+        };
+        &mut self.rooms[i]
+    }
+
+    fn acknowledge(&mut self, msg: &ServerMsg, now: Instant) -> Option<Ack> {
+        let (cid, refusal) = match msg {
+            ServerMsg::Message { cid: Some(cid), from, .. }
+            | ServerMsg::Private { cid: Some(cid), from, .. }
+                if *from == self.me =>
+            {
+                (*cid, None)
+            }
+            ServerMsg::Error { cid: Some(cid), code, message } => (*cid, Some((*code, message))),
+            _ => return None,
+        };
+        let at = self.in_flight.iter().position(|f| f.cid == Some(cid))?;
+        let ack = match refusal {
+            Some((code, _)) if is_temporary(code) => {
+                let f = &mut self.in_flight[at];
+                let wait = RETRY_FIRST.saturating_mul(1 << f.refusals.min(5)).min(RETRY_MAX);
+                f.refusals = f.refusals.saturating_add(1);
+                let retry = now + wait;
+                f.retry = Some(retry);
+                // A re-send already queued for it waits for the new time instead.
+                self.urgent.retain(|m| cid_of(m) != Some(cid));
+                return Some(Ack::Kept { msg: f.msg.clone(), code, retry });
+            }
+            Some((code, message)) => {
+                let f = self.in_flight.remove(at)?;
+                Ack::Refused { msg: f.msg, code, message: message.clone() }
+            }
+            None => Ack::Delivered(self.in_flight.remove(at)?.msg),
+        };
+        // A re-send queued for it is no longer needed.
+        self.urgent.retain(|m| cid_of(m) != Some(cid));
+        // Commands kept only for their place go once nothing before them is unacknowledged.
+        while self.in_flight.front().is_some_and(|f| f.cid.is_none()) {
+            self.in_flight.pop_front();
+        }
+        Some(ack)
+    }
+
+    /// The lost connection reports `msgs` never written to the socket. Messages with an id are
+    /// in flight already (sent again after the reconnection whatever happened); commands among
+    /// those in flight are marked to be sent again in their place; other commands (the E2E
+    /// layer's own, or ones handed over with nothing before them) go first of what waits.
+    /// The last catch-up's requests are dropped: the next connection makes its own.
+    pub fn on_unsent(&mut self, msgs: Vec<ClientMsg>) {
+        let mut front = vec![];
+        for msg in msgs {
+            if cid_of(&msg).is_some() || self.catch_up.contains(&msg) {
+                continue;
+            }
+            if matches!(
+                msg,
+                ClientMsg::Quit { .. } | ClientMsg::Ping { .. } | ClientMsg::Pong { .. }
+            ) {
+                continue;
+            }
+            match self.in_flight.iter_mut().find(|f| f.cid.is_none() && !f.unsent && f.msg == msg) {
+                Some(f) => f.unsent = true,
+                None => front.push(msg),
+            }
+        }
+        for msg in front.into_iter().rev() {
+            self.waiting.push_front(msg);
+        }
+    }
+
+    /// The connection was lost (or the server is restarting): returns the first reconnection
+    /// attempt among `servers` servers, `(wait, server)`. Nothing in flight is forgotten.
+    pub fn on_lost(&mut self, servers: usize) -> (Duration, usize) {
+        self.connected = false;
+        self.urgent.clear();
+        self.failures = 0;
+        self.attempt(servers)
+    }
+
+    /// A reconnection attempt failed (for a reason worth retrying): the next one.
+    pub fn on_connect_failed(&mut self, servers: usize) -> (Duration, usize) {
+        self.failures = self.failures.saturating_add(1);
+        self.attempt(servers)
+    }
+
+    fn attempt(&self, servers: usize) -> (Duration, usize) {
+        (
+            servers::delay(self.failures, servers),
+            servers::next_server(self.on, self.failures, servers),
+        )
+    }
+
+    /// The connection ended for good: nothing more is sent.
+    pub fn on_closed_for_good(&mut self) {
+        self.connected = false;
+        self.urgent.clear();
+    }
+
+    /// Welcomed (again) as `me` on `server`. Queues the records to send, in order: the
+    /// catch-up of every room we were in (`#lobby`, which the server joined us to at `hello`
+    /// with a replay of its latest messages, with `history` since the last message shown; the
+    /// others with `join` since theirs), then every message in flight again (same id, in
+    /// order, with the commands among them the loss reported unsent), then what waits.
+    pub fn on_connected(&mut self, me: Nick, server: usize) {
+        self.me = me;
+        self.on = server;
+        self.failures = 0;
+        self.connected = true;
+        let lobby = RoomName::lobby();
+        let mut catch_up = vec![];
+        for r in &mut self.rooms {
+            if !r.joined {
+                continue;
+            }
+            r.missed = 0;
+            if r.name == lobby.as_str() {
+                r.seen.start_catch_up(2);
+                let since = r.seen.last_seen.unwrap_or(0);
+                catch_up.push(ClientMsg::History { room: r.name.clone(), since, limit: None });
+            } else {
+                r.seen.start_catch_up(1);
+                catch_up.push(ClientMsg::Join { room: r.name.clone(), since: r.seen.last_seen });
+            }
+        }
+        self.in_flight.retain(|f| f.cid.is_some() || f.unsent);
+        self.urgent = catch_up.iter().cloned().collect();
+        for f in &mut self.in_flight {
+            f.retry = None;
+            f.unsent = false;
+            self.urgent.push_back(f.msg.clone());
+        }
+        // Commands in flight are sent again now: they no longer need a place.
+        self.in_flight.retain(|f| f.cid.is_some());
+        self.catch_up = catch_up;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chatao_proto::MessageKind;
+
+    fn nick(n: &str) -> Nick {
+        Nick::parse(n).unwrap()
+    }
+
+    fn core() -> Core {
+        let mut c = Core::new(nick("alice"), 0);
+        c.observe(&own_join("#lobby"), Instant::now());
+        c
+    }
+
+    fn say(text: &str) -> ClientMsg {
+        ClientMsg::Say { cid: None, room: "#lobby".into(), text: text.into() }
+    }
+
+    fn text(msg: &ClientMsg) -> &str {
+        match msg {
+            ClientMsg::Say { text, .. }
+            | ClientMsg::Me { text, .. }
+            | ClientMsg::Msg { text, .. } => text,
+            _ => "",
+        }
+    }
+
+    fn echo(from: &str, id: u64, cid: Option<Cid>, history: bool) -> ServerMsg {
+        ServerMsg::Message {
+            cid,
+            room: RoomName::lobby(),
+            id,
+            time: 0,
+            from: nick(from),
+            kind: MessageKind::Normal,
+            text: format!("m{id}"),
+            history,
+        }
+    }
+
+    fn own_join(room: &str) -> ServerMsg {
+        ServerMsg::Join {
+            room: RoomName::parse(room).unwrap(),
+            nick: nick("alice"),
+            fingerprint: "SHA256:x".into(),
+        }
+    }
+
+    fn drain(c: &mut Core, now: Instant) -> Vec<ClientMsg> {
+        std::iter::from_fn(|| c.pop_send(now)).collect()
+    }
+
+    #[test]
+    fn every_message_gets_an_id_in_range_and_commands_none() {
+        let mut c = core();
+        let a = c.submit(say("a")).unwrap();
+        let b = c.submit(ClientMsg::Msg { cid: None, to: "bob".into(), text: "b".into() }).unwrap();
+        assert!((1..=MAX_CID).contains(&a) && (1..=MAX_CID).contains(&b) && a != b);
+        assert_eq!(c.submit(ClientMsg::Join { room: "#x".into(), since: None }), None);
+        // An id already given is kept.
+        assert_eq!(
+            c.submit(ClientMsg::Say { cid: Some(7), room: "#x".into(), text: "".into() }),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn an_echo_from_us_with_the_id_acknowledges_and_nothing_else_does() {
+        let now = Instant::now();
+        let mut c = core();
+        let cid = c.submit(say("hello")).unwrap();
+        assert_eq!(drain(&mut c, now).len(), 1);
+        assert!(!c.all_acked());
+        // Someone else's message with the same id, ours without an id: no acknowledgement.
+        assert_eq!(c.observe(&echo("bob", 1, Some(cid), false), now).ack, None);
+        assert_eq!(c.observe(&echo("alice", 2, None, false), now).ack, None);
+        let heard = c.observe(&echo("alice", 3, Some(cid), false), now);
+        assert!(matches!(heard.ack, Some(Ack::Delivered(ref m)) if text(m) == "hello"));
+        assert_eq!(heard.show, Show::Print { missed: false });
+        assert!(c.all_acked());
+        // A second echo (the server's answer to a re-send) acknowledges nothing more.
+        assert_eq!(c.observe(&echo("alice", 3, Some(cid), false), now).ack, None);
+    }
+
+    #[test]
+    fn a_final_refusal_acknowledges_and_is_reported_with_its_text() {
+        let now = Instant::now();
+        let mut c = core();
+        let cid = c.submit(say("too long")).unwrap();
+        drain(&mut c, now);
+        let err =
+            ServerMsg::Error { cid: Some(cid), code: ErrorCode::TooLong, message: "no".into() };
+        match c.observe(&err, now).ack {
+            Some(Ack::Refused { msg, code: ErrorCode::TooLong, .. }) => {
+                assert_eq!(text(&msg), "too long")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(c.all_acked());
+        // Not sent again after a reconnection.
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        assert!(!drain(&mut c, now).iter().any(|m| cid_of(m).is_some()));
+    }
+
+    #[test]
+    fn an_unconfirmed_message_is_kept_and_sent_again_with_its_id_after_a_backoff() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let cid = c.submit(say("maybe")).unwrap();
+        drain(&mut c, t0);
+        let err = |code| ServerMsg::Error { cid: Some(cid), code, message: "?".into() };
+        assert!(matches!(c.observe(&err(ErrorCode::Unconfirmed), t0).ack, Some(Ack::Kept { .. })));
+        assert!(!c.all_acked());
+        assert_eq!(c.next_retry(), Some(t0 + RETRY_FIRST));
+        assert!(drain(&mut c, t0 + Duration::from_secs(1)).is_empty(), "not before its time");
+        let again = drain(&mut c, t0 + RETRY_FIRST);
+        assert_eq!(again.iter().map(cid_of).collect::<Vec<_>>(), vec![Some(cid)]);
+        // Busy, then unavailable: the wait doubles, up to the most.
+        c.observe(&err(ErrorCode::Busy), t0);
+        assert_eq!(c.next_retry(), Some(t0 + 2 * RETRY_FIRST));
+        for _ in 0..10 {
+            c.observe(&err(ErrorCode::Unavailable), t0);
+        }
+        assert_eq!(c.next_retry(), Some(t0 + RETRY_MAX));
+        // A reconnection sends it at once.
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        let sent = drain(&mut c, t0);
+        assert_eq!(sent.iter().filter_map(cid_of).collect::<Vec<_>>(), vec![cid]);
+        c.observe(&echo("alice", 9, Some(cid), false), t0);
+        assert!(c.all_acked());
+    }
+
+    #[test]
+    fn after_a_reconnection_catch_up_first_then_the_unacked_in_order_then_what_waits() {
+        let now = Instant::now();
+        let mut c = core();
+        c.observe(&echo("bob", 4, None, false), now);
+        c.observe(&own_join("#rust"), now);
+        let ids: Vec<Cid> = (0..3).map(|i| c.submit(say(&format!("s{i}"))).unwrap()).collect();
+        let first = drain(&mut c, now);
+        assert_eq!(first.iter().filter_map(cid_of).collect::<Vec<_>>(), ids);
+        // The first is acknowledged, the others were in flight at the loss.
+        c.observe(&echo("alice", 5, Some(ids[0]), false), now);
+        c.on_unsent(vec![first[2].clone()]);
+        let (wait, server) = c.on_lost(1);
+        assert_eq!((wait, server), (Duration::from_secs(1), 0));
+        assert_eq!(c.pop_send(now), None, "nothing is sent while offline");
+        let later = c.submit(say("typed offline")).unwrap();
+        c.on_connected(nick("alice"), 0);
+        let sent = drain(&mut c, now);
+        assert_eq!(
+            sent[..2],
+            [
+                ClientMsg::History { room: "#lobby".into(), since: 5, limit: None },
+                ClientMsg::Join { room: "#rust".into(), since: None },
+            ]
+        );
+        assert_eq!(
+            sent[2..].iter().map(cid_of).collect::<Vec<_>>(),
+            vec![Some(ids[1]), Some(ids[2]), Some(later)]
+        );
+        // Lost again before any echo: the same again, same ids, and the new catch-up.
+        c.on_unsent(sent.clone());
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        let again = drain(&mut c, now);
+        assert_eq!(again, sent, "same records, same ids, catch-up not doubled");
+    }
+
+    #[test]
+    fn a_command_keeps_its_place_among_unacked_messages() {
+        let now = Instant::now();
+        let mut c = core();
+        let a = c.submit(say("before")).unwrap();
+        let join = ClientMsg::Join { room: "#x".into(), since: None };
+        c.submit(join.clone());
+        let b =
+            c.submit(ClientMsg::Say { cid: None, room: "#x".into(), text: "in x".into() }).unwrap();
+        let sent = drain(&mut c, now);
+        c.on_unsent(sent[1..].to_vec());
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        let again: Vec<ClientMsg> = drain(&mut c, now).into_iter().skip(1).collect();
+        assert_eq!(again.len(), 3);
+        assert_eq!((cid_of(&again[0]), &again[1], cid_of(&again[2])), (Some(a), &join, Some(b)));
+        // Once acknowledged nothing is kept for the commands.
+        c.observe(&echo("alice", 1, Some(a), false), now);
+        c.observe(&echo("alice", 2, Some(b), false), now);
+        assert!(c.all_acked() && c.in_flight.is_empty());
+    }
+
+    #[test]
+    fn at_most_max_unacked_are_in_flight_the_rest_waits_in_order() {
+        let now = Instant::now();
+        let mut c = core();
+        let ids: Vec<Cid> =
+            (0..MAX_UNACKED + 5).map(|i| c.submit(say(&i.to_string())).unwrap()).collect();
+        let sent = drain(&mut c, now);
+        assert_eq!(sent.len(), MAX_UNACKED);
+        c.observe(&echo("alice", 1, Some(ids[0]), false), now);
+        c.observe(&echo("alice", 2, Some(ids[1]), false), now);
+        let next = drain(&mut c, now);
+        assert_eq!(
+            next.iter().filter_map(cid_of).collect::<Vec<_>>(),
+            ids[MAX_UNACKED..MAX_UNACKED + 2]
+        );
+        assert_eq!(c.unacked().len(), MAX_UNACKED + 3);
+    }
+
+    #[test]
+    fn a_full_outbox_hands_the_record_back_and_it_goes_first() {
+        let now = Instant::now();
+        let mut c = core();
+        let a = c.submit(say("a")).unwrap();
+        let b = c.submit(say("b")).unwrap();
+        let first = c.pop_send(now).unwrap();
+        c.unpop(first);
+        assert_eq!(drain(&mut c, now).iter().filter_map(cid_of).collect::<Vec<_>>(), vec![a, b]);
+    }
+
+    #[test]
+    fn each_missed_message_is_shown_once_and_counted() {
+        let now = Instant::now();
+        let mut c = core();
+        for id in [1, 2] {
+            c.observe(&echo("bob", id, None, false), now);
+        }
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        let end = ServerMsg::HistoryEnd { room: RoomName::lobby(), count: 3 };
+        let mut shown = vec![];
+        // The lobby's replay at hello (1, 2, 3), a live 5, the history answer (3, 4, 5).
+        for id in [1, 2, 3, 5] {
+            if let Show::Print { .. } = c.observe(&echo("bob", id, None, id != 5), now).show {
+                shown.push(id);
+            }
+        }
+        assert_eq!(c.observe(&end, now).show, Show::Quiet);
+        for id in [3, 4, 5] {
+            if let Show::Print { missed } = c.observe(&echo("bob", id, None, true), now).show {
+                assert!(missed);
+                shown.push(id);
+            }
+        }
+        assert_eq!(shown, [3, 5, 4]);
+        assert_eq!(c.observe(&end, now).show, Show::CaughtUp(2), "3 and 4 from history");
+        assert_eq!(c.observe(&echo("bob", 4, None, true), now).show, Show::Duplicate);
+        assert_eq!(c.observe(&end, now).show, Show::Print { missed: false });
+    }
+
+    #[test]
+    fn our_own_message_in_a_catch_up_acknowledges_it() {
+        let now = Instant::now();
+        let mut c = core();
+        let cid = c.submit(say("x")).unwrap();
+        drain(&mut c, now);
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        let heard = c.observe(&echo("alice", 1, Some(cid), true), now);
+        assert!(matches!(heard.ack, Some(Ack::Delivered(_))));
+        assert!(drain(&mut c, now).iter().all(|m| cid_of(m).is_none()), "no re-send after the ack");
+    }
+
+    #[test]
+    fn reconnection_goes_round_the_servers_and_starts_again_after_a_success() {
+        let mut c = Core::new(nick("alice"), 1);
+        let mut tried = vec![c.on_lost(3)];
+        for _ in 0..3 {
+            tried.push(c.on_connect_failed(3));
+        }
+        let secs: Vec<(u64, usize)> = tried.iter().map(|(d, s)| (d.as_secs(), *s)).collect();
+        assert_eq!(secs, vec![(0, 2), (0, 0), (0, 1), (1, 2)]);
+        c.on_connected(nick("alice"), 2);
+        assert_eq!(c.on_lost(3), (Duration::ZERO, 0));
+    }
+}
