@@ -40,6 +40,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// See [`limits::MAILBOX_CAPACITY`].
     pub mailbox_capacity: usize,
+    /// See [`limits::WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
     /// Messages replayed on join ([`limits::HISTORY_ON_JOIN`]).
     pub history_on_join: usize,
     /// How much history the store keeps.
@@ -85,6 +87,7 @@ impl Config {
             ping_after: limits::PING_AFTER,
             idle_timeout: limits::IDLE_TIMEOUT,
             mailbox_capacity: limits::MAILBOX_CAPACITY,
+            write_timeout: limits::WRITE_TIMEOUT,
             history_on_join: limits::HISTORY_ON_JOIN,
             retention: Retention { max_messages: limits::RETENTION_MESSAGES, max_age: None },
             access: AccessConfig::default(),

@@ -54,8 +54,19 @@ pub const RATE_PER_SEC: u32 = 5;
 /// Default burst of messages allowed above the steady rate (configurable).
 pub const BURST: u32 = 20;
 
-/// Consecutive rate-limited messages after which a flooding client is disconnected.
-pub const FLOOD_STRIKES: u32 = 50;
+/// Fakelag: how much backlog, in seconds of messages at the announced rate, a client over its
+/// token bucket may build up. A charged command that finds no token is not refused: it waits
+/// in the session's backlog (with everything the client sends after it, in order) and is
+/// handled when its token is due, so the client is simply read more slowly. A backlog of
+/// `rate_per_sec` x this many records means the client stayed over the rate for about this
+/// long: the session ends with `bye` `rate_limited`, saying how many messages were waiting.
+pub const FAKELAG_BACKLOG_SECS: u32 = 30;
+
+/// Fakelag: most bytes of records held in one session's backlog. Overflow policy: the socket
+/// is not read until the backlog has room again (the client's writes wait in the kernel's
+/// buffers and then in the client); the session goes on. Bounds a throttled session's memory
+/// whatever the size of its records.
+pub const FAKELAG_BACKLOG_BYTES: usize = 128 * 1024;
 
 /// Default cap on simultaneous connections (configurable). Past it new connections are
 /// refused.
@@ -185,10 +196,11 @@ pub const METRICS_MAX_HEAD_BYTES: usize = 4096;
 pub const METRICS_CONNECTIONS: usize = 64;
 
 /// Pongs a connection is sent per second, steadily, in answer to its pings. Pings are not
-/// charged to the command rate (a client may check the server is alive even while rate-limited,
-/// and the client's own keepalive, one ping per 30 s of silence, is never refused); a ping over
-/// this rate is not refused either: its answer is deferred, and when the pong rate allows, one
-/// pong answers the latest ping received (the ones before it are answered by it).
+/// charged to the command rate (a ping behind a fakelag backlog waits its turn, in order, but
+/// never needs a token, and the client's own keepalive, one ping per 30 s of silence, is never
+/// refused); a ping over this rate is not refused either: its answer is deferred, and when the
+/// pong rate allows, one pong answers the latest ping received (the ones before it are
+/// answered by it).
 pub const PONGS_PER_SEC: u32 = 2;
 
 /// Pongs sent at once before [`PONGS_PER_SEC`] applies.

@@ -4,9 +4,11 @@
 //! timeout(handshake_timeout, handshake + hello)  -> Connection, SessionState, Inbox
 //! loop select! (biased) {
 //!     shutdown            -> bye(shutdown)
-//!     inbox overflow      -> bye(too_slow)
-//!     inbox batch         -> seal and write the whole batch at once
-//!     conn.read_record()  -> decode -> Command::apply(&hub, &mut state) -> reply / close
+//!     inbox overflow      -> drop the queue, bye(too_slow) (never mid-frame)
+//!     inbox batch         -> seal and write the whole batch at once (never cut)
+//!     conn.read_record()  -> decode -> (fakelag: a token, or wait in the backlog)
+//!                            -> Command::apply(&hub, &mut state) -> reply / close
+//!     lag timer           -> the backlog's head, once its token is due
 //!     idle timer          -> ping, then bye(timeout)
 //! }
 //! hub.leave(...)          -> the room hears why
@@ -14,8 +16,11 @@
 //! A failure ends only this session. The departure is announced as `quit` (said goodbye),
 //! `lost` (connection ended without one, or broke) or `dropped` (the server ended it).
 
+mod fakelag;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, Nick, ServerMsg, decode_client, encode};
@@ -30,12 +35,14 @@ use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
 use crate::hub::{Hub, HubError};
 use crate::limits::{
-    CLOSE_LINGER, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH, WRITE_TIMEOUT,
+    CLOSE_LINGER, FAKELAG_BACKLOG_SECS, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH,
+    WRITE_TIMEOUT,
 };
 use crate::log_budget::LogBudget;
 use crate::mailbox::{Inbox, mailbox};
 use crate::metrics::Handshake;
 use crate::replay;
+use fakelag::{Backlog, Held, Next};
 
 /// Server software name and version, sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
@@ -115,7 +122,7 @@ where
     if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
         cluster.release(claim).await;
     }
-    let _ = timeout(WRITE_TIMEOUT, conn.shutdown()).await;
+    let _ = timeout(ctx.config.write_timeout, conn.shutdown()).await;
     // Closing a socket with unread input makes the kernel send a reset, which destroys a `bye`
     // still in flight (a flooder's, typically). Drain for a moment so that the close is a FIN;
     // not during shutdown, which must not wait for clients that keep their end open.
@@ -246,12 +253,14 @@ where
     OpenError::Refused(code, reason, conn.remote_key().fingerprint())
 }
 
-/// Writes `batch` within [`WRITE_TIMEOUT`].
-async fn write<S>(conn: &mut Connection<S>, batch: &[Bytes]) -> Result<(), Ending>
+/// Writes `batch` within `limit` (the configured [`WRITE_TIMEOUT`]). After a timeout the
+/// connection may have a frame cut in the middle: the caller ends the session and writes
+/// nothing more.
+async fn write<S>(conn: &mut Connection<S>, limit: Duration, batch: &[Bytes]) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match timeout(WRITE_TIMEOUT, conn.write_records(batch)).await {
+    match timeout(limit, conn.write_records(batch)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Ending::new(LeaveReason::Lost, &format!("write failed: {e}"))),
         Err(_) => Err(Ending::new(LeaveReason::Dropped, "write timed out")),
@@ -261,6 +270,7 @@ where
 /// Sends what is still queued, then `bye`, and returns `ending`.
 async fn close<S>(
     conn: &mut Connection<S>,
+    limit: Duration,
     inbox: &mut Inbox,
     bye: ServerMsg,
     ending: Ending,
@@ -276,7 +286,7 @@ where
         }
     }
     batch.push(encode(&bye));
-    let _ = write(conn, &batch).await;
+    let _ = write(conn, limit, &batch).await;
     ending
 }
 
@@ -343,10 +353,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cfg = &ctx.config;
+    let wt = cfg.write_timeout;
     // Grows with the traffic and is released after a large batch: idle sessions hold nothing.
     let mut batch: Vec<Bytes> = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping_token: Option<u64> = None;
+    // Fakelag (session/fakelag.rs): records over the rate wait here, in order, and are handled
+    // when their token is due; bounded at `rate_per_sec` x FAKELAG_BACKLOG_SECS records (then
+    // `bye rate_limited`) and FAKELAG_BACKLOG_BYTES bytes (then the socket is not read until
+    // there is room).
+    let mut backlog = Backlog::new(&state.limits);
+    // Wakes the session when the backlog's head has its token.
+    let lag_timer = sleep_until(Instant::now());
     // Answers the ping left in `state.pong_owed` by the pong pace (cmd/ping.rs).
     let pong_timer = sleep_until(Instant::now());
     // The futures the loop waits on besides the socket and the inbox are made once, not on every
@@ -359,7 +377,9 @@ where
     // The idle timer is not moved on every record (that would cost a timer update per
     // message): when it fires it checks how long the client has really been silent.
     let idle = sleep_until(last_heard + cfg.ping_after);
-    tokio::pin!(shutdown, ended, overflowed, idle, pong_timer);
+    tokio::pin!(shutdown, ended, overflowed, idle, pong_timer, lag_timer);
+    // No branch below races a write: each write is awaited to its end (or its timeout, after
+    // which nothing more is written), so a `bye` always follows whole frames.
     loop {
         tokio::select! {
             biased;
@@ -368,7 +388,7 @@ where
                     code: Some(ErrorCode::Shutdown),
                     reason: "the server is shutting down".into(),
                 };
-                return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "server shutting down")).await;
+                return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "server shutting down")).await;
             }
             _ = &mut ended => {
                 // The hub has already taken us out of every room and said why.
@@ -377,33 +397,32 @@ where
                     reason: "disconnected by the server".into(),
                 });
                 while inbox.rx.try_recv().is_ok() {}
-                let _ = write(conn, &[encode(&bye)]).await;
+                let _ = write(conn, wt, &[encode(&bye)]).await;
                 return Ending::new(LeaveReason::Kicked, "ended by the hub");
             }
             _ = &mut overflowed => {
+                // Reached between writes: the frame in flight, if any, was finished. The queue
+                // is full of messages the client could not take; they are dropped, not sent, and
+                // the `bye` goes out alone, whole, within the write timeout.
                 let bye = ServerMsg::Bye {
                     code: Some(ErrorCode::TooSlow),
                     reason: "disconnected: you were not reading messages fast enough".into(),
                 };
-                // The queue is full of messages the client could not take; do not add to them.
                 ctx.config.metrics.mailbox_overflows.inc();
+                inbox.rx.close();
                 while inbox.rx.try_recv().is_ok() {}
-                let _ = write(conn, &[encode(&bye)]).await;
+                let _ = write(conn, wt, &[encode(&bye)]).await;
                 return Ending::new(LeaveReason::Dropped, "too slow");
             }
             n = inbox.rx.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
                     return Ending::new(LeaveReason::Dropped, "removed from the hub");
                 }
-                // A client that stops reading fills its socket and then its inbox; give up on it
-                // as soon as the inbox overflows rather than after the write timeout.
-                let sent = tokio::select! {
-                    sent = write(conn, &batch) => sent,
-                    _ = &mut overflowed => {
-                        ctx.config.metrics.mailbox_overflows.inc();
-                        Err(Ending::new(LeaveReason::Dropped, "too slow"))
-                    }
-                };
+                // Not raced against the overflow: a frame cut in the middle would leave the
+                // client nothing it can read, the `bye` included. A client that stops reading
+                // makes this wait up to the write timeout; its inbox overflows meanwhile and the
+                // next turn of the loop says `too_slow`.
+                let sent = write(conn, wt, &batch).await;
                 // An entry may hold several records: count the records, not the entries.
                 let records: usize =
                     batch.iter().map(|b| b.iter().filter(|&&c| c == b'\n').count()).sum();
@@ -416,13 +435,14 @@ where
                 }
                 ctx.config.metrics.deliveries_out.add(records as u64);
             }
-            record = conn.read_record() => {
+            record = conn.read_record(), if backlog.may_read() => {
                 last_heard = Instant::now();
                 ping_token = None;
-                let record = match record {
+                let (held, len) = match record {
                     Ok(Some(record)) => {
                         ctx.config.metrics.messages_in.inc();
-                        record
+                        let len = record.len();
+                        (classify(&record), len)
                     }
                     Ok(None) => return Ending::new(LeaveReason::Lost, "connection lost"),
                     Err(TransportError::RecordTooLarge { .. }) => {
@@ -436,89 +456,60 @@ where
                                 record_too_long()
                             ),
                         };
-                        return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "message too long")).await;
+                        return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "message too long")).await;
                     }
                     Err(TransportError::Stalled) => {
                         let bye = ServerMsg::Bye {
                             code: Some(ErrorCode::Timeout),
                             reason: "a message was started and never finished".into(),
                         };
-                        return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Lost, "stalled mid-message")).await;
+                        return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Lost, "stalled mid-message")).await;
                     }
                     Err(e) => {
                         warn!(session = state.id, cause = %e, "connection broken");
                         return Ending::new(LeaveReason::Lost, "connection broken");
                     }
                 };
-                if record.len() >= MAX_RECORD_BYTES {
-                    // Too long, but whole: refuse it with a reason, skip it, and go on. It is
-                    // charged like any message, so that it cannot be repeated for free.
-                    let now = Instant::now().into_std();
-                    let reply = match state.charge(now) {
-                        Ok(()) => error(ErrorCode::TooLong, format!("{}; it was skipped", record_too_long())),
-                        Err(reply) => *reply,
-                    };
-                    match reply {
-                        Reply::Send(reply) => {
-                            if let Err(ending) = write(conn, &[encode(&reply)]).await {
-                                return ending;
-                            }
-                        }
-                        Reply::Close(c) => {
-                            let ending = Ending { reason: c.reason, message: c.message };
-                            return close(conn, &mut inbox, c.bye, ending).await;
-                        }
-                        Reply::Nothing | Reply::Replay(_) => {}
-                    }
-                    continue;
-                }
-                let msg = match decode_client(&record) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        // serde quotes the peer's text: Debug-escaped, never raw.
-                        warn!(session = state.id, cause = ?e.to_string(), "undecodable message");
-                        let bye = ServerMsg::Bye { code: Some(ErrorCode::BadMessage), reason: e.to_string() };
-                        return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "protocol error")).await;
-                    }
-                };
-                let reply = match (&ctx.cluster, msg) {
-                    (Some(cluster), ClientMsg::Nick { nick }) => {
-                        rename_in_cluster(cluster, &ctx.hub, state, &nick).await
-                    }
-                    (_, msg) => {
-                        let owed = state.pong_owed.is_some();
-                        let now = Instant::now();
-                        let reply = Command::from_msg(msg).apply(&ctx.hub, state, now.into_std());
-                        if !owed && state.pong_owed.is_some() {
-                            pong_timer.as_mut().reset(now + state.pongs.wait_time());
-                        }
-                        reply
-                    }
-                };
-                match reply {
-                    Reply::Nothing => {}
-                    Reply::Send(reply) => {
-                        if let Err(ending) = write(conn, &[encode(&reply)]).await {
+                let now = Instant::now();
+                match backlog.arrive(held, len, &mut state.rate, now.into_std()) {
+                    Ok(Some(held)) => {
+                        if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, pong_timer.as_mut()).await {
                             return ending;
                         }
                     }
-                    Reply::Replay(r) => {
-                        let records = replay::records(&ctx.hub, &r).await;
-                        for chunk in records.chunks(WRITE_BATCH) {
-                            if let Err(ending) = write(conn, chunk).await {
+                    // Held: the lag timer is armed when the backlog was empty (else it already
+                    // runs for the head).
+                    Ok(None) => lag_timer.as_mut().reset(now),
+                    Err(full) => {
+                        let bye = ServerMsg::Bye {
+                            code: Some(ErrorCode::RateLimited),
+                            reason: format!(
+                                "disconnected: you stayed over the rate ({} messages per second, \
+                                 burst {}) for {FAKELAG_BACKLOG_SECS} s; {} messages were waiting \
+                                 and were not handled",
+                                state.limits.rate_per_sec, state.limits.burst, full.waiting
+                            ),
+                        };
+                        info!(session = state.id, waiting = full.waiting, "flooding");
+                        return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "flooding")).await;
+                    }
+                }
+            }
+            _ = &mut lag_timer, if !backlog.is_empty() => {
+                // Handles what is due, a few at a time so that the inbox gets its turn.
+                for _ in 0..WRITE_BATCH {
+                    let now = Instant::now();
+                    match backlog.next(&mut state.rate, now.into_std()) {
+                        Next::Ready(held) => {
+                            if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, pong_timer.as_mut()).await {
                                 return ending;
                             }
                         }
-                    }
-                    Reply::Close(c) => {
-                        // What this client said just before (its last `say`, typically) may still
-                        // be on its way through the bus; let it arrive, so the client gets its
-                        // echo before `bye`.
-                        let seq = ctx.hub.current_seq();
-                        let _ = timeout(QUIT_FLUSH, ctx.hub.bus().flushed(seq)).await;
-                        debug!(session = state.id, reason = ?c.reason, "closing on request");
-                        let ending = Ending { reason: c.reason, message: c.message };
-                        return close(conn, &mut inbox, c.bye, ending).await;
+                        Next::Wait(wait) => {
+                            lag_timer.as_mut().reset(now + wait);
+                            break;
+                        }
+                        Next::Empty => break,
                     }
                 }
             }
@@ -529,12 +520,17 @@ where
                     continue;
                 }
                 if let Some(token) = state.pong_owed.take()
-                    && let Err(ending) = write(conn, &[encode(&ServerMsg::Pong { token })]).await
+                    && let Err(ending) = write(conn, wt, &[encode(&ServerMsg::Pong { token })]).await
                 {
                     return ending;
                 }
             }
             _ = &mut idle => {
+                if !backlog.is_empty() {
+                    // A throttled client is not idle: what it sent is still being handled.
+                    last_heard = Instant::now();
+                    ping_token = None;
+                }
                 let due = match ping_token {
                     None => last_heard + cfg.ping_after,
                     Some(_) => last_heard + cfg.idle_timeout,
@@ -545,15 +541,101 @@ where
                 }
                 if ping_token.is_some() {
                     let bye = ServerMsg::Bye { code: Some(ErrorCode::Timeout), reason: "no answer to ping".into() };
-                    return close(conn, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "ping timeout")).await;
+                    return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "ping timeout")).await;
                 }
                 let token = crate::hub::now_millis();
                 ping_token = Some(token);
                 idle.as_mut().reset(last_heard + cfg.idle_timeout);
-                if let Err(ending) = write(conn, &[encode(&ServerMsg::Ping { token })]).await {
+                if let Err(ending) = write(conn, wt, &[encode(&ServerMsg::Ping { token })]).await {
                     return ending;
                 }
             }
         }
+    }
+}
+
+/// What a record read from the client is, before its turn comes.
+fn classify(record: &[u8]) -> Held {
+    if record.len() >= MAX_RECORD_BYTES {
+        return Held::Oversized;
+    }
+    match decode_client(record) {
+        Ok(msg) => Held::Msg(msg),
+        Err(e) => Held::Bad(e.to_string()),
+    }
+}
+
+/// Handles one record whose turn has come (its token taken). `Err` ends the session.
+async fn handle<S>(
+    conn: &mut Connection<S>,
+    state: &mut SessionState,
+    inbox: &mut Inbox,
+    ctx: &Ctx,
+    held: Held,
+    mut pong_timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let wt = ctx.config.write_timeout;
+    let msg = match held {
+        Held::Oversized => {
+            // Too long, but whole: refused with a reason, skipped, and the session goes on.
+            let reply = error(ErrorCode::TooLong, format!("{}; it was skipped", record_too_long()));
+            return send(conn, wt, reply).await;
+        }
+        Held::Bad(e) => {
+            // serde quotes the peer's text: Debug-escaped, never raw.
+            warn!(session = state.id, cause = ?e, "undecodable message");
+            let bye = ServerMsg::Bye { code: Some(ErrorCode::BadMessage), reason: e };
+            let ending = Ending::new(LeaveReason::Dropped, "protocol error");
+            return Err(close(conn, wt, inbox, bye, ending).await);
+        }
+        Held::Msg(msg) => msg,
+    };
+    let reply = match (&ctx.cluster, msg) {
+        (Some(cluster), ClientMsg::Nick { nick }) => {
+            rename_in_cluster(cluster, &ctx.hub, state, &nick).await
+        }
+        (_, msg) => {
+            let owed = state.pong_owed.is_some();
+            let now = Instant::now();
+            let reply = Command::from_msg(msg).apply(&ctx.hub, state, now.into_std());
+            if !owed && state.pong_owed.is_some() {
+                pong_timer.as_mut().reset(now + state.pongs.wait_time());
+            }
+            reply
+        }
+    };
+    match reply {
+        Reply::Replay(r) => {
+            let records = replay::records(&ctx.hub, &r).await;
+            for chunk in records.chunks(WRITE_BATCH) {
+                write(conn, wt, chunk).await?;
+            }
+            Ok(())
+        }
+        Reply::Close(c) => {
+            // What this client said just before (its last `say`, typically) may still be on its
+            // way through the bus; let it arrive, so the client gets its echo before `bye`.
+            let seq = ctx.hub.current_seq();
+            let _ = timeout(QUIT_FLUSH, ctx.hub.bus().flushed(seq)).await;
+            debug!(session = state.id, reason = ?c.reason, "closing on request");
+            let ending = Ending { reason: c.reason, message: c.message };
+            Err(close(conn, wt, inbox, c.bye, ending).await)
+        }
+        reply => send(conn, wt, reply).await,
+    }
+}
+
+/// Sends a reply that is a record (or nothing).
+async fn send<S>(conn: &mut Connection<S>, wt: Duration, reply: Reply) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match reply {
+        Reply::Send(msg) => write(conn, wt, &[encode(&msg)]).await,
+        Reply::Raw(bytes) => write(conn, wt, &[bytes]).await,
+        Reply::Nothing | Reply::Replay(_) | Reply::Close(_) => Ok(()),
     }
 }

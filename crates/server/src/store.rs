@@ -28,8 +28,10 @@ pub const DB_FILE: &str = "chatao.db";
 /// from a standalone server's history (whose message ids are numbered differently).
 pub const CLUSTER_DB_FILE: &str = "cluster.db";
 
-/// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 3;
+/// The schema version this code writes; older files are migrated on open. Version 4 added each
+/// message's sender key (`fingerprint`) and client message id (`cid`), both nullable: older
+/// messages have neither.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,22 @@ impl StoredMessage {
             kind: self.kind,
             text: self.text.clone(),
             history,
+        }
+    }
+}
+
+/// A recent message with a client id, as [`Store::recent_cids`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recent {
+    Message(StoredMessage),
+    Sealed(StoredSealed),
+}
+
+impl Recent {
+    pub fn time(&self) -> u64 {
+        match self {
+            Recent::Message(m) => m.time,
+            Recent::Sealed(m) => m.time,
         }
     }
 }
@@ -144,6 +162,24 @@ fn kind_code(k: MessageKind) -> i64 {
 
 fn kind_from(code: i64) -> MessageKind {
     if code == 1 { MessageKind::Action } else { MessageKind::Normal }
+}
+
+/// A stored client message id: only the protocol's range ([`chatao_proto::MAX_CID`]) counts;
+/// anything else (edited by hand) reads as none.
+fn cid_from(cid: Option<i64>) -> Option<chatao_proto::Cid> {
+    cid.and_then(|c| u64::try_from(c).ok()).filter(|c| (1..=chatao_proto::MAX_CID).contains(c))
+}
+
+/// Adds `column` to `table` unless it is there already (a migration step; the new column is
+/// nullable, so existing rows read as NULL).
+fn add_column(conn: &Connection, table: &str, column: &str, ty: &str) -> Result<(), StoreError> {
+    let exists = conn
+        .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+        .exists([column])?;
+    if !exists {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
+    }
+    Ok(())
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
@@ -227,6 +263,8 @@ impl Store {
                  fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
+        add_column(&conn, "messages", "fingerprint", "TEXT")?;
+        add_column(&conn, "messages", "cid", "INTEGER")?;
         e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { path, reader: Mutex::new(conn), sparse_ids })
@@ -312,10 +350,10 @@ impl Store {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let conn = self.reader();
         let sql = if oldest {
-            "SELECT id, time, sender, kind, text FROM messages
+            "SELECT id, time, sender, kind, text, fingerprint, cid FROM messages
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4"
         } else {
-            "SELECT id, time, sender, kind, text FROM messages
+            "SELECT id, time, sender, kind, text, fingerprint, cid FROM messages
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
         };
         let mut stmt = conn.prepare_cached(sql)?;
@@ -327,11 +365,13 @@ impl Store {
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })?;
         let mut out = vec![];
         for row in rows {
-            let (id, time, from, kind, text) = row?;
+            let (id, time, from, kind, text, sender, cid) = row?;
             let Ok(from) = Nick::parse(&from) else { continue };
             out.push(StoredMessage {
                 room: room.clone(),
@@ -340,13 +380,63 @@ impl Store {
                 from,
                 kind: kind_from(kind),
                 text,
-                sender: None,
-                cid: None,
+                sender,
+                cid: cid_from(cid),
             });
         }
         if !oldest {
             out.reverse();
         }
+        Ok(out)
+    }
+
+    /// The messages (chat and MLS) accepted at or after `since_ms` that have a sender key and a
+    /// client id: the newest `limit` of them, oldest first. The hub loads them at startup so that
+    /// a client re-sending a message whose echo it never got (the server was killed first) is
+    /// answered with that echo, not given a second message ([`crate::hub::sent`]).
+    pub fn recent_cids(&self, since_ms: u64, limit: usize) -> Result<Vec<Recent>, StoreError> {
+        let conn = self.reader();
+        let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
+        let mut out = vec![];
+        let mut stmt = conn.prepare(
+            "SELECT room, id, time, sender, kind, text, fingerprint, cid FROM messages
+             WHERE time >= ?1 AND fingerprint IS NOT NULL AND cid IS NOT NULL
+             ORDER BY time DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+            ))
+        })?;
+        for row in rows {
+            let (room, id, time, from, kind, text, sender, cid) = row?;
+            let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) else {
+                continue;
+            };
+            out.push(Recent::Message(StoredMessage {
+                room,
+                id: id as u64,
+                time: time as u64,
+                from,
+                kind: kind_from(kind),
+                text,
+                sender,
+                cid: cid_from(cid),
+            }));
+        }
+        drop(stmt);
+        drop(conn);
+        out.extend(self.recent_sealed(since_ms, limit)?.into_iter().map(Recent::Sealed));
+        out.sort_by_key(|r| std::cmp::Reverse(r.time()));
+        out.truncate(limit);
+        out.reverse();
         Ok(out)
     }
 
@@ -413,8 +503,8 @@ impl Writer {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO messages (room, id, time, sender, kind, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO messages (room, id, time, sender, kind, text, fingerprint, cid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut nick = tx.prepare_cached(
                 "INSERT OR IGNORE INTO nicks (folded, nick, fingerprint, registered)
@@ -442,7 +532,9 @@ impl Writer {
                             m.time as i64,
                             m.from.as_str(),
                             kind_code(m.kind),
-                            m.text
+                            m.text,
+                            m.sender,
+                            m.cid.and_then(|c| i64::try_from(c).ok())
                         ])?;
                     }
                     Persist::Topic { room, text } => {

@@ -625,7 +625,9 @@ async fn a_message_flood_is_cut_to_the_rate_and_then_disconnected() {
     let carol = Observer::start(server.addr).await;
     let mut flood = mallory(server.addr, "flood").await;
     let start = Instant::now();
-    let text = "f".repeat(3000);
+    // Short messages, so that the backlog's bound in records (30 s at 5/s: 150) comes before its
+    // bound in bytes (which only stops the reading).
+    let text = "f".repeat(100);
     for _ in 0..5000 {
         if flood.say(&text).await.is_err() {
             break;
@@ -633,12 +635,9 @@ async fn a_message_flood_is_cut_to_the_rate_and_then_disconnected() {
     }
     let rest = records_until_closed(&mut flood.conn, STEP).await.expect("the flooder stayed");
     let elapsed = start.elapsed();
-    // Told to slow down...
-    let refusals = rest
-        .iter()
-        .filter(|m| matches!(m, ServerMsg::Error { code: ErrorCode::RateLimited, .. }))
-        .count();
-    assert!(refusals >= 10, "{refusals} refusals");
+    // Slowed down (fakelag), never refused...
+    let refusals = rest.iter().filter(|m| matches!(m, ServerMsg::Error { .. })).count();
+    assert_eq!(refusals, 0, "nothing is refused for rate");
     // ...then disconnected (the connection closed above). The server writes `bye` with
     // `rate_limited` first, but a flooder that never reads has a full receive window, so the
     // `bye` may still be queued when the server closes with the flood unread, and that close
@@ -1131,8 +1130,9 @@ async fn a_frame_started_and_never_finished_is_closed_at_the_stall_timeout() {
 async fn a_flooder_that_stops_and_reads_gets_its_bye() {
     let server = TestServer::start().await;
     let mut flood = mallory(server.addr, "flood").await;
-    let text = "f".repeat(3000);
-    for _ in 0..200 {
+    // Past the backlog's 150 records (30 s at 5/s) with plenty left unread behind the `bye`.
+    let text = "f".repeat(100);
+    for _ in 0..1000 {
         if flood.say(&text).await.is_err() {
             break;
         }

@@ -303,7 +303,7 @@ async fn section_11_3_the_frobnicate_example_is_what_the_server_answers() {
 // 7.1 ----------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn section_7_1_fifty_refusals_in_a_row_are_49_errors_then_bye() {
+async fn section_7_1_over_the_rate_is_read_slower_and_30_s_of_backlog_is_bye() {
     let server = TestServer::start_with(|c| {
         c.limits.rate_per_sec = 1;
         c.limits.burst = 1;
@@ -314,17 +314,15 @@ async fn section_7_1_fifty_refusals_in_a_row_are_49_errors_then_bye() {
         a.send(&ClientMsg::List).await.unwrap();
     }
     let got = a.read_to_end().await.unwrap();
-    let Some(ServerMsg::Bye { code: Some(ErrorCode::RateLimited), .. }) = got.last() else {
+    let Some(ServerMsg::Bye { code: Some(ErrorCode::RateLimited), reason }) = got.last() else {
         panic!("{got:?}")
     };
-    // Count the refusals since the last accepted `list` (a token may have come back meanwhile
-    // on a slow machine): 49 errors, and the 50th refusal is the bye.
-    let last_ok = got.iter().rposition(|m| matches!(m, ServerMsg::RoomList { .. })).unwrap();
-    let errors = got[last_ok..]
-        .iter()
-        .filter(|m| matches!(m, ServerMsg::Error { code: ErrorCode::RateLimited, .. }))
-        .count();
-    assert_eq!(errors, 49, "{got:?}");
+    // The burst (1, and one of slack) at once, 30 waiting (30 s at 1/s), the 33rd is the end;
+    // nothing refused with an error.
+    assert!(reason.contains("messages were waiting"), "{reason}");
+    assert!(!got.iter().any(|m| matches!(m, ServerMsg::Error { .. })), "{got:?}");
+    let answered = got.iter().filter(|m| matches!(m, ServerMsg::RoomList { .. })).count();
+    assert!((2..=3).contains(&answered), "{answered} answered before the end");
 }
 
 // 7.4 ----------------------------------------------------------------------------------------

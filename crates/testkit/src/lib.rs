@@ -216,6 +216,40 @@ impl TestClient {
         self.send(&ClientMsg::Say { cid: None, room: room.into(), text: text.into() }).await
     }
 
+    /// Says `text` in `room` with the client message id `cid`.
+    pub async fn say_with_cid(&mut self, room: &str, text: &str, cid: u64) -> Result<()> {
+        self.send(&ClientMsg::Say { cid: Some(cid), room: room.into(), text: text.into() }).await
+    }
+
+    /// Sends the private message `text` to `to` with the client message id `cid`.
+    pub async fn msg_with_cid(&mut self, to: &str, text: &str, cid: u64) -> Result<()> {
+        self.send(&ClientMsg::Msg { cid: Some(cid), to: to.into(), text: text.into() }).await
+    }
+
+    /// Reads until what acknowledges this client's message `cid` arrives (docs/PROTOCOL.md
+    /// 8.1): a live message, private message or sealed message from this client's nickname
+    /// carrying `cid`, or an error carrying it. Returns it with its record exactly as received
+    /// (to compare echoes byte for byte).
+    pub async fn expect_cid(&mut self, cid: u64) -> Result<(ServerMsg, Vec<u8>)> {
+        loop {
+            let record = tokio::time::timeout(STEP, self.conn.read_record())
+                .await
+                .with_context(|| format!("timed out waiting for cid {cid}"))??
+                .with_context(|| format!("connection closed before cid {cid}"))?;
+            let m = decode_server(&record)?;
+            let mine = match &m {
+                ServerMsg::Message { from, history: false, .. }
+                | ServerMsg::Sealed { from, history: false, .. }
+                | ServerMsg::Private { from, .. } => from.as_str() == self.nick,
+                ServerMsg::Error { .. } => true,
+                _ => false,
+            };
+            if mine && cid_of(&m) == Some(cid) {
+                return Ok((m, record.to_vec()));
+            }
+        }
+    }
+
     /// Waits for the next `error` and returns its code and message.
     pub async fn expect_error(&mut self) -> Result<(chatao_proto::ErrorCode, String)> {
         match self.expect("an error", |m| matches!(m, ServerMsg::Error { .. })).await? {
@@ -234,6 +268,30 @@ impl TestClient {
             }
         }
     }
+}
+
+/// The client message id a server message carries, if any.
+pub fn cid_of(m: &ServerMsg) -> Option<u64> {
+    match m {
+        ServerMsg::Message { cid, .. }
+        | ServerMsg::Private { cid, .. }
+        | ServerMsg::Sealed { cid, .. }
+        | ServerMsg::Error { cid, .. } => *cid,
+        _ => None,
+    }
+}
+
+/// Like [`open`], with the client's socket receive buffer set to `bytes` before connecting (a
+/// slow reader whose kernel buffer fills quickly).
+pub async fn open_small(
+    addr: SocketAddr,
+    keys: &Keypair,
+    bytes: u32,
+) -> Result<Connection<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(bytes)?;
+    let stream = socket.connect(addr).await?;
+    Ok(chatao_transport::connect(stream, keys, |_| Ok(())).await?)
 }
 
 /// Reads `lines` (a child's output, a log) until one contains `needle`, waiting at most

@@ -183,10 +183,20 @@ pub struct Sealed {
     pub room: String,
     pub epoch: u64,
     pub body: String,
+    /// The client's id for the message (see `say.rs`).
+    pub cid: Option<chatao_proto::Cid>,
 }
 
 impl Sealed {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let cid = self.cid;
+        if let Err(reply) = super::repeat(hub, session, cid) {
+            return *reply;
+        }
+        self.accept(hub, session).with_cid(cid)
+    }
+
+    fn accept(self, hub: &Hub, session: &mut SessionState) -> Reply {
         let room = match super::room(&self.room) {
             Ok(room) => room,
             Err(reply) => return *reply,
@@ -194,7 +204,7 @@ impl Sealed {
         if let Some(why) = hub.access().muted(&session.fingerprint) {
             return error(chatao_proto::ErrorCode::Muted, why);
         }
-        match hub.seal(session.id, &room, self.epoch, self.body) {
+        match hub.seal(session.id, &room, self.epoch, self.body, self.cid) {
             Ok(_) => Reply::Nothing,
             Err(e) => refusal(e),
         }

@@ -22,13 +22,14 @@ mod whois;
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use chatao_proto::{
-    ClientMsg, ErrorCode, LeaveReason, Limits, MessageKind, Nick, RoomName, ServerMsg, TextError,
-    TokenBucket, check_text,
+    Cid, ClientMsg, ErrorCode, LeaveReason, Limits, MAX_CID, MessageKind, Nick, RoomName,
+    ServerMsg, TextError, TokenBucket, check_text,
 };
 
 use crate::hub::{Hub, HubError, Joined, SessionId};
-use crate::limits::{FLOOD_STRIKES, MAX_REASON_BYTES, PONG_BURST, PONGS_PER_SEC};
+use crate::limits::{MAX_REASON_BYTES, PONG_BURST, PONGS_PER_SEC};
 
 /// What a session knows about itself once `hello` has been accepted.
 #[derive(Debug)]
@@ -38,9 +39,10 @@ pub struct SessionState {
     /// The client's key fingerprint.
     pub fingerprint: String,
     pub limits: Limits,
+    /// The announced rate. The session takes a token before each charged command
+    /// ([`charged`]); without one the command waits in the session's fakelag backlog
+    /// (session.rs), it is never refused.
     pub rate: TokenBucket,
-    /// Consecutive messages refused for exceeding the rate.
-    pub strikes: u32,
     /// On a cluster node: the nickname held cluster-wide, given back when the session ends.
     pub claim: Option<crate::cluster::Claim>,
     /// Key packages this session may still fetch ([`crate::limits::KEY_PACKAGE_FETCH_BURST`]).
@@ -67,41 +69,13 @@ impl SessionState {
             fingerprint,
             limits,
             // One token of slack over the announced burst: a client pacing itself exactly to
-            // the announced bucket is never refused because of network jitter or rounding.
+            // the announced bucket is never held back because of network jitter or rounding.
             rate: TokenBucket::new(limits.rate_per_sec, limits.burst.saturating_add(1), now),
-            strikes: 0,
             claim: None,
             fetches: e2e::FetchBudget::new(now),
             pongs: TokenBucket::new(PONGS_PER_SEC, PONG_BURST, now),
             pong_owed: None,
         }
-    }
-
-    /// Charges one message against the rate. `Err` carries the reply: an error, or after
-    /// [`FLOOD_STRIKES`] refusals in a row, the end of the session.
-    pub fn charge(&mut self, now: Instant) -> Result<(), Box<Reply>> {
-        if self.rate.try_take(now) {
-            self.strikes = 0;
-            return Ok(());
-        }
-        self.strikes += 1;
-        if self.strikes >= FLOOD_STRIKES {
-            return Err(Box::new(Reply::Close(Close {
-                reason: LeaveReason::Dropped,
-                message: Some("flooding".into()),
-                bye: ServerMsg::Bye {
-                    code: Some(ErrorCode::RateLimited),
-                    reason: "disconnected for flooding".into(),
-                },
-            })));
-        }
-        Err(Box::new(error(
-            ErrorCode::RateLimited,
-            format!(
-                "slow down: at most {} messages per second (burst {}); this one was dropped",
-                self.limits.rate_per_sec, self.limits.burst
-            ),
-        )))
     }
 }
 
@@ -116,6 +90,38 @@ pub enum Reply {
     Close(Close),
     /// Send history (and on a join, the member list and topic) for a room.
     Replay(Box<Replay>),
+    /// Send these encoded records as they are: the first echo of a message sent again with
+    /// the same client id ([`repeat`]).
+    Raw(Bytes),
+}
+
+impl Reply {
+    /// The same reply, its error (if it is one) carrying `cid`: every refusal of a message
+    /// sent with a client id names that id, so the client knows which message it was.
+    pub fn with_cid(self, cid: Option<Cid>) -> Reply {
+        match self {
+            Reply::Send(ServerMsg::Error { code, message, cid: None }) => {
+                Reply::Send(ServerMsg::Error { code, message, cid })
+            }
+            other => other,
+        }
+    }
+}
+
+/// What to do about a message's client id before anything else: `Err` with the reply when the
+/// id is out of range (`invalid`, carrying it) or when this key's message with that id was
+/// accepted recently (its first echo, exactly as sent then: the message is not handled again).
+/// `Ok` when the message is new (or has no id).
+pub fn repeat(hub: &Hub, session: &SessionState, cid: Option<Cid>) -> Result<(), Box<Reply>> {
+    let Some(cid) = cid else { return Ok(()) };
+    if cid == 0 || cid > MAX_CID {
+        let why = format!("a message id (cid) must be between 1 and {MAX_CID}");
+        return Err(Box::new(error(ErrorCode::Invalid, why).with_cid(Some(cid))));
+    }
+    match hub.sent_echo(&session.fingerprint, cid) {
+        Some(echo) => Err(Box::new(Reply::Raw(echo))),
+        None => Ok(()),
+    }
 }
 
 /// A history replay for the session to send: it may need the store, so the session does it.
@@ -196,6 +202,19 @@ pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
     Reply::Send(ServerMsg::Error { cid: None, code, message: message.into() })
 }
 
+/// Whether a client message costs a token of the announced rate: everything a client could
+/// repeat to make the server work (messages, joins, renames, history requests…, a message
+/// sent again with a remembered id too), not keepalives or goodbyes.
+pub fn charged(msg: &ClientMsg) -> bool {
+    !matches!(
+        msg,
+        ClientMsg::Quit { .. }
+            | ClientMsg::Ping { .. }
+            | ClientMsg::Pong { .. }
+            | ClientMsg::Hello { .. }
+    )
+}
+
 /// A decoded client message, ready to apply.
 #[derive(Debug)]
 pub enum Command {
@@ -226,18 +245,18 @@ pub enum Command {
 impl Command {
     pub fn from_msg(msg: ClientMsg) -> Command {
         match msg {
-            ClientMsg::Say { cid: _, room, text } => {
-                Command::Say(say::Say { room, text, kind: MessageKind::Normal })
+            ClientMsg::Say { cid, room, text } => {
+                Command::Say(say::Say { room, text, kind: MessageKind::Normal, cid })
             }
-            ClientMsg::Me { cid: _, room, text } => {
-                Command::Say(say::Say { room, text, kind: MessageKind::Action })
+            ClientMsg::Me { cid, room, text } => {
+                Command::Say(say::Say { room, text, kind: MessageKind::Action, cid })
             }
             ClientMsg::Join { room, since } => Command::Join(join::Join { room, since }),
             ClientMsg::Part { room, reason } => Command::Part(part::Part { room, reason }),
             ClientMsg::List => Command::List(list::List),
             ClientMsg::Who { room } => Command::Who(who::Who { room }),
             ClientMsg::Topic { room, text } => Command::Topic(topic::Topic { room, text }),
-            ClientMsg::Msg { cid: _, to, text } => Command::Msg(msg::Msg { to, text }),
+            ClientMsg::Msg { cid, to, text } => Command::Msg(msg::Msg { to, text, cid }),
             ClientMsg::Nick { nick } => Command::Nick(nick::Nick { nick }),
             ClientMsg::Away { reason } => Command::Away(away::Away { reason }),
             ClientMsg::Whois { nick } => Command::Whois(whois::Whois { nick }),
@@ -271,24 +290,15 @@ impl Command {
             ClientMsg::Commit { room, epoch, body, welcome, adds, removes } => {
                 Command::Commit(e2e::Commit { room, epoch, body, welcome, adds, removes })
             }
-            ClientMsg::Sealed { cid: _, room, epoch, body } => {
-                Command::Sealed(e2e::Sealed { room, epoch, body })
+            ClientMsg::Sealed { cid, room, epoch, body } => {
+                Command::Sealed(e2e::Sealed { room, epoch, body, cid })
             }
         }
     }
 
-    /// Whether the command counts against the rate limit: everything a client could repeat to
-    /// make the server work (joins, renames, history requests…), not keepalives or goodbyes.
-    fn is_charged(&self) -> bool {
-        !matches!(self, Command::Quit(_) | Command::Ping(_) | Command::Pong | Command::Hello)
-    }
-
+    /// Applies the command. The rate is not checked here: the session takes the token first
+    /// (or holds the command until it can, see [`charged`]).
     pub fn apply(self, hub: &Hub, session: &mut SessionState, now: Instant) -> Reply {
-        if self.is_charged()
-            && let Err(reply) = session.charge(now)
-        {
-            return *reply;
-        }
         match self {
             Command::Say(cmd) => cmd.apply(hub, session),
             Command::Join(cmd) => cmd.apply(hub, session),

@@ -1,6 +1,6 @@
 //! `msg`: a private message to one user.
 
-use chatao_proto::{MessageKind, ServerMsg};
+use chatao_proto::{Cid, MessageKind, ServerMsg};
 
 use super::{Reply, SessionState, check_message, hub_error};
 use crate::hub::Hub;
@@ -9,15 +9,22 @@ use crate::hub::Hub;
 pub struct Msg {
     pub to: String,
     pub text: String,
+    /// The client's id for the message (see `say.rs`). Remembered in memory only: private
+    /// messages are never stored, so after a server crash a repeat is a new message.
+    pub cid: Option<Cid>,
 }
 
 impl Msg {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        if let Err(reply) = check_message(hub, &self.text, session) {
+        let cid = self.cid;
+        if let Err(reply) = super::repeat(hub, session, cid) {
             return *reply;
         }
-        if let Err(e) = hub.private(session.id, &self.to, MessageKind::Normal, self.text) {
-            return hub_error(e);
+        if let Err(reply) = check_message(hub, &self.text, session) {
+            return reply.with_cid(cid);
+        }
+        if let Err(e) = hub.private(session.id, &self.to, MessageKind::Normal, self.text, cid) {
+            return hub_error(e).with_cid(cid);
         }
         match hub.away_reason(&self.to) {
             Some((nick, reason)) => {

@@ -1,6 +1,6 @@
 //! `say` and `me`: text for a room.
 
-use chatao_proto::MessageKind;
+use chatao_proto::{Cid, MessageKind};
 
 use super::{Reply, SessionState, check_message, hub_error};
 use crate::hub::Hub;
@@ -10,10 +10,21 @@ pub struct Say {
     pub room: String,
     pub text: String,
     pub kind: MessageKind,
+    /// The client's id for the message: a repeat is answered with the first echo, and every
+    /// refusal carries it.
+    pub cid: Option<Cid>,
 }
 
 impl Say {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        let cid = self.cid;
+        if let Err(reply) = super::repeat(hub, session, cid) {
+            return *reply;
+        }
+        self.accept(hub, session).with_cid(cid)
+    }
+
+    fn accept(self, hub: &Hub, session: &mut SessionState) -> Reply {
         let room = match super::room(&self.room) {
             Ok(room) => room,
             Err(reply) => return *reply,
@@ -25,7 +36,7 @@ impl Say {
         if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;
         }
-        match hub.say(session.id, &room, self.kind, self.text) {
+        match hub.say(session.id, &room, self.kind, self.text, self.cid) {
             Ok(_) => Reply::Nothing,
             Err(e) => hub_error(e),
         }

@@ -407,8 +407,16 @@ impl Hub {
             }
         }
         let mut st = self.lock();
-        let msg_id =
-            self.order_sealed(&mut st, id, room_name, Some(epoch), None, SealedKind::Commit, body)?;
+        let msg_id = self.order_sealed(
+            &mut st,
+            id,
+            room_name,
+            Some(epoch),
+            None,
+            SealedKind::Commit,
+            body,
+            None,
+        )?;
         let from = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?.nick.clone();
         let Some(r) = st.e2e.rooms.get_mut(room_name) else {
             return Err(E2eRefusal::NotE2e(room_name.clone()));
@@ -475,10 +483,12 @@ impl Hub {
         room_name: &RoomName,
         epoch: u64,
         body: String,
+        cid: Option<chatao_proto::Cid>,
     ) -> Result<u64, E2eRefusal> {
         check_body(&body)?;
         let mut st = self.lock();
-        self.order_sealed(&mut st, id, room_name, None, Some(epoch), SealedKind::Application, body)
+        let kind = SealedKind::Application;
+        self.order_sealed(&mut st, id, room_name, None, Some(epoch), kind, body, cid)
     }
 
     /// A member of an E2E room parts: its key leaves the delivery list. Its MLS leaf stays in
@@ -529,7 +539,8 @@ impl Hub {
     }
 
     /// Member check, id and bus hand-off for a sealed message: `check_epoch` must be the room's
-    /// epoch (commits); `stated_epoch` is only recorded (application messages).
+    /// epoch (commits); `stated_epoch` is only recorded (application messages). The echo carries
+    /// `cid` and is remembered under the sender's key, as for `say`.
     #[allow(clippy::too_many_arguments)]
     fn order_sealed(
         &self,
@@ -540,6 +551,7 @@ impl Hub {
         stated_epoch: Option<u64>,
         kind: SealedKind,
         body: String,
+        cid: Option<chatao_proto::Cid>,
     ) -> Result<u64, E2eRefusal> {
         let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
         let (from, fp) = (user.nick.clone(), user.fingerprint.clone());
@@ -569,11 +581,14 @@ impl Hub {
             epoch,
             kind,
             body,
+            sender: Some(fp.clone()),
+            cid,
         };
+        let echo = encode(&stored.to_msg(false));
         let ev = BusEvent {
             seq,
             room: Some(room_name.clone()),
-            bytes: encode(&stored.to_msg(false)),
+            bytes: echo.clone(),
             persist: Persist::E2e(E2ePersist::Sealed(stored)),
         };
         match self.bus().send_message(ev) {
@@ -582,6 +597,9 @@ impl Hub {
         }
         room.next_id();
         st.seq = seq;
+        if let Some(cid) = cid {
+            st.sent.record(&fp, cid, echo, now_millis());
+        }
         Ok(msg_id)
     }
 

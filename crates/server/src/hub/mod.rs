@@ -166,6 +166,28 @@ pub fn now_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The client ids of the messages accepted in the last [`SENT_IDS_WINDOW`] (at most
+/// [`SENT_IDS_TOTAL`], the newest), with their echoes encoded again from the store: a server
+/// killed after persisting a message but before its sender got the echo answers the re-sent
+/// message with that echo instead of a second copy. Private messages are not stored, so not
+/// remembered across a restart.
+fn load_sent(store: &Store) -> Result<sent::SentIds, StoreError> {
+    use crate::limits::{SENT_IDS_TOTAL, SENT_IDS_WINDOW};
+    use crate::store::Recent;
+    let since = now_millis().saturating_sub(SENT_IDS_WINDOW.as_millis() as u64);
+    let mut ids = sent::SentIds::default();
+    for recent in store.recent_cids(since, SENT_IDS_TOTAL)? {
+        let (sender, cid, time, echo) = match &recent {
+            Recent::Message(m) => (&m.sender, m.cid, m.time, encode(&m.to_msg(false))),
+            Recent::Sealed(m) => (&m.sender, m.cid, m.time, encode(&m.to_msg(false))),
+        };
+        if let (Some(sender), Some(cid)) = (sender, cid) {
+            ids.record(sender, cid, echo, time);
+        }
+    }
+    Ok(ids)
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves maps that are still consistent enough to serve
@@ -283,6 +305,7 @@ impl Hub {
             owners: owners.into_iter().collect(),
             link: cluster.clone(),
             e2e: e2e::E2eState::load(&store)?,
+            sent: load_sent(&store)?,
             ..Default::default()
         };
         for rec in store.load_rooms()? {
@@ -492,13 +515,17 @@ impl Hub {
     }
 
     /// Sends `text` from `id` to everyone in `room` (the sender included: its copy is its
-    /// acknowledgement). Returns the message id.
+    /// acknowledgement, and carries `cid`). Returns the message id (0 on a cluster node, where
+    /// the id comes later from the stream). On acceptance the echo is remembered under the
+    /// sender's key and `cid` ([`sent::SentIds`]), under the same lock, so a repeat that
+    /// arrives next finds it.
     pub fn say(
         &self,
         id: SessionId,
         room_name: &RoomName,
         kind: MessageKind,
         text: String,
+        cid: Option<chatao_proto::Cid>,
     ) -> Result<u64, HubError> {
         let mut st = self.lock();
         let user = st.user(id)?;
@@ -509,8 +536,10 @@ impl Hub {
             }
             drop(st);
             // The id comes from the cluster's stream when the message comes back from it.
+            // The echo is remembered when the event comes back from the stream
+            // (`remote.rs`), where it gets its id.
             let body = RoomBody::Message { kind, text };
-            self.publish_room(id, room_name, (from, sender), body, None)?;
+            self.publish_room(id, room_name, (from, sender), body, cid)?;
             return Ok(0);
         }
         let seq = st.seq + 1;
@@ -527,13 +556,14 @@ impl Hub {
             from,
             kind,
             text,
-            sender: Some(sender),
-            cid: None,
+            sender: Some(sender.clone()),
+            cid,
         };
+        let echo = encode(&stored.to_msg(false));
         let ev = BusEvent {
             seq,
             room: Some(room_name.clone()),
-            bytes: encode(&stored.to_msg(false)),
+            bytes: echo.clone(),
             persist: Persist::Message(stored.clone()),
         };
         match self.bus().send_message(ev) {
@@ -543,6 +573,9 @@ impl Hub {
         room.next_id();
         room.remember(stored);
         st.seq = seq;
+        if let Some(cid) = cid {
+            st.sent.record(&sender, cid, echo, now_millis());
+        }
         Ok(msg_id)
     }
 
@@ -552,16 +585,20 @@ impl Hub {
         self.lock().sent.echo(fingerprint, cid)
     }
 
-    /// A private message from `id` to the user called `to`; both receive it.
+    /// A private message from `id` to the user called `to`; both receive it, carrying `cid`.
+    /// On a local delivery the echo is remembered under the sender's key and `cid` (in memory
+    /// only: private messages are not stored).
     pub fn private(
         &self,
         id: SessionId,
         to: &str,
         kind: MessageKind,
         text: String,
+        cid: Option<chatao_proto::Cid>,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
-        let from = st.user(id)?.nick.clone();
+        let user = st.user(id)?;
+        let (from, sender) = (user.nick.clone(), user.fingerprint.clone());
         let (to_nick, target) = match st.find_nick(to) {
             Some(Holder::Local(target)) => (st.user(target)?.nick.clone(), Holder::Local(target)),
             Some(Holder::Remote(rid)) => match st.remote.get(&rid) {
@@ -579,6 +616,8 @@ impl Hub {
             kind,
             text,
             session: id,
+            fingerprint: sender.clone(),
+            cid,
         };
         let target = match target {
             Holder::Local(target) => target,
@@ -590,9 +629,16 @@ impl Hub {
                 return Ok(());
             }
         };
-        let msg = msg.to_msg();
+        let mut msg = msg.to_msg();
+        if let ServerMsg::Private { cid: c, .. } = &mut msg {
+            *c = cid;
+        }
         let ids = if target == id { vec![id] } else { vec![target, id] };
-        st.tell(&ids, &encode(&msg));
+        let echo = encode(&msg);
+        st.tell(&ids, &echo);
+        if let Some(cid) = cid {
+            st.sent.record(&sender, cid, echo, now_millis());
+        }
         Ok(())
     }
 
@@ -926,8 +972,8 @@ mod tests {
         let (a, mut ia) = user(&hub, "alice");
         let (_b, mut ib) = user(&hub, "bob");
         let lobby = RoomName::lobby();
-        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "one".into()), Ok(1));
-        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "two".into()), Ok(2));
+        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "one".into(), None), Ok(1));
+        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "two".into(), None), Ok(2));
         let alice_saw = drain(&hub, &mut ia);
         hub.leave(a, LeaveReason::Quit, Some("bye".into()));
         let bob_saw = drain(&hub, &mut ib);
@@ -952,7 +998,7 @@ mod tests {
         let (a, _ia) = user(&hub, "alice");
         let lobby = RoomName::lobby();
         for t in ["1", "2", "3", "4"] {
-            hub.say(a, &lobby, MessageKind::Normal, t.into()).unwrap();
+            hub.say(a, &lobby, MessageKind::Normal, t.into(), None).unwrap();
         }
         // bob joins while the four messages may still be on their way through the bus.
         let (mb, mut ib) = mailbox(64);
@@ -964,7 +1010,7 @@ mod tests {
             joined.tail.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
             ["2", "3", "4"]
         );
-        hub.say(a, &lobby, MessageKind::Normal, "5".into()).unwrap();
+        hub.say(a, &lobby, MessageKind::Normal, "5".into(), None).unwrap();
         assert_eq!(texts(&drain(&hub, &mut ib)), ["5"]);
         assert_eq!(hub.store().count(&lobby).unwrap(), 5, "all persisted");
     }
@@ -1002,14 +1048,14 @@ mod tests {
         let rust = RoomName::parse("#rust").unwrap();
         hub.join(a, &rust).unwrap();
         hub.join(b, &rust).unwrap();
-        hub.say(a, &rust, MessageKind::Normal, "crabs".into()).unwrap();
-        hub.private(b, "ALICE", MessageKind::Normal, "psst".into()).unwrap();
+        hub.say(a, &rust, MessageKind::Normal, "crabs".into(), None).unwrap();
+        hub.private(b, "ALICE", MessageKind::Normal, "psst".into(), None).unwrap();
         assert!(matches!(
-            hub.private(b, "nobody", MessageKind::Normal, "x".into()),
+            hub.private(b, "nobody", MessageKind::Normal, "x".into(), None),
             Err(HubError::NoSuchNick(_))
         ));
         assert_eq!(
-            hub.say(a, &RoomName::parse("#other").unwrap(), MessageKind::Normal, "x".into()),
+            hub.say(a, &RoomName::parse("#other").unwrap(), MessageKind::Normal, "x".into(), None),
             Err(HubError::NotInRoom(RoomName::parse("#other").unwrap()))
         );
         let carol = drain(&hub, &mut ic);

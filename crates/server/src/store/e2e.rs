@@ -27,13 +27,17 @@ pub struct StoredSealed {
     pub kind: SealedKind,
     /// Base64 of the MLS message, exactly as the sender wrote it.
     pub body: String,
+    /// The sender's key fingerprint, when known (for its [`chatao_proto::Cid`]).
+    pub sender: Option<String>,
+    /// The sender's id for the message, when it gave one; echoed in the wire message.
+    pub cid: Option<chatao_proto::Cid>,
 }
 
 impl StoredSealed {
     /// The wire message, marked as history or live.
     pub fn to_msg(&self, history: bool) -> ServerMsg {
         ServerMsg::Sealed {
-            cid: None,
+            cid: self.cid,
             room: self.room.clone(),
             id: self.id,
             time: self.time,
@@ -133,6 +137,9 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              fingerprint TEXT NOT NULL, seq INTEGER NOT NULL, package TEXT NOT NULL,
              PRIMARY KEY (fingerprint, seq)) WITHOUT ROWID;",
     )?;
+    // Schema 4: the sender's key and client message id of each MLS message (NULL before).
+    super::add_column(conn, "sealed", "fingerprint", "TEXT")?;
+    super::add_column(conn, "sealed", "cid", "INTEGER")?;
     // Added after the first release of E2E rooms: the commit count a welcome starts from.
     let has_epoch = conn
         .prepare("SELECT 1 FROM pragma_table_info('e2e_welcomes') WHERE name = 'epoch'")?
@@ -184,8 +191,9 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
         }
         E2ePersist::Sealed(m) => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO sealed (room, id, time, sender, epoch, kind, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO sealed
+                     (room, id, time, sender, epoch, kind, body, fingerprint, cid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 m.room.as_str(),
@@ -194,7 +202,9 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
                 m.from.as_str(),
                 m.epoch as i64,
                 kind_code(m.kind),
-                m.body
+                m.body,
+                m.sender,
+                m.cid.and_then(|c| i64::try_from(c).ok())
             ])?;
             // Message ids are shared with plain messages: remember the last one so that ids
             // continue after a restart.
@@ -317,6 +327,54 @@ impl Store {
         Ok(out)
     }
 
+    /// MLS messages accepted at or after `since_ms` with a sender key and a client id, the
+    /// newest `limit`, newest first (for [`Store::recent_cids`]).
+    pub(super) fn recent_sealed(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredSealed>, StoreError> {
+        let conn = self.reader();
+        let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare(
+            "SELECT room, id, time, sender, epoch, kind, body, fingerprint, cid FROM sealed
+             WHERE time >= ?1 AND fingerprint IS NOT NULL AND cid IS NOT NULL
+             ORDER BY time DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (room, id, time, from, epoch, kind, body, sender, cid) = row?;
+            let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) else {
+                continue;
+            };
+            out.push(StoredSealed {
+                room,
+                id: id as u64,
+                time: time as u64,
+                from,
+                epoch: epoch.max(0) as u64,
+                kind: kind_from(kind),
+                body,
+                sender,
+                cid: super::cid_from(cid),
+            });
+        }
+        Ok(out)
+    }
+
     /// MLS messages of `room` with `since < id <= upto`, like [`Store::read`].
     pub fn read_sealed(
         &self,
@@ -328,10 +386,10 @@ impl Store {
     ) -> Result<Vec<StoredSealed>, StoreError> {
         let conn = self.reader();
         let sql = if oldest {
-            "SELECT id, time, sender, epoch, kind, body FROM sealed
+            "SELECT id, time, sender, epoch, kind, body, fingerprint, cid FROM sealed
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4"
         } else {
-            "SELECT id, time, sender, epoch, kind, body FROM sealed
+            "SELECT id, time, sender, epoch, kind, body, fingerprint, cid FROM sealed
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
         };
         let mut stmt = conn.prepare_cached(sql)?;
@@ -344,11 +402,13 @@ impl Store {
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
                 ))
             })?;
         let mut out = vec![];
         for row in rows {
-            let (id, time, from, epoch, kind, body) = row?;
+            let (id, time, from, epoch, kind, body, sender, cid) = row?;
             let Ok(from) = Nick::parse(&from) else { continue };
             out.push(StoredSealed {
                 room: room.clone(),
@@ -358,6 +418,8 @@ impl Store {
                 epoch: epoch.max(0) as u64,
                 kind: kind_from(kind),
                 body,
+                sender,
+                cid: super::cid_from(cid),
             });
         }
         if !oldest {
@@ -394,6 +456,8 @@ mod tests {
                     epoch: 0,
                     kind: SealedKind::Commit,
                     body: "AAE=".into(),
+                    sender: Some("SHA256:a".into()),
+                    cid: Some(9),
                 }),
                 E2ePersist::Welcome(WelcomeRecord {
                     fingerprint: "C".into(),
@@ -449,6 +513,8 @@ mod tests {
                 epoch: 0,
                 kind: SealedKind::Application,
                 body: "AA==".into(),
+                sender: None,
+                cid: None,
             }))
         };
         let (a, b) = (RoomName::parse("#a").unwrap(), RoomName::parse("#b").unwrap());
