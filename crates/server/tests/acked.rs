@@ -1,5 +1,5 @@
-//! Client message ids and acknowledgements (docs/PROTOCOL.md 8.1), fakelag (8.2) and a `bye`
-//! that is never cut (10), on a standalone server over real sockets: an echo carries its `cid`,
+//! Client message ids and acknowledgements (docs/PROTOCOL.md 5.7), fakelag (7.1) and a `bye`
+//! that is never cut (7.5), on a standalone server over real sockets: an echo carries its `cid`,
 //! a repeated `cid` is answered with the first echo and delivered to nobody again (also after a
 //! restart, and after a `kill -9` of the real binary), refusals carry the `cid`; a client over
 //! the rate is slowed, never refused, until its backlog is 30 s deep; a slow reader's last

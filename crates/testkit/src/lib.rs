@@ -227,7 +227,7 @@ impl TestClient {
     }
 
     /// Reads until what acknowledges this client's message `cid` arrives (docs/PROTOCOL.md
-    /// 8.1): a live message, private message or sealed message from this client's nickname
+    /// 5.7): a live message, private message or sealed message from this client's nickname
     /// carrying `cid`, or an error carrying it. Returns it with its record exactly as received
     /// (to compare echoes byte for byte).
     pub async fn expect_cid(&mut self, cid: u64) -> Result<(ServerMsg, Vec<u8>)> {
