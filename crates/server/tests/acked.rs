@@ -339,3 +339,31 @@ async fn a_slow_reader_gets_a_whole_bye_too_slow_as_its_last_record() {
         "after {count} records the last was {last:?}"
     );
 }
+
+#[tokio::test]
+async fn a_quit_behind_a_backlog_comes_after_every_echo_and_a_throttled_client_is_not_idle() {
+    // 2 a second: ten messages take about 4 s, far past the idle timeout of 600 ms; the client
+    // never answers the server's ping, yet it is not timed out while its messages wait.
+    let server = TestServer::start_with(|c| {
+        c.limits.rate_per_sec = 2;
+        c.limits.burst = 1;
+        c.ping_after = Duration::from_millis(200);
+        c.idle_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    for i in 1..=10u64 {
+        alice.say_with_cid("#lobby", &format!("m{i}"), i).await.unwrap();
+    }
+    alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    let all = alice.read_to_end().await.unwrap();
+    let echoes: Vec<_> = all
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Message { cid, history: false, .. } => *cid,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(echoes, (1..=10).collect::<Vec<u64>>(), "every echo, in order, before the bye");
+    assert!(matches!(all.last(), Some(ServerMsg::Bye { code: None, .. })), "{:?}", all.last());
+}
