@@ -686,6 +686,60 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_3_database_gains_sender_and_cid_and_recent_ids_come_back_newest_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let lobby = RoomName::lobby();
+        {
+            // A database as schema 3 made it: no fingerprint or cid columns.
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (
+                     room TEXT NOT NULL, id INTEGER NOT NULL, time INTEGER NOT NULL,
+                     sender TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL,
+                     PRIMARY KEY (room, id)) WITHOUT ROWID;
+                 INSERT INTO messages VALUES ('#lobby', 1, 1000, 'alice', 0, 'old');
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+        let with_cid = |id: u64, time: u64, cid: Option<u64>| {
+            Persist::Message(StoredMessage {
+                room: lobby.clone(),
+                id,
+                time,
+                from: Nick::parse("alice").unwrap(),
+                kind: MessageKind::Normal,
+                text: format!("m{id}"),
+                sender: Some("SHA256:a".into()),
+                cid,
+            })
+        };
+        let batch =
+            [with_cid(2, 2000, Some(7)), with_cid(3, 3000, None), with_cid(4, 4000, Some(8))];
+        w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        let read = store.read(&lobby, 0, 10, 10, true).unwrap();
+        let got: Vec<_> = read.iter().map(|m| (m.id, m.sender.as_deref(), m.cid)).collect();
+        assert_eq!(
+            got,
+            [
+                (1, None, None),
+                (2, Some("SHA256:a"), Some(7)),
+                (3, Some("SHA256:a"), None),
+                (4, Some("SHA256:a"), Some(8))
+            ],
+            "the old row reads with neither"
+        );
+        let ids = |since, limit| -> Vec<u64> {
+            store.recent_cids(since, limit).unwrap().iter().map(Recent::time).collect()
+        };
+        assert_eq!(ids(0, 10), [2000, 4000], "only messages with a cid, oldest first");
+        assert_eq!(ids(0, 1), [4000], "the newest within the bound");
+        assert_eq!(ids(2001, 10), [4000], "none before the window");
+    }
+
+    #[test]
     fn retention_prunes_by_count_and_age_and_ids_still_continue() {
         let dir = tempfile::tempdir().unwrap();
         let lobby = RoomName::lobby();

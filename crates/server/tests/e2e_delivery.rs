@@ -384,3 +384,47 @@ async fn key_package_fetches_are_limited_per_session() {
     let got = c.expect("key_package", |m| matches!(m, ServerMsg::KeyPackage { .. })).await.unwrap();
     assert!(matches!(got, ServerMsg::KeyPackage { package, .. } if package == "S104"));
 }
+
+#[tokio::test]
+async fn a_sealed_message_with_a_cid_is_echoed_with_it_once_even_across_a_restart() {
+    let server = server().await;
+    let keys = fixed_keypair(1);
+    let mut a = TestClient::connect_with(server.addr, "alice", &keys).await.unwrap();
+    a.until_history_end(&create("#sec", false), "#sec").await.unwrap();
+    let sealed_cid = |cid, body: &str| ClientMsg::Sealed {
+        cid: Some(cid),
+        room: "#sec".into(),
+        epoch: 0,
+        body: body.into(),
+    };
+    a.send(&sealed_cid(11, "QUJD")).await.unwrap();
+    let (echo, first) = a.expect_cid(11).await.unwrap();
+    assert!(matches!(&echo, ServerMsg::Sealed { body, .. } if body == "QUJD"), "{echo:?}");
+    a.send(&sealed_cid(11, "QUJD")).await.unwrap();
+    assert_eq!(a.expect_cid(11).await.unwrap().1, first, "a repeat gets the first echo");
+    a.send(&sealed_cid(12, "not base64!")).await.unwrap();
+    let (err, _) = a.expect_cid(12).await.unwrap();
+    assert!(matches!(err, ServerMsg::Error { code: ErrorCode::Invalid, .. }), "{err:?}");
+    a.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    a.read_to_end().await.unwrap();
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut a = TestClient::connect_with(server.addr, "alice", &keys).await.unwrap();
+    a.send(&ClientMsg::Join { room: "#sec".into(), since: None }).await.unwrap();
+    a.send(&sealed_cid(11, "QUJD")).await.unwrap();
+    assert_eq!(a.expect_cid(11).await.unwrap().1, first, "remembered across the restart");
+    let got = a
+        .until_history_end(
+            &ClientMsg::History { room: "#sec".into(), since: 0, limit: None },
+            "#sec",
+        )
+        .await
+        .unwrap();
+    let stored: Vec<_> = got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Sealed { body, cid, history: true, .. } => Some((body.as_str(), *cid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, [("QUJD", Some(11))], "stored once, with its cid");
+}

@@ -492,6 +492,7 @@ mod tests {
         let sealed = store.read_sealed(&room, 0, 1, 10, true).unwrap();
         assert_eq!(sealed.len(), 1);
         assert_eq!(sealed[0].kind, SealedKind::Commit);
+        assert_eq!((sealed[0].sender.as_deref(), sealed[0].cid), (Some("SHA256:a"), Some(9)));
         assert_eq!(store.load_welcomes().unwrap().len(), 1);
         assert_eq!(
             store.load_key_packages().unwrap(),
