@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Line mode: how long to keep trying to reconnect after losing the connection before
-    /// giving up (exit 1, listing the messages not sent).
+    /// giving up (exit 1, listing the messages not delivered).
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     reconnect_timeout: u64,
     /// Directory of your key (`key.pem`, created if absent) and of `known_servers`.

@@ -118,15 +118,17 @@ fn sections() -> Roff {
         &mut r,
         [bold("0")],
         "You quit (/quit, Ctrl-C, or the end of standard input in line mode) and the server \
-         said goodbye.",
+         said goodbye; in line mode, only once every message line was delivered (acknowledged \
+         by the server's echo of its client id).",
     );
     item(
         &mut r,
         [bold("1")],
         "The first connection failed (no server, a refused nickname, a changed server key), \
          the server ended the session, no server took the client back within \
-         --reconnect-timeout (line mode lists the messages not sent on standard error), or \
-         the server did not say goodbye in time.",
+         --reconnect-timeout, a message line was refused for good, or the server did not say \
+         goodbye in time. Line mode then lists each message line not delivered on standard \
+         error (\"N message(s) were not delivered:\").",
     );
     item(
         &mut r,
