@@ -52,6 +52,24 @@ impl NatsServer {
         panic!("nats-server did not start listening on {addr}");
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is read or answered,
+    /// as with a stalled or unreachable peer. [`NatsServer::stop`] still kills it;
+    /// [`NatsServer::thaw`] lets it go on.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let Some(pid) = self.child.as_ref().and_then(Child::id) else { return };
+        let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    }
+
     /// Stops the server (SIGKILL: NATS is gone at once, as in a crash or a partition).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -5,13 +5,19 @@
 //! - `chatao_online`: who holds each nickname right now (node, session, key). Also claimed
 //!   with `create`; a holder on a node that is no longer alive, or the same key reconnecting
 //!   elsewhere, is replaced with a compare-and-set `update`, so two nodes can never both win.
+//!   Every node watches it: when the holder of a nickname one of its sessions holds becomes
+//!   someone else (a newer revision than that session's claim), that session is ended with a
+//!   `bye` — so a session on a node that looked dead (frozen, cut off) and was replaced is
+//!   ended when that node wakes. The hub learns every holder too, so it never lists a remote
+//!   user under a nickname the bucket gives to another session ([`Hub::online_holder`]).
 //! - `chatao_bans`, `chatao_mutes`, `chatao_access`: written by the node where the operator
 //!   acted, watched by every node (with their current contents at startup).
 //!
 //! Keys in buckets are the hex of the nickname (case-folded) or fingerprint.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -24,7 +30,7 @@ use tracing::{info, warn};
 
 use super::{Inner, subjects};
 use crate::access::{Access, Ban};
-use crate::hub::remote::NodeId;
+use crate::hub::remote::{NodeId, RemoteId};
 use crate::hub::{Hub, HubError, SessionId};
 
 /// A nickname held online by a session, to give back when it ends.
@@ -61,6 +67,9 @@ struct StoredMute {
 
 const ALLOW_KEY: &str = "allow";
 
+/// Least time between two snapshot requests to one node from a bucket watch.
+const RESYNC_PACE: Duration = Duration::from_secs(1);
+
 pub(super) async fn claim(
     inner: &Inner,
     hub: &Hub,
@@ -94,7 +103,7 @@ pub(super) async fn claim(
     );
     for _ in 0..4 {
         match inner.online.create(&key, value.clone()).await {
-            Ok(revision) => return Ok(Claim { key, revision }),
+            Ok(revision) => return Ok(held(inner, key, session, revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(_) => return Err(HubError::Unavailable),
         }
@@ -121,10 +130,19 @@ pub(super) async fn claim(
             if let Some(h) = holder.filter(|h| live && h.node != inner.node) {
                 end_remote(inner, h.node, h.session).await;
             }
-            return Ok(Claim { key, revision });
+            // A holder on a node that looks dead is not told now: its node ends it when it
+            // sees this newer revision (see `watch_all`).
+            return Ok(held(inner, key, session, revision));
         }
     }
     Err(HubError::NickInUse(nick.clone()))
+}
+
+/// Notes that local `session` holds `key` since `revision`, and returns its claim.
+fn held(inner: &Inner, key: String, session: SessionId, revision: u64) -> Claim {
+    let mut claims = inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+    claims.insert(key.clone(), (session, revision));
+    Claim { key, revision }
 }
 
 /// Asks `node` to end `session`, which a new connection with the same key replaces.
@@ -136,6 +154,12 @@ async fn end_remote(inner: &Inner, node: NodeId, session: SessionId) {
 }
 
 pub(super) async fn release(inner: &Inner, claim: Claim) {
+    {
+        let mut claims = inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.get(&claim.key).is_some_and(|(_, r)| *r == claim.revision) {
+            claims.remove(&claim.key);
+        }
+    }
     // Only if it is still ours: a newer holder (the same key elsewhere) keeps it.
     let _ = inner.online.delete_expect_revision(claim.key.as_str(), Some(claim.revision)).await;
 }
@@ -195,6 +219,45 @@ pub(super) fn watch_all(
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) {
+    let apply_online = {
+        let (inner, hub) = (inner.clone(), hub.clone());
+        move |key: &str, entry: Option<&[u8]>, revision: u64| {
+            let folded = subjects::unhex(key)?;
+            let holder = entry.and_then(|v| serde_json::from_slice::<Holder>(v).ok());
+            let holder = holder.map(|h| RemoteId { node: h.node, session: h.session });
+            let wanted = hub.online_holder(&folded, holder);
+            let rid = holder?;
+            let replaced = {
+                let mut claims = inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+                match claims.get(key).copied() {
+                    Some((session, since))
+                        if revision > since
+                            && (rid.node != inner.node || rid.session != session) =>
+                    {
+                        claims.remove(key);
+                        Some(session)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(session) = replaced {
+                info!(session, "a newer connection holds this session's nickname: ending it");
+                let bye = chatao_proto::ServerMsg::Bye {
+                    code: Some(chatao_proto::ErrorCode::Other),
+                    reason:
+                        "replaced by a newer connection with the same key on another server node"
+                            .into(),
+                };
+                hub.end_session(
+                    session,
+                    bye,
+                    chatao_proto::LeaveReason::Lost,
+                    "reconnected elsewhere",
+                );
+            }
+            wanted.then_some(rid.node)
+        }
+    };
     let apply_ban = {
         let access = access.clone();
         move |key: &str, entry: Option<&[u8]>| {
@@ -242,32 +305,57 @@ pub(super) fn watch_all(
         }
     };
     let events = || inner.link.events_tx().subscribe();
-    tasks.spawn(watch(inner.bans.clone(), apply_ban, events(), stop.clone()));
-    tasks.spawn(watch(inner.mutes.clone(), apply_mute, events(), stop.clone()));
-    tasks.spawn(watch(inner.nicks.clone(), apply_owner, events(), stop.clone()));
-    tasks.spawn(watch(inner.access_kv.clone(), apply_allow, events(), stop.clone()));
+    let w = |store: &kv::Store| (inner.clone(), store.clone());
+    tasks.spawn(watch(w(&inner.online), apply_online, events(), stop.clone()));
+    tasks.spawn(watch(w(&inner.bans), only(apply_ban), events(), stop.clone()));
+    tasks.spawn(watch(w(&inner.mutes), only(apply_mute), events(), stop.clone()));
+    tasks.spawn(watch(w(&inner.nicks), only(apply_owner), events(), stop.clone()));
+    tasks.spawn(watch(w(&inner.access_kv), only(apply_allow), events(), stop.clone()));
+}
+
+/// A bucket's `apply` that needs neither the revision nor a snapshot of anyone's users.
+fn only(
+    apply: impl Fn(&str, Option<&[u8]>) + Send + 'static,
+) -> impl Fn(&str, Option<&[u8]>, u64) -> Option<NodeId> + Send + 'static {
+    move |key, value, _| {
+        apply(key, value);
+        None
+    }
 }
 
 /// Applies a bucket's entries (current ones first, then changes) until stopped; re-watches
-/// after an error (a reconnection replays the current contents, which is harmless).
+/// after an error (a reconnection replays the current contents, which is harmless). `apply`
+/// gets each key, its value (`None`: deleted) and revision, and may name a node whose users
+/// this node should ask for (a holder it does not know yet); each node is asked at most once
+/// per [`RESYNC_PACE`].
 async fn watch<F>(
-    store: kv::Store,
+    (inner, store): (Arc<Inner>, kv::Store),
     apply: F,
     mut events: tokio::sync::watch::Receiver<bool>,
     stop: CancellationToken,
 ) where
-    F: Fn(&str, Option<&[u8]>) + Send + 'static,
+    F: Fn(&str, Option<&[u8]>, u64) -> Option<NodeId> + Send + 'static,
 {
+    // Nodes asked for a snapshot, and when. Bounded by the nodes of the cluster: entries older
+    // than the pace are dropped each time one is added.
+    let mut asked: HashMap<NodeId, Instant> = HashMap::new();
     loop {
         events.borrow_and_update();
         let run = async {
             let mut entries = store.watch_with_history(">").await.map_err(|e| e.to_string())?;
             while let Some(entry) = entries.next().await {
                 let entry = entry.map_err(|e| e.to_string())?;
-                match entry.operation {
-                    kv::Operation::Put => apply(&entry.key, Some(&entry.value)),
-                    kv::Operation::Delete | kv::Operation::Purge => apply(&entry.key, None),
+                let value = match entry.operation {
+                    kv::Operation::Put => Some(entry.value.as_ref()),
+                    kv::Operation::Delete | kv::Operation::Purge => None,
+                };
+                let Some(node) = apply(&entry.key, value, entry.revision) else { continue };
+                if asked.get(&node).is_some_and(|at| at.elapsed() < RESYNC_PACE) {
+                    continue;
                 }
+                asked.retain(|_, at| at.elapsed() < RESYNC_PACE);
+                asked.insert(node, Instant::now());
+                super::presence::request_snapshot(&inner, node).await;
             }
             Ok::<(), String>(())
         };

@@ -51,8 +51,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most stream events applied to the hub at once.
 const APPLY_BATCH: usize = 1024;
-/// Window in which JetStream drops a republished message with the same id (our retries).
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Window in which JetStream drops a republished message with the same id: our own retries,
+/// and a client's re-send of a message with the same cid through any node, as long as a
+/// server remembers client ids ([`crate::limits::SENT_IDS_WINDOW`]). Shortened to the stream's
+/// `max_age` when that is shorter (JetStream requires it; a message older than that is gone
+/// from the stream anyway, and the nodes still remember its id).
+const DUPLICATE_WINDOW: Duration = crate::limits::SENT_IDS_WINDOW;
 
 /// Where the cluster is and how this node behaves in it.
 #[derive(Debug, Clone)]
@@ -102,6 +106,11 @@ struct Inner {
     alive: Mutex<HashMap<NodeId, Instant>>,
     /// This node's presence sequence number (deltas count up; heartbeats repeat it).
     presence_seq: std::sync::atomic::AtomicU64,
+    /// The nicknames this node's sessions hold in `chatao_online`: bucket key to the session
+    /// and the revision of its claim (short, synchronous sections only). A newer revision
+    /// naming someone else ends the session ([`identity`]). One entry per local session at
+    /// most (two for a moment during a nickname change): bounded by the connection limit.
+    claims: Mutex<HashMap<String, (crate::hub::SessionId, u64)>>,
     link: ClusterLink,
 }
 
@@ -199,12 +208,27 @@ pub async fn connect(
     }
     if let Some(age) = retention.max_age {
         stream_config.max_age = age;
+        stream_config.duplicate_window = DUPLICATE_WINDOW.min(age);
     }
+    let window = stream_config.duplicate_window;
     let mut rooms = js
         .get_or_create_stream(stream_config)
         .await
         .map_err(|e| js_err("room stream")(e.to_string()))?;
-    let info = rooms.info().await.map_err(|e| js_err("room stream")(e.to_string()))?;
+    let mut info = rooms.info().await.map_err(|e| js_err("room stream")(e.to_string()))?.clone();
+    // A stream made by an older node has a shorter window: widen it (JetStream allows that on
+    // a live stream), so client ids are de-duplicated for as long as nodes remember them.
+    if info.config.duplicate_window < window {
+        let mut config = info.config.clone();
+        config.duplicate_window = window;
+        match js.update_stream(config).await {
+            Ok(updated) => {
+                info!(window_secs = window.as_secs(), "widened the room stream's duplicate window");
+                info = updated;
+            }
+            Err(cause) => warn!(%cause, "could not widen the room stream's duplicate window"),
+        }
+    }
     let created = info.created.unix_timestamp_nanos() as i64;
     let last = info.state.last_sequence;
     if store.meta("stream_created")? != Some(created) {
@@ -239,6 +263,7 @@ pub async fn connect(
         access_kv,
         alive: Mutex::new(HashMap::new()),
         presence_seq: Default::default(),
+        claims: Mutex::new(HashMap::new()),
         link,
     });
     Ok(Joining { inner, rx, start: applied + 1, last })

@@ -8,16 +8,18 @@
 //! missed) asks that node for a snapshot, and replaces what it knew. A node not heard from for
 //! [`super::PRESENCE_TTL`] is gone: its users leave their rooms with reason `lost`. While this
 //! node itself cannot reach NATS it expires no one (it cannot tell who is really gone), and
-//! when it is back it asks everyone for a snapshot.
+//! when it is back it asks everyone for a snapshot. Nor does it expire anyone for a silence of
+//! its own making: after a stall of this process (SIGSTOP, swapping) every node gets a fresh
+//! TTL, and each expiry check first reads the presence records already waiting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::time::{interval, sleep};
+use tokio::time::{MissedTickBehavior, interval, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -25,6 +27,10 @@ use super::outbound::PrivateReply;
 use super::{Inner, subjects};
 use crate::hub::Hub;
 use crate::hub::remote::{Moderation, NodeId, Presence, Private, UserState};
+
+/// How often silent nodes are looked for. A check that comes more than two heartbeats (or
+/// checks) after the previous one means this node stalled: see [`stalled`].
+const CHECK: Duration = Duration::from_millis(250);
 
 /// One presence record.
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +81,11 @@ pub(super) async fn publish_snapshot(inner: &Inner, hub: &Hub) {
     publish(inner, seq, Body::Snapshot { users: hub.local_users() }).await;
 }
 
+/// Asks `node` for a snapshot of its users.
+pub(super) async fn request_snapshot(inner: &Inner, node: NodeId) {
+    publish(inner, 0, Body::Resync { target: Some(node) }).await;
+}
+
 pub(super) async fn goodbye(inner: &Inner) {
     publish(inner, inner.presence_seq.load(Ordering::Relaxed), Body::Goodbye).await;
 }
@@ -110,7 +121,9 @@ pub(super) async fn run(inner: Arc<Inner>, hub: Hub, stop: CancellationToken) {
     let Some(mut sub) = subscribe(&inner, subjects::PRESENCE, &stop).await else { return };
     let mut events = inner.link.events_tx().subscribe();
     let mut nodes: HashMap<NodeId, Seen> = HashMap::new();
-    let mut check = interval(Duration::from_millis(250));
+    let mut check = interval(CHECK);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_check = Instant::now();
     // Expiry waits a full TTL after (re)connecting, so nodes have had time to be heard.
     let mut connected_at = Instant::now();
     let mut up = true;
@@ -142,6 +155,22 @@ pub(super) async fn run(inner: Arc<Inner>, hub: Hub, stop: CancellationToken) {
                 }
             }
             _ = check.tick() => {
+                let since_last = last_check.elapsed();
+                last_check = Instant::now();
+                if since_last > 2 * inner.config.heartbeat.max(CHECK) {
+                    // This node itself stalled (stopped, swapped out, starved): the silence it
+                    // measured is its own. Everyone gets a fresh TTL from now, heard from in
+                    // what is waiting on the subscription, before anyone can expire.
+                    stalled(&inner, since_last);
+                    continue;
+                }
+                // What has arrived is read first: a heartbeat waiting here is a node alive.
+                while let Some(Some(msg)) = sub.next().now_or_never() {
+                    match serde_json::from_slice::<Record>(&msg.payload) {
+                        Ok(record) => handle(&inner, &hub, &mut nodes, record).await,
+                        Err(_) => hub.skipped("presence", "undecodable"),
+                    }
+                }
                 if !up || connected_at.elapsed() < inner.config.presence_ttl {
                     continue;
                 }
@@ -165,6 +194,19 @@ pub(super) async fn run(inner: Arc<Inner>, hub: Hub, stop: CancellationToken) {
             }
             _ = stop.cancelled() => break,
         }
+    }
+}
+
+/// After a stall of this node: every node it knows is granted a fresh TTL from now.
+fn stalled(inner: &Inner, for_how_long: Duration) {
+    warn!(
+        stalled_ms = for_how_long.as_millis() as u64,
+        "this node stalled; presence expiry starts over"
+    );
+    let now = Instant::now();
+    let mut alive = inner.alive.lock().unwrap_or_else(|p| p.into_inner());
+    for at in alive.values_mut() {
+        *at = now;
     }
 }
 

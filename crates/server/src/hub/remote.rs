@@ -12,9 +12,9 @@
 //! `who`, `list` and `whois`, to announce their arrivals and departures to the local users who
 //! share a room with them, and to route private messages and operator actions to their node.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chatao_proto::{
     ErrorCode, LeaveReason, Member, MessageKind, ModAction, Nick, RoomName, ServerMsg, encode,
@@ -135,13 +135,21 @@ pub struct Private {
     pub text: String,
     /// The sender's session on the sending node (for its acknowledgement).
     pub session: SessionId,
+    /// The sender's key fingerprint (what `cid` is unique for).
+    #[serde(default)]
+    pub fingerprint: String,
+    /// The sender's id for the message, when it gave one: both copies carry it, and both
+    /// nodes remember it with the message ([`super::sent::SentIds`]), so a re-send is answered
+    /// with the first copy and not delivered twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<chatao_proto::Cid>,
 }
 
 impl Private {
     /// The message as its recipient and its sender receive it.
     pub fn to_msg(&self) -> ServerMsg {
         ServerMsg::Private {
-            cid: None,
+            cid: self.cid,
             id: self.id,
             time: self.time,
             from: self.from.clone(),
@@ -206,6 +214,11 @@ pub struct ClusterLink {
     pub dropped: Arc<AtomicU64>,
     /// Connection changes (true: reachable), for the task that tells users about them.
     events: Arc<watch::Sender<bool>>,
+    /// Who the cluster's `chatao_online` bucket says holds each nickname (case-folded), as
+    /// this node last read it; a session of this node appears with this node's id. Written
+    /// and read under the hub lock (so in one order with the users it decides about); one
+    /// entry per nickname online in the cluster, removed when the bucket's entry is.
+    holders: Arc<Mutex<HashMap<String, RemoteId>>>,
 }
 
 impl ClusterLink {
@@ -219,6 +232,7 @@ impl ClusterLink {
             resync: Arc::new(AtomicBool::new(false)),
             dropped: Arc::new(AtomicU64::new(0)),
             events: Arc::new(watch::channel(true).0),
+            holders: Arc::default(),
         };
         (link, rx)
     }
@@ -239,6 +253,19 @@ impl ClusterLink {
     /// True when the cluster task has taken everything queued.
     pub fn is_drained(&self) -> bool {
         self.tx.capacity() == self.tx.max_capacity()
+    }
+
+    /// The session the cluster's bucket says holds `folded`, if it names one.
+    fn holder(&self, folded: &str) -> Option<RemoteId> {
+        self.holders.lock().unwrap_or_else(|p| p.into_inner()).get(folded).copied()
+    }
+
+    fn set_holder(&self, folded: &str, holder: Option<RemoteId>) {
+        let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        match holder {
+            Some(h) => holders.insert(folded.to_owned(), h),
+            None => holders.remove(folded),
+        };
     }
 
     /// Queues a room event, keeping the reserve free.
@@ -354,6 +381,15 @@ impl State {
         }
     }
 
+    /// True when a remote user `rid` called `folded` must not be listed: a local session holds
+    /// the nickname, or the cluster's bucket gives it to another session. One nickname has one
+    /// holder on this node; if the bucket comes to name `rid`, the bucket watch ends a stale
+    /// local holder and asks `rid`'s node for its users again ([`Hub::online_holder`]).
+    fn shadowed(&self, rid: RemoteId, folded: &str) -> bool {
+        self.nicks.contains_key(folded)
+            || self.link.as_ref().and_then(|l| l.holder(folded)).is_some_and(|h| h != rid)
+    }
+
     fn remote_online(&mut self, hub: &Hub, node: NodeId, user: UserState) {
         let rid = RemoteId { node, session: user.session };
         if self.remote.contains_key(&rid) {
@@ -363,10 +399,15 @@ impl State {
             }
             return;
         }
+        if self.shadowed(rid, &user.nick.folded()) {
+            tracing::debug!(nick = %user.nick, "a remote user whose nickname another session holds is not listed");
+            return;
+        }
         let rooms = user.rooms.clone();
-        // The nickname can only be held once cluster-wide (the claim made sure): an entry
-        // still listing it elsewhere is the same person's old session, on a node not yet known
-        // to be gone. It is replaced without a departure: they are here.
+        // The nickname can only be held once cluster-wide (the claim made sure, and the
+        // bucket does not name another): an entry still listing it elsewhere is the same
+        // person's old session, on a node not yet known to be gone. It is replaced without a
+        // departure: they are here.
         if let Some(old) = self.remote_nicks.get(&user.nick.folded()).copied() {
             self.forget_remote(old);
         }
@@ -510,7 +551,14 @@ impl Hub {
                     };
                     room.set_last_id(seq);
                     room.remember(stored.clone());
-                    (encode(&stored.to_msg(false)), Persist::Message(stored))
+                    let bytes = encode(&stored.to_msg(false));
+                    // Remembered on every node, so that the same message sent again through
+                    // any of them is answered with this echo (a re-send JetStream did not
+                    // drop, after its duplicate window, is answered the same way here).
+                    if let Some(cid) = ev.cid {
+                        st.sent.record(&ev.fingerprint, cid, bytes.clone(), now_millis());
+                    }
+                    (bytes, Persist::Message(stored))
                 }
                 RoomBody::Topic { text } => {
                     room.topic = text.clone();
@@ -607,6 +655,14 @@ impl Hub {
         match p {
             Presence::Nick { session, new } => {
                 let rid = RemoteId { node, session };
+                if !st.remote.contains_key(&rid) {
+                    return;
+                }
+                if st.shadowed(rid, &new.folded()) {
+                    // Listed again when the bucket names it (see `shadowed`).
+                    st.forget_remote(rid);
+                    return;
+                }
                 let Some(user) = st.remote.get_mut(&rid) else { return };
                 let old = std::mem::replace(&mut user.nick, new.clone());
                 let rooms = user.rooms.clone();
@@ -639,14 +695,55 @@ impl Hub {
         }
     }
 
-    /// Delivers a private message from another node to its local recipient.
+    /// The cluster's `chatao_online` bucket says `holder` holds the nickname `folded` now
+    /// (`None`: nobody). A remote user listed under it who is not that holder is a stale entry
+    /// (the same key, moved to another node): forgotten, without a departure. Returns true
+    /// when the holder is a remote session this node does not list yet, whose node should be
+    /// asked for its users. (Ending a local holder the bucket no longer names is the bucket
+    /// watch's job: it knows the revision of the local claim.)
+    pub fn online_holder(&self, folded: &str, holder: Option<RemoteId>) -> bool {
+        let mut st = self.lock();
+        let Some(link) = st.link.clone() else { return false };
+        link.set_holder(folded, holder);
+        let Some(holder) = holder else { return false };
+        if let Some(listed) = st.remote_nicks.get(folded).copied()
+            && listed != holder
+        {
+            st.forget_remote(listed);
+        }
+        holder.node != link.node && !st.remote.contains_key(&holder)
+    }
+
+    /// Delivers a private message from another node to its local recipient. One sent again
+    /// with the same cid (its sender was told `unconfirmed`) is not delivered twice: it is
+    /// remembered here with the sender's key, and a repeat is answered as delivered.
     pub fn deliver_private(&self, msg: &Private) -> Result<(), HubError> {
-        let st = self.lock();
+        let mut st = self.lock();
+        if let Some(cid) = msg.cid
+            && st.sent.echo(&msg.fingerprint, cid).is_some()
+        {
+            return Ok(());
+        }
         let Some(Holder::Local(id)) = st.find_nick(msg.to.as_str()) else {
             return Err(HubError::NoSuchNick(msg.to.to_string()));
         };
-        st.tell(&[id], &encode(&msg.to_msg()));
+        let bytes = encode(&msg.to_msg());
+        st.tell(&[id], &bytes);
+        if let Some(cid) = msg.cid {
+            st.sent.record(&msg.fingerprint, cid, bytes, now_millis());
+        }
         Ok(())
+    }
+
+    /// A private message to another node was delivered: its sender gets its copy (the
+    /// acknowledgement), remembered with its cid so that a re-send is answered with it.
+    pub fn private_sent(&self, msg: &Private) {
+        let mut st = self.lock();
+        let bytes = encode(&msg.to_msg());
+        st.tell(&[msg.session], &bytes);
+        if let Some(cid) = msg.cid {
+            st.sent.record(&msg.fingerprint, cid, bytes, now_millis());
+        }
     }
 
     /// Sends a local session one message (an acknowledgement or an error from the cluster).
