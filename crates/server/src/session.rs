@@ -471,15 +471,20 @@ where
                     }
                 };
                 let now = Instant::now();
+                let was_empty = backlog.is_empty();
                 match backlog.arrive(held, len, &mut state.rate, now.into_std()) {
                     Ok(Some(held)) => {
                         if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, pong_timer.as_mut()).await {
                             return ending;
                         }
                     }
-                    // Held: the lag timer is armed when the backlog was empty (else it already
+                    // Held: the lag timer is armed for a backlog that was empty (else it already
                     // runs for the head).
-                    Ok(None) => lag_timer.as_mut().reset(now),
+                    Ok(None) => {
+                        if was_empty {
+                            lag_timer.as_mut().reset(now + state.rate.wait_time());
+                        }
+                    }
                     Err(full) => {
                         let bye = ServerMsg::Bye {
                             code: Some(ErrorCode::RateLimited),
