@@ -10,6 +10,9 @@
 //! - [`e2e`]: end-to-end encrypted rooms, a layer between [`net`] and the UI; which process
 //!   of a key holds the E2E state ([`e2e::StateClaims`]), and a connection without it
 //!   ([`e2e::off`]).
+//! - [`core`](mod@core): the connection core both modes drive, pure (no I/O, no clock): the
+//!   rooms and their catch-up, client ids and the messages awaiting acknowledgement (re-sent
+//!   after a reconnection), the reconnection schedule.
 //! - [`catchup`]: which messages were shown, so a reconnection's catch-up shows each once.
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.

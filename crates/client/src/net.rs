@@ -70,7 +70,9 @@ pub enum NetEvent {
     Msg(ServerMsg),
     /// Sent just before `Closed` when the connection was lost (or the server said `bye` with
     /// code `shutdown`) with messages still queued (not yet written to the socket): they never
-    /// reached the server, so resending them after a reconnect cannot duplicate anything.
+    /// reached the server, so resending them after a reconnect cannot duplicate anything. This
+    /// matters for commands only: a message with a client id is kept by the connection core
+    /// ([`crate::core`]) until acknowledged, written to the socket or not, and sent again.
     Unsent(Vec<ClientMsg>),
     /// The connection is over; no event follows.
     Closed(Closed),

@@ -70,8 +70,12 @@ impl App {
         if !self.is_connected() {
             return vec![Effect::Quit];
         }
+        // What the core still has to hand over goes first: the server handles it before the
+        // `quit`.
+        let mut effects = self.flush(None);
         self.conn = Conn::Quitting { deadline: self.now + QUIT_TIMEOUT };
-        vec![Effect::Send { msg: ClientMsg::Quit { reason }, restore: None }]
+        effects.push(Effect::Send { msg: ClientMsg::Quit { reason }, restore: None });
+        effects
     }
 
     /// A line in every room buffer, so each shows where its gap begins and ends.
