@@ -251,6 +251,11 @@ fn cid(s: u64, k: u64) -> u64 {
     (s << 32) + 1000 + k
 }
 
+/// How many private messages with `cid` are in `log`.
+fn privates(log: &[ServerMsg], cid: u64) -> usize {
+    log.iter().filter(|m| matches!(m, ServerMsg::Private { cid: Some(c), .. } if *c == cid)).count()
+}
+
 fn lobby_leaves(log: &[ServerMsg]) -> Vec<String> {
     log.iter()
         .filter_map(|m| match m {
@@ -312,10 +317,23 @@ async fn a_node_frozen_for_20s_wakes_without_losses_departures_or_disconnects() 
             }
         }
     };
+    // A private message to a user of the frozen node: its node cannot answer, so the outcome
+    // is unknown (it is delivered when the node wakes), never "not delivered".
+    const PSST: u64 = 99;
+    let psst = || ClientMsg::Msg { cid: Some(PSST), to: "a".into(), text: "psst".into() };
     let freezing = async {
         sleep(Duration::from_secs(3)).await;
         frozen.signal("-STOP");
-        sleep(Duration::from_secs(20)).await;
+        let stopped = Instant::now();
+        sleep(Duration::from_secs(1)).await;
+        c.send(psst()).await;
+        let told = c
+            .wait_for("the private message's outcome", Duration::from_secs(15), |log| {
+                outcomes(log, "c").get(&PSST).copied()
+            })
+            .await;
+        assert_eq!(told, Outcome::Refused(ErrorCode::Unconfirmed));
+        tokio::time::sleep_until(stopped + Duration::from_secs(20)).await;
         frozen.signal("-CONT");
     };
     tokio::join!(sending, freezing);
@@ -335,14 +353,25 @@ async fn a_node_frozen_for_20s_wakes_without_losses_departures_or_disconnects() 
         assert!(!p.is_closed(), "{} was disconnected: {:?}", p.nick, byes(log));
         assert_eq!(lobby_leaves(log), Vec::<String>::new(), "{} was told of departures", p.nick);
         assert_once_and_in_order(&p.nick, &texts(log), &["a", "b", "c"]);
-        assert!(
-            !log.iter().any(|m| matches!(m, ServerMsg::Error { .. })),
-            "{}: {:?}",
-            p.nick,
-            log.iter().filter(|m| matches!(m, ServerMsg::Error { .. })).collect::<Vec<_>>()
-        );
+        let errors: Vec<&ServerMsg> = log
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Error { cid, .. } if *cid != Some(PSST)))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", p.nick);
         assert_listed_once(&format!("{}'s node", p.nick), &p.who().await);
     }
+    // The private message reached a once; sent again, it is answered and not repeated.
+    a.wait_for("the private message", Duration::from_secs(10), |log| {
+        (privates(log, PSST) == 1).then_some(())
+    })
+    .await;
+    c.send(psst()).await;
+    c.wait_for("the private echo", Duration::from_secs(10), |log| {
+        (privates(log, PSST) == 1).then_some(())
+    })
+    .await;
+    marker(&c, &a, "last", 5).await;
+    assert_eq!(privates(&a.log(), PSST), 1, "delivered once");
 }
 
 /// Sends `prefix`-numbered messages from `p` at 4/s until `stop` is set, returning how many.
@@ -495,17 +524,34 @@ async fn a_resend_through_another_node_is_echoed_and_delivered_once() {
     let o = Peer::connect(n3.addr, "o", 9).await;
 
     // Moved: sent on node one, sent again from node two after a reconnection.
+    // The same for a private message to a user on a third node.
     let s = Peer::connect(n1.addr, "s", 1).await;
+    s.until_listed("o", 1).await;
     s.say("moved", 77).await;
+    let psst = || ClientMsg::Msg { cid: Some(55), to: "o".into(), text: "psst".into() };
+    s.send(psst()).await;
     o.wait_for("moved", Duration::from_secs(15), |log| {
         texts(log).contains(&"moved".to_owned()).then_some(())
     })
     .await;
+    s.wait_for("the private echo", Duration::from_secs(15), |log| {
+        (outcomes(log, "s").get(&55) == Some(&Outcome::Echo)).then_some(())
+    })
+    .await;
+    // Sent again on the same node: answered, not delivered again.
+    s.send(psst()).await;
+    s.wait_for("the private echo again", Duration::from_secs(15), |log| {
+        (privates(log, 55) == 2).then_some(())
+    })
+    .await;
     drop(s);
     let s = Peer::connect(n2.addr, "s", 1).await;
+    s.until_listed("o", 1).await;
     s.say("moved", 77).await;
-    s.wait_for("the echo of the re-send", Duration::from_secs(15), |log| {
-        (outcomes(log, "s").get(&77) == Some(&Outcome::Echo)).then_some(())
+    s.send(psst()).await;
+    s.wait_for("the echoes of the re-sends", Duration::from_secs(15), |log| {
+        let out = outcomes(log, "s");
+        (out.get(&77) == Some(&Outcome::Echo) && out.get(&55) == Some(&Outcome::Echo)).then_some(())
     })
     .await;
 
@@ -537,6 +583,7 @@ async fn a_resend_through_another_node_is_echoed_and_delivered_once() {
     marker(&t, &o, "raced done", 1).await;
     let seen = texts(&o.log());
     assert_eq!(seen.iter().filter(|x| *x == "moved").count(), 1, "{seen:?}");
+    assert_eq!(privates(&o.log(), 55), 1, "the private message is delivered once");
     for k in 0..RACED {
         let r = text("r", k);
         assert_eq!(seen.iter().filter(|x| **x == r).count(), 1, "{r} in {seen:?}");

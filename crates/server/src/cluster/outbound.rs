@@ -116,6 +116,7 @@ pub(super) async fn run(
         tokio::select! {
             Some(done) = jobs.next(), if !jobs.is_empty() => {
                 let Some(session) = done else { continue };
+                inner.link.publishing().fetch_sub(1, Ordering::Relaxed);
                 match queues.get_mut(&session).and_then(VecDeque::pop_front) {
                     Some(next) => {
                         queued -= 1;
@@ -131,6 +132,7 @@ pub(super) async fn run(
                 match out {
                     Outbound::Room(ev) => {
                         published += 1;
+                        inner.link.publishing().fetch_add(1, Ordering::Relaxed);
                         let pending = Pending { ev, accepted: Instant::now(), n: published };
                         match queues.get_mut(&pending.ev.session) {
                             // One of the session's events is being published: after it.

@@ -13,7 +13,7 @@
 //! share a room with them, and to route private messages and operator actions to their node.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chatao_proto::{
@@ -219,6 +219,8 @@ pub struct ClusterLink {
     /// and read under the hub lock (so in one order with the users it decides about); one
     /// entry per nickname online in the cluster, removed when the bucket's entry is.
     holders: Arc<Mutex<HashMap<String, RemoteId>>>,
+    /// Room events the cluster task holds (queued per session or being published).
+    publishing: Arc<AtomicUsize>,
 }
 
 impl ClusterLink {
@@ -233,6 +235,7 @@ impl ClusterLink {
             dropped: Arc::new(AtomicU64::new(0)),
             events: Arc::new(watch::channel(true).0),
             holders: Arc::default(),
+            publishing: Arc::default(),
         };
         (link, rx)
     }
@@ -250,9 +253,15 @@ impl ClusterLink {
         &self.events
     }
 
-    /// True when the cluster task has taken everything queued.
+    /// True when the cluster task has taken everything queued and has no room event left to
+    /// publish.
     pub fn is_drained(&self) -> bool {
-        self.tx.capacity() == self.tx.max_capacity()
+        self.tx.capacity() == self.tx.max_capacity() && self.publishing.load(Ordering::Relaxed) == 0
+    }
+
+    /// Counts room events taken by the cluster task and not yet published or given up.
+    pub fn publishing(&self) -> &AtomicUsize {
+        &self.publishing
     }
 
     /// The session the cluster's bucket says holds `folded`, if it names one.
