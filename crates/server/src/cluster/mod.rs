@@ -5,10 +5,10 @@
 //!
 //! | what                         | where                                        | why |
 //! |------------------------------|----------------------------------------------|-----|
-//! | room messages and topics     | stream `CHATAO_ROOMS`, subject `chatao.room.<hex room>` | one total order; the stream sequence is the message id on every node; history and catch-up replay from it |
+//! | room messages and topics     | stream `CHATAO_ROOMS`, subject `chatao.room.<hex room>` | one total order; the stream sequence is the message id on every node; history and catch-up replay from it; published in order per session, de-duplicated by (key, cid) for 10 minutes |
 //! | users online, joins, parts   | core subject `chatao.presence` (deltas with a per-node sequence, heartbeats, snapshots on request) | ephemeral; a node's users vanish with it (presence TTL) |
 //! | nickname owners              | KV bucket `chatao_nicks` (nick -> key)       | first key wins cluster-wide (atomic create) |
-//! | nicknames online             | KV bucket `chatao_online` (nick -> node, session, key) | one holder cluster-wide (atomic create / compare-and-set) |
+//! | nicknames online             | KV bucket `chatao_online` (nick -> node, session, key) | one holder cluster-wide (atomic create / compare-and-set); watched by every node, which ends a local session the bucket no longer names |
 //! | bans, mutes, allowlist       | KV buckets `chatao_bans`, `chatao_mutes`, `chatao_access` | durable, watched by every node |
 //! | private messages, takeovers  | request/reply on `chatao.node.<node>.pm` / `.end` | addressed to one node; the reply is the acknowledgement |
 //! | operator notices             | core subject `chatao.mod`                    | every node tells its users and enforces on its own |

@@ -8,9 +8,18 @@
 //! the stream's sequence number as their message id. So every node shows the same messages in
 //! the same order with the same ids.
 //!
+//! A room message with a client id (`cid`) is remembered with its echo on every node as it is
+//! applied ([`super::sent::SentIds`]), so the same message sent again through any node is
+//! answered with that echo; JetStream drops the re-send itself (its message id is derived from
+//! the key and the cid, see `cluster/outbound.rs`).
+//!
 //! Users on other nodes are kept in [`State::remote`]: enough to list them in `members`,
 //! `who`, `list` and `whois`, to announce their arrivals and departures to the local users who
 //! share a room with them, and to route private messages and operator actions to their node.
+//! One nickname has one holder on a node: a remote user is not listed while a local session
+//! holds its nickname or the cluster's `chatao_online` bucket names another session for it
+//! ([`Hub::online_holder`], fed by the bucket watch in `cluster/identity.rs`, which also ends
+//! a local session the bucket no longer names).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
