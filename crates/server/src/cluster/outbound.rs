@@ -107,7 +107,9 @@ pub(super) async fn run(
 ) {
     let mut jobs: FuturesUnordered<Job> = FuturesUnordered::new();
     // Each session's room events after the one being published (a session is a key here while
-    // one of its events is being published). Bounded with `jobs` by MAX_IN_FLIGHT: see there.
+    // one of its events is being published). Bounded, with `jobs`, by MAX_IN_FLIGHT events in
+    // all. Overflow policy: when full, nothing more is taken from the link (so nothing here is
+    // ever dropped); the link's own bound then refuses new room messages with `busy`.
     let mut queues: HashMap<SessionId, VecDeque<Pending>> = HashMap::new();
     let mut queued: usize = 0;
     let mut beat = interval(inner.config.heartbeat);
