@@ -117,6 +117,10 @@ impl App {
             self.error("not connected; your text stays in the input line");
             return vec![];
         }
+        if !self.core.can_take() {
+            self.error("too many messages not yet acknowledged; your text stays in the input line");
+            return vec![];
+        }
         if let ClientMsg::Join { room, .. } | ClientMsg::Create { room, .. } = &msg {
             self.pending_join = RoomName::parse(room).ok();
             // Whatever `members` comes for it now opens its buffer.
