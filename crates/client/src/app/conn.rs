@@ -119,6 +119,7 @@ impl App {
                     None => format!("disconnected by the server: {reason}"),
                 };
                 self.everywhere(Kind::Error, &reason);
+                self.report_undelivered();
                 self.info("not reconnecting; /quit or Ctrl-C to leave");
                 self.conn = Conn::Closed { reason: sanitize(&reason).into_owned() };
                 vec![]
@@ -134,12 +135,27 @@ impl App {
             for line in reason.lines().filter(|l| !l.trim().is_empty()) {
                 self.error(line);
             }
+            self.core.on_closed_for_good();
+            self.report_undelivered();
             self.info("not reconnecting; /quit or Ctrl-C to leave");
             self.conn = Conn::Closed { reason: sanitize(reason).trim().to_owned() };
             return vec![];
         }
         let attempt = self.core.on_connect_failed(self.config.servers.len());
         self.schedule_reconnect(reason, attempt)
+    }
+
+    /// The session is over for good: each message not acknowledged is named, so that none
+    /// typed goes unaccounted for.
+    fn report_undelivered(&mut self) {
+        let lost = self.core.take_undelivered();
+        if lost.is_empty() {
+            return;
+        }
+        self.error(&format!("{} message(s) were not delivered:", lost.len()));
+        for msg in &lost {
+            self.error(&format!("  {}", crate::format::unsent(msg)));
+        }
     }
 
     /// Records the lost connection never wrote: the core sends the commands among them again

@@ -406,6 +406,21 @@ fn messages_not_acknowledged_are_sent_again_with_their_ids_after_the_catch_up() 
 }
 
 #[test]
+fn messages_not_acknowledged_when_the_session_ends_for_good_are_named() {
+    let mut a = chatting(80, 24);
+    alt(&mut a, '1');
+    enter(&mut a, "in flight");
+    a.update(Event::Net(NetEvent::Closed(Closed::Bye {
+        code: Some(ErrorCode::TooSlow),
+        reason: "too slow".into(),
+    })));
+    let shown = texts(&a);
+    assert!(shown.iter().any(|t| t == "disconnected: too slow"), "{shown:?}");
+    let at = shown.iter().position(|t| t == "1 message(s) were not delivered:").unwrap();
+    assert_eq!(shown[at + 1], "  #lobby: in flight");
+}
+
+#[test]
 fn a_message_refused_for_good_is_shown_with_its_text() {
     let mut a = chatting(80, 24);
     alt(&mut a, '1');
