@@ -24,8 +24,8 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// A nickname: 1 to 32 ASCII letters, digits, `_` or `-`. Comparison is case-sensitive on the
-/// wire; the server treats nicknames that differ only in case as the same nickname
-/// ([`Nick::folded`]).
+/// wire; the server treats nicknames that differ only in case, or only by ASCII look-alikes
+/// (`alice`, `ALICE`, `aIice`, `a1ice`), as the same nickname ([`Nick::folded`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Nick(String);
@@ -41,10 +41,44 @@ impl Nick {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    /// The case-folded form used for uniqueness: `Alice` and `alice` are one nickname.
+    /// The key used for uniqueness and ownership: the nickname's confusable [`skeleton`], so
+    /// `Alice`, `aIice` and `a1ice` are one nickname. Shown nowhere: display keeps the
+    /// nickname as typed.
     pub fn folded(&self) -> String {
-        self.0.to_ascii_lowercase()
+        skeleton(&self.0)
     }
+}
+
+/// The confusable skeleton of a nickname (the idea of Unicode TR39's `skeleton`, for the ASCII
+/// that nicknames allow): two nicknames that a reader could mistake for each other have the
+/// same skeleton. Case is folded first; then `i`, `l`, `1` and `|` become `l` (with case
+/// folded, capital `I` reads as `l` and as `i`, so the three are one class), `0` becomes `o`,
+/// and the pairs `rn`, `vv` and `cl` become `m`, `w` and `d` (after the classes: `c1` is `d`
+/// too). Idempotent: the skeleton of a skeleton is itself.
+pub fn skeleton(s: &str) -> String {
+    let classes = s.chars().map(|c| match c.to_ascii_lowercase() {
+        'i' | 'l' | '1' | '|' => 'l',
+        '0' => 'o',
+        c => c,
+    });
+    let mut out = String::with_capacity(s.len());
+    let mut chars = classes.peekable();
+    while let Some(c) = chars.next() {
+        let pair = match (c, chars.peek()) {
+            ('r', Some('n')) => Some('m'),
+            ('v', Some('v')) => Some('w'),
+            ('c', Some('l')) => Some('d'),
+            _ => None,
+        };
+        match pair {
+            Some(p) => {
+                chars.next();
+                out.push(p);
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// A room name: `#` then 1 to 32 ASCII letters, digits, `_` or `-`, compared case-insensitively
@@ -124,6 +158,36 @@ mod tests {
         assert_eq!(RoomName::parse("#Rust").map(|r| r.to_string()), Ok("#rust".into()));
         for bad in ["rust", "#", "# a", "##", &format!("#{}", "r".repeat(33))] {
             assert_eq!(RoomName::parse(bad), Err(NameError::Room), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_share_a_skeleton_and_others_do_not() {
+        let alice = Nick::parse("alice").unwrap().folded();
+        for same in ["alice", "ALICE", "aIice", "a1ice", "AL1CE", "alIce", "a|ice"] {
+            assert_eq!(skeleton(same), alice, "{same}");
+        }
+        assert_eq!(skeleton("b0b"), skeleton("bob"));
+        assert_eq!(skeleton("BOB"), skeleton("bob"));
+        assert_eq!(skeleton("rnallory"), skeleton("mallory"));
+        assert_eq!(skeleton("vvalter"), skeleton("walter"));
+        assert_eq!(skeleton("clave"), skeleton("dave"));
+        assert_eq!(skeleton("c1ave"), skeleton("dave"));
+        for (a, b) in [("alice", "alicf"), ("bob", "bop"), ("rm", "m"), ("v", "w"), ("a_b", "a-b")]
+        {
+            assert_ne!(skeleton(a), skeleton(b), "{a} {b}");
+        }
+        // Display keeps the nickname as typed.
+        assert_eq!(Nick::parse("aIice").unwrap().to_string(), "aIice");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skeleton_is_idempotent_and_case_insensitive(s in "[A-Za-z0-9_|-]{0,40}") {
+            let k = skeleton(&s);
+            proptest::prop_assert_eq!(skeleton(&k), k.clone());
+            proptest::prop_assert_eq!(skeleton(&s.to_ascii_uppercase()), k.clone());
+            proptest::prop_assert_eq!(skeleton(&s.to_ascii_lowercase()), k);
         }
     }
 

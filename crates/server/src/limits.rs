@@ -217,3 +217,23 @@ pub const SENT_IDS_TOTAL: usize = 65_536;
 /// How long a client message id is remembered: longer than a client keeps trying to reconnect
 /// before it gives up and reports its unsent messages.
 pub const SENT_IDS_WINDOW: Duration = Duration::from_secs(600);
+
+/// Nicknames one key may hold registered at once (`hub/names.rs`): the ones its sessions use
+/// or last used, and the ones it renamed away from within [`NICK_GRACE`]. Taking one more
+/// first releases, at once, the key's oldest name renamed away from; a key whose names are
+/// all current is refused with the limit and its names. One key on eight connections took 576
+/// names in 10.8 s before this limit.
+pub const MAX_NICKS_PER_KEY: usize = 4;
+
+/// How long a nickname renamed away from stays reserved for its key before another key may
+/// take it (the owner may take it back meanwhile).
+pub const NICK_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Least time between two nickname changes of one key (all its sessions together), beyond the
+/// general rate: a change is announced to every room the sender is in.
+pub const NICK_CHANGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Keys whose last nickname change is remembered before the ones older than
+/// [`NICK_CHANGE_INTERVAL`] (which no longer matter) are forgotten. Overflow policy: those
+/// are forgotten; the map holds only keys that changed nickname in the last interval.
+pub const NICK_CHANGES_REMEMBERED: usize = 4096;

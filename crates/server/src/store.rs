@@ -112,6 +112,18 @@ pub enum Persist {
         fingerprint: String,
         time: u64,
     },
+    /// The key renamed away from its nickname `nick` at `at` (`None`: took it back); it is
+    /// released a grace period later (`hub/names.rs`).
+    NickReleased {
+        nick: Nick,
+        fingerprint: String,
+        at: Option<u64>,
+    },
+    /// The registration of `nick` (as registered) to `fingerprint` is gone.
+    NickDropped {
+        nick: Nick,
+        fingerprint: String,
+    },
     Ban(Ban),
     Unban {
         fingerprint: String,
@@ -120,6 +132,16 @@ pub enum Persist {
     Applied(u64),
     /// End-to-end encrypted rooms ([`e2e`]).
     E2e(E2ePersist),
+}
+
+/// A nickname registration as stored: the nickname as registered (not validated here: the hub
+/// skips one that breaks today's rules), its key, and when it was registered and released.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NickRecord {
+    pub nick: String,
+    pub fingerprint: String,
+    pub registered: u64,
+    pub released: Option<u64>,
 }
 
 /// A room as remembered across restarts.
@@ -265,6 +287,7 @@ impl Store {
         )?;
         add_column(&conn, "messages", "fingerprint", "TEXT")?;
         add_column(&conn, "messages", "cid", "INTEGER")?;
+        add_column(&conn, "nicks", "released", "INTEGER")?;
         e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { path, reader: Mutex::new(conn), sparse_ids })
@@ -450,11 +473,21 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Every registered nickname: (case-folded nickname, owner's fingerprint).
-    pub fn load_nicks(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// Every registered nickname, oldest registration first.
+    pub fn load_nicks(&self) -> Result<Vec<NickRecord>, StoreError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare("SELECT folded, fingerprint FROM nicks")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt = conn.prepare(
+            "SELECT nick, fingerprint, registered, released FROM nicks
+             ORDER BY registered, rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(NickRecord {
+                nick: r.get(0)?,
+                fingerprint: r.get(1)?,
+                registered: r.get::<_, i64>(2)?.max(0) as u64,
+                released: r.get::<_, Option<i64>>(3)?.map(|t| t.max(0) as u64),
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -510,6 +543,11 @@ impl Writer {
                 "INSERT OR IGNORE INTO nicks (folded, nick, fingerprint, registered)
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut nick_released = tx.prepare_cached(
+                "UPDATE nicks SET released = ?3 WHERE nick = ?1 AND fingerprint = ?2",
+            )?;
+            let mut nick_dropped =
+                tx.prepare_cached("DELETE FROM nicks WHERE nick = ?1 AND fingerprint = ?2")?;
             let mut ban = tx.prepare_cached(
                 "INSERT OR REPLACE INTO bans (fingerprint, until, reason, by) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -542,6 +580,13 @@ impl Writer {
                     }
                     Persist::Nick { nick: n, fingerprint, time } => {
                         nick.execute(params![n.folded(), n.as_str(), fingerprint, *time as i64])?;
+                    }
+                    Persist::NickReleased { nick: n, fingerprint, at } => {
+                        let at = at.and_then(|t| i64::try_from(t).ok());
+                        nick_released.execute(params![n.as_str(), fingerprint, at])?;
+                    }
+                    Persist::NickDropped { nick: n, fingerprint } => {
+                        nick_dropped.execute(params![n.as_str(), fingerprint])?;
                     }
                     Persist::Ban(b) => {
                         ban.execute(params![

@@ -13,7 +13,8 @@
 //! - `chatao_bans`, `chatao_mutes`, `chatao_access`: written by the node where the operator
 //!   acted, watched by every node (with their current contents at startup).
 //!
-//! Keys in buckets are the hex of the nickname (case-folded) or fingerprint.
+//! Keys in buckets are the hex of the nickname's skeleton ([`Nick::folded`]; before look-alikes
+//! were one nickname, of the lower-cased nickname) or of the fingerprint.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -78,6 +79,11 @@ pub(super) async fn claim(
     session: SessionId,
 ) -> Result<Claim, HubError> {
     let key = subjects::hex(&nick.folded());
+    // A look-alike registered under a key written before nicknames were compared by skeleton
+    // (the lower-cased nickname's hex), learned from the bucket at startup and by its watch.
+    if hub.owner_of(nick).is_some_and(|owner| owner != fingerprint) {
+        return Err(HubError::NickRegistered(nick.clone()));
+    }
     // Ownership: the first key to use a nickname keeps it.
     match inner.nicks.create(&key, Bytes::from(fingerprint.to_owned())).await {
         Ok(_) => hub.learn_owner(nick.folded(), fingerprint.to_owned()),

@@ -159,7 +159,10 @@ pub fn hub_error(e: HubError) -> Reply {
         HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         HubError::Busy => ErrorCode::Busy,
         HubError::Unavailable => ErrorCode::Unavailable,
-        HubError::TooManyRooms | HubError::UnknownSession => ErrorCode::Other,
+        HubError::NickChangeTooSoon { .. } => ErrorCode::RateLimited,
+        HubError::TooManyRooms | HubError::UnknownSession | HubError::TooManyNicks { .. } => {
+            ErrorCode::Other
+        }
     };
     error(code, e.to_string())
 }

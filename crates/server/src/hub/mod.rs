@@ -14,11 +14,13 @@
 //!
 //! Nicknames belong to keys: the first key to use a nickname registers it (persisted through the
 //! bus); another key asking for it is refused whether or not the owner is online; the owner
-//! connecting again replaces a session of theirs that still holds the nickname. Operator
-//! actions live in [`moderation`].
+//! connecting again replaces a session of theirs that still holds the nickname. Look-alikes are
+//! one nickname, and a key holds a bounded number of names ([`names`]). Operator actions live
+//! in [`moderation`].
 
 mod e2e;
 mod moderation;
+mod names;
 pub mod remote;
 pub mod sent;
 
@@ -52,8 +54,20 @@ pub use crate::limits::MAX_ROOMS_PER_USER;
 pub enum HubError {
     #[error("the nickname {0} is in use")]
     NickInUse(Nick),
-    #[error("the nickname {0} belongs to another key")]
+    #[error("the nickname {0} (or a look-alike of it) belongs to another key")]
     NickRegistered(Nick),
+    /// A key at [`crate::limits::MAX_NICKS_PER_KEY`] whose names are all current.
+    #[error(
+        "your key already holds {limit} nicknames, the most one key may hold: {names}; use one \
+         of them, or connect as one and change it with /nick (the name left is released)"
+    )]
+    TooManyNicks { limit: usize, names: String },
+    /// A second nickname change within [`crate::limits::NICK_CHANGE_INTERVAL`].
+    #[error(
+        "one nickname change per {}s per key; try again in {wait}",
+        crate::limits::NICK_CHANGE_INTERVAL.as_secs()
+    )]
+    NickChangeTooSoon { wait: String },
     #[error("only operators may do that")]
     NotOperator,
     #[error("{0}")]
@@ -107,10 +121,13 @@ pub struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Case-folded nickname to session, for uniqueness.
+    /// Nickname skeleton ([`Nick::folded`]) to session, for uniqueness.
     nicks: HashMap<String, SessionId>,
-    /// Case-folded nickname to the fingerprint of the key that registered it.
+    /// Nickname skeleton to the fingerprint of the key that registered it (on a standalone
+    /// server kept in step with `names`; on a cluster node learned from the cluster).
     owners: HashMap<String, String>,
+    /// A standalone server's registrations in full, and every key's last nickname change.
+    names: names::Names,
     users: HashMap<SessionId, User>,
     rooms: HashMap<RoomName, Room>,
     /// Rooms remembered only for their last message id: nobody in them, no topic, no stored
@@ -123,7 +140,7 @@ struct State {
     last_private: u64,
     /// Users on other nodes of the cluster.
     remote: HashMap<RemoteId, RemoteUser>,
-    /// Case-folded nickname to a user on another node.
+    /// Nickname skeleton to a user on another node.
     remote_nicks: HashMap<String, RemoteId>,
     /// A copy of the hub's cluster link, so that changes made under the lock are announced.
     link: Option<ClusterLink>,
@@ -300,9 +317,11 @@ impl Hub {
         access: Arc<Access>,
         cluster: Option<ClusterLink>,
     ) -> Result<Hub, StoreError> {
-        let owners = if cluster.is_some() { Vec::new() } else { store.load_nicks()? };
+        let records = if cluster.is_some() { Vec::new() } else { store.load_nicks()? };
+        let (names, drops) = names::Names::load(records);
         let mut state = State {
-            owners: owners.into_iter().collect(),
+            owners: names.owners().collect(),
+            names,
             link: cluster.clone(),
             e2e: e2e::E2eState::load(&store)?,
             sent: load_sent(&store)?,
@@ -333,6 +352,15 @@ impl Hub {
             bus_thread: Mutex::new(None),
             cluster,
         });
+        {
+            // Look-alikes registered by two keys before they were one nickname: the younger
+            // registrations leave the store.
+            let mut st = shared.lock();
+            for persist in drops {
+                let seq = st.next_seq();
+                shared.bus.send_control(BusEvent { seq, room: None, bytes: Bytes::new(), persist });
+            }
+        }
         let thread = bus::spawn(receiver, writer, Arc::downgrade(&shared))?;
         *shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok(Hub { shared })
@@ -385,10 +413,13 @@ impl Hub {
         fingerprint: String,
         mailbox: Mailbox,
     ) -> Result<(), HubError> {
+        let now = self.access().clock().now_ms();
         let mut st = self.lock();
+        let mut released = Vec::new();
         if st.link.is_none() {
             // In a cluster, the session claimed the nickname in the cluster's buckets first.
-            st.claim(&nick, &fingerprint, self.bus())?;
+            // At hello nothing is left behind: only a reserved name may make room.
+            released = st.claim(&nick, &fingerprint, None, now, self.bus())?;
         }
         if let Some(&old) = st.nicks.get(&nick.folded()) {
             if st.user(old)?.fingerprint != fingerprint {
@@ -423,6 +454,10 @@ impl Hub {
                 since,
             },
         });
+        // Queued behind `welcome` (which the session writes itself).
+        if let Some(bytes) = names::released_notice(&released) {
+            mailbox.deliver(&bytes);
+        }
         let user = User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since };
         st.users.insert(id, user);
         Ok(())
@@ -713,8 +748,12 @@ impl Hub {
         Ok(())
     }
 
-    /// Renames `id`; everyone sharing a room with them, and they, are told.
+    /// Renames `id`; everyone sharing a room with them, and they, are told. At most one change
+    /// per [`crate::limits::NICK_CHANGE_INTERVAL`] per key; the name left is reserved for the
+    /// key for a grace period, or released at once to make room ([`names`]), which the user is
+    /// told in a `notice`.
     pub fn rename(&self, id: SessionId, new: Nick) -> Result<(), HubError> {
+        let now = self.access().clock().now_ms();
         let mut st = self.lock();
         let user = st.user(id)?;
         let (old, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
@@ -722,6 +761,7 @@ impl Hub {
         if old == new {
             return Ok(());
         }
+        st.check_change_rate(&fingerprint, now)?;
         // Ownership first, as at `hello`: a nickname of another key is `nick_registered`
         // whether or not its owner is online (waiting will not help); `nick_in_use` is left
         // for a nickname held by another session of this same key.
@@ -738,9 +778,14 @@ impl Hub {
         {
             st.forget_remote(stale);
         }
+        let mut released = Vec::new();
         if st.link.is_none() {
-            st.claim(&new, &fingerprint, self.bus())?;
+            released = st.claim(&new, &fingerprint, Some(&old), now, self.bus())?;
+            if old_folded != new_folded {
+                st.release(&old, &fingerprint, now, self.bus());
+            }
         }
+        st.note_change(&fingerprint, now);
         st.nicks.remove(&old_folded);
         st.nicks.insert(new_folded, id);
         if let Some(u) = st.users.get_mut(&id) {
@@ -749,6 +794,9 @@ impl Hub {
         let audience = st.audience(id);
         st.announce(Presence::Nick { session: id, new: new.clone() });
         st.tell(&audience, &encode(&ServerMsg::NickChange { old, new }));
+        if let (Some(bytes), Some(u)) = (names::released_notice(&released), st.users.get(&id)) {
+            u.mailbox.deliver(&bytes);
+        }
         Ok(())
     }
 
@@ -824,29 +872,6 @@ impl Hub {
 }
 
 impl State {
-    /// Checks that `nick` is free or registered to `fingerprint`, registering it if free.
-    fn claim(&mut self, nick: &Nick, fingerprint: &str, bus: &BusHandle) -> Result<(), HubError> {
-        match self.owners.get(&nick.folded()) {
-            Some(owner) if owner != fingerprint => Err(HubError::NickRegistered(nick.clone())),
-            Some(_) => Ok(()),
-            None => {
-                self.owners.insert(nick.folded(), fingerprint.to_owned());
-                let seq = self.next_seq();
-                bus.send_control(BusEvent {
-                    seq,
-                    room: None,
-                    bytes: Bytes::new(),
-                    persist: Persist::Nick {
-                        nick: nick.clone(),
-                        fingerprint: fingerprint.to_owned(),
-                        time: now_millis(),
-                    },
-                });
-                Ok(())
-            }
-        }
-    }
-
     /// Takes `id` offline: out of every room (each told `reason`), and, when `bye` is given,
     /// its session is ended with it. Unknown ids are ignored.
     fn remove_user(

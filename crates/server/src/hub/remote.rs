@@ -842,6 +842,9 @@ impl Hub {
 
     /// A nickname registration learned from the cluster's shared bucket.
     pub fn learn_owner(&self, folded: String, fingerprint: String) {
+        // A key written before nicknames were compared by skeleton holds the lower-cased
+        // nickname: keyed here by its skeleton like every other.
+        let folded = Nick::parse(&folded).map(|n| n.folded()).unwrap_or(folded);
         self.lock().owners.insert(folded, fingerprint);
     }
 
