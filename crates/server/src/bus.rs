@@ -10,9 +10,38 @@
 //! Overflow policy of the queue ([`BUS_CAPACITY`]): `say` is refused with `busy` once fewer than
 //! [`CONTROL_RESERVE`] places are left, so joins, parts and leaves always find room; should even
 //! the reserve run out, the event is dropped and logged as an error.
+//!
+//! # When the store cannot write (a full disk)
+//!
+//! Durability over availability: a batch whose transaction fails is not treated as written.
+//!
+//! - A room message queued with its sender ([`BusHandle::send_message_from`]) is **not
+//!   delivered**, to anyone: the hub forgets it ([`crate::hub::Shared::unstored`]: out of the
+//!   room's memory tail, out of the remembered client ids) and tells its sender
+//!   `error unavailable` carrying its `cid`, which the client sends again later. So every
+//!   message anyone saw is on disk, and the ids clients saw never come back after a restart
+//!   (the store's last id is at least every id delivered).
+//! - The message's id is **not** given back: the room's counter in memory stays where the hub
+//!   put it, so the next message takes the next id and an id is never used twice while the
+//!   process lives. After a restart the counter resumes from the store, which may hand out a
+//!   refused id again; nobody saw it (not delivered, not replayed: joiners who took the tail
+//!   before the failure wait for the bus and drop it, [`BusHandle::refused`]).
+//! - An acknowledged control event (a nickname registration, a ban, an unban) is remembered as
+//!   failed by its sequence number; [`BusHandle::durable`] tells the waiter (the session about
+//!   to send `welcome`, the operator's acknowledgement). A failed registration is undone in
+//!   memory, so the same key asking again registers again. A moderation notice travelling with
+//!   its event is not delivered; the operator is told `unavailable` instead.
+//! - Joins, parts, topics and E2E records are still delivered (their effect on the rooms
+//!   already happened in memory and cannot be refused after the fact); only their record may
+//!   be missing after a restart.
+//!
+//! A failing store is logged at `error` at most once every [`FAILURE_LOG_EVERY`] (with the
+//! number of failures since the last line), its recovery at `warn`, and counted in
+//! [`BusStats::write_errors`] (`chatao_store_write_failures_total`).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,7 +50,7 @@ use chatao_proto::RoomName;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::hub::{Shared, now_millis};
+use crate::hub::{SessionId, Shared, now_millis};
 use crate::store::{Persist, Writer};
 
 /// Events waiting to be persisted and published.
@@ -32,6 +61,17 @@ pub const CONTROL_RESERVE: usize = 1024;
 const BATCH: usize = 2048;
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// At most one `error` line this often while the store keeps failing.
+pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Sequence numbers of failed acknowledged control events remembered for
+/// [`BusHandle::durable`]. Overflow policy: the oldest is forgotten, and a waiter asking about a
+/// range reaching before what is remembered is answered "not durable" (refused, never a false
+/// acknowledgement).
+const FAILED_REMEMBERED: usize = 4096;
+/// Refused messages remembered for [`BusHandle::refused`] (a joiner's tail snapshot taken
+/// before the failure). More than the queue holds, so every message of a snapshot is settled
+/// and still remembered when the joiner looks. Overflow policy: the oldest is forgotten.
+const REFUSED_REMEMBERED: usize = 2 * BUS_CAPACITY;
 
 /// One room event.
 #[derive(Debug)]
@@ -39,19 +79,36 @@ pub struct BusEvent {
     /// Global order, for [`BusHandle::flushed`]; members who joined after it was queued are
     /// skipped (what they got on joining covers it).
     pub seq: u64,
-    /// The room whose members receive `bytes`; `None` for what is only persisted.
+    /// The room whose members receive `bytes`; `None` for what is only persisted, or, when
+    /// `bytes` is not empty, for a notice to everyone online once persisted (moderation).
     pub room: Option<RoomName>,
     /// The encoded event, shared by every recipient.
     pub bytes: Bytes,
     pub persist: Persist,
 }
 
+/// An event on the queue, with the session that caused it when it must hear of a failure.
+#[derive(Debug)]
+struct Queued {
+    ev: BusEvent,
+    from: Option<SessionId>,
+}
+
+/// An event that could not be stored, handed to [`Shared::unstored`].
+#[derive(Debug)]
+pub struct Unstored {
+    pub ev: BusEvent,
+    /// Who to tell (`error unavailable`), if anyone.
+    pub from: Option<SessionId>,
+}
+
 /// The hub's end of the bus.
 #[derive(Debug, Clone)]
 pub struct BusHandle {
-    tx: mpsc::Sender<BusEvent>,
+    tx: mpsc::Sender<Queued>,
     flushed: watch::Receiver<u64>,
     stats: Arc<BusStats>,
+    failures: Arc<Mutex<Failures>>,
 }
 
 /// What the bus has done, for [`crate::metrics`].
@@ -59,12 +116,25 @@ pub struct BusHandle {
 pub struct BusStats {
     /// Events written to the store (messages, topics, registrations, bans).
     pub persisted: AtomicU64,
-    /// Transactions that failed (their events were still delivered).
+    /// Transactions that failed (their messages refused, see the module documentation).
     pub write_errors: AtomicU64,
+    /// Messages refused with `unavailable` because the store could not write them.
+    pub unstored: AtomicU64,
     /// Control events dropped because even the reserve was full.
     pub dropped: AtomicU64,
     /// Messages refused with `busy`.
     pub refused: AtomicU64,
+}
+
+/// What failed to be stored, bounded (see [`FAILED_REMEMBERED`], [`REFUSED_REMEMBERED`]).
+#[derive(Debug, Default)]
+struct Failures {
+    /// Sequence numbers of acknowledged control events (registrations, bans) not stored.
+    controls: VecDeque<u64>,
+    /// The newest sequence number forgotten from `controls` (0: none).
+    controls_forgotten: u64,
+    /// Room messages refused, as (room, id).
+    messages: VecDeque<(RoomName, u64)>,
 }
 
 /// Why an event could not be queued.
@@ -76,14 +146,36 @@ pub enum BusFull {
     Closed,
 }
 
+/// An acknowledged event may not be on disk: the store failed (or the bus stopped) before it
+/// was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server could not store it")]
+pub struct NotDurable;
+
+/// Whether an event is one whose failure its waiter must hear of ([`BusHandle::durable`]).
+fn acknowledged(p: &Persist) -> bool {
+    matches!(p, Persist::Nick { .. } | Persist::Ban(_) | Persist::Unban { .. })
+}
+
 impl BusHandle {
-    /// Queues a message, keeping the control reserve free.
+    /// Queues a message, keeping the control reserve free. Should the store fail, it is
+    /// delivered anyway (for events whose sender cannot be told: E2E commits).
     pub fn send_message(&self, ev: BusEvent) -> Result<(), BusFull> {
+        self.queue_message(Queued { ev, from: None })
+    }
+
+    /// Queues session `from`'s room message, keeping the control reserve free. Should the store
+    /// fail to write it, nobody receives it and `from` is told `unavailable` with its cid.
+    pub fn send_message_from(&self, ev: BusEvent, from: SessionId) -> Result<(), BusFull> {
+        self.queue_message(Queued { ev, from: Some(from) })
+    }
+
+    fn queue_message(&self, q: Queued) -> Result<(), BusFull> {
         if self.tx.capacity() <= CONTROL_RESERVE {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(BusFull::Busy);
         }
-        self.tx.try_send(ev).map_err(|e| match e {
+        self.tx.try_send(q).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => BusFull::Busy,
             mpsc::error::TrySendError::Closed(_) => BusFull::Closed,
         })
@@ -97,21 +189,32 @@ impl BusHandle {
     /// Queues a control event (join, part, leave, topic). Dropped with an error log only if
     /// even the reserve is exhausted.
     pub fn send_control(&self, ev: BusEvent) {
-        if let Err(e) = self.tx.try_send(ev) {
+        self.send_control_from(ev, None);
+    }
+
+    /// Queues a control event that session `from` waits on: should the store fail, `from` is
+    /// told `unavailable` (by [`Shared::unstored`]) and a notice it carries is not delivered.
+    pub fn send_control_from(&self, ev: BusEvent, from: Option<SessionId>) {
+        if let Err(e) = self.tx.try_send(Queued { ev, from }) {
             let (room, seq) = match &e {
-                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
-                    (ev.room.clone(), ev.seq)
+                mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => {
+                    (q.ev.room.clone(), q.ev.seq)
                 }
             };
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if let mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) = e
+                && acknowledged(&q.ev.persist)
+            {
+                self.failures().note_control(seq);
+            }
             error!(room = ?room, seq, "bus full or closed: event dropped");
         }
     }
 
-    /// Waits for a place on the queue (for events from a cluster's stream, which wait rather
+    /// Waits for places on the queue (for events from a cluster's stream, which wait rather
     /// than drop: the stream keeps them meanwhile). `None`: the bus has stopped.
-    pub async fn reserve_many(&self, n: usize) -> Option<mpsc::PermitIterator<'_, BusEvent>> {
-        self.tx.reserve_many(n).await.ok()
+    pub async fn reserve_many(&self, n: usize) -> Option<Permits<'_>> {
+        self.tx.reserve_many(n).await.ok().map(Permits)
     }
 
     /// Waits until every event up to `seq` is persisted and published.
@@ -119,14 +222,85 @@ impl BusHandle {
         let mut rx = self.flushed.clone();
         let _ = rx.wait_for(|done| *done >= seq).await;
     }
+
+    /// Waits until every event up to `upto` is handled, then says whether every acknowledged
+    /// control event (registration, ban, unban) queued after `after` and up to `upto` was
+    /// stored. Conservative: another's failure in the same range, a range older than what is
+    /// remembered, or a stopped bus all answer [`NotDurable`]. Callers bound the wait.
+    pub async fn durable(&self, after: u64, upto: u64) -> Result<(), NotDurable> {
+        let mut rx = self.flushed.clone();
+        if rx.wait_for(|done| *done >= upto).await.is_err() {
+            return Err(NotDurable);
+        }
+        let f = self.failures();
+        if after < f.controls_forgotten || f.controls.iter().any(|s| *s > after && *s <= upto) {
+            return Err(NotDurable);
+        }
+        Ok(())
+    }
+
+    /// Whether message `id` of `room` was refused because the store could not write it (for
+    /// a replay from a tail snapshot taken before the failure; ask after [`Self::flushed`]).
+    pub fn refused(&self, room: &RoomName, id: u64) -> bool {
+        self.failures().messages.iter().any(|(r, i)| *i == id && r == room)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Places reserved on the queue ([`BusHandle::reserve_many`]).
+pub struct Permits<'a>(mpsc::PermitIterator<'a, Queued>);
+
+impl std::fmt::Debug for Permits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permits").finish_non_exhaustive()
+    }
+}
+
+/// One reserved place.
+pub struct Permit<'a>(mpsc::Permit<'a, Queued>);
+
+impl Permit<'_> {
+    /// Queues `ev` in the reserved place.
+    pub fn send(self, ev: BusEvent) {
+        self.0.send(Queued { ev, from: None });
+    }
+}
+
+impl<'a> Iterator for Permits<'a> {
+    type Item = Permit<'a>;
+    fn next(&mut self) -> Option<Permit<'a>> {
+        self.0.next().map(Permit)
+    }
+}
+
+impl Failures {
+    fn note_control(&mut self, seq: u64) {
+        if self.controls.len() == FAILED_REMEMBERED
+            && let Some(old) = self.controls.pop_front()
+        {
+            self.controls_forgotten = self.controls_forgotten.max(old);
+        }
+        self.controls.push_back(seq);
+    }
+
+    fn note_message(&mut self, room: RoomName, id: u64) {
+        if self.messages.len() == REFUSED_REMEMBERED {
+            self.messages.pop_front();
+        }
+        self.messages.push_back((room, id));
+    }
 }
 
 /// The bus thread's end of the queue.
 #[derive(Debug)]
 pub struct BusReceiver {
-    rx: mpsc::Receiver<BusEvent>,
+    rx: mpsc::Receiver<Queued>,
     flushed: watch::Sender<u64>,
     stats: Arc<BusStats>,
+    failures: Arc<Mutex<Failures>>,
 }
 
 /// Makes the queue. The hub keeps the handle; [`spawn`] starts the thread with the receiver.
@@ -134,9 +308,10 @@ pub fn channel() -> (BusHandle, BusReceiver) {
     let (tx, rx) = mpsc::channel(BUS_CAPACITY);
     let (flushed_tx, flushed) = watch::channel(0);
     let stats = Arc::new(BusStats::default());
+    let failures = Arc::new(Mutex::new(Failures::default()));
     (
-        BusHandle { tx, flushed, stats: stats.clone() },
-        BusReceiver { rx, flushed: flushed_tx, stats },
+        BusHandle { tx, flushed, stats: stats.clone(), failures: failures.clone() },
+        BusReceiver { rx, flushed: flushed_tx, stats, failures },
     )
 }
 
@@ -149,45 +324,106 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("chatao-bus".into())
-        .spawn(move || run(receiver.rx, writer, shared, receiver.flushed, &receiver.stats))
+        .spawn(move || run(receiver, writer, shared))
 }
 
-fn run(
-    mut rx: mpsc::Receiver<BusEvent>,
-    mut writer: Writer,
-    shared: std::sync::Weak<Shared>,
-    flushed: watch::Sender<u64>,
-    stats: &BusStats,
-) {
-    let mut batch: Vec<BusEvent> = Vec::with_capacity(BATCH);
+/// The loud, rate-limited account of a failing store.
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// When the last `error` line was written.
+    last_line: Option<Instant>,
+    /// Failed transactions since that line.
+    held_back: u64,
+    /// Failed transactions since the store last wrote.
+    failing: u64,
+}
+
+impl FailureLog {
+    fn failed(&mut self, cause: &crate::store::StoreError, events: usize, refused: usize) {
+        self.failing += 1;
+        let due = self.last_line.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY);
+        if due {
+            error!(
+                %cause, events, refused, failures_since_last_line = self.held_back,
+                "cannot write the history database (disk full or failing?): messages are \
+                 refused with `unavailable` and registrations and bans are not acknowledged \
+                 until it can"
+            );
+            self.last_line = Some(Instant::now());
+            self.held_back = 0;
+        } else {
+            self.held_back += 1;
+        }
+    }
+
+    fn wrote(&mut self) {
+        if self.failing > 0 {
+            warn!(failed = self.failing, "the history database is writable again");
+            *self = FailureLog::default();
+        }
+    }
+}
+
+fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared>) {
+    let BusReceiver { mut rx, flushed, stats, failures } = receiver;
+    let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
     let mut last_prune = Instant::now();
+    let mut log = FailureLog::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(ev) => batch.push(ev),
+                Ok(q) => batch.push(q),
                 Err(_) => break,
             }
         }
-        let persist: Vec<&Persist> = batch.iter().map(|e| &e.persist).collect();
-        match writer.write(&persist) {
+        let last_seq = batch.last().map(|q| q.ev.seq);
+        let persist: Vec<&Persist> = batch.iter().map(|q| &q.ev.persist).collect();
+        let written = writer.write(&persist);
+        drop(persist);
+        let (deliver, unstored): (Vec<BusEvent>, Vec<Unstored>) = match written {
             Ok(()) => {
-                let n = persist.iter().filter(|p| !matches!(p, Persist::Nothing)).count();
+                log.wrote();
+                let n = batch.iter().filter(|q| !matches!(q.ev.persist, Persist::Nothing)).count();
                 stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+                (batch.drain(..).map(|q| q.ev).collect(), Vec::new())
             }
             Err(cause) => {
-                // Availability over durability here: the events are still delivered.
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                error!(%cause, events = batch.len(), "could not write history");
+                let events = batch.len();
+                let (mut deliver, mut unstored) = (Vec::new(), Vec::new());
+                {
+                    let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
+                    for Queued { ev, from } in batch.drain(..) {
+                        match &ev.persist {
+                            // A room message from a session that can be told: refused.
+                            Persist::Message(m) if from.is_some() => {
+                                f.note_message(m.room.clone(), m.id);
+                                unstored.push(Unstored { ev, from });
+                            }
+                            p if acknowledged(p) => {
+                                f.note_control(ev.seq);
+                                unstored.push(Unstored { ev, from });
+                            }
+                            _ => deliver.push(ev),
+                        }
+                    }
+                }
+                let refused = unstored.iter().filter(|u| u.from.is_some()).count();
+                stats.unstored.fetch_add(refused as u64, Ordering::Relaxed);
+                log.failed(&cause, events, refused);
+                (deliver, unstored)
             }
-        }
+        };
         if let Some(shared) = shared.upgrade() {
-            shared.deliver(&batch);
+            if !unstored.is_empty() {
+                shared.unstored(&unstored);
+            }
+            shared.deliver(&deliver);
         }
-        if let Some(last) = batch.last() {
-            flushed.send_replace(last.seq);
+        if let Some(last) = last_seq {
+            flushed.send_replace(last);
         }
-        batch.clear();
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
             match writer.prune(now_millis()) {

@@ -250,10 +250,19 @@ impl Metrics {
             &[("", bus.persisted.load(Ordering::Relaxed))],
         );
         out.one(
-            "chatao_history_write_errors_total",
+            "chatao_store_write_failures_total",
             "counter",
-            "History transactions that failed (their events were still delivered).",
+            "Transactions the history database could not write (a full or failing disk): their \
+             messages were refused with `unavailable`, their registrations and bans not \
+             acknowledged.",
             &[("", bus.write_errors.load(Ordering::Relaxed))],
+        );
+        out.one(
+            "chatao_messages_refused_unavailable_total",
+            "counter",
+            "Messages refused with `unavailable` because the history database could not store \
+             them (never delivered).",
+            &[("", bus.unstored.load(Ordering::Relaxed))],
         );
         if let Some(link) = self.cluster.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             out.one(

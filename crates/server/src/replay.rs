@@ -60,15 +60,17 @@ async fn messages(hub: &Hub, r: &Replay) -> Result<Vec<StoredMessage>, String> {
         Some(since) if since >= j.last_id => return Ok(Vec::new()),
         Some(since) => {
             if tail_first.is_some_and(|first| first <= since + 1) {
-                return Ok(j.tail.iter().filter(|m| m.id > since).take(r.limit).cloned().collect());
+                let tail = settled_tail(hub, r).await;
+                return Ok(tail.into_iter().filter(|m| m.id > since).take(r.limit).collect());
             }
             (since, true)
         }
         None if j.last_id == 0 || r.limit == 0 => return Ok(Vec::new()),
         None => {
             if j.tail.len() >= r.limit || tail_first == Some(1) {
-                let skip = j.tail.len().saturating_sub(r.limit);
-                return Ok(j.tail.iter().skip(skip).cloned().collect());
+                let tail = settled_tail(hub, r).await;
+                let skip = tail.len().saturating_sub(r.limit);
+                return Ok(tail.into_iter().skip(skip).collect());
             }
             (0, false)
         }
@@ -80,6 +82,15 @@ async fn messages(hub: &Hub, r: &Replay) -> Result<Vec<StoredMessage>, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// The join's tail snapshot without the messages the store could not write: it may have been
+/// taken while they were still on the bus, so the bus is waited for first (see `crate::bus`,
+/// "When the store cannot write").
+async fn settled_tail(hub: &Hub, r: &Replay) -> Vec<StoredMessage> {
+    let j = &r.joined;
+    hub.bus().flushed(j.seq).await;
+    j.tail.iter().filter(|m| !hub.bus().refused(&j.room, m.id)).cloned().collect()
 }
 
 /// The replay of an E2E room: its MLS messages (commits and application messages) as stored,

@@ -156,6 +156,12 @@ impl Room {
         }
     }
 
+    /// Takes message `id` out of the tail (the store could not write it: it was never
+    /// delivered, so it must not be replayed).
+    pub fn forget(&mut self, id: u64) {
+        self.tail.retain(|m| m.id != id);
+    }
+
     pub fn tail(&self) -> impl Iterator<Item = &StoredMessage> {
         self.tail.iter()
     }

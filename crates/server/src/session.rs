@@ -49,6 +49,9 @@ pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
 
 /// Longest a `quit` waits for the bus to deliver what came before it.
 const QUIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait for the store to have written a hello's registration before `welcome`;
+/// past it the hello is refused with `unavailable` (a store that slow is failing).
+const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
 
 /// What every session shares.
 #[derive(Debug, Clone)]
@@ -117,6 +120,7 @@ where
     let fingerprint = conn.remote_key().fingerprint();
     info!(%peer, session = id, fp = %fingerprint, nick = %state.nick, "session opened");
     let (ending, claim) = serve(&mut conn, state, inbox, &ctx).await;
+    eprintln!("DEBUG-ENDING {ending:?}");
     metrics.disconnected(ending.reason);
     ctx.hub.leave(id, ending.reason, ending.message.clone());
     if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
@@ -203,11 +207,25 @@ where
         None => None,
     };
     let (mb, inbox) = mailbox(ctx.config.mailbox_capacity);
+    let before = ctx.hub.current_seq();
     if let Err(e) = ctx.hub.register(id, nick.clone(), fingerprint.clone(), mb) {
         if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
             cluster.release(claim).await;
         }
         return Err(refuse(&mut conn, code_of(&e), e.to_string()).await);
+    }
+    // `welcome` acknowledges the nickname's registration: only once it is on disk (a
+    // standalone server; a cluster's claim above is durable in its bucket). A store that
+    // cannot write it, or takes longer than REGISTRATION_WAIT, refuses the hello.
+    if ctx.cluster.is_none() {
+        let upto = ctx.hub.current_seq();
+        let durable = timeout(REGISTRATION_WAIT, ctx.hub.bus().durable(before, upto)).await;
+        if !matches!(durable, Ok(Ok(()))) {
+            ctx.hub.leave(id, LeaveReason::Lost, None);
+            let why = "the server cannot store your nickname's registration right now (its disk \
+                       is failing); try again later";
+            return Err(refuse(&mut conn, ErrorCode::Unavailable, why.to_owned()).await);
+        }
     }
     let welcome = ServerMsg::Welcome {
         session: id,

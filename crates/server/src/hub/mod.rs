@@ -219,6 +219,10 @@ impl Shared {
     pub(crate) fn deliver(&self, batch: &[BusEvent]) {
         let snapshots: Vec<Option<Members>> = {
             let st = self.lock();
+            // A notice to everyone that waited for its record (a ban's moderation notice).
+            for ev in batch.iter().filter(|ev| ev.room.is_none() && !ev.bytes.is_empty()) {
+                st.tell_everyone(&ev.bytes);
+            }
             batch
                 .iter()
                 .map(|ev| ev.room.as_ref().and_then(|r| st.rooms.get(r)).map(Room::members))
@@ -243,6 +247,52 @@ impl Shared {
                 }
             }
             i = j;
+        }
+    }
+}
+
+impl Shared {
+    /// Called by the bus thread with the events of a batch the store could not write (see
+    /// [`crate::bus`], "When the store cannot write"): a room message leaves the room's memory
+    /// tail and the remembered client ids (its id is not given back: the room's counter goes
+    /// on), and its sender is told `unavailable` with its cid; a nickname registration is
+    /// undone, so that the key asking again registers it again; an operator whose ban or unban
+    /// was not stored is told so (it is in force in memory until a restart).
+    pub(crate) fn unstored(&self, events: &[bus::Unstored]) {
+        let mut st = self.lock();
+        for u in events {
+            let told = match &u.ev.persist {
+                Persist::Message(m) => {
+                    if let Some(room) = st.rooms.get_mut(&m.room) {
+                        room.forget(m.id);
+                    }
+                    if let (Some(fp), Some(cid)) = (&m.sender, m.cid) {
+                        st.sent.forget(fp, cid);
+                    }
+                    Some(ServerMsg::Error {
+                        cid: m.cid,
+                        code: ErrorCode::Unavailable,
+                        message: "the server cannot store messages right now (its disk is \
+                                  failing); this one was not delivered, send it again later"
+                            .into(),
+                    })
+                }
+                Persist::Nick { nick, fingerprint, .. } => {
+                    st.forget_claim(nick, fingerprint);
+                    None
+                }
+                Persist::Ban(_) | Persist::Unban { .. } => Some(ServerMsg::Error {
+                    cid: None,
+                    code: ErrorCode::Unavailable,
+                    message: "the server could not store that (its disk is failing): it is in \
+                              force now but would not survive a restart; try again later"
+                        .into(),
+                }),
+                _ => None,
+            };
+            if let (Some(from), Some(msg)) = (u.from, told) {
+                st.tell(&[from], &encode(&msg));
+            }
         }
     }
 }
@@ -601,7 +651,7 @@ impl Hub {
             bytes: echo.clone(),
             persist: Persist::Message(stored.clone()),
         };
-        match self.bus().send_message(ev) {
+        match self.bus().send_message_from(ev, id) {
             Ok(()) => {}
             Err(BusFull::Busy | BusFull::Closed) => return Err(HubError::Busy),
         }

@@ -1,5 +1,8 @@
 //! Operator actions: kick, ban, unban, mute, unmute. Each checks that the caller's key is an
-//! operator's, acts, and tells everyone online with a `moderation` notice.
+//! operator's, acts, and tells everyone online with a `moderation` notice. A ban or unban is
+//! in force at once, but on a standalone server its notice (the operator's acknowledgement)
+//! waits for its record to be on disk (`persist_and_announce`). Kicks and mutes live in memory
+//! only (`access.rs`), so there is nothing to wait for.
 
 use chatao_proto::{ErrorCode, LeaveReason, ModAction, Nick, ServerMsg, encode};
 use chatao_transport::keys::parse_fingerprint;
@@ -90,17 +93,19 @@ impl State {
         }
     }
 
-    /// Writes `p` to the local store on a standalone server (a cluster keeps bans in its
-    /// shared buckets instead).
-    fn persist_standalone(&mut self, hub: &Hub, p: Persist) {
+    /// Writes `p` to the local store on a standalone server and tells everyone online
+    /// `notice` only once it is written: the notice is the operator's acknowledgement, so it
+    /// travels with the record on the bus; should the store fail, nobody gets it and the
+    /// operator (session `from`) is told `unavailable` instead (`Shared::unstored`). A cluster
+    /// keeps bans in its shared buckets: there the notice goes out at once.
+    fn persist_and_announce(&mut self, hub: &Hub, p: Persist, from: SessionId, notice: ServerMsg) {
+        let bytes = encode(&notice);
         if self.link.is_none() {
             let seq = self.next_seq();
-            hub.bus().send_control(BusEvent {
-                seq,
-                room: None,
-                bytes: Default::default(),
-                persist: p,
-            });
+            hub.bus()
+                .send_control_from(BusEvent { seq, room: None, bytes, persist: p }, Some(from));
+        } else {
+            self.tell_everyone(&bytes);
         }
     }
 
@@ -189,7 +194,14 @@ impl Hub {
             by: by.to_string(),
         };
         self.access().ban(ban.clone());
-        st.persist_standalone(self, Persist::Ban(ban.clone()));
+        let notice = ServerMsg::Moderation {
+            action: ModAction::Ban,
+            target: target.trim().to_owned(),
+            by: by.clone(),
+            reason: reason.clone(),
+            until,
+        };
+        st.persist_and_announce(self, Persist::Ban(ban.clone()), id, notice);
         st.spread(
             Moderation {
                 action: ModAction::Ban,
@@ -201,7 +213,6 @@ impl Hub {
             },
             Some(Outbound::Ban { fingerprint: fingerprint.clone(), ban: Some(ban) }),
         );
-        st.announce_mod(ModAction::Ban, target.trim(), by.clone(), reason.clone(), until);
         let left = until.map(|u| format!(" for {}", human(u - now))).unwrap_or_default();
         let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         let sessions: Vec<SessionId> = st
@@ -245,8 +256,14 @@ impl Hub {
             },
             Some(Outbound::Ban { fingerprint: fingerprint.clone(), ban: None }),
         );
-        st.persist_standalone(self, Persist::Unban { fingerprint });
-        st.announce_mod(ModAction::Unban, target.trim(), by, None, None);
+        let notice = ServerMsg::Moderation {
+            action: ModAction::Unban,
+            target: target.trim().to_owned(),
+            by,
+            reason: None,
+            until: None,
+        };
+        st.persist_and_announce(self, Persist::Unban { fingerprint }, id, notice);
         Ok(())
     }
 

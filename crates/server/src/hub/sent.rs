@@ -72,7 +72,11 @@ impl SentIds {
         }
     }
 
-    fn forget(&mut self, fingerprint: &str, cid: Cid) {
+    /// Forgets `fingerprint`'s message `cid` (also when the store could not write it, so it
+    /// was not delivered: the same id sent again is a new message). Its place in the time
+    /// order stays until it expires; expiring it then removes nothing, or the id's newer echo
+    /// a little early.
+    pub fn forget(&mut self, fingerprint: &str, cid: Cid) {
         if self.echoes.remove(&(fingerprint.to_owned(), cid)).is_none() {
             return;
         }

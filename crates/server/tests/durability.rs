@@ -1,0 +1,312 @@
+//! Durability with the real binary: a full disk (a real `EFBIG` from a file size limit, set
+//! with `ulimit -f` in a shell that then runs `chataosrv`, `SIGXFSZ` ignored) is never silent
+//! loss and never makes ids go backwards; a nickname registration and a ban acknowledged before a
+//! `kill -9` hold after the restart (issue 15 items 1 and 2).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chatao_proto::{ClientMsg, ErrorCode, RoomName, ServerMsg, decode_server, encode};
+use chatao_server::store::Store;
+use chatao_testkit::{STEP, TestClient, fixed_keypair, open};
+use chatao_transport::keys::Keypair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Starts `chataosrv` on `port` over `dir`; with `blocks`, under `ulimit -f blocks` (the
+/// shell's 512- or 1024-byte blocks: a few hundred KiB) with `SIGXFSZ` ignored, so that a write
+/// past the limit fails with `EFBIG` as on a full disk. `extra`: more arguments.
+fn start(dir: &Path, port: u16, blocks: Option<u32>, extra: &[String]) -> Child {
+    let bin = env!("CARGO_BIN_EXE_chataosrv");
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        "127.0.0.1".into(),
+        "--rate-per-sec".into(),
+        "0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    args.push(port.to_string());
+    let mut cmd = match blocks {
+        Some(n) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg(format!("ulimit -f {n} && trap '' XFSZ && exec \"$0\" \"$@\""))
+                .arg(bin)
+                .args(&args);
+            c
+        }
+        None => {
+            let mut c = Command::new(bin);
+            c.args(&args);
+            c
+        }
+    };
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap()
+}
+
+/// Connects `nick` with `keys` once the server is up.
+async fn connect(addr: SocketAddr, nick: &str, keys: &Keypair) -> TestClient {
+    for _ in 0..200 {
+        if let Ok(c) = TestClient::connect_with(addr, nick, keys).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not come up");
+}
+
+/// Says hello as `nick` with `keys` and returns the first answer (welcome or bye).
+async fn hello(addr: SocketAddr, nick: &str, keys: &Keypair) -> ServerMsg {
+    let mut conn = open(addr, keys).await.unwrap();
+    conn.write_record(&encode(&ClientMsg::Hello { nick: nick.into() })).await.unwrap();
+    let record = timeout(STEP, conn.read_record()).await.unwrap().unwrap().unwrap();
+    decode_server(&record).unwrap()
+}
+
+/// Kills the server with SIGKILL and waits for it.
+async fn kill_9(mut server: Child) {
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+}
+
+/// Every stored message of `#lobby`: id to cid.
+fn stored(dir: &Path) -> HashMap<u64, Option<u64>> {
+    let store = Store::open(dir).unwrap();
+    let all = store.read(&RoomName::lobby(), 0, i64::MAX as u64, 1_000_000, true).unwrap();
+    all.into_iter().map(|m| (m.id, m.cid)).collect()
+}
+
+/// The value of `name` in a scrape of the metrics endpoint at `addr`.
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    timeout(STEP, s.read_to_string(&mut body)).await.unwrap().unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in the scrape"))
+}
+
+/// The disk fills while alice talks to bob: each message is either stored and delivered to
+/// both, or refused to alice with its cid (`unavailable`) and seen by nobody; a registration
+/// and a ban the store cannot write are refused, not acknowledged; after a restart with room
+/// to write, new ids come after every id anyone saw.
+///
+/// Fails without the fix: the old bus delivered a batch whose write failed (no refusal, bob
+/// sees messages the store lacks, the restarted server reuses their ids), sent `welcome` for a
+/// registration it could not store and the ban's notice for a ban it could not store.
+#[tokio::test]
+async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
+    let op_keys = fixed_keypair(10);
+    let extra = [
+        "--op".to_owned(),
+        op_keys.public().fingerprint(),
+        "--metrics".to_owned(),
+        metrics_addr.to_string(),
+    ];
+    let server = start(dir.path(), port, Some(512), &extra);
+    let (alice_keys, bob_keys) = (fixed_keypair(1), fixed_keypair(2));
+    let mut alice = connect(addr, "alice", &alice_keys).await;
+    let mut bob = connect(addr, "bob", &bob_keys).await;
+    let mut op = connect(addr, "oper", &op_keys).await;
+
+    // Alice sends until the disk has refused a good number of messages, in pipelined rounds.
+    let pad = "x".repeat(1500);
+    let (mut echoed, mut refused) = (HashMap::new(), BTreeSet::new());
+    let mut cid = 1000u64;
+    'rounds: for _ in 0..100 {
+        let round: Vec<u64> = (0..20).map(|i| cid + i).collect();
+        cid += 20;
+        for c in &round {
+            alice.say_with_cid("#lobby", &format!("m{c} {pad}"), *c).await.unwrap();
+        }
+        for c in &round {
+            match alice.expect_cid(*c).await.unwrap().0 {
+                ServerMsg::Message { id, .. } => {
+                    echoed.insert(*c, id);
+                }
+                ServerMsg::Error { code: ErrorCode::Unavailable, .. } => {
+                    refused.insert(*c);
+                }
+                other => panic!("cid {c}: {other:?}"),
+            }
+        }
+        if refused.len() >= 40 {
+            break 'rounds;
+        }
+    }
+    assert!(refused.len() >= 40, "the disk never filled: {} echoed", echoed.len());
+    assert!(!echoed.is_empty(), "nothing was stored before the disk filled");
+
+    // Bob got exactly the echoed messages, in order, and nothing else from alice.
+    let mut seen: Vec<(u64, Option<u64>)> = vec![];
+    let want: BTreeSet<u64> = echoed.values().copied().collect();
+    while seen.iter().filter(|(id, _)| want.contains(id)).count() < want.len() {
+        match timeout(STEP, bob.recv()).await.unwrap().unwrap() {
+            ServerMsg::Message { id, cid, history: false, .. } => seen.push((id, cid)),
+            _ => continue,
+        }
+    }
+    for (id, cid) in &seen {
+        let cid = cid.unwrap();
+        assert!(!refused.contains(&cid), "bob saw message {id} (cid {cid}), refused to alice");
+        assert_eq!(echoed.get(&cid), Some(id), "bob saw message {id} (cid {cid}) alice did not");
+    }
+
+    // New registrations: each is welcomed only if stored. A failed transaction leaves room
+    // behind its last good frame, so small writes may still fit for a while; the room is
+    // finite, so one is refused within a few tries.
+    let (mut registered, mut unregistered) = (vec![], None);
+    for n in 0..20u8 {
+        let nick = format!("carol{n}");
+        match hello(addr, &nick, &fixed_keypair(50 + n)).await {
+            ServerMsg::Welcome { .. } => registered.push((n, nick)),
+            ServerMsg::Bye { code: Some(ErrorCode::Unavailable), .. } => {
+                unregistered = Some(nick);
+                break;
+            }
+            other => panic!("{nick}: {other:?}"),
+        }
+    }
+    let unregistered = unregistered.expect("every registration was welcomed on a full disk");
+    // Bans likewise: the notice only for a stored one; the operator told of one not stored,
+    // and nobody else hears of it.
+    let (mut bans, mut unsaved) = (vec![], false);
+    for n in 0..20u8 {
+        let target = fixed_keypair(80 + n).public().fingerprint();
+        op.send(&ClientMsg::Ban { target, duration_secs: None, reason: None }).await.unwrap();
+        let is_answer =
+            |m: &ServerMsg| matches!(m, ServerMsg::Error { .. } | ServerMsg::Moderation { .. });
+        match op.expect("the ban's answer", is_answer).await.unwrap() {
+            ServerMsg::Moderation { .. } => bans.push(n),
+            ServerMsg::Error { code: ErrorCode::Unavailable, .. } => {
+                unsaved = true;
+                break;
+            }
+            other => panic!("ban {n}: {other:?}"),
+        }
+    }
+    assert!(unsaved, "every ban was acknowledged on a full disk");
+    // The failing disk shows in the metrics.
+    assert!(metric(metrics_addr, "chatao_store_write_failures_total").await > 0);
+    assert!(
+        metric(metrics_addr, "chatao_messages_refused_unavailable_total").await
+            >= refused.len() as u64
+    );
+
+    kill_9(server).await;
+    drop((alice, bob, op));
+
+    // Everything anyone saw is in the store; nothing refused is.
+    let on_disk = stored(dir.path());
+    for (cid, id) in &echoed {
+        assert_eq!(on_disk.get(id), Some(&Some(*cid)), "echoed message {id} (cid {cid}) stored");
+    }
+    for (id, c) in &on_disk {
+        assert!(!c.is_some_and(|c| refused.contains(&c)), "refused cid {c:?} stored as {id}");
+    }
+    let highest_seen = echoed.values().chain(seen.iter().map(|(id, _)| id)).max().copied();
+
+    // With room to write again, the next message's id is past every id anyone saw.
+    let _server = start(dir.path(), port, None, &[]);
+    let mut alice = connect(addr, "alice", &alice_keys).await;
+    alice.say_with_cid("#lobby", "after the restart", 1).await.unwrap();
+    let (m, _) = alice.expect_cid(1).await.unwrap();
+    let ServerMsg::Message { id, .. } = m else { panic!("not stored after the restart: {m:?}") };
+    assert!(Some(id) > highest_seen, "id {id} after the restart, {highest_seen:?} seen before");
+    // What was acknowledged held; what was refused was not kept.
+    for (n, nick) in &registered {
+        match hello(addr, nick, &fixed_keypair(120 + n)).await {
+            ServerMsg::Bye { code: Some(ErrorCode::NickRegistered), .. } => {}
+            other => panic!("{nick}, welcomed before the restart, went to another key: {other:?}"),
+        }
+    }
+    match hello(addr, &unregistered, &fixed_keypair(150)).await {
+        ServerMsg::Welcome { .. } => {}
+        other => panic!("{unregistered}, refused before the restart, is not free: {other:?}"),
+    }
+    for n in &bans {
+        match hello(addr, "banned", &fixed_keypair(80 + n)).await {
+            ServerMsg::Bye { code: Some(ErrorCode::Banned), .. } => {}
+            other => panic!("ban {n}, acknowledged before the restart, is gone: {other:?}"),
+        }
+    }
+    // The refused messages sent again are new messages now, stored and echoed.
+    let again = *refused.iter().next().unwrap();
+    alice.say_with_cid("#lobby", "sent again", again).await.unwrap();
+    let (m, _) = alice.expect_cid(again).await.unwrap();
+    assert!(matches!(m, ServerMsg::Message { .. }), "{m:?}");
+}
+
+/// `welcome` for a new nickname and a ban's notice come only once they are on disk: a `kill -9`
+/// right after them loses neither.
+#[tokio::test]
+async fn a_registration_and_a_ban_acknowledged_before_kill_9_hold_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let op_keys = fixed_keypair(10);
+    let extra = ["--op".to_owned(), op_keys.public().fingerprint()];
+    let server = start(dir.path(), port, None, &extra);
+    let mut op = connect(addr, "oper", &op_keys).await;
+    let banned = fixed_keypair(11);
+    op.send(&ClientMsg::Ban {
+        target: banned.public().fingerprint(),
+        duration_secs: None,
+        reason: None,
+    })
+    .await
+    .unwrap();
+    op.expect("the ban's notice", |m| matches!(m, ServerMsg::Moderation { .. })).await.unwrap();
+    // Several first-time nicknames at once; the server dies as soon as the last is welcomed.
+    let mut welcomed = vec![];
+    let mut tasks = vec![];
+    for n in 0..8u8 {
+        tasks.push(tokio::spawn(async move {
+            let nick = format!("first{n}");
+            (n, nick.clone(), hello(addr, &nick, &fixed_keypair(20 + n)).await)
+        }));
+    }
+    for t in tasks {
+        let (n, nick, answer) = t.await.unwrap();
+        assert!(matches!(answer, ServerMsg::Welcome { .. }), "{nick}: {answer:?}");
+        welcomed.push((n, nick));
+    }
+    kill_9(server).await;
+    drop(op);
+
+    let _server = start(dir.path(), port, None, &extra);
+    // Wait for the server to be up (the operator's own name is registered too).
+    let _op = connect(addr, "oper", &op_keys).await;
+    for (n, nick) in &welcomed {
+        match hello(addr, nick, &fixed_keypair(40 + n)).await {
+            ServerMsg::Bye { code: Some(ErrorCode::NickRegistered), .. } => {}
+            other => panic!("{nick} taken by another key after the restart: {other:?}"),
+        }
+        match hello(addr, nick, &fixed_keypair(20 + n)).await {
+            ServerMsg::Welcome { .. } => {}
+            other => panic!("{nick} refused to its owner after the restart: {other:?}"),
+        }
+    }
+    match hello(addr, "mallory", &banned).await {
+        ServerMsg::Bye { code: Some(ErrorCode::Banned), .. } => {}
+        other => panic!("the ban did not survive kill -9: {other:?}"),
+    }
+}
