@@ -205,3 +205,36 @@ async fn a_name_renamed_away_from_is_free_for_others_after_the_grace_also_across
     // The name still current for its key (the one it last used) is not released.
     refused(TestClient::connect_with(server.addr, "alice_away", &kb).await, "NickRegistered");
 }
+
+#[tokio::test]
+async fn in_a_cluster_look_alikes_are_one_nickname_also_under_bucket_keys_written_before() {
+    let nats = chatao_testkit::NatsServer::start().await;
+    let (ka, kb) = (fixed_keypair(1), fixed_keypair(2));
+    let node = |url: String| {
+        TestServer::start_with(move |c: &mut Config| {
+            c.cluster = Some(chatao_server::cluster::ClusterConfig::new(url));
+        })
+    };
+    // A first node makes the buckets (a session opens once it has joined the cluster).
+    let first = node(nats.url()).await;
+    TestClient::connect_with(first.addr, "carol", &fixed_keypair(9)).await.unwrap();
+    first.stop().await.unwrap();
+    // A registration as an older node wrote it: keyed by the hex of the lower-cased nickname.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = js.get_key_value("chatao_nicks").await.unwrap();
+    let legacy: String = "alice".bytes().map(|b| format!("{b:02x}")).collect();
+    bucket.put(legacy, ka.public().fingerprint().into()).await.unwrap();
+
+    let (n1, n2) = (node(nats.url()).await, node(nats.url()).await);
+    for (server, look_alike) in [(&n1, "alice"), (&n2, "a1ice"), (&n2, "ALICE")] {
+        refused(TestClient::connect_with(server.addr, look_alike, &kb).await, "NickRegistered");
+    }
+    TestClient::connect_with(n2.addr, "aIice", &ka).await.unwrap();
+    // A new registration on one node covers its look-alikes on the other.
+    TestClient::connect_with(n1.addr, "bob", &kb).await.unwrap();
+    let text = refused(
+        TestClient::connect_with(n2.addr, "B0B", &fixed_keypair(3)).await,
+        "NickRegistered",
+    );
+    assert!(text.contains("look-alike"), "{text}");
+}
