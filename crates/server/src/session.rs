@@ -120,7 +120,6 @@ where
     let fingerprint = conn.remote_key().fingerprint();
     info!(%peer, session = id, fp = %fingerprint, nick = %state.nick, "session opened");
     let (ending, claim) = serve(&mut conn, state, inbox, &ctx).await;
-    eprintln!("DEBUG-ENDING {ending:?}");
     metrics.disconnected(ending.reason);
     ctx.hub.leave(id, ending.reason, ending.message.clone());
     if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
@@ -449,6 +448,12 @@ where
                     batch = Vec::new();
                 }
                 if let Err(ending) = sent {
+                    // A client that stopped reading overflows its inbox while this write waits;
+                    // when the write then fails or times out, that is still a mailbox drop.
+                    if inbox.overflow.is_cancelled() {
+                        ctx.config.metrics.mailbox_overflows.inc();
+                        return Ending::new(LeaveReason::Dropped, "too slow");
+                    }
                     return ending;
                 }
                 ctx.config.metrics.deliveries_out.add(records as u64);
