@@ -31,9 +31,12 @@
 //!   to send `welcome`, the operator's acknowledgement). A failed registration is undone in
 //!   memory, so the same key asking again registers again. A moderation notice travelling with
 //!   its event is not delivered; the operator is told `unavailable` instead.
-//! - Joins, parts, topics and E2E records are still delivered (their effect on the rooms
-//!   already happened in memory and cannot be refused after the fact); only their record may
-//!   be missing after a restart.
+//! - An E2E application message queued with its sender is refused the same way (E2E rooms
+//!   replay only from the store, so there is no tail to clean).
+//! - Joins, parts, topics and the other E2E records (commits, welcomes, membership) are still
+//!   delivered (their effect already happened in memory and cannot be refused after the fact);
+//!   only their record may be missing after a restart, and a commit's id may then be handed
+//!   out again (not solved here: it needs the counter persisted ahead of the ids).
 //!
 //! A failing store is logged at `error` at most once every [`FAILURE_LOG_EVERY`] (with the
 //! number of failures since the last line), its recovery at `warn`, and counted in
@@ -51,7 +54,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::hub::{SessionId, Shared, now_millis};
-use crate::store::{Persist, Writer};
+use crate::store::{E2ePersist, Persist, Writer};
 
 /// Events waiting to be persisted and published.
 pub const BUS_CAPACITY: usize = 65_536;
@@ -399,6 +402,10 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                             // A room message from a session that can be told: refused.
                             Persist::Message(m) if from.is_some() => {
                                 f.note_message(m.room.clone(), m.id);
+                                unstored.push(Unstored { ev, from });
+                            }
+                            // An E2E application message (replayed only from the store).
+                            Persist::E2e(E2ePersist::Sealed(_)) if from.is_some() => {
                                 unstored.push(Unstored { ev, from });
                             }
                             p if acknowledged(p) => {

@@ -127,6 +127,10 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
     let mut bob = connect(addr, "bob", &bob_keys).await;
     let mut op = connect(addr, "oper", &op_keys).await;
 
+    // An end-to-end room (the server never reads its bodies, so any base64 does).
+    let create = ClientMsg::Create { room: "#sec".into(), e2e: true, open: false };
+    alice.until_history_end(&create, "#sec").await.unwrap();
+
     // Alice sends until the disk has refused a good number of messages, in pipelined rounds.
     let pad = "x".repeat(1500);
     let (mut echoed, mut refused) = (HashMap::new(), BTreeSet::new());
@@ -169,6 +173,26 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
         assert!(!refused.contains(&cid), "bob saw message {id} (cid {cid}), refused to alice");
         assert_eq!(echoed.get(&cid), Some(id), "bob saw message {id} (cid {cid}) alice did not");
     }
+
+    // Sealed (E2E application) messages likewise: echoed only if stored, else refused.
+    let (mut sealed_echoed, mut sealed_refused) = (HashMap::new(), None);
+    let body = "QUFB".repeat(400);
+    for c in 5000..5040u64 {
+        let msg =
+            ClientMsg::Sealed { cid: Some(c), room: "#sec".into(), epoch: 0, body: body.clone() };
+        alice.send(&msg).await.unwrap();
+        match alice.expect_cid(c).await.unwrap().0 {
+            ServerMsg::Sealed { id, .. } => {
+                sealed_echoed.insert(c, id);
+            }
+            ServerMsg::Error { code: ErrorCode::Unavailable, .. } => {
+                sealed_refused = Some(c);
+                break;
+            }
+            other => panic!("sealed cid {c}: {other:?}"),
+        }
+    }
+    let sealed_refused = sealed_refused.expect("every sealed message was echoed on a full disk");
 
     // New registrations: each is welcomed only if stored. A failed transaction leaves room
     // behind its last good frame, so small writes may still fit for a while; the room is
@@ -222,6 +246,22 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
     for (id, c) in &on_disk {
         assert!(!c.is_some_and(|c| refused.contains(&c)), "refused cid {c:?} stored as {id}");
     }
+    let store = Store::open(dir.path()).unwrap();
+    let sec = RoomName::parse("#sec").unwrap();
+    let sealed_on_disk: HashMap<u64, Option<u64>> = store
+        .read_sealed(&sec, 0, i64::MAX as u64, 1_000_000, true)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id, m.cid))
+        .collect();
+    drop(store);
+    for (cid, id) in &sealed_echoed {
+        assert_eq!(sealed_on_disk.get(id), Some(&Some(*cid)), "echoed sealed {id} stored");
+    }
+    assert!(
+        !sealed_on_disk.values().any(|c| *c == Some(sealed_refused)),
+        "the refused sealed message was stored"
+    );
     let highest_seen = echoed.values().chain(seen.iter().map(|(id, _)| id)).max().copied();
 
     // With room to write again, the next message's id is past every id anyone saw.

@@ -591,7 +591,14 @@ impl Hub {
             bytes: echo.clone(),
             persist: Persist::E2e(E2ePersist::Sealed(stored)),
         };
-        match self.bus().send_message(ev) {
+        // An application message the store cannot write is refused to its sender and
+        // delivered to nobody (`crate::bus`); a commit is delivered anyway (the commit count
+        // has moved on in memory, and refusing it then would split the group).
+        let queued = match check_epoch {
+            None => self.bus().send_message_from(ev, id),
+            Some(_) => self.bus().send_message(ev),
+        };
+        match queued {
             Ok(()) => {}
             Err(BusFull::Busy | BusFull::Closed) => return Err(E2eRefusal::Busy),
         }

@@ -277,6 +277,18 @@ impl Shared {
                             .into(),
                     })
                 }
+                Persist::E2e(crate::store::E2ePersist::Sealed(m)) => {
+                    if let (Some(fp), Some(cid)) = (&m.sender, m.cid) {
+                        st.sent.forget(fp, cid);
+                    }
+                    Some(ServerMsg::Error {
+                        cid: m.cid,
+                        code: ErrorCode::Unavailable,
+                        message: "the server cannot store messages right now (its disk is \
+                                  failing); this one was not delivered, send it again later"
+                            .into(),
+                    })
+                }
                 Persist::Nick { nick, fingerprint, .. } => {
                     st.forget_claim(nick, fingerprint);
                     None
