@@ -380,6 +380,20 @@ impl Core {
                 (*cid, None)
             }
             ServerMsg::Error { cid: Some(cid), code, message } => (*cid, Some((*code, message))),
+            // A server older than client ids echoes without them, in the order it accepted
+            // what we sent: the first message in flight with the same place and text is the
+            // one echoed (so line mode does not wait for ever on such a server).
+            ServerMsg::Message { cid: None, from, room, text, history: false, .. }
+                if *from == self.me =>
+            {
+                (self.oldest_like(|m| matches!(m, ClientMsg::Say { room: r, text: t, .. } | ClientMsg::Me { room: r, text: t, .. } if r.eq_ignore_ascii_case(room.as_str()) && t == text))?, None)
+            }
+            ServerMsg::Private { cid: None, from, to, text, .. } if *from == self.me => (
+                self.oldest_like(|m| {
+                    matches!(m, ClientMsg::Msg { to: n, text: t, .. } if n.eq_ignore_ascii_case(to.as_str()) && t == text)
+                })?,
+                None,
+            ),
             _ => return None,
         };
         let at = self.in_flight.iter().position(|f| f.cid == Some(cid))?;
@@ -407,6 +421,11 @@ impl Core {
             self.in_flight.pop_front();
         }
         Some(ack)
+    }
+
+    /// The id of the oldest message in flight that `like` accepts (for an echo without an id).
+    fn oldest_like(&self, like: impl Fn(&ClientMsg) -> bool) -> Option<Cid> {
+        self.in_flight.iter().find(|f| f.cid.is_some() && like(&f.msg)).and_then(|f| f.cid)
     }
 
     /// The lost connection reports `msgs` never written to the socket. Messages with an id are
@@ -587,6 +606,48 @@ mod tests {
         assert!(c.all_acked());
         // A second echo (the server's answer to a re-send) acknowledges nothing more.
         assert_eq!(c.observe(&echo("alice", 3, Some(cid), false), now).ack, None);
+    }
+
+    #[test]
+    fn a_server_without_client_ids_acknowledges_by_its_echo_in_order() {
+        let mut c = core();
+        let now = Instant::now();
+        let a = c.submit(say("same")).unwrap();
+        let b = c.submit(say("same")).unwrap();
+        let p = c.submit(ClientMsg::Msg { cid: None, to: "Bob".into(), text: "hi".into() });
+        drain(&mut c, now);
+        let old = |id| match echo("alice", id, None, false) {
+            ServerMsg::Message { cid: None, room, id, time, from, kind, history, .. } => {
+                ServerMsg::Message {
+                    cid: None,
+                    room,
+                    id,
+                    time,
+                    from,
+                    kind,
+                    text: "same".into(),
+                    history,
+                }
+            }
+            other => other,
+        };
+        let Some(Ack::Delivered(first)) = c.observe(&old(1), now).ack else { panic!() };
+        assert_eq!(cid_of(&first), Some(a), "the oldest of the same text first");
+        let Some(Ack::Delivered(second)) = c.observe(&old(2), now).ack else { panic!() };
+        assert_eq!(cid_of(&second), Some(b));
+        assert_eq!(c.observe(&old(3), now).ack, None, "nothing left to acknowledge");
+        let private = ServerMsg::Private {
+            cid: None,
+            id: 1,
+            time: 0,
+            from: nick("alice"),
+            to: nick("bob"),
+            kind: chatao_proto::MessageKind::Normal,
+            text: "hi".into(),
+        };
+        let Some(Ack::Delivered(pm)) = c.observe(&private, now).ack else { panic!() };
+        assert_eq!(cid_of(&pm), p);
+        assert!(c.all_acked());
     }
 
     #[test]
