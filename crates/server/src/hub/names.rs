@@ -223,9 +223,6 @@ impl State {
     /// Undoes the registration of `nick` to `fingerprint` whose record the store could not
     /// write (`Shared::unstored`), so that the key asking again registers it again. Nothing if
     /// the name is registered otherwise by now.
-    // Its caller, `Shared::unstored` (the store-failure path), is another helper's work in
-    // progress; the allowance goes when it lands.
-    #[allow(dead_code)]
     pub(super) fn forget_claim(&mut self, nick: &Nick, fingerprint: &str) {
         let skel = nick.folded();
         if self.names.regs.get(&skel).is_some_and(|r| r.fingerprint == fingerprint) {
