@@ -112,6 +112,9 @@ pub struct BusHandle {
     flushed: watch::Receiver<u64>,
     stats: Arc<BusStats>,
     failures: Arc<Mutex<Failures>>,
+    /// The sequence number of the last acknowledged control event queued (registration, ban,
+    /// unban): [`BusHandle::durable`] need not wait for a range holding none.
+    last_acknowledged: Arc<AtomicU64>,
 }
 
 /// What the bus has done, for [`crate::metrics`].
@@ -198,6 +201,9 @@ impl BusHandle {
     /// Queues a control event that session `from` waits on: should the store fail, `from` is
     /// told `unavailable` (by [`Shared::unstored`]) and a notice it carries is not delivered.
     pub fn send_control_from(&self, ev: BusEvent, from: Option<SessionId>) {
+        if acknowledged(&ev.persist) {
+            self.last_acknowledged.fetch_max(ev.seq, Ordering::AcqRel);
+        }
         if let Err(e) = self.tx.try_send(Queued { ev, from }) {
             let (room, seq) = match &e {
                 mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => {
@@ -231,6 +237,11 @@ impl BusHandle {
     /// stored. Conservative: another's failure in the same range, a range older than what is
     /// remembered, or a stopped bus all answer [`NotDurable`]. Callers bound the wait.
     pub async fn durable(&self, after: u64, upto: u64) -> Result<(), NotDurable> {
+        // Sequence numbers are handed out and queued in order under the hub's lock, so nothing
+        // acknowledged was queued in the range if the last one is at or before its start.
+        if self.last_acknowledged.load(Ordering::Acquire) <= after {
+            return Ok(());
+        }
         let mut rx = self.flushed.clone();
         if rx.wait_for(|done| *done >= upto).await.is_err() {
             return Err(NotDurable);
@@ -313,7 +324,13 @@ pub fn channel() -> (BusHandle, BusReceiver) {
     let stats = Arc::new(BusStats::default());
     let failures = Arc::new(Mutex::new(Failures::default()));
     (
-        BusHandle { tx, flushed, stats: stats.clone(), failures: failures.clone() },
+        BusHandle {
+            tx,
+            flushed,
+            stats: stats.clone(),
+            failures: failures.clone(),
+            last_acknowledged: Arc::new(AtomicU64::new(0)),
+        },
         BusReceiver { rx, flushed: flushed_tx, stats, failures },
     )
 }
@@ -442,5 +459,62 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
     }
     if let Err(cause) = writer.prune(now_millis()) {
         warn!(%cause, "final history pruning failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Ban;
+
+    fn ban(seq: u64) -> BusEvent {
+        let ban =
+            Ban { fingerprint: "SHA256:x".into(), until: None, reason: None, by: "op".into() };
+        BusEvent { seq, room: None, bytes: Bytes::new(), persist: Persist::Ban(ban) }
+    }
+
+    fn durable(bus: &BusHandle, after: u64, upto: u64) -> Result<(), NotDurable> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(bus.durable(after, upto))
+    }
+
+    #[test]
+    fn durable_answers_for_the_range_and_never_acknowledges_what_it_forgot() {
+        let (bus, receiver) = channel();
+        // Nothing acknowledged queued since: no wait, whatever the bus has done.
+        assert_eq!(durable(&bus, 0, 3), Ok(()));
+        for seq in [5, 9] {
+            bus.send_control_from(ban(seq), Some(1));
+        }
+        receiver.flushed.send_replace(20);
+        receiver.failures.lock().unwrap().note_control(9);
+        assert_eq!(durable(&bus, 4, 6), Ok(()), "5 was stored");
+        assert_eq!(durable(&bus, 8, 9), Err(NotDurable), "9 was not");
+        assert_eq!(durable(&bus, 4, 20), Err(NotDurable), "a failure in the range");
+        // Past what is remembered, a range reaching back before it is answered "not durable".
+        for seq in 100..100 + FAILED_REMEMBERED as u64 {
+            receiver.failures.lock().unwrap().note_control(seq);
+        }
+        bus.send_control_from(ban(5000), Some(1));
+        receiver.flushed.send_replace(5000);
+        assert_eq!(durable(&bus, 4_500, 5000), Ok(()));
+        assert_eq!(durable(&bus, 8, 9), Err(NotDurable), "9 forgotten: not acknowledged");
+        // A stopped bus acknowledges nothing it has not flushed.
+        drop(receiver);
+        assert_eq!(durable(&bus, 4_999, 6000), Err(NotDurable));
+    }
+
+    #[test]
+    fn refused_messages_are_remembered_by_room_and_id_within_the_bound() {
+        let (bus, receiver) = channel();
+        let (lobby, rust) = (RoomName::lobby(), RoomName::parse("#rust").unwrap());
+        receiver.failures.lock().unwrap().note_message(lobby.clone(), 7);
+        assert!(bus.refused(&lobby, 7));
+        assert!(!bus.refused(&rust, 7) && !bus.refused(&lobby, 8));
+        for id in 0..REFUSED_REMEMBERED as u64 {
+            receiver.failures.lock().unwrap().note_message(rust.clone(), id);
+        }
+        assert!(!bus.refused(&lobby, 7), "the oldest is forgotten past the bound");
+        assert_eq!(receiver.failures.lock().unwrap().messages.len(), REFUSED_REMEMBERED);
     }
 }
