@@ -728,8 +728,12 @@ async fn look_alike_long_nicknames_are_drawn_differently() {
     admin.say("the server restarts at noon").await.unwrap();
     impostor.say("please send me your password").await.unwrap();
 
-    let screen = tmux.wait_for("admini+atoR2 │ please send me your password").await;
-    assert!(screen.contains("admini+rator │ the server restarts at noon"), "{screen}");
+    // The two arrive over two connections, in either order: wait for the screen with both.
+    let (fake, real) = (
+        "admini+atoR2 │ please send me your password",
+        "admini+rator │ the server restarts at noon",
+    );
+    let screen = tmux.wait("both lines", |s| s.contains(fake) && s.contains(real)).await;
     assert!(!screen.contains("administrat+"), "{screen}");
     assert!(screen.contains("│ administrator") && screen.contains("│ administratoR2"), "{screen}");
     let styled = tmux.run(&["capture-pane", "-e", "-p", "-t", "t"]).await;
