@@ -58,9 +58,18 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(chatao_server::run(listener, config, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            let result = chatao_server::run(listener, config, async move {
+                let _ = rx.await;
+            })
+            .await;
+            // A server that could not start (a cluster it could not join) closes its listener:
+            // say why, or the test only sees "connection refused".
+            if let Err(e) = &result {
+                eprintln!("chatao_server::run ended with an error: {e}");
+            }
+            result
+        });
         TestServer { addr, fingerprint, dir: Some(dir), stop: Some(tx), task: Some(task) }
     }
 

@@ -211,11 +211,13 @@ pub async fn connect(
         stream_config.duplicate_window = DUPLICATE_WINDOW.min(age);
     }
     let window = stream_config.duplicate_window;
-    let mut rooms = js
-        .get_or_create_stream(stream_config)
-        .await
-        .map_err(|e| js_err("room stream")(e.to_string()))?;
-    let mut info = rooms.info().await.map_err(|e| js_err("room stream")(e.to_string()))?.clone();
+    let mut info = setup_retrying("the room stream", || async {
+        let mut rooms =
+            js.get_or_create_stream(stream_config.clone()).await.map_err(|e| e.to_string())?;
+        rooms.info().await.cloned().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(js_err("room stream"))?;
     // A stream made by an older node has a shorter window: widen it (JetStream allows that on
     // a live stream), so client ids are de-duplicated for as long as nodes remember them.
     if info.config.duplicate_window < window {
@@ -269,6 +271,33 @@ pub async fn connect(
     Ok(Joining { inner, rx, start: applied + 1, last })
 }
 
+/// How long a starting node keeps trying to set up its streams and buckets: JetStream may be
+/// slow to answer (a busy or just started NATS), and two nodes starting together may race to
+/// create the same stream; both go away when the call is made again.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds or [`SETUP_DEADLINE`] passes (then its last error), with a
+/// pause of 200 ms doubling to 2 s between tries.
+async fn setup_retrying<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(cause) if tokio::time::Instant::now() + pause < deadline => {
+                warn!(%cause, what, "setting up the cluster failed; trying again");
+                sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(cause) => return Err(cause),
+        }
+    }
+}
+
 async fn get_or_create_kv(
     js: &jetstream::Context,
     config: kv::Config,
@@ -278,6 +307,12 @@ async fn get_or_create_kv(
         what: "key-value bucket",
         cause: format!("{name}: {e}"),
     };
+    setup_retrying("a key-value bucket", || kv_once(js, &config)).await.map_err(err)
+}
+
+/// One attempt of [`get_or_create_kv`].
+async fn kv_once(js: &jetstream::Context, config: &kv::Config) -> Result<kv::Store, String> {
+    let name = config.bucket.clone();
     if let Ok(store) = js.get_key_value(name.as_str()).await {
         return Ok(store);
     }
@@ -295,8 +330,8 @@ async fn get_or_create_kv(
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    js.get_or_create_stream(stream).await.map_err(|e| err(e.to_string()))?;
-    js.get_key_value(name.as_str()).await.map_err(|e| err(e.to_string()))
+    js.get_or_create_stream(stream).await.map_err(|e| e.to_string())?;
+    js.get_key_value(name.as_str()).await.map_err(|e| e.to_string())
 }
 
 /// A node number: random, so that every process start is a new node.
