@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chatao_proto::RoomName;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, warn};
 
 use crate::hub::{SessionId, Shared, now_millis};
 use crate::store::{E2ePersist, Persist, Writer};
@@ -62,7 +62,17 @@ pub const BUS_CAPACITY: usize = 65_536;
 pub const CONTROL_RESERVE: usize = 1024;
 /// Most events handled in one transaction.
 const BATCH: usize = 2048;
-/// How often retention runs.
+/// How often a retention pass begins (the first at start).
+///
+/// Decision: retention runs on the bus thread, in bounded steps between delivery batches, not
+/// on a connection of its own: SQLite (WAL) has one writer at a time, so a second writer would
+/// only wait on the same lock, and a long pass there would stall the bus's writes all the same.
+/// A pass begins only when the previous one is done; each step is one transaction deleting at
+/// most `store::PRUNE_CHUNK` messages and looking at most at `store::PRUNE_ROOMS` rooms, every
+/// statement a search of an index (the count is checked only in rooms written since the last
+/// pass, the age through `messages_time`). While a pass has steps left the bus takes whatever
+/// is queued first and runs one step after each batch (or at once when nothing is queued), so
+/// delivery is never behind by more than one step.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// At most one `error` line this often while the store keeps failing.
 pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -388,71 +398,91 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
     let BusReceiver { mut rx, flushed, stats, failures } = receiver;
     let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
     let mut last_prune = Instant::now();
+    writer.start_pass(now_millis());
     let mut log = FailureLog::default();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < BATCH {
+    loop {
+        // While retention has steps left, do not wait for events: run the next step.
+        let first = if writer.pruning() {
             match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
+                Ok(q) => Some(q),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
-        }
-        let last_seq = batch.last().map(|q| q.ev.seq);
-        let persist: Vec<&Persist> = batch.iter().map(|q| &q.ev.persist).collect();
-        let written = writer.write(&persist);
-        drop(persist);
-        let (deliver, unstored): (Vec<BusEvent>, Vec<Unstored>) = match written {
-            Ok(()) => {
-                log.wrote();
-                let n = batch.iter().filter(|q| !matches!(q.ev.persist, Persist::Nothing)).count();
-                stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
-                (batch.drain(..).map(|q| q.ev).collect(), Vec::new())
-            }
-            Err(cause) => {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                let events = batch.len();
-                let (mut deliver, mut unstored) = (Vec::new(), Vec::new());
-                {
-                    let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                    for Queued { ev, from } in batch.drain(..) {
-                        match &ev.persist {
-                            // A room message from a session that can be told: refused.
-                            Persist::Message(m) if from.is_some() => {
-                                f.note_message(m.room.clone(), m.id);
-                                unstored.push(Unstored { ev, from });
-                            }
-                            // An E2E application message (replayed only from the store).
-                            Persist::E2e(E2ePersist::Sealed(_)) if from.is_some() => {
-                                unstored.push(Unstored { ev, from });
-                            }
-                            p if acknowledged(p) => {
-                                f.note_control(ev.seq);
-                                unstored.push(Unstored { ev, from });
-                            }
-                            _ => deliver.push(ev),
-                        }
-                    }
-                }
-                let refused = unstored.iter().filter(|u| u.from.is_some()).count();
-                stats.unstored.fetch_add(refused as u64, Ordering::Relaxed);
-                log.failed(&cause, events, refused);
-                (deliver, unstored)
+        } else {
+            match rx.blocking_recv() {
+                Some(q) => Some(q),
+                None => break,
             }
         };
-        if let Some(shared) = shared.upgrade() {
-            if !unstored.is_empty() {
-                shared.unstored(&unstored);
+        if let Some(first) = first {
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
             }
-            shared.deliver(&deliver);
+            let last_seq = batch.last().map(|q| q.ev.seq);
+            let persist: Vec<&Persist> = batch.iter().map(|q| &q.ev.persist).collect();
+            let written = writer.write(&persist);
+            drop(persist);
+            let (deliver, unstored): (Vec<BusEvent>, Vec<Unstored>) = match written {
+                Ok(()) => {
+                    log.wrote();
+                    let n =
+                        batch.iter().filter(|q| !matches!(q.ev.persist, Persist::Nothing)).count();
+                    stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+                    (batch.drain(..).map(|q| q.ev).collect(), Vec::new())
+                }
+                Err(cause) => {
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    let events = batch.len();
+                    let (mut deliver, mut unstored) = (Vec::new(), Vec::new());
+                    {
+                        let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
+                        for Queued { ev, from } in batch.drain(..) {
+                            match &ev.persist {
+                                // A room message from a session that can be told: refused.
+                                Persist::Message(m) if from.is_some() => {
+                                    f.note_message(m.room.clone(), m.id);
+                                    unstored.push(Unstored { ev, from });
+                                }
+                                // An E2E application message (replayed only from the store).
+                                Persist::E2e(E2ePersist::Sealed(_)) if from.is_some() => {
+                                    unstored.push(Unstored { ev, from });
+                                }
+                                p if acknowledged(p) => {
+                                    f.note_control(ev.seq);
+                                    unstored.push(Unstored { ev, from });
+                                }
+                                _ => deliver.push(ev),
+                            }
+                        }
+                    }
+                    let refused = unstored.iter().filter(|u| u.from.is_some()).count();
+                    stats.unstored.fetch_add(refused as u64, Ordering::Relaxed);
+                    log.failed(&cause, events, refused);
+                    (deliver, unstored)
+                }
+            };
+            if let Some(shared) = shared.upgrade() {
+                if !unstored.is_empty() {
+                    shared.unstored(&unstored);
+                }
+                shared.deliver(&deliver);
+            }
+            if let Some(last) = last_seq {
+                flushed.send_replace(last);
+            }
         }
-        if let Some(last) = last_seq {
-            flushed.send_replace(last);
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
+        if !writer.pruning() && last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
-            match writer.prune(now_millis()) {
+            writer.start_pass(now_millis());
+        }
+        if writer.pruning() {
+            match writer.prune_step() {
                 Ok(0) => {}
-                Ok(n) => info!(deleted = n, "history pruned"),
+                Ok(n) => debug!(deleted = n, "history pruned (one step)"),
                 Err(cause) => warn!(%cause, "history pruning failed"),
             }
         }

@@ -12,7 +12,7 @@
 //! The tables are created by [`migrate`] on open (additive: a schema 2 database gains them).
 
 use chatao_proto::{Nick, RoomName, SealedKind, ServerMsg};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Store, StoreError};
 
@@ -152,22 +152,33 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Keeps the newest `max_messages` MLS messages of each E2E room (0 keeps everything); returns
-/// how many were deleted. Only the count applies, not the age: a member catching up needs every
-/// commit since it was last online, so an age limit would lock out whoever was away longer,
-/// while the count bounds the table all the same (docs/PROTOCOL.md 13).
-pub(super) fn prune(tx: &Transaction<'_>, max_messages: u64) -> Result<usize, StoreError> {
+/// Keeps the newest `max_messages` MLS messages of E2E room `room` (0 keeps everything),
+/// deleting at most `budget` (the oldest, by the `(room, id)` primary key); returns how many
+/// were deleted and whether more are due. Only the count applies, not the age: a member
+/// catching up needs every commit since it was last online, so an age limit would lock out
+/// whoever was away longer, while the count bounds the table all the same (docs/PROTOCOL.md 13).
+pub(super) fn prune(
+    tx: &Transaction<'_>,
+    room: &str,
+    max_messages: u64,
+    budget: usize,
+) -> Result<(usize, bool), StoreError> {
     if max_messages == 0 {
-        return Ok(0);
+        return Ok((0, false));
     }
-    Ok(tx.execute(
-        "DELETE FROM sealed WHERE (room, id) IN (
-             SELECT room, id FROM (SELECT room, id, ROW_NUMBER() OVER
-                 (PARTITION BY room ORDER BY id DESC) AS n FROM sealed)
-             WHERE n > ?1)",
-        [max_messages as i64],
-    )?)
+    let cutoff: Option<i64> = tx
+        .prepare_cached(SQL_SEALED_NTH_NEWEST)?
+        .query_row(params![room, max_messages as i64], |r| r.get(0))
+        .optional()?;
+    match cutoff {
+        Some(cutoff) => super::delete_upto(tx, "sealed", room, cutoff, budget),
+        None => Ok((0, false)),
+    }
 }
+
+/// The newest sealed id of a room that is not kept (the `max_messages + 1`th newest).
+pub(super) const SQL_SEALED_NTH_NEWEST: &str =
+    "SELECT id FROM sealed WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2";
 
 /// Writes one E2E record inside the bus's transaction.
 pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreError> {
