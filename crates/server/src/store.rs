@@ -681,9 +681,10 @@ impl Writer {
                 now_millis.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
             }),
         };
-        self.written.clear();
-        self.written_sealed.clear();
-        self.pass = Some(pass);
+        // Nothing due (no room written, no age limit): no step at all.
+        if !pass.done() {
+            self.pass = Some(pass);
+        }
     }
 
     /// One step of the pass under way, in one transaction: at most [`PRUNE_CHUNK`] messages
