@@ -44,6 +44,10 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Messages replayed on join ([`limits::HISTORY_ON_JOIN`]).
     pub history_on_join: usize,
+    /// Output budget per connection, bytes per second ([`limits::OUTPUT_BYTES_PER_SEC`]).
+    pub output_bytes_per_sec: u64,
+    /// Output budget per connection, burst in bytes ([`limits::OUTPUT_BURST_BYTES`]).
+    pub output_burst_bytes: u64,
     /// How much history the store keeps.
     pub retention: Retention,
     /// Where the allowlist and operators come from.
@@ -89,6 +93,8 @@ impl Config {
             mailbox_capacity: limits::MAILBOX_CAPACITY,
             write_timeout: limits::WRITE_TIMEOUT,
             history_on_join: limits::HISTORY_ON_JOIN,
+            output_bytes_per_sec: limits::OUTPUT_BYTES_PER_SEC,
+            output_burst_bytes: limits::OUTPUT_BURST_BYTES,
             retention: Retention { max_messages: limits::RETENTION_MESSAGES, max_age: None },
             access: AccessConfig::default(),
             clock: Clock::default(),

@@ -68,6 +68,23 @@ pub const FAKELAG_BACKLOG_SECS: u32 = 30;
 /// whatever the size of its records.
 pub const FAKELAG_BACKLOG_BYTES: usize = 128 * 1024;
 
+/// Output budget: bytes per second of replies a connection may ask for (configurable). Every
+/// reply to a client's own request (history and join replays, `list`, `who`, `whois`, errors…)
+/// is charged by its encoded size; a reply that overdraws the budget still goes out whole, and
+/// the session then handles nothing more from that client (it waits in the fakelag backlog, in
+/// order) until the budget is positive again. Live traffic (other people's messages) is not
+/// charged. Why 256 KiB/s: `history` cost 28,863 bytes out per byte in, and 16 connections
+/// drove 188 MB/s; with this budget they get 4 MiB/s (a full IP's 64 connections 16 MiB/s),
+/// while the largest single reply (HISTORY_MAX sealed messages, about 7 MB) is paid back in
+/// under FAKELAG_BACKLOG_SECS, so a client sending at the announced rate meanwhile is never
+/// disconnected for it.
+pub const OUTPUT_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// Output budget: burst in bytes (configurable). A legitimate catch-up of HISTORY_MAX messages
+/// of MAX_TEXT_BYTES (about 2 MB encoded) fits it and goes out without any wait; ordinary
+/// join replays (HISTORY_ON_JOIN messages) are a tenth of it.
+pub const OUTPUT_BURST_BYTES: u64 = 2 * 1024 * 1024;
+
 /// Default cap on simultaneous connections (configurable). Past it new connections are
 /// refused.
 pub const MAX_CONNECTIONS: usize = 20_000;

@@ -42,7 +42,7 @@ use crate::log_budget::LogBudget;
 use crate::mailbox::{Inbox, mailbox};
 use crate::metrics::Handshake;
 use crate::replay;
-use fakelag::{Backlog, Held, Next};
+use fakelag::{Backlog, Held, Next, OutputBudget};
 
 /// Server software name and version, sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
@@ -378,8 +378,15 @@ where
     // Fakelag (session/fakelag.rs): records over the rate wait here, in order, and are handled
     // when their token is due; bounded at `rate_per_sec` x FAKELAG_BACKLOG_SECS records (then
     // `bye rate_limited`) and FAKELAG_BACKLOG_BYTES bytes (then the socket is not read until
-    // there is room).
-    let mut backlog = Backlog::new(&state.limits);
+    // there is room). It also holds the output budget: every reply to the client's own request
+    // is charged by its size, and while the budget is overdrawn nothing from the client is
+    // handled (issue 15 item 14: `history` amplification).
+    let output = OutputBudget::new(
+        cfg.output_bytes_per_sec,
+        cfg.output_burst_bytes,
+        Instant::now().into_std(),
+    );
+    let mut backlog = Backlog::new(&state.limits, output);
     // Wakes the session when the backlog's head has its token.
     let lag_timer = sleep_until(Instant::now());
     // Answers the ping left in `state.pong_owed` by the pong pace (cmd/ping.rs).
@@ -497,15 +504,16 @@ where
                 let was_empty = backlog.is_empty();
                 match backlog.arrive(held, len, &mut state.rate, now.into_std()) {
                     Ok(Some(held)) => {
-                        if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, pong_timer.as_mut()).await {
+                        if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, &mut backlog, pong_timer.as_mut()).await {
                             return ending;
                         }
                     }
                     // Held: the lag timer is armed for a backlog that was empty (else it already
-                    // runs for the head).
+                    // runs for the head); its first turn works out the wait (a token or the
+                    // output budget).
                     Ok(None) => {
                         if was_empty {
-                            lag_timer.as_mut().reset(now + state.rate.wait_time());
+                            lag_timer.as_mut().reset(now);
                         }
                     }
                     Err(full) => {
@@ -529,7 +537,7 @@ where
                     let now = Instant::now();
                     match backlog.next(&mut state.rate, now.into_std()) {
                         Next::Ready(held) => {
-                            if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, pong_timer.as_mut()).await {
+                            if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, &mut backlog, pong_timer.as_mut()).await {
                                 return ending;
                             }
                         }
@@ -600,6 +608,7 @@ async fn handle<S>(
     inbox: &mut Inbox,
     ctx: &Ctx,
     held: Held,
+    backlog: &mut Backlog,
     mut pong_timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Result<(), Ending>
 where
@@ -610,7 +619,7 @@ where
         Held::Oversized => {
             // Too long, but whole: refused with a reason, skipped, and the session goes on.
             let reply = error(ErrorCode::TooLong, format!("{}; it was skipped", record_too_long()));
-            return send(conn, wt, reply).await;
+            return send(conn, wt, reply, backlog).await;
         }
         Held::Bad(e) => {
             // serde quotes the peer's text: Debug-escaped, never raw.
@@ -638,9 +647,13 @@ where
     match reply {
         Reply::Replay(r) => {
             let records = replay::records(&ctx.hub, &r).await;
+            // Sent whole, then charged: the client is read again once the budget has paid
+            // for it (fakelag.rs, the output budget).
+            let bytes: usize = records.iter().map(Bytes::len).sum();
             for chunk in records.chunks(WRITE_BATCH) {
                 write(conn, wt, chunk).await?;
             }
+            backlog.output.charge(bytes, Instant::now().into_std());
             Ok(())
         }
         Reply::Close(c) => {
@@ -652,18 +665,28 @@ where
             let ending = Ending { reason: c.reason, message: c.message };
             Err(close(conn, wt, inbox, c.bye, ending).await)
         }
-        reply => send(conn, wt, reply).await,
+        reply => send(conn, wt, reply, backlog).await,
     }
 }
 
-/// Sends a reply that is a record (or nothing).
-async fn send<S>(conn: &mut Connection<S>, wt: Duration, reply: Reply) -> Result<(), Ending>
+/// Sends a reply that is a record (or nothing), and charges it to the output budget
+/// (`list`, `who`, `whois` replies can be large too).
+async fn send<S>(
+    conn: &mut Connection<S>,
+    wt: Duration,
+    reply: Reply,
+    backlog: &mut Backlog,
+) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match reply {
-        Reply::Send(msg) => write(conn, wt, &[encode(&msg)]).await,
-        Reply::Raw(bytes) => write(conn, wt, &[bytes]).await,
-        Reply::Nothing | Reply::Replay(_) | Reply::Close(_) => Ok(()),
-    }
+    let record = match reply {
+        Reply::Send(msg) => encode(&msg),
+        Reply::Raw(bytes) => bytes,
+        Reply::Nothing | Reply::Replay(_) | Reply::Close(_) => return Ok(()),
+    };
+    let len = record.len();
+    write(conn, wt, &[record]).await?;
+    backlog.output.charge(len, Instant::now().into_std());
+    Ok(())
 }
