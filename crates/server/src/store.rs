@@ -183,6 +183,33 @@ fn kind_code(k: MessageKind) -> i64 {
     }
 }
 
+/// A `messages` row, selected by column name (`id, time, sender, kind, text, fingerprint, cid`,
+/// and `room` unless `room` is given), as a [`StoredMessage`]; `None` for a row whose names no
+/// longer parse (written under older rules).
+fn message_row(
+    r: &rusqlite::Row<'_>,
+    room: Option<&RoomName>,
+) -> rusqlite::Result<Option<StoredMessage>> {
+    let room = match room {
+        Some(room) => room.clone(),
+        None => match RoomName::parse(&r.get::<_, String>("room")?) {
+            Ok(room) => room,
+            Err(_) => return Ok(None),
+        },
+    };
+    let Ok(from) = Nick::parse(&r.get::<_, String>("sender")?) else { return Ok(None) };
+    Ok(Some(StoredMessage {
+        room,
+        id: r.get::<_, i64>("id")? as u64,
+        time: r.get::<_, i64>("time")? as u64,
+        from,
+        kind: kind_from(r.get("kind")?),
+        text: r.get("text")?,
+        sender: r.get("fingerprint")?,
+        cid: cid_from(r.get("cid")?),
+    }))
+}
+
 fn kind_from(code: i64) -> MessageKind {
     if code == 1 { MessageKind::Action } else { MessageKind::Normal }
 }
@@ -389,32 +416,13 @@ impl Store {
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
         };
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows =
-            stmt.query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                ))
+        let rows = stmt
+            .query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
+                message_row(r, Some(room))
             })?;
         let mut out = vec![];
         for row in rows {
-            let (id, time, from, kind, text, sender, cid) = row?;
-            let Ok(from) = Nick::parse(&from) else { continue };
-            out.push(StoredMessage {
-                room: room.clone(),
-                id: id as u64,
-                time: time as u64,
-                from,
-                kind: kind_from(kind),
-                text,
-                sender,
-                cid: cid_from(cid),
-            });
+            out.extend(row?);
         }
         if !oldest {
             out.reverse();
@@ -435,33 +443,9 @@ impl Store {
              WHERE time >= ?1 AND fingerprint IS NOT NULL AND cid IS NOT NULL
              ORDER BY time DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![since, limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-            ))
-        })?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| message_row(r, None))?;
         for row in rows {
-            let (room, id, time, from, kind, text, sender, cid) = row?;
-            let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) else {
-                continue;
-            };
-            out.push(Recent::Message(StoredMessage {
-                room,
-                id: id as u64,
-                time: time as u64,
-                from,
-                kind: kind_from(kind),
-                text,
-                sender,
-                cid: cid_from(cid),
-            }));
+            out.extend(row?.map(Recent::Message));
         }
         drop(stmt);
         drop(conn);

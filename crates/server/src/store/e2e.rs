@@ -113,6 +113,34 @@ fn kind_code(k: SealedKind) -> i64 {
     }
 }
 
+/// A `sealed` row, selected by column name (`id, time, sender, epoch, kind, body, fingerprint,
+/// cid`, and `room` unless `room` is given), as a [`StoredSealed`]; `None` for a row whose names
+/// no longer parse.
+fn sealed_row(
+    r: &rusqlite::Row<'_>,
+    room: Option<&RoomName>,
+) -> rusqlite::Result<Option<StoredSealed>> {
+    let room = match room {
+        Some(room) => room.clone(),
+        None => match RoomName::parse(&r.get::<_, String>("room")?) {
+            Ok(room) => room,
+            Err(_) => return Ok(None),
+        },
+    };
+    let Ok(from) = Nick::parse(&r.get::<_, String>("sender")?) else { return Ok(None) };
+    Ok(Some(StoredSealed {
+        room,
+        id: r.get::<_, i64>("id")? as u64,
+        time: r.get::<_, i64>("time")? as u64,
+        from,
+        epoch: r.get::<_, i64>("epoch")?.max(0) as u64,
+        kind: kind_from(r.get("kind")?),
+        body: r.get("body")?,
+        sender: r.get("fingerprint")?,
+        cid: super::cid_from(r.get("cid")?),
+    }))
+}
+
 fn kind_from(code: i64) -> SealedKind {
     if code == 1 { SealedKind::Commit } else { SealedKind::Application }
 }
@@ -352,36 +380,10 @@ impl Store {
              WHERE time >= ?1 AND fingerprint IS NOT NULL AND cid IS NOT NULL
              ORDER BY time DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![since, limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-            ))
-        })?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| sealed_row(r, None))?;
         let mut out = vec![];
         for row in rows {
-            let (room, id, time, from, epoch, kind, body, sender, cid) = row?;
-            let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) else {
-                continue;
-            };
-            out.push(StoredSealed {
-                room,
-                id: id as u64,
-                time: time as u64,
-                from,
-                epoch: epoch.max(0) as u64,
-                kind: kind_from(kind),
-                body,
-                sender,
-                cid: super::cid_from(cid),
-            });
+            out.extend(row?);
         }
         Ok(out)
     }
@@ -404,34 +406,13 @@ impl Store {
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
         };
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows =
-            stmt.query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ))
+        let rows = stmt
+            .query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
+                sealed_row(r, Some(room))
             })?;
         let mut out = vec![];
         for row in rows {
-            let (id, time, from, epoch, kind, body, sender, cid) = row?;
-            let Ok(from) = Nick::parse(&from) else { continue };
-            out.push(StoredSealed {
-                room: room.clone(),
-                id: id as u64,
-                time: time as u64,
-                from,
-                epoch: epoch.max(0) as u64,
-                kind: kind_from(kind),
-                body,
-                sender,
-                cid: super::cid_from(cid),
-            });
+            out.extend(row?);
         }
         if !oldest {
             out.reverse();
