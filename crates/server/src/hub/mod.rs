@@ -259,6 +259,14 @@ impl Shared {
     /// undone, so that the key asking again registers it again; an operator whose ban or unban
     /// was not stored is told so (it is in force in memory until a restart).
     pub(crate) fn unstored(&self, events: &[bus::Unstored]) {
+        // What the sender of a message that could not be stored is told.
+        let unstored = |cid| ServerMsg::Error {
+            cid,
+            code: ErrorCode::Unavailable,
+            message: "the server cannot store messages right now (its disk is failing); this \
+                      one was not delivered, send it again later"
+                .into(),
+        };
         let mut st = self.lock();
         for u in events {
             let told = match &u.ev.persist {
@@ -269,25 +277,13 @@ impl Shared {
                     if let (Some(fp), Some(cid)) = (&m.sender, m.cid) {
                         st.sent.forget(fp, cid);
                     }
-                    Some(ServerMsg::Error {
-                        cid: m.cid,
-                        code: ErrorCode::Unavailable,
-                        message: "the server cannot store messages right now (its disk is \
-                                  failing); this one was not delivered, send it again later"
-                            .into(),
-                    })
+                    Some(unstored(m.cid))
                 }
                 Persist::E2e(crate::store::E2ePersist::Sealed(m)) => {
                     if let (Some(fp), Some(cid)) = (&m.sender, m.cid) {
                         st.sent.forget(fp, cid);
                     }
-                    Some(ServerMsg::Error {
-                        cid: m.cid,
-                        code: ErrorCode::Unavailable,
-                        message: "the server cannot store messages right now (its disk is \
-                                  failing); this one was not delivered, send it again later"
-                            .into(),
-                    })
+                    Some(unstored(m.cid))
                 }
                 Persist::Nick { nick, fingerprint, .. } => {
                     st.forget_claim(nick, fingerprint);
