@@ -66,9 +66,56 @@ impl Seen {
     }
 }
 
+/// Private messages already shown, by sender and client id. Private messages have no server id
+/// and are not stored, so a server that crashed after delivering one and before remembering its
+/// id delivers it again when the sender re-sends it (same id): the second copy is dropped here.
+/// Bounded: the [`PRIVATE_SEEN`] most recent; overflow forgets the oldest (a re-send comes
+/// within seconds of the first copy, long before thousands of other private messages).
+#[derive(Debug, Clone, Default)]
+pub struct PrivateSeen {
+    order: std::collections::VecDeque<(String, u64)>,
+    set: std::collections::HashSet<(String, u64)>,
+}
+
+/// How many private messages [`PrivateSeen`] remembers.
+pub const PRIVATE_SEEN: usize = 4096;
+
+impl PrivateSeen {
+    /// Records the private message `cid` from `from` (compared case-insensitively, as
+    /// nicknames are); false if it was already shown.
+    pub fn see(&mut self, from: &str, cid: u64) -> bool {
+        let key = (from.to_lowercase(), cid);
+        if self.set.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= PRIVATE_SEEN
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(key.clone());
+        self.set.insert(key);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_message_seen_once_is_a_duplicate_and_the_memory_is_bounded() {
+        let mut p = PrivateSeen::default();
+        assert!(p.see("Bob", 7));
+        assert!(!p.see("bob", 7), "same sender, same id");
+        assert!(p.see("carol", 7), "another sender may pick the same id");
+        for cid in 100..100 + PRIVATE_SEEN as u64 {
+            p.see("dave", cid);
+        }
+        assert_eq!(p.set.len(), PRIVATE_SEEN);
+        assert_eq!(p.order.len(), PRIVATE_SEEN);
+        assert!(p.see("bob", 7), "the oldest was forgotten");
+    }
 
     #[test]
     fn ids_at_or_below_the_last_seen_are_duplicates() {

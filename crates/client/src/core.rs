@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chatao_proto::msg::MAX_UNACKED;
 use chatao_proto::{Cid, ClientMsg, ErrorCode, MAX_CID, Nick, RoomName, ServerMsg};
 
-use crate::catchup::Seen;
+use crate::catchup::{PrivateSeen, Seen};
 use crate::servers;
 
 /// The first wait before a message refused with a temporary code (`unconfirmed`, `busy`,
@@ -158,6 +158,9 @@ pub struct Core {
     /// The catch-up requests of the last connection (a loss that reports them unsent must not
     /// get them sent twice: the next catch-up replaces them).
     catch_up: Vec<ClientMsg>,
+    /// Private messages shown, by sender and id: a second copy (a re-send after a server
+    /// crash) is a duplicate.
+    privates: PrivateSeen,
     /// The reconnection schedule: which server we are (or were last) on, and how many
     /// attempts failed since the loss.
     on: usize,
@@ -175,6 +178,7 @@ impl Core {
             waiting: VecDeque::new(),
             urgent: VecDeque::new(),
             catch_up: Vec::new(),
+            privates: PrivateSeen::default(),
             on,
             failures: 0,
         }
@@ -316,6 +320,12 @@ impl Core {
                         r.missed = r.missed.saturating_add(1);
                     }
                     Show::Print { missed }
+                }
+            }
+            ServerMsg::Private { from, cid: Some(cid), .. } => {
+                match self.privates.see(from.as_str(), *cid) {
+                    true => Show::Print { missed: false },
+                    false => Show::Duplicate,
                 }
             }
             ServerMsg::Join { room, nick, .. } if *nick == self.me => {
@@ -606,6 +616,27 @@ mod tests {
         assert!(c.all_acked());
         // A second echo (the server's answer to a re-send) acknowledges nothing more.
         assert_eq!(c.observe(&echo("alice", 3, Some(cid), false), now).ack, None);
+    }
+
+    #[test]
+    fn a_private_message_delivered_twice_with_one_id_is_shown_once() {
+        let now = Instant::now();
+        let mut c = core();
+        let pm = |from: &str, cid| ServerMsg::Private {
+            cid,
+            id: 1,
+            time: 1,
+            from: nick(from),
+            to: nick("alice"),
+            kind: chatao_proto::MessageKind::Normal,
+            text: "psst".into(),
+        };
+        assert_eq!(c.observe(&pm("bob", Some(9)), now).show, Show::Print { missed: false });
+        assert_eq!(c.observe(&pm("Bob", Some(9)), now).show, Show::Duplicate);
+        assert_eq!(c.observe(&pm("carol", Some(9)), now).show, Show::Print { missed: false });
+        // Without an id (an old server) nothing can be told apart: shown every time.
+        assert_eq!(c.observe(&pm("bob", None), now).show, Show::Print { missed: false });
+        assert_eq!(c.observe(&pm("bob", None), now).show, Show::Print { missed: false });
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   client is on; it moves to another node.
 //! - `a_reader_too_slow_is_told_so_and_exits_1`: a server with a mailbox of 16 and a client
 //!   whose output is not read: `bye too_slow` shows as "disconnected: too slow".
+//! - `a_private_message_sent_again_after_a_server_crash_is_shown_once`: private messages are
+//!   not stored; a re-send after a kill -9 reaches the receiver again and is shown once.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -380,4 +382,70 @@ async fn a_reader_too_slow_is_told_so_and_exits_1() {
     assert!(err.contains("disconnected: too slow"), "{}", tail(&err));
     let bye = rest.iter().rev().find(|l| l.contains(r#""type":"bye""#));
     assert!(bye.is_some_and(|b| b.contains("too_slow")), "{:?}", rest.last());
+}
+
+/// Private messages are not stored, so a server that crashed after delivering one and before
+/// the sender saw its echo delivers it again when the sender re-sends it (same id): the
+/// receiving `chatao` shows it once (issue 14: nothing twice). The re-send is made by hand
+/// here, with the id the first copy had, after a kill -9 and restart.
+#[tokio::test]
+async fn a_private_message_sent_again_after_a_server_crash_is_shown_once() {
+    let (data, keys, dir) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut server = chataosrv(port, data.path(), keys.path(), &[]).await;
+    let mut receiver = Command::new(env!("CARGO_BIN_EXE_chatao"))
+        .arg(addr.to_string())
+        .arg("receiver")
+        .arg("--json")
+        .arg("--key-dir")
+        .arg(dir.path().join("receiver"))
+        .args(["--reconnect-timeout", "60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Kept open: the receiver stays until told to quit.
+    let mut stdin = receiver.stdin.take().unwrap();
+    let mut out = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let mut printed = vec![];
+    let mut wait_for = async |what: &str, printed: &mut Vec<String>| {
+        let found = tokio::time::timeout(LIMIT, async {
+            while let Some(line) = out.next_line().await.unwrap() {
+                let hit = line.contains(what);
+                printed.push(line);
+                if hit {
+                    return;
+                }
+            }
+            panic!("the receiver ended before {what}");
+        });
+        found.await.unwrap_or_else(|_| panic!("no {what} in {printed:#?}"));
+    };
+    wait_for(r#""type":"welcome""#, &mut printed).await;
+    let keypair = fixed_keypair(3);
+    let mut sender = TestClient::connect_with(addr, "sender", &keypair).await.unwrap();
+    sender.msg_with_cid("receiver", "only once", 4242).await.unwrap();
+    sender.expect_cid(4242).await.unwrap();
+    wait_for("only once", &mut printed).await;
+
+    kill9(&mut server).await;
+    let _server = chataosrv(port, data.path(), keys.path(), &[]).await;
+    wait_for(r#""type":"reconnected""#, &mut printed).await;
+    let mut sender = TestClient::connect_with(addr, "sender", &keypair).await.unwrap();
+    // The same message again: a crashed server has forgotten it, so it delivers it again.
+    sender.msg_with_cid("receiver", "only once", 4242).await.unwrap();
+    let (again, _) = sender.expect_cid(4242).await.unwrap();
+    assert!(matches!(again, ServerMsg::Private { .. }), "delivered again: {again:?}");
+    sender.msg_with_cid("receiver", "the end", 4243).await.unwrap();
+    sender.expect_cid(4243).await.unwrap();
+    wait_for("the end", &mut printed).await;
+    let shown = printed.iter().filter(|l| l.contains("only once")).count();
+    assert_eq!(shown, 1, "{printed:#?}");
+    stdin.write_all(b"/quit\n").await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(LIMIT, receiver.wait()).await.unwrap().unwrap();
 }

@@ -78,6 +78,9 @@ impl App {
                 self.push(i, entry, activity)
             }
             ServerMsg::Private { time, from, to, kind, text, .. } => {
+                if heard.show == Show::Duplicate {
+                    return vec![];
+                }
                 let own = from == self.me;
                 let other = if own { &to } else { &from };
                 let i = self.query_buffer(other);
