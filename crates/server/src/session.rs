@@ -192,6 +192,14 @@ where
         Ok(nick) => nick,
         Err((code, reason)) => return Err(refuse(&mut conn, code, reason).await),
     };
+    // A muted key keeps its names but takes no new one: a nickname is text in front of others
+    // (announced at every join), and a fresh connection is no way around the mute.
+    if let Some(why) = ctx.hub.access().muted(&fingerprint)
+        && ctx.hub.owner_of(&nick).as_deref() != Some(fingerprint.as_str())
+    {
+        let why = format!("{why}; a muted key takes no new nickname: connect with one it holds");
+        return Err(refuse(&mut conn, ErrorCode::Muted, why).await);
+    }
     let code_of = |e: &HubError| match e {
         HubError::NickInUse(_) => ErrorCode::NickInUse,
         HubError::NickRegistered(_) => ErrorCode::NickRegistered,

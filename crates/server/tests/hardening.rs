@@ -1,5 +1,5 @@
 //! Hardening (issue 15) over real sockets: a mute silences every way a key puts text in front
-//! of others (topic, away reason, nickname, part and quit reasons); moderation durations that do
+//! of others (topic, away reason, nickname, part and quit reasons, a new nickname at hello); moderation durations that do
 //! not fit are refused and never vanish across a restart; the data directory's files are
 //! private to the server's user; a peer cannot forge log lines, and failed handshakes do not
 //! write a line each at the default level (the real binary, its log read).
@@ -114,6 +114,31 @@ async fn a_muted_key_reaches_nobody_through_topic_away_nick_part_or_quit() {
         matches!(&left, ServerMsg::Leave { reason: LeaveReason::Quit, message: None, .. }),
         "{left:?}"
     );
+}
+
+/// A muted key that reconnects under a name it never held is refused (its new name would be
+/// announced to the room); under its own name it gets in, still muted.
+#[tokio::test]
+async fn a_muted_key_cannot_come_back_under_a_new_nickname() {
+    let Ops { server, mut op, mut bob, mut carol } = with_operator(Clock::default()).await;
+    op.send(&ClientMsg::Mute { nick: "bob".into(), duration_secs: None }).await.unwrap();
+    bob.expect("notice", moderation(ModAction::Mute)).await.unwrap();
+    bob.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    drop(bob);
+    let err = TestClient::connect_with(server.addr, "FREE_CRYPTO", &fixed_keypair(2)).await;
+    let text = refused(err.err().expect("a new nickname for a muted key"), "muted");
+    assert!(text.contains("new nickname"), "{text}");
+    let mut bob = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
+    bob.say("still muted?").await.unwrap();
+    assert_eq!(bob.expect_error().await.unwrap().0, ErrorCode::Muted);
+    // Another key is not affected by bob's mute.
+    let dave = TestClient::connect_with(server.addr, "dave", &fixed_keypair(4)).await;
+    assert!(dave.is_ok());
+    op.say("barrier").await.unwrap();
+    for m in until_text(&mut carol, "barrier").await {
+        let leaked = matches!(&m, ServerMsg::Join { nick, .. } if nick.as_str() == "FREE_CRYPTO");
+        assert!(!leaked, "{m:?}");
+    }
 }
 
 fn refused(err: anyhow::Error, code: &str) -> String {
