@@ -340,7 +340,7 @@ impl Session {
         if !is_transient(&e) {
             return self.give_up(GiveUp::Final(e)).await.map(Some);
         }
-        tracing::warn!(cause = %e, "reconnection failed");
+        tracing::warn!(cause = ?e.to_string(), "reconnection failed");
         self.last_failure = Some(e.to_string());
         let attempt = self.core.on_connect_failed(self.profile.servers.len());
         self.try_connect(attempt).await

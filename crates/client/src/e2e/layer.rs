@@ -182,7 +182,7 @@ impl Layer {
 
     /// A warning that must not be missed: forged keys, changed keys, a server caught lying.
     fn warn(&mut self, text: String) {
-        tracing::warn!(warning = %text, "e2e");
+        tracing::warn!(warning = ?text, "e2e");
         self.out.push(Out::Ui(NetEvent::E2e { text, warning: true }));
     }
 
