@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use chatao_bench::attack::{self, AttackOptions};
 use chatao_bench::churn::{self, ChurnOptions};
 use chatao_bench::e2e_fanout::{self, E2eFanoutOptions};
 use chatao_bench::fanout::{self, FanoutOptions};
@@ -169,6 +170,34 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Issue 15's adversarial run: for each KIND (default: all), a fresh server with default
+    /// limits, an honest pair chatting every 200 ms in #lobby alone, then during the attack,
+    /// then after it; their latency, loss, and the server's memory and CPU. Chatao only.
+    Attack {
+        /// The attacks to run, in this order (default: all of them).
+        #[arg(value_enum)]
+        kinds: Vec<attack::Kind>,
+        /// Seconds of attack.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Seconds of the honest pair alone before the attack.
+        #[arg(long, default_value_t = 5)]
+        baseline: u64,
+        /// Seconds of the honest pair alone after the attack.
+        #[arg(long, default_value_t = 5)]
+        after: u64,
+        /// Idle members for `joins`.
+        #[arg(long, default_value_t = 2000)]
+        joins: u32,
+        /// Stalled handshakes held at once for `handshake`.
+        #[arg(long, default_value_t = 4000)]
+        handshakes: u32,
+        /// Attacker connections per loopback source address over the whole run (60 keeps
+        /// every address within the per-address cap and handshake rate; a large number puts
+        /// the whole attack on one address, which the limits then hold to 64 connections).
+        #[arg(long, default_value_t = 60)]
+        per_address: u32,
+    },
 }
 
 fn plan(c: &Common, deadline: Instant) -> Result<Plan> {
@@ -265,6 +294,7 @@ async fn run_scenario(cli: &Cli, plan: &Plan) -> (Vec<Report>, u32) {
             })
             .await
         }
+        Scenario::Attack { .. } => (vec![], 0),
         Scenario::Churn { workers, duration, cycles, messages, size } => {
             run::run_all(plan, |ep, _attached, deadline| {
                 let o = ChurnOptions {
@@ -281,10 +311,121 @@ async fn run_scenario(cli: &Cli, plan: &Plan) -> (Vec<Report>, u32) {
     }
 }
 
+/// The `attack` scenario: one fresh server per kind (default limits), the kinds in order.
+async fn run_attacks(
+    c: &Common,
+    kinds: &[attack::Kind],
+    o: &AttackOptions,
+    deadline: Instant,
+) -> (Vec<Report>, u32) {
+    let kinds = if kinds.is_empty() { attack::Kind::ALL.to_vec() } else { kinds.to_vec() };
+    let spawn = ChataoSpawn { bin: c.server_bin.clone(), extra_args: c.server_args.clone() };
+    let mut reports = vec![];
+    let mut failures = 0;
+    for kind in kinds {
+        let metrics = match kind {
+            attack::Kind::Metrics => match chatao_bench::server::free_port() {
+                Ok(port) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                Err(e) => {
+                    eprintln!("attack {}: no port for metrics: {e}", kind.name());
+                    failures += 1;
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let extra: Vec<String> =
+            metrics.iter().flat_map(|m| ["--metrics".to_owned(), m.to_string()]).collect();
+        let spawned = match spawn.start_with_default_limits(&extra).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("attack {}: cannot start the server: {e:#}", kind.name());
+                failures += 1;
+                continue;
+            }
+        };
+        let target = attack::Target {
+            name: "chatao".into(),
+            addr: spawned.addr,
+            server_key: spawned.fingerprint.clone(),
+            pid: Some(spawned.pid),
+            metrics,
+        };
+        eprintln!(
+            "attack {}: running ({} s)",
+            kind.name(),
+            o.baseline.as_secs() + o.duration.as_secs() + o.after.as_secs()
+        );
+        let result = attack::run(&target, kind, o, deadline).await;
+        spawned.stop().await;
+        match result {
+            Ok(r) => {
+                eprintln!(
+                    "attack {}: p99 base/during/after {}/{}/{} ms, lost {}, unacked {}",
+                    kind.name(),
+                    r.get("base_p99").map_or("-".into(), report::fmt_value),
+                    r.get("during_p99").map_or("-".into(), report::fmt_value),
+                    r.get("after_p99").map_or("-".into(), report::fmt_value),
+                    r.get("lost").map_or("-".into(), report::fmt_value),
+                    r.get("unacked").map_or("-".into(), report::fmt_value),
+                );
+                reports.push(r);
+            }
+            Err(e) => {
+                eprintln!("attack {}: {e:#}", kind.name());
+                failures += 1;
+            }
+        }
+        if Instant::now() >= deadline {
+            eprintln!("global --timeout reached; stopping");
+            failures += 1;
+            break;
+        }
+    }
+    (reports, failures)
+}
+
 async fn real_main() -> Result<u32> {
     let cli = Cli::parse();
     let c = &cli.common;
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
+    if let Scenario::Attack { kinds, duration, baseline, after, joins, handshakes, per_address } =
+        &cli.scenario
+    {
+        if c.addr.is_some() || c.cluster.is_some() || c.peer.is_some() || c.peer_start.is_some() {
+            bail!(
+                "attack starts its own standalone Chatao server for each kind: no --addr, --cluster or --peer"
+            );
+        }
+        if !c.server_bin.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p chatao-server`, or pass \
+                 --server-bin",
+                c.server_bin.display()
+            );
+        }
+        let o = AttackOptions {
+            baseline: Duration::from_secs(*baseline),
+            duration: Duration::from_secs(*duration),
+            after: Duration::from_secs(*after),
+            sizes: attack::kinds::Sizes { joins: *joins, handshakes: *handshakes },
+            per_address: *per_address,
+        };
+        let (reports, failures) = run_attacks(c, kinds, &o, deadline).await;
+        if !reports.is_empty() {
+            print!("{}", attack::table(&reports));
+            for r in reports.iter().filter(|r| !r.notes.is_empty()) {
+                println!("note: {}: {}", r.scenario, r.notes.join("; "));
+            }
+        }
+        if let Some(path) = &c.json {
+            report::append_json(path, &reports, &c.label).context("writing --json")?;
+        }
+        if let Some(path) = &c.csv {
+            report::append_csv(path, &reports, &c.label).context("writing --csv")?;
+        }
+        return Ok(failures);
+    }
     let plan = plan(c, deadline)?;
     let (reports, failures) = run_scenario(&cli, &plan).await;
     if !reports.is_empty() {

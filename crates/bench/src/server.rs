@@ -69,7 +69,16 @@ impl ChataoSpawn {
     /// Starts the server on a free loopback port in a new temporary data directory, and waits
     /// until it accepts connections.
     pub async fn start(&self) -> Result<Spawned> {
-        self.start_node(None, None).await
+        self.start_node(None, None, &chatao_bench_flags()).await
+    }
+
+    /// As [`ChataoSpawn::start`], but with the server's default limits (only `--log-level
+    /// warn` and `extra` before the user's extra flags): for the `attack` scenario, which
+    /// measures the limits themselves.
+    pub async fn start_with_default_limits(&self, extra: &[String]) -> Result<Spawned> {
+        let mut flags = vec!["--log-level".to_owned(), "warn".to_owned()];
+        flags.extend(extra.iter().cloned());
+        self.start_node(None, None, &flags).await
     }
 
     /// Starts a cluster on this machine: a `nats-server` with JetStream (from `nats_bin`) and
@@ -80,7 +89,7 @@ impl ChataoSpawn {
         let keys = tempfile::Builder::new().prefix("chatao-bench-keys-").tempdir()?;
         let mut out = Vec::new();
         for _ in 0..nodes.max(1) {
-            out.push(self.start_node(Some(keys.path()), Some(&url)).await?);
+            out.push(self.start_node(Some(keys.path()), Some(&url), &chatao_bench_flags()).await?);
         }
         // The key directory lives as long as the first node's data directory.
         if let Some(first) = out.first_mut() {
@@ -90,7 +99,12 @@ impl ChataoSpawn {
         Ok(out)
     }
 
-    async fn start_node(&self, key_dir: Option<&Path>, cluster: Option<&str>) -> Result<Spawned> {
+    async fn start_node(
+        &self,
+        key_dir: Option<&Path>,
+        cluster: Option<&str>,
+        flags: &[String],
+    ) -> Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("chatao-bench-").tempdir()?;
         let data = dir.path().to_string_lossy().into_owned();
         let mut key_args = vec!["--data-dir".to_owned(), data.clone()];
@@ -118,7 +132,7 @@ impl ChataoSpawn {
         if let Some(url) = cluster {
             args.extend(["--cluster".into(), url.to_owned()]);
         }
-        args.extend(chatao_bench_flags());
+        args.extend(flags.iter().cloned());
         args.extend(self.extra_args.iter().cloned());
         let child = Command::new(&self.bin)
             .args(&args)
