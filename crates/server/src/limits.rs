@@ -160,9 +160,29 @@ pub const MAX_KEY_PACKAGES: usize = 16;
 
 /// Keys whose key packages are kept. Overflow policy: uploading for a new key forgets the
 /// packages of the key that uploaded least recently among those offline (it uploads again on
-/// its next connection). Bounds the table at about this many x [`MAX_KEY_PACKAGES`] x
-/// [`MAX_SEALED_BYTES`].
+/// its next connection); if every key held is online, the upload is refused with `busy`.
 pub const MAX_KEY_PACKAGE_KEYS: usize = 10_000;
+
+/// Largest key package accepted, decoded (MLS wire bytes). A package of Chatao's ciphersuite
+/// with its credential (fingerprint, X25519 key and XEdDSA proof) is about 430 bytes (570 in
+/// base64); a larger one is refused with `too_long` before it is parsed.
+pub const MAX_KEY_PACKAGE_BYTES: usize = 2 * 1024;
+
+/// Most key packages one `key_packages` upload may carry (the client sends 5 per connection);
+/// more is refused with `invalid` before any is parsed.
+pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = MAX_KEY_PACKAGES;
+
+/// Base64 bytes of key packages kept per key (besides [`MAX_KEY_PACKAGES`]). Overflow policy:
+/// the oldest are replaced, as for the count.
+pub const MAX_KEY_PACKAGE_BYTES_PER_KEY: usize = 16 * 1024;
+
+/// Base64 bytes of key packages kept for all keys together (in memory, and so in the store,
+/// which mirrors it). Overflow policy: as for [`MAX_KEY_PACKAGE_KEYS`], the packages of the
+/// offline keys that uploaded least recently are forgotten; if that is not enough, the upload
+/// is refused with `busy`. With [`MAX_KEY_PACKAGE_KEYS`] this bounds the key-package table at
+/// 32 MiB of packages plus bookkeeping of about 50 bytes per package (at most 58,000 valid
+/// ones fit) and 300 per key: under 40 MiB in all, however many keys upload.
+pub const MAX_KEY_PACKAGE_TOTAL_BYTES: usize = 32 * 1024 * 1024;
 
 /// Key packages one session may fetch in a burst (enough to invite a room's worth of people at
 /// once), and how often one more is allowed. Overflow policy: the fetch is refused with

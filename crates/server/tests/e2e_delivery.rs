@@ -1,11 +1,25 @@
 //! The server as an MLS delivery service, over real sockets with opaque bodies (the server
-//! never reads them, so any base64 does): room creation and membership by key, epoch-ordered
+//! never reads them, so any base64 does; key packages excepted, which it checks: those are
+//! genuine, see `tests/key_packages.rs`): room creation and membership by key, epoch-ordered
 //! commits, welcomes, sealed messages and their history, key packages, join requests, removal.
 //! The MLS side is covered with real clients in `crates/client/tests/e2e_rooms.rs`.
 #![allow(clippy::unwrap_used)]
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, SealedKind, SealedWelcome, ServerMsg};
 use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+
+/// `n` genuine MLS key packages (base64) of the key `fixed_keypair(k)`, made by the client's
+/// engine: the server checks each upload (a package of another key, or garbage, is refused).
+fn key_packages(k: u8, n: usize) -> Vec<String> {
+    use base64::Engine as _;
+    let mut secret = [0x42u8; 32];
+    secret[1] = k; // as fixed_keypair makes it
+    let fp = fixed_keypair(k).public().fingerprint();
+    let dir = tempfile::tempdir().unwrap();
+    let mut e2e = chatao_e2e::E2e::open(dir.path(), &secret, &fp).unwrap();
+    let packages = e2e.key_packages(n).unwrap();
+    packages.iter().map(|p| base64::engine::general_purpose::STANDARD.encode(p)).collect()
+}
 
 async fn server() -> TestServer {
     TestServer::start_with(|c| c.limits.rate_per_sec = 0).await
@@ -74,9 +88,9 @@ async fn create_refuses_an_existing_room_and_plain_text_and_outsiders() {
     .await
     .unwrap();
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::Invalid);
-    a.send(&ClientMsg::List).await.unwrap();
+    a.send(&ClientMsg::List { after: None }).await.unwrap();
     let list = a.expect("room_list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
-    let ServerMsg::RoomList { rooms } = list else { unreachable!() };
+    let ServerMsg::RoomList { rooms, .. } = list else { unreachable!() };
     assert!(rooms.iter().any(|r| r.room.as_str() == "#sec" && r.e2e));
     assert!(rooms.iter().any(|r| r.room.as_str() == "#lobby" && !r.e2e));
 }
@@ -197,14 +211,13 @@ async fn a_removed_key_leaves_the_room_and_receives_nothing_more() {
 async fn key_packages_are_handed_out_one_per_fetch_keeping_the_last() {
     let server = server().await;
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
-    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let mut b = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
     a.send(&ClientMsg::FetchKeyPackage { nick: "bob".into(), room: None }).await.unwrap();
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::NoKeyPackage);
     a.send(&ClientMsg::FetchKeyPackage { nick: "nobody".into(), room: None }).await.unwrap();
     assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::NoSuchNick);
-    b.send(&ClientMsg::KeyPackages { packages: vec!["S1AxAA==".into(), "S1AyAA==".into()] })
-        .await
-        .unwrap();
+    let kp = key_packages(2, 2);
+    b.send(&ClientMsg::KeyPackages { packages: kp.clone() }).await.unwrap();
     let mut got = vec![];
     for _ in 0..3 {
         a.send(&ClientMsg::FetchKeyPackage { nick: "BOB".into(), room: Some("#sec".into()) })
@@ -220,7 +233,7 @@ async fn key_packages_are_handed_out_one_per_fetch_keeping_the_last() {
             _ => unreachable!(),
         }
     }
-    assert_eq!(got, ["S1AxAA==", "S1AyAA==", "S1AyAA=="], "the last one is kept");
+    assert_eq!(got, [kp[0].as_str(), &kp[1], &kp[1]], "the last one is kept");
 }
 
 #[tokio::test]
@@ -277,7 +290,7 @@ async fn membership_history_and_welcomes_survive_a_restart_and_reach_an_offline_
     a.read_to_end().await.unwrap();
     let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
     let mut b = TestClient::connect_with(server.addr, "bob", &bob_keys).await.unwrap();
-    b.send(&ClientMsg::KeyPackages { packages: vec!["S1A=".into()] }).await.unwrap();
+    b.send(&ClientMsg::KeyPackages { packages: key_packages(2, 1) }).await.unwrap();
     let invited = b.expect("invited", |m| matches!(m, ServerMsg::Invited { .. })).await.unwrap();
     assert!(matches!(invited, ServerMsg::Invited { id, epoch: 1, .. } if id == commit_id));
     let got = b
@@ -365,9 +378,9 @@ async fn an_e2e_room_whose_last_key_parts_is_forgotten() {
 async fn key_package_fetches_are_limited_per_session() {
     let server = server().await;
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
-    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
-    let packages: Vec<String> = (0..16).map(|i| format!("S1{i:02}")).collect();
-    b.send(&ClientMsg::KeyPackages { packages }).await.unwrap();
+    let mut b = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
+    let packages = key_packages(2, 16);
+    b.send(&ClientMsg::KeyPackages { packages: packages.clone() }).await.unwrap();
     b.send(&ClientMsg::Whois { nick: "bob".into() }).await.unwrap();
     b.expect("whois", |m| matches!(m, ServerMsg::Whois { .. })).await.unwrap();
     for _ in 0..4 {
@@ -382,7 +395,7 @@ async fn key_package_fetches_are_limited_per_session() {
     let mut c = TestClient::connect(server.addr, "carol").await.unwrap();
     c.send(&ClientMsg::FetchKeyPackage { nick: "bob".into(), room: None }).await.unwrap();
     let got = c.expect("key_package", |m| matches!(m, ServerMsg::KeyPackage { .. })).await.unwrap();
-    assert!(matches!(got, ServerMsg::KeyPackage { package, .. } if package == "S104"));
+    assert!(matches!(got, ServerMsg::KeyPackage { package, .. } if package == packages[4]));
 }
 
 #[tokio::test]

@@ -17,6 +17,19 @@ use tokio::time::timeout;
 const PROTOCOL: &str = include_str!("../../../docs/PROTOCOL.md");
 
 /// A server without a message rate, for tests that send many commands.
+/// `n` genuine MLS key packages (base64) of the key `fixed_keypair(k)`, made by the client's
+/// engine: the server checks each upload (a package of another key, or garbage, is refused).
+fn key_packages(k: u8, n: usize) -> Vec<String> {
+    use base64::Engine as _;
+    let mut secret = [0x42u8; 32];
+    secret[1] = k; // as fixed_keypair makes it
+    let fp = fixed_keypair(k).public().fingerprint();
+    let dir = tempfile::tempdir().unwrap();
+    let mut e2e = chatao_e2e::E2e::open(dir.path(), &secret, &fp).unwrap();
+    let packages = e2e.key_packages(n).unwrap();
+    packages.iter().map(|p| base64::engine::general_purpose::STANDARD.encode(p)).collect()
+}
+
 async fn unpaced() -> TestServer {
     TestServer::start_with(|c| c.limits.rate_per_sec = 0).await
 }
@@ -311,7 +324,7 @@ async fn section_7_1_over_the_rate_is_read_slower_and_30_s_of_backlog_is_bye() {
     .await;
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
     for _ in 0..60 {
-        a.send(&ClientMsg::List).await.unwrap();
+        a.send(&ClientMsg::List { after: None }).await.unwrap();
     }
     let got = a.read_to_end().await.unwrap();
     let Some(ServerMsg::Bye { code: Some(ErrorCode::RateLimited), reason }) = got.last() else {
@@ -407,9 +420,9 @@ async fn section_13_malformed_bodies_are_invalid_and_oversized_ones_too_long() {
 async fn section_13_2_key_packages_are_handed_out_oldest_first_and_the_last_is_kept() {
     let server = unpaced().await;
     let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
-    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
-    let packages = vec!["UEtfMQ==".to_owned(), "UEtfMg==".into(), "UEtfMw==".into()];
-    b.send(&ClientMsg::KeyPackages { packages }).await.unwrap();
+    let mut b = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
+    let packages = key_packages(2, 3);
+    b.send(&ClientMsg::KeyPackages { packages: packages.clone() }).await.unwrap();
     b.send(&ClientMsg::Ping { token: 1 }).await.unwrap();
     b.expect("pong", |m| matches!(m, ServerMsg::Pong { .. })).await.unwrap();
     let mut got = vec![];
@@ -421,7 +434,7 @@ async fn section_13_2_key_packages_are_handed_out_oldest_first_and_the_last_is_k
             _ => unreachable!(),
         }
     }
-    assert_eq!(got, ["UEtfMQ==", "UEtfMg==", "UEtfMw==", "UEtfMw=="]);
+    assert_eq!(got, [packages[0].as_str(), &packages[1], &packages[2], &packages[2]]);
     let fetch = ClientMsg::FetchKeyPackage { nick: "nobody".into(), room: None };
     assert_eq!(error_for(&mut a, fetch).await.0, ErrorCode::NoSuchNick);
     let fetch = ClientMsg::FetchKeyPackage { nick: "alice".into(), room: None };
@@ -450,14 +463,14 @@ async fn section_13_2_a_mute_refuses_sealed_but_not_commit() {
     })
     .await;
     let mut o = TestClient::connect_with(server.addr, "op", &op).await.unwrap();
-    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut a = TestClient::connect_with(server.addr, "alice", &fixed_keypair(3)).await.unwrap();
     a.until_history_end(&create("#sec", true, false), "#sec").await.unwrap();
     o.send(&ClientMsg::Mute { nick: "alice".into(), duration_secs: None }).await.unwrap();
     a.expect("moderation", |m| matches!(m, ServerMsg::Moderation { .. })).await.unwrap();
     assert_eq!(error_for(&mut a, sealed("#sec", "QUFBQQ==")).await.0, ErrorCode::Muted);
     a.send(&commit("#sec", 0, "Q09NTUlU", None)).await.unwrap();
     assert_eq!(expect_sealed(&mut a, "Q09NTUlU").await.1, SealedKind::Commit);
-    a.send(&ClientMsg::KeyPackages { packages: vec!["UEtfMQ==".into()] }).await.unwrap();
+    a.send(&ClientMsg::KeyPackages { packages: key_packages(3, 1) }).await.unwrap();
     a.send(&ClientMsg::FetchKeyPackage { nick: "alice".into(), room: None }).await.unwrap();
     a.expect("key_package", |m| matches!(m, ServerMsg::KeyPackage { .. })).await.unwrap();
 }

@@ -1,6 +1,8 @@
 //! The commands of end-to-end encrypted rooms: `create`, `key_packages`,
 //! `fetch_key_package`, `commit` and `sealed`. The hub's side is in `hub/e2e.rs`; the server
-//! never reads the MLS bodies, it only checks they are base64 within the size limit.
+//! never reads the MLS messages of a room, it only checks they are base64 within the size
+//! limit. Key packages are the exception: they are public, and each is checked before it is
+//! kept (`hub/e2e/key_packages.rs`).
 
 use std::time::Instant;
 
@@ -107,7 +109,10 @@ impl Create {
     }
 }
 
-/// `key_packages`: this key's MLS key packages, for others to add it to rooms.
+/// `key_packages`: this key's MLS key packages, for others to add it to rooms. At most
+/// [`crate::limits::MAX_KEY_PACKAGES_PER_UPLOAD`]; each is checked (size, structure,
+/// signatures, ciphersuite, and a credential for this session's key: `hub/e2e/key_packages.rs`)
+/// before any is kept, outside the hub's lock. One bad package refuses the whole upload.
 #[derive(Debug)]
 pub struct KeyPackages {
     pub packages: Vec<String>,
@@ -115,9 +120,12 @@ pub struct KeyPackages {
 
 impl KeyPackages {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        match hub.upload_key_packages(session.id, self.packages) {
+        match hub.upload_key_packages(session.id, &session.fingerprint, self.packages) {
             Ok(()) => Reply::Nothing,
-            Err(e) => refusal(e),
+            Err(e) => {
+                tracing::debug!(fingerprint = %session.fingerprint, cause = %e, "key packages refused");
+                refusal(e)
+            }
         }
     }
 }

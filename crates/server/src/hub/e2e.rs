@@ -14,14 +14,17 @@
 //!   are stored and relayed as ciphertext;
 //! - welcomes go straight to the added key's sessions, and wait in the store while it is
 //!   offline;
-//! - key packages are kept per key (at most [`MAX_KEY_PACKAGES`], for at most
-//!   [`MAX_KEY_PACKAGE_KEYS`] keys) and handed out one per fetch;
+//! - key packages are checked (an MLS key package of Chatao's ciphersuite, signed, whose
+//!   credential is the uploading key's), kept per key within count and byte bounds, and handed
+//!   out one per fetch ([`key_packages`]);
 //! - a room whose delivery list becomes empty is forgotten, with its history and welcomes.
 //!
 //! Room events still leave through the bus, so the order, persistence-before-delivery and
 //! catch-up guarantees of plain rooms hold unchanged. E2E rooms work on a standalone server.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+mod key_packages;
+
+use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -32,11 +35,13 @@ use chatao_proto::{
 use super::{Hub, Joined, SessionId, State, now_millis};
 use crate::bus::{BusEvent, BusFull};
 use crate::limits::{
-    MAX_COMMIT_CHANGES, MAX_KEY_PACKAGE_KEYS, MAX_KEY_PACKAGES, MAX_PENDING_WELCOMES,
+    MAX_COMMIT_CHANGES, MAX_KEY_PACKAGE_BYTES, MAX_KEY_PACKAGES_PER_UPLOAD, MAX_PENDING_WELCOMES,
     MAX_SEALED_BYTES,
 };
 use crate::store::e2e::{E2ePersist, WelcomeRecord};
 use crate::store::{Persist, Store, StoreError, StoredSealed};
+pub use key_packages::KeyPackage;
+use key_packages::KeyPackageTable;
 
 /// Why the hub refused an E2E request. Each maps to one wire error code ([`E2eRefusal::code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +72,20 @@ pub enum E2eRefusal {
     TooManyFetches,
     #[error("invalid E2E message: {0}")]
     Invalid(&'static str),
+    #[error("invalid key package: {0}")]
+    BadKeyPackage(&'static str),
+    #[error("invalid key package: it is for another key than yours")]
+    NotOwnKeyPackage,
+    #[error(
+        "invalid key package: {0} characters of base64, over the limit of {MAX_KEY_PACKAGE_BYTES} bytes decoded"
+    )]
+    KeyPackageTooLarge(usize),
+    #[error(
+        "invalid key packages: {0} in one upload, over the limit of {MAX_KEY_PACKAGES_PER_UPLOAD}"
+    )]
+    TooManyKeyPackages(usize),
+    #[error("the server holds as many key packages as it can; try again later")]
+    KeyPackagesFull,
     #[error("invalid E2E message: a body of {0} characters, over the limit of {MAX_SEALED_BYTES}")]
     TooLarge(usize),
     #[error("the server is busy; your message was not accepted, try again")]
@@ -90,10 +109,13 @@ impl E2eRefusal {
             E2eRefusal::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             E2eRefusal::NoKeyPackage(_) => ErrorCode::NoKeyPackage,
             E2eRefusal::NoSuchNick(_) => ErrorCode::NoSuchNick,
-            E2eRefusal::Busy => ErrorCode::Busy,
+            E2eRefusal::Busy | E2eRefusal::KeyPackagesFull => ErrorCode::Busy,
             E2eRefusal::TooManyFetches => ErrorCode::RateLimited,
-            E2eRefusal::Invalid(_) => ErrorCode::Invalid,
-            E2eRefusal::TooLarge(_) => ErrorCode::TooLong,
+            E2eRefusal::Invalid(_)
+            | E2eRefusal::BadKeyPackage(_)
+            | E2eRefusal::NotOwnKeyPackage
+            | E2eRefusal::TooManyKeyPackages(_) => ErrorCode::Invalid,
+            E2eRefusal::TooLarge(_) | E2eRefusal::KeyPackageTooLarge(_) => ErrorCode::TooLong,
             E2eRefusal::Requested(_)
             | E2eRefusal::NobodyOnline(_)
             | E2eRefusal::UnknownSession
@@ -106,13 +128,8 @@ impl E2eRefusal {
 #[derive(Debug, Default)]
 pub(super) struct E2eState {
     rooms: HashMap<RoomName, E2eRoom>,
-    /// Fingerprint to key packages (base64), oldest first, at most [`MAX_KEY_PACKAGES`], for at
-    /// most [`MAX_KEY_PACKAGE_KEYS`] keys (overflow: the key that uploaded least recently and
-    /// is offline is forgotten).
-    key_packages: HashMap<String, VecDeque<String>>,
-    /// When each key in `key_packages` last uploaded (an upload counter), for the eviction.
-    uploaded: HashMap<String, u64>,
-    upload_seq: u64,
+    /// Every key's key packages, within the bounds of `limits.rs` (see [`key_packages`]).
+    key_packages: KeyPackageTable,
     /// Fingerprint to the welcomes waiting for it, at most [`MAX_PENDING_WELCOMES`].
     welcomes: HashMap<String, Vec<WelcomeRecord>>,
 }
@@ -133,11 +150,8 @@ impl E2eState {
             let members = rec.members.into_iter().collect();
             st.rooms.insert(rec.room, E2eRoom { open: rec.open, epoch: rec.epoch, members });
         }
-        for (fp, packages) in store.load_key_packages()? {
-            st.upload_seq += 1;
-            st.uploaded.insert(fp.clone(), st.upload_seq);
-            st.key_packages.insert(fp, packages.into_iter().collect());
-        }
+        let table = &mut st.key_packages;
+        store.load_key_packages(|fp, seq, package| table.load(fp, seq, package))?;
         for w in store.load_welcomes()? {
             st.welcomes.entry(w.fingerprint.clone()).or_default().push(w);
         }
@@ -228,7 +242,7 @@ impl Hub {
         {
             let mut st = self.lock();
             let fp = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?.fingerprint.clone();
-            if st.rooms.contains_key(room) || st.e2e.is_e2e(room) {
+            if st.room_exists(self.store(), room) || st.e2e.is_e2e(room) {
                 return Err(E2eRefusal::RoomExists(room.clone()));
             }
             if e2e && st.link.is_some() {
@@ -287,32 +301,68 @@ impl Hub {
         Err(E2eRefusal::Requested(room.clone()))
     }
 
-    /// Stores `packages` (base64 MLS key packages) for `id`'s key, keeping the newest
-    /// [`MAX_KEY_PACKAGES`], then hands the session the welcomes waiting for its key.
+    /// Checks `packages` (base64 MLS key packages uploaded by session `id` of key
+    /// `fingerprint`: at most [`MAX_KEY_PACKAGES_PER_UPLOAD`], each by [`KeyPackage::check`],
+    /// before the lock is taken; one bad package refuses the upload), then keeps them.
     pub fn upload_key_packages(
         &self,
         id: SessionId,
+        fingerprint: &str,
         packages: Vec<String>,
     ) -> Result<(), E2eRefusal> {
-        for p in &packages {
-            check_body(p)?;
+        if packages.len() > MAX_KEY_PACKAGES_PER_UPLOAD {
+            return Err(E2eRefusal::TooManyKeyPackages(packages.len()));
         }
+        let checked = packages
+            .into_iter()
+            .map(|p| KeyPackage::check(p, fingerprint))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.keep_key_packages(id, fingerprint, checked)
+    }
+
+    /// Keeps `packages` (checked for key `fingerprint`, which must be `id`'s) within the bounds
+    /// of [`key_packages`], then hands the session the welcomes waiting for its key (also when
+    /// the table is full and the upload is refused with [`E2eRefusal::KeyPackagesFull`]: the
+    /// welcomes do not depend on it). The store is told only what changed: the rows added,
+    /// those they replaced, the keys evicted.
+    fn keep_key_packages(
+        &self,
+        id: SessionId,
+        fingerprint: &str,
+        packages: Vec<KeyPackage>,
+    ) -> Result<(), E2eRefusal> {
         let mut st = self.lock();
         let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
         let (fp, mailbox) = (user.fingerprint.clone(), user.mailbox.clone());
-        if !st.e2e.key_packages.contains_key(&fp) {
-            self.evict_key_packages(&mut st);
+        if fp != fingerprint {
+            return Err(E2eRefusal::NotOwnKeyPackage);
         }
-        st.e2e.upload_seq += 1;
-        let seq = st.e2e.upload_seq;
-        st.e2e.uploaded.insert(fp.clone(), seq);
-        let kept = st.e2e.key_packages.entry(fp.clone()).or_default();
-        kept.extend(packages);
-        while kept.len() > MAX_KEY_PACKAGES {
-            kept.pop_front();
+        // The keys online, gathered only if an eviction has to skip them.
+        let State { users, e2e, .. } = &mut *st;
+        let online = std::cell::OnceCell::<std::collections::HashSet<&str>>::new();
+        let is_online = |k: &str| {
+            online
+                .get_or_init(|| users.values().map(|u| u.fingerprint.as_str()).collect())
+                .contains(k)
+        };
+        let uploaded = e2e.key_packages.upload(&fp, packages, is_online);
+        if let Ok(up) = &uploaded {
+            for evicted in &up.evicted {
+                persist(
+                    &mut st,
+                    self,
+                    E2ePersist::KeyPackagesForgotten { fingerprint: evicted.clone() },
+                );
+            }
+            if !up.added.is_empty() {
+                let (added, replaced) = (up.added.clone(), up.replaced.clone());
+                persist(
+                    &mut st,
+                    self,
+                    E2ePersist::KeyPackagesAdded { fingerprint: fp.clone(), added, replaced },
+                );
+            }
         }
-        let packages = kept.iter().cloned().collect();
-        persist(&mut st, self, E2ePersist::KeyPackages { fingerprint: fp.clone(), packages });
         for w in st.e2e.welcomes.get(&fp).into_iter().flatten() {
             let msg = ServerMsg::Invited {
                 room: w.room.clone(),
@@ -323,32 +373,13 @@ impl Hub {
             };
             mailbox.deliver(&encode(&msg));
         }
-        Ok(())
+        uploaded.map(|_| ())
     }
 
-    /// Makes room for one more key in the key-package table when it holds
-    /// [`MAX_KEY_PACKAGE_KEYS`]: forgets the packages of the key that uploaded least recently
-    /// among those offline (if every one is online, the table grows past the cap by the online
-    /// keys only, which the connection cap bounds).
-    fn evict_key_packages(&self, st: &mut State) {
-        if st.e2e.key_packages.len() < MAX_KEY_PACKAGE_KEYS {
-            return;
-        }
-        let online: std::collections::HashSet<&str> =
-            st.users.values().map(|u| u.fingerprint.as_str()).collect();
-        let oldest = st
-            .e2e
-            .uploaded
-            .iter()
-            .filter(|(fp, _)| !online.contains(fp.as_str()))
-            .min_by_key(|(_, seq)| **seq)
-            .map(|(fp, _)| fp.clone());
-        if let Some(fp) = oldest {
-            st.e2e.uploaded.remove(&fp);
-            st.e2e.key_packages.remove(&fp);
-            tracing::debug!(fingerprint = %fp, "key packages evicted (table full)");
-            persist(st, self, E2ePersist::KeyPackages { fingerprint: fp, packages: vec![] });
-        }
+    /// Base64 bytes of key packages the hub holds (at most
+    /// [`crate::limits::MAX_KEY_PACKAGE_TOTAL_BYTES`]).
+    pub fn key_package_bytes(&self) -> usize {
+        self.lock().e2e.key_packages.bytes()
     }
 
     /// One key package of `nick`'s key (the last one is kept and handed out again).
@@ -360,16 +391,13 @@ impl Hub {
         let mut st = self.lock();
         let (nick, fp) =
             st.fingerprint_of(nick).ok_or_else(|| E2eRefusal::NoSuchNick(nick.to_owned()))?;
-        let kept = st.e2e.key_packages.get_mut(&fp);
-        let package = match kept {
-            Some(k) if k.len() > 1 => k.pop_front(),
-            Some(k) => k.front().cloned(),
-            None => None,
-        }
-        .ok_or_else(|| E2eRefusal::NoKeyPackage(nick.to_string()))?;
-        if let Some(k) = st.e2e.key_packages.get(&fp) {
-            let packages = k.iter().cloned().collect();
-            persist(&mut st, self, E2ePersist::KeyPackages { fingerprint: fp.clone(), packages });
+        let (package, taken) = st
+            .e2e
+            .key_packages
+            .take(&fp)
+            .ok_or_else(|| E2eRefusal::NoKeyPackage(nick.to_string()))?;
+        if let Some(seq) = taken {
+            persist(&mut st, self, E2ePersist::KeyPackageTaken { fingerprint: fp.clone(), seq });
         }
         Ok(ServerMsg::KeyPackage { nick, fingerprint: fp, package, room })
     }
@@ -644,6 +672,7 @@ mod tests {
 
     use super::*;
     use crate::hub::HubConfig;
+    use crate::limits::MAX_KEY_PACKAGE_KEYS;
     use crate::mailbox::{Inbox, mailbox};
     use crate::store::Retention;
 
@@ -667,32 +696,149 @@ mod tests {
         (id, inbox)
     }
 
+    fn packages(n: usize, len: usize, tag: usize) -> Vec<KeyPackage> {
+        (0..n)
+            .map(|i| KeyPackage::unchecked(format!("{tag:08}{i:04}{}", "A".repeat(len - 12))))
+            .collect()
+    }
+
     #[test]
     fn a_full_key_package_table_evicts_the_key_that_uploaded_least_recently_among_the_offline() {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path());
         // alice uploads first (the oldest upload) and stays online.
         let (alice, _a) = user(&hub, "alice");
-        hub.upload_key_packages(alice, vec!["S1A=".into()]).unwrap();
+        hub.keep_key_packages(alice, "SHA256:alice", packages(1, 16, 0)).unwrap();
         {
             let mut st = hub.lock();
             for i in 0..MAX_KEY_PACKAGE_KEYS - 1 {
                 let fp = format!("SHA256:offline{i}");
-                st.e2e.upload_seq += 1;
-                let seq = st.e2e.upload_seq;
-                st.e2e.uploaded.insert(fp.clone(), seq);
-                st.e2e.key_packages.insert(fp, VecDeque::from(["S1A=".to_owned()]));
+                st.e2e.key_packages.upload(&fp, packages(1, 16, i), |_| false).unwrap();
             }
-            assert_eq!(st.e2e.key_packages.len(), MAX_KEY_PACKAGE_KEYS);
+            assert_eq!(st.e2e.key_packages.keys(), MAX_KEY_PACKAGE_KEYS);
         }
         let (bob, _b) = user(&hub, "bob");
-        hub.upload_key_packages(bob, vec!["S1A=".into()]).unwrap();
+        hub.keep_key_packages(bob, "SHA256:bob", packages(1, 16, 0)).unwrap();
         let st = hub.lock();
-        assert_eq!(st.e2e.key_packages.len(), MAX_KEY_PACKAGE_KEYS, "capped");
-        assert!(st.e2e.key_packages.contains_key("SHA256:alice"), "online keys are kept");
-        assert!(st.e2e.key_packages.contains_key("SHA256:bob"));
-        assert!(!st.e2e.key_packages.contains_key("SHA256:offline0"), "the oldest offline goes");
-        assert!(st.e2e.key_packages.contains_key("SHA256:offline1"));
-        assert_eq!(st.e2e.uploaded.len(), st.e2e.key_packages.len());
+        let kp = &st.e2e.key_packages;
+        assert_eq!(kp.keys(), MAX_KEY_PACKAGE_KEYS, "capped");
+        assert!(kp.contains("SHA256:alice"), "online keys are kept");
+        assert!(kp.contains("SHA256:bob"));
+        assert!(!kp.contains("SHA256:offline0"), "the oldest offline goes");
+        assert!(kp.contains("SHA256:offline1"));
+        kp.assert_consistent();
+    }
+
+    #[test]
+    fn the_bytes_held_for_thousands_of_keys_uploading_the_most_stay_within_the_limits() {
+        use crate::limits::{
+            MAX_KEY_PACKAGE_BYTES_PER_KEY, MAX_KEY_PACKAGE_TOTAL_BYTES, MAX_KEY_PACKAGES,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let most = key_packages::MAX_KEY_PACKAGE_B64;
+        // 2,000 keys online, each uploading the most it may, three times over.
+        let upload = |id, nick: &str, tag| {
+            let fp = format!("SHA256:{nick}");
+            hub.keep_key_packages(id, &fp, packages(MAX_KEY_PACKAGES, most, tag))
+        };
+        let ids: Vec<(SessionId, Inbox)> =
+            (0..2_000).map(|i| user(&hub, &format!("u{i}"))).collect();
+        for round in 0..3 {
+            for (i, (id, _)) in ids.iter().enumerate() {
+                upload(*id, &format!("u{i}"), round * 10_000 + i).unwrap();
+            }
+        }
+        // Each keeps the newest that fit its byte bound: 16 KiB / 2,732 = 5 packages.
+        let per_key = (MAX_KEY_PACKAGE_BYTES_PER_KEY / most) * most;
+        assert_eq!(hub.key_package_bytes(), 2_000 * per_key);
+        assert!(hub.key_package_bytes() <= MAX_KEY_PACKAGE_TOTAL_BYTES);
+        hub.lock().e2e.key_packages.assert_consistent();
+        // More keys than the total allows, all online: the table fills up to its bound, then
+        // uploads are refused (nothing offline to forget), the bytes held never above it.
+        let more: Vec<(SessionId, Inbox)> =
+            (0..1_000).map(|i| user(&hub, &format!("v{i}"))).collect();
+        let mut refused = 0;
+        for (i, (id, _)) in more.iter().enumerate() {
+            match upload(*id, &format!("v{i}"), 50_000 + i) {
+                Ok(()) => {}
+                Err(E2eRefusal::KeyPackagesFull) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(hub.key_package_bytes() <= MAX_KEY_PACKAGE_TOTAL_BYTES);
+        }
+        let fit = MAX_KEY_PACKAGE_TOTAL_BYTES / per_key;
+        assert_eq!(refused, 3_000 - fit, "refused only once full");
+        assert_eq!(hub.key_package_bytes(), fit * per_key);
+        // The first thousand go offline: their packages make room, oldest upload first.
+        for (id, _) in &ids[..1_000] {
+            hub.leave(*id, LeaveReason::Quit, None);
+        }
+        let (late, _l) = user(&hub, "late");
+        upload(late, "late", 99_999).unwrap();
+        let st = hub.lock();
+        let kp = &st.e2e.key_packages;
+        kp.assert_consistent();
+        assert!(kp.contains("SHA256:late"));
+        assert!(!kp.contains("SHA256:u0"), "the oldest offline upload was forgotten");
+        assert!(kp.contains("SHA256:u1"), "only as much as needed");
+        assert!(kp.contains("SHA256:u1999"), "online keys are kept");
+        assert!(kp.bytes() <= MAX_KEY_PACKAGE_TOTAL_BYTES);
+    }
+
+    #[test]
+    fn an_upload_replaces_the_oldest_and_a_fetch_takes_one_each_a_single_row_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = KeyPackageTable::default();
+        let _ = dir;
+        let up = table.upload("SHA256:a", packages(10, 100, 1), |_| false).unwrap();
+        assert_eq!(
+            up.added.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert!(up.replaced.is_empty() && up.evicted.is_empty());
+        // 10 more: the table keeps 16, the 4 oldest are replaced (and only they).
+        let up = table.upload("SHA256:a", packages(10, 100, 2), |_| false).unwrap();
+        assert_eq!(up.added.len(), 10);
+        assert_eq!(up.replaced, [1, 2, 3, 4]);
+        assert_eq!(table.count("SHA256:a"), crate::limits::MAX_KEY_PACKAGES);
+        // A fetch takes the oldest; the last one is handed out without being taken.
+        assert_eq!(table.take("SHA256:a").unwrap().1, Some(5));
+        for _ in 0..14 {
+            assert!(table.take("SHA256:a").unwrap().1.is_some());
+        }
+        let (last, seq) = table.take("SHA256:a").unwrap();
+        assert_eq!(seq, None);
+        assert_eq!(table.take("SHA256:a").unwrap(), (last, None));
+        table.assert_consistent();
+        assert!(table.take("SHA256:b").is_none());
+    }
+
+    #[test]
+    fn a_load_keeps_the_newest_rows_within_the_bounds() {
+        use crate::limits::{MAX_KEY_PACKAGE_TOTAL_BYTES, MAX_KEY_PACKAGES};
+        let mut table = KeyPackageTable::default();
+        let big = "A".repeat(key_packages::MAX_KEY_PACKAGE_B64 + 1);
+        // Newest first, as the store offers them: an oversize row, then 20 of one key.
+        assert!(!table.load("SHA256:a", 100, big));
+        let kept: Vec<bool> =
+            (0..20).rev().map(|s| table.load("SHA256:a", s, format!("p{s}"))).collect();
+        assert_eq!(kept.iter().filter(|k| **k).count(), MAX_KEY_PACKAGES);
+        assert!(kept[..MAX_KEY_PACKAGES].iter().all(|k| *k), "the newest are kept");
+        assert_eq!(table.take("SHA256:a").unwrap(), ("p4".to_owned(), Some(4)));
+        // Many keys: the total bound holds, newest keys first.
+        let most = key_packages::MAX_KEY_PACKAGE_B64;
+        let mut seq = 10_000_000;
+        for k in 0..20_000 {
+            seq -= 1;
+            table.load(&format!("SHA256:k{k}"), seq, "B".repeat(most));
+        }
+        table.assert_consistent();
+        assert!(table.bytes() <= MAX_KEY_PACKAGE_TOTAL_BYTES);
+        assert!(table.contains("SHA256:k0") && !table.contains("SHA256:k19999"));
+        // Uploads continue after the largest number seen, dropped rows included.
+        let up = table.upload("SHA256:a", packages(1, 16, 0), |_| false).unwrap();
+        assert_eq!(up.added[0].0, 10_000_000);
+        table.assert_consistent();
     }
 }

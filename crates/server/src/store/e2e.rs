@@ -7,7 +7,10 @@
 //! - `sealed`: the room's MLS messages (commits and application messages) as the clients sent
 //!   them (base64 of ciphertext), under the room's message ids;
 //! - `e2e_welcomes`: the welcome waiting for a key that was added while offline;
-//! - `key_packages`: the MLS key packages each key uploaded (public by design).
+//! - `key_packages`: the MLS key packages each key uploaded (public by design), one row per
+//!   package under a sequence number that only grows: an upload inserts its rows (and deletes
+//!   those it replaced), a fetch deletes the one taken, an eviction the key's rows; nothing
+//!   rewrites a key's set.
 //!
 //! The tables are created by [`migrate`] on open (additive: a schema 2 database gains them).
 
@@ -98,11 +101,21 @@ pub enum E2ePersist {
     /// The room's delivery list became empty: the room, its MLS messages and its welcomes
     /// are forgotten (its name can be created again).
     RoomGone(RoomName),
-    /// The key packages `fingerprint` has on offer now (replaces the previous set; none
-    /// forgets the key).
-    KeyPackages {
+    /// Key packages `fingerprint` uploaded, each with its sequence number, and the sequence
+    /// numbers of its older packages they replaced.
+    KeyPackagesAdded {
         fingerprint: String,
-        packages: Vec<String>,
+        added: Vec<(u64, String)>,
+        replaced: Vec<u64>,
+    },
+    /// The key package `seq` of `fingerprint` was handed out (each is used once).
+    KeyPackageTaken {
+        fingerprint: String,
+        seq: u64,
+    },
+    /// Every key package of `fingerprint` is forgotten (evicted from a full table).
+    KeyPackagesForgotten {
+        fingerprint: String,
     },
 }
 
@@ -165,6 +178,9 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              fingerprint TEXT NOT NULL, seq INTEGER NOT NULL, package TEXT NOT NULL,
              PRIMARY KEY (fingerprint, seq)) WITHOUT ROWID;",
     )?;
+    // Key packages are loaded newest first (`Store::load_key_packages`); added with the
+    // incremental key-package rows, by shape rather than by schema version.
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS key_packages_seq ON key_packages (seq);")?;
     // Schema 4: the sender's key and client message id of each MLS message (NULL before).
     super::add_column(conn, "sealed", "fingerprint", "TEXT")?;
     super::add_column(conn, "sealed", "cid", "INTEGER")?;
@@ -281,18 +297,39 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
                 tx.prepare_cached(sql)?.execute(params![room.as_str()])?;
             }
         }
-        E2ePersist::KeyPackages { fingerprint, packages } => {
+        E2ePersist::KeyPackagesAdded { fingerprint, added, replaced } => {
+            let mut delete = tx.prepare_cached(SQL_KEY_PACKAGE_DELETE)?;
+            for seq in replaced {
+                delete.execute(params![fingerprint, seq_param(*seq)])?;
+            }
+            // OR REPLACE: a row left by an older version under the same number (those were
+            // numbered from 0 per key) gives way.
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO key_packages (fingerprint, seq, package)
+                 VALUES (?1, ?2, ?3)",
+            )?;
+            for (seq, p) in added {
+                insert.execute(params![fingerprint, seq_param(*seq), p])?;
+            }
+        }
+        E2ePersist::KeyPackageTaken { fingerprint, seq } => {
+            tx.prepare_cached(SQL_KEY_PACKAGE_DELETE)?
+                .execute(params![fingerprint, seq_param(*seq)])?;
+        }
+        E2ePersist::KeyPackagesForgotten { fingerprint } => {
             tx.prepare_cached("DELETE FROM key_packages WHERE fingerprint = ?1")?
                 .execute(params![fingerprint])?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO key_packages (fingerprint, seq, package) VALUES (?1, ?2, ?3)",
-            )?;
-            for (i, p) in packages.iter().enumerate() {
-                insert.execute(params![fingerprint, i as i64, p])?;
-            }
         }
     }
     Ok(())
+}
+
+const SQL_KEY_PACKAGE_DELETE: &str = "DELETE FROM key_packages WHERE fingerprint = ?1 AND seq = ?2";
+
+/// A key package's sequence number as stored (they start at 1 and grow by one per package, so
+/// never near the end of an i64).
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 impl Store {
@@ -349,21 +386,45 @@ impl Store {
         Ok(out)
     }
 
-    /// Every key's key packages, oldest first.
-    pub fn load_key_packages(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let conn = self.reader();
-        let mut stmt = conn
-            .prepare("SELECT fingerprint, package FROM key_packages ORDER BY fingerprint, seq")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out: Vec<(String, Vec<String>)> = vec![];
-        for row in rows {
-            let (fp, package) = row?;
-            match out.last_mut() {
-                Some((last, packages)) if *last == fp => packages.push(package),
-                _ => out.push((fp, vec![package])),
+    /// Offers every stored key package to `keep`, newest first (by sequence number), as
+    /// `(fingerprint, seq, package)`; the rows it does not keep (beyond the bounds, say from an
+    /// older version) are deleted. At startup only, before the bus writes (like
+    /// [`Store::set_meta`]).
+    pub fn load_key_packages(
+        &self,
+        mut keep: impl FnMut(&str, u64, String) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.reader();
+        let mut dropped: Vec<(String, i64)> = vec![];
+        {
+            let mut stmt = conn
+                .prepare("SELECT fingerprint, seq, package FROM key_packages ORDER BY seq DESC")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (fp, seq): (String, i64) = (r.get(0)?, r.get(1)?);
+                // A package that is not text (never written so) is dropped like one too big.
+                let package: Option<String> = r.get(2).ok();
+                let kept = match package {
+                    Some(p) if seq >= 0 => keep(&fp, seq as u64, p),
+                    _ => false,
+                };
+                if !kept {
+                    dropped.push((fp, seq));
+                }
             }
         }
-        Ok(out)
+        if !dropped.is_empty() {
+            tracing::info!(rows = dropped.len(), "stored key packages beyond the bounds deleted");
+            let tx = conn.transaction()?;
+            {
+                let mut delete = tx.prepare(SQL_KEY_PACKAGE_DELETE)?;
+                for (fp, seq) in &dropped {
+                    delete.execute(params![fp, seq])?;
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(())
     }
 
     /// MLS messages accepted at or after `since_ms` with a sender key and a client id, the
@@ -459,9 +520,10 @@ mod tests {
                     epoch: 1,
                     body: "Ww==".into(),
                 }),
-                E2ePersist::KeyPackages {
+                E2ePersist::KeyPackagesAdded {
                     fingerprint: "C".into(),
-                    packages: vec!["k1".into(), "k2".into()],
+                    added: vec![(1, "k1".into()), (2, "k2".into())],
+                    replaced: vec![],
                 },
             ]
             .into_iter()
@@ -487,9 +549,73 @@ mod tests {
         assert_eq!((sealed[0].sender.as_deref(), sealed[0].cid), (Some("SHA256:a"), Some(9)));
         assert_eq!(store.load_welcomes().unwrap().len(), 1);
         assert_eq!(
-            store.load_key_packages().unwrap(),
-            vec![("C".to_owned(), vec!["k1".to_owned(), "k2".to_owned()])]
+            key_package_rows(&store),
+            [("C".to_owned(), 1, "k1".to_owned()), ("C".into(), 2, "k2".into())]
         );
+    }
+
+    /// Every row `load_key_packages` offers, newest first, all kept.
+    fn key_package_rows(store: &Store) -> Vec<(String, u64, String)> {
+        let mut rows = vec![];
+        store
+            .load_key_packages(|fp, seq, p| {
+                rows.push((fp.to_owned(), seq, p));
+                true
+            })
+            .unwrap();
+        rows.reverse();
+        rows
+    }
+
+    #[test]
+    fn key_package_changes_touch_only_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Every row change of the table, by any connection, counted.
+        let audit = Connection::open(store.path()).unwrap();
+        audit
+            .execute_batch(
+                "CREATE TABLE audit (op TEXT, fingerprint TEXT, seq INTEGER);
+                 CREATE TRIGGER kp_i AFTER INSERT ON key_packages
+                     BEGIN INSERT INTO audit VALUES ('i', new.fingerprint, new.seq); END;
+                 CREATE TRIGGER kp_d AFTER DELETE ON key_packages
+                     BEGIN INSERT INTO audit VALUES ('d', old.fingerprint, old.seq); END;
+                 CREATE TRIGGER kp_u AFTER UPDATE ON key_packages
+                     BEGIN INSERT INTO audit VALUES ('u', old.fingerprint, old.seq); END;",
+            )
+            .unwrap();
+        let changes = || -> Vec<(String, String, i64)> {
+            let mut stmt = audit.prepare("SELECT op, fingerprint, seq FROM audit").unwrap();
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+            let out = rows.collect::<Result<Vec<_>, _>>().unwrap();
+            audit.execute("DELETE FROM audit", []).unwrap();
+            out
+        };
+        let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+        let mut write = |p: E2ePersist| w.write(&[&Persist::E2e(p)]).unwrap();
+        let added = |fp: &str, seqs: std::ops::RangeInclusive<u64>, replaced: Vec<u64>| {
+            E2ePersist::KeyPackagesAdded {
+                fingerprint: fp.into(),
+                added: seqs.map(|s| (s, format!("p{s}"))).collect(),
+                replaced,
+            }
+        };
+        let op = |o: &str, fp: &str, seq: i64| (o.to_owned(), fp.to_owned(), seq);
+        write(added("A", 1..=3, vec![]));
+        write(added("B", 4..=5, vec![]));
+        assert_eq!(changes().len(), 5);
+        // A's second upload of k = 3 inserts 3 rows and deletes the one it replaced, nothing else.
+        write(added("A", 6..=8, vec![1]));
+        assert_eq!(changes(), [op("d", "A", 1), op("i", "A", 6), op("i", "A", 7), op("i", "A", 8)]);
+        write(E2ePersist::KeyPackageTaken { fingerprint: "A".into(), seq: 2 });
+        assert_eq!(changes(), [op("d", "A", 2)]);
+        write(E2ePersist::KeyPackagesForgotten { fingerprint: "B".into() });
+        assert_eq!(changes(), [op("d", "B", 4), op("d", "B", 5)]);
+        let seqs: Vec<u64> = key_package_rows(&store).iter().map(|r| r.1).collect();
+        assert_eq!(seqs, [3, 6, 7, 8], "the others' rows are untouched");
+        // Rows a load does not keep are deleted.
+        store.load_key_packages(|_, seq, _| seq != 7).unwrap();
+        assert_eq!(changes(), [op("d", "A", 7)]);
     }
 
     #[test]
