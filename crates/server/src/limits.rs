@@ -172,6 +172,14 @@ pub const MAX_KEY_PACKAGE_BYTES: usize = 2 * 1024;
 /// more is refused with `invalid` before any is parsed.
 pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = MAX_KEY_PACKAGES;
 
+/// Key packages one session may have checked per [`KEY_PACKAGE_CHECK_WINDOW`]: each costs
+/// three signature verifications, and a client uploads 5 per connection. Overflow policy: the
+/// upload is refused with `rate_limited` before any is parsed (the welcomes waiting for the
+/// key are still handed out).
+pub const KEY_PACKAGE_CHECKS: u32 = 64;
+/// See [`KEY_PACKAGE_CHECKS`].
+pub const KEY_PACKAGE_CHECK_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Base64 bytes of key packages kept per key (besides [`MAX_KEY_PACKAGES`]). Overflow policy:
 /// the oldest are replaced, as for the count.
 pub const MAX_KEY_PACKAGE_BYTES_PER_KEY: usize = 16 * 1024;

@@ -196,8 +196,18 @@ async fn a_flood_of_uploads_writes_only_the_rows_it_adds_and_keeps_at_most_the_c
     audit(&db);
     let (uploads, k, cap) = (20, 5, 16);
     let all = real_packages(1, uploads * k);
-    for batch in all.chunks(k) {
+    let mut batches = all.chunks(k);
+    // One session may have 64 packages checked a minute: 12 uploads of 5, then refused with
+    // nothing kept (the rows counted below include none of it).
+    for batch in batches.by_ref().take(12) {
         upload(&mut alice, batch.to_vec()).await;
+    }
+    let (code, message) = upload_error(&mut alice, real_packages(1, k)).await;
+    assert_eq!(code, ErrorCode::RateLimited, "{message}");
+    // The same key on a new connection goes on.
+    let mut again = TestClient::connect_with(server.addr, "alice2", &keypair(1)).await.unwrap();
+    for batch in batches {
+        upload(&mut again, batch.to_vec()).await;
     }
     // Each upload inserted its k rows and deleted only the ones it replaced beyond the cap:
     // writes proportional to what was accepted, never a rewrite of the key's set (which would
@@ -266,4 +276,44 @@ async fn a_restart_over_more_than_the_bounds_loads_the_newest_within_them_and_de
     let mut want: Vec<String> = (15..30).map(|seq| format!("UEtf{seq:02}")).collect();
     want.extend(fresh);
     assert_eq!(got, want, "the fetched row is gone, the new one is the newest");
+}
+
+#[tokio::test]
+async fn a_refused_upload_still_hands_out_the_welcomes_waiting_for_the_key() {
+    let server = server().await;
+    let bob_fp = keypair(2).public().fingerprint();
+    {
+        // bob registers his nickname once, then goes offline.
+        let mut b = TestClient::connect_with(server.addr, "bob", &keypair(2)).await.unwrap();
+        b.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        b.read_to_end().await.unwrap();
+    }
+    let mut a = TestClient::connect_with(server.addr, "alice", &keypair(1)).await.unwrap();
+    let create = ClientMsg::Create { room: "#sec".into(), e2e: true, open: false };
+    a.until_history_end(&create, "#sec").await.unwrap();
+    a.send(&ClientMsg::Commit {
+        room: "#sec".into(),
+        epoch: 0,
+        body: "Q09NTUlU".into(),
+        welcome: Some(chatao_proto::SealedWelcome { to: bob_fp.clone(), body: "V0VMQw==".into() }),
+        adds: vec![bob_fp],
+        removes: vec![],
+    })
+    .await
+    .unwrap();
+    let committed = a.expect("commit", |m| matches!(m, ServerMsg::Sealed { .. }));
+    tokio::time::timeout(LIMIT, committed).await.unwrap().unwrap();
+    // bob's client uploads a package the server refuses (here: alice's): the welcome comes
+    // anyway, with the error.
+    let mut b = TestClient::connect_with(server.addr, "bob", &keypair(2)).await.unwrap();
+    b.send(&ClientMsg::KeyPackages { packages: real_packages(1, 1) }).await.unwrap();
+    let (mut invited, mut refused) = (false, false);
+    while !(invited && refused) {
+        let got = tokio::time::timeout(LIMIT, b.recv()).await.unwrap().unwrap();
+        match got {
+            ServerMsg::Invited { body, .. } => invited = body == "V0VMQw==",
+            ServerMsg::Error { code, .. } => refused = code == ErrorCode::Invalid,
+            _ => {}
+        }
+    }
 }

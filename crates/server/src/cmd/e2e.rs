@@ -11,14 +11,17 @@ use chatao_proto::{SealedWelcome, ServerMsg};
 use super::{Replay, Reply, SessionState, error};
 use crate::hub::{E2eRefusal, Hub};
 use crate::limits::{
-    KEY_PACKAGE_FETCH_BURST, KEY_PACKAGE_FETCH_EVERY, KEY_PACKAGE_TARGET_WINDOW,
-    KEY_PACKAGE_TARGETS_TRACKED, KEY_PACKAGES_PER_TARGET,
+    KEY_PACKAGE_CHECK_WINDOW, KEY_PACKAGE_CHECKS, KEY_PACKAGE_FETCH_BURST, KEY_PACKAGE_FETCH_EVERY,
+    KEY_PACKAGE_TARGET_WINDOW, KEY_PACKAGE_TARGETS_TRACKED, KEY_PACKAGES_PER_TARGET,
+    MAX_KEY_PACKAGES_PER_UPLOAD,
 };
 
 /// A session's allowance of key-package fetches: [`KEY_PACKAGE_FETCH_BURST`] at once, one more
 /// every [`KEY_PACKAGE_FETCH_EVERY`]. Each package is meant to be used once, so a session
 /// fetching in a loop would otherwise drain every key's packages down to the last-resort one.
-/// Besides, at most [`KEY_PACKAGES_PER_TARGET`] of one nickname per window.
+/// Besides, at most [`KEY_PACKAGES_PER_TARGET`] of one nickname per window. Also the
+/// session's allowance of key packages checked on upload ([`KEY_PACKAGE_CHECKS`] per
+/// [`KEY_PACKAGE_CHECK_WINDOW`]).
 #[derive(Debug)]
 pub struct FetchBudget {
     left: u32,
@@ -26,6 +29,9 @@ pub struct FetchBudget {
     /// Fetches per case-folded nickname since `window`.
     per_target: std::collections::HashMap<String, u32>,
     window: Instant,
+    /// Key packages this session may still have checked, until `checks_since` plus the window.
+    checks_left: u32,
+    checks_since: Instant,
 }
 
 impl FetchBudget {
@@ -35,6 +41,23 @@ impl FetchBudget {
             since: now,
             per_target: Default::default(),
             window: now,
+            checks_left: KEY_PACKAGE_CHECKS,
+            checks_since: now,
+        }
+    }
+
+    /// Takes `n` key-package checks if the allowance permits (all or none).
+    pub fn take_checks(&mut self, n: usize, now: Instant) -> bool {
+        if now.saturating_duration_since(self.checks_since) >= KEY_PACKAGE_CHECK_WINDOW {
+            self.checks_left = KEY_PACKAGE_CHECKS;
+            self.checks_since = now;
+        }
+        match u32::try_from(n) {
+            Ok(n) if n <= self.checks_left => {
+                self.checks_left -= n;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -120,6 +143,13 @@ pub struct KeyPackages {
 
 impl KeyPackages {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        // Too many in one upload is refused by the hub, before any check is counted.
+        let n = self.packages.len();
+        if n <= MAX_KEY_PACKAGES_PER_UPLOAD && !session.fetches.take_checks(n, Instant::now()) {
+            // Nothing is checked; an empty upload still hands out the waiting welcomes.
+            let _ = hub.upload_key_packages(session.id, &session.fingerprint, vec![]);
+            return refusal(E2eRefusal::TooManyUploads);
+        }
         match hub.upload_key_packages(session.id, &session.fingerprint, self.packages) {
             Ok(()) => Reply::Nothing,
             Err(e) => {

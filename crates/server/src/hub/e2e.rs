@@ -70,6 +70,8 @@ pub enum E2eRefusal {
     NobodyOnline(RoomName),
     #[error("too many key packages fetched; try again in a minute")]
     TooManyFetches,
+    #[error("too many key packages uploaded; try again in a minute")]
+    TooManyUploads,
     #[error("invalid E2E message: {0}")]
     Invalid(&'static str),
     #[error("invalid key package: {0}")]
@@ -110,7 +112,7 @@ impl E2eRefusal {
             E2eRefusal::NoKeyPackage(_) => ErrorCode::NoKeyPackage,
             E2eRefusal::NoSuchNick(_) => ErrorCode::NoSuchNick,
             E2eRefusal::Busy | E2eRefusal::KeyPackagesFull => ErrorCode::Busy,
-            E2eRefusal::TooManyFetches => ErrorCode::RateLimited,
+            E2eRefusal::TooManyFetches | E2eRefusal::TooManyUploads => ErrorCode::RateLimited,
             E2eRefusal::Invalid(_)
             | E2eRefusal::BadKeyPackage(_)
             | E2eRefusal::NotOwnKeyPackage
@@ -196,6 +198,21 @@ fn topic_cleared(hub: &Hub, seq: u64, room: &RoomName) {
         bytes: Bytes::new(),
         persist: Persist::Topic { room: room.clone(), text: None },
     });
+}
+
+/// Hands session `id` the welcomes waiting for its key.
+fn hand_welcomes(st: &State, id: SessionId) {
+    let Ok(user) = st.user(id) else { return };
+    for w in st.e2e.welcomes.get(&user.fingerprint).into_iter().flatten() {
+        let msg = ServerMsg::Invited {
+            room: w.room.clone(),
+            from: w.from.clone(),
+            id: w.id,
+            epoch: w.epoch,
+            body: w.body.clone(),
+        };
+        user.mailbox.deliver(&encode(&msg));
+    }
 }
 
 fn persist(st: &mut State, hub: &Hub, p: E2ePersist) {
@@ -303,28 +320,33 @@ impl Hub {
 
     /// Checks `packages` (base64 MLS key packages uploaded by session `id` of key
     /// `fingerprint`: at most [`MAX_KEY_PACKAGES_PER_UPLOAD`], each by [`KeyPackage::check`],
-    /// before the lock is taken; one bad package refuses the upload), then keeps them.
+    /// before the lock is taken; one bad package refuses the upload), then keeps them. Either
+    /// way the session is handed the welcomes waiting for its key: an upload is how a client
+    /// says it is ready for them, and they do not depend on its packages.
     pub fn upload_key_packages(
         &self,
         id: SessionId,
         fingerprint: &str,
         packages: Vec<String>,
     ) -> Result<(), E2eRefusal> {
-        if packages.len() > MAX_KEY_PACKAGES_PER_UPLOAD {
-            return Err(E2eRefusal::TooManyKeyPackages(packages.len()));
+        let checked = if packages.len() > MAX_KEY_PACKAGES_PER_UPLOAD {
+            Err(E2eRefusal::TooManyKeyPackages(packages.len()))
+        } else {
+            packages.into_iter().map(|p| KeyPackage::check(p, fingerprint)).collect()
+        };
+        match checked {
+            Ok(checked) => self.keep_key_packages(id, fingerprint, checked),
+            Err(e) => {
+                hand_welcomes(&self.lock(), id);
+                Err(e)
+            }
         }
-        let checked = packages
-            .into_iter()
-            .map(|p| KeyPackage::check(p, fingerprint))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.keep_key_packages(id, fingerprint, checked)
     }
 
     /// Keeps `packages` (checked for key `fingerprint`, which must be `id`'s) within the bounds
     /// of [`key_packages`], then hands the session the welcomes waiting for its key (also when
-    /// the table is full and the upload is refused with [`E2eRefusal::KeyPackagesFull`]: the
-    /// welcomes do not depend on it). The store is told only what changed: the rows added,
-    /// those they replaced, the keys evicted.
+    /// the table is full and the upload is refused with [`E2eRefusal::KeyPackagesFull`]). The
+    /// store is told only what changed: the rows added, those they replaced, the keys evicted.
     fn keep_key_packages(
         &self,
         id: SessionId,
@@ -332,8 +354,7 @@ impl Hub {
         packages: Vec<KeyPackage>,
     ) -> Result<(), E2eRefusal> {
         let mut st = self.lock();
-        let user = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?;
-        let (fp, mailbox) = (user.fingerprint.clone(), user.mailbox.clone());
+        let fp = st.user(id).map_err(|_| E2eRefusal::UnknownSession)?.fingerprint.clone();
         if fp != fingerprint {
             return Err(E2eRefusal::NotOwnKeyPackage);
         }
@@ -346,34 +367,21 @@ impl Hub {
                 .contains(k)
         };
         let uploaded = e2e.key_packages.upload(&fp, packages, is_online);
-        if let Ok(up) = &uploaded {
-            for evicted in &up.evicted {
-                persist(
-                    &mut st,
-                    self,
-                    E2ePersist::KeyPackagesForgotten { fingerprint: evicted.clone() },
-                );
+        let uploaded = uploaded.map(|up| {
+            for fingerprint in up.evicted {
+                persist(&mut st, self, E2ePersist::KeyPackagesForgotten { fingerprint });
             }
             if !up.added.is_empty() {
-                let (added, replaced) = (up.added.clone(), up.replaced.clone());
+                let (added, replaced) = (up.added, up.replaced);
                 persist(
                     &mut st,
                     self,
                     E2ePersist::KeyPackagesAdded { fingerprint: fp.clone(), added, replaced },
                 );
             }
-        }
-        for w in st.e2e.welcomes.get(&fp).into_iter().flatten() {
-            let msg = ServerMsg::Invited {
-                room: w.room.clone(),
-                from: w.from.clone(),
-                id: w.id,
-                epoch: w.epoch,
-                body: w.body.clone(),
-            };
-            mailbox.deliver(&encode(&msg));
-        }
-        uploaded.map(|_| ())
+        });
+        hand_welcomes(&st, id);
+        uploaded
     }
 
     /// Base64 bytes of key packages the hub holds (at most
