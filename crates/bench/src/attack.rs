@@ -8,6 +8,7 @@
 //! attacker sent and received and how its sessions ended.
 
 pub mod honest;
+pub mod keypackages;
 pub mod kinds;
 pub mod raw;
 
@@ -36,7 +37,7 @@ pub enum Kind {
     Rooms,
     /// Thousands of idle members joining #lobby one after another (item 17).
     Joins,
-    /// Key-package uploads from ever new keys (item 15).
+    /// Key-package uploads (real ones) from many keys in turn (item 15).
     Keypackages,
     /// A ping flood (item 16).
     Ping,
@@ -149,7 +150,7 @@ pub async fn run(
 
 async fn run_inner(target: &Target, kind: Kind, o: &AttackOptions) -> Result<Report> {
     let ctx = Arc::new(kinds::Ctx::new(kind, target.addr, target.metrics, o.per_address));
-    kinds::prepare(&ctx).await.context("preparing the attack")?;
+    kinds::prepare(&ctx, o.sizes).await.context("preparing the attack")?;
     let pair = honest::Pair::start(target.addr, target.server_key.clone())
         .await
         .context("connecting the honest pair")?;

@@ -192,6 +192,9 @@ enum Scenario {
         /// Stalled handshakes held at once for `handshake`.
         #[arg(long, default_value_t = 4000)]
         handshakes: u32,
+        /// Keys with real key packages (16 each, made before the run) for `keypackages`.
+        #[arg(long, default_value_t = 500)]
+        key_package_keys: u32,
         /// Attacker connections per loopback source address over the whole run (60 keeps
         /// every address within the per-address cap and handshake rate; a large number puts
         /// the whole attack on one address, which the limits then hold to 64 connections).
@@ -389,8 +392,16 @@ async fn real_main() -> Result<u32> {
     let cli = Cli::parse();
     let c = &cli.common;
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
-    if let Scenario::Attack { kinds, duration, baseline, after, joins, handshakes, per_address } =
-        &cli.scenario
+    if let Scenario::Attack {
+        kinds,
+        duration,
+        baseline,
+        after,
+        joins,
+        handshakes,
+        key_package_keys,
+        per_address,
+    } = &cli.scenario
     {
         if c.addr.is_some() || c.cluster.is_some() || c.peer.is_some() || c.peer_start.is_some() {
             bail!(
@@ -408,7 +419,11 @@ async fn real_main() -> Result<u32> {
             baseline: Duration::from_secs(*baseline),
             duration: Duration::from_secs(*duration),
             after: Duration::from_secs(*after),
-            sizes: attack::kinds::Sizes { joins: *joins, handshakes: *handshakes },
+            sizes: attack::kinds::Sizes {
+                joins: *joins,
+                handshakes: *handshakes,
+                key_package_keys: *key_package_keys,
+            },
             per_address: *per_address,
         };
         let (reports, failures) = run_attacks(c, kinds, &o, deadline).await;

@@ -24,7 +24,7 @@ async fn a_short_ping_flood_reports_every_figure_and_the_honest_pair_loses_nothi
         baseline: Duration::from_secs(1),
         duration: Duration::from_secs(2),
         after: Duration::from_secs(1),
-        sizes: Sizes { joins: 0, handshakes: 0 },
+        sizes: Sizes { joins: 0, handshakes: 0, key_package_keys: 0 },
         per_address: 60,
     };
     let deadline = Instant::now() + Duration::from_secs(60);

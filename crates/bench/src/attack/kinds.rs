@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::Kind;
+use super::keypackages;
 use super::raw::{self, Counters, End, Sources};
 use crate::chatao::bench_key;
 
@@ -28,8 +29,6 @@ pub struct Ctx {
     pub sources: Sources,
     pub counters: Arc<Counters>,
     pub stop: CancellationToken,
-    /// The next fresh key index (kinds that use a new key per session).
-    next_key: AtomicU32,
     /// When the attack started (for [`Counters::done_ms`]-like figures).
     started: std::sync::OnceLock<Instant>,
     /// Milliseconds from the attack's start to the end of its work, where it has one
@@ -38,6 +37,8 @@ pub struct Ctx {
     pub scrapes_ok: AtomicU64,
     pub scrapes_failed: AtomicU64,
     pub scrape_max_ms: AtomicU64,
+    /// The `keypackages` kind's keys and packages, made by [`prepare`].
+    pool: std::sync::OnceLock<keypackages::Pool>,
 }
 
 /// Sizes of the attacks that have one (flags of `chatao-bench attack`).
@@ -47,6 +48,8 @@ pub struct Sizes {
     pub joins: u32,
     /// Stalled handshakes held open at once for `handshake`.
     pub handshakes: u32,
+    /// Keys with real key packages for `keypackages` (each uploads its 16 in turn).
+    pub key_package_keys: u32,
 }
 
 impl Ctx {
@@ -63,12 +66,12 @@ impl Ctx {
             sources: Sources::new(per_address),
             counters: Arc::new(Counters::default()),
             stop: CancellationToken::new(),
-            next_key: AtomicU32::new(1_000_000),
             started: std::sync::OnceLock::new(),
             done_ms: AtomicU64::new(0),
             scrapes_ok: AtomicU64::new(0),
             scrapes_failed: AtomicU64::new(0),
             scrape_max_ms: AtomicU64::new(0),
+            pool: std::sync::OnceLock::new(),
         }
     }
 
@@ -81,11 +84,21 @@ impl Ctx {
     }
 
     async fn open(&self, key: u32, nick: &str) -> Result<raw::Session, raw::OpenError> {
+        self.open_counted(key, nick, self.counters.clone()).await
+    }
+
+    /// As [`Ctx::open`], counting the session's traffic in `counters`.
+    async fn open_counted(
+        &self,
+        key: u32,
+        nick: &str,
+        counters: Arc<Counters>,
+    ) -> Result<raw::Session, raw::OpenError> {
         let keys = bench_key(self.tag(), key);
         let source = self.sources.take();
         tokio::select! {
             _ = self.stop.cancelled() => Err("stopped".into()),
-            s = raw::open(self.server, source, &keys, nick, self.counters.clone()) => s,
+            s = raw::open(self.server, source, &keys, nick, counters) => s,
         }
     }
 
@@ -103,8 +116,6 @@ impl Ctx {
 enum Keys {
     /// One key per connection slot, the same across its reconnections.
     PerSlot,
-    /// A fresh key for every session (many keys).
-    PerSession,
     /// One key for every connection (one user on several connections).
     Shared,
 }
@@ -118,8 +129,6 @@ struct Flood {
     per_sec: fn(u32) -> f64,
     setup: fn(u32) -> Vec<ClientMsg>,
     next: fn(u32, u64) -> ClientMsg,
-    /// Records per session before `quit` and a new session (`None`: until ended).
-    session_records: Option<u64>,
 }
 
 /// The history room the `history` kind fills and then asks for.
@@ -160,7 +169,6 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
                 since: 0,
                 limit: Some(500),
             },
-            session_records: None,
         },
         // Item 12: 4 connections creating rooms (join and part new names), 5 more asking for
         // the room list, 23 a second in all.
@@ -173,7 +181,6 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
             next: |slot, seq| {
                 if slot < 4 { join_part("c", slot, seq) } else { ClientMsg::List { after: None } }
             },
-            session_records: None,
         },
         // Item 12 (memory): one connection creating rooms at the announced rate.
         Kind::Rooms => Flood {
@@ -183,26 +190,6 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
             per_sec: |_| 5.0,
             setup: no_setup,
             next: |slot, seq| join_part("r", slot, seq),
-            session_records: None,
-        },
-        // Item 15: key-package uploads from ever new keys (16 packages of 3 KB per key, in
-        // four records), 32 connections at the rate.
-        Kind::Keypackages => Flood {
-            connections: 32,
-            nick: "kp",
-            keys: Keys::PerSession,
-            per_sec: |_| 5.0,
-            setup: no_setup,
-            next: |slot, seq| ClientMsg::KeyPackages {
-                packages: (0..4)
-                    .map(|i| {
-                        let mut p = format!("{slot}x{seq}x{i}");
-                        p.extend(std::iter::repeat_n('A', 3000 - p.len()));
-                        p
-                    })
-                    .collect(),
-            },
-            session_records: Some(4),
         },
         // Item 16: pings, 4 connections of 25,000 a second.
         Kind::Ping => Flood {
@@ -212,7 +199,6 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
             per_sec: |_| 25_000.0,
             setup: no_setup,
             next: |_, seq| ClientMsg::Ping { token: seq },
-            session_records: None,
         },
         // Item 9: one key on 8 connections renaming 10 times a second each.
         Kind::Nick => Flood {
@@ -222,7 +208,6 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
             per_sec: |_| 10.0,
             setup: no_setup,
             next: |slot, seq| ClientMsg::Nick { nick: format!("n{slot}x{seq}") },
-            session_records: None,
         },
         // The message flood: 8 connections saying 50 lines a second each into #lobby (10
         // times the announced rate).
@@ -237,27 +222,37 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
                 text.extend(std::iter::repeat_n('x', 200 - text.len()));
                 ClientMsg::Say { room: DEFAULT_ROOM.into(), text, cid: None }
             },
-            session_records: None,
         },
-        Kind::Joins | Kind::Handshake | Kind::Metrics => return None,
+        Kind::Joins | Kind::Handshake | Kind::Metrics | Kind::Keypackages => return None,
     })
 }
 
 /// What a kind needs in place before the honest pair's baseline: `history` fills its room.
-pub async fn prepare(ctx: &Arc<Ctx>) -> Result<()> {
-    if ctx.kind == Kind::Metrics && ctx.metrics.is_none() {
-        bail!("the metrics attack needs the server's metrics endpoint");
+pub async fn prepare(ctx: &Arc<Ctx>, sizes: Sizes) -> Result<()> {
+    match ctx.kind {
+        Kind::Metrics if ctx.metrics.is_none() => {
+            bail!("the metrics attack needs the server's metrics endpoint")
+        }
+        Kind::Keypackages => {
+            let pool = keypackages::Pool::make(ctx.tag(), 0, sizes.key_package_keys).await?;
+            let _ = ctx.pool.set(pool);
+            return Ok(());
+        }
+        Kind::History => {}
+        _ => return Ok(()),
     }
-    if ctx.kind != Kind::History {
-        return Ok(());
-    }
+    // The filling sessions are not the attack: their traffic is not counted.
+    let uncounted = Arc::new(Counters::default());
     let fill = CancellationToken::new();
     let mut set = JoinSet::new();
     for slot in 0..HISTORY_CONNECTIONS {
         let ctx = ctx.clone();
-        let fill = fill.clone();
+        let (fill, uncounted) = (fill.clone(), uncounted.clone());
         set.spawn(async move {
-            let mut s = ctx.open(slot, &format!("hist{slot}")).await.map_err(anyhow::Error::msg)?;
+            let mut s = ctx
+                .open_counted(slot, &format!("hist{slot}"), uncounted)
+                .await
+                .map_err(anyhow::Error::msg)?;
             let join = ClientMsg::Join { room: HISTORY_ROOM.into(), since: None };
             s.send(&[chatao_proto::encode(&join)]).await?;
             // A little over the rate for 2.7 s: within the burst, so nothing waits long.
@@ -300,6 +295,11 @@ pub fn start(ctx: &Arc<Ctx>, sizes: Sizes, duration: Duration) -> JoinSet<()> {
     }
     match ctx.kind {
         Kind::Joins => joins(ctx, &mut set, sizes.joins, duration),
+        Kind::Keypackages => {
+            for _ in 0..UPLOADERS {
+                set.spawn(upload(ctx.clone()));
+            }
+        }
         Kind::Handshake => {
             for slot in 0..sizes.handshakes {
                 // Spread the first openings over two seconds.
@@ -323,17 +323,11 @@ pub fn start(ctx: &Arc<Ctx>, sizes: Sizes, duration: Duration) -> JoinSet<()> {
 /// One connection slot of a flood: connect, set up, flood until the server ends the session,
 /// then connect again, until the attack ends.
 async fn flood_slot(ctx: Arc<Ctx>, plan: Arc<Flood>, slot: u32) {
-    let mut generation = 0u32;
     while !ctx.stop.is_cancelled() {
         let (key, nick) = match plan.keys {
             Keys::PerSlot => (slot, format!("{}{slot}", plan.nick)),
             Keys::Shared => (0, format!("{}{slot}", plan.nick)),
-            Keys::PerSession => (
-                ctx.next_key.fetch_add(1, Ordering::Relaxed),
-                format!("{}{slot}x{generation}", plan.nick),
-            ),
         };
-        generation += 1;
         let mut s = match ctx.open(key, &nick).await {
             Ok(s) => s,
             Err(_) => {
@@ -349,19 +343,49 @@ async fn flood_slot(ctx: Arc<Ctx>, plan: Arc<Flood>, slot: u32) {
             continue;
         }
         let next = plan.next;
-        let end = s
-            .flood(&ctx.stop, (plan.per_sec)(slot), plan.session_records, |seq| next(slot, seq))
-            .await;
+        let end = s.flood(&ctx.stop, (plan.per_sec)(slot), None, |seq| next(slot, seq)).await;
         match &end {
             End::Stopped => return,
-            // Our own quit after `session_records`: a new session follows at once.
-            End::Bye(code) if code == "none" => {}
             _ => {
                 Counters::add(&ctx.counters.closed_by_server, 1);
                 ctx.counters.ended(&end.describe());
                 if !ctx.pause(Duration::from_millis(100)).await {
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Connections of the `keypackages` kind.
+const UPLOADERS: u32 = 16;
+
+/// Item 15: connect as the pool's next key, upload its 16 real key packages (two records),
+/// quit, and again with the next key, as fast as the server lets it: storage for ever more
+/// keys (each offline after its upload).
+async fn upload(ctx: Arc<Ctx>) {
+    let Some(pool) = ctx.pool.get() else { return };
+    while !ctx.stop.is_cancelled() {
+        let Some((key, packages)) = pool.take() else { return };
+        let Ok(mut s) = ctx.open(*key, &format!("kp{key}")).await else {
+            if !ctx.pause(Duration::from_millis(200)).await {
+                return;
+            }
+            continue;
+        };
+        // Two records of 8: the 16 together are longer than a record may be.
+        let halves: Vec<Vec<String>> = packages.chunks(8).map(<[String]>::to_vec).collect();
+        let end = s
+            .flood(&ctx.stop, 0.0, Some(halves.len() as u64), |seq| ClientMsg::KeyPackages {
+                packages: halves.get(seq as usize).cloned().unwrap_or_default(),
+            })
+            .await;
+        match &end {
+            End::Stopped => return,
+            End::Bye(code) if code == "none" => {}
+            _ => {
+                Counters::add(&ctx.counters.closed_by_server, 1);
+                ctx.counters.ended(&end.describe());
             }
         }
     }
