@@ -5,13 +5,20 @@
 //! ([`Entry::new`] does it, line by line), so nothing in a buffer can carry a control
 //! character or an escape sequence to the terminal; the only control left is `\n` between the
 //! lines of a multi-line message, which the renderer splits on and never draws.
+//!
+//! Everything is bounded ([`super::limits`]): an entry keeps at most
+//! [`MAX_ENTRY_BYTES`] and [`MAX_ENTRY_LINES`] of its text (the rest is counted in
+//! [`Entry::omitted`] and drawn as a fold row), a buffer at most [`SCROLLBACK`] entries and
+//! [`BUFFER_BYTES`] (the oldest go first, counted in [`Buffer::dropped`], which the pane shows
+//! as a marker above the oldest line kept).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
 use chatao_proto::{Nick, RoomName, sanitize};
 
-/// Lines kept per buffer; older ones are dropped (the server keeps the history).
-pub const SCROLLBACK: usize = 5000;
+pub use super::limits::SCROLLBACK;
+use super::limits::{BUFFER_BYTES, MAX_ENTRY_BYTES, MAX_ENTRY_LINES, MAX_MEMBERS};
 
 /// What a buffer shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,13 +103,91 @@ pub struct Entry {
     pub mention: bool,
     /// Written by us.
     pub own: bool,
+    /// What the client did not keep of a text over [`MAX_ENTRY_BYTES`] or [`MAX_ENTRY_LINES`].
+    pub omitted: Option<Omitted>,
+    /// The rows the entry takes, as last laid out: a cache for the pane's arithmetic.
+    pub rows: RowsCache,
+}
+
+/// The part of a text an entry did not keep ([`Entry::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Omitted {
+    /// Lines wholly cut (the line cut in its middle is not counted).
+    pub lines: usize,
+    /// Bytes cut.
+    pub bytes: usize,
+}
+
+/// How many rows an entry's text takes at one text width: laid out once, not at each scroll
+/// or push. The text of an entry never changes after [`Entry::new`], so only the width keys
+/// it. Not part of an entry's value: two entries are equal whatever their caches hold.
+#[derive(Debug, Clone, Default)]
+pub struct RowsCache(Cell<Option<(usize, usize)>>);
+
+impl RowsCache {
+    /// The rows at text width `width`, computed by `layout` if not known.
+    pub fn get_or(&self, width: usize, layout: impl FnOnce() -> usize) -> usize {
+        match self.0.get() {
+            Some((w, rows)) if w == width => rows,
+            _ => {
+                let rows = layout();
+                self.0.set(Some((width, rows)));
+                rows
+            }
+        }
+    }
+}
+
+impl PartialEq for RowsCache {
+    fn eq(&self, _: &RowsCache) -> bool {
+        true
+    }
+}
+
+impl Eq for RowsCache {}
+
+/// The start of `text` that an entry keeps (at most [`MAX_ENTRY_BYTES`], cut at a character
+/// boundary, and [`MAX_ENTRY_LINES`] lines), and what it leaves.
+fn keep(text: &str) -> (&str, Option<Omitted>) {
+    let mut end = text.len().min(MAX_ENTRY_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some((nl, _)) = text[..end].match_indices('\n').nth(MAX_ENTRY_LINES - 1) {
+        end = nl;
+    }
+    if end == text.len() {
+        return (text, None);
+    }
+    let rest = &text[end..];
+    // The kept part's last line may go on in `rest`: only the newlines of `rest` start lines
+    // that were wholly cut.
+    let lines = rest.bytes().filter(|&b| b == b'\n').count();
+    (&text[..end], Some(Omitted { lines, bytes: rest.len() }))
 }
 
 impl Entry {
-    /// An entry for `text`, sanitized line by line.
+    /// An entry for `text`, bounded ([`keep`]) then sanitized line by line.
     pub fn new(time: u64, kind: Kind, text: &str) -> Entry {
-        let text = text.split('\n').map(|l| sanitize(l)).collect::<Vec<_>>().join("\n");
-        Entry { id: None, time, kind, text, history: false, mention: false, own: false }
+        let (kept, omitted) = keep(text);
+        let text = kept.split('\n').map(|l| sanitize(l)).collect::<Vec<_>>().join("\n");
+        Entry {
+            id: None,
+            time,
+            kind,
+            text,
+            history: false,
+            mention: false,
+            own: false,
+            omitted,
+            rows: RowsCache::default(),
+        }
+    }
+
+    /// What the entry counts for against [`BUFFER_BYTES`] and the client's total: its text's
+    /// allocation and its own size (so that many empty lines count too).
+    pub fn cost(&self) -> usize {
+        std::mem::size_of::<Entry>() + self.text.capacity()
     }
 
     /// Whether it counts as unread activity (chat, not joins and notices).
@@ -147,6 +232,13 @@ pub struct Buffer {
     pub scroll: usize,
     /// Chat lines that arrived while scrolled up ("new messages below").
     pub below: u32,
+    /// The sum of the entries' [`Entry::cost`].
+    pub bytes: usize,
+    /// Entries dropped from the start by a limit: shown as a marker above the oldest kept.
+    pub dropped: u64,
+    /// When something was last added, in the app's own order of pushes: which buffer is the
+    /// least recently active ([`super::limits::MAX_BUFFERS`]).
+    pub active: u64,
 }
 
 impl Buffer {
@@ -164,16 +256,42 @@ impl Buffer {
             unseen: false,
             scroll: 0,
             below: 0,
+            bytes: 0,
+            dropped: 0,
+            active: 0,
         }
     }
 
     /// Adds `entry` at the end or, for a room message older than messages already shown
-    /// (a catch-up), just before the first of them; returns its index. The oldest line goes
-    /// when the buffer is full.
-    pub fn push(&mut self, entry: Entry) -> usize {
-        if self.entries.len() == SCROLLBACK {
-            self.entries.pop_front();
+    /// (a catch-up), just before the first of them; returns its index, or `None` if the limits
+    /// dropped it at once (a catch-up older than everything in a full buffer). The oldest
+    /// entries go while the buffer holds more than [`SCROLLBACK`] entries or [`BUFFER_BYTES`]
+    /// (the newest stays, whatever its size: it is bounded by [`MAX_ENTRY_BYTES`]).
+    pub fn push(&mut self, entry: Entry) -> Option<usize> {
+        let at = self.insert(entry);
+        let mut gone = 0;
+        while self.entries.len() > SCROLLBACK
+            || (self.bytes > BUFFER_BYTES && self.entries.len() > 1)
+        {
+            self.drop_oldest();
+            gone += 1;
         }
+        at.checked_sub(gone)
+    }
+
+    /// Drops the oldest entry, counting it in [`Buffer::dropped`]; false if there is none.
+    pub fn drop_oldest(&mut self) -> bool {
+        match self.entries.pop_front() {
+            Some(e) => {
+                self.bytes = self.bytes.saturating_sub(e.cost());
+                self.dropped = self.dropped.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, entry: Entry) -> usize {
         let mut at = self.entries.len();
         if let Some(id) = entry.id {
             for (i, e) in self.entries.iter().enumerate().rev() {
@@ -184,12 +302,19 @@ impl Buffer {
                 }
             }
         }
+        self.bytes += entry.cost();
         self.entries.insert(at, entry);
         at
     }
 
+    /// Lists `nick` (or updates its away reason); past [`MAX_MEMBERS`] a new member is not
+    /// listed.
     pub fn add_member(&mut self, nick: Nick, away: Option<String>) {
-        self.members.insert(nick.folded(), Member { nick, away });
+        let key = nick.folded();
+        if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&key) {
+            return;
+        }
+        self.members.insert(key, Member { nick, away });
     }
 
     pub fn remove_member(&mut self, nick: &Nick) -> bool {
@@ -259,5 +384,58 @@ mod tests {
         }
         assert_eq!(b.entries.len(), SCROLLBACK);
         assert_eq!(b.entries.front().unwrap().time, 10);
+        assert_eq!(b.dropped, 10, "the dropped lines are counted for the marker");
+    }
+
+    /// Issue 15, item 18: a text of 4 MiB, or of two million lines, is kept only up to the
+    /// entry's limits, and what was cut is counted.
+    #[test]
+    fn an_entry_keeps_a_bounded_text_and_counts_the_rest() {
+        let huge = "x".repeat(4 * 1024 * 1024);
+        let e = Entry::new(0, Kind::Info, &huge);
+        assert_eq!(e.text.len(), MAX_ENTRY_BYTES);
+        assert_eq!(e.omitted, Some(Omitted { lines: 0, bytes: huge.len() - MAX_ENTRY_BYTES }));
+
+        let lines = "\n".repeat(2_000_000);
+        let e = Entry::new(0, Kind::Info, &lines);
+        assert_eq!(e.text.split('\n').count(), MAX_ENTRY_LINES);
+        let omitted = e.omitted.unwrap();
+        assert_eq!(omitted.lines, 2_000_001 - MAX_ENTRY_LINES);
+        assert_eq!(omitted.bytes, 2_000_000 - (MAX_ENTRY_LINES - 1));
+
+        // A cut never splits a character, and an honest text is kept whole.
+        let wide = "é".repeat(MAX_ENTRY_BYTES);
+        let e = Entry::new(0, Kind::Info, &wide);
+        assert_eq!(e.text.len(), MAX_ENTRY_BYTES);
+        let e = Entry::new(0, Kind::Info, &"a\n".repeat(8000));
+        assert_eq!(e.omitted, None);
+    }
+
+    #[test]
+    fn a_buffer_is_bounded_by_bytes_and_counts_what_it_dropped() {
+        let mut b = Buffer::new(Target::Query(Nick::parse("bob").unwrap()));
+        let big = "y".repeat(MAX_ENTRY_BYTES);
+        for i in 0..500 {
+            b.push(Entry::new(i, Kind::Info, &big));
+            assert!(b.bytes <= BUFFER_BYTES, "{} bytes after {i}", b.bytes);
+            assert_eq!(b.bytes, b.entries.iter().map(Entry::cost).sum::<usize>());
+        }
+        let kept = b.entries.len() as u64;
+        assert!(kept < 500 && kept >= (BUFFER_BYTES / (MAX_ENTRY_BYTES + 1024)) as u64);
+        assert_eq!(b.dropped, 500 - kept);
+        assert_eq!(b.entries.back().unwrap().time, 499, "the newest stays");
+    }
+
+    #[test]
+    fn members_past_the_limit_are_not_listed() {
+        let mut b = Buffer::new(Target::Room(RoomName::lobby()));
+        for i in 0..MAX_MEMBERS + 10 {
+            b.add_member(Nick::parse(&format!("n{i}")).unwrap(), None);
+        }
+        assert_eq!(b.members.len(), MAX_MEMBERS);
+        let first = Nick::parse("n0").unwrap();
+        b.add_member(first.clone(), Some("away".into()));
+        assert_eq!(b.members[&first.folded()].away.as_deref(), Some("away"), "still updated");
+        assert!(!b.has_member(&Nick::parse(&format!("n{}", MAX_MEMBERS + 5)).unwrap()));
     }
 }

@@ -6,6 +6,8 @@
 //!
 //! Layout:
 //! - [`buffer`]: one room or private conversation: lines, members, unread, scroll.
+//! - [`limits`]: every bound on what a server can make the UI hold (entry, buffer and total
+//!   bytes, number of buffers, members), each with its overflow policy.
 //! - [`editor`]: the input line and its history.
 //! - [`complete`]: Tab completion.
 //! - `keys`: key and mouse bindings.
@@ -28,6 +30,7 @@ mod conn;
 pub mod editor;
 mod incoming;
 mod keys;
+pub mod limits;
 mod submit;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -152,6 +155,8 @@ pub struct App {
     pending_who: Vec<RoomName>,
     /// The server we are (or were last) connected to: an index in [`Config::servers`].
     pub on: usize,
+    /// Entries pushed so far: the clock of [`Buffer::active`].
+    pushes: u64,
 }
 
 /// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
@@ -209,6 +214,7 @@ impl App {
             pending_join: None,
             pending_who: Vec::new(),
             on: first,
+            pushes: 0,
         };
         let text = format!(
             "connected to {} as {} ({}, server key {})",
@@ -323,7 +329,26 @@ impl App {
         if let Some(i) = self.find(room.as_str()) {
             return i;
         }
-        self.buffers.push(Buffer::new(Target::Room(room.clone())));
+        self.open(Target::Room(room.clone()))
+    }
+
+    /// Opens a buffer for `target` and returns its index; at [`limits::MAX_BUFFERS`] the least
+    /// recently active buffer other than the one shown is closed first, and the buffer shown
+    /// says so.
+    fn open(&mut self, target: Target) -> usize {
+        if self.buffers.len() >= limits::MAX_BUFFERS {
+            let current = self.current;
+            let oldest = (0..self.buffers.len())
+                .filter(|&i| i != current)
+                .min_by_key(|&i| self.buffers[i].active);
+            if let Some(i) = oldest {
+                let name = self.buffers[i].target.name().to_owned();
+                self.close(i);
+                let limit = limits::MAX_BUFFERS;
+                self.info(&format!("closed {name}: too many buffers open (limit {limit})"));
+            }
+        }
+        self.buffers.push(Buffer::new(target));
         self.buffers.len() - 1
     }
 
@@ -337,8 +362,7 @@ impl App {
             self.buffers[i].target = Target::Query(nick.clone());
             return i;
         }
-        self.buffers.push(Buffer::new(Target::Query(nick.clone())));
-        self.buffers.len() - 1
+        self.open(Target::Query(nick.clone()))
     }
 
     /// Adds `entry` to buffer `i`. `activity`: it counts as unread and may ring the bell.
@@ -360,7 +384,9 @@ impl App {
             }
         }
         let chat = entry.is_chat();
-        let at = b.push(entry);
+        self.pushes += 1;
+        b.active = self.pushes;
+        let Some(at) = b.push(entry) else { return effects };
         if b.scroll > 0 {
             if chat {
                 b.below = b.below.saturating_add(1);
@@ -375,7 +401,27 @@ impl App {
                 b.scroll = (b.scroll + usize::from(has)).saturating_sub(usize::from(had));
             }
         }
+        self.bound_total();
         effects
+    }
+
+    /// Bytes held by all buffers' entries.
+    pub fn scrollback_bytes(&self) -> usize {
+        self.buffers.iter().map(|b| b.bytes).sum()
+    }
+
+    /// Keeps all buffers together within [`limits::TOTAL_BYTES`]: the oldest entry of the
+    /// largest buffer goes, again until the total fits (each buffer keeps its newest entry).
+    fn bound_total(&mut self) {
+        let mut total = self.scrollback_bytes();
+        while total > limits::TOTAL_BYTES {
+            let largest =
+                self.buffers.iter_mut().filter(|b| b.entries.len() > 1).max_by_key(|b| b.bytes);
+            let Some(b) = largest else { break };
+            let before = b.bytes;
+            b.drop_oldest();
+            total -= before - b.bytes;
+        }
     }
 
     /// An event line (not chat) in buffer `i`, at the client's time.

@@ -156,3 +156,16 @@ pub fn chatting(width: u16, height: u16) -> App {
     a.update(Event::Term(TermEvent::Key(KeyEvent::new(KeyCode::Char('1'), KeyModifiers::ALT))));
     a
 }
+
+/// A private message `id` from `from` to `to`.
+pub fn private(id: u64, from: &str, to: &str, text: &str) -> ServerMsg {
+    ServerMsg::Private {
+        cid: None,
+        id,
+        time: T0 + id * 60_000,
+        from: nick(from),
+        to: nick(to),
+        kind: MessageKind::Normal,
+        text: text.into(),
+    }
+}

@@ -845,3 +845,68 @@ fn a_day_change_line_is_counted_while_scrolled_up() {
     );
     assert_eq!(a.buffers[0].scroll, before + 2, "the line and its day-change line");
 }
+
+/// Issue 15, item 18: a hostile server floods huge messages into a room and into many
+/// conversations. Each entry keeps at most its limit, each buffer stays within its bytes, all
+/// of them within the client's total, and a buffer that lost old messages says so.
+#[test]
+fn a_flood_of_huge_messages_stays_within_the_byte_limits() {
+    use super::limits::{BUFFER_BYTES, MAX_ENTRY_BYTES, TOTAL_BYTES};
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    let huge = "z".repeat(256 * 1024);
+    for id in 1..=100 {
+        net(&mut a, say("#lobby", id, "mallory", &huge));
+        assert!(a.buffers[0].bytes <= BUFFER_BYTES, "{} bytes after {id}", a.buffers[0].bytes);
+    }
+    let lobby = &a.buffers[0];
+    assert!(lobby.dropped > 0, "old messages were dropped");
+    assert!(lobby.entries.iter().all(|e| e.text.len() <= MAX_ENTRY_BYTES));
+    assert!(lobby.entries.back().unwrap().omitted.is_some(), "the cut is recorded");
+    for id in 101..=800 {
+        let from = format!("mallory{}", id % 20);
+        net(&mut a, private(id, &from, "alice", &huge));
+        assert!(a.scrollback_bytes() <= TOTAL_BYTES, "{} bytes after {id}", a.scrollback_bytes());
+    }
+    assert_eq!(a.buffers.len(), 21);
+    for b in &a.buffers {
+        assert!(b.bytes <= BUFFER_BYTES, "{}: {} bytes", b.target.name(), b.bytes);
+        assert_eq!(b.bytes, b.entries.iter().map(|e| e.cost()).sum::<usize>());
+    }
+    // 700 entries of 64 KiB (44 MiB) cannot all stay: the largest buffers gave up their oldest.
+    let dropped: u64 = a.buffers[1..].iter().map(|b| b.dropped).sum();
+    assert!(dropped > 0, "the total limit dropped conversations' oldest messages");
+    assert!(a.scrollback_bytes() > TOTAL_BYTES / 2, "but only what it had to");
+    // What was dropped is said at the top of the buffer, what was cut after its entry.
+    a.switch_to(0);
+    a.scroll(1 << 40);
+    let screen = crate::ui::tests::screen(&a);
+    let marker = format!("-- {} older messages dropped (memory limit) --", a.buffers[0].dropped);
+    assert!(screen.contains(&marker), "{screen}");
+    a.scroll(-(1 << 40));
+    let screen = crate::ui::tests::screen(&a);
+    assert!(screen.contains("… 192.0 KiB more not kept (client limit)"), "{screen}");
+}
+
+/// Issue 15, item 18: a hostile server opening thousands of private conversations cannot open
+/// thousands of buffers: past the limit the least recently active one is closed, and the buffer
+/// shown says so.
+#[test]
+fn conversations_past_the_limit_close_the_least_recently_active_buffer() {
+    use super::limits::MAX_BUFFERS;
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    for id in 1..=2000 {
+        net(&mut a, private(id, &format!("m{id}"), "alice", "hi"));
+        assert!(a.buffers.len() <= MAX_BUFFERS);
+    }
+    assert_eq!(a.buffers.len(), MAX_BUFFERS);
+    assert_eq!(a.current_buffer().target, Target::Room(room("#lobby")), "the room stays shown");
+    assert!(a.find("m2000").is_some() && a.find("m1").is_none());
+    let texts = texts(&a);
+    let closed = format!("closed m{}: too many buffers open (limit {MAX_BUFFERS})", 2000 - 255);
+    assert!(texts.contains(&closed), "{:?}", &texts[texts.len() - 3..]);
+    // The oldest conversation that speaks again opens again.
+    net(&mut a, private(2001, "m1", "alice", "me again"));
+    assert!(a.find("m1").is_some());
+}

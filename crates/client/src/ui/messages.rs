@@ -28,6 +28,14 @@
 //!
 //! Scrolling counts rows up from the bottom ([`crate::app::buffer::Buffer::scroll`]); the
 //! app uses [`entry_height`] and [`total_height`] so that its arithmetic matches what is drawn.
+//!
+//! Drawing is lazy (issue 15, item 18): only the rows shown are built, an entry's lines are
+//! wrapped from its last line up only as far as the view reaches, and the heights of the
+//! entries below the view come from their cache, so a keystroke on a screen showing a message
+//! of thousands of lines lays out a screenful. What the limits took away is said where it was:
+//! an entry whose text was cut ends with a fold row (`… 1990001 more lines, 1.9 MiB, not kept
+//! (client limit)`), and a buffer that dropped old entries starts with
+//! `-- 12 older messages dropped (memory limit) --` ([`crate::app::limits`]).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -40,7 +48,7 @@ use std::collections::BTreeSet;
 use super::nicks::{self, Labels};
 use super::style;
 use super::text::{truncate, width, wrap};
-use crate::app::buffer::{Buffer, Entry, Kind};
+use crate::app::buffer::{Buffer, Entry, Kind, Omitted};
 use crate::app::{App, Zone};
 
 /// Widest prefix column.
@@ -144,11 +152,11 @@ pub fn entry_height(b: &Buffer, index: usize, pane_width: u16, days: Days) -> us
     b.entries.get(index).map(|e| rows_of(e, &g) + day).unwrap_or(0)
 }
 
-/// Rows all of `b` takes in a pane `pane_width` wide.
+/// Rows all of `b` takes in a pane `pane_width` wide, with the marker of dropped entries.
 pub fn total_height(b: &Buffer, pane_width: u16, days: Days) -> usize {
     let g = geometry(b, pane_width);
     let mut prev = None;
-    let mut rows = 0;
+    let mut rows = usize::from(b.dropped > 0);
     for e in &b.entries {
         rows += rows_of(e, &g) + usize::from(day_change(prev, e, days).is_some());
         prev = Some(e);
@@ -156,8 +164,57 @@ pub fn total_height(b: &Buffer, pane_width: u16, days: Days) -> usize {
     rows
 }
 
+/// Rows an entry's text takes (with its fold row), laid out once per text width
+/// ([`crate::app::buffer::RowsCache`]).
 fn rows_of(e: &Entry, g: &Geometry) -> usize {
-    shown_text(e).split('\n').map(|l| wrap(l, g.text).len()).sum()
+    e.rows.get_or(g.text, || {
+        let text = shown_text(e);
+        let rows: usize = text.split('\n').map(|l| wrap_line(l, g.text).len()).sum();
+        rows + usize::from(e.omitted.is_some())
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Lines of text wrapped on this thread: what a test reads to see that drawing a screen
+    /// lays out only what it shows.
+    pub static LAID_OUT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// [`wrap`], counted in [`LAID_OUT`] by tests.
+fn wrap_line(line: &str, width: usize) -> Vec<&str> {
+    #[cfg(test)]
+    LAID_OUT.with(|n| n.set(n.get() + 1));
+    wrap(line, width)
+}
+
+/// The marker above the oldest entry kept when limits dropped older ones.
+pub fn dropped_text(n: u64) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("-- {n} older message{s} dropped (memory limit) --")
+}
+
+/// The fold row of an entry whose text was cut ([`crate::app::limits::MAX_ENTRY_BYTES`]).
+pub fn fold_text(o: &Omitted) -> String {
+    let size = size_text(o.bytes);
+    match o.lines {
+        0 => format!("… {size} more not kept (client limit)"),
+        1 => format!("… 1 more line, {size}, not kept (client limit)"),
+        n => format!("… {n} more lines, {size}, not kept (client limit)"),
+    }
+}
+
+/// A byte count for people: `512 B`, `64.0 KiB`, `4.0 MiB`.
+fn size_text(bytes: usize) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KIB {
+        format!("{bytes} B")
+    } else if b < KIB * KIB {
+        format!("{:.1} KiB", b / KIB)
+    } else {
+        format!("{:.1} MiB", b / (KIB * KIB))
+    }
 }
 
 /// Pads a prefix's label to the column, right-aligned (a label wider than the column, only
@@ -206,46 +263,214 @@ fn text_style(e: &Entry) -> Style {
     if e.mention && !e.history { base.bold() } else { base }
 }
 
-/// The rows of one entry; `labels` are the prefix column's labels.
-fn entry_lines(app: &App, e: &Entry, g: &Geometry, labels: &Labels) -> Vec<Line<'static>> {
-    let text = shown_text(e);
-    let actor = match &e.kind {
-        Kind::Action { from } | Kind::Private { from, action: true } => Some(from.as_str()),
-        _ => None,
-    };
-    let pstyle = prefix_style(e);
-    let tstyle = text_style(e);
-    let sep = Span::styled(SEPARATOR, style::SEPARATOR);
-    let blank = " ".repeat(g.prefix + if g.time { TIME_WIDTH } else { 0 });
-    let mut lines = Vec::new();
-    for (ln, line) in text.split('\n').enumerate() {
-        for (rn, row) in wrap(line, g.text).into_iter().enumerate() {
-            let mut spans = Vec::with_capacity(5);
-            if ln == 0 && rn == 0 {
-                if g.time {
-                    let tstyle_time = if e.history { style::HISTORY_TIME } else { style::TIME };
-                    let clock = style::clock(e.time, app.config.zone);
-                    spans.push(Span::styled(format!("{clock} "), tstyle_time));
-                }
-                let label = labels.get(&prefix_text(e));
-                spans.push(Span::styled(fit_prefix(&label, g.prefix), pstyle));
-            } else {
-                spans.push(Span::raw(blank.clone()));
+/// What the rows of one entry are drawn with: the pane's columns, labels and width.
+struct Layout<'a> {
+    app: &'a App,
+    g: Geometry,
+    labels: &'a Labels,
+    width: usize,
+}
+
+impl Layout<'_> {
+    /// One row of entry `e`'s text: with the time and the prefix if it is the entry's first.
+    fn row(&self, e: &Entry, first: bool, row: &str) -> Line<'static> {
+        let g = &self.g;
+        let tstyle = text_style(e);
+        let mut spans = Vec::with_capacity(5);
+        if first {
+            if g.time {
+                let tstyle_time = if e.history { style::HISTORY_TIME } else { style::TIME };
+                let clock = style::clock(e.time, self.app.config.zone);
+                spans.push(Span::styled(format!("{clock} "), tstyle_time));
             }
-            spans.push(sep.clone());
-            match actor {
-                Some(nick) if ln == 0 && rn == 0 => {
-                    let cut = nick.len().min(row.len());
-                    let nick_style = tstyle.patch(style::nick(nick));
-                    spans.push(Span::styled(row[..cut].to_owned(), nick_style));
-                    spans.push(Span::styled(row[cut..].to_owned(), tstyle));
-                }
-                _ => spans.push(Span::styled(row.to_owned(), tstyle)),
+            let label = self.labels.get(&prefix_text(e));
+            spans.push(Span::styled(fit_prefix(&label, g.prefix), prefix_style(e)));
+        } else {
+            spans.push(Span::raw(" ".repeat(g.prefix + if g.time { TIME_WIDTH } else { 0 })));
+        }
+        spans.push(Span::styled(SEPARATOR, style::SEPARATOR));
+        let actor = match &e.kind {
+            Kind::Action { from } | Kind::Private { from, action: true } => Some(from.as_str()),
+            _ => None,
+        };
+        match actor {
+            Some(nick) if first => {
+                let cut = nick.len().min(row.len());
+                let nick_style = tstyle.patch(style::nick(nick));
+                spans.push(Span::styled(row[..cut].to_owned(), nick_style));
+                spans.push(Span::styled(row[cut..].to_owned(), tstyle));
             }
-            lines.push(Line::from(spans));
+            _ => spans.push(Span::styled(row.to_owned(), tstyle)),
+        }
+        Line::from(spans)
+    }
+
+    /// The fold row of an entry that did not keep all its text: in the text column, in the
+    /// client's own style.
+    fn fold(&self, o: &Omitted) -> Line<'static> {
+        let blank = " ".repeat(self.g.prefix + if self.g.time { TIME_WIDTH } else { 0 });
+        let text = truncate(&fold_text(o), self.g.text).to_owned();
+        Line::from(vec![
+            Span::raw(blank),
+            Span::styled(SEPARATOR, style::SEPARATOR),
+            Span::styled(text, style::INFO),
+        ])
+    }
+
+    /// A line from the first column in the day-change style (a day change, the marker of
+    /// dropped entries): no remote text can go there.
+    fn banner(&self, text: &str) -> Line<'static> {
+        Line::from(Span::styled(truncate(text, self.width).to_owned(), style::DAY_CHANGE))
+    }
+
+    /// Rows `from..from + count` of entry `e`, counted from its bottom (its fold row, its
+    /// text's rows, its day-change line `day`), pushed onto `out` bottom first. Only the
+    /// lines of text that reach those rows are wrapped, from whichever end of the entry is
+    /// nearer: the other rows are never laid out. (From the top needs the entry's height,
+    /// known once it is scrolled into, [`skip_rows`].)
+    fn entry_rows(
+        &self,
+        e: &Entry,
+        day: Option<chrono::NaiveDate>,
+        from: usize,
+        count: usize,
+        out: &mut Vec<Line<'static>>,
+    ) {
+        let end = from.saturating_add(count);
+        if from > 0 {
+            let height = rows_of(e, &self.g) + usize::from(day.is_some());
+            if height.saturating_sub(end) < from {
+                let mut rows =
+                    self.rows_from_top(e, day, height.saturating_sub(end), height - from);
+                rows.reverse();
+                out.extend(rows);
+                return;
+            }
+        }
+        let mut r = 0;
+        if let Some(o) = &e.omitted {
+            if (from..end).contains(&r) {
+                out.push(self.fold(o));
+            }
+            r += 1;
+        }
+        let text = shown_text(e);
+        let mut stop = text.len();
+        while r < end {
+            let start = text[..stop].rfind('\n').map_or(0, |i| i + 1);
+            let rows = wrap_line(&text[start..stop], self.g.text);
+            for (k, row) in rows.iter().enumerate().rev() {
+                if (from..end).contains(&r) {
+                    out.push(self.row(e, start == 0 && k == 0, row));
+                }
+                r += 1;
+            }
+            if start == 0 {
+                break;
+            }
+            stop = start - 1;
+        }
+        if let Some(day) = day
+            && (from..end).contains(&r)
+        {
+            out.push(self.banner(&style::day_change(day)));
         }
     }
-    lines
+
+    /// Rows `from..end` of entry `e` counted from its top (its day-change line `day`, its
+    /// text's rows, its fold row), top first; the lines below them are not laid out.
+    fn rows_from_top(
+        &self,
+        e: &Entry,
+        day: Option<chrono::NaiveDate>,
+        from: usize,
+        end: usize,
+    ) -> Vec<Line<'static>> {
+        let mut rows = Vec::with_capacity(end.saturating_sub(from));
+        let mut t = 0;
+        if let Some(day) = day {
+            if (from..end).contains(&t) {
+                rows.push(self.banner(&style::day_change(day)));
+            }
+            t += 1;
+        }
+        let text = shown_text(e);
+        for (ln, line) in text.split('\n').enumerate() {
+            if t >= end {
+                return rows;
+            }
+            for (k, row) in wrap_line(line, self.g.text).into_iter().enumerate() {
+                if (from..end).contains(&t) {
+                    rows.push(self.row(e, ln == 0 && k == 0, row));
+                }
+                t += 1;
+            }
+        }
+        if let Some(o) = &e.omitted
+            && (from..end).contains(&t)
+        {
+            rows.push(self.fold(o));
+        }
+        rows
+    }
+}
+
+/// Rows the view is scrolled up by, as drawn: `b.scroll`, but never past the top page.
+fn skip_rows(b: &Buffer, g: &Geometry, height: usize, days: Days) -> usize {
+    if b.scroll == 0 {
+        return 0;
+    }
+    let want = b.scroll.saturating_add(height);
+    let mut total = 0;
+    for i in (0..b.entries.len()).rev() {
+        if total >= want {
+            return b.scroll;
+        }
+        let day = usize::from(day_before(b, i, days).is_some());
+        total += rows_of(&b.entries[i], g) + day;
+    }
+    total += usize::from(b.dropped > 0);
+    b.scroll.min(total.saturating_sub(height))
+}
+
+/// The rows shown in a pane `height` rows tall, top first, and how many rows up from the
+/// bottom they start. Entries are visited newest first, only as far back as the view reaches;
+/// entries below the view are skipped by their heights (laid out once,
+/// [`crate::app::buffer::RowsCache`]) and only the rows shown are built.
+fn window(
+    b: &Buffer,
+    layout: &Layout<'_>,
+    height: usize,
+    days: Days,
+) -> (Vec<Line<'static>>, usize) {
+    let skip = skip_rows(b, &layout.g, height, days);
+    let mut out = Vec::with_capacity(height);
+    let mut pos = 0;
+    for i in (0..b.entries.len()).rev() {
+        if out.len() >= height {
+            break;
+        }
+        let e = &b.entries[i];
+        let day = day_before(b, i, days);
+        let from = if pos < skip {
+            let h = rows_of(e, &layout.g) + usize::from(day.is_some());
+            if pos + h <= skip {
+                pos += h;
+                continue;
+            }
+            let from = skip - pos;
+            pos += h;
+            from
+        } else {
+            0
+        };
+        layout.entry_rows(e, day, from, height - out.len(), &mut out);
+    }
+    if out.len() < height && b.dropped > 0 {
+        out.push(layout.banner(&dropped_text(b.dropped)));
+    }
+    out.reverse();
+    (out, skip)
 }
 
 /// Draws the current buffer's lines into `area`, bottom rows newest, `scroll` rows up.
@@ -257,24 +482,8 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let names = prefixes(b);
     let g = geometry_of(&names, area.width);
     let labels = Labels::new(names.iter().map(String::as_str), g.prefix);
-    let height = usize::from(area.height);
-    let want = b.scroll.saturating_add(height);
-    let days = app.days();
-    // Newest first, only as far back as the view needs.
-    let mut rows: Vec<Line<'static>> = Vec::new();
-    for (i, e) in b.entries.iter().enumerate().rev() {
-        if rows.len() >= want {
-            break;
-        }
-        rows.extend(entry_lines(app, e, &g, &labels).into_iter().rev());
-        if let Some(day) = day_before(b, i, days) {
-            let text = truncate(&style::day_change(day), usize::from(area.width)).to_owned();
-            rows.push(Line::from(Span::styled(text, style::DAY_CHANGE)));
-        }
-    }
-    let skip = b.scroll.min(rows.len().saturating_sub(height));
-    let mut visible: Vec<Line<'static>> = rows.into_iter().skip(skip).take(height).collect();
-    visible.reverse();
+    let layout = Layout { app, g, labels: &labels, width: usize::from(area.width) };
+    let (visible, skip) = window(b, &layout, usize::from(area.height), app.days());
     frame.render_widget(Paragraph::new(visible), area);
     if b.scroll > 0 && skip > 0 {
         let text = match b.below {

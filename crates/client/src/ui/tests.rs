@@ -508,3 +508,48 @@ fn a_member_list_too_narrow_for_long_names_still_tells_them_apart() {
     assert_ne!(first, second, "{s}");
     assert!(first.starts_with("abcdefghijklmnop~1"), "{s}");
 }
+
+/// Issue 15, item 18: a message of two million lines. The entry keeps a bounded part and
+/// says how much it did not keep; drawing the screen lays out only the lines it shows, and so
+/// does drawing it again after a keystroke, scrolled to the bottom or up into the message.
+#[test]
+fn a_message_of_two_million_lines_is_laid_out_only_where_it_shows() {
+    use crate::ui::messages::LAID_OUT;
+    let laid_out = || LAID_OUT.with(|n| n.replace(0));
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    let text = format!("first{}", "\nrow".repeat(2_000_000));
+    net(&mut a, say("#lobby", 1, "mallory", &text));
+    let (_, pane) = a.pane_size();
+    let pane = usize::from(pane);
+
+    laid_out();
+    let s = screen(&a);
+    assert!(s.contains("… 1990001 more lines, 7.6 MiB, not kept (client limit)"), "{s}");
+    assert!(laid_out() <= pane, "the first screen lays out a screenful");
+    key(&mut a, KeyCode::Char('x'));
+    let s = screen(&a);
+    assert!(s.contains("[alice] x"), "{s}");
+    assert!(laid_out() <= pane, "a keystroke lays out a screenful");
+
+    // Scrolling measures the message once (its kept lines, never the two million)...
+    key(&mut a, KeyCode::PageUp);
+    assert!(laid_out() <= crate::app::limits::MAX_ENTRY_LINES + 10);
+    let s = screen(&a);
+    assert!(s.contains("more below: PgDn"), "{s}");
+    laid_out();
+    // ...and then each keystroke lays out the rows shown and the page below them.
+    key(&mut a, KeyCode::Char('y'));
+    let s = screen(&a);
+    assert!(s.contains("[alice] xy") && s.contains("│ row"), "{s}");
+    let n = laid_out();
+    assert!(n <= 3 * pane, "a keystroke scrolled up laid out {n} lines");
+    // The top of the message is still there.
+    for _ in 0..1000 {
+        key(&mut a, KeyCode::PageUp);
+    }
+    laid_out();
+    let s = screen(&a);
+    assert!(s.contains("mallory │ first"), "{s}");
+    assert!(laid_out() <= pane, "only the top is laid out again");
+}

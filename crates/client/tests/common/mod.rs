@@ -58,3 +58,21 @@ impl Drop for Proxy {
         self.accept.abort();
     }
 }
+
+/// A hand-made server for tests of what a hostile one can do: accepts one connection on
+/// `listener` with the fixed key `key`, shakes hands and reads the client's `hello`. Returns
+/// the connection and the nick the client asked for; the caller writes whatever it likes.
+pub async fn accept_hello(
+    listener: &TcpListener,
+    key: u8,
+) -> (chatao_transport::Connection<TcpStream>, String) {
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut conn =
+        chatao_transport::accept(stream, &chatao_testkit::fixed_keypair(key)).await.unwrap();
+    let hello = conn.read_record().await.unwrap().unwrap();
+    let chatao_proto::ClientMsg::Hello { nick } = chatao_proto::decode_client(&hello).unwrap()
+    else {
+        panic!("the first record is not hello");
+    };
+    (conn, nick)
+}

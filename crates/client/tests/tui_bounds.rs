@@ -1,0 +1,231 @@
+//! Issue 15, item 18: a hostile server cannot exhaust the full-screen client. The real
+//! `chatao` runs in tmux against a hand-made server that floods it: 500 messages as large as
+//! the client accepts in a record ([`chatao_client::net::MAX_SERVER_RECORD`], 4 MiB), a
+//! thousand private conversations, then one message of two million lines. Afterwards the
+//! client's resident memory (`VmRSS`) is under [`RSS_LIMIT_KB`], the screen says what the
+//! limits cut and closed, and the UI still answers keys: a typed line reaches the server.
+//!
+//! tmux is required, as for `tui_tmux.rs`. No timing is asserted: every wait is on an event,
+//! with a generous deadline.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chatao_client::net::MAX_SERVER_RECORD;
+use chatao_proto::{
+    ClientMsg, Limits, MessageKind, Nick, RoomName, ServerMsg, decode_client, encode,
+};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+/// Longest wait for the flood to be shown (4 MiB records, debug builds, shared cores).
+const FLOOD_DEADLINE: Duration = Duration::from_secs(600);
+/// Longest wait for anything else.
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(200);
+/// The client's resident memory after the flood must stay under this. Unbounded, the flood
+/// below takes it past 2 GB.
+const RSS_LIMIT_KB: u64 = 200 * 1024;
+/// Messages of the largest size flooded.
+const HUGE_MESSAGES: usize = 500;
+/// Private conversations opened.
+const CONVERSATIONS: usize = 1000;
+
+/// One tmux server on its own socket, running one session; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    async fn start(command: &str, width: u16, height: u16) -> Tmux {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmux = Tmux { socket: format!("chatao-bounds-{}-{n}", std::process::id()) };
+        let (w, h) = (width.to_string(), height.to_string());
+        tmux.run(&["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", &w, "-y", &h, command])
+            .await;
+        tmux
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(
+            DEADLINE,
+            Command::new("tmux").arg("-L").arg(&self.socket).args(args).output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("tmux {args:?} hung"))
+        .unwrap_or_else(|e| panic!("these tests need tmux: {e}"));
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"]).await
+    }
+
+    /// The pid of the program the pane runs.
+    async fn pid(&self) -> u32 {
+        self.run(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).await.trim().parse().unwrap()
+    }
+
+    /// Waits until the screen contains `needle`; panics with the screen after `limit`.
+    async fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let screen = self.screen().await;
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no {needle:?} on screen:\n{screen}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A room message record `id` from mallory whose text fills the record to exactly `len`
+/// bytes, the `\n` included.
+fn huge_record(id: u64, len: usize) -> bytes::Bytes {
+    let msg = |text: String| ServerMsg::Message {
+        cid: None,
+        room: RoomName::lobby(),
+        id,
+        time: 1_700_000_000_000 + id,
+        from: Nick::parse("mallory").unwrap(),
+        kind: MessageKind::Normal,
+        text,
+        history: false,
+    };
+    let empty = encode(&msg(String::new())).len();
+    let mut text = format!("huge {id} ");
+    text.push_str(&"x".repeat(len - empty - text.len()));
+    let record = encode(&msg(text));
+    assert_eq!(record.len(), len);
+    record
+}
+
+/// The flood, then the typed lines it receives (`say` texts) sent on `typed`, each echoed so
+/// the client shows it as delivered.
+async fn flood(listener: TcpListener, typed: mpsc::Sender<String>) {
+    let (mut conn, nick) = common::accept_hello(&listener, 77).await;
+    let nick = Nick::parse(&nick).unwrap();
+    let lobby = RoomName::lobby();
+    let welcome = ServerMsg::Welcome {
+        session: 1,
+        nick: nick.clone(),
+        fingerprint: "SHA256:you".into(),
+        server: "hostile".into(),
+        limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 5 },
+    };
+    let join = ServerMsg::Join { room: lobby.clone(), nick: nick.clone(), fingerprint: "x".into() };
+    for m in [welcome, join] {
+        conn.write_record(&encode(&m)).await.unwrap();
+    }
+    let mut id = 1;
+    for _ in 0..HUGE_MESSAGES {
+        conn.write_record(&huge_record(id, MAX_SERVER_RECORD)).await.unwrap();
+        id += 1;
+    }
+    let said = |id: u64, from: &str, text: String| ServerMsg::Message {
+        cid: None,
+        room: lobby.clone(),
+        id,
+        time: 1_700_000_000_000 + id,
+        from: Nick::parse(from).unwrap(),
+        kind: MessageKind::Normal,
+        text,
+        history: false,
+    };
+    for n in 0..CONVERSATIONS {
+        let pm = ServerMsg::Private {
+            cid: None,
+            id,
+            time: 1_700_000_000_000 + id,
+            from: Nick::parse(&format!("stranger{n}")).unwrap(),
+            to: nick.clone(),
+            kind: MessageKind::Normal,
+            text: format!("hello {n}"),
+        };
+        conn.write_record(&encode(&pm)).await.unwrap();
+        id += 1;
+    }
+    let lines = format!("lines start{}", "\n".repeat(2_000_000));
+    conn.write_record(&encode(&said(id, "mallory", lines))).await.unwrap();
+    id += 1;
+    conn.write_record(&encode(&said(id, "mallory", "flood done".into()))).await.unwrap();
+    id += 1;
+    while let Ok(Some(record)) = conn.read_record().await {
+        if let Ok(ClientMsg::Say { cid, room, text }) = decode_client(&record) {
+            let mut echo = said(id, nick.as_str(), text.clone());
+            if let ServerMsg::Message { cid: c, room: r, .. } = &mut echo {
+                *c = cid;
+                *r = RoomName::parse(&room).unwrap_or_else(|_| RoomName::lobby());
+            }
+            id += 1;
+            let _ = conn.write_record(&encode(&echo)).await;
+            let _ = typed.send(text).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_server_cannot_exhaust_the_full_screen_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (typed_tx, mut typed) = mpsc::channel(4);
+    let server = tokio::spawn(flood(listener, typed_tx));
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "exec '{bin}' {ip} {port} alice --key-dir '{dir}/alice' --log-file '{dir}/alice.log'",
+        bin = env!("CARGO_BIN_EXE_chatao"),
+        ip = addr.ip(),
+        port = addr.port(),
+        dir = dir.path().display(),
+    );
+    let tmux = Tmux::start(&command, 100, 30).await;
+    let pid = tmux.pid().await;
+
+    // The flood is over when its last message shows. The thousand conversations left the
+    // buffers the client allows (256): #lobby and the last 255, from stranger745 on.
+    let screen = tmux.wait_for("mallory │ flood done", FLOOD_DEADLINE).await;
+    assert!(screen.contains("1:#lobby │ act: 2:stranger745(1!) 3:stranger746(1!)"), "{screen}");
+    // The message of two million lines (4 MB of `\n`) ends with its fold row.
+    assert!(screen.contains("… 1990001 more lines, 1.9 MiB, not kept (client limit)"), "{screen}");
+    let rss = status_kb(pid, "VmRSS");
+    let peak = status_kb(pid, "VmHWM");
+    assert!(
+        rss < RSS_LIMIT_KB,
+        "{HUGE_MESSAGES} messages of {MAX_SERVER_RECORD} bytes left the client at {rss} kB \
+         resident (peak {peak} kB), over {RSS_LIMIT_KB} kB"
+    );
+
+    // Still responsive: a typed line goes out and comes back.
+    tmux.run(&["send-keys", "-t", "t", "-l", "still here"]).await;
+    tmux.run(&["send-keys", "-t", "t", "Enter"]).await;
+    let got = tokio::time::timeout(DEADLINE, typed.recv()).await.unwrap().unwrap();
+    assert_eq!(got, "still here");
+    tmux.wait_for("alice │ still here", DEADLINE).await;
+
+    tmux.run(&["send-keys", "-t", "t", "C-c"]).await;
+    server.abort();
+}
