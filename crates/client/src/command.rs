@@ -16,8 +16,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("me", "/me ACTION", "send an action to the current room (* alice waves)"),
     ("msg", "/msg NICK TEXT", "send a private message (its conversation opens in the background)"),
     ("query", "/query NICK [TEXT]", "open the private conversation with NICK (and send TEXT)"),
-    ("list", "/list", "list rooms with member counts and topics"),
-    ("who", "/who [#ROOM]", "list the members of a room (default: the current one)"),
+    (
+        "list",
+        "/list [#AFTER]",
+        "list rooms with member counts and topics (a page; the next after #AFTER)",
+    ),
+    (
+        "who",
+        "/who [#ROOM [NICK]]",
+        "list the members of a room (default: the current one; a page, the next after NICK)",
+    ),
     ("topic", "/topic [TEXT]", "show, or set, the current room's topic"),
     ("nick", "/nick NEWNICK", "change your nickname"),
     ("away", "/away [REASON]", "mark yourself away; without a reason, back"),
@@ -74,8 +82,14 @@ pub enum Input {
         nick: String,
         text: Option<String>,
     },
-    List,
+    /// A page of the room list: the first, or the one after this room.
+    List(Option<String>),
     Who(Option<String>),
+    /// The page of `room`'s members after the nickname `after`.
+    WhoPage {
+        room: String,
+        after: String,
+    },
     /// Ask for (`None`) or set the current room's topic.
     Topic(Option<String>),
     Nick(String),
@@ -195,7 +209,10 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         "msg" | "m" => Input::Msg { to: first.to_owned(), text: tail.to_owned() },
         "query" | "q" if first.is_empty() => return Err(usage("query")),
         "query" | "q" => Input::Query { nick: first.to_owned(), text: opt(tail) },
-        "list" => Input::List,
+        "list" => Input::List((!first.is_empty()).then(|| room_arg(first))),
+        "who" | "names" if !tail.is_empty() => {
+            Input::WhoPage { room: room_arg(first), after: tail.to_owned() }
+        }
         "who" | "names" => Input::Who((!first.is_empty()).then(|| room_arg(first))),
         "topic" => Input::Topic(opt(args)),
         "nick" if first.is_empty() || !tail.is_empty() => return Err(usage("nick")),
@@ -279,8 +296,11 @@ impl Input {
             Input::Query { nick, text: Some(text) } => {
                 ClientMsg::Msg { cid: None, to: nick.clone(), text: text.clone() }
             }
-            Input::List => ClientMsg::List,
-            Input::Who(r) => ClientMsg::Who { room: r.clone().unwrap_or_else(room) },
+            Input::List(after) => ClientMsg::List { after: after.clone() },
+            Input::Who(r) => ClientMsg::Who { room: r.clone().unwrap_or_else(room), after: None },
+            Input::WhoPage { room: r, after } => {
+                ClientMsg::Who { room: r.clone(), after: Some(after.clone()) }
+            }
             Input::Topic(text) => ClientMsg::Topic { room: room(), text: text.clone() },
             Input::Nick(nick) => ClientMsg::Nick { nick: nick.clone() },
             Input::Away(reason) => ClientMsg::Away { reason: reason.clone() },
@@ -415,7 +435,12 @@ mod tests {
         assert_eq!(ok("/away"), Input::Away(None));
         assert_eq!(ok("/back"), Input::Away(None));
         assert_eq!(ok("/whois bob"), Input::Whois("bob".into()));
-        assert_eq!(ok("/list"), Input::List);
+        assert_eq!(ok("/list"), Input::List(None));
+        assert_eq!(ok("/list rust"), Input::List(Some("#rust".into())));
+        assert_eq!(
+            ok("/who rust bob"),
+            Input::WhoPage { room: "#rust".into(), after: "bob".into() }
+        );
     }
 
     #[test]

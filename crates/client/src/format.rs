@@ -226,7 +226,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
             format!("* topic of {room}: {}", sanitize(t))
         }
         ServerMsg::Topic { room, text: None, .. } => format!("* {room} has no topic"),
-        ServerMsg::RoomList { rooms } => {
+        ServerMsg::RoomList { rooms, next } => {
             let list: Vec<String> = rooms
                 .iter()
                 .map(|r| {
@@ -237,7 +237,10 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                     }
                 })
                 .collect();
-            format!("* rooms: {}", list.join("; "))
+            match next {
+                Some(next) => format!("* rooms: {}; more: /list {next}", list.join("; ")),
+                None => format!("* rooms: {}", list.join("; ")),
+            }
         }
         ServerMsg::NickChange { old, new } => format!("* {old} is now known as {new}"),
         ServerMsg::Away { nick, reason: Some(r) } => format!("* {nick} is away: {}", sanitize(r)),
@@ -288,7 +291,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 None => format!("* {nick} left {room} ({why})"),
             }
         }
-        ServerMsg::Members { room, members, e2e } => {
+        ServerMsg::Members { room, members, e2e, total, next } => {
             let nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
             let mark = if *e2e { " [E2E]" } else { "" };
             match (nicks.is_empty(), *e2e) {
@@ -299,7 +302,18 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 (true, true) => {
                     format!("* {room}{mark}: nobody is online in this end-to-end encrypted room")
                 }
-                _ => format!("* {room}{mark}: {} ({} online)", nicks.join(", "), nicks.len()),
+                _ => {
+                    let count = match total {
+                        Some(total) => format!("{} of {total} listed", nicks.len()),
+                        None => format!("{} online", nicks.len()),
+                    };
+                    let more = next.as_ref().map(|n| format!("; more: /who {room} {n}"));
+                    format!(
+                        "* {room}{mark}: {} ({count}){}",
+                        nicks.join(", "),
+                        more.unwrap_or_default()
+                    )
+                }
             }
         }
         ServerMsg::Error { cid: _, code, message } => format!("! {code}: {}", sanitize(message)),
@@ -442,6 +456,8 @@ mod tests {
             room: RoomName::parse("#nosuch").unwrap(),
             members: vec![],
             e2e,
+            total: None,
+            next: None,
         };
         let plain = event(Format::Plain, &members(false)).unwrap();
         assert!(plain.ends_with("* no such room #nosuch: nobody is in it"), "{plain}");

@@ -60,8 +60,23 @@ mod tests {
                     away: Some("lunch".into()),
                 }],
                 e2e: false,
+                total: None,
+                next: None,
             },
-            ServerMsg::Members { room: room.clone(), members: vec![], e2e: true },
+            ServerMsg::Members {
+                room: room.clone(),
+                members: vec![],
+                e2e: true,
+                total: None,
+                next: None,
+            },
+            ServerMsg::Members {
+                room: room.clone(),
+                members: vec![],
+                e2e: false,
+                total: Some(5000),
+                next: Some(nick("bob")),
+            },
             ServerMsg::Join {
                 room: room.clone(),
                 nick: nick("bob"),
@@ -103,7 +118,9 @@ mod tests {
                     crate::RoomInfo { room: room.clone(), members: 3, topic: None, e2e: false },
                     crate::RoomInfo { room: room.clone(), members: 1, topic: None, e2e: true },
                 ],
+                next: None,
             },
+            ServerMsg::RoomList { rooms: vec![], next: Some(room.clone()) },
             ServerMsg::NickChange { old: nick("bob"), new: nick("robert") },
             ServerMsg::Away { nick: nick("bob"), reason: Some("lunch".into()) },
             ServerMsg::Away { nick: nick("bob"), reason: None },
@@ -179,8 +196,10 @@ mod tests {
             ClientMsg::Join { room: "#rust".into(), since: None },
             ClientMsg::Join { room: "#rust".into(), since: Some(41) },
             ClientMsg::Part { room: "#rust".into(), reason: Some("bye".into()) },
-            ClientMsg::List,
-            ClientMsg::Who { room: "#rust".into() },
+            ClientMsg::List { after: None },
+            ClientMsg::List { after: Some("#rust".into()) },
+            ClientMsg::Who { room: "#rust".into(), after: None },
+            ClientMsg::Who { room: "#rust".into(), after: Some("bob".into()) },
             ClientMsg::Topic { room: "#rust".into(), text: Some("t".into()) },
             ClientMsg::Topic { room: "#rust".into(), text: None },
             ClientMsg::Msg { cid: None, to: "bob".into(), text: "psst".into() },
@@ -254,6 +273,33 @@ mod tests {
         assert_eq!(
             decode_client(br##"{"type":"create","room":"#sec","e2e":true}"##).unwrap(),
             ClientMsg::Create { room: "#sec".into(), e2e: true, open: false }
+        );
+    }
+
+    /// Paging (issue 15 items 12, 17) is optional both ways: an older client's plain `list`
+    /// and `who` ask for the first page, and the older spellings of `room_list` and `members`
+    /// (no `next`, no `total`) still decode, as complete lists.
+    #[test]
+    fn list_and_who_pages_are_compatible_with_older_peers() {
+        assert_eq!(decode_client(br#"{"type":"list"}"#).unwrap(), ClientMsg::List { after: None });
+        assert_eq!(
+            decode_client(br##"{"type":"who","room":"#rust"}"##).unwrap(),
+            ClientMsg::Who { room: "#rust".into(), after: None }
+        );
+        assert_eq!(&encode(&ClientMsg::List { after: None })[..], b"{\"type\":\"list\"}\n");
+        assert_eq!(
+            decode_server(br##"{"type":"room_list","rooms":[]}"##).unwrap(),
+            ServerMsg::RoomList { rooms: vec![], next: None }
+        );
+        assert_eq!(
+            decode_server(br##"{"type":"members","room":"#lobby","members":[]}"##).unwrap(),
+            ServerMsg::Members {
+                room: RoomName::lobby(),
+                members: vec![],
+                e2e: false,
+                total: None,
+                next: None
+            }
         );
     }
 

@@ -62,10 +62,20 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Ask for the list of rooms (answered with `room_list`).
-    List,
-    /// Ask for a room's members (answered with `members`).
-    Who { room: String },
+    /// Ask for a page of the list of rooms (answered with `room_list`): the first page, or
+    /// with `after` the rooms whose names sort after it (the `next` of the previous page).
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
+    /// Ask for a page of a room's members (answered with `members`): the first page, or with
+    /// `after` the members whose folded nicknames sort after it (the `next` of the previous
+    /// page).
+    Who {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
     /// Set a room's topic (`text`), or with no `text` ask for it (answered with `topic`).
     Topic {
         room: String,
@@ -222,7 +232,8 @@ pub enum ServerMsg {
         /// The limits the client must respect.
         limits: Limits,
     },
-    /// The complete member list of a room, sent to a user who has just joined it.
+    /// The member list of a room, sent to a user who has just joined it and answering `who`.
+    /// Complete unless `total` is present.
     Members {
         room: RoomName,
         members: Vec<Member>,
@@ -230,6 +241,13 @@ pub enum ServerMsg {
         /// MLS state over this).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         e2e: bool,
+        /// The room's member count, present when `members` is not all of them: a large room's
+        /// joiner gets only the recently active members, and `who` answers in pages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u32>,
+        /// More members follow in nickname order: ask `who` with this as `after`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<Nick>,
     },
     /// `nick` joined `room` (also sent to the joiner, confirming the join).
     Join { room: RoomName, nick: Nick, fingerprint: String },
@@ -283,8 +301,13 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<Nick>,
     },
-    /// The rooms that exist, answering `list`.
-    RoomList { rooms: Vec<RoomInfo> },
+    /// A page of the rooms with members, in name order, answering `list`.
+    RoomList {
+        rooms: Vec<RoomInfo>,
+        /// More rooms follow: ask `list` with this as `after`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<RoomName>,
+    },
     /// `old` is now called `new`; sent to everyone sharing a room with them, and to them.
     NickChange { old: Nick, new: Nick },
     /// `nick` is away (`reason`) or back (no `reason`); sent to everyone sharing a room with

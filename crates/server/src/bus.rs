@@ -236,6 +236,11 @@ impl BusHandle {
         self.tx.reserve_many(n).await.ok().map(Permits)
     }
 
+    /// The sequence number up to which every event is persisted and published, now.
+    pub fn flushed_seq(&self) -> u64 {
+        *self.flushed.borrow()
+    }
+
     /// Waits until every event up to `seq` is persisted and published.
     pub async fn flushed(&self, seq: u64) {
         let mut rx = self.flushed.clone();

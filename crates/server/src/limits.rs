@@ -282,3 +282,33 @@ pub const NICK_CHANGE_INTERVAL: Duration = Duration::from_secs(10);
 /// [`NICK_CHANGE_INTERVAL`] (which no longer matter) are forgotten. Overflow policy: those
 /// are forgotten; the map holds only keys that changed nickname in the last interval.
 pub const NICK_CHANGES_REMEMBERED: usize = 4096;
+
+/// Rooms in one `room_list` page (issue 15 item 12). A client asks for the next page with
+/// `list { after }`, the name of the page's last room (`next`); the page is built from the
+/// rooms in memory in name order under the hub lock (at most this many copied), and encoded
+/// after the lock is released.
+pub const LIST_PAGE: usize = 100;
+
+/// Members in one `members` page answering `who` (issue 15 item 17), in nickname order; the
+/// next page is asked for with `who { room, after }`.
+pub const WHO_PAGE: usize = 200;
+
+/// A room with this many members or more is a large room (issue 15 item 17): a join is not
+/// announced to the room until the newcomer first speaks (then a `join` precedes their first
+/// message), a part or quit is announced only of a member the room was told about (announced,
+/// listed to a joiner, or a speaker), and a joiner receives only the recently active members
+/// and the total instead of the whole list (the rest by `who` pages). Smaller rooms announce
+/// every join and part and list every member, as before.
+pub const LARGE_ROOM: usize = 100;
+
+/// Recent speakers a large room remembers (the most recent last) for the member list sent to
+/// a joiner. Overflow policy: the least recent is forgotten (it stays a member).
+pub const RECENT_SPEAKERS: usize = 100;
+
+/// How recently a member must have spoken to be listed to a joiner of a large room.
+pub const RECENT_SPEAKER_WINDOW: Duration = Duration::from_secs(600);
+
+/// Members per chunk of a room's member list, which is shared (copied on write) with the
+/// deliveries in flight: a join or part while a delivery holds a snapshot copies one chunk
+/// and the chunk pointers, never the whole list.
+pub const MEMBER_CHUNK: usize = 256;

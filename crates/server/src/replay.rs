@@ -24,6 +24,8 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
             room: j.room.clone(),
             members: j.members.clone(),
             e2e: hub.is_e2e(&j.room),
+            total: j.total,
+            next: None,
         }));
         if j.topic.is_some() {
             out.push(encode(&ServerMsg::Topic {

@@ -1,7 +1,13 @@
 //! One room: its members' mailboxes, its topic, the source of its message ids, and a short
 //! in-memory tail of recent messages for joins.
+//!
+//! Membership costs O(1) whatever the room's size (issue 15 item 17): an index from session to
+//! place, a member list in chunks of [`MEMBER_CHUNK`] shared with the deliveries in flight (a
+//! join while one holds a snapshot copies one chunk, not the list), and, for a large room
+//! ([`LARGE_ROOM`]), the set of members not yet announced and a bounded list of recent
+//! speakers, so that neither a join nor a part walks the members.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,12 +15,28 @@ use chatao_proto::RoomName;
 
 use crate::hub::SessionId;
 use crate::hub::remote::RemoteId;
+use crate::limits::{LARGE_ROOM, MEMBER_CHUNK, RECENT_SPEAKER_WINDOW, RECENT_SPEAKERS};
 use crate::mailbox::Mailbox;
 use crate::store::StoredMessage;
 
-/// The member list as delivery sees it: shared, copied on write, so that the bus can take a
-/// snapshot under the hub lock and fan out after releasing it.
-pub type Members = Arc<Vec<Member>>;
+/// The member list as delivery sees it: shared chunks, each copied on write, so that the bus
+/// can take a snapshot under the hub lock (reference counts) and fan out after releasing it.
+#[derive(Debug, Clone, Default)]
+pub struct Members(Arc<Vec<Arc<Vec<Member>>>>);
+
+impl Members {
+    pub fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.0.iter().flat_map(|c| c.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|c| c.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// A member, and the bus sequence number at their join: events queued before it are covered
 /// by what they received on joining (history, member list), so only later ones are delivered.
@@ -30,13 +52,22 @@ pub struct Member {
 pub struct Room {
     pub name: RoomName,
     pub topic: Option<String>,
-    /// Members in join order, so that fan-out is one pass over a vector.
+    /// Members in chunks, so that fan-out is one pass over a few vectors.
     members: Members,
+    /// Where each member is in `members`: (chunk, place).
+    index: HashMap<SessionId, (usize, usize)>,
+    /// Members the room was not told about (they joined a large room and have not spoken):
+    /// their part is not announced either.
+    hidden: HashSet<SessionId>,
+    /// Who spoke recently and when (milliseconds), the most recent last, at most
+    /// [`RECENT_SPEAKERS`], each once.
+    speakers: VecDeque<(SessionId, u64)>,
     /// Members on other nodes of a cluster (listed, never delivered to: their node does that).
-    remote: Vec<RemoteId>,
+    remote: HashSet<RemoteId>,
     /// The id of the last message in this room. Ids come from here and nowhere else, so they
     /// are strictly increasing in the order recipients receive the messages, and they continue
-    /// across restarts (loaded from the store).
+    /// across restarts and after the room was forgotten (read from the store, see
+    /// `hub::retired`).
     last_id: u64,
     /// The most recent messages, oldest first, at most `tail_cap`; emptied when the room empties
     /// (the store has them).
@@ -50,7 +81,10 @@ impl Room {
             name,
             topic,
             members: Members::default(),
-            remote: Vec::new(),
+            index: HashMap::new(),
+            hidden: HashSet::new(),
+            speakers: VecDeque::new(),
+            remote: HashSet::new(),
             last_id,
             tail: VecDeque::new(),
             tail_cap,
@@ -58,31 +92,89 @@ impl Room {
     }
 
     pub fn contains(&self, id: SessionId) -> bool {
-        self.members.iter().any(|m| m.id == id)
+        self.index.contains_key(&id)
     }
 
     /// Adds a member who is to receive bus events after sequence number `after`; false if
-    /// already in.
-    pub fn add(&mut self, id: SessionId, mailbox: Mailbox, after: u64) -> bool {
+    /// already in. `announced`: the room is told of the join now (else the member is hidden
+    /// until [`Room::reveal`]).
+    pub fn add(&mut self, id: SessionId, mailbox: Mailbox, after: u64, announced: bool) -> bool {
         if self.contains(id) {
             return false;
         }
-        Arc::make_mut(&mut self.members).push(Member { id, mailbox, joined_after: after });
+        let chunks = Arc::make_mut(&mut self.members.0);
+        if chunks.last().is_none_or(|c| c.len() >= MEMBER_CHUNK) {
+            chunks.push(Arc::new(Vec::with_capacity(MEMBER_CHUNK)));
+        }
+        let c = chunks.len() - 1;
+        let chunk = Arc::make_mut(&mut chunks[c]);
+        chunk.push(Member { id, mailbox, joined_after: after });
+        self.index.insert(id, (c, chunk.len() - 1));
+        if !announced {
+            self.hidden.insert(id);
+        }
         true
     }
 
-    /// Removes a member; false if it was not in.
+    /// Removes a member (the last member takes its place); false if it was not in.
     pub fn remove(&mut self, id: SessionId) -> bool {
-        match self.members.iter().position(|m| m.id == id) {
-            Some(i) => {
-                Arc::make_mut(&mut self.members).remove(i);
-                if self.is_empty() {
-                    self.tail = VecDeque::new();
-                }
-                true
-            }
-            None => false,
+        let Some((c, i)) = self.index.remove(&id) else { return false };
+        let chunks = Arc::make_mut(&mut self.members.0);
+        let last = chunks.len() - 1;
+        let moved = Arc::make_mut(&mut chunks[last]).pop();
+        if let Some(moved) = moved
+            && moved.id != id
+        {
+            self.index.insert(moved.id, (c, i));
+            Arc::make_mut(&mut chunks[c])[i] = moved;
         }
+        if chunks[last].is_empty() {
+            chunks.pop();
+        }
+        self.hidden.remove(&id);
+        self.speakers.retain(|(s, _)| *s != id);
+        if self.is_empty() {
+            self.tail = VecDeque::new();
+        }
+        true
+    }
+
+    /// The room has [`LARGE_ROOM`] members or more (on every node).
+    pub fn is_large(&self) -> bool {
+        self.len() >= LARGE_ROOM
+    }
+
+    /// Whether the room was not told about member `id` yet.
+    pub fn is_hidden(&self, id: SessionId) -> bool {
+        self.hidden.contains(&id)
+    }
+
+    /// The room is told about `id` from now on; true if it was hidden (the caller announces
+    /// the join).
+    pub fn reveal(&mut self, id: SessionId) -> bool {
+        self.hidden.remove(&id)
+    }
+
+    /// Every member is listed to someone (a small room's full member list): none is hidden.
+    pub fn reveal_all(&mut self) {
+        self.hidden = HashSet::new();
+    }
+
+    /// Notes that `id` spoke at `now` (milliseconds).
+    pub fn spoke(&mut self, id: SessionId, now: u64) {
+        if let Some(i) = self.speakers.iter().position(|(s, _)| *s == id) {
+            self.speakers.remove(i);
+        }
+        if self.speakers.len() >= RECENT_SPEAKERS {
+            self.speakers.pop_front();
+        }
+        self.speakers.push_back((id, now));
+    }
+
+    /// The members who spoke within [`RECENT_SPEAKER_WINDOW`] of `now`, the most recent first.
+    pub fn recent_speakers(&self, now: u64) -> impl Iterator<Item = SessionId> + '_ {
+        let since = now.saturating_sub(RECENT_SPEAKER_WINDOW.as_millis() as u64);
+        self.speakers.iter().rev().take_while(move |(_, t)| *t >= since).map(|(s, _)| *s)
     }
 
     /// The local members.
@@ -97,40 +189,39 @@ impl Room {
 
     /// Adds a member on another node; false if already in.
     pub fn add_remote(&mut self, id: RemoteId) -> bool {
-        if self.remote.contains(&id) {
-            return false;
-        }
-        self.remote.push(id);
-        true
+        self.remote.insert(id)
     }
 
     /// Removes a member on another node; false if it was not in.
     pub fn remove_remote(&mut self, id: RemoteId) -> bool {
-        let before = self.remote.len();
-        self.remote.retain(|r| *r != id);
-        self.remote.len() != before
+        let was = self.remote.remove(&id);
+        if self.is_empty() {
+            self.tail = VecDeque::new();
+        }
+        was
     }
 
     /// Members on every node.
     pub fn len(&self) -> usize {
-        self.members.len() + self.remote.len()
+        self.index.len() + self.remote.len()
     }
 
     /// No member on any node.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.remote.is_empty()
+        self.index.is_empty() && self.remote.is_empty()
     }
 
     /// No member on this node.
     pub fn no_local_members(&self) -> bool {
-        self.members.is_empty()
+        self.index.is_empty()
     }
 
     pub fn last_id(&self) -> u64 {
         self.last_id
     }
 
-    /// True if the room is worth keeping in memory while empty: it has history or a topic.
+    /// True if the room, once empty, is still said to exist (`create` refuses its name): it
+    /// has history or a topic. It leaves memory all the same (the store has both).
     pub fn is_remembered(&self) -> bool {
         self.last_id > 0 || self.topic.is_some()
     }
@@ -173,15 +264,15 @@ impl Room {
 
     /// Hands `msg` to one member.
     pub fn deliver_to(&self, id: SessionId, msg: &Bytes) {
-        if let Some(m) = self.members.iter().find(|m| m.id == id) {
-            m.mailbox.deliver(msg);
+        if let Some(&(c, i)) = self.index.get(&id) {
+            self.members.0[c][i].mailbox.deliver(msg);
         }
     }
 }
 
 /// Hands a run of consecutive bus events for one room (in sequence order) to every member as one
 /// shared chunk; a member who joined during the run gets the part queued after their join.
-pub fn deliver_run(members: &[Member], run: &[crate::bus::BusEvent]) {
+pub fn deliver_run(members: &Members, run: &[crate::bus::BusEvent]) {
     let mut chunk = bytes::BytesMut::with_capacity(run.iter().map(|e| e.bytes.len()).sum());
     let mut starts = Vec::with_capacity(run.len());
     for ev in run {
@@ -189,7 +280,7 @@ pub fn deliver_run(members: &[Member], run: &[crate::bus::BusEvent]) {
         chunk.extend_from_slice(&ev.bytes);
     }
     let chunk = chunk.freeze();
-    for m in members {
+    for m in members.iter() {
         match run.iter().position(|ev| ev.seq > m.joined_after) {
             Some(0) => m.mailbox.deliver(&chunk),
             Some(k) => m.mailbox.deliver(&chunk.slice(starts[k]..)),
@@ -199,8 +290,8 @@ pub fn deliver_run(members: &[Member], run: &[crate::bus::BusEvent]) {
 }
 
 /// Hands the bus event `seq` to every member of `members` who joined before it was queued.
-pub fn deliver(members: &[Member], msg: &Bytes, seq: u64) {
-    for m in members {
+pub fn deliver(members: &Members, msg: &Bytes, seq: u64) {
+    for m in members.iter() {
         if seq > m.joined_after {
             m.mailbox.deliver(msg);
         }
@@ -225,13 +316,13 @@ mod tests {
             })
             .collect();
         let mut inboxes = vec![];
-        let mut members = vec![];
+        let mut room = Room::new(RoomName::lobby(), 0, None, 0);
         for (id, after) in [(1, 4), (2, 6), (3, 7)] {
             let (mb, inbox) = mailbox(8);
-            members.push(Member { id, mailbox: mb, joined_after: after });
+            room.add(id, mb, after, true);
             inboxes.push(inbox);
         }
-        deliver_run(&members, &run);
+        deliver_run(&room.members(), &run);
         let got: Vec<Vec<Bytes>> = inboxes
             .iter_mut()
             .map(|i| std::iter::from_fn(|| i.rx.try_recv().ok()).collect())
@@ -239,5 +330,56 @@ mod tests {
         assert_eq!(got[0], vec![Bytes::from_static(b"event 5\nevent 6\nevent 7\n")], "one entry");
         assert_eq!(got[1], vec![Bytes::from_static(b"event 7\n")]);
         assert!(got[2].is_empty());
+    }
+
+    #[test]
+    fn membership_across_chunks_survives_removals_and_a_snapshot_keeps_its_copy() {
+        let mut room = Room::new(RoomName::lobby(), 0, None, 0);
+        let n = 3 * MEMBER_CHUNK as u64 + 7;
+        let mut inboxes = vec![];
+        for id in 1..=n {
+            let (mb, inbox) = mailbox(4);
+            assert!(room.add(id, mb.clone(), 0, id % 2 == 0));
+            assert!(!room.add(id, mb, 0, true), "already in");
+            inboxes.push(inbox);
+        }
+        let snapshot = room.members();
+        for id in (1..=n).filter(|id| id % 3 == 0) {
+            assert!(room.remove(id));
+            assert!(!room.remove(id));
+        }
+        assert_eq!(snapshot.len() as u64, n, "the snapshot is unchanged");
+        let left: Vec<u64> = (1..=n).filter(|id| id % 3 != 0).collect();
+        assert_eq!(room.len(), left.len());
+        assert_eq!(room.members().len(), left.len());
+        let mut ids: Vec<u64> = room.member_ids().collect();
+        ids.sort();
+        assert_eq!(ids, left);
+        for id in 1..=n {
+            assert_eq!(room.contains(id), id % 3 != 0);
+            assert_eq!(room.is_hidden(id), id % 3 != 0 && id % 2 == 1);
+        }
+        room.deliver_to(1, &Bytes::from_static(b"x\n"));
+        assert_eq!(inboxes[0].rx.try_recv().unwrap(), Bytes::from_static(b"x\n"));
+        for id in left {
+            room.remove(id);
+        }
+        assert!(room.is_empty() && room.members().is_empty());
+    }
+
+    #[test]
+    fn recent_speakers_are_bounded_the_most_recent_first_within_the_window() {
+        let mut room = Room::new(RoomName::lobby(), 0, None, 0);
+        let window = RECENT_SPEAKER_WINDOW.as_millis() as u64;
+        for id in 1..=(RECENT_SPEAKERS as u64 + 5) {
+            room.spoke(id, window + id);
+        }
+        room.spoke(10, window + 1000);
+        let now = window + 1000;
+        let recent: Vec<u64> = room.recent_speakers(now).collect();
+        assert_eq!(recent.len(), RECENT_SPEAKERS);
+        assert_eq!(recent[0], 10);
+        assert!(!recent.contains(&1), "the least recent is forgotten");
+        assert_eq!(room.recent_speakers(now + window).count(), 1, "only 10 is recent enough");
     }
 }

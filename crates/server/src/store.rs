@@ -156,6 +156,16 @@ pub struct RoomRecord {
     pub messages: bool,
 }
 
+/// One room as the store knows it ([`Store::room_state`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomState {
+    /// The last message id used in the room (0: none).
+    pub last_id: u64,
+    pub topic: Option<String>,
+    /// Chat messages of the room are stored.
+    pub messages: bool,
+}
+
 /// How much history to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -172,6 +182,10 @@ pub struct Store {
     /// Reads are rare (joins and catch-ups) and run in blocking tasks; a std mutex around one
     /// connection is enough.
     reader: Mutex<Connection>,
+    /// A connection only for [`Store::room_state`], which the hub calls under its lock when a
+    /// room not in memory is joined: one indexed lookup that never waits behind a history read
+    /// on `reader` (WAL readers do not wait for the writer either).
+    rooms_reader: Mutex<Connection>,
     /// Message ids are a cluster stream's sequence numbers: increasing but not consecutive.
     sparse_ids: bool,
 }
@@ -318,7 +332,8 @@ impl Store {
         add_column(&conn, "nicks", "released", "INTEGER")?;
         e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Store { path, reader: Mutex::new(conn), sparse_ids })
+        let rooms_reader = Mutex::new(open_conn(&path)?);
+        Ok(Store { path, reader: Mutex::new(conn), rooms_reader, sparse_ids })
     }
 
     pub fn path(&self) -> &Path {
@@ -367,8 +382,21 @@ impl Store {
         Ok(())
     }
 
+    /// What the store knows of `room`, by index (its row in `rooms`, its newest message): the
+    /// hub reads it when a room that is not in memory is joined (rooms are loaded lazily, not
+    /// at startup) and when `create` asks whether a name is taken.
+    pub fn room_state(&self, room: &RoomName) -> Result<RoomState, StoreError> {
+        let conn = self.rooms_reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(SQL_ROOM_STATE)?;
+        let (last_id, topic, messages) = stmt.query_row([room.as_str()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, bool>(2)?))
+        })?;
+        Ok(RoomState { last_id: last_id.max(0) as u64, topic, messages })
+    }
+
     /// Every room with a message or a topic, with its last message id (ids continue from
-    /// there after a restart, even if retention pruned the messages).
+    /// there after a restart, even if retention pruned the messages). Not read at startup
+    /// any more (see [`Store::room_state`]); kept for tests and tools.
     pub fn load_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare(
@@ -793,6 +821,11 @@ impl Pass {
     }
 }
 
+/// A room's last id, topic and whether it has chat messages, by index.
+const SQL_ROOM_STATE: &str = "SELECT MAX(COALESCE((SELECT last_id FROM rooms WHERE room = ?1), 0),
+            COALESCE((SELECT MAX(id) FROM messages WHERE room = ?1), 0)),
+        (SELECT topic FROM rooms WHERE room = ?1),
+        EXISTS (SELECT 1 FROM messages WHERE room = ?1)";
 /// A room's last id: the larger of what `rooms` records and its newest message.
 const SQL_LAST_ID: &str = "SELECT MAX(COALESCE((SELECT last_id FROM rooms WHERE room = ?1), 0),
             COALESCE((SELECT MAX(id) FROM messages WHERE room = ?1), 0))";
@@ -945,6 +978,11 @@ mod tests {
                 },
             ]
         );
+        let state = |room: &str| store.room_state(&RoomName::parse(room).unwrap()).unwrap();
+        assert_eq!(state("#lobby"), RoomState { last_id: 10, topic: None, messages: true });
+        let crabs = Some("crabs".into());
+        assert_eq!(state("#rust"), RoomState { last_id: 0, topic: crabs, messages: false });
+        assert_eq!(state("#never"), RoomState::default(), "a room never used");
         let newest = store.read(&lobby, 0, 10, 3, false).unwrap();
         assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), [8, 9, 10]);
         assert_eq!(newest[0].kind, MessageKind::Action);
@@ -1037,6 +1075,7 @@ mod tests {
         let conn = store.reader();
         let mut statements: Vec<String> = [
             SQL_LAST_ID,
+            SQL_ROOM_STATE,
             SQL_NTH_NEWEST,
             SQL_AGE_DUE,
             SQL_RECORD_LAST_ID,

@@ -78,7 +78,7 @@ async fn users_on_different_nodes_chat_in_rooms_and_privately() {
     alice.expect("bob joins #rust", is_join("bob")).await.unwrap();
     let members = timeout(Duration::from_secs(10), async {
         loop {
-            carol.send(&ClientMsg::Who { room: "#rust".into() }).await.unwrap();
+            carol.send(&ClientMsg::Who { room: "#rust".into(), after: None }).await.unwrap();
             let who = carol
                 .expect(
                     "who",
@@ -138,9 +138,9 @@ async fn users_on_different_nodes_chat_in_rooms_and_privately() {
     assert_eq!(carol.expect_error().await.unwrap().0, ErrorCode::NoSuchNick);
 
     // list and whois see every node.
-    carol.send(&ClientMsg::List).await.unwrap();
+    carol.send(&ClientMsg::List { after: None }).await.unwrap();
     let list = carol.expect("list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
-    let ServerMsg::RoomList { rooms } = list else { unreachable!() };
+    let ServerMsg::RoomList { rooms, .. } = list else { unreachable!() };
     let rust = rooms.iter().find(|r| r.room.as_str() == "#rust").unwrap();
     assert_eq!((rust.members, rust.topic.as_deref()), (2, Some("ownership")));
     assert!(rooms.iter().any(|r| r.room.as_str() == "#lobby" && r.members == 3), "{rooms:?}");
@@ -341,7 +341,9 @@ async fn every_node_shows_the_same_order_and_ids_under_concurrent_senders() {
     }
     // History served by another node replays the same ids.
     let mut late = connect(&nodes[2], "late", 30).await;
-    late.until_history_end(&ClientMsg::Who { room: "#lobby".into() }, "#lobby").await.unwrap();
+    late.until_history_end(&ClientMsg::Who { room: "#lobby".into(), after: None }, "#lobby")
+        .await
+        .unwrap();
     let since = seen[0][seen[0].len() - 31].0;
     let replay = late
         .until_history_end(
@@ -485,7 +487,10 @@ async fn a_killed_nodes_users_are_gone_within_the_ttl_and_move_without_loss() {
     // same key, and catches up from her last id.
     let mut carol = TestClient::connect_with(n2.addr, "carol", &fixed_keypair(3)).await.unwrap();
     // (What the lobby replays on arrival; the catch-up below is what a client asks for.)
-    carol.until_history_end(&ClientMsg::Who { room: "#lobby".into() }, "#lobby").await.unwrap();
+    carol
+        .until_history_end(&ClientMsg::Who { room: "#lobby".into(), after: None }, "#lobby")
+        .await
+        .unwrap();
     let replay = carol
         .until_history_end(
             &ClientMsg::History { room: "#lobby".into(), since: last, limit: None },
@@ -512,7 +517,7 @@ async fn a_killed_nodes_users_are_gone_within_the_ttl_and_move_without_loss() {
         }
     }
     assert!(killed.elapsed() < chatao_server::cluster::PRESENCE_TTL + Duration::from_secs(3));
-    alice.send(&ClientMsg::Who { room: "#lobby".into() }).await.unwrap();
+    alice.send(&ClientMsg::Who { room: "#lobby".into(), after: None }).await.unwrap();
     loop {
         let m = alice.recv().await.unwrap();
         let done = matches!(&m, ServerMsg::Members { .. });

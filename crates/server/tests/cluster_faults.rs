@@ -175,7 +175,7 @@ impl Peer {
     /// The members of `#lobby` as this client's node lists them now.
     async fn who(&self) -> Vec<String> {
         let before = self.log.lock().unwrap().len();
-        self.send(ClientMsg::Who { room: "#lobby".into() }).await;
+        self.send(ClientMsg::Who { room: "#lobby".into(), after: None }).await;
         self.wait_for("the lobby's members", Duration::from_secs(10), |log| {
             log[before..].iter().find_map(|m| match m {
                 ServerMsg::Members { room, members, .. } if room.as_str() == "#lobby" => {

@@ -127,14 +127,14 @@ async fn list_who_topic_nick_away_and_whois() {
     let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
     a.join("#rust").await.unwrap();
 
-    a.send(&ClientMsg::List).await.unwrap();
+    a.send(&ClientMsg::List { after: None }).await.unwrap();
     let m = a.expect("room list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
-    let ServerMsg::RoomList { rooms } = m else { unreachable!() };
+    let ServerMsg::RoomList { rooms, .. } = m else { unreachable!() };
     let summary: Vec<(String, u32)> =
         rooms.iter().map(|r| (r.room.to_string(), r.members)).collect();
     assert_eq!(summary, [("#lobby".to_string(), 2), ("#rust".to_string(), 1)]);
 
-    b.send(&ClientMsg::Who { room: "#rust".into() }).await.unwrap();
+    b.send(&ClientMsg::Who { room: "#rust".into(), after: None }).await.unwrap();
     let m = b
         .expect(
             "members",
@@ -217,4 +217,93 @@ async fn me_sends_an_action_and_bidi_or_control_text_is_refused_everywhere() {
     // Newlines are allowed in messages (multi-line), not in topics.
     a.say("two\nlines").await.unwrap();
     a.expect_text("two\nlines").await.unwrap();
+}
+
+/// The id of the message `text` as `c` receives it.
+async fn id_of(c: &mut TestClient, text: &str) -> u64 {
+    match c.expect_text(text).await.unwrap() {
+        ServerMsg::Message { id, .. } => id,
+        _ => unreachable!(),
+    }
+}
+
+/// Issue 15 item 12: `list` answers in pages of at most 100 rooms, in name order; following
+/// `next` lists every room with members exactly once. Before: one record of every room.
+#[tokio::test]
+async fn list_pages_return_every_room_exactly_once_and_each_page_is_bounded() {
+    let server = server().await;
+    let mut expected = std::collections::BTreeSet::from(["#lobby".to_string()]);
+    let mut clients = vec![];
+    for c in 0..5 {
+        let mut cl = TestClient::connect(server.addr, &format!("member{c}")).await.unwrap();
+        for i in 0..48 {
+            let room = format!("#page{c}x{i:02}");
+            cl.join(&room).await.unwrap();
+            expected.insert(room);
+        }
+        clients.push(cl);
+    }
+    // One room that empties: not listed.
+    clients[0].join("#gone").await.unwrap();
+    clients[0].send(&ClientMsg::Part { room: "#gone".into(), reason: None }).await.unwrap();
+    clients[0].expect("leave", |m| matches!(m, ServerMsg::Leave { .. })).await.unwrap();
+    let a = &mut clients[0];
+    let (mut seen, mut after, mut pages) = (vec![], None, 0);
+    loop {
+        a.send(&ClientMsg::List { after: after.clone() }).await.unwrap();
+        let m = a.expect("room list", |m| matches!(m, ServerMsg::RoomList { .. })).await.unwrap();
+        let ServerMsg::RoomList { rooms, next } = m else { unreachable!() };
+        pages += 1;
+        assert!(rooms.len() <= 100, "a page holds at most 100 rooms: {}", rooms.len());
+        seen.extend(rooms.iter().map(|r| r.room.to_string()));
+        match next {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "the pages end");
+    }
+    assert_eq!(pages, 3, "241 rooms in pages of 100");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "in name order");
+    assert_eq!(seen.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected);
+    assert_eq!(seen.len(), expected.len(), "each once");
+    // A cursor that is not a room name is refused.
+    a.send(&ClientMsg::List { after: Some("not a room".into()) }).await.unwrap();
+    assert_eq!(a.expect_error().await.unwrap().0, ErrorCode::InvalidRoom);
+}
+
+/// Issue 15 item 12: a room left empty leaves memory, with its history and topic; made again
+/// at once, or later, or after a restart (which loads no room), its ids continue and its
+/// topic is back.
+#[tokio::test]
+async fn a_forgotten_room_continues_its_ids_and_topic_made_again_and_across_a_restart() {
+    let server = server().await;
+    let mut a = TestClient::connect(server.addr, "alice").await.unwrap();
+    let mut last = 0;
+    for round in 0..3 {
+        a.join("#again").await.unwrap();
+        if round == 0 {
+            a.send(&ClientMsg::Topic { room: "#again".into(), text: Some("kept".into()) })
+                .await
+                .unwrap();
+        }
+        a.say_in("#again", &format!("round {round}")).await.unwrap();
+        let id = id_of(&mut a, &format!("round {round}")).await;
+        assert!(id > last, "ids go on: {last} then {id}");
+        last = id;
+        a.send(&ClientMsg::Part { room: "#again".into(), reason: None }).await.unwrap();
+        a.expect("leave", |m| matches!(m, ServerMsg::Leave { .. })).await.unwrap();
+    }
+    drop(a);
+    let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
+    let mut b = TestClient::connect(server.addr, "bob").await.unwrap();
+    let got = b.join("#again").await.unwrap();
+    assert!(
+        got.iter().any(|m| matches!(m, ServerMsg::Topic { text: Some(t), .. } if t == "kept")),
+        "the topic is back: {got:?}"
+    );
+    assert_eq!(TestClient::texts(&got), ["round 0", "round 1", "round 2"], "history too");
+    b.say_in("#again", "after the restart").await.unwrap();
+    assert_eq!(id_of(&mut b, "after the restart").await, last + 1);
 }

@@ -11,6 +11,24 @@ use crate::core::{Ack, Show};
 /// Members named in a `members` notice; larger rooms get a count.
 const MEMBERS_LISTED: usize = 30;
 
+/// What a partial member list says besides the names: how many there are, and how to see more.
+fn partial_note(
+    room: &RoomName,
+    shown: usize,
+    total: Option<u32>,
+    next: Option<&chatao_proto::Nick>,
+) -> Option<String> {
+    let total = total?;
+    Some(match next {
+        Some(next) => {
+            format!("{room}: {shown} of {total} members listed; more: /who {room} {next}")
+        }
+        None => format!(
+            "{room}: {shown} of {total} members listed (the recently active); all: /who {room}"
+        ),
+    })
+}
+
 /// The line answering `/who`. The server answers an empty list both for a room that does not
 /// exist and for one nobody is in (rooms exist while someone is in them; docs/PROTOCOL.md
 /// `who`), so an empty plain room is "no such room"; an E2E room the server knows of is one.
@@ -148,7 +166,7 @@ impl App {
                 self.note(i, Kind::Leave, &text);
                 vec![]
             }
-            ServerMsg::Members { room, members, e2e } => {
+            ServerMsg::Members { room, members, e2e, total, next } => {
                 let asked = match self.pending_who.iter().position(|r| *r == room) {
                     Some(k) => {
                         self.pending_who.remove(k);
@@ -158,18 +176,30 @@ impl App {
                 };
                 let joined = self.find(room.as_str()).filter(|&i| self.buffers[i].joined);
                 if asked {
-                    // The answer to /who: shown here; a room we are in also gets the fresh list.
+                    // The answer to /who: shown here; a room we are in also gets the fresh list
+                    // (a page of a large room's list adds to what the buffer knows).
                     if let Some(i) = joined {
-                        self.set_members(i, &members, e2e);
+                        match total {
+                            None => self.set_members(i, &members, e2e),
+                            Some(_) => self.add_members(i, &members),
+                        }
                     }
                     let text = who_answer(&room, &members, e2e);
                     self.notice(&text);
+                    if let Some(text) = partial_note(&room, members.len(), total, next.as_ref()) {
+                        self.notice(&text);
+                    }
                     return vec![];
                 }
                 // A join's answer (ours, or the E2E layer's): the room's buffer, opened if new.
+                // In a large room it lists the recent speakers only; others appear as they
+                // speak (the server announces them then).
                 let i = self.room_buffer(&room);
                 self.set_members(i, &members, e2e);
                 self.note(i, Kind::Notice, &who_answer(&room, &members, e2e));
+                if let Some(text) = partial_note(&room, members.len(), total, next.as_ref()) {
+                    self.note(i, Kind::Notice, &text);
+                }
                 vec![]
             }
             ServerMsg::Topic { room, text, by } => {
@@ -185,8 +215,9 @@ impl App {
                 self.note(i, Kind::Notice, &line);
                 vec![]
             }
-            ServerMsg::RoomList { rooms } => {
+            ServerMsg::RoomList { rooms, next } => {
                 self.notice(&format!("{} rooms:", rooms.len()));
+                let more = next.map(|n| format!("more rooms: /list {n}"));
                 for r in rooms {
                     self.known_rooms.insert(r.room.to_string());
                     let mark = if r.e2e { " [E2E]" } else { "" };
@@ -197,6 +228,9 @@ impl App {
                         None => format!("  {}{mark} ({})", r.room, r.members),
                     };
                     self.notice(&text);
+                }
+                if let Some(more) = more {
+                    self.notice(&more);
                 }
                 vec![]
             }
@@ -324,6 +358,14 @@ impl App {
     }
 
     /// Buffer `i`'s member list (and E2E mark) from a `members` answer.
+    /// Adds a page of members to what buffer `i` knows.
+    fn add_members(&mut self, i: usize, members: &[chatao_proto::Member]) {
+        let b = &mut self.buffers[i];
+        for m in members {
+            b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
+        }
+    }
+
     fn set_members(&mut self, i: usize, members: &[chatao_proto::Member], e2e: bool) {
         let b = &mut self.buffers[i];
         b.e2e = e2e;

@@ -126,7 +126,7 @@ impl App {
             // Whatever `members` comes for it now opens its buffer.
             self.pending_who.retain(|r| Some(r) != self.pending_join.as_ref());
         }
-        if let ClientMsg::Who { room } = &msg
+        if let ClientMsg::Who { room, .. } = &msg
             && let Ok(room) = RoomName::parse(room)
         {
             if self.pending_who.len() >= WHO_TRACKED {

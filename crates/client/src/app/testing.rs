@@ -76,6 +76,8 @@ pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
             .map(|n| Member { nick: nick(n), fingerprint: "SHA256:x".into(), away: None })
             .collect(),
         e2e: false,
+        total: None,
+        next: None,
     }
 }
 

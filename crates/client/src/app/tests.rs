@@ -674,7 +674,7 @@ fn pm(from: &str, to: &str, text: &str) -> ServerMsg {
 fn who_answers_in_the_buffer_shown_and_opens_no_buffer_for_a_room_we_are_not_in() {
     let mut a = chatting(80, 24);
     let effects = enter(&mut a, "/who #elsewhere");
-    assert_eq!(sent(&effects), vec![ClientMsg::Who { room: "#elsewhere".into() }]);
+    assert_eq!(sent(&effects), vec![ClientMsg::Who { room: "#elsewhere".into(), after: None }]);
     net(&mut a, members("#elsewhere", &["eve", "dave"]));
     assert_eq!(a.buffers.len(), 2, "no buffer for a room we are not in");
     assert!(a.find("#elsewhere").is_none());
@@ -715,7 +715,16 @@ fn who_of_a_room_nobody_is_in_says_there_is_no_such_room() {
     assert_eq!(texts(&a).last().unwrap(), "no such room #nosuch: nobody is in it");
     assert!(a.find("#nosuch").is_none());
     enter(&mut a, "/who #sec");
-    net(&mut a, ServerMsg::Members { room: room("#sec"), members: vec![], e2e: true });
+    net(
+        &mut a,
+        ServerMsg::Members {
+            room: room("#sec"),
+            members: vec![],
+            e2e: true,
+            total: None,
+            next: None,
+        },
+    );
     assert_eq!(
         texts(&a).last().unwrap(),
         "[E2E] #sec: nobody is online in this end-to-end encrypted room"

@@ -533,7 +533,7 @@ impl Layer {
     /// A server message on its way to the UI.
     pub fn from_server(&mut self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Members { room, members, e2e } => {
+            ServerMsg::Members { room, members, e2e, total, next } => {
                 if let Some(i) = self.joining.iter().position(|r| r == &room) {
                     self.joining.remove(i);
                 }
@@ -562,7 +562,8 @@ impl Layer {
                          end-to-end encrypted group: messages stay encrypted"
                     ));
                 }
-                self.ui(ServerMsg::Members { room: room.clone(), members, e2e: e2e || mine });
+                let e2e = e2e || mine;
+                self.ui(ServerMsg::Members { room: room.clone(), members, e2e, total, next });
                 if mine && self.shown.insert(room.clone()) {
                     self.announce(&room);
                     self.replay_log(&room);
@@ -584,11 +585,11 @@ impl Layer {
                 self.compare(&nick, &fingerprint);
                 self.ui(ServerMsg::Whois { nick, fingerprint, rooms, away, since });
             }
-            ServerMsg::RoomList { mut rooms } => {
+            ServerMsg::RoomList { mut rooms, next } => {
                 for r in &mut rooms {
                     r.e2e = r.e2e || self.has_group(r.room.as_str());
                 }
-                self.ui(ServerMsg::RoomList { rooms });
+                self.ui(ServerMsg::RoomList { rooms, next });
             }
             ServerMsg::Message { ref room, .. } if self.has_group(room.as_str()) => {
                 self.warn(format!(
@@ -1074,7 +1075,13 @@ mod tests {
         let mut l = layer(dir);
         l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: false });
         let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
-        l.from_server(ServerMsg::Members { room: room(), members: vec![me], e2e: true });
+        l.from_server(ServerMsg::Members {
+            room: room(),
+            members: vec![me],
+            e2e: true,
+            total: None,
+            next: None,
+        });
         l.drain();
         l
     }
@@ -1297,7 +1304,13 @@ mod tests {
         let mut l = layer(dir.path());
         l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: true });
         let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
-        l.from_server(ServerMsg::Members { room: room(), members: vec![me], e2e: true });
+        l.from_server(ServerMsg::Members {
+            room: room(),
+            members: vec![me],
+            e2e: true,
+            total: None,
+            next: None,
+        });
         l.drain();
         assert_eq!(l.e2e.is_open("#sec"), Some(true));
         let carol = Nick::parse("carol").unwrap();

@@ -205,7 +205,16 @@ fn member_list_with_away_members_and_overflow() {
             away: (*n == "bob").then(|| "lunch".into()),
         })
         .collect();
-    net(&mut a, ServerMsg::Members { room: room("#lobby"), members: list, e2e: false });
+    net(
+        &mut a,
+        ServerMsg::Members {
+            room: room("#lobby"),
+            members: list,
+            e2e: false,
+            total: None,
+            next: None,
+        },
+    );
     insta::assert_snapshot!("member_list", screen(&a));
     let c = cells(&a);
     let (x, y) = find(&c, "bob ");
@@ -320,7 +329,16 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
     let mut a = app(80, 12);
     net(&mut a, joined("#sec", "alice"));
     let me = Member { nick: nick("alice"), fingerprint: "SHA256:x".into(), away: None };
-    net(&mut a, ServerMsg::Members { room: room("#sec"), members: vec![me.clone()], e2e: true });
+    net(
+        &mut a,
+        ServerMsg::Members {
+            room: room("#sec"),
+            members: vec![me.clone()],
+            e2e: true,
+            total: None,
+            next: None,
+        },
+    );
     let i = a.buffers.iter().position(|b| b.target.name() == "#sec").unwrap();
     a.switch_to(i);
     let s = screen(&a);
@@ -339,7 +357,16 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
     assert_ne!(c[(x, y)].fg, Color::LightRed, "a server notice is not shown as a warning");
     // A plain room has neither mark.
     net(&mut a, joined("#plain", "alice"));
-    net(&mut a, ServerMsg::Members { room: room("#plain"), members: vec![me], e2e: false });
+    net(
+        &mut a,
+        ServerMsg::Members {
+            room: room("#plain"),
+            members: vec![me],
+            e2e: false,
+            total: None,
+            next: None,
+        },
+    );
     let i = a.buffers.iter().position(|b| b.target.name() == "#plain").unwrap();
     a.switch_to(i);
     let s = screen(&a);

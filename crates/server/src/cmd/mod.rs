@@ -158,7 +158,7 @@ pub fn hub_error(e: HubError) -> Reply {
         HubError::NotInRoom(_) => ErrorCode::NotInRoom,
         HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         HubError::Busy => ErrorCode::Busy,
-        HubError::Unavailable => ErrorCode::Unavailable,
+        HubError::Unavailable | HubError::StoreUnavailable => ErrorCode::Unavailable,
         HubError::NickChangeTooSoon { .. } => ErrorCode::RateLimited,
         HubError::TooManyRooms | HubError::UnknownSession | HubError::TooManyNicks { .. } => {
             ErrorCode::Other
@@ -256,8 +256,8 @@ impl Command {
             }
             ClientMsg::Join { room, since } => Command::Join(join::Join { room, since }),
             ClientMsg::Part { room, reason } => Command::Part(part::Part { room, reason }),
-            ClientMsg::List => Command::List(list::List),
-            ClientMsg::Who { room } => Command::Who(who::Who { room }),
+            ClientMsg::List { after } => Command::List(list::List { after }),
+            ClientMsg::Who { room, after } => Command::Who(who::Who { room, after }),
             ClientMsg::Topic { room, text } => Command::Topic(topic::Topic { room, text }),
             ClientMsg::Msg { cid, to, text } => Command::Msg(msg::Msg { to, text, cid }),
             ClientMsg::Nick { nick } => Command::Nick(nick::Nick { nick }),

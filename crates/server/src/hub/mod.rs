@@ -22,11 +22,13 @@ mod e2e;
 mod moderation;
 mod names;
 pub mod remote;
+mod rooms;
 pub mod sent;
 
 pub use e2e::E2eRefusal;
+pub use rooms::MembersPage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -34,7 +36,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chatao_proto::{
-    ErrorCode, LeaveReason, Member, MessageKind, Nick, RoomInfo, RoomName, ServerMsg, encode,
+    ErrorCode, LeaveReason, Member, MessageKind, Nick, RoomName, ServerMsg, encode,
 };
 
 use crate::access::Access;
@@ -87,6 +89,9 @@ pub enum HubError {
     UnknownSession,
     #[error("the cluster is unreachable; your message was not accepted, try again later")]
     Unavailable,
+    /// The store could not say what it knows of a room being joined (its last id, topic).
+    #[error("the server cannot read its store right now; try again later")]
+    StoreUnavailable,
 }
 
 /// Settings the hub needs.
@@ -129,11 +134,12 @@ struct State {
     /// A standalone server's registrations in full, and every key's last nickname change.
     names: names::Names,
     users: HashMap<SessionId, User>,
-    rooms: HashMap<RoomName, Room>,
-    /// Rooms remembered only for their last message id: nobody in them, no topic, no stored
-    /// messages (a forgotten E2E room, or a room whose history is gone). Their names are free
-    /// (`create` works); a room made under one continues its ids from here.
-    retired: HashMap<RoomName, u64>,
+    /// The rooms in use, in name order (for `list` pages); see [`rooms`] for what is here.
+    rooms: BTreeMap<RoomName, Room>,
+    /// Rooms just forgotten, until the store surely has their last id and topic ([`rooms`]).
+    retired: rooms::Retired,
+    /// A clone of the hub's bus, to know how far it has flushed (set once it exists).
+    bus: Option<BusHandle>,
     /// Sequence number of the last queued bus event.
     seq: u64,
     /// Id of the last private message.
@@ -176,6 +182,9 @@ pub struct Joined {
     pub seq: u64,
     /// Recent messages from memory (ids up to `last_id`).
     pub tail: Vec<StoredMessage>,
+    /// The room's member count when `members` is not all of them (a large room: the joiner,
+    /// then the recent speakers; the rest by `who` pages).
+    pub total: Option<u32>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -377,29 +386,18 @@ impl Hub {
     ) -> Result<Hub, StoreError> {
         let records = if cluster.is_some() { Vec::new() } else { store.load_nicks()? };
         let (names, drops) = names::Names::load(records);
-        let mut state = State {
+        // No room is loaded here: rooms come into memory when joined ([`rooms`]).
+        let writer = store.writer(config.retention)?;
+        let (bus, receiver) = bus::channel();
+        let state = State {
             owners: names.owners().collect(),
             names,
             link: cluster.clone(),
             e2e: e2e::E2eState::load(&store)?,
             sent: load_sent(&store)?,
+            bus: Some(bus.clone()),
             ..Default::default()
         };
-        for rec in store.load_rooms()? {
-            // Nothing to show but ids (in a cluster, ids come from the cluster's stream).
-            if cluster.is_none()
-                && !rec.messages
-                && rec.topic.is_none()
-                && !state.e2e.is_e2e(&rec.room)
-            {
-                state.retired.insert(rec.room, rec.last_id);
-                continue;
-            }
-            let room = Room::new(rec.room.clone(), rec.last_id, rec.topic, config.history_on_join);
-            state.rooms.insert(rec.room, room);
-        }
-        let writer = store.writer(config.retention)?;
-        let (bus, receiver) = bus::channel();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             next_session: AtomicU64::new(1),
@@ -535,37 +533,56 @@ impl Hub {
             (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone());
         let cap = self.shared.config.history_on_join;
         let after = st.seq;
-        let start = match st.rooms.contains_key(room_name) {
-            true => 0,
-            false => st.retired.remove(room_name).unwrap_or(0),
-        };
-        let room = st
-            .rooms
-            .entry(room_name.clone())
-            .or_insert_with(|| Room::new(room_name.clone(), start, None, cap));
-        let new = room.add(id, mailbox, after);
+        let store = self.store().clone();
+        let room = st.load_room(&store, room_name, cap)?;
+        // A large room is not told of the join (nor later of the part) until the newcomer
+        // speaks; a small one is, and its joiner gets every member, who are then all known.
+        let large = room.is_large();
+        let new = room.add(id, mailbox.clone(), after, !large);
         let (last_id, topic) = (room.last_id(), room.topic.clone());
         let tail: Vec<StoredMessage> = room.tail().cloned().collect();
-        let ids: Vec<SessionId> = room.member_ids().collect();
+        let (ids, total): (Vec<SessionId>, Option<u32>) = if large {
+            let speakers = room.recent_speakers(now_millis()).filter(|s| *s != id);
+            (std::iter::once(id).chain(speakers).collect(), Some(room.len() as u32))
+        } else {
+            room.reveal_all();
+            (room.member_ids().collect(), None)
+        };
         if new && let Some(u) = st.users.get_mut(&id) {
             u.rooms.push(room_name.clone());
         }
         let mut members: Vec<Member> = ids.iter().filter_map(|m| st.member(*m)).collect();
-        if let Some(room) = st.rooms.get(room_name) {
+        if total.is_none()
+            && let Some(room) = st.rooms.get(room_name)
+        {
             members.extend(st.remote_members(room));
         }
         if new {
             st.announce(Presence::Join { session: id, room: room_name.clone() });
-            let join = ServerMsg::Join { room: room_name.clone(), nick, fingerprint };
-            let seq = st.next_seq();
-            self.bus().send_control(BusEvent {
-                seq,
-                room: Some(room_name.clone()),
-                bytes: encode(&join),
-                persist: Persist::Nothing,
-            });
+            let join = encode(&ServerMsg::Join { room: room_name.clone(), nick, fingerprint });
+            if large {
+                // Only the joiner hears it (it confirms the join).
+                mailbox.deliver(&join);
+            } else {
+                let seq = st.next_seq();
+                self.bus().send_control(BusEvent {
+                    seq,
+                    room: Some(room_name.clone()),
+                    bytes: join,
+                    persist: Persist::Nothing,
+                });
+            }
         }
-        Ok(Joined { room: room_name.clone(), new, members, topic, last_id, seq: after, tail })
+        Ok(Joined {
+            room: room_name.clone(),
+            new,
+            members,
+            topic,
+            last_id,
+            seq: after,
+            tail,
+            total,
+        })
     }
 
     /// What a member needs to catch up on `room` (as [`Hub::join`] returns, without joining).
@@ -584,6 +601,7 @@ impl Hub {
             last_id: room.last_id(),
             seq: st.seq,
             tail: room.tail().cloned().collect(),
+            total: None,
         })
     }
 
@@ -623,9 +641,21 @@ impl Hub {
         let mut st = self.lock();
         let user = st.user(id)?;
         let (from, sender) = (user.nick.clone(), user.fingerprint.clone());
+        let now = now_millis();
         if st.link.is_some() {
-            if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
+            let Some(room) = st.rooms.get_mut(room_name).filter(|r| r.contains(id)) else {
                 return Err(HubError::NotInRoom(room_name.clone()));
+            };
+            room.spoke(id, now);
+            if room.reveal(id) {
+                // This node's members hear of a hidden newcomer before their first message
+                // (which comes back later from the cluster's stream).
+                let join = ServerMsg::Join {
+                    room: room_name.clone(),
+                    nick: from.clone(),
+                    fingerprint: sender.clone(),
+                };
+                st.queue_for_room(self, room_name, &join);
             }
             drop(st);
             // The id comes from the cluster's stream when the message comes back from it.
@@ -635,17 +665,34 @@ impl Hub {
             self.publish_room(id, room_name, (from, sender), body, cid)?;
             return Ok(0);
         }
-        let seq = st.seq + 1;
+        let base = st.seq;
         let room = st
             .rooms
             .get_mut(room_name)
             .filter(|r| r.contains(id))
             .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
+        // A newcomer to a large room is announced before their first message.
+        let reveal = room.reveal(id);
+        if reveal {
+            let join = ServerMsg::Join {
+                room: room_name.clone(),
+                nick: from.clone(),
+                fingerprint: sender.clone(),
+            };
+            self.bus().send_control(BusEvent {
+                seq: base + 1,
+                room: Some(room_name.clone()),
+                bytes: encode(&join),
+                persist: Persist::Nothing,
+            });
+        }
+        room.spoke(id, now);
+        let seq = base + 1 + u64::from(reveal);
         let msg_id = room.last_id() + 1;
         let stored = StoredMessage {
             room: room_name.clone(),
             id: msg_id,
-            time: now_millis(),
+            time: now,
             from,
             kind,
             text,
@@ -661,7 +708,10 @@ impl Hub {
         };
         match self.bus().send_message_from(ev, id) {
             Ok(()) => {}
-            Err(BusFull::Busy | BusFull::Closed) => return Err(HubError::Busy),
+            Err(BusFull::Busy | BusFull::Closed) => {
+                st.seq = base + u64::from(reveal);
+                return Err(HubError::Busy);
+            }
         }
         room.next_id();
         room.remember(stored);
@@ -735,41 +785,9 @@ impl Hub {
         Ok(())
     }
 
-    /// Rooms with members, busiest first.
-    pub fn list(&self) -> Vec<RoomInfo> {
-        let st = self.lock();
-        let mut rooms: Vec<RoomInfo> = st
-            .rooms
-            .values()
-            .filter(|r| !r.is_empty())
-            .map(|r| RoomInfo {
-                room: r.name.clone(),
-                members: r.len() as u32,
-                topic: r.topic.clone(),
-                e2e: st.e2e.is_e2e(&r.name),
-            })
-            .collect();
-        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
-        rooms
-    }
-
-    /// The members of `room` (empty if it has none).
-    pub fn who(&self, room_name: &RoomName) -> Vec<Member> {
-        let st = self.lock();
-        st.rooms
-            .get(room_name)
-            .map(|r| {
-                let mut members: Vec<Member> =
-                    r.member_ids().filter_map(|m| st.member(m)).collect();
-                members.extend(st.remote_members(r));
-                members
-            })
-            .unwrap_or_default()
-    }
-
-    /// The topic of `room`.
+    /// The topic of `room` (of a room not in memory, as the store has it).
     pub fn topic(&self, room_name: &RoomName) -> Option<String> {
-        self.lock().rooms.get(room_name).and_then(|r| r.topic.clone())
+        self.lock().topic_of(self.store(), room_name)
     }
 
     /// Sets (or with `None` clears) the topic of a room `id` is in, announcing it to the room.
@@ -958,8 +976,8 @@ impl State {
         }
     }
 
-    /// Removes `id` from `room_name` and announces it; false if it was not a member. Forgets
-    /// rooms left empty that have neither history nor topic.
+    /// Removes `id` from `room_name` and announces it (unless the room was never told of
+    /// them); false if it was not a member. Forgets a room left empty ([`rooms`]).
     fn part_locked(
         &mut self,
         id: SessionId,
@@ -969,12 +987,12 @@ impl State {
         message: Option<String>,
         bus: &BusHandle,
     ) -> bool {
-        let seq = self.seq + 1;
         let Some(room) = self.rooms.get_mut(room_name) else { return false };
+        // A member of a large room the room was never told about leaves as quietly.
+        let hidden = room.is_hidden(id);
         if !room.remove(id) {
             return false;
         }
-        self.seq = seq;
         let leave =
             ServerMsg::Leave { room: room_name.clone(), nick: nick.clone(), reason, message };
         let bytes = encode(&leave);
@@ -982,15 +1000,16 @@ impl State {
         if let Some(u) = self.users.get(&id) {
             u.mailbox.deliver(&bytes);
         }
-        bus.send_control(BusEvent {
-            seq,
-            room: Some(room_name.clone()),
-            bytes,
-            persist: Persist::Nothing,
-        });
-        if room.is_empty() && !room.is_remembered() {
-            self.rooms.remove(room_name);
+        if !hidden {
+            let seq = self.next_seq();
+            bus.send_control(BusEvent {
+                seq,
+                room: Some(room_name.clone()),
+                bytes,
+                persist: Persist::Nothing,
+            });
         }
+        self.forget_if_empty(room_name);
         true
     }
 }
@@ -1151,5 +1170,116 @@ mod tests {
                 saw.iter().any(|m| matches!(m, ServerMsg::Private { text, .. } if text == "psst"))
             );
         }
+    }
+
+    /// Flushes the bus (every queued event persisted and delivered).
+    fn settle(hub: &Hub) {
+        let seq = hub.lock().seq;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(hub.bus().flushed(seq));
+    }
+
+    /// Issue 15 item 12: rooms made and left by a flood (with history, a topic, or nothing)
+    /// leave no per-room memory: only the rooms in use and a bounded few just forgotten stay.
+    /// Before the fix every room with a message or a topic stayed, and every other one stayed
+    /// in `retired`, for ever.
+    #[test]
+    fn rooms_made_and_left_by_a_flood_leave_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let (a, _ia) = user(&hub, "alice");
+        for i in 0..1000 {
+            let room = RoomName::parse(&format!("#flood{i}")).unwrap();
+            hub.join(a, &room).unwrap();
+            match i % 3 {
+                0 => {
+                    hub.say(a, &room, MessageKind::Normal, "x".into(), None).unwrap();
+                }
+                1 => hub.set_topic(a, &room, Some("t".into())).unwrap(),
+                _ => {}
+            }
+            hub.part(a, &room, LeaveReason::Part, None).unwrap();
+            if i % 50 == 49 {
+                settle(&hub);
+            }
+            let (rooms, retired) = hub.rooms_in_memory();
+            assert_eq!(rooms, 1, "only the lobby is in use");
+            assert!(retired <= 4 * rooms::PRUNE_AT, "{retired} rooms remembered at {i}");
+        }
+        // Whatever was forgotten comes back from the store, ids and topic included.
+        let r0 = RoomName::parse("#flood0").unwrap();
+        let r1 = RoomName::parse("#flood1").unwrap();
+        assert_eq!(hub.join(a, &r0).unwrap().last_id, 1);
+        assert_eq!(hub.join(a, &r1).unwrap().topic.as_deref(), Some("t"));
+    }
+
+    /// A room forgotten and made again continues its ids, whether the store already has its
+    /// last message (after the bus flushed) or not yet (joined again at once); its topic too.
+    #[test]
+    fn a_forgotten_room_made_again_continues_its_ids_and_keeps_its_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let (a, _ia) = user(&hub, "alice");
+        let rust = RoomName::parse("#rust").unwrap();
+        let mut last = 0;
+        for round in 0..4 {
+            hub.join(a, &rust).unwrap();
+            if round == 0 {
+                hub.set_topic(a, &rust, Some("crabs".into())).unwrap();
+            }
+            let id = hub.say(a, &rust, MessageKind::Normal, format!("{round}"), None).unwrap();
+            assert!(id > last, "ids go on: {last} then {id}");
+            last = id;
+            hub.part(a, &rust, LeaveReason::Part, None).unwrap();
+            assert_eq!(hub.rooms_in_memory().0, 1, "forgotten");
+            if round % 2 == 1 {
+                settle(&hub);
+                // Push it out of `retired` too: the store must answer.
+                for i in 0..(2 * rooms::PRUNE_AT) {
+                    let other = RoomName::parse(&format!("#other{round}x{i}")).unwrap();
+                    hub.join(a, &other).unwrap();
+                    hub.part(a, &other, LeaveReason::Part, None).unwrap();
+                }
+                settle(&hub);
+            }
+        }
+        let joined = hub.join(a, &rust).unwrap();
+        assert_eq!((joined.last_id, joined.topic.as_deref()), (last, Some("crabs")));
+        assert_eq!(last, 4);
+    }
+
+    /// Startup loads no room: a store of 2,000 rooms with history gives a hub with none in
+    /// memory (before: every one of them, 758 MB at a million), and a join reads its room.
+    #[test]
+    fn startup_loads_no_room_and_a_join_reads_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+            let batch: Vec<Persist> = (0..2000)
+                .map(|i| {
+                    Persist::Message(StoredMessage {
+                        room: RoomName::parse(&format!("#r{i}")).unwrap(),
+                        id: 7,
+                        time: 1,
+                        from: Nick::parse("old").unwrap(),
+                        kind: MessageKind::Normal,
+                        text: "x".into(),
+                        sender: None,
+                        cid: None,
+                    })
+                })
+                .collect();
+            w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        }
+        let hub = hub(dir.path());
+        assert_eq!(hub.rooms_in_memory(), (0, 0));
+        let (a, _ia) = user(&hub, "alice");
+        let r = RoomName::parse("#r1999").unwrap();
+        assert_eq!(hub.join(a, &r).unwrap().last_id, 7);
+        assert_eq!(hub.say(a, &r, MessageKind::Normal, "y".into(), None), Ok(8));
+        assert_eq!(hub.rooms_in_memory().0, 2, "the lobby and #r1999");
     }
 }

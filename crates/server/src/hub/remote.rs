@@ -349,7 +349,7 @@ impl State {
 
     /// Queues an event for `room`'s local members on the bus (so it is ordered with the
     /// room's other events).
-    fn queue_for_room(&mut self, hub: &Hub, room: &RoomName, msg: &ServerMsg) {
+    pub(super) fn queue_for_room(&mut self, hub: &Hub, room: &RoomName, msg: &ServerMsg) {
         let seq = self.next_seq();
         hub.bus().send_control(BusEvent {
             seq,
@@ -366,6 +366,8 @@ impl State {
         }
         let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
         let cap = hub.config().history_on_join;
+        // A store that cannot say: listed without its topic (ids come from the stream).
+        let _ = self.load_room(hub.store(), room_name, cap);
         let room = self
             .rooms
             .entry(room_name.clone())
@@ -391,12 +393,9 @@ impl State {
         if !room.remove_remote(rid) {
             return;
         }
-        let forget = room.is_empty() && !room.is_remembered();
         let msg = ServerMsg::Leave { room: room_name.clone(), nick, reason, message };
         self.queue_for_room(hub, room_name, &msg);
-        if forget {
-            self.rooms.remove(room_name);
-        }
+        self.forget_if_empty(room_name);
     }
 
     /// True when a remote user `rid` called `folded` must not be listed: a local session holds
@@ -455,6 +454,7 @@ impl State {
             if let Some(room) = self.rooms.get_mut(name) {
                 room.remove_remote(rid);
             }
+            self.forget_if_empty(name);
         }
     }
 
@@ -548,9 +548,16 @@ impl Hub {
         let Some(mut permits) = self.bus().reserve_many(events.len() + 1).await else { return };
         let mut st = self.lock();
         let cap = self.config().history_on_join;
+        // Rooms nobody is in that an event brought into memory, forgotten again after.
+        let mut touched: Vec<RoomName> = Vec::new();
         for (seq, ev) in events {
             let bus_seq = st.next_seq();
             let room_name = ev.room.clone();
+            if !st.rooms.contains_key(&room_name) {
+                touched.push(room_name.clone());
+            }
+            // A store that cannot say: without its topic (ids come from the stream).
+            let _ = st.load_room(self.store(), &room_name, cap);
             let room = st
                 .rooms
                 .entry(room_name.clone())
@@ -595,6 +602,9 @@ impl Hub {
         // The stream position is kept with the events (in the same transaction, or the next:
         // writing an event twice is harmless), so a restart resumes after it.
         let seq = st.next_seq();
+        for name in &touched {
+            st.forget_if_empty(name);
+        }
         if let Some(permit) = permits.next() {
             permit.send(BusEvent {
                 seq,
