@@ -289,6 +289,30 @@ async fn run_inner(target: &Target, kind: Kind, o: &AttackOptions) -> Result<Rep
     Ok(r)
 }
 
+/// Issue 15's goal for the honest pair's p99, in every phase.
+pub const P99_GOAL_MS: f64 = 100.0;
+
+/// What `r` missed of issue 15's goals: a phase's p99 at or over [`P99_GOAL_MS`], a line lost
+/// or never acknowledged, a missing figure.
+pub fn verdict(r: &Report) -> Vec<String> {
+    let mut misses = vec![];
+    for k in ["base_p99", "during_p99", "after_p99"] {
+        match r.get(k) {
+            Some(v) if v < P99_GOAL_MS => {}
+            Some(v) => misses.push(format!("{k} {} ms", fmt_value(v))),
+            None => misses.push(format!("no {k}")),
+        }
+    }
+    for k in ["lost", "unacked"] {
+        match r.get(k) {
+            Some(0.0) => {}
+            Some(v) => misses.push(format!("{k} {}", fmt_value(v))),
+            None => misses.push(format!("no {k}")),
+        }
+    }
+    misses
+}
+
 /// The attack table: one row per kind, the figures issue 15 asks for.
 pub fn table(reports: &[Report]) -> String {
     let cols: [(&str, &str); 17] = [
@@ -348,6 +372,17 @@ pub fn table(reports: &[Report]) -> String {
             out.push('\n');
         }
     }
+    for r in reports {
+        let misses = verdict(r);
+        let kind = r.scenario.trim_start_matches("attack-");
+        if misses.is_empty() {
+            out.push_str(&format!(
+                "{kind}: ok (p99 under {P99_GOAL_MS} ms in every phase, nothing lost)\n"
+            ));
+        } else {
+            out.push_str(&format!("{kind}: MISSED: {}\n", misses.join(", ")));
+        }
+    }
     let extra = ["members", "all_joined_s", "scrapes_ok", "scrapes_failed", "scrape_max_ms"];
     for r in reports {
         let figures: Vec<String> = extra
@@ -359,4 +394,28 @@ pub fn table(reports: &[Report]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(during_p99: f64, lost: f64) -> Report {
+        let mut r = Report::new(Kind::Spam.scenario(), "chatao");
+        for (k, v) in [("base_p99", 5.0), ("during_p99", during_p99), ("after_p99", 6.0)] {
+            r.push(k, v, "ms", Better::Lower);
+        }
+        r.push("lost", lost, "msgs", Better::Neither);
+        r.push("unacked", 0.0, "msgs", Better::Neither);
+        r
+    }
+
+    #[test]
+    fn the_verdict_names_every_missed_goal() {
+        assert!(verdict(&report(99.9, 0.0)).is_empty());
+        assert_eq!(verdict(&report(100.0, 2.0)), ["during_p99 100 ms", "lost 2"]);
+        let t = table(&[report(250.0, 0.0)]);
+        assert!(t.contains("spam: MISSED: during_p99 250 ms"), "{t}");
+        assert!(table(&[report(20.0, 0.0)]).contains("spam: ok"));
+    }
 }

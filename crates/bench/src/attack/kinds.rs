@@ -392,10 +392,10 @@ async fn upload(ctx: Arc<Ctx>) {
 }
 
 /// Workers connecting the `joins` members.
-const JOINERS: u32 = 4;
+const JOINERS: u32 = 8;
 
 /// Item 17: `n` idle members joining #lobby one after another (paced over three quarters of
-/// the attack, four connecting at a time), each staying and reading everything (every later
+/// the attack, eight connecting at a time), each staying and reading everything (every later
 /// join is announced to it) until the attack ends; they then all leave at once.
 fn joins(ctx: &Arc<Ctx>, set: &mut JoinSet<()>, n: u32, duration: Duration) {
     let next = Arc::new(AtomicU32::new(0));
