@@ -213,6 +213,7 @@ async fn a_flooding_server_cannot_exhaust_the_full_screen_client() {
     assert!(screen.contains("… 1990001 more lines, 1.9 MiB, not kept (client limit)"), "{screen}");
     let rss = status_kb(pid, "VmRSS");
     let peak = status_kb(pid, "VmHWM");
+    eprintln!("after the flood: VmRSS {rss} kB, VmHWM {peak} kB");
     assert!(
         rss < RSS_LIMIT_KB,
         "{HUGE_MESSAGES} messages of {MAX_SERVER_RECORD} bytes left the client at {rss} kB \
