@@ -177,10 +177,12 @@ async fn record(
             }
             Some(NetEvent::Msg(ServerMsg::Error { code, message, .. })) => {
                 if s.notes.len() < 20 {
-                    s.notes.push(format!("{who} got error {code}: {message}"));
+                    s.notes
+                        .push(format!("{who} got error {code}: {}", super::raw::short(&message)));
                 }
             }
             Some(NetEvent::Closed(closed)) => {
+                // Debug formatting escapes every control in the server's words.
                 s.notes.push(format!("{who}'s connection closed: {closed:?}"));
                 return;
             }

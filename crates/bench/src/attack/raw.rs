@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatao_proto::{ClientMsg, ServerMsg};
+use chatao_proto::{ClientMsg, ErrorCode, ServerMsg};
 use chatao_transport::{Connection, Keypair, TransportError};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -114,6 +114,16 @@ fn summary(m: &BTreeMap<String, u64>) -> String {
     m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The first words of a server's `reason` or `message`, safe to print.
+pub fn short(text: &str) -> String {
+    let clean = chatao_proto::sanitize_line(text);
+    let mut out: String = clean.chars().take(60).collect();
+    if clean.chars().count() > 60 {
+        out.push('…');
+    }
+    out
+}
+
 /// A TCP connection to `server` from `source`.
 pub async fn tcp_from(source: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -180,6 +190,9 @@ pub async fn open(
             s.count_received(&record);
             match chatao_proto::decode_server(&record) {
                 Ok(ServerMsg::Welcome { .. }) => return Ok(s),
+                Ok(ServerMsg::Bye { code: Some(ErrorCode::Other), reason }) => {
+                    return Err(format!("bye other ({})", short(&reason)));
+                }
                 Ok(ServerMsg::Bye { code, .. }) => {
                     return Err(format!("bye {}", code.map_or("none".into(), |c| c.to_string())));
                 }
@@ -237,9 +250,13 @@ impl Session {
         }
         match chatao_proto::decode_server(record) {
             Ok(ServerMsg::Ping { token }) => Seen::Ping(token),
-            Ok(ServerMsg::Bye { code, .. }) => {
-                Seen::Bye(code.map_or("none".into(), |c| c.to_string()))
-            }
+            Ok(ServerMsg::Bye { code, reason }) => Seen::Bye(match code {
+                None => "none".into(),
+                // `other` says little: keep the start of the reason, neutralised (it is a
+                // network string, and it is printed to a terminal).
+                Some(ErrorCode::Other) => format!("other ({})", short(&reason)),
+                Some(c) => c.to_string(),
+            }),
             Ok(ServerMsg::Error { code, .. }) => {
                 self.counters.error(&code.to_string());
                 Seen::Other
