@@ -137,6 +137,14 @@ struct Rss {
     last: AtomicU64,
 }
 
+/// The 1-minute load average from `/proc/loadavg` (`?` if unreadable).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Runs one attack kind against `target` and reports it.
 pub async fn run(
     target: &Target,
@@ -176,10 +184,12 @@ async fn run_inner(target: &Target, kind: Kind, o: &AttackOptions) -> Result<Rep
     let s0 = sample();
     sleep(o.baseline).await;
     let (t1, s1, b1) = (payload::now_us(), sample(), me());
+    let load_before = loadavg();
     let mut attackers = kinds::start(&ctx, o.sizes, o.duration);
     sleep(o.duration).await;
     ctx.stop.cancel();
     let (t2, s2, b2) = (payload::now_us(), sample(), me());
+    let load_after = loadavg();
     let wound_down =
         tokio::time::timeout(WIND_DOWN, async { while attackers.join_next().await.is_some() {} })
             .await
@@ -282,6 +292,10 @@ async fn run_inner(target: &Target, kind: Kind, o: &AttackOptions) -> Result<Rep
     if !errors.is_empty() {
         r.notes.push(format!("errors to the attacker: {errors}"));
     }
+    // Other work on the machine skews every figure: say how busy it was.
+    r.notes.push(format!(
+        "load average (1 min) at the attack's start {load_before}, at its end {load_after}"
+    ));
     if !wound_down {
         r.notes.push("some attacker tasks did not stop in time and were aborted".into());
     }

@@ -54,6 +54,7 @@ async fn a_short_ping_flood_reports_every_figure_and_the_honest_pair_loses_nothi
     assert!(get("attacker_records_sent") > 1000.0, "{r:?}");
     assert!(get("attacker_records_received") > 0.0, "{r:?}");
     assert!(get("attacker_mb_sent") > 0.0);
+    assert!(r.notes.iter().any(|n| n.starts_with("load average")), "{:?}", r.notes);
     assert!(
         !r.notes.iter().any(|n| n.starts_with("honest pair")),
         "the honest pair saw something wrong: {:?}",
