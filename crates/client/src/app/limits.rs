@@ -38,3 +38,61 @@ pub const MAX_BUFFERS: usize = 256;
 /// Members listed per room. Overflow policy: members past it are not added to the member list
 /// (and not offered by Tab completion); their joins, leaves and messages are shown as always.
 pub const MAX_MEMBERS: usize = 5000;
+
+/// Members listed over all buffers. Overflow policy: the member list of the least recently
+/// active buffer other than the one shown is cleared, again until the total fits, and that
+/// buffer says so (`/who` lists the room again).
+pub const TOTAL_MEMBERS: usize = 20_000;
+
+/// Longest topic or away reason kept (UTF-8 bytes): the server refuses longer ones
+/// (PROTOCOL 7.2). Overflow policy: cut at a character boundary, ending with `…`.
+pub const MAX_REASON_BYTES: usize = 300;
+
+/// `text` cut to at most `max` bytes (at a character boundary), with `…` after a cut.
+pub fn clamp(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+}
+
+/// Bounds the texts of `msg` that a buffer keeps outside its entries (a topic for the title
+/// bar, away reasons in the member list) to [`MAX_REASON_BYTES`], before anything reads them;
+/// chat texts are bounded by the entries ([`MAX_ENTRY_BYTES`]).
+pub fn bound_server_msg(msg: &mut chatao_proto::ServerMsg) {
+    use chatao_proto::ServerMsg;
+    match msg {
+        ServerMsg::Topic { text: Some(t), .. } | ServerMsg::Away { reason: Some(t), .. } => {
+            clamp(t, MAX_REASON_BYTES);
+        }
+        ServerMsg::Members { members, .. } => {
+            for a in members.iter_mut().filter_map(|m| m.away.as_mut()) {
+                clamp(a, MAX_REASON_BYTES);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamp_cuts_at_a_character_boundary_and_says_so() {
+        let mut s = "é".repeat(200);
+        clamp(&mut s, MAX_REASON_BYTES);
+        assert_eq!(s, format!("{}…", "é".repeat(150)));
+        let mut s = format!("a{}", "é".repeat(200));
+        clamp(&mut s, MAX_REASON_BYTES);
+        assert_eq!(s, format!("a{}…", "é".repeat(149)));
+        let mut honest = "x".repeat(MAX_REASON_BYTES);
+        clamp(&mut honest, MAX_REASON_BYTES);
+        assert_eq!(honest.len(), MAX_REASON_BYTES, "not cut");
+    }
+}

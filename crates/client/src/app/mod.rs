@@ -250,7 +250,12 @@ impl App {
     pub fn update(&mut self, event: Event) -> Vec<Effect> {
         let mut effects = match event {
             Event::Term(ev) => self.on_term(ev),
-            Event::Net(NetEvent::Msg(msg)) => self.on_server(msg),
+            Event::Net(NetEvent::Msg(mut msg)) => {
+                limits::bound_server_msg(&mut msg);
+                let effects = self.on_server(msg);
+                self.bound_members();
+                effects
+            }
             Event::Net(NetEvent::Unsent(msgs)) => self.on_unsent(msgs),
             Event::Net(NetEvent::Closed(closed)) => self.on_closed(closed),
             Event::Net(NetEvent::E2e { text, warning }) => self.on_e2e(&text, warning),
@@ -403,6 +408,28 @@ impl App {
         }
         self.bound_total();
         effects
+    }
+
+    /// Keeps the member lists together within [`limits::TOTAL_MEMBERS`]: the least recently
+    /// active buffer's list (never the one shown) is cleared, again until the total fits.
+    fn bound_members(&mut self) {
+        let mut total: usize = self.buffers.iter().map(|b| b.members.len()).sum();
+        while total > limits::TOTAL_MEMBERS {
+            let current = self.current;
+            let oldest = (0..self.buffers.len())
+                .filter(|&i| i != current && !self.buffers[i].members.is_empty())
+                .min_by_key(|&i| self.buffers[i].active);
+            let Some(i) = oldest else { break };
+            let b = &mut self.buffers[i];
+            total -= b.members.len();
+            b.members.clear();
+            let text = format!(
+                "member list of {} not kept (memory limit); /who {} lists it",
+                b.target.name(),
+                b.target.name()
+            );
+            self.note(i, Kind::Info, &text);
+        }
     }
 
     /// Bytes held by all buffers' entries.

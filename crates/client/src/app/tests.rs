@@ -919,3 +919,41 @@ fn conversations_past_the_limit_close_the_least_recently_active_buffer() {
     net(&mut a, private(2001, "m1", "alice", "me again"));
     assert!(a.find("m1").is_some());
 }
+
+/// Issue 15, item 18: a topic and away reasons of 4 MiB keep what the protocol allows
+/// (300 bytes), and member lists over all rooms stay within their total: the least recently
+/// active room's list goes first, and that room says so.
+#[test]
+fn topics_away_reasons_and_member_lists_are_bounded() {
+    use super::limits::{MAX_MEMBERS, MAX_REASON_BYTES, TOTAL_MEMBERS};
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    let huge = "t".repeat(4 * 1024 * 1024);
+    net(&mut a, ServerMsg::Topic { room: room("#lobby"), text: Some(huge.clone()), by: None });
+    let topic = a.buffers[0].topic.clone().unwrap();
+    assert_eq!(topic, format!("{}…", &huge[..MAX_REASON_BYTES]));
+    net(&mut a, members("#lobby", &["alice", "bob"]));
+    net(&mut a, ServerMsg::Away { nick: nick("bob"), reason: Some(huge.clone()) });
+    let bob = &a.buffers[0].members[&nick("bob").folded()];
+    assert_eq!(bob.away.as_ref().unwrap().len(), MAX_REASON_BYTES + '…'.len_utf8());
+
+    // Five rooms of MAX_MEMBERS each: more than the total.
+    let rooms = TOTAL_MEMBERS / MAX_MEMBERS + 1;
+    for r in 0..rooms {
+        let name = format!("#r{r}");
+        net(&mut a, joined(&name, "alice"));
+        let nicks: Vec<String> = (0..MAX_MEMBERS).map(|n| format!("u{r}x{n}")).collect();
+        let refs: Vec<&str> = nicks.iter().map(String::as_str).collect();
+        net(&mut a, members(&name, &refs));
+        let listed: usize = a.buffers.iter().map(|b| b.members.len()).sum();
+        assert!(listed <= TOTAL_MEMBERS, "{listed} members listed after {name}");
+    }
+    // #lobby (shown) keeps its list; the oldest rooms lost theirs, and say so.
+    assert_eq!(a.buffers[0].members.len(), 2);
+    let first = a.find("#r0").unwrap();
+    assert!(a.buffers[first].members.is_empty());
+    let said = a.buffers[first].entries.back().unwrap().text.clone();
+    assert_eq!(said, "member list of #r0 not kept (memory limit); /who #r0 lists it");
+    let last = a.find(&format!("#r{}", rooms - 1)).unwrap();
+    assert_eq!(a.buffers[last].members.len(), MAX_MEMBERS);
+}
