@@ -64,6 +64,8 @@ pub struct Room {
     speakers: VecDeque<(SessionId, u64)>,
     /// Members on other nodes of a cluster (listed, never delivered to: their node does that).
     remote: HashSet<RemoteId>,
+    /// Members on other nodes this node's members were not told about (as `hidden`).
+    hidden_remote: HashSet<RemoteId>,
     /// The id of the last message in this room. Ids come from here and nowhere else, so they
     /// are strictly increasing in the order recipients receive the messages, and they continue
     /// across restarts and after the room was forgotten (read from the store, see
@@ -85,6 +87,7 @@ impl Room {
             hidden: HashSet::new(),
             speakers: VecDeque::new(),
             remote: HashSet::new(),
+            hidden_remote: HashSet::new(),
             last_id,
             tail: VecDeque::new(),
             tail_cap,
@@ -158,6 +161,17 @@ impl Room {
     /// Every member is listed to someone (a small room's full member list): none is hidden.
     pub fn reveal_all(&mut self) {
         self.hidden = HashSet::new();
+        self.hidden_remote = HashSet::new();
+    }
+
+    /// Whether this node's members were not told about the member `id` on another node.
+    pub fn is_hidden_remote(&self, id: RemoteId) -> bool {
+        self.hidden_remote.contains(&id)
+    }
+
+    /// As [`Room::reveal`], for a member on another node.
+    pub fn reveal_remote(&mut self, id: RemoteId) -> bool {
+        self.hidden_remote.remove(&id)
     }
 
     /// Notes that `id` spoke at `now` (milliseconds).
@@ -187,14 +201,19 @@ impl Room {
         self.remote.iter().copied()
     }
 
-    /// Adds a member on another node; false if already in.
-    pub fn add_remote(&mut self, id: RemoteId) -> bool {
-        self.remote.insert(id)
+    /// Adds a member on another node; false if already in. `announced` as for [`Room::add`].
+    pub fn add_remote(&mut self, id: RemoteId, announced: bool) -> bool {
+        let new = self.remote.insert(id);
+        if new && !announced {
+            self.hidden_remote.insert(id);
+        }
+        new
     }
 
     /// Removes a member on another node; false if it was not in.
     pub fn remove_remote(&mut self, id: RemoteId) -> bool {
         let was = self.remote.remove(&id);
+        self.hidden_remote.remove(&id);
         if self.is_empty() {
             self.tail = VecDeque::new();
         }

@@ -56,6 +56,13 @@ fn spawn_reader(c: TestClient, counts: Arc<Counts>, stop: CancellationToken) -> 
                     counts.records.fetch_add(1, Ordering::Relaxed);
                     counts.bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
                     if let Ok(m) = decode_server(&record) {
+                        // Idle, not gone: a member answers the server's keepalive.
+                        if let ServerMsg::Ping { token } = m {
+                            let pong = encode(&ClientMsg::Pong { token });
+                            if conn.write_record(&pong).await.is_err() {
+                                break;
+                            }
+                        }
                         kept.lock().unwrap().push(m);
                     }
                     counts.changed.notify_waiters();
@@ -228,4 +235,84 @@ async fn joins_into_a_large_room_cost_linear_records_and_bytes() {
     let told = members[..idle].iter().filter(|m| saw(m, is_leave(idle_nick.clone()))).count();
     assert_eq!(told, 0, "nobody was told of the idle member's departure");
     stop.cancel();
+}
+
+/// The same rules across a cluster: node 2's members are not told of a newcomer on node 1 in a
+/// large room until they speak (then before their message), nor of an idle one's departure;
+/// a speaker's departure they are told of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_room_across_nodes_announces_speakers_only() {
+    let nats = chatao_testkit::NatsServer::start().await;
+    let url = nats.url();
+    let node = || {
+        let url = url.clone();
+        TestServer::start_with(move |c| {
+            c.cluster = Some(chatao_server::cluster::ClusterConfig::new(url));
+            c.limits.rate_per_sec = 0;
+            c.max_connections_per_ip = 1000;
+            c.handshakes_per_minute = 1_000_000;
+            c.handshake_burst = 1_000_000;
+        })
+    };
+    let (n1, n2) = (node().await, node().await);
+    let mut watcher = TestClient::connect(n2.addr, "watcher").await.unwrap();
+    // 101 idle members on node 1 make the lobby large (node 2 hears of the first 99 joining).
+    let mut idle = vec![];
+    for i in 0..101 {
+        idle.push(TestClient::connect(n1.addr, &format!("filler{i}")).await.unwrap());
+    }
+    watcher
+        .expect(
+            "the 99th join",
+            |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "filler98"),
+        )
+        .await
+        .unwrap();
+    let mut late = TestClient::connect(n1.addr, "late").await.unwrap();
+    let quiet = TestClient::connect(n1.addr, "quiet").await.unwrap();
+    late.say("from a newcomer").await.unwrap();
+    let mut seen = vec![];
+    loop {
+        let m = watcher.recv().await.unwrap();
+        let done = matches!(&m, ServerMsg::Message { text, .. } if text == "from a newcomer");
+        seen.push(m);
+        if done {
+            break;
+        }
+    }
+    let join_of = |who: &'static str| move |m: &ServerMsg| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == who);
+    let n = seen.len();
+    assert!(
+        matches!(&seen[n - 2], ServerMsg::Join { nick, .. } if nick.as_str() == "late"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(join_of("quiet")), "an idle newcomer is not announced: {seen:?}");
+    drop(quiet);
+    late.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    let mut seen = vec![];
+    loop {
+        let m = watcher.recv().await.unwrap();
+        let done = matches!(&m, ServerMsg::Leave { nick, .. } if nick.as_str() == "late");
+        seen.push(m);
+        if done {
+            break;
+        }
+    }
+    // A marker from node 1 after both departures: nothing about the quiet one before it.
+    idle[0].say("marker").await.unwrap();
+    loop {
+        let m = watcher.recv().await.unwrap();
+        assert!(
+            !matches!(&m, ServerMsg::Leave { nick, .. } if nick.as_str() == "quiet"),
+            "an idle member's departure is not announced"
+        );
+        if matches!(&m, ServerMsg::Message { text, .. } if text == "marker") {
+            break;
+        }
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Leave { nick, .. } if nick.as_str() == "quiet"))
+    );
 }

@@ -372,7 +372,9 @@ impl State {
             .rooms
             .entry(room_name.clone())
             .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
-        if room.add_remote(rid) {
+        // A large room hears of a remote newcomer when they speak, as of a local one.
+        let large = room.is_large();
+        if room.add_remote(rid, !large) && !large {
             let msg = ServerMsg::Join { room: room_name.clone(), nick, fingerprint };
             self.queue_for_room(hub, room_name, &msg);
         }
@@ -390,11 +392,14 @@ impl State {
         user.rooms.retain(|r| r != room_name);
         let nick = user.nick.clone();
         let Some(room) = self.rooms.get_mut(room_name) else { return };
+        let hidden = room.is_hidden_remote(rid);
         if !room.remove_remote(rid) {
             return;
         }
-        let msg = ServerMsg::Leave { room: room_name.clone(), nick, reason, message };
-        self.queue_for_room(hub, room_name, &msg);
+        if !hidden {
+            let msg = ServerMsg::Leave { room: room_name.clone(), nick, reason, message };
+            self.queue_for_room(hub, room_name, &msg);
+        }
         self.forget_if_empty(room_name);
     }
 
@@ -564,6 +569,16 @@ impl Hub {
                 .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
             let (bytes, persist) = match ev.body {
                 RoomBody::Message { kind, text } => {
+                    // A newcomer of another node this node's members were not told of (a
+                    // large room) is announced with their first message, just before it.
+                    let rid = RemoteId { node: ev.node, session: ev.session };
+                    let join = room.reveal_remote(rid).then(|| {
+                        encode(&ServerMsg::Join {
+                            room: room_name.clone(),
+                            nick: ev.from.clone(),
+                            fingerprint: ev.fingerprint.clone(),
+                        })
+                    });
                     let stored = StoredMessage {
                         room: room_name.clone(),
                         id: seq,
@@ -583,6 +598,10 @@ impl Hub {
                     if let Some(cid) = ev.cid {
                         st.sent.record(&ev.fingerprint, cid, bytes.clone(), now_millis());
                     }
+                    let bytes = match join {
+                        Some(join) => [join, bytes].concat().into(),
+                        None => bytes,
+                    };
                     (bytes, Persist::Message(stored))
                 }
                 RoomBody::Topic { text } => {
