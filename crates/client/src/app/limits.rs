@@ -44,6 +44,11 @@ pub const MAX_MEMBERS: usize = 5000;
 /// buffer says so (`/who` lists the room again).
 pub const TOTAL_MEMBERS: usize = 20_000;
 
+/// Room names remembered from `/list` answers, for Tab completion. Overflow policy: the names
+/// that sort last are forgotten (completion then does not offer them; `/list` still shows
+/// every room it gets).
+pub const KNOWN_ROOMS: usize = 10_000;
+
 /// Longest topic or away reason kept (UTF-8 bytes): the server refuses longer ones
 /// (PROTOCOL 7.2). Overflow policy: cut at a character boundary, ending with `…`.
 pub const MAX_REASON_BYTES: usize = 300;

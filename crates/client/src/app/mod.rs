@@ -146,7 +146,7 @@ pub struct App {
     /// A hand-over to the actor found its outbox full: nothing more is handed over until the
     /// next tick.
     send_blocked: bool,
-    /// Rooms seen in `/list` answers, for completion.
+    /// Rooms seen in `/list` answers, for completion; at most [`limits::KNOWN_ROOMS`].
     pub known_rooms: BTreeSet<String>,
     /// A room we asked to join: the server's confirmation makes it current.
     pending_join: Option<RoomName>,
@@ -254,6 +254,9 @@ impl App {
                 limits::bound_server_msg(&mut msg);
                 let effects = self.on_server(msg);
                 self.bound_members();
+                while self.known_rooms.len() > limits::KNOWN_ROOMS {
+                    self.known_rooms.pop_last();
+                }
                 effects
             }
             Event::Net(NetEvent::Unsent(msgs)) => self.on_unsent(msgs),

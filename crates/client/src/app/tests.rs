@@ -957,3 +957,24 @@ fn topics_away_reasons_and_member_lists_are_bounded() {
     let last = a.find(&format!("#r{}", rooms - 1)).unwrap();
     assert_eq!(a.buffers[last].members.len(), MAX_MEMBERS);
 }
+
+/// Issue 15, item 18: room lists sent again and again cannot grow what completion remembers
+/// past its bound.
+#[test]
+fn room_names_remembered_for_completion_are_bounded() {
+    use super::limits::KNOWN_ROOMS;
+    let mut a = app(80, 24);
+    for page in 0..3 {
+        let rooms = (0..KNOWN_ROOMS / 2)
+            .map(|n| chatao_proto::RoomInfo {
+                room: room(&format!("#p{page}r{n}")),
+                members: 1,
+                topic: None,
+                e2e: false,
+            })
+            .collect();
+        net(&mut a, ServerMsg::RoomList { rooms, next: None });
+    }
+    assert_eq!(a.known_rooms.len(), KNOWN_ROOMS);
+    assert!(a.known_rooms.contains("#p0r0") && !a.known_rooms.contains("#p2r0"));
+}
