@@ -541,4 +541,61 @@ mod tests {
         // A narrow pane caps it at a third of what the time column leaves.
         assert_eq!(geometry(&buffer(&[a, b]), 45).prefix, (45 - 6 - 3) / 3);
     }
+
+    /// The lazy window (from either end of an entry, heights from the cache) shows exactly
+    /// the rows of the whole buffer laid out eagerly, cut to the view, at every scroll
+    /// position: with wrapped lines, multi-line entries, day changes, an action, a cut entry
+    /// and the marker of dropped entries.
+    #[test]
+    fn the_lazy_window_is_the_eager_layout_cut_to_the_view() {
+        use crate::app::testing::{T0, app};
+        let mut a = app(60, 12);
+        let nick = |n: &str| Nick::parse(n).unwrap();
+        let day = 86_400_000;
+        let long = "lorem ipsum dolor sit amet ".repeat(6);
+        let entries = [
+            Entry::new(T0, Kind::Message { from: nick("bob") }, "one"),
+            Entry::new(T0, Kind::Message { from: nick("carol") }, &format!("a\n{long}\nb")),
+            Entry::new(T0 + day, Kind::Action { from: nick("bob") }, &long),
+            Entry::new(
+                T0 + day,
+                Kind::Info,
+                &"x\n".repeat(crate::app::limits::MAX_ENTRY_LINES + 5),
+            ),
+            Entry::new(
+                T0 + 2 * day,
+                Kind::Message { from: nick("dave") },
+                &format!("{long}\n\nend"),
+            ),
+        ];
+        let b = &mut a.buffers[0];
+        b.entries.clear();
+        for e in entries {
+            b.push(e);
+        }
+        b.dropped = 3;
+        let (width, height) = a.pane_size();
+        let h = usize::from(height);
+        let days = a.days();
+        let total = total_height(&a.buffers[0], width, days);
+        for scroll in (0..=total + 2).filter(|s| *s < 40 || s % 97 == 0 || *s + 40 > total) {
+            a.buffers[0].scroll = scroll;
+            let b = &a.buffers[0];
+            let names = prefixes(b);
+            let g = geometry_of(&names, width);
+            let labels = Labels::new(names.iter().map(String::as_str), g.prefix);
+            let layout = Layout { app: &a, g, labels: &labels, width: usize::from(width) };
+            let (rows, skip) = window(b, &layout, h, days);
+
+            let mut all = vec![layout.banner(&dropped_text(b.dropped))];
+            for (i, e) in b.entries.iter().enumerate() {
+                all.extend(layout.rows_from_top(e, day_before(b, i, days), 0, total));
+            }
+            assert_eq!(all.len(), total);
+            let want_skip = scroll.min(total.saturating_sub(h));
+            assert_eq!(skip, want_skip, "scroll {scroll}");
+            let end = total - want_skip;
+            assert_eq!(rows, all[end.saturating_sub(h)..end], "scroll {scroll}");
+        }
+    }
 }
