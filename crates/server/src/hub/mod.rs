@@ -1282,4 +1282,36 @@ mod tests {
         assert_eq!(hub.say(a, &r, MessageKind::Normal, "y".into(), None), Ok(8));
         assert_eq!(hub.rooms_in_memory().0, 2, "the lobby and #r1999");
     }
+
+    /// Issue 15 item 17: the joiner of a large room gets itself and the recent speakers with
+    /// the member count, not the whole list; of a small room, everyone.
+    #[test]
+    fn a_large_rooms_joiner_gets_the_recent_speakers_and_the_count() {
+        use crate::limits::LARGE_ROOM;
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let big = RoomName::parse("#big").unwrap();
+        let mut ids = vec![];
+        for i in 0..LARGE_ROOM + 20 {
+            let (mb, inbox) = mailbox(4 * LARGE_ROOM);
+            let id = hub.next_session_id();
+            hub.register(id, Nick::parse(&format!("m{i}")).unwrap(), format!("fp{i}"), mb).unwrap();
+            let joined = hub.join(id, &big).unwrap();
+            if i < LARGE_ROOM {
+                assert_eq!((joined.members.len(), joined.total), (i + 1, None), "small: all");
+            } else {
+                assert_eq!(joined.total, Some(i as u32 + 1));
+                assert_eq!(joined.members.len(), 1, "only the joiner: nobody spoke");
+            }
+            ids.push((id, inbox));
+        }
+        hub.say(ids[3].0, &big, MessageKind::Normal, "hi".into(), None).unwrap();
+        let (mb, _inbox) = mailbox(64);
+        let id = hub.next_session_id();
+        hub.register(id, Nick::parse("late").unwrap(), "fpl".into(), mb).unwrap();
+        let joined = hub.join(id, &big).unwrap();
+        let nicks: Vec<&str> = joined.members.iter().map(|m| m.nick.as_str()).collect();
+        assert_eq!(nicks, ["late", "m3"]);
+        assert_eq!(joined.total, Some(LARGE_ROOM as u32 + 21));
+    }
 }
