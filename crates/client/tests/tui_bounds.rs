@@ -38,16 +38,21 @@ const CONVERSATIONS: usize = 1000;
 /// One tmux server on its own socket, running one session; killed on drop.
 struct Tmux {
     socket: String,
+    /// The socket file, removed on drop (`kill-server` leaves it behind).
+    socket_path: Option<std::path::PathBuf>,
 }
 
 impl Tmux {
     async fn start(command: &str, width: u16, height: u16) -> Tmux {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmux = Tmux { socket: format!("chatao-bounds-{}-{n}", std::process::id()) };
+        let socket = format!("chatao-bounds-{}-{n}", std::process::id());
+        let mut tmux = Tmux { socket, socket_path: None };
         let (w, h) = (width.to_string(), height.to_string());
         tmux.run(&["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", &w, "-y", &h, command])
             .await;
+        let path = tmux.run(&["display-message", "-p", "-t", "t", "#{socket_path}"]).await;
+        tmux.socket_path = Some(path.trim().into());
         tmux
     }
 
@@ -93,6 +98,9 @@ impl Drop for Tmux {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+        if let Some(path) = &self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
