@@ -9,6 +9,11 @@
 
 use std::collections::BTreeSet;
 
+/// Most ids a catch-up remembers exactly. Overflow policy (only a server that never ends its
+/// catch-up gets there): the oldest is forgotten and the gap moves up to it, so an id at or
+/// below it counts as shown.
+pub const CAUGHT_MAX: usize = 4096;
+
 /// The ids of one room's messages already shown.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
@@ -17,7 +22,8 @@ pub struct Seen {
     /// During a catch-up: `last_seen` when the connection was lost.
     pub gap: Option<u64>,
     /// Ids above `gap` already shown. Bounded by the catch-up: the server replays at most 500
-    /// messages per request, and the set is cleared when the catch-up ends.
+    /// messages per request, and the set is cleared when the catch-up ends; and by
+    /// [`CAUGHT_MAX`], for a server that never ends it.
     caught: BTreeSet<u64>,
     /// History replays still expected before the catch-up is over.
     replays: u8,
@@ -31,6 +37,12 @@ impl Seen {
             Some(gap) if id > gap => self.caught.insert(id),
             _ => self.last_seen.is_none_or(|last| id > last),
         };
+        if self.caught.len() > CAUGHT_MAX
+            && let Some(oldest) = self.caught.pop_first()
+        {
+            // Everything up to the oldest id forgotten counts as shown.
+            self.gap = Some(oldest);
+        }
         if fresh {
             self.last_seen = self.last_seen.max(Some(id));
         }
@@ -102,6 +114,21 @@ impl PrivateSeen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catch_up_that_never_ends_remembers_a_bounded_number_of_ids() {
+        let mut s = Seen::default();
+        assert!(s.see(10));
+        s.start_catch_up(1);
+        for id in 11..11 + 2 * CAUGHT_MAX as u64 {
+            assert!(s.see(id), "{id}");
+        }
+        assert_eq!(s.caught.len(), CAUGHT_MAX);
+        // The newest ids are still known exactly; the forgotten ones count as shown.
+        assert!(!s.see(10 + 2 * CAUGHT_MAX as u64));
+        assert!(!s.see(11));
+        assert!(s.see(11 + 2 * CAUGHT_MAX as u64));
+    }
 
     #[test]
     fn a_private_message_seen_once_is_a_duplicate_and_the_memory_is_bounded() {

@@ -43,6 +43,10 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// leaves the text in the input line), so the queue holds at most this many plus what one
 /// step adds.
 pub const WAITING: usize = 1000;
+/// Rooms whose [`Seen`] the core keeps: far more than a server lets one join (50). Overflow
+/// policy (only a hostile server names more): the oldest room we are not in is forgotten (a
+/// message there would then show again).
+pub const ROOMS_KEPT: usize = 1024;
 
 /// A fresh client id: random, from 1 to [`MAX_CID`]. `None` only if the system's random
 /// source fails (then the message goes without an id: delivered at most once by the old rules,
@@ -145,8 +149,7 @@ struct Room {
 pub struct Core {
     me: Nick,
     connected: bool,
-    /// In the order we first met them. Bounded by the rooms we joined (the server limits them
-    /// per user); a room we left keeps its entry.
+    /// In the order we first met them. At most [`ROOMS_KEPT`]; a room we left keeps its entry.
     rooms: Vec<Room>,
     /// Handed to the network, in order; the oldest first. At most [`MAX_UNACKED`].
     in_flight: VecDeque<InFlight>,
@@ -369,6 +372,11 @@ impl Core {
         let i = match self.rooms.iter().position(|r| r.name == room.as_str()) {
             Some(i) => i,
             None => {
+                if self.rooms.len() >= ROOMS_KEPT {
+                    // A server naming endless rooms: forget the oldest one we are not in.
+                    let gone = self.rooms.iter().position(|r| !r.joined).unwrap_or(0);
+                    self.rooms.remove(gone);
+                }
                 self.rooms.push(Room {
                     name: room.as_str().to_owned(),
                     joined: false,
@@ -616,6 +624,29 @@ mod tests {
         assert!(c.all_acked());
         // A second echo (the server's answer to a re-send) acknowledges nothing more.
         assert_eq!(c.observe(&echo("alice", 3, Some(cid), false), now).ack, None);
+    }
+
+    #[test]
+    fn a_server_naming_endless_rooms_leaves_the_core_a_bounded_list_keeping_those_we_are_in() {
+        let now = Instant::now();
+        let mut c = core();
+        c.observe(&own_join("#home"), now);
+        for n in 0..2 * ROOMS_KEPT {
+            let room = RoomName::parse(&format!("#r{n}")).unwrap();
+            let msg = ServerMsg::Message {
+                cid: None,
+                room,
+                id: 1,
+                time: 1,
+                from: nick("bob"),
+                kind: chatao_proto::MessageKind::Normal,
+                text: "x".into(),
+                history: false,
+            };
+            c.observe(&msg, now);
+        }
+        assert_eq!(c.rooms.len(), ROOMS_KEPT);
+        assert!(c.rooms.iter().any(|r| r.name == "#home" && r.joined), "the room we are in stays");
     }
 
     #[test]

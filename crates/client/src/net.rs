@@ -27,9 +27,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PING_AFTER: Duration = Duration::from_secs(30);
 /// Silence from the server after which the connection counts as lost.
 pub const DEAD_AFTER: Duration = Duration::from_secs(75);
-/// Largest record accepted from the server. Larger than the server accepts from clients: a
-/// `members` list of a big room is one record (about 90 bytes per member).
-pub const MAX_SERVER_RECORD: usize = 4 * 1024 * 1024;
+/// Largest record accepted from the server. Larger than the server accepts from clients, and
+/// five times the largest an honest server sends (a `room_list` page of 100 rooms with their
+/// topics, a `members` page of 200; a server that predates paging sends a room's whole list,
+/// about 90 bytes per member, which fits for 2,800 members). Overflow policy: the connection
+/// counts as lost. With [`EVENT_QUEUE`] it bounds what the actor holds for the UI: 256 MiB at
+/// the very worst (a hostile server, and a UI that stopped reading).
+pub const MAX_SERVER_RECORD: usize = 256 * 1024;
 /// Events waiting for the UI. Overflow policy: the actor waits (stops reading the socket), so
 /// nothing is dropped; a UI stalled for long enough gets the client disconnected as too slow.
 pub const EVENT_QUEUE: usize = 1024;

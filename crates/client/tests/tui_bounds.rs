@@ -1,7 +1,8 @@
 //! Issue 15, item 18: a hostile server cannot exhaust the full-screen client. The real
 //! `chatao` runs in tmux against a hand-made server that floods it: 500 messages as large as
-//! the client accepts in a record ([`chatao_client::net::MAX_SERVER_RECORD`], 4 MiB), a
-//! thousand private conversations, then one message of two million lines. Afterwards the
+//! the client accepts in a record ([`chatao_client::net::MAX_SERVER_RECORD`], 256 KiB), a
+//! thousand private conversations, then one message of as many lines as a record holds
+//! (120,000). Afterwards the
 //! client's resident memory (`VmRSS`) is under [`RSS_LIMIT_KB`], the screen says what the
 //! limits cut and closed, and the UI still answers keys: a typed line reaches the server.
 //!
@@ -22,16 +23,18 @@ use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-/// Longest wait for the flood to be shown (4 MiB records, debug builds, shared cores).
+/// Longest wait for the flood to be shown (the largest records, debug builds, shared cores).
 const FLOOD_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest wait for anything else.
 const DEADLINE: Duration = Duration::from_secs(30);
+/// Newlines in the long message: as many as fit in one record (each is `\n` in JSON).
+const LINES: usize = 120_000;
 const POLL: Duration = Duration::from_millis(200);
 /// The client's resident memory after the flood must stay under this. Unbounded, the flood
-/// below takes it past 2 GB.
+/// below takes it past 500 MB (2,000 records of 256 KiB).
 const RSS_LIMIT_KB: u64 = 200 * 1024;
 /// Messages of the largest size flooded.
-const HUGE_MESSAGES: usize = 500;
+const HUGE_MESSAGES: usize = 2000;
 /// Private conversations opened.
 const CONVERSATIONS: usize = 1000;
 
@@ -177,7 +180,7 @@ async fn flood(listener: TcpListener, typed: mpsc::Sender<String>) {
         conn.write_record(&encode(&pm)).await.unwrap();
         id += 1;
     }
-    let lines = format!("lines start{}", "\n".repeat(2_000_000));
+    let lines = format!("lines start{}", "\n".repeat(LINES));
     conn.write_record(&encode(&said(id, "mallory", lines))).await.unwrap();
     id += 1;
     conn.write_record(&encode(&said(id, "mallory", "flood done".into()))).await.unwrap();
@@ -217,8 +220,10 @@ async fn a_flooding_server_cannot_exhaust_the_full_screen_client() {
     // buffers the client allows (256): #lobby and the last 255, from stranger745 on.
     let screen = tmux.wait_for("mallory │ flood done", FLOOD_DEADLINE).await;
     assert!(screen.contains("1:#lobby │ act: 2:stranger745(1!) 3:stranger746(1!)"), "{screen}");
-    // The message of two million lines (4 MB of `\n`) ends with its fold row.
-    assert!(screen.contains("… 1990001 more lines, 1.9 MiB, not kept (client limit)"), "{screen}");
+    // The message of 120,001 lines (240 kB of `\n` in JSON) ends with its fold row: 10,000
+    // lines kept.
+    let fold = format!("… {} more lines, ", LINES + 1 - 10_000);
+    assert!(screen.contains(&fold) && screen.contains("not kept (client limit)"), "{screen}");
     let rss = status_kb(pid, "VmRSS");
     let peak = status_kb(pid, "VmHWM");
     eprintln!("after the flood: VmRSS {rss} kB, VmHWM {peak} kB");

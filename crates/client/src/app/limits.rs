@@ -1,6 +1,6 @@
 //! Every bound on what a server can make the full-screen client hold or draw (issue 15, item
-//! 18), with its overflow policy. A hostile server ignores the protocol's limits (a record of
-//! 4 MiB, a message of two million lines, thousands of conversations), so the client keeps its
+//! 18), with its overflow policy. A hostile server ignores the protocol's limits (records of
+//! any size, a message of two million lines, thousands of conversations), so the client keeps its
 //! own, and says on screen whenever one of them took something away.
 //!
 //! What the network actor itself accepts is bounded apart: one record of at most
