@@ -90,7 +90,7 @@ pub fn init_logging(path: &Path) -> Result<()> {
 pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
     let (first, (welcome, handle, events), skipped) = profile.connect_first().await?;
     for failure in skipped {
-        warn!(%failure, "server skipped");
+        warn!(failure = ?failure.to_string(), "server skipped");
     }
     info!(server = %profile.name(first), fingerprint = %welcome.server_fingerprint, "connected");
     let mut term = TerminalGuard::enter(options.mouse)?;
@@ -192,7 +192,7 @@ impl Shell {
                         Event::Connected(Box::new(welcome))
                     }
                     Err(e) => {
-                        warn!(cause = %e, "reconnection failed");
+                        warn!(cause = ?e.to_string(), "reconnection failed");
                         Event::ConnectFailed { reason: e.to_string(), retry: is_transient(&e) }
                     }
                 }),
