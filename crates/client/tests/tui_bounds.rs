@@ -11,16 +11,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/tmux.rs"]
+mod tmux;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatao_client::net::MAX_SERVER_RECORD;
 use chatao_proto::{
     ClientMsg, Limits, MessageKind, Nick, RoomName, ServerMsg, decode_client, encode,
 };
+use tmux::Tmux;
 use tokio::net::TcpListener;
-use tokio::process::Command;
 use tokio::sync::mpsc;
 
 /// Longest wait for the flood to be shown (the largest records, debug builds, shared cores).
@@ -29,7 +30,6 @@ const FLOOD_DEADLINE: Duration = Duration::from_secs(600);
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Newlines in the long message: as many as fit in one record (each is `\n` in JSON).
 const LINES: usize = 120_000;
-const POLL: Duration = Duration::from_millis(200);
 /// The client's resident memory after the flood must stay under this. Unbounded, the flood
 /// below takes it past 500 MB (2,000 records of 256 KiB).
 const RSS_LIMIT_KB: u64 = 200 * 1024;
@@ -37,75 +37,6 @@ const RSS_LIMIT_KB: u64 = 200 * 1024;
 const HUGE_MESSAGES: usize = 2000;
 /// Private conversations opened.
 const CONVERSATIONS: usize = 1000;
-
-/// One tmux server on its own socket, running one session; killed on drop.
-struct Tmux {
-    socket: String,
-    /// The socket file, removed on drop (`kill-server` leaves it behind).
-    socket_path: Option<std::path::PathBuf>,
-}
-
-impl Tmux {
-    async fn start(command: &str, width: u16, height: u16) -> Tmux {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let socket = format!("chatao-bounds-{}-{n}", std::process::id());
-        let mut tmux = Tmux { socket, socket_path: None };
-        let (w, h) = (width.to_string(), height.to_string());
-        tmux.run(&["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", &w, "-y", &h, command])
-            .await;
-        let path = tmux.run(&["display-message", "-p", "-t", "t", "#{socket_path}"]).await;
-        tmux.socket_path = Some(path.trim().into());
-        tmux
-    }
-
-    async fn run(&self, args: &[&str]) -> String {
-        let out = tokio::time::timeout(
-            DEADLINE,
-            Command::new("tmux").arg("-L").arg(&self.socket).args(args).output(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("tmux {args:?} hung"))
-        .unwrap_or_else(|e| panic!("these tests need tmux: {e}"));
-        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"]).await
-    }
-
-    /// The pid of the program the pane runs.
-    async fn pid(&self) -> u32 {
-        self.run(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).await.trim().parse().unwrap()
-    }
-
-    /// Waits until the screen contains `needle`; panics with the screen after `limit`.
-    async fn wait_for(&self, needle: &str, limit: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let screen = self.screen().await;
-            if screen.contains(needle) {
-                return screen;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no {needle:?} on screen:\n{screen}");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        if let Some(path) = &self.socket_path {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -218,7 +149,8 @@ async fn a_flooding_server_cannot_exhaust_the_full_screen_client() {
 
     // The flood is over when its last message shows. The thousand conversations left the
     // buffers the client allows (256): #lobby and the last 255, from stranger745 on.
-    let screen = tmux.wait_for("mallory │ flood done", FLOOD_DEADLINE).await;
+    let screen =
+        tmux.wait_within("the flood", FLOOD_DEADLINE, |s| s.contains("mallory │ flood done")).await;
     assert!(screen.contains("1:#lobby │ act: 2:stranger745(1!) 3:stranger746(1!)"), "{screen}");
     // The message of 120,001 lines (240 kB of `\n` in JSON) ends with its fold row: 10,000
     // lines kept.
@@ -234,12 +166,12 @@ async fn a_flooding_server_cannot_exhaust_the_full_screen_client() {
     );
 
     // Still responsive: a typed line goes out and comes back.
-    tmux.run(&["send-keys", "-t", "t", "-l", "still here"]).await;
-    tmux.run(&["send-keys", "-t", "t", "Enter"]).await;
+    tmux.type_text("still here").await;
+    tmux.keys(&["Enter"]).await;
     let got = tokio::time::timeout(DEADLINE, typed.recv()).await.unwrap().unwrap();
     assert_eq!(got, "still here");
-    tmux.wait_for("alice │ still here", DEADLINE).await;
+    tmux.wait_for("alice │ still here").await;
 
-    tmux.run(&["send-keys", "-t", "t", "C-c"]).await;
+    tmux.keys(&["C-c"]).await;
     server.abort();
 }

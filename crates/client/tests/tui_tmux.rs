@@ -40,10 +40,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/tmux.rs"]
+mod tmux;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatao_proto::{
@@ -54,115 +55,10 @@ use tokio::net::TcpListener;
 use tokio::process::Command;
 
 use common::Proxy;
+use tmux::Tmux;
 
 /// Longest wait for anything to show on screen.
 const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(100);
-
-/// One tmux server on its own socket, running one session; killed on drop.
-struct Tmux {
-    socket: String,
-    /// The socket file, removed on drop (`kill-server` leaves it behind).
-    socket_path: Option<std::path::PathBuf>,
-}
-
-impl Tmux {
-    /// Starts `command` in a detached `width`×`height` session.
-    async fn start(command: &str, width: u16, height: u16) -> Tmux {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let version = Command::new("tmux").arg("-V").output().await;
-        match version {
-            Ok(out) if out.status.success() => {}
-            other => panic!(
-                "these tests need tmux (`apt-get install tmux`; CI installs it): `tmux -V` gave {other:?}"
-            ),
-        }
-        let socket =
-            format!("chatao-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut tmux = Tmux { socket, socket_path: None };
-        let (w, h) = (width.to_string(), height.to_string());
-        tmux.run(&["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", &w, "-y", &h, command])
-            .await;
-        tmux.socket_path = Some(tmux.format("#{socket_path}").await.into());
-        tmux
-    }
-
-    /// Runs a tmux command on this server; panics if it fails.
-    async fn run(&self, args: &[&str]) -> String {
-        let out = tokio::time::timeout(
-            DEADLINE,
-            Command::new("tmux").arg("-L").arg(&self.socket).args(args).output(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("tmux {args:?} hung"))
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "tmux {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Presses keys (tmux names: `Enter`, `M-1`, `C-n`).
-    async fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "t"];
-        args.extend_from_slice(keys);
-        self.run(&args).await;
-    }
-
-    /// Types `text` literally.
-    async fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "t", "-l", text]).await;
-    }
-
-    /// Pastes `text` as the terminal would (bracketed, if the program asked for it).
-    async fn paste(&self, text: &str) {
-        self.run(&["set-buffer", "-b", "chatao-test", text]).await;
-        self.run(&["paste-buffer", "-p", "-d", "-b", "chatao-test", "-t", "t"]).await;
-    }
-
-    async fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"]).await
-    }
-
-    /// A tmux format variable of the pane (`#{alternate_on}`).
-    async fn format(&self, format: &str) -> String {
-        self.run(&["display-message", "-p", "-t", "t", format]).await.trim().to_owned()
-    }
-
-    /// Waits until the screen satisfies `pred`; panics with the screen after [`DEADLINE`].
-    async fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let screen = self.screen().await;
-            if pred(&screen) {
-                return screen;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; the screen:\n{screen}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn wait_for(&self, needle: &str) -> String {
-        self.wait(needle, |s| s.contains(needle)).await
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        if let Some(path) = &self.socket_path {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 /// The shell command tmux runs: chatao as `nick`, then (once it exits) its exit status and
 /// whether the terminal is back in cooked mode, then a pause so the pane can be read.
