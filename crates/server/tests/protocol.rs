@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, SealedKind, SealedWelcome, ServerMsg};
-use chatao_testkit::{STEP, TestClient, TestServer, fixed_keypair};
+use chatao_testkit::{STEP, TestClient, TestServer, fixed_keypair, key_packages};
 use chatao_transport::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,19 +17,6 @@ use tokio::time::timeout;
 const PROTOCOL: &str = include_str!("../../../docs/PROTOCOL.md");
 
 /// A server without a message rate, for tests that send many commands.
-/// `n` genuine MLS key packages (base64) of the key `fixed_keypair(k)`, made by the client's
-/// engine: the server checks each upload (a package of another key, or garbage, is refused).
-fn key_packages(k: u8, n: usize) -> Vec<String> {
-    use base64::Engine as _;
-    let mut secret = [0x42u8; 32];
-    secret[1] = k; // as fixed_keypair makes it
-    let fp = fixed_keypair(k).public().fingerprint();
-    let dir = tempfile::tempdir().unwrap();
-    let mut e2e = chatao_e2e::E2e::open(dir.path(), &secret, &fp).unwrap();
-    let packages = e2e.key_packages(n).unwrap();
-    packages.iter().map(|p| base64::engine::general_purpose::STANDARD.encode(p)).collect()
-}
-
 async fn unpaced() -> TestServer {
     TestServer::start_with(|c| c.limits.rate_per_sec = 0).await
 }

@@ -21,11 +21,28 @@ use tokio::task::JoinHandle;
 /// How long a test waits for any one expected event before failing.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// A deterministic key pair for tests: the same `n` always gives the same key.
-pub fn fixed_keypair(n: u8) -> Keypair {
+/// The secret of [`fixed_keypair`]`(n)`.
+pub fn fixed_secret(n: u8) -> [u8; 32] {
     let mut secret = [0x42u8; 32];
     secret[1] = n; // not byte 0: X25519 clamping clears its low bits
-    Keypair::from_secret(secret)
+    secret
+}
+
+/// A deterministic key pair for tests: the same `n` always gives the same key.
+pub fn fixed_keypair(n: u8) -> Keypair {
+    Keypair::from_secret(fixed_secret(n))
+}
+
+/// `n` genuine MLS key packages (base64) of the key [`fixed_keypair`]`(k)`, made by the
+/// client's engine (in a temporary state directory): the server checks each upload, and
+/// refuses garbage and packages of another key.
+pub fn key_packages(k: u8, n: usize) -> Vec<String> {
+    use base64::Engine as _;
+    let fp = fixed_keypair(k).public().fingerprint();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut e2e = chatao_e2e::E2e::open(dir.path(), &fixed_secret(k), &fp).expect("an E2E state");
+    let packages = e2e.key_packages(n).expect("key packages");
+    packages.iter().map(|p| base64::engine::general_purpose::STANDARD.encode(p)).collect()
 }
 
 /// A running server and the directory it owns. Dropping it stops the server abruptly; call
