@@ -328,6 +328,36 @@ where
     (ending, state.claim.take())
 }
 
+/// A nickname change on a standalone server: a new nickname's registration is written first,
+/// and the change (the `nick_change` that acknowledges it) made only once it is on disk, as
+/// `welcome` at hello. A store that cannot write it within [`REGISTRATION_WAIT`] refuses the
+/// change with `unavailable` (the bus undoes the registration in memory).
+async fn rename_durably(hub: &Hub, state: &mut SessionState, nick: String) -> Reply {
+    if let Err(reply) = crate::cmd::check_not_muted(hub, state) {
+        return *reply;
+    }
+    let new = match Nick::parse(&nick) {
+        Ok(n) => n,
+        Err(e) => return error(ErrorCode::InvalidNick, e.to_string()),
+    };
+    let (after, upto, released) = match hub.register_for_rename(state.id, &new) {
+        Ok(range) => range,
+        Err(e) => return hub_error(e),
+    };
+    if upto > after {
+        let durable = timeout(REGISTRATION_WAIT, hub.bus().durable(after, upto)).await;
+        if !matches!(durable, Ok(Ok(()))) {
+            let why = "the server cannot store your new nickname's registration right now (its \
+                       disk is failing); try again later";
+            return error(ErrorCode::Unavailable, why.to_owned());
+        }
+    }
+    let reply =
+        Command::from_msg(ClientMsg::Nick { nick }).apply(hub, state, Instant::now().into_std());
+    hub.tell_released(state.id, &released);
+    reply
+}
+
 /// A nickname change on a cluster node: the new nickname is claimed cluster-wide first, and
 /// the old one given back once the change is made.
 async fn rename_in_cluster(
@@ -642,6 +672,7 @@ where
         (Some(cluster), ClientMsg::Nick { nick }) => {
             rename_in_cluster(cluster, &ctx.hub, state, &nick).await
         }
+        (None, ClientMsg::Nick { nick }) => rename_durably(&ctx.hub, state, nick).await,
         (_, msg) => {
             let owed = state.pong_owed.is_some();
             let now = Instant::now();

@@ -210,6 +210,18 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
         }
     }
     let unregistered = unregistered.expect("every registration was welcomed on a full disk");
+    // A rename to a new name is a registration too: acknowledged only if stored (checked
+    // after the restart either way).
+    bob.send(&ClientMsg::Nick { nick: "robert".into() }).await.unwrap();
+    let answer = |m: &ServerMsg| {
+        matches!(m, ServerMsg::Error { .. })
+            || matches!(m, ServerMsg::NickChange { new, .. } if new.as_str() == "robert")
+    };
+    let renamed = match bob.expect("the rename's answer", answer).await.unwrap() {
+        ServerMsg::NickChange { .. } => true,
+        ServerMsg::Error { code: ErrorCode::Unavailable, .. } => false,
+        other => panic!("the rename: {other:?}"),
+    };
     // Bans likewise: the notice only for a stored one; the operator told of one not stored,
     // and nobody else hears of it.
     let (mut bans, mut unsaved) = (vec![], false);
@@ -282,6 +294,11 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
         ServerMsg::Welcome { .. } => {}
         other => panic!("{unregistered}, refused before the restart, is not free: {other:?}"),
     }
+    match (renamed, hello(addr, "robert", &fixed_keypair(151)).await) {
+        (true, ServerMsg::Bye { code: Some(ErrorCode::NickRegistered), .. }) => {}
+        (false, ServerMsg::Welcome { .. }) => {}
+        (renamed, other) => panic!("robert (renamed before the restart: {renamed}): {other:?}"),
+    }
     for n in &bans {
         match hello(addr, "banned", &fixed_keypair(80 + n)).await {
             ServerMsg::Bye { code: Some(ErrorCode::Banned), .. } => {}
@@ -348,5 +365,47 @@ async fn a_registration_and_a_ban_acknowledged_before_kill_9_hold_after_the_rest
     match hello(addr, "mallory", &banned).await {
         ServerMsg::Bye { code: Some(ErrorCode::Banned), .. } => {}
         other => panic!("the ban did not survive kill -9: {other:?}"),
+    }
+}
+
+/// A nickname change to a new name is acknowledged (`nick_change` to the renamer) only once the
+/// new name's registration is on disk: a `kill -9` right after the last acknowledgement loses
+/// none of them.
+#[tokio::test]
+async fn renames_acknowledged_before_kill_9_hold_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = start(dir.path(), port, None, &[]);
+    let mut users = vec![];
+    for n in 0..8u8 {
+        users.push(connect(addr, &format!("before{n}"), &fixed_keypair(60 + n)).await);
+    }
+    for (n, user) in users.iter_mut().enumerate() {
+        user.send(&ClientMsg::Nick { nick: format!("after{n}") }).await.unwrap();
+    }
+    for (n, user) in users.iter_mut().enumerate() {
+        let answer = |m: &ServerMsg| {
+            matches!(m, ServerMsg::NickChange { old, .. } if old.as_str() == format!("before{n}"))
+                || matches!(m, ServerMsg::Error { .. })
+        };
+        let got = user.expect("the rename's answer", answer).await.unwrap();
+        assert!(matches!(got, ServerMsg::NickChange { .. }), "after{n}: {got:?}");
+    }
+    kill_9(server).await;
+    drop(users);
+
+    let _server = start(dir.path(), port, None, &[]);
+    let _up = connect(addr, "watcher", &fixed_keypair(99)).await;
+    for n in 0..8u8 {
+        let nick = format!("after{n}");
+        match hello(addr, &nick, &fixed_keypair(70 + n)).await {
+            ServerMsg::Bye { code: Some(ErrorCode::NickRegistered), .. } => {}
+            other => panic!("{nick} taken by another key after the restart: {other:?}"),
+        }
+        match hello(addr, &nick, &fixed_keypair(60 + n)).await {
+            ServerMsg::Welcome { .. } => {}
+            other => panic!("{nick} refused to its owner after the restart: {other:?}"),
+        }
     }
 }

@@ -112,6 +112,45 @@ pub(super) fn released_notice(released: &[Nick]) -> Option<Bytes> {
 }
 
 impl Hub {
+    /// Registers `new` to the key of session `id` ahead of a nickname change (standalone only),
+    /// with the checks [`Hub::rename`] makes: so that the change is acknowledged only once the
+    /// registration is on disk. Returns the bus sequence numbers the registration's records
+    /// took (`after`, `upto`: nothing to wait for when they are equal, a name the key already
+    /// held), and the names it released to make room (for [`Hub::tell_released`] once the
+    /// change is made). The change itself is [`Hub::rename`], which then finds the name
+    /// registered.
+    pub fn register_for_rename(
+        &self,
+        id: super::SessionId,
+        new: &Nick,
+    ) -> Result<(u64, u64, Vec<Nick>), HubError> {
+        let now = self.access().clock().now_ms();
+        let mut st = self.lock();
+        let user = st.user(id)?;
+        let (old, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
+        let after = st.seq;
+        if old.folded() == new.folded() || st.link.is_some() {
+            return Ok((after, after, Vec::new()));
+        }
+        st.check_change_rate(&fingerprint, now)?;
+        if st.owners.get(&new.folded()).is_some_and(|owner| *owner != fingerprint) {
+            return Err(HubError::NickRegistered(new.clone()));
+        }
+        if st.nicks.contains_key(&new.folded()) {
+            return Err(HubError::NickInUse(new.clone()));
+        }
+        let released = st.claim(new, &fingerprint, Some(&old), now, self.bus())?;
+        Ok((after, st.seq, released))
+    }
+
+    /// Tells session `id` which of its names were released to make room for a new one.
+    pub fn tell_released(&self, id: super::SessionId, released: &[Nick]) {
+        let st = self.lock();
+        if let (Some(bytes), Some(u)) = (released_notice(released), st.users.get(&id)) {
+            u.mailbox.deliver(&bytes);
+        }
+    }
+
     /// The key that owns `nick` or a look-alike of it, as far as this node knows (on a cluster
     /// node: what it learned from the cluster's bucket, legacy keys included).
     pub fn owner_of(&self, nick: &Nick) -> Option<String> {
