@@ -46,6 +46,26 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens if there are that many (all or none); false means "over the rate".
+    pub fn try_take_n(&mut self, n: u32, now: Instant) -> bool {
+        if self.per_sec == 0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last);
+        let refill = (elapsed.as_micros() as u64).saturating_mul(self.per_sec) / 1_000_000;
+        if refill > 0 {
+            self.tokens = (self.tokens + refill).min(self.capacity);
+            self.last = now;
+        }
+        let want = u64::from(n) * MILLI;
+        if self.tokens >= want {
+            self.tokens -= want;
+            true
+        } else {
+            false
+        }
+    }
+
     /// How long until one token is available.
     pub fn wait_time(&self) -> Duration {
         if self.per_sec == 0 || self.tokens >= MILLI {
@@ -58,6 +78,16 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taking_many_takes_all_or_none() {
+        let now = Instant::now();
+        let mut b = TokenBucket::new(10, 5, now);
+        assert!(!b.try_take_n(6, now), "more than the burst");
+        assert!(b.try_take_n(5, now), "nothing was taken by the refusal");
+        assert!(!b.try_take_n(1, now));
+        assert!(b.try_take_n(2, now + Duration::from_millis(200)), "refilled at 10/s");
+    }
 
     #[test]
     fn burst_then_steady_rate() {

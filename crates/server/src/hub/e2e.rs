@@ -28,6 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use chatao_proto::rate::TokenBucket;
 use chatao_proto::{
     ErrorCode, LeaveReason, Nick, RoomName, SealedKind, SealedWelcome, ServerMsg, encode,
 };
@@ -35,8 +36,8 @@ use chatao_proto::{
 use super::{Hub, Joined, SessionId, State, now_millis};
 use crate::bus::{BusEvent, BusFull};
 use crate::limits::{
-    MAX_COMMIT_CHANGES, MAX_KEY_PACKAGE_BYTES, MAX_KEY_PACKAGES_PER_UPLOAD, MAX_PENDING_WELCOMES,
-    MAX_SEALED_BYTES,
+    KEY_PACKAGE_CHECKS_BURST, KEY_PACKAGE_CHECKS_PER_SEC, MAX_COMMIT_CHANGES,
+    MAX_KEY_PACKAGE_BYTES, MAX_KEY_PACKAGES_PER_UPLOAD, MAX_PENDING_WELCOMES, MAX_SEALED_BYTES,
 };
 use crate::store::e2e::{E2ePersist, WelcomeRecord};
 use crate::store::{Persist, Store, StoreError, StoredSealed};
@@ -88,6 +89,8 @@ pub enum E2eRefusal {
     TooManyKeyPackages(usize),
     #[error("the server holds as many key packages as it can; try again later")]
     KeyPackagesFull,
+    #[error("the server is checking as many key packages as it can; none kept, try again later")]
+    KeyPackageChecksBusy,
     #[error("invalid E2E message: a body of {0} characters, over the limit of {MAX_SEALED_BYTES}")]
     TooLarge(usize),
     #[error("the server is busy; your message was not accepted, try again")]
@@ -111,7 +114,9 @@ impl E2eRefusal {
             E2eRefusal::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             E2eRefusal::NoKeyPackage(_) => ErrorCode::NoKeyPackage,
             E2eRefusal::NoSuchNick(_) => ErrorCode::NoSuchNick,
-            E2eRefusal::Busy | E2eRefusal::KeyPackagesFull => ErrorCode::Busy,
+            E2eRefusal::Busy | E2eRefusal::KeyPackagesFull | E2eRefusal::KeyPackageChecksBusy => {
+                ErrorCode::Busy
+            }
             E2eRefusal::TooManyFetches | E2eRefusal::TooManyUploads => ErrorCode::RateLimited,
             E2eRefusal::Invalid(_)
             | E2eRefusal::BadKeyPackage(_)
@@ -134,6 +139,9 @@ pub(super) struct E2eState {
     key_packages: KeyPackageTable,
     /// Fingerprint to the welcomes waiting for it, at most [`MAX_PENDING_WELCOMES`].
     welcomes: HashMap<String, Vec<WelcomeRecord>>,
+    /// The server-wide allowance of key-package checks ([`KEY_PACKAGE_CHECKS_PER_SEC`], made
+    /// on first use).
+    checks: Option<TokenBucket>,
 }
 
 #[derive(Debug)]
@@ -318,6 +326,18 @@ impl Hub {
         Err(E2eRefusal::Requested(room.clone()))
     }
 
+    /// Takes `n` checks from the server-wide allowance: each package costs three signature
+    /// verifications on a worker thread, so sessions together (each already bounded per
+    /// minute) cannot take the CPU the chat needs.
+    fn take_checks(&self, n: usize) -> bool {
+        let now = std::time::Instant::now();
+        let mut st = self.lock();
+        let bucket = st.e2e.checks.get_or_insert_with(|| {
+            TokenBucket::new(KEY_PACKAGE_CHECKS_PER_SEC, KEY_PACKAGE_CHECKS_BURST, now)
+        });
+        u32::try_from(n).is_ok_and(|n| bucket.try_take_n(n, now))
+    }
+
     /// Checks `packages` (base64 MLS key packages uploaded by session `id` of key
     /// `fingerprint`: at most [`MAX_KEY_PACKAGES_PER_UPLOAD`], each by [`KeyPackage::check`],
     /// before the lock is taken; one bad package refuses the upload), then keeps them. Either
@@ -329,8 +349,11 @@ impl Hub {
         fingerprint: &str,
         packages: Vec<String>,
     ) -> Result<(), E2eRefusal> {
-        let checked = if packages.len() > MAX_KEY_PACKAGES_PER_UPLOAD {
-            Err(E2eRefusal::TooManyKeyPackages(packages.len()))
+        let n = packages.len();
+        let checked = if n > MAX_KEY_PACKAGES_PER_UPLOAD {
+            Err(E2eRefusal::TooManyKeyPackages(n))
+        } else if n > 0 && !self.take_checks(n) {
+            Err(E2eRefusal::KeyPackageChecksBusy)
         } else {
             packages.into_iter().map(|p| KeyPackage::check(p, fingerprint)).collect()
         };
@@ -708,6 +731,23 @@ mod tests {
         (0..n)
             .map(|i| KeyPackage::unchecked(format!("{tag:08}{i:04}{}", "A".repeat(len - 12))))
             .collect()
+    }
+
+    #[test]
+    fn past_the_server_wide_check_allowance_an_upload_is_refused_busy_before_any_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let (alice, _a) = user(&hub, "alice");
+        // Within the allowance, garbage is parsed and refused for what it is.
+        let bad = hub.upload_key_packages(alice, "SHA256:alice", vec!["AAAA".into()]);
+        assert!(matches!(bad, Err(E2eRefusal::BadKeyPackage(_))), "{bad:?}");
+        // Other sessions used up the rest of the burst (no time passes in between to speak of).
+        assert!(hub.take_checks(KEY_PACKAGE_CHECKS_BURST as usize - 1));
+        let busy = hub.upload_key_packages(alice, "SHA256:alice", vec!["AAAA".into()]);
+        assert_eq!(busy, Err(E2eRefusal::KeyPackageChecksBusy));
+        assert_eq!(busy.unwrap_err().code(), ErrorCode::Busy);
+        // An empty upload (only asking for the waiting welcomes) costs nothing.
+        assert_eq!(hub.upload_key_packages(alice, "SHA256:alice", vec![]), Ok(()));
     }
 
     #[test]
