@@ -29,21 +29,7 @@ impl TokenBucket {
 
     /// Takes one token if there is one; false means "over the rate".
     pub fn try_take(&mut self, now: Instant) -> bool {
-        if self.per_sec == 0 {
-            return true;
-        }
-        let elapsed = now.saturating_duration_since(self.last);
-        let refill = (elapsed.as_micros() as u64).saturating_mul(self.per_sec) / 1_000_000;
-        if refill > 0 {
-            self.tokens = (self.tokens + refill).min(self.capacity);
-            self.last = now;
-        }
-        if self.tokens >= MILLI {
-            self.tokens -= MILLI;
-            true
-        } else {
-            false
-        }
+        self.try_take_n(1, now)
     }
 
     /// Takes `n` tokens if there are that many (all or none); false means "over the rate".

@@ -197,13 +197,12 @@ fn kind_code(k: MessageKind) -> i64 {
     }
 }
 
-/// A `messages` row, selected by column name (`id, time, sender, kind, text, fingerprint, cid`,
-/// and `room` unless `room` is given), as a [`StoredMessage`]; `None` for a row whose names no
-/// longer parse (written under older rules).
-fn message_row(
+/// The room (`room`, or the row's `room` column) and the `sender` column of a stored row;
+/// `None` when either no longer parses (written under older rules).
+pub(crate) fn room_and_sender(
     r: &rusqlite::Row<'_>,
     room: Option<&RoomName>,
-) -> rusqlite::Result<Option<StoredMessage>> {
+) -> rusqlite::Result<Option<(RoomName, Nick)>> {
     let room = match room {
         Some(room) => room.clone(),
         None => match RoomName::parse(&r.get::<_, String>("room")?) {
@@ -211,7 +210,17 @@ fn message_row(
             Err(_) => return Ok(None),
         },
     };
-    let Ok(from) = Nick::parse(&r.get::<_, String>("sender")?) else { return Ok(None) };
+    Ok(Nick::parse(&r.get::<_, String>("sender")?).ok().map(|from| (room, from)))
+}
+
+/// A `messages` row, selected by column name (`id, time, sender, kind, text, fingerprint, cid`,
+/// and `room` unless `room` is given), as a [`StoredMessage`]; `None` for a row whose names no
+/// longer parse (written under older rules).
+fn message_row(
+    r: &rusqlite::Row<'_>,
+    room: Option<&RoomName>,
+) -> rusqlite::Result<Option<StoredMessage>> {
+    let Some((room, from)) = room_and_sender(r, room)? else { return Ok(None) };
     Ok(Some(StoredMessage {
         room,
         id: r.get::<_, i64>("id")? as u64,

@@ -1072,8 +1072,13 @@ mod tests {
 
     /// The layer of a client that created `#sec` and saw the server confirm it.
     fn in_room(dir: &std::path::Path) -> Layer {
+        in_room_open(dir, false)
+    }
+
+    /// As [`in_room`], the room open (`true`) or invite-only.
+    fn in_room_open(dir: &std::path::Path, open: bool) -> Layer {
         let mut l = layer(dir);
-        l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: false });
+        l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open });
         let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
         l.from_server(ServerMsg::Members {
             room: room(),
@@ -1301,17 +1306,7 @@ mod tests {
     #[test]
     fn a_join_request_in_an_open_room_is_acted_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = layer(dir.path());
-        l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open: true });
-        let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
-        l.from_server(ServerMsg::Members {
-            room: room(),
-            members: vec![me],
-            e2e: true,
-            total: None,
-            next: None,
-        });
-        l.drain();
+        let mut l = in_room_open(dir.path(), true);
         assert_eq!(l.e2e.is_open("#sec"), Some(true));
         let carol = Nick::parse("carol").unwrap();
         l.from_server(ServerMsg::JoinRequest { room: room(), nick: carol, fingerprint: fp(3) });

@@ -133,14 +133,7 @@ fn sealed_row(
     r: &rusqlite::Row<'_>,
     room: Option<&RoomName>,
 ) -> rusqlite::Result<Option<StoredSealed>> {
-    let room = match room {
-        Some(room) => room.clone(),
-        None => match RoomName::parse(&r.get::<_, String>("room")?) {
-            Ok(room) => room,
-            Err(_) => return Ok(None),
-        },
-    };
-    let Ok(from) = Nick::parse(&r.get::<_, String>("sender")?) else { return Ok(None) };
+    let Some((room, from)) = super::room_and_sender(r, room)? else { return Ok(None) };
     Ok(Some(StoredSealed {
         room,
         id: r.get::<_, i64>("id")? as u64,
