@@ -4,7 +4,8 @@
 //! - `state.json`: one JSON document (`StateFile`) with the whole openmls storage (key
 //!   packages' private keys, every group's secrets and tree), the pins, and per room the group
 //!   id, the last processed message id and the pending commit. It is rewritten whole after every
-//!   change, atomically (write `state.json.tmp`, rename over `state.json`), so after a crash it
+//!   change, atomically (a temporary file renamed over `state.json`, by
+//!   `chatao_transport::private_file`), so after a crash it
 //!   is either the old or the new state, never a mix. Changes that must survive a power loss
 //!   (new outgoing secrets) also fsync the file and the directory; bookkeeping of incoming
 //!   messages is written later and without fsync (see `E2e::save_lazy`): a crash only makes
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chatao_transport::private_file::{Publish, write_private};
 use serde::{Deserialize, Serialize};
 
 use crate::E2eError;
@@ -261,8 +263,9 @@ pub(crate) fn open_append(path: &Path) -> Result<File, E2eError> {
         .map_err(|source| E2eError::Io { path: path.to_owned(), source })
 }
 
-/// Writes `bytes` to `dir/name` atomically: a 0600 temp file beside it, fsync (if `sync`),
-/// rename over the target, fsync of the directory (if `sync`).
+/// Writes `bytes` to `dir/name` atomically and 0600 ([`write_private`]); `sync` fsyncs the
+/// file and the directory (what must survive a power loss), otherwise a crash may leave the
+/// old contents.
 pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
@@ -270,30 +273,8 @@ pub(crate) fn write_atomic(
     sync: bool,
 ) -> Result<(), E2eError> {
     let target = dir.join(name);
-    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| E2eError::Io { path, source }
-    };
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    // A temp file left by an older build with a wider mode is tightened before it holds secrets.
-    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    if sync {
-        file.sync_all().map_err(io(&tmp))?;
-    }
-    drop(file);
-    fs::rename(&tmp, &target).map_err(io(&target))?;
-    if sync {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    }
-    Ok(())
+    let publish = if sync { Publish::Replace } else { Publish::ReplaceUnsynced };
+    write_private(&target, bytes, publish).map_err(|source| E2eError::Io { path: target, source })
 }
 
 #[cfg(test)]

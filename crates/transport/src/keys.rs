@@ -11,8 +11,8 @@
 //! nothing here logs or prints secret material (`Keypair`'s `Debug` omits the secret).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -23,6 +23,8 @@ use pkcs8::der::{Decode, pem};
 use pkcs8::{ObjectIdentifier, PrivateKeyInfo};
 use sha2::{Digest, Sha256};
 use x25519_dalek::StaticSecret;
+
+use crate::private_file::{Publish, write_private};
 
 /// Name of the key file inside a key directory (see [`load_or_generate`]).
 pub const KEY_FILE: &str = "key.pem";
@@ -288,7 +290,7 @@ pub fn load_or_generate(dir: &Path) -> Result<(Keypair, KeyOrigin), KeyError> {
     create_private_dir(dir).map_err(|source| KeyError::Io { path: dir.to_owned(), source })?;
     let key = Keypair::generate()?;
     let pem = Zeroizing::new(key.to_pem());
-    match write_new(&path, pem.as_bytes()) {
+    match write_private(&path, pem.as_bytes(), Publish::CreateNew) {
         Ok(()) => Ok((key, KeyOrigin::Generated)),
         // Lost a race with another process starting on the same directory: use its key.
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
@@ -456,49 +458,6 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
-}
-
-/// Opens `path` for writing only if it does not exist (a symlink counts as existing), mode 0600.
-fn create_new_private(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
-
-/// Writes `contents` to a new file at `path`; `AlreadyExists` if anything is there already.
-/// The data goes to a temporary file first, which is then hard-linked to `path`: the link either
-/// fails or publishes a complete, synced file. Filesystems without hard links get a direct
-/// exclusive create instead.
-fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let write_synced = |target: &Path| -> io::Result<()> {
-        let mut file = create_new_private(target)?;
-        let written = file.write_all(contents).and_then(|()| file.sync_all());
-        if written.is_err() {
-            let _ = fs::remove_file(target);
-        }
-        written
-    };
-
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).map_err(|err| io::Error::other(err.to_string()))?;
-    let tmp_name = format!(".{KEY_FILE}.{}.tmp", STANDARD_NO_PAD.encode(suffix).replace('/', "_"));
-    let tmp = path.with_file_name(tmp_name);
-
-    write_synced(&tmp)?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Err(err),
-        Err(_) => write_synced(path)?,
-    }
-    if let Some(dir) = path.parent() {
-        // Best effort: make the new directory entry durable too.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

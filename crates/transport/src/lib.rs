@@ -10,6 +10,8 @@
 //!   as few frames as possible and issue one `write` per batch.
 //! - [`keys`]: X25519 static keys in PKCS#8 PEM files: load, generate (mode 0600), fingerprint.
 //! - [`known_servers`]: trust-on-first-use pinning of server keys (like SSH's `known_hosts`).
+//! - [`private_file`]: the one atomic writer of private (0600) files, used by `keys` and by the
+//!   E2E state of `chatao-e2e` and the client.
 //!
 //! This crate knows nothing of chat messages: it moves opaque records. `chatao-proto` gives them
 //! meaning.
@@ -20,6 +22,7 @@ pub mod handshake;
 pub mod keys;
 pub mod known_servers;
 pub mod preamble;
+pub mod private_file;
 
 pub use connection::Connection;
 pub use error::TransportError;

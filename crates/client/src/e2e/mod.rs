@@ -32,22 +32,12 @@ use crate::net::{self, NetEvent, NetHandle, Welcome};
 pub use layer::Layer as E2eLayer;
 use layer::{Layer, Out};
 
-/// Replaces `path` with `text` atomically (a temporary file, synced, then renamed), readable by
-/// its owner only (mode 0600): the layer's small files (commit counts, nickname pins).
+/// Replaces `path` with `text` atomically, readable by its owner only (mode 0600), the file and
+/// its directory fsynced ([`chatao_transport::private_file`]): the layer's small files (commit
+/// counts, nickname pins).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    use chatao_transport::private_file::{Publish, write_private};
+    write_private(path, text.as_bytes(), Publish::Replace)
 }
 
 /// Inputs waiting for the layer's thread. Overflow policy: the forwarder waits (back-pressure
