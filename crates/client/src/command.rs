@@ -48,6 +48,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("unban", "/unban NICK|FINGERPRINT", "operators: lift a ban"),
     ("mute", "/mute NICK [DURATION]", "operators: stop someone's key from sending"),
     ("unmute", "/unmute NICK", "operators: lift a mute"),
+    (
+        "bots",
+        "/bots #ROOM hide|show",
+        "operators: hide a room's bots (quiet sessions) from its member lists, or show them",
+    ),
     ("help", "/help", "list the commands"),
     ("quit", "/quit [REASON]", "leave the chat, telling others why"),
 ];
@@ -111,6 +116,11 @@ pub enum Input {
         duration_secs: Option<u64>,
     },
     Unmute(String),
+    /// Operators: hide (`hide`) or show again a room's quiet sessions in its member lists.
+    Bots {
+        room: String,
+        hide: bool,
+    },
     Help,
     Quit(Option<String>),
     /// Create a room (end-to-end encrypted with `e2e`; open to joiners with `open`).
@@ -247,6 +257,12 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         },
         "unmute" if first.is_empty() || !tail.is_empty() => return Err(usage("unmute")),
         "unmute" => Input::Unmute(first.to_owned()),
+        "bots" => match (first, tail.to_ascii_lowercase().as_str()) {
+            ("", _) => return Err(usage("bots")),
+            (room, "hide") => Input::Bots { room: room_arg(room), hide: true },
+            (room, "show") => Input::Bots { room: room_arg(room), hide: false },
+            _ => return Err(usage("bots")),
+        },
         "create" => {
             let mut room = None;
             let (mut e2e, mut open) = (false, false);
@@ -318,6 +334,7 @@ impl Input {
                 ClientMsg::Mute { nick: nick.clone(), duration_secs: *duration_secs }
             }
             Input::Unmute(nick) => ClientMsg::Unmute { nick: nick.clone() },
+            Input::Bots { room, hide } => ClientMsg::Bots { room: room.clone(), hide: *hide },
             Input::Quit(reason) => ClientMsg::Quit { reason: reason.clone() },
             Input::Create { room, e2e, open } => {
                 ClientMsg::Create { room: room.clone(), e2e: *e2e, open: *open }
@@ -479,6 +496,9 @@ mod tests {
         assert_eq!(ok("/mute bob"), Input::Mute { nick: "bob".into(), duration_secs: None });
         assert_eq!(parse("/mute bob forever"), Err(CommandError::Usage("/mute NICK [DURATION]")));
         assert_eq!(ok("/unmute bob"), Input::Unmute("bob".into()));
+        assert_eq!(ok("/bots ci hide"), Input::Bots { room: "#ci".into(), hide: true });
+        assert_eq!(ok("/bots #ci SHOW"), Input::Bots { room: "#ci".into(), hide: false });
+        assert!(parse("/bots #ci").is_err() && parse("/bots").is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chatao_proto::msg::MAX_UNACKED;
 use chatao_proto::{Cid, ClientMsg, ErrorCode, MAX_CID, Nick, RoomName, ServerMsg};
 
-use crate::catchup::{PrivateSeen, Seen};
+use crate::catchup::{HISTORY_PAGE, PageEnd, PrivateSeen, Resume, Resumed, Seen};
 use crate::servers;
 
 /// The first wait before a message refused with a temporary code (`unconfirmed`, `busy`,
@@ -97,8 +97,14 @@ pub enum Show {
     Duplicate,
     /// The end of one of a catch-up's replays, not its last.
     Quiet,
-    /// The end of a catch-up, which showed this many missed messages.
+    /// The end of a catch-up, which showed this many missed messages. An ordered catch-up
+    /// ([`Core::set_ordered`]) has messages it held back to show first, in order:
+    /// [`Core::take_released`].
     CaughtUp(u32),
+    /// A room message an ordered catch-up holds back until the pages before it are shown
+    /// (it comes out of [`Core::take_released`] at the catch-up's end). Only with
+    /// [`Core::set_ordered`].
+    Held,
 }
 
 /// What a server message did to the messages awaiting acknowledgement.
@@ -142,6 +148,11 @@ struct Room {
     seen: Seen,
     /// Missed messages shown during the current catch-up.
     missed: u32,
+    /// The highest id replayed since the last `history_end`: where the next page starts when
+    /// a replay was a full one ([`HISTORY_PAGE`]).
+    page_max: u64,
+    /// An ordered catch-up under way ([`Core::set_ordered`]); it replaces `seen`'s own.
+    resume: Option<Resume>,
 }
 
 /// The connection core. See the module's documentation.
@@ -168,6 +179,13 @@ pub struct Core {
     /// attempts failed since the loss.
     on: usize,
     failures: u32,
+    /// Catch-ups print in id order, holding back what comes early ([`Core::set_ordered`]).
+    ordered: bool,
+    /// Where to resume rooms not joined yet (from line mode's state file), by lower-case
+    /// name: their `join` asks for what came after. At most [`ROOMS_KEPT`].
+    places: std::collections::HashMap<String, u64>,
+    /// What an ordered catch-up released at its end, to show now ([`Core::take_released`]).
+    released: Vec<ServerMsg>,
 }
 
 impl Core {
@@ -184,7 +202,53 @@ impl Core {
             privates: PrivateSeen::default(),
             on,
             failures: 0,
+            ordered: false,
+            places: std::collections::HashMap::new(),
+            released: Vec::new(),
         }
+    }
+
+    /// Catch-ups show each room's missed messages in id order (line mode: a bot relays them
+    /// in order): the answers to our own `history` and `join` requests are shown as they
+    /// come, page after page, and whatever arrives early meanwhile (the default room's
+    /// automatic replay, live messages) is held ([`Show::Held`]) and shown at the end, after
+    /// them ([`Core::take_released`]). See [`Resume`].
+    pub fn set_ordered(&mut self) {
+        self.ordered = true;
+    }
+
+    /// Resumes from where an earlier run stopped: `places` are rooms (lower case) with the
+    /// last message id shown there. The default room, which the server joined us to at
+    /// `hello` (its replay of the newest messages is on its way), is caught up at once with
+    /// `history` after its place, in order; each other room when it is joined (its `join`
+    /// then asks for what came after its place). Call it before the first server message is
+    /// observed. Implies [`Core::set_ordered`].
+    pub fn resume_from(&mut self, places: Vec<(String, u64)>) {
+        self.ordered = true;
+        let lobby = RoomName::lobby();
+        for (room, id) in places {
+            if room == lobby.as_str() {
+                let r = self.room(&lobby);
+                r.seen.last_seen = Some(id);
+                r.resume = Some(Resume::new(id, 1));
+                let since = ClientMsg::History { room, since: id, limit: None };
+                self.catch_up.push(since.clone());
+                self.urgent.push_back(since);
+            } else if self.places.len() < ROOMS_KEPT {
+                self.places.insert(room, id);
+            }
+        }
+    }
+
+    /// The messages an ordered catch-up held back and has just released (at its
+    /// [`Show::CaughtUp`]), in id order, to show before saying it caught up.
+    pub fn take_released(&mut self) -> Vec<ServerMsg> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Whether any room is still catching up (line mode's `ready` waits for none).
+    pub fn any_catching_up(&self) -> bool {
+        self.rooms.iter().any(|r| r.resume.is_some() || r.seen.catching_up())
     }
 
     pub fn me(&self) -> &Nick {
@@ -208,7 +272,18 @@ impl Core {
     /// Queues `msg` to be sent, with a new client id if it is a `say`, `me` or `msg`; returns
     /// the id. Nothing is dropped (see [`WAITING`] for the driver's side of the bound).
     pub fn submit(&mut self, msg: ClientMsg) -> Option<Cid> {
-        let msg = stamp(msg);
+        let mut msg = stamp(msg);
+        if let ClientMsg::Join { room, since } = &mut msg
+            && since.is_none()
+            && let Ok(name) = RoomName::parse(room)
+            && let Some(id) = self.places.remove(name.as_str())
+        {
+            // A room with a place from an earlier run: what came after it, in order.
+            *since = Some(id);
+            let r = self.room(&name);
+            r.seen.last_seen = r.seen.last_seen.max(Some(id));
+            r.resume = Some(Resume::new(id, 0));
+        }
         let cid = cid_of(&msg);
         self.waiting.push_back(msg);
         cid
@@ -315,7 +390,20 @@ impl Core {
         let show = match msg {
             ServerMsg::Message { room, id, history, .. } => {
                 let r = self.room(room);
-                if !r.seen.see(*id) {
+                if *history {
+                    r.page_max = r.page_max.max(*id);
+                }
+                if let Some(resume) = &mut r.resume {
+                    match resume.see(*id, *history, msg) {
+                        Resumed::Print => {
+                            r.seen.last_seen = r.seen.last_seen.max(Some(*id));
+                            r.missed = r.missed.saturating_add(1);
+                            Show::Print { missed: true }
+                        }
+                        Resumed::Duplicate => Show::Duplicate,
+                        Resumed::Held => Show::Held,
+                    }
+                } else if !r.seen.see(*id) {
                     Show::Duplicate
                 } else {
                     let missed = r.seen.missed(*id);
@@ -339,9 +427,36 @@ impl Core {
                 self.room(room).joined = false;
                 Show::Print { missed: false }
             }
-            ServerMsg::HistoryEnd { room, .. } => {
+            ServerMsg::HistoryEnd { room, count } => {
+                let connected = self.connected;
                 let r = self.room(room);
-                if r.seen.catching_up() {
+                let page_max = std::mem::take(&mut r.page_max);
+                let mut next_page = None;
+                let mut released = None;
+                let show = if let Some(resume) = &mut r.resume {
+                    match resume.replay_ended(*count) {
+                        PageEnd::Skipped => Show::Quiet,
+                        PageEnd::More(since) => {
+                            next_page = Some(since);
+                            Show::Quiet
+                        }
+                        PageEnd::Done(rest) => {
+                            r.seen.last_seen = r.seen.last_seen.max(Some(resume.printed));
+                            r.resume = None;
+                            let shown = rest
+                                .iter()
+                                .filter(|m| matches!(m, ServerMsg::Message { history: true, .. }));
+                            let n = shown.count() as u32;
+                            released = Some(rest);
+                            Show::CaughtUp(std::mem::take(&mut r.missed).saturating_add(n))
+                        }
+                    }
+                } else if r.seen.catching_up() {
+                    if *count >= HISTORY_PAGE {
+                        // A full page: more may be missing behind it.
+                        r.seen.expect_another();
+                        next_page = Some(page_max);
+                    }
                     r.seen.replay_ended();
                     if r.seen.catching_up() {
                         Show::Quiet
@@ -350,7 +465,18 @@ impl Core {
                     }
                 } else {
                     Show::Print { missed: false }
+                };
+                if let Some(rest) = released {
+                    self.released = rest;
                 }
+                if let Some(since) = next_page
+                    && connected
+                {
+                    let page = ClientMsg::History { room: room.to_string(), since, limit: None };
+                    self.catch_up.push(page.clone());
+                    self.urgent.push_back(page);
+                }
+                show
             }
             ServerMsg::NickChange { old, new } => {
                 if *old == self.me {
@@ -365,7 +491,9 @@ impl Core {
 
     /// Whether `room` is catching up after a reconnect.
     pub fn catching_up(&self, room: &RoomName) -> bool {
-        self.rooms.iter().any(|r| r.name == room.as_str() && r.seen.catching_up())
+        self.rooms
+            .iter()
+            .any(|r| r.name == room.as_str() && (r.seen.catching_up() || r.resume.is_some()))
     }
 
     fn room(&mut self, room: &RoomName) -> &mut Room {
@@ -382,6 +510,8 @@ impl Core {
                     joined: false,
                     seen: Seen::default(),
                     missed: 0,
+                    page_max: 0,
+                    resume: None,
                 });
                 self.rooms.len() - 1
             }
@@ -518,6 +648,22 @@ impl Core {
                 continue;
             }
             r.missed = 0;
+            r.page_max = 0;
+            if self.ordered {
+                // Held messages are dropped: the new catch-up's pages bring them again.
+                let printed = r.resume.take().map(|x| x.printed).or(r.seen.last_seen);
+                let is_lobby = r.name == lobby.as_str();
+                r.resume = Some(Resume::new(printed.unwrap_or(0), u8::from(is_lobby)));
+                catch_up.push(match is_lobby {
+                    true => ClientMsg::History {
+                        room: r.name.clone(),
+                        since: printed.unwrap_or(0),
+                        limit: None,
+                    },
+                    false => ClientMsg::Join { room: r.name.clone(), since: printed },
+                });
+                continue;
+            }
             if r.name == lobby.as_str() {
                 r.seen.start_catch_up(2);
                 let since = r.seen.last_seen.unwrap_or(0);
@@ -891,6 +1037,93 @@ mod tests {
         let heard = c.observe(&echo("alice", 1, Some(cid), true), now);
         assert!(matches!(heard.ack, Some(Ack::Delivered(_))));
         assert!(drain(&mut c, now).iter().all(|m| cid_of(m).is_none()), "no re-send after the ack");
+    }
+
+    /// Issue 22: resumed at id 100 of the default room (a state file), with 700 missed and
+    /// a live message during the catch-up: the automatic join's replay is held, `history`
+    /// pages from 100 (two of them: the first is full) are shown in order, then what was
+    /// held and not shown yet; a place for another room makes its `join` ask after it.
+    #[test]
+    fn a_resumed_room_shows_everything_after_its_place_once_in_order_page_after_page() {
+        let now = Instant::now();
+        let mut c = Core::new(nick("alice"), 0);
+        c.resume_from(vec![("#lobby".into(), 100), ("#ops".into(), 7)]);
+        assert_eq!(
+            drain(&mut c, now),
+            [ClientMsg::History { room: "#lobby".into(), since: 100, limit: None }]
+        );
+        let mut shown = vec![];
+        let mut feed = |c: &mut Core, id: u64, history: bool| match c
+            .observe(&echo("bob", id, None, history), now)
+            .show
+        {
+            Show::Print { missed: true } => shown.push(id),
+            Show::Held | Show::Duplicate => {}
+            other => panic!("{id}: {other:?}"),
+        };
+        for id in 751..=800 {
+            feed(&mut c, id, true);
+        }
+        let end = |count| ServerMsg::HistoryEnd { room: RoomName::lobby(), count };
+        assert_eq!(c.observe(&end(50), now).show, Show::Quiet);
+        c.observe(&own_join("#lobby"), now);
+        feed(&mut c, 801, false);
+        for id in 101..=600 {
+            feed(&mut c, id, true);
+        }
+        assert_eq!(c.observe(&end(500), now).show, Show::Quiet);
+        assert_eq!(
+            drain(&mut c, now),
+            [ClientMsg::History { room: "#lobby".into(), since: 600, limit: None }]
+        );
+        for id in 601..=801 {
+            feed(&mut c, id, true);
+        }
+        assert!(c.any_catching_up());
+        assert_eq!(c.observe(&end(201), now).show, Show::CaughtUp(701));
+        assert!(c.take_released().is_empty(), "everything held came again in the pages");
+        assert_eq!(shown, (101..=801).collect::<Vec<_>>());
+        assert!(!c.any_catching_up());
+        assert_eq!(c.observe(&echo("bob", 801, None, false), now).show, Show::Duplicate);
+        assert_eq!(
+            c.observe(&echo("bob", 802, None, false), now).show,
+            Show::Print { missed: false }
+        );
+        c.submit(ClientMsg::Join { room: "#OPS".into(), since: None });
+        assert_eq!(drain(&mut c, now), [ClientMsg::Join { room: "#OPS".into(), since: Some(7) }]);
+    }
+
+    #[test]
+    fn a_catch_up_whose_replay_is_a_full_page_asks_for_the_next() {
+        let now = Instant::now();
+        let mut c = core();
+        c.observe(&own_join("#rust"), now);
+        let rust = RoomName::parse("#rust").unwrap();
+        let msg = |id| ServerMsg::Message {
+            cid: None,
+            room: rust.clone(),
+            id,
+            time: 0,
+            from: nick("bob"),
+            kind: MessageKind::Normal,
+            text: String::new(),
+            history: true,
+        };
+        c.observe(&msg(3), now);
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        drain(&mut c, now);
+        for id in 4..504 {
+            c.observe(&msg(id), now);
+        }
+        let end = |count| ServerMsg::HistoryEnd { room: rust.clone(), count };
+        assert_eq!(c.observe(&end(500), now).show, Show::Quiet);
+        assert_eq!(
+            drain(&mut c, now),
+            [ClientMsg::History { room: "#rust".into(), since: 503, limit: None }]
+        );
+        c.observe(&msg(504), now);
+        assert_eq!(c.observe(&end(1), now).show, Show::CaughtUp(501));
     }
 
     #[test]

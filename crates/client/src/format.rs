@@ -292,7 +292,14 @@ fn plain(msg: &ServerMsg) -> Option<String> {
             }
         }
         ServerMsg::Members { room, members, e2e, total, next } => {
-            let nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
+            // A quiet session (a bot) is marked, as the server marks it.
+            let nicks: Vec<String> = members
+                .iter()
+                .map(|m| match m.bot {
+                    true => format!("{} [bot]", m.nick),
+                    false => m.nick.to_string(),
+                })
+                .collect();
             let mark = if *e2e { " [E2E]" } else { "" };
             match (nicks.is_empty(), *e2e) {
                 // The server answers an unknown room like an empty one; a plain room lasts only
@@ -348,6 +355,15 @@ pub fn e2e(fmt: Format, text: &str, warning: bool) -> String {
         Format::Plain if warning => format!("[e2e] WARNING: {}", sanitize(text)),
         Format::Plain => format!("[e2e] {}", sanitize(text)),
         Format::Json => json(&json!({ "type": "e2e", "warning": warning, "text": text })),
+    }
+}
+
+/// The catch-up after a (re)connection is over: every message printed from here on is live
+/// (or the answer to a later `/join`).
+pub fn ready(fmt: Format) -> String {
+    match fmt {
+        Format::Plain => "* ready: caught up, live from here".to_owned(),
+        Format::Json => json(&json!({ "type": "ready" })),
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.
 //! - [`line`](mod@line): line mode (stdin/stdout), for scripts, bots and pipes.
+//! - [`state`]: line mode's place across restarts (`--state FILE`), written atomically.
 //! - [`man`]: the manual page (`chatao --man`).
 //! - [`app`]: the full-screen UI's state; `App::update(event) -> effects` is pure.
 //! - [`ui`]: drawing that state with ratatui (render only).
@@ -35,6 +36,7 @@ pub mod line;
 pub mod man;
 pub mod net;
 pub mod servers;
+pub mod state;
 pub mod trust;
 pub mod tui;
 pub mod ui;

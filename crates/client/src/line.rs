@@ -16,6 +16,15 @@
 //! the list as the TUI does ([`crate::servers`]), says where (`reconnected`), and catches up
 //! on every room it was in, printing each missed message once (missed messages come marked as
 //! history, in the order they arrive). Lines read meanwhile wait ([`crate::core::WAITING`]).
+//!
+//! For bots (issue 22): with a state file ([`Options::state`], `--state`) line mode keeps, per
+//! server key and room, the id of the last message it printed ([`crate::state`]), written
+//! after each one. Started again with it, it asks for exactly what came after
+//! ([`Core::resume_from`]): each of those is printed once, marked as history, in id order
+//! (page after page of `history`, however many were missed), then live messages; the same
+//! order holds after a reconnection ([`Core::set_ordered`]). `--no-history`
+//! ([`Options::no_history`]) prints no join replay (catch-ups are still printed). Once the
+//! catch-up after a (re)connection is over, a `ready` event says that live traffic follows.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +41,7 @@ use crate::core::{Ack, Core, Show};
 use crate::format::{self, Format, Undelivered};
 use crate::net::{Closed, ConnectError, Connected, NetEvent, NetHandle, SendError, Welcome};
 use crate::servers::{Profile, is_transient};
+use crate::state::State;
 use crate::trust::Trusted;
 
 /// How long the client waits for the server's goodbye once it said `quit`, which it says only
@@ -75,10 +85,23 @@ enum GiveUp {
     Final(ConnectError),
 }
 
+/// How line mode runs.
+#[derive(Debug)]
+pub struct Options {
+    pub fmt: Format,
+    /// How long to keep trying to reconnect before giving up.
+    pub reconnect_for: Duration,
+    /// Where the last message printed in each room is kept (`--state`), read already.
+    pub state: Option<State>,
+    /// Print no join replay (`--no-history`).
+    pub no_history: bool,
+}
+
 /// Runs line mode to the end. Returns the exit code: 0 when every line was delivered and the
 /// server said goodbye, 1 otherwise (see the module's documentation). A first connection that
-/// fails is an error.
-pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Result<ExitCode> {
+/// fails is an error, and so is a state file that cannot be written.
+pub async fn run(profile: Profile, opts: Options) -> Result<ExitCode> {
+    let Options { fmt, reconnect_for, state, no_history } = opts;
     let (on, (welcome, handle, events), skipped) = profile.connect_first().await?;
     for failure in skipped {
         eprintln!("chatao: skipped {}", format::inert_lines(&failure));
@@ -88,8 +111,15 @@ pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Resu
     emit(&mut out, &format::welcome(fmt, &welcome, &profile.name(on))).await?;
     let (stdin_tx, stdin_rx) = mpsc::channel(FROM_STDIN);
     tokio::spawn(read_stdin(chatao_proto::DEFAULT_ROOM.to_owned(), fmt, stdin_tx));
-    let core = Core::new(welcome.nick.clone(), on);
+    let mut core = Core::new(welcome.nick.clone(), on);
+    if let Some(state) = &state {
+        core.resume_from(state.places(&welcome.server_fingerprint));
+    }
     let mut session = Session {
+        state,
+        server_key: welcome.server_fingerprint.clone(),
+        no_history,
+        ready_due: true,
         profile,
         fmt,
         reconnect_for,
@@ -116,6 +146,13 @@ pub async fn run(profile: Profile, fmt: Format, reconnect_for: Duration) -> Resu
 
 /// Line mode's state between two steps.
 struct Session {
+    /// The place kept across restarts, when there is a state file.
+    state: Option<State>,
+    /// The key of the server we are (or were last) on: what the state file names it by.
+    server_key: String,
+    no_history: bool,
+    /// `ready` is said once the (re)connection's catch-up is over.
+    ready_due: bool,
     profile: Profile,
     fmt: Format,
     reconnect_for: Duration,
@@ -254,8 +291,24 @@ impl Session {
             let why = format!("{} ({code})", sanitize_line(&message));
             self.refused.push(Undelivered { msg: refused, why: Some(why) });
         }
+        // `--no-history`: a join's replay is not printed (a catch-up's missed messages are).
+        let replay = matches!(
+            (&msg, &heard.show),
+            (ServerMsg::Message { history: true, .. }, Show::Print { missed: false })
+                | (ServerMsg::HistoryEnd { .. }, Show::Print { .. })
+        );
+        if let Show::CaughtUp(_) = heard.show {
+            // An ordered catch-up's held messages come first, in order.
+            for held in self.core.take_released() {
+                if let Some(line) = format::event(self.fmt, &held) {
+                    self.emit(&line).await?;
+                    self.printed(&held)?;
+                }
+            }
+        }
         let line = match (heard.show, self.fmt) {
-            (Show::Duplicate, _) | (Show::Quiet, Format::Plain) => None,
+            (Show::Duplicate | Show::Held, _) | (Show::Quiet, Format::Plain) => None,
+            _ if replay && self.no_history => None,
             // The server's count includes what was printed already; say what was new.
             (Show::CaughtUp(n), Format::Plain) => {
                 let room = match &msg {
@@ -269,6 +322,22 @@ impl Session {
         };
         if let Some(line) = line {
             self.emit(&line).await?;
+            self.printed(&msg)?;
+        }
+        if self.ready_due
+            && matches!(msg, ServerMsg::HistoryEnd { .. })
+            && !self.core.any_catching_up()
+        {
+            self.ready_due = false;
+            self.emit(&format::ready(self.fmt)).await?;
+        }
+        Ok(())
+    }
+
+    /// `msg` was printed: a room message moves the state file's place in its room.
+    fn printed(&mut self, msg: &ServerMsg) -> Result<()> {
+        if let (Some(state), ServerMsg::Message { room, id, .. }) = (&mut self.state, msg) {
+            state.printed(&self.server_key, room.as_str(), *id)?;
         }
         Ok(())
     }
@@ -359,6 +428,8 @@ impl Session {
         // The catch-up first, then every unacknowledged line again (same ids), then what
         // waits, then `quit` if input is over (it is sent again if the loss took it along).
         self.core.on_connected(welcome.nick.clone(), i);
+        self.server_key = welcome.server_fingerprint.clone();
+        self.ready_due = true;
         self.quit_sent = false;
         self.deadline = None;
         self.handle = Some(handle);

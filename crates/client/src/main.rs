@@ -40,6 +40,21 @@ struct Args {
     /// giving up (exit 1, listing the messages not delivered).
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     reconnect_timeout: u64,
+    /// Line mode, for bots: keep in FILE, per server and room, the id of the last message
+    /// printed (written atomically after each one). Started again with the same FILE, chatao
+    /// prints exactly the messages that came after, once, in order, marked as history, then
+    /// goes live. A FILE that cannot be read or is not a state file stops chatao (exit 2).
+    /// Default: the CHATAO_STATE environment variable.
+    #[arg(long, value_name = "FILE", env = "CHATAO_STATE")]
+    state: Option<PathBuf>,
+    /// Line mode: print no join replay (the recent messages a room shows on joining), for
+    /// one-shot senders and notifiers. Messages missed during a reconnection are still printed.
+    #[arg(long)]
+    no_history: bool,
+    /// A quiet session, for bots and notifiers: rooms are not told when it joins or leaves,
+    /// and member lists mark it as a bot (`who`).
+    #[arg(long)]
+    quiet: bool,
     /// Directory of your key (`key.pem`, created if absent) and of `known_servers`.
     /// Default: $XDG_CONFIG_HOME/chatao/clientKey (~/.config/chatao/clientKey).
     #[arg(long)]
@@ -162,6 +177,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         expected,
         e2e_dir: Some(args.e2e_dir.unwrap_or_else(|| key_dir.join("e2e"))),
         e2e_claims: Default::default(),
+        hello: chatao_proto::HelloFlags { quiet: args.quiet },
     };
     let line_mode = args.plain
         || args.json
@@ -169,8 +185,25 @@ async fn run(args: Args) -> Result<ExitCode> {
         || !std::io::stdout().is_terminal();
     let fmt = if args.json { Format::Json } else { Format::Plain };
     if line_mode {
-        let reconnect_for = Duration::from_secs(args.reconnect_timeout);
-        return chatao_client::line::run(profile, fmt, reconnect_for).await;
+        // Read before connecting: a state file that cannot be used stops everything, before
+        // anything is printed or sent. Restarting cannot fix it: exit 2, like a usage error.
+        let state = match &args.state {
+            Some(path) => match chatao_client::state::State::load(path) {
+                Ok(state) => Some(state),
+                Err(e) => {
+                    eprintln!("chatao: {}", chatao_client::format::inert_lines(&e.to_string()));
+                    return Ok(ExitCode::from(2));
+                }
+            },
+            None => None,
+        };
+        let opts = chatao_client::line::Options {
+            fmt,
+            reconnect_for: Duration::from_secs(args.reconnect_timeout),
+            state,
+            no_history: args.no_history,
+        };
+        return chatao_client::line::run(profile, opts).await;
     }
     // Logging is a convenience: a log file that cannot be opened must not stop the chat, and
     // nothing may be printed into the screen the UI is about to own.

@@ -252,8 +252,19 @@ pub async fn connect_claiming(
     siblings: &[String],
     claims: &crate::e2e::StateClaims,
 ) -> Result<Connected, ConnectError> {
+    connect_as(opts, chatao_proto::HelloFlags::default(), siblings, claims).await
+}
+
+/// As [`connect_claiming`], saying `hello` with `flags` (`quiet`: a bot's session).
+pub async fn connect_as(
+    opts: &ConnectOptions,
+    flags: chatao_proto::HelloFlags,
+    siblings: &[String],
+    claims: &crate::e2e::StateClaims,
+) -> Result<Connected, ConnectError> {
     let addr = crate::servers::Server { host: opts.host.clone(), port: opts.port }.to_string();
-    let (welcome, conn, setup) = timeout(CONNECT_TIMEOUT, open(opts, &addr, siblings, claims))
+    let opening = open(opts, flags, &addr, siblings, claims);
+    let (welcome, conn, setup) = timeout(CONNECT_TIMEOUT, opening)
         .await
         .map_err(|_| ConnectError::Timeout { addr: addr.clone() })??;
     let (tx, rx) = mpsc::channel(OUTBOX);
@@ -282,6 +293,7 @@ pub async fn connect_claiming(
 
 async fn open(
     opts: &ConnectOptions,
+    flags: chatao_proto::HelloFlags,
     addr: &str,
     siblings: &[String],
     claims: &crate::e2e::StateClaims,
@@ -341,7 +353,7 @@ async fn open(
             Some(setup)
         }
     };
-    conn.write_record(&encode(&ClientMsg::Hello { nick: opts.nick.clone() }))
+    conn.write_record(&chatao_proto::encode_hello(&opts.nick, flags))
         .await
         .map_err(|e| protocol(e.to_string()))?;
     loop {

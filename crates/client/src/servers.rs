@@ -249,6 +249,8 @@ pub struct Profile {
     /// The E2E state this profile's connections hold, kept from one to the next (clones of
     /// the profile share it).
     pub e2e_claims: crate::e2e::StateClaims,
+    /// What `hello` says beside the nickname (`--quiet`).
+    pub hello: chatao_proto::HelloFlags,
 }
 
 impl Profile {
@@ -284,7 +286,7 @@ impl Profile {
         let me = self.servers.get(i).map(Server::pin_key);
         let siblings: Vec<String> =
             self.servers.iter().map(Server::pin_key).filter(|k| Some(k) != me.as_ref()).collect();
-        net::connect_claiming(&self.options(i), &siblings, &self.e2e_claims).await
+        net::connect_as(&self.options(i), self.hello, &siblings, &self.e2e_claims).await
     }
 
     /// The first connection: each server in list order until one welcomes us. A failure that

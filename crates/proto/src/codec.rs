@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::msg::{ClientMsg, ServerMsg};
+use crate::msg::{ClientMsg, HelloFlags, ServerMsg};
 
 /// A record that is not a message this side understands.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,34 @@ pub fn encode<T: Serialize>(msg: &T) -> Bytes {
 /// Decodes one record (with or without its trailing newline) sent by a client.
 pub fn decode_client(record: &[u8]) -> Result<ClientMsg, DecodeError> {
     Ok(serde_json::from_slice(record)?)
+}
+
+/// Encodes a `hello` for `nick` with `flags` (only the flags set are written, so a `hello`
+/// without flags is byte for byte the old one).
+pub fn encode_hello(nick: &str, flags: HelloFlags) -> Bytes {
+    #[derive(Serialize)]
+    struct Hello<'a> {
+        r#type: &'static str,
+        nick: &'a str,
+        #[serde(flatten)]
+        flags: HelloFlags,
+    }
+    encode(&Hello { r#type: "hello", nick, flags })
+}
+
+/// The flags of a `hello` record (one that [`decode_client`] decoded as
+/// [`ClientMsg::Hello`]). A flag that is absent, or not a boolean, is false: a malformed flag
+/// never refuses a session, it only leaves it an ordinary one.
+pub fn decode_hello_flags(record: &[u8]) -> HelloFlags {
+    #[derive(serde::Deserialize)]
+    struct Flags {
+        #[serde(default)]
+        quiet: serde_json::Value,
+    }
+    match serde_json::from_slice::<Flags>(record) {
+        Ok(f) => HelloFlags { quiet: f.quiet.as_bool().unwrap_or(false) },
+        Err(_) => HelloFlags::default(),
+    }
 }
 
 /// Decodes one record sent by a server.
@@ -54,11 +82,20 @@ mod tests {
             },
             ServerMsg::Members {
                 room: room.clone(),
-                members: vec![Member {
-                    nick: nick("bob"),
-                    fingerprint: "SHA256:x".into(),
-                    away: Some("lunch".into()),
-                }],
+                members: vec![
+                    Member {
+                        nick: nick("bob"),
+                        fingerprint: "SHA256:x".into(),
+                        away: Some("lunch".into()),
+                        bot: false,
+                    },
+                    Member {
+                        nick: nick("ci"),
+                        fingerprint: "SHA256:y".into(),
+                        away: None,
+                        bot: true,
+                    },
+                ],
                 e2e: false,
                 total: None,
                 next: None,
@@ -213,6 +250,7 @@ mod tests {
             ClientMsg::Unban { target: "SHA256:x".into() },
             ClientMsg::Mute { nick: "m".into(), duration_secs: None },
             ClientMsg::Unmute { nick: "m".into() },
+            ClientMsg::Bots { room: "#ci".into(), hide: true },
             ClientMsg::Create { room: "#sec".into(), e2e: true, open: true },
             ClientMsg::Create { room: "#plain".into(), e2e: false, open: false },
             ClientMsg::KeyPackages { packages: vec!["AA==".into(), "AQ==".into()] },
@@ -301,6 +339,28 @@ mod tests {
                 next: None
             }
         );
+    }
+
+    /// Issue 22: `hello`'s `quiet` flag and `members`' `bot` mark are optional both ways: a
+    /// plain `hello` is byte for byte the old one and has no flag, an old server decodes a
+    /// quiet one as a plain `hello`, a malformed flag is no flag, an old `members` entry is no
+    /// bot.
+    #[test]
+    fn the_quiet_flag_and_the_bot_mark_are_compatible_with_older_peers() {
+        let plain = encode_hello("bob", HelloFlags::default());
+        assert_eq!(&plain[..], &encode(&ClientMsg::Hello { nick: "bob".into() })[..]);
+        assert_eq!(decode_hello_flags(&plain), HelloFlags::default());
+        let quiet = encode_hello("bot", HelloFlags { quiet: true });
+        assert_eq!(&quiet[..], b"{\"type\":\"hello\",\"nick\":\"bot\",\"quiet\":true}\n");
+        assert_eq!(decode_client(&quiet).unwrap(), ClientMsg::Hello { nick: "bot".into() });
+        assert!(decode_hello_flags(&quiet).quiet);
+        for odd in [&br#"{"type":"hello","nick":"b","quiet":"yes"}"#[..], b"not json", b"{}"] {
+            assert!(!decode_hello_flags(odd).quiet);
+        }
+        let old =
+            br##"{"type":"members","room":"#lobby","members":[{"nick":"a","fingerprint":"f"}]}"##;
+        let ServerMsg::Members { members, .. } = decode_server(old).unwrap() else { panic!() };
+        assert!(!members[0].bot);
     }
 
     #[test]

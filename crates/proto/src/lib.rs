@@ -20,11 +20,13 @@ pub mod names;
 pub mod rate;
 pub mod text;
 
-pub use codec::{DecodeError, decode_client, decode_server, encode};
+pub use codec::{
+    DecodeError, decode_client, decode_hello_flags, decode_server, encode, encode_hello,
+};
 pub use error::ErrorCode;
 pub use msg::{
-    Cid, ClientMsg, LeaveReason, Limits, MAX_CID, Member, MessageKind, ModAction, RoomInfo,
-    SealedKind, SealedWelcome, ServerMsg,
+    Cid, ClientMsg, HelloFlags, LeaveReason, Limits, MAX_CID, Member, MessageKind, ModAction,
+    RoomInfo, SealedKind, SealedWelcome, ServerMsg,
 };
 pub use names::{NameError, Nick, RoomName};
 pub use rate::TokenBucket;

@@ -17,7 +17,9 @@ use crate::names::{Nick, RoomName};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// The first message after the handshake: who I want to be.
+    /// The first message after the handshake: who I want to be. Its optional flags
+    /// (`"quiet":true`) are [`HelloFlags`], read from the same record
+    /// ([`crate::codec::decode_hello_flags`]) so that this variant stays as old peers build it.
     Hello { nick: String },
     /// Text for everyone in `room`.
     Say {
@@ -127,6 +129,9 @@ pub enum ClientMsg {
     },
     /// Operators: lift a mute.
     Unmute { nick: String },
+    /// Operators: hide (`hide: true`) or show again the quiet sessions (bots) in `room`'s
+    /// member lists (`members` answers to `join` and `who`).
+    Bots { room: String, hide: bool },
     /// Ask for a room's messages after id `since` (catch-up after a reconnect), at most `limit`
     /// (capped by the server). Must be a member.
     History {
@@ -178,6 +183,17 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cid: Option<Cid>,
     },
+}
+
+/// The optional flags of `hello`, beside its nickname, as they travel in the same JSON object
+/// (`{"type":"hello","nick":"ci-bot","quiet":true}`). Absent fields are false, so an old
+/// client's `hello` means no flag, and an old server ignores them (unknown fields are ignored).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloFlags {
+    /// A quiet session (a bot, a notifier): its arrival in and departure from rooms are not
+    /// announced, and member lists mark it `bot`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet: bool,
 }
 
 /// A client's id for one of its messages (`say`, `me`, `msg`, `sealed`): chosen by the client,
@@ -440,6 +456,10 @@ pub struct Member {
     /// Their away reason, when they are away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,
+    /// A quiet session (`hello` with `quiet`): a bot, whose arrivals and departures are not
+    /// announced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// Why someone left.

@@ -181,15 +181,15 @@ where
     let nick = match first {
         None => return Err(TransportError::Truncated.into()),
         Some(record) => match decode_client(&record) {
-            Ok(ClientMsg::Hello { nick }) => {
-                Nick::parse(&nick).map_err(|e| (ErrorCode::InvalidNick, e.to_string()))
-            }
+            Ok(ClientMsg::Hello { nick }) => Nick::parse(&nick)
+                .map(|nick| (nick, chatao_proto::decode_hello_flags(&record)))
+                .map_err(|e| (ErrorCode::InvalidNick, e.to_string())),
             Ok(_) => Err((ErrorCode::BadSequence, "the first message must be hello".to_owned())),
             Err(e) => Err((ErrorCode::BadMessage, e.to_string())),
         },
     };
-    let nick = match nick {
-        Ok(nick) => nick,
+    let (nick, flags) = match nick {
+        Ok(found) => found,
         Err((code, reason)) => return Err(refuse(&mut conn, code, reason).await),
     };
     // A muted key keeps its names but takes no new one: a nickname is text in front of others
@@ -215,7 +215,7 @@ where
     };
     let (mb, inbox) = mailbox(ctx.config.mailbox_capacity);
     let before = ctx.hub.current_seq();
-    if let Err(e) = ctx.hub.register(id, nick.clone(), fingerprint.clone(), mb) {
+    if let Err(e) = ctx.hub.register_as(id, nick.clone(), fingerprint.clone(), mb, flags.quiet) {
         if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
             cluster.release(claim).await;
         }

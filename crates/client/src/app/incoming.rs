@@ -40,7 +40,11 @@ fn who_answer(room: &RoomName, members: &[chatao_proto::Member], e2e: bool) -> S
             format!("no such room {room}: nobody is in it")
         };
     }
-    let mut names: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
+    // A quiet session (a bot) is marked, as the server marks it (issue 22).
+    let mut names: Vec<String> = members
+        .iter()
+        .map(|m| if m.bot { format!("{} [bot]", m.nick) } else { m.nick.to_string() })
+        .collect();
     names.sort_by_key(|n| n.to_ascii_lowercase());
     let more = names.len().saturating_sub(MEMBERS_LISTED);
     names.truncate(MEMBERS_LISTED);
@@ -75,7 +79,7 @@ impl App {
                 let i = self.room_buffer(&room);
                 // A catch-up after a reconnect is news; the replay on a first join is not.
                 let missed = match heard.show {
-                    Show::Duplicate => return vec![],
+                    Show::Duplicate | Show::Held => return vec![],
                     Show::Print { missed } => missed,
                     Show::Quiet | Show::CaughtUp(_) => false,
                 };

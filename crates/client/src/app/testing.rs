@@ -73,7 +73,12 @@ pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
         room: room(r),
         members: nicks
             .iter()
-            .map(|n| Member { nick: nick(n), fingerprint: "SHA256:x".into(), away: None })
+            .map(|n| Member {
+                nick: nick(n),
+                fingerprint: "SHA256:x".into(),
+                away: None,
+                bot: false,
+            })
             .collect(),
         e2e: false,
         total: None,

@@ -1079,7 +1079,12 @@ mod tests {
     fn in_room_open(dir: &std::path::Path, open: bool) -> Layer {
         let mut l = layer(dir);
         l.from_ui(ClientMsg::Create { room: "#sec".into(), e2e: true, open });
-        let me = Member { nick: Nick::parse("alice").unwrap(), fingerprint: fp(7), away: None };
+        let me = Member {
+            nick: Nick::parse("alice").unwrap(),
+            fingerprint: fp(7),
+            away: None,
+            bot: false,
+        };
         l.from_server(ServerMsg::Members {
             room: room(),
             members: vec![me],

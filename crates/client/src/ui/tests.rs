@@ -203,6 +203,7 @@ fn member_list_with_away_members_and_overflow() {
             nick: nick(n),
             fingerprint: "SHA256:x".into(),
             away: (*n == "bob").then(|| "lunch".into()),
+            bot: false,
         })
         .collect();
     net(
@@ -328,7 +329,7 @@ fn wide_characters_wrap_without_splitting() {
 fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud() {
     let mut a = app(80, 12);
     net(&mut a, joined("#sec", "alice"));
-    let me = Member { nick: nick("alice"), fingerprint: "SHA256:x".into(), away: None };
+    let me = Member { nick: nick("alice"), fingerprint: "SHA256:x".into(), away: None, bot: false };
     net(
         &mut a,
         ServerMsg::Members {

@@ -5,6 +5,7 @@
 //! [`Command::from_msg`] and [`Command::apply`], then document it in docs/PROTOCOL.md.
 
 mod away;
+mod bots;
 mod e2e;
 mod history;
 mod join;
@@ -233,6 +234,7 @@ pub enum Command {
     Whois(whois::Whois),
     History(history::History),
     Moderate(moderate::Moderate),
+    Bots(bots::Bots),
     Quit(quit::Quit),
     Ping(ping::Ping),
     Pong,
@@ -277,6 +279,7 @@ impl Command {
                 Command::Moderate(moderate::Moderate::Mute { nick, duration_secs })
             }
             ClientMsg::Unmute { nick } => Command::Moderate(moderate::Moderate::Unmute { nick }),
+            ClientMsg::Bots { room, hide } => Command::Bots(bots::Bots { room, hide }),
             ClientMsg::Quit { reason } => Command::Quit(quit::Quit { reason }),
             ClientMsg::Ping { token } => Command::Ping(ping::Ping { token }),
             ClientMsg::Pong { .. } => Command::Pong,
@@ -315,6 +318,7 @@ impl Command {
             Command::Whois(cmd) => cmd.apply(hub),
             Command::History(cmd) => cmd.apply(hub, session),
             Command::Moderate(cmd) => cmd.apply(hub, session),
+            Command::Bots(cmd) => cmd.apply(hub, session),
             Command::Quit(cmd) => cmd.apply(hub, session),
             Command::Ping(cmd) => cmd.apply(session, now),
             Command::Pong => Reply::Nothing,

@@ -18,6 +18,7 @@
 //! one nickname, and a key holds a bounded number of names ([`names`]). Operator actions live
 //! in [`moderation`].
 
+mod bots;
 mod e2e;
 mod moderation;
 mod names;
@@ -154,6 +155,9 @@ struct State {
     e2e: e2e::E2eState,
     /// Recent client message ids per key and their echoes (repeats answered, not repeated).
     sent: sent::SentIds,
+    /// Rooms whose member lists leave quiet sessions out ([`bots`]). At most
+    /// [`bots::HIDDEN_ROOMS`]: an operator asking for more is refused.
+    bots_hidden: std::collections::HashSet<RoomName>,
 }
 
 #[derive(Debug)]
@@ -164,6 +168,9 @@ struct User {
     rooms: Vec<RoomName>,
     away: Option<String>,
     since: u64,
+    /// A quiet session (`hello` with `quiet`, a bot): its joins and parts are not announced
+    /// to rooms, and member lists mark it `bot` ([`bots`]).
+    quiet: bool,
 }
 
 /// What a joiner needs to catch up, taken atomically with the join.
@@ -329,6 +336,7 @@ impl State {
             nick: u.nick.clone(),
             fingerprint: u.fingerprint.clone(),
             away: u.away.clone(),
+            bot: u.quiet,
         })
     }
 
@@ -469,6 +477,19 @@ impl Hub {
         fingerprint: String,
         mailbox: Mailbox,
     ) -> Result<(), HubError> {
+        self.register_as(id, nick, fingerprint, mailbox, false)
+    }
+
+    /// [`Hub::register`], for a quiet session (`hello` with `quiet`) when `quiet` is true:
+    /// rooms are not told of its joins and parts, and member lists mark it `bot`.
+    pub fn register_as(
+        &self,
+        id: SessionId,
+        nick: Nick,
+        fingerprint: String,
+        mailbox: Mailbox,
+        quiet: bool,
+    ) -> Result<(), HubError> {
         let now = self.access().clock().now_ms();
         let mut st = self.lock();
         let mut released = Vec::new();
@@ -508,13 +529,14 @@ impl Hub {
                 rooms: Vec::new(),
                 away: None,
                 since,
+                quiet,
             },
         });
         // Queued behind `welcome` (which the session writes itself).
         if let Some(bytes) = names::released_notice(&released) {
             mailbox.deliver(&bytes);
         }
-        let user = User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since };
+        let user = User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since, quiet };
         st.users.insert(id, user);
         Ok(())
     }
@@ -529,8 +551,8 @@ impl Hub {
         if !already && user.rooms.len() >= MAX_ROOMS_PER_USER {
             return Err(HubError::TooManyRooms);
         }
-        let (nick, fingerprint, mailbox) =
-            (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone());
+        let (nick, fingerprint, mailbox, quiet) =
+            (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone(), user.quiet);
         let cap = self.shared.config.history_on_join;
         let after = st.seq;
         let store = self.store().clone();
@@ -557,11 +579,13 @@ impl Hub {
         {
             members.extend(st.remote_members(room));
         }
+        st.hide_bots(room_name, &mut members);
         if new {
             st.announce(Presence::Join { session: id, room: room_name.clone() });
             let join = encode(&ServerMsg::Join { room: room_name.clone(), nick, fingerprint });
-            if large {
-                // Only the joiner hears it (it confirms the join).
+            if large || quiet {
+                // Only the joiner hears it (it confirms the join): a large room hears of it
+                // when the newcomer speaks, a quiet session's never.
                 mailbox.deliver(&join);
             } else {
                 let seq = st.next_seq();
@@ -640,14 +664,14 @@ impl Hub {
     ) -> Result<u64, HubError> {
         let mut st = self.lock();
         let user = st.user(id)?;
-        let (from, sender) = (user.nick.clone(), user.fingerprint.clone());
+        let (from, sender, quiet) = (user.nick.clone(), user.fingerprint.clone(), user.quiet);
         let now = now_millis();
         if st.link.is_some() {
             let Some(room) = st.rooms.get_mut(room_name).filter(|r| r.contains(id)) else {
                 return Err(HubError::NotInRoom(room_name.clone()));
             };
             room.spoke(id, now);
-            if room.reveal(id) {
+            if room.reveal(id) && !quiet {
                 // This node's members hear of a hidden newcomer before their first message
                 // (which comes back later from the cluster's stream).
                 let join = ServerMsg::Join {
@@ -671,8 +695,9 @@ impl Hub {
             .get_mut(room_name)
             .filter(|r| r.contains(id))
             .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
-        // A newcomer to a large room is announced before their first message.
-        let reveal = room.reveal(id);
+        // A newcomer to a large room is announced before their first message (a quiet session
+        // never is).
+        let reveal = room.reveal(id) && !quiet;
         if reveal {
             let join = ServerMsg::Join {
                 room: room_name.clone(),
@@ -961,7 +986,14 @@ impl State {
         let Some(user) = self.users.remove(&id) else { return };
         self.nicks.remove(&user.nick.folded());
         for room_name in &user.rooms {
-            self.part_locked(id, room_name, &user.nick, reason, message.clone(), bus);
+            self.part_locked_as(
+                id,
+                room_name,
+                &user.nick,
+                (reason, message.clone()),
+                user.quiet,
+                bus,
+            );
         }
         self.announce(Presence::Offline { session: id, reason, message });
         if let Some(bye) = bye {
@@ -987,9 +1019,25 @@ impl State {
         message: Option<String>,
         bus: &BusHandle,
     ) -> bool {
+        let quiet = self.users.get(&id).is_some_and(|u| u.quiet);
+        self.part_locked_as(id, room_name, nick, (reason, message), quiet, bus)
+    }
+
+    /// [`State::part_locked`] for a session whose quietness is known (`quiet`: the room was
+    /// never told of it and is not told now).
+    fn part_locked_as(
+        &mut self,
+        id: SessionId,
+        room_name: &RoomName,
+        nick: &Nick,
+        (reason, message): (LeaveReason, Option<String>),
+        quiet: bool,
+        bus: &BusHandle,
+    ) -> bool {
         let Some(room) = self.rooms.get_mut(room_name) else { return false };
-        // A member of a large room the room was never told about leaves as quietly.
-        let hidden = room.is_hidden(id);
+        // A member of a large room the room was never told about leaves as quietly, and so
+        // does a quiet session.
+        let hidden = room.is_hidden(id) || quiet;
         if !room.remove(id) {
             return false;
         }

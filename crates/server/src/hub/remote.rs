@@ -59,6 +59,10 @@ pub struct UserState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,
     pub since: u64,
+    /// A quiet session (a bot): no node announces its joins and parts. Absent (a node that
+    /// predates it): false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet: bool,
 }
 
 /// A change to one node's users, announced to the others.
@@ -315,6 +319,8 @@ pub(super) struct RemoteUser {
     pub rooms: Vec<RoomName>,
     pub away: Option<String>,
     pub since: u64,
+    /// A quiet session: its joins and parts are not announced here either.
+    pub quiet: bool,
 }
 
 impl RemoteUser {
@@ -323,6 +329,7 @@ impl RemoteUser {
             nick: self.nick.clone(),
             fingerprint: self.fingerprint.clone(),
             away: self.away.clone(),
+            bot: self.quiet,
         }
     }
 }
@@ -364,7 +371,7 @@ impl State {
         if !user.rooms.contains(room_name) {
             user.rooms.push(room_name.clone());
         }
-        let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
+        let (nick, fingerprint, quiet) = (user.nick.clone(), user.fingerprint.clone(), user.quiet);
         let cap = hub.config().history_on_join;
         // A store that cannot say: listed without its topic (ids come from the stream).
         let _ = self.load_room(hub.store(), room_name, cap);
@@ -372,9 +379,10 @@ impl State {
             .rooms
             .entry(room_name.clone())
             .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
-        // A large room hears of a remote newcomer when they speak, as of a local one.
-        let large = room.is_large();
-        if room.add_remote(rid, !large) && !large {
+        // A large room hears of a remote newcomer when they speak, as of a local one; a quiet
+        // one is never announced.
+        let silent = room.is_large() || quiet;
+        if room.add_remote(rid, !silent) && !silent {
             let msg = ServerMsg::Join { room: room_name.clone(), nick, fingerprint };
             self.queue_for_room(hub, room_name, &msg);
         }
@@ -390,9 +398,9 @@ impl State {
     ) {
         let Some(user) = self.remote.get_mut(&rid) else { return };
         user.rooms.retain(|r| r != room_name);
-        let nick = user.nick.clone();
+        let (nick, quiet) = (user.nick.clone(), user.quiet);
         let Some(room) = self.rooms.get_mut(room_name) else { return };
-        let hidden = room.is_hidden_remote(rid);
+        let hidden = room.is_hidden_remote(rid) || quiet;
         if !room.remove_remote(rid) {
             return;
         }
@@ -442,6 +450,7 @@ impl State {
                 rooms: Vec::new(),
                 away: user.away,
                 since: user.since,
+                quiet: user.quiet,
             },
         );
         for room in &rooms {
@@ -539,6 +548,7 @@ impl Hub {
                 rooms: u.rooms.clone(),
                 away: u.away.clone(),
                 since: u.since,
+                quiet: u.quiet,
             })
             .collect()
     }
@@ -558,6 +568,10 @@ impl Hub {
         for (seq, ev) in events {
             let bus_seq = st.next_seq();
             let room_name = ev.room.clone();
+            let quiet = st
+                .remote
+                .get(&RemoteId { node: ev.node, session: ev.session })
+                .is_some_and(|u| u.quiet);
             if !st.rooms.contains_key(&room_name) {
                 touched.push(room_name.clone());
             }
@@ -572,7 +586,7 @@ impl Hub {
                     // A newcomer of another node this node's members were not told of (a
                     // large room) is announced with their first message, just before it.
                     let rid = RemoteId { node: ev.node, session: ev.session };
-                    let join = room.reveal_remote(rid).then(|| {
+                    let join = (room.reveal_remote(rid) && !quiet).then(|| {
                         encode(&ServerMsg::Join {
                             room: room_name.clone(),
                             nick: ev.from.clone(),

@@ -188,6 +188,9 @@ impl Hub {
             }
         }
         let total = r.len();
+        if st.bots_hidden.contains(room_name) {
+            keyed.retain(|(_, m)| !m.bot);
+        }
         drop(st);
         let more = keyed.len() > WHO_PAGE;
         if more {
