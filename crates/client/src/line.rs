@@ -201,7 +201,11 @@ impl Session {
                 _ = sleep_until_opt(self.goodbye) => Step::GoodbyeTimeout,
             };
             match step {
-                Step::Net(NetEvent::Msg(msg)) => self.on_server(msg).await?,
+                Step::Net(NetEvent::Msg(msg)) => {
+                    if let Some(code) = self.on_server(msg).await? {
+                        return Ok(code);
+                    }
+                }
                 Step::Net(NetEvent::E2e { text, warning }) => {
                     self.emit(&format::e2e(self.fmt, &text, warning)).await?;
                 }
@@ -285,7 +289,9 @@ impl Session {
         }
     }
 
-    async fn on_server(&mut self, msg: ServerMsg) -> Result<()> {
+    /// Prints what `msg` calls for. `Some` exit code when that is the end (the state file
+    /// could not be written).
+    async fn on_server(&mut self, msg: ServerMsg) -> Result<Option<ExitCode>> {
         let heard = self.core.observe(&msg, Instant::now().into_std());
         if let Some(Ack::Refused { msg: refused, code, message }) = heard.ack {
             let why = format!("{} ({code})", sanitize_line(&message));
@@ -302,7 +308,9 @@ impl Session {
             for held in self.core.take_released() {
                 if let Some(line) = format::event(self.fmt, &held) {
                     self.emit(&line).await?;
-                    self.printed(&held)?;
+                    if let Err(e) = self.printed(&held) {
+                        return self.state_failed(e).await.map(Some);
+                    }
                 }
             }
         }
@@ -322,7 +330,9 @@ impl Session {
         };
         if let Some(line) = line {
             self.emit(&line).await?;
-            self.printed(&msg)?;
+            if let Err(e) = self.printed(&msg) {
+                return self.state_failed(e).await.map(Some);
+            }
         }
         if self.ready_due
             && matches!(msg, ServerMsg::HistoryEnd { .. })
@@ -331,15 +341,24 @@ impl Session {
             self.ready_due = false;
             self.emit(&format::ready(self.fmt)).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// `msg` was printed: a room message moves the state file's place in its room.
-    fn printed(&mut self, msg: &ServerMsg) -> Result<()> {
+    fn printed(&mut self, msg: &ServerMsg) -> Result<(), crate::state::StateError> {
         if let (Some(state), ServerMsg::Message { room, id, .. }) = (&mut self.state, msg) {
             state.printed(&self.server_key, room.as_str(), *id)?;
         }
         Ok(())
+    }
+
+    /// The state file could not be written: going on would print what a restart prints
+    /// again, so line mode stops (exit 1, listing what was not delivered).
+    async fn state_failed(&mut self, e: crate::state::StateError) -> Result<ExitCode> {
+        let why = e.to_string();
+        eprintln!("chatao: {}", format::inert_lines(&why));
+        self.core.on_closed_for_good();
+        self.fail(&why).await
     }
 
     /// The connection ended: the exit code if that is the end, else reconnection starts.

@@ -20,7 +20,13 @@ command, each event one line of output (JSON objects with --json), for scripts, 
 At the end of input it quits once everything it sent has reached the server.
 
 A lost connection is retried, on the next server of the list if there are several; the rooms \
-you were in are caught up, each missed message shown once.";
+you were in are caught up, each missed message shown once.
+
+For bots: --state FILE keeps the last message id printed per server and room, so that a bot \
+started again prints exactly what came after, once, in order, marked as history; \
+--no-history prints no join replay; --quiet makes a session rooms are not told of (listed as a \
+bot); a ready event (JSON) or line (plain) says when the catch-up is over and live messages \
+follow.";
 
 /// Writes the whole page for `cmd` (the binary's command-line definition).
 pub fn render(cmd: clap::Command, w: &mut dyn Write) -> io::Result<()> {
@@ -91,6 +97,14 @@ fn sections() -> Roff {
     );
     item(
         &mut r,
+        [italic("STATE-FILE")],
+        "Line mode's place (--state or CHATAO_STATE): JSON, {\"version\":1,\"servers\":\
+         {KEY:{ROOM:ID}}}, the id of the last message printed per server key and room, \
+         replaced atomically after each one. A file that cannot be read or is not this stops \
+         chatao with status 2 before anything is sent; a missing one is created.",
+    );
+    item(
+        &mut r,
         [bold("$XDG_STATE_HOME/chatao/chatao.log")],
         "The full-screen interface's log (~/.local/state/chatao/chatao.log; --log-file moves \
          it). Line mode logs to standard error.",
@@ -102,6 +116,7 @@ fn sections() -> Roff {
         [bold(crate::servers::SERVERS_ENV)],
         "The server list (HOST[:PORT],...) used when only a NICKNAME is given.",
     );
+    item(&mut r, [bold("CHATAO_STATE")], "The state file, when --state is not given.");
     item(
         &mut r,
         [bold("CHATAO_LOG"), roman(", "), bold("RUST_LOG")],
@@ -127,18 +142,24 @@ fn sections() -> Roff {
         "The first connection failed (no server, a refused nickname, a changed server key), \
          the server ended the session, no server took the client back within \
          --reconnect-timeout, a message line was refused for good, or the server did not say \
-         goodbye in time. Line mode then lists each message line not delivered on standard \
-         error (\"N message(s) were not delivered:\").",
+         goodbye in time, or the state file could not be written. Line mode then lists each \
+         message line not delivered on standard error (\"N message(s) were not delivered:\").",
     );
     item(
         &mut r,
         [bold("2")],
         "A usage error: an unknown option, a malformed server list or port, a nickname \
-         against the rules; nothing was sent.",
+         against the rules, a state file that cannot be read or is not one; nothing was sent.",
+    );
+    para(
+        &mut r,
+        "Under systemd, Restart=on-failure restarts a bot that failed (1) and not one whose \
+         input ended cleanly (0); add RestartPreventExitStatus=2, since restarting cannot fix \
+         a usage error or a broken state file.",
     );
 
     r.control("SH", ["EXAMPLES"]);
-    let examples: [(&str, &str); 6] = [
+    let examples: [(&str, &str); 8] = [
         ("chatao chat.example.org 7000 alice", "Chat as alice, full screen."),
         (
             "chatao --server-key SHA256:... chat.example.org 7000 alice",
@@ -155,6 +176,14 @@ fn sections() -> Roff {
         (
             "chatao --json localhost 7000 bot < commands.txt | jq -r 'select(.type==\"message\") | .text'",
             "A bot reading the events as JSON.",
+        ),
+        (
+            "echo 'deploy done' | chatao --plain --quiet --no-history localhost 7000 ci-bot",
+            "A notifier: no join replay printed, no join or leave line in the room.",
+        ),
+        (
+            "chatao --json --quiet --state relay.state localhost 7000 relay",
+            "A bridge: started again, it prints exactly the messages it has not printed yet.",
         ),
         ("chatao --fingerprint", "Print your key's fingerprint, for others to compare."),
     ];

@@ -8,7 +8,8 @@
 //!   `ready`, then live ones; a corrupt state file is a clear error (exit 2), nothing sent;
 //! - `--no-history`: no join replay;
 //! - `--quiet`: no join or leave seen by another client, `who` marks the bot, an operator's
-//!   `bots hide` takes it out of the list and `show` puts it back.
+//!   `bots hide` takes it out of the list and `show` puts it back; the same across two
+//!   nodes of a cluster (real NATS).
 //!
 //! Needs `cargo build -p chatao-server --bins` (the server binary is found next to chatao).
 #![allow(clippy::unwrap_used)]
@@ -364,29 +365,108 @@ async fn a_quiet_bot_is_neither_announced_nor_unmarked_and_an_operator_can_hide_
     let line = tokio::time::timeout(LIMIT, line_with(&mut out, "online")).await.unwrap();
     assert!(line.contains("ci [bot]") && line.contains("op"), "{line}");
     let who = ClientMsg::Who { room: "#lobby".into(), after: None };
-    op.send(&who).await.unwrap();
-    let page = until(&mut op, |m| matches!(m, ServerMsg::Members { .. })).await;
-    let members = listed(page.last().unwrap());
+    let mut seen = vec![];
+    let listing = async |op: &mut TestClient, seen: &mut Vec<ServerMsg>| {
+        op.send(&who).await.unwrap();
+        let page = until(op, |m| matches!(m, ServerMsg::Members { .. })).await;
+        let members = listed(page.last().unwrap());
+        seen.extend(page);
+        members
+    };
+    let members = listing(&mut op, &mut seen).await;
     assert!(members.contains(&("ci".into(), true)) && members.contains(&("op".into(), false)));
 
     // The operator hides the room's bots, then shows them again; others may not.
     bot_in.write_all(b"/bots #lobby hide\n").await.unwrap();
     tokio::time::timeout(LIMIT, line_with(&mut out, "not_operator")).await.unwrap();
     op.send(&ClientMsg::Bots { room: "#lobby".into(), hide: true }).await.unwrap();
-    until(&mut op, |m| matches!(m, ServerMsg::Notice { text } if text.contains("hidden"))).await;
-    op.send(&who).await.unwrap();
-    let page = until(&mut op, |m| matches!(m, ServerMsg::Members { .. })).await;
-    assert_eq!(listed(page.last().unwrap()), [("op".to_owned(), false)]);
+    let hidden = |m: &ServerMsg| matches!(m, ServerMsg::Notice { text } if text.contains("hidden"));
+    seen.extend(until(&mut op, hidden).await);
+    assert_eq!(listing(&mut op, &mut seen).await, [("op".to_owned(), false)]);
     op.send(&ClientMsg::Bots { room: "#lobby".into(), hide: false }).await.unwrap();
-    op.send(&who).await.unwrap();
-    let page = until(&mut op, |m| matches!(m, ServerMsg::Members { .. })).await;
-    assert!(listed(page.last().unwrap()).contains(&("ci".into(), true)));
+    assert!(listing(&mut op, &mut seen).await.contains(&("ci".into(), true)));
 
     drop(bot_in);
     assert_eq!(exit_status(&mut bot).await.code(), Some(0));
-    // Its departure is not announced either (the next event is the probe).
+    // Neither its arrival nor its departure was announced (up to the probe, after it left).
     op.say("probe").await.unwrap();
-    let rest =
-        until(&mut op, |m| matches!(m, ServerMsg::Message { text, .. } if text == "probe")).await;
-    assert_eq!(about(&rest, "ci"), 0, "{rest:?}");
+    seen.extend(
+        until(&mut op, |m| matches!(m, ServerMsg::Message { text, .. } if text == "probe")).await,
+    );
+    assert_eq!(about(&seen, "ci"), 0, "{seen:?}");
+}
+
+/// `who #lobby` from `c` until `pred` holds for its list (a remote user's arrival travels
+/// beside the room's messages and may come a little after them), within [`LIMIT`].
+async fn who_until(
+    c: &mut TestClient,
+    seen: &mut Vec<ServerMsg>,
+    pred: impl Fn(&[(String, bool)]) -> bool,
+) {
+    let who = ClientMsg::Who { room: "#lobby".into(), after: None };
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            c.send(&who).await.unwrap();
+            let page = until(c, |m| matches!(m, ServerMsg::Members { .. })).await;
+            let done = pred(&listed(page.last().unwrap()));
+            seen.extend(page);
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the member list never matched");
+}
+
+/// The quiet flag crosses a cluster: a bot on node A is never announced to a user of node B
+/// (who lists it as a bot), and B's operator can hide it there.
+#[tokio::test]
+async fn on_a_cluster_a_quiet_bot_on_another_node_is_not_announced_and_is_marked() {
+    let nats = chatao_testkit::NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let op_key = fixed_keypair(7);
+    let op_fp = op_key.public().fingerprint();
+    let key_dir = dir.path().join("server-key");
+    let key_dir = key_dir.to_str().unwrap();
+    let node = |data: &str| {
+        let data = dir.path().join(data);
+        let args =
+            ["--cluster", &nats.url(), "--key-dir", key_dir, "--op", &op_fp].map(str::to_owned);
+        async move { chataosrv(&data, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let (_a, a_addr) = node("a").await;
+    let (_b, b_addr) = node("b").await;
+    let mut op = TestClient::connect_with(b_addr, "op", &op_key).await.unwrap();
+    let mut seen = vec![];
+
+    let mut bot = chatao(dir.path(), a_addr, "ci", &["--plain", "--quiet"]);
+    let mut out = BufReader::new(bot.stdout.take().unwrap()).lines();
+    let mut bot_in = bot.stdin.take().unwrap();
+    tokio::time::timeout(LIMIT, line_with(&mut out, "ready")).await.unwrap();
+    bot_in.write_all(b"from node A\n").await.unwrap();
+    seen.extend(
+        until(&mut op, |m| matches!(m, ServerMsg::Message { text, .. } if text == "from node A"))
+            .await,
+    );
+    who_until(&mut op, &mut seen, |l| l.contains(&("ci".into(), true))).await;
+    op.send(&ClientMsg::Bots { room: "#lobby".into(), hide: true }).await.unwrap();
+    who_until(&mut op, &mut seen, |l| l == [("op".to_owned(), false)]).await;
+    drop(bot_in);
+    assert_eq!(exit_status(&mut bot).await.code(), Some(0));
+
+    // A plain user of node A coming and going after the bot left: node A's presence changes
+    // arrive in order, so once its leave is here the bot's would have been.
+    let plain = TestClient::connect(a_addr, "plain").await.unwrap();
+    seen.extend(
+        until(&mut op, |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "plain"))
+            .await,
+    );
+    drop(plain);
+    seen.extend(
+        until(&mut op, |m| matches!(m, ServerMsg::Leave { nick, .. } if nick.as_str() == "plain"))
+            .await,
+    );
+    assert_eq!(about(&seen, "ci"), 0, "{seen:?}");
 }
