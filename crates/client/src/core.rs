@@ -1093,6 +1093,58 @@ mod tests {
         assert_eq!(drain(&mut c, now), [ClientMsg::Join { room: "#OPS".into(), since: Some(7) }]);
     }
 
+    /// With a state file, a reconnection's catch-up is ordered too: the default room asks
+    /// `history` after the last id shown and holds what comes early, another room rejoins
+    /// after its last id.
+    #[test]
+    fn an_ordered_reconnection_shows_the_missed_messages_in_id_order() {
+        let now = Instant::now();
+        let mut c = core();
+        c.set_ordered();
+        c.observe(&own_join("#rust"), now);
+        for id in 1..=3 {
+            c.observe(&echo("bob", id, None, false), now);
+        }
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        assert_eq!(
+            drain(&mut c, now),
+            [
+                ClientMsg::History { room: "#lobby".into(), since: 3, limit: None },
+                ClientMsg::Join { room: "#rust".into(), since: None },
+            ]
+        );
+        let mut order = vec![];
+        let mut feed = |c: &mut Core, id: u64, history: bool| {
+            let show = c.observe(&echo("bob", id, None, history), now).show;
+            if show == (Show::Print { missed: true }) {
+                order.push(id);
+            }
+            show
+        };
+        // The automatic join's replay (2..5) and a live 6 come before the history answer.
+        for id in 2..=5 {
+            assert_eq!(feed(&mut c, id, true), if id <= 3 { Show::Duplicate } else { Show::Held });
+        }
+        let end = |count| ServerMsg::HistoryEnd { room: RoomName::lobby(), count };
+        assert_eq!(c.observe(&end(4), now).show, Show::Quiet);
+        assert_eq!(feed(&mut c, 6, false), Show::Held);
+        for id in [4, 5] {
+            feed(&mut c, id, true);
+        }
+        assert_eq!(c.observe(&end(2), now).show, Show::CaughtUp(2));
+        let released: Vec<u64> = c
+            .take_released()
+            .iter()
+            .map(|m| match m {
+                ServerMsg::Message { id, .. } => *id,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!((order, released), (vec![4, 5], vec![6]));
+        assert_eq!(c.observe(&echo("bob", 6, None, false), now).show, Show::Duplicate);
+    }
+
     #[test]
     fn a_catch_up_whose_replay_is_a_full_page_asks_for_the_next() {
         let now = Instant::now();

@@ -6,6 +6,8 @@
 //! - `--state`: started again after messages arrived while it was down (more than a join
 //!   replay holds), chatao prints exactly those, once, in order, marked as history, then
 //!   `ready`, then live ones; a corrupt state file is a clear error (exit 2), nothing sent;
+//! - with `--state`, a connection cut while 520 messages arrive (more than one `history`
+//!   page of 500): after reconnecting, each printed once, in order, then `ready`;
 //! - `--no-history`: no join replay;
 //! - `--quiet`: no join or leave seen by another client, `who` marks the bot, an operator's
 //!   `bots hide` takes it out of the list and `show` puts it back; the same across two
@@ -13,6 +15,8 @@
 //!
 //! Needs `cargo build -p chatao-server --bins` (the server binary is found next to chatao).
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -241,6 +245,34 @@ async fn a_restart_with_its_state_prints_exactly_what_came_meanwhile_once_as_his
     let mut bot = chatao(dir.path(), addr, "bot", &["--json", "--state", state_arg]);
     let mut out = BufReader::new(bot.stdout.take().unwrap()).lines();
     assert_eq!(messages(&events_until(&mut out, "ready").await), []);
+    drop(bot.stdin.take());
+    assert_eq!(exit_status(&mut bot).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn with_a_state_file_a_reconnection_pages_through_everything_missed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // A join replay of 5: only a second `history` page brings 501..515.
+    let (_server, addr) = chataosrv(&dir.path().join("srv"), &["--history", "5"]).await;
+    let proxy = common::Proxy::start(addr).await;
+    let mut sender = TestClient::connect(addr, "counter").await.unwrap();
+    say_all(&mut sender, ["before".to_owned()]).await;
+    let state = dir.path().join("bot.state");
+    let mut bot =
+        chatao(dir.path(), proxy.addr, "bot", &["--json", "--state", state.to_str().unwrap()]);
+    let mut out = BufReader::new(bot.stdout.take().unwrap()).lines();
+    assert_eq!(messages(&events_until(&mut out, "ready").await), [("before".to_owned(), true)]);
+    proxy.cut();
+    events_until(&mut out, "disconnected").await;
+    let missed: Vec<String> = (1..=520).map(|i| format!("missed {i}")).collect();
+    say_all(&mut sender, missed.clone()).await;
+    proxy.mend();
+    events_until(&mut out, "reconnected").await;
+    let caught_up = events_until(&mut out, "ready").await;
+    let expected: Vec<(String, bool)> = missed.iter().map(|t| (t.clone(), true)).collect();
+    assert_eq!(messages(&caught_up), expected, "every missed one once, in order, over two pages");
+    say_all(&mut sender, ["live".to_owned()]).await;
+    assert_eq!(messages(&events_until(&mut out, "message").await), [("live".to_owned(), false)]);
     drop(bot.stdin.take());
     assert_eq!(exit_status(&mut bot).await.code(), Some(0));
 }
