@@ -2,8 +2,9 @@
 //! closed at once. Decided at `accept`, before a byte is read, from the peer's address alone.
 //!
 //! Three limits, checked in this order:
-//! 1. the attempt rate of the address: a token bucket per address, [`HANDSHAKE_BURST`] attempts
-//!    at once then [`HANDSHAKES_PER_MINUTE`]; every accepted TCP connection is an attempt;
+//! 1. the attempt rate of the address: a token bucket per address (`chatao_proto`'s
+//!    [`TokenBucket`], the one behind every rate in Chatao), [`HANDSHAKE_BURST`] attempts at once
+//!    then [`HANDSHAKES_PER_MINUTE`]; every accepted TCP connection is an attempt;
 //! 2. the connections the address holds, handshakes in progress included
 //!    ([`MAX_CONNECTIONS_PER_IP`]);
 //! 3. the connections the whole server holds (`max_connections`).
@@ -31,7 +32,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chatao_proto::{ErrorCode, ServerMsg, encode};
+use chatao_proto::{ErrorCode, ServerMsg, TokenBucket, encode};
 use chatao_transport::{HandshakeError, Keypair, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::timeout;
@@ -157,14 +158,12 @@ struct Shared {
     state: Mutex<State>,
 }
 
-/// A token bucket kept as its theoretical arrival time (GCRA): one `Instant` per address.
+/// The attempt rate: each address gets a [`TokenBucket`] of `burst` attempts that gives back
+/// `per_minute` a minute.
 #[derive(Debug, Clone, Copy)]
 struct Rate {
     per_minute: u32,
-    /// Time one attempt's token takes to come back.
-    interval: Duration,
-    /// How far ahead of now the arrival time may run: the burst, in time.
-    tolerance: Duration,
+    burst: u32,
 }
 
 #[derive(Debug, Default)]
@@ -180,8 +179,7 @@ struct State {
 
 #[derive(Debug)]
 struct Attempts {
-    /// When the bucket will be full again; at or before now, it is full.
-    full_at: Instant,
+    bucket: TokenBucket,
     /// Whether this source was told it is over the rate since it last had an attempt granted.
     told: bool,
 }
@@ -201,13 +199,9 @@ impl Admission {
     }
 
     fn with_tracked(config: &Config, tracked: usize) -> Admission {
-        let rate = (config.handshakes_per_minute > 0).then(|| {
-            let interval = Duration::from_secs(60) / config.handshakes_per_minute;
-            Rate {
-                per_minute: config.handshakes_per_minute,
-                interval,
-                tolerance: interval * (config.handshake_burst.max(1) - 1),
-            }
+        let rate = (config.handshakes_per_minute > 0).then_some(Rate {
+            per_minute: config.handshakes_per_minute,
+            burst: config.handshake_burst,
         });
         Admission {
             shared: Arc::new(Shared {
@@ -296,14 +290,15 @@ impl State {
         if !self.attempts.contains_key(&source) {
             self.make_room(now, tracked);
         }
-        let a = self.attempts.entry(source).or_insert(Attempts { full_at: now, told: false });
-        let start = a.full_at.max(now);
-        if start.saturating_duration_since(now) > rate.tolerance {
+        let a = self.attempts.entry(source).or_insert_with(|| Attempts {
+            bucket: TokenBucket::per(rate.per_minute, Duration::from_secs(60), rate.burst, now),
+            told: false,
+        });
+        if !a.bucket.try_take(now) {
             let first = !a.told;
             a.told = true;
             return Attempt::Denied { first };
         }
-        a.full_at = start + rate.interval;
         a.told = false;
         Attempt::Granted
     }
@@ -315,11 +310,11 @@ impl State {
         if self.attempts.len() < tracked {
             return;
         }
-        self.attempts.retain(|_, a| a.full_at > now);
+        self.attempts.retain(|_, a| !a.bucket.is_full(now));
         if self.attempts.len() < tracked {
             return;
         }
-        let nearest = self.attempts.iter().min_by_key(|(_, a)| a.full_at).map(|(s, _)| *s);
+        let nearest = self.attempts.iter().min_by_key(|(_, a)| a.bucket.full_at()).map(|(s, _)| *s);
         if let Some(source) = nearest {
             self.attempts.remove(&source);
         }
