@@ -473,6 +473,11 @@ impl Core {
                     && connected
                 {
                     let page = ClientMsg::History { room: room.to_string(), since, limit: None };
+                    // One page request per room is remembered (the last), so a catch-up that
+                    // never ends leaves the list bounded by the rooms.
+                    self.catch_up.retain(
+                        |m| !matches!(m, ClientMsg::History { room: r, .. } if r == room.as_str()),
+                    );
                     self.catch_up.push(page.clone());
                     self.urgent.push_back(page);
                 }
