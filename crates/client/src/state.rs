@@ -85,7 +85,7 @@ impl State {
                 bytes
             }
         };
-        let file: File = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let mut file: File = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if file.version != VERSION {
             return Err(corrupt(format!("version {}, this chatao reads {VERSION}", file.version)));
         }
@@ -99,16 +99,23 @@ impl State {
                 }
             }
         }
+        // Room names compare in lower case: `#Ops` written by hand is `#ops`.
+        for rooms in file.servers.values_mut() {
+            let named = std::mem::take(rooms);
+            for (room, id) in named {
+                let room = room.to_ascii_lowercase();
+                let last = rooms.entry(room).or_insert(id);
+                *last = (*last).max(id);
+            }
+        }
         Ok(State { path: path.to_owned(), file })
     }
 
-    /// The rooms recorded for the server with key `server`, with the last id printed in each.
+    /// The rooms recorded for the server with key `server` (lower case, as room names
+    /// compare), with the last id printed in each.
     pub fn places(&self, server: &str) -> Vec<(String, u64)> {
-        self.file
-            .servers
-            .get(server)
-            .map(|rooms| rooms.iter().map(|(r, id)| (r.clone(), *id)).collect())
-            .unwrap_or_default()
+        let Some(rooms) = self.file.servers.get(server) else { return vec![] };
+        rooms.iter().map(|(r, id)| (r.clone(), *id)).collect()
     }
 
     /// Records that message `id` of `room` (lower case) on server `server` was printed, and
@@ -176,6 +183,9 @@ mod tests {
         let again = State::load(&path).unwrap();
         assert_eq!(again.places("SHA256:a"), vec![("#lobby".into(), 5), ("#ops".into(), 9)]);
         assert_eq!(again.places("SHA256:b"), vec![("#lobby".into(), 1)]);
+        // A room written by hand in capitals is the same room.
+        std::fs::write(&path, br##"{"version":1,"servers":{"SHA256:a":{"#Ops":4}}}"##).unwrap();
+        assert_eq!(State::load(&path).unwrap().places("SHA256:a"), vec![("#ops".into(), 4)]);
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(names.len(), 1);
