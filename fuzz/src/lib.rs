@@ -1,9 +1,23 @@
-//! What the fuzz targets share: a runtime, fixed keys, an established connection over an
-//! in-memory pipe, and the input format of the `frame` target.
+//! The harness of every fuzz target: each is a function that takes the fuzzer's bytes and
+//! panics only on a broken contract (a message that does not survive its own round trip,
+//! sanitised text that still holds a control character, a decoder that panics); errors are the
+//! expected outcome of most inputs.
 //!
-//! Each harness function takes the fuzzer's bytes and panics only on a broken contract (a
-//! message that does not survive its own round trip, sanitised text that still holds a
-//! control character); errors are the expected outcome of most inputs.
+//! [`TARGETS`] lists them; each `fuzz_targets/<name>.rs` is one line calling its function, and
+//! crates/testkit/tests/fuzz_seeds.rs replays every target's `seeds/<name>/` through the same
+//! functions in the normal (stable) test suite.
+//!
+//! Layout: this file has what the targets share (a runtime, fixed keys, an in-memory pipe that
+//! two writers share, the chunked input format of `frame` and `server_records`) and the
+//! server's side of the wire (`frame`, `message`, `handshake`); [`client`] the client's side
+//! (`client_handshake`, `server_records`); [`e2e`] the MLS engine; [`cluster`] the JSON nodes
+//! read from NATS; [`files`] the files an operator or user writes (`settings`,
+//! `access_list`, `known_servers`, `pkcs8`).
+
+pub mod client;
+pub mod cluster;
+pub mod e2e;
+pub mod files;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,19 +36,35 @@ use tokio::runtime::Runtime;
 /// over-the-limit paths are reached often.
 pub const MAX_RECORD: usize = 4096;
 
-fn runtime() -> &'static Runtime {
+pub(crate) fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime")
     })
 }
 
-fn server_keys() -> &'static Keypair {
+/// Every fuzz target: its name (the binary in fuzz_targets/, the folder in seeds/) and its
+/// harness.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("frame", frame),
+    ("message", message),
+    ("handshake", handshake),
+    ("client_handshake", client::client_handshake),
+    ("server_records", client::server_records),
+    ("e2e", e2e::e2e),
+    ("cluster", cluster::cluster),
+    ("settings", files::settings),
+    ("access_list", files::access_list),
+    ("known_servers", files::known_servers),
+    ("pkcs8", files::pkcs8),
+];
+
+pub(crate) fn server_keys() -> &'static Keypair {
     static K: OnceLock<Keypair> = OnceLock::new();
     K.get_or_init(|| Keypair::from_secret([0x5e; 32]))
 }
 
-fn client_keys() -> &'static Keypair {
+pub(crate) fn client_keys() -> &'static Keypair {
     static K: OnceLock<Keypair> = OnceLock::new();
     K.get_or_init(|| Keypair::from_secret([0xc1; 32]))
 }
@@ -86,7 +116,7 @@ pub fn chunks(mut data: &[u8]) -> Vec<Chunk<'_>> {
 /// A stream that several owners write to (the genuine client's connection, and the raw
 /// writer that goes around its encryption).
 #[derive(Clone)]
-struct Shared(Arc<Mutex<DuplexStream>>);
+pub(crate) struct Shared(pub(crate) Arc<Mutex<DuplexStream>>);
 
 impl AsyncRead for Shared {
     fn poll_read(

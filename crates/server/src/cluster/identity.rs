@@ -66,6 +66,14 @@ struct StoredMute {
     until: Option<u64>,
 }
 
+/// For [`super::decode_wire`]: the values of the KV buckets this file reads.
+pub(super) fn decode_wire(payload: &[u8]) -> Result<usize, &'static str> {
+    Ok(super::wire::<Holder>(payload, "online holder")?
+        + super::wire::<StoredBan>(payload, "stored ban")?
+        + super::wire::<StoredMute>(payload, "stored mute")?
+        + super::wire::<Vec<String>>(payload, "allow list")?)
+}
+
 const ALLOW_KEY: &str = "allow";
 
 /// Least time between two snapshot requests to one node from a bucket watch.

@@ -41,6 +41,35 @@ use crate::store::{Retention, Store};
 
 pub use identity::Claim;
 
+/// Decodes `payload` as each kind of JSON (and, as text, as the hex of a KV key) that a node
+/// reads from NATS, and checks that whatever decodes survives re-encoding: the entry point of
+/// the `cluster` fuzz target (fuzz/src/cluster.rs). Returns how many kinds accepted it; `Err`
+/// names a kind whose decoded value did not decode again.
+#[doc(hidden)]
+pub fn decode_wire(payload: &[u8]) -> Result<usize, &'static str> {
+    use crate::hub::remote::{Moderation, Private};
+    let hex_key = std::str::from_utf8(payload).ok().and_then(subjects::unhex).is_some();
+    Ok(usize::from(hex_key)
+        + wire::<RoomEvent>(payload, "room event")?
+        + wire::<Private>(payload, "private message")?
+        + wire::<(NodeId, Moderation)>(payload, "moderation")?
+        + wire::<u64>(payload, "session to end")?
+        + identity::decode_wire(payload)?
+        + outbound::decode_wire(payload)?
+        + presence::decode_wire(payload)?)
+}
+
+/// For [`decode_wire`]: 1 if `payload` is a `T`, 0 if not, `Err(what)` if the `T` it is does
+/// not decode again from its own encoding.
+fn wire<T>(payload: &[u8], what: &'static str) -> Result<usize, &'static str>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let Ok(value) = serde_json::from_slice::<T>(payload) else { return Ok(0) };
+    let again = serde_json::to_vec(&value).map_err(|_| what)?;
+    serde_json::from_slice::<T>(&again).map(|_| 1).map_err(|_| what)
+}
+
 /// How long a node stays listed after its last heartbeat.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(5);
 /// How often a node says it is alive.

@@ -63,6 +63,11 @@ pub(super) struct PrivateReply {
     pub error: Option<String>,
 }
 
+/// For [`super::decode_wire`]: the reply to a private message.
+pub(super) fn decode_wire(payload: &[u8]) -> Result<usize, &'static str> {
+    super::wire::<PrivateReply>(payload, "private reply")
+}
+
 /// A room event taken from the link, waiting for its turn in its session's queue.
 #[derive(Debug)]
 struct Pending {

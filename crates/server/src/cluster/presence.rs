@@ -59,6 +59,11 @@ enum Body {
     Goodbye,
 }
 
+/// For [`super::decode_wire`]: a presence record.
+pub(super) fn decode_wire(payload: &[u8]) -> Result<usize, &'static str> {
+    super::wire::<Record>(payload, "presence record")
+}
+
 async fn publish(inner: &Inner, seq: u64, body: Body) {
     let record = Record { node: inner.node, seq, body };
     let bytes = serde_json::to_vec(&record).unwrap_or_default();
