@@ -1,31 +1,52 @@
 //! Counters about what the server does, and the optional Prometheus endpoint that shows them.
 //!
 //! [`Metrics`] lives in [`Config::metrics`](crate::Config::metrics) (an `Arc`, so the binary
-//! keeps a clone for the endpoint). The counters are plain atomics bumped where things happen:
-//! the accept loop (connections, refusals), the session (handshakes, messages in, deliveries out,
-//! disconnects, mailbox overflows), the [`Counted`] wrapper around each socket (bytes), and the
-//! bus, which keeps its own [`BusStats`] (history writes, queue drops) that `run` attaches here.
-//! Nothing is counted per user, room or address, so the endpoint's size is fixed.
+//! keeps a clone for the endpoint). The counters are `prometheus-client` counters (atomics)
+//! bumped where things happen: the accept loop (connections, refusals), the session
+//! (handshakes, messages in, deliveries out, disconnects, mailbox overflows), the [`Counted`]
+//! wrapper around each socket (bytes), and the bus, which keeps its own [`BusStats`] (history
+//! writes, queue drops) that `run` attaches here. They live in a `prometheus-client`
+//! [`Registry`]; what is read at scrape time (sessions open, the bus's and the cluster link's
+//! counters) is a [`Collector`] in the same registry. [`Metrics::render`] is
+//! `prometheus-client`'s encoding of the Prometheus text format, version 0.0.4. Nothing is
+//! counted per user, room or address, so the endpoint's size is fixed.
 //!
-//! [`serve`] is a deliberately small HTTP/1.1 responder: one request per connection, each in
-//! its own task, a bounded request head read with a deadline counted from the connection
-//! ([`METRICS_HEAD_TIMEOUT`], [`METRICS_MAX_HEAD_BYTES`]), `GET /metrics` answered with the text
-//! exposition format (version 0.0.4) and everything else with an error status. At most
-//! [`METRICS_CONNECTIONS`] are served at once, and a full endpoint closes the oldest connection
-//! still sending its head: connections that dribble cannot keep an honest scrape out. It is not
-//! authenticated: bind it to loopback or a private address.
+//! [`serve`] answers HTTP/1.1 with `hyper`: one request per connection (no keep-alive), each
+//! connection in its own task, its request head read within [`METRICS_HEAD_TIMEOUT`] of the
+//! connection (hyper's header read timeout; a peer dribbling a byte a second does not extend
+//! it) and at most [`METRICS_MAX_HEAD_BYTES`] long (else `431`), the answer taken within
+//! [`METRICS_WRITE_TIMEOUT`] of the head. `GET` (or `HEAD`) `/metrics` is
+//! answered with the exposition, any other path with `404`, any other method with `405`. At
+//! most [`METRICS_CONNECTIONS`] are served at once, and a full endpoint closes the oldest
+//! connection still sending its head: connections that dribble cannot keep an honest scrape
+//! out. It is not authenticated: bind it to loopback or a private address.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chatao_proto::LeaveReason;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{self, ConstCounter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -37,21 +58,21 @@ use crate::limits::{
     METRICS_CONNECTIONS, METRICS_HEAD_TIMEOUT, METRICS_MAX_HEAD_BYTES, METRICS_WRITE_TIMEOUT,
 };
 
-/// A monotonic counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A monotonic counter: a handle on one sample of the registry (clones share it).
+#[derive(Debug, Clone, Default)]
+pub struct Counter(counter::Counter);
 
 impl Counter {
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
 
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
@@ -68,14 +89,13 @@ pub enum Handshake {
 }
 
 /// Every counter the endpoint shows. Cheap to bump from any thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// TCP connections accepted, admitted or not.
     pub connections: Counter,
     refused_server_full: Counter,
     refused_address_full: Counter,
     refused_rate_limited: Counter,
-    handshakes_ok: Counter,
     handshakes_failed: Counter,
     handshakes_refused: Counter,
     /// Records received from clients with an open session.
@@ -85,9 +105,19 @@ pub struct Metrics {
     /// Bytes read from and written to client sockets (ciphertext, handshakes included).
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    disconnects: [Counter; REASONS.len()],
     /// Sessions ended because their mailbox overflowed (the client was too slow).
     pub mailbox_overflows: Counter,
+    /// What the scrape reads when it happens (shared with the registry's collector).
+    live: Arc<Live>,
+    registry: Registry,
+}
+
+/// The samples computed at scrape time: the registry's [`Collector`].
+#[derive(Debug, Default)]
+struct Live {
+    handshakes_ok: Counter,
+    disconnects: [Counter; REASONS.len()],
+    mailbox_overflows: Counter,
     /// The running bus's own counters (history writes, queue drops), attached by `run`.
     bus: RwLock<Option<Arc<BusStats>>>,
     /// A cluster node's link to the cluster (reachable or not, events dropped), attached by
@@ -95,7 +125,7 @@ pub struct Metrics {
     cluster: RwLock<Option<crate::hub::remote::ClusterLink>>,
 }
 
-/// Disconnect reasons, in the order of [`Metrics::disconnects`], with their label values.
+/// Disconnect reasons, in the order of [`Live::disconnects`], with their label values.
 const REASONS: [(LeaveReason, &str); 6] = [
     (LeaveReason::Quit, "quit"),
     (LeaveReason::Part, "part"),
@@ -105,9 +135,103 @@ const REASONS: [(LeaveReason, &str); 6] = [
     (LeaveReason::Other, "other"),
 ];
 
+/// One label, as the registry's families key their samples.
+type Label = [(&'static str, &'static str); 1];
+
+/// A counter family whose samples all exist from the start (at 0), with a handle on each.
+fn counters<const N: usize>(
+    label: &'static str,
+    values: [&'static str; N],
+) -> (Family<Label, counter::Counter>, [Counter; N]) {
+    let family = Family::<Label, counter::Counter>::default();
+    let handles = values.map(|value| Counter(family.get_or_create(&[(label, value)]).clone()));
+    (family, handles)
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
+    /// Every family registered, every counter at 0. Help texts are given without their final
+    /// period: `prometheus-client` adds it.
     pub fn new() -> Metrics {
-        Metrics::default()
+        let mut registry = Registry::default();
+        registry.register(
+            "chatao_build",
+            "The server's version, as a label; always 1",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let connections = Counter::default();
+        registry.register(
+            "chatao_connections",
+            "TCP connections accepted, admitted or not",
+            connections.0.clone(),
+        );
+        let (family, [refused_server_full, refused_address_full, refused_rate_limited]) =
+            counters("reason", ["server_full", "address_full", "rate_limited"]);
+        registry.register(
+            "chatao_connections_refused",
+            "Connections refused at accept, by the limit that refused them",
+            family,
+        );
+        let (family, [handshakes_ok, handshakes_failed, handshakes_refused]) =
+            counters("result", ["ok", "failed", "refused"]);
+        registry.register(
+            "chatao_handshakes",
+            "Handshakes by result: ok (session opened), failed, refused (allowlist, ban, nickname)",
+            family,
+        );
+        let messages_in = Counter::default();
+        registry.register(
+            "chatao_messages_in",
+            "Messages received from clients with an open session",
+            messages_in.0.clone(),
+        );
+        let deliveries_out = Counter::default();
+        registry.register(
+            "chatao_deliveries_out",
+            "Messages delivered from sessions' mailboxes to their clients",
+            deliveries_out.0.clone(),
+        );
+        let (family, [bytes_in, bytes_out]) = counters("direction", ["in", "out"]);
+        registry.register(
+            "chatao_bytes",
+            "Bytes on client sockets (encrypted, handshakes included), by direction",
+            family,
+        );
+        let (family, disconnects) = counters("reason", REASONS.map(|(_, name)| name));
+        registry.register(
+            "chatao_disconnects",
+            "Sessions ended, by reason (dropped: the server ended it; lost: the connection broke)",
+            family,
+        );
+        let mailbox_overflows = Counter::default();
+        let live = Arc::new(Live {
+            handshakes_ok,
+            disconnects,
+            mailbox_overflows: mailbox_overflows.clone(),
+            bus: RwLock::default(),
+            cluster: RwLock::default(),
+        });
+        registry.register_collector(Box::new(live.clone()));
+        Metrics {
+            connections,
+            refused_server_full,
+            refused_address_full,
+            refused_rate_limited,
+            handshakes_failed,
+            handshakes_refused,
+            messages_in,
+            deliveries_out,
+            bytes_in,
+            bytes_out,
+            mailbox_overflows,
+            live,
+            registry,
+        }
     }
 
     /// Counts a connection refused at `accept`.
@@ -122,7 +246,7 @@ impl Metrics {
     /// Counts the outcome of one connection's handshake.
     pub fn handshake(&self, outcome: Handshake) {
         match outcome {
-            Handshake::Ok => self.handshakes_ok.inc(),
+            Handshake::Ok => self.live.handshakes_ok.inc(),
             Handshake::Failed => self.handshakes_failed.inc(),
             Handshake::Refused => self.handshakes_refused.inc(),
         }
@@ -131,177 +255,136 @@ impl Metrics {
     /// Counts a session's end.
     pub fn disconnected(&self, reason: LeaveReason) {
         let i = REASONS.iter().position(|(r, _)| *r == reason).unwrap_or(REASONS.len() - 1);
-        self.disconnects[i].inc();
+        self.live.disconnects[i].inc();
     }
 
     /// Shows the bus's counters from now on (each `run` has its own bus).
     pub fn attach_bus(&self, stats: Arc<BusStats>) {
-        *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+        *self.live.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(stats);
     }
 
     /// Shows the cluster link's state from now on (a cluster node only).
     pub fn attach_cluster(&self, link: crate::hub::remote::ClusterLink) {
-        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Some(link);
+        *self.live.cluster.write().unwrap_or_else(|p| p.into_inner()) = Some(link);
     }
 
     /// Sessions open now: every opened session ends with exactly one disconnect.
     pub fn sessions_open(&self) -> u64 {
+        self.live.sessions_open()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every family.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail, and every family encodes.
+        let _ = prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Live {
+    fn sessions_open(&self) -> u64 {
         let ended: u64 = self.disconnects.iter().map(Counter::get).sum();
         self.handshakes_ok.get().saturating_sub(ended)
     }
+}
 
-    /// The Prometheus text exposition (format 0.0.4) of every counter.
-    pub fn render(&self) -> String {
-        let mut out = Exposition::default();
-        out.one(
-            "chatao_build_info",
-            "gauge",
-            "The server's version, as a label; always 1.",
-            &[(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
-        );
-        out.one(
-            "chatao_connections_total",
-            "counter",
-            "TCP connections accepted, admitted or not.",
-            &[("", self.connections.get())],
-        );
-        out.one(
-            "chatao_connections_refused_total",
-            "counter",
-            "Connections refused at accept, by the limit that refused them.",
-            &[
-                ("reason=\"server_full\"", self.refused_server_full.get()),
-                ("reason=\"address_full\"", self.refused_address_full.get()),
-                ("reason=\"rate_limited\"", self.refused_rate_limited.get()),
-            ],
-        );
-        out.one(
-            "chatao_handshakes_total",
-            "counter",
-            "Handshakes by result: ok (session opened), failed, refused (allowlist, ban, nickname).",
-            &[
-                ("result=\"ok\"", self.handshakes_ok.get()),
-                ("result=\"failed\"", self.handshakes_failed.get()),
-                ("result=\"refused\"", self.handshakes_refused.get()),
-            ],
-        );
-        out.one(
+/// One family of constant samples: `help` with its final period (a collector's help is
+/// written as given), `samples` as (label, value) or `None` for an unlabelled sample.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Option<(&'static str, &'static str)>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (label, sample) in samples {
+        match label {
+            Some(label) => sample.encode(metric.encode_family(&[label])?)?,
+            None => sample.encode(metric.encode_family(&Vec::<(&str, &str)>::new())?)?,
+        }
+    }
+    Ok(())
+}
+
+/// A counter family with one unlabelled sample.
+fn one_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    family(encoder, name, help, MetricType::Counter, [(None, ConstCounter::new(value))])
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        family(
+            e,
             "chatao_sessions_open",
-            "gauge",
             "Sessions open now.",
-            &[("", self.sessions_open())],
-        );
-        out.one(
-            "chatao_messages_in_total",
-            "counter",
-            "Messages received from clients with an open session.",
-            &[("", self.messages_in.get())],
-        );
-        out.one(
-            "chatao_deliveries_out_total",
-            "counter",
-            "Messages delivered from sessions' mailboxes to their clients.",
-            &[("", self.deliveries_out.get())],
-        );
-        out.one(
-            "chatao_bytes_total",
-            "counter",
-            "Bytes on client sockets (encrypted, handshakes included), by direction.",
-            &[
-                ("direction=\"in\"", self.bytes_in.get()),
-                ("direction=\"out\"", self.bytes_out.get()),
-            ],
-        );
-        let labels: Vec<String> =
-            REASONS.iter().map(|(_, name)| format!("reason=\"{name}\"")).collect();
-        let disconnects: Vec<(&str, u64)> = labels
-            .iter()
-            .map(String::as_str)
-            .zip(self.disconnects.iter().map(Counter::get))
-            .collect();
-        out.one(
-            "chatao_disconnects_total",
-            "counter",
-            "Sessions ended, by reason (dropped: the server ended it; lost: the connection broke).",
-            &disconnects,
-        );
-        let bus = self.bus.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let bus = bus.unwrap_or_default();
-        out.one(
-            "chatao_queue_drops_total",
-            "counter",
+            MetricType::Gauge,
+            [(None, ConstGauge::new(self.sessions_open()))],
+        )?;
+        let bus = self.bus.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let relaxed = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        family(
+            e,
+            "chatao_queue_drops",
             "Queue overflows: a session's mailbox (the client was disconnected as too slow), or \
              the bus (a control event dropped).",
-            &[
-                ("queue=\"mailbox\"", self.mailbox_overflows.get()),
-                ("queue=\"bus\"", bus.dropped.load(Ordering::Relaxed)),
+            MetricType::Counter,
+            [
+                (Some(("queue", "mailbox")), ConstCounter::new(self.mailbox_overflows.get())),
+                (Some(("queue", "bus")), ConstCounter::new(relaxed(&bus.dropped))),
             ],
-        );
-        out.one(
-            "chatao_messages_refused_busy_total",
-            "counter",
+        )?;
+        one_counter(
+            e,
+            "chatao_messages_refused_busy",
             "Messages refused with `busy` because the bus queue was nearly full.",
-            &[("", bus.refused.load(Ordering::Relaxed))],
-        );
-        out.one(
-            "chatao_history_writes_total",
-            "counter",
+            relaxed(&bus.refused),
+        )?;
+        one_counter(
+            e,
+            "chatao_history_writes",
             "Events written to the history database (messages, topics, registrations, bans).",
-            &[("", bus.persisted.load(Ordering::Relaxed))],
-        );
-        out.one(
-            "chatao_store_write_failures_total",
-            "counter",
+            relaxed(&bus.persisted),
+        )?;
+        one_counter(
+            e,
+            "chatao_store_write_failures",
             "Transactions the history database could not write (a full or failing disk): their \
              messages were refused with `unavailable`, their registrations and bans not \
              acknowledged.",
-            &[("", bus.write_errors.load(Ordering::Relaxed))],
-        );
-        out.one(
-            "chatao_messages_refused_unavailable_total",
-            "counter",
+            relaxed(&bus.write_errors),
+        )?;
+        one_counter(
+            e,
+            "chatao_messages_refused_unavailable",
             "Messages refused with `unavailable` because the history database could not store \
              them (never delivered).",
-            &[("", bus.unstored.load(Ordering::Relaxed))],
-        );
+            relaxed(&bus.unstored),
+        )?;
         if let Some(link) = self.cluster.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            out.one(
+            family(
+                e,
                 "chatao_cluster_reachable",
-                "gauge",
                 "1 while this cluster node is connected to NATS, 0 while it is not.",
-                &[("", u64::from(link.is_up()))],
-            );
-            out.one(
-                "chatao_cluster_events_dropped_total",
-                "counter",
+                MetricType::Gauge,
+                [(None, ConstGauge::new(u64::from(link.is_up())))],
+            )?;
+            one_counter(
+                e,
+                "chatao_cluster_events_dropped",
                 "Events for the other nodes dropped because the queue to NATS was full (each is \
                  followed by a full presence resync).",
-                &[("", link.dropped.load(Ordering::Relaxed))],
-            );
+                relaxed(&link.dropped),
+            )?;
         }
-        out.text
-    }
-}
-
-/// Builds the text format.
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    /// One metric family: `samples` are (labels without braces, value).
-    fn one(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
-        use std::fmt::Write;
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            if labels.is_empty() {
-                let _ = writeln!(self.text, "{name} {value}");
-            } else {
-                let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
-            }
-        }
+        Ok(())
     }
 }
 
@@ -352,7 +435,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
         let task = scrapes.spawn({
             let head_read = head_read.clone();
             async move {
-                if let Err(cause) = answer(stream, &metrics, &head_read).await {
+                if let Err(cause) = answer(stream, metrics, head_read).await {
                     debug!(%peer, %cause, "metrics scrape failed");
                 }
             }
@@ -373,109 +456,71 @@ struct Slot {
 /// Why one scrape ended without its answer.
 #[derive(Debug, thiserror::Error)]
 enum ScrapeError {
-    #[error("no complete request head within {0:?}")]
-    HeadTimeout(Duration),
     #[error("the answer was not taken within {0:?}")]
-    WriteTimeout(Duration),
+    Timeout(Duration),
+    /// hyper's own: a malformed or oversized head (answered with 4xx first), the head timeout,
+    /// an I/O error.
     #[error(transparent)]
-    Io(#[from] io::Error),
+    Http(#[from] hyper::Error),
 }
 
-/// Reads one request head (within [`METRICS_HEAD_TIMEOUT`], sets `head_read` once it is in) and
-/// writes one response (within [`METRICS_WRITE_TIMEOUT`]). A peer that closes before sending a
+/// Serves one connection: one request (its head within [`METRICS_HEAD_TIMEOUT`] of the start,
+/// hyper's header read timeout; `head_read` set once it is in), one response within
+/// [`METRICS_WRITE_TIMEOUT`] of the head, then close. A peer that closes before sending a
 /// whole head gets no answer.
 async fn answer<S>(
-    mut stream: S,
-    metrics: &Metrics,
-    head_read: &AtomicBool,
+    stream: S,
+    metrics: Arc<Metrics>,
+    head_read: Arc<AtomicBool>,
 ) -> Result<(), ScrapeError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let head = timeout(METRICS_HEAD_TIMEOUT, read_head(&mut stream))
-        .await
-        .map_err(|_| ScrapeError::HeadTimeout(METRICS_HEAD_TIMEOUT))??;
-    head_read.store(true, Ordering::Relaxed);
-    let response = match head {
-        Head::Complete(head) => respond(&head, metrics),
-        Head::TooLarge => response(
-            "431 Request Header Fields Too Large",
-            "text/plain",
-            "request too large\n",
-            true,
-        ),
-        Head::Closed => return Ok(()),
-    };
-    timeout(METRICS_WRITE_TIMEOUT, async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    })
-    .await
-    .map_err(|_| ScrapeError::WriteTimeout(METRICS_WRITE_TIMEOUT))??;
+    let head_in = Arc::new(Notify::new());
+    let service = hyper::service::service_fn({
+        let head_in = head_in.clone();
+        move |request: Request<hyper::body::Incoming>| {
+            head_read.store(true, Ordering::Relaxed);
+            // A permit if nobody waits yet: the wake-up is never lost.
+            head_in.notify_one();
+            let response = respond(request.method(), request.uri().path(), &metrics);
+            async move { Ok::<_, Infallible>(response) }
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(METRICS_HEAD_TIMEOUT)
+        .max_header_size(METRICS_MAX_HEAD_BYTES)
+        // The smallest read buffer hyper allows: what one connection can make it hold.
+        .max_buf_size(8192)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        done = &mut connection => done?,
+        () = head_in.notified() => timeout(METRICS_WRITE_TIMEOUT, connection)
+            .await
+            .map_err(|_| ScrapeError::Timeout(METRICS_WRITE_TIMEOUT))??,
+    }
     Ok(())
 }
 
-/// What [`read_head`] found.
-enum Head {
-    /// A head ended by a blank line (and any bytes after it).
-    Complete(Vec<u8>),
-    /// [`METRICS_MAX_HEAD_BYTES`] read without the end of a head.
-    TooLarge,
-    /// The peer closed first.
-    Closed,
-}
-
-/// Reads until the blank line that ends a request head, at most [`METRICS_MAX_HEAD_BYTES`].
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Head> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    loop {
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Head::Complete(head));
+/// The response to one request.
+fn respond(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, path) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            (StatusCode::OK, prometheus_text::CONTENT_TYPE, metrics.render())
         }
-        if head.len() >= METRICS_MAX_HEAD_BYTES {
-            return Ok(Head::TooLarge);
+        (&Method::GET | &Method::HEAD, _) => {
+            (StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".to_owned())
         }
-        // Never read past the bound, so the head held is at most METRICS_MAX_HEAD_BYTES.
-        let room = (METRICS_MAX_HEAD_BYTES - head.len()).min(buf.len());
-        let n = stream.read(&mut buf[..room]).await?;
-        if n == 0 {
-            return Ok(Head::Closed);
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// The response to one request head.
-fn respond(head: &[u8], metrics: &Metrics) -> Vec<u8> {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET" | "HEAD", "/metrics") => response(
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            &metrics.render(),
-            method == "GET",
-        ),
-        ("GET" | "HEAD", _) => response("404 Not Found", "text/plain", "try /metrics\n", true),
-        _ => response("405 Method Not Allowed", "text/plain", "GET /metrics only\n", true),
-    }
-}
-
-fn response(status: &str, content_type: &str, body: &str, with_body: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if with_body {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET /metrics only\n".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// A client socket that counts its bytes into [`Metrics::bytes_in`] and
@@ -549,6 +594,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn render_is_the_text_format_with_every_family() {
@@ -565,39 +611,59 @@ mod tests {
             "chatao_sessions_open 1",
             "chatao_disconnects_total{reason=\"quit\"} 1",
             "chatao_connections_refused_total{reason=\"rate_limited\"} 1",
+            "chatao_connections_refused_total{reason=\"server_full\"} 0",
             "chatao_history_writes_total 0",
             "# TYPE chatao_bytes_total counter",
+            "# HELP chatao_sessions_open Sessions open now.",
+            "# HELP chatao_connections_total TCP connections accepted, admitted or not.",
+            "# TYPE chatao_build_info gauge",
+            &format!("chatao_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
-        // Every sample line is `name{labels} value` or `name value`.
+        // Every sample line is `name{labels} value` or `name value`; every help ends with one
+        // period; no OpenMetrics `# EOF`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = l.rsplit_once(' ').unwrap();
             assert!(name.starts_with("chatao_"), "{l}");
             value.parse::<u64>().unwrap();
         }
+        for l in text.lines().filter(|l| l.starts_with("# HELP")) {
+            assert!(l.ends_with('.') && !l.ends_with(".."), "{l}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    /// `request` to [`answer`] over an in-memory pipe; the whole response.
+    async fn exchange(request: &[u8]) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(request).await.unwrap();
+        let m = Arc::new(Metrics::new());
+        let served = tokio::spawn(answer(server, m, Arc::new(AtomicBool::new(false))));
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        let _ = served.await.unwrap();
+        got
     }
 
     #[tokio::test]
     async fn answers_get_metrics_and_refuses_the_rest() {
-        let m = Metrics::new();
         for (request, status) in [
             ("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK"),
-            ("GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404"),
-            ("POST /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 405"),
+            ("GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK"),
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404"),
+            ("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405"),
         ] {
-            let (mut client, server) = tokio::io::duplex(64 * 1024);
-            client.write_all(request.as_bytes()).await.unwrap();
-            answer(server, &m, &AtomicBool::new(false)).await.unwrap();
-            let mut got = String::new();
-            client.read_to_string(&mut got).await.unwrap();
+            let got = exchange(request.as_bytes()).await;
             assert!(got.starts_with(status), "{request:?} -> {got}");
+            assert!(got.contains("Connection: close\r\n"), "{request:?} -> {got}");
         }
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
-        client.write_all(&[b'a'; METRICS_MAX_HEAD_BYTES + 10]).await.unwrap();
-        answer(server, &m, &AtomicBool::new(false)).await.unwrap();
-        let mut got = String::new();
-        client.read_to_string(&mut got).await.unwrap();
+        let got = exchange(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{got}");
+        assert_eq!(body, "", "HEAD has no body");
+        let got = exchange(&[b'a'; METRICS_MAX_HEAD_BYTES + 10]).await;
         assert!(got.starts_with("HTTP/1.1 431"), "{got}");
     }
 }

@@ -1,5 +1,6 @@
 //! Metrics and readiness: the Prometheus endpoint scraped over a real socket while clients chat,
-//! the endpoint holding up while connections dribble (head timeout, head size, connection cap),
+//! the endpoint (hyper) holding up while connections dribble (head timeout, head size,
+//! connection cap),
 //! and the real binary telling a (fake) systemd it is ready, serving `--metrics`, and stopping.
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatao_proto::ClientMsg;
-use chatao_server::limits::{METRICS_CONNECTIONS, METRICS_HEAD_TIMEOUT, METRICS_MAX_HEAD_BYTES};
+use chatao_server::limits::{
+    METRICS_CONNECTIONS, METRICS_HEAD_TIMEOUT, METRICS_MAX_HEAD_BYTES, METRICS_WRITE_TIMEOUT,
+};
 use chatao_server::metrics::{self, Metrics};
 use chatao_testkit::{STEP, TestClient, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -249,6 +252,9 @@ async fn a_dribbling_request_is_closed_at_the_head_timeout() {
     assert!(answer.is_empty(), "a dribbler got an answer: {:?}", String::from_utf8_lossy(&answer));
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(elapsed >= METRICS_HEAD_TIMEOUT, "closed after {elapsed:?}, before the head timeout");
+    // On the paused clock: the head timeout closed it, not some later deadline.
+    let later = METRICS_HEAD_TIMEOUT + METRICS_WRITE_TIMEOUT;
+    assert!(elapsed < later, "closed after {elapsed:?}, long after the head timeout");
 }
 
 #[tokio::test]
