@@ -22,71 +22,47 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ServerMsg};
-use chatao_testkit::{NatsServer, TestClient, TestServer, fixed_keypair, line_with};
+use chatao_testkit::{
+    Chataosrv, NatsServer, ServerProcess, TestClient, TestServer, bin, chatao as testkit_chatao,
+    fixed_keypair, free_port, line_with,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 /// The longest any one step may take (a paced run of 100 lines at 5/s takes about 20 s).
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// A binary built next to `chatao` (see the module's documentation).
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_chatao")).with_file_name(name);
-    assert!(path.exists(), "{} is missing: cargo build -p chatao-server --bins", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A `chataosrv` process on 127.0.0.1:`port`, its state in `data` (and its key in `keys`),
 /// started with `extra` options; returned once it listens.
-async fn chataosrv(port: u16, data: &Path, keys: &Path, extra: &[&str]) -> Child {
-    let mut child = Command::new(bin("chataosrv"))
-        .arg(port.to_string())
-        .args(["--listen", "127.0.0.1", "--data-dir"])
+async fn chataosrv(port: u16, data: &Path, keys: &Path, extra: &[&str]) -> ServerProcess {
+    Chataosrv::new(bin("chataosrv"))
+        .arg("--data-dir")
         .arg(data)
         .arg("--key-dir")
         .arg(keys)
         .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .port(port)
         .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::time::timeout(LIMIT, line_with(&mut lines, "listening")).await.unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+        .await
+        .drain_log()
 }
 
 /// SIGKILL, and wait until it is gone.
-async fn kill9(child: &mut Child) {
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+async fn kill9(server: &mut ServerProcess) {
+    server.kill_9().await;
 }
 
 /// `chatao --json SERVERS sender` with its key under `dir`.
 fn chatao(dir: &Path, servers: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_chatao"))
-        .arg(servers)
-        .arg("sender")
+    testkit_chatao(env!("CARGO_BIN_EXE_chatao"), &[servers], "sender", &dir.join("sender"))
         .arg("--json")
-        .arg("--key-dir")
-        .arg(dir.join("sender"))
         .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
 }
@@ -395,19 +371,17 @@ async fn a_private_message_sent_again_after_a_server_crash_is_shown_once() {
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut server = chataosrv(port, data.path(), keys.path(), &[]).await;
-    let mut receiver = Command::new(env!("CARGO_BIN_EXE_chatao"))
-        .arg(addr.to_string())
-        .arg("receiver")
-        .arg("--json")
-        .arg("--key-dir")
-        .arg(dir.path().join("receiver"))
-        .args(["--reconnect-timeout", "60"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let receiver_dir = dir.path().join("receiver");
+    let mut receiver = testkit_chatao(
+        env!("CARGO_BIN_EXE_chatao"),
+        &[&addr.to_string()],
+        "receiver",
+        &receiver_dir,
+    )
+    .args(["--json", "--reconnect-timeout", "60"])
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     // Kept open: the receiver stays until told to quit.
     let mut stdin = receiver.stdin.take().unwrap();
     let mut out = BufReader::new(receiver.stdout.take().unwrap()).lines();

@@ -18,14 +18,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatao_proto::ServerMsg;
 use chatao_testkit::{TestClient, TestServer, fixed_keypair, line_with};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 
 use common::Proxy;
 
@@ -37,16 +36,8 @@ fn list(addrs: &[SocketAddr]) -> String {
 
 /// `chatao LIST NICK` in line mode, with its key directory under `dir`.
 fn chatao(dir: &std::path::Path, servers: &str, nick: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_chatao"))
-        .arg(servers)
-        .arg(nick)
-        .arg("--key-dir")
-        .arg(dir.join(nick))
+    chatao_testkit::chatao(env!("CARGO_BIN_EXE_chatao"), &[servers], nick, &dir.join(nick))
         .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
 }

@@ -29,7 +29,7 @@ use base64::Engine as _;
 use chatao_testkit::TestServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -151,19 +151,17 @@ impl Chatao {
     /// As [`Chatao::start`], with the key (and by default the E2E state) in `key_dir`.
     async fn start_in(key_dir: &Path, addr: SocketAddr, nick: &str, extra: &[&str]) -> Chatao {
         let key_dir = key_dir.to_owned();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatao"))
-            .arg(addr.ip().to_string())
-            .arg(addr.port().to_string())
-            .arg(nick)
-            .arg("--key-dir")
-            .arg(&key_dir)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let target = [addr.ip().to_string(), addr.port().to_string()];
+        let mut child = chatao_testkit::chatao(
+            env!("CARGO_BIN_EXE_chatao"),
+            &[&target[0], &target[1]],
+            nick,
+            &key_dir,
+        )
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
         let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().unwrap()).lines();
         let json = extra.contains(&"--json");

@@ -13,19 +13,16 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Starts `chatao` in line mode with its own key directory under `dir`.
 fn chatao(dir: &std::path::Path, addr: std::net::SocketAddr, nick: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_chatao"))
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg(nick)
-        .arg("--key-dir")
-        .arg(dir.join(nick))
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    let target = [addr.ip().to_string(), addr.port().to_string()];
+    chatao_testkit::chatao(
+        env!("CARGO_BIN_EXE_chatao"),
+        &[&target[0], &target[1]],
+        nick,
+        &dir.join(nick),
+    )
+    .args(extra)
+    .spawn()
+    .unwrap()
 }
 
 /// Reads stdout lines until one contains `needle`.

@@ -4,7 +4,6 @@
 //! show both fingerprints, and send nothing the user typed.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,15 +19,14 @@ async fn chatao(
     port: u16,
     input: &str,
 ) -> (Option<i32>, String, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatao"))
-        .args(["127.0.0.1", &port.to_string(), "alice", "--key-dir"])
-        .arg(key_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = chatao_testkit::chatao(
+        env!("CARGO_BIN_EXE_chatao"),
+        &["127.0.0.1", &port.to_string()],
+        "alice",
+        key_dir,
+    )
+    .spawn()
+    .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input.as_bytes()).await.unwrap();
     drop(stdin);

@@ -6,11 +6,12 @@
 //! record is a whole `bye too_slow`.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, MAX_CID, ServerMsg, decode_server};
-use chatao_testkit::{STEP, TestClient, TestServer, cid_of, fixed_keypair, open_small};
+use chatao_testkit::{
+    Chataosrv, STEP, TestClient, TestServer, cid_of, fixed_keypair, free_port, open_small,
+};
 
 /// The texts of the room messages in `msgs` (live or history), in order.
 fn texts(msgs: &[ServerMsg]) -> Vec<String> {
@@ -159,34 +160,22 @@ async fn kill_9_then_resending_the_unacknowledged_gives_each_message_once_in_ord
     const N: u64 = 500;
     let dir = tempfile::tempdir().unwrap();
     let start = |port: u16| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-            .args(["--listen", "127.0.0.1", "--rate-per-sec", "0", "--data-dir"])
+        Chataosrv::new(env!("CARGO_BIN_EXE_chataosrv"))
+            .args(["--rate-per-sec", "0", "--data-dir"])
             .arg(dir.path())
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .port(port)
             .spawn()
-            .unwrap()
     };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let keys = fixed_keypair(3);
+    // Each start returns once the server listens.
     let connect = |nick: &'static str, keys| async move {
-        for _ in 0..200 {
-            if let Ok(c) = TestClient::connect_with(addr, nick, &keys).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server did not come up");
+        TestClient::connect_with(addr, nick, &keys).await.unwrap()
     };
     let cid = |i: u64| 1_000_000 + i;
     let text = |i: u64| format!("line {i}");
-    let mut server = start(port);
+    let mut server = start(port).await.drain_log();
     let mut alice = connect("alice", keys.clone()).await;
     let mut acked = std::collections::HashSet::new();
     // Everything written at once (the server reads and relays as fast as it can), then the
@@ -205,8 +194,7 @@ async fn kill_9_then_resending_the_unacknowledged_gives_each_message_once_in_ord
             acked.insert(c);
         }
         if acked.len() == 100 && !killed {
-            server.start_kill().unwrap(); // SIGKILL
-            server.wait().await.unwrap();
+            server.kill_9().await;
             killed = true;
         }
         if acked.len() as u64 == N {
@@ -215,7 +203,7 @@ async fn kill_9_then_resending_the_unacknowledged_gives_each_message_once_in_ord
     }
     assert!(killed, "the server was killed mid-stream");
     drop(alice);
-    let _server = start(port);
+    let _server = start(port).await.drain_log();
     let mut alice = connect("alice", keys).await;
     let unacked: Vec<u64> = (1..=N).filter(|i| !acked.contains(&cid(*i))).collect();
     for &i in &unacked {

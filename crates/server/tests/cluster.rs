@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, ServerMsg};
 use chatao_server::cluster::ClusterConfig;
-use chatao_testkit::{NatsServer, TestClient, TestServer, fixed_keypair};
-use tokio::io::AsyncBufReadExt;
+use chatao_testkit::{Chataosrv, NatsServer, ServerProcess, TestClient, TestServer, fixed_keypair};
 use tokio::time::{Instant, sleep, timeout};
 
 /// The presence TTL the tests run with: a dead node's users are gone within it.
@@ -435,31 +434,22 @@ async fn nats_stopped_and_restarted_during_traffic_loses_nothing_accepted() {
 
 /// A `chataosrv` process in a cluster, on a free port, sharing `key_dir` with its peers.
 struct Node {
-    child: tokio::process::Child,
+    server: ServerProcess,
     addr: std::net::SocketAddr,
     _data: tempfile::TempDir,
 }
 
 async fn spawn_node(nats: &NatsServer, key_dir: &std::path::Path) -> Node {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-        .arg(port.to_string())
-        .args(["--listen", "127.0.0.1", "--cluster", &nats.url(), "--rate-per-sec", "0"])
-        .arg("--data-dir")
+    let server = Chataosrv::new(env!("CARGO_BIN_EXE_chataosrv"))
+        .args(["--cluster", &nats.url(), "--rate-per-sec", "0", "--data-dir"])
         .arg(data.path())
         .arg("--key-dir")
         .arg(key_dir)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    chatao_testkit::line_with(&mut lines, "listening").await;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Node { child, addr: ([127, 0, 0, 1], port).into(), _data: data }
+        .await
+        .drain_log();
+    Node { addr: server.addr, server, _data: data }
 }
 
 #[tokio::test]
@@ -477,8 +467,7 @@ async fn a_killed_nodes_users_are_gone_within_the_ttl_and_move_without_loss() {
     alice.say("one").await.unwrap();
     let last = message_id(&carol.expect_text("one").await.unwrap()).0;
 
-    n3.child.start_kill().unwrap();
-    n3.child.wait().await.unwrap();
+    n3.server.kill_9().await;
     let killed = Instant::now();
     alice.say("two, while carol is away").await.unwrap();
     alice.say("three, while carol is away").await.unwrap();

@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, ServerMsg, decode_server, encode};
 use chatao_server::cluster::ClusterConfig;
-use chatao_testkit::{NatsServer, TestClient, TestServer, fixed_keypair};
-use tokio::io::AsyncBufReadExt;
+use chatao_testkit::{Chataosrv, NatsServer, ServerProcess, TestClient, TestServer, fixed_keypair};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -37,7 +36,7 @@ async fn node(nats: &NatsServer, ttl: Duration) -> TestServer {
 
 /// A `chataosrv` process in the cluster (default limits and presence TTL), to freeze.
 struct Node {
-    child: tokio::process::Child,
+    server: ServerProcess,
     addr: std::net::SocketAddr,
     _data: tempfile::TempDir,
 }
@@ -45,30 +44,19 @@ struct Node {
 impl Node {
     async fn spawn(nats: &NatsServer, key_dir: &std::path::Path) -> Node {
         let data = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-            .arg(port.to_string())
-            .args(["--listen", "127.0.0.1", "--cluster", &nats.url()])
-            .arg("--data-dir")
+        let server = Chataosrv::new(env!("CARGO_BIN_EXE_chataosrv"))
+            .args(["--cluster", &nats.url(), "--data-dir"])
             .arg(data.path())
             .arg("--key-dir")
             .arg(key_dir)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        chatao_testkit::line_with(&mut lines, "listening").await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node { child, addr: ([127, 0, 0, 1], port).into(), _data: data }
+            .await
+            .drain_log();
+        Node { addr: server.addr, server, _data: data }
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap();
-        assert!(ok.success(), "kill {sig} {pid}");
+        self.server.signal(sig);
     }
 }
 

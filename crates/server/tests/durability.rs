@@ -7,65 +7,37 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, RoomName, ServerMsg, decode_server, encode};
 use chatao_server::store::Store;
-use chatao_testkit::{STEP, TestClient, fixed_keypair, open};
+use chatao_testkit::{Chataosrv, STEP, ServerProcess, TestClient, fixed_keypair, free_port, open};
 use chatao_transport::keys::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Starts `chataosrv` on `port` over `dir`; with `blocks`, under `ulimit -f blocks` (the
-/// shell's 512- or 1024-byte blocks: a few hundred KiB) with `SIGXFSZ` ignored, so that a write
-/// past the limit fails with `EFBIG` as on a full disk. `extra`: more arguments.
-fn start(dir: &Path, port: u16, blocks: Option<u32>, extra: &[String]) -> Child {
+/// Starts `chataosrv` on `port` over `dir`, returned once it listens; with `blocks`, under
+/// `ulimit -f blocks` (the shell's 512- or 1024-byte blocks: a few hundred KiB) with `SIGXFSZ`
+/// ignored, so that a write past the limit fails with `EFBIG` as on a full disk. `extra`: more
+/// arguments.
+async fn start(dir: &Path, port: u16, blocks: Option<u32>, extra: &[String]) -> ServerProcess {
     let bin = env!("CARGO_BIN_EXE_chataosrv");
-    let mut args: Vec<String> = vec![
-        "--listen".into(),
-        "127.0.0.1".into(),
-        "--rate-per-sec".into(),
-        "0".into(),
-        "--data-dir".into(),
-        dir.display().to_string(),
-    ];
-    args.extend(extra.iter().cloned());
-    args.push(port.to_string());
-    let mut cmd = match blocks {
-        Some(n) => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c")
-                .arg(format!("ulimit -f {n} && trap '' XFSZ && exec \"$0\" \"$@\""))
-                .arg(bin)
-                .args(&args);
-            c
-        }
-        None => {
-            let mut c = Command::new(bin);
-            c.args(&args);
-            c
-        }
+    let server = match blocks {
+        Some(n) => Chataosrv::in_shell(&format!("ulimit -f {n} && trap '' XFSZ &&"), bin),
+        None => Chataosrv::new(bin),
     };
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap()
+    server
+        .args(["--rate-per-sec", "0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .port(port)
+        .spawn()
+        .await
+        .drain_log()
 }
 
-/// Connects `nick` with `keys` once the server is up.
+/// Connects `nick` with `keys` (the server is up: [`start`] returned).
 async fn connect(addr: SocketAddr, nick: &str, keys: &Keypair) -> TestClient {
-    for _ in 0..200 {
-        if let Ok(c) = TestClient::connect_with(addr, nick, keys).await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
+    TestClient::connect_with(addr, nick, keys).await.unwrap()
 }
 
 /// Says hello as `nick` with `keys` and returns the first answer (welcome or bye).
@@ -77,9 +49,8 @@ async fn hello(addr: SocketAddr, nick: &str, keys: &Keypair) -> ServerMsg {
 }
 
 /// Kills the server with SIGKILL and waits for it.
-async fn kill_9(mut server: Child) {
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
+async fn kill_9(mut server: ServerProcess) {
+    server.kill_9().await;
 }
 
 /// Every stored message of `#lobby`: id to cid.
@@ -121,7 +92,7 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
         "--metrics".to_owned(),
         metrics_addr.to_string(),
     ];
-    let server = start(dir.path(), port, Some(512), &extra);
+    let server = start(dir.path(), port, Some(512), &extra).await;
     let (alice_keys, bob_keys) = (fixed_keypair(1), fixed_keypair(2));
     let mut alice = connect(addr, "alice", &alice_keys).await;
     let mut bob = connect(addr, "bob", &bob_keys).await;
@@ -277,7 +248,7 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
     let highest_seen = echoed.values().chain(seen.iter().map(|(id, _)| id)).max().copied();
 
     // With room to write again, the next message's id is past every id anyone saw.
-    let _server = start(dir.path(), port, None, &[]);
+    let _server = start(dir.path(), port, None, &[]).await;
     let mut alice = connect(addr, "alice", &alice_keys).await;
     alice.say_with_cid("#lobby", "after the restart", 1).await.unwrap();
     let (m, _) = alice.expect_cid(1).await.unwrap();
@@ -321,7 +292,7 @@ async fn a_registration_and_a_ban_acknowledged_before_kill_9_hold_after_the_rest
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let op_keys = fixed_keypair(10);
     let extra = ["--op".to_owned(), op_keys.public().fingerprint()];
-    let server = start(dir.path(), port, None, &extra);
+    let server = start(dir.path(), port, None, &extra).await;
     let mut op = connect(addr, "oper", &op_keys).await;
     let banned = fixed_keypair(11);
     op.send(&ClientMsg::Ban {
@@ -349,7 +320,7 @@ async fn a_registration_and_a_ban_acknowledged_before_kill_9_hold_after_the_rest
     kill_9(server).await;
     drop(op);
 
-    let _server = start(dir.path(), port, None, &extra);
+    let _server = start(dir.path(), port, None, &extra).await;
     // Wait for the server to be up (the operator's own name is registered too).
     let _op = connect(addr, "oper", &op_keys).await;
     for (n, nick) in &welcomed {
@@ -376,7 +347,7 @@ async fn renames_acknowledged_before_kill_9_hold_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let server = start(dir.path(), port, None, &[]);
+    let server = start(dir.path(), port, None, &[]).await;
     let mut users = vec![];
     for n in 0..8u8 {
         users.push(connect(addr, &format!("before{n}"), &fixed_keypair(60 + n)).await);
@@ -395,7 +366,7 @@ async fn renames_acknowledged_before_kill_9_hold_after_the_restart() {
     kill_9(server).await;
     drop(users);
 
-    let _server = start(dir.path(), port, None, &[]);
+    let _server = start(dir.path(), port, None, &[]).await;
     let _up = connect(addr, "watcher", &fixed_keypair(99)).await;
     for n in 0..8u8 {
         let nick = format!("after{n}");

@@ -8,7 +8,7 @@
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, ModAction, ServerMsg};
 use chatao_server::Config;
 use chatao_server::clock::Clock;
-use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+use chatao_testkit::{Chataosrv, TestClient, TestServer, fixed_keypair};
 
 struct Ops {
     server: TestServer,
@@ -242,27 +242,16 @@ async fn drain(conn: &mut chatao_transport::Connection<tokio::net::TcpStream>) {
 
 #[tokio::test]
 async fn a_peer_cannot_forge_log_lines_and_failed_handshakes_stay_out_of_the_default_log() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const FAILED_HANDSHAKES: usize = 40;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-        .args(["--listen", "127.0.0.1", "--data-dir"])
+    let mut server = Chataosrv::new(env!("CARGO_BIN_EXE_chataosrv"))
+        .default_log()
+        .arg("--data-dir")
         .arg(dir.path())
-        .arg("0")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
-        .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = chatao_testkit::line_with(&mut log, "listening").await;
-    let addr: std::net::SocketAddr = listening
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap()
-        .parse()
-        .unwrap();
+        .await;
+    let (addr, listening, mut log) = (server.addr, server.listening.clone(), server.take_log());
 
     // Instead of hello, and after it.
     let mut conn = chatao_testkit::open(addr, &fixed_keypair(5)).await.unwrap();
@@ -285,8 +274,7 @@ async fn a_peer_cannot_forge_log_lines_and_failed_handshakes_stay_out_of_the_def
     let marker = TestClient::connect_with(addr, "marker", &fixed_keypair(7)).await.unwrap();
     drop(marker);
 
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    server.signal("-TERM");
     while let Some(line) =
         tokio::time::timeout(chatao_testkit::STEP, log.next_line()).await.unwrap().unwrap()
     {
@@ -302,7 +290,7 @@ async fn a_peer_cannot_forge_log_lines_and_failed_handshakes_stay_out_of_the_def
         "{} lines: the failed handshakes wrote one each:\n{all}",
         lines.len()
     );
-    assert!(timeout_wait(&mut child).await.success());
+    assert!(timeout_wait(&mut server.child).await.success());
 }
 
 /// Reads log lines up to and including the first containing `needle`, returning them all.

@@ -2,11 +2,8 @@
 //! and survival across a graceful restart and a `kill -9` of the real binary.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use chatao_proto::{ClientMsg, ServerMsg};
-use chatao_testkit::{TestClient, TestServer, fixed_keypair};
+use chatao_testkit::{Chataosrv, TestClient, TestServer, fixed_keypair, free_port};
 
 fn history(msgs: &[ServerMsg]) -> Vec<(u64, String)> {
     msgs.iter()
@@ -138,31 +135,18 @@ async fn catch_up_beyond_the_memory_tail_reads_the_store_with_a_limit() {
 async fn kill_9_loses_no_relayed_message() {
     let dir = tempfile::tempdir().unwrap();
     let start = |port: u16| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-            .args(["--listen", "127.0.0.1", "--data-dir"])
+        Chataosrv::new(env!("CARGO_BIN_EXE_chataosrv"))
+            .arg("--data-dir")
             .arg(dir.path())
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .port(port)
             .spawn()
-            .unwrap()
     };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let connect = |nick: &'static str| async move {
-        for _ in 0..100 {
-            if let Ok(c) = TestClient::connect(addr, nick).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server did not come up");
-    };
-    let mut server = start(port);
+    // Each start returns once the server listens.
+    let connect =
+        |nick: &'static str| async move { TestClient::connect(addr, nick).await.unwrap() };
+    let mut server = start(port).await.drain_log();
     let mut a = connect("alice").await;
     let mut relayed = vec![];
     for i in 1..=15 {
@@ -172,10 +156,9 @@ async fn kill_9_loses_no_relayed_message() {
             relayed.push((id, text));
         }
     }
-    server.start_kill().unwrap(); // SIGKILL
-    server.wait().await.unwrap();
+    server.kill_9().await;
     drop(a);
-    let _server = start(port);
+    let _server = start(port).await.drain_log();
     let mut b = connect("bob").await;
     b.expect("lobby replay", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
     let got = b

@@ -11,8 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use chatao_server::settings::{Cli, KEYS, parse_file};
-use chatao_testkit::TestClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use chatao_testkit::{Chataosrv, TestClient};
 use tokio::time::timeout;
 
 fn chataosrv(args: &[&str]) -> Output {
@@ -251,20 +250,17 @@ async fn the_log_says_whether_there_is_an_allowlist_and_how_long_it_is() {
         (vec![], "allowlist=\"off\""),
         (vec!["--allow".to_owned(), allow.display().to_string()], "allowlist_entries=1"),
     ] {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-            .args(["--listen", "127.0.0.1", "0", "--data-dir"])
+        let mut server = Chataosrv::new(env!("CARGO_BIN_EXE_chataosrv"))
+            .default_log()
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(&extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
-            .unwrap();
-        let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-        let line = line_with(&mut log, "access lists loaded").await;
+            .await;
+        let line = server.startup.iter().find(|l| l.contains("access lists loaded"));
+        let line = line.expect("the access lists are loaded before the server listens");
         assert!(line.contains(want) && !line.contains("allowlist=-1"), "{line}");
-        child.kill().await.unwrap();
+        server.child.kill().await.unwrap();
     }
 }
 
@@ -361,24 +357,11 @@ async fn sighup_applies_the_log_level_names_what_needs_a_restart_and_survives_a_
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chatao.toml");
     std::fs::write(&path, "listen = \"127.0.0.1\"\nport = 0\ndata-dir = \"data\"\n").unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chataosrv"))
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = line_with(&mut log, "listening").await;
-    let field = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap();
-    let addr: std::net::SocketAddr = field.parse().unwrap();
+    let mut server =
+        Chataosrv::config(env!("CARGO_BIN_EXE_chataosrv"), &path).default_log().spawn().await;
+    let (addr, mut log) = (server.addr, server.take_log());
     assert!(dir.path().join("data/serverKey/key.pem").exists(), "data-dir is relative to the file");
-    let hup = || {
-        let pid = child.id().unwrap().to_string();
-        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    };
+    let hup = || server.signal("-HUP");
 
     std::fs::write(
         &path,
@@ -399,8 +382,7 @@ async fn sighup_applies_the_log_level_names_what_needs_a_restart_and_survives_a_
     // Still serving, with the settings it had.
     TestClient::connect(addr, "alice").await.unwrap();
 
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    server.signal("-TERM");
+    let status = timeout(Duration::from_secs(20), server.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
 }

@@ -1,10 +1,13 @@
 //! Test helpers: a real server on `127.0.0.1:0` with its own temporary directory, and a raw
-//! protocol client. Not published; only tests depend on it.
+//! protocol client; the real binaries (`process`: `chataosrv` spawned and waited for, the
+//! `chatao` command line); a real NATS server (`nats`). Not published; only tests depend on it.
 #![allow(clippy::unwrap_used)]
 
 mod nats;
+mod process;
 
 pub use nats::NatsServer;
+pub use process::{Chataosrv, ServerProcess, bin, chatao, free_port};
 
 use std::net::SocketAddr;
 use std::time::Duration;
