@@ -5,10 +5,11 @@
 //! receiver does with a delivery is the same code for both, so their numbers are comparable.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -107,7 +108,7 @@ impl Progress {
     /// How many connections ended, and why the first did; `None` while all are open.
     pub fn closures(&self) -> Option<(u64, String)> {
         let n = Progress::get(&self.closed);
-        let why = self.first_close.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let why = self.first_close.lock().clone();
         (n > 0).then(|| (n, why.unwrap_or_default()))
     }
 }
@@ -180,7 +181,7 @@ impl Recorder {
     /// The connection ended, for `why`.
     pub fn on_closed(&mut self, why: &str) {
         self.progress.closed.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.progress.first_close.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = self.progress.first_close.lock();
         if first.is_none() {
             *first = Some(format!("{}: {why}", self.nick));
         }

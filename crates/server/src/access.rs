@@ -9,10 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
 use chatao_proto::ErrorCode;
 use chatao_transport::keys::parse_fingerprint;
+use parking_lot::{Mutex, MutexGuard};
 use tracing::{info, warn};
 
 use crate::clock::{Clock, human};
@@ -156,7 +156,7 @@ impl Access {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     pub fn clock(&self) -> &Clock {

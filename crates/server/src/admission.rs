@@ -29,11 +29,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatao_proto::{ErrorCode, ServerMsg, TokenBucket, encode};
 use chatao_transport::{HandshakeError, Keypair, TransportError};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::timeout;
 
@@ -153,7 +154,7 @@ struct Shared {
     refusal_slots: usize,
     /// Most addresses whose attempt rate is remembered (see [`TRACKED_ADDRESSES`]).
     tracked: usize,
-    /// A std mutex on purpose: every section is a few map operations, never held across an
+    /// A blocking (parking_lot) mutex on purpose: every section is a few map operations, never held across an
     /// `.await`, and the accept loop is its main user.
     state: Mutex<State>,
 }
@@ -271,9 +272,9 @@ impl Admission {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every section leaves the counts consistent before anything that could panic, so a
-        // poisoned lock is recovered rather than taking the accept loop down.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Not poisoned by a panic (parking_lot): every section leaves the counts consistent
+        // before anything that could panic, so the accept loop goes on.
+        self.state.lock()
     }
 }
 

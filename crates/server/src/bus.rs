@@ -43,13 +43,14 @@
 //! [`BusStats::write_errors`] (`chatao_store_write_failures_total`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatao_proto::RoomName;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, warn};
 
@@ -274,8 +275,8 @@ impl BusHandle {
         self.failures().messages.iter().any(|(r, i)| *i == id && r == room)
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock()
     }
 }
 
@@ -444,7 +445,7 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                     let events = batch.len();
                     let (mut deliver, mut unstored) = (Vec::new(), Vec::new());
                     {
-                        let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut f = failures.lock();
                         for Queued { ev, from } in batch.drain(..) {
                             match &ev.persist {
                                 // A room message from a session that can be told: refused.
@@ -522,13 +523,13 @@ mod tests {
             bus.send_control_from(ban(seq), Some(1));
         }
         receiver.flushed.send_replace(20);
-        receiver.failures.lock().unwrap().note_control(9);
+        receiver.failures.lock().note_control(9);
         assert_eq!(durable(&bus, 4, 6), Ok(()), "5 was stored");
         assert_eq!(durable(&bus, 8, 9), Err(NotDurable), "9 was not");
         assert_eq!(durable(&bus, 4, 20), Err(NotDurable), "a failure in the range");
         // Past what is remembered, a range reaching back before it is answered "not durable".
         for seq in 100..100 + FAILED_REMEMBERED as u64 {
-            receiver.failures.lock().unwrap().note_control(seq);
+            receiver.failures.lock().note_control(seq);
         }
         bus.send_control_from(ban(5000), Some(1));
         receiver.flushed.send_replace(5000);
@@ -543,13 +544,13 @@ mod tests {
     fn refused_messages_are_remembered_by_room_and_id_within_the_bound() {
         let (bus, receiver) = channel();
         let (lobby, rust) = (RoomName::lobby(), RoomName::parse("#rust").unwrap());
-        receiver.failures.lock().unwrap().note_message(lobby.clone(), 7);
+        receiver.failures.lock().note_message(lobby.clone(), 7);
         assert!(bus.refused(&lobby, 7));
         assert!(!bus.refused(&rust, 7) && !bus.refused(&lobby, 8));
         for id in 0..REFUSED_REMEMBERED as u64 {
-            receiver.failures.lock().unwrap().note_message(rust.clone(), id);
+            receiver.failures.lock().note_message(rust.clone(), id);
         }
         assert!(!bus.refused(&lobby, 7), "the oldest is forgotten past the bound");
-        assert_eq!(receiver.failures.lock().unwrap().messages.len(), REFUSED_REMEMBERED);
+        assert_eq!(receiver.failures.lock().messages.len(), REFUSED_REMEMBERED);
     }
 }

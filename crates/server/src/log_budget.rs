@@ -4,16 +4,17 @@
 //! next line allowed says how many were held back. Failed handshakes (no key proven) are at
 //! `debug` only. The metrics count every attempt either way.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::limits::REFUSAL_LOG_LINES;
 
 /// The window [`REFUSAL_LOG_LINES`] is counted over.
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Shared by every session of a server. A std mutex: held for a few arithmetic steps, never
-/// across an `.await`.
+/// Shared by every session of a server. A blocking (parking_lot) mutex: held for a few
+/// arithmetic steps, never across an `.await`.
 #[derive(Debug)]
 pub struct LogBudget {
     inner: Mutex<Window>,
@@ -36,7 +37,7 @@ impl LogBudget {
     /// Asks to log one line at `info` at `now`. `Some(n)`: do, and say that `n` lines were
     /// held back since the last one; `None`: over budget, log it at `debug` at most.
     pub fn take(&self, now: Instant) -> Option<u64> {
-        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.inner.lock();
         if w.start.is_none_or(|start| now.saturating_duration_since(start) >= WINDOW) {
             w.start = Some(now);
             w.used = 0;

@@ -10,10 +10,11 @@
 //! `too_slow`. The sender and the room never wait for a slow recipient, and a client never
 //! silently misses a message while staying connected.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chatao_proto::ServerMsg;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,7 @@ pub struct Ender {
 impl Ender {
     /// The `bye` the hub left, if any.
     pub fn take_bye(&self) -> Option<ServerMsg> {
-        self.bye.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.bye.lock().take()
     }
 }
 
@@ -69,7 +70,7 @@ impl Mailbox {
 
     /// Ends the session: it sends `bye` (after nothing else) and closes.
     pub fn end(&self, bye: ServerMsg) {
-        *self.end.bye.lock().unwrap_or_else(|p| p.into_inner()) = Some(bye);
+        *self.end.bye.lock() = Some(bye);
         self.end.token.cancel();
     }
 }

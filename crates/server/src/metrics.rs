@@ -25,8 +25,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::RwLock;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
 use prometheus_client::metrics::MetricType;
@@ -260,12 +261,12 @@ impl Metrics {
 
     /// Shows the bus's counters from now on (each `run` has its own bus).
     pub fn attach_bus(&self, stats: Arc<BusStats>) {
-        *self.live.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+        *self.live.bus.write() = Some(stats);
     }
 
     /// Shows the cluster link's state from now on (a cluster node only).
     pub fn attach_cluster(&self, link: crate::hub::remote::ClusterLink) {
-        *self.live.cluster.write().unwrap_or_else(|p| p.into_inner()) = Some(link);
+        *self.live.cluster.write() = Some(link);
     }
 
     /// Sessions open now: every opened session ends with exactly one disconnect.
@@ -328,7 +329,7 @@ impl Collector for Live {
             MetricType::Gauge,
             [(None, ConstGauge::new(self.sessions_open()))],
         )?;
-        let bus = self.bus.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let bus = self.bus.read().clone().unwrap_or_default();
         let relaxed = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         family(
             e,
@@ -368,7 +369,7 @@ impl Collector for Live {
              them (never delivered).",
             relaxed(&bus.unstored),
         )?;
-        if let Some(link) = self.cluster.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(link) = self.cluster.read().as_ref() {
             family(
                 e,
                 "chatao_cluster_reachable",

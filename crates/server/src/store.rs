@@ -11,10 +11,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chatao_proto::{MessageKind, Nick, RoomName, ServerMsg};
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::access::Ban;
@@ -179,8 +179,8 @@ pub struct Retention {
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    /// Reads are rare (joins and catch-ups) and run in blocking tasks; a std mutex around one
-    /// connection is enough.
+    /// Reads are rare (joins and catch-ups) and run in blocking tasks; a blocking (parking_lot)
+    /// mutex around one connection is enough.
     reader: Mutex<Connection>,
     /// A connection only for [`Store::room_state`], which the hub calls under its lock when a
     /// room not in memory is joined: one indexed lookup that never waits behind a history read
@@ -362,8 +362,8 @@ impl Store {
         })
     }
 
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock()
     }
 
     /// A number kept under `key` (a cluster node's stream position, the stream's identity).
@@ -395,7 +395,7 @@ impl Store {
     /// hub reads it when a room that is not in memory is joined (rooms are loaded lazily, not
     /// at startup) and when `create` asks whether a name is taken.
     pub fn room_state(&self, room: &RoomName) -> Result<RoomState, StoreError> {
-        let conn = self.rooms_reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.rooms_reader.lock();
         let mut stmt = conn.prepare_cached(SQL_ROOM_STATE)?;
         let (last_id, topic, messages) = stmt.query_row([room.as_str()], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, bool>(2)?))

@@ -4,13 +4,14 @@
 //! every [`INTERVAL`]; for each line the pair records when alice handed it to her actor, when
 //! bob received it, and when alice received her own echo (her acknowledgement).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chatao_client::net::{self, ConnectOptions, NetEvent, NetHandle};
 use chatao_client::trust::Trust;
 use chatao_proto::{ClientMsg, DEFAULT_ROOM, ServerMsg};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -33,7 +34,7 @@ pub struct Line {
     pub echoed_us: Option<u64>,
 }
 
-/// What the pair saw. A std mutex: short updates from the recorder tasks, never held across
+/// What the pair saw. A blocking (parking_lot) mutex: short updates from the recorder tasks, never held across
 /// an await.
 #[derive(Debug, Default)]
 struct Seen {
@@ -95,9 +96,10 @@ impl Pair {
         let _ = self.talker.await;
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            let done = self.seen.lock().is_ok_and(|s| {
+            let done = {
+                let s = self.seen.lock();
                 s.lines.iter().all(|l| l.received_us.is_some() && l.echoed_us.is_some())
-            });
+            };
             if done {
                 break;
             }
@@ -111,8 +113,8 @@ impl Pair {
             let quit = h.send(ClientMsg::Quit { reason: None });
             let _ = tokio::time::timeout(crate::target::QUIT_WAIT, quit).await;
         }
-        let seen = self.seen.lock().map(|s| (s.lines.clone(), s.notes.clone()));
-        seen.unwrap_or_default()
+        let s = self.seen.lock();
+        (s.lines.clone(), s.notes.clone())
     }
 }
 
@@ -126,19 +128,15 @@ async fn talk(alice: NetHandle, seen: Arc<Mutex<Seen>>, stop: CancellationToken)
             _ = tick.tick() => {}
         }
         let sent_us = payload::now_us();
-        let seq = match seen.lock() {
-            Ok(mut s) => {
-                s.lines.push(Line { sent_us, ..Line::default() });
-                s.lines.len() as u32 - 1
-            }
-            Err(_) => return,
+        let seq = {
+            let mut s = seen.lock();
+            s.lines.push(Line { sent_us, ..Line::default() });
+            s.lines.len() as u32 - 1
         };
         let text = payload::encode(Stamp { sender: 0, seq, sent_us }, SIZE);
         let say = ClientMsg::Say { cid: None, room: DEFAULT_ROOM.into(), text };
         if let Err(e) = alice.send(say).await {
-            if let Ok(mut s) = seen.lock() {
-                s.notes.push(format!("alice could not send: {e}"));
-            }
+            seen.lock().notes.push(format!("alice could not send: {e}"));
             return;
         }
     }
@@ -159,7 +157,7 @@ async fn record(
             e = events.recv() => e,
         };
         let now = payload::now_us();
-        let Ok(mut s) = seen.lock() else { return };
+        let mut s = seen.lock();
         match event {
             Some(NetEvent::Msg(ServerMsg::Message { from, text, history: false, .. }))
                 if from.as_str() == "alice" =>

@@ -13,13 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chatao_proto::{ClientMsg, ErrorCode, ServerMsg};
 use chatao_transport::{Connection, Keypair, TransportError};
+use parking_lot::Mutex;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -72,9 +72,9 @@ pub struct Counters {
     /// Sessions the server ended (a `bye`, or the connection closed) while the attack went on.
     pub closed_by_server: AtomicU64,
     /// How sessions and connect attempts ended, by reason (`bye rate_limited`, `lost`, ...);
-    /// a std mutex: updated once per session, never held across an await.
+    /// a blocking (parking_lot) mutex: updated once per session, never held across an await.
     endings: Mutex<BTreeMap<String, u64>>,
-    /// `error` replies by code; a std mutex for the same reason.
+    /// `error` replies by code; a blocking mutex for the same reason.
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -88,25 +88,21 @@ impl Counters {
     }
 
     pub fn ended(&self, why: &str) {
-        if let Ok(mut m) = self.endings.lock() {
-            *m.entry(why.to_owned()).or_default() += 1;
-        }
+        *self.endings.lock().entry(why.to_owned()).or_default() += 1;
     }
 
     fn error(&self, code: &str) {
-        if let Ok(mut m) = self.errors.lock() {
-            *m.entry(code.to_owned()).or_default() += 1;
-        }
+        *self.errors.lock().entry(code.to_owned()).or_default() += 1;
     }
 
     /// `reason xN, ...` of the endings.
     pub fn endings(&self) -> String {
-        self.endings.lock().map(|m| summary(&m)).unwrap_or_default()
+        summary(&self.endings.lock())
     }
 
     /// `code xN, ...` of the error replies.
     pub fn errors(&self) -> String {
-        self.errors.lock().map(|m| summary(&m)).unwrap_or_default()
+        summary(&self.errors.lock())
     }
 }
 

@@ -21,11 +21,12 @@ pub mod pins;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chatao_e2e::{E2e, E2eError, StateLock};
 use chatao_proto::ClientMsg;
 use chatao_transport::keys::Keypair;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::net::{self, NetEvent, NetHandle, Welcome};
@@ -75,8 +76,8 @@ impl OpenError {
 /// E2E state, the others chat in plain rooms ([`off`]).
 #[derive(Debug, Clone, Default)]
 pub struct StateClaims {
-    /// Bounded by the state directories met: one per server key of the list. A std mutex:
-    /// held only around a lock attempt, in a blocking task, never across an `.await`.
+    /// Bounded by the state directories met: one per server key of the list. A blocking
+    /// (parking_lot) mutex: held only around a lock attempt, in a blocking task, never across an `.await`.
     held: Arc<Mutex<HashMap<PathBuf, Option<Arc<StateLock>>>>>,
 }
 
@@ -93,7 +94,7 @@ impl StateClaims {
     /// now; else says who holds it. Blocking (file locks, the state file): call it from a
     /// blocking task. `nick` names the separate directory suggested to the user.
     pub fn setup(&self, dir: &Path, keys: &Keypair, nick: &str) -> Result<Setup, OpenError> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock();
         let lock = match held.get(dir) {
             Some(Some(lock)) => lock.clone(),
             known => {

@@ -154,7 +154,7 @@ pub(super) async fn claim(
 
 /// Notes that local `session` holds `key` since `revision`, and returns its claim.
 fn held(inner: &Inner, key: String, session: SessionId, revision: u64) -> Claim {
-    let mut claims = inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+    let mut claims = inner.claims.lock();
     claims.insert(key.clone(), (session, revision));
     Claim { key, revision }
 }
@@ -169,7 +169,7 @@ async fn end_remote(inner: &Inner, node: NodeId, session: SessionId) {
 
 pub(super) async fn release(inner: &Inner, claim: Claim) {
     {
-        let mut claims = inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let mut claims = inner.claims.lock();
         if claims.get(&claim.key).is_some_and(|(_, r)| *r == claim.revision) {
             claims.remove(&claim.key);
         }
@@ -242,7 +242,7 @@ pub(super) fn watch_all(
             let wanted = hub.online_holder(&folded, holder);
             let rid = holder?;
             let replaced = {
-                let mut claims = inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+                let mut claims = inner.claims.lock();
                 match claims.get(key).copied() {
                     Some((session, since))
                         if revision > since

@@ -23,11 +23,12 @@ mod presence;
 mod subjects;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
 use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
@@ -145,7 +146,7 @@ struct Inner {
 
 impl Inner {
     fn is_alive(&self, node: NodeId) -> bool {
-        let alive = self.alive.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = self.alive.lock();
         alive.get(&node).is_some_and(|at| at.elapsed() < self.config.presence_ttl)
     }
 }

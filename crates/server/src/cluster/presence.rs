@@ -180,7 +180,7 @@ pub(super) async fn run(inner: Arc<Inner>, hub: Hub, stop: CancellationToken) {
                     continue;
                 }
                 let expired: Vec<NodeId> = {
-                    let mut alive = inner.alive.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut alive = inner.alive.lock();
                     let gone: Vec<NodeId> = alive
                         .iter()
                         .filter(|(_, at)| at.elapsed() >= inner.config.presence_ttl)
@@ -209,7 +209,7 @@ fn stalled(inner: &Inner, for_how_long: Duration) {
         "this node stalled; presence expiry starts over"
     );
     let now = Instant::now();
-    let mut alive = inner.alive.lock().unwrap_or_else(|p| p.into_inner());
+    let mut alive = inner.alive.lock();
     for at in alive.values_mut() {
         *at = now;
     }
@@ -224,7 +224,7 @@ async fn handle(inner: &Inner, hub: &Hub, nodes: &mut HashMap<NodeId, Seen>, rec
         return;
     }
     if !matches!(record.body, Body::Goodbye) {
-        inner.alive.lock().unwrap_or_else(|p| p.into_inner()).insert(node, Instant::now());
+        inner.alive.lock().insert(node, Instant::now());
     }
     let known = nodes.get(&node).map(|s| s.seq);
     match record.body {
@@ -256,7 +256,7 @@ async fn handle(inner: &Inner, hub: &Hub, nodes: &mut HashMap<NodeId, Seen>, rec
         Body::Goodbye => {
             info!(node = %format!("{node:016x}"), "node left the cluster");
             nodes.remove(&node);
-            inner.alive.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+            inner.alive.lock().remove(&node);
             hub.node_gone(node, "server node stopped");
         }
     }

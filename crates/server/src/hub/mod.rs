@@ -1,11 +1,11 @@
 //! The chat core: who is online, which rooms exist, who is in them, and the order of what is
 //! said in each.
 //!
-//! `Hub` is a cheap, cloneable handle around shared state behind a `std::sync::Mutex`: every
-//! critical section is short and synchronous (map lookups, assigning ids, encoding once,
-//! non-blocking sends into bounded queues), and none is held across an `.await`, so an async
-//! mutex would only add cost. The hub knows nothing of sockets: tests drive it with plain
-//! mailboxes.
+//! `Hub` is a cheap, cloneable handle around shared state behind a blocking mutex
+//! (`parking_lot`'s, never poisoned): every critical section is short and synchronous (map
+//! lookups, assigning ids, encoding once, non-blocking sends into bounded queues), and none is
+//! held across an `.await`, so an async mutex would only add cost. The hub knows nothing of
+//! sockets: tests drive it with plain mailboxes.
 //!
 //! Room events (messages, joins, parts, departures, topics) leave through one seam, the bus
 //! ([`crate::bus`]): the hub gives each its id and global sequence number under the lock and
@@ -30,8 +30,8 @@ pub use e2e::E2eRefusal;
 pub use rooms::MembersPage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +39,7 @@ use bytes::Bytes;
 use chatao_proto::{
     ErrorCode, LeaveReason, Member, MessageKind, Nick, RoomName, ServerMsg, encode,
 };
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::access::Access;
 use crate::bus::{self, BusEvent, BusFull, BusHandle};
@@ -113,7 +114,7 @@ pub struct Hub {
 /// The state behind the handle (public only so that the bus can deliver into it).
 #[derive(Debug)]
 pub struct Shared {
-    /// A std mutex on purpose: see the module documentation.
+    /// A blocking mutex on purpose: see the module documentation.
     state: Mutex<State>,
     next_session: AtomicU64,
     config: HubConfig,
@@ -223,9 +224,9 @@ fn load_sent(store: &Store) -> Result<sent::SentIds, StoreError> {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves maps that are still consistent enough to serve
-        // everyone else; recovering beats taking the whole server down.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Not poisoned (parking_lot): a panic while holding the lock leaves maps that are
+        // still consistent enough to serve everyone else, so the next lock goes on.
+        self.state.lock()
     }
 
     /// Called by the bus thread with a persisted batch: hands each event to its room.
@@ -426,7 +427,7 @@ impl Hub {
             }
         }
         let thread = bus::spawn(receiver, writer, Arc::downgrade(&shared))?;
-        *shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        *shared.bus_thread.lock() = Some(thread);
         Ok(Hub { shared })
     }
 
@@ -463,7 +464,7 @@ impl Hub {
     /// Takes the bus thread's handle, for a shutdown that waits for history to be flushed
     /// (the thread ends once every clone of the hub is dropped).
     pub fn take_bus_thread(&self) -> Option<JoinHandle<()>> {
-        self.shared.bus_thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.shared.bus_thread.lock().take()
     }
 
     /// Puts a user online under `nick` (in no room yet). The nickname must be free or

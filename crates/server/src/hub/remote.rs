@@ -22,12 +22,13 @@
 //! a local session the bucket no longer names).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use chatao_proto::{
     ErrorCode, LeaveReason, Member, MessageKind, ModAction, Nick, RoomName, ServerMsg, encode,
 };
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
@@ -279,11 +280,11 @@ impl ClusterLink {
 
     /// The session the cluster's bucket says holds `folded`, if it names one.
     fn holder(&self, folded: &str) -> Option<RemoteId> {
-        self.holders.lock().unwrap_or_else(|p| p.into_inner()).get(folded).copied()
+        self.holders.lock().get(folded).copied()
     }
 
     fn set_holder(&self, folded: &str, holder: Option<RemoteId>) {
-        let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        let mut holders = self.holders.lock();
         match holder {
             Some(h) => holders.insert(folded.to_owned(), h),
             None => holders.remove(folded),
