@@ -26,11 +26,12 @@
 //!   process lives. After a restart the counter resumes from the store, which may hand out a
 //!   refused id again; nobody saw it (not delivered, not replayed: joiners who took the tail
 //!   before the failure wait for the bus and drop it, [`BusHandle::refused`]).
-//! - An acknowledged control event (a nickname registration, a ban, an unban) is remembered as
-//!   failed by its sequence number; [`BusHandle::durable`] tells the waiter (the session about
-//!   to send `welcome`, the operator's acknowledgement). A failed registration is undone in
-//!   memory, so the same key asking again registers again. A moderation notice travelling with
-//!   its event is not delivered; the operator is told `unavailable` instead.
+//! - An acknowledged control event (a nickname registration, a ban, an unban, an operator's
+//!   `bots` setting) is remembered as failed by its sequence number; [`BusHandle::durable`]
+//!   tells the waiter (the session about to send `welcome`, the operator's acknowledgement). A
+//!   failed registration is undone in memory, so the same key asking again registers again. A
+//!   moderation notice travelling with its event is not delivered; the operator is told
+//!   `unavailable` instead.
 //! - An E2E application message queued with its sender is refused the same way (E2E rooms
 //!   replay only from the store, so there is no tail to clean).
 //! - Joins, parts, topics and the other E2E records (commits, welcomes, membership) are still
@@ -171,7 +172,10 @@ pub struct NotDurable;
 
 /// Whether an event is one whose failure its waiter must hear of ([`BusHandle::durable`]).
 fn acknowledged(p: &Persist) -> bool {
-    matches!(p, Persist::Nick { .. } | Persist::Ban(_) | Persist::Unban { .. })
+    matches!(
+        p,
+        Persist::Nick { .. } | Persist::Ban(_) | Persist::Unban { .. } | Persist::Bots { .. }
+    )
 }
 
 impl BusHandle {

@@ -52,6 +52,9 @@ pub struct Member {
 pub struct Room {
     pub name: RoomName,
     pub topic: Option<String>,
+    /// An operator hid the room's quiet sessions from its member lists (`hub/bots.rs`; stored,
+    /// read back with the room).
+    pub bots_hidden: bool,
     /// Members in chunks, so that fan-out is one pass over a few vectors.
     members: Members,
     /// Where each member is in `members`: (chunk, place).
@@ -82,6 +85,7 @@ impl Room {
         Room {
             name,
             topic,
+            bots_hidden: false,
             members: Members::default(),
             index: HashMap::new(),
             hidden: HashSet::new(),

@@ -704,6 +704,17 @@ where
             let ending = Ending { reason: c.reason, message: c.message };
             Err(close(conn, wt, inbox, c.bye, ending).await)
         }
+        Reply::Durable(d) => {
+            let durable = timeout(REGISTRATION_WAIT, ctx.hub.bus().durable(d.after, d.upto)).await;
+            let reply = if matches!(durable, Ok(Ok(()))) {
+                Reply::Send(d.msg)
+            } else {
+                let why = "the server could not store that (its disk is failing): it is in force \
+                           now but would not survive a restart; try again later";
+                error(ErrorCode::Unavailable, why.to_owned())
+            };
+            send(conn, wt, reply, backlog).await
+        }
         reply => send(conn, wt, reply, backlog).await,
     }
 }
@@ -722,7 +733,8 @@ where
     let record = match reply {
         Reply::Send(msg) => encode(&msg),
         Reply::Raw(bytes) => bytes,
-        Reply::Nothing | Reply::Replay(_) | Reply::Close(_) => return Ok(()),
+        // `handle` writes these itself (a durable reply once the bus has stored it).
+        Reply::Nothing | Reply::Replay(_) | Reply::Close(_) | Reply::Durable(_) => return Ok(()),
     };
     let len = record.len();
     write(conn, wt, &[record]).await?;

@@ -31,8 +31,9 @@ pub const CLUSTER_DB_FILE: &str = "cluster.db";
 
 /// The schema version this code writes; older files are migrated on open. Version 4 added each
 /// message's sender key (`fingerprint`) and client message id (`cid`), both nullable: older
-/// messages have neither.
-const SCHEMA_VERSION: i64 = 4;
+/// messages have neither. Version 5 added each room's `bots_hidden` (an operator's
+/// `bots #room hide`, nullable: a room without it shows its bots).
+const SCHEMA_VERSION: i64 = 5;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,12 @@ pub enum Persist {
     Unban {
         fingerprint: String,
     },
+    /// An operator hid (`hidden`) or showed again the quiet sessions in `room`'s member lists
+    /// (`hub/bots.rs`); acknowledged only once stored.
+    Bots {
+        room: RoomName,
+        hidden: bool,
+    },
     /// A cluster node has applied its stream up to this sequence number.
     Applied(u64),
     /// End-to-end encrypted rooms ([`e2e`]).
@@ -164,6 +171,8 @@ pub struct RoomState {
     pub topic: Option<String>,
     /// Chat messages of the room are stored.
     pub messages: bool,
+    /// An operator hid the room's bots from its member lists (`hub/bots.rs`).
+    pub bots_hidden: bool,
 }
 
 /// How much history to keep.
@@ -339,6 +348,7 @@ impl Store {
         add_column(&conn, "messages", "fingerprint", "TEXT")?;
         add_column(&conn, "messages", "cid", "INTEGER")?;
         add_column(&conn, "nicks", "released", "INTEGER")?;
+        add_column(&conn, "rooms", "bots_hidden", "INTEGER")?;
         e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let rooms_reader = Mutex::new(open_conn(&path)?);
@@ -397,10 +407,15 @@ impl Store {
     pub fn room_state(&self, room: &RoomName) -> Result<RoomState, StoreError> {
         let conn = self.rooms_reader.lock();
         let mut stmt = conn.prepare_cached(SQL_ROOM_STATE)?;
-        let (last_id, topic, messages) = stmt.query_row([room.as_str()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, bool>(2)?))
+        let (last_id, topic, messages, bots_hidden) = stmt.query_row([room.as_str()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, Option<bool>>(3)?.unwrap_or(false),
+            ))
         })?;
-        Ok(RoomState { last_id: last_id.max(0) as u64, topic, messages })
+        Ok(RoomState { last_id: last_id.max(0) as u64, topic, messages, bots_hidden })
     }
 
     /// Every room with a message or a topic, with its last message id (ids continue from
@@ -597,6 +612,10 @@ impl Writer {
                 "INSERT INTO rooms (room, topic) VALUES (?1, ?2)
                  ON CONFLICT (room) DO UPDATE SET topic = excluded.topic",
             )?;
+            let mut bots = tx.prepare_cached(
+                "INSERT INTO rooms (room, bots_hidden) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO UPDATE SET bots_hidden = excluded.bots_hidden",
+            )?;
             for p in batch {
                 match p {
                     Persist::Nothing => {}
@@ -615,6 +634,9 @@ impl Writer {
                     }
                     Persist::Topic { room, text } => {
                         topic.execute(params![room.as_str(), text])?;
+                    }
+                    Persist::Bots { room, hidden } => {
+                        bots.execute(params![room.as_str(), hidden])?;
                     }
                     Persist::Nick { nick: n, fingerprint, time } => {
                         nick.execute(params![n.folded(), n.as_str(), fingerprint, *time as i64])?;
@@ -830,11 +852,13 @@ impl Pass {
     }
 }
 
-/// A room's last id, topic and whether it has chat messages, by index.
+/// A room's last id, topic, whether it has chat messages and whether its bots are hidden, by
+/// index.
 const SQL_ROOM_STATE: &str = "SELECT MAX(COALESCE((SELECT last_id FROM rooms WHERE room = ?1), 0),
             COALESCE((SELECT MAX(id) FROM messages WHERE room = ?1), 0)),
         (SELECT topic FROM rooms WHERE room = ?1),
-        EXISTS (SELECT 1 FROM messages WHERE room = ?1)";
+        EXISTS (SELECT 1 FROM messages WHERE room = ?1),
+        (SELECT bots_hidden FROM rooms WHERE room = ?1)";
 /// A room's last id: the larger of what `rooms` records and its newest message.
 const SQL_LAST_ID: &str = "SELECT MAX(COALESCE((SELECT last_id FROM rooms WHERE room = ?1), 0),
             COALESCE((SELECT MAX(id) FROM messages WHERE room = ?1), 0))";
@@ -988,9 +1012,13 @@ mod tests {
             ]
         );
         let state = |room: &str| store.room_state(&RoomName::parse(room).unwrap()).unwrap();
-        assert_eq!(state("#lobby"), RoomState { last_id: 10, topic: None, messages: true });
+        let lobby_state =
+            RoomState { last_id: 10, topic: None, messages: true, bots_hidden: false };
+        assert_eq!(state("#lobby"), lobby_state);
         let crabs = Some("crabs".into());
-        assert_eq!(state("#rust"), RoomState { last_id: 0, topic: crabs, messages: false });
+        let rust_state =
+            RoomState { last_id: 0, topic: crabs, messages: false, bots_hidden: false };
+        assert_eq!(state("#rust"), rust_state);
         assert_eq!(state("#never"), RoomState::default(), "a room never used");
         let newest = store.read(&lobby, 0, 10, 3, false).unwrap();
         assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), [8, 9, 10]);
@@ -998,6 +1026,57 @@ mod tests {
         let after = store.read(&lobby, 4, 10, 3, true).unwrap();
         assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 6, 7]);
         assert_eq!(store.read(&lobby, 0, 6, 100, true).unwrap().len(), 6, "upto bounds the read");
+    }
+
+    /// Issue 22: a schema 4 database (rooms without `bots_hidden`) gains the column, its rooms
+    /// keep their topics and show their bots, and an operator's setting is read back after
+    /// reopening, beside the topic it does not disturb.
+    #[test]
+    fn a_schema_4_database_gains_bots_hidden_and_the_setting_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ops, rust) = (RoomName::parse("#ops").unwrap(), RoomName::parse("#rust").unwrap());
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE rooms (
+                     room TEXT PRIMARY KEY, topic TEXT, last_id INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO rooms VALUES ('#ops', 'builds', 3);
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let ops_state = store.room_state(&ops).unwrap();
+            assert_eq!(
+                (ops_state.topic.as_deref(), ops_state.bots_hidden),
+                (Some("builds"), false)
+            );
+            let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
+            let batch = [
+                Persist::Bots { room: ops.clone(), hidden: true },
+                Persist::Bots { room: rust.clone(), hidden: true },
+                Persist::Bots { room: rust.clone(), hidden: false },
+                Persist::Topic { room: ops.clone(), text: Some("deploys".into()) },
+            ];
+            w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let version: i64 =
+            store.reader().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let ops_state = store.room_state(&ops).unwrap();
+        assert_eq!(
+            ops_state,
+            RoomState {
+                last_id: 3,
+                topic: Some("deploys".into()),
+                messages: false,
+                bots_hidden: true
+            }
+        );
+        assert!(!store.room_state(&rust).unwrap().bots_hidden, "shown again");
+        assert!(!store.room_state(&RoomName::lobby()).unwrap().bots_hidden, "never set");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `bots`: operators hide a room's quiet sessions from its member lists, or show them again
-//! (`hub/bots.rs` has the rules).
+//! (`hub/bots.rs` has the rules). Acknowledged once the setting is stored ([`Reply::Durable`]).
 
 use chatao_proto::{ErrorCode, RoomName, ServerMsg};
 
-use super::{Reply, SessionState, error, hub_error};
+use super::{Durable, Reply, SessionState, error, hub_error};
 use crate::hub::Hub;
 
 #[derive(Debug)]
@@ -19,7 +19,11 @@ impl Bots {
             Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
         };
         match hub.set_bots_hidden(session.id, &room, self.hide) {
-            Ok(text) => Reply::Send(ServerMsg::Notice { text }),
+            Ok(set) => Reply::Durable(Box::new(Durable {
+                after: set.after,
+                upto: set.upto,
+                msg: ServerMsg::Notice { text: set.notice },
+            })),
             Err(e) => hub_error(e),
         }
     }

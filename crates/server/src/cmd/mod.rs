@@ -94,6 +94,18 @@ pub enum Reply {
     /// Send these encoded records as they are: the first echo of a message sent again with
     /// the same client id ([`repeat`]).
     Raw(Bytes),
+    /// Send `msg` once what the command queued is on disk (an operator's setting, issue 15
+    /// item 2): the session waits for [`crate::bus::BusHandle::durable`]`(after, upto)`,
+    /// bounded, and answers `unavailable` instead if the store did not write it in time.
+    Durable(Box<Durable>),
+}
+
+/// A reply to send once the bus has stored what came before it ([`Reply::Durable`]).
+#[derive(Debug, PartialEq)]
+pub struct Durable {
+    pub after: u64,
+    pub upto: u64,
+    pub msg: ServerMsg,
 }
 
 impl Reply {

@@ -1,22 +1,38 @@
 //! Quiet sessions (bots, issue 22): a session whose `hello` says `quiet` is never announced
 //! joining or leaving a room, on this node or any other (`join` and the parts in `mod.rs`,
-//! `remote.rs`), and member lists mark it `bot`. An operator may hide a room's bots from its
-//! member lists (`bots #room hide`); the choice lives in this node's memory, like kicks and
-//! mutes: it is neither stored (a restart shows them again) nor shared with the other nodes
-//! of a cluster (each node's operator sets it there).
+//! `remote.rs`), and member lists mark it `bot`.
+//!
+//! An operator may hide a room's bots from its member lists (`bots #room hide`, `show` again).
+//! The choice is the room's (`Room::bots_hidden`): stored in the room's row (`rooms.bots_hidden`,
+//! written by the bus like a topic) and read back with the room when it is loaded
+//! (`hub/rooms.rs`, lazily, by index), so it survives restarts. The operator is acknowledged
+//! only once it is on disk ([`BotsSetting`], waited on by the session: issue 15 item 2); a
+//! store that cannot write it leaves it in force in memory until a restart, and the operator is
+//! told `unavailable`. On a cluster node the setting is this node's (kept in its replica,
+//! `cluster.db`, and forgotten with it when the cluster's stream is recreated): it is not shared
+//! with the other nodes, whose operators set it there.
 
+use bytes::Bytes;
 use chatao_proto::{Member, RoomName};
 
 use super::{Hub, HubError, SessionId, State};
+use crate::bus::BusEvent;
+use crate::store::Persist;
 
-/// Most rooms whose bots an operator may hide at once. Overflow policy: the next `hide` is
-/// refused (`invalid`) until one is shown again; far more than a server's rooms in use.
-pub const HIDDEN_ROOMS: usize = 10_000;
+/// An operator's change to a room's bots setting, made in memory and queued on the bus:
+/// `notice` is for the operator once every acknowledged event queued after `after` and up to
+/// `upto` is stored ([`crate::bus::BusHandle::durable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotsSetting {
+    pub notice: String,
+    pub after: u64,
+    pub upto: u64,
+}
 
 impl State {
     /// Leaves the bots out of `members` when `room`'s operator hid them.
     pub(super) fn hide_bots(&self, room: &RoomName, members: &mut Vec<Member>) {
-        if self.bots_hidden.contains(room) {
+        if self.rooms.get(room).is_some_and(|r| r.bots_hidden) {
             members.retain(|m| !m.bot);
         }
     }
@@ -24,30 +40,35 @@ impl State {
 
 impl Hub {
     /// Operators: hide (`hide`) or show again the quiet sessions in `room`'s member lists
-    /// (the `members` of joins and of `who`). Returns what to tell the operator.
+    /// (the `members` of joins and of `who`), in force at once and queued on the bus to be
+    /// stored. A room not in memory is loaded for it (and forgotten again if nobody is in it:
+    /// its setting waits in `Retired` until the store has it). Errors: not an operator, or a
+    /// store that cannot read the room.
     pub fn set_bots_hidden(
         &self,
         id: SessionId,
         room: &RoomName,
         hide: bool,
-    ) -> Result<String, HubError> {
+    ) -> Result<BotsSetting, HubError> {
         let mut st = self.lock();
         let user = st.user(id)?;
         if !self.access().is_op(&user.fingerprint) {
             return Err(HubError::NotOperator);
         }
-        if !hide {
-            st.bots_hidden.remove(room);
-            return Ok(format!("bots are listed in {room} again"));
-        }
-        if !st.bots_hidden.contains(room) && st.bots_hidden.len() >= HIDDEN_ROOMS {
-            return Err(HubError::Invalid(format!(
-                "bots are hidden in {HIDDEN_ROOMS} rooms already, the most there may be: show \
-                 them in one first"
-            )));
-        }
-        st.bots_hidden.insert(room.clone());
-        Ok(format!("bots are hidden from the member lists of {room} (on this server)"))
+        let after = st.seq;
+        let cap = self.config().history_on_join;
+        st.load_room(self.store(), room, cap)?.bots_hidden = hide;
+        let seq = st.next_seq();
+        // No bytes: nothing is delivered; the session acknowledges it once it is stored.
+        let persist = Persist::Bots { room: room.clone(), hidden: hide };
+        self.bus().send_control(BusEvent { seq, room: None, bytes: Bytes::new(), persist });
+        st.forget_if_empty(room);
+        let notice = if hide {
+            format!("bots are hidden from the member lists of {room} (on this server)")
+        } else {
+            format!("bots are listed in {room} again")
+        };
+        Ok(BotsSetting { notice, after, upto: seq })
     }
 }
 
@@ -154,5 +175,42 @@ mod tests {
         let (plain, _ip) = user(&hub, "plain", false);
         hub.leave(plain, LeaveReason::Quit, None);
         assert_eq!(about(&drain(&hub, &mut iop), "plain").count(), 2);
+    }
+
+    /// A room nobody is in is loaded for the setting and forgotten again: joined before the
+    /// bus has stored it (from `Retired`) or after (from the store), and by a new hub over the
+    /// same directory, its bots stay hidden; `show` is stored the same way.
+    #[test]
+    fn the_setting_of_a_room_not_in_memory_is_kept_and_read_back_with_the_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = RoomName::parse("#empty").unwrap();
+        let members = |hub: &Hub, id: SessionId| -> Vec<bool> {
+            let joined = hub.join(id, &empty).unwrap();
+            joined.members.iter().map(|m| m.bot).collect()
+        };
+        {
+            let hub = hub(dir.path(), OP);
+            let (op, _iop) = user(&hub, "op", false);
+            let (bot, _ibot) = user(&hub, "ci", true);
+            let set = hub.set_bots_hidden(op, &empty, true).unwrap();
+            assert_eq!(set.upto, set.after + 1, "one event to wait for");
+            assert_eq!(hub.rooms_in_memory().0, 1, "#empty forgotten again (only the lobby)");
+            hub.join(bot, &empty).unwrap();
+            assert_eq!(members(&hub, op), [false], "the bot left out");
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            assert_eq!(rt.block_on(hub.bus().durable(set.after, set.upto)), Ok(()));
+        }
+        let hub = hub(dir.path(), OP);
+        let (op, _iop) = user(&hub, "op", false);
+        let (bot, _ibot) = user(&hub, "ci", true);
+        hub.join(bot, &empty).unwrap();
+        assert_eq!(members(&hub, op), [false], "still hidden from a new hub");
+        hub.part(op, &empty, LeaveReason::Part, None).unwrap();
+        hub.part(bot, &empty, LeaveReason::Part, None).unwrap();
+        let shown = hub.set_bots_hidden(op, &empty, false).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(hub.bus().durable(shown.after, shown.upto)), Ok(()));
+        hub.join(bot, &empty).unwrap();
+        assert_eq!(members(&hub, op).len(), 2, "shown again");
     }
 }

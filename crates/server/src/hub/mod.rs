@@ -26,6 +26,7 @@ pub mod remote;
 mod rooms;
 pub mod sent;
 
+pub use bots::BotsSetting;
 pub use e2e::E2eRefusal;
 pub use rooms::MembersPage;
 
@@ -156,9 +157,6 @@ struct State {
     e2e: e2e::E2eState,
     /// Recent client message ids per key and their echoes (repeats answered, not repeated).
     sent: sent::SentIds,
-    /// Rooms whose member lists leave quiet sessions out ([`bots`]). At most
-    /// [`bots::HIDDEN_ROOMS`]: an operator asking for more is refused.
-    bots_hidden: std::collections::HashSet<RoomName>,
 }
 
 #[derive(Debug)]

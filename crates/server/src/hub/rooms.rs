@@ -6,12 +6,12 @@
 //! just left empty ([`Retired`]). A room that empties leaves memory at once, whatever its
 //! history or topic: the store has both. Nothing is loaded at startup; a room that is not in
 //! memory is loaded when it is joined (or an event of the cluster's stream names it), its last
-//! message id and topic read from the store by index ([`Store::room_state`]), on a connection
-//! of its own, under the hub lock.
+//! message id, topic and bots setting (`hub/bots.rs`) read from the store by index
+//! ([`Store::room_state`]), on a connection of its own, under the hub lock.
 //!
 //! Ids never go backwards: the store has a forgotten room's last id once the bus has persisted
-//! every event queued before the room was forgotten; until then the room's last id and topic
-//! wait in [`Retired`], which forgets an entry once the bus has flushed past it. So `Retired`
+//! every event queued before the room was forgotten; until then the room's last id, topic and
+//! bots setting wait in [`Retired`], which forgets an entry once the bus has flushed past it. So `Retired`
 //! holds at most one entry per event queued and not yet flushed (the bus queue is bounded by
 //! [`crate::bus::BUS_CAPACITY`]), plus entries not looked at since (pruned whenever it doubles).
 
@@ -30,6 +30,8 @@ use crate::store::{RoomState, Store};
 struct Retiree {
     last_id: u64,
     topic: Option<String>,
+    /// Its bots were hidden (`hub/bots.rs`).
+    bots_hidden: bool,
     /// `create` refuses the name (the room had history or a topic).
     remembered: bool,
     /// The bus sequence number when it was forgotten (`None`: not known, taken as the hub's
@@ -51,7 +53,7 @@ pub(super) const PRUNE_AT: usize = 64;
 impl Retired {
     /// A forgotten E2E room: ids continue from `last_id`; its name is free (`create` works).
     pub(super) fn insert(&mut self, room: RoomName, last_id: u64) {
-        let r = Retiree { last_id, topic: None, remembered: false, seq: None };
+        let r = Retiree { last_id, topic: None, bots_hidden: false, remembered: false, seq: None };
         self.rooms.insert(room, r);
     }
 
@@ -59,6 +61,7 @@ impl Retired {
         let r = Retiree {
             last_id: room.last_id(),
             topic: room.topic.clone(),
+            bots_hidden: room.bots_hidden,
             remembered: room.is_remembered(),
             seq: Some(seq),
         };
@@ -82,7 +85,8 @@ impl Retired {
 
 impl State {
     /// The room `name`, put in memory if it is not: from [`Retired`] if it was forgotten
-    /// recently, else from the store (a room never used starts at id 0 without a topic).
+    /// recently, else from the store (a room never used starts at id 0 without a topic, its
+    /// bots shown).
     pub(super) fn load_room(
         &mut self,
         store: &Store,
@@ -91,14 +95,20 @@ impl State {
     ) -> Result<&mut Room, HubError> {
         if !self.rooms.contains_key(name) {
             let state = match self.retired.rooms.remove(name) {
-                Some(r) => RoomState { last_id: r.last_id, topic: r.topic, messages: false },
+                Some(r) => RoomState {
+                    last_id: r.last_id,
+                    topic: r.topic,
+                    messages: false,
+                    bots_hidden: r.bots_hidden,
+                },
                 None => store.room_state(name).map_err(|cause| {
                     tracing::error!(room = %name, %cause, "cannot read a room from the store");
                     HubError::StoreUnavailable
                 })?,
             };
-            self.rooms
-                .insert(name.clone(), Room::new(name.clone(), state.last_id, state.topic, cap));
+            let mut room = Room::new(name.clone(), state.last_id, state.topic, cap);
+            room.bots_hidden = state.bots_hidden;
+            self.rooms.insert(name.clone(), room);
         }
         self.rooms.get_mut(name).ok_or(HubError::StoreUnavailable)
     }
@@ -188,7 +198,7 @@ impl Hub {
             }
         }
         let total = r.len();
-        if st.bots_hidden.contains(room_name) {
+        if r.bots_hidden {
             keyed.retain(|(_, m)| !m.bot);
         }
         drop(st);
