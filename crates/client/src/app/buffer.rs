@@ -202,6 +202,8 @@ pub struct Member {
     pub nick: Nick,
     /// Sanitized away reason.
     pub away: Option<String>,
+    /// A quiet session (the server marks it `bot`): the list shows it marked.
+    pub bot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -307,14 +309,14 @@ impl Buffer {
         at
     }
 
-    /// Lists `nick` (or updates its away reason); past [`MAX_MEMBERS`] a new member is not
-    /// listed.
-    pub fn add_member(&mut self, nick: Nick, away: Option<String>) {
+    /// Lists `nick` (or updates its away reason and bot mark); past [`MAX_MEMBERS`] a new
+    /// member is not listed.
+    pub fn add_member(&mut self, nick: Nick, away: Option<String>, bot: bool) {
         let key = nick.folded();
         if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&key) {
             return;
         }
-        self.members.insert(key, Member { nick, away });
+        self.members.insert(key, Member { nick, away, bot });
     }
 
     pub fn remove_member(&mut self, nick: &Nick) -> bool {
@@ -430,11 +432,11 @@ mod tests {
     fn members_past_the_limit_are_not_listed() {
         let mut b = Buffer::new(Target::Room(RoomName::lobby()));
         for i in 0..MAX_MEMBERS + 10 {
-            b.add_member(Nick::parse(&format!("n{i}")).unwrap(), None);
+            b.add_member(Nick::parse(&format!("n{i}")).unwrap(), None, false);
         }
         assert_eq!(b.members.len(), MAX_MEMBERS);
         let first = Nick::parse("n0").unwrap();
-        b.add_member(first.clone(), Some("away".into()));
+        b.add_member(first.clone(), Some("away".into()), false);
         assert_eq!(b.members[&first.folded()].away.as_deref(), Some("away"), "still updated");
         assert!(!b.has_member(&Nick::parse(&format!("n{}", MAX_MEMBERS + 5)).unwrap()));
     }

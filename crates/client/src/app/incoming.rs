@@ -127,7 +127,7 @@ impl App {
             ServerMsg::Join { room, nick, fingerprint } => {
                 let i = self.room_buffer(&room);
                 let b = &mut self.buffers[i];
-                b.add_member(nick.clone(), None);
+                b.add_member(nick.clone(), None, false);
                 let text = if nick == self.me {
                     b.joined = true;
                     format!("you joined {room}")
@@ -249,7 +249,7 @@ impl App {
                         b.target = super::buffer::Target::Query(new.clone());
                     }
                     if let Some(m) = b.members.remove(&old.folded()) {
-                        b.add_member(new.clone(), m.away);
+                        b.add_member(new.clone(), m.away, m.bot);
                     } else if !in_query {
                         continue;
                     }
@@ -366,7 +366,7 @@ impl App {
     fn add_members(&mut self, i: usize, members: &[chatao_proto::Member]) {
         let b = &mut self.buffers[i];
         for m in members {
-            b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
+            b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()), m.bot);
         }
     }
 
@@ -375,7 +375,7 @@ impl App {
         b.e2e = e2e;
         b.members.clear();
         for m in members {
-            b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()));
+            b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()), m.bot);
         }
     }
 

@@ -310,7 +310,7 @@ impl App {
         if !self.show_members || self.current_room().is_none() {
             return None;
         }
-        let widest = self.current_buffer().members.values().map(|m| m.nick.as_str().len());
+        let widest = self.current_buffer().members.values().map(ui::members::row_width);
         let most = usize::from(self.size.0 / 3).max(18);
         Some((widest.max().unwrap_or(0) + 2).clamp(8, most) as u16)
     }

@@ -1,5 +1,6 @@
 //! The member list: the room's members sorted case-insensitively, away ones dimmed, each in
-//! its nickname's colour; a last row counts those that do not fit. The list is as wide as the
+//! its nickname's colour, bots (quiet sessions, marked `bot` by the server) followed by a dim
+//! [`BOT_MARK`] as line mode's `/who` shows them; a last row counts those that do not fit. The list is as wide as the
 //! longest name up to a third of the terminal ([`App::member_list_width`]); a name longer than
 //! that is cut so that no two look the same ([`super::nicks`]).
 
@@ -12,6 +13,16 @@ use super::nicks::Labels;
 use super::style;
 use super::text::{truncate, width};
 use crate::app::App;
+use crate::app::buffer::Member;
+
+/// What follows a bot's name, dimmed. Left out when the list is too narrow for it (the name
+/// is never cut further for it: names stay apart).
+pub const BOT_MARK: &str = " [bot]";
+
+/// The columns `m` wants in the list (its name, and the bot mark).
+pub(crate) fn row_width(m: &Member) -> usize {
+    width(m.nick.as_str()) + if m.bot { width(BOT_MARK) } else { 0 }
+}
 
 pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if area.is_empty() {
@@ -39,7 +50,11 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
                 style::nick(nick)
             };
             let name = truncate(&labels.get(nick), col).to_owned();
-            Line::from(vec![Span::raw(" "), Span::styled(name, st)])
+            let mut row = vec![Span::raw(" "), Span::styled(name, st)];
+            if m.bot && width(row[1].content.as_ref()) + width(BOT_MARK) <= col {
+                row.push(Span::styled(BOT_MARK, style::INFO));
+            }
+            Line::from(row)
         })
         .collect();
     if shown < total {

@@ -15,7 +15,7 @@
 //! - `input`: the input line and the cursor.
 
 mod input;
-mod members;
+pub(crate) mod members;
 pub mod messages;
 pub mod nicks;
 mod status;

@@ -224,6 +224,41 @@ fn member_list_with_away_members_and_overflow() {
     insta::assert_snapshot!("member_list_hidden", screen(&a));
 }
 
+/// Issue 22: a bot (a quiet session, marked `bot` by the server) is listed with a dim
+/// `[bot]` after its name, as line mode's `/who` shows it; the list is wide enough for it.
+#[test]
+fn member_list_marks_bots() {
+    let mut a = app(60, 8);
+    net(&mut a, joined("#lobby", "alice"));
+    let list = [("alice", false), ("ci-notifier", true), ("bob", false)]
+        .iter()
+        .map(|(n, bot)| Member {
+            nick: nick(n),
+            fingerprint: "SHA256:x".into(),
+            away: None,
+            bot: *bot,
+        })
+        .collect();
+    net(
+        &mut a,
+        ServerMsg::Members {
+            room: room("#lobby"),
+            members: list,
+            e2e: false,
+            total: None,
+            next: None,
+        },
+    );
+    insta::assert_snapshot!("member_list_bots", screen(&a));
+    let c = cells(&a);
+    let (x, y) = find(&c, "ci-notifier [bot]");
+    let mark = x + "ci-notifier ".len() as u16;
+    assert_eq!(c[(mark, y)].fg, Color::DarkGray, "the mark is dimmed");
+    assert_ne!(c[(x, y)].fg, Color::DarkGray, "the name keeps its colour");
+    let list = |y: u16| -> String { (x..c.area.width).map(|x| c[(x, y)].symbol()).collect() };
+    assert_eq!((list(1).trim(), list(2).trim()), ("alice", "bob"), "only the bot is marked");
+}
+
 #[test]
 fn reconnecting_keeps_the_input() {
     let mut a = busy(80, 14);
