@@ -2,14 +2,18 @@
 //! the operator only once it is on disk, it holds after a `kill -9` and a restart on the same
 //! data directory, for a room in use and for one nobody is in (loaded for the setting and
 //! forgotten again), and `show` holds the same way. A room the operator left alone still lists
-//! its bots (the control).
+//! its bots (the control). On a cluster (a real NATS), the setting made on one node holds on
+//! another, and after that node restarts.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use chatao_proto::{ClientMsg, HelloFlags, ServerMsg, encode_hello};
-use chatao_testkit::{Chataosrv, ServerProcess, TestClient, fixed_keypair, free_port, open};
+use chatao_server::cluster::ClusterConfig;
+use chatao_testkit::{
+    Chataosrv, NatsServer, ServerProcess, TestClient, TestServer, fixed_keypair, free_port, open,
+};
 
 /// `chataosrv` over `data` on `port`, `op` its operator, returned once it listens.
 async fn chataosrv(data: &Path, port: u16, op: &str) -> ServerProcess {
@@ -118,4 +122,55 @@ async fn an_operators_bots_setting_survives_kill_9_and_a_restart() {
     let mut op = operator(addr, &op_key).await;
     let _ci = bot(addr, "ci", &[]).await;
     assert!(who(&mut op, "#lobby").await.contains(&("ci".into(), true)), "shown again");
+}
+
+/// A cluster node's settings: on `nats`, `op` its operator.
+fn clustered(nats: &NatsServer, op: &str) -> impl FnOnce(&mut chatao_server::Config) + use<> {
+    let (url, op) = (nats.url(), op.to_owned());
+    move |c| {
+        c.cluster = Some(ClusterConfig::new(url));
+        c.limits.rate_per_sec = 0;
+        c.access.ops = vec![op];
+    }
+}
+
+async fn node(nats: &NatsServer, op: &str) -> TestServer {
+    TestServer::start_with(clustered(nats, op)).await
+}
+
+/// Waits until `c` has `text` in a room (the stream applied up to it on `c`'s node).
+async fn until_said(c: &mut TestClient, text: &str) {
+    c.expect(text, |m| matches!(m, ServerMsg::Message { text: t, .. } if t == text)).await.unwrap();
+}
+
+/// Fails without the setting on the room's stream (kept on the operator's node only): node B
+/// lists its bot. Each node stores what it applied: B restarted still hides it.
+#[tokio::test]
+async fn on_a_cluster_the_setting_made_on_one_node_holds_on_another_and_after_its_restart() {
+    let nats = NatsServer::start().await;
+    let op_key = fixed_keypair(10);
+    let op_fp = op_key.public().fingerprint();
+    let a = node(&nats, &op_fp).await;
+    let b = node(&nats, &op_fp).await;
+    let mut op = operator(a.addr, &op_key).await;
+    let _ci = bot(b.addr, "ci", &[]).await;
+    let mut watcher =
+        TestClient::connect_with(b.addr, "watcher", &fixed_keypair(31)).await.unwrap();
+    set(&mut op, "#lobby", true).await;
+    // The probe follows the setting on the room's stream: once B has it, B applied both.
+    op.say("probe").await.unwrap();
+    until_said(&mut watcher, "probe").await;
+    let listed = who(&mut watcher, "#lobby").await;
+    assert!(listed.iter().all(|(_, bot)| !bot), "hidden on the other node: {listed:?}");
+    assert!(listed.contains(&("watcher".into(), false)), "{listed:?}");
+
+    let b = b.restart(clustered(&nats, &op_fp)).await;
+    let _ci = bot(b.addr, "ci", &[]).await;
+    let mut watcher =
+        TestClient::connect_with(b.addr, "watcher", &fixed_keypair(31)).await.unwrap();
+    op.say("probe 2").await.unwrap();
+    until_said(&mut watcher, "probe 2").await;
+    let listed = who(&mut watcher, "#lobby").await;
+    assert!(listed.iter().all(|(_, bot)| !bot), "still hidden after B's restart: {listed:?}");
+    drop(a);
 }

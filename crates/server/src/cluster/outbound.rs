@@ -264,6 +264,7 @@ async fn publish_room(inner: Arc<Inner>, hub: Hub, p: Pending) -> Option<Session
     let what = match &ev.body {
         RoomBody::Message { .. } => "your message",
         RoomBody::Topic { .. } => "your topic change",
+        RoomBody::Bots { .. } => "your bots setting",
     };
     let secs = PUBLISH_DEADLINE.as_secs();
     let (code, message) = if handed.is_some() {

@@ -1,5 +1,6 @@
 //! `bots`: operators hide a room's quiet sessions from its member lists, or show them again
-//! (`hub/bots.rs` has the rules). Acknowledged once the setting is stored ([`Reply::Durable`]).
+//! (`hub/bots.rs` has the rules). Acknowledged once the setting is stored ([`Reply::Durable`],
+//! or on a cluster node once the room's stream has it).
 
 use chatao_proto::{ErrorCode, RoomName, ServerMsg};
 
@@ -19,7 +20,9 @@ impl Bots {
             Err(e) => return error(ErrorCode::InvalidRoom, e.to_string()),
         };
         match hub.set_bots_hidden(session.id, &room, self.hide) {
-            Ok(set) => Reply::Durable(Box::new(Durable {
+            // A cluster node: the notice comes when the room's stream brings the setting back.
+            Ok(None) => Reply::Nothing,
+            Ok(Some(set)) => Reply::Durable(Box::new(Durable {
                 after: set.after,
                 upto: set.upto,
                 msg: ServerMsg::Notice { text: set.notice },

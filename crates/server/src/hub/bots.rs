@@ -8,13 +8,16 @@
 //! (`hub/rooms.rs`, lazily, by index), so it survives restarts. The operator is acknowledged
 //! only once it is on disk ([`BotsSetting`], waited on by the session: issue 15 item 2); a
 //! store that cannot write it leaves it in force in memory until a restart, and the operator is
-//! told `unavailable`. On a cluster node the setting is this node's (kept in its replica,
-//! `cluster.db`, and forgotten with it when the cluster's stream is recreated): it is not shared
-//! with the other nodes, whose operators set it there.
+//! told `unavailable`. On a cluster node the setting travels on the room's stream like a topic
+//! (`RoomBody::Bots`): every node applies it in order and stores it in its replica
+//! (`cluster.db`), and the operator is told once the stream has it, when this node applies it.
+//! Like a topic it lives in the stream as long as the stream's retention keeps the event, and
+//! is forgotten with a replica cleared because the stream was recreated.
 
 use bytes::Bytes;
 use chatao_proto::{Member, RoomName};
 
+use super::remote::RoomBody;
 use super::{Hub, HubError, SessionId, State};
 use crate::bus::BusEvent;
 use crate::store::Persist;
@@ -42,18 +45,26 @@ impl Hub {
     /// Operators: hide (`hide`) or show again the quiet sessions in `room`'s member lists
     /// (the `members` of joins and of `who`), in force at once and queued on the bus to be
     /// stored. A room not in memory is loaded for it (and forgotten again if nobody is in it:
-    /// its setting waits in `Retired` until the store has it). Errors: not an operator, or a
-    /// store that cannot read the room.
+    /// its setting waits in `Retired` until the store has it). On a cluster node it is
+    /// published on the room's stream instead, and `None` returned: the notice comes when the
+    /// stream brings it back (`apply_room_events`). Errors: not an operator, a store that
+    /// cannot read the room, or (cluster) a link that is full or down.
     pub fn set_bots_hidden(
         &self,
         id: SessionId,
         room: &RoomName,
         hide: bool,
-    ) -> Result<BotsSetting, HubError> {
+    ) -> Result<Option<BotsSetting>, HubError> {
         let mut st = self.lock();
         let user = st.user(id)?;
         if !self.access().is_op(&user.fingerprint) {
             return Err(HubError::NotOperator);
+        }
+        if st.link.is_some() {
+            let by = (user.nick.clone(), user.fingerprint.clone());
+            drop(st);
+            self.publish_room(id, room, by, RoomBody::Bots { hidden: hide }, None)?;
+            return Ok(None);
         }
         let after = st.seq;
         let cap = self.config().history_on_join;
@@ -63,12 +74,16 @@ impl Hub {
         let persist = Persist::Bots { room: room.clone(), hidden: hide };
         self.bus().send_control(BusEvent { seq, room: None, bytes: Bytes::new(), persist });
         st.forget_if_empty(room);
-        let notice = if hide {
-            format!("bots are hidden from the member lists of {room} (on this server)")
-        } else {
-            format!("bots are listed in {room} again")
-        };
-        Ok(BotsSetting { notice, after, upto: seq })
+        Ok(Some(BotsSetting { notice: notice(room, hide), after, upto: seq }))
+    }
+}
+
+/// What the operator is told once the setting is stored.
+pub(super) fn notice(room: &RoomName, hidden: bool) -> String {
+    if hidden {
+        format!("bots are hidden from the member lists of {room}")
+    } else {
+        format!("bots are listed in {room} again")
     }
 }
 
@@ -192,7 +207,7 @@ mod tests {
             let hub = hub(dir.path(), OP);
             let (op, _iop) = user(&hub, "op", false);
             let (bot, _ibot) = user(&hub, "ci", true);
-            let set = hub.set_bots_hidden(op, &empty, true).unwrap();
+            let set = hub.set_bots_hidden(op, &empty, true).unwrap().unwrap();
             assert_eq!(set.upto, set.after + 1, "one event to wait for");
             assert_eq!(hub.rooms_in_memory().0, 1, "#empty forgotten again (only the lobby)");
             hub.join(bot, &empty).unwrap();
@@ -207,7 +222,7 @@ mod tests {
         assert_eq!(members(&hub, op), [false], "still hidden from a new hub");
         hub.part(op, &empty, LeaveReason::Part, None).unwrap();
         hub.part(bot, &empty, LeaveReason::Part, None).unwrap();
-        let shown = hub.set_bots_hidden(op, &empty, false).unwrap();
+        let shown = hub.set_bots_hidden(op, &empty, false).unwrap().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert_eq!(rt.block_on(hub.bus().durable(shown.after, shown.upto)), Ok(()));
         hub.join(bot, &empty).unwrap();

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use chatao_proto::{
     ErrorCode, LeaveReason, Member, MessageKind, ModAction, Nick, RoomName, ServerMsg, encode,
 };
@@ -114,6 +115,9 @@ pub enum RoomBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
+    /// An operator hid (`hidden`) or showed again the room's bots (`hub/bots.rs`). A node that
+    /// predates it skips the event (an unknown body), as any it cannot read.
+    Bots { hidden: bool },
 }
 
 /// A room event as it travels through the cluster's ordered stream.
@@ -566,6 +570,9 @@ impl Hub {
         let cap = self.config().history_on_join;
         // Rooms nobody is in that an event brought into memory, forgotten again after.
         let mut touched: Vec<RoomName> = Vec::new();
+        let here = self.cluster().map(|l| l.node);
+        // Operators of this node to acknowledge a `bots` setting (the stream has it).
+        let mut acknowledge: Vec<(SessionId, Bytes)> = Vec::new();
         for (seq, ev) in events {
             let bus_seq = st.next_seq();
             let room_name = ev.room.clone();
@@ -628,10 +635,23 @@ impl Hub {
                     };
                     (encode(&msg), Persist::Topic { room: room_name.clone(), text })
                 }
+                RoomBody::Bots { hidden } => {
+                    room.bots_hidden = hidden;
+                    if here == Some(ev.node) {
+                        let text = super::bots::notice(&room_name, hidden);
+                        acknowledge.push((ev.session, encode(&ServerMsg::Notice { text })));
+                    }
+                    (Bytes::new(), Persist::Bots { room: room_name.clone(), hidden })
+                }
             };
             if let Some(permit) = permits.next() {
-                permit.send(BusEvent { seq: bus_seq, room: Some(room_name), bytes, persist });
+                // Nothing to deliver for a setting (only stored): no room to deliver to.
+                let room = (!bytes.is_empty()).then_some(room_name);
+                permit.send(BusEvent { seq: bus_seq, room, bytes, persist });
             }
+        }
+        for (session, notice) in &acknowledge {
+            st.tell(&[*session], notice);
         }
         // The stream position is kept with the events (in the same transaction, or the next:
         // writing an event twice is harmless), so a restart resumes after it.
