@@ -139,14 +139,25 @@ const REASONS: [(LeaveReason, &str); 6] = [
 /// One label, as the registry's families key their samples.
 type Label = [(&'static str, &'static str); 1];
 
-/// A counter family whose samples all exist from the start (at 0), with a handle on each.
+/// Registers a counter family whose samples all exist from the start (at 0), and returns a
+/// handle on each.
 fn counters<const N: usize>(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
     label: &'static str,
     values: [&'static str; N],
-) -> (Family<Label, counter::Counter>, [Counter; N]) {
+) -> [Counter; N] {
     let family = Family::<Label, counter::Counter>::default();
     let handles = values.map(|value| Counter(family.get_or_create(&[(label, value)]).clone()));
-    (family, handles)
+    registry.register(name, help, family);
+    handles
+}
+
+/// Registers one unlabelled counter and returns it.
+fn counter(registry: &mut Registry, (name, help): (&str, &str)) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.0.clone());
+    counter
 }
 
 impl Default for Metrics {
@@ -165,49 +176,57 @@ impl Metrics {
             "The server's version, as a label; always 1",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
-        let connections = Counter::default();
-        registry.register(
-            "chatao_connections",
-            "TCP connections accepted, admitted or not",
-            connections.0.clone(),
+        let r = &mut registry;
+        let connections =
+            counter(r, ("chatao_connections", "TCP connections accepted, admitted or not"));
+        let [refused_server_full, refused_address_full, refused_rate_limited] = counters(
+            r,
+            (
+                "chatao_connections_refused",
+                "Connections refused at accept, by the limit that refused them",
+            ),
+            "reason",
+            ["server_full", "address_full", "rate_limited"],
         );
-        let (family, [refused_server_full, refused_address_full, refused_rate_limited]) =
-            counters("reason", ["server_full", "address_full", "rate_limited"]);
-        registry.register(
-            "chatao_connections_refused",
-            "Connections refused at accept, by the limit that refused them",
-            family,
+        let [handshakes_ok, handshakes_failed, handshakes_refused] = counters(
+            r,
+            (
+                "chatao_handshakes",
+                "Handshakes by result: ok (session opened), failed, refused (allowlist, ban, \
+                 nickname)",
+            ),
+            "result",
+            ["ok", "failed", "refused"],
         );
-        let (family, [handshakes_ok, handshakes_failed, handshakes_refused]) =
-            counters("result", ["ok", "failed", "refused"]);
-        registry.register(
-            "chatao_handshakes",
-            "Handshakes by result: ok (session opened), failed, refused (allowlist, ban, nickname)",
-            family,
+        let messages_in = counter(
+            r,
+            ("chatao_messages_in", "Messages received from clients with an open session"),
         );
-        let messages_in = Counter::default();
-        registry.register(
-            "chatao_messages_in",
-            "Messages received from clients with an open session",
-            messages_in.0.clone(),
+        let deliveries_out = counter(
+            r,
+            (
+                "chatao_deliveries_out",
+                "Messages delivered from sessions' mailboxes to their clients",
+            ),
         );
-        let deliveries_out = Counter::default();
-        registry.register(
-            "chatao_deliveries_out",
-            "Messages delivered from sessions' mailboxes to their clients",
-            deliveries_out.0.clone(),
+        let [bytes_in, bytes_out] = counters(
+            r,
+            (
+                "chatao_bytes",
+                "Bytes on client sockets (encrypted, handshakes included), by direction",
+            ),
+            "direction",
+            ["in", "out"],
         );
-        let (family, [bytes_in, bytes_out]) = counters("direction", ["in", "out"]);
-        registry.register(
-            "chatao_bytes",
-            "Bytes on client sockets (encrypted, handshakes included), by direction",
-            family,
-        );
-        let (family, disconnects) = counters("reason", REASONS.map(|(_, name)| name));
-        registry.register(
-            "chatao_disconnects",
-            "Sessions ended, by reason (dropped: the server ended it; lost: the connection broke)",
-            family,
+        let disconnects = counters(
+            r,
+            (
+                "chatao_disconnects",
+                "Sessions ended, by reason (dropped: the server ended it; lost: the connection \
+                 broke)",
+            ),
+            "reason",
+            REASONS.map(|(_, name)| name),
         );
         let mailbox_overflows = Counter::default();
         let live = Arc::new(Live {

@@ -89,44 +89,65 @@ mod tests {
     use super::*;
     use std::fs;
 
-    /// Names in `dir` other than `keep`: temporary files left behind.
-    fn leftovers(dir: &Path, keep: &str) -> Vec<String> {
-        fs::read_dir(dir)
+    /// A fresh temporary directory and the path `name` in it.
+    fn place(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
+    }
+
+    /// The permission bits of `path` (0o600 where there are none to read).
+    fn mode(path: &Path) -> u32 {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(path).unwrap().permissions().mode() & 0o777
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            0o600
+        }
+    }
+
+    /// Fails unless `path` is private (0600) and alone in its directory (no temporary file
+    /// left behind).
+    fn assert_private_and_alone(path: &Path) {
+        assert_eq!(mode(path), 0o600);
+        let others: Vec<String> = fs::read_dir(path.parent().unwrap())
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != keep)
-            .collect()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != path.file_name().unwrap())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(others, Vec::<String>::new());
+    }
+
+    /// Writes `contents` to `path` as `publish` says, and reads them back.
+    fn write_and_check(path: &Path, contents: &[u8], publish: Publish) {
+        write_private(path, contents, publish).unwrap();
+        assert_eq!(fs::read(path).unwrap(), contents);
     }
 
     #[test]
     fn writes_the_contents_with_mode_0600_and_leaves_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = place("f");
         for publish in [Publish::Replace, Publish::ReplaceUnsynced] {
-            write_private(&path, b"contents", publish).unwrap();
-            assert_eq!(fs::read(&path).unwrap(), b"contents");
+            write_and_check(&path, b"contents", publish);
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert_eq!(leftovers(dir.path(), "f"), Vec::<String>::new());
+        assert_private_and_alone(&path);
     }
 
     #[test]
     fn replace_swaps_the_file_in_one_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
-        write_private(&path, b"old", Publish::Replace).unwrap();
+        let (_dir, path) = place("state");
+        write_and_check(&path, b"old", Publish::Replace);
         // A reader holding the old file keeps reading the old contents: the new ones are a new
         // file renamed over the name, not the old file rewritten in place.
         let held = fs::File::open(&path).unwrap();
         #[cfg(unix)]
         let old_inode = std::os::unix::fs::MetadataExt::ino(&held.metadata().unwrap());
-        write_private(&path, b"new, longer contents", Publish::Replace).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new, longer contents");
+        write_and_check(&path, b"new, longer contents", Publish::Replace);
         assert_eq!(io::read_to_string(held).unwrap(), "old");
         #[cfg(unix)]
         assert_ne!(std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap()), old_inode);
@@ -136,27 +157,24 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
             write_private(&path, b"again", Publish::ReplaceUnsynced).unwrap();
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        assert_eq!(leftovers(dir.path(), "state"), Vec::<String>::new());
+        assert_private_and_alone(&path);
     }
 
     #[test]
     fn create_new_never_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        write_private(&path, b"first", Publish::CreateNew).unwrap();
+        let (_dir, path) = place("key");
+        write_and_check(&path, b"first", Publish::CreateNew);
         let err = write_private(&path, b"second", Publish::CreateNew).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&path).unwrap(), b"first");
-        assert_eq!(leftovers(dir.path(), "key"), Vec::<String>::new());
+        assert_private_and_alone(&path);
     }
 
     #[cfg(unix)]
     #[test]
     fn create_new_does_not_write_through_a_dangling_symlink() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
+        let (dir, path) = place("key");
         let target = dir.path().join("elsewhere");
         std::os::unix::fs::symlink(&target, &path).unwrap();
         let err = write_private(&path, b"secret", Publish::CreateNew).unwrap_err();
