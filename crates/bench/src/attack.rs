@@ -109,6 +109,8 @@ pub struct AttackOptions {
     pub sizes: kinds::Sizes,
     /// Attacker connections per loopback source address (see [`raw::Sources`]).
     pub per_address: u32,
+    /// Where to write each honest line's timing (`--lines`), with the kind's name appended.
+    pub lines: Option<std::path::PathBuf>,
 }
 
 /// The server under attack.
@@ -200,7 +202,7 @@ async fn run_inner(target: &Target, kind: Kind, o: &AttackOptions) -> Result<Rep
     let (t3, s3) = (payload::now_us(), sample());
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
-    let (lines, honest_notes) = pair.finish(GRACE).await;
+    let (lines, mut honest_notes) = pair.finish(GRACE).await;
 
     let mut r = Report::new(kind.scenario(), &target.name);
     r.push("attack_s", o.duration.as_secs_f64(), "s", Better::Neither);
@@ -212,6 +214,19 @@ async fn run_inner(target: &Target, kind: Kind, o: &AttackOptions) -> Result<Rep
         unacked += u64::from(l.echoed_us.is_none());
     }
     r.push("lines", lines.len() as f64, "msgs", Better::Neither);
+    if let Some(base) = &o.lines {
+        let mut out = String::new();
+        for l in &lines {
+            let ms =
+                |at: Option<u64>| at.map_or(-1.0, |at| at.saturating_sub(l.sent_us) as f64 / 1e3);
+            let since = (l.sent_us as f64 - t1 as f64) / 1e6;
+            out.push_str(&format!("{since:.3} {:.2} {:.2}\n", ms(l.received_us), ms(l.echoed_us)));
+        }
+        let path = format!("{}-{}.txt", base.display(), kind.name());
+        if let Err(e) = std::fs::write(&path, out) {
+            honest_notes.push(format!("cannot write {path}: {e}"));
+        }
+    }
     r.push("lost", lost as f64, "msgs", Better::Neither);
     r.push("unacked", unacked as f64, "msgs", Better::Neither);
     for (phase, from, to) in phases {

@@ -200,6 +200,11 @@ enum Scenario {
         /// the whole attack on one address, which the limits then hold to 64 connections).
         #[arg(long, default_value_t = 60)]
         per_address: u32,
+        /// Writes every honest line to FILE-KIND.txt: seconds since the attack began, bob's
+        /// latency and alice's echo latency in ms (-1: never), one line each, to see when the
+        /// slow ones happened.
+        #[arg(long, value_name = "FILE")]
+        lines: Option<std::path::PathBuf>,
     },
 }
 
@@ -401,6 +406,7 @@ async fn real_main() -> Result<u32> {
         handshakes,
         key_package_keys,
         per_address,
+        lines,
     } = &cli.scenario
     {
         if c.addr.is_some() || c.cluster.is_some() || c.peer.is_some() || c.peer_start.is_some() {
@@ -425,6 +431,7 @@ async fn real_main() -> Result<u32> {
                 key_package_keys: *key_package_keys,
             },
             per_address: *per_address,
+            lines: lines.clone(),
         };
         let (reports, failures) = run_attacks(c, kinds, &o, deadline).await;
         if !reports.is_empty() {

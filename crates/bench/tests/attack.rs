@@ -20,12 +20,14 @@ async fn a_short_ping_flood_reports_every_figure_and_the_honest_pair_loses_nothi
         pid: Some(std::process::id()),
         metrics: None,
     };
+    let lines_dir = tempfile::tempdir().unwrap();
     let o = AttackOptions {
         baseline: Duration::from_secs(1),
         duration: Duration::from_secs(2),
         after: Duration::from_secs(1),
         sizes: Sizes { joins: 0, handshakes: 0, key_package_keys: 0 },
         per_address: 60,
+        lines: Some(lines_dir.path().join("lines")),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let r = attack::run(&target, Kind::Ping, &o, deadline).await.unwrap();
@@ -33,6 +35,10 @@ async fn a_short_ping_flood_reports_every_figure_and_the_honest_pair_loses_nothi
     assert_eq!(r.scenario, "attack-ping");
     // About 4 s of a line every 200 ms, every one received by bob and echoed to alice.
     assert!(get("lines") >= 10.0, "{r:?}");
+    // `--lines`: one row per line, each received and echoed (no -1).
+    let rows = std::fs::read_to_string(lines_dir.path().join("lines-ping.txt")).unwrap();
+    assert_eq!(rows.lines().count() as f64, get("lines"), "{rows}");
+    assert!(rows.lines().all(|l| l.split(' ').count() == 3 && !l.contains(" -1")), "{rows}");
     assert_eq!(get("lost"), 0.0, "{r:?}");
     assert_eq!(get("unacked"), 0.0, "{r:?}");
     for phase in ["base", "during", "after"] {

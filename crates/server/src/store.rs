@@ -2,9 +2,12 @@
 //!
 //! One file, `chatao.db` in the data directory, in WAL mode with `synchronous=NORMAL`: a
 //! committed transaction survives the server being killed (`kill -9`); only a power failure can
-//! lose the last ones. Writes come only from the bus thread ([`Writer`], one transaction per
-//! batch); reads (history on join and catch-up) use a separate connection from blocking tasks,
-//! never from a session's own task.
+//! lose the last ones. Messages and everything acknowledged are written by the bus thread
+//! ([`Writer`], one transaction per batch); the hub's rare bookkeeping (`set_meta`,
+//! `clear_rooms`) goes through the reader. Reads (history on join and catch-up) use a separate
+//! connection from blocking tasks, never from a session's own task. Checkpoints (the WAL copied
+//! into the database file, two fsyncs) run on a thread of their own, never in a commit
+//! (`store/checkpoint.rs`).
 //!
 //! Private messages are never stored. End-to-end encrypted rooms have their own tables
 //! ([`e2e`]): ciphertext only.
@@ -18,7 +21,9 @@ use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::access::Ban;
+use checkpoint::Checkpointer;
 
+mod checkpoint;
 pub mod e2e;
 
 pub use e2e::{E2ePersist, StoredSealed};
@@ -269,6 +274,8 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(wrap)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(wrap)?;
+    // Only the checkpointing thread checkpoints (store/checkpoint.rs): never a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(wrap)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
     Ok(conn)
 }
@@ -361,8 +368,18 @@ impl Store {
 
     /// A second connection for the bus thread, the only writer.
     pub fn writer(&self, retention: Retention) -> Result<Writer, StoreError> {
+        self.writer_checkpointing(retention, checkpoint::CHECKPOINT_EVERY)
+    }
+
+    /// [`Store::writer`], with its checkpoints `every` this long after a commit.
+    fn writer_checkpointing(
+        &self,
+        retention: Retention,
+        every: Duration,
+    ) -> Result<Writer, StoreError> {
         Ok(Writer {
             conn: open_conn(&self.path)?,
+            checkpointer: Checkpointer::spawn(&self.path, every, open_conn)?,
             retention,
             sparse_ids: self.sparse_ids,
             written: BTreeSet::new(),
@@ -568,6 +585,8 @@ impl Store {
 #[derive(Debug)]
 pub struct Writer {
     conn: Connection,
+    /// After `conn` (dropped first), so that its last checkpoint follows the last commit.
+    checkpointer: Checkpointer,
     retention: Retention,
     sparse_ids: bool,
     /// Rooms given messages (and sealed messages) since the last retention pass began; at most
@@ -678,6 +697,7 @@ impl Writer {
             }
         }
         tx.commit()?;
+        self.checkpointer.committed();
         Ok(())
     }
 
@@ -813,6 +833,7 @@ impl Writer {
         }
         tx.prepare_cached(SQL_COUNT_STEP)?.execute([])?;
         tx.commit()?;
+        self.checkpointer.committed();
         Ok(PRUNE_CHUNK - budget)
     }
 }
@@ -952,6 +973,60 @@ mod tests {
             sender: None,
             cid: None,
         })
+    }
+
+    /// Issue 15 item 14: a commit that takes the WAL past SQLite's 1,000-page automatic
+    /// checkpoint does not checkpoint (two fsyncs and a copy on the bus thread); the
+    /// checkpointing thread does, after the commit, and everything is then in the file.
+    #[test]
+    fn commits_never_checkpoint_and_the_checkpointer_moves_the_wal_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = dir.path().join(DB_FILE);
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let before = size(&db);
+        let lobby = RoomName::lobby();
+        let big = |id: u64| {
+            let Persist::Message(mut m) = msg(&lobby, id, 1000 + id) else { unreachable!() };
+            m.text = format!("{id} {}", "x".repeat(3900));
+            Persist::Message(m)
+        };
+        // 1,500 messages of 3.9 KB: about 6 MB, 1,500 pages and more in the WAL.
+        let hour = Duration::from_secs(3600);
+        let mut w =
+            store.writer_checkpointing(Retention { max_messages: 0, max_age: None }, hour).unwrap();
+        for chunk in (1..=1500).collect::<Vec<u64>>().chunks(100) {
+            let batch: Vec<Persist> = chunk.iter().map(|&id| big(id)).collect();
+            w.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+        }
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        assert!(size(&wal) > 6_000_000, "the WAL holds the writes: {}", size(&wal));
+        assert!(
+            size(&db) < before + 1_000_000,
+            "nothing was checkpointed by a commit: the file grew from {before} to {}",
+            size(&db)
+        );
+        assert_eq!(w.checkpointer.completed(), 0);
+        // Everything committed is readable before any checkpoint.
+        assert_eq!(store.read(&lobby, 0, 1500, 2000, true).unwrap().len(), 1500);
+
+        // A writer that checkpoints soon after a commit: the WAL goes into the file.
+        drop(w);
+        assert!(size(&db) > 6_000_000, "the last checkpoint at the writer's end: {}", size(&db));
+        let mut w = store
+            .writer_checkpointing(
+                Retention { max_messages: 0, max_age: None },
+                Duration::from_millis(10),
+            )
+            .unwrap();
+        w.write(&[&big(1501)]).unwrap();
+        let done = w.checkpointer.wait_past(0, Duration::from_secs(30));
+        assert!(done >= 1, "a checkpoint followed the commit");
+        let rows: i64 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1501);
     }
 
     #[cfg(unix)]
