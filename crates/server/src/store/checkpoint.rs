@@ -15,11 +15,12 @@
 //! only moves it into the database file.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
 use rusqlite::Connection;
 use tracing::{debug, warn};
 
@@ -80,18 +81,14 @@ impl Checkpointer {
     /// Checkpoints completed so far.
     #[cfg(test)]
     pub fn completed(&self) -> u64 {
-        *self.done.count.lock().unwrap_or_else(|p| p.into_inner())
+        *self.done.count.lock()
     }
 
     #[cfg(test)]
     /// Waits until more than `seen` checkpoints have completed, or `timeout`; the count.
     pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
-        let guard = self.done.count.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .done
-            .changed
-            .wait_timeout_while(guard, timeout, |n| *n <= seen)
-            .unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.done.count.lock();
+        self.done.changed.wait_while_for(&mut guard, |n| *n <= seen, timeout);
         *guard
     }
 }
@@ -144,7 +141,7 @@ fn checkpoint(conn: &Connection, done: &Done) {
         }
         Err(cause) => warn!(%cause, "WAL checkpoint failed; the next commit tries again"),
     }
-    let mut n = done.count.lock().unwrap_or_else(|p| p.into_inner());
+    let mut n = done.count.lock();
     *n += 1;
     done.changed.notify_all();
 }
