@@ -153,6 +153,10 @@ struct Room {
     page_max: u64,
     /// An ordered catch-up under way ([`Core::set_ordered`]); it replaces `seen`'s own.
     resume: Option<Resume>,
+    /// A request for older messages under way ([`Core::ask_older`]): its `before`. Replayed
+    /// messages below it are that page's, shown without touching `seen` (they are older than
+    /// anything it counts); its `history_end` carries the same `before`.
+    older: Option<u64>,
 }
 
 /// The connection core. See the module's documentation.
@@ -231,7 +235,7 @@ impl Core {
                 let r = self.room(&lobby);
                 r.seen.last_seen = Some(id);
                 r.resume = Some(Resume::new(id, 1));
-                let since = ClientMsg::History { room, since: id, limit: None };
+                let since = ClientMsg::History { room, since: id, limit: None, before: None };
                 self.catch_up.push(since.clone());
                 self.urgent.push_back(since);
             } else if self.places.len() < ROOMS_KEPT {
@@ -388,6 +392,11 @@ impl Core {
     pub fn observe(&mut self, msg: &ServerMsg, now: Instant) -> Heard {
         let ack = self.acknowledge(msg, now);
         let show = match msg {
+            ServerMsg::Message { room, id, history: true, .. }
+                if self.room(room).older.is_some_and(|before| *id < before) =>
+            {
+                Show::Print { missed: false }
+            }
             ServerMsg::Message { room, id, history, .. } => {
                 let r = self.room(room);
                 if *history {
@@ -427,7 +436,11 @@ impl Core {
                 self.room(room).joined = false;
                 Show::Print { missed: false }
             }
-            ServerMsg::HistoryEnd { room, count } => {
+            ServerMsg::HistoryEnd { room, before: Some(_), .. } => {
+                self.room(room).older = None;
+                Show::Print { missed: false }
+            }
+            ServerMsg::HistoryEnd { room, count, before: None } => {
                 let connected = self.connected;
                 let r = self.room(room);
                 let page_max = std::mem::take(&mut r.page_max);
@@ -472,7 +485,12 @@ impl Core {
                 if let Some(since) = next_page
                     && connected
                 {
-                    let page = ClientMsg::History { room: room.to_string(), since, limit: None };
+                    let page = ClientMsg::History {
+                        room: room.to_string(),
+                        since,
+                        limit: None,
+                        before: None,
+                    };
                     // One page request per room is remembered (the last), so a catch-up that
                     // never ends leaves the list bounded by the rooms.
                     self.catch_up.retain(
@@ -492,6 +510,35 @@ impl Core {
             _ => Show::Print { missed: false },
         };
         Heard { show, ack }
+    }
+
+    /// Asks for the newest `limit` messages of `room` below id `before` (scrollback into the
+    /// past), sent before anything waiting. False, and nothing asked, when not connected, when
+    /// `room` is catching up (its replays are not over: ask again after) or when a request for
+    /// it is under way already (one at a time per room, so the answer's messages are known by
+    /// their ids). The answer's messages come out of [`Core::observe`] as `Print`, its end as
+    /// a `history_end` with `before`; a lost connection forgets the request.
+    pub fn ask_older(&mut self, room: &RoomName, before: u64, limit: u32) -> bool {
+        if !self.connected || self.catching_up(room) {
+            return false;
+        }
+        let r = self.room(room);
+        if !r.joined || r.older.is_some() {
+            return false;
+        }
+        r.older = Some(before);
+        self.urgent.push_back(ClientMsg::History {
+            room: room.to_string(),
+            since: 0,
+            limit: Some(limit),
+            before: Some(before),
+        });
+        true
+    }
+
+    /// Whether a request for older messages of `room` is under way ([`Core::ask_older`]).
+    pub fn asking_older(&self, room: &RoomName) -> bool {
+        self.rooms.iter().any(|r| r.name == room.as_str() && r.older.is_some())
     }
 
     /// Whether `room` is catching up after a reconnect.
@@ -517,6 +564,7 @@ impl Core {
                     missed: 0,
                     page_max: 0,
                     resume: None,
+                    older: None,
                 });
                 self.rooms.len() - 1
             }
@@ -613,6 +661,9 @@ impl Core {
     pub fn on_lost(&mut self, servers: usize) -> (Duration, usize) {
         self.connected = false;
         self.urgent.clear();
+        for r in &mut self.rooms {
+            r.older = None;
+        }
         self.failures = 0;
         self.attempt(servers)
     }
@@ -664,6 +715,7 @@ impl Core {
                         room: r.name.clone(),
                         since: printed.unwrap_or(0),
                         limit: None,
+                        before: None,
                     },
                     false => ClientMsg::Join { room: r.name.clone(), since: printed },
                 });
@@ -672,7 +724,12 @@ impl Core {
             if r.name == lobby.as_str() {
                 r.seen.start_catch_up(2);
                 let since = r.seen.last_seen.unwrap_or(0);
-                catch_up.push(ClientMsg::History { room: r.name.clone(), since, limit: None });
+                catch_up.push(ClientMsg::History {
+                    room: r.name.clone(),
+                    since,
+                    limit: None,
+                    before: None,
+                });
             } else {
                 r.seen.start_catch_up(1);
                 catch_up.push(ClientMsg::Join { room: r.name.clone(), since: r.seen.last_seen });
@@ -934,7 +991,7 @@ mod tests {
         assert_eq!(
             sent[..2],
             [
-                ClientMsg::History { room: "#lobby".into(), since: 5, limit: None },
+                ClientMsg::History { room: "#lobby".into(), since: 5, limit: None, before: None },
                 ClientMsg::Join { room: "#rust".into(), since: None },
             ]
         );
@@ -1010,7 +1067,7 @@ mod tests {
         }
         c.on_lost(1);
         c.on_connected(nick("alice"), 0);
-        let end = ServerMsg::HistoryEnd { room: RoomName::lobby(), count: 3 };
+        let end = ServerMsg::HistoryEnd { room: RoomName::lobby(), count: 3, before: None };
         let mut shown = vec![];
         // The lobby's replay at hello (1, 2, 3), a live 5, the history answer (3, 4, 5).
         for id in [1, 2, 3, 5] {
@@ -1029,6 +1086,45 @@ mod tests {
         assert_eq!(c.observe(&end, now).show, Show::CaughtUp(2), "3 and 4 from history");
         assert_eq!(c.observe(&echo("bob", 4, None, true), now).show, Show::Duplicate);
         assert_eq!(c.observe(&end, now).show, Show::Print { missed: false });
+    }
+
+    #[test]
+    fn older_history_is_shown_not_dropped_as_a_duplicate_and_leaves_the_catch_up_alone() {
+        let now = Instant::now();
+        let mut c = core();
+        for id in [101, 102] {
+            c.observe(&echo("bob", id, None, true), now);
+        }
+        let lobby = RoomName::lobby();
+        assert!(c.ask_older(&lobby, 101, 100));
+        assert!(!c.ask_older(&lobby, 101, 100), "one request at a time");
+        assert!(c.asking_older(&lobby));
+        let ask = ClientMsg::History {
+            room: "#lobby".into(),
+            since: 0,
+            limit: Some(100),
+            before: Some(101),
+        };
+        assert_eq!(drain(&mut c, now), [ask]);
+        for id in [99, 100] {
+            let show = c.observe(&echo("bob", id, None, true), now).show;
+            assert_eq!(show, Show::Print { missed: false }, "older, not a duplicate");
+        }
+        let end = ServerMsg::HistoryEnd { room: lobby.clone(), count: 2, before: Some(101) };
+        assert_eq!(c.observe(&end, now).show, Show::Print { missed: false });
+        assert!(!c.asking_older(&lobby));
+        // Older ids after the page are duplicates again; new ones are news.
+        assert_eq!(c.observe(&echo("bob", 99, None, true), now).show, Show::Duplicate);
+        assert_eq!(
+            c.observe(&echo("bob", 103, None, false), now).show,
+            Show::Print { missed: false }
+        );
+        // A lost connection forgets the request; none is asked during a catch-up.
+        assert!(c.ask_older(&lobby, 99, 100));
+        c.on_lost(1);
+        assert!(!c.asking_older(&lobby));
+        c.on_connected(nick("alice"), 0);
+        assert!(!c.ask_older(&lobby, 99, 100), "catching up");
     }
 
     #[test]
@@ -1055,7 +1151,7 @@ mod tests {
         c.resume_from(vec![("#lobby".into(), 100), ("#ops".into(), 7)]);
         assert_eq!(
             drain(&mut c, now),
-            [ClientMsg::History { room: "#lobby".into(), since: 100, limit: None }]
+            [ClientMsg::History { room: "#lobby".into(), since: 100, limit: None, before: None }]
         );
         let mut shown = vec![];
         let mut feed = |c: &mut Core, id: u64, history: bool| match c
@@ -1069,7 +1165,7 @@ mod tests {
         for id in 751..=800 {
             feed(&mut c, id, true);
         }
-        let end = |count| ServerMsg::HistoryEnd { room: RoomName::lobby(), count };
+        let end = |count| ServerMsg::HistoryEnd { room: RoomName::lobby(), count, before: None };
         assert_eq!(c.observe(&end(50), now).show, Show::Quiet);
         c.observe(&own_join("#lobby"), now);
         feed(&mut c, 801, false);
@@ -1079,7 +1175,7 @@ mod tests {
         assert_eq!(c.observe(&end(500), now).show, Show::Quiet);
         assert_eq!(
             drain(&mut c, now),
-            [ClientMsg::History { room: "#lobby".into(), since: 600, limit: None }]
+            [ClientMsg::History { room: "#lobby".into(), since: 600, limit: None, before: None }]
         );
         for id in 601..=801 {
             feed(&mut c, id, true);
@@ -1115,7 +1211,7 @@ mod tests {
         assert_eq!(
             drain(&mut c, now),
             [
-                ClientMsg::History { room: "#lobby".into(), since: 3, limit: None },
+                ClientMsg::History { room: "#lobby".into(), since: 3, limit: None, before: None },
                 ClientMsg::Join { room: "#rust".into(), since: None },
             ]
         );
@@ -1131,7 +1227,7 @@ mod tests {
         for id in 2..=5 {
             assert_eq!(feed(&mut c, id, true), if id <= 3 { Show::Duplicate } else { Show::Held });
         }
-        let end = |count| ServerMsg::HistoryEnd { room: RoomName::lobby(), count };
+        let end = |count| ServerMsg::HistoryEnd { room: RoomName::lobby(), count, before: None };
         assert_eq!(c.observe(&end(4), now).show, Show::Quiet);
         assert_eq!(feed(&mut c, 6, false), Show::Held);
         for id in [4, 5] {
@@ -1173,11 +1269,11 @@ mod tests {
         for id in 4..504 {
             c.observe(&msg(id), now);
         }
-        let end = |count| ServerMsg::HistoryEnd { room: rust.clone(), count };
+        let end = |count| ServerMsg::HistoryEnd { room: rust.clone(), count, before: None };
         assert_eq!(c.observe(&end(500), now).show, Show::Quiet);
         assert_eq!(
             drain(&mut c, now),
-            [ClientMsg::History { room: "#rust".into(), since: 503, limit: None }]
+            [ClientMsg::History { room: "#rust".into(), since: 503, limit: None, before: None }]
         );
         c.observe(&msg(504), now);
         assert_eq!(c.observe(&end(1), now).show, Show::CaughtUp(501));

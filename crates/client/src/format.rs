@@ -270,7 +270,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
         | ServerMsg::Invited { .. }
         | ServerMsg::JoinRequest { .. }
         | ServerMsg::KeyPackage { .. } => return None,
-        ServerMsg::HistoryEnd { room, count } => {
+        ServerMsg::HistoryEnd { room, count, .. } => {
             let s = if *count == 1 { "" } else { "s" };
             format!("* {room}: end of history ({count} message{s})")
         }

@@ -143,7 +143,7 @@ async fn history_of(addr: SocketAddr, sender: &str) -> Vec<String> {
         .unwrap();
     let (mut since, mut texts) = (0, vec![]);
     loop {
-        let ask = ClientMsg::History { room: "#lobby".into(), since, limit: None };
+        let ask = ClientMsg::History { room: "#lobby".into(), since, limit: None, before: None };
         let page = reader.until_history_end(&ask, "#lobby").await.unwrap();
         let mut got = 0;
         for m in page {

@@ -168,7 +168,7 @@ mod tests {
                 away: None,
                 since: 9,
             },
-            ServerMsg::HistoryEnd { room: room.clone(), count: 2 },
+            ServerMsg::HistoryEnd { room: room.clone(), count: 2, before: None },
             ServerMsg::Notice { text: "bob is away: lunch".into() },
             ServerMsg::Moderation {
                 action: crate::ModAction::Ban,
@@ -244,7 +244,7 @@ mod tests {
             ClientMsg::Away { reason: Some("lunch".into()) },
             ClientMsg::Away { reason: None },
             ClientMsg::Whois { nick: "bob".into() },
-            ClientMsg::History { room: "#rust".into(), since: 10, limit: Some(100) },
+            ClientMsg::History { room: "#rust".into(), since: 10, limit: Some(100), before: None },
             ClientMsg::Kick { nick: "m".into(), reason: Some("spam".into()) },
             ClientMsg::Ban { target: "m".into(), duration_secs: Some(600), reason: None },
             ClientMsg::Unban { target: "SHA256:x".into() },

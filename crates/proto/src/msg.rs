@@ -133,12 +133,18 @@ pub enum ClientMsg {
     /// member lists (`members` answers to `join` and `who`).
     Bots { room: String, hide: bool },
     /// Ask for a room's messages after id `since` (catch-up after a reconnect), at most `limit`
-    /// (capped by the server). Must be a member.
+    /// (capped by the server). Must be a member. With `before`, the other direction (scrollback
+    /// into the past): the newest `limit` messages with an id below `before`, in id order, and
+    /// `since` is ignored (may be 0 or absent); the answer's `history_end` carries the same
+    /// `before`.
     History {
         room: String,
+        #[serde(default)]
         since: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
     },
     /// Create `room`, refused if it exists; the creator joins it. With `e2e`, an end-to-end
     /// encrypted room: invite-only, or with `open` one that any member's client adds a joiner to.
@@ -358,8 +364,15 @@ pub enum ServerMsg {
     /// Information for this client alone, with no error (e.g. "bob is away: lunch" after a
     /// private message to bob).
     Notice { text: String },
-    /// The end of a history replay for `room`: `count` messages were sent.
-    HistoryEnd { room: RoomName, count: u32 },
+    /// The end of a history replay for `room`: `count` messages were sent. `before`: this
+    /// answers a `history` with `before` (older messages, not a catch-up); a `count` of 0 then
+    /// means nothing older is kept.
+    HistoryEnd {
+        room: RoomName,
+        count: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+    },
     /// Something was refused. The session goes on unless a `bye` follows.
     Error {
         code: ErrorCode,

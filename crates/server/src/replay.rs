@@ -5,9 +5,16 @@
 //! up to it: from the tail when the tail reaches back far enough, else from the store, after
 //! waiting for the bus to have persisted everything up to the join. Nothing is missed and
 //! nothing is sent twice.
+//!
+//! `history` with `before` goes the other way (a client scrolling into the past): the newest
+//! `limit` messages with an id below `before` (and at most the room's last id), in id order,
+//! then `history_end` carrying the same `before`. A client pages back with the oldest id it
+//! holds until a page is empty; each message comes once because the pages' id ranges do not
+//! overlap. E2E rooms answer an empty page: a member's client cannot decrypt what was sent
+//! before it joined the group, and it replays what it can from `since` already.
 
 use bytes::Bytes;
-use chatao_proto::{ErrorCode, ServerMsg, encode};
+use chatao_proto::{ErrorCode, RoomName, ServerMsg, encode};
 use tracing::error;
 
 use crate::cmd::Replay;
@@ -35,6 +42,17 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
             }));
         }
     }
+    if let Some(before) = r.before {
+        let msgs = match hub.is_e2e(&j.room) {
+            true => Ok(Vec::new()),
+            false => older(hub, r, before).await,
+        };
+        let msgs = unavailable(&mut out, &j.room, msgs);
+        out.extend(msgs.iter().map(|m| encode(&m.to_msg(true))));
+        let count = msgs.len() as u32;
+        out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count, before: r.before }));
+        return out;
+    }
     if hub.is_e2e(&j.room) {
         return sealed_records(hub, r, out).await;
     }
@@ -51,8 +69,52 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
         }
     };
     out.extend(msgs.iter().map(|m| encode(&m.to_msg(true))));
-    out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count: msgs.len() as u32 }));
+    let count = msgs.len() as u32;
+    out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count, before: None }));
     out
+}
+
+/// The messages of a failed read replaced by an error record for the client (logged).
+fn unavailable(
+    out: &mut Vec<Bytes>,
+    room: &RoomName,
+    msgs: Result<Vec<StoredMessage>, String>,
+) -> Vec<StoredMessage> {
+    msgs.unwrap_or_else(|cause| {
+        error!(%room, %cause, "history unavailable");
+        out.push(encode(&ServerMsg::Error {
+            cid: None,
+            code: ErrorCode::Other,
+            message: format!("history of {room} is unavailable right now"),
+        }));
+        Vec::new()
+    })
+}
+
+/// The newest `r.limit` messages below `before`: from the join's tail when it holds that many
+/// of them (or starts at id 1), else from the store (by its primary key `(room, id)`, after the
+/// bus has written everything up to now).
+async fn older(hub: &Hub, r: &Replay, before: u64) -> Result<Vec<StoredMessage>, String> {
+    let j = &r.joined;
+    let upto = before.saturating_sub(1).min(j.last_id);
+    if upto == 0 || r.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let in_tail = j.tail.iter().filter(|m| m.id <= upto).count();
+    if in_tail >= r.limit || j.tail.first().is_some_and(|m| m.id == 1) {
+        let mut tail: Vec<_> =
+            settled_tail(hub, r).await.into_iter().filter(|m| m.id <= upto).collect();
+        let skip = tail.len().saturating_sub(r.limit);
+        tail.drain(..skip);
+        return Ok(tail);
+    }
+    hub.bus().flushed(j.seq).await;
+    let store = hub.store().clone();
+    let (room, limit) = (j.room.clone(), r.limit);
+    tokio::task::spawn_blocking(move || store.read(&room, 0, upto, limit, false))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 async fn messages(hub: &Hub, r: &Replay) -> Result<Vec<StoredMessage>, String> {
@@ -129,6 +191,7 @@ async fn sealed_records(hub: &Hub, r: &Replay, mut out: Vec<Bytes>) -> Vec<Bytes
         }
     };
     out.extend(msgs.iter().map(|m| encode(&m.to_msg(true))));
-    out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count: msgs.len() as u32 }));
+    let count = msgs.len() as u32;
+    out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count, before: None }));
     out
 }

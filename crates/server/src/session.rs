@@ -244,8 +244,13 @@ where
     let mut records = vec![encode(&welcome)];
     let lobby = ctx.hub.config().default_room.clone();
     if let Ok(joined) = ctx.hub.join(id, &lobby) {
-        let replay =
-            Replay { joined, since: None, limit: ctx.hub.config().history_on_join, intro: true };
+        let replay = Replay {
+            joined,
+            since: None,
+            limit: ctx.hub.config().history_on_join,
+            intro: true,
+            before: None,
+        };
         records.extend(replay::records(&ctx.hub, &replay).await);
     }
     if let Err(e) = conn.write_records(&records).await {

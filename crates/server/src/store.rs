@@ -467,7 +467,9 @@ impl Store {
     }
 
     /// Messages of `room` with `since < id <= upto`: the oldest `limit` of them when `oldest`,
-    /// else the newest `limit`; in id order either way.
+    /// else the newest `limit`; in id order either way. Both search the primary key
+    /// `(room, id)` (the plan test below checks it): a catch-up reads forward, `history` with
+    /// `before` reads back from `upto` = `before - 1`.
     pub fn read(
         &self,
         room: &RoomName,
@@ -477,13 +479,7 @@ impl Store {
         oldest: bool,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let conn = self.reader();
-        let sql = if oldest {
-            "SELECT id, time, sender, kind, text, fingerprint, cid FROM messages
-             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4"
-        } else {
-            "SELECT id, time, sender, kind, text, fingerprint, cid FROM messages
-             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
-        };
+        let sql = if oldest { SQL_READ_OLDEST } else { SQL_READ_NEWEST };
         let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt
             .query_map(params![room.as_str(), since as i64, upto as i64, limit as i64], |r| {
@@ -873,6 +869,13 @@ impl Pass {
     }
 }
 
+/// History forward (a catch-up): the oldest `?4` messages with `?2 < id <= ?3`, by the key.
+const SQL_READ_OLDEST: &str = "SELECT id, time, sender, kind, text, fingerprint, cid FROM messages
+             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4";
+/// History back (a join's replay, `history` with `before`): the newest `?4` with
+/// `?2 < id <= ?3`, by the key.
+const SQL_READ_NEWEST: &str = "SELECT id, time, sender, kind, text, fingerprint, cid FROM messages
+             WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4";
 /// A room's last id, topic, whether it has chat messages and whether its bots are hidden, by
 /// index.
 const SQL_ROOM_STATE: &str = "SELECT MAX(COALESCE((SELECT last_id FROM rooms WHERE room = ?1), 0),
@@ -1245,6 +1248,8 @@ mod tests {
             SQL_DELETE_ONE,
             SQL_COUNT_STEP,
             e2e::SQL_SEALED_NTH_NEWEST,
+            SQL_READ_OLDEST,
+            SQL_READ_NEWEST,
         ]
         .map(String::from)
         .into();

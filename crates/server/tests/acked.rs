@@ -136,7 +136,7 @@ async fn a_cid_accepted_before_a_restart_is_still_answered_with_its_echo() {
     bob.expect("lobby replay", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
     let got = bob
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: None },
+            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: None, before: None },
             "#lobby",
         )
         .await
@@ -220,7 +220,12 @@ async fn kill_9_then_resending_the_unacknowledged_gives_each_message_once_in_ord
     loop {
         let got = bob
             .until_history_end(
-                &ClientMsg::History { room: "#lobby".into(), since, limit: Some(500) },
+                &ClientMsg::History {
+                    room: "#lobby".into(),
+                    since,
+                    limit: Some(500),
+                    before: None,
+                },
                 "#lobby",
             )
             .await

@@ -47,7 +47,7 @@ async fn a_history_flood_gets_one_budget_of_replies_and_the_honest_pair_keeps_ch
         let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
         let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
         // 50 requests of a full history (each reply about 1.5 MB), then a ping, all at once.
-        let ask = ClientMsg::History { room: "#lobby".into(), since: 0, limit: None };
+        let ask = ClientMsg::History { room: "#lobby".into(), since: 0, limit: None, before: None };
         for _ in 0..REQUESTS {
             attacker.send(&ask).await.unwrap();
         }

@@ -346,7 +346,7 @@ async fn every_node_shows_the_same_order_and_ids_under_concurrent_senders() {
     let since = seen[0][seen[0].len() - 31].0;
     let replay = late
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since, limit: Some(30) },
+            &ClientMsg::History { room: "#lobby".into(), since, limit: Some(30), before: None },
             "#lobby",
         )
         .await
@@ -482,7 +482,7 @@ async fn a_killed_nodes_users_are_gone_within_the_ttl_and_move_without_loss() {
         .unwrap();
     let replay = carol
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: last, limit: None },
+            &ClientMsg::History { room: "#lobby".into(), since: last, limit: None, before: None },
             "#lobby",
         )
         .await

@@ -181,7 +181,9 @@ async fn a_removed_key_leaves_the_room_and_receives_nothing_more() {
     // bob cannot come back, nor read the history.
     b.send(&ClientMsg::Join { room: "#sec".into(), since: Some(0) }).await.unwrap();
     assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInvited);
-    b.send(&ClientMsg::History { room: "#sec".into(), since: 0, limit: None }).await.unwrap();
+    b.send(&ClientMsg::History { room: "#sec".into(), since: 0, limit: None, before: None })
+        .await
+        .unwrap();
     assert_eq!(b.expect_error().await.unwrap().0, ErrorCode::NotInRoom);
     b.say("marker").await.unwrap();
     let seen = b
@@ -414,7 +416,7 @@ async fn a_sealed_message_with_a_cid_is_echoed_with_it_once_even_across_a_restar
     assert_eq!(a.expect_cid(11).await.unwrap().1, first, "remembered across the restart");
     let got = a
         .until_history_end(
-            &ClientMsg::History { room: "#sec".into(), since: 0, limit: None },
+            &ClientMsg::History { room: "#sec".into(), since: 0, limit: None, before: None },
             "#sec",
         )
         .await

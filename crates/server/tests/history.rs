@@ -95,7 +95,7 @@ async fn a_dropped_connection_catches_up_on_exactly_what_it_missed() {
     b.expect("lobby replay", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
     let lobby = b
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: 3, limit: None },
+            &ClientMsg::History { room: "#lobby".into(), since: 3, limit: None, before: None },
             "#lobby",
         )
         .await
@@ -106,7 +106,9 @@ async fn a_dropped_connection_catches_up_on_exactly_what_it_missed() {
         .await
         .unwrap();
     assert_eq!(history(&side), ids(3..=4));
-    b.send(&ClientMsg::History { room: "#nope".into(), since: 0, limit: None }).await.unwrap();
+    b.send(&ClientMsg::History { room: "#nope".into(), since: 0, limit: None, before: None })
+        .await
+        .unwrap();
     assert_eq!(b.expect_error().await.unwrap().0, chatao_proto::ErrorCode::NotInRoom);
 }
 
@@ -121,7 +123,7 @@ async fn catch_up_beyond_the_memory_tail_reads_the_store_with_a_limit() {
     say_all(&mut a, "#lobby", 1..=30).await;
     let got = a
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: 10, limit: Some(5) },
+            &ClientMsg::History { room: "#lobby".into(), since: 10, limit: Some(5), before: None },
             "#lobby",
         )
         .await
@@ -163,7 +165,7 @@ async fn kill_9_loses_no_relayed_message() {
     b.expect("lobby replay", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
     let got = b
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: None },
+            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: None, before: None },
             "#lobby",
         )
         .await

@@ -227,7 +227,7 @@ async fn section_5_4_history_with_limit_0_sends_only_history_end() {
     a.expect_text("one").await.unwrap();
     let got = a
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: Some(0) },
+            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: Some(0), before: None },
             "#lobby",
         )
         .await
@@ -235,7 +235,7 @@ async fn section_5_4_history_with_limit_0_sends_only_history_end() {
     assert!(matches!(got[..], [ServerMsg::HistoryEnd { count: 0, .. }]), "{got:?}");
     let got = a
         .until_history_end(
-            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: None },
+            &ClientMsg::History { room: "#lobby".into(), since: 0, limit: None, before: None },
             "#lobby",
         )
         .await

@@ -244,7 +244,7 @@ async fn server_seeds() {
         ClientMsg::Who { room: "#lobby".into(), after: None },
         ClientMsg::List { after: None },
         ClientMsg::Whois { nick: "bob".into() },
-        ClientMsg::History { room: "#lobby".into(), since: 0, limit: Some(10) },
+        ClientMsg::History { room: "#lobby".into(), since: 0, limit: Some(10), before: None },
         ClientMsg::Away { reason: Some("lunch".into()) },
         ClientMsg::Nick { nick: "bob".into() },
     ] {

@@ -168,6 +168,7 @@ fn flood_plan(kind: Kind) -> Option<Flood> {
                 room: HISTORY_ROOM.into(),
                 since: 0,
                 limit: Some(500),
+                before: None,
             },
         },
         // Item 12: 4 connections creating rooms (join and part new names), 5 more asking for

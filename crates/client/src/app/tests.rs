@@ -447,7 +447,7 @@ fn reconnecting_catches_up_every_room_without_duplicates() {
     assert_eq!(
         sent(&effects),
         vec![
-            ClientMsg::History { room: "#lobby".into(), since: 3, limit: None },
+            ClientMsg::History { room: "#lobby".into(), since: 3, limit: None, before: None },
             ClientMsg::Join { room: "#rust".into(), since: Some(7) },
             ClientMsg::Join { room: "#empty".into(), since: None },
         ]

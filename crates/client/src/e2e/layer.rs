@@ -664,7 +664,7 @@ impl Layer {
                     None => self.ui(ServerMsg::Error { cid: None, code, message }),
                 }
             }
-            ServerMsg::HistoryEnd { room, count } => {
+            ServerMsg::HistoryEnd { room, count, before: None } => {
                 // Caught up: a commit of ours still pending was never ordered (made before a
                 // disconnection, or refused); drop it, it would block every later change.
                 if self.has_group(room.as_str())
@@ -682,9 +682,14 @@ impl Layer {
                     && count as usize >= HISTORY_PAGE
                     && let Some(since) = self.e2e.last_id(room.as_str())
                 {
-                    self.net(ClientMsg::History { room: room.to_string(), since, limit: None });
+                    self.net(ClientMsg::History {
+                        room: room.to_string(),
+                        since,
+                        limit: None,
+                        before: None,
+                    });
                 }
-                self.ui(ServerMsg::HistoryEnd { room, count });
+                self.ui(ServerMsg::HistoryEnd { room, count, before: None });
             }
             other => self.ui(other),
         }

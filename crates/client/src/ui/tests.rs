@@ -82,7 +82,7 @@ fn busy(width: u16, height: u16) -> App {
         },
     );
     net(&mut a, history("#lobby", 1, "dave", "yesterday's last word"));
-    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 1 });
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 1, before: None });
     net(&mut a, say("#lobby", 2, "bob", "morning all"));
     net(
         &mut a,
@@ -501,7 +501,7 @@ fn day_change_lines_separate_the_days() {
     net(&mut a, at(T0 - 2 * day, 1, "two days ago", true));
     net(&mut a, at(T0 - 2 * day + 60_000, 2, "same day, no line", true));
     net(&mut a, at(T0 - day, 3, "yesterday", true));
-    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 3 });
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 3, before: None });
     net(&mut a, joined("#lobby", "alice"));
     // Live, past midnight.
     advance(&mut a, Duration::from_secs(2 * 3600));

@@ -126,6 +126,7 @@ impl Create {
                 since: None,
                 limit: hub.config().history_on_join,
                 intro: true,
+                before: None,
             })),
             Err(e) => refusal(e),
         }

@@ -1,4 +1,5 @@
-//! `history`: the messages of a room after a given id (catch-up after a reconnect).
+//! `history`: the messages of a room after a given id (catch-up after a reconnect), or with
+//! `before` the ones before a given id (scrollback into the past).
 
 use super::{Replay, Reply, SessionState, hub_error};
 use crate::hub::Hub;
@@ -9,6 +10,7 @@ pub struct History {
     pub room: String,
     pub since: u64,
     pub limit: Option<u32>,
+    pub before: Option<u64>,
 }
 
 impl History {
@@ -25,6 +27,7 @@ impl History {
                     since: Some(self.since),
                     limit,
                     intro: false,
+                    before: self.before,
                 }))
             }
             Err(e) => hub_error(e),

@@ -23,7 +23,13 @@ impl Join {
             Ok(joined) => {
                 let limit =
                     if self.since.is_some() { HISTORY_MAX } else { hub.config().history_on_join };
-                Reply::Replay(Box::new(Replay { joined, since: self.since, limit, intro: true }))
+                Reply::Replay(Box::new(Replay {
+                    joined,
+                    since: self.since,
+                    limit,
+                    intro: true,
+                    before: None,
+                }))
             }
             Err(e) => hub_error(e),
         }

@@ -146,6 +146,9 @@ pub struct Replay {
     pub limit: usize,
     /// Also send `members` and the topic first (a join).
     pub intro: bool,
+    /// Older messages instead (`history` with `before`): the newest `limit` with an id below
+    /// this, `since` ignored; see [`crate::replay`].
+    pub before: Option<u64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -277,8 +280,8 @@ impl Command {
             ClientMsg::Nick { nick } => Command::Nick(nick::Nick { nick }),
             ClientMsg::Away { reason } => Command::Away(away::Away { reason }),
             ClientMsg::Whois { nick } => Command::Whois(whois::Whois { nick }),
-            ClientMsg::History { room, since, limit } => {
-                Command::History(history::History { room, since, limit })
+            ClientMsg::History { room, since, limit, before } => {
+                Command::History(history::History { room, since, limit, before })
             }
             ClientMsg::Kick { nick, reason } => {
                 Command::Moderate(moderate::Moderate::Kick { nick, reason })
