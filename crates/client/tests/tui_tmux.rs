@@ -34,6 +34,9 @@
 //! - `look_alike_long_nicknames_are_drawn_differently` (issue 15, item 5): `administrator` and
 //!   `administratoR2` are drawn `admini+rator` and `admini+atoR2`, in different 256-palette
 //!   colours, and whole in the member list.
+//! - `pgup_at_the_top_loads_older_history_until_its_start` (issue 19): 300 messages, PgUp
+//!   at the top loads the older pages from the server until `-- start of history --` and
+//!   `m1`, and nothing in them counts as unread.
 //!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
@@ -636,6 +639,43 @@ async fn look_alike_long_nicknames_are_drawn_differently() {
     let (a, b) = (colour_before(&styled, "admini+rator"), colour_before(&styled, "admini+atoR2"));
     assert!(a.contains("38;5;") && b.contains("38;5;"), "256-colour nicks: {a:?} {b:?}");
     assert_ne!(a, b, "different colours");
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+/// Issue 19: PgUp at the top of a buffer loads older history from the server (`history` with
+/// `before`), page after page, until the server has nothing older: bob said 300 messages, the
+/// join shows the last 50, and PgUp reaches `m1` under `-- start of history --`. Each PgUp is
+/// followed by a wait for the screen to change (a scroll, the loading line, a page landing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgup_at_the_top_loads_older_history_until_its_start() {
+    let server = TestServer::start_with(|c| c.limits.rate_per_sec = 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    for i in 1..=300 {
+        bob.say(&format!("m{i}")).await.unwrap();
+    }
+    bob.expect_text("m300").await.unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 100, 30).await;
+    tmux.wait_for("bob │ m300").await;
+    // The member list is drawn on the right of each row.
+    let line_is = |l: &str, text: &str| l.contains(&format!("{text} "));
+    let mut screen = tmux.screen().await;
+    let mut presses = 0;
+    while !screen.contains("-- start of history --") {
+        presses += 1;
+        // 300 messages, 28 rows a page, 3 pages asked for: far fewer presses than this.
+        assert!(presses < 100, "no start of history after {presses} PgUp:\n{screen}");
+        tmux.keys(&["PageUp"]).await;
+        let before = screen.clone();
+        screen = tmux.wait("the screen to change after PgUp", |s| s != before).await;
+    }
+    let top = tmux.wait("m1 under the start", |s| s.lines().any(|l| line_is(l, "bob │ m1"))).await;
+    let rows: Vec<&str> = top.lines().collect();
+    let start = rows.iter().position(|l| l.contains("-- start of history --")).unwrap();
+    assert!(line_is(rows[start + 1], "bob │ m1"), "{top}");
+    assert!(line_is(rows[start + 2], "bob │ m2"), "{top}");
+    assert!(!top.contains("act:"), "older pages are not unread: {top}");
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
 }

@@ -196,6 +196,20 @@ impl Entry {
     }
 }
 
+/// Where a room's scrollback into the past stands ([`crate::app::App`]'s PgUp at the top:
+/// `history` with `before`, docs/PROTOCOL.md). Drawn as a line above the oldest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Older {
+    /// Nothing asked, or the last page arrived: PgUp at the top asks for more.
+    #[default]
+    Idle,
+    /// The page before id `before` was asked for ("loading older messages…"): the replayed
+    /// messages below it are that page's.
+    Loading { before: u64 },
+    /// The server has nothing older ("start of history"): nothing more is asked.
+    Start,
+}
+
 /// A member of a room, as the member list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -241,6 +255,8 @@ pub struct Buffer {
     /// When something was last added, in the app's own order of pushes: which buffer is the
     /// least recently active ([`super::limits::MAX_BUFFERS`]).
     pub active: u64,
+    /// Scrollback into the past: loading, or at the start.
+    pub older: Older,
 }
 
 impl Buffer {
@@ -261,6 +277,7 @@ impl Buffer {
             bytes: 0,
             dropped: 0,
             active: 0,
+            older: Older::Idle,
         }
     }
 
@@ -271,6 +288,26 @@ impl Buffer {
     /// (the newest stays, whatever its size: it is bounded by [`MAX_ENTRY_BYTES`]).
     pub fn push(&mut self, entry: Entry) -> Option<usize> {
         let at = self.insert(entry);
+        self.bound(at)
+    }
+
+    /// Adds a room message older than everything held (a page of scrollback into the past,
+    /// [`Older`]) at the top: after the older messages before it, before any other line (the
+    /// client's notes at the top are newer than it). Bounded as [`Buffer::push`].
+    pub fn push_older(&mut self, entry: Entry) -> Option<usize> {
+        let id = entry.id.unwrap_or(0);
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.id.is_none_or(|other| other > id))
+            .unwrap_or(self.entries.len());
+        self.bytes += entry.cost();
+        self.entries.insert(at, entry);
+        self.bound(at)
+    }
+
+    /// Drops the oldest entries past the limits; `at`'s index after that, if it stayed.
+    fn bound(&mut self, at: usize) -> Option<usize> {
         let mut gone = 0;
         while self.entries.len() > SCROLLBACK
             || (self.bytes > BUFFER_BYTES && self.entries.len() > 1)
@@ -332,6 +369,11 @@ impl Buffer {
         self.unread = 0;
         self.mentioned = false;
         self.unseen = false;
+    }
+
+    /// The oldest room message held, by id.
+    pub fn oldest_id(&self) -> Option<u64> {
+        self.entries.iter().filter_map(|e| e.id).min()
     }
 
     /// Whether the status bar lists it as having something not seen yet.

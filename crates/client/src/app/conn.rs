@@ -104,6 +104,7 @@ impl App {
             return vec![Effect::Quit];
         }
         self.outbox_full = false;
+        self.older_lost();
         match closed {
             Closed::Lost(reason) | Closed::Bye { code: Some(ErrorCode::Shutdown), reason } => {
                 let text = format!("{reason}; reconnecting");

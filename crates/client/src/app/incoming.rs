@@ -83,6 +83,7 @@ impl App {
                     Show::Print { missed } => missed,
                     Show::Quiet | Show::CaughtUp(_) => false,
                 };
+                let older = history && self.is_older(i, id);
                 let b = &mut self.buffers[i];
                 if history {
                     b.replayed = b.replayed.saturating_add(1);
@@ -96,6 +97,9 @@ impl App {
                 entry.history = history;
                 entry.own = from == self.me;
                 entry.mention = !entry.own && mentions(&text, self.me.as_str());
+                if older {
+                    return self.push_older(i, entry);
+                }
                 let activity = !history || missed;
                 self.push(i, entry, activity)
             }
@@ -295,6 +299,13 @@ impl App {
                     text.push_str(&format!(": {}", sanitize(&reason)));
                 }
                 self.notice(&text);
+                vec![]
+            }
+            ServerMsg::HistoryEnd { room, count, before: Some(_) } => {
+                // A page of older messages (scrollback), not a catch-up.
+                if let Some(i) = self.find(room.as_str()) {
+                    self.older_ended(i, count);
+                }
                 vec![]
             }
             ServerMsg::HistoryEnd { room, .. } => {

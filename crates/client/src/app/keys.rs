@@ -17,7 +17,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Alt-1..9, Alt-0", "show buffer 1..9, 10"),
     ("Ctrl-N / Ctrl-P", "next / previous buffer"),
     ("Alt-A", "next buffer with activity (mentions first)"),
-    ("PgUp / PgDn, wheel", "scroll back / forward"),
+    ("PgUp / PgDn, wheel", "scroll back / forward; at the top, load older history"),
     ("Tab / Shift-Tab", "complete nick, command or room"),
     ("Up / Down", "input history"),
     ("Ctrl-A / Ctrl-E", "start / end of input (Home / End)"),

@@ -31,11 +31,14 @@ pub mod editor;
 mod incoming;
 mod keys;
 pub mod limits;
+mod older;
 mod submit;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_daily;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -487,6 +490,10 @@ impl App {
         b.scroll = b.scroll.saturating_add_signed(rows).min(max);
         if b.scroll == 0 {
             b.below = 0;
+        }
+        if rows > 0 && b.scroll == max {
+            // At the top: the page before it, from the server.
+            self.load_older();
         }
     }
 

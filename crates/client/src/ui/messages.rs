@@ -48,7 +48,7 @@ use std::collections::BTreeSet;
 use super::nicks::{self, Labels};
 use super::style;
 use super::text::{truncate, width, wrap};
-use crate::app::buffer::{Buffer, Entry, Kind, Omitted};
+use crate::app::buffer::{Buffer, Entry, Kind, Older, Omitted};
 use crate::app::{App, Zone};
 
 /// Widest prefix column.
@@ -156,7 +156,7 @@ pub fn entry_height(b: &Buffer, index: usize, pane_width: u16, days: Days) -> us
 pub fn total_height(b: &Buffer, pane_width: u16, days: Days) -> usize {
     let g = geometry(b, pane_width);
     let mut prev = None;
-    let mut rows = usize::from(b.dropped > 0);
+    let mut rows = usize::from(top_banner(b).is_some());
     for e in &b.entries {
         rows += rows_of(e, &g) + usize::from(day_change(prev, e, days).is_some());
         prev = Some(e);
@@ -192,6 +192,19 @@ fn wrap_line(line: &str, width: usize) -> Vec<&str> {
 pub fn dropped_text(n: u64) -> String {
     let s = if n == 1 { "" } else { "s" };
     format!("-- {n} older message{s} dropped (memory limit) --")
+}
+
+/// The line above the oldest entry: the marker of dropped entries, else where scrollback into
+/// the past stands ([`crate::app::buffer::Older`]).
+pub fn top_banner(b: &Buffer) -> Option<String> {
+    if b.dropped > 0 {
+        return Some(dropped_text(b.dropped));
+    }
+    match b.older {
+        Older::Idle => None,
+        Older::Loading { .. } => Some("-- loading older messages… --".into()),
+        Older::Start => Some("-- start of history --".into()),
+    }
 }
 
 /// The fold row of an entry whose text was cut ([`crate::app::limits::MAX_ENTRY_BYTES`]).
@@ -429,7 +442,7 @@ fn skip_rows(b: &Buffer, g: &Geometry, height: usize, days: Days) -> usize {
         let day = usize::from(day_before(b, i, days).is_some());
         total += rows_of(&b.entries[i], g) + day;
     }
-    total += usize::from(b.dropped > 0);
+    total += usize::from(top_banner(b).is_some());
     b.scroll.min(total.saturating_sub(height))
 }
 
@@ -466,8 +479,10 @@ fn window(
         };
         layout.entry_rows(e, day, from, height - out.len(), &mut out);
     }
-    if out.len() < height && b.dropped > 0 {
-        out.push(layout.banner(&dropped_text(b.dropped)));
+    if out.len() < height
+        && let Some(text) = top_banner(b)
+    {
+        out.push(layout.banner(&text));
     }
     out.reverse();
     (out, skip)

@@ -1,0 +1,104 @@
+//! `App::update` for issue 19's daily-use features: scrollback into the past (PgUp at the top
+//! asks for older pages), the read marker, search, links and notifications.
+#![allow(clippy::unwrap_used)]
+
+use chatao_proto::{ClientMsg, ServerMsg};
+use crossterm::event::KeyCode;
+
+use super::buffer::Older;
+use super::testing::*;
+use super::*;
+use crate::net::Closed;
+
+fn old(r: &str, id: u64, text: &str) -> ServerMsg {
+    let mut m = say(r, id, "bob", text);
+    if let ServerMsg::Message { history, .. } = &mut m {
+        *history = true;
+    }
+    m
+}
+
+fn page_end(r: &str, count: u32, before: u64) -> ServerMsg {
+    ServerMsg::HistoryEnd { room: room(r), count, before: Some(before) }
+}
+
+fn ids(a: &App) -> Vec<u64> {
+    a.current_buffer().entries.iter().filter_map(|e| e.id).collect()
+}
+
+/// PgUp until something is sent (at most `n` presses).
+fn pgup_until_sent(a: &mut App, n: usize) -> Vec<ClientMsg> {
+    for _ in 0..n {
+        let s = sent(&key(a, KeyCode::PageUp));
+        if !s.is_empty() {
+            return s;
+        }
+    }
+    vec![]
+}
+
+fn older_ask(r: &str, before: u64) -> ClientMsg {
+    ClientMsg::History {
+        room: r.into(),
+        since: 0,
+        limit: Some(older::OLDER_PAGE),
+        before: Some(before),
+    }
+}
+
+#[test]
+fn pgup_at_the_top_loads_older_pages_until_the_start_of_history() {
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    for id in 201..=203 {
+        net(&mut a, old("#lobby", id, &format!("m{id}")));
+    }
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 3, before: None });
+    net(&mut a, say("#lobby", 204, "bob", "live"));
+    // The buffer fits the screen: the first PgUp is at the top already.
+    assert_eq!(pgup_until_sent(&mut a, 1), [older_ask("#lobby", 201)]);
+    assert_eq!(a.current_buffer().older, Older::Loading { before: 201 });
+    assert!(crate::ui::tests::screen(&a).contains("-- loading older messages… --"));
+    assert!(sent(&key(&mut a, KeyCode::PageUp)).is_empty(), "one page at a time");
+    for id in 101..=200 {
+        assert!(net(&mut a, old("#lobby", id, &format!("m{id}"))).is_empty());
+    }
+    net(&mut a, page_end("#lobby", 100, 201));
+    assert_eq!(a.current_buffer().older, Older::Idle);
+    assert_eq!(ids(&a), (101..=204).collect::<Vec<_>>(), "older above, in order, each once");
+    let b = a.current_buffer();
+    assert_eq!((b.unread, b.below), (0, 0), "older pages are neither unread nor new below");
+    let notes = b.entries.iter().filter(|e| e.text.starts_with("end of history")).count();
+    assert_eq!(notes, 1, "the join's, and no note for a page");
+    // Scrolled into them: the view stays put when the next page lands above it.
+    assert_eq!(pgup_until_sent(&mut a, 10), [older_ask("#lobby", 101)]);
+    let scroll = a.current_buffer().scroll;
+    for id in 1..=100 {
+        net(&mut a, old("#lobby", id, &format!("m{id}")));
+    }
+    net(&mut a, page_end("#lobby", 100, 101));
+    assert_eq!(a.current_buffer().scroll, scroll, "the view did not move");
+    assert_eq!(pgup_until_sent(&mut a, 20), [older_ask("#lobby", 1)]);
+    net(&mut a, page_end("#lobby", 0, 1));
+    assert_eq!(a.current_buffer().older, Older::Start);
+    assert!(crate::ui::tests::screen(&a).contains("-- start of history --"));
+    assert!(pgup_until_sent(&mut a, 3).is_empty(), "nothing older to ask for");
+    assert_eq!(ids(&a), (1..=204).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_lost_connection_during_a_page_lets_pgup_ask_again_after_the_catch_up() {
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    net(&mut a, old("#lobby", 50, "m50"));
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 1, before: None });
+    assert_eq!(pgup_until_sent(&mut a, 1), [older_ask("#lobby", 50)]);
+    a.update(Event::Net(NetEvent::Closed(Closed::Lost("reset".into()))));
+    assert_eq!(a.current_buffer().older, Older::Idle);
+    a.update(Event::Connected(Box::new(welcome("alice"))));
+    assert!(pgup_until_sent(&mut a, 1).is_empty(), "not during the catch-up");
+    // The catch-up: the automatic join's replay and the history answer.
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 0, before: None });
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 0, before: None });
+    assert_eq!(pgup_until_sent(&mut a, 1), [older_ask("#lobby", 50)]);
+}
