@@ -209,5 +209,6 @@ async fn run(args: Args) -> Result<ExitCode> {
     // nothing may be printed into the screen the UI is about to own.
     let log_file = args.log_file.unwrap_or_else(tui::default_log_file);
     let _ = tui::init_logging(&log_file);
-    tui::run(profile, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse }).await
+    let notify = Default::default();
+    tui::run(profile, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse, notify }).await
 }

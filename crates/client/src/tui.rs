@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use crossterm::event::{
-    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
-    Event as TermEvent, EventStream, MouseEventKind,
+    DisableBracketedPaste, DisableFocusChange, DisableMouseCapture, EnableBracketedPaste,
+    EnableFocusChange, EnableMouseCapture, Event as TermEvent, EventStream, MouseEventKind,
 };
 use crossterm::execute;
 use crossterm::terminal::{
@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::app::notify::Notification;
 use crate::app::{App, Config, Conn, Effect, Event, Zone};
 use crate::net::{Closed, ConnectError, NetEvent, NetHandle, SendError, Welcome};
 use crate::servers::{Profile, is_transient};
@@ -44,13 +45,18 @@ pub const TICK: Duration = Duration::from_secs(1);
 const NET_BATCH: usize = 256;
 
 /// TUI settings from the command line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Ring the bell on mentions and private messages.
     pub bell: bool,
     /// Capture the mouse for wheel scrolling (the terminal's own selection then needs Shift).
     pub mouse: bool,
+    /// Desktop notifications (the config file's `[notify]`).
+    pub notify: crate::app::notify::NotifySettings,
 }
+
+/// Longest a notification command may run before it is killed.
+const NOTIFY_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where logs go by default: `$XDG_STATE_HOME/chatao/chatao.log` (or the cache directory).
 pub fn default_log_file() -> PathBuf {
@@ -100,12 +106,16 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         first,
         bell: options.bell,
         zone: Zone::Local,
+        notify: options.notify.clone(),
     };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);
-    let mut shell = Shell { profile, net: Some((handle, events)), reconnect: None };
+    let mut shell = Shell { profile, net: Some((handle, events)), reconnect: None, notifier: None };
     let result = shell.run(&mut term, app).await;
     if let Some(task) = shell.reconnect.take() {
+        task.abort();
+    }
+    if let Some(task) = shell.notifier.take() {
         task.abort();
     }
     term.restore();
@@ -134,6 +144,9 @@ struct Shell {
     profile: Profile,
     net: Option<(NetHandle, mpsc::Receiver<NetEvent>)>,
     reconnect: Option<JoinHandle<()>>,
+    /// The notification command running, if any: at most one at a time (overflow policy: a
+    /// notification while one runs gets only the terminal's, and is logged).
+    notifier: Option<JoinHandle<()>>,
 }
 
 /// The next network event, or never while disconnected. An actor that vanished without
@@ -254,10 +267,48 @@ impl Shell {
                             let _ = out.write_all(b"\x07").and_then(|()| out.flush());
                         }
                         Effect::Redraw => term.terminal.clear().context("clearing the screen")?,
+                        Effect::Notify(n) => self.notify(&app.config.notify, &n),
                         Effect::Quit => return Ok(app),
                     }
                 }
             }
+        }
+    }
+}
+
+impl Shell {
+    /// Writes the terminal's notification (cleaned: [`crate::app::notify`]) and starts the
+    /// notification command, if set and none is running; never through a shell.
+    fn notify(&mut self, settings: &crate::app::notify::NotifySettings, n: &Notification) {
+        let seq = n.escape(settings.osc, std::env::var_os("TMUX").is_some());
+        if !seq.is_empty() {
+            let mut out = stdout();
+            let _ = out.write_all(seq.as_bytes()).and_then(|()| out.flush());
+        }
+        let Some(argv) = n.command(&settings.command) else { return };
+        if self.notifier.as_ref().is_some_and(|t| !t.is_finished()) {
+            warn!("notification command still running: this one is not run");
+            return;
+        }
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                self.notifier = Some(tokio::spawn(async move {
+                    match tokio::time::timeout(NOTIFY_COMMAND_TIMEOUT, child.wait()).await {
+                        Ok(Ok(status)) if !status.success() => {
+                            warn!(%status, "notification command failed")
+                        }
+                        Ok(_) => {}
+                        Err(_) => warn!("notification command killed after 10 s"),
+                    }
+                }));
+            }
+            Err(e) => warn!(command = %argv[0], cause = %e, "cannot run the notification command"),
         }
     }
 }
@@ -298,7 +349,7 @@ impl TerminalGuard {
         let setup = || -> Result<Terminal<CrosstermBackend<Stdout>>> {
             enable_raw_mode().context("entering raw mode")?;
             let mut out = stdout();
-            execute!(out, EnterAlternateScreen, EnableBracketedPaste)?;
+            execute!(out, EnterAlternateScreen, EnableBracketedPaste, EnableFocusChange)?;
             if mouse {
                 execute!(out, EnableMouseCapture)?;
             }
@@ -336,6 +387,7 @@ fn restore_terminal() {
         stdout(),
         DisableMouseCapture,
         DisableBracketedPaste,
+        DisableFocusChange,
         LeaveAlternateScreen,
         crossterm::cursor::Show
     );

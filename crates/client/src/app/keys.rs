@@ -47,6 +47,14 @@ impl App {
                 }
                 vec![]
             }
+            TermEvent::FocusLost => {
+                self.focused = false;
+                vec![]
+            }
+            TermEvent::FocusGained => {
+                self.focused = true;
+                vec![]
+            }
             TermEvent::Resize(w, h) => {
                 self.size = (w, h);
                 self.scroll(0);

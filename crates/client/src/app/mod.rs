@@ -31,6 +31,7 @@ pub mod editor;
 mod incoming;
 mod keys;
 pub mod limits;
+pub mod notify;
 mod older;
 mod submit;
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub struct Config {
     pub bell: bool,
     /// How timestamps are shown.
     pub zone: Zone,
+    /// Desktop notifications ([`notify`]).
+    pub notify: notify::NotifySettings,
 }
 
 /// The time zone of displayed timestamps.
@@ -113,6 +116,9 @@ pub enum Effect {
     Bell,
     /// Clear and redraw the whole screen (Ctrl-L).
     Redraw,
+    /// Show a desktop notification (the terminal's, and the command if one is set), as
+    /// [`Config::notify`] says. Everything in it is cleaned already.
+    Notify(notify::Notification),
     /// Restore the terminal and exit.
     Quit,
 }
@@ -160,6 +166,10 @@ pub struct App {
     pub on: usize,
     /// Entries pushed so far: the clock of [`Buffer::active`].
     pushes: u64,
+    /// The terminal has the focus (a terminal that never says otherwise has it).
+    pub focused: bool,
+    /// When the last notification was made ([`notify::NOTIFY_GAP`]).
+    last_notify: Option<Instant>,
 }
 
 /// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
@@ -218,6 +228,8 @@ impl App {
             pending_who: Vec::new(),
             on: first,
             pushes: 0,
+            focused: true,
+            last_notify: None,
         };
         let text = format!(
             "connected to {} as {} ({}, server key {})",
@@ -394,6 +406,10 @@ impl App {
                 effects.push(Effect::Bell);
             }
         }
+        if activity && entry.mention && !entry.own {
+            effects.extend(self.notification(i, &entry));
+        }
+        let b = &mut self.buffers[i];
         let chat = entry.is_chat();
         self.pushes += 1;
         b.active = self.pushes;

@@ -43,6 +43,7 @@ pub fn app(width: u16, height: u16) -> App {
         first: 0,
         bell: true,
         zone: Zone::Fixed(FixedOffset::east_opt(0).unwrap()),
+        notify: Default::default(),
     };
     App::new(config, &welcome("alice"), (width, height), Instant::now(), T0)
 }

@@ -102,3 +102,65 @@ fn a_lost_connection_during_a_page_lets_pgup_ask_again_after_the_catch_up() {
     net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 0, before: None });
     assert_eq!(pgup_until_sent(&mut a, 1), [older_ask("#lobby", 50)]);
 }
+
+fn notifications(effects: &[Effect]) -> Vec<notify::Notification> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn focus(a: &mut App, focused: bool) {
+    use crossterm::event::Event as TermEvent;
+    a.update(Event::Term(if focused { TermEvent::FocusGained } else { TermEvent::FocusLost }));
+}
+
+#[test]
+fn a_mention_or_a_private_message_notifies_only_while_the_terminal_is_not_focused() {
+    let mut a = chatting(80, 24);
+    assert!(notifications(&net(&mut a, say("#rust", 1, "bob", "alice: focused"))).is_empty());
+    focus(&mut a, false);
+    assert!(notifications(&net(&mut a, say("#rust", 2, "bob", "no mention"))).is_empty());
+    let n = notifications(&net(&mut a, say("#rust", 3, "bob", "alice: look\x1b]0;x\x07")));
+    let want = notify::Notification {
+        sender: "bob".into(),
+        room: Some("#rust".into()),
+        text: Some("alice: look␛]0;x␇".into()),
+    };
+    assert_eq!(n, [want], "cleaned (the buffer's stand-ins), with sender and room");
+    // One per NOTIFY_GAP: the next private message is not notified, the one after the gap is.
+    assert!(notifications(&net(&mut a, private(1, "carol", "alice", "psst"))).is_empty());
+    advance(&mut a, notify::NOTIFY_GAP);
+    let n = notifications(&net(&mut a, private(2, "carol", "alice", "psst again")));
+    assert_eq!(n.len(), 1);
+    assert_eq!((n[0].room.as_deref(), n[0].text.as_deref()), (None, Some("psst again")));
+    // Our own words never notify; focus back: nothing.
+    advance(&mut a, notify::NOTIFY_GAP);
+    assert!(notifications(&net(&mut a, say("#rust", 4, "alice", "alice: me"))).is_empty());
+    focus(&mut a, true);
+    assert!(notifications(&net(&mut a, private(3, "carol", "alice", "back?"))).is_empty());
+}
+
+#[test]
+fn a_notification_from_an_e2e_room_leaves_the_text_out_unless_allowed() {
+    for allowed in [false, true] {
+        let mut a = chatting(80, 24);
+        a.config.notify.e2e_text = allowed;
+        let i = a.find("#rust").unwrap();
+        a.buffers[i].e2e = true;
+        focus(&mut a, false);
+        let n = notifications(&net(&mut a, say("#rust", 1, "bob", "alice: the secret")));
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].text.is_some(), allowed);
+        let seq = n[0].escape(notify::Osc::Nine, false);
+        assert_eq!(seq.contains("the secret"), allowed, "{seq:?}");
+        assert!(seq.contains("bob in #rust"), "{seq:?}");
+    }
+    let mut a = chatting(80, 24);
+    a.config.notify.enabled = false;
+    focus(&mut a, false);
+    assert!(notifications(&net(&mut a, say("#rust", 1, "bob", "alice: off"))).is_empty());
+}
