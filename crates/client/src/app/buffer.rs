@@ -85,6 +85,10 @@ pub enum Kind {
     Error,
     /// The client's own words: help, connection state, hints.
     Info,
+    /// The read marker: where the user left the buffer (switched away, or the terminal lost
+    /// the focus); drawn as a rule across the pane, at most one per buffer
+    /// ([`Buffer::place_marker`]).
+    Marker,
 }
 
 /// One line of a buffer.
@@ -257,6 +261,8 @@ pub struct Buffer {
     pub active: u64,
     /// Scrollback into the past: loading, or at the start.
     pub older: Older,
+    /// The user left the buffer: the read marker goes before the next line that arrives.
+    pub marker_pending: bool,
 }
 
 impl Buffer {
@@ -278,6 +284,7 @@ impl Buffer {
             dropped: 0,
             active: 0,
             older: Older::Idle,
+            marker_pending: false,
         }
     }
 
@@ -369,6 +376,28 @@ impl Buffer {
         self.unread = 0;
         self.mentioned = false;
         self.unseen = false;
+    }
+
+    /// Moves the read marker to the end (under everything held), if the user left the buffer
+    /// since it was last placed ([`Buffer::marker_pending`]); the old one goes. Called before a
+    /// line is added, so the marker is drawn only when something came after it.
+    pub fn place_marker(&mut self) {
+        if !std::mem::take(&mut self.marker_pending) {
+            return;
+        }
+        if let Some(e) = self.marker().and_then(|at| self.entries.remove(at)) {
+            self.bytes = self.bytes.saturating_sub(e.cost());
+        }
+        // The previous line's time: no day-change line of its own.
+        let Some(time) = self.entries.back().map(|e| e.time) else { return };
+        let marker = Entry::new(time, Kind::Marker, "");
+        self.bytes += marker.cost();
+        self.entries.push_back(marker);
+    }
+
+    /// The index of the read marker, if there is one.
+    pub fn marker(&self) -> Option<usize> {
+        self.entries.iter().rposition(|e| e.kind == Kind::Marker)
     }
 
     /// The oldest room message held, by id.

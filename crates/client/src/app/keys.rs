@@ -17,6 +17,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Alt-1..9, Alt-0", "show buffer 1..9, 10"),
     ("Ctrl-N / Ctrl-P", "next / previous buffer"),
     ("Alt-A", "next buffer with activity (mentions first)"),
+    ("Alt-U", "jump to the read marker (where you left the buffer)"),
     ("PgUp / PgDn, wheel", "scroll back / forward; at the top, load older history"),
     ("Tab / Shift-Tab", "complete nick, command or room"),
     ("Up / Down", "input history"),
@@ -49,10 +50,12 @@ impl App {
             }
             TermEvent::FocusLost => {
                 self.focused = false;
+                self.buffers[self.current].marker_pending = true;
                 vec![]
             }
             TermEvent::FocusGained => {
                 self.focused = true;
+                self.buffers[self.current].marker_pending = false;
                 vec![]
             }
             TermEvent::Resize(w, h) => {
@@ -114,6 +117,7 @@ impl App {
             KeyCode::Char('n') if ctrl => self.cycle(1),
             KeyCode::Char('p') if ctrl => self.cycle(-1),
             KeyCode::Char('a') if alt => self.next_active(),
+            KeyCode::Char('u') if alt => self.jump_to_marker(),
             KeyCode::Char(d @ '0'..='9') if alt => {
                 let n = d.to_digit(10).unwrap_or(0) as usize;
                 self.switch_to(if n == 0 { 9 } else { n - 1 });
@@ -122,6 +126,26 @@ impl App {
             _ => {}
         }
         vec![]
+    }
+
+    /// Scrolls the buffer shown so that its read marker is the top row (or as near as the
+    /// buffer allows); nothing without a marker.
+    fn jump_to_marker(&mut self) {
+        let (width, height) = self.pane_size();
+        let days = self.days();
+        let b = &self.buffers[self.current];
+        let Some(at) = b.marker() else { return };
+        let below: usize = (at + 1..b.entries.len())
+            .map(|j| crate::ui::messages::entry_height(b, j, width, days))
+            .sum();
+        let total = crate::ui::messages::total_height(b, width, days);
+        let max = total.saturating_sub(usize::from(height));
+        let scroll = (below + 1).saturating_sub(usize::from(height)).min(max);
+        let b = &mut self.buffers[self.current];
+        b.scroll = scroll;
+        if scroll == 0 {
+            b.below = 0;
+        }
     }
 
     /// Shows the next (`step` 1) or previous (-1) buffer, wrapping around.

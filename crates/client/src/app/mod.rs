@@ -413,6 +413,14 @@ impl App {
         let chat = entry.is_chat();
         self.pushes += 1;
         b.active = self.pushes;
+        if activity || chat {
+            // Something new since the user left: the read marker goes above it.
+            let at_end = b.entries.len();
+            b.place_marker();
+            if b.scroll > 0 && b.entries.len() > at_end {
+                b.scroll += 1;
+            }
+        }
         let Some(at) = b.push(entry) else { return effects };
         if b.scroll > 0 {
             if chat {
@@ -488,11 +496,15 @@ impl App {
         self.note(self.current, Kind::Error, text);
     }
 
-    /// Shows buffer `i`.
+    /// Shows buffer `i`. The one left gets its read marker before what comes next.
     pub fn switch_to(&mut self, i: usize) {
         if i < self.buffers.len() {
+            if i != self.current {
+                self.buffers[self.current].marker_pending = true;
+            }
             self.current = i;
             self.buffers[i].mark_read();
+            self.buffers[i].marker_pending = false;
         }
     }
 

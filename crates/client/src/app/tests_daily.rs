@@ -164,3 +164,70 @@ fn a_notification_from_an_e2e_room_leaves_the_text_out_unless_allowed() {
     focus(&mut a, false);
     assert!(notifications(&net(&mut a, say("#rust", 1, "bob", "alice: off"))).is_empty());
 }
+
+fn kinds(a: &App, i: usize) -> Vec<String> {
+    a.buffers[i]
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            super::buffer::Kind::Marker => Some("MARKER".to_owned()),
+            super::buffer::Kind::Message { .. } => Some(e.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_read_marker_goes_where_you_left_and_survives_a_reconnection_without_double_counting() {
+    let mut a = chatting(80, 24);
+    // #rust shown, then left: nothing arrived yet, so no marker.
+    alt(&mut a, '2');
+    net(&mut a, say("#rust", 1, "bob", "r1"));
+    alt(&mut a, '1');
+    assert_eq!(kinds(&a, 1), ["r1"]);
+    net(&mut a, say("#rust", 2, "bob", "r2"));
+    assert_eq!(kinds(&a, 1), ["r1", "MARKER", "r2"]);
+    assert_eq!(a.buffers[1].unread, 1);
+    // A reconnection: the catch-up replays r1 and r2 again and brings r3; r4 is live.
+    a.update(Event::Net(NetEvent::Closed(Closed::Lost("reset".into()))));
+    a.update(Event::Connected(Box::new(welcome("alice"))));
+    for id in 1..=3 {
+        net(&mut a, old("#rust", id, &format!("r{id}")));
+    }
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#rust"), count: 3, before: None });
+    net(&mut a, say("#rust", 4, "bob", "r4"));
+    assert_eq!(kinds(&a, 1), ["r1", "MARKER", "r2", "r3", "r4"], "one marker, each line once");
+    assert_eq!(a.buffers[1].unread, 3, "r2 before the loss, r3 and r4 since: not reset, not twice");
+    // Going back shows them read; the marker stays until the buffer is left again.
+    alt(&mut a, '2');
+    assert_eq!(a.buffers[1].unread, 0);
+    net(&mut a, say("#rust", 5, "bob", "r5"));
+    assert_eq!(kinds(&a, 1), ["r1", "MARKER", "r2", "r3", "r4", "r5"]);
+    // The terminal losing the focus counts as leaving.
+    focus(&mut a, false);
+    net(&mut a, say("#rust", 6, "bob", "r6"));
+    assert_eq!(kinds(&a, 1), ["r1", "r2", "r3", "r4", "r5", "MARKER", "r6"]);
+    focus(&mut a, true);
+    net(&mut a, say("#rust", 7, "bob", "r7"));
+    assert_eq!(kinds(&a, 1).iter().filter(|k| *k == "MARKER").count(), 1);
+    assert!(crate::ui::tests::screen(&a).contains("── read up to here (Alt-U) ──"));
+}
+
+#[test]
+fn alt_u_scrolls_to_the_read_marker() {
+    let mut a = chatting(80, 12);
+    alt(&mut a, '2');
+    net(&mut a, say("#rust", 1, "bob", "before the marker"));
+    alt(&mut a, '1');
+    for id in 2..=60 {
+        net(&mut a, say("#rust", id, "bob", &format!("after {id}")));
+    }
+    alt(&mut a, '2');
+    assert!(!crate::ui::tests::screen(&a).contains("read up to here"));
+    alt(&mut a, 'u');
+    let screen = crate::ui::tests::screen(&a);
+    let rows: Vec<&str> = screen.lines().collect();
+    let at = rows.iter().position(|l| l.contains("read up to here")).expect(&screen);
+    assert!(rows[at + 1].contains("after 2"), "{screen}");
+    assert!(rows[at.saturating_sub(1)].contains("before the marker") || at <= 1, "{screen}");
+}

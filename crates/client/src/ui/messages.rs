@@ -110,12 +110,13 @@ fn prefix_text(e: &Entry) -> String {
         Kind::Leave => "<--".into(),
         Kind::Notice | Kind::Info => "--".into(),
         Kind::Error => "!!".into(),
+        Kind::Marker => String::new(),
     }
 }
 
 /// The different prefixes of `b`'s entries: the names the prefix column must tell apart.
 fn prefixes(b: &Buffer) -> BTreeSet<String> {
-    b.entries.iter().map(prefix_text).collect()
+    b.entries.iter().filter(|e| e.kind != Kind::Marker).map(prefix_text).collect()
 }
 
 pub fn geometry(b: &Buffer, pane_width: u16) -> Geometry {
@@ -194,6 +195,14 @@ pub fn dropped_text(n: u64) -> String {
     format!("-- {n} older message{s} dropped (memory limit) --")
 }
 
+/// The read marker's rule, `width` columns wide: the client's own, from the first column.
+pub fn marker_text(width: usize) -> String {
+    let label = "── read up to here (Alt-U) ";
+    let mut text = truncate(label, width).to_owned();
+    text.push_str(&"─".repeat(width.saturating_sub(super::text::width(&text))));
+    text
+}
+
 /// The line above the oldest entry: the marker of dropped entries, else where scrollback into
 /// the past stands ([`crate::app::buffer::Older`]).
 pub fn top_banner(b: &Buffer) -> Option<String> {
@@ -255,6 +264,7 @@ fn prefix_style(e: &Entry) -> Style {
         Kind::Notice => style::NOTICE,
         Kind::Info => style::INFO,
         Kind::Error => style::ERROR,
+        Kind::Marker => style::MARKER,
     }
 }
 
@@ -271,6 +281,7 @@ fn text_style(e: &Entry) -> Style {
         Kind::Notice => style::NOTICE,
         Kind::Info => style::INFO,
         Kind::Error => style::ERROR,
+        Kind::Marker => style::MARKER,
     };
     let base = if e.history { base.patch(style::HISTORY_TEXT) } else { base };
     if e.mention && !e.history { base.bold() } else { base }
@@ -287,6 +298,9 @@ struct Layout<'a> {
 impl Layout<'_> {
     /// One row of entry `e`'s text: with the time and the prefix if it is the entry's first.
     fn row(&self, e: &Entry, first: bool, row: &str) -> Line<'static> {
+        if e.kind == Kind::Marker {
+            return Line::from(Span::styled(marker_text(self.width), style::MARKER));
+        }
         let g = &self.g;
         let tstyle = text_style(e);
         let mut spans = Vec::with_capacity(5);
