@@ -53,6 +53,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "/bots #ROOM hide|show",
         "operators: hide a room's bots (quiet sessions) from its member lists, or show them",
     ),
+    (
+        "search",
+        "/search [TEXT]",
+        "full-screen UI: search the buffer's scrollback, ignoring case (n / N: older / newer)",
+    ),
+    ("url", "/url [N]", "full-screen UI: list the last links of the buffer (N: show link N whole)"),
     ("help", "/help", "list the commands"),
     ("quit", "/quit [REASON]", "leave the chat, telling others why"),
 ];
@@ -135,6 +141,10 @@ pub enum Input {
     Remove(String),
     /// List the current E2E room's members with their keys.
     Safety,
+    /// Full-screen UI: search the buffer shown (`None`: start typing the query).
+    Search(Option<String>),
+    /// Full-screen UI: list the buffer's last links, or show link `N` (1 = the newest).
+    Url(Option<usize>),
 }
 
 /// A line the client could not understand; the message says the right syntax.
@@ -284,6 +294,14 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         "remove" if first.is_empty() || !tail.is_empty() => return Err(usage("remove")),
         "remove" => Input::Remove(first.to_owned()),
         "safety" => Input::Safety,
+        "search" => Input::Search(opt(args)),
+        "url" => match first {
+            "" => Input::Url(None),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 && tail.is_empty() => Input::Url(Some(n)),
+                _ => return Err(usage("url")),
+            },
+        },
         "help" => Input::Help,
         "quit" | "exit" => Input::Quit(opt(args)),
         _ => return Err(CommandError::Unknown(name)),
@@ -347,7 +365,9 @@ impl Input {
             | Input::Switch(_)
             | Input::Query { text: None, .. }
             | Input::Remove(_)
-            | Input::Safety => return None,
+            | Input::Safety
+            | Input::Search(_)
+            | Input::Url(_) => return None,
         })
     }
 
@@ -371,6 +391,21 @@ pub fn help_lines() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_and_url_parse() {
+        assert_eq!(
+            parse("/search Deploy now").unwrap(),
+            Some(Input::Search(Some("Deploy now".into())))
+        );
+        assert_eq!(parse("/search").unwrap(), Some(Input::Search(None)));
+        assert_eq!(parse("/url").unwrap(), Some(Input::Url(None)));
+        assert_eq!(parse("/url 3").unwrap(), Some(Input::Url(Some(3))));
+        for bad in ["/url 0", "/url x", "/url 1 2"] {
+            assert!(matches!(parse(bad), Err(CommandError::Usage(_))), "{bad}");
+        }
+        assert_eq!(Input::Search(None).to_msg("#a"), None, "local: nothing is sent");
+    }
 
     #[test]
     fn e2e_commands_parse() {

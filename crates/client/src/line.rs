@@ -631,6 +631,10 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
                 let _ = to_loop.send(error(&hint)).await;
                 continue;
             }
+            Input::Search(_) | Input::Url(_) => {
+                let _ = to_loop.send(error("/search and /url are for the full-screen UI")).await;
+                continue;
+            }
             Input::Remove(_) | Input::Safety => {
                 if let Some(req) = input.to_request(&room)
                     && to_loop.send(FromStdin::Request(req)).await.is_err()

@@ -171,9 +171,20 @@ impl Shell {
         tokio::pin!(terminated);
         // Mouse motion changes nothing: it is skipped without a redraw.
         let mut dirty = true;
+        let mut links = ui::links::Links::default();
         loop {
             if dirty {
-                term.terminal.draw(|f| ui::render(&app, f)).context("drawing the screen")?;
+                let frame =
+                    term.terminal.draw(|f| ui::render(&app, f)).context("drawing the screen")?;
+                // OSC 8 hyperlinks over the message pane, after ratatui's own output.
+                let pane = ui::areas(frame.area, app.member_list_width()).pane;
+                let seq = links.write(frame.buffer, ui::links::regions(frame.buffer, pane));
+                if !seq.is_empty() {
+                    let out = term.terminal.backend_mut();
+                    out.write_all(seq.as_bytes())
+                        .and_then(|()| out.flush())
+                        .context("drawing links")?;
+                }
             }
             dirty = true;
             let mut queue = VecDeque::new();

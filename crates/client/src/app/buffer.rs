@@ -263,6 +263,9 @@ pub struct Buffer {
     pub older: Older,
     /// The user left the buffer: the read marker goes before the next line that arrives.
     pub marker_pending: bool,
+    /// Entries put above all others so far ([`Buffer::push_older`]): with [`Buffer::dropped`],
+    /// what keeps a position in the buffer stable ([`crate::app::search`]).
+    pub prepended: u64,
 }
 
 impl Buffer {
@@ -285,6 +288,7 @@ impl Buffer {
             active: 0,
             older: Older::Idle,
             marker_pending: false,
+            prepended: 0,
         }
     }
 
@@ -310,6 +314,7 @@ impl Buffer {
             .unwrap_or(self.entries.len());
         self.bytes += entry.cost();
         self.entries.insert(at, entry);
+        self.prepended = self.prepended.saturating_add(1);
         self.bound(at)
     }
 

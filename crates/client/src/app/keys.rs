@@ -18,6 +18,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl-N / Ctrl-P", "next / previous buffer"),
     ("Alt-A", "next buffer with activity (mentions first)"),
     ("Alt-U", "jump to the read marker (where you left the buffer)"),
+    ("Ctrl-R", "search the buffer; again / Ctrl-S: older / newer match (n / N after Enter)"),
+    ("Esc", "leave the search"),
     ("PgUp / PgDn, wheel", "scroll back / forward; at the top, load older history"),
     ("Tab / Shift-Tab", "complete nick, command or room"),
     ("Up / Down", "input history"),
@@ -78,10 +80,14 @@ impl App {
         if !matches!(key.code, KeyCode::Tab | KeyCode::BackTab) {
             self.completion = None;
         }
+        if let Some(effects) = self.search_input(&key) {
+            return effects;
+        }
         let e = &mut self.editor;
         match key.code {
             KeyCode::Char('c') if ctrl => return self.quit(None),
             KeyCode::Char('l') if ctrl => return vec![Effect::Redraw],
+            KeyCode::Char('r') if ctrl => self.search_key(),
             KeyCode::Enter if alt || shift => e.insert_char('\n'),
             KeyCode::Char('j') if ctrl => e.insert_char('\n'),
             KeyCode::Enter => return self.submit(),

@@ -13,6 +13,10 @@
 //! - `keys`: key and mouse bindings.
 //! - `submit`: what Enter does with the input line (commands, local checks, sending).
 //! - `incoming`: server messages into buffers.
+//! - `older`: scrollback into the past (PgUp at the top loads older pages from the server).
+//! - [`search`]: Ctrl-R / `/search` in the buffer shown.
+//! - [`notify`]: desktop notifications while the terminal is not focused.
+//! - `urls`: `/url`, the buffer's last links.
 //! - `conn`: connection state: loss, reconnect with backoff, catch-up, quitting; the rooms'
 //!   catch-up, the messages awaiting acknowledgement and the reconnection schedule are the
 //!   connection core's ([`crate::core`]), shared with line mode.
@@ -33,6 +37,7 @@ mod keys;
 pub mod limits;
 pub mod notify;
 mod older;
+pub mod search;
 mod submit;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -40,6 +45,7 @@ pub(crate) mod testing;
 mod tests;
 #[cfg(test)]
 mod tests_daily;
+mod urls;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -170,6 +176,8 @@ pub struct App {
     pub focused: bool,
     /// When the last notification was made ([`notify::NOTIFY_GAP`]).
     last_notify: Option<Instant>,
+    /// A search in the buffer shown ([`search`]).
+    pub search: Option<search::Search>,
 }
 
 /// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
@@ -230,6 +238,7 @@ impl App {
             pushes: 0,
             focused: true,
             last_notify: None,
+            search: None,
         };
         let text = format!(
             "connected to {} as {} ({}, server key {})",
@@ -501,6 +510,7 @@ impl App {
         if i < self.buffers.len() {
             if i != self.current {
                 self.buffers[self.current].marker_pending = true;
+                self.search = None;
             }
             self.current = i;
             self.buffers[i].mark_read();

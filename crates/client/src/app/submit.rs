@@ -35,6 +35,16 @@ impl App {
                 self.help();
                 return vec![];
             }
+            Input::Search(text) => {
+                self.editor.take();
+                self.search_for(text.as_deref());
+                return vec![];
+            }
+            Input::Url(n) => {
+                self.editor.take();
+                self.list_urls(*n);
+                return vec![];
+            }
             Input::Switch(room) => {
                 match self.find(room) {
                     Some(i) => {

@@ -231,3 +231,80 @@ fn alt_u_scrolls_to_the_read_marker() {
     assert!(rows[at + 1].contains("after 2"), "{screen}");
     assert!(rows[at.saturating_sub(1)].contains("before the marker") || at <= 1, "{screen}");
 }
+
+fn current_match(a: &App) -> Option<String> {
+    let s = a.search.as_ref()?;
+    s.current(a.current_buffer()).map(|i| a.current_buffer().entries[i].text.clone())
+}
+
+#[test]
+fn search_finds_matches_ignoring_case_moves_with_n_and_includes_older_pages() {
+    let mut a = chatting(80, 24);
+    alt(&mut a, '2');
+    net(&mut a, joined("#rust", "alice"));
+    for id in 101..=140 {
+        let text = if id % 10 == 0 { format!("Deploy {id}") } else { format!("chat {id}") };
+        net(&mut a, say("#rust", id, "bob", &text));
+    }
+    // Ctrl-R, typing: the newest match at each key.
+    ctrl(&mut a, 'r');
+    type_str(&mut a, "dEpL");
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 140"));
+    assert!(crate::ui::tests::screen(&a).contains("(search) dEpL"));
+    // Ctrl-R again: older; Ctrl-S: newer.
+    ctrl(&mut a, 'r');
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 130"));
+    ctrl(&mut a, 's');
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 140"));
+    // Enter ends the typing: n / N move, and are not typed.
+    key(&mut a, KeyCode::Enter);
+    type_str(&mut a, "nnn");
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 110"));
+    type_str(&mut a, "n");
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 110"), "no older match: stays");
+    assert!(a.search.as_ref().unwrap().failed);
+    type_str(&mut a, "N");
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 120"));
+    // The match is on screen, highlighted.
+    let cells = crate::ui::tests::cells(&a);
+    let (x, y) = crate::ui::tests::find(&cells, "Deploy 120");
+    assert_eq!(cells[(x, y)].bg, ratatui::style::Color::Yellow);
+    assert_ne!(cells[(x + 7, y)].bg, ratatui::style::Color::Yellow, "only the match");
+    // An older page loaded with PgUp is searched too, and the match stays the same entry.
+    key(&mut a, KeyCode::Esc);
+    assert!(a.search.is_none());
+    assert_eq!(a.editor.text(), "", "nothing typed into the input line");
+    let asked = pgup_until_sent(&mut a, 20);
+    assert_eq!(asked, [older_ask("#rust", 101)]);
+    for id in 91..=100 {
+        net(&mut a, old("#rust", id, if id == 95 { "an old DEPLOY" } else { "old" }));
+    }
+    net(&mut a, page_end("#rust", 10, 101));
+    enter(&mut a, "/search deploy");
+    assert_eq!(current_match(&a).as_deref(), Some("Deploy 140"));
+    for _ in 0..4 {
+        type_str(&mut a, "n");
+    }
+    assert_eq!(current_match(&a).as_deref(), Some("an old DEPLOY"));
+    // Switching buffers leaves the search.
+    alt(&mut a, '1');
+    assert!(a.search.is_none());
+}
+
+#[test]
+fn url_lists_the_buffer_s_last_links() {
+    let mut a = chatting(80, 24);
+    net(&mut a, say("#lobby", 4, "bob", "docs at https://docs.example/a and www.b.example."));
+    net(&mut a, say("#lobby", 5, "carol", "again https://docs.example/a, then http://c.example/x"));
+    enter(&mut a, "/url");
+    let shown: Vec<String> = a.current_buffer().entries.iter().map(|e| e.text.clone()).collect();
+    let at = shown.iter().position(|t| t == "last 3 of 3 links (newest first):").unwrap();
+    assert_eq!(
+        shown[at + 1..at + 4],
+        [" 1: http://c.example/x", " 2: https://docs.example/a", " 3: www.b.example"]
+    );
+    enter(&mut a, "/url 3");
+    assert_eq!(a.current_buffer().entries.back().unwrap().text, "www.b.example");
+    enter(&mut a, "/url 9");
+    assert_eq!(a.current_buffer().entries.back().unwrap().text, "no link 9: /url lists 3 links");
+}

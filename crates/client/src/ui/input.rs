@@ -1,6 +1,7 @@
 //! The input line: `[nick] ` then the text, scrolled sideways to keep the cursor in view.
 //! A multi-line message shows its newlines as `↵` and starts with `[N lines]`, so it is plain
-//! that Enter sends all of it as one message.
+//! that Enter sends all of it as one message. While searching ([`crate::app::search`]) the
+//! line shows the query instead.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -17,6 +18,9 @@ const NEWLINE: &str = "↵";
 pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if area.is_empty() {
         return;
+    }
+    if let Some(s) = &app.search {
+        return render_search(s, frame, area);
     }
     let editor = &app.editor;
     let mut prompt = format!("[{}] ", app.me);
@@ -60,4 +64,22 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let x = width(&prompt) + cursor_col.saturating_sub(shown_from);
     let x = area.x + (x.min(cols.saturating_sub(1)) as u16);
     frame.set_cursor_position((x, area.y));
+}
+
+/// The search being typed (or moved through) in the input line's place.
+fn render_search(s: &crate::app::search::Search, frame: &mut Frame<'_>, area: Rect) {
+    let state = match (s.typing, s.failed) {
+        (_, true) => "(search, no more matches) ",
+        (true, false) => "(search) ",
+        (false, false) => "(search: n/N older/newer, Esc leaves) ",
+    };
+    let cols = usize::from(area.width);
+    let clean = chatao_proto::sanitize(&s.query);
+    let query = crate::ui::text::truncate(&clean, cols.saturating_sub(width(state) + 1));
+    let line = Line::from(vec![Span::styled(state, style::PROMPT), Span::raw(query.to_owned())]);
+    frame.render_widget(Paragraph::new(line), area);
+    if s.typing {
+        let x = (width(state) + width(query)).min(cols.saturating_sub(1));
+        frame.set_cursor_position((area.x + x as u16, area.y));
+    }
 }

@@ -39,7 +39,7 @@
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::Style;
+use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 
@@ -195,6 +195,30 @@ pub fn dropped_text(n: u64) -> String {
     format!("-- {n} older message{s} dropped (memory limit) --")
 }
 
+/// A search match in the rows shown ([`crate::app::search`]).
+pub const SEARCH_MATCH: Style = Style::new().fg(Color::Black).bg(Color::Yellow);
+/// The read marker's rule.
+pub const READ_MARKER: Style = Style::new().fg(Color::Cyan);
+
+/// `text` in `base`, with the matches of `query` (ignoring case) in [`SEARCH_MATCH`]. Each
+/// row is matched on its own, so a match that a wrap cuts in two is not highlighted.
+fn highlighted(text: &str, base: Style, query: Option<&str>) -> Vec<Span<'static>> {
+    let Some(query) = query else { return vec![Span::styled(text.to_owned(), base)] };
+    let mut out = vec![];
+    let mut at = 0;
+    for r in crate::app::search::matches(text, query) {
+        if r.start > at {
+            out.push(Span::styled(text[at..r.start].to_owned(), base));
+        }
+        out.push(Span::styled(text[r.clone()].to_owned(), base.patch(SEARCH_MATCH)));
+        at = r.end;
+    }
+    if at < text.len() || out.is_empty() {
+        out.push(Span::styled(text[at..].to_owned(), base));
+    }
+    out
+}
+
 /// The read marker's rule, `width` columns wide: the client's own, from the first column.
 pub fn marker_text(width: usize) -> String {
     let label = "── read up to here (Alt-U) ";
@@ -299,7 +323,7 @@ impl Layout<'_> {
     /// One row of entry `e`'s text: with the time and the prefix if it is the entry's first.
     fn row(&self, e: &Entry, first: bool, row: &str) -> Line<'static> {
         if e.kind == Kind::Marker {
-            return Line::from(Span::styled(marker_text(self.width), style::MARKER));
+            return Line::from(Span::styled(marker_text(self.width), READ_MARKER));
         }
         let g = &self.g;
         let tstyle = text_style(e);
@@ -320,14 +344,15 @@ impl Layout<'_> {
             Kind::Action { from } | Kind::Private { from, action: true } => Some(from.as_str()),
             _ => None,
         };
+        let query = self.app.search.as_ref().map(|s| s.query.as_str()).filter(|q| !q.is_empty());
         match actor {
             Some(nick) if first => {
                 let cut = nick.len().min(row.len());
                 let nick_style = tstyle.patch(style::nick(nick));
-                spans.push(Span::styled(row[..cut].to_owned(), nick_style));
-                spans.push(Span::styled(row[cut..].to_owned(), tstyle));
+                spans.extend(highlighted(&row[..cut], nick_style, query));
+                spans.extend(highlighted(&row[cut..], tstyle, query));
             }
-            _ => spans.push(Span::styled(row.to_owned(), tstyle)),
+            _ => spans.extend(highlighted(row, tstyle, query)),
         }
         Line::from(spans)
     }

@@ -12,9 +12,11 @@
 //! - `status`: the title and status bars.
 //! - `members`: the member list.
 //! - [`nicks`]: labels that tell names apart in a column too narrow for them.
-//! - `input`: the input line and the cursor.
+//! - `input`: the input line and the cursor (or the search being typed).
+//! - [`links`]: URLs in messages, written as OSC 8 hyperlinks after each frame.
 
 mod input;
+pub mod links;
 pub(crate) mod members;
 pub mod messages;
 pub mod nicks;

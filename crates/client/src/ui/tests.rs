@@ -29,12 +29,12 @@ pub(crate) fn screen(app: &App) -> String {
     draw(app).backend().to_string()
 }
 
-fn cells(app: &App) -> Cells {
+pub(crate) fn cells(app: &App) -> Cells {
     draw(app).backend().buffer().clone()
 }
 
 /// The position of the first cell of the first occurrence of `needle` on screen.
-fn find(cells: &Cells, needle: &str) -> (u16, u16) {
+pub(crate) fn find(cells: &Cells, needle: &str) -> (u16, u16) {
     let area = cells.area;
     for y in 0..area.height {
         let row: String = (0..area.width).map(|x| cells[(x, y)].symbol()).collect();
