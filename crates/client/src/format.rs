@@ -263,6 +263,13 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 reason.as_deref().map(|r| format!(": {}", sanitize(r))).unwrap_or_default();
             format!("* {by} {verb} {}{until}{reason}", sanitize(target))
         }
+        ServerMsg::RoomModeration { room, action, target, by, reason, until } => {
+            let target = target.as_deref().map(sanitize);
+            let until = until.map(|t| format!(" until {}", clock(t))).unwrap_or_default();
+            let reason =
+                reason.as_deref().map(|r| format!(": {}", sanitize(r))).unwrap_or_default();
+            format!("* {}{until}{reason}", action.describe(room, target.as_deref(), by))
+        }
         ServerMsg::Notice { text } => format!("* {}", sanitize(text)),
         // The E2E layer (`crate::e2e`) consumes these and emits what they mean.
         ServerMsg::Unknown

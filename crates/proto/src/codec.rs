@@ -63,7 +63,9 @@ pub fn decode_server(record: &[u8]) -> Result<ServerMsg, DecodeError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::{ErrorCode, LeaveReason, Limits, Member, MessageKind, Nick, RoomName};
+    use crate::{
+        ErrorCode, LeaveReason, Limits, Member, MessageKind, Nick, RoomAction, RoomFlag, RoomName,
+    };
     use proptest::prelude::*;
 
     fn nick(s: &str) -> Nick {
@@ -88,12 +90,14 @@ mod tests {
                         fingerprint: "SHA256:x".into(),
                         away: Some("lunch".into()),
                         bot: false,
+                        op: true,
                     },
                     Member {
                         nick: nick("ci"),
                         fingerprint: "SHA256:y".into(),
                         away: None,
                         bot: true,
+                        op: false,
                     },
                 ],
                 e2e: false,
@@ -170,6 +174,14 @@ mod tests {
             },
             ServerMsg::HistoryEnd { room: room.clone(), count: 2, before: None },
             ServerMsg::Notice { text: "bob is away: lunch".into() },
+            ServerMsg::RoomModeration {
+                room: room.clone(),
+                action: RoomAction::Kick,
+                target: Some("bob".into()),
+                by: nick("alice"),
+                reason: Some("spam".into()),
+                until: None,
+            },
             ServerMsg::Moderation {
                 action: crate::ModAction::Ban,
                 target: "mallory".into(),
@@ -251,6 +263,18 @@ mod tests {
             ClientMsg::Mute { nick: "m".into(), duration_secs: None },
             ClientMsg::Unmute { nick: "m".into() },
             ClientMsg::Bots { room: "#ci".into(), hide: true },
+            ClientMsg::Op { room: "#ci".into(), nick: "bob".into() },
+            ClientMsg::Deop { room: "#ci".into(), nick: "bob".into() },
+            ClientMsg::Mode { room: "#ci".into(), flag: RoomFlag::TopicLock, on: true },
+            ClientMsg::RoomKick { room: "#ci".into(), nick: "bob".into(), reason: None },
+            ClientMsg::RoomBan {
+                room: "#ci".into(),
+                target: "bob".into(),
+                duration_secs: Some(60),
+                reason: Some("spam".into()),
+            },
+            ClientMsg::RoomUnban { room: "#ci".into(), target: "bob".into() },
+            ClientMsg::Invite { room: "#ci".into(), nick: "bob".into() },
             ClientMsg::Create { room: "#sec".into(), e2e: true, open: true },
             ClientMsg::Create { room: "#plain".into(), e2e: false, open: false },
             ClientMsg::KeyPackages { packages: vec!["AA==".into(), "AQ==".into()] },

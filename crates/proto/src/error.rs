@@ -73,6 +73,15 @@ pub enum ErrorCode {
     /// while publishing it): it may still be delivered. Send it again with the same `cid`: it is
     /// delivered at most once, and the answer is its echo or a definite error.
     Unconfirmed,
+    /// A room command (`op`, `deop`, `mode`, `room_kick`, `room_ban`, `room_unban`, `invite`)
+    /// from a key that is neither an operator of that room nor a server operator.
+    NotRoomOperator,
+    /// `join` of an invite-only plain room by a key not on its invite list.
+    InviteOnly,
+    /// `join` of a room that bans the key; the message says for how long.
+    BannedFromRoom,
+    /// `topic` with text in a room whose topic is locked, from a key that is not its operator.
+    TopicLocked,
     /// Anything else; the message says what.
     #[serde(other)]
     Other,
@@ -111,6 +120,10 @@ impl ErrorCode {
             ErrorCode::E2eRoom => "e2e_room",
             ErrorCode::Invalid => "invalid",
             ErrorCode::Unconfirmed => "unconfirmed",
+            ErrorCode::NotRoomOperator => "not_room_operator",
+            ErrorCode::InviteOnly => "invite_only",
+            ErrorCode::BannedFromRoom => "banned_from_room",
+            ErrorCode::TopicLocked => "topic_locked",
             ErrorCode::Other => "other",
         }
     }

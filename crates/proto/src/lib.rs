@@ -26,7 +26,7 @@ pub use codec::{
 pub use error::ErrorCode;
 pub use msg::{
     Cid, ClientMsg, HelloFlags, LeaveReason, Limits, MAX_CID, Member, MessageKind, ModAction,
-    RoomInfo, SealedKind, SealedWelcome, ServerMsg,
+    RoomAction, RoomFlag, RoomInfo, SealedKind, SealedWelcome, ServerMsg,
 };
 pub use names::{NameError, Nick, RoomName};
 pub use rate::TokenBucket;

@@ -132,6 +132,36 @@ pub enum ClientMsg {
     /// Operators: hide (`hide: true`) or show again the quiet sessions (bots) in `room`'s
     /// member lists (`members` answers to `join` and `who`).
     Bots { room: String, hide: bool },
+    /// Room operators (and server operators): make `nick` an operator of `room`.
+    Op { room: String, nick: String },
+    /// Room operators: take `room`'s operator status away from `nick`.
+    Deop { room: String, nick: String },
+    /// Room operators: turn one of `room`'s modes on or off (`topic_lock`: only room operators
+    /// set the topic; `invite_only`: only invited keys join, and turning it off clears the
+    /// invite list).
+    Mode { room: String, flag: RoomFlag, on: bool },
+    /// Room operators: remove `nick` from `room` only (the server-wide disconnect is `kick`).
+    RoomKick {
+        room: String,
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Room operators: ban a key from `room` (`target` as for `ban`), for `duration_secs` or
+    /// for good; its sessions are removed from the room and it cannot join until the ban ends.
+    RoomBan {
+        room: String,
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_secs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Room operators: lift a room ban (`target` as for `ban`).
+    RoomUnban { room: String, target: String },
+    /// Room operators: put `nick`'s key on a plain room's invite list (it may join while the
+    /// room is invite-only, until the list is cleared). E2E rooms invite through MLS instead.
+    Invite { room: String, nick: String },
     /// Ask for a room's messages after id `since` (catch-up after a reconnect), at most `limit`
     /// (capped by the server). Must be a member. With `before`, the other direction (scrollback
     /// into the past): the newest `limit` messages with an id below `before`, in id order, and
@@ -361,6 +391,21 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<u64>,
     },
+    /// A room operator acted in `room` (`room_kick`, `room_ban`, `op`, `mode`, ...); sent to
+    /// the room's members (the one acted upon included) and to the operator.
+    RoomModeration {
+        room: RoomName,
+        action: RoomAction,
+        /// The nickname or fingerprint acted upon (absent for a mode change).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        by: Nick,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// When a room ban ends, in milliseconds since the epoch; absent: no end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+    },
     /// Information for this client alone, with no error (e.g. "bob is away: lunch" after a
     /// private message to bob).
     Notice { text: String },
@@ -473,6 +518,9 @@ pub struct Member {
     /// announced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
+    /// An operator of the room listed (a room operator; in the lobby, a server operator).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub op: bool,
 }
 
 /// Why someone left.
@@ -492,6 +540,54 @@ pub enum LeaveReason {
     /// Unknown reasons from a newer server.
     #[serde(other)]
     Other,
+}
+
+/// A room mode (`mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomFlag {
+    /// Only room operators set the topic (IRC's `+t`).
+    TopicLock,
+    /// Only invited keys join (IRC's `+i`).
+    InviteOnly,
+}
+
+/// What a room operator did (`room_moderation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomAction {
+    Op,
+    Deop,
+    Kick,
+    Ban,
+    Unban,
+    Invite,
+    TopicLock,
+    TopicUnlock,
+    InviteOnly,
+    InviteOpen,
+    #[serde(other)]
+    Other,
+}
+
+impl RoomAction {
+    /// A line for people: `bob was kicked from #rust by alice`.
+    pub fn describe(self, room: &RoomName, target: Option<&str>, by: &Nick) -> String {
+        let t = target.unwrap_or("?");
+        match self {
+            RoomAction::Op => format!("{t} is now an operator of {room} (by {by})"),
+            RoomAction::Deop => format!("{t} is no longer an operator of {room} (by {by})"),
+            RoomAction::Kick => format!("{t} was kicked from {room} by {by}"),
+            RoomAction::Ban => format!("{t} was banned from {room} by {by}"),
+            RoomAction::Unban => format!("{t} may join {room} again (unbanned by {by})"),
+            RoomAction::Invite => format!("{t} was invited to {room} by {by}"),
+            RoomAction::TopicLock => format!("{by} locked the topic of {room} (+t)"),
+            RoomAction::TopicUnlock => format!("{by} unlocked the topic of {room} (-t)"),
+            RoomAction::InviteOnly => format!("{by} made {room} invite-only (+i)"),
+            RoomAction::InviteOpen => format!("{by} opened {room} to everyone (-i)"),
+            RoomAction::Other => format!("{by} changed {room}"),
+        }
+    }
 }
 
 /// What an operator did.

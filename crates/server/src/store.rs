@@ -141,6 +141,12 @@ pub enum Persist {
         room: RoomName,
         hidden: bool,
     },
+    /// A room's moderation state as a whole (`hub/room_ops.rs`: its operators, modes, invite
+    /// list and bans, as JSON), replacing the stored one.
+    RoomOps {
+        room: RoomName,
+        state: String,
+    },
     /// A cluster node has applied its stream up to this sequence number.
     Applied(u64),
     /// End-to-end encrypted rooms ([`e2e`]).
@@ -356,6 +362,10 @@ impl Store {
         add_column(&conn, "messages", "cid", "INTEGER")?;
         add_column(&conn, "nicks", "released", "INTEGER")?;
         add_column(&conn, "rooms", "bots_hidden", "INTEGER")?;
+        // Schema 6 (issue 19): each room's moderation state (`hub/room_ops.rs`), one JSON row.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, state TEXT NOT NULL);",
+        )?;
         e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let rooms_reader = Mutex::new(open_conn(&path)?);
@@ -413,8 +423,9 @@ impl Store {
 
     /// Forgets every room and message (a cluster node whose stream was recreated).
     pub fn clear_rooms(&self) -> Result<(), StoreError> {
-        self.reader()
-            .execute_batch("DELETE FROM messages; DELETE FROM rooms; DELETE FROM meta;")?;
+        self.reader().execute_batch(
+            "DELETE FROM messages; DELETE FROM rooms; DELETE FROM meta; DELETE FROM room_modes;",
+        )?;
         Ok(())
     }
 
@@ -433,6 +444,14 @@ impl Store {
             ))
         })?;
         Ok(RoomState { last_id: last_id.max(0) as u64, topic, messages, bots_hidden })
+    }
+
+    /// `room`'s stored moderation state (`hub/room_ops.rs` reads it when it first needs the
+    /// room's operators), by primary key; `None`: no row.
+    pub fn room_ops(&self, room: &RoomName) -> Result<Option<String>, StoreError> {
+        let conn = self.rooms_reader.lock();
+        let mut stmt = conn.prepare_cached("SELECT state FROM room_modes WHERE room = ?1")?;
+        Ok(stmt.query_row([room.as_str()], |r| r.get(0)).optional()?)
     }
 
     /// Every room with a message or a topic, with its last message id (ids continue from
@@ -631,6 +650,9 @@ impl Writer {
                 "INSERT INTO rooms (room, bots_hidden) VALUES (?1, ?2)
                  ON CONFLICT (room) DO UPDATE SET bots_hidden = excluded.bots_hidden",
             )?;
+            let mut room_ops = tx.prepare_cached(
+                "INSERT OR REPLACE INTO room_modes (room, state) VALUES (?1, ?2)",
+            )?;
             for p in batch {
                 match p {
                     Persist::Nothing => {}
@@ -675,6 +697,9 @@ impl Writer {
                     }
                     Persist::Unban { fingerprint } => {
                         unban.execute(params![fingerprint])?;
+                    }
+                    Persist::RoomOps { room, state } => {
+                        room_ops.execute(params![room.as_str(), state])?;
                     }
                     Persist::Applied(seq) => {
                         applied.execute(params![*seq as i64])?;

@@ -147,6 +147,14 @@ impl App {
             }
             ServerMsg::Leave { room, nick, reason, message } => {
                 let Some(i) = self.find(room.as_str()) else { return vec![] };
+                if nick == self.me && reason == LeaveReason::Kicked {
+                    // Kicked or banned from the room: its buffer stays, with the reason.
+                    self.buffers[i].joined = false;
+                    self.buffers[i].members.clear();
+                    let why = message.map(|m| format!(": {}", sanitize(&m))).unwrap_or_default();
+                    self.note(i, Kind::Leave, &format!("you were removed from {room}{why}"));
+                    return vec![];
+                }
                 if nick == self.me {
                     self.buffers[i].joined = false;
                     self.buffers[i].members.clear();
@@ -299,6 +307,20 @@ impl App {
                     text.push_str(&format!(": {}", sanitize(&reason)));
                 }
                 self.notice(&text);
+                vec![]
+            }
+            ServerMsg::RoomModeration { room, action, target, by, reason, until } => {
+                let i = self.room_buffer(&room);
+                let target = target.as_deref().map(sanitize);
+                let mut text = action.describe(&room, target.as_deref(), &by);
+                if let Some(until) = until {
+                    let until = crate::ui::style::date_time(until, self.config.zone);
+                    text.push_str(&format!(" until {until}"));
+                }
+                if let Some(reason) = reason {
+                    text.push_str(&format!(": {}", sanitize(&reason)));
+                }
+                self.note(i, Kind::Notice, &text);
                 vec![]
             }
             ServerMsg::HistoryEnd { room, count, before: Some(_) } => {

@@ -79,6 +79,7 @@ pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
                 fingerprint: "SHA256:x".into(),
                 away: None,
                 bot: false,
+                op: false,
             })
             .collect(),
         e2e: false,

@@ -1089,6 +1089,7 @@ mod tests {
             fingerprint: fp(7),
             away: None,
             bot: false,
+            op: false,
         };
         l.from_server(ServerMsg::Members {
             room: room(),

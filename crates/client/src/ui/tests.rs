@@ -204,6 +204,7 @@ fn member_list_with_away_members_and_overflow() {
             fingerprint: "SHA256:x".into(),
             away: (*n == "bob").then(|| "lunch".into()),
             bot: false,
+            op: false,
         })
         .collect();
     net(
@@ -237,6 +238,7 @@ fn member_list_marks_bots() {
             fingerprint: "SHA256:x".into(),
             away: None,
             bot: *bot,
+            op: false,
         })
         .collect();
     net(
@@ -364,7 +366,13 @@ fn wide_characters_wrap_without_splitting() {
 fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud() {
     let mut a = app(80, 12);
     net(&mut a, joined("#sec", "alice"));
-    let me = Member { nick: nick("alice"), fingerprint: "SHA256:x".into(), away: None, bot: false };
+    let me = Member {
+        nick: nick("alice"),
+        fingerprint: "SHA256:x".into(),
+        away: None,
+        bot: false,
+        op: false,
+    };
     net(
         &mut a,
         ServerMsg::Members {

@@ -265,6 +265,7 @@ async fn publish_room(inner: Arc<Inner>, hub: Hub, p: Pending) -> Option<Session
         RoomBody::Message { .. } => "your message",
         RoomBody::Topic { .. } => "your topic change",
         RoomBody::Bots { .. } => "your bots setting",
+        RoomBody::RoomOps { .. } => "your room operator command",
     };
     let secs = PUBLISH_DEADLINE.as_secs();
     let (code, message) = if handed.is_some() {

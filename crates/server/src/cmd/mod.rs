@@ -16,6 +16,7 @@ mod nick;
 mod part;
 mod ping;
 mod quit;
+mod room_ops;
 mod say;
 mod topic;
 mod who;
@@ -169,6 +170,10 @@ pub fn hub_error(e: HubError) -> Reply {
         HubError::NickInUse(_) => ErrorCode::NickInUse,
         HubError::NickRegistered(_) => ErrorCode::NickRegistered,
         HubError::NotOperator => ErrorCode::NotOperator,
+        HubError::NotRoomOperator(_) => ErrorCode::NotRoomOperator,
+        HubError::InviteOnly(_) => ErrorCode::InviteOnly,
+        HubError::BannedFromRoom(_) => ErrorCode::BannedFromRoom,
+        HubError::TopicLocked(_) => ErrorCode::TopicLocked,
         HubError::NotFound(_) => ErrorCode::Other,
         HubError::Invalid(_) => ErrorCode::Invalid,
         HubError::NotInRoom(_) => ErrorCode::NotInRoom,
@@ -250,6 +255,7 @@ pub enum Command {
     History(history::History),
     Moderate(moderate::Moderate),
     Bots(bots::Bots),
+    RoomOp(room_ops::RoomOp),
     Quit(quit::Quit),
     Ping(ping::Ping),
     Pong,
@@ -295,6 +301,27 @@ impl Command {
             }
             ClientMsg::Unmute { nick } => Command::Moderate(moderate::Moderate::Unmute { nick }),
             ClientMsg::Bots { room, hide } => Command::Bots(bots::Bots { room, hide }),
+            ClientMsg::Op { room, nick } => {
+                Command::RoomOp(room_ops::RoomOp::Op { room, nick, on: true })
+            }
+            ClientMsg::Deop { room, nick } => {
+                Command::RoomOp(room_ops::RoomOp::Op { room, nick, on: false })
+            }
+            ClientMsg::Mode { room, flag, on } => {
+                Command::RoomOp(room_ops::RoomOp::Mode { room, flag, on })
+            }
+            ClientMsg::RoomKick { room, nick, reason } => {
+                Command::RoomOp(room_ops::RoomOp::Kick { room, nick, reason })
+            }
+            ClientMsg::RoomBan { room, target, duration_secs, reason } => {
+                Command::RoomOp(room_ops::RoomOp::Ban { room, target, duration_secs, reason })
+            }
+            ClientMsg::RoomUnban { room, target } => {
+                Command::RoomOp(room_ops::RoomOp::Unban { room, target })
+            }
+            ClientMsg::Invite { room, nick } => {
+                Command::RoomOp(room_ops::RoomOp::Invite { room, nick })
+            }
             ClientMsg::Quit { reason } => Command::Quit(quit::Quit { reason }),
             ClientMsg::Ping { token } => Command::Ping(ping::Ping { token }),
             ClientMsg::Pong { .. } => Command::Pong,
@@ -334,6 +361,7 @@ impl Command {
             Command::History(cmd) => cmd.apply(hub, session),
             Command::Moderate(cmd) => cmd.apply(hub, session),
             Command::Bots(cmd) => cmd.apply(hub, session),
+            Command::RoomOp(cmd) => cmd.apply(hub, session),
             Command::Quit(cmd) => cmd.apply(hub, session),
             Command::Ping(cmd) => cmd.apply(session, now),
             Command::Pong => Reply::Nothing,

@@ -23,6 +23,7 @@ mod e2e;
 mod moderation;
 mod names;
 pub mod remote;
+mod room_ops;
 mod rooms;
 pub mod sent;
 
@@ -75,6 +76,15 @@ pub enum HubError {
     NickChangeTooSoon { wait: String },
     #[error("only operators may do that")]
     NotOperator,
+    #[error("only an operator of {0} may do that")]
+    NotRoomOperator(RoomName),
+    #[error("{0} is invite-only; ask one of its operators for an invite")]
+    InviteOnly(RoomName),
+    /// The whole sentence: the room, how long is left, by whom, why.
+    #[error("{0}")]
+    BannedFromRoom(String),
+    #[error("the topic of {0} is locked: only its operators may set it")]
+    TopicLocked(RoomName),
     #[error("{0}")]
     NotFound(String),
     /// A value that breaks its rules (a malformed fingerprint).
@@ -157,6 +167,8 @@ struct State {
     e2e: e2e::E2eState,
     /// Recent client message ids per key and their echoes (repeats answered, not repeated).
     sent: sent::SentIds,
+    /// Each consulted room's operators, modes, invites and bans ([`room_ops`]).
+    room_ops: HashMap<RoomName, room_ops::RoomOps>,
 }
 
 #[derive(Debug)]
@@ -336,6 +348,7 @@ impl State {
             fingerprint: u.fingerprint.clone(),
             away: u.away.clone(),
             bot: u.quiet,
+            op: false,
         })
     }
 
@@ -555,6 +568,15 @@ impl Hub {
         let cap = self.shared.config.history_on_join;
         let after = st.seq;
         let store = self.store().clone();
+        // A room's first joiner becomes its operator ([`room_ops`]); bans and invite-only.
+        let fresh = !already
+            && *room_name != self.shared.config.default_room
+            && !st.e2e.is_e2e(room_name)
+            && !st.room_exists(&store, room_name)
+            && st.unclaimed(self, room_name);
+        if !already {
+            st.check_entry(self, room_name, &fingerprint)?;
+        }
         let room = st.load_room(&store, room_name, cap)?;
         // A large room is not told of the join (nor later of the part) until the newcomer
         // speaks; a small one is, and its joiner gets every member, who are then all known.
@@ -579,6 +601,10 @@ impl Hub {
             members.extend(st.remote_members(room));
         }
         st.hide_bots(room_name, &mut members);
+        if fresh && new {
+            st.claim_room(self, room_name, id);
+        }
+        st.mark_ops(self, room_name, &mut members);
         if new {
             st.announce(Presence::Join { session: id, room: room_name.clone() });
             let join = encode(&ServerMsg::Join { room: room_name.clone(), nick, fingerprint });
@@ -824,6 +850,7 @@ impl Hub {
         let mut st = self.lock();
         let user = st.user(id)?;
         let (by, sender) = (user.nick.clone(), user.fingerprint.clone());
+        st.check_topic(self, room_name, &sender)?;
         if st.link.is_some() {
             if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
                 return Err(HubError::NotInRoom(room_name.clone()));

@@ -54,13 +54,14 @@ impl State {
 
     /// The fingerprint `target` names: a fingerprint itself, or the nickname of someone online
     /// or registered.
-    fn resolve(&self, target: &str) -> Result<String, HubError> {
+    pub(super) fn resolve(&self, target: &str) -> Result<String, HubError> {
         let target = target.trim();
         if target.len() > 7 && target[..7].eq_ignore_ascii_case("sha256:") {
             return parse_fingerprint(target)
                 .map_err(|_| HubError::Invalid(format!("{target} is not a valid fingerprint")));
         }
-        let folded = target.to_ascii_lowercase();
+        // Keyed by the nickname's skeleton ([`Nick::folded`]), not its lower case.
+        let folded = Nick::parse(target).map(|n| n.folded()).unwrap_or_else(|_| target.into());
         if let Some(user) = self.nicks.get(&folded).and_then(|id| self.users.get(id)) {
             return Ok(user.fingerprint.clone());
         }
@@ -72,14 +73,14 @@ impl State {
 
     /// The session holding `nick` online.
     fn online(&self, nick: &str) -> Result<SessionId, HubError> {
-        self.nicks
-            .get(&nick.to_ascii_lowercase())
-            .copied()
-            .ok_or_else(|| HubError::NoSuchNick(nick.to_owned()))
+        match self.find_nick(nick) {
+            Some(Holder::Local(id)) => Ok(id),
+            _ => Err(HubError::NoSuchNick(nick.to_owned())),
+        }
     }
 
     /// The key and nickname of the user called `nick`, on this node or another.
-    fn online_anywhere(&self, nick: &str) -> Result<(String, Nick), HubError> {
+    pub(super) fn online_anywhere(&self, nick: &str) -> Result<(String, Nick), HubError> {
         match self.find_nick(nick) {
             Some(Holder::Local(id)) => {
                 self.user(id).map(|u| (u.fingerprint.clone(), u.nick.clone()))

@@ -118,6 +118,9 @@ pub enum RoomBody {
     /// An operator hid (`hidden`) or showed again the room's bots (`hub/bots.rs`). A node that
     /// predates it skips the event (an unknown body), as any it cannot read.
     Bots { hidden: bool },
+    /// A room operator's change to the room's operators, modes, invites or bans
+    /// (`hub/room_ops.rs`); skipped by a node that predates it.
+    RoomOps { change: super::room_ops::RoomChange },
 }
 
 /// A room event as it travels through the cluster's ordered stream.
@@ -335,6 +338,7 @@ impl RemoteUser {
             fingerprint: self.fingerprint.clone(),
             away: self.away.clone(),
             bot: self.quiet,
+            op: false,
         }
     }
 }
@@ -574,6 +578,8 @@ impl Hub {
         // Operators of this node to acknowledge a `bots` setting (the stream has it).
         let mut acknowledge: Vec<(SessionId, Bytes)> = Vec::new();
         for (seq, ev) in events {
+            // A room kick or ban: the key's sessions here leave once its notice is queued.
+            let mut remove = None;
             let bus_seq = st.next_seq();
             let room_name = ev.room.clone();
             let quiet = st
@@ -643,11 +649,20 @@ impl Hub {
                     }
                     (Bytes::new(), Persist::Bots { room: room_name.clone(), hidden })
                 }
+                RoomBody::RoomOps { change } => {
+                    let actor = (here == Some(ev.node)).then_some(ev.session);
+                    let applied = st.apply_room_change(self, &room_name, &ev.from, actor, change);
+                    remove = applied.remove.map(|r| (r, applied.bytes.clone()));
+                    (applied.bytes, applied.persist)
+                }
             };
             if let Some(permit) = permits.next() {
                 // Nothing to deliver for a setting (only stored): no room to deliver to.
-                let room = (!bytes.is_empty()).then_some(room_name);
+                let room = (!bytes.is_empty()).then(|| room_name.clone());
                 permit.send(BusEvent { seq: bus_seq, room, bytes, persist });
+            }
+            if let Some((key, notice)) = remove {
+                st.remove_key_from_room(self, &room_name, key, &notice);
             }
         }
         for (session, notice) in &acknowledge {

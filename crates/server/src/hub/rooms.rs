@@ -186,7 +186,7 @@ impl Hub {
     /// nicknames: at most [`WHO_PAGE`] after the nickname `after`; with the room's member count
     /// and the nickname to ask after, when the page is not the whole list.
     pub fn who(&self, room_name: &RoomName, after: Option<&str>) -> MembersPage {
-        let st = self.lock();
+        let mut st = self.lock();
         let Some(r) = st.rooms.get(room_name) else { return MembersPage::default() };
         let after = after.map(|a| Nick::parse(a).map(|n| n.folded()).unwrap_or_else(|_| a.into()));
         let mut keyed: Vec<(String, Member)> = Vec::new();
@@ -200,6 +200,11 @@ impl Hub {
         let total = r.len();
         if r.bots_hidden {
             keyed.retain(|(_, m)| !m.bot);
+        }
+        let mut marked: Vec<Member> = keyed.iter().map(|(_, m)| m.clone()).collect();
+        st.mark_ops(self, room_name, &mut marked);
+        for ((_, m), marked) in keyed.iter_mut().zip(marked) {
+            m.op = marked.op;
         }
         drop(st);
         let more = keyed.len() > WHO_PAGE;
