@@ -37,6 +37,10 @@
 //! - `pgup_at_the_top_loads_older_history_until_its_start` (issue 19): 300 messages, PgUp
 //!   at the top loads the older pages from the server until `-- start of history --` and
 //!   `m1`, and nothing in them counts as unread.
+//! - `links_are_osc8_hyperlinks_and_a_mention_while_unfocused_notifies` (issue 19): the UI's
+//!   raw output (tmux `pipe-pane`) holds an OSC 8 hyperlink to a URL a message carried, and,
+//!   once the focus is reported lost, an OSC 9 notification of a mention (in tmux's
+//!   passthrough), none while focused.
 //!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
@@ -676,6 +680,60 @@ async fn pgup_at_the_top_loads_older_history_until_its_start() {
     assert!(line_is(rows[start + 1], "bob │ m1"), "{top}");
     assert!(line_is(rows[start + 2], "bob │ m2"), "{top}");
     assert!(!top.contains("act:"), "older pages are not unread: {top}");
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+/// Waits until the file `path` (the pane's raw output, from `pipe-pane`) contains `needle`;
+/// panics after [`DEADLINE`] with the last bytes seen.
+async fn wait_output(path: &Path, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let raw = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        if raw.contains(needle) {
+            return raw;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let tail: String =
+                raw.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("timed out waiting for {needle:?} in the output; its end:\n{tail:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 19: what the real UI writes to its terminal (tmux's `pipe-pane -O`, the raw output):
+/// a URL in a message is written inside an OSC 8 hyperlink to exactly that URL, and once the
+/// terminal reports the focus lost (`CSI O`, sent as input), a mention is announced with an
+/// OSC 9 notification, wrapped in tmux's passthrough since the UI runs in tmux.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_osc8_hyperlinks_and_a_mention_while_unfocused_notifies() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw.out");
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, "alice"), 100, 30).await;
+    tmux.run(&["pipe-pane", "-O", "-t", "t", &format!("cat >> '{}'", raw.display())]).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    bob.expect("alice", |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "alice"))
+        .await
+        .unwrap();
+
+    bob.say("see https://example.org/page?a=1 now").await.unwrap();
+    tmux.wait_for("bob │ see https://example.org/page?a=1 now").await;
+    wait_output(&raw, "\u{1b}]8;;https://example.org/page?a=1\u{1b}\\").await;
+
+    // Focused: a mention rings no notification.
+    bob.say("alice: focused").await.unwrap();
+    tmux.wait_for("alice: focused").await;
+    tmux.run(&["send-keys", "-t", "t", "-H", "1b", "5b", "4f"]).await;
+    bob.say("alice: are you there?").await.unwrap();
+    let out = wait_output(
+        &raw,
+        "\u{1b}Ptmux;\u{1b}\u{1b}]9;chatao: bob in #lobby: alice: are you there?\u{7}\u{1b}\\",
+    )
+    .await;
+    assert!(!out.contains("]9;chatao: bob in #lobby: alice: focused"), "not while focused");
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
 }

@@ -422,11 +422,23 @@ impl App {
         let chat = entry.is_chat();
         self.pushes += 1;
         b.active = self.pushes;
-        if activity || chat {
-            // Something new since the user left: the read marker goes above it.
-            let at_end = b.entries.len();
+        if (activity || chat) && b.marker_pending {
+            // Something new since the user left: the read marker goes above it. Scrolled up,
+            // the view stays on the same lines: the old marker's row goes (counted if it was
+            // below the view) and the new one comes below.
+            if b.scroll > 0
+                && let Some(old) = b.marker()
+            {
+                let below: usize = (old + 1..b.entries.len())
+                    .map(|j| ui::messages::entry_height(b, j, width, days))
+                    .sum();
+                if below < b.scroll {
+                    b.scroll -= 1;
+                }
+            }
+            let before = b.entries.len();
             b.place_marker();
-            if b.scroll > 0 && b.entries.len() > at_end {
+            if b.scroll > 0 && b.entries.len() >= before {
                 b.scroll += 1;
             }
         }
