@@ -4,7 +4,7 @@
 //! A line that does not start with `/` is text for the current room; `//text` sends `/text`.
 //! Room arguments may omit the `#`.
 
-use chatao_proto::ClientMsg;
+use chatao_proto::{ClientMsg, RoomFlag};
 
 /// Every command: name, syntax and what it does. `/help` prints this and the TUI completes from
 /// it, so a command added here is documented everywhere at once.
@@ -36,16 +36,35 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "/create [--e2e] #ROOM [--open]",
         "create a room; --e2e: end-to-end encrypted (invite-only, or --open to all)",
     ),
-    ("invite", "/invite NICK", "add someone to the current end-to-end encrypted room"),
+    (
+        "invite",
+        "/invite NICK",
+        "invite someone into the current room (E2E: add them; plain: room operators, for +i)",
+    ),
     ("remove", "/remove NICK", "remove someone from the current end-to-end encrypted room"),
     ("safety", "/safety", "list the current E2E room's members, key fingerprints, pin status"),
-    ("kick", "/kick NICK [REASON]", "operators: disconnect someone"),
+    ("op", "/op NICK", "room operators: make someone an operator of the current room"),
+    ("deop", "/deop NICK", "room operators: take the current room's operator status away"),
+    (
+        "mode",
+        "/mode +t|-t|+i|-i",
+        "room operators: lock the topic (+t) or make the current room invite-only (+i); - undoes",
+    ),
+    ("topiclock", "/topiclock on|off", "room operators: the same as /mode +t or /mode -t"),
+    ("kick", "/kick NICK [REASON]", "room operators: remove someone from the current room"),
     (
         "ban",
         "/ban NICK|FINGERPRINT [DURATION] [REASON]",
-        "operators: ban a key (DURATION like 30m, 2h, 7d; none: for good)",
+        "room operators: ban a key from the current room (DURATION like 30m, 2h, 7d; none: for good)",
     ),
-    ("unban", "/unban NICK|FINGERPRINT", "operators: lift a ban"),
+    ("unban", "/unban NICK|FINGERPRINT", "room operators: lift a ban from the current room"),
+    ("kill", "/kill NICK [REASON]", "server operators: disconnect someone from the server"),
+    (
+        "kline",
+        "/kline NICK|FINGERPRINT [DURATION] [REASON]",
+        "server operators: ban a key from the server (also /ban --server)",
+    ),
+    ("unkline", "/unkline NICK|FINGERPRINT", "server operators: lift a server ban"),
     ("mute", "/mute NICK [DURATION]", "operators: stop someone's key from sending"),
     ("unmute", "/unmute NICK", "operators: lift a mute"),
     (
@@ -107,16 +126,42 @@ pub enum Input {
     /// Away with a reason, or back (`None`).
     Away(Option<String>),
     Whois(String),
+    /// Room operators: remove `nick` from the current room.
     Kick {
         nick: String,
         reason: Option<String>,
     },
+    /// Room operators: ban a key from the current room.
     Ban {
         target: String,
         duration_secs: Option<u64>,
         reason: Option<String>,
     },
+    /// Room operators: lift a ban from the current room.
     Unban(String),
+    /// Room operators: make `nick` an operator of the current room, or (`on: false`) no more.
+    Op {
+        nick: String,
+        on: bool,
+    },
+    /// Room operators: turn a mode of the current room on or off.
+    Mode {
+        flag: RoomFlag,
+        on: bool,
+    },
+    /// Server operators: disconnect `nick` from the server.
+    Kill {
+        nick: String,
+        reason: Option<String>,
+    },
+    /// Server operators: ban a key from the server.
+    Kline {
+        target: String,
+        duration_secs: Option<u64>,
+        reason: Option<String>,
+    },
+    /// Server operators: lift a server ban.
+    Unkline(String),
     Mute {
         nick: String,
         duration_secs: Option<u64>,
@@ -243,22 +288,45 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         "whois" => Input::Whois(first.to_owned()),
         "kick" if first.is_empty() => return Err(usage("kick")),
         "kick" => Input::Kick { nick: first.to_owned(), reason: opt(tail) },
-        "ban" if first.is_empty() => return Err(usage("ban")),
-        "ban" => {
-            let (maybe, rest) = word(tail);
-            match parse_duration(maybe) {
-                Some(d) => Input::Ban {
-                    target: first.to_owned(),
-                    duration_secs: Some(d),
-                    reason: opt(rest),
-                },
-                None => {
-                    Input::Ban { target: first.to_owned(), duration_secs: None, reason: opt(tail) }
+        "kill" if first.is_empty() => return Err(usage("kill")),
+        "kill" => Input::Kill { nick: first.to_owned(), reason: opt(tail) },
+        "ban" if first == "--server" => {
+            let (target, rest) = word(tail);
+            match ban_args(target, rest) {
+                Some((target, duration_secs, reason)) => {
+                    Input::Kline { target, duration_secs, reason }
                 }
+                None => return Err(usage("kline")),
             }
         }
+        "ban" | "kline" => match (ban_args(first, tail), name.as_str()) {
+            (None, name) => return Err(usage(name)),
+            (Some((target, duration_secs, reason)), "ban") => {
+                Input::Ban { target, duration_secs, reason }
+            }
+            (Some((target, duration_secs, reason)), _) => {
+                Input::Kline { target, duration_secs, reason }
+            }
+        },
         "unban" if first.is_empty() || !tail.is_empty() => return Err(usage("unban")),
         "unban" => Input::Unban(first.to_owned()),
+        "unkline" if first.is_empty() || !tail.is_empty() => return Err(usage("unkline")),
+        "unkline" => Input::Unkline(first.to_owned()),
+        "op" | "deop" if first.is_empty() || !tail.is_empty() => return Err(usage(&name)),
+        "op" => Input::Op { nick: first.to_owned(), on: true },
+        "deop" => Input::Op { nick: first.to_owned(), on: false },
+        "mode" => match (args.trim(), tail.is_empty()) {
+            ("+t", _) => Input::Mode { flag: RoomFlag::TopicLock, on: true },
+            ("-t", _) => Input::Mode { flag: RoomFlag::TopicLock, on: false },
+            ("+i", _) => Input::Mode { flag: RoomFlag::InviteOnly, on: true },
+            ("-i", _) => Input::Mode { flag: RoomFlag::InviteOnly, on: false },
+            _ => return Err(usage("mode")),
+        },
+        "topiclock" => match args.trim().to_ascii_lowercase().as_str() {
+            "on" => Input::Mode { flag: RoomFlag::TopicLock, on: true },
+            "off" => Input::Mode { flag: RoomFlag::TopicLock, on: false },
+            _ => return Err(usage("topiclock")),
+        },
         "mute" if first.is_empty() => return Err(usage("mute")),
         "mute" => match (tail, parse_duration(tail)) {
             ("", _) => Input::Mute { nick: first.to_owned(), duration_secs: None },
@@ -340,14 +408,27 @@ impl Input {
             Input::Away(reason) => ClientMsg::Away { reason: reason.clone() },
             Input::Whois(nick) => ClientMsg::Whois { nick: nick.clone() },
             Input::Kick { nick, reason } => {
-                ClientMsg::Kick { nick: nick.clone(), reason: reason.clone() }
+                ClientMsg::RoomKick { room: room(), nick: nick.clone(), reason: reason.clone() }
             }
-            Input::Ban { target, duration_secs, reason } => ClientMsg::Ban {
+            Input::Ban { target, duration_secs, reason } => ClientMsg::RoomBan {
+                room: room(),
                 target: target.clone(),
                 duration_secs: *duration_secs,
                 reason: reason.clone(),
             },
-            Input::Unban(target) => ClientMsg::Unban { target: target.clone() },
+            Input::Unban(target) => ClientMsg::RoomUnban { room: room(), target: target.clone() },
+            Input::Op { nick, on: true } => ClientMsg::Op { room: room(), nick: nick.clone() },
+            Input::Op { nick, on: false } => ClientMsg::Deop { room: room(), nick: nick.clone() },
+            Input::Mode { flag, on } => ClientMsg::Mode { room: room(), flag: *flag, on: *on },
+            Input::Kill { nick, reason } => {
+                ClientMsg::Kick { nick: nick.clone(), reason: reason.clone() }
+            }
+            Input::Kline { target, duration_secs, reason } => ClientMsg::Ban {
+                target: target.clone(),
+                duration_secs: *duration_secs,
+                reason: reason.clone(),
+            },
+            Input::Unkline(target) => ClientMsg::Unban { target: target.clone() },
             Input::Mute { nick, duration_secs } => {
                 ClientMsg::Mute { nick: nick.clone(), duration_secs: *duration_secs }
             }
@@ -357,7 +438,8 @@ impl Input {
             Input::Create { room, e2e, open } => {
                 ClientMsg::Create { room: room.clone(), e2e: *e2e, open: *open }
             }
-            // The E2E layer turns the key package into the add (crate::e2e).
+            // The E2E layer turns the key package into the add (crate::e2e); for a room it
+            // holds no group of (a plain room) it sends `invite` instead.
             Input::Invite(nick) => {
                 ClientMsg::FetchKeyPackage { nick: nick.clone(), room: Some(room()) }
             }
@@ -381,6 +463,18 @@ impl Input {
             _ => None,
         }
     }
+}
+
+/// `TARGET [DURATION] [REASON]` of `/ban` and `/kline`; `None` without a target.
+fn ban_args(target: &str, tail: &str) -> Option<(String, Option<u64>, Option<String>)> {
+    if target.is_empty() {
+        return None;
+    }
+    let (maybe, rest) = word(tail);
+    Some(match parse_duration(maybe) {
+        Some(d) => (target.to_owned(), Some(d), opt(rest)),
+        None => (target.to_owned(), None, opt(tail)),
+    })
 }
 
 /// The `/help` text, one line per command.
@@ -493,6 +587,67 @@ mod tests {
             ok("/who rust bob"),
             Input::WhoPage { room: "#rust".into(), after: "bob".into() }
         );
+    }
+
+    /// Issue 19: /kick, /ban, /unban act on the current room; /kill, /kline (or /ban --server)
+    /// and /unkline on the server; /op, /deop, /mode, /topiclock on the current room.
+    #[test]
+    fn room_operator_commands_address_the_current_room_and_server_ones_the_server() {
+        let msg = |line: &str| ok(line).to_msg("#rust").unwrap();
+        assert_eq!(
+            msg("/kick bob off topic"),
+            ClientMsg::RoomKick {
+                room: "#rust".into(),
+                nick: "bob".into(),
+                reason: Some("off topic".into())
+            }
+        );
+        assert_eq!(
+            msg("/kill bob flooding"),
+            ClientMsg::Kick { nick: "bob".into(), reason: Some("flooding".into()) }
+        );
+        assert_eq!(
+            msg("/ban bob 2h spam"),
+            ClientMsg::RoomBan {
+                room: "#rust".into(),
+                target: "bob".into(),
+                duration_secs: Some(7200),
+                reason: Some("spam".into())
+            }
+        );
+        let server_ban = ClientMsg::Ban {
+            target: "bob".into(),
+            duration_secs: Some(7200),
+            reason: Some("spam".into()),
+        };
+        assert_eq!(msg("/kline bob 2h spam"), server_ban);
+        assert_eq!(msg("/ban --server bob 2h spam"), server_ban);
+        assert_eq!(
+            msg("/unban bob"),
+            ClientMsg::RoomUnban { room: "#rust".into(), target: "bob".into() }
+        );
+        assert_eq!(msg("/unkline bob"), ClientMsg::Unban { target: "bob".into() });
+        assert_eq!(msg("/op bob"), ClientMsg::Op { room: "#rust".into(), nick: "bob".into() });
+        assert_eq!(msg("/deop bob"), ClientMsg::Deop { room: "#rust".into(), nick: "bob".into() });
+        let mode = |flag, on| ClientMsg::Mode { room: "#rust".into(), flag, on };
+        assert_eq!(msg("/mode +t"), mode(RoomFlag::TopicLock, true));
+        assert_eq!(msg("/mode -t"), mode(RoomFlag::TopicLock, false));
+        assert_eq!(msg("/mode +i"), mode(RoomFlag::InviteOnly, true));
+        assert_eq!(msg("/mode -i"), mode(RoomFlag::InviteOnly, false));
+        assert_eq!(msg("/topiclock on"), mode(RoomFlag::TopicLock, true));
+        assert_eq!(msg("/topiclock off"), mode(RoomFlag::TopicLock, false));
+        for bad in [
+            "/mode",
+            "/mode +x",
+            "/topiclock",
+            "/op",
+            "/op a b",
+            "/kill",
+            "/kline",
+            "/ban --server",
+        ] {
+            assert!(matches!(parse(bad), Err(CommandError::Usage(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -299,12 +299,16 @@ fn plain(msg: &ServerMsg) -> Option<String> {
             }
         }
         ServerMsg::Members { room, members, e2e, total, next } => {
-            // A quiet session (a bot) is marked, as the server marks it.
+            // A quiet session (a bot) is marked, as the server marks it; a room operator is
+            // @nick (issue 19).
             let nicks: Vec<String> = members
                 .iter()
-                .map(|m| match m.bot {
-                    true => format!("{} [bot]", m.nick),
-                    false => m.nick.to_string(),
+                .map(|m| {
+                    let at = if m.op { "@" } else { "" };
+                    match m.bot {
+                        true => format!("{at}{} [bot]", m.nick),
+                        false => format!("{at}{}", m.nick),
+                    }
                 })
                 .collect();
             let mark = if *e2e { " [E2E]" } else { "" };
@@ -471,6 +475,43 @@ mod tests {
         };
         let line = event(Format::Plain, &msg).unwrap();
         assert!(line.ends_with(&format!("<eve> ok␠…{fake}")), "{line:?}");
+    }
+
+    /// Issue 19: line mode's who marks room operators @nick; a room operator's action is one
+    /// sanitized line.
+    #[test]
+    fn who_marks_room_operators_and_room_moderation_is_a_line() {
+        let member = |n: &str, op| chatao_proto::Member {
+            nick: Nick::parse(n).unwrap(),
+            fingerprint: "SHA256:x".into(),
+            away: None,
+            bot: false,
+            op,
+        };
+        let room = RoomName::parse("#rust").unwrap();
+        let who = ServerMsg::Members {
+            room: room.clone(),
+            members: vec![member("alice", true), member("bob", false)],
+            e2e: false,
+            total: None,
+            next: None,
+        };
+        let line = event(Format::Plain, &who).unwrap();
+        assert!(
+            line.contains("@alice") && line.contains("bob") && !line.contains("@bob"),
+            "{line}"
+        );
+        let kick = ServerMsg::RoomModeration {
+            room,
+            action: chatao_proto::RoomAction::Kick,
+            target: Some("bob\u{1b}[2J".into()),
+            by: Nick::parse("alice").unwrap(),
+            reason: Some("off topic".into()),
+            until: None,
+        };
+        let line = event(Format::Plain, &kick).unwrap();
+        assert!(line.contains("was kicked from #rust by alice: off topic"), "{line}");
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
     }
 
     #[test]

@@ -43,7 +43,11 @@ fn who_answer(room: &RoomName, members: &[chatao_proto::Member], e2e: bool) -> S
     // A quiet session (a bot) is marked, as the server marks it (issue 22).
     let mut names: Vec<String> = members
         .iter()
-        .map(|m| if m.bot { format!("{} [bot]", m.nick) } else { m.nick.to_string() })
+        .map(|m| {
+            // A room operator is @nick (issue 19).
+            let at = if m.op { "@" } else { "" };
+            if m.bot { format!("{at}{} [bot]", m.nick) } else { format!("{at}{}", m.nick) }
+        })
         .collect();
     names.sort_by_key(|n| n.to_ascii_lowercase());
     let more = names.len().saturating_sub(MEMBERS_LISTED);

@@ -287,7 +287,8 @@ impl Layer {
             ClientMsg::FetchKeyPackage { nick, room: Some(room) } => {
                 if let Some(r) = room_name(&room) {
                     if !self.has_group(r.as_str()) {
-                        self.notice(format!("{r} is not an end-to-end encrypted room you are in"));
+                        // A plain room (issue 19): its invite list, kept by the server.
+                        self.net(ClientMsg::Invite { room, nick });
                         return;
                     }
                     if self.inviting.len() >= INVITES_TRACKED {
@@ -1184,6 +1185,18 @@ mod tests {
         let out = l.drain();
         assert_eq!(out.len(), 1);
         assert!(is_warning(&out[0]), "{out:?}");
+    }
+
+    /// Issue 19: `/invite` in a room the layer holds no group of (a plain room) is the
+    /// server's `invite`, not a key package fetch.
+    #[test]
+    fn an_invite_into_a_plain_room_goes_to_the_server_as_invite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        l.from_ui(ClientMsg::FetchKeyPackage { nick: "bob".into(), room: Some("#plain".into()) });
+        let out = l.drain();
+        let invite = ClientMsg::Invite { room: "#plain".into(), nick: "bob".into() };
+        assert!(matches!(&out[..], [Out::Net(m)] if *m == invite), "{out:?}");
     }
 
     #[test]
