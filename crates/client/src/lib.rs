@@ -15,6 +15,7 @@
 //!   after a reconnection), the reconnection schedule.
 //! - [`catchup`]: which messages were shown, so a reconnection's catch-up shows each once.
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
+//! - [`filter`]: ignored keys, highlight words, the smart join/part filter (pure).
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.
 //! - [`line`](mod@line): line mode (stdin/stdout), for scripts, bots and pipes.
 //! - [`state`]: line mode's place across restarts (`--state FILE`), written atomically.
@@ -31,6 +32,7 @@ pub mod catchup;
 pub mod command;
 pub mod core;
 pub mod e2e;
+pub mod filter;
 pub mod format;
 pub mod line;
 pub mod man;

@@ -1,0 +1,407 @@
+//! What the user chose not to see, or to be told about: ignored keys, highlight words, and
+//! weechat's "smart" filter for joins, parts and nickname changes. Pure (no I/O; time is passed
+//! in as an `Instant`), shared by both modes.
+//!
+//! Messages name their sender by nickname only; `members`, `join` and `whois` carry the key's
+//! fingerprint. [`Ignores`] keeps the nickname → fingerprint map those events give, follows
+//! `nick_change`, and matches a sender by its key, so a rename does not escape an ignore. An
+//! ignore given as a nickname whose key is not known yet matches that nickname until the key is
+//! learned, then the key.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Most nickname → fingerprint pairs kept; past it the oldest learned is forgotten (an ignore
+/// by key still holds, by nickname it falls back to the nickname).
+pub const MAX_KNOWN_KEYS: usize = 10_000;
+
+/// Most (room, nickname) pairs the smart filter remembers; past it the oldest speaker is
+/// forgotten (their next join/part is then hidden, as for someone who has not spoken).
+pub const MAX_SPEAKERS: usize = 10_000;
+
+/// Folds a nickname for comparison (the server compares nicknames ignoring ASCII case).
+fn fold(nick: &str) -> String {
+    nick.to_ascii_lowercase()
+}
+
+/// Whether `s` is written as a key fingerprint (`SHA256:` and the base64 digest).
+pub fn is_fingerprint(s: &str) -> bool {
+    s.strip_prefix("SHA256:").is_some_and(|rest| {
+        rest.len() >= 8 && rest.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+    })
+}
+
+/// The ignore list, and the keys it needs to match senders.
+#[derive(Debug, Default, Clone)]
+pub struct Ignores {
+    /// Ignored keys (fingerprints).
+    keys: BTreeSet<String>,
+    /// Ignored nicknames (folded) whose key is not known yet.
+    nicks: BTreeSet<String>,
+    /// Folded nickname → fingerprint, as `members`, `join` and `whois` said.
+    known: HashMap<String, String>,
+    /// The order `known` was filled in, to forget the oldest (bounded by [`MAX_KNOWN_KEYS`]).
+    order: VecDeque<String>,
+}
+
+/// What `/ignore X` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// Ignored by key (X was a fingerprint, or a nickname whose key is known).
+    Key(String),
+    /// Ignored by nickname until its key is learned.
+    Nick(String),
+    /// Already ignored.
+    Already,
+}
+
+impl Ignores {
+    /// An ignore list from the config's and the state file's entries (nicknames or
+    /// fingerprints).
+    pub fn new<'a>(entries: impl IntoIterator<Item = &'a str>) -> Ignores {
+        let mut ignores = Ignores::default();
+        for e in entries {
+            ignores.add(e);
+        }
+        ignores
+    }
+
+    /// Ignores `target`: a fingerprint, or a nickname (resolved to its key when known).
+    pub fn add(&mut self, target: &str) -> Added {
+        let target = target.trim();
+        if is_fingerprint(target) {
+            return if self.keys.insert(target.to_owned()) {
+                Added::Key(target.to_owned())
+            } else {
+                Added::Already
+            };
+        }
+        let folded = fold(target);
+        match self.known.get(&folded).cloned() {
+            Some(fp) => {
+                if self.keys.insert(fp.clone()) {
+                    Added::Key(fp)
+                } else {
+                    Added::Already
+                }
+            }
+            None => {
+                if self.nicks.insert(folded) {
+                    Added::Nick(target.to_owned())
+                } else {
+                    Added::Already
+                }
+            }
+        }
+    }
+
+    /// Stops ignoring `target` (a fingerprint or a nickname, by its key when known); whether
+    /// anything was removed.
+    pub fn remove(&mut self, target: &str) -> bool {
+        let target = target.trim();
+        if is_fingerprint(target) {
+            return self.keys.remove(target);
+        }
+        let folded = fold(target);
+        let by_nick = self.nicks.remove(&folded);
+        let by_key = match self.known.get(&folded) {
+            Some(fp) => self.keys.remove(fp),
+            None => false,
+        };
+        by_nick || by_key
+    }
+
+    /// The entries, fingerprints then nicknames, to list or to save.
+    pub fn entries(&self) -> Vec<String> {
+        self.keys.iter().chain(self.nicks.iter()).cloned().collect()
+    }
+
+    /// The nicknames currently known for `fp` (for listing).
+    pub fn nicks_of(&self, fp: &str) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.known.iter().filter(|(_, f)| f.as_str() == fp).map(|(n, _)| n.clone()).collect();
+        out.sort();
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.nicks.is_empty()
+    }
+
+    /// `nick` holds the key `fp` (from `members`, `join`, `whois`, `key_package`). An ignore by
+    /// that nickname becomes an ignore by that key.
+    pub fn learn(&mut self, nick: &str, fp: &str) {
+        let folded = fold(nick);
+        if self.nicks.remove(&folded) {
+            self.keys.insert(fp.to_owned());
+        }
+        if self.known.insert(folded.clone(), fp.to_owned()).is_none() {
+            self.order.push_back(folded);
+            while self.order.len() > MAX_KNOWN_KEYS {
+                if let Some(old) = self.order.pop_front() {
+                    self.known.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// `old` is now called `new` (`nick_change`): its key goes with it.
+    pub fn rename(&mut self, old: &str, new: &str) {
+        let (old, new) = (fold(old), fold(new));
+        if let Some(fp) = self.known.remove(&old) {
+            self.order.retain(|n| *n != old);
+            self.learn(&new, &fp);
+        } else if self.nicks.remove(&old) {
+            // Ignored by nickname, key unknown: the ignore follows the person.
+            self.nicks.insert(new);
+        }
+    }
+
+    /// Whether a message from `nick` is hidden.
+    pub fn ignores_nick(&self, nick: &str) -> bool {
+        let folded = fold(nick);
+        if let Some(fp) = self.known.get(&folded) {
+            return self.keys.contains(fp);
+        }
+        self.nicks.contains(&folded)
+    }
+
+    /// Whether the key `fp` is ignored.
+    pub fn ignores_key(&self, fp: &str) -> bool {
+        self.keys.contains(fp)
+    }
+}
+
+/// Whether `word` occurs in `text` as a whole word, ignoring case (a word: letters, digits,
+/// `_` and `-`, as nicknames are made).
+pub fn has_word(text: &str, word: &str) -> bool {
+    if word.is_empty() {
+        return false;
+    }
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let hay = text.to_lowercase();
+    let needle = word.to_lowercase();
+    hay.match_indices(&needle).any(|(i, _)| {
+        let before = hay[..i].chars().next_back();
+        let after = hay[i + needle.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
+}
+
+/// Whether `text` is a mention for the user `me` with the highlight words `words`.
+pub fn is_mention(text: &str, me: &str, words: &[String]) -> bool {
+    has_word(text, me) || words.iter().any(|w| has_word(text, w))
+}
+
+/// Which joins, parts and nickname changes are shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HideJoins {
+    /// All are shown.
+    #[default]
+    Off,
+    /// Those of people who have not spoken in the room in the last [`SMART_WINDOW`] are hidden.
+    Smart,
+    /// All are hidden.
+    All,
+}
+
+impl HideJoins {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HideJoins::Off => "off",
+            HideJoins::Smart => "smart",
+            HideJoins::All => "all",
+        }
+    }
+}
+
+/// The smart filter's window (weechat's `irc.look.smart_filter_delay`, 5 there; 10 here).
+pub const SMART_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// The smart filter's memory: when each nickname last spoke in each room.
+#[derive(Debug, Clone)]
+pub struct Smart {
+    window: Duration,
+    spoke: HashMap<(String, String), Instant>,
+    order: VecDeque<(String, String)>,
+}
+
+impl Default for Smart {
+    fn default() -> Smart {
+        Smart::new(SMART_WINDOW)
+    }
+}
+
+impl Smart {
+    pub fn new(window: Duration) -> Smart {
+        Smart { window, spoke: HashMap::new(), order: VecDeque::new() }
+    }
+
+    /// `nick` spoke in `room` at `now`.
+    pub fn spoke(&mut self, room: &str, nick: &str, now: Instant) {
+        let key = (room.to_owned(), fold(nick));
+        if self.spoke.insert(key.clone(), now).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > MAX_SPEAKERS {
+                if let Some(old) = self.order.pop_front() {
+                    self.spoke.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// `old` is now `new`: what they said in every room counts for the new name.
+    pub fn rename(&mut self, old: &str, new: &str) {
+        let old = fold(old);
+        let moved: Vec<((String, String), Instant)> = self
+            .spoke
+            .iter()
+            .filter(|((_, n), _)| *n == old)
+            .map(|(k, t)| (k.clone(), *t))
+            .collect();
+        for ((room, _), t) in moved {
+            self.spoke.remove(&(room.clone(), old.clone()));
+            self.order.retain(|k| !(k.0 == room && k.1 == old));
+            self.spoke(&room, new, t);
+        }
+    }
+
+    /// Whether `nick` spoke in `room` within the window before `now`.
+    pub fn recent(&self, room: &str, nick: &str, now: Instant) -> bool {
+        self.spoke
+            .get(&(room.to_owned(), fold(nick)))
+            .is_some_and(|t| now.saturating_duration_since(*t) <= self.window)
+    }
+
+    /// Whether `nick`'s join or part in `room` is hidden under `mode`.
+    pub fn hides(&self, mode: HideJoins, room: &str, nick: &str, now: Instant) -> bool {
+        match mode {
+            HideJoins::Off => false,
+            HideJoins::All => true,
+            HideJoins::Smart => !self.recent(room, nick, now),
+        }
+    }
+
+    /// Whether `old`'s nickname change is hidden under `mode` (smart: shown if they spoke in any
+    /// room recently). Call before [`Smart::rename`].
+    pub fn hides_rename(&self, mode: HideJoins, old: &str, now: Instant) -> bool {
+        match mode {
+            HideJoins::Off => false,
+            HideJoins::All => true,
+            HideJoins::Smart => {
+                let old = fold(old);
+                !self.spoke.iter().any(|((_, n), t)| {
+                    *n == old && now.saturating_duration_since(*t) <= self.window
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const FP2: &str = "SHA256:ZZZdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    #[test]
+    fn an_ignore_by_key_survives_a_rename() {
+        let mut ig = Ignores::default();
+        ig.learn("mallory", FP);
+        assert_eq!(ig.add("Mallory"), Added::Key(FP.to_owned()));
+        assert!(ig.ignores_nick("mallory"));
+        ig.rename("mallory", "notmallory");
+        assert!(ig.ignores_nick("NotMallory"));
+        assert!(!ig.ignores_nick("mallory"), "the old name is free for someone else");
+        ig.learn("mallory", FP2);
+        assert!(!ig.ignores_nick("mallory"));
+    }
+
+    #[test]
+    fn an_ignore_by_nickname_becomes_by_key_when_the_key_is_learned() {
+        let mut ig = Ignores::new(["eve"]);
+        assert!(ig.ignores_nick("EVE"));
+        ig.learn("eve", FP);
+        assert!(ig.ignores_key(FP));
+        assert_eq!(ig.entries(), vec![FP.to_owned()]);
+        ig.rename("eve", "eve2");
+        assert!(ig.ignores_nick("eve2"));
+        // Someone else takes "eve": not ignored, their key differs.
+        ig.learn("eve", FP2);
+        assert!(!ig.ignores_nick("eve"));
+    }
+
+    #[test]
+    fn an_unresolved_nickname_ignore_follows_a_rename() {
+        let mut ig = Ignores::new(["eve"]);
+        ig.rename("eve", "eve_");
+        assert!(ig.ignores_nick("eve_"));
+        assert!(!ig.ignores_nick("eve"));
+    }
+
+    #[test]
+    fn unignore_by_nickname_or_key() {
+        let mut ig = Ignores::new([FP]);
+        ig.learn("bob", FP);
+        assert_eq!(ig.add(FP), Added::Already);
+        assert!(ig.remove("BOB"));
+        assert!(!ig.ignores_nick("bob"));
+        assert!(!ig.remove("bob"));
+        ig.add("carol");
+        assert!(ig.remove("carol"));
+        assert!(ig.is_empty());
+    }
+
+    #[test]
+    fn the_known_keys_are_bounded() {
+        let mut ig = Ignores::default();
+        for i in 0..MAX_KNOWN_KEYS + 5 {
+            ig.learn(&format!("n{i}"), FP);
+        }
+        assert_eq!(ig.known.len(), MAX_KNOWN_KEYS);
+        assert!(!ig.known.contains_key("n0"));
+    }
+
+    #[test]
+    fn highlight_words_are_whole_words_ignoring_case() {
+        let words = vec!["deploy".to_owned(), "Ünïcode".to_owned()];
+        assert!(is_mention("DEPLOY now", "me", &words));
+        assert!(is_mention("ping me", "me", &words));
+        assert!(is_mention("ünïcode!", "me", &words));
+        assert!(!is_mention("redeployed", "me", &words));
+        assert!(!is_mention("deploy-bot", "me", &words));
+        assert!(!is_mention("meme", "me", &words));
+        assert!(!has_word("x", ""));
+    }
+
+    #[test]
+    fn the_smart_filter_hides_those_who_have_not_spoken_recently() {
+        let t0 = Instant::now();
+        let mut s = Smart::new(Duration::from_secs(600));
+        assert!(s.hides(HideJoins::Smart, "#a", "bob", t0));
+        s.spoke("#a", "Bob", t0);
+        assert!(!s.hides(HideJoins::Smart, "#a", "bob", t0 + Duration::from_secs(600)));
+        assert!(s.hides(HideJoins::Smart, "#a", "bob", t0 + Duration::from_secs(601)));
+        assert!(s.hides(HideJoins::Smart, "#b", "bob", t0), "per room");
+        assert!(!s.hides(HideJoins::Off, "#a", "zed", t0));
+        assert!(s.hides(HideJoins::All, "#a", "bob", t0));
+        // A nickname change: shown (they spoke), and their speaking moves to the new name.
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(!s.hides_rename(HideJoins::Smart, "bob", t1));
+        assert!(s.hides_rename(HideJoins::Smart, "carol", t1));
+        s.rename("bob", "robert");
+        assert!(!s.hides(HideJoins::Smart, "#a", "robert", t1));
+        assert!(s.hides(HideJoins::Smart, "#a", "bob", t1));
+    }
+
+    #[test]
+    fn fingerprints_are_told_from_nicknames() {
+        assert!(is_fingerprint(FP));
+        assert!(!is_fingerprint("alice"));
+        assert!(!is_fingerprint("SHA256:"));
+    }
+}
