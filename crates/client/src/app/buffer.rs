@@ -222,6 +222,8 @@ pub struct Member {
     pub away: Option<String>,
     /// A quiet session (the server marks it `bot`): the list shows it marked.
     pub bot: bool,
+    /// An operator of the room (the server marks it `op`; issue 19): the list shows `@nick`.
+    pub op: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +367,15 @@ impl Buffer {
         if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&key) {
             return;
         }
-        self.members.insert(key, Member { nick, away, bot });
+        let op = self.members.get(&key).is_some_and(|m| m.op);
+        self.members.insert(key, Member { nick, away, bot, op });
+    }
+
+    /// Marks `nick`, if listed, as an operator of the room (`op`) or not.
+    pub fn set_op(&mut self, nick: &Nick, op: bool) {
+        if let Some(m) = self.members.get_mut(&nick.folded()) {
+            m.op = op;
+        }
     }
 
     pub fn remove_member(&mut self, nick: &Nick) -> bool {

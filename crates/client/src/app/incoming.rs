@@ -315,6 +315,16 @@ impl App {
             }
             ServerMsg::RoomModeration { room, action, target, by, reason, until } => {
                 let i = self.room_buffer(&room);
+                let op = match action {
+                    chatao_proto::RoomAction::Op => Some(true),
+                    chatao_proto::RoomAction::Deop => Some(false),
+                    _ => None,
+                };
+                if let (Some(op), Some(nick)) =
+                    (op, target.as_deref().and_then(|t| chatao_proto::Nick::parse(t).ok()))
+                {
+                    self.buffers[i].set_op(&nick, op);
+                }
                 let target = target.as_deref().map(sanitize);
                 let mut text = action.describe(&room, target.as_deref(), &by);
                 if let Some(until) = until {
@@ -404,6 +414,7 @@ impl App {
         let b = &mut self.buffers[i];
         for m in members {
             b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()), m.bot);
+            b.set_op(&m.nick, m.op);
         }
     }
 
@@ -413,6 +424,7 @@ impl App {
         b.members.clear();
         for m in members {
             b.add_member(m.nick.clone(), m.away.as_deref().map(|a| sanitize(a).into()), m.bot);
+            b.set_op(&m.nick, m.op);
         }
     }
 

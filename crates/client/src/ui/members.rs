@@ -19,9 +19,13 @@ use crate::app::buffer::Member;
 /// is never cut further for it: names stay apart).
 pub const BOT_MARK: &str = " [bot]";
 
-/// The columns `m` wants in the list (its name, and the bot mark).
+/// What precedes an operator's name (issue 19), as IRC clients show it.
+pub const OP_MARK: &str = "@";
+
+/// The columns `m` wants in the list (its name, the operator and bot marks).
 pub(crate) fn row_width(m: &Member) -> usize {
-    width(m.nick.as_str()) + if m.bot { width(BOT_MARK) } else { 0 }
+    let op = if m.op { width(OP_MARK) } else { 0 };
+    op + width(m.nick.as_str()) + if m.bot { width(BOT_MARK) } else { 0 }
 }
 
 pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
@@ -49,7 +53,9 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
             } else {
                 style::nick(nick)
             };
-            let name = truncate(&labels.get(nick), col).to_owned();
+            let label = labels.get(nick);
+            let name = if m.op { format!("{OP_MARK}{label}") } else { label.to_string() };
+            let name = truncate(&name, col).to_owned();
             let mut row = vec![Span::raw(" "), Span::styled(name, st)];
             if m.bot && width(row[1].content.as_ref()) + width(BOT_MARK) <= col {
                 row.push(Span::styled(BOT_MARK, style::INFO));

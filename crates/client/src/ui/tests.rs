@@ -261,6 +261,50 @@ fn member_list_marks_bots() {
     assert_eq!((list(1).trim(), list(2).trim()), ("alice", "bob"), "only the bot is marked");
 }
 
+/// Issue 19: a room operator (marked `op` by the server) is listed as `@nick`; a deop in the
+/// room takes the mark away, an op gives it.
+#[test]
+fn member_list_marks_room_operators() {
+    let mut a = app(60, 8);
+    net(&mut a, joined("#lobby", "alice"));
+    let list = [("alice", true), ("bob", false)]
+        .iter()
+        .map(|(n, op)| Member {
+            nick: nick(n),
+            fingerprint: "SHA256:x".into(),
+            away: None,
+            bot: false,
+            op: *op,
+        })
+        .collect();
+    let members = ServerMsg::Members {
+        room: room("#lobby"),
+        members: list,
+        e2e: false,
+        total: None,
+        next: None,
+    };
+    net(&mut a, members);
+    let c = cells(&a);
+    let (x, y) = find(&c, "@alice");
+    let row = |y: u16| -> String { (x..c.area.width).map(|x| c[(x, y)].symbol()).collect() };
+    assert_eq!((row(y).trim(), row(y + 1).trim()), ("@alice", "bob"));
+    let moderation = |action, target: &str| ServerMsg::RoomModeration {
+        room: room("#lobby"),
+        action,
+        target: Some(target.into()),
+        by: nick("alice"),
+        reason: None,
+        until: None,
+    };
+    net(&mut a, moderation(chatao_proto::RoomAction::Op, "bob"));
+    net(&mut a, moderation(chatao_proto::RoomAction::Deop, "alice"));
+    let c = cells(&a);
+    let (x, y) = find(&c, "@bob");
+    let row = |y: u16| -> String { (x..c.area.width).map(|x| c[(x, y)].symbol()).collect() };
+    assert_eq!((row(y - 1).trim(), row(y).trim()), ("alice", "@bob"));
+}
+
 #[test]
 fn reconnecting_keeps_the_input() {
     let mut a = busy(80, 14);
