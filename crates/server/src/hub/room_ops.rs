@@ -303,6 +303,9 @@ impl State {
                 (Some(RoomAction::Kick), Some(nick), reason, None)
             }
             RoomChange::Ban { fingerprint, target, until, reason } => {
+                // Bans that ended are dropped here (they no longer count toward the limit).
+                let now = hub.access().clock().now_ms();
+                ops.bans.retain(|_, b| b.until.is_none_or(|u| u > now));
                 ops.invites.remove(&fingerprint);
                 ops.ops.remove(&fingerprint);
                 let ban = RoomBan { until, reason: reason.clone(), by: by.to_string() };
@@ -527,7 +530,10 @@ impl Hub {
                 ));
             }
             let fingerprint = st.resolve(target)?;
-            if st.room_ops.get(room).is_some_and(|o| o.bans.len() >= MAX_ROOM_LIST) {
+            let now = self.access().clock().now_ms();
+            let live =
+                |o: &RoomOps| o.bans.values().filter(|b| b.until.is_none_or(|u| u > now)).count();
+            if st.room_ops.get(room).is_some_and(|o| live(o) >= MAX_ROOM_LIST) {
                 return Err(HubError::Invalid(format!("{room} bans {MAX_ROOM_LIST} keys already")));
             }
             Ok(RoomChange::Ban { fingerprint, target: target.trim().to_owned(), until, reason })
