@@ -15,6 +15,8 @@
 //!   after a reconnection), the reconnection schedule.
 //! - [`catchup`]: which messages were shown, so a reconnection's catch-up shows each once.
 //! - [`command`]: what the user types (`/me waves`), parsed; shared by both modes.
+//! - [`config`]: the client's config file and the ignore file `/ignore` writes.
+//! - [`chatlog`]: per-buffer, per-day plain-text chat logs.
 //! - [`filter`]: ignored keys, highlight words, the smart join/part filter (pure).
 //! - [`format`](mod@format): events as plain or JSON lines for line mode.
 //! - [`line`](mod@line): line mode (stdin/stdout), for scripts, bots and pipes.
@@ -29,7 +31,9 @@
 
 pub mod app;
 pub mod catchup;
+pub mod chatlog;
 pub mod command;
+pub mod config;
 pub mod core;
 pub mod e2e;
 pub mod filter;
