@@ -8,7 +8,8 @@
 //! - `a_hostile_server_cannot_reach_the_terminal_with_escape_sequences`: the real server
 //!   refuses control characters, so a fake server sends them (in a message, a topic and its
 //!   own name): they appear as visible stand-ins (`␛[2J`), the screen is not cleared and the
-//!   window title does not change.
+//!   window title does not change; a URL holding ESC/BEL or C1 to end the OSC 8 sequence and
+//!   start its own is not linked (the raw output, from `pipe-pane`, has only the plain link).
 //! - `losing_the_connection_reconnects_and_catches_up`: a proxy between alice and the server
 //!   cuts the connection and refuses new ones for a while: the UI shows the countdown, keeps
 //!   the unsent input, reconnects, and shows the messages missed in every room, once.
@@ -196,6 +197,20 @@ async fn hostile_server(listener: TcpListener) {
             text: format!("text {evil}\r\nsecond line"),
             history: false,
         },
+        // Issue 19: links whose URL tries to close the OSC 8 sequence and open its own.
+        ServerMsg::Message {
+            cid: None,
+            room: RoomName::lobby(),
+            id: 2,
+            time: 1_700_000_000_000,
+            from: Nick::parse("mallory").unwrap(),
+            kind: MessageKind::Normal,
+            text: "go https://ok.example/fine or \
+                   https://evil.example/\u{1b}]8;;https://phish.example/\u{7}x or \
+                   https://evil2.example/\u{9d}8;;https://phish2.example/\u{9c}y"
+                .into(),
+            history: false,
+        },
     ];
     for m in &msgs {
         conn.write_record(&encode(m)).await.unwrap();
@@ -210,7 +225,9 @@ async fn a_hostile_server_cannot_reach_the_terminal_with_escape_sequences() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(hostile_server(listener));
     let dir = tempfile::tempdir().unwrap();
-    let tmux = Tmux::start(&chatao_command(dir.path(), addr, "alice"), 100, 20).await;
+    let raw = dir.path().join("raw.out");
+    let tmux = Tmux::start(&chatao_command(dir.path(), addr, "alice"), 140, 20).await;
+    tmux.run(&["pipe-pane", "-O", "-t", "t", &format!("cat >> '{}'", raw.display())]).await;
 
     let shown = "␛[2J␛[H␛]0;pwned␇␛[31mRED\u{FFFD}1m";
     let screen = tmux.wait_for(&format!("mallory │ text {shown}␍")).await;
@@ -219,6 +236,13 @@ async fn a_hostile_server_cannot_reach_the_terminal_with_escape_sequences() {
     assert!(screen.contains(&format!("(evil {shown},")), "{screen}");
     assert!(screen.contains("you joined #lobby"), "the screen was not cleared: {screen}");
     assert_ne!(tmux.format("#{pane_title}").await, "pwned", "the title was not changed");
+    // The plain link is a hyperlink (so links were being written), the hostile ones are not,
+    // and no sequence of theirs reached the terminal.
+    tmux.wait_for("https://evil2.example/").await;
+    let out = wait_output(&raw, "\u{1b}]8;;https://ok.example/fine\u{1b}\\").await;
+    for forged in ["\u{1b}]8;;https://phish", "\u{1b}]8;;https://evil", "\u{9d}"] {
+        assert!(!out.contains(forged), "{forged:?} reached the terminal: {out:?}");
+    }
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
     server.abort();

@@ -9,10 +9,11 @@
 //!   (`$TMUX` set) the sequence is wrapped in tmux's DCS passthrough
 //!   (`ESC P tmux; … ESC \`, each ESC doubled), which tmux 3.3+ forwards only with
 //!   `set -g allow-passthrough on`;
-//! - a command (`notify-send`), run directly, never through a shell: a bare program gets the
-//!   title and the body as two arguments (`notify-send TITLE BODY`); a list is a program and
-//!   argument templates in which `{sender}`, `{room}`, `{title}` and `{text}` are replaced
-//!   (each argument on its own, so the sender and the room can be separate arguments).
+//! - a command (`notify-send`), run directly, never through a shell: a program (with options
+//!   of its own, `notify-send -u low`) gets the title and the body as two more arguments
+//!   (`notify-send -u low TITLE BODY`); arguments holding `{sender}`, `{room}`, `{title}` or
+//!   `{text}` are templates instead, each replaced on its own (so the sender and the room can
+//!   be separate arguments) and nothing is added.
 //!
 //! Everything in a notification comes from the network and is cleaned first ([`clean`]): no
 //! C0 or C1 control (so no ESC, BEL or newline can end the sequence or start another), no
@@ -126,8 +127,13 @@ impl Notification {
         let (program, templates) = command.split_first()?;
         // What came from the network never starts an argument with `-`.
         let value = |a: String| if a.starts_with('-') { format!(" {a}") } else { a };
-        let args: Vec<String> = if templates.is_empty() {
-            vec![value(self.title()), value(self.body())]
+        let placeholder =
+            |t: &String| ["{sender}", "{room}", "{title}", "{text}"].iter().any(|p| t.contains(p));
+        let args: Vec<String> = if !templates.iter().any(placeholder) {
+            // A program with options of its own (`notify-send -u low`): the title and the
+            // body follow them.
+            let own = templates.iter().cloned();
+            own.chain([value(self.title()), value(self.body())]).collect()
         } else {
             let room = self.room.clone().unwrap_or_default();
             templates
@@ -262,6 +268,11 @@ mod tests {
         assert_eq!(
             n.command(&templated).unwrap(),
             ["notifier", "--from", "bob", "--room", "#rust", " --icon=/etc/passwd"]
+        );
+        let with_options = ["notify-send", "-u", "low"].map(String::from);
+        assert_eq!(
+            n.command(&with_options).unwrap(),
+            ["notify-send", "-u", "low", "bob in #rust", " --icon=/etc/passwd"]
         );
         assert_eq!(n.command(&[]), None);
     }
