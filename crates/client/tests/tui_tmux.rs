@@ -448,7 +448,8 @@ async fn who_msg_query_and_tab_answer_where_you_typed() {
     // /who of a room alice is not in: answered here, and no buffer for it.
     tmux.type_text("/who #elsewhere").await;
     tmux.keys(&["Enter"]).await;
-    let screen = tmux.wait_for("#elsewhere: 1 member: bob").await;
+    // bob made the room: its operator, marked `@` (room operators, issue 19).
+    let screen = tmux.wait_for("#elsewhere: 1 member: @bob").await;
     assert!(!screen.contains("2:#elsewhere"), "{screen}");
     tmux.keys(&["C-n"]).await;
     tmux.type_text("still in the lobby").await;
