@@ -190,6 +190,11 @@ pub struct Core {
     places: std::collections::HashMap<String, u64>,
     /// What an ordered catch-up released at its end, to show now ([`Core::take_released`]).
     released: Vec<ServerMsg>,
+    /// Whether the server joins us to the default room at `hello` (so that a reconnection
+    /// catches it up with `history`, not `join`); false for a fixed-set session.
+    server_joins_lobby: bool,
+    /// A fixed set of rooms (`--rooms`) was joined ([`Core::join_remembered`]).
+    fixed_joined: bool,
 }
 
 impl Core {
@@ -209,6 +214,8 @@ impl Core {
             ordered: false,
             places: std::collections::HashMap::new(),
             released: Vec::new(),
+            server_joins_lobby: true,
+            fixed_joined: false,
         }
     }
 
@@ -693,6 +700,52 @@ impl Core {
     /// others with `join` since theirs), then every message in flight again (same id, in
     /// order, with the commands among them the loss reported unsent), then what waits.
     pub fn on_connected(&mut self, me: Nick, server: usize) {
+        self.connected_again(me, server);
+    }
+
+    /// Joins the rooms `welcome` says the server remembers our key in (issue 19: membership
+    /// that survives), after [`Core::new`] (and [`Core::resume_from`]) or
+    /// [`Core::on_connected`]: each room not joined already (those are caught up by
+    /// `on_connected`) gets a `join`, with `since` its place from an earlier run when there is
+    /// one, the ordinary replay otherwise. The server joined us to the default room itself
+    /// when `rooms` lists it or is empty, unless `fixed`. `fixed` (`--rooms`, the server put
+    /// us nowhere): `rooms` is our own list, joined on the first connection only; after a
+    /// lost connection the rooms still joined are caught up like any other.
+    pub fn join_remembered(&mut self, rooms: &[RoomName], fixed: bool) {
+        let lobby = RoomName::lobby();
+        let in_lobby = !fixed && (rooms.is_empty() || rooms.contains(&lobby));
+        self.server_joins_lobby = in_lobby;
+        if !in_lobby {
+            // A catch-up of the default room by `history` (resume_from, on_connected) would
+            // be refused: the room is joined like any other, from its place.
+            let is_lobby_history = |m: &ClientMsg| matches!(m, ClientMsg::History { room, .. } if *room == lobby.as_str());
+            let queued = self.urgent.len();
+            self.urgent.retain(|m| !is_lobby_history(m));
+            self.catch_up.retain(|m| !is_lobby_history(m));
+            if self.urgent.len() < queued
+                && let Some(r) = self.rooms.iter_mut().find(|r| r.name == lobby.as_str())
+            {
+                if r.resume.take().is_some()
+                    && let Some(id) = r.seen.last_seen
+                {
+                    self.places.insert(lobby.as_str().to_owned(), id);
+                }
+                r.seen = Seen::default();
+                r.joined = false;
+            }
+        }
+        if fixed && std::mem::replace(&mut self.fixed_joined, true) {
+            return;
+        }
+        for room in rooms {
+            let joined = self.rooms.iter().any(|r| r.joined && r.name == room.as_str());
+            if !(joined || in_lobby && *room == lobby) {
+                self.submit(ClientMsg::Join { room: room.as_str().to_owned(), since: None });
+            }
+        }
+    }
+
+    fn connected_again(&mut self, me: Nick, server: usize) {
         self.me = me;
         self.on = server;
         self.failures = 0;
@@ -708,7 +761,7 @@ impl Core {
             if self.ordered {
                 // Held messages are dropped: the new catch-up's pages bring them again.
                 let printed = r.resume.take().map(|x| x.printed).or(r.seen.last_seen);
-                let is_lobby = r.name == lobby.as_str();
+                let is_lobby = self.server_joins_lobby && r.name == lobby.as_str();
                 r.resume = Some(Resume::new(printed.unwrap_or(0), u8::from(is_lobby)));
                 catch_up.push(match is_lobby {
                     true => ClientMsg::History {
@@ -721,7 +774,7 @@ impl Core {
                 });
                 continue;
             }
-            if r.name == lobby.as_str() {
+            if self.server_joins_lobby && r.name == lobby.as_str() {
                 r.seen.start_catch_up(2);
                 let since = r.seen.last_seen.unwrap_or(0);
                 catch_up.push(ClientMsg::History {

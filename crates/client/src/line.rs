@@ -115,6 +115,7 @@ pub async fn run(profile: Profile, opts: Options) -> Result<ExitCode> {
     if let Some(state) = &state {
         core.resume_from(state.places(&welcome.server_fingerprint));
     }
+    core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
     let mut session = Session {
         state,
         server_key: welcome.server_fingerprint.clone(),
@@ -447,6 +448,7 @@ impl Session {
         // The catch-up first, then every unacknowledged line again (same ids), then what
         // waits, then `quit` if input is over (it is sent again if the loss took it along).
         self.core.on_connected(welcome.nick.clone(), i);
+        self.core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
         self.server_key = welcome.server_fingerprint.clone();
         self.ready_due = true;
         self.quit_sent = false;

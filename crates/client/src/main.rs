@@ -55,6 +55,12 @@ struct Args {
     /// and member lists mark it as a bot (`who`).
     #[arg(long)]
     quiet: bool,
+    /// A fixed set of rooms, for bots: join exactly these (comma-separated, e.g. `#ci,#ops`)
+    /// instead of the rooms the server remembers for your key; the server puts this session in
+    /// no other room (not even #lobby), and its joins and parts do not change what it
+    /// remembers for your key.
+    #[arg(long, value_name = "ROOMS", value_delimiter = ',', value_parser = parse_room)]
+    rooms: Option<Vec<chatao_proto::RoomName>>,
     /// Directory of your key (`key.pem`, created if absent) and of `known_servers`.
     /// Default: $XDG_CONFIG_HOME/chatao/clientKey (~/.config/chatao/clientKey).
     #[arg(long)]
@@ -177,7 +183,8 @@ async fn run(args: Args) -> Result<ExitCode> {
         expected,
         e2e_dir: Some(args.e2e_dir.unwrap_or_else(|| key_dir.join("e2e"))),
         e2e_claims: Default::default(),
-        hello: chatao_proto::HelloFlags { quiet: args.quiet },
+        hello: chatao_proto::HelloFlags { quiet: args.quiet, fixed_rooms: args.rooms.is_some() },
+        rooms: args.rooms.unwrap_or_default(),
     };
     let line_mode = args.plain
         || args.json
@@ -211,4 +218,9 @@ async fn run(args: Args) -> Result<ExitCode> {
     let _ = tui::init_logging(&log_file);
     let notify = Default::default();
     tui::run(profile, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse, notify }).await
+}
+
+/// A `--rooms` entry: a room name by the protocol's rules.
+fn parse_room(s: &str) -> Result<chatao_proto::RoomName, String> {
+    chatao_proto::RoomName::parse(s.trim()).map_err(|e| e.to_string())
 }

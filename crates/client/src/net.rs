@@ -63,6 +63,12 @@ pub struct Welcome {
     pub fingerprint: String,
     pub server: String,
     pub limits: Limits,
+    /// The rooms the server remembers our key in: the core joins them
+    /// ([`crate::core::Core::join_remembered`]).
+    pub rooms: Vec<chatao_proto::RoomName>,
+    /// A fixed-set session (`--rooms`): `rooms` is our own list ([`crate::servers::Profile`]),
+    /// the server put us in no room.
+    pub fixed_rooms: bool,
     pub server_fingerprint: String,
     pub trusted: Trusted,
 }
@@ -363,13 +369,15 @@ async fn open(
             .map_err(|e| protocol(e.to_string()))?
             .ok_or_else(|| protocol("the server closed the connection".into()))?;
         match decode_server(&record).map_err(|e| protocol(e.to_string()))? {
-            ServerMsg::Welcome { session, nick, fingerprint, server, limits } => {
+            ServerMsg::Welcome { session, nick, fingerprint, server, limits, rooms } => {
                 let welcome = Welcome {
                     session,
                     nick,
                     fingerprint,
                     server,
                     limits,
+                    rooms,
+                    fixed_rooms: flags.fixed_rooms,
                     server_fingerprint,
                     trusted,
                 };

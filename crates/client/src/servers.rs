@@ -249,8 +249,10 @@ pub struct Profile {
     /// The E2E state this profile's connections hold, kept from one to the next (clones of
     /// the profile share it).
     pub e2e_claims: crate::e2e::StateClaims,
-    /// What `hello` says beside the nickname (`--quiet`).
+    /// What `hello` says beside the nickname (`--quiet`, `--rooms`).
     pub hello: chatao_proto::HelloFlags,
+    /// `--rooms`: the fixed set of rooms to join (with `hello.fixed_rooms`).
+    pub rooms: Vec<chatao_proto::RoomName>,
 }
 
 impl Profile {
@@ -286,7 +288,12 @@ impl Profile {
         let me = self.servers.get(i).map(Server::pin_key);
         let siblings: Vec<String> =
             self.servers.iter().map(Server::pin_key).filter(|k| Some(k) != me.as_ref()).collect();
-        net::connect_as(&self.options(i), self.hello, &siblings, &self.e2e_claims).await
+        let mut connected =
+            net::connect_as(&self.options(i), self.hello, &siblings, &self.e2e_claims).await?;
+        if self.hello.fixed_rooms {
+            connected.0.rooms = self.rooms.clone();
+        }
+        Ok(connected)
     }
 
     /// The first connection: each server in list order until one welcomes us. A failure that

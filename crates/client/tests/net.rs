@@ -43,6 +43,7 @@ async fn scripted_then(
             fingerprint: "SHA256:x".into(),
             server: "scripted".into(),
             limits,
+            rooms: Vec::new(),
         };
         conn.write_record(&encode(&welcome)).await.unwrap();
         let mut got = vec![];

@@ -78,6 +78,7 @@ async fn flood(listener: TcpListener, typed: mpsc::Sender<String>) {
         fingerprint: "SHA256:you".into(),
         server: "hostile".into(),
         limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 5 },
+        rooms: Vec::new(),
     };
     let join = ServerMsg::Join { room: lobby.clone(), nick: nick.clone(), fingerprint: "x".into() };
     for m in [welcome, join] {

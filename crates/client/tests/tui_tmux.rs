@@ -184,6 +184,7 @@ async fn hostile_server(listener: TcpListener) {
             fingerprint: "SHA256:you".into(),
             server: format!("evil {evil}"),
             limits: Limits { max_text_bytes: 1000, rate_per_sec: 5, burst: 5 },
+            rooms: Vec::new(),
         },
         ServerMsg::Join { room: lobby.clone(), nick, fingerprint: "SHA256:x".into() },
         ServerMsg::Topic { room: lobby.clone(), text: Some(format!("topic {evil}")), by: None },

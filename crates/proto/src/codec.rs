@@ -47,9 +47,14 @@ pub fn decode_hello_flags(record: &[u8]) -> HelloFlags {
     struct Flags {
         #[serde(default)]
         quiet: serde_json::Value,
+        #[serde(default)]
+        fixed_rooms: serde_json::Value,
     }
     match serde_json::from_slice::<Flags>(record) {
-        Ok(f) => HelloFlags { quiet: f.quiet.as_bool().unwrap_or(false) },
+        Ok(f) => HelloFlags {
+            quiet: f.quiet.as_bool().unwrap_or(false),
+            fixed_rooms: f.fixed_rooms.as_bool().unwrap_or(false),
+        },
         Err(_) => HelloFlags::default(),
     }
 }
@@ -81,6 +86,15 @@ mod tests {
                 fingerprint: "SHA256:abc".into(),
                 server: "chataosrv 0.1.0".into(),
                 limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 20 },
+                rooms: vec![],
+            },
+            ServerMsg::Welcome {
+                session: 2,
+                nick: nick("alice"),
+                fingerprint: "SHA256:abc".into(),
+                server: "chataosrv 0.1.0".into(),
+                limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 20 },
+                rooms: vec![room.clone(), RoomName::parse("#rust").unwrap()],
             },
             ServerMsg::Members {
                 room: room.clone(),
@@ -374,7 +388,7 @@ mod tests {
         let plain = encode_hello("bob", HelloFlags::default());
         assert_eq!(&plain[..], &encode(&ClientMsg::Hello { nick: "bob".into() })[..]);
         assert_eq!(decode_hello_flags(&plain), HelloFlags::default());
-        let quiet = encode_hello("bot", HelloFlags { quiet: true });
+        let quiet = encode_hello("bot", HelloFlags { quiet: true, ..Default::default() });
         assert_eq!(&quiet[..], b"{\"type\":\"hello\",\"nick\":\"bot\",\"quiet\":true}\n");
         assert_eq!(decode_client(&quiet).unwrap(), ClientMsg::Hello { nick: "bot".into() });
         assert!(decode_hello_flags(&quiet).quiet);

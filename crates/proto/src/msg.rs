@@ -230,6 +230,10 @@ pub struct HelloFlags {
     /// announced, and member lists mark it `bot`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quiet: bool,
+    /// A fixed-set session (a bot started with `--rooms`): the server puts it in no room (not
+    /// even the default one) and does not remember its joins and parts for its key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_rooms: bool,
 }
 
 /// A client's id for one of its messages (`say`, `me`, `msg`, `sealed`): chosen by the client,
@@ -283,6 +287,13 @@ pub enum ServerMsg {
         server: String,
         /// The limits the client must respect.
         limits: Limits,
+        /// The rooms the server remembers the client's key in (it joined them, and has not
+        /// parted them since). The server has joined the session to the default room when it
+        /// is listed or the list is empty (the join's answer follows); the client joins each
+        /// other one (`join`, with `since` where it has seen messages). Absent from older
+        /// servers: empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rooms: Vec<RoomName>,
     },
     /// The member list of a room, sent to a user who has just joined it and answering `who`.
     /// Complete unless `total` is present.

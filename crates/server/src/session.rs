@@ -234,16 +234,35 @@ where
             return Err(refuse(&mut conn, ErrorCode::Unavailable, why.to_owned()).await);
         }
     }
+    // The rooms the key stays in (hub/membership.rs): listed in `welcome` for the client to
+    // join with its own catch-up; the default room is joined here when it is among them or
+    // the key is remembered nowhere (the client tells the same from the list). A fixed-set
+    // session is put nowhere. A store that cannot be read costs the list, not the session.
+    let lobby = ctx.hub.config().default_room.clone();
+    let remembered = if flags.fixed_rooms {
+        ctx.hub.set_fixed_rooms(id);
+        None
+    } else {
+        match ctx.hub.remembered(&fingerprint).await {
+            Ok(rooms) => Some(rooms),
+            Err(cause) => {
+                warn!(session = id, %cause, "cannot read the rooms this key stays in");
+                Some(Vec::new())
+            }
+        }
+    };
+    let join_lobby = remembered.as_ref().is_some_and(|r| r.is_empty() || r.contains(&lobby));
+    let rooms = remembered.unwrap_or_default();
     let welcome = ServerMsg::Welcome {
         session: id,
         nick: nick.clone(),
         fingerprint: fingerprint.clone(),
         server: SERVER_NAME.to_owned(),
         limits: ctx.config.limits,
+        rooms,
     };
     let mut records = vec![encode(&welcome)];
-    let lobby = ctx.hub.config().default_room.clone();
-    if let Ok(joined) = ctx.hub.join(id, &lobby) {
+    if join_lobby && let Ok(joined) = ctx.hub.join(id, &lobby) {
         let replay = Replay {
             joined,
             since: None,

@@ -37,8 +37,10 @@ pub const CLUSTER_DB_FILE: &str = "cluster.db";
 /// The schema version this code writes; older files are migrated on open. Version 4 added each
 /// message's sender key (`fingerprint`) and client message id (`cid`), both nullable: older
 /// messages have neither. Version 5 added each room's `bots_hidden` (an operator's
-/// `bots #room hide`, nullable: a room without it shows its bots).
-const SCHEMA_VERSION: i64 = 5;
+/// `bots #room hide`, nullable: a room without it shows its bots). Version 6 added the rooms each
+/// key is remembered in (`memberships`, `hub/membership.rs`) and each room's moderation state
+/// (`room_modes`, `hub/room_ops.rs`): new tables, so an older file gains them empty.
+const SCHEMA_VERSION: i64 = 6;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,14 @@ pub enum Persist {
     RoomOps {
         room: RoomName,
         state: String,
+    },
+    /// Key `fingerprint` is remembered in `room` (`keep`: a join; at most
+    /// [`crate::limits::MAX_ROOMS_PER_USER`] rooms a key, a join past that is not remembered)
+    /// or no longer (`!keep`: its `part`, or a room kick or ban). `hub/membership.rs`.
+    Membership {
+        fingerprint: String,
+        room: RoomName,
+        keep: bool,
     },
     /// A cluster node has applied its stream up to this sequence number.
     Applied(u64),
@@ -364,7 +374,10 @@ impl Store {
         add_column(&conn, "rooms", "bots_hidden", "INTEGER")?;
         // Schema 6 (issue 19): each room's moderation state (`hub/room_ops.rs`), one JSON row.
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, state TEXT NOT NULL);",
+            "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, state TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS memberships (
+                 fingerprint TEXT NOT NULL, room TEXT NOT NULL,
+                 PRIMARY KEY (fingerprint, room)) WITHOUT ROWID;",
         )?;
         e2e::migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -551,6 +564,22 @@ impl Store {
     }
 
     /// Every registered nickname, oldest registration first.
+    /// The rooms key `fingerprint` is remembered in, in name order (at most
+    /// [`crate::limits::MAX_ROOMS_PER_USER`]; a stored name that is not a valid room name any
+    /// more is skipped). Reads by the primary key.
+    pub fn memberships(&self, fingerprint: &str) -> Result<Vec<RoomName>, StoreError> {
+        let conn = self.rooms_reader.lock();
+        let mut stmt = conn.prepare_cached(SQL_MEMBERSHIPS)?;
+        let rows = stmt.query_map([fingerprint], |r| r.get::<_, String>(0))?;
+        let mut rooms = Vec::new();
+        for row in rows {
+            if let Ok(room) = RoomName::parse(&row?) {
+                rooms.push(room);
+            }
+        }
+        Ok(rooms)
+    }
+
     pub fn load_nicks(&self) -> Result<Vec<NickRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare(
@@ -653,9 +682,23 @@ impl Writer {
             let mut room_ops = tx.prepare_cached(
                 "INSERT OR REPLACE INTO room_modes (room, state) VALUES (?1, ?2)",
             )?;
+            // Bounded per key: a join past the limit is not remembered.
+            let mut remember = tx.prepare_cached(SQL_REMEMBER)?;
+            let mut forget =
+                tx.prepare_cached("DELETE FROM memberships WHERE fingerprint = ?1 AND room = ?2")?;
             for p in batch {
                 match p {
                     Persist::Nothing => {}
+                    Persist::Membership { fingerprint, room, keep: true } => {
+                        remember.execute(params![
+                            fingerprint,
+                            room.as_str(),
+                            crate::limits::MAX_ROOMS_PER_USER as i64
+                        ])?;
+                    }
+                    Persist::Membership { fingerprint, room, keep: false } => {
+                        forget.execute(params![fingerprint, room.as_str()])?;
+                    }
                     Persist::Message(m) => {
                         insert.execute(params![
                             m.room.as_str(),
@@ -903,6 +946,13 @@ const SQL_READ_NEWEST: &str = "SELECT id, time, sender, kind, text, fingerprint,
              WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4";
 /// A room's last id, topic, whether it has chat messages and whether its bots are hidden, by
 /// index.
+/// A key's remembered rooms (`Store::memberships`), by the primary key.
+const SQL_MEMBERSHIPS: &str =
+    "SELECT room FROM memberships WHERE fingerprint = ?1 ORDER BY room LIMIT 50";
+/// Remembers key ?1 in room ?2 unless it is remembered in ?3 rooms already.
+const SQL_REMEMBER: &str = "INSERT OR IGNORE INTO memberships (fingerprint, room)
+     SELECT ?1, ?2 WHERE (SELECT COUNT(*) FROM memberships WHERE fingerprint = ?1) < ?3";
+
 const SQL_ROOM_STATE: &str = "SELECT MAX(COALESCE((SELECT last_id FROM rooms WHERE room = ?1), 0),
             COALESCE((SELECT MAX(id) FROM messages WHERE room = ?1), 0)),
         (SELECT topic FROM rooms WHERE room = ?1),

@@ -38,7 +38,9 @@ async fn operator(addr: SocketAddr, keys: &chatao_transport::keys::Keypair) -> T
 /// A quiet session (`hello` with `quiet`: a bot) as `nick`, welcomed, in `rooms` too.
 async fn bot(addr: SocketAddr, nick: &str, rooms: &[&str]) -> TestClient {
     let mut conn = open(addr, &fixed_keypair(30)).await.unwrap();
-    conn.write_record(&encode_hello(nick, HelloFlags { quiet: true })).await.unwrap();
+    conn.write_record(&encode_hello(nick, HelloFlags { quiet: true, ..Default::default() }))
+        .await
+        .unwrap();
     let mut c = TestClient { conn, nick: nick.into(), session: 0 };
     c.expect("welcome", |m| matches!(m, ServerMsg::Welcome { .. })).await.unwrap();
     for room in rooms {

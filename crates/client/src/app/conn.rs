@@ -192,6 +192,7 @@ impl App {
         // The catch-up, then every message not acknowledged, then what waits: the core's
         // records, handed over at the end of the update.
         self.core.on_connected(self.me.clone(), server);
+        self.core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
         let waiting = self.core.unacked().len();
         if waiting > 0 {
             self.info(&format!("{waiting} message(s) not yet acknowledged: sending them again"));

@@ -212,7 +212,8 @@ impl App {
         wall_ms: u64,
     ) -> App {
         let first = config.first.min(config.servers.len().saturating_sub(1));
-        let core = Core::new(welcome.nick.clone(), first);
+        let mut core = Core::new(welcome.nick.clone(), first);
+        core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
         let mut app = App {
             config,
             me: welcome.nick.clone(),

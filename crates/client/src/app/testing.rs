@@ -31,6 +31,8 @@ pub fn welcome(me: &str) -> Welcome {
         fingerprint: "SHA256:client".into(),
         server: "chataosrv 0.1.0".into(),
         limits: Limits { max_text_bytes: 2000, rate_per_sec: 5, burst: 10 },
+        rooms: Vec::new(),
+        fixed_rooms: false,
         server_fingerprint: SERVER_FP.into(),
         trusted: Trusted::Known,
     }

@@ -20,6 +20,7 @@
 
 mod bots;
 mod e2e;
+mod membership;
 mod moderation;
 mod names;
 pub mod remote;
@@ -182,6 +183,9 @@ struct User {
     /// A quiet session (`hello` with `quiet`, a bot): its joins and parts are not announced
     /// to rooms, and member lists mark it `bot` ([`bots`]).
     quiet: bool,
+    /// A fixed-set session (`hello` with `fixed_rooms`): its joins and parts leave the rooms
+    /// remembered for its key alone ([`membership`]).
+    fixed: bool,
 }
 
 /// What a joiner needs to catch up, taken atomically with the join.
@@ -548,7 +552,16 @@ impl Hub {
         if let Some(bytes) = names::released_notice(&released) {
             mailbox.deliver(&bytes);
         }
-        let user = User { nick, fingerprint, mailbox, rooms: Vec::new(), away: None, since, quiet };
+        let user = User {
+            nick,
+            fingerprint,
+            mailbox,
+            rooms: Vec::new(),
+            away: None,
+            since,
+            quiet,
+            fixed: false,
+        };
         st.users.insert(id, user);
         Ok(())
     }
@@ -593,6 +606,9 @@ impl Hub {
         };
         if new && let Some(u) = st.users.get_mut(&id) {
             u.rooms.push(room_name.clone());
+        }
+        if new {
+            st.remember(id, room_name, true, self.bus());
         }
         let mut members: Vec<Member> = ids.iter().filter_map(|m| st.member(*m)).collect();
         if total.is_none()
@@ -664,6 +680,11 @@ impl Hub {
     ) -> Result<(), HubError> {
         let mut st = self.lock();
         let nick = st.user(id)?.nick.clone();
+        // Only a `part` forgets the room for the key, and before the leave is queued: the
+        // leave that acknowledges it is delivered once the bus has stored both.
+        if reason == LeaveReason::Part && st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
+            st.remember(id, room_name, false, self.bus());
+        }
         if !st.part_locked(id, room_name, &nick, reason, message.clone(), self.bus()) {
             return Err(HubError::NotInRoom(room_name.clone()));
         }

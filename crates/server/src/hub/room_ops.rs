@@ -551,3 +551,67 @@ impl Hub {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::access::{Access, AccessConfig};
+    use crate::clock::Clock;
+    use crate::hub::HubConfig;
+    use crate::mailbox::{Inbox, mailbox};
+    use crate::store::{Retention, Store};
+
+    fn hub(dir: &std::path::Path, clock: Clock) -> Hub {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let config = HubConfig {
+            default_room: RoomName::lobby(),
+            history_on_join: 3,
+            retention: Retention { max_messages: 0, max_age: None },
+        };
+        let access = Access::load(AccessConfig::default(), clock, vec![]).unwrap();
+        Hub::new(config, store, Arc::new(access)).unwrap()
+    }
+
+    fn user(hub: &Hub, nick: &str) -> (SessionId, Inbox) {
+        let (mb, inbox) = mailbox(64);
+        let id = hub.next_session_id();
+        let fp = format!("SHA256:{nick}");
+        hub.register_as(id, Nick::parse(nick).unwrap(), fp, mb, false).unwrap();
+        (id, inbox)
+    }
+
+    /// A timed room ban keeps the key out until it ends, then lets it in; the next ban drops
+    /// it from the room's row (fails without the expiry check: still `BannedFromRoom`).
+    #[test]
+    fn a_timed_room_ban_ends_and_is_then_dropped_from_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::default();
+        let hub = hub(dir.path(), clock.clone());
+        let room = RoomName::parse("#den").unwrap();
+        let (alice, _ia) = user(&hub, "alice");
+        let (bob, _ib) = user(&hub, "bob");
+        let (carol, _ic) = user(&hub, "carol");
+        hub.join(alice, &room).unwrap();
+        hub.join(bob, &room).unwrap();
+        hub.room_ban(alice, &room, "bob", Some(60), None).unwrap();
+        let refused = hub.join(bob, &room).unwrap_err();
+        assert!(
+            matches!(&refused, HubError::BannedFromRoom(m) if m.contains("1m more")),
+            "{refused}"
+        );
+        clock.advance(Duration::from_secs(61));
+        hub.join(bob, &room).unwrap();
+        hub.room_ban(alice, &room, "carol", None, Some("spam".into())).unwrap();
+        assert_eq!(
+            hub.join(carol, &room).unwrap_err(),
+            HubError::BannedFromRoom("you are banned from #den (by alice): spam".into())
+        );
+        let st = hub.lock();
+        let bans: Vec<&String> = st.room_ops.get(&room).unwrap().bans.keys().collect();
+        assert_eq!(bans, ["SHA256:carol"], "bob's ended ban is gone");
+    }
+}

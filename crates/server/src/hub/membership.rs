@@ -1,0 +1,182 @@
+//! Membership that survives (issue 19): the rooms each key is in, remembered by the server.
+//!
+//! A session's join of a room it was not in remembers the room for its key; its `part` (and
+//! only that, or a room operator's kick or ban, [`Hub::forget_membership`]) forgets it. A lost
+//! connection, a `quit`, a timeout or a server restart forgets nothing. At `hello` the session
+//! reads its key's set ([`Hub::remembered`]): `welcome` lists it (`rooms`), and the client
+//! joins each room with its own catch-up (`join` with `since` when it has seen ids there), as
+//! it rejoins its rooms after a lost connection; the default room is joined by the server
+//! itself, as before, when it is among them or the set is empty (a key's first connection, or
+//! one that parted everything). A key that parted the default room and is in others is not
+//! put back in it.
+//!
+//! Bounds: at most [`crate::limits::MAX_ROOMS_PER_USER`] rooms a key (the store refuses a
+//! join past it silently: the join itself still happens, it is only not remembered).
+//!
+//! A fixed-set session (`hello` with `fixed_rooms`, a bot's `--rooms`) is put in no room and
+//! its joins and parts leave the remembered set alone: the bot's list is its own, and a person
+//! using the same key elsewhere keeps theirs.
+//!
+//! Storage: the store's `memberships` table (schema 6), written by the bus thread
+//! ([`Persist::Membership`]) queued under the hub lock; a `part`'s forgetting is queued before
+//! its `leave`, so the leave that acknowledges the part is delivered only once the bus has
+//! committed both (a crash cannot bring a parted room back). On a cluster node the set is the
+//! node's replica's (not yet shared through the identity store: see the report of issue 19).
+
+use bytes::Bytes;
+use chatao_proto::RoomName;
+
+use super::{Hub, SessionId, State};
+use crate::bus::{BusEvent, BusHandle};
+use crate::store::{Persist, StoreError};
+
+impl Hub {
+    /// The rooms key `fingerprint` is remembered in, read from the store in a blocking task,
+    /// in name order. An error (a store that cannot be read) is the caller's to handle; a
+    /// session goes on with no remembered rooms.
+    pub async fn remembered(&self, fingerprint: &str) -> Result<Vec<RoomName>, StoreError> {
+        let (store, fp) = (self.store().clone(), fingerprint.to_owned());
+        match tokio::task::spawn_blocking(move || store.memberships(&fp)).await {
+            Ok(read) => read,
+            Err(e) => Err(StoreError::Thread(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Forgets that key `fingerprint` is in `room` (for a room operator's kick or ban: the key
+    /// is not put back there at its next connection). Queued on the bus like a `part`'s.
+    pub fn forget_membership(&self, fingerprint: &str, room: &RoomName) {
+        let mut st = self.lock();
+        let seq = st.next_seq();
+        self.bus().send_control(BusEvent {
+            seq,
+            room: None,
+            bytes: Bytes::new(),
+            persist: Persist::Membership {
+                fingerprint: fingerprint.to_owned(),
+                room: room.clone(),
+                keep: false,
+            },
+        });
+    }
+
+    /// Makes `id` a fixed-set session: its joins and parts from now on are not remembered.
+    pub fn set_fixed_rooms(&self, id: SessionId) {
+        if let Some(u) = self.lock().users.get_mut(&id) {
+            u.fixed = true;
+        }
+    }
+}
+
+impl State {
+    /// Remembers (`keep`) or forgets `room` for session `id`'s key, unless it is a fixed-set
+    /// session. Called under the hub lock, so the event takes its place among the room's.
+    pub(super) fn remember(&mut self, id: SessionId, room: &RoomName, keep: bool, bus: &BusHandle) {
+        let Some(user) = self.users.get(&id).filter(|u| !u.fixed) else { return };
+        let fingerprint = user.fingerprint.clone();
+        let seq = self.next_seq();
+        bus.send_control(BusEvent {
+            seq,
+            room: None,
+            bytes: Bytes::new(),
+            persist: Persist::Membership { fingerprint, room: room.clone(), keep },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::access::Access;
+    use crate::hub::HubConfig;
+    use crate::mailbox::mailbox;
+    use crate::store::{Retention, Store};
+    use chatao_proto::{LeaveReason, Nick};
+    use std::sync::Arc;
+
+    fn hub(dir: &std::path::Path) -> Hub {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let config = HubConfig {
+            default_room: RoomName::lobby(),
+            history_on_join: 50,
+            retention: Retention { max_messages: 0, max_age: None },
+        };
+        let access =
+            Access::load(Default::default(), crate::clock::Clock::default(), vec![]).unwrap();
+        Hub::new(config, store, Arc::new(access)).unwrap()
+    }
+
+    fn settle(hub: &Hub) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let seq = hub.current_seq();
+        rt.block_on(hub.bus().flushed(seq));
+    }
+
+    fn remembered(hub: &Hub, fp: &str) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(hub.remembered(fp)).unwrap().iter().map(|r| r.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn joins_are_remembered_per_key_only_a_part_forgets_and_a_fixed_session_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (RoomName::parse("#a").unwrap(), RoomName::parse("#b").unwrap());
+        {
+            let hub = hub(dir.path());
+            let (mb, _inbox) = mailbox(64);
+            hub.register(1, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
+            hub.join(1, &a).unwrap();
+            hub.join(1, &b).unwrap();
+            hub.join(1, &b).unwrap();
+            settle(&hub);
+            assert_eq!(remembered(&hub, "fp-a"), ["#a", "#b"]);
+            assert!(remembered(&hub, "fp-other").is_empty());
+            // Leaving by any other way than a part forgets nothing.
+            hub.leave(1, LeaveReason::Lost, None);
+            let (mb, _inbox2) = mailbox(64);
+            hub.register(2, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
+            hub.join(2, &b).unwrap();
+            hub.part(2, &b, LeaveReason::Part, None).unwrap();
+            settle(&hub);
+            assert_eq!(remembered(&hub, "fp-a"), ["#a"]);
+            // A fixed-set session's joins and parts are its own.
+            hub.set_fixed_rooms(2);
+            hub.join(2, &b).unwrap();
+            hub.join(2, &a).unwrap();
+            hub.part(2, &a, LeaveReason::Part, None).unwrap();
+            settle(&hub);
+            assert_eq!(remembered(&hub, "fp-a"), ["#a"]);
+            hub.forget_membership("fp-a", &a);
+            hub.join(1, &a).ok();
+            settle(&hub);
+            assert!(remembered(&hub, "fp-a").is_empty(), "a room kick forgets");
+            hub.leave(2, LeaveReason::Quit, None);
+            let (mb, _inbox3) = mailbox(64);
+            hub.register(3, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
+            hub.join(3, &b).unwrap();
+            settle(&hub);
+        }
+        // Across a restart of the hub on the same store.
+        let hub = hub(dir.path());
+        assert_eq!(remembered(&hub, "fp-a"), ["#b"]);
+    }
+
+    #[test]
+    fn a_key_is_remembered_in_at_most_the_per_user_room_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let limit = crate::limits::MAX_ROOMS_PER_USER;
+        let mut inboxes = Vec::new();
+        for s in 0..2u64 {
+            let (mb, inbox) = mailbox(4096);
+            inboxes.push(inbox);
+            let nick = Nick::parse(&format!("n{s}")).unwrap();
+            hub.register(s + 1, nick, "fp".into(), mb).unwrap();
+            for i in 0..limit {
+                hub.join(s + 1, &RoomName::parse(&format!("#r{s}-{i}")).unwrap()).unwrap();
+            }
+        }
+        settle(&hub);
+        assert_eq!(remembered(&hub, "fp").len(), limit);
+    }
+}

@@ -1,0 +1,105 @@
+//! Membership that survives (issue 19), on a real server over loopback: the rooms a key joined
+//! are listed in its next `welcome` (a new connection, and after the server restarts on the
+//! same data directory); only a `part` forgets one; a key that parted the lobby is not put
+//! back in it; a fixed-set session (`hello` with `fixed_rooms`) is put in no room and changes
+//! nothing remembered.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use chatao_proto::{ClientMsg, HelloFlags, LeaveReason, ServerMsg, encode_hello};
+use chatao_testkit::{TestClient, TestServer, fixed_keypair, open};
+
+/// Connects as `nick` with key `k`; returns the client and the rooms its `welcome` listed.
+async fn connect(
+    addr: SocketAddr,
+    k: u8,
+    nick: &str,
+    flags: HelloFlags,
+) -> (TestClient, Vec<String>) {
+    let mut conn = open(addr, &fixed_keypair(k)).await.unwrap();
+    conn.write_record(&encode_hello(nick, flags)).await.unwrap();
+    let mut c = TestClient { conn, nick: nick.into(), session: 0 };
+    let ServerMsg::Welcome { session, rooms, .. } = c.recv().await.unwrap() else {
+        panic!("no welcome");
+    };
+    c.session = session;
+    (c, rooms.iter().map(|r| r.as_str().to_owned()).collect())
+}
+
+fn plain() -> HelloFlags {
+    HelloFlags::default()
+}
+
+/// The first record after `welcome` is the answer to our own `join` of `room`: the server put
+/// the session in no room itself.
+async fn put_nowhere(c: &mut TestClient, room: &str) {
+    c.send(&ClientMsg::Join { room: room.into(), since: None }).await.unwrap();
+    let first = c.recv().await.unwrap();
+    assert!(
+        matches!(&first, ServerMsg::Members { room: r, .. } if r.as_str() == room),
+        "the server put the session in a room itself: {first:?}"
+    );
+    c.expect("history end", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
+}
+
+/// Parts `room` and waits for our own `leave`, which comes once the part is stored.
+async fn part(c: &mut TestClient, room: &str) {
+    c.send(&ClientMsg::Part { room: room.into(), reason: None }).await.unwrap();
+    c.expect("our leave", |m| {
+        matches!(m, ServerMsg::Leave { room: r, nick, reason: LeaveReason::Part, .. }
+            if r.as_str() == room && nick.as_str() == "alice")
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_rooms_a_key_joined_come_back_in_welcome_until_it_parts_them_across_a_restart() {
+    let server = TestServer::start().await;
+    let (mut alice, rooms) = connect(server.addr, 1, "alice", plain()).await;
+    assert!(rooms.is_empty(), "a first connection is remembered nowhere: {rooms:?}");
+    alice.expect("the lobby", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
+    alice.join("#a").await.unwrap();
+    alice.join("#b").await.unwrap();
+    // A connection that just ends (no part) forgets nothing.
+    drop(alice);
+    let (mut alice, rooms) = connect(server.addr, 1, "alice", plain()).await;
+    assert_eq!(rooms, ["#a", "#b", "#lobby"]);
+    // Another key has its own set.
+    let (_bob, rooms) = connect(server.addr, 2, "bob", plain()).await;
+    assert!(rooms.is_empty(), "{rooms:?}");
+    // The list is for the client to join (with its own catch-up); then it parts one.
+    alice.join("#b").await.unwrap();
+    part(&mut alice, "#b").await;
+    drop(alice);
+    let server = server.restart(|_| {}).await;
+    let (mut alice, rooms) = connect(server.addr, 1, "alice", plain()).await;
+    assert_eq!(rooms, ["#a", "#lobby"], "after a part and a restart");
+    // The lobby parted: not put back in it, the other rooms still listed.
+    alice.expect("the lobby", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
+    part(&mut alice, "#lobby").await;
+    alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+    let _ = alice.read_to_end().await;
+    let (mut alice, rooms) = connect(server.addr, 1, "alice", plain()).await;
+    assert_eq!(rooms, ["#a"]);
+    put_nowhere(&mut alice, "#a").await;
+}
+
+#[tokio::test]
+async fn a_fixed_set_session_is_put_nowhere_and_leaves_the_remembered_rooms_alone() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = connect(server.addr, 3, "alice", plain()).await;
+    alice.expect("the lobby", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
+    alice.join("#a").await.unwrap();
+    drop(alice);
+    let fixed = HelloFlags { fixed_rooms: true, ..Default::default() };
+    let (mut bot, rooms) = connect(server.addr, 3, "alice", fixed).await;
+    assert!(rooms.is_empty(), "a fixed-set session is told nothing: {rooms:?}");
+    put_nowhere(&mut bot, "#c").await;
+    bot.join("#a").await.unwrap();
+    part(&mut bot, "#a").await;
+    drop(bot);
+    let (_alice, rooms) = connect(server.addr, 3, "alice", plain()).await;
+    assert_eq!(rooms, ["#a", "#lobby"], "the fixed session's join and part changed nothing");
+}
