@@ -78,6 +78,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "full-screen UI: search the buffer's scrollback, ignoring case (n / N: older / newer)",
     ),
     ("url", "/url [N]", "full-screen UI: list the last links of the buffer (N: show link N whole)"),
+    (
+        "ignore",
+        "/ignore [NICK|FINGERPRINT]",
+        "hide someone's messages, actions and private messages, by key (alone: list)",
+    ),
+    ("unignore", "/unignore NICK|FINGERPRINT", "stop ignoring someone"),
     ("help", "/help", "list the commands"),
     ("quit", "/quit [REASON]", "leave the chat, telling others why"),
 ];
@@ -190,6 +196,10 @@ pub enum Input {
     Search(Option<String>),
     /// Full-screen UI: list the buffer's last links, or show link `N` (1 = the newest).
     Url(Option<usize>),
+    /// Ignore someone by key (`None`: list the ignores). Local (a `whois` resolves a nickname).
+    Ignore(Option<String>),
+    /// Stop ignoring someone. Local.
+    Unignore(String),
 }
 
 /// A line the client could not understand; the message says the right syntax.
@@ -370,6 +380,10 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
                 _ => return Err(usage("url")),
             },
         },
+        "ignore" if !tail.is_empty() => return Err(usage("ignore")),
+        "ignore" => Input::Ignore(Some(first.to_owned()).filter(|t| !t.is_empty())),
+        "unignore" if first.is_empty() || !tail.is_empty() => return Err(usage("unignore")),
+        "unignore" => Input::Unignore(first.to_owned()),
         "help" => Input::Help,
         "quit" | "exit" => Input::Quit(opt(args)),
         _ => return Err(CommandError::Unknown(name)),
@@ -449,7 +463,9 @@ impl Input {
             | Input::Remove(_)
             | Input::Safety
             | Input::Search(_)
-            | Input::Url(_) => return None,
+            | Input::Url(_)
+            | Input::Ignore(_)
+            | Input::Unignore(_) => return None,
         })
     }
 

@@ -479,6 +479,51 @@ impl Settings {
         out
     }
 
+    /// The command line's positional arguments (ADDRESS [PORT] NICKNAME) completed from the
+    /// file: a nickname not given is the file's `nickname`; a server list not given (nor by
+    /// CHATAO_SERVERS, `env`) is the file's `servers` with its `port`. Returns the arguments
+    /// and the environment's list for [`crate::servers::from_args`], and notes the origins.
+    pub fn command_line(
+        &mut self,
+        mut args: Vec<String>,
+        env: Option<&str>,
+    ) -> (Vec<String>, Option<String>) {
+        let env = env.filter(|v| !v.trim().is_empty()).map(str::to_owned);
+        if args.len() >= 2 {
+            self.servers = Some(args[0].clone());
+            self.given("servers", Origin::Flag("ADDRESS"));
+            if args.len() == 3 {
+                self.port = args[1].parse().ok();
+                self.given("port", Origin::Flag("PORT"));
+            }
+            self.nickname = args.last().cloned();
+            self.given("nickname", Origin::Flag("NICKNAME"));
+            return (args, env);
+        }
+        if args.len() == 1 {
+            self.nickname = Some(args[0].clone());
+            self.given("nickname", Origin::Flag("NICKNAME"));
+        } else if let Some(nick) = &self.nickname {
+            args.push(nick.clone());
+        } else {
+            return (args, env);
+        }
+        if let Some(list) = env {
+            self.servers = Some(list.clone());
+            self.given("servers", Origin::Env(crate::servers::SERVERS_ENV));
+            return (args, Some(list));
+        }
+        if let Some(list) = &self.servers {
+            let nick = args.pop().unwrap_or_default();
+            args = vec![list.clone()];
+            if let Some(port) = self.port {
+                args.push(port.to_string());
+            }
+            args.push(nick);
+        }
+        (args, None)
+    }
+
     /// `hide_joins_parts` for `room` (its override, else the global one).
     pub fn hide_joins_in(&self, room: &str) -> HideJoins {
         self.rooms.get(room).copied().unwrap_or(self.hide_joins_parts)

@@ -68,11 +68,36 @@ pub fn inert_lines(text: &str) -> String {
     text.split('\n').map(chatao_proto::sanitize).collect::<Vec<_>>().join("\n")
 }
 
-/// `HH:MM:SS` in local time for a server timestamp (milliseconds since the epoch).
+/// The config file's `timestamp`, set once at start (`HH:MM:SS` until then).
+static TIME_FORMAT: std::sync::OnceLock<crate::config::TimeFormat> = std::sync::OnceLock::new();
+
+/// Sets how [`clock`] writes times (the config's `timestamp`); the first call wins.
+pub fn set_time_format(format: crate::config::TimeFormat) {
+    let _ = TIME_FORMAT.set(format);
+}
+
+/// `HH:MM:SS` (or `HH:MM`, per the config's `timestamp`) in local time for a server timestamp
+/// (milliseconds since the epoch).
 pub fn clock(millis: u64) -> String {
+    let format = TIME_FORMAT.get().copied().unwrap_or_default();
     match chrono::Local.timestamp_millis_opt(millis as i64) {
-        chrono::LocalResult::Single(t) => t.format("%H:%M:%S").to_string(),
+        chrono::LocalResult::Single(t) => t.format(format.as_str()).to_string(),
         _ => "--:--:--".to_owned(),
+    }
+}
+
+/// [`event`], with `"mention": true` added to a JSON message or private message that mentions
+/// the user (their nickname or a `highlight` word); plain lines are unchanged.
+pub fn event_marked(fmt: Format, msg: &ServerMsg, mention: bool) -> Option<String> {
+    match (fmt, mention) {
+        (Format::Json, true) => {
+            let mut value = serde_json::to_value(msg).ok()?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("mention".to_owned(), serde_json::Value::Bool(true));
+            }
+            Some(json(&value))
+        }
+        _ => event(fmt, msg),
     }
 }
 

@@ -36,8 +36,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::chatlog::ChatLog;
 use crate::command::{self, Input};
 use crate::core::{Ack, Core, Show};
+use crate::filter::{Added, Ignores, Smart, is_mention};
 use crate::format::{self, Format, Undelivered};
 use crate::net::{Closed, ConnectError, Connected, NetEvent, NetHandle, SendError, Welcome};
 use crate::servers::{Profile, is_transient};
@@ -62,6 +64,8 @@ enum FromStdin {
     Notice(String),
     /// End of input (or `/quit`), with the reason to give.
     Quit(Option<String>),
+    /// `/ignore` (`None`: list), `/unignore` (`false`).
+    Ignore(Option<String>, bool),
 }
 
 /// One turn of the main loop.
@@ -95,13 +99,15 @@ pub struct Options {
     pub state: Option<State>,
     /// Print no join replay (`--no-history`).
     pub no_history: bool,
+    /// The config file's settings: ignores, highlights, hidden joins/parts, chat logs.
+    pub settings: crate::config::Settings,
 }
 
 /// Runs line mode to the end. Returns the exit code: 0 when every line was delivered and the
 /// server said goodbye, 1 otherwise (see the module's documentation). A first connection that
 /// fails is an error, and so is a state file that cannot be written.
 pub async fn run(profile: Profile, opts: Options) -> Result<ExitCode> {
-    let Options { fmt, reconnect_for, state, no_history } = opts;
+    let Options { fmt, reconnect_for, state, no_history, settings } = opts;
     let (on, (welcome, handle, events), skipped) = profile.connect_first().await?;
     for failure in skipped {
         eprintln!("chatao: skipped {}", format::inert_lines(&failure));
@@ -116,7 +122,9 @@ pub async fn run(profile: Profile, opts: Options) -> Result<ExitCode> {
         core.resume_from(state.places(&welcome.server_fingerprint));
     }
     core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
+    let view = View::new(settings, &profile.name(on));
     let mut session = Session {
+        view,
         state,
         server_key: welcome.server_fingerprint.clone(),
         no_history,
@@ -145,8 +153,205 @@ pub async fn run(profile: Profile, opts: Options) -> Result<ExitCode> {
     result
 }
 
+/// What the config asks line mode to hide, mark and log.
+struct View {
+    settings: crate::config::Settings,
+    ignores: Ignores,
+    /// `ignores.toml`, beside the config file: what `/ignore` and `/unignore` change.
+    ignores_file: std::path::PathBuf,
+    /// The entries last written to `ignores_file`.
+    saved: Vec<String>,
+    smart: Smart,
+    log: Option<ChatLog>,
+    /// Rooms the server says are end-to-end encrypted (`members` with `e2e`).
+    e2e_rooms: std::collections::HashSet<String>,
+}
+
+impl View {
+    fn new(settings: crate::config::Settings, server: &str) -> View {
+        let ignores_file = settings
+            .path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(crate::config::IGNORES_FILE);
+        let saved = match crate::config::load_ignores(&ignores_file) {
+            Ok(list) => list,
+            Err(e) => {
+                eprintln!("chatao: {}", format::inert_lines(&e.to_string()));
+                Vec::new()
+            }
+        };
+        let ignores = Ignores::new(settings.ignore.iter().chain(saved.iter()).map(String::as_str));
+        let mut view = View {
+            ignores,
+            ignores_file,
+            saved,
+            smart: Smart::default(),
+            log: None,
+            e2e_rooms: Default::default(),
+            settings,
+        };
+        view.connected(server);
+        view
+    }
+
+    /// On (re)connection to `server`: its chat logs.
+    fn connected(&mut self, server: &str) {
+        let logs = &self.settings.logs;
+        self.log = logs.enabled.then(|| ChatLog::new(&logs.dir, server, logs.e2e));
+    }
+
+    /// Learns from `msg` (keys, renames, E2E rooms, who spoke) and says whether it is hidden,
+    /// and whether it is a mention.
+    fn observe(&mut self, me: &str, fmt: Format, msg: &ServerMsg) -> (bool, bool) {
+        let now = std::time::Instant::now();
+        let ignored =
+            |ig: &Ignores, from: &str| !from.eq_ignore_ascii_case(me) && ig.ignores_nick(from);
+        match msg {
+            ServerMsg::Members { room, members, e2e, .. } => {
+                for m in members {
+                    self.ignores.learn(m.nick.as_str(), &m.fingerprint);
+                }
+                if *e2e {
+                    self.e2e_rooms.insert(room.to_string());
+                }
+                self.save_ignores();
+                (false, false)
+            }
+            ServerMsg::Whois { nick, fingerprint, .. }
+            | ServerMsg::KeyPackage { nick, fingerprint, .. } => {
+                self.ignores.learn(nick.as_str(), fingerprint);
+                self.save_ignores();
+                (false, false)
+            }
+            ServerMsg::Join { room, nick, fingerprint } => {
+                self.ignores.learn(nick.as_str(), fingerprint);
+                self.save_ignores();
+                (self.hides_join(fmt, room.as_str(), nick.as_str(), me, now), false)
+            }
+            ServerMsg::Leave { room, nick, .. } => {
+                (self.hides_join(fmt, room.as_str(), nick.as_str(), me, now), false)
+            }
+            ServerMsg::NickChange { old, new } => {
+                let hide = fmt == Format::Plain
+                    && !old.as_str().eq_ignore_ascii_case(me)
+                    && self.smart.hides_rename(self.settings.hide_joins_parts, old.as_str(), now);
+                self.ignores.rename(old.as_str(), new.as_str());
+                self.smart.rename(old.as_str(), new.as_str());
+                (hide, false)
+            }
+            ServerMsg::Message { room, from, text, history, .. } => {
+                if ignored(&self.ignores, from.as_str()) {
+                    return (true, false);
+                }
+                if !history {
+                    self.smart.spoke(room.as_str(), from.as_str(), now);
+                }
+                let own = from.as_str().eq_ignore_ascii_case(me);
+                (false, !own && is_mention(text, me, &self.settings.highlight))
+            }
+            ServerMsg::Private { from, text, .. } => {
+                if ignored(&self.ignores, from.as_str()) {
+                    return (true, false);
+                }
+                let own = from.as_str().eq_ignore_ascii_case(me);
+                (false, !own && is_mention(text, me, &self.settings.highlight))
+            }
+            _ => (false, false),
+        }
+    }
+
+    /// Joins and parts are hidden in plain output only (JSON consumers, bots, get them all).
+    fn hides_join(
+        &self,
+        fmt: Format,
+        room: &str,
+        nick: &str,
+        me: &str,
+        now: std::time::Instant,
+    ) -> bool {
+        fmt == Format::Plain
+            && !nick.eq_ignore_ascii_case(me)
+            && self.smart.hides(self.settings.hide_joins_in(room), room, nick, now)
+    }
+
+    /// Writes the ignore file when the entries changed (a nickname resolved to its key).
+    fn save_ignores(&mut self) {
+        let entries = self.ignores.entries();
+        let from_config: std::collections::BTreeSet<&String> =
+            self.settings.ignore.iter().collect();
+        // The config's own entries stay in the config (unless resolved to a key).
+        let own: Vec<String> = entries.into_iter().filter(|e| !from_config.contains(e)).collect();
+        if own == self.saved {
+            return;
+        }
+        if let Err(e) = crate::config::save_ignores(&self.ignores_file, &own) {
+            eprintln!("chatao: cannot write {}: {e}", self.ignores_file.display());
+        }
+        self.saved = own;
+    }
+
+    /// Writes `msg` to its chat log; a failure is said once on stderr.
+    fn log(&mut self, me: &str, msg: &ServerMsg) {
+        let Some(log) = &mut self.log else { return };
+        let e2e = &self.e2e_rooms;
+        if let Err(e) = log.event(me, msg, |room| e2e.contains(room)) {
+            eprintln!("chatao: {}", format::inert_lines(&e.to_string()));
+        }
+    }
+
+    /// `/ignore` and `/unignore`: the lines to print, and a nickname to look up.
+    fn ignore(
+        &mut self,
+        target: Option<String>,
+        add: bool,
+        fmt: Format,
+    ) -> (Vec<String>, Option<String>) {
+        let Some(target) = target else {
+            if self.ignores.is_empty() {
+                return (vec![format::notice(fmt, "nobody is ignored")], None);
+            }
+            let lines = self
+                .ignores
+                .entries()
+                .into_iter()
+                .map(|e| {
+                    let nicks = self.ignores.nicks_of(&e);
+                    let also = if nicks.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", nicks.join(", "))
+                    };
+                    format::notice(fmt, &format!("ignored: {e}{also}"))
+                })
+                .collect();
+            return (lines, None);
+        };
+        let mut whois = None;
+        let text = if add {
+            match self.ignores.add(&target) {
+                Added::Key(fp) => format!("ignoring {target} (key {fp})"),
+                Added::Nick(n) => {
+                    whois = Some(n.clone());
+                    format!("ignoring {n} (by nickname until their key is known)")
+                }
+                Added::Already => format!("{target} is already ignored"),
+            }
+        } else if self.ignores.remove(&target) {
+            format!("no longer ignoring {target}")
+        } else {
+            format!(
+                "{target} was not ignored (a nickname or fingerprint of the config's ignore list stays)"
+            )
+        };
+        self.save_ignores();
+        (vec![format::notice(fmt, &text)], whois)
+    }
+}
+
 /// Line mode's state between two steps.
 struct Session {
+    view: View,
     /// The place kept across restarts, when there is a state file.
     state: Option<State>,
     /// The key of the server we are (or were last) on: what the state file names it by.
@@ -233,6 +438,16 @@ impl Session {
                     self.core.submit(msg);
                 }
                 Step::Stdin(Some(FromStdin::Quit(reason))) => self.quit = Some(reason),
+                Step::Stdin(Some(FromStdin::Ignore(target, add))) => {
+                    let (lines, whois) = self.view.ignore(target, add, self.fmt);
+                    for line in lines {
+                        self.emit(&line).await?;
+                    }
+                    if let (Some(nick), Some(handle)) = (whois, &self.handle) {
+                        // The key, so that the ignore holds through a rename.
+                        let _ = handle.try_send(ClientMsg::Whois { nick });
+                    }
+                }
                 Step::Stdin(None) => {
                     if self.quit.is_none() {
                         self.quit = Some(None);
@@ -294,6 +509,13 @@ impl Session {
     /// could not be written).
     async fn on_server(&mut self, msg: ServerMsg) -> Result<Option<ExitCode>> {
         let heard = self.core.observe(&msg, Instant::now().into_std());
+        let me = self.core.me().to_string();
+        let (hidden, mention) = self.view.observe(&me, self.fmt, &msg);
+        let ignored =
+            hidden && matches!(msg, ServerMsg::Message { .. } | ServerMsg::Private { .. });
+        if !ignored && !matches!(heard.show, Show::Duplicate | Show::Held) {
+            self.view.log(&me, &msg);
+        }
         if let Some(Ack::Refused { msg: refused, code, message }) = heard.ack {
             let why = format!("{} ({code})", sanitize_line(&message));
             self.refused.push(Undelivered { msg: refused, why: Some(why) });
@@ -307,7 +529,13 @@ impl Session {
         if let Show::CaughtUp(_) = heard.show {
             // An ordered catch-up's held messages come first, in order.
             for held in self.core.take_released() {
-                if let Some(line) = format::event(self.fmt, &held) {
+                let (hidden, mention) = self.view.observe(&me, self.fmt, &held);
+                if !hidden {
+                    self.view.log(&me, &held);
+                }
+                let line =
+                    if hidden { None } else { format::event_marked(self.fmt, &held, mention) };
+                if let Some(line) = line {
                     self.emit(&line).await?;
                     if let Err(e) = self.printed(&held) {
                         return self.state_failed(e).await.map(Some);
@@ -318,6 +546,13 @@ impl Session {
         let line = match (heard.show, self.fmt) {
             (Show::Duplicate | Show::Held, _) | (Show::Quiet, Format::Plain) => None,
             _ if replay && self.no_history => None,
+            // Ignored, or a hidden join/part (its place in the state file still moves).
+            _ if hidden => {
+                if let Err(e) = self.printed(&msg) {
+                    return self.state_failed(e).await.map(Some);
+                }
+                None
+            }
             // The server's count includes what was printed already; say what was new.
             (Show::CaughtUp(n), Format::Plain) => {
                 let room = match &msg {
@@ -327,7 +562,7 @@ impl Session {
                 let s = if n == 1 { "" } else { "s" };
                 Some(format::notice(self.fmt, &format!("{room}: caught up: {n} missed message{s}")))
             }
-            _ => format::event(self.fmt, &msg),
+            _ => format::event_marked(self.fmt, &msg, mention),
         };
         if let Some(line) = line {
             self.emit(&line).await?;
@@ -448,6 +683,7 @@ impl Session {
         // The catch-up first, then every unacknowledged line again (same ids), then what
         // waits, then `quit` if input is over (it is sent again if the loss took it along).
         self.core.on_connected(welcome.nick.clone(), i);
+        self.view.connected(&self.profile.name(i));
         self.core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
         self.server_key = welcome.server_fingerprint.clone();
         self.ready_due = true;
@@ -631,6 +867,14 @@ async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStd
                     "line mode has no conversation to open: /query {nick} TEXT or /msg {nick} TEXT sends TEXT to {nick}"
                 );
                 let _ = to_loop.send(error(&hint)).await;
+                continue;
+            }
+            Input::Ignore(target) => {
+                let _ = to_loop.send(FromStdin::Ignore(target, true)).await;
+                continue;
+            }
+            Input::Unignore(target) => {
+                let _ = to_loop.send(FromStdin::Ignore(Some(target), false)).await;
                 continue;
             }
             Input::Search(_) | Input::Url(_) => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chatao_client::config;
 use chatao_client::format::Format;
 use chatao_client::servers::{self, Profile};
 use chatao_client::tui;
@@ -84,6 +85,14 @@ struct Args {
     /// Print the manual page (roff) and exit.
     #[arg(long)]
     man: bool,
+    /// The client's config file. Default: $XDG_CONFIG_HOME/chatao/config.toml
+    /// (~/.config/chatao/config.toml); a missing file is the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the settings in force, with where each came from (default, file, env, flag),
+    /// and exit: 0, or 2 with the config file's mistake (file:line: setting: what is wrong).
+    #[arg(long)]
+    check_config: bool,
     /// Full-screen mode: do not ring the terminal bell on mentions and private messages.
     #[arg(long)]
     no_bell: bool,
@@ -95,12 +104,6 @@ struct Args {
     /// (~/.local/state/chatao/chatao.log). The level comes from CHATAO_LOG or RUST_LOG.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
-}
-
-fn default_key_dir() -> PathBuf {
-    dirs::config_dir()
-        .map(|d| d.join("chatao").join("clientKey"))
-        .unwrap_or_else(|| PathBuf::from("clientKey"))
 }
 
 fn main() -> ExitCode {
@@ -152,20 +155,43 @@ async fn run(args: Args) -> Result<ExitCode> {
         chatao_client::man::render(Args::command(), &mut std::io::stdout())?;
         return Ok(ExitCode::SUCCESS);
     }
+    // The config file: a mistake in it stops everything (exit 2, like a usage error).
+    let config_path = args.config.clone().unwrap_or_else(config::default_path);
+    let mut settings = match config::Settings::load(&config_path) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("chatao: {}", chatao_client::format::inert_lines(&e.to_string()));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(dir) = &args.key_dir {
+        settings.key_dir = dir.clone();
+        settings.given("key_dir", config::Origin::Flag("--key-dir"));
+    }
+    if args.no_bell {
+        settings.bell = false;
+        settings.given("bell", config::Origin::Flag("--no-bell"));
+    }
+    chatao_client::format::set_time_format(settings.timestamp);
+    let positional: Vec<String> =
+        [args.address, args.port, args.nickname].into_iter().flatten().collect();
+    let env = std::env::var(servers::SERVERS_ENV).ok();
+    let (positional, env) = settings.command_line(positional, env.as_deref());
+    if args.check_config {
+        print!("{}", settings.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
     // The addresses are checked before a key is made: a typo should not leave files behind.
     let target = if args.fingerprint {
         None
     } else {
-        let positional: Vec<String> =
-            [args.address, args.port, args.nickname].into_iter().flatten().collect();
-        let env = std::env::var(servers::SERVERS_ENV).ok();
         Some(match servers::from_args(&positional, env.as_deref()) {
             Ok(found) => found,
             // A usage error, like clap's own: exit status 2.
             Err(e) => Args::command().error(clap::error::ErrorKind::ValueValidation, e).exit(),
         })
     };
-    let key_dir = args.key_dir.clone().unwrap_or_else(default_key_dir);
+    let key_dir = settings.key_dir.clone();
     let (keys, _) = keys::load_or_generate(&key_dir)?;
     let Some((servers, nick)) = target else {
         println!("{}", keys.public().fingerprint());
@@ -209,6 +235,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             reconnect_for: Duration::from_secs(args.reconnect_timeout),
             state,
             no_history: args.no_history,
+            settings: settings.clone(),
         };
         return chatao_client::line::run(profile, opts).await;
     }
@@ -216,8 +243,8 @@ async fn run(args: Args) -> Result<ExitCode> {
     // nothing may be printed into the screen the UI is about to own.
     let log_file = args.log_file.unwrap_or_else(tui::default_log_file);
     let _ = tui::init_logging(&log_file);
-    let notify = Default::default();
-    tui::run(profile, tui::Options { bell: !args.no_bell, mouse: !args.no_mouse, notify }).await
+    let notify = settings.notify.clone();
+    tui::run(profile, tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify }).await
 }
 
 /// A `--rooms` entry: a room name by the protocol's rules.
