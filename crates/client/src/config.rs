@@ -814,6 +814,15 @@ dir = "/tmp/l"
     }
 
     #[test]
+    fn the_packaged_example_is_valid() {
+        let text = include_str!("../../../packaging/chatao-client.example.toml");
+        let s = Settings::parse(Path::new("/x/config.toml"), text).unwrap();
+        assert_eq!(s.hide_joins_in("#lobby"), HideJoins::All);
+        assert_eq!(s.hide_joins_parts, HideJoins::Smart);
+        assert_eq!(s.highlight, vec!["deploy"]);
+    }
+
+    #[test]
     fn a_syntax_error_has_its_line() {
         match Settings::parse(Path::new("c.toml"), "bell = true\nport = \n") {
             Err(ConfigError::Syntax { line: 2, .. }) => {}

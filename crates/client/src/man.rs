@@ -105,6 +105,37 @@ fn sections() -> Roff {
     );
     item(
         &mut r,
+        [bold("$XDG_CONFIG_HOME/chatao/config.toml")],
+        "The config file (~/.config/chatao/config.toml; --config moves it), TOML, every setting \
+         optional: servers, port, nickname, key_dir, highlight (words that count as mentions), \
+         ignore (nicknames or fingerprints), timestamp (\"%H:%M\" or \"%H:%M:%S\"), bell, \
+         hide_joins_parts (off, smart, all; per room in [rooms.\"#ROOM\"]), [notify] (enabled, \
+         osc, command, e2e_text), [theme] (colours), [logs] (enabled, e2e, dir). A flag wins \
+         over the environment, which wins over the file. A mistake stops chatao with status 2, \
+         naming the file, line and setting; --check-config prints the settings in force and \
+         where each came from.",
+    );
+    item(
+        &mut r,
+        [bold("$XDG_CONFIG_HOME/chatao/ignores.toml")],
+        "What /ignore and /unignore keep (ignore = [...], 0600), beside the config file; the \
+         config's ignore list applies too.",
+    );
+    item(
+        &mut r,
+        [
+            bold("$XDG_STATE_HOME/chatao/logs/"),
+            italic("SERVER"),
+            bold("/"),
+            italic("BUFFER"),
+            bold(".YYYY-MM-DD.log"),
+        ],
+        "Chat logs, with [logs] enabled = true: one file per room or private conversation and \
+         day, one sanitised line per event, files 0600, directories 0700; end-to-end \
+         encrypted rooms only with [logs] e2e = true.",
+    );
+    item(
+        &mut r,
         [bold("$XDG_STATE_HOME/chatao/chatao.log")],
         "The full-screen interface's log (~/.local/state/chatao/chatao.log; --log-file moves \
          it). Line mode logs to standard error.",
