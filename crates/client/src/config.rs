@@ -524,6 +524,25 @@ impl Settings {
         (args, None)
     }
 
+    /// The full-screen UI's filters: the config's and `ignores.toml`'s ignores, highlight
+    /// words, hidden joins/parts. A broken `ignores.toml` is traced and left out.
+    pub fn filters(&self) -> crate::filter::Filters {
+        let file = self.path.parent().unwrap_or(Path::new(".")).join(IGNORES_FILE);
+        let saved = load_ignores(&file).unwrap_or_else(|e| {
+            tracing::warn!(cause = %e, "ignore file not read");
+            Vec::new()
+        });
+        crate::filter::Filters {
+            ignores: crate::filter::Ignores::new(
+                self.ignore.iter().chain(saved.iter()).map(String::as_str),
+            ),
+            highlight: self.highlight.clone(),
+            hide: self.hide_joins_parts,
+            rooms: self.rooms.clone(),
+            smart: Default::default(),
+        }
+    }
+
     /// `hide_joins_parts` for `room` (its override, else the global one).
     pub fn hide_joins_in(&self, room: &str) -> HideJoins {
         self.rooms.get(room).copied().unwrap_or(self.hide_joins_parts)

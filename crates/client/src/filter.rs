@@ -301,6 +301,67 @@ impl Smart {
     }
 }
 
+/// The filters the full-screen UI applies (`app/incoming.rs` calls these), from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub ignores: Ignores,
+    pub highlight: Vec<String>,
+    pub hide: HideJoins,
+    /// Per room `hide_joins_parts`.
+    pub rooms: std::collections::BTreeMap<String, HideJoins>,
+    pub smart: Smart,
+}
+
+impl Filters {
+    /// Learns from `msg` (keys, renames, who spoke) and says whether it is an ignored person's
+    /// message, action or private message, not to be shown, counted or notified.
+    pub fn ignored(&mut self, me: &str, msg: &chatao_proto::ServerMsg, now: Instant) -> bool {
+        use chatao_proto::ServerMsg;
+        match msg {
+            ServerMsg::Members { members, .. } => {
+                for m in members {
+                    self.ignores.learn(m.nick.as_str(), &m.fingerprint);
+                }
+                false
+            }
+            ServerMsg::Join { nick, fingerprint, .. }
+            | ServerMsg::Whois { nick, fingerprint, .. } => {
+                self.ignores.learn(nick.as_str(), fingerprint);
+                false
+            }
+            ServerMsg::NickChange { old, new } => {
+                self.ignores.rename(old.as_str(), new.as_str());
+                self.smart.rename(old.as_str(), new.as_str());
+                false
+            }
+            ServerMsg::Message { room, from, history, .. } => {
+                let hidden = !from.as_str().eq_ignore_ascii_case(me)
+                    && self.ignores.ignores_nick(from.as_str());
+                if !hidden && !history {
+                    self.smart.spoke(room.as_str(), from.as_str(), now);
+                }
+                hidden
+            }
+            ServerMsg::Private { from, .. } => {
+                !from.as_str().eq_ignore_ascii_case(me) && self.ignores.ignores_nick(from.as_str())
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `nick`'s join or part line in `room` is hidden (their member list entry is
+    /// still updated).
+    pub fn hides_join(&self, me: &str, room: &str, nick: &str, now: Instant) -> bool {
+        let mode = self.rooms.get(room).copied().unwrap_or(self.hide);
+        !nick.eq_ignore_ascii_case(me) && self.smart.hides(mode, room, nick, now)
+    }
+
+    /// Whether `text` holds a highlight word.
+    pub fn highlighted(&self, text: &str) -> bool {
+        self.highlight.iter().any(|w| has_word(text, w))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,9 +460,82 @@ mod tests {
     }
 
     #[test]
+    fn the_tuis_filters_hide_an_ignored_key_through_a_rename() {
+        use chatao_proto::{Nick, RoomName, ServerMsg};
+        let t0 = Instant::now();
+        let mut f = Filters { ignores: Ignores::new(["eve"]), ..Filters::default() };
+        let nick = |n: &str| Nick::parse(n).unwrap();
+        let say = |from: &str| ServerMsg::Message {
+            room: RoomName::parse("#a").unwrap(),
+            id: 1,
+            time: 0,
+            from: nick(from),
+            kind: Default::default(),
+            text: "hi".into(),
+            history: false,
+            cid: None,
+        };
+        let join = ServerMsg::Join {
+            room: RoomName::parse("#a").unwrap(),
+            nick: nick("eve"),
+            fingerprint: FP.into(),
+        };
+        assert!(!f.ignored("me", &join, t0));
+        let rename = ServerMsg::NickChange { old: nick("eve"), new: nick("eve2") };
+        assert!(!f.ignored("me", &rename, t0));
+        assert!(f.ignored("me", &say("eve2"), t0));
+        assert!(!f.ignored("me", &say("bob"), t0));
+        f.hide = HideJoins::Smart;
+        assert!(!f.hides_join("me", "#a", "bob", t0), "bob just spoke");
+        assert!(f.hides_join("me", "#a", "carol", t0));
+        assert!(!f.hides_join("me", "#a", "me", t0));
+    }
+
+    #[test]
     fn fingerprints_are_told_from_nicknames() {
         assert!(is_fingerprint(FP));
         assert!(!is_fingerprint("alice"));
         assert!(!is_fingerprint("SHA256:"));
+    }
+}
+
+/// The full-screen UI with these filters (through `app/incoming.rs`'s hooks).
+#[cfg(test)]
+mod app_tests {
+    use crate::app::Effect;
+    use crate::app::testing::{app, joined, net, say};
+
+    use super::*;
+
+    #[test]
+    fn the_tui_hides_an_ignored_key_marks_highlights_and_hides_joins() {
+        let mut a = app(80, 24);
+        a.config.filters = Filters {
+            ignores: Ignores::new(["eve"]),
+            highlight: vec!["deploy".into()],
+            hide: HideJoins::Smart,
+            ..Filters::default()
+        };
+        // eve joins (her key is learned; the join is hidden: she has not spoken), renames.
+        net(&mut a, joined("#lobby", "eve"));
+        let before = a.buffers[0].entries.len();
+        let rename = chatao_proto::ServerMsg::NickChange {
+            old: chatao_proto::Nick::parse("eve").unwrap(),
+            new: chatao_proto::Nick::parse("eve2").unwrap(),
+        };
+        net(&mut a, rename);
+        let after_rename = a.buffers[0].entries.len();
+        assert!(net(&mut a, say("#lobby", 1, "eve2", "ping alice")).is_empty(), "no bell");
+        assert_eq!(a.buffers[0].entries.len(), after_rename, "eve2's line is not drawn");
+        assert!(after_rename >= before);
+        let effects = net(&mut a, say("#lobby", 2, "bob", "time to Deploy"));
+        assert!(effects.contains(&Effect::Bell), "{effects:?}");
+        assert!(a.buffers[0].entries.back().unwrap().mention);
+        // bob spoke: his join/part lines show; carol's do not.
+        let n = a.buffers[0].entries.len();
+        net(&mut a, joined("#lobby", "carol"));
+        assert_eq!(a.buffers[0].entries.len(), n, "carol's join is hidden");
+        net(&mut a, joined("#lobby", "bob"));
+        assert_eq!(a.buffers[0].entries.len(), n + 1, "bob's join shows");
     }
 }

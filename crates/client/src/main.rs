@@ -244,7 +244,9 @@ async fn run(args: Args) -> Result<ExitCode> {
     let log_file = args.log_file.unwrap_or_else(tui::default_log_file);
     let _ = tui::init_logging(&log_file);
     let notify = settings.notify.clone();
-    tui::run(profile, tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify }).await
+    let filters = settings.filters();
+    tui::run(profile, tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify, filters })
+        .await
 }
 
 /// A `--rooms` entry: a room name by the protocol's rules.

@@ -53,6 +53,8 @@ pub struct Options {
     pub mouse: bool,
     /// Desktop notifications (the config file's `[notify]`).
     pub notify: crate::app::notify::NotifySettings,
+    /// Ignores, highlight words, hidden joins/parts (the config file's).
+    pub filters: crate::filter::Filters,
 }
 
 /// Longest a notification command may run before it is killed.
@@ -107,6 +109,7 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         bell: options.bell,
         zone: Zone::Local,
         notify: options.notify.clone(),
+        filters: options.filters.clone(),
     };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);

@@ -66,6 +66,10 @@ impl App {
         let now = self.wall_ms;
         // Which messages were shown, and which of ours are acknowledged: the core's.
         let heard = self.core.observe(&msg, self.now);
+        // An ignored person's message: not drawn, counted or notified (crate::filter).
+        if self.config.filters.ignored(self.me.as_str(), &msg, self.now) {
+            return vec![];
+        }
         match &heard.ack {
             Some(Ack::Refused { msg: refused, code, message }) => {
                 let what = crate::format::unsent(refused);
@@ -100,7 +104,9 @@ impl App {
                 entry.id = Some(id);
                 entry.history = history;
                 entry.own = from == self.me;
-                entry.mention = !entry.own && mentions(&text, self.me.as_str());
+                entry.mention = !entry.own
+                    && (mentions(&text, self.me.as_str())
+                        || self.config.filters.highlighted(&text));
                 if older {
                     return self.push_older(i, entry);
                 }
@@ -142,7 +148,14 @@ impl App {
                 } else {
                     format!("{nick} joined {room} ({})", short_fingerprint(&sanitize(&fingerprint)))
                 };
-                self.note(i, Kind::Join, &text);
+                if !self.config.filters.hides_join(
+                    self.me.as_str(),
+                    room.as_str(),
+                    nick.as_str(),
+                    self.now,
+                ) {
+                    self.note(i, Kind::Join, &text);
+                }
                 if self.pending_join.as_ref() == Some(&room) {
                     self.pending_join = None;
                     self.switch_to(i);
@@ -183,7 +196,14 @@ impl App {
                     Some(m) => format!("{nick} left {room} ({why}: {})", sanitize(&m)),
                     None => format!("{nick} left {room} ({why})"),
                 };
-                self.note(i, Kind::Leave, &text);
+                if !self.config.filters.hides_join(
+                    self.me.as_str(),
+                    room.as_str(),
+                    nick.as_str(),
+                    self.now,
+                ) {
+                    self.note(i, Kind::Leave, &text);
+                }
                 vec![]
             }
             ServerMsg::Members { room, members, e2e, total, next } => {

@@ -78,6 +78,8 @@ pub struct Config {
     pub zone: Zone,
     /// Desktop notifications ([`notify`]).
     pub notify: notify::NotifySettings,
+    /// Ignores, highlight words, hidden joins/parts (the config file's; [`crate::filter`]).
+    pub filters: crate::filter::Filters,
 }
 
 /// The time zone of displayed timestamps.

@@ -46,6 +46,7 @@ pub fn app(width: u16, height: u16) -> App {
         bell: true,
         zone: Zone::Fixed(FixedOffset::east_opt(0).unwrap()),
         notify: Default::default(),
+        filters: Default::default(),
     };
     App::new(config, &welcome("alice"), (width, height), Instant::now(), T0)
 }
