@@ -251,8 +251,12 @@ where
             }
         }
     };
-    let join_lobby = remembered.as_ref().is_some_and(|r| r.is_empty() || r.contains(&lobby));
-    let rooms = remembered.unwrap_or_default();
+    // E2E rooms are left out: a client rejoins those through its E2E layer, from its group
+    // state (a process of the key without that state must not be sent into them).
+    let join_lobby = remembered.is_some();
+    let rooms: Vec<_> =
+        remembered.unwrap_or_default().into_iter().filter(|r| !ctx.hub.is_e2e(r)).collect();
+    let join_lobby = join_lobby && (rooms.is_empty() || rooms.contains(&lobby));
     let welcome = ServerMsg::Welcome {
         session: id,
         nick: nick.clone(),

@@ -3,7 +3,8 @@
 //! A session's join of a room it was not in remembers the room for its key; its `part` (and
 //! only that, or a room operator's kick or ban, [`Hub::forget_membership`]) forgets it. A lost
 //! connection, a `quit`, a timeout or a server restart forgets nothing. At `hello` the session
-//! reads its key's set ([`Hub::remembered`]): `welcome` lists it (`rooms`), and the client
+//! reads its key's set ([`Hub::remembered`]): `welcome` lists it (`rooms`; E2E rooms left
+//! out, which a client rejoins through its E2E layer from its group state), and the client
 //! joins each room with its own catch-up (`join` with `since` when it has seen ids there), as
 //! it rejoins its rooms after a lost connection; the default room is joined by the server
 //! itself, as before, when it is among them or the set is empty (a key's first connection, or
