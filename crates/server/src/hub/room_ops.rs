@@ -350,6 +350,12 @@ impl State {
         (fp, message): (String, String),
         notice: &Bytes,
     ) {
+        // The key is not put back in the room at its next connection (`membership.rs`); every
+        // node forgets it in its own store.
+        let seq = self.next_seq();
+        let persist =
+            Persist::Membership { fingerprint: fp.clone(), room: room.clone(), keep: false };
+        hub.bus().send_control(BusEvent { seq, room: None, bytes: Bytes::new(), persist });
         let in_room =
             |st: &State, id: SessionId| st.rooms.get(room).is_some_and(|r| r.contains(id));
         let leaving: Vec<(SessionId, Nick)> = self
@@ -610,8 +616,19 @@ mod tests {
             hub.join(carol, &room).unwrap_err(),
             HubError::BannedFromRoom("you are banned from #den (by alice): spam".into())
         );
-        let st = hub.lock();
-        let bans: Vec<&String> = st.room_ops.get(&room).unwrap().bans.keys().collect();
-        assert_eq!(bans, ["SHA256:carol"], "bob's ended ban is gone");
+        {
+            let st = hub.lock();
+            let bans: Vec<&String> = st.room_ops.get(&room).unwrap().bans.keys().collect();
+            assert_eq!(bans, ["SHA256:carol"], "bob's ended ban is gone");
+        }
+        // A room kick or ban forgets the key's membership of the room (issue 19, rooms that
+        // stay): bob, kicked, is not put back in #den at his next connection.
+        hub.room_kick(alice, &room, "bob", None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(hub.bus().flushed(hub.current_seq()));
+        let kept = rt.block_on(hub.remembered("SHA256:bob")).unwrap();
+        assert!(!kept.contains(&room), "{kept:?}");
+        let kept = rt.block_on(hub.remembered("SHA256:alice")).unwrap();
+        assert!(kept.contains(&room), "alice's stays: {kept:?}");
     }
 }
