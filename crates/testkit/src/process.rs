@@ -176,12 +176,20 @@ impl ServerProcess {
 /// --key-dir KEY_DIR`, its standard streams piped and killed when dropped. `target` names the
 /// server(s) as the command line does: `["HOST", "PORT"]`, or one `HOST:PORT,HOST:PORT` list.
 /// Add options with `.args(..)` and start it with `.spawn()`.
+///
+/// Hermetic: the runner's own `~/.config/chatao/config.toml`, `ignores.toml`, chat logs and
+/// `CHATAO_*` variables never reach the client (its config and state directories are under
+/// KEY_DIR); a test that wants a config passes `--config` or sets the variables after this.
 pub fn chatao(bin: impl AsRef<OsStr>, target: &[&str], nick: &str, key_dir: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(target)
         .arg(nick)
         .arg("--key-dir")
         .arg(key_dir)
+        .env("XDG_CONFIG_HOME", key_dir.join("xdg-config"))
+        .env("XDG_STATE_HOME", key_dir.join("xdg-state"))
+        .env_remove("CHATAO_SERVERS")
+        .env_remove("CHATAO_STATE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
