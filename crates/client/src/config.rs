@@ -540,6 +540,9 @@ impl Settings {
             hide: self.hide_joins_parts,
             rooms: self.rooms.clone(),
             smart: Default::default(),
+            ignores_file: Some(file),
+            from_config: self.ignore.clone(),
+            saved,
         }
     }
 

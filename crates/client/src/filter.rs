@@ -310,6 +310,13 @@ pub struct Filters {
     /// Per room `hide_joins_parts`.
     pub rooms: std::collections::BTreeMap<String, HideJoins>,
     pub smart: Smart,
+    /// `ignores.toml`, beside the config file: what `/ignore` and `/unignore` change (`None`:
+    /// nothing is written, as in tests).
+    pub ignores_file: Option<std::path::PathBuf>,
+    /// The config's own ignore entries: they stay in the config, not in `ignores_file`.
+    pub from_config: Vec<String>,
+    /// The entries last written to (or read from) `ignores_file`.
+    pub saved: Vec<String>,
 }
 
 impl Filters {
@@ -359,6 +366,20 @@ impl Filters {
     /// Whether `text` holds a highlight word.
     pub fn highlighted(&self, text: &str) -> bool {
         self.highlight.iter().any(|w| has_word(text, w))
+    }
+
+    /// The ignore file and the entries to write to it, when they changed since the last call
+    /// (an `/ignore`, or a nickname resolved to its key); the config's own entries are left
+    /// out. Marks them saved: the caller writes them (the app does no I/O).
+    pub fn unsaved(&mut self) -> Option<(std::path::PathBuf, Vec<String>)> {
+        let path = self.ignores_file.clone()?;
+        let own: Vec<String> =
+            self.ignores.entries().into_iter().filter(|e| !self.from_config.contains(e)).collect();
+        if own == self.saved {
+            return None;
+        }
+        self.saved = own.clone();
+        Some((path, own))
     }
 }
 
@@ -537,5 +558,58 @@ mod app_tests {
         assert_eq!(a.buffers[0].entries.len(), n, "carol's join is hidden");
         net(&mut a, joined("#lobby", "bob"));
         assert_eq!(a.buffers[0].entries.len(), n + 1, "bob's join shows");
+    }
+
+    fn texts(a: &crate::app::App) -> Vec<String> {
+        a.current_buffer().entries.iter().map(|e| e.text.clone()).collect()
+    }
+
+    #[test]
+    fn tui_ignore_by_nickname_looks_up_the_key_saves_it_and_unignore_lists_it_off() {
+        let mut a = app(80, 24);
+        let file = std::path::PathBuf::from("/nonexistent/ignores.toml");
+        a.config.filters = Filters { ignores_file: Some(file.clone()), ..Filters::default() };
+        let effects = crate::app::testing::enter(&mut a, "/ignore");
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(texts(&a).last().unwrap().contains("nobody is ignored"), "{:?}", texts(&a));
+        // A nickname whose key is unknown: ignored by name, looked up with whois, saved.
+        let effects = crate::app::testing::enter(&mut a, "/ignore eve");
+        assert!(a.editor.text().is_empty());
+        assert!(texts(&a).last().unwrap().contains("ignoring eve (by nickname"));
+        assert!(
+            effects.contains(&Effect::Send {
+                msg: chatao_proto::ClientMsg::Whois { nick: "eve".into() },
+                restore: None
+            }),
+            "{effects:?}"
+        );
+        assert!(
+            effects
+                .contains(&Effect::SaveIgnores { path: file.clone(), entries: vec!["eve".into()] }),
+            "{effects:?}"
+        );
+        // Her join teaches her key: the ignore file now names it.
+        let effects = net(&mut a, joined("#lobby", "eve"));
+        let key = "SHA256:evekey0000".to_owned();
+        assert!(
+            effects
+                .contains(&Effect::SaveIgnores { path: file.clone(), entries: vec![key.clone()] }),
+            "{effects:?}"
+        );
+        let n = a.buffers[0].entries.len();
+        net(&mut a, say("#lobby", 1, "eve", "hello"));
+        assert_eq!(a.buffers[0].entries.len(), n, "eve's line is not drawn");
+        crate::app::testing::enter(&mut a, "/ignore");
+        let listed = texts(&a).last().unwrap().clone();
+        assert!(listed.contains(&format!("ignored: {key} (eve)")), "{listed}");
+        let effects = crate::app::testing::enter(&mut a, "/unignore eve");
+        assert!(texts(&a).last().unwrap().contains("no longer ignoring eve"), "{:?}", texts(&a));
+        assert!(
+            effects.contains(&Effect::SaveIgnores { path: file, entries: vec![] }),
+            "{effects:?}"
+        );
+        let n = a.buffers[0].entries.len();
+        net(&mut a, say("#lobby", 2, "eve", "back"));
+        assert_eq!(a.buffers[0].entries.len(), n + 1, "eve is shown again");
     }
 }

@@ -282,6 +282,12 @@ impl Shell {
                         }
                         Effect::Redraw => term.terminal.clear().context("clearing the screen")?,
                         Effect::Notify(n) => self.notify(&app.config.notify, &n),
+                        Effect::SaveIgnores { path, entries } => {
+                            // Not fatal: the ignores hold for this session anyway.
+                            if let Err(e) = crate::config::save_ignores(&path, &entries) {
+                                warn!(cause = %e, path = %path.display(), "ignore file not written");
+                            }
+                        }
                         Effect::Quit => return Ok(app),
                     }
                 }

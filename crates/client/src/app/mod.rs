@@ -127,6 +127,8 @@ pub enum Effect {
     /// Show a desktop notification (the terminal's, and the command if one is set), as
     /// [`Config::notify`] says. Everything in it is cleaned already.
     Notify(notify::Notification),
+    /// Write the ignore list `entries` to `path` (`ignores.toml`; [`crate::config::save_ignores`]).
+    SaveIgnores { path: std::path::PathBuf, entries: Vec<String> },
     /// Restore the terminal and exit.
     Quit,
 }
@@ -295,6 +297,9 @@ impl App {
             Event::SendFailed { error, restore, msg } => self.on_send_failed(error, restore, msg),
         };
         effects.extend(self.flush(None));
+        if let Some((path, entries)) = self.config.filters.unsaved() {
+            effects.push(Effect::SaveIgnores { path, entries });
+        }
         effects
     }
 

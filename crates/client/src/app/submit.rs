@@ -12,6 +12,7 @@ use super::buffer::Target;
 use super::keys::KEYS;
 use super::{App, Effect};
 use crate::command::{self, Input};
+use crate::filter::Added;
 
 /// `/who` requests remembered until answered (a refused one, or one a lost connection took,
 /// never is: the oldest are forgotten).
@@ -54,6 +55,16 @@ impl App {
                     None => self.error(&format!("you are not in {room}; /join it first")),
                 }
                 return vec![];
+            }
+            Input::Ignore(target) => {
+                let target = target.clone();
+                self.editor.take();
+                return self.ignore(target, true);
+            }
+            Input::Unignore(target) => {
+                let target = target.clone();
+                self.editor.take();
+                return self.ignore(Some(target), false);
             }
             Input::Quit(reason) => {
                 let reason = reason.clone();
@@ -156,6 +167,62 @@ impl App {
             return self.flush(typed);
         }
         vec![Effect::Send { msg, restore: Some(restore) }]
+    }
+
+    /// `/ignore [X]` (`add`) and `/unignore X`: local, so they work offline. A nickname whose
+    /// key is not known yet is ignored by name and looked up with `whois` (its answer teaches
+    /// the key: [`crate::filter::Filters::ignored`]); the ignore file is written by
+    /// [`App::update`]'s caller ([`Effect::SaveIgnores`]).
+    fn ignore(&mut self, target: Option<String>, add: bool) -> Vec<Effect> {
+        let ignores = &mut self.config.filters.ignores;
+        let Some(target) = target else {
+            if ignores.is_empty() {
+                self.info("nobody is ignored");
+                return vec![];
+            }
+            let lines: Vec<String> = ignores
+                .entries()
+                .into_iter()
+                .map(|e| {
+                    let nicks = ignores.nicks_of(&e);
+                    let also = if nicks.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", nicks.join(", "))
+                    };
+                    format!("ignored: {e}{also}")
+                })
+                .collect();
+            for line in lines {
+                self.info(&line);
+            }
+            return vec![];
+        };
+        let mut whois = None;
+        let text = if add {
+            match ignores.add(&target) {
+                Added::Key(fp) => format!("ignoring {target} (key {fp})"),
+                Added::Nick(n) => {
+                    let text = format!("ignoring {n} (by nickname until their key is known)");
+                    whois = Some(n);
+                    text
+                }
+                Added::Already => format!("{target} is already ignored"),
+            }
+        } else if ignores.remove(&target) {
+            format!("no longer ignoring {target}")
+        } else {
+            format!(
+                "{target} was not ignored (a nickname or fingerprint of the config's ignore list stays)"
+            )
+        };
+        self.info(&text);
+        match whois {
+            Some(nick) if self.is_connected() => {
+                vec![Effect::Send { msg: ClientMsg::Whois { nick }, restore: None }]
+            }
+            _ => vec![],
+        }
     }
 
     fn help(&mut self) {
