@@ -336,11 +336,6 @@ impl Filters {
                 self.ignores.learn(nick.as_str(), fingerprint);
                 false
             }
-            ServerMsg::NickChange { old, new } => {
-                self.ignores.rename(old.as_str(), new.as_str());
-                self.smart.rename(old.as_str(), new.as_str());
-                false
-            }
             ServerMsg::Message { room, from, history, .. } => {
                 let hidden = !from.as_str().eq_ignore_ascii_case(me)
                     && self.ignores.ignores_nick(from.as_str());
@@ -361,6 +356,18 @@ impl Filters {
     pub fn hides_join(&self, me: &str, room: &str, nick: &str, now: Instant) -> bool {
         let mode = self.rooms.get(room).copied().unwrap_or(self.hide);
         !nick.eq_ignore_ascii_case(me) && self.smart.hides(mode, room, nick, now)
+    }
+
+    /// Follows `old`'s rename to `new` (their ignore and what they said move with them) and
+    /// says whether its line is hidden: under `hide_joins_parts` (the global setting, as a
+    /// rename is not a room's), smart hides it unless they spoke recently in any room; our own
+    /// is always shown. `app/incoming.rs` calls it for `nick_change` ([`Filters::ignored`] does
+    /// not).
+    pub fn renamed(&mut self, me: &str, old: &str, new: &str, now: Instant) -> bool {
+        let hide = !old.eq_ignore_ascii_case(me) && self.smart.hides_rename(self.hide, old, now);
+        self.ignores.rename(old, new);
+        self.smart.rename(old, new);
+        hide
     }
 
     /// Whether `text` holds a highlight word.
@@ -504,6 +511,7 @@ mod tests {
         assert!(!f.ignored("me", &join, t0));
         let rename = ServerMsg::NickChange { old: nick("eve"), new: nick("eve2") };
         assert!(!f.ignored("me", &rename, t0));
+        assert!(!f.renamed("me", "eve", "eve2", t0), "hide_joins_parts off: shown");
         assert!(f.ignored("me", &say("eve2"), t0));
         assert!(!f.ignored("me", &say("bob"), t0));
         f.hide = HideJoins::Smart;
@@ -611,5 +619,27 @@ mod app_tests {
         let n = a.buffers[0].entries.len();
         net(&mut a, say("#lobby", 2, "eve", "back"));
         assert_eq!(a.buffers[0].entries.len(), n + 1, "eve is shown again");
+    }
+
+    #[test]
+    fn tui_smart_filter_hides_the_rename_of_someone_who_has_not_spoken() {
+        let mut a = app(80, 24);
+        a.config.filters = Filters { hide: HideJoins::Smart, ..Filters::default() };
+        net(&mut a, crate::app::testing::members("#lobby", &["alice", "bob", "carol"]));
+        net(&mut a, say("#lobby", 1, "bob", "hi"));
+        let rename = |old: &str, new: &str| chatao_proto::ServerMsg::NickChange {
+            old: chatao_proto::Nick::parse(old).unwrap(),
+            new: chatao_proto::Nick::parse(new).unwrap(),
+        };
+        net(&mut a, rename("carol", "carol2"));
+        assert!(!texts(&a).iter().any(|t| t.contains("carol is now known")), "{:?}", texts(&a));
+        assert!(a.buffers[0].members.contains_key("carol2"), "the member list follows");
+        net(&mut a, rename("bob", "bob2"));
+        assert!(texts(&a).iter().any(|t| t.contains("bob is now known as bob2")));
+        // bob2 spoke as bob: still recent under his new name.
+        net(&mut a, rename("bob2", "bob3"));
+        assert!(texts(&a).iter().any(|t| t.contains("bob2 is now known as bob3")));
+        net(&mut a, rename("alice", "alice2"));
+        assert!(texts(&a).iter().any(|t| t.contains("alice is now known as alice2")), "our own");
     }
 }

@@ -275,6 +275,9 @@ impl App {
                 vec![]
             }
             ServerMsg::NickChange { old, new } => {
+                // Smart/all hide_joins_parts hides the line; members and queries still follow.
+                let me = self.me.as_str();
+                let hidden = self.config.filters.renamed(me, old.as_str(), new.as_str(), self.now);
                 if old == self.me {
                     self.me = new.clone();
                 }
@@ -289,7 +292,9 @@ impl App {
                     } else if !in_query {
                         continue;
                     }
-                    b.push(Entry::new(now, Kind::Notice, &text));
+                    if !hidden {
+                        b.push(Entry::new(now, Kind::Notice, &text));
+                    }
                 }
                 vec![]
             }
