@@ -247,3 +247,58 @@ mod tests {
         assert_eq!(safe_name("a/b"), "a_b");
     }
 }
+
+/// The full-screen UI's chat logs: `App` hands out [`crate::app::Effect::Log`], `tui.rs` writes
+/// it as here.
+#[cfg(test)]
+mod app_tests {
+    use chatao_proto::ServerMsg;
+
+    use crate::app::Effect;
+    use crate::app::testing::{app, members, net, say};
+
+    use super::*;
+
+    #[test]
+    fn tui_logs_a_shown_message_and_no_e2e_room_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChatLog::new(dir.path(), "127.0.0.1:7000", false);
+        let mut a = app(80, 24);
+        a.config.chat_log = true;
+        a.config.filters.ignores = crate::filter::Ignores::new(["eve"]);
+        let mut e2e_members = members("#sec", &["alice", "bob"]);
+        if let ServerMsg::Members { e2e, .. } = &mut e2e_members {
+            *e2e = true;
+        }
+        let mut effects = net(&mut a, e2e_members);
+        effects.extend(net(&mut a, say("#lobby", 1, "bob", "hello log")));
+        effects.extend(net(&mut a, say("#lobby", 1, "bob", "hello log")));
+        effects.extend(net(&mut a, say("#lobby", 2, "eve", "ignored")));
+        effects.extend(net(&mut a, say("#sec", 1, "bob", "secret")));
+        let logged: Vec<(ServerMsg, bool)> = effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Log { msg, e2e } => Some((msg, e2e)),
+                _ => None,
+            })
+            .collect();
+        let texts: Vec<bool> = logged.iter().map(|(_, e2e)| *e2e).collect();
+        for (msg, e2e) in &logged {
+            log.event("alice", msg, |_| *e2e).unwrap();
+        }
+        let day = Local.timestamp_millis_opt(crate::app::testing::T0 as i64 + 60_000).unwrap();
+        let lobby = std::fs::read_to_string(log.path("#lobby", day.date_naive())).unwrap();
+        assert_eq!(lobby.lines().count(), 1, "the duplicate and eve's are not logged: {lobby}");
+        assert!(lobby.trim_end().ends_with("<bob> hello log"), "{lobby}");
+        assert!(texts.contains(&true), "the E2E room's message is handed out as E2E: {texts:?}");
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("127.0.0.1_7000"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!files.iter().any(|f| f.starts_with("#sec")), "{files:?}");
+        // Logs off (the default): nothing is handed out.
+        a.config.chat_log = false;
+        let effects = net(&mut a, say("#lobby", 3, "bob", "unlogged"));
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Log { .. })), "{effects:?}");
+    }
+}

@@ -245,8 +245,10 @@ async fn run(args: Args) -> Result<ExitCode> {
     let _ = tui::init_logging(&log_file);
     let notify = settings.notify.clone();
     let filters = settings.filters();
-    tui::run(profile, tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify, filters })
-        .await
+    let logs = settings.logs.clone();
+    let options =
+        tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify, filters, logs };
+    tui::run(profile, options).await
 }
 
 /// A `--rooms` entry: a room name by the protocol's rules.

@@ -55,6 +55,8 @@ pub struct Options {
     pub notify: crate::app::notify::NotifySettings,
     /// Ignores, highlight words, hidden joins/parts (the config file's).
     pub filters: crate::filter::Filters,
+    /// Chat logs (the config file's `[logs]`).
+    pub logs: crate::config::Logs,
 }
 
 /// Longest a notification command may run before it is killed.
@@ -110,10 +112,19 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         zone: Zone::Local,
         notify: options.notify.clone(),
         filters: options.filters.clone(),
+        chat_log: options.logs.enabled,
     };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);
-    let mut shell = Shell { profile, net: Some((handle, events)), reconnect: None, notifier: None };
+    let chatlog = chat_log(&options.logs, &profile.name(first));
+    let mut shell = Shell {
+        profile,
+        net: Some((handle, events)),
+        reconnect: None,
+        notifier: None,
+        logs: options.logs,
+        chatlog,
+    };
     let result = shell.run(&mut term, app).await;
     if let Some(task) = shell.reconnect.take() {
         task.abort();
@@ -128,6 +139,11 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The chat logs of `server`, when `[logs] enabled`.
+fn chat_log(logs: &crate::config::Logs, server: &str) -> Option<crate::chatlog::ChatLog> {
+    logs.enabled.then(|| crate::chatlog::ChatLog::new(&logs.dir, server, logs.e2e))
 }
 
 fn clock() -> (Instant, u64) {
@@ -150,6 +166,9 @@ struct Shell {
     /// The notification command running, if any: at most one at a time (overflow policy: a
     /// notification while one runs gets only the terminal's, and is logged).
     notifier: Option<JoinHandle<()>>,
+    /// `[logs]`, and the chat logs of the server we are on (or reconnecting to).
+    logs: crate::config::Logs,
+    chatlog: Option<crate::chatlog::ChatLog>,
 }
 
 /// The next network event, or never while disconnected. An actor that vanished without
@@ -268,6 +287,7 @@ impl Shell {
                                 task.abort();
                             }
                             self.profile.nick = nick;
+                            self.chatlog = chat_log(&self.logs, &self.profile.name(server));
                             let profile = self.profile.clone();
                             let tx = connected_tx.clone();
                             info!(server = %profile.name(server), ?after, "reconnecting");
@@ -282,6 +302,15 @@ impl Shell {
                         }
                         Effect::Redraw => term.terminal.clear().context("clearing the screen")?,
                         Effect::Notify(n) => self.notify(&app.config.notify, &n),
+                        Effect::Log { msg, e2e } => {
+                            if let Some(log) = &mut self.chatlog {
+                                let me = app.me.to_string();
+                                // Said once in the log file; the chat goes on.
+                                if let Err(e) = log.event(&me, &msg, |_| e2e) {
+                                    warn!(cause = %e, "chat log");
+                                }
+                            }
+                        }
                         Effect::SaveIgnores { path, entries } => {
                             // Not fatal: the ignores hold for this session anyway.
                             if let Err(e) = crate::config::save_ignores(&path, &entries) {

@@ -63,13 +63,32 @@ fn who_answer(room: &RoomName, members: &[chatao_proto::Member], e2e: bool) -> S
 
 impl App {
     pub(super) fn on_server(&mut self, msg: ServerMsg) -> Vec<Effect> {
-        let now = self.wall_ms;
         // Which messages were shown, and which of ours are acknowledged: the core's.
         let heard = self.core.observe(&msg, self.now);
-        // An ignored person's message: not drawn, counted or notified (crate::filter).
+        // An ignored person's message: not drawn, counted, notified or logged (crate::filter).
         if self.config.filters.ignored(self.me.as_str(), &msg, self.now) {
             return vec![];
         }
+        let log = (self.config.chat_log && !matches!(heard.show, Show::Duplicate | Show::Held))
+            .then(|| {
+                let room = match &msg {
+                    ServerMsg::Message { room, .. }
+                    | ServerMsg::Join { room, .. }
+                    | ServerMsg::Leave { room, .. }
+                    | ServerMsg::Topic { room, .. } => Some(room.as_str()),
+                    _ => None,
+                };
+                let e2e = room.and_then(|r| self.find(r)).is_some_and(|i| self.buffers[i].e2e);
+                Effect::Log { msg: msg.clone(), e2e }
+            });
+        let mut effects = self.on_shown(msg, heard);
+        effects.extend(log);
+        effects
+    }
+
+    /// `msg`, neither ignored nor yet logged, into the buffers.
+    fn on_shown(&mut self, msg: ServerMsg, heard: crate::core::Heard) -> Vec<Effect> {
+        let now = self.wall_ms;
         match &heard.ack {
             Some(Ack::Refused { msg: refused, code, message }) => {
                 let what = crate::format::unsent(refused);

@@ -50,7 +50,7 @@ mod urls;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use chatao_proto::{Cid, ClientMsg, Limits, Nick, RoomName, sanitize};
+use chatao_proto::{Cid, ClientMsg, Limits, Nick, RoomName, ServerMsg, sanitize};
 use chrono::FixedOffset;
 
 use crate::core::Core;
@@ -80,6 +80,8 @@ pub struct Config {
     pub notify: notify::NotifySettings,
     /// Ignores, highlight words, hidden joins/parts (the config file's; [`crate::filter`]).
     pub filters: crate::filter::Filters,
+    /// Chat logs on (`[logs] enabled`): each event shown is handed out as [`Effect::Log`].
+    pub chat_log: bool,
 }
 
 /// The time zone of displayed timestamps.
@@ -127,6 +129,9 @@ pub enum Effect {
     /// Show a desktop notification (the terminal's, and the command if one is set), as
     /// [`Config::notify`] says. Everything in it is cleaned already.
     Notify(notify::Notification),
+    /// Write `msg` (shown: not a duplicate, not an ignored person's) to the chat log
+    /// ([`crate::chatlog::ChatLog::event`]); `e2e`: it is in an end-to-end encrypted room.
+    Log { msg: ServerMsg, e2e: bool },
     /// Write the ignore list `entries` to `path` (`ignores.toml`; [`crate::config::save_ignores`]).
     SaveIgnores { path: std::path::PathBuf, entries: Vec<String> },
     /// Restore the terminal and exit.

@@ -47,6 +47,7 @@ pub fn app(width: u16, height: u16) -> App {
         zone: Zone::Fixed(FixedOffset::east_opt(0).unwrap()),
         notify: Default::default(),
         filters: Default::default(),
+        chat_log: false,
     };
     App::new(config, &welcome("alice"), (width, height), Instant::now(), T0)
 }
