@@ -855,6 +855,45 @@ mod tests {
         std::iter::from_fn(|| c.pop_send(now)).collect()
     }
 
+    /// Issue 19: the rooms `welcome` lists are joined, but not the default room the server
+    /// joined us to; a key that parted the lobby gets no `history` for it; a fixed set is
+    /// joined once.
+    #[test]
+    fn remembered_rooms_are_joined_once_and_the_lobby_only_when_the_server_did_not() {
+        let now = Instant::now();
+        let room = |r: &str| RoomName::parse(r).unwrap();
+        let join = |r: &str, since| ClientMsg::Join { room: r.into(), since };
+        let mut c = Core::new(nick("alice"), 0);
+        c.join_remembered(&[room("#a"), room("#lobby")], false);
+        assert_eq!(drain(&mut c, now), [join("#a", None)]);
+        // The lobby remembered: caught up by `history`; #a joined from its place.
+        let mut c = Core::new(nick("alice"), 0);
+        c.resume_from(vec![("#lobby".into(), 7), ("#a".into(), 3)]);
+        c.join_remembered(&[room("#a"), room("#lobby")], false);
+        assert_eq!(
+            drain(&mut c, now),
+            [
+                ClientMsg::History { room: "#lobby".into(), since: 7, limit: None, before: None },
+                join("#a", Some(3))
+            ]
+        );
+        // Parted the lobby: no `history` for a room the server did not put us in.
+        let mut c = Core::new(nick("alice"), 0);
+        c.resume_from(vec![("#lobby".into(), 7)]);
+        c.join_remembered(&[room("#a")], false);
+        assert_eq!(drain(&mut c, now), [join("#a", None)]);
+        // A fixed set: joined on the first connection only (the lobby too, from its place).
+        let mut c = Core::new(nick("alice"), 0);
+        c.resume_from(vec![("#lobby".into(), 7)]);
+        c.join_remembered(&[room("#c"), room("#lobby")], true);
+        assert_eq!(drain(&mut c, now), [join("#c", None), join("#lobby", Some(7))]);
+        c.observe(&own_join("#c"), now);
+        c.on_lost(1);
+        c.on_connected(nick("alice"), 0);
+        c.join_remembered(&[room("#c"), room("#lobby")], true);
+        assert_eq!(drain(&mut c, now), [join("#c", None)], "caught up, not joined again");
+    }
+
     #[test]
     fn every_message_gets_an_id_in_range_and_commands_none() {
         let mut c = core();
