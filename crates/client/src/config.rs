@@ -546,6 +546,13 @@ impl Settings {
         }
     }
 
+    /// Whether the full-screen UI shows seconds: only when the file sets
+    /// `timestamp = "%H:%M:%S"` (its own default is `%H:%M`, line mode's `%H:%M:%S`).
+    pub fn tui_seconds(&self) -> bool {
+        self.timestamp == TimeFormat::Seconds
+            && self.origins.get("timestamp").is_some_and(|o| *o != Origin::Default)
+    }
+
     /// `hide_joins_parts` for `room` (its override, else the global one).
     pub fn hide_joins_in(&self, room: &str) -> HideJoins {
         self.rooms.get(room).copied().unwrap_or(self.hide_joins_parts)

@@ -246,8 +246,9 @@ async fn run(args: Args) -> Result<ExitCode> {
     let notify = settings.notify.clone();
     let filters = settings.filters();
     let logs = settings.logs.clone();
+    let seconds = settings.tui_seconds();
     let options =
-        tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify, filters, logs };
+        tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify, filters, logs, seconds };
     tui::run(profile, options).await
 }
 

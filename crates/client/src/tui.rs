@@ -57,6 +57,8 @@ pub struct Options {
     pub filters: crate::filter::Filters,
     /// Chat logs (the config file's `[logs]`).
     pub logs: crate::config::Logs,
+    /// Times with seconds ([`crate::config::Settings::tui_seconds`]).
+    pub seconds: bool,
 }
 
 /// Longest a notification command may run before it is killed.
@@ -113,6 +115,7 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         notify: options.notify.clone(),
         filters: options.filters.clone(),
         chat_log: options.logs.enabled,
+        seconds: options.seconds,
     };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);

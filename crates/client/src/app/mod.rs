@@ -80,6 +80,9 @@ pub struct Config {
     pub notify: notify::NotifySettings,
     /// Ignores, highlight words, hidden joins/parts (the config file's; [`crate::filter`]).
     pub filters: crate::filter::Filters,
+    /// Times with seconds in the time column (the config file's `timestamp = "%H:%M:%S"`;
+    /// unset: `HH:MM`).
+    pub seconds: bool,
     /// Chat logs on (`[logs] enabled`): each event shown is handed out as [`Effect::Log`].
     pub chat_log: bool,
 }
@@ -361,7 +364,8 @@ impl App {
 
     /// Where day-change lines go, as of now ([`ui::messages::day_change`]).
     pub fn days(&self) -> ui::messages::Days {
-        ui::messages::Days::new(self.config.zone, self.wall_ms)
+        let days = ui::messages::Days::new(self.config.zone, self.wall_ms);
+        ui::messages::Days { seconds: self.config.seconds, ..days }
     }
 
     /// Index of the buffer for `name` (room or nick).

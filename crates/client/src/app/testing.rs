@@ -48,6 +48,7 @@ pub fn app(width: u16, height: u16) -> App {
         notify: Default::default(),
         filters: Default::default(),
         chat_log: false,
+        seconds: false,
     };
     App::new(config, &welcome("alice"), (width, height), Instant::now(), T0)
 }

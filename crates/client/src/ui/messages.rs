@@ -57,6 +57,8 @@ pub const MAX_PREFIX: usize = 12;
 const TIME_MIN_WIDTH: usize = 40;
 /// `HH:MM ` before the prefix.
 const TIME_WIDTH: usize = 6;
+/// The time column with seconds (`timestamp = "%H:%M:%S"`): `HH:MM:SS `.
+const TIME_WIDTH_SECONDS: usize = 9;
 /// Between the prefix and the text.
 const SEPARATOR: &str = " │ ";
 
@@ -64,6 +66,8 @@ const SEPARATOR: &str = " │ ";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     pub time: bool,
+    /// The time column's width (with its space): 0 without one.
+    pub clock: usize,
     pub prefix: usize,
     pub text: usize,
 }
@@ -73,11 +77,13 @@ pub struct Geometry {
 pub struct Days {
     pub zone: Zone,
     pub today: Option<chrono::NaiveDate>,
+    /// Times with seconds (the config's `timestamp = "%H:%M:%S"`): a wider time column.
+    pub seconds: bool,
 }
 
 impl Days {
     pub fn new(zone: Zone, now_ms: u64) -> Days {
-        Days { zone, today: style::date(now_ms, zone) }
+        Days { zone, today: style::date(now_ms, zone), seconds: false }
     }
 }
 
@@ -119,19 +125,24 @@ fn prefixes(b: &Buffer) -> BTreeSet<String> {
     b.entries.iter().filter(|e| e.kind != Kind::Marker).map(prefix_text).collect()
 }
 
-pub fn geometry(b: &Buffer, pane_width: u16) -> Geometry {
-    geometry_of(&prefixes(b), pane_width)
+pub fn geometry(b: &Buffer, pane_width: u16, seconds: bool) -> Geometry {
+    geometry_of(&prefixes(b), pane_width, seconds)
 }
 
 /// The columns for a buffer whose prefixes are `names`: the prefix column is as wide as the
 /// widest up to [`MAX_PREFIX`], wider where two cut names would look the same
 /// ([`nicks::column`]), and never more than a third of what the time column leaves.
-fn geometry_of(names: &BTreeSet<String>, pane_width: u16) -> Geometry {
+fn geometry_of(names: &BTreeSet<String>, pane_width: u16, seconds: bool) -> Geometry {
     let w = usize::from(pane_width);
     let time = w >= TIME_MIN_WIDTH;
-    let avail = w.saturating_sub(SEPARATOR.chars().count() + if time { TIME_WIDTH } else { 0 });
+    let clock = match (time, seconds) {
+        (false, _) => 0,
+        (true, false) => TIME_WIDTH,
+        (true, true) => TIME_WIDTH_SECONDS,
+    };
+    let avail = w.saturating_sub(SEPARATOR.chars().count() + clock);
     let prefix = nicks::column(names.iter().map(String::as_str), MAX_PREFIX, avail / 3);
-    Geometry { time, prefix, text: avail.saturating_sub(prefix).max(1) }
+    Geometry { time, clock, prefix, text: avail.saturating_sub(prefix).max(1) }
 }
 
 /// The text as shown: actions start with the actor's nickname, an echo with the recipient.
@@ -148,14 +159,14 @@ fn shown_text(e: &Entry) -> String {
 
 /// Rows entry `index` of `b` takes in a pane `pane_width` wide, with its day-change line.
 pub fn entry_height(b: &Buffer, index: usize, pane_width: u16, days: Days) -> usize {
-    let g = geometry(b, pane_width);
+    let g = geometry(b, pane_width, days.seconds);
     let day = usize::from(day_before(b, index, days).is_some());
     b.entries.get(index).map(|e| rows_of(e, &g) + day).unwrap_or(0)
 }
 
 /// Rows all of `b` takes in a pane `pane_width` wide, with the marker of dropped entries.
 pub fn total_height(b: &Buffer, pane_width: u16, days: Days) -> usize {
-    let g = geometry(b, pane_width);
+    let g = geometry(b, pane_width, days.seconds);
     let mut prev = None;
     let mut rows = usize::from(top_banner(b).is_some());
     for e in &b.entries {
@@ -331,13 +342,13 @@ impl Layout<'_> {
         if first {
             if g.time {
                 let tstyle_time = if e.history { style::HISTORY_TIME } else { style::TIME };
-                let clock = style::clock(e.time, self.app.config.zone);
+                let clock = style::clock_as(e.time, self.app.config.zone, self.app.config.seconds);
                 spans.push(Span::styled(format!("{clock} "), tstyle_time));
             }
             let label = self.labels.get(&prefix_text(e));
             spans.push(Span::styled(fit_prefix(&label, g.prefix), prefix_style(e)));
         } else {
-            spans.push(Span::raw(" ".repeat(g.prefix + if g.time { TIME_WIDTH } else { 0 })));
+            spans.push(Span::raw(" ".repeat(g.prefix + g.clock)));
         }
         spans.push(Span::styled(SEPARATOR, style::SEPARATOR));
         let actor = match &e.kind {
@@ -360,7 +371,7 @@ impl Layout<'_> {
     /// The fold row of an entry that did not keep all its text: in the text column, in the
     /// client's own style.
     fn fold(&self, o: &Omitted) -> Line<'static> {
-        let blank = " ".repeat(self.g.prefix + if self.g.time { TIME_WIDTH } else { 0 });
+        let blank = " ".repeat(self.g.prefix + self.g.clock);
         let text = truncate(&fold_text(o), self.g.text).to_owned();
         Line::from(vec![
             Span::raw(blank),
@@ -534,7 +545,7 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     }
     let b = app.current_buffer();
     let names = prefixes(b);
-    let g = geometry_of(&names, area.width);
+    let g = geometry_of(&names, area.width, app.config.seconds);
     let labels = Labels::new(names.iter().map(String::as_str), g.prefix);
     let layout = Layout { app, g, labels: &labels, width: usize::from(area.width) };
     let (visible, skip) = window(b, &layout, usize::from(area.height), app.days());
@@ -569,15 +580,18 @@ mod tests {
 
     #[test]
     fn prefix_column_follows_the_widest_nick_up_to_the_maximum() {
-        assert_eq!(geometry(&buffer(&["al", "bob"]), 100).prefix, 3);
+        assert_eq!(geometry(&buffer(&["al", "bob"]), 100, false).prefix, 3);
         let long = "a".repeat(30);
-        let g = geometry(&buffer(&["al", &long]), 100);
-        assert_eq!(g, Geometry { time: true, prefix: MAX_PREFIX, text: 100 - 6 - 3 - 12 });
-        let narrow = geometry(&buffer(&["al", &long]), 20);
+        let g = geometry(&buffer(&["al", &long]), 100, false);
+        assert_eq!(
+            g,
+            Geometry { time: true, clock: 6, prefix: MAX_PREFIX, text: 100 - 6 - 3 - 12 }
+        );
+        let narrow = geometry(&buffer(&["al", &long]), 20, false);
         assert!(!narrow.time);
         assert_eq!(narrow.prefix + narrow.text + 3, 20);
         // Degenerate widths never underflow.
-        assert_eq!(geometry(&buffer(&["al"]), 0).text, 1);
+        assert_eq!(geometry(&buffer(&["al"]), 0, false).text, 1);
     }
 
     #[test]
@@ -590,10 +604,10 @@ mod tests {
     #[test]
     fn the_prefix_column_widens_where_cut_nicks_would_look_the_same() {
         let (a, b) = ("abcdefXXXXXXXXghijkl", "abcdefYYYYYYYYghijkl");
-        assert_eq!(geometry(&buffer(&[a, b]), 100).prefix, 14);
-        assert_eq!(geometry(&buffer(&[a, "zed"]), 100).prefix, MAX_PREFIX);
+        assert_eq!(geometry(&buffer(&[a, b]), 100, false).prefix, 14);
+        assert_eq!(geometry(&buffer(&[a, "zed"]), 100, false).prefix, MAX_PREFIX);
         // A narrow pane caps it at a third of what the time column leaves.
-        assert_eq!(geometry(&buffer(&[a, b]), 45).prefix, (45 - 6 - 3) / 3);
+        assert_eq!(geometry(&buffer(&[a, b]), 45, false).prefix, (45 - 6 - 3) / 3);
     }
 
     /// The lazy window (from either end of an entry, heights from the cache) shows exactly
@@ -636,7 +650,7 @@ mod tests {
             a.buffers[0].scroll = scroll;
             let b = &a.buffers[0];
             let names = prefixes(b);
-            let g = geometry_of(&names, width);
+            let g = geometry_of(&names, width, a.config.seconds);
             let labels = Labels::new(names.iter().map(String::as_str), g.prefix);
             let layout = Layout { app: &a, g, labels: &labels, width: usize::from(width) };
             let (rows, skip) = window(b, &layout, h, days);

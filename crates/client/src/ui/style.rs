@@ -114,6 +114,14 @@ pub fn clock(millis: u64, zone: Zone) -> String {
     at(millis, zone).map(|t| t.format("%H:%M").to_string()).unwrap_or_else(|| "--:--".into())
 }
 
+/// `HH:MM:SS` with `seconds`, else [`clock`]'s `HH:MM`.
+pub fn clock_as(millis: u64, zone: Zone, seconds: bool) -> String {
+    if !seconds {
+        return clock(millis, zone);
+    }
+    at(millis, zone).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "--:--:--".into())
+}
+
 /// The calendar day of a time in milliseconds since the epoch.
 pub fn date(millis: u64, zone: Zone) -> Option<chrono::NaiveDate> {
     at(millis, zone).map(|t| t.date_naive())

@@ -668,3 +668,33 @@ fn a_message_of_two_million_lines_is_laid_out_only_where_it_shows() {
     assert!(s.contains("mallory │ first"), "{s}");
     assert!(laid_out() <= pane, "only the top is laid out again");
 }
+
+#[test]
+fn timestamps_with_seconds_widen_the_time_column() {
+    let mut a = crate::app::testing::chatting(80, 12);
+    net(&mut a, say("#lobby", 10, "bob", "first line"));
+    let minutes = screen(&a);
+    // T0 + 10 min is 22:23:20 UTC.
+    assert!(minutes.contains("22:23 "), "{minutes}");
+    assert!(!minutes.contains("22:23:20"), "{minutes}");
+    a.config.seconds = true;
+    let seconds = screen(&a);
+    assert!(seconds.contains("22:23:20 "), "{seconds}");
+    let c = cells(&a);
+    let (x, y) = find(&c, "first line");
+    let (tx, ty) = find(&c, "22:23:20");
+    assert_eq!(ty, y);
+    assert!(x >= tx + 9, "the text starts after the wider column: {x} vs {tx}");
+    // Wrapped rows line up under the text, past the wider column too.
+    let mut long = a;
+    net(&mut long, say("#lobby", 11, "bob", &"word ".repeat(30)));
+    let s = screen(&long);
+    assert!(s.contains("22:24:20 "), "{s}");
+    let bars: Vec<Option<usize>> = s
+        .lines()
+        .filter(|l| l.contains("word"))
+        .map(|l| l.chars().position(|c| c == '│'))
+        .collect();
+    assert!(bars.len() > 1, "the long line wraps: {s}");
+    assert!(bars.iter().all(|b| *b == bars[0]), "continuation rows line up: {bars:?}\n{s}");
+}
