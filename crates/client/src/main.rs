@@ -247,8 +247,16 @@ async fn run(args: Args) -> Result<ExitCode> {
     let filters = settings.filters();
     let logs = settings.logs.clone();
     let seconds = settings.tui_seconds();
-    let options =
-        tui::Options { bell: settings.bell, mouse: !args.no_mouse, notify, filters, logs, seconds };
+    let theme = settings.theme.clone();
+    let options = tui::Options {
+        bell: settings.bell,
+        mouse: !args.no_mouse,
+        notify,
+        filters,
+        logs,
+        seconds,
+        theme,
+    };
     tui::run(profile, options).await
 }
 

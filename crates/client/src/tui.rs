@@ -59,6 +59,8 @@ pub struct Options {
     pub logs: crate::config::Logs,
     /// Times with seconds ([`crate::config::Settings::tui_seconds`]).
     pub seconds: bool,
+    /// The config file's `[theme]`.
+    pub theme: crate::config::Theme,
 }
 
 /// Longest a notification command may run before it is killed.
@@ -116,6 +118,7 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         filters: options.filters.clone(),
         chat_log: options.logs.enabled,
         seconds: options.seconds,
+        theme: options.theme.clone(),
     };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);

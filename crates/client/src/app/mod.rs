@@ -83,6 +83,8 @@ pub struct Config {
     /// Times with seconds in the time column (the config file's `timestamp = "%H:%M:%S"`;
     /// unset: `HH:MM`).
     pub seconds: bool,
+    /// The config file's `[theme]` colours (`ui/style.rs`'s styles otherwise).
+    pub theme: crate::config::Theme,
     /// Chat logs on (`[logs] enabled`): each event shown is handed out as [`Effect::Log`].
     pub chat_log: bool,
 }

@@ -49,6 +49,7 @@ pub fn app(width: u16, height: u16) -> App {
         filters: Default::default(),
         chat_log: false,
         seconds: false,
+        theme: Default::default(),
     };
     App::new(config, &welcome("alice"), (width, height), Instant::now(), T0)
 }

@@ -303,6 +303,33 @@ fn prefix_style(e: &Entry) -> Style {
     }
 }
 
+/// The `[theme]` colour of `e`'s kind (private, join, leave, notice, error), if set.
+fn kind_colour(e: &Entry, theme: &crate::config::Theme) -> Option<ratatui::style::Color> {
+    match &e.kind {
+        Kind::Private { .. } | Kind::Sent { .. } => theme.private,
+        Kind::Join => theme.join,
+        Kind::Leave => theme.leave,
+        Kind::Notice => theme.notice,
+        Kind::Error => theme.error,
+        _ => None,
+    }
+}
+
+/// [`text_style`] in the theme's colours.
+fn themed_text(base: Style, e: &Entry, theme: &crate::config::Theme) -> Style {
+    style::themed(base, kind_colour(e, theme), false)
+}
+
+/// [`prefix_style`] in the theme's colours: a mention's prefix gets `mention` as background.
+fn themed_prefix(e: &Entry, theme: &crate::config::Theme) -> Style {
+    let base = prefix_style(e);
+    let private = matches!(e.kind, Kind::Private { .. } | Kind::Sent { .. });
+    if e.mention && !e.history && !private {
+        return style::themed(base, theme.mention, true);
+    }
+    style::themed(base, kind_colour(e, theme), false)
+}
+
 fn text_style(e: &Entry) -> Style {
     let base = match &e.kind {
         Kind::Message { .. }
@@ -337,16 +364,18 @@ impl Layout<'_> {
             return Line::from(Span::styled(marker_text(self.width), READ_MARKER));
         }
         let g = &self.g;
-        let tstyle = text_style(e);
+        let theme = &self.app.config.theme;
+        let tstyle = themed_text(text_style(e), e, theme);
         let mut spans = Vec::with_capacity(5);
         if first {
             if g.time {
                 let tstyle_time = if e.history { style::HISTORY_TIME } else { style::TIME };
+                let tstyle_time = style::themed(tstyle_time, theme.time, false);
                 let clock = style::clock_as(e.time, self.app.config.zone, self.app.config.seconds);
                 spans.push(Span::styled(format!("{clock} "), tstyle_time));
             }
             let label = self.labels.get(&prefix_text(e));
-            spans.push(Span::styled(fit_prefix(&label, g.prefix), prefix_style(e)));
+            spans.push(Span::styled(fit_prefix(&label, g.prefix), themed_prefix(e, theme)));
         } else {
             spans.push(Span::raw(" ".repeat(g.prefix + g.clock)));
         }

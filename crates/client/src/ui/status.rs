@@ -38,7 +38,8 @@ pub fn render_title(app: &App, frame: &mut Frame<'_>, area: Rect) {
         },
         Target::Query(nick) => format!(" private conversation with {nick}"),
     };
-    frame.render_widget(Paragraph::new(text).style(style::TITLE_BAR), area);
+    let bar = style::themed(style::TITLE_BAR, app.config.theme.title_bar, true);
+    frame.render_widget(Paragraph::new(text).style(bar), area);
 }
 
 /// The connection state, as words and a style.
@@ -113,13 +114,11 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if area.is_empty() {
         return;
     }
-    let sep = || Span::styled("│", style::STATUS_BAR);
+    let bar = style::themed(style::STATUS_BAR, app.config.theme.status_bar, true);
+    let sep = || Span::styled("│", bar);
     let mut left = vec![connection(app), sep()];
     let current = app.current_buffer();
-    left.push(Span::styled(
-        format!(" {}:{} ", app.current + 1, current.target.name()),
-        style::STATUS_BAR.bold(),
-    ));
+    left.push(Span::styled(format!(" {}:{} ", app.current + 1, current.target.name()), bar.bold()));
     if current.e2e {
         left.push(Span::styled(" E2E ", style::STATUS_E2E));
     }
@@ -130,22 +129,22 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let mut active = activity(app);
     if !active.is_empty() {
         left.push(sep());
-        left.push(Span::styled(" act:", style::STATUS_BAR));
+        left.push(Span::styled(" act:", bar));
         let used: usize = left.iter().map(|s| width(&s.content)).sum();
         // The list and its trailing space fit in what is left; the server's name gives way.
         let room = usize::from(area.width).saturating_sub(used + 1);
         let hidden = active.split_off(fitting(&active, room));
         for (text, st) in active {
-            left.push(Span::styled(" ", style::STATUS_BAR));
+            left.push(Span::styled(" ", bar));
             left.push(Span::styled(text, st));
         }
         if !hidden.is_empty() {
             let mention = hidden.iter().any(|(_, st)| *st == style::STATUS_MENTION);
             let st = if mention { style::STATUS_MENTION } else { style::STATUS_UNREAD };
-            left.push(Span::styled(" ", style::STATUS_BAR));
+            left.push(Span::styled(" ", bar));
             left.push(Span::styled(format!("+{}", hidden.len()), st));
         }
-        left.push(Span::styled(" ", style::STATUS_BAR));
+        left.push(Span::styled(" ", bar));
     }
     // The server we are on; with several, its place in the list too.
     let of = match app.config.servers.len() {
@@ -160,7 +159,7 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let used: usize = left.iter().map(|s| width(&s.content)).sum();
     let room = usize::from(area.width).saturating_sub(used);
     if room > width(&right) {
-        left.push(Span::styled(format!("{right:>room$}"), style::STATUS_BAR));
+        left.push(Span::styled(format!("{right:>room$}"), bar));
     }
-    frame.render_widget(Paragraph::new(Line::from(left)).style(style::STATUS_BAR), area);
+    frame.render_widget(Paragraph::new(Line::from(left)).style(bar), area);
 }

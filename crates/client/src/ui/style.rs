@@ -137,6 +137,16 @@ pub fn date_time(millis: u64, zone: Zone) -> String {
     at(millis, zone).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "?".into())
 }
 
+/// `base` with the config's `[theme]` colour `colour`, if set: as its background (`bg`: the
+/// mention's prefix and the bars, which their background marks), else its foreground.
+pub fn themed(base: Style, colour: Option<Color>, bg: bool) -> Style {
+    match (colour, bg) {
+        (None, _) => base,
+        (Some(c), true) => base.bg(c),
+        (Some(c), false) => base.fg(c),
+    }
+}
+
 pub const TIME: Style = Style::new().fg(Color::DarkGray);
 /// Timestamps of lines replayed from history.
 pub const HISTORY_TIME: Style = Style::new().fg(Color::DarkGray).add_modifier(Modifier::ITALIC);

@@ -698,3 +698,30 @@ fn timestamps_with_seconds_widen_the_time_column() {
     assert!(bars.len() > 1, "the long line wraps: {s}");
     assert!(bars.iter().all(|b| *b == bars[0]), "continuation rows line up: {bars:?}\n{s}");
 }
+
+#[test]
+fn the_config_theme_colours_the_screen() {
+    let mut a = crate::app::testing::chatting(80, 12);
+    net(&mut a, say("#lobby", 10, "bob", "alice: ping"));
+    let c = cells(&a);
+    let (x, y) = find(&c, "you joined #lobby");
+    assert_eq!(c[(x, y)].fg, Color::Green, "the built-in join colour");
+    a.config.theme = crate::config::Theme {
+        join: Some(Color::Rgb(1, 2, 3)),
+        time: Some(Color::Indexed(200)),
+        mention: Some(Color::LightBlue),
+        title_bar: Some(Color::Indexed(22)),
+        status_bar: Some(Color::Indexed(52)),
+        ..Default::default()
+    };
+    let c = cells(&a);
+    let (x, y) = find(&c, "you joined #lobby");
+    assert_eq!(c[(x, y)].fg, Color::Rgb(1, 2, 3));
+    let (x, y) = find(&c, "22:23");
+    assert_eq!(c[(x, y)].fg, Color::Indexed(200));
+    let (x, y) = find(&c, "bob │ alice: ping");
+    assert_eq!(c[(x, y)].bg, Color::LightBlue, "the mention's prefix");
+    assert_eq!(c[(0, 0)].bg, Color::Indexed(22), "the title bar");
+    let (_, h) = a.size;
+    assert_eq!(c[(79, h - 2)].bg, Color::Indexed(52), "the status bar");
+}
