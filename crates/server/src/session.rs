@@ -243,7 +243,12 @@ where
         ctx.hub.set_fixed_rooms(id);
         None
     } else {
-        match ctx.hub.remembered(&fingerprint).await {
+        // On a cluster the set is the cluster's (cluster/identity.rs), whichever node wrote it.
+        let read = match &ctx.cluster {
+            Some(cluster) => cluster.remembered(&fingerprint).await.map_err(|e| e.to_string()),
+            None => ctx.hub.remembered(&fingerprint).await.map_err(|e| e.to_string()),
+        };
+        match read {
             Ok(rooms) => Some(rooms),
             Err(cause) => {
                 warn!(session = id, %cause, "cannot read the rooms this key stays in");
@@ -267,6 +272,11 @@ where
     };
     let mut records = vec![encode(&welcome)];
     if join_lobby && let Ok(joined) = ctx.hub.join(id, &lobby) {
+        if let (Some(cluster), Some(fp)) = (&ctx.cluster, ctx.hub.remembers(id, &lobby))
+            && let Err(cause) = cluster.remember(&fp, &lobby, true).await
+        {
+            warn!(session = id, %cause, "cannot remember the default room in the cluster");
+        }
         let replay = Replay {
             joined,
             since: None,
@@ -702,11 +712,36 @@ where
         }
         (None, ClientMsg::Nick { nick }) => rename_durably(&ctx.hub, state, nick).await,
         (_, msg) => {
+            // On a cluster the rooms a key stays in are the cluster's (hub/membership.rs): a
+            // part is forgotten there before it is made (so before the leave that acknowledges
+            // it; a bucket that cannot be written refuses the part), a join remembered once
+            // made.
+            let membership = match (&ctx.cluster, &msg) {
+                (Some(_), ClientMsg::Part { room, .. }) => {
+                    chatao_proto::RoomName::parse(room).ok().map(|r| (r, false))
+                }
+                (Some(_), ClientMsg::Join { room, .. }) => {
+                    chatao_proto::RoomName::parse(room).ok().map(|r| (r, true))
+                }
+                _ => None,
+            };
+            if let (Some(cluster), Some((room, false))) = (&ctx.cluster, &membership)
+                && let Some(fp) = ctx.hub.remembers(state.id, room)
+                && let Err(e) = cluster.remember(&fp, room, false).await
+            {
+                return send(conn, wt, hub_error(e), backlog).await;
+            }
             let owed = state.pong_owed.is_some();
             let now = Instant::now();
             let reply = Command::from_msg(msg).apply(&ctx.hub, state, now.into_std());
             if !owed && state.pong_owed.is_some() {
                 pong_timer.as_mut().reset(now + state.pongs.wait_time());
+            }
+            if let (Some(cluster), Some((room, true))) = (&ctx.cluster, &membership)
+                && let Some(fp) = ctx.hub.remembers(state.id, room)
+                && let Err(cause) = cluster.remember(&fp, room, true).await
+            {
+                warn!(session = state.id, %cause, "cannot remember a joined room in the cluster");
             }
             reply
         }

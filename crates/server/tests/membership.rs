@@ -2,13 +2,17 @@
 //! are listed in its next `welcome` (a new connection, and after the server restarts on the
 //! same data directory); only a `part` forgets one; a key that parted the lobby is not put
 //! back in it; a fixed-set session (`hello` with `fixed_rooms`) is put in no room and changes
-//! nothing remembered.
+//! nothing remembered. On a cluster (a real NATS) the set is the cluster's: a key's rooms
+//! joined and parted on one node come back in its `welcome` on another.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 
 use chatao_proto::{ClientMsg, HelloFlags, LeaveReason, ServerMsg, encode_hello};
-use chatao_testkit::{TestClient, TestServer, fixed_keypair, open};
+use std::time::Duration;
+
+use chatao_server::cluster::ClusterConfig;
+use chatao_testkit::{NatsServer, TestClient, TestServer, fixed_keypair, open};
 
 /// Connects as `nick` with key `k`; returns the client and the rooms its `welcome` listed.
 async fn connect(
@@ -102,4 +106,40 @@ async fn a_fixed_set_session_is_put_nowhere_and_leaves_the_remembered_rooms_alon
     drop(bot);
     let (_alice, rooms) = connect(server.addr, 3, "alice", plain()).await;
     assert_eq!(rooms, ["#a", "#lobby"], "the fixed session's join and part changed nothing");
+}
+
+/// A cluster node on `nats`.
+async fn node(nats: &NatsServer) -> TestServer {
+    let url = nats.url();
+    TestServer::start_with(move |c| {
+        c.cluster = Some(ClusterConfig::new(url));
+        c.limits.rate_per_sec = 0;
+    })
+    .await
+}
+
+/// Fails with each node keeping only its own sessions' sets: B's welcome would list nothing
+/// (and A's, after the part on B, #b still).
+#[tokio::test]
+async fn on_a_cluster_the_rooms_joined_and_parted_on_one_node_come_back_on_another() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let run = async {
+        let (mut alice, rooms) = connect(a.addr, 4, "alice", plain()).await;
+        assert!(rooms.is_empty(), "{rooms:?}");
+        alice.expect("the lobby", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
+        alice.join("#a").await.unwrap();
+        alice.join("#b").await.unwrap();
+        alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let _ = alice.read_to_end().await;
+        let (mut alice, rooms) = connect(b.addr, 4, "alice", plain()).await;
+        assert_eq!(rooms, ["#a", "#b", "#lobby"], "node B lists what was joined on node A");
+        alice.join("#b").await.unwrap();
+        part(&mut alice, "#b").await;
+        alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let _ = alice.read_to_end().await;
+        let (_alice, rooms) = connect(a.addr, 4, "alice", plain()).await;
+        assert_eq!(rooms, ["#a", "#lobby"], "node A knows of the part made on node B");
+    };
+    tokio::time::timeout(Duration::from_secs(60), run).await.expect("timed out");
 }

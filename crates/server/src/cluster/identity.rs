@@ -12,6 +12,12 @@
 //!   user under a nickname the bucket gives to another session ([`Hub::online_holder`]).
 //! - `chatao_bans`, `chatao_mutes`, `chatao_access`: written by the node where the operator
 //!   acted, watched by every node (with their current contents at startup).
+//! - `chatao_memberships` (issue 19): the rooms each key stays in, one entry per fingerprint
+//!   holding its sorted room list (JSON array of names, at most
+//!   [`crate::limits::MAX_ROOMS_PER_USER`]). Written by the node that handles the join or part
+//!   with a compare-and-set `update` (retried on a conflict, so two nodes changing one key's
+//!   set at once both land), read by any node at `hello`. Not watched: nothing but a `hello`
+//!   needs it.
 //!
 //! Keys in buckets are the hex of the nickname's skeleton ([`Nick::folded`]; before look-alikes
 //! were one nickname, of the lower-cased nickname) or of the fingerprint.
@@ -71,7 +77,7 @@ pub(super) fn decode_wire(payload: &[u8]) -> Result<usize, &'static str> {
     Ok(super::wire::<Holder>(payload, "online holder")?
         + super::wire::<StoredBan>(payload, "stored ban")?
         + super::wire::<StoredMute>(payload, "stored mute")?
-        + super::wire::<Vec<String>>(payload, "allow list")?)
+        + super::wire::<Vec<String>>(payload, "allow list or room list")?)
 }
 
 const ALLOW_KEY: &str = "allow";
@@ -176,6 +182,73 @@ pub(super) async fn release(inner: &Inner, claim: Claim) {
     }
     // Only if it is still ours: a newer holder (the same key elsewhere) keeps it.
     let _ = inner.online.delete_expect_revision(claim.key.as_str(), Some(claim.revision)).await;
+}
+
+/// How many times a membership change is tried against concurrent writers of the same key.
+const MEMBERSHIP_TRIES: usize = 8;
+
+/// The rooms in `chatao_memberships` for `fingerprint`, in name order (names that do not
+/// parse are skipped; a value that is not a list is an empty set).
+pub(super) async fn remembered(
+    inner: &Inner,
+    fingerprint: &str,
+) -> Result<Vec<chatao_proto::RoomName>, HubError> {
+    let key = subjects::hex(fingerprint);
+    let entry = inner.memberships.entry(key.as_str()).await.map_err(|_| HubError::Unavailable)?;
+    Ok(room_list(entry.as_ref()))
+}
+
+fn room_list(entry: Option<&kv::Entry>) -> Vec<chatao_proto::RoomName> {
+    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = serde_json::from_slice(&entry.value).unwrap_or_default();
+    let mut rooms: Vec<_> =
+        names.iter().filter_map(|n| chatao_proto::RoomName::parse(n).ok()).collect();
+    rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    rooms.dedup();
+    rooms
+}
+
+/// Adds (`keep`) or removes `room` in `fingerprint`'s set in `chatao_memberships`: read,
+/// change, compare-and-set (`create` when there is no entry), retried on a conflict. A set
+/// already at [`crate::limits::MAX_ROOMS_PER_USER`] rooms is left as it is (the join happens,
+/// it is not remembered, as on a standalone server). Returns once the bucket has the change.
+pub(super) async fn remember(
+    inner: &Inner,
+    fingerprint: &str,
+    room: &chatao_proto::RoomName,
+    keep: bool,
+) -> Result<(), HubError> {
+    let key = subjects::hex(fingerprint);
+    for _ in 0..MEMBERSHIP_TRIES {
+        let entry =
+            inner.memberships.entry(key.as_str()).await.map_err(|_| HubError::Unavailable)?;
+        let mut rooms = room_list(entry.as_ref());
+        let at = rooms.iter().position(|r| r == room);
+        match (keep, at) {
+            (true, Some(_)) | (false, None) => return Ok(()),
+            (true, None) if rooms.len() >= crate::limits::MAX_ROOMS_PER_USER => return Ok(()),
+            (true, None) => {
+                rooms.push(room.clone());
+                rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            }
+            (false, Some(i)) => {
+                rooms.remove(i);
+            }
+        }
+        let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+        let body = Bytes::from(serde_json::to_vec(&names).unwrap_or_default());
+        let written = match entry {
+            Some(e) => inner.memberships.update(&key, body, e.revision).await.is_ok(),
+            None => inner.memberships.create(&key, body).await.is_ok(),
+        };
+        if written {
+            return Ok(());
+        }
+    }
+    warn!("could not change a key's remembered rooms in the cluster (too many concurrent writers)");
+    Err(HubError::Unavailable)
 }
 
 pub(super) async fn publish_allowlist(inner: &Inner, access: &Access) {

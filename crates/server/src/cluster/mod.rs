@@ -10,6 +10,7 @@
 //! | nickname owners              | KV bucket `chatao_nicks` (nick -> key)       | first key wins cluster-wide (atomic create) |
 //! | nicknames online             | KV bucket `chatao_online` (nick -> node, session, key) | one holder cluster-wide (atomic create / compare-and-set); watched by every node, which ends a local session the bucket no longer names |
 //! | bans, mutes, allowlist       | KV buckets `chatao_bans`, `chatao_mutes`, `chatao_access` | durable, watched by every node |
+//! | rooms a key stays in         | KV bucket `chatao_memberships` (key -> sorted rooms, at most 50) | written (compare-and-set) by the node of the join or part, read at `hello` by any node |
 //! | private messages, takeovers  | request/reply on `chatao.node.<node>.pm` / `.end` | addressed to one node; the reply is the acknowledgement |
 //! | operator notices             | core subject `chatao.mod`                    | every node tells its users and enforces on its own |
 //!
@@ -132,6 +133,8 @@ struct Inner {
     bans: kv::Store,
     mutes: kv::Store,
     access_kv: kv::Store,
+    /// `chatao_memberships`: the rooms each key stays in ([`identity::remember`]).
+    memberships: kv::Store,
     /// Other nodes by the time we last heard from them (short, synchronous sections only).
     alive: Mutex<HashMap<NodeId, Instant>>,
     /// This node's presence sequence number (deltas count up; heartbeats repeat it).
@@ -282,6 +285,7 @@ pub async fn connect(
     let bans = get_or_create_kv(&js, bucket(subjects::BANS)).await?;
     let mutes = get_or_create_kv(&js, bucket(subjects::MUTES)).await?;
     let access_kv = get_or_create_kv(&js, bucket(subjects::ACCESS)).await?;
+    let memberships = get_or_create_kv(&js, bucket(subjects::MEMBERSHIPS)).await?;
     info!(node = %format!("{node:016x}"), url = %config.url, resume_after = applied, stream_last = last, "joined the cluster");
     let inner = Arc::new(Inner {
         node,
@@ -293,6 +297,7 @@ pub async fn connect(
         bans,
         mutes,
         access_kv,
+        memberships,
         alive: Mutex::new(HashMap::new()),
         presence_seq: Default::default(),
         claims: Mutex::new(HashMap::new()),
@@ -419,6 +424,25 @@ impl Cluster {
     /// Gives a claim back (the session ended or changed nickname).
     pub async fn release(&self, claim: Claim) {
         identity::release(&self.inner, claim).await
+    }
+
+    /// The rooms key `fingerprint` stays in, cluster-wide, in name order.
+    pub async fn remembered(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Vec<chatao_proto::RoomName>, crate::hub::HubError> {
+        identity::remembered(&self.inner, fingerprint).await
+    }
+
+    /// Remembers (`keep`) or forgets `room` for key `fingerprint` cluster-wide; returns once
+    /// the bucket has it (or has refused it).
+    pub async fn remember(
+        &self,
+        fingerprint: &str,
+        room: &chatao_proto::RoomName,
+        keep: bool,
+    ) -> Result<(), crate::hub::HubError> {
+        identity::remember(&self.inner, fingerprint, room, keep).await
     }
 
     /// Publishes the allowlist file (if the node has one) as the cluster's allowlist.

@@ -22,6 +22,8 @@ pub const BANS: &str = "chatao_bans";
 pub const MUTES: &str = "chatao_mutes";
 /// The shared allowlist (key `allow`).
 pub const ACCESS: &str = "chatao_access";
+/// The rooms each key stays in (issue 19), one key per fingerprint: its sorted room list.
+pub const MEMBERSHIPS: &str = "chatao_memberships";
 
 /// Lower-case hex of `s`.
 pub fn hex(s: &str) -> String {

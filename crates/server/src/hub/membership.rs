@@ -21,8 +21,12 @@
 //! Storage: the store's `memberships` table (schema 6), written by the bus thread
 //! ([`Persist::Membership`]) queued under the hub lock; a `part`'s forgetting is queued before
 //! its `leave`, so the leave that acknowledges the part is delivered only once the bus has
-//! committed both (a crash cannot bring a parted room back). On a cluster node the set is the
-//! node's replica's (not yet shared through the identity store: see the report of issue 19).
+//! committed both (a crash cannot bring a parted room back). On a cluster node the set that
+//! counts is the cluster's, in the identity store's `chatao_memberships` bucket
+//! (cluster/identity.rs): session.rs writes it around each join and part ([`Hub::remembers`]
+//! says whether one changes it; a part is in the bucket before the hub is told, so before the
+//! leave that acknowledges it) and reads it at `hello`. The node's replica keeps its own copy
+//! as well, unused there.
 
 use bytes::Bytes;
 use chatao_proto::RoomName;
@@ -58,6 +62,15 @@ impl Hub {
                 keep: false,
             },
         });
+    }
+
+    /// The key of session `id` when its being in `room` or not is remembered (it is not a
+    /// fixed-set session) and it is in `room` now: for a cluster node, which writes the
+    /// cluster's set after a join that made this true and before a part that ends it.
+    pub fn remembers(&self, id: SessionId, room: &RoomName) -> Option<String> {
+        let st = self.lock();
+        let user = st.users.get(&id).filter(|u| !u.fixed)?;
+        st.rooms.get(room).is_some_and(|r| r.contains(id)).then(|| user.fingerprint.clone())
     }
 
     /// Makes `id` a fixed-set session: its joins and parts from now on are not remembered.
