@@ -143,3 +143,67 @@ async fn on_a_cluster_the_rooms_joined_and_parted_on_one_node_come_back_on_anoth
     };
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("timed out");
 }
+
+/// Fails with a room operator's kick forgetting the room only in each node's own store: the
+/// kicked key's set in the cluster's bucket still names the room, so its next `welcome` (on
+/// either node) would list it for ever.
+#[tokio::test]
+async fn on_a_cluster_a_room_kick_forgets_the_room_in_the_kicked_keys_set() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let run = async {
+        let (mut alice, _) = connect(a.addr, 4, "alice", plain()).await;
+        alice.join("#den").await.unwrap();
+        // The creator's claim travels on the stream: wait until node A has applied it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            alice.send(&ClientMsg::Who { room: "#den".into(), after: None }).await.unwrap();
+            let listed = alice.expect("members", |m| matches!(m, ServerMsg::Members { .. }));
+            if let ServerMsg::Members { members, .. } = listed.await.unwrap()
+                && members.iter().any(|m| m.nick.as_str() == "alice" && m.op)
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "alice never became #den's operator");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (mut bob, _) = connect(b.addr, 5, "bob", plain()).await;
+        bob.join("#den").await.unwrap();
+        bob.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let _ = bob.read_to_end().await;
+        let (mut bob, rooms) = connect(b.addr, 5, "bob", plain()).await;
+        assert!(rooms.contains(&"#den".to_owned()), "bob's join was remembered: {rooms:?}");
+        bob.join("#den").await.unwrap();
+        alice
+            .expect(
+                "bob on A",
+                |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "bob"),
+            )
+            .await
+            .unwrap();
+        let kick = ClientMsg::RoomKick { room: "#den".into(), nick: "bob".into(), reason: None };
+        alice.send(&kick).await.unwrap();
+        bob.expect("kicked", |m| {
+            matches!(m, ServerMsg::Leave { nick, reason: LeaveReason::Kicked, .. } if nick.as_str() == "bob")
+        })
+        .await
+        .unwrap();
+        bob.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let _ = bob.read_to_end().await;
+        // Node A writes the bucket once it has applied the kick: wait for it, connection by
+        // connection (each one a fresh read of the bucket; at most 40, within the per-address
+        // handshake rate).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (mut bob, rooms) = connect(b.addr, 5, "bob", plain()).await;
+            bob.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+            let _ = bob.read_to_end().await;
+            if !rooms.contains(&"#den".to_owned()) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node B still lists #den: {rooms:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run).await.expect("timed out");
+}

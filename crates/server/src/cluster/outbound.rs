@@ -174,6 +174,16 @@ pub(super) async fn run(
                             None
                         }));
                     }
+                    Outbound::ForgetMembership { fingerprint, room } => {
+                        let inner = inner.clone();
+                        jobs.push(Box::pin(async move {
+                            if identity::remember(&inner, &fingerprint, &room, false).await.is_err()
+                            {
+                                warn!(%room, "a kicked or banned key's remembered room could not be forgotten in the cluster");
+                            }
+                            None
+                        }));
+                    }
                     Outbound::Mute { fingerprint, until } => {
                         let inner = inner.clone();
                         jobs.push(Box::pin(async move {

@@ -213,6 +213,10 @@ pub enum Outbound {
     Ban { fingerprint: String, ban: Option<Ban> },
     /// Write a mute to the shared bucket (`None` inside: no end; outer `None`: lift it).
     Mute { fingerprint: String, until: Option<Option<u64>> },
+    /// Forget `room` in the key's remembered set in the shared bucket (a room operator's kick
+    /// or ban; joins and parts write it from the session, `session.rs`). Sent by the node of
+    /// the operator who made the change only, once it applies it from the stream.
+    ForgetMembership { fingerprint: String, room: RoomName },
 }
 
 /// Most events waiting for the cluster task. Overflow policy: room messages are refused with
@@ -652,6 +656,13 @@ impl Hub {
                 RoomBody::RoomOps { change } => {
                     let actor = (here == Some(ev.node)).then_some(ev.session);
                     let applied = st.apply_room_change(self, &room_name, &ev.from, actor, change);
+                    // The cluster's remembered set forgets the room too (each node forgets it
+                    // in its own store, `remove_key_from_room`); one node writes the bucket.
+                    if let (Some(_), Some((fp, _)), Some(link)) = (actor, &applied.remove, &st.link)
+                    {
+                        let (fingerprint, room) = (fp.clone(), room_name.clone());
+                        link.send(Outbound::ForgetMembership { fingerprint, room });
+                    }
                     remove = applied.remove.map(|r| (r, applied.bytes.clone()));
                     (applied.bytes, applied.persist)
                 }
