@@ -122,11 +122,18 @@ pub struct Settings {
     pub hide_joins_parts: HideJoins,
     /// Per room `hide_joins_parts` (`[rooms."#name"]`).
     pub rooms: BTreeMap<String, HideJoins>,
+    /// A fixed set of rooms for a bot (`--rooms`): joined instead of those the server
+    /// remembers for the key. `None`: the remembered rooms.
+    pub fixed_rooms: Option<Vec<chatao_proto::RoomName>>,
     pub bell: bool,
     pub logs: Logs,
     /// Where each setting came from, by its name in the file.
     pub origins: BTreeMap<&'static str, Origin>,
 }
+
+/// Most rooms in `fixed_rooms`: a server's default limit of rooms per user (more could never
+/// all be joined).
+pub const MAX_FIXED_ROOMS: usize = 50;
 
 /// The settings, their names in the file, in the order `--check-config` prints them.
 pub const KEYS: &[&str] = &[
@@ -140,6 +147,7 @@ pub const KEYS: &[&str] = &[
     "bell",
     "hide_joins_parts",
     "rooms",
+    "fixed_rooms",
     "notify",
     "theme",
     "logs",
@@ -158,6 +166,7 @@ struct FileSettings {
     bell: Option<bool>,
     hide_joins_parts: Option<HideJoins>,
     rooms: Option<BTreeMap<String, RoomSettings>>,
+    fixed_rooms: Option<Vec<String>>,
     notify: Option<NotifyFile>,
     theme: Option<BTreeMap<String, String>>,
     logs: Option<LogsFile>,
@@ -236,6 +245,7 @@ impl Settings {
             theme: Theme::default(),
             hide_joins_parts: HideJoins::Off,
             rooms: BTreeMap::new(),
+            fixed_rooms: None,
             bell: true,
             logs: Logs { enabled: false, e2e: false, dir: default_logs_dir() },
             origins,
@@ -329,6 +339,24 @@ impl Settings {
                 }
             }
             s.origins.insert("rooms", Origin::File(locate_header(text, "rooms")));
+        }
+        if let Some(v) = file.fixed_rooms {
+            let mut rooms = Vec::with_capacity(v.len());
+            for room in &v {
+                match chatao_proto::RoomName::parse(room) {
+                    Ok(r) if !rooms.contains(&r) => rooms.push(r),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(bad(None, "fixed_rooms", format!("{room:?}: {e}")));
+                    }
+                }
+            }
+            if rooms.len() > MAX_FIXED_ROOMS {
+                let (n, most) = (rooms.len(), MAX_FIXED_ROOMS);
+                return Err(bad(None, "fixed_rooms", format!("{n} rooms; at most {most}")));
+            }
+            s.fixed_rooms = Some(rooms);
+            s.origins.insert("fixed_rooms", at(None, "fixed_rooms"));
         }
         if let Some(n) = file.notify {
             let sec = Some("notify");
@@ -437,6 +465,11 @@ impl Settings {
         let rooms: Vec<String> =
             self.rooms.iter().map(|(r, h)| format!("{r:?} = {:?}", h.as_str())).collect();
         line("rooms", format!("{{ {} }}", rooms.join(", ")));
+        let fixed = match &self.fixed_rooms {
+            Some(v) => list(&v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>()),
+            None => "(none: the rooms the server remembers)".to_owned(),
+        };
+        line("fixed_rooms", fixed);
         let osc = match self.notify.osc {
             Osc::Off => "off",
             Osc::Nine => "9",
@@ -797,6 +830,28 @@ dir = "/tmp/l"
         assert_eq!(s.origins["logs"], Origin::File(24));
         assert_eq!(s.origins["ignore"], Origin::File(7));
         assert!(s.describe().contains("port = 7001    # file /x/config.toml:3"));
+    }
+
+    #[test]
+    fn fixed_rooms_are_room_names_without_repeats_and_bounded() {
+        let s = Settings::parse(
+            Path::new("/x/config.toml"),
+            "fixed_rooms = [\"#ci\", \"#ops\", \"#ci\"]\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = s.fixed_rooms.as_ref().unwrap().iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["#ci", "#ops"]);
+        assert_eq!(s.origins["fixed_rooms"], Origin::File(1));
+        assert!(s.describe().contains("fixed_rooms = [\"#ci\", \"#ops\"]    # file"));
+        let unset = Settings::parse(Path::new("/x/config.toml"), "").unwrap();
+        assert!(unset.fixed_rooms.is_none());
+        let (line, setting, message) = err("\nfixed_rooms = [\"ci\"]\n");
+        assert_eq!((line, setting.as_str()), (2, "fixed_rooms"));
+        assert!(message.contains("\"ci\""), "{message}");
+        let many: Vec<String> = (0..=MAX_FIXED_ROOMS).map(|i| format!("\"#r{i}\"")).collect();
+        let (_, setting, message) = err(&format!("fixed_rooms = [{}]\n", many.join(", ")));
+        assert_eq!(setting, "fixed_rooms");
+        assert!(message.contains("at most 50"), "{message}");
     }
 
     #[test]

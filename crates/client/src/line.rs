@@ -116,7 +116,7 @@ pub async fn run(profile: Profile, opts: Options) -> Result<ExitCode> {
     note_trust(&profile, on, &welcome);
     emit(&mut out, &format::welcome(fmt, &welcome, &profile.name(on))).await?;
     let (stdin_tx, stdin_rx) = mpsc::channel(FROM_STDIN);
-    tokio::spawn(read_stdin(chatao_proto::DEFAULT_ROOM.to_owned(), fmt, stdin_tx));
+    tokio::spawn(read_stdin(first_room(&welcome.rooms, welcome.fixed_rooms), fmt, stdin_tx));
     let mut core = Core::new(welcome.nick.clone(), on);
     if let Some(state) = &state {
         core.resume_from(state.places(&welcome.server_fingerprint));
@@ -818,6 +818,17 @@ async fn emit(out: &mut tokio::io::Stdout, line: &str) -> Result<()> {
 /// the loop's queue is full, so input is read no faster than it is handled. At the end (or on
 /// `/quit`) it says [`FromStdin::Quit`]; dropping `to_loop` tells the main loop that input is
 /// over.
+/// The room text goes to before any `/join` or `/switch`: the default room when the server
+/// puts us there (no rooms remembered, or the default room among them), else the first of a
+/// fixed set (`--rooms`) or of the remembered rooms.
+fn first_room(rooms: &[chatao_proto::RoomName], fixed: bool) -> String {
+    let lobby = chatao_proto::RoomName::lobby();
+    match rooms.first() {
+        Some(first) if fixed || !rooms.contains(&lobby) => first.as_str().to_owned(),
+        _ => lobby.as_str().to_owned(),
+    }
+}
+
 async fn read_stdin(mut room: String, fmt: Format, to_loop: mpsc::Sender<FromStdin>) {
     let notice = |text: &str| FromStdin::Notice(format::notice(fmt, text));
     let error = |text: &str| FromStdin::Notice(format::error(fmt, text));

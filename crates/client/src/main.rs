@@ -172,6 +172,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         settings.bell = false;
         settings.given("bell", config::Origin::Flag("--no-bell"));
     }
+    if let Some(rooms) = &args.rooms {
+        settings.fixed_rooms = Some(rooms.clone());
+        settings.given("fixed_rooms", config::Origin::Flag("--rooms"));
+    }
     chatao_client::format::set_time_format(settings.timestamp);
     let positional: Vec<String> =
         [args.address, args.port, args.nickname].into_iter().flatten().collect();
@@ -192,6 +196,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         })
     };
     let key_dir = settings.key_dir.clone();
+    let fixed = settings.fixed_rooms.clone();
     let (keys, _) = keys::load_or_generate(&key_dir)?;
     let Some((servers, nick)) = target else {
         println!("{}", keys.public().fingerprint());
@@ -209,8 +214,8 @@ async fn run(args: Args) -> Result<ExitCode> {
         expected,
         e2e_dir: Some(args.e2e_dir.unwrap_or_else(|| key_dir.join("e2e"))),
         e2e_claims: Default::default(),
-        hello: chatao_proto::HelloFlags { quiet: args.quiet, fixed_rooms: args.rooms.is_some() },
-        rooms: args.rooms.unwrap_or_default(),
+        hello: chatao_proto::HelloFlags { quiet: args.quiet, fixed_rooms: fixed.is_some() },
+        rooms: fixed.unwrap_or_default(),
     };
     let line_mode = args.plain
         || args.json

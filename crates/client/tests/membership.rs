@@ -2,7 +2,7 @@
 //! real `chatao` in line mode (JSON). alice joins #a and #b and quits; bob says something in
 //! each; alice started again is back in #a and #b with what was said meanwhile printed once;
 //! she parts #b: started again, only #a; the server restarted on the same data directory:
-//! still #a; `--rooms #c`: only #c (not even #lobby), and the next ordinary start is back in
+//! still #a; `--rooms #c`: only #c (not even #lobby), text typed goes to #c, and the next ordinary start is back in
 //! #a.
 //!
 //! Needs `cargo build -p chatao-server --bins` (the server binary is found next to chatao).
@@ -179,9 +179,17 @@ async fn rooms_stay_across_client_and_server_restarts_until_parted_and_rooms_fix
     finish(child, out).await;
 
     // A fixed set: only #c.
-    let (child, mut out) = alice(&keys, srv.addr, &["--rooms", "#c"]);
+    let (mut child, mut out) = alice(&keys, srv.addr, &["--rooms", "#c"]);
     let events = mark(&mut bob, &mut out, ("#c", "fixed"), &["#c"]).await;
     assert_eq!(joined(&events), ["#c"], "{events:#?}");
+    // Text without a room goes to the fixed set's first room (not the default room, which a
+    // fixed-set session is not in: it was refused there with not_in_room).
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"to the first fixed room\n").await.unwrap();
+    match bob.expect_text("to the first fixed room").await.unwrap() {
+        chatao_proto::ServerMsg::Message { room, .. } => assert_eq!(room.as_str(), "#c"),
+        other => panic!("{other:?}"),
+    }
     finish(child, out).await;
     // ... which changed nothing remembered.
     let (child, mut out) = alice(&keys, srv.addr, &[]);
