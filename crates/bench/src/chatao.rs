@@ -62,9 +62,14 @@ pub async fn connect(
     spec: &ClientSpec,
     progress: Arc<Progress>,
 ) -> Result<Client> {
-    let (_welcome, handle, events) = net::connect(&options(addr, server_key, spec)).await?;
+    let (welcome, handle, events) = net::connect(&options(addr, server_key, spec)).await?;
     if !spec.room.eq_ignore_ascii_case(DEFAULT_ROOM) {
-        handle.send(ClientMsg::Part { room: DEFAULT_ROOM.into(), reason: None }).await?;
+        // The server put the key in the default room only if it remembers no room for it, or
+        // that one among them (a server that keeps its data across runs remembers the rest).
+        let lobby = chatao_proto::RoomName::lobby();
+        if welcome.rooms.is_empty() || welcome.rooms.contains(&lobby) {
+            handle.send(ClientMsg::Part { room: DEFAULT_ROOM.into(), reason: None }).await?;
+        }
         handle.send(ClientMsg::Join { room: spec.room.clone(), since: None }).await?;
     }
     let stop = CancellationToken::new();

@@ -89,8 +89,13 @@ async fn connect(
         trust: Trust { host_port: ep.addr.to_string(), known_servers: None, expected: server_key },
         e2e_dir: dir.map(|d| d.join(&nick)),
     };
-    let (_welcome, handle, events) = net::connect(&opts).await?;
-    handle.send(ClientMsg::Part { room: DEFAULT_ROOM.into(), reason: None }).await?;
+    let (welcome, handle, events) = net::connect(&opts).await?;
+    // The server puts a key in the default room only when it remembers no room for it, or the
+    // default room among them (a key that parted it, in the first run, is not put back).
+    let lobby = chatao_proto::RoomName::lobby();
+    if welcome.rooms.is_empty() || welcome.rooms.contains(&lobby) {
+        handle.send(ClientMsg::Part { room: DEFAULT_ROOM.into(), reason: None }).await?;
+    }
     Ok(Member { handle, events, nick })
 }
 
