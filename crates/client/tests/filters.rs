@@ -77,6 +77,9 @@ async fn ignored_user_is_hidden(json: bool) {
     let mut out = BufReader::new(bob.stdout.take().unwrap()).lines();
     joined(&mut carol, "bob").await;
     joined(&mut mallory, "bob").await;
+    // Until bob's catch-up is over, room messages are held (and released in order) while
+    // private ones are printed at once: "carol private" could come before carol's room line.
+    until(&mut out, "ready").await;
 
     mallory.say("spam one").await.unwrap();
     mallory.expect_text("spam one").await.unwrap();
