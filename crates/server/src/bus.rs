@@ -107,6 +107,9 @@ pub struct BusEvent {
 struct Queued {
     ev: BusEvent,
     from: Option<SessionId>,
+    /// The session on this node whose message it is: it gets its copy (its acknowledgement)
+    /// after every other member got theirs ([`Shared::deliver`]).
+    sender: Option<SessionId>,
 }
 
 /// An event that could not be stored, handed to [`Shared::unstored`].
@@ -182,13 +185,13 @@ impl BusHandle {
     /// Queues a message, keeping the control reserve free. Should the store fail, it is
     /// delivered anyway (for events whose sender cannot be told: E2E commits).
     pub fn send_message(&self, ev: BusEvent) -> Result<(), BusFull> {
-        self.queue_message(Queued { ev, from: None })
+        self.queue_message(Queued { ev, from: None, sender: None })
     }
 
     /// Queues session `from`'s room message, keeping the control reserve free. Should the store
     /// fail to write it, nobody receives it and `from` is told `unavailable` with its cid.
     pub fn send_message_from(&self, ev: BusEvent, from: SessionId) -> Result<(), BusFull> {
-        self.queue_message(Queued { ev, from: Some(from) })
+        self.queue_message(Queued { ev, from: Some(from), sender: Some(from) })
     }
 
     fn queue_message(&self, q: Queued) -> Result<(), BusFull> {
@@ -219,7 +222,7 @@ impl BusHandle {
         if acknowledged(&ev.persist) {
             self.last_acknowledged.fetch_max(ev.seq, Ordering::AcqRel);
         }
-        if let Err(e) = self.tx.try_send(Queued { ev, from }) {
+        if let Err(e) = self.tx.try_send(Queued { ev, from, sender: None }) {
             let (room, seq) = match &e {
                 mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => {
                     (q.ev.room.clone(), q.ev.seq)
@@ -299,7 +302,12 @@ pub struct Permit<'a>(mpsc::Permit<'a, Queued>);
 impl Permit<'_> {
     /// Queues `ev` in the reserved place.
     pub fn send(self, ev: BusEvent) {
-        self.0.send(Queued { ev, from: None });
+        self.0.send(Queued { ev, from: None, sender: None });
+    }
+
+    /// Queues `ev`, the message of `sender` (a session of this node), in the reserved place.
+    pub fn send_sent_by(self, ev: BusEvent, sender: Option<SessionId>) {
+        self.0.send(Queued { ev, from: None, sender });
     }
 }
 
@@ -436,12 +444,16 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
             let persist: Vec<&Persist> = batch.iter().map(|q| &q.ev.persist).collect();
             let written = writer.write(&persist);
             drop(persist);
+            // Who sent the messages in the batch: they get their copies last (see
+            // `Shared::deliver`). Only a delivered message's sender counts.
+            let mut senders: Vec<SessionId> = Vec::new();
             let (deliver, unstored): (Vec<BusEvent>, Vec<Unstored>) = match written {
                 Ok(()) => {
                     log.wrote();
                     let n =
                         batch.iter().filter(|q| !matches!(q.ev.persist, Persist::Nothing)).count();
                     stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+                    senders.extend(batch.iter().filter_map(|q| q.sender));
                     (batch.drain(..).map(|q| q.ev).collect(), Vec::new())
                 }
                 Err(cause) => {
@@ -450,7 +462,7 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                     let (mut deliver, mut unstored) = (Vec::new(), Vec::new());
                     {
                         let mut f = failures.lock();
-                        for Queued { ev, from } in batch.drain(..) {
+                        for Queued { ev, from, .. } in batch.drain(..) {
                             match &ev.persist {
                                 // A room message from a session that can be told: refused.
                                 Persist::Message(m) if from.is_some() => {
@@ -479,7 +491,7 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                 if !unstored.is_empty() {
                     shared.unstored(&unstored);
                 }
-                shared.deliver(&deliver);
+                shared.deliver(&deliver, &senders);
             }
             if let Some(last) = last_seq {
                 flushed.send_replace(last);

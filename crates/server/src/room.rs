@@ -293,9 +293,14 @@ impl Room {
     }
 }
 
-/// Hands a run of consecutive bus events for one room (in sequence order) to every member as one
-/// shared chunk; a member who joined during the run gets the part queued after their join.
-pub fn deliver_run(members: &Members, run: &[crate::bus::BusEvent]) {
+/// Hands a run of consecutive bus events for one room (in sequence order) to every member
+/// `pass` lets through, as one shared chunk; a member who joined during the run gets the part
+/// queued after their join.
+pub fn deliver_run(
+    members: &Members,
+    run: &[crate::bus::BusEvent],
+    pass: impl Fn(SessionId) -> bool,
+) {
     let mut chunk = bytes::BytesMut::with_capacity(run.iter().map(|e| e.bytes.len()).sum());
     let mut starts = Vec::with_capacity(run.len());
     for ev in run {
@@ -303,7 +308,7 @@ pub fn deliver_run(members: &Members, run: &[crate::bus::BusEvent]) {
         chunk.extend_from_slice(&ev.bytes);
     }
     let chunk = chunk.freeze();
-    for m in members.iter() {
+    for m in members.iter().filter(|m| pass(m.id)) {
         match run.iter().position(|ev| ev.seq > m.joined_after) {
             Some(0) => m.mailbox.deliver(&chunk),
             Some(k) => m.mailbox.deliver(&chunk.slice(starts[k]..)),
@@ -312,9 +317,10 @@ pub fn deliver_run(members: &Members, run: &[crate::bus::BusEvent]) {
     }
 }
 
-/// Hands the bus event `seq` to every member of `members` who joined before it was queued.
-pub fn deliver(members: &Members, msg: &Bytes, seq: u64) {
-    for m in members.iter() {
+/// Hands the bus event `seq` to every member of `members` `pass` lets through who joined before
+/// it was queued.
+pub fn deliver(members: &Members, msg: &Bytes, seq: u64, pass: impl Fn(SessionId) -> bool) {
+    for m in members.iter().filter(|m| pass(m.id)) {
         if seq > m.joined_after {
             m.mailbox.deliver(msg);
         }
@@ -345,7 +351,7 @@ mod tests {
             room.add(id, mb, after, true);
             inboxes.push(inbox);
         }
-        deliver_run(&room.members(), &run);
+        deliver_run(&room.members(), &run, |_| true);
         let got: Vec<Vec<Bytes>> = inboxes
             .iter_mut()
             .map(|i| std::iter::from_fn(|| i.rx.try_recv().ok()).collect())

@@ -247,7 +247,12 @@ impl Shared {
     ///
     /// The lock is held only to snapshot each room's member list (a reference count); the
     /// fan-out itself runs after it is released, so sessions are never held up by a large room.
-    pub(crate) fn deliver(&self, batch: &[BusEvent]) {
+    ///
+    /// `senders` (the sessions whose messages are in the batch) get theirs last: a sender's
+    /// copy is its acknowledgement, so whatever it does once it has seen it (a private message
+    /// to a member, say) reaches every other member on this node after the room message, never
+    /// before it.
+    pub(crate) fn deliver(&self, batch: &[BusEvent], senders: &[SessionId]) {
         let snapshots: Vec<Option<Members>> = {
             let st = self.lock();
             // A notice to everyone that waited for its record (a ban's moderation notice).
@@ -259,6 +264,23 @@ impl Shared {
                 .map(|ev| ev.room.as_ref().and_then(|r| st.rooms.get(r)).map(Room::members))
                 .collect()
         };
+        let mut senders = senders.to_vec();
+        senders.sort_unstable();
+        senders.dedup();
+        let is_sender = |id: SessionId| senders.binary_search(&id).is_ok();
+        self.fan_out(batch, &snapshots, |id| !is_sender(id));
+        if !senders.is_empty() {
+            self.fan_out(batch, &snapshots, is_sender);
+        }
+    }
+
+    /// One pass of [`Shared::deliver`]: the batch to the members `pass` lets through.
+    fn fan_out(
+        &self,
+        batch: &[BusEvent],
+        snapshots: &[Option<Members>],
+        pass: impl Fn(SessionId) -> bool + Copy,
+    ) {
         // Consecutive events for one room go to each member as one shared chunk (the records
         // concatenated): one mailbox entry, one wake-up and one write per member per run
         // instead of per event.
@@ -272,9 +294,9 @@ impl Shared {
             if let Some(members) = &snapshots[i] {
                 let run = &batch[i..j];
                 if let [ev] = run {
-                    room::deliver(members, &ev.bytes, ev.seq);
+                    room::deliver(members, &ev.bytes, ev.seq, pass);
                 } else {
-                    room::deliver_run(members, run);
+                    room::deliver_run(members, run, pass);
                 }
             }
             i = j;

@@ -599,8 +599,13 @@ impl Hub {
                 .rooms
                 .entry(room_name.clone())
                 .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
+            // This node's sender of a message gets its copy last (`Shared::deliver`).
+            let mut sender = None;
             let (bytes, persist) = match ev.body {
                 RoomBody::Message { kind, text } => {
+                    if here == Some(ev.node) {
+                        sender = Some(ev.session);
+                    }
                     // A newcomer of another node this node's members were not told of (a
                     // large room) is announced with their first message, just before it.
                     let rid = RemoteId { node: ev.node, session: ev.session };
@@ -670,7 +675,7 @@ impl Hub {
             if let Some(permit) = permits.next() {
                 // Nothing to deliver for a setting (only stored): no room to deliver to.
                 let room = (!bytes.is_empty()).then(|| room_name.clone());
-                permit.send(BusEvent { seq: bus_seq, room, bytes, persist });
+                permit.send_sent_by(BusEvent { seq: bus_seq, room, bytes, persist }, sender);
             }
             if let Some((key, notice)) = remove {
                 st.remove_key_from_room(self, &room_name, key, &notice);

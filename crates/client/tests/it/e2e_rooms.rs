@@ -22,7 +22,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -33,21 +33,19 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Everything the server (in this process) logs, at debug level, for the "no plaintext in the
-/// logs" check.
-fn server_log() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buf
-    })
-    .clone()
+/// Everything the server logs at debug level while the returned guard is held, for the "no
+/// plaintext in the logs" check. The subscriber is this thread's default, not the process's: the
+/// test runs on tokio's current-thread runtime, so the test server's tasks log here, and the
+/// other tests in this binary are not captured.
+fn capture_server_log() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || LogWriter(writer.clone()))
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
 }
 
 struct LogWriter(Arc<Mutex<Vec<u8>>>);
@@ -63,7 +61,6 @@ impl std::io::Write for LogWriter {
 }
 
 async fn server() -> TestServer {
-    server_log();
     TestServer::start_with(|c| c.limits.rate_per_sec = 0).await
 }
 
@@ -337,6 +334,7 @@ fn decryptable(
 
 #[tokio::test]
 async fn three_members_chat_and_the_server_never_sees_the_plaintext() {
+    let (server_log, _log_guard) = capture_server_log();
     let server = server().await;
     let dir = tempfile::tempdir().unwrap();
     let (proxy, recorded) = recording_proxy(server.addr, dir.path().to_path_buf()).await;
@@ -366,7 +364,7 @@ async fn three_members_chat_and_the_server_never_sees_the_plaintext() {
 
     let stored = data_bytes(server.data_dir());
     assert!(contains(&stored, "PLAIN-CONTROL-55aa"), "the control must be found");
-    let logs = server_log().lock().unwrap().clone();
+    let logs = server_log.lock().unwrap().clone();
     assert!(!logs.is_empty(), "the server logged something");
     let wire = recorded.lock().unwrap().clone();
     assert!(contains(&wire, "PLAIN-CONTROL-55aa"), "the proxy sees what the server sees");

@@ -1,8 +1,8 @@
 //! The server as an MLS delivery service, over real sockets with opaque bodies (the server
 //! never reads them, so any base64 does; key packages excepted, which it checks: those are
-//! genuine, see `tests/key_packages.rs`): room creation and membership by key, epoch-ordered
+//! genuine, see `tests/it/key_packages.rs`): room creation and membership by key, epoch-ordered
 //! commits, welcomes, sealed messages and their history, key packages, join requests, removal.
-//! The MLS side is covered with real clients in `crates/client/tests/e2e_rooms.rs`.
+//! The MLS side is covered with real clients in `crates/client/tests/it/e2e_rooms.rs`.
 #![allow(clippy::unwrap_used)]
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, SealedKind, SealedWelcome, ServerMsg};

@@ -10,17 +10,14 @@
 //! with a generous deadline.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/tmux.rs"]
-mod tmux;
-
+use crate::common;
 use std::time::Duration;
 
+use crate::common::tmux::Tmux;
 use chatao_client::net::MAX_SERVER_RECORD;
 use chatao_proto::{
     ClientMsg, Limits, MessageKind, Nick, RoomName, ServerMsg, decode_client, encode,
 };
-use tmux::Tmux;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 

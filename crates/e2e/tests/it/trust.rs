@@ -4,10 +4,10 @@
 //! credential signed by another X25519 key.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::{
+    Client, ROOM, Raw, Server, credential_of, forged_key_package, room_with, texts,
+};
 use chatao_e2e::{E2eError, Event, PinStatus, make_credential, verify_credential};
-use common::{Client, ROOM, Raw, Server, credential_of, forged_key_package, room_with, texts};
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::types::SignatureScheme;
 

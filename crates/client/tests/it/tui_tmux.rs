@@ -47,10 +47,6 @@
 //! deadline, and the tmux server is killed at the end even when a test fails.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/tmux.rs"]
-mod tmux;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -62,8 +58,8 @@ use chatao_testkit::{TestClient, TestServer, fixed_keypair};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-use common::Proxy;
-use tmux::Tmux;
+use crate::common::Proxy;
+use crate::common::tmux::Tmux;
 
 /// Longest wait for anything to show on screen.
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -2,10 +2,8 @@
 //! leave the group working.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::{Client, ROOM, Server, room_with, texts};
 use chatao_e2e::{E2eError, MAX_BODY_LEN};
-use common::{Client, ROOM, Server, room_with, texts};
 use proptest::prelude::*;
 
 struct Fixture {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-const PROTOCOL: &str = include_str!("../../../docs/PROTOCOL.md");
+const PROTOCOL: &str = include_str!("../../../../docs/PROTOCOL.md");
 
 /// A server without a message rate, for tests that send many commands.
 async fn unpaced() -> TestServer {

@@ -1,6 +1,6 @@
 //! A real terminal for the full-screen tests: one tmux server on its own socket, running one
 //! session (`send-keys` to type, `capture-pane` to read the screen, format variables for the
-//! terminal's modes), killed on drop. Included with `#[path]` by the tests that drive the TUI.
+//! terminal's modes), killed on drop. Used by the tests that drive the TUI (tui_tmux, tui_bounds).
 // Each test binary uses part of it.
 #![allow(dead_code)]
 

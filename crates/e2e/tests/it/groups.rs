@@ -1,10 +1,8 @@
 //! Group life cycle with real openmls: chat, add, remove, late join, concurrent commits.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::{Client, ROOM, Raw, Server, room_with, texts};
 use chatao_e2e::{E2eError, Event, PinStatus};
-use common::{Client, ROOM, Raw, Server, room_with, texts};
 
 #[test]
 fn three_members_chat() {

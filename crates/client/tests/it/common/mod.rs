@@ -1,5 +1,7 @@
-//! Helpers shared by the client's integration tests (each test file includes this module).
+//! Helpers shared by the client's integration tests (tests/it: the modules of its one test binary).
 #![allow(clippy::unwrap_used, dead_code)]
+
+pub mod tmux;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -105,7 +105,7 @@ async fn departures_are_announced_with_their_reason() {
 async fn a_nickname_online_is_refused_case_insensitively() {
     let server = TestServer::start().await;
     let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
-    // Another key: the nickname is alice's (see tests/identity.rs for ownership).
+    // Another key: the nickname is alice's (see tests/it/identity.rs for ownership).
     let err = TestClient::connect(server.addr, "Alice").await.err().unwrap().to_string();
     assert!(err.contains("NickRegistered") && err.contains("belongs to another key"), "{err}");
     // Renaming onto someone online gives the same answer as at hello: it is another key's

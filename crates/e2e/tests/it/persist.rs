@@ -2,16 +2,14 @@
 //! and the files are private.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use crate::common::{Client, ROOM, Server, room_with, texts};
 use chatao_e2e::{
     E2e, E2eError, Event, LAZY_SAVE_EVERY, MAX_KEY_PACKAGES, MAX_LOG_PER_ROOM, PinStatus,
     SENT_CACHE, verify_credential,
 };
-use common::{Client, ROOM, Server, room_with, texts};
 
 #[test]
 fn state_survives_reopen_and_chat_continues() {

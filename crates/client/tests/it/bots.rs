@@ -16,8 +16,7 @@
 //! Needs `cargo build -p chatao-server --bins` (the server binary is found next to chatao).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

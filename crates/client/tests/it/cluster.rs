@@ -15,8 +15,6 @@
 //! - `the_first_server_that_answers_is_used`: a dead first entry is skipped, and said so.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +24,7 @@ use chatao_testkit::{TestClient, TestServer, fixed_keypair, line_with};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
-use common::Proxy;
+use crate::common::Proxy;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -285,7 +283,7 @@ async fn the_first_server_that_answers_is_used() {
 /// both. Node A vanishes mid-chat (the client reaches it through a proxy that is cut: no
 /// goodbye, and no answer to reconnection attempts); the client moves to B and prints, once
 /// each, exactly the messages said while it was away (ids are the same on every node).
-/// (`kill -9` of a node binary, seen from the other nodes, is in the server's tests/cluster.rs.)
+/// (`kill -9` of a node binary, seen from the other nodes, is in the server's tests/it/cluster.rs.)
 #[tokio::test]
 async fn on_a_real_cluster_the_client_moves_when_its_node_dies_and_misses_nothing() {
     let nats = chatao_testkit::NatsServer::start().await;
