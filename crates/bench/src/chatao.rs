@@ -147,7 +147,7 @@ pub async fn cycle(
                     quit_sent = true;
                 }
             }
-            NetEvent::Msg(ServerMsg::Error { cid: _, code, message }) => {
+            NetEvent::Msg(ServerMsg::Error { code, message, .. }) => {
                 bail!("server error {code}: {message}")
             }
             NetEvent::Closed(Closed::Bye { code: None, .. }) if quit_sent => return Ok(()),

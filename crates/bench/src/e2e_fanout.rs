@@ -108,7 +108,7 @@ async fn expect(m: &mut Member, what: &str, pred: impl Fn(&ServerMsg) -> bool) -
             .with_context(|| format!("{}: timed out waiting for {what}", m.nick))?;
         match ev {
             Some(NetEvent::Msg(msg)) if pred(&msg) => return Ok(()),
-            Some(NetEvent::Msg(ServerMsg::Error { cid: _, code, message })) => {
+            Some(NetEvent::Msg(ServerMsg::Error { code, message, .. })) => {
                 bail!("{}: error {code} while waiting for {what}: {message}", m.nick)
             }
             Some(NetEvent::Closed(c)) => {

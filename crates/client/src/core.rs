@@ -587,7 +587,9 @@ impl Core {
             {
                 (*cid, None)
             }
-            ServerMsg::Error { cid: Some(cid), code, message } => (*cid, Some((*code, message))),
+            ServerMsg::Error { cid: Some(cid), code, message, .. } => {
+                (*cid, Some((*code, message)))
+            }
             // A server older than client ids echoes without them, in the order it accepted
             // what we sent: the first message in flight with the same place and text is the
             // one echoed (so line mode does not wait for ever on such a server).
@@ -1018,8 +1020,12 @@ mod tests {
         let mut c = core();
         let cid = c.submit(say("too long")).unwrap();
         drain(&mut c, now);
-        let err =
-            ServerMsg::Error { cid: Some(cid), code: ErrorCode::TooLong, message: "no".into() };
+        let err = ServerMsg::Error {
+            cid: Some(cid),
+            code: ErrorCode::TooLong,
+            message: "no".into(),
+            room: None,
+        };
         match c.observe(&err, now).ack {
             Some(Ack::Refused { msg, code: ErrorCode::TooLong, .. }) => {
                 assert_eq!(text(&msg), "too long")
@@ -1039,7 +1045,7 @@ mod tests {
         let mut c = core();
         let cid = c.submit(say("maybe")).unwrap();
         drain(&mut c, t0);
-        let err = |code| ServerMsg::Error { cid: Some(cid), code, message: "?".into() };
+        let err = |code| ServerMsg::Error { cid: Some(cid), code, message: "?".into(), room: None };
         assert!(matches!(c.observe(&err(ErrorCode::Unconfirmed), t0).ack, Some(Ack::Kept { .. })));
         assert!(!c.all_acked());
         assert_eq!(c.next_retry(), Some(t0 + RETRY_FIRST));

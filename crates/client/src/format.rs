@@ -359,7 +359,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 }
             }
         }
-        ServerMsg::Error { cid: _, code, message } => format!("! {code}: {}", sanitize(message)),
+        ServerMsg::Error { code, message, .. } => format!("! {code}: {}", sanitize(message)),
         ServerMsg::Welcome { .. } => return None,
         ServerMsg::Bye { code, reason } => match code {
             Some(code) => format!("* disconnected by the server: {} ({code})", sanitize(reason)),

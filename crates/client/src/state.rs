@@ -2,9 +2,10 @@
 //! the last room message printed. Started again with the same file, line mode asks for exactly
 //! what came after ([`crate::core::Core::resume_from`]) and prints each of those once.
 //!
-//! The file is JSON, written whole after each message printed, atomically
-//! ([`write_atomically`]: a temporary file in the same directory, fsync, rename, fsync of the
-//! directory), so a crash leaves either the old place or the new one, never half a file:
+//! The file is JSON, written whole after each message printed, atomically and private (0600),
+//! by the workspace's one writer ([`chatao_transport::private_file`]: a temporary file in the
+//! same directory, fsync, rename, fsync of the directory), so a crash leaves either the old
+//! place or the new one, never half a file:
 //!
 //! ```json
 //! {"version":1,"servers":{"SHA256:o4KR…":{"#lobby":1234,"#ops":77}}}
@@ -17,9 +18,9 @@
 //! error ([`StateError`]) before anything is sent: never a crash, never a silent new start.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use chatao_transport::private_file::{Publish, write_private};
 use serde::{Deserialize, Serialize};
 
 /// The largest state file read. Far more than [`MAX_STATE_ROOMS`] entries for every server of
@@ -144,25 +145,9 @@ impl State {
             path: self.path.clone(),
             cause: std::io::Error::other(e),
         })?;
-        write_atomically(&self.path, &bytes)
+        write_private(&self.path, &bytes, Publish::Replace)
             .map_err(|cause| StateError::Write { path: self.path.clone(), cause })
     }
-}
-
-/// Replaces the file at `path` with `bytes`, atomically: a temporary file in the same
-/// directory (so the rename does not cross file systems), written and fsynced, renamed over
-/// `path`, then the directory fsynced so that the rename itself survives a crash. (Line mode's
-/// own copy; the shared atomic writer will replace it.)
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new().prefix(".chatao-state").tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(&dir)?.sync_all()
 }
 
 #[cfg(test)]

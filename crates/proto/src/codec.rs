@@ -203,7 +203,12 @@ mod tests {
                 reason: Some("spam".into()),
                 until: Some(99),
             },
-            ServerMsg::Error { cid: None, code: ErrorCode::NickInUse, message: "taken".into() },
+            ServerMsg::Error {
+                cid: None,
+                code: ErrorCode::NickInUse,
+                message: "taken".into(),
+                room: None,
+            },
             ServerMsg::Bye { code: Some(ErrorCode::Shutdown), reason: "restart".into() },
             ServerMsg::Ping { token: 3 },
             ServerMsg::Pong { token: 4 },
@@ -236,7 +241,12 @@ mod tests {
                 package: "AA==".into(),
                 room: Some(room.clone()),
             },
-            ServerMsg::Error { cid: None, code: ErrorCode::StaleEpoch, message: "again".into() },
+            ServerMsg::Error {
+                cid: Some(7),
+                code: ErrorCode::StaleEpoch,
+                message: "again".into(),
+                room: Some(room.clone()),
+            },
         ]
     }
 

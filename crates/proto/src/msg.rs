@@ -221,6 +221,50 @@ pub enum ClientMsg {
     },
 }
 
+impl ClientMsg {
+    /// The room this request names, as the client wrote it (not checked), if it names one. A
+    /// refusal of the request carries it back, checked (`error`'s `room`).
+    pub fn room(&self) -> Option<&str> {
+        use ClientMsg::*;
+        match self {
+            Say { room, .. }
+            | Me { room, .. }
+            | Join { room, .. }
+            | Part { room, .. }
+            | Who { room, .. }
+            | Topic { room, .. }
+            | Bots { room, .. }
+            | Op { room, .. }
+            | Deop { room, .. }
+            | Mode { room, .. }
+            | RoomKick { room, .. }
+            | RoomBan { room, .. }
+            | RoomUnban { room, .. }
+            | Invite { room, .. }
+            | History { room, .. }
+            | Create { room, .. }
+            | Commit { room, .. }
+            | Sealed { room, .. } => Some(room),
+            FetchKeyPackage { room, .. } => room.as_deref(),
+            Hello { .. }
+            | Quit { .. }
+            | Ping { .. }
+            | Pong { .. }
+            | List { .. }
+            | Msg { .. }
+            | Nick { .. }
+            | Away { .. }
+            | Whois { .. }
+            | Kick { .. }
+            | Ban { .. }
+            | Unban { .. }
+            | Mute { .. }
+            | Unmute { .. }
+            | KeyPackages { .. } => None,
+        }
+    }
+}
+
 /// The optional flags of `hello`, beside its nickname, as they travel in the same JSON object
 /// (`{"type":"hello","nick":"ci-bot","quiet":true}`). Absent fields are false, so an old
 /// client's `hello` means no flag, and an old server ignores them (unknown fields are ignored).
@@ -436,6 +480,10 @@ pub enum ServerMsg {
         /// The [`Cid`] of the message refused, when it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cid: Option<Cid>,
+        /// The room the refused request named ([`ClientMsg::room`]), when it named a valid one:
+        /// a client tells which of its requests was refused without reading `message`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
     },
     /// The server's last message before it closes the connection.
     Bye {

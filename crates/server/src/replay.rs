@@ -62,6 +62,7 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
             error!(room = %j.room, %cause, "history unavailable");
             out.push(encode(&ServerMsg::Error {
                 cid: None,
+                room: Some(j.room.clone()),
                 code: ErrorCode::Other,
                 message: format!("history of {} is unavailable right now", j.room),
             }));
@@ -84,6 +85,7 @@ fn unavailable(
         error!(%room, %cause, "history unavailable");
         out.push(encode(&ServerMsg::Error {
             cid: None,
+            room: Some(room.clone()),
             code: ErrorCode::Other,
             message: format!("history of {room} is unavailable right now"),
         }));
@@ -184,6 +186,7 @@ async fn sealed_records(hub: &Hub, r: &Replay, mut out: Vec<Bytes>) -> Vec<Bytes
             error!(room = %j.room, %cause, "history unavailable");
             out.push(encode(&ServerMsg::Error {
                 cid: None,
+                room: Some(j.room.clone()),
                 code: ErrorCode::Other,
                 message: format!("history of {} is unavailable right now", j.room),
             }));

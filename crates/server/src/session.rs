@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::Cluster;
 use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
-use crate::hub::{Hub, HubError};
+use crate::hub::Hub;
 use crate::limits::{
     CLOSE_LINGER, FAKELAG_BACKLOG_SECS, MAX_RECORD_BYTES, MAX_RECORD_DISCARD, WRITE_BATCH,
     WRITE_TIMEOUT,
@@ -200,16 +200,10 @@ where
         let why = format!("{why}; a muted key takes no new nickname: connect with one it holds");
         return Err(refuse(&mut conn, ErrorCode::Muted, why).await);
     }
-    let code_of = |e: &HubError| match e {
-        HubError::NickInUse(_) => ErrorCode::NickInUse,
-        HubError::NickRegistered(_) => ErrorCode::NickRegistered,
-        HubError::Unavailable => ErrorCode::Unavailable,
-        _ => ErrorCode::Other,
-    };
     let claim = match &ctx.cluster {
         Some(cluster) => match cluster.claim(&nick, &fingerprint, id).await {
             Ok(claim) => Some(claim),
-            Err(e) => return Err(refuse(&mut conn, code_of(&e), e.to_string()).await),
+            Err(e) => return Err(refuse(&mut conn, e.code(), e.to_string()).await),
         },
         None => None,
     };
@@ -219,7 +213,7 @@ where
         if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
             cluster.release(claim).await;
         }
-        return Err(refuse(&mut conn, code_of(&e), e.to_string()).await);
+        return Err(refuse(&mut conn, e.code(), e.to_string()).await);
     }
     // `welcome` acknowledges the nickname's registration: only once it is on disk (a
     // standalone server; a cluster's claim above is durable in its bucket). A store that
@@ -712,6 +706,8 @@ where
         }
         (None, ClientMsg::Nick { nick }) => rename_durably(&ctx.hub, state, nick).await,
         (_, msg) => {
+            // A refusal names the request's room (`error`'s `room`).
+            let named = msg.room().and_then(|r| chatao_proto::RoomName::parse(r).ok());
             // On a cluster the rooms a key stays in are the cluster's (hub/membership.rs): a
             // part is forgotten there before it is made (so before the leave that acknowledges
             // it; a bucket that cannot be written refuses the part), a join remembered once
@@ -729,11 +725,12 @@ where
                 && let Some(fp) = ctx.hub.remembers(state.id, room)
                 && let Err(e) = cluster.remember(&fp, room, false).await
             {
-                return send(conn, wt, hub_error(e), backlog).await;
+                return send(conn, wt, hub_error(e).with_room(named), backlog).await;
             }
             let owed = state.pong_owed.is_some();
             let now = Instant::now();
-            let reply = Command::from_msg(msg).apply(&ctx.hub, state, now.into_std());
+            let reply =
+                Command::from_msg(msg).apply(&ctx.hub, state, now.into_std()).with_room(named);
             if !owed && state.pong_owed.is_some() {
                 pong_timer.as_mut().reset(now + state.pongs.wait_time());
             }

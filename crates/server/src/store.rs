@@ -19,6 +19,7 @@ use std::time::Duration;
 use chatao_proto::{MessageKind, Nick, RoomName, ServerMsg};
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite_migration::{HookError, M, Migrations};
 
 use crate::access::Ban;
 use checkpoint::Checkpointer;
@@ -34,13 +35,65 @@ pub const DB_FILE: &str = "chatao.db";
 /// from a standalone server's history (whose message ids are numbered differently).
 pub const CLUSTER_DB_FILE: &str = "cluster.db";
 
-/// The schema version this code writes; older files are migrated on open. Version 4 added each
-/// message's sender key (`fingerprint`) and client message id (`cid`), both nullable: older
-/// messages have neither. Version 5 added each room's `bots_hidden` (an operator's
-/// `bots #room hide`, nullable: a room without it shows its bots). Version 6 added the rooms each
-/// key is remembered in (`memberships`, `hub/membership.rs`) and each room's moderation state
-/// (`room_modes`, `hub/room_ops.rs`): new tables, so an older file gains them empty.
+/// The schema version this code writes: the number of [`migrations`]; older files are
+/// migrated on open. Version 4 added each message's sender key (`fingerprint`) and client
+/// message id (`cid`), both nullable: older messages have neither. Version 5 added each room's
+/// `bots_hidden` (an operator's `bots #room hide`, nullable: a room without it shows its bots).
+/// Version 6 added the rooms each key is remembered in (`memberships`, `hub/membership.rs`) and
+/// each room's moderation state (`room_modes`, `hub/room_ops.rs`): new tables, so an older file
+/// gains them empty.
 const SCHEMA_VERSION: i64 = 6;
+
+/// The schema's steps, applied by `rusqlite_migration` from the file's `PRAGMA user_version`,
+/// each in its own transaction (a crash mid-way leaves the version before it).
+///
+/// Versions 1 to 6 were made by hand-written code that brought any older file to the current
+/// schema in one idempotent pass (tables created if missing, columns added if missing); which
+/// columns each of 1 to 5 had was not recorded. So 1 to 5 have no step of their own and step 6
+/// is that pass ([`catch_up_to_6`]): a file at any version up to 6 ends with the schema 6 has.
+/// From 7 on, each change is one ordinary step appended here (`M::up`), and
+/// [`SCHEMA_VERSION`] grows with it.
+fn migrations() -> Migrations<'static> {
+    let mut steps: Vec<M<'static>> = (1..SCHEMA_VERSION).map(|_| M::up("")).collect();
+    steps.push(M::up_with_hook("", |tx: &Transaction| {
+        catch_up_to_6(tx).map_err(|e| match e {
+            StoreError::Sql(e) => HookError::RusqliteError(e),
+            other => HookError::Hook(other.to_string()),
+        })
+    }));
+    Migrations::new(steps)
+}
+
+/// Schema 6 from any earlier version (or from nothing): see [`migrations`].
+fn catch_up_to_6(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS messages (
+             room TEXT NOT NULL, id INTEGER NOT NULL, time INTEGER NOT NULL,
+             sender TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL,
+             PRIMARY KEY (room, id)) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
+         CREATE TABLE IF NOT EXISTS rooms (
+             room TEXT PRIMARY KEY, topic TEXT, last_id INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE IF NOT EXISTS nicks (
+             folded TEXT PRIMARY KEY, nick TEXT NOT NULL, fingerprint TEXT NOT NULL,
+             registered INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS bans (
+             fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    )?;
+    add_column(conn, "messages", "fingerprint", "TEXT")?;
+    add_column(conn, "messages", "cid", "INTEGER")?;
+    add_column(conn, "nicks", "released", "INTEGER")?;
+    add_column(conn, "rooms", "bots_hidden", "INTEGER")?;
+    // Schema 6 (issue 19): each room's moderation state (`hub/room_ops.rs`), one JSON row.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, state TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS memberships (
+             fingerprint TEXT NOT NULL, room TEXT NOT NULL,
+             PRIMARY KEY (fingerprint, room)) WITHOUT ROWID;",
+    )?;
+    e2e::migrate(conn)
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +108,8 @@ pub enum StoreError {
     Private { path: PathBuf, source: std::io::Error },
     #[error("history database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("history database {path}: cannot bring its schema up to date: {source}")]
+    Migration { path: PathBuf, source: rusqlite_migration::Error },
     #[error("cannot start the history writer: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -348,39 +403,15 @@ impl Store {
 
     fn open_file(path: PathBuf, sparse_ids: bool) -> Result<Store, StoreError> {
         make_private(&path)?;
-        let conn = open_conn(&path)?;
+        let mut conn = open_conn(&path)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path, found: version });
         }
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS messages (
-                 room TEXT NOT NULL, id INTEGER NOT NULL, time INTEGER NOT NULL,
-                 sender TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL,
-                 PRIMARY KEY (room, id)) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
-             CREATE TABLE IF NOT EXISTS rooms (
-                 room TEXT PRIMARY KEY, topic TEXT, last_id INTEGER NOT NULL DEFAULT 0);
-             CREATE TABLE IF NOT EXISTS nicks (
-                 folded TEXT PRIMARY KEY, nick TEXT NOT NULL, fingerprint TEXT NOT NULL,
-                 registered INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS bans (
-                 fingerprint TEXT PRIMARY KEY, until INTEGER, reason TEXT, by TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
-        )?;
-        add_column(&conn, "messages", "fingerprint", "TEXT")?;
-        add_column(&conn, "messages", "cid", "INTEGER")?;
-        add_column(&conn, "nicks", "released", "INTEGER")?;
-        add_column(&conn, "rooms", "bots_hidden", "INTEGER")?;
-        // Schema 6 (issue 19): each room's moderation state (`hub/room_ops.rs`), one JSON row.
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS room_modes (room TEXT PRIMARY KEY, state TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS memberships (
-                 fingerprint TEXT NOT NULL, room TEXT NOT NULL,
-                 PRIMARY KEY (fingerprint, room)) WITHOUT ROWID;",
-        )?;
-        e2e::migrate(&conn)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        migrations().to_latest(&mut conn).map_err(|e| match e {
+            rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::Sql(err),
+            other => StoreError::Migration { path: path.clone(), source: other },
+        })?;
         let rooms_reader = Mutex::new(open_conn(&path)?);
         Ok(Store { path, reader: Mutex::new(conn), rooms_reader, sparse_ids })
     }
@@ -1179,6 +1210,34 @@ mod tests {
         let after = store.read(&lobby, 4, 10, 3, true).unwrap();
         assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 6, 7]);
         assert_eq!(store.read(&lobby, 0, 6, 100, true).unwrap().len(), 6, "upto bounds the read");
+    }
+
+    #[test]
+    fn the_migrations_are_valid_and_end_at_the_schema_version() {
+        migrations().validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let version: i64 =
+            store.reader().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_server_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;").unwrap();
+        }
+        match Store::open(dir.path()) {
+            Err(e @ StoreError::TooNew { found: 99, .. }) => {
+                assert!(e.to_string().contains("upgrade chataosrv"), "{e}");
+            }
+            other => panic!("expected TooNew, got {:?}", other.map(|_| ())),
+        }
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 99, "left as it was");
     }
 
     /// Issue 22: a schema 4 database (rooms without `bots_hidden`) gains the column, its rooms

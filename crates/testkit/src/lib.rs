@@ -282,7 +282,7 @@ impl TestClient {
     /// Waits for the next `error` and returns its code and message.
     pub async fn expect_error(&mut self) -> Result<(chatao_proto::ErrorCode, String)> {
         match self.expect("an error", |m| matches!(m, ServerMsg::Error { .. })).await? {
-            ServerMsg::Error { cid: _, code, message } => Ok((code, message)),
+            ServerMsg::Error { code, message, .. } => Ok((code, message)),
             _ => unreachable!(),
         }
     }

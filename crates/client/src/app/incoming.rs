@@ -406,7 +406,7 @@ impl App {
                 }
                 vec![]
             }
-            ServerMsg::Error { cid, code, message } => {
+            ServerMsg::Error { cid, code, message, .. } => {
                 // A refusal of one of our messages was said above, with its text.
                 if cid.is_none() || heard.ack.is_none() {
                     self.error(&format!("{}: {code}", sanitize(&message)));

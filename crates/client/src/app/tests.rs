@@ -426,7 +426,15 @@ fn a_message_refused_for_good_is_shown_with_its_text() {
     alt(&mut a, '1');
     let typed = sent_with_ids(&enter(&mut a, "please deliver"));
     let cid = crate::core::cid_of(&typed[0]);
-    net(&mut a, ServerMsg::Error { cid, code: ErrorCode::Muted, message: "you are muted".into() });
+    net(
+        &mut a,
+        ServerMsg::Error {
+            cid,
+            code: ErrorCode::Muted,
+            message: "you are muted".into(),
+            room: None,
+        },
+    );
     let shown = texts(&a);
     assert!(
         shown.iter().any(|t| t == "not sent: #lobby: please deliver: you are muted: muted"),

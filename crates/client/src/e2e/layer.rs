@@ -413,7 +413,8 @@ impl Layer {
     fn refuse(&mut self, cid: Option<Cid>, text: String) {
         match cid {
             Some(cid) => {
-                self.ui(ServerMsg::Error { cid: Some(cid), code: ErrorCode::Other, message: text })
+                let (code, room) = (ErrorCode::Other, None);
+                self.ui(ServerMsg::Error { cid: Some(cid), code, message: text, room })
             }
             None => self.notice(text),
         }
@@ -635,18 +636,21 @@ impl Layer {
             ServerMsg::KeyPackage { .. } => {}
             // An encrypted text of ours sent at an epoch that moved on: the UI's core sends
             // it again (as text, encrypted anew at the current epoch).
-            ServerMsg::Error { cid: Some(cid), code: ErrorCode::StaleEpoch, message } => {
-                self.ui(ServerMsg::Error { cid: Some(cid), code: ErrorCode::StaleEpoch, message })
+            ServerMsg::Error { cid: Some(cid), code: ErrorCode::StaleEpoch, message, room } => {
+                let code = ErrorCode::StaleEpoch;
+                self.ui(ServerMsg::Error { cid: Some(cid), code, message, room })
             }
-            ServerMsg::Error { cid: None, code: ErrorCode::StaleEpoch, message } => {
+            ServerMsg::Error { cid: None, code: ErrorCode::StaleEpoch, message, .. } => {
                 self.stale(message)
             }
             ServerMsg::Error {
                 cid: _,
                 code: code @ (ErrorCode::NotInvited | ErrorCode::RoomExists),
                 message,
+                room: named,
             } => {
-                let at = self.joining.iter().position(|r| message.starts_with(&format!("{r} ")));
+                // Which join or create it refuses: the room the error names (never its text).
+                let at = self.joining.iter().position(|r| named.as_ref() == Some(r));
                 let room = at.and_then(|i| self.joining.remove(i));
                 match room {
                     Some(r) if code == ErrorCode::NotInvited && self.has_group(r.as_str()) => {
@@ -660,9 +664,9 @@ impl Layer {
                     }
                     Some(r) => {
                         self.creating.remove(&r);
-                        self.ui(ServerMsg::Error { cid: None, code, message });
+                        self.ui(ServerMsg::Error { cid: None, code, message, room: Some(r) });
                     }
-                    None => self.ui(ServerMsg::Error { cid: None, code, message }),
+                    None => self.ui(ServerMsg::Error { cid: None, code, message, room: named }),
                 }
             }
             ServerMsg::HistoryEnd { room, count, before: None } => {
@@ -1366,12 +1370,38 @@ mod tests {
             cid: None,
             code: ErrorCode::NotInvited,
             message: "#sec is invite-only".into(),
+            room: Some(room()),
         });
         assert!(l.has_group("#sec"));
         // The user's own /part is what forgets it.
         l.from_ui(ClientMsg::Part { room: "#sec".into(), reason: None });
         assert!(!l.has_group("#sec"));
         assert!(l.counts.get("#sec").is_none());
+    }
+
+    #[test]
+    fn a_refused_rejoin_is_known_by_the_room_the_error_names_never_by_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = in_room(dir.path());
+        l.drain();
+        l.from_ui(ClientMsg::Join { room: "#sec".into(), since: None });
+        l.drain();
+        // Text that names the room but no `room`: not taken for the answer to the join.
+        let refusal = |room| ServerMsg::Error {
+            cid: None,
+            code: ErrorCode::NotInvited,
+            message: "#sec is invite-only: a member must /invite you".into(),
+            room,
+        };
+        l.from_server(refusal(None));
+        let out = l.drain();
+        assert!(!said(&out, "no longer a member"), "{out:?}");
+        assert!(out.iter().any(|o| matches!(o, Out::Ui(NetEvent::Msg(ServerMsg::Error { .. })))));
+        // The same refusal naming the room is the join's answer: the group is kept, and said.
+        l.from_server(refusal(Some(room())));
+        let out = l.drain();
+        assert!(said(&out, "no longer a member of #sec"), "{out:?}");
+        assert!(l.has_group("#sec"));
     }
 
     #[test]

@@ -294,7 +294,8 @@ async fn publish_room(inner: Arc<Inner>, hub: Hub, p: Pending) -> Option<Session
             format!("{what} to {} was not sent: the cluster was unreachable for {secs}s", ev.room),
         )
     };
-    hub.tell_session(session, &ServerMsg::Error { cid: ev.cid, code, message });
+    let room = Some(ev.room.clone());
+    hub.tell_session(session, &ServerMsg::Error { cid: ev.cid, code, message, room });
     Some(session)
 }
 
@@ -333,9 +334,10 @@ async fn send_private(inner: Arc<Inner>, hub: Hub, node: u64, msg: Private) {
     };
     match error {
         None => hub.private_sent(&msg),
-        Some((code, message)) => {
-            hub.tell_session(msg.session, &ServerMsg::Error { cid: msg.cid, code, message })
-        }
+        Some((code, message)) => hub.tell_session(
+            msg.session,
+            &ServerMsg::Error { cid: msg.cid, code, message, room: None },
+        ),
     }
 }
 

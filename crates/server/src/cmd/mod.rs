@@ -114,9 +114,25 @@ impl Reply {
     /// sent with a client id names that id, so the client knows which message it was.
     pub fn with_cid(self, cid: Option<Cid>) -> Reply {
         match self {
-            Reply::Send(ServerMsg::Error { code, message, cid: None }) => {
-                Reply::Send(ServerMsg::Error { code, message, cid })
+            Reply::Send(ServerMsg::Error { code, message, cid: None, room }) => {
+                Reply::Send(ServerMsg::Error { code, message, cid, room })
             }
+            other => other,
+        }
+    }
+
+    /// The same reply, its error (if it is one) naming `room`, the room of the request refused
+    /// (`error`'s `room`): a client knows which of its requests it was without parsing text.
+    pub fn with_room(self, room: Option<RoomName>) -> Reply {
+        let name = |msg: ServerMsg| match msg {
+            ServerMsg::Error { code, message, cid, room: None } => {
+                ServerMsg::Error { code, message, cid, room: room.clone() }
+            }
+            other => other,
+        };
+        match self {
+            Reply::Send(msg) => Reply::Send(name(msg)),
+            Reply::Durable(d) => Reply::Durable(Box::new(Durable { msg: name(d.msg), ..*d })),
             other => other,
         }
     }
@@ -166,26 +182,7 @@ pub fn room(name: &str) -> Result<RoomName, Box<Reply>> {
 
 /// The error reply for a hub refusal.
 pub fn hub_error(e: HubError) -> Reply {
-    let code = match e {
-        HubError::NickInUse(_) => ErrorCode::NickInUse,
-        HubError::NickRegistered(_) => ErrorCode::NickRegistered,
-        HubError::NotOperator => ErrorCode::NotOperator,
-        HubError::NotRoomOperator(_) => ErrorCode::NotRoomOperator,
-        HubError::InviteOnly(_) => ErrorCode::InviteOnly,
-        HubError::BannedFromRoom(_) => ErrorCode::BannedFromRoom,
-        HubError::TopicLocked(_) => ErrorCode::TopicLocked,
-        HubError::NotFound(_) => ErrorCode::Other,
-        HubError::Invalid(_) => ErrorCode::Invalid,
-        HubError::NotInRoom(_) => ErrorCode::NotInRoom,
-        HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
-        HubError::Busy => ErrorCode::Busy,
-        HubError::Unavailable | HubError::StoreUnavailable => ErrorCode::Unavailable,
-        HubError::NickChangeTooSoon { .. } => ErrorCode::RateLimited,
-        HubError::TooManyRooms | HubError::UnknownSession | HubError::TooManyNicks { .. } => {
-            ErrorCode::Other
-        }
-    };
-    error(code, e.to_string())
+    error(e.code(), e.to_string())
 }
 
 /// A quit, part, kick or ban reason: kept if printable and short, else dropped. A muted key's
@@ -223,7 +220,7 @@ pub fn check_message(hub: &Hub, text: &str, session: &SessionState) -> Result<()
 
 /// An error reply.
 pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
-    Reply::Send(ServerMsg::Error { cid: None, code, message: message.into() })
+    Reply::Send(ServerMsg::Error { cid: None, code, message: message.into(), room: None })
 }
 
 /// Whether a client message costs a token of the announced rate: everything a client could

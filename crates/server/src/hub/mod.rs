@@ -108,6 +108,31 @@ pub enum HubError {
     StoreUnavailable,
 }
 
+impl HubError {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::NickInUse(_) => ErrorCode::NickInUse,
+            HubError::NickRegistered(_) => ErrorCode::NickRegistered,
+            HubError::NotOperator => ErrorCode::NotOperator,
+            HubError::NotRoomOperator(_) => ErrorCode::NotRoomOperator,
+            HubError::InviteOnly(_) => ErrorCode::InviteOnly,
+            HubError::BannedFromRoom(_) => ErrorCode::BannedFromRoom,
+            HubError::TopicLocked(_) => ErrorCode::TopicLocked,
+            HubError::NotFound(_) => ErrorCode::Other,
+            HubError::Invalid(_) => ErrorCode::Invalid,
+            HubError::NotInRoom(_) => ErrorCode::NotInRoom,
+            HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
+            HubError::Busy => ErrorCode::Busy,
+            HubError::Unavailable | HubError::StoreUnavailable => ErrorCode::Unavailable,
+            HubError::NickChangeTooSoon { .. } => ErrorCode::RateLimited,
+            HubError::TooManyRooms | HubError::UnknownSession | HubError::TooManyNicks { .. } => {
+                ErrorCode::Other
+            }
+        }
+    }
+}
+
 /// Settings the hub needs.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -313,8 +338,9 @@ impl Shared {
     /// was not stored is told so (it is in force in memory until a restart).
     pub(crate) fn unstored(&self, events: &[bus::Unstored]) {
         // What the sender of a message that could not be stored is told.
-        let unstored = |cid| ServerMsg::Error {
+        let unstored = |cid, room: &RoomName| ServerMsg::Error {
             cid,
+            room: Some(room.clone()),
             code: ErrorCode::Unavailable,
             message: "the server cannot store messages right now (its disk is failing); this \
                       one was not delivered, send it again later"
@@ -330,13 +356,13 @@ impl Shared {
                     if let (Some(fp), Some(cid)) = (&m.sender, m.cid) {
                         st.sent.forget(fp, cid);
                     }
-                    Some(unstored(m.cid))
+                    Some(unstored(m.cid, &m.room))
                 }
                 Persist::E2e(crate::store::E2ePersist::Sealed(m)) => {
                     if let (Some(fp), Some(cid)) = (&m.sender, m.cid) {
                         st.sent.forget(fp, cid);
                     }
-                    Some(unstored(m.cid))
+                    Some(unstored(m.cid, &m.room))
                 }
                 Persist::Nick { nick, fingerprint, .. } => {
                     st.forget_claim(nick, fingerprint);
@@ -344,6 +370,7 @@ impl Shared {
                 }
                 Persist::Ban(_) | Persist::Unban { .. } => Some(ServerMsg::Error {
                     cid: None,
+                    room: None,
                     code: ErrorCode::Unavailable,
                     message: "the server could not store that (its disk is failing): it is in \
                               force now but would not survive a restart; try again later"

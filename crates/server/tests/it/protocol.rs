@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, SealedKind, SealedWelcome, ServerMsg};
+use chatao_proto::{
+    ClientMsg, ErrorCode, LeaveReason, RoomName, SealedKind, SealedWelcome, ServerMsg,
+};
 use chatao_testkit::{STEP, TestClient, TestServer, fixed_keypair, key_packages};
 use chatao_transport::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -99,6 +101,41 @@ async fn handshake(
     let n = hs.write_message(payload, &mut buf).unwrap();
     s.write_all(&[&(n as u16).to_be_bytes()[..], &buf[..n]].concat()).await.unwrap();
     (s, hs.into_transport_mode().unwrap())
+}
+
+/// The room an `error` names, reading up to it.
+async fn error_room(c: &mut TestClient, msg: ClientMsg) -> (ErrorCode, Option<RoomName>) {
+    c.send(&msg).await.unwrap();
+    match c.expect("an error", |m| matches!(m, ServerMsg::Error { .. })).await.unwrap() {
+        ServerMsg::Error { code, room, .. } => (code, room),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn section_5_5_an_error_names_the_room_of_the_request_it_refuses() {
+    let server = unpaced().await;
+    let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
+    let rust = Some(RoomName::parse("#rust").unwrap());
+    let lobby = Some(RoomName::lobby());
+    assert_eq!(
+        error_room(&mut alice, say("#rust", "crabs")).await,
+        (ErrorCode::NotInRoom, rust.clone())
+    );
+    assert_eq!(
+        error_room(&mut alice, say("#lobby", "\u{1b}[2J")).await,
+        (ErrorCode::InvalidText, lobby)
+    );
+    let part = ClientMsg::Part { room: "#rust".into(), reason: None };
+    assert_eq!(error_room(&mut alice, part).await.1, rust.clone());
+    let sealed = sealed("#rust", "");
+    assert_eq!(error_room(&mut alice, sealed).await.1, rust);
+    // A name that breaks the rules is not echoed; a request without a room names none.
+    assert_eq!(error_room(&mut alice, say("no spaces", "x")).await, (ErrorCode::InvalidRoom, None));
+    let nick = ClientMsg::Nick { nick: "not a nick".into() };
+    assert_eq!(error_room(&mut alice, nick).await, (ErrorCode::InvalidNick, None));
+    let msg = ClientMsg::Msg { to: "nobody".into(), text: "hi".into(), cid: None };
+    assert_eq!(error_room(&mut alice, msg).await, (ErrorCode::NoSuchNick, None));
 }
 
 #[tokio::test]
