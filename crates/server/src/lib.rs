@@ -26,6 +26,11 @@ pub mod access;
 pub mod admission;
 pub mod bus;
 pub mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
+/// Without the `cluster` feature: the same names, none of them able to run (`cluster/off.rs`).
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster/off.rs"]
 pub mod cluster;
 pub mod cmd;
 pub mod config;

@@ -486,6 +486,11 @@ fn read_file(path: &Path, text: &str) -> Result<(FileSettings, Vec<SettingsError
 }
 
 fn cluster_url(s: &str) -> Result<String, String> {
+    if !cfg!(feature = "cluster") {
+        return Err("this chataosrv was built without cluster support (cargo feature `cluster`); \
+                    build it with the default features to join a cluster"
+            .into());
+    }
     let ok = !s.is_empty()
         && s.split(',').all(|u| {
             let u = u.trim();
@@ -832,6 +837,17 @@ mod tests {
     use super::*;
 
     const OP: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
+
+    #[test]
+    fn a_cluster_url_is_checked_or_refused_by_a_build_without_the_cluster() {
+        let url = cluster_url("nats://127.0.0.1:4222");
+        if cfg!(feature = "cluster") {
+            assert_eq!(url.unwrap(), "nats://127.0.0.1:4222");
+            assert!(cluster_url("http://x").unwrap_err().contains("expected NATS URLs"));
+        } else {
+            assert!(url.unwrap_err().contains("built without cluster support"));
+        }
+    }
 
     fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

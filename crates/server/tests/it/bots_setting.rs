@@ -4,12 +4,15 @@
 //! forgotten again), and `show` holds the same way. A room the operator left alone still lists
 //! its bots (the control). On a cluster (a real NATS), the setting made on one node holds on
 //! another, and after that node restarts.
+// Without the `cluster` feature the cluster tests below are left out, and what only they use.
+#![cfg_attr(not(feature = "cluster"), allow(unused_imports))]
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use chatao_proto::{ClientMsg, HelloFlags, ServerMsg, encode_hello};
+#[cfg(feature = "cluster")]
 use chatao_server::cluster::ClusterConfig;
 use chatao_testkit::{
     Chataosrv, NatsServer, ServerProcess, TestClient, TestServer, fixed_keypair, free_port, open,
@@ -126,6 +129,7 @@ async fn an_operators_bots_setting_survives_kill_9_and_a_restart() {
     assert!(who(&mut op, "#lobby").await.contains(&("ci".into(), true)), "shown again");
 }
 
+#[cfg(feature = "cluster")]
 /// A cluster node's settings: on `nats`, `op` its operator.
 fn clustered(nats: &NatsServer, op: &str) -> impl FnOnce(&mut chatao_server::Config) + use<> {
     let (url, op) = (nats.url(), op.to_owned());
@@ -136,15 +140,18 @@ fn clustered(nats: &NatsServer, op: &str) -> impl FnOnce(&mut chatao_server::Con
     }
 }
 
+#[cfg(feature = "cluster")]
 async fn node(nats: &NatsServer, op: &str) -> TestServer {
     TestServer::start_with(clustered(nats, op)).await
 }
 
+#[cfg(feature = "cluster")]
 /// Waits until `c` has `text` in a room (the stream applied up to it on `c`'s node).
 async fn until_said(c: &mut TestClient, text: &str) {
     c.expect(text, |m| matches!(m, ServerMsg::Message { text: t, .. } if t == text)).await.unwrap();
 }
 
+#[cfg(feature = "cluster")]
 /// Fails without the setting on the room's stream (kept on the operator's node only): node B
 /// lists its bot. Each node stores what it applied: B restarted still hides it.
 #[tokio::test]

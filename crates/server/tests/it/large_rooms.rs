@@ -237,6 +237,7 @@ async fn joins_into_a_large_room_cost_linear_records_and_bytes() {
     stop.cancel();
 }
 
+#[cfg(feature = "cluster")]
 /// The same rules across a cluster: node 2's members are not told of a newcomer on node 1 in a
 /// large room until they speak (then before their message), nor of an idle one's departure;
 /// a speaker's departure they are told of.

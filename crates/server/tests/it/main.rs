@@ -6,7 +6,9 @@ mod adversarial;
 mod amplification;
 mod bots_setting;
 mod chat;
+#[cfg(feature = "cluster")]
 mod cluster;
+#[cfg(feature = "cluster")]
 mod cluster_faults;
 mod durability;
 mod e2e_delivery;

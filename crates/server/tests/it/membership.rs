@@ -4,6 +4,8 @@
 //! back in it; a fixed-set session (`hello` with `fixed_rooms`) is put in no room and changes
 //! nothing remembered. On a cluster (a real NATS) the set is the cluster's: a key's rooms
 //! joined and parted on one node come back in its `welcome` on another.
+// Without the `cluster` feature the cluster tests below are left out, and what only they use.
+#![cfg_attr(not(feature = "cluster"), allow(unused_imports))]
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::net::SocketAddr;
 use chatao_proto::{ClientMsg, HelloFlags, LeaveReason, ServerMsg, encode_hello};
 use std::time::Duration;
 
+#[cfg(feature = "cluster")]
 use chatao_server::cluster::ClusterConfig;
 use chatao_testkit::{NatsServer, TestClient, TestServer, fixed_keypair, open};
 
@@ -108,6 +111,7 @@ async fn a_fixed_set_session_is_put_nowhere_and_leaves_the_remembered_rooms_alon
     assert_eq!(rooms, ["#a", "#lobby"], "the fixed session's join and part changed nothing");
 }
 
+#[cfg(feature = "cluster")]
 /// A cluster node on `nats`.
 async fn node(nats: &NatsServer) -> TestServer {
     let url = nats.url();
@@ -118,6 +122,7 @@ async fn node(nats: &NatsServer) -> TestServer {
     .await
 }
 
+#[cfg(feature = "cluster")]
 /// Fails with each node keeping only its own sessions' sets: B's welcome would list nothing
 /// (and A's, after the part on B, #b still).
 #[tokio::test]
@@ -144,6 +149,7 @@ async fn on_a_cluster_the_rooms_joined_and_parted_on_one_node_come_back_on_anoth
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("timed out");
 }
 
+#[cfg(feature = "cluster")]
 /// Fails with a room operator's kick forgetting the room only in each node's own store: the
 /// kicked key's set in the cluster's bucket still names the room, so its next `welcome` (on
 /// either node) would list it for ever.

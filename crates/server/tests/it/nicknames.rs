@@ -206,6 +206,7 @@ async fn a_name_renamed_away_from_is_free_for_others_after_the_grace_also_across
     refused(TestClient::connect_with(server.addr, "alice_away", &kb).await, "NickRegistered");
 }
 
+#[cfg(feature = "cluster")]
 #[tokio::test]
 async fn in_a_cluster_look_alikes_are_one_nickname_also_under_bucket_keys_written_before() {
     let nats = chatao_testkit::NatsServer::start().await;

@@ -5,11 +5,14 @@
 //! with `not_room_operator`. A server operator does all of it in a room it is not in. The
 //! state survives a restart. On a cluster (a real NATS, two nodes) op, the topic lock and a
 //! room ban made on one node hold on the other.
+// Without the `cluster` feature the cluster tests below are left out, and what only they use.
+#![cfg_attr(not(feature = "cluster"), allow(unused_imports))]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, RoomAction, RoomFlag, ServerMsg};
+#[cfg(feature = "cluster")]
 use chatao_server::cluster::ClusterConfig;
 use chatao_testkit::{NatsServer, TestClient, TestServer, fixed_keypair};
 
@@ -248,6 +251,7 @@ async fn a_server_operator_moderates_any_room_and_the_state_survives_a_restart()
     assert!(listed.iter().all(|(_, op)| !op), "nobody claims a room with history: {listed:?}");
 }
 
+#[cfg(feature = "cluster")]
 /// A cluster node's settings: on `nats`, no rate limit.
 fn clustered(nats: &NatsServer) -> impl FnOnce(&mut chatao_server::Config) + use<> {
     let url = nats.url();
@@ -257,6 +261,7 @@ fn clustered(nats: &NatsServer) -> impl FnOnce(&mut chatao_server::Config) + use
     }
 }
 
+#[cfg(feature = "cluster")]
 /// Fails without the changes on the room's stream (applied on the operator's node only): on
 /// node B, bob is never told he is an operator, carol sets a locked topic and rejoins.
 #[tokio::test]
