@@ -90,6 +90,16 @@ pub struct Theme {
     pub mention: Option<Color>,
     pub title_bar: Option<Color>,
     pub status_bar: Option<Color>,
+    /// The day-change lines (and the notice of dropped lines): foreground.
+    pub day_change: Option<Color>,
+    /// The read marker, search and "more below" markers: background.
+    pub marker: Option<Color>,
+    /// The input line's prompt (`[alice] `, the search's state): foreground.
+    pub prompt: Option<Color>,
+    /// A buffer with unread lines in the status bar's activity list: foreground.
+    pub activity: Option<Color>,
+    /// A buffer with a mention (or a private message) in the activity list: foreground.
+    pub activity_mention: Option<Color>,
 }
 
 /// The `[logs]` settings: per-buffer chat logs (see [`crate::chatlog`]).
@@ -203,8 +213,22 @@ struct LogsFile {
     dir: Option<PathBuf>,
 }
 
-const THEME_KEYS: &[&str] =
-    &["time", "join", "leave", "notice", "error", "private", "mention", "title_bar", "status_bar"];
+const THEME_KEYS: &[&str] = &[
+    "time",
+    "join",
+    "leave",
+    "notice",
+    "error",
+    "private",
+    "mention",
+    "title_bar",
+    "status_bar",
+    "day_change",
+    "marker",
+    "prompt",
+    "activity",
+    "activity_mention",
+];
 
 /// `$XDG_CONFIG_HOME/chatao` (`~/.config/chatao`).
 pub fn config_dir() -> PathBuf {
@@ -403,6 +427,11 @@ impl Settings {
                     "private" => &mut s.theme.private,
                     "mention" => &mut s.theme.mention,
                     "title_bar" => &mut s.theme.title_bar,
+                    "day_change" => &mut s.theme.day_change,
+                    "marker" => &mut s.theme.marker,
+                    "prompt" => &mut s.theme.prompt,
+                    "activity" => &mut s.theme.activity,
+                    "activity_mention" => &mut s.theme.activity_mention,
                     _ => &mut s.theme.status_bar,
                 };
                 *slot = Some(colour);
@@ -495,6 +524,11 @@ impl Settings {
             ("mention", t.mention),
             ("title_bar", t.title_bar),
             ("status_bar", t.status_bar),
+            ("day_change", t.day_change),
+            ("marker", t.marker),
+            ("prompt", t.prompt),
+            ("activity", t.activity),
+            ("activity_mention", t.activity_mention),
         ]
         .iter()
         .filter_map(|(k, c)| c.map(|c| format!("{k} = \"{c}\"")))
@@ -830,6 +864,22 @@ dir = "/tmp/l"
         assert_eq!(s.origins["logs"], Origin::File(24));
         assert_eq!(s.origins["ignore"], Origin::File(7));
         assert!(s.describe().contains("port = 7001    # file /x/config.toml:3"));
+    }
+
+    #[test]
+    fn every_theme_key_is_read_and_shown() {
+        let text = THEME_KEYS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = \"{}\"\n", 100 + i))
+            .collect::<String>();
+        let s = Settings::parse(Path::new("/x/config.toml"), &format!("[theme]\n{text}")).unwrap();
+        assert_eq!(s.theme.prompt, Some(Color::Indexed(111)));
+        assert_eq!(s.theme.activity_mention, Some(Color::Indexed(113)));
+        let shown = s.describe();
+        for k in THEME_KEYS {
+            assert!(shown.contains(&format!("{k} = ")), "{k} not in --check-config: {shown}");
+        }
     }
 
     #[test]

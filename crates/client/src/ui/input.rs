@@ -20,7 +20,7 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
         return;
     }
     if let Some(s) = &app.search {
-        return render_search(s, frame, area);
+        return render_search(s, app, frame, area);
     }
     let editor = &app.editor;
     let mut prompt = format!("[{}] ", app.me);
@@ -40,7 +40,8 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let cursor_col = col_of(&text[..editor.cursor()]);
     // Columns of text hidden on the left so that the cursor is on screen.
     let hide = (cursor_col + 1).saturating_sub(avail);
-    let mut spans = vec![Span::styled(prompt.clone(), style::PROMPT)];
+    let look = style::themed(style::PROMPT, app.config.theme.prompt, false);
+    let mut spans = vec![Span::styled(prompt.clone(), look)];
     let mut col = 0;
     let mut shown_from = 0;
     let mut run = String::new();
@@ -67,7 +68,7 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
 }
 
 /// The search being typed (or moved through) in the input line's place.
-fn render_search(s: &crate::app::search::Search, frame: &mut Frame<'_>, area: Rect) {
+fn render_search(s: &crate::app::search::Search, app: &App, frame: &mut Frame<'_>, area: Rect) {
     let state = match (s.typing, s.failed) {
         (_, true) => "(search, no more matches) ",
         (true, false) => "(search) ",
@@ -76,7 +77,8 @@ fn render_search(s: &crate::app::search::Search, frame: &mut Frame<'_>, area: Re
     let cols = usize::from(area.width);
     let clean = chatao_proto::sanitize(&s.query);
     let query = crate::ui::text::truncate(&clean, cols.saturating_sub(width(state) + 1));
-    let line = Line::from(vec![Span::styled(state, style::PROMPT), Span::raw(query.to_owned())]);
+    let look = style::themed(style::PROMPT, app.config.theme.prompt, false);
+    let line = Line::from(vec![Span::styled(state, look), Span::raw(query.to_owned())]);
     frame.render_widget(Paragraph::new(line), area);
     if s.typing {
         let x = (width(state) + width(query)).min(cols.saturating_sub(1));

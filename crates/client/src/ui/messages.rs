@@ -317,6 +317,9 @@ fn kind_colour(e: &Entry, theme: &crate::config::Theme) -> Option<ratatui::style
 
 /// [`text_style`] in the theme's colours.
 fn themed_text(base: Style, e: &Entry, theme: &crate::config::Theme) -> Style {
+    if matches!(e.kind, Kind::Marker) {
+        return style::themed(base, theme.marker, true);
+    }
     style::themed(base, kind_colour(e, theme), false)
 }
 
@@ -326,6 +329,9 @@ fn themed_prefix(e: &Entry, theme: &crate::config::Theme) -> Style {
     let private = matches!(e.kind, Kind::Private { .. } | Kind::Sent { .. });
     if e.mention && !e.history && !private {
         return style::themed(base, theme.mention, true);
+    }
+    if matches!(e.kind, Kind::Marker) {
+        return style::themed(base, theme.marker, true);
     }
     style::themed(base, kind_colour(e, theme), false)
 }
@@ -412,7 +418,8 @@ impl Layout<'_> {
     /// A line from the first column in the day-change style (a day change, the marker of
     /// dropped entries): no remote text can go there.
     fn banner(&self, text: &str) -> Line<'static> {
-        Line::from(Span::styled(truncate(text, self.width).to_owned(), style::DAY_CHANGE))
+        let day = style::themed(style::DAY_CHANGE, self.app.config.theme.day_change, false);
+        Line::from(Span::styled(truncate(text, self.width).to_owned(), day))
     }
 
     /// Rows `from..from + count` of entry `e`, counted from its bottom (its fold row, its
@@ -586,9 +593,10 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
             n => format!(" {n} new messages below: PgDn "),
         };
         let marker = Rect::new(area.x, area.y + area.height - 1, area.width, 1);
-        let line = Line::from(Span::styled(format!("──{text}"), style::MARKER));
+        let look = style::themed(style::MARKER, app.config.theme.marker, true);
+        let line = Line::from(Span::styled(format!("──{text}"), look));
         frame.render_widget(Clear, marker);
-        frame.render_widget(Paragraph::new(line).style(style::MARKER), marker);
+        frame.render_widget(Paragraph::new(line).style(look), marker);
     }
 }
 

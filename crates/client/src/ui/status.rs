@@ -80,12 +80,15 @@ fn activity(app: &App) -> Vec<(String, Style)> {
         .filter(|(_, b)| b.has_activity())
         .map(|(i, b)| {
             let (n, name) = (i + 1, b.target.name());
+            let theme = &app.config.theme;
+            let mention = style::themed(style::STATUS_MENTION, theme.activity_mention, false);
+            let unread = style::themed(style::STATUS_UNREAD, theme.activity, false);
             if b.mentioned {
-                (0, format!("{n}:{name}({}!)", b.unread), style::STATUS_MENTION)
+                (0, format!("{n}:{name}({}!)", b.unread), mention)
             } else if b.unread > 0 {
-                (1, format!("{n}:{name}({})", b.unread), style::STATUS_UNREAD)
+                (1, format!("{n}:{name}({})", b.unread), unread)
             } else {
-                (2, format!("{n}:{name}"), style::STATUS_UNREAD)
+                (2, format!("{n}:{name}"), unread)
             }
         })
         .collect();

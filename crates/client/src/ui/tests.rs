@@ -724,4 +724,47 @@ fn the_config_theme_colours_the_screen() {
     assert_eq!(c[(0, 0)].bg, Color::Indexed(22), "the title bar");
     let (_, h) = a.size;
     assert_eq!(c[(79, h - 2)].bg, Color::Indexed(52), "the status bar");
+    let (x, y) = find(&c, "[alice]");
+    assert_eq!(c[(x, y)].fg, Color::Cyan, "the built-in prompt colour");
+
+    // The rest of the theme: the prompt, the activity list, a day change.
+    a.config.theme.prompt = Some(Color::Indexed(33));
+    a.config.theme.activity_mention = Some(Color::Indexed(44));
+    net(
+        &mut a,
+        ServerMsg::Private {
+            cid: None,
+            id: 2,
+            time: T0,
+            from: nick("bob"),
+            to: nick("alice"),
+            kind: MessageKind::Normal,
+            text: "psst".into(),
+        },
+    );
+    let c = cells(&a);
+    let (x, y) = find(&c, "[alice]");
+    assert_eq!(c[(x, y)].fg, Color::Indexed(33), "the prompt");
+    let row = status_row(&a);
+    assert!(row.contains("3:bob(1!)"), "{row}");
+    let (x, y) = find(&c, "3:bob(1!)");
+    assert_eq!(c[(x, y)].fg, Color::Indexed(44), "a private message in the activity list");
+    // A live message after midnight draws today's day-change line.
+    let mut b = app(72, 8);
+    b.config.theme.day_change = Some(Color::Indexed(55));
+    let tomorrow = T0 + 86_400_000;
+    let msg = |time| ServerMsg::Message {
+        cid: None,
+        room: room("#lobby"),
+        id: 9,
+        time,
+        from: nick("bob"),
+        kind: MessageKind::Normal,
+        text: "tomorrow".into(),
+        history: false,
+    };
+    net(&mut b, msg(tomorrow));
+    let c = cells(&b);
+    let (x, y) = find(&c, "-- Wednesday");
+    assert_eq!(c[(x, y)].fg, Color::Indexed(55), "a day-change line");
 }

@@ -43,6 +43,13 @@
 //!   once the focus is reported lost, an OSC 9 notification of a mention (in tmux's
 //!   passthrough), none while focused.
 //!
+//! - `ignore_hides_a_user_through_a_rename_and_the_chat_log_keeps_the_rest` (issue 19): with
+//!   chat logs on in its config file, alice `/ignore`s mallory: mallory's later messages,
+//!   private messages and, after a rename, messages under the new name are not drawn, carol's
+//!   are; `/ignore` lists the key with both names; `ignores.toml` beside the config holds the
+//!   key; the day's `#lobby` log holds carol's lines and mallory's line from before the ignore,
+//!   and nothing mallory said after it.
+//!
 //! tmux is required: without it these tests fail (CI installs it). Every wait has a
 //! deadline, and the tmux server is killed at the end even when a test fails.
 #![allow(clippy::unwrap_used)]
@@ -758,4 +765,71 @@ async fn links_are_osc8_hyperlinks_and_a_mention_while_unfocused_notifies() {
     assert!(!out.contains("]9;chatao: bob in #lobby: alice: focused"), "not while focused");
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
+}
+
+/// Issue 19: `/ignore` in the full-screen UI, by key through a rename, and the chat log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_hides_a_user_through_a_rename_and_the_chat_log_keeps_the_rest() {
+    let server = TestServer::start_with(|c| c.limits.rate_per_sec = 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, config) = (dir.path().join("logs"), dir.path().join("config.toml"));
+    std::fs::write(&config, format!("[logs]\nenabled = true\ndir = \"{}\"\n", logs.display()))
+        .unwrap();
+    let mallory_keys = fixed_keypair(41);
+    let mut mallory =
+        TestClient::connect_with(server.addr, "mallory", &mallory_keys).await.unwrap();
+    let mut carol = TestClient::connect(server.addr, "carol").await.unwrap();
+    let nick = format!("alice --config '{}'", config.display());
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, &nick), 120, 30).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    let joined =
+        |m: &ServerMsg| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "alice");
+    mallory.expect("alice's join", joined).await.unwrap();
+    carol.expect("alice's join", joined).await.unwrap();
+
+    mallory.say("said before the ignore").await.unwrap();
+    tmux.wait_for("mallory │ said before the ignore").await;
+    tmux.type_text("/ignore mallory").await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_for("ignoring mallory (key SHA256:").await;
+
+    mallory.say("spam in the room").await.unwrap();
+    mallory.expect_text("spam in the room").await.unwrap();
+    let private = ClientMsg::Msg { to: "alice".into(), text: "spam in private".into(), cid: None };
+    mallory.send(&private).await.unwrap();
+    let echoed =
+        |m: &ServerMsg| matches!(m, ServerMsg::Private { text, .. } if text == "spam in private");
+    mallory.expect("the private echo", echoed).await.unwrap();
+    mallory.send(&ClientMsg::Nick { nick: "notmallory".into() }).await.unwrap();
+    let renamed = |m: &ServerMsg| matches!(m, ServerMsg::NickChange { new, .. } if new.as_str() == "notmallory");
+    mallory.expect("the rename", renamed).await.unwrap();
+    mallory.say("spam under a new name").await.unwrap();
+    mallory.expect_text("spam under a new name").await.unwrap();
+    // Carol's line comes after all of mallory's: once it is drawn, they were all handled.
+    carol.say("carol is still heard").await.unwrap();
+    let screen = tmux.wait_for("carol │ carol is still heard").await;
+    assert!(!screen.contains("spam"), "an ignored user was drawn:\n{screen}");
+
+    tmux.type_text("/ignore").await;
+    tmux.keys(&["Enter"]).await;
+    let screen = tmux.wait_for("ignored: SHA256:").await;
+    let listed = screen.lines().find(|l| l.contains("ignored: SHA256:")).unwrap();
+    assert!(listed.contains("mallory") && listed.contains("notmallory"), "{listed}");
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+
+    let mallory_key = mallory_keys.public().fingerprint();
+    let ignores = std::fs::read_to_string(dir.path().join("ignores.toml")).unwrap();
+    assert!(ignores.contains(&mallory_key), "{ignores}");
+    let server_dir = logs.join(format!("127.0.0.1_{}", server.addr.port()));
+    let mut lobby = String::new();
+    for entry in std::fs::read_dir(&server_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("#lobby.") {
+            lobby.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    assert!(lobby.contains("carol is still heard"), "{lobby}");
+    assert!(lobby.contains("said before the ignore"), "{lobby}");
+    assert!(!lobby.contains("spam"), "an ignored user was logged:\n{lobby}");
 }
