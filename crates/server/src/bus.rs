@@ -477,6 +477,10 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                                     f.note_control(ev.seq);
                                     unstored.push(Unstored { ev, from });
                                 }
+                                // A part's forgetting: the session that parted is told.
+                                Persist::Membership { keep: false, .. } if from.is_some() => {
+                                    unstored.push(Unstored { ev, from });
+                                }
                                 _ => deliver.push(ev),
                             }
                         }

@@ -20,8 +20,11 @@
 //!
 //! Storage: the store's `memberships` table (schema 6), written by the bus thread
 //! ([`Persist::Membership`]) queued under the hub lock; a `part`'s forgetting is queued before
-//! its `leave`, so the leave that acknowledges the part is delivered only once the bus has
-//! committed both (a crash cannot bring a parted room back). On a cluster node the set that
+//! its `leave`, so the other members' leave is delivered only once the bus has committed both.
+//! The parting session's own leave is sent at once (`part_locked_as`): a crash in the
+//! milliseconds before the commit may bring the room back. A store that cannot write the
+//! forgetting tells the parting session so (`error unavailable` naming the room, after its
+//! `leave`): it is out of the room now, but may be put back in it at its next connection. On a cluster node the set that
 //! counts is the cluster's, in the identity store's `chatao_memberships` bucket
 //! (cluster/identity.rs): session.rs writes it around each join and part ([`Hub::remembers`]
 //! says whether one changes it; a part is in the bucket before the hub is told, so before the
@@ -88,12 +91,16 @@ impl State {
         let Some(user) = self.users.get(&id).filter(|u| !u.fixed) else { return };
         let fingerprint = user.fingerprint.clone();
         let seq = self.next_seq();
-        bus.send_control(BusEvent {
+        let ev = BusEvent {
             seq,
             room: None,
             bytes: Bytes::new(),
             persist: Persist::Membership { fingerprint, room: room.clone(), keep },
-        });
+        };
+        // A part's forgetting that the store cannot write is told to the session that parted
+        // (`Shared::unstored`): it is out of the room, but would be put back in it at its next
+        // connection. A join not remembered is not told (the join itself happened).
+        bus.send_control_from(ev, (!keep).then_some(id));
     }
 }
 

@@ -368,6 +368,16 @@ impl Shared {
                     st.forget_claim(nick, fingerprint);
                     None
                 }
+                Persist::Membership { room, keep: false, .. } => Some(ServerMsg::Error {
+                    cid: None,
+                    room: Some(room.clone()),
+                    code: ErrorCode::Unavailable,
+                    message: format!(
+                        "the server could not store that you left {room} (its disk is failing): \
+                         you are out of it now, but may be put back in it when you next connect; \
+                         /part {room} again later"
+                    ),
+                }),
                 Persist::Ban(_) | Persist::Unban { .. } => Some(ServerMsg::Error {
                     cid: None,
                     room: None,
@@ -730,7 +740,8 @@ impl Hub {
         let mut st = self.lock();
         let nick = st.user(id)?.nick.clone();
         // Only a `part` forgets the room for the key, and before the leave is queued: the
-        // leave that acknowledges it is delivered once the bus has stored both.
+        // others' leave is delivered once the bus has stored both (the parting session's own
+        // at once; it is told if the forgetting could not be stored).
         if reason == LeaveReason::Part && st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
             st.remember(id, room_name, false, self.bus());
         }

@@ -380,3 +380,84 @@ async fn renames_acknowledged_before_kill_9_hold_after_the_restart() {
         }
     }
 }
+
+/// Issue 19: a `part` whose forgetting the full disk refuses is told (`unavailable`, naming the
+/// room): the session is out of the room, but the server may put it back at
+/// its next connection. A part alone is a small write that may still fit after the disk refused
+/// the large messages, so each is sent right behind a large one, until one is refused.
+#[tokio::test]
+async fn a_part_the_full_disk_cannot_store_is_told_to_the_one_who_parted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = start(dir.path(), port, Some(512), &[]).await;
+    let mut alice = connect(addr, "alice", &fixed_keypair(1)).await;
+    // Fill the disk: messages until one is refused, then smaller ones until one of those is,
+    // down to a few bytes, so that what is left is too little even for a small write.
+    let mut c = 0u64;
+    for size in [1500, 300, 50, 1] {
+        let pad = "x".repeat(size);
+        let mut full = false;
+        for _ in 0..2000 {
+            c += 1;
+            alice.say_with_cid("#lobby", &format!("m{c} {pad}"), c).await.unwrap();
+            if let ServerMsg::Error { code: ErrorCode::Unavailable, .. } =
+                alice.expect_cid(c).await.unwrap().0
+            {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the disk never refused a message of {size} bytes");
+    }
+    let pad = "x".repeat(1500);
+    let mut told = None;
+    for n in 0..50u64 {
+        let room = format!("#r{n}");
+        let name = RoomName::parse(&room).unwrap();
+        alice
+            .until_history_end(&ClientMsg::Join { room: room.clone(), since: None }, &room)
+            .await
+            .unwrap();
+        // A large message just before the part: queued together, they are likely written in
+        // one transaction, which the full disk refuses whole. A message after it is answered
+        // once the bus has handled the part's batch: the barrier for its outcome (the parting
+        // session's own `leave` is sent to it at once).
+        alice.say_with_cid("#lobby", &format!("filler {n} {pad}"), 10_000 + n).await.unwrap();
+        alice.send(&ClientMsg::Part { room: room.clone(), reason: None }).await.unwrap();
+        alice.say_with_cid("#lobby", "barrier", 20_000 + n).await.unwrap();
+        let (mut refused, mut left) = (None, false);
+        loop {
+            match timeout(STEP, alice.recv()).await.unwrap().unwrap() {
+                ServerMsg::Error { code: ErrorCode::Unavailable, room: Some(r), message, cid }
+                    if r == name && cid.is_none() =>
+                {
+                    refused = Some(message)
+                }
+                ServerMsg::Leave { room: r, nick, .. } if r == name && nick.as_str() == "alice" => {
+                    left = true;
+                }
+                m if chatao_testkit::cid_of(&m) == Some(20_000 + n) => break,
+                _ => {}
+            }
+        }
+        assert!(left, "{room}: no leave");
+        if let Some(message) = refused {
+            told = Some((room, message));
+            break;
+        }
+    }
+    let (room, message) = told.expect("every part was stored on a full disk");
+    assert!(message.contains(&format!("could not store that you left {room}")), "{message}");
+    assert!(message.contains(&format!("/part {room} again later")), "{message}");
+    // Still a working session, out of the room.
+    let who = ClientMsg::Who { room: room.clone(), after: None };
+    alice.send(&who).await.unwrap();
+    alice
+        .expect("the room without alice", |m| {
+            matches!(m, ServerMsg::Members { members, .. } if !members.iter().any(|m| m.nick.as_str() == "alice"))
+        })
+        .await
+        .unwrap();
+    kill_9(server).await;
+}
