@@ -3,9 +3,13 @@
 //! The hub assigns each room event its place (a room message id, and a global sequence number)
 //! under its lock and queues it here. One thread takes the queue in batches, writes what must
 //! be kept in one SQLite transaction, then hands each event to the room's members' mailboxes,
-//! in order. So a message is on disk before anyone sees it: a server killed with `kill -9`
-//! loses nothing it relayed. A clustered server would replace this thread with a publish to
-//! its message bus and a subscriber that does the same hand-off on every node.
+//! in order; the senders of the batch's messages get their copies last. So a room message is
+//! on disk before anyone sees it (or, when the write fails, seen by nobody: below): a server
+//! killed with `kill -9` loses nothing it relayed. Events that cannot be refused after the fact
+//! (joins, parts, the parting session's own leave, which goes to it directly) are exempt, as
+//! the list below says. On a cluster node (`crate::cluster`) the same thread takes the events
+//! the node reads back from the cluster's stream, writes them to the node's replica and hands
+//! them out the same way.
 //!
 //! Overflow policy of the queue ([`BUS_CAPACITY`]): `say` is refused with `busy` once fewer than
 //! [`CONTROL_RESERVE`] places are left, so joins, parts and leaves always find room; should even
@@ -34,6 +38,9 @@
 //!   `unavailable` instead.
 //! - An E2E application message queued with its sender is refused the same way (E2E rooms
 //!   replay only from the store, so there is no tail to clean).
+//! - A part's forgetting of the room for the key (`Persist::Membership`) queued with the
+//!   parting session is told to it (`error unavailable` naming the room): it may be put back
+//!   in the room at its next connection.
 //! - Joins, parts, topics and the other E2E records (commits, welcomes, membership) are still
 //!   delivered (their effect already happened in memory and cannot be refused after the fact);
 //!   only their record may be missing after a restart, and a commit's id may then be handed

@@ -420,7 +420,9 @@ impl Store {
         &self.path
     }
 
-    /// A second connection for the bus thread, the only writer.
+    /// A second connection for the bus thread, the writer of everything the chat changes. (The
+    /// others: the migrations at open, and `set_meta` and `clear_rooms` through the reader, at a
+    /// cluster node's start, before the bus writes.)
     pub fn writer(&self, retention: Retention) -> Result<Writer, StoreError> {
         self.writer_checkpointing(retention, checkpoint::CHECKPOINT_EVERY)
     }
