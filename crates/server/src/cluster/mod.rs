@@ -18,6 +18,7 @@
 //! by the bus as the stream is read, so history is served locally and a restart resumes where
 //! it stopped.
 
+mod config;
 mod identity;
 mod outbound;
 mod presence;
@@ -41,6 +42,7 @@ use crate::hub::Hub;
 use crate::hub::remote::{ClusterLink, NodeId, Outbound, RoomEvent};
 use crate::store::{Retention, Store};
 
+pub use config::{ClusterConfig, HEARTBEAT, PRESENCE_TTL};
 pub use identity::Claim;
 
 /// Decodes `payload` as each kind of JSON (and, as text, as the hex of a KV key) that a node
@@ -72,10 +74,6 @@ where
     serde_json::from_slice::<T>(&again).map(|_| 1).map_err(|_| what)
 }
 
-/// How long a node stays listed after its last heartbeat.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(5);
-/// How often a node says it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long connecting to NATS at startup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a starting node waits to have read the room stream before it serves.
@@ -88,23 +86,6 @@ const APPLY_BATCH: usize = 1024;
 /// `max_age` when that is shorter (JetStream requires it; a message older than that is gone
 /// from the stream anyway, and the nodes still remember its id).
 const DUPLICATE_WINDOW: Duration = crate::limits::SENT_IDS_WINDOW;
-
-/// Where the cluster is and how this node behaves in it.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// `nats://host:port` (several, comma-separated, for a NATS cluster).
-    pub url: String,
-    /// See [`PRESENCE_TTL`].
-    pub presence_ttl: Duration,
-    /// See [`HEARTBEAT`].
-    pub heartbeat: Duration,
-}
-
-impl ClusterConfig {
-    pub fn new(url: impl Into<String>) -> ClusterConfig {
-        ClusterConfig { url: url.into(), presence_ttl: PRESENCE_TTL, heartbeat: HEARTBEAT }
-    }
-}
 
 /// Why joining the cluster failed.
 #[derive(Debug, thiserror::Error)]

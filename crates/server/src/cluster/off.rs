@@ -4,31 +4,15 @@
 //! cluster could make one, so every call site compiles unchanged and none can run.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::access::Access;
 use crate::hub::remote::{ClusterLink, NodeId};
 use crate::hub::{Hub, HubError};
 use crate::store::{Retention, Store};
 
-/// See the cluster build's `PRESENCE_TTL`.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(5);
-/// See the cluster build's `HEARTBEAT`.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// Where the cluster would be: kept so that the settings read the same in both builds.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub url: String,
-    pub presence_ttl: Duration,
-    pub heartbeat: Duration,
-}
-
-impl ClusterConfig {
-    pub fn new(url: impl Into<String>) -> ClusterConfig {
-        ClusterConfig { url: url.into(), presence_ttl: PRESENCE_TTL, heartbeat: HEARTBEAT }
-    }
-}
+#[path = "config.rs"]
+mod config;
+pub use config::{ClusterConfig, HEARTBEAT, PRESENCE_TTL};
 
 /// Why joining the cluster failed: here, always that this build has none.
 #[derive(Debug, thiserror::Error)]
