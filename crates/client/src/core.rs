@@ -713,6 +713,12 @@ impl Core {
     /// when `rooms` lists it or is empty, unless `fixed`. `fixed` (`--rooms`, the server put
     /// us nowhere): `rooms` is our own list, joined on the first connection only; after a
     /// lost connection the rooms still joined are caught up like any other.
+    /// Whether the server put us in the default room itself at `hello` (as `welcome` said:
+    /// see [`Core::join_remembered`]).
+    pub fn server_joins_lobby(&self) -> bool {
+        self.server_joins_lobby
+    }
+
     pub fn join_remembered(&mut self, rooms: &[RoomName], fixed: bool) {
         let lobby = RoomName::lobby();
         let in_lobby = !fixed && (rooms.is_empty() || rooms.contains(&lobby));

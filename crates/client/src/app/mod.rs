@@ -216,8 +216,9 @@ pub fn mentions(text: &str, nick: &str) -> bool {
 }
 
 impl App {
-    /// The state right after the first `welcome`: `#lobby` (where the server puts everyone)
-    /// open and current.
+    /// The state right after the first `welcome`: `#lobby` open and current when the server
+    /// put us there; else (a key that parted it, `--rooms`) the first room we join, whose
+    /// buffer fills when the join is answered.
     pub fn new(
         config: Config,
         welcome: &Welcome,
@@ -228,6 +229,10 @@ impl App {
         let first = config.first.min(config.servers.len().saturating_sub(1));
         let mut core = Core::new(welcome.nick.clone(), first);
         core.join_remembered(&welcome.rooms, welcome.fixed_rooms);
+        let shown = match welcome.rooms.first() {
+            Some(first) if !core.server_joins_lobby() => first.clone(),
+            _ => RoomName::lobby(),
+        };
         let mut app = App {
             config,
             me: welcome.nick.clone(),
@@ -235,7 +240,7 @@ impl App {
             server_fingerprint: sanitize(&welcome.server_fingerprint).into_owned(),
             limits: welcome.limits,
             conn: Conn::Connected,
-            buffers: vec![Buffer::new(Target::Room(RoomName::lobby()))],
+            buffers: vec![Buffer::new(Target::Room(shown))],
             current: 0,
             editor: Editor::default(),
             completion: None,

@@ -40,7 +40,12 @@ pub fn welcome(me: &str) -> Welcome {
 
 /// alice, connected to 127.0.0.1:7000, in a `width`×`height` terminal, at [`T0`] in UTC.
 pub fn app(width: u16, height: u16) -> App {
-    let config = Config {
+    App::new(config(), &welcome("alice"), (width, height), Instant::now(), T0)
+}
+
+/// The config of [`app`]: one server, UTC, the built-in defaults.
+pub fn config() -> Config {
+    Config {
         servers: vec!["127.0.0.1:7000".into()],
         first: 0,
         bell: true,
@@ -50,8 +55,7 @@ pub fn app(width: u16, height: u16) -> App {
         chat_log: false,
         seconds: false,
         theme: Default::default(),
-    };
-    App::new(config, &welcome("alice"), (width, height), Instant::now(), T0)
+    }
 }
 
 pub fn net(app: &mut App, msg: ServerMsg) -> Vec<Effect> {

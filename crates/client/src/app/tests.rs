@@ -986,3 +986,31 @@ fn room_names_remembered_for_completion_are_bounded() {
     assert_eq!(a.known_rooms.len(), KNOWN_ROOMS);
     assert!(a.known_rooms.contains("#p0r0") && !a.known_rooms.contains("#p2r0"));
 }
+
+/// Issue 19: when the server did not put us in `#lobby` (`--rooms`, or a key that parted it),
+/// the UI opens on the first room it joins, not on a `#lobby` it is not in.
+#[test]
+fn without_the_lobby_the_ui_opens_on_the_first_room_it_joins() {
+    let mut w = welcome("alice");
+    w.rooms = vec![room("#ci"), room("#deploys")];
+    w.fixed_rooms = true;
+    let mut a = App::new(config(), &w, (80, 12), Instant::now(), T0);
+    fn names(a: &App) -> Vec<String> {
+        a.buffers.iter().map(|b| b.target.name().to_string()).collect()
+    }
+    assert_eq!(names(&a), ["#ci"]);
+    net(&mut a, members("#deploys", &["alice"]));
+    net(&mut a, members("#ci", &["alice", "bob"]));
+    assert!(!names(&a).iter().any(|n| n == "#lobby"), "{:?}", names(&a));
+    assert_eq!(a.current_buffer().target.name(), "#ci");
+    // A key that parted the lobby, not fixed: the same.
+    let mut w = welcome("alice");
+    w.rooms = vec![room("#rust")];
+    let a = App::new(config(), &w, (80, 12), Instant::now(), T0);
+    assert_eq!(names(&a), ["#rust"]);
+    // The server put us in the lobby (it is listed, or nothing is): the lobby.
+    w.rooms = vec![room("#rust"), room("#lobby")];
+    let a = App::new(config(), &w, (80, 12), Instant::now(), T0);
+    assert_eq!(names(&a), ["#lobby"]);
+    assert_eq!(names(&app(80, 12)), ["#lobby"]);
+}
