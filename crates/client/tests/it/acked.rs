@@ -328,7 +328,9 @@ async fn a_reader_too_slow_is_told_so_and_exits_1() {
     let mut flood = TestClient::connect(server.addr, "flood").await.unwrap();
     let text = "x".repeat(1900);
     let mut ended = false;
-    'flood: for batch in 0..400 {
+    // Up to ~190 MB: more than every buffer on the way can hold (loopback's receive buffer
+    // alone may grow to 32 MB, `tcp_rmem`); 400 batches (38 MB) were once not enough in CI.
+    'flood: for batch in 0..2000 {
         for i in 0..50 {
             flood.say(&format!("{batch}-{i} {text}")).await.unwrap();
         }
