@@ -20,6 +20,9 @@ use crate::report::{Better, Report};
 use crate::stats;
 use crate::target::{ClientSpec, Endpoint, Progress};
 
+/// Setup is over when no join announcement came for this long (see `run`).
+const JOINS_QUIET: Duration = Duration::from_secs(2);
+
 /// Settings of a fanout run.
 #[derive(Debug, Clone)]
 pub struct FanoutOptions {
@@ -68,10 +71,18 @@ pub async fn run(ep: &Endpoint, o: &FanoutOptions, deadline: Instant) -> Result<
     }
     let clients: Vec<_> = clients.into_iter().flatten().collect();
     let n = u64::from(o.clients);
+    // Every join announced to everyone already in (an IRC server), or, in a large room where
+    // Chatao announces a member only once it speaks (issue 15), the announcements stopped:
+    // none seen for JOINS_QUIET once everyone is connected.
     let all_joins = n * (n + 1) / 2;
     let mut report = Report::new("fanout", &ep.name);
+    let (mut last, mut since) = (u64::MAX, Instant::now());
     let setup_done = common::wait_for(deadline, || {
-        Progress::get(&progress.joins) >= all_joins || progress.closures().is_some()
+        let joins = Progress::get(&progress.joins);
+        if joins != last {
+            (last, since) = (joins, Instant::now());
+        }
+        joins >= all_joins || since.elapsed() >= JOINS_QUIET || progress.closures().is_some()
     })
     .await;
     if let Some((n, why)) = progress.closures() {
