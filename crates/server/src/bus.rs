@@ -2,8 +2,11 @@
 //!
 //! The hub assigns each room event its place (a room message id, and a global sequence number)
 //! under its lock and queues it here. One thread takes the queue in batches, writes what must
-//! be kept in one SQLite transaction, then hands each event to the room's members' mailboxes,
-//! in order; the senders of the batch's messages get their copies last. So a room message is
+//! be kept in one SQLite transaction, then writes each event to the room's members' sockets
+//! itself (`crate::outbox`: sealed and written without blocking, the rest left for the
+//! member's session), in order; the senders of the batch's messages get their copies last.
+//! Under load the thread lingers [`LINGER_UNDER_LOAD`] before a batch, so each write carries
+//! more events. So a room message is
 //! on disk before anyone sees it (or, when the write fails, seen by nobody: below): a server
 //! killed with `kill -9` loses nothing it relayed. Events that cannot be refused after the fact
 //! (joins, parts, the parting session's own leave, which goes to it directly) are exempt, as
@@ -71,6 +74,10 @@ pub const BUS_CAPACITY: usize = 65_536;
 pub const CONTROL_RESERVE: usize = 1024;
 /// Most events handled in one transaction.
 const BATCH: usize = 2048;
+/// How long the bus waits for more events when a batch follows the last within as long.
+const LINGER_UNDER_LOAD: Duration = Duration::from_millis(1);
+/// The bus thread's sealing buffer is released after a batch that grew it past this.
+const SCRATCH_KEPT: usize = 1 << 20;
 /// How often a retention pass begins (the first at start).
 ///
 /// Decision: retention runs on the bus thread, in bounded steps between delivery batches, not
@@ -419,12 +426,27 @@ impl FailureLog {
     }
 }
 
+/// Adds what is queued to `batch`, up to [`BATCH`].
+fn take_queued(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(q) => batch.push(q),
+            Err(_) => break,
+        }
+    }
+}
+
 fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared>) {
     let BusReceiver { mut rx, flushed, stats, failures } = receiver;
     let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
     let mut last_prune = Instant::now();
     writer.start_pass(now_millis());
     let mut log = FailureLog::default();
+    // What a member's share of a run is sealed into before its write (`crate::outbox`): one
+    // buffer for every member, kept between batches unless a large run grew it.
+    let mut scratch: Vec<u8> = Vec::new();
+    // When the last batch was delivered.
+    let mut last_end: Option<Instant> = None;
     loop {
         // While retention has steps left, do not wait for events: run the next step.
         let first = if writer.pruning() {
@@ -441,11 +463,16 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
         };
         if let Some(first) = first {
             batch.push(first);
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(q) => batch.push(q),
-                    Err(_) => break,
-                }
+            take_queued(&mut rx, &mut batch);
+            // Under load (this batch follows the last within LINGER_UNDER_LOAD), wait that
+            // long for more: every member's share of the batch is one write (outbox.rs), so a
+            // batch twice as long halves the writes. An idle server adds no delay.
+            if batch.len() < BATCH
+                && let Some(end) = last_end
+                && end.elapsed() < LINGER_UNDER_LOAD
+            {
+                std::thread::sleep(LINGER_UNDER_LOAD);
+                take_queued(&mut rx, &mut batch);
             }
             let last_seq = batch.last().map(|q| q.ev.seq);
             let persist: Vec<&Persist> = batch.iter().map(|q| &q.ev.persist).collect();
@@ -502,7 +529,11 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                 if !unstored.is_empty() {
                     shared.unstored(&unstored);
                 }
-                shared.deliver(&deliver, &senders);
+                shared.deliver(&deliver, &senders, &mut scratch);
+            }
+            last_end = Some(Instant::now());
+            if scratch.capacity() > SCRATCH_KEPT {
+                scratch = Vec::new();
             }
             if let Some(last) = last_seq {
                 flushed.send_replace(last);

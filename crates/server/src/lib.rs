@@ -5,10 +5,10 @@
 //! - [`admission`]: which new connections are admitted, refused with a reason, or closed:
 //!   per-address caps and attempt rates, decided at `accept`.
 //! - [`session`]: one connection: handshake, `hello`, then a `select!` over the socket, the
-//!   session's inbox, the idle timer and shutdown.
+//!   session's outbox, the idle timer and shutdown.
 //! - [`cmd`]: one file per client command; `Command::from_msg` then `apply(&hub, &mut state)`.
-//! - [`hub`] and [`room`]: the shared chat state behind a handle; [`mailbox`]: the bounded
-//!   queue from the hub to each session.
+//! - [`hub`] and [`room`]: the shared chat state behind a handle; [`outbox`]: each session's
+//!   bounded sending side, through which the bus thread writes to the socket itself.
 //! - [`bus`]: the one seam room events leave the hub through: persisted, then delivered.
 //! - [`store`]: history, topics and room ids in SQLite; [`replay`]: history sent to a client on
 //!   join and catch-up.
@@ -37,8 +37,8 @@ pub mod config;
 pub mod hub;
 pub mod limits;
 pub mod log_budget;
-pub mod mailbox;
 pub mod metrics;
+pub mod outbox;
 pub mod replay;
 pub mod room;
 pub mod server;

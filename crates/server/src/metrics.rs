@@ -555,6 +555,11 @@ impl<S> Counted<S> {
     pub fn new(inner: S, metrics: Arc<Metrics>) -> Counted<S> {
         Counted { inner, metrics }
     }
+
+    /// The stream, no longer counted.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {

@@ -1,4 +1,4 @@
-//! One room: its members' mailboxes, its topic, the source of its message ids, and a short
+//! One room: its members' outboxes, its topic, the source of its message ids, and a short
 //! in-memory tail of recent messages for joins.
 //!
 //! Membership costs O(1) whatever the room's size (issue 15 item 17): an index from session to
@@ -16,7 +16,7 @@ use chatao_proto::RoomName;
 use crate::hub::SessionId;
 use crate::hub::remote::RemoteId;
 use crate::limits::{LARGE_ROOM, MEMBER_CHUNK, RECENT_SPEAKER_WINDOW, RECENT_SPEAKERS};
-use crate::mailbox::Mailbox;
+use crate::outbox::Outbox;
 use crate::store::StoredMessage;
 
 /// The member list as delivery sees it: shared chunks, each copied on write, so that the bus
@@ -43,7 +43,7 @@ impl Members {
 #[derive(Debug, Clone)]
 pub struct Member {
     id: SessionId,
-    mailbox: Mailbox,
+    outbox: Outbox,
     joined_after: u64,
 }
 
@@ -105,7 +105,7 @@ impl Room {
     /// Adds a member who is to receive bus events after sequence number `after`; false if
     /// already in. `announced`: the room is told of the join now (else the member is hidden
     /// until [`Room::reveal`]).
-    pub fn add(&mut self, id: SessionId, mailbox: Mailbox, after: u64, announced: bool) -> bool {
+    pub fn add(&mut self, id: SessionId, outbox: Outbox, after: u64, announced: bool) -> bool {
         if self.contains(id) {
             return false;
         }
@@ -115,7 +115,7 @@ impl Room {
         }
         let c = chunks.len() - 1;
         let chunk = Arc::make_mut(&mut chunks[c]);
-        chunk.push(Member { id, mailbox, joined_after: after });
+        chunk.push(Member { id, outbox, joined_after: after });
         self.index.insert(id, (c, chunk.len() - 1));
         if !announced {
             self.hidden.insert(id);
@@ -288,41 +288,46 @@ impl Room {
     /// Hands `msg` to one member.
     pub fn deliver_to(&self, id: SessionId, msg: &Bytes) {
         if let Some(&(c, i)) = self.index.get(&id) {
-            self.members.0[c][i].mailbox.deliver(msg);
+            self.members.0[c][i].outbox.deliver(msg);
         }
     }
 }
 
-/// Hands a run of consecutive bus events for one room (in sequence order) to every member
-/// `pass` lets through, as one shared chunk; a member who joined during the run gets the part
-/// queued after their join.
+/// Writes a run of consecutive bus events for one room (in sequence order) to every member
+/// `pass` lets through, from the bus thread ([`Outbox::write_through`]: one sealed frame and one
+/// non-blocking write per member); a member who joined during the run gets the part queued
+/// after their join. `scratch` is the bus thread's buffer for sealing.
 pub fn deliver_run(
     members: &Members,
     run: &[crate::bus::BusEvent],
     pass: impl Fn(SessionId) -> bool,
+    scratch: &mut Vec<u8>,
 ) {
-    let mut chunk = bytes::BytesMut::with_capacity(run.iter().map(|e| e.bytes.len()).sum());
+    let mut chunk = Vec::with_capacity(run.iter().map(|e| e.bytes.len()).sum());
     let mut starts = Vec::with_capacity(run.len());
     for ev in run {
         starts.push(chunk.len());
         chunk.extend_from_slice(&ev.bytes);
     }
-    let chunk = chunk.freeze();
     for m in members.iter().filter(|m| pass(m.id)) {
-        match run.iter().position(|ev| ev.seq > m.joined_after) {
-            Some(0) => m.mailbox.deliver(&chunk),
-            Some(k) => m.mailbox.deliver(&chunk.slice(starts[k]..)),
-            None => {}
+        if let Some(k) = run.iter().position(|ev| ev.seq > m.joined_after) {
+            m.outbox.write_through(&chunk[starts[k]..], run.len() - k, scratch);
         }
     }
 }
 
-/// Hands the bus event `seq` to every member of `members` `pass` lets through who joined before
-/// it was queued.
-pub fn deliver(members: &Members, msg: &Bytes, seq: u64, pass: impl Fn(SessionId) -> bool) {
+/// Writes the bus event `seq` to every member of `members` `pass` lets through who joined
+/// before it was queued, as [`deliver_run`].
+pub fn deliver(
+    members: &Members,
+    msg: &Bytes,
+    seq: u64,
+    pass: impl Fn(SessionId) -> bool,
+    scratch: &mut Vec<u8>,
+) {
     for m in members.iter().filter(|m| pass(m.id)) {
         if seq > m.joined_after {
-            m.mailbox.deliver(msg);
+            m.outbox.write_through(msg, 1, scratch);
         }
     }
 }
@@ -331,11 +336,11 @@ pub fn deliver(members: &Members, msg: &Bytes, seq: u64, pass: impl Fn(SessionId
 mod tests {
     use super::*;
     use crate::bus::BusEvent;
-    use crate::mailbox::mailbox;
+    use crate::outbox::outbox;
     use crate::store::Persist;
 
     #[test]
-    fn a_run_is_one_chunk_and_a_member_who_joined_mid_run_gets_only_what_followed() {
+    fn a_run_goes_whole_and_a_member_who_joined_mid_run_gets_only_what_followed() {
         let run: Vec<BusEvent> = (5..=7)
             .map(|seq| BusEvent {
                 seq,
@@ -347,17 +352,14 @@ mod tests {
         let mut inboxes = vec![];
         let mut room = Room::new(RoomName::lobby(), 0, None, 0);
         for (id, after) in [(1, 4), (2, 6), (3, 7)] {
-            let (mb, inbox) = mailbox(8);
+            let (mb, inbox) = outbox(8);
             room.add(id, mb, after, true);
             inboxes.push(inbox);
         }
-        deliver_run(&room.members(), &run, |_| true);
-        let got: Vec<Vec<Bytes>> = inboxes
-            .iter_mut()
-            .map(|i| std::iter::from_fn(|| i.rx.try_recv().ok()).collect())
-            .collect();
-        assert_eq!(got[0], vec![Bytes::from_static(b"event 5\nevent 6\nevent 7\n")], "one entry");
-        assert_eq!(got[1], vec![Bytes::from_static(b"event 7\n")]);
+        deliver_run(&room.members(), &run, |_| true, &mut Vec::new());
+        let got: Vec<Bytes> = inboxes.iter().map(|i| i.take_queued()).collect();
+        assert_eq!(got[0], Bytes::from_static(b"event 5\nevent 6\nevent 7\n"));
+        assert_eq!(got[1], Bytes::from_static(b"event 7\n"));
         assert!(got[2].is_empty());
     }
 
@@ -367,7 +369,7 @@ mod tests {
         let n = 3 * MEMBER_CHUNK as u64 + 7;
         let mut inboxes = vec![];
         for id in 1..=n {
-            let (mb, inbox) = mailbox(4);
+            let (mb, inbox) = outbox(4);
             assert!(room.add(id, mb.clone(), 0, id % 2 == 0));
             assert!(!room.add(id, mb, 0, true), "already in");
             inboxes.push(inbox);
@@ -389,7 +391,7 @@ mod tests {
             assert_eq!(room.is_hidden(id), id % 3 != 0 && id % 2 == 1);
         }
         room.deliver_to(1, &Bytes::from_static(b"x\n"));
-        assert_eq!(inboxes[0].rx.try_recv().unwrap(), Bytes::from_static(b"x\n"));
+        assert_eq!(inboxes[0].take_queued(), Bytes::from_static(b"x\n"));
         for id in left {
             room.remove(id);
         }

@@ -20,7 +20,6 @@ use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
 use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, MAX_RECORD_BYTES, SHUTDOWN_GRACE};
-use crate::metrics::Counted;
 use crate::session::{self, Ctx};
 use crate::store::Store;
 
@@ -150,7 +149,6 @@ pub async fn run(
             Verdict::Admit(ticket) => {
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
-                let stream = Counted::new(stream, config.metrics.clone());
                 tracker.spawn(async move {
                     session::run(stream, peer, ctx).await;
                     drop(ticket);

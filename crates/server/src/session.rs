@@ -24,8 +24,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, Nick, ServerMsg, decode_client, encode};
-use chatao_transport::{Connection, TransportError};
+use chatao_transport::{Connection, RecordReader, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -39,8 +41,8 @@ use crate::limits::{
     WRITE_TIMEOUT,
 };
 use crate::log_budget::LogBudget;
-use crate::mailbox::{Inbox, mailbox};
-use crate::metrics::Handshake;
+use crate::metrics::{Counted, Handshake};
+use crate::outbox::{Outgoing, Status, WriteError, outbox};
 use crate::replay;
 use fakelag::{Backlog, Held, Next, OutputBudget};
 
@@ -80,17 +82,15 @@ impl Ending {
 
 /// Runs one connection to its end. Never panics on anything the peer sends; every failure is
 /// logged with the peer address and ends only this session.
-pub async fn run<S>(stream: S, peer: SocketAddr, ctx: Ctx)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
+    let stream = Counted::new(stream, ctx.config.metrics.clone());
     let id = ctx.hub.next_session_id();
     let opened = tokio::select! {
         r = timeout(ctx.config.handshake_timeout, open(stream, id, &ctx)) => r,
         _ = ctx.shutdown.cancelled() => return,
     };
     let metrics = &ctx.config.metrics;
-    let (mut conn, state, inbox) = match opened {
+    let (conn, state, out) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(cause)) => {
             // The cause may quote what the peer sent (serde's "unknown variant" text): it is
@@ -119,17 +119,24 @@ where
     metrics.handshake(Handshake::Ok);
     let fingerprint = conn.remote_key().fingerprint();
     info!(%peer, session = id, fp = %fingerprint, nick = %state.nick, "session opened");
-    let (ending, claim) = serve(&mut conn, state, inbox, &ctx).await;
+    // From here the socket is split: this task reads, and the outbox (outbox.rs) holds the
+    // write half with the Noise sealer, written by the bus thread and by this task.
+    let (mut reader, sealer, writer) = conn.into_split(|s| {
+        let (r, w) = s.into_inner().into_split();
+        (Counted::new(r, metrics.clone()), w)
+    });
+    out.attach(sealer, writer, metrics.clone());
+    let (ending, claim) = serve(&mut reader, state, &out, &ctx).await;
     metrics.disconnected(ending.reason);
     ctx.hub.leave(id, ending.reason, ending.message.clone());
     if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
         cluster.release(claim).await;
     }
-    let _ = timeout(ctx.config.write_timeout, conn.shutdown()).await;
+    out.shutdown();
     // Closing a socket with unread input makes the kernel send a reset, which destroys a `bye`
     // still in flight (a flooder's, typically). Drain for a moment so that the close is a FIN;
     // not during shutdown, which must not wait for clients that keep their end open.
-    let drain = async { while let Ok(Some(_)) = conn.read_record().await {} };
+    let drain = async { while let Ok(Some(_)) = reader.read_record().await {} };
     tokio::select! {
         _ = timeout(CLOSE_LINGER, drain) => {}
         _ = ctx.shutdown.cancelled() => {}
@@ -157,7 +164,7 @@ async fn open<S>(
     stream: S,
     id: u64,
     ctx: &Ctx,
-) -> Result<(Connection<S>, SessionState, Inbox), OpenError>
+) -> Result<(Connection<S>, SessionState, Outgoing), OpenError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -207,7 +214,7 @@ where
         },
         None => None,
     };
-    let (mb, inbox) = mailbox(ctx.config.mailbox_capacity);
+    let (mb, out) = outbox(ctx.config.mailbox_capacity);
     let before = ctx.hub.current_seq();
     if let Err(e) = ctx.hub.register_as(id, nick.clone(), fingerprint.clone(), mb, flags.quiet) {
         if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
@@ -287,7 +294,7 @@ where
     let now = Instant::now().into_std();
     let mut state = SessionState::new(id, nick, fingerprint, ctx.config.limits, now);
     state.claim = claim;
-    Ok((conn, state, inbox))
+    Ok((conn, state, out))
 }
 
 /// Why a record over [`MAX_RECORD_BYTES`] was refused.
@@ -310,53 +317,34 @@ where
     OpenError::Refused(code, reason, conn.remote_key().fingerprint())
 }
 
-/// Writes `batch` within `limit` (the configured [`WRITE_TIMEOUT`]). After a timeout the
-/// connection may have a frame cut in the middle: the caller ends the session and writes
-/// nothing more.
-async fn write<S>(conn: &mut Connection<S>, limit: Duration, batch: &[Bytes]) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match timeout(limit, conn.write_records(batch)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Ending::new(LeaveReason::Lost, &format!("write failed: {e}"))),
-        Err(_) => Err(Ending::new(LeaveReason::Dropped, "write timed out")),
+/// Writes `batch` within `limit` (the configured [`WRITE_TIMEOUT`]), ahead of the deliveries
+/// waiting in the outbox. After a timeout the connection may have a frame cut in the middle:
+/// the caller ends the session and writes nothing more.
+async fn write(out: &Outgoing, limit: Duration, batch: &[Bytes]) -> Result<(), Ending> {
+    out.send(batch, limit).await.map_err(write_ending)
+}
+
+/// How a failed write ends the session.
+fn write_ending(e: WriteError) -> Ending {
+    match e {
+        WriteError::TimedOut => Ending::new(LeaveReason::Dropped, "write timed out"),
+        e => Ending::new(LeaveReason::Lost, &e.to_string()),
     }
 }
 
 /// Sends what is still queued, then `bye`, and returns `ending`.
-async fn close<S>(
-    conn: &mut Connection<S>,
-    limit: Duration,
-    inbox: &mut Inbox,
-    bye: ServerMsg,
-    ending: Ending,
-) -> Ending
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut batch = Vec::new();
-    while batch.len() < WRITE_BATCH {
-        match inbox.rx.try_recv() {
-            Ok(b) => batch.push(b),
-            Err(_) => break,
-        }
-    }
-    batch.push(encode(&bye));
-    let _ = write(conn, limit, &batch).await;
+async fn close(out: &Outgoing, limit: Duration, bye: ServerMsg, ending: Ending) -> Ending {
+    let _ = out.finish(&encode(&bye), true, limit).await;
     ending
 }
 
-async fn serve<S>(
-    conn: &mut Connection<S>,
+async fn serve(
+    reader: &mut Reader,
     mut state: SessionState,
-    inbox: Inbox,
+    out: &Outgoing,
     ctx: &Ctx,
-) -> (Ending, Option<crate::cluster::Claim>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let ending = serve_loop(conn, &mut state, inbox, ctx).await;
+) -> (Ending, Option<crate::cluster::Claim>) {
+    let ending = serve_loop(reader, &mut state, out, ctx).await;
     (ending, state.claim.take())
 }
 
@@ -430,19 +418,17 @@ async fn rename_in_cluster(
     }
 }
 
-async fn serve_loop<S>(
-    conn: &mut Connection<S>,
+/// The session's receiving half.
+type Reader = RecordReader<Counted<OwnedReadHalf>>;
+
+async fn serve_loop(
+    reader: &mut Reader,
     state: &mut SessionState,
-    mut inbox: Inbox,
+    out: &Outgoing,
     ctx: &Ctx,
-) -> Ending
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Ending {
     let cfg = &ctx.config;
     let wt = cfg.write_timeout;
-    // Grows with the traffic and is released after a large batch: idle sessions hold nothing.
-    let mut batch: Vec<Bytes> = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping_token: Option<u64> = None;
     // Fakelag (session/fakelag.rs): records over the rate wait here, in order, and are handled
@@ -461,17 +447,15 @@ where
     let lag_timer = sleep_until(Instant::now());
     // Answers the ping left in `state.pong_owed` by the pong pace (cmd/ping.rs).
     let pong_timer = sleep_until(Instant::now());
-    // The futures the loop waits on besides the socket and the inbox are made once, not on every
-    // turn: on a busy session that setup was a measurable share of the CPU.
-    let (shutdown_token, end_token, overflow_token) =
-        (ctx.shutdown.clone(), inbox.end.token.clone(), inbox.overflow.clone());
+    // The futures the loop waits on besides the socket are made once, not on every turn: on a
+    // busy session that setup was a measurable share of the CPU.
+    let shutdown_token = ctx.shutdown.clone();
     let shutdown = shutdown_token.cancelled();
-    let ended = end_token.cancelled();
-    let overflowed = overflow_token.cancelled();
+    let woken = out.woken();
     // The idle timer is not moved on every record (that would cost a timer update per
     // message): when it fires it checks how long the client has really been silent.
     let idle = sleep_until(last_heard + cfg.ping_after);
-    tokio::pin!(shutdown, ended, overflowed, idle, pong_timer, lag_timer);
+    tokio::pin!(shutdown, woken, idle, pong_timer, lag_timer);
     // No branch below races a write: each write is awaited to its end (or its timeout, after
     // which nothing more is written), so a `bye` always follows whole frames.
     loop {
@@ -482,60 +466,51 @@ where
                     code: Some(ErrorCode::Shutdown),
                     reason: "the server is shutting down".into(),
                 };
-                return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "server shutting down")).await;
+                return close(out, wt, bye, Ending::new(LeaveReason::Dropped, "server shutting down")).await;
             }
-            _ = &mut ended => {
-                // The hub has already taken us out of every room and said why.
-                let bye = inbox.end.take_bye().unwrap_or(ServerMsg::Bye {
-                    code: Some(ErrorCode::Other),
-                    reason: "disconnected by the server".into(),
-                });
-                while inbox.rx.try_recv().is_ok() {}
-                let _ = write(conn, wt, &[encode(&bye)]).await;
-                return Ending::new(LeaveReason::Kicked, "ended by the hub");
-            }
-            _ = &mut overflowed => {
-                // Reached between writes: the frame in flight, if any, was finished. The queue
-                // is full of messages the client could not take; they are dropped, not sent, and
-                // the `bye` goes out alone, whole, within the write timeout.
-                let bye = ServerMsg::Bye {
-                    code: Some(ErrorCode::TooSlow),
-                    reason: "disconnected: you were not reading messages fast enough".into(),
-                };
-                ctx.config.metrics.mailbox_overflows.inc();
-                inbox.rx.close();
-                while inbox.rx.try_recv().is_ok() {}
-                let _ = write(conn, wt, &[encode(&bye)]).await;
-                return Ending::new(LeaveReason::Dropped, "too slow");
-            }
-            n = inbox.rx.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
-                    return Ending::new(LeaveReason::Dropped, "removed from the hub");
-                }
-                // Not raced against the overflow: a frame cut in the middle would leave the
-                // client nothing it can read, the `bye` included. A client that stops reading
-                // makes this wait up to the write timeout; its inbox overflows meanwhile and the
-                // next turn of the loop says `too_slow`.
-                let sent = write(conn, wt, &batch).await;
-                // An entry may hold several records: count the records, not the entries.
-                let records: usize =
-                    batch.iter().map(|b| b.iter().filter(|&&c| c == b'\n').count()).sum();
-                batch.clear();
-                if batch.capacity() > 64 {
-                    batch = Vec::new();
-                }
-                if let Err(ending) = sent {
-                    // A client that stopped reading overflows its inbox while this write waits;
-                    // when the write then fails or times out, that is still a mailbox drop.
-                    if inbox.overflow.is_cancelled() {
+            _ = &mut woken => {
+                woken.set(out.woken());
+                // The outbox has something for us (outbox.rs): what the hub handed over, a
+                // write of the bus thread that would have blocked, or a new status.
+                match out.status() {
+                    Status::Open => {
+                        if let Err(e) = out.drain(wt).await {
+                            // A client that stopped reading overflows its outbox while this
+                            // write waits; when the write then fails or times out, that is
+                            // still an overflow.
+                            if out.status() == Status::Overflowed {
+                                ctx.config.metrics.mailbox_overflows.inc();
+                                return Ending::new(LeaveReason::Dropped, "too slow");
+                            }
+                            return write_ending(e);
+                        }
+                    }
+                    Status::Overflowed => {
+                        // Between writes: the frame in flight, if any, is finished. What
+                        // waited is dropped, not sent, and the `bye` goes out alone, whole,
+                        // within the write timeout.
+                        let bye = ServerMsg::Bye {
+                            code: Some(ErrorCode::TooSlow),
+                            reason: "disconnected: you were not reading messages fast enough".into(),
+                        };
                         ctx.config.metrics.mailbox_overflows.inc();
+                        // The room is told at once, not after the write timeout: the frame in
+                        // flight and the bye wait for a reader that may come back (a stalled
+                        // terminal). Leaving twice is a no-op (`run` leaves again).
+                        ctx.hub.leave(state.id, LeaveReason::Dropped, Some("too slow".into()));
+                        let _ = out.finish(&encode(&bye), false, wt).await;
                         return Ending::new(LeaveReason::Dropped, "too slow");
                     }
-                    return ending;
+                    Status::Ended(bye) => {
+                        // The hub has already taken us out of every room and said why.
+                        let _ = out.finish(&encode(&bye), false, wt).await;
+                        return Ending::new(LeaveReason::Kicked, "ended by the hub");
+                    }
+                    Status::Failed => return Ending::new(LeaveReason::Lost, "write failed"),
+                    Status::Closed => return Ending::new(LeaveReason::Dropped, "closed"),
                 }
-                ctx.config.metrics.deliveries_out.add(records as u64);
             }
-            record = conn.read_record(), if backlog.may_read() => {
+            record = reader.read_record(), if backlog.may_read() => {
                 last_heard = Instant::now();
                 ping_token = None;
                 let (held, len) = match record {
@@ -556,14 +531,14 @@ where
                                 record_too_long()
                             ),
                         };
-                        return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "message too long")).await;
+                        return close(out, wt, bye, Ending::new(LeaveReason::Dropped, "message too long")).await;
                     }
                     Err(TransportError::Stalled) => {
                         let bye = ServerMsg::Bye {
                             code: Some(ErrorCode::Timeout),
                             reason: "a message was started and never finished".into(),
                         };
-                        return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Lost, "stalled mid-message")).await;
+                        return close(out, wt, bye, Ending::new(LeaveReason::Lost, "stalled mid-message")).await;
                     }
                     Err(e) => {
                         warn!(session = state.id, cause = %e, "connection broken");
@@ -574,7 +549,7 @@ where
                 let was_empty = backlog.is_empty();
                 match backlog.arrive(held, len, &mut state.rate, now.into_std()) {
                     Ok(Some(held)) => {
-                        if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, &mut backlog, pong_timer.as_mut()).await {
+                        if let Err(ending) = handle(out, state, ctx, held, &mut backlog, pong_timer.as_mut()).await {
                             return ending;
                         }
                     }
@@ -597,7 +572,7 @@ where
                             ),
                         };
                         info!(session = state.id, waiting = full.waiting, "flooding");
-                        return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "flooding")).await;
+                        return close(out, wt, bye, Ending::new(LeaveReason::Dropped, "flooding")).await;
                     }
                 }
             }
@@ -607,7 +582,7 @@ where
                     let now = Instant::now();
                     match backlog.next(&mut state.rate, now.into_std()) {
                         Next::Ready(held) => {
-                            if let Err(ending) = handle(conn, state, &mut inbox, ctx, held, &mut backlog, pong_timer.as_mut()).await {
+                            if let Err(ending) = handle(out, state, ctx, held, &mut backlog, pong_timer.as_mut()).await {
                                 return ending;
                             }
                         }
@@ -626,7 +601,7 @@ where
                     continue;
                 }
                 if let Some(token) = state.pong_owed.take()
-                    && let Err(ending) = write(conn, wt, &[encode(&ServerMsg::Pong { token })]).await
+                    && let Err(ending) = write(out, wt, &[encode(&ServerMsg::Pong { token })]).await
                 {
                     return ending;
                 }
@@ -647,12 +622,12 @@ where
                 }
                 if ping_token.is_some() {
                     let bye = ServerMsg::Bye { code: Some(ErrorCode::Timeout), reason: "no answer to ping".into() };
-                    return close(conn, wt, &mut inbox, bye, Ending::new(LeaveReason::Dropped, "ping timeout")).await;
+                    return close(out, wt, bye, Ending::new(LeaveReason::Dropped, "ping timeout")).await;
                 }
                 let token = crate::hub::now_millis();
                 ping_token = Some(token);
                 idle.as_mut().reset(last_heard + cfg.idle_timeout);
-                if let Err(ending) = write(conn, wt, &[encode(&ServerMsg::Ping { token })]).await {
+                if let Err(ending) = write(out, wt, &[encode(&ServerMsg::Ping { token })]).await {
                     return ending;
                 }
             }
@@ -672,31 +647,43 @@ fn classify(record: &[u8]) -> Held {
 }
 
 /// Handles one record whose turn has come (its token taken). `Err` ends the session.
-async fn handle<S>(
-    conn: &mut Connection<S>,
+///
+/// The bus is held off meanwhile ([`Outgoing::hold`]): what it delivers waits behind the reply
+/// (a `joined` and its history come before the room's live messages) and is written after.
+async fn handle(
+    out: &Outgoing,
     state: &mut SessionState,
-    inbox: &mut Inbox,
+    ctx: &Ctx,
+    held: Held,
+    backlog: &mut Backlog,
+    pong_timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(), Ending> {
+    out.hold();
+    handle_held(out, state, ctx, held, backlog, pong_timer).await?;
+    out.release(ctx.config.write_timeout).await.map_err(write_ending)
+}
+
+async fn handle_held(
+    out: &Outgoing,
+    state: &mut SessionState,
     ctx: &Ctx,
     held: Held,
     backlog: &mut Backlog,
     mut pong_timer: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), Ending> {
     let wt = ctx.config.write_timeout;
     let msg = match held {
         Held::Oversized => {
             // Too long, but whole: refused with a reason, skipped, and the session goes on.
             let reply = error(ErrorCode::TooLong, format!("{}; it was skipped", record_too_long()));
-            return send(conn, wt, reply, backlog).await;
+            return send(out, wt, reply, backlog).await;
         }
         Held::Bad(e) => {
             // serde quotes the peer's text: Debug-escaped, never raw.
             warn!(session = state.id, cause = ?e, "undecodable message");
             let bye = ServerMsg::Bye { code: Some(ErrorCode::BadMessage), reason: e };
             let ending = Ending::new(LeaveReason::Dropped, "protocol error");
-            return Err(close(conn, wt, inbox, bye, ending).await);
+            return Err(close(out, wt, bye, ending).await);
         }
         Held::Msg(msg) => msg,
     };
@@ -725,7 +712,7 @@ where
                 && let Some(fp) = ctx.hub.remembers(state.id, room)
                 && let Err(e) = cluster.remember(&fp, room, false).await
             {
-                return send(conn, wt, hub_error(e).with_room(named), backlog).await;
+                return send(out, wt, hub_error(e).with_room(named), backlog).await;
             }
             let owed = state.pong_owed.is_some();
             let now = Instant::now();
@@ -750,7 +737,7 @@ where
             // for it (fakelag.rs, the output budget).
             let bytes: usize = records.iter().map(Bytes::len).sum();
             for chunk in records.chunks(WRITE_BATCH) {
-                write(conn, wt, chunk).await?;
+                write(out, wt, chunk).await?;
             }
             backlog.output.charge(bytes, Instant::now().into_std());
             Ok(())
@@ -762,7 +749,7 @@ where
             let _ = timeout(QUIT_FLUSH, ctx.hub.bus().flushed(seq)).await;
             debug!(session = state.id, reason = ?c.reason, "closing on request");
             let ending = Ending { reason: c.reason, message: c.message };
-            Err(close(conn, wt, inbox, c.bye, ending).await)
+            Err(close(out, wt, c.bye, ending).await)
         }
         Reply::Durable(d) => {
             let durable = timeout(REGISTRATION_WAIT, ctx.hub.bus().durable(d.after, d.upto)).await;
@@ -773,23 +760,20 @@ where
                            now but would not survive a restart; try again later";
                 error(ErrorCode::Unavailable, why.to_owned())
             };
-            send(conn, wt, reply, backlog).await
+            send(out, wt, reply, backlog).await
         }
-        reply => send(conn, wt, reply, backlog).await,
+        reply => send(out, wt, reply, backlog).await,
     }
 }
 
 /// Sends a reply that is a record (or nothing), and charges it to the output budget
 /// (`list`, `who`, `whois` replies can be large too).
-async fn send<S>(
-    conn: &mut Connection<S>,
+async fn send(
+    out: &Outgoing,
     wt: Duration,
     reply: Reply,
     backlog: &mut Backlog,
-) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), Ending> {
     let record = match reply {
         Reply::Send(msg) => encode(&msg),
         Reply::Raw(bytes) => bytes,
@@ -797,7 +781,7 @@ where
         Reply::Nothing | Reply::Replay(_) | Reply::Close(_) | Reply::Durable(_) => return Ok(()),
     };
     let len = record.len();
-    write(conn, wt, &[record]).await?;
+    write(out, wt, &[record]).await?;
     backlog.output.charge(len, Instant::now().into_std());
     Ok(())
 }

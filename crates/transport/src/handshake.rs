@@ -171,7 +171,7 @@ where
     let server_key = remote_key(&hs)?;
     verify(&server_key).map_err(HandshakeError::Rejected)?;
     write_frame(&mut stream, &mut hs, MSG3_LEN).await?;
-    let noise = hs.into_transport_mode()?;
+    let noise = hs.into_stateless_transport_mode()?;
     Ok(Connection::new(stream, noise, server_key))
 }
 
@@ -197,6 +197,6 @@ where
     let msg3 = read_frame::<_, MSG3_LEN>(&mut stream).await?;
     read_noise(&mut hs, &msg3)?;
     let client_key = remote_key(&hs)?;
-    let noise = hs.into_transport_mode()?;
+    let noise = hs.into_stateless_transport_mode()?;
     Ok(Connection::new(stream, noise, client_key))
 }

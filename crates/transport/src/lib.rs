@@ -24,7 +24,7 @@ pub mod known_servers;
 pub mod preamble;
 pub mod private_file;
 
-pub use connection::Connection;
+pub use connection::{Connection, RecordReader, Sealer};
 pub use error::TransportError;
 pub use handshake::{HandshakeError, accept, connect};
 pub use keys::{KeyError, Keypair, PublicKey};

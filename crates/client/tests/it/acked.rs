@@ -315,8 +315,13 @@ async fn a_cluster_node_killed_mid_send_loses_and_repeats_nothing() {
 #[tokio::test]
 async fn a_reader_too_slow_is_told_so_and_exits_1() {
     let server = TestServer::start_with(|c| {
-        c.mailbox_capacity = 16;
+        // Room for the flooder's own echoes of a burst of 50 while its session writes a
+        // reply (outbox.rs counts what waits meanwhile), far less than the flood.
+        c.mailbox_capacity = 256;
         c.limits.rate_per_sec = 0;
+        // The frame in flight and the bye wait for the reader to come back (the test reads
+        // its output once the room was told it left), as in the server's own test.
+        c.write_timeout = Duration::from_secs(300);
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

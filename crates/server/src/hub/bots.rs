@@ -97,7 +97,7 @@ mod tests {
     use super::*;
     use crate::access::{Access, AccessConfig};
     use crate::hub::HubConfig;
-    use crate::mailbox::{Inbox, mailbox};
+    use crate::outbox::{Outgoing, outbox};
     use crate::store::{Retention, Store};
 
     const OP: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -114,21 +114,19 @@ mod tests {
         Hub::new(config, store, Arc::new(access)).unwrap()
     }
 
-    fn drain(hub: &Hub, inbox: &mut Inbox) -> Vec<ServerMsg> {
+    fn drain(hub: &Hub, inbox: &mut Outgoing) -> Vec<ServerMsg> {
         let seq = hub.current_seq();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(hub.bus().flushed(seq));
         let mut out = vec![];
-        while let Ok(b) = inbox.rx.try_recv() {
-            for record in b.split(|&c| c == b'\n').filter(|r| !r.is_empty()) {
-                out.push(decode_server(record).unwrap());
-            }
+        for record in inbox.take_queued().split(|&c| c == b'\n').filter(|r| !r.is_empty()) {
+            out.push(decode_server(record).unwrap());
         }
         out
     }
 
-    fn user(hub: &Hub, nick: &str, quiet: bool) -> (SessionId, Inbox) {
-        let (mb, inbox) = mailbox(64);
+    fn user(hub: &Hub, nick: &str, quiet: bool) -> (SessionId, Outgoing) {
+        let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
         // The operator's key is a well-formed fingerprint (the operator list keeps only those).
         let fp = match nick {

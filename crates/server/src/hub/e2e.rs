@@ -219,7 +219,7 @@ fn hand_welcomes(st: &State, id: SessionId) {
             epoch: w.epoch,
             body: w.body.clone(),
         };
-        user.mailbox.deliver(&encode(&msg));
+        user.outbox.deliver(&encode(&msg));
     }
 }
 
@@ -704,7 +704,7 @@ mod tests {
     use super::*;
     use crate::hub::HubConfig;
     use crate::limits::MAX_KEY_PACKAGE_KEYS;
-    use crate::mailbox::{Inbox, mailbox};
+    use crate::outbox::{Outgoing, outbox};
     use crate::store::Retention;
 
     fn hub(dir: &std::path::Path) -> Hub {
@@ -720,8 +720,8 @@ mod tests {
         Hub::new(config, store, Arc::new(access)).unwrap()
     }
 
-    fn user(hub: &Hub, nick: &str) -> (SessionId, Inbox) {
-        let (mb, inbox) = mailbox(64);
+    fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {
+        let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
         hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
         (id, inbox)
@@ -790,7 +790,7 @@ mod tests {
             let fp = format!("SHA256:{nick}");
             hub.keep_key_packages(id, &fp, packages(MAX_KEY_PACKAGES, most, tag))
         };
-        let ids: Vec<(SessionId, Inbox)> =
+        let ids: Vec<(SessionId, Outgoing)> =
             (0..2_000).map(|i| user(&hub, &format!("u{i}"))).collect();
         for round in 0..3 {
             for (i, (id, _)) in ids.iter().enumerate() {
@@ -804,7 +804,7 @@ mod tests {
         hub.lock().e2e.key_packages.assert_consistent();
         // More keys than the total allows, all online: the table fills up to its bound, then
         // uploads are refused (nothing offline to forget), the bytes held never above it.
-        let more: Vec<(SessionId, Inbox)> =
+        let more: Vec<(SessionId, Outgoing)> =
             (0..1_000).map(|i| user(&hub, &format!("v{i}"))).collect();
         let mut refused = 0;
         for (i, (id, _)) in more.iter().enumerate() {

@@ -110,7 +110,7 @@ mod tests {
     use super::*;
     use crate::access::Access;
     use crate::hub::HubConfig;
-    use crate::mailbox::mailbox;
+    use crate::outbox::outbox;
     use crate::store::{Retention, Store};
     use chatao_proto::{LeaveReason, Nick};
     use std::sync::Arc;
@@ -144,7 +144,7 @@ mod tests {
         let (a, b) = (RoomName::parse("#a").unwrap(), RoomName::parse("#b").unwrap());
         {
             let hub = hub(dir.path());
-            let (mb, _inbox) = mailbox(64);
+            let (mb, _inbox) = outbox(64);
             hub.register(1, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
             hub.join(1, &a).unwrap();
             hub.join(1, &b).unwrap();
@@ -154,7 +154,7 @@ mod tests {
             assert!(remembered(&hub, "fp-other").is_empty());
             // Leaving by any other way than a part forgets nothing.
             hub.leave(1, LeaveReason::Lost, None);
-            let (mb, _inbox2) = mailbox(64);
+            let (mb, _inbox2) = outbox(64);
             hub.register(2, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
             hub.join(2, &b).unwrap();
             hub.part(2, &b, LeaveReason::Part, None).unwrap();
@@ -172,7 +172,7 @@ mod tests {
             settle(&hub);
             assert!(remembered(&hub, "fp-a").is_empty(), "a room kick forgets");
             hub.leave(2, LeaveReason::Quit, None);
-            let (mb, _inbox3) = mailbox(64);
+            let (mb, _inbox3) = outbox(64);
             hub.register(3, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
             hub.join(3, &b).unwrap();
             settle(&hub);
@@ -189,7 +189,7 @@ mod tests {
         let limit = crate::limits::MAX_ROOMS_PER_USER;
         let mut inboxes = Vec::new();
         for s in 0..2u64 {
-            let (mb, inbox) = mailbox(4096);
+            let (mb, inbox) = outbox(4096);
             inboxes.push(inbox);
             let nick = Nick::parse(&format!("n{s}")).unwrap();
             hub.register(s + 1, nick, "fp".into(), mb).unwrap();

@@ -5,12 +5,12 @@
 //! (`parking_lot`'s, never poisoned): every critical section is short and synchronous (map
 //! lookups, assigning ids, encoding once, non-blocking sends into bounded queues), and none is
 //! held across an `.await`, so an async mutex would only add cost. The hub knows nothing of
-//! sockets: tests drive it with plain mailboxes.
+//! sockets: tests drive it with plain outboxes.
 //!
 //! Room events (messages, joins, parts, departures, topics) leave through one seam, the bus
 //! ([`crate::bus`]): the hub gives each its id and global sequence number under the lock and
 //! queues it; the bus thread persists it, then delivers it. Events about one user rather than a
-//! room (private messages, nickname changes, away) go straight to the mailboxes concerned.
+//! room (private messages, nickname changes, away) go straight to the outboxes concerned.
 //!
 //! Nicknames belong to keys: the first key to use a nickname registers it (persisted through the
 //! bus); another key asking for it is refused whether or not the owner is online; the owner
@@ -46,7 +46,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::access::Access;
 use crate::bus::{self, BusEvent, BusFull, BusHandle};
-use crate::mailbox::Mailbox;
+use crate::outbox::Outbox;
 use crate::room::{self, Members, Room};
 use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
 use remote::{ClusterLink, Holder, Outbound, Presence, RemoteId, RemoteUser, RoomBody};
@@ -201,7 +201,7 @@ struct State {
 struct User {
     nick: Nick,
     fingerprint: String,
-    mailbox: Mailbox,
+    outbox: Outbox,
     rooms: Vec<RoomName>,
     away: Option<String>,
     since: u64,
@@ -277,7 +277,10 @@ impl Shared {
     /// copy is its acknowledgement, so whatever it does once it has seen it (a private message
     /// to a member, say) reaches every other member on this node after the room message, never
     /// before it.
-    pub(crate) fn deliver(&self, batch: &[BusEvent], senders: &[SessionId]) {
+    ///
+    /// Each member's share is written through ([`crate::outbox`]): sealed and written from
+    /// this (the bus) thread with a non-blocking write, `scratch` the buffer it seals into.
+    pub(crate) fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>) {
         let snapshots: Vec<Option<Members>> = {
             let st = self.lock();
             // A notice to everyone that waited for its record (a ban's moderation notice).
@@ -293,39 +296,38 @@ impl Shared {
         senders.sort_unstable();
         senders.dedup();
         let is_sender = |id: SessionId| senders.binary_search(&id).is_ok();
-        self.fan_out(batch, &snapshots, |id| !is_sender(id));
+        fan_out(batch, &snapshots, |id| !is_sender(id), scratch);
         if !senders.is_empty() {
-            self.fan_out(batch, &snapshots, is_sender);
+            fan_out(batch, &snapshots, is_sender, scratch);
         }
     }
+}
 
-    /// One pass of [`Shared::deliver`]: the batch to the members `pass` lets through.
-    fn fan_out(
-        &self,
-        batch: &[BusEvent],
-        snapshots: &[Option<Members>],
-        pass: impl Fn(SessionId) -> bool + Copy,
-    ) {
-        // Consecutive events for one room go to each member as one shared chunk (the records
-        // concatenated): one mailbox entry, one wake-up and one write per member per run
-        // instead of per event.
-        let mut i = 0;
-        while i < batch.len() {
-            let room = batch[i].room.as_ref();
-            let mut j = i + 1;
-            while j < batch.len() && batch[j].room.as_ref() == room {
-                j += 1;
-            }
-            if let Some(members) = &snapshots[i] {
-                let run = &batch[i..j];
-                if let [ev] = run {
-                    room::deliver(members, &ev.bytes, ev.seq, pass);
-                } else {
-                    room::deliver_run(members, run, pass);
-                }
-            }
-            i = j;
+/// One pass of [`Shared::deliver`]: the batch to the members `pass` lets through.
+fn fan_out(
+    batch: &[BusEvent],
+    snapshots: &[Option<Members>],
+    pass: impl Fn(SessionId) -> bool + Copy,
+    scratch: &mut Vec<u8>,
+) {
+    // Consecutive events for one room go to each member as one run (the records
+    // concatenated): one sealed frame and one write per member per run instead of per event.
+    let mut i = 0;
+    while i < batch.len() {
+        let room = batch[i].room.as_ref();
+        let mut j = i + 1;
+        while j < batch.len() && batch[j].room.as_ref() == room {
+            j += 1;
         }
+        if let Some(members) = &snapshots[i] {
+            let run = &batch[i..j];
+            if let [ev] = run {
+                room::deliver(members, &ev.bytes, ev.seq, pass, scratch);
+            } else {
+                room::deliver_run(members, run, pass, scratch);
+            }
+        }
+        i = j;
     }
 }
 
@@ -441,7 +443,7 @@ impl State {
     fn tell(&self, ids: &[SessionId], msg: &Bytes) {
         for id in ids {
             if let Some(u) = self.users.get(id) {
-                u.mailbox.deliver(msg);
+                u.outbox.deliver(msg);
             }
         }
     }
@@ -550,9 +552,9 @@ impl Hub {
         id: SessionId,
         nick: Nick,
         fingerprint: String,
-        mailbox: Mailbox,
+        outbox: Outbox,
     ) -> Result<(), HubError> {
-        self.register_as(id, nick, fingerprint, mailbox, false)
+        self.register_as(id, nick, fingerprint, outbox, false)
     }
 
     /// [`Hub::register`], for a quiet session (`hello` with `quiet`) when `quiet` is true:
@@ -562,7 +564,7 @@ impl Hub {
         id: SessionId,
         nick: Nick,
         fingerprint: String,
-        mailbox: Mailbox,
+        outbox: Outbox,
         quiet: bool,
     ) -> Result<(), HubError> {
         let now = self.access().clock().now_ms();
@@ -609,12 +611,12 @@ impl Hub {
         });
         // Queued behind `welcome` (which the session writes itself).
         if let Some(bytes) = names::released_notice(&released) {
-            mailbox.deliver(&bytes);
+            outbox.deliver(&bytes);
         }
         let user = User {
             nick,
             fingerprint,
-            mailbox,
+            outbox,
             rooms: Vec::new(),
             away: None,
             since,
@@ -635,8 +637,8 @@ impl Hub {
         if !already && user.rooms.len() >= MAX_ROOMS_PER_USER {
             return Err(HubError::TooManyRooms);
         }
-        let (nick, fingerprint, mailbox, quiet) =
-            (user.nick.clone(), user.fingerprint.clone(), user.mailbox.clone(), user.quiet);
+        let (nick, fingerprint, outbox, quiet) =
+            (user.nick.clone(), user.fingerprint.clone(), user.outbox.clone(), user.quiet);
         let cap = self.shared.config.history_on_join;
         let after = st.seq;
         let store = self.store().clone();
@@ -653,7 +655,7 @@ impl Hub {
         // A large room is not told of the join (nor later of the part) until the newcomer
         // speaks; a small one is, and its joiner gets every member, who are then all known.
         let large = room.is_large();
-        let new = room.add(id, mailbox.clone(), after, !large);
+        let new = room.add(id, outbox.clone(), after, !large);
         let (last_id, topic) = (room.last_id(), room.topic.clone());
         let tail: Vec<StoredMessage> = room.tail().cloned().collect();
         let (ids, total): (Vec<SessionId>, Option<u32>) = if large {
@@ -686,7 +688,7 @@ impl Hub {
             if large || quiet {
                 // Only the joiner hears it (it confirms the join): a large room hears of it
                 // when the newcomer speaks, a quiet session's never.
-                mailbox.deliver(&join);
+                outbox.deliver(&join);
             } else {
                 let seq = st.next_seq();
                 self.bus().send_control(BusEvent {
@@ -1003,7 +1005,7 @@ impl Hub {
         st.announce(Presence::Nick { session: id, new: new.clone() });
         st.tell(&audience, &encode(&ServerMsg::NickChange { old, new }));
         if let (Some(bytes), Some(u)) = (names::released_notice(&released), st.users.get(&id)) {
-            u.mailbox.deliver(&bytes);
+            u.outbox.deliver(&bytes);
         }
         Ok(())
     }
@@ -1104,14 +1106,14 @@ impl State {
         }
         self.announce(Presence::Offline { session: id, reason, message });
         if let Some(bye) = bye {
-            user.mailbox.end(bye);
+            user.outbox.end(bye);
         }
     }
 
     /// Hands `msg` to everyone online.
     fn tell_everyone(&self, msg: &Bytes) {
         for u in self.users.values() {
-            u.mailbox.deliver(msg);
+            u.outbox.deliver(msg);
         }
     }
 
@@ -1153,7 +1155,7 @@ impl State {
         let bytes = encode(&leave);
         // The one who leaves hears it too (it confirms a part), straight away.
         if let Some(u) = self.users.get(&id) {
-            u.mailbox.deliver(&bytes);
+            u.outbox.deliver(&bytes);
         }
         if !hidden {
             let seq = self.next_seq();
@@ -1172,7 +1174,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailbox::{Inbox, mailbox};
+    use crate::outbox::{Outgoing, outbox};
     use chatao_proto::decode_server;
 
     fn hub(dir: &std::path::Path) -> Hub {
@@ -1189,24 +1191,21 @@ mod tests {
     }
 
     /// Everything delivered so far, once the bus has handled every queued event.
-    fn drain(hub: &Hub, inbox: &mut Inbox) -> Vec<ServerMsg> {
+    fn drain(hub: &Hub, inbox: &mut Outgoing) -> Vec<ServerMsg> {
         let seq = hub.lock().seq;
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(hub.bus().flushed(seq));
         let mut out = vec![];
-        while let Ok(b) = inbox.rx.try_recv() {
-            // An entry may carry several records (a run of events for one room).
-            for record in b.split(|&c| c == b'\n').filter(|r| !r.is_empty()) {
-                out.push(decode_server(record).unwrap());
-            }
+        for record in inbox.take_queued().split(|&c| c == b'\n').filter(|r| !r.is_empty()) {
+            out.push(decode_server(record).unwrap());
         }
         out
     }
 
-    fn user(hub: &Hub, nick: &str) -> (SessionId, Inbox) {
-        let (mb, inbox) = mailbox(64);
+    fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {
+        let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
         hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
         hub.join(id, &RoomName::lobby()).unwrap();
@@ -1258,7 +1257,7 @@ mod tests {
             hub.say(a, &lobby, MessageKind::Normal, t.into(), None).unwrap();
         }
         // bob joins while the four messages may still be on their way through the bus.
-        let (mb, mut ib) = mailbox(64);
+        let (mb, mut ib) = outbox(64);
         let b = hub.next_session_id();
         hub.register(b, Nick::parse("bob").unwrap(), "fp".into(), mb).unwrap();
         let joined = hub.join(b, &lobby).unwrap();
@@ -1278,7 +1277,7 @@ mod tests {
         let hub = hub(dir.path());
         let (a, mut ia) = user(&hub, "alice");
         let (b, mut ib) = user(&hub, "bob");
-        let (mb, _i) = mailbox(4);
+        let (mb, _i) = outbox(4);
         let err = hub.register(99, Nick::parse("ALICE").unwrap(), "fp".into(), mb.clone());
         assert!(matches!(err, Err(HubError::NickRegistered(_))), "owned by another key");
         assert!(matches!(
@@ -1448,7 +1447,7 @@ mod tests {
         let big = RoomName::parse("#big").unwrap();
         let mut ids = vec![];
         for i in 0..LARGE_ROOM + 20 {
-            let (mb, inbox) = mailbox(4 * LARGE_ROOM);
+            let (mb, inbox) = outbox(4 * LARGE_ROOM);
             let id = hub.next_session_id();
             hub.register(id, Nick::parse(&format!("m{i}")).unwrap(), format!("fp{i}"), mb).unwrap();
             let joined = hub.join(id, &big).unwrap();
@@ -1461,7 +1460,7 @@ mod tests {
             ids.push((id, inbox));
         }
         hub.say(ids[3].0, &big, MessageKind::Normal, "hi".into(), None).unwrap();
-        let (mb, _inbox) = mailbox(64);
+        let (mb, _inbox) = outbox(64);
         let id = hub.next_session_id();
         hub.register(id, Nick::parse("late").unwrap(), "fpl".into(), mb).unwrap();
         let joined = hub.join(id, &big).unwrap();

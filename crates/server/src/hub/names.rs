@@ -147,7 +147,7 @@ impl Hub {
     pub fn tell_released(&self, id: super::SessionId, released: &[Nick]) {
         let st = self.lock();
         if let (Some(bytes), Some(u)) = (released_notice(released), st.users.get(&id)) {
-            u.mailbox.deliver(&bytes);
+            u.outbox.deliver(&bytes);
         }
     }
 

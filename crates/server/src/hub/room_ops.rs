@@ -568,7 +568,7 @@ mod tests {
     use crate::access::{Access, AccessConfig};
     use crate::clock::Clock;
     use crate::hub::HubConfig;
-    use crate::mailbox::{Inbox, mailbox};
+    use crate::outbox::{Outgoing, outbox};
     use crate::store::{Retention, Store};
 
     fn hub(dir: &std::path::Path, clock: Clock) -> Hub {
@@ -582,8 +582,8 @@ mod tests {
         Hub::new(config, store, Arc::new(access)).unwrap()
     }
 
-    fn user(hub: &Hub, nick: &str) -> (SessionId, Inbox) {
-        let (mb, inbox) = mailbox(64);
+    fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {
+        let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
         let fp = format!("SHA256:{nick}");
         hub.register_as(id, Nick::parse(nick).unwrap(), fp, mb, false).unwrap();
