@@ -72,11 +72,14 @@ pub struct Ctx {
 struct Ending {
     reason: LeaveReason,
     message: Option<String>,
+    /// The session already left the hub and counted its disconnect (an overflow: the room is
+    /// told before the bye is written).
+    left: bool,
 }
 
 impl Ending {
     fn new(reason: LeaveReason, message: &str) -> Ending {
-        Ending { reason, message: Some(message.to_owned()) }
+        Ending { reason, message: Some(message.to_owned()), left: false }
     }
 }
 
@@ -127,8 +130,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
     });
     out.attach(sealer, writer, metrics.clone());
     let (ending, claim) = serve(&mut reader, state, &out, &ctx).await;
-    metrics.disconnected(ending.reason);
-    ctx.hub.leave(id, ending.reason, ending.message.clone());
+    if !ending.left {
+        metrics.disconnected(ending.reason);
+        ctx.hub.leave(id, ending.reason, ending.message.clone());
+    }
     if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
         cluster.release(claim).await;
     }
@@ -496,10 +501,11 @@ async fn serve_loop(
                         ctx.config.metrics.mailbox_overflows.inc();
                         // The room is told at once, not after the write timeout: the frame in
                         // flight and the bye wait for a reader that may come back (a stalled
-                        // terminal). Leaving twice is a no-op (`run` leaves again).
+                        // terminal).
+                        ctx.config.metrics.disconnected(LeaveReason::Dropped);
                         ctx.hub.leave(state.id, LeaveReason::Dropped, Some("too slow".into()));
                         let _ = out.finish(&encode(&bye), false, wt).await;
-                        return Ending::new(LeaveReason::Dropped, "too slow");
+                        return Ending { left: true, ..Ending::new(LeaveReason::Dropped, "too slow") };
                     }
                     Status::Ended(bye) => {
                         // The hub has already taken us out of every room and said why.
@@ -748,7 +754,7 @@ async fn handle_held(
             let seq = ctx.hub.current_seq();
             let _ = timeout(QUIT_FLUSH, ctx.hub.bus().flushed(seq)).await;
             debug!(session = state.id, reason = ?c.reason, "closing on request");
-            let ending = Ending { reason: c.reason, message: c.message };
+            let ending = Ending { reason: c.reason, message: c.message, left: false };
             Err(close(out, wt, c.bye, ending).await)
         }
         Reply::Durable(d) => {
