@@ -358,16 +358,26 @@ impl Filters {
         !nick.eq_ignore_ascii_case(me) && self.smart.hides(mode, room, nick, now)
     }
 
-    /// Follows `old`'s rename to `new` (their ignore and what they said move with them) and
-    /// says whether its line is hidden: under `hide_joins_parts` (the global setting, as a
-    /// rename is not a room's), smart hides it unless they spoke recently in any room; our own
-    /// is always shown. `app/incoming.rs` calls it for `nick_change` ([`Filters::ignored`] does
-    /// not).
-    pub fn renamed(&mut self, me: &str, old: &str, new: &str, now: Instant) -> bool {
-        let hide = !old.eq_ignore_ascii_case(me) && self.smart.hides_rename(self.hide, old, now);
+    /// Whether `old`'s nickname change is hidden in `room`'s buffer, as their join or part
+    /// there would be: under the room's `hide_joins_parts` (its override, else the global
+    /// setting), smart hides it unless they spoke recently in that room, as weechat's smart
+    /// filter does per buffer; our own is always shown. Call before [`Filters::rename`].
+    pub fn hides_rename_in(&self, me: &str, room: &str, old: &str, now: Instant) -> bool {
+        self.hides_join(me, room, old, now)
+    }
+
+    /// Whether `old`'s nickname change is hidden where it is printed once for every room (line
+    /// mode): under the global `hide_joins_parts`, smart hides it unless they spoke recently in
+    /// any room; our own is always shown. Call before [`Filters::rename`].
+    pub fn hides_rename(&self, me: &str, old: &str, now: Instant) -> bool {
+        !old.eq_ignore_ascii_case(me) && self.smart.hides_rename(self.hide, old, now)
+    }
+
+    /// Follows `old`'s rename to `new`: their ignore and what they said move with them.
+    /// `app/incoming.rs` calls it for `nick_change` ([`Filters::ignored`] does not).
+    pub fn rename(&mut self, old: &str, new: &str) {
         self.ignores.rename(old, new);
         self.smart.rename(old, new);
-        hide
     }
 
     /// Whether `text` holds a highlight word.
@@ -511,7 +521,9 @@ mod tests {
         assert!(!f.ignored("me", &join, t0));
         let rename = ServerMsg::NickChange { old: nick("eve"), new: nick("eve2") };
         assert!(!f.ignored("me", &rename, t0));
-        assert!(!f.renamed("me", "eve", "eve2", t0), "hide_joins_parts off: shown");
+        assert!(!f.hides_rename("me", "eve", t0), "hide_joins_parts off: shown");
+        assert!(!f.hides_rename_in("me", "#a", "eve", t0), "hide_joins_parts off: shown");
+        f.rename("eve", "eve2");
         assert!(f.ignored("me", &say("eve2"), t0));
         assert!(!f.ignored("me", &say("bob"), t0));
         f.hide = HideJoins::Smart;
@@ -641,5 +653,46 @@ mod app_tests {
         assert!(texts(&a).iter().any(|t| t.contains("bob2 is now known as bob3")));
         net(&mut a, rename("alice", "alice2"));
         assert!(texts(&a).iter().any(|t| t.contains("alice is now known as alice2")), "our own");
+    }
+
+    /// A rename is hidden or shown per room buffer, as a join there would be: by the room's
+    /// own setting and by whether they spoke in that room; a query with them always shows it.
+    #[test]
+    fn tui_rename_lines_follow_each_rooms_filter_and_show_in_a_query() {
+        let mut a = app(80, 24);
+        let rooms = [("#all".to_owned(), HideJoins::All), ("#off".to_owned(), HideJoins::Off)];
+        a.config.filters =
+            Filters { hide: HideJoins::Smart, rooms: rooms.into(), ..Filters::default() };
+        for r in ["#lobby", "#all", "#off"] {
+            net(&mut a, crate::app::testing::joined(r, "alice"));
+            net(&mut a, crate::app::testing::members(r, &["alice", "bob", "carol"]));
+        }
+        // carol spoke in #lobby only (smart there), and in #all (hidden whatever she said).
+        net(&mut a, say("#lobby", 1, "carol", "hi"));
+        net(&mut a, say("#all", 2, "carol", "hi"));
+        let rename = |old: &str, new: &str| chatao_proto::ServerMsg::NickChange {
+            old: chatao_proto::Nick::parse(old).unwrap(),
+            new: chatao_proto::Nick::parse(new).unwrap(),
+        };
+        let shown_in = |a: &crate::app::App, line: &str| -> Vec<String> {
+            a.buffers
+                .iter()
+                .filter(|b| b.entries.iter().any(|e| e.text == line))
+                .map(|b| b.target.name().to_owned())
+                .collect()
+        };
+        net(&mut a, rename("carol", "carol2"));
+        assert_eq!(shown_in(&a, "carol is now known as carol2"), ["#lobby", "#off"]);
+        net(&mut a, rename("bob", "bob2"));
+        assert_eq!(shown_in(&a, "bob is now known as bob2"), ["#off"], "bob never spoke");
+        // A query with bob2: his next rename shows there, whatever the rooms say.
+        net(&mut a, crate::app::testing::private(3, "bob2", "alice", "psst"));
+        net(&mut a, rename("bob2", "bob3"));
+        assert_eq!(shown_in(&a, "bob2 is now known as bob3"), ["#off", "bob3"]);
+        // carol2 still counts as having spoken in #lobby under her new name.
+        net(&mut a, rename("carol2", "carol3"));
+        assert_eq!(shown_in(&a, "carol2 is now known as carol3"), ["#lobby", "#off"]);
+        net(&mut a, rename("alice", "alice2"));
+        assert_eq!(shown_in(&a, "alice is now known as alice2"), ["#lobby", "#all", "#off"]);
     }
 }

@@ -212,6 +212,9 @@ pub enum Older {
     Loading { before: u64 },
     /// The server has nothing older ("start of history"): nothing more is asked.
     Start,
+    /// The server answered as one from before `history`'s `before` (a `history_end` without
+    /// it): it cannot page back, and nothing more is asked on this connection.
+    Unsupported,
 }
 
 /// A member of a room, as the member list shows it.
@@ -263,6 +266,11 @@ pub struct Buffer {
     pub active: u64,
     /// Scrollback into the past: loading, or at the start.
     pub older: Older,
+    /// The page under way ([`Older::Loading`]): its messages, held until its `history_end`
+    /// says it is a page (then put above the others) and not a server's answer as for `since`
+    /// (then dropped). At most [`super::older::OLDER_PAGE`] (what was asked for); more than
+    /// that from the server are dropped.
+    pub page: Vec<Entry>,
     /// The user left the buffer: the read marker goes before the next line that arrives.
     pub marker_pending: bool,
     /// Entries put above all others so far ([`Buffer::push_older`]): with [`Buffer::dropped`],
@@ -289,6 +297,7 @@ impl Buffer {
             dropped: 0,
             active: 0,
             older: Older::Idle,
+            page: Vec::new(),
             marker_pending: false,
             prepended: 0,
         }

@@ -294,13 +294,12 @@ impl App {
                 vec![]
             }
             ServerMsg::NickChange { old, new } => {
-                // Smart/all hide_joins_parts hides the line; members and queries still follow.
+                // Smart/all hide_joins_parts hides the line in a room's buffer as it would
+                // hide their join there (per room, by who spoke there); a query with them
+                // always shows it. Members and queries follow either way.
                 let me = self.me.as_str();
-                let hidden = self.config.filters.renamed(me, old.as_str(), new.as_str(), self.now);
-                if old == self.me {
-                    self.me = new.clone();
-                }
                 let text = format!("{old} is now known as {new}");
+                let filters = &self.config.filters;
                 for b in &mut self.buffers {
                     let in_query = b.target == super::buffer::Target::Query(old.clone());
                     if in_query {
@@ -311,9 +310,19 @@ impl App {
                     } else if !in_query {
                         continue;
                     }
+                    let hidden = match &b.target {
+                        super::buffer::Target::Room(room) => {
+                            filters.hides_rename_in(me, room.as_str(), old.as_str(), self.now)
+                        }
+                        super::buffer::Target::Query(_) => false,
+                    };
                     if !hidden {
                         b.push(Entry::new(now, Kind::Notice, &text));
                     }
+                }
+                self.config.filters.rename(old.as_str(), new.as_str());
+                if old == self.me {
+                    self.me = new.clone();
                 }
                 vec![]
             }
@@ -391,6 +400,9 @@ impl App {
             ServerMsg::HistoryEnd { room, .. } => {
                 // The server's count includes what we had already; say what was new.
                 let Some(i) = self.find(room.as_str()) else { return vec![] };
+                if self.older_unsupported(i) {
+                    return vec![];
+                }
                 let b = &mut self.buffers[i];
                 let catching_up = !matches!(heard.show, Show::Print { .. });
                 let shown = std::mem::take(&mut b.replayed);

@@ -5,7 +5,13 @@
 //! above the oldest entry ("loading older messages…", "start of history").
 //!
 //! The messages of a page are older than anything shown: they go above it, are not unread,
-//! and do not move the view (it counts rows from the bottom) or count as "new below".
+//! and do not move the view (it counts rows from the bottom) or count as "new below". They
+//! are held until the page's `history_end`: a server from before `before` answers as for
+//! `since` (the room's oldest messages, not the page) with a `history_end` without `before`,
+//! and then the answer is dropped and the buffer says "this server cannot load older
+//! messages" instead of "loading…" forever. (A catch-up's `history_end` arriving while a
+//! page is under way reads the same way; the page is then asked for again on the next
+//! connection.)
 
 use super::buffer::{Entry, Older};
 use super::limits::SCROLLBACK;
@@ -43,26 +49,49 @@ impl App {
         matches!(self.buffers[i].older, Older::Loading { before } if id < before)
     }
 
-    /// Puts an entry of an older page into buffer `i`, above what it holds: not unread, the
-    /// view unmoved.
+    /// Holds an entry of the older page under way for buffer `i` until the page ends
+    /// ([`App::older_ended`]); past [`OLDER_PAGE`] (more than was asked for) it is dropped.
     pub(super) fn push_older(&mut self, i: usize, entry: Entry) -> Vec<Effect> {
-        self.buffers[i].push_older(entry);
-        self.bound_total();
+        let page = &mut self.buffers[i].page;
+        if page.len() < OLDER_PAGE as usize {
+            page.push(entry);
+        }
         vec![]
     }
 
-    /// The end of a page for `room`'s buffer `i`: an empty page is the start of history.
+    /// The end of a page for `room`'s buffer `i`: its messages go above what the buffer holds
+    /// (not unread, the view unmoved); an empty page is the start of history.
     pub(super) fn older_ended(&mut self, i: usize, count: u32) {
         let b = &mut self.buffers[i];
         b.replayed = 0;
         b.older = if count == 0 { Older::Start } else { Older::Idle };
+        for entry in std::mem::take(&mut b.page) {
+            b.push_older(entry);
+        }
+        self.bound_total();
     }
 
-    /// A lost connection forgets the requests under way (the core does too): PgUp asks again.
+    /// A `history_end` without `before` for buffer `i`: if a page was under way, the server
+    /// answered it as a catch-up (it predates `before`): what it sent is dropped and nothing
+    /// more is asked. Whether it was (the caller then ignores it as a catch-up's end).
+    pub(super) fn older_unsupported(&mut self, i: usize) -> bool {
+        let b = &mut self.buffers[i];
+        if !matches!(b.older, Older::Loading { .. }) {
+            return false;
+        }
+        b.older = Older::Unsupported;
+        b.page.clear();
+        b.replayed = 0;
+        true
+    }
+
+    /// A lost connection forgets the requests under way (the core does too): PgUp asks again,
+    /// also of a server that could not page back (the next may be a newer one).
     pub(super) fn older_lost(&mut self) {
         for b in &mut self.buffers {
-            if matches!(b.older, Older::Loading { .. }) {
+            if matches!(b.older, Older::Loading { .. } | Older::Unsupported) {
                 b.older = Older::Idle;
+                b.page.clear();
             }
         }
     }

@@ -86,6 +86,38 @@ fn pgup_at_the_top_loads_older_pages_until_the_start_of_history() {
     assert_eq!(ids(&a), (1..=204).collect::<Vec<_>>());
 }
 
+/// A server from before `history`'s `before` answers a page as it would `since`: the room's
+/// oldest messages and a `history_end` without `before`. That answer is dropped (it is not
+/// the page above what is held), the buffer says so instead of "loading…" forever, and PgUp
+/// asks nothing more until the next connection.
+#[test]
+fn a_server_without_before_is_told_not_left_loading_and_its_answer_is_not_shown() {
+    let mut a = app(80, 24);
+    net(&mut a, joined("#lobby", "alice"));
+    for id in 201..=203 {
+        net(&mut a, old("#lobby", id, &format!("m{id}")));
+    }
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 3, before: None });
+    assert_eq!(pgup_until_sent(&mut a, 1), [older_ask("#lobby", 201)]);
+    // The old server's answer: messages 1..=100 from the room's start, then a catch-up's end.
+    for id in 1..=100 {
+        net(&mut a, old("#lobby", id, &format!("m{id}")));
+    }
+    assert_eq!(ids(&a), [201, 202, 203], "nothing of a page is shown before its end");
+    net(&mut a, ServerMsg::HistoryEnd { room: room("#lobby"), count: 100, before: None });
+    assert_eq!(a.current_buffer().older, Older::Unsupported);
+    assert_eq!(ids(&a), [201, 202, 203], "the room's start is not drawn above as if older");
+    let screen = crate::ui::tests::screen(&a);
+    assert!(screen.contains("-- this server cannot load older messages --"), "{screen}");
+    assert!(!screen.contains("loading"), "{screen}");
+    let notes = a.current_buffer().entries.iter().filter(|e| e.text.contains("history (")).count();
+    assert_eq!(notes, 1, "the answer ends no catch-up of its own");
+    assert!(pgup_until_sent(&mut a, 3).is_empty(), "nothing more asked of this server");
+    // The next connection may be to a newer server: PgUp asks again there.
+    a.update(Event::Net(NetEvent::Closed(Closed::Lost("reset".into()))));
+    assert_eq!(a.current_buffer().older, Older::Idle);
+}
+
 #[test]
 fn a_lost_connection_during_a_page_lets_pgup_ask_again_after_the_catch_up() {
     let mut a = app(80, 24);

@@ -8,6 +8,11 @@
 //! joined (its messages cannot be read here), and answers the refused messages and the E2E
 //! requests. Messages for the server do not pass through it: the UI's handle sends them to the
 //! actor directly ([`NetHandle::refusing`]), so a lost connection still reports them unsent.
+//!
+//! `/invite NICK` reaches it as an E2E invitation would (a key package fetch for the room):
+//! in a room not seen to be E2E it is the plain room's invite list, so the task sends the
+//! server's `invite` for it; in an E2E room it is refused here. (Past [`ROOMS_TOLD`] E2E
+//! rooms, one not remembered gets the plain invite, which the server refuses as `invalid`.)
 
 use std::collections::HashSet;
 
@@ -49,6 +54,8 @@ pub fn attach(
     let (ui_tx, ui_rx) = mpsc::channel(net::EVENT_QUEUE);
     let (refused_tx, mut refused_rx) = mpsc::channel::<ClientMsg>(REFUSED_QUEUE);
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(REFUSED_QUEUE);
+    // Plain invitations go on to the server through the handle's own outbox.
+    let server = handle.clone();
     let handle = handle.refusing(refused_tx, req_tx);
     let off = format!("end-to-end encrypted rooms are off here ({holder} has their state)");
     tokio::spawn(async move {
@@ -82,6 +89,14 @@ pub fn attach(
                     joined
                 }
                 msg = refused_rx.recv(), if refused_open => match msg {
+                    Some(ClientMsg::FetchKeyPackage { nick, room: Some(room) })
+                        if RoomName::parse(&room).is_ok_and(|r| !told.contains(&r)) =>
+                    {
+                        match server.send(ClientMsg::Invite { room: room.clone(), nick: nick.clone() }).await {
+                            Ok(()) => None,
+                            Err(_) => Some(format!("/invite {nick} into {room}: not sent: the connection is closed")),
+                        }
+                    }
                     Some(msg) => Some(refusal(&msg, &off)),
                     None => { refused_open = false; None }
                 },

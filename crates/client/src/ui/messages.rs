@@ -248,6 +248,7 @@ pub fn top_banner(b: &Buffer) -> Option<String> {
         Older::Idle => None,
         Older::Loading { .. } => Some("-- loading older messages… --".into()),
         Older::Start => Some("-- start of history --".into()),
+        Older::Unsupported => Some("-- this server cannot load older messages --".into()),
     }
 }
 

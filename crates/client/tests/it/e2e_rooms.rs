@@ -858,3 +858,39 @@ async fn several_processes_of_one_key_chat_and_only_one_holds_the_e2e_state() {
         c.quit().await;
     }
 }
+
+/// A process of a key whose E2E state another process holds still invites into a plain
+/// room: `/invite` there is the room's invite list (the server's `invite`), which needs no
+/// E2E state; into an E2E room it is refused here, with the reason.
+#[tokio::test]
+async fn without_the_e2e_state_invite_still_works_in_a_plain_room() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let mut alice = Chatao::start_in(&key, server.addr, "alice", &[]).await;
+    alice.send("/create --e2e #sec").await;
+    alice.wait("#sec is END-TO-END ENCRYPTED").await;
+    let mut bob = Chatao::start_in(&key, server.addr, "bob", &[]).await;
+    bob.wait("end-to-end encrypted rooms are off in this chatao").await;
+    let mut carol = Chatao::start(dir.path(), server.addr, "carol", &[]).await;
+
+    bob.send("/join #club").await;
+    bob.wait("bob joined #club").await;
+    bob.send("/mode +i").await;
+    bob.wait("bob made #club invite-only (+i)").await;
+    carol.send("/join #club").await;
+    carol.wait("invite_only").await;
+    bob.send("/invite carol").await;
+    bob.wait("carol was invited to #club by bob").await;
+    carol.send("/join #club").await;
+    bob.wait("carol joined #club").await;
+
+    // Into the E2E room (bob is in it, unable to read it): refused by bob's client.
+    bob.send("/join #sec").await;
+    bob.wait("#sec is end-to-end encrypted: its messages cannot be read or sent here").await;
+    bob.send("/invite carol").await;
+    bob.wait("/invite carol into #sec: not done: end-to-end encrypted rooms are off here").await;
+    for c in [carol, bob, alice] {
+        c.quit().await;
+    }
+}
