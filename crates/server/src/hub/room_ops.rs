@@ -56,6 +56,12 @@ pub struct RoomOps {
     /// Keys banned from the room.
     #[serde(default)]
     pub bans: BTreeMap<String, RoomBan>,
+    /// A first joiner's claim was applied: later claims change nothing. On a cluster two
+    /// nodes may each see a room as new and each publish a claim for its own joiner; every
+    /// node applies the stream in one order, so the first claim wins everywhere and the room
+    /// gets one operator, not two.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claimed: bool,
 }
 
 /// A room ban: until when (milliseconds since the epoch; `None`: for good), why, by whom.
@@ -263,8 +269,19 @@ impl State {
         let mut remove: Option<(String, String)> = None;
         let (action, target, reason, until) = match change {
             RoomChange::Claim { fingerprint } => {
-                ops.ops.insert(fingerprint);
-                (None, None, None, None)
+                // Only the first claim of a room with no operators counts (see `claimed`).
+                let first = !ops.claimed && ops.ops.is_empty();
+                ops.claimed = true;
+                if first {
+                    ops.ops.insert(fingerprint);
+                }
+                // Standalone, the claim is made before the joiner's member list is sent, which
+                // marks them. On a cluster it comes back from the stream after the join's list:
+                // the room (the joiner and whoever joined since) is told, as for an `op`.
+                match first && self.link.is_some() {
+                    true => (Some(RoomAction::Op), Some(by.to_string()), None, None),
+                    false => (None, None, None, None),
+                }
             }
             RoomChange::Op { fingerprint, nick, on } => {
                 if on {

@@ -318,3 +318,47 @@ async fn on_a_cluster_op_topic_lock_and_room_ban_hold_on_the_other_node() {
     let mut carol_a = TestClient::connect_with(a.addr, "carol2", &fixed_keypair(3)).await.unwrap();
     assert_eq!(refused(&mut carol_a, join("#mesh")).await.0, ErrorCode::BannedFromRoom);
 }
+
+#[cfg(feature = "cluster")]
+/// Two keys join a new room at once through two nodes: each node may see the room as new and
+/// publish a claim for its own joiner. The stream orders the claims, and only the first one
+/// counts on every node: the room has one operator, the same on both nodes, and both joiners
+/// are told who it is (`room_moderation op`: on a cluster the claim comes back after the
+/// join's member list). Without the first-claim rule both became operators; without the
+/// notice nobody is told.
+#[tokio::test]
+async fn on_a_cluster_two_first_joiners_at_once_make_one_operator() {
+    let nats = NatsServer::start().await;
+    let a = TestServer::start_with(clustered(&nats)).await;
+    let b = TestServer::start_with(clustered(&nats)).await;
+    let mut alice = TestClient::connect_with(a.addr, "alice", &fixed_keypair(1)).await.unwrap();
+    let mut bob = TestClient::connect_with(b.addr, "bob", &fixed_keypair(2)).await.unwrap();
+    for round in 0..3 {
+        let room = format!("#race{round}");
+        let msg = join(&room);
+        let (ja, jb) = tokio::join!(alice.send(&msg), bob.send(&msg));
+        ja.unwrap();
+        jb.unwrap();
+        let winner_a = moderation(&mut alice, RoomAction::Op).await.unwrap();
+        let winner_b = moderation(&mut bob, RoomAction::Op).await.unwrap();
+        assert_eq!(winner_a, winner_b, "{room}: one operator, the same on both nodes");
+        // Both claims (if two were made) precede these on the stream: once both lines are
+        // read on both nodes, every claim has been applied there.
+        alice.say_in(&room, &format!("a{round}")).await.unwrap();
+        bob.say_in(&room, &format!("b{round}")).await.unwrap();
+        for c in [&mut alice, &mut bob] {
+            for text in [format!("a{round}"), format!("b{round}")] {
+                c.expect_text(&text).await.unwrap();
+            }
+        }
+        for c in [&mut alice, &mut bob] {
+            let ops: Vec<String> =
+                who(c, &room).await.into_iter().filter(|(_, op)| *op).map(|(n, _)| n).collect();
+            assert_eq!(
+                ops,
+                std::slice::from_ref(&winner_a),
+                "{room}: exactly the first claim's key"
+            );
+        }
+    }
+}
