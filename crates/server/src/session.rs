@@ -251,7 +251,16 @@ where
     } else {
         // On a cluster the set is the cluster's (cluster/identity.rs), whichever node wrote it.
         let read = match &ctx.cluster {
-            Some(cluster) => cluster.remembered(&fingerprint).await.map_err(|e| e.to_string()),
+            Some(cluster) => match cluster.remembered(&fingerprint).await {
+                Ok(Some(rooms)) => Ok(rooms),
+                // No set in the cluster yet: the rooms this node's replica has for the key
+                // (joined before the bucket existed) become it.
+                Ok(None) => match ctx.hub.remembered(&fingerprint).await {
+                    Ok(own) => cluster.adopt(&fingerprint, own).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            },
             None => ctx.hub.remembered(&fingerprint).await.map_err(|e| e.to_string()),
         };
         match read {
@@ -278,8 +287,8 @@ where
     };
     let mut records = vec![encode(&welcome)];
     if join_lobby && let Ok(joined) = ctx.hub.join(id, &lobby) {
-        if let (Some(cluster), Some(fp)) = (&ctx.cluster, ctx.hub.remembers(id, &lobby))
-            && let Err(cause) = cluster.remember(&fp, &lobby, true).await
+        if let (Some(cluster), Some((fp, at))) = (&ctx.cluster, ctx.hub.remembers(id, &lobby))
+            && let Err(cause) = cluster.remember(&fp, &lobby, true, at).await
         {
             warn!(session = id, %cause, "cannot remember the default room in the cluster");
         }
@@ -715,8 +724,8 @@ async fn handle_held(
                 _ => None,
             };
             if let (Some(cluster), Some((room, false))) = (&ctx.cluster, &membership)
-                && let Some(fp) = ctx.hub.remembers(state.id, room)
-                && let Err(e) = cluster.remember(&fp, room, false).await
+                && let Some((fp, _)) = ctx.hub.remembers(state.id, room)
+                && let Err(e) = cluster.remember(&fp, room, false, u64::MAX).await
             {
                 return send(out, wt, hub_error(e).with_room(named), backlog).await;
             }
@@ -728,8 +737,8 @@ async fn handle_held(
                 pong_timer.as_mut().reset(now + state.pongs.wait_time());
             }
             if let (Some(cluster), Some((room, true))) = (&ctx.cluster, &membership)
-                && let Some(fp) = ctx.hub.remembers(state.id, room)
-                && let Err(cause) = cluster.remember(&fp, room, true).await
+                && let Some((fp, at)) = ctx.hub.remembers(state.id, room)
+                && let Err(cause) = cluster.remember(&fp, room, true, at).await
             {
                 warn!(session = state.id, %cause, "cannot remember a joined room in the cluster");
             }

@@ -13,16 +13,19 @@
 //! - `chatao_bans`, `chatao_mutes`, `chatao_access`: written by the node where the operator
 //!   acted, watched by every node (with their current contents at startup).
 //! - `chatao_memberships` (issue 19): the rooms each key stays in, one entry per fingerprint
-//!   holding its sorted room list (JSON array of names, at most
-//!   [`crate::limits::MAX_ROOMS_PER_USER`]). Written by the node that handles the join or part
-//!   with a compare-and-set `update` (retried on a conflict, so two nodes changing one key's
-//!   set at once both land), read by any node at `hello`. Not watched: nothing but a `hello`
+//!   holding its rooms, each with the room stream position it was remembered at (a JSON
+//!   object `{"#room": position}`, at most [`crate::limits::MAX_ROOMS_PER_USER`]; the first
+//!   form, a JSON array of names, is still read). Written by the node that handles the join or
+//!   part, or a room kick's or ban's operator's node, with a compare-and-set `update` (retried
+//!   on a conflict, so two nodes changing one key's set at once both land; the positions keep
+//!   a kick from undoing a later rejoin, [`remember`]), read by any node at `hello`; a key
+//!   without an entry gets its node's own copy ([`adopt`]). Not watched: nothing but a `hello`
 //!   needs it.
 //!
 //! Keys in buckets are the hex of the nickname's skeleton ([`Nick::folded`]; before look-alikes
 //! were one nickname, of the lower-cased nickname) or of the fingerprint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,57 +191,77 @@ pub(super) async fn release(inner: &Inner, claim: Claim) {
 const MEMBERSHIP_TRIES: usize = 8;
 
 /// The rooms in `chatao_memberships` for `fingerprint`, in name order (names that do not
-/// parse are skipped; a value that is not a list is an empty set).
+/// parse are skipped; a value that is neither form is an empty set); `None` when the key has
+/// no entry at all (never written: a key from before the bucket, see [`adopt`]).
 pub(super) async fn remembered(
     inner: &Inner,
     fingerprint: &str,
-) -> Result<Vec<chatao_proto::RoomName>, HubError> {
+) -> Result<Option<Vec<chatao_proto::RoomName>>, HubError> {
     let key = subjects::hex(fingerprint);
     let entry = inner.memberships.entry(key.as_str()).await.map_err(|_| HubError::Unavailable)?;
-    Ok(room_list(entry.as_ref()))
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .map(|e| room_list(&e).into_keys().collect()))
 }
 
-fn room_list(entry: Option<&kv::Entry>) -> Vec<chatao_proto::RoomName> {
-    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-        return Vec::new();
+/// An entry's rooms, each with the stream position it was remembered at (see [`remember`]):
+/// the value is a JSON object `{"#room": position}`; a JSON array of names (the first form)
+/// reads as position 0.
+fn room_list(entry: &kv::Entry) -> BTreeMap<chatao_proto::RoomName, u64> {
+    match entry.operation {
+        kv::Operation::Put => rooms_of(&entry.value),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// [`room_list`] of a value.
+fn rooms_of(value: &[u8]) -> BTreeMap<chatao_proto::RoomName, u64> {
+    let named: Vec<(String, u64)> = match serde_json::from_slice::<BTreeMap<String, u64>>(value) {
+        Ok(map) => map.into_iter().collect(),
+        Err(_) => serde_json::from_slice::<Vec<String>>(value)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n, 0))
+            .collect(),
     };
-    let names: Vec<String> = serde_json::from_slice(&entry.value).unwrap_or_default();
-    let mut rooms: Vec<_> =
-        names.iter().filter_map(|n| chatao_proto::RoomName::parse(n).ok()).collect();
-    rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    rooms.dedup();
-    rooms
+    named
+        .into_iter()
+        .filter_map(|(n, at)| chatao_proto::RoomName::parse(&n).ok().map(|r| (r, at)))
+        .collect()
+}
+
+fn room_value(rooms: &BTreeMap<chatao_proto::RoomName, u64>) -> Bytes {
+    let named: BTreeMap<&str, u64> = rooms.iter().map(|(r, at)| (r.as_str(), *at)).collect();
+    Bytes::from(serde_json::to_vec(&named).unwrap_or_default())
 }
 
 /// Adds (`keep`) or removes `room` in `fingerprint`'s set in `chatao_memberships`: read,
 /// change, compare-and-set (`create` when there is no entry), retried on a conflict. A set
 /// already at [`crate::limits::MAX_ROOMS_PER_USER`] rooms is left as it is (the join happens,
 /// it is not remembered, as on a standalone server). Returns once the bucket has the change.
+///
+/// `at` orders the writes of different nodes by the room stream's position, which every node
+/// applies in the same order. A join remembers the room at the position its node had applied
+/// when it joined (kept: the higher of that and what the entry had). A room operator's kick or
+/// ban forgets it only if it was remembered before the kick's position: a rejoin on a node
+/// that had already applied the kick is kept even when the kicking node's write lands after
+/// it. A part forgets at `u64::MAX` (always).
 pub(super) async fn remember(
     inner: &Inner,
     fingerprint: &str,
     room: &chatao_proto::RoomName,
     keep: bool,
+    at: u64,
 ) -> Result<(), HubError> {
     let key = subjects::hex(fingerprint);
     for _ in 0..MEMBERSHIP_TRIES {
         let entry =
             inner.memberships.entry(key.as_str()).await.map_err(|_| HubError::Unavailable)?;
-        let mut rooms = room_list(entry.as_ref());
-        let at = rooms.iter().position(|r| r == room);
-        match (keep, at) {
-            (true, Some(_)) | (false, None) => return Ok(()),
-            (true, None) if rooms.len() >= crate::limits::MAX_ROOMS_PER_USER => return Ok(()),
-            (true, None) => {
-                rooms.push(room.clone());
-                rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            }
-            (false, Some(i)) => {
-                rooms.remove(i);
-            }
+        let mut rooms = entry.as_ref().map(room_list).unwrap_or_default();
+        if !change_set(&mut rooms, room, keep, at) {
+            return Ok(());
         }
-        let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
-        let body = Bytes::from(serde_json::to_vec(&names).unwrap_or_default());
+        let body = room_value(&rooms);
         let written = match entry {
             Some(e) => inner.memberships.update(&key, body, e.revision).await.is_ok(),
             None => inner.memberships.create(&key, body).await.is_ok(),
@@ -249,6 +272,51 @@ pub(super) async fn remember(
     }
     warn!("could not change a key's remembered rooms in the cluster (too many concurrent writers)");
     Err(HubError::Unavailable)
+}
+
+/// Makes [`remember`]'s change to a key's set `rooms`; whether it changed (else nothing is
+/// written).
+fn change_set(
+    rooms: &mut BTreeMap<chatao_proto::RoomName, u64>,
+    room: &chatao_proto::RoomName,
+    keep: bool,
+    at: u64,
+) -> bool {
+    match (keep, rooms.get(room).copied()) {
+        (true, Some(had)) if had >= at => false,
+        (true, None) if rooms.len() >= crate::limits::MAX_ROOMS_PER_USER => false,
+        (true, _) => {
+            rooms.insert(room.clone(), at);
+            true
+        }
+        (false, None) => false,
+        // Remembered at or after the kick: a rejoin that saw it.
+        (false, Some(had)) if had >= at => false,
+        (false, Some(_)) => {
+            rooms.remove(room);
+            true
+        }
+    }
+}
+
+/// The set of a key with no entry in `chatao_memberships` (one that joined its rooms before
+/// the bucket existed) taken from `rooms`, the node's own copy: created at position 0 unless
+/// another node created one first, then that one counts. Returns the set that counts.
+pub(super) async fn adopt(
+    inner: &Inner,
+    fingerprint: &str,
+    rooms: Vec<chatao_proto::RoomName>,
+) -> Result<Vec<chatao_proto::RoomName>, HubError> {
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = subjects::hex(fingerprint);
+    let set: BTreeMap<chatao_proto::RoomName, u64> =
+        rooms.into_iter().take(crate::limits::MAX_ROOMS_PER_USER).map(|r| (r, 0)).collect();
+    if inner.memberships.create(&key, room_value(&set)).await.is_ok() {
+        return Ok(set.into_keys().collect());
+    }
+    Ok(remembered(inner, fingerprint).await?.unwrap_or_default())
 }
 
 pub(super) async fn publish_allowlist(inner: &Inner, access: &Access) {
@@ -457,5 +525,46 @@ async fn watch<F>(
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatao_proto::RoomName;
+
+    fn room(r: &str) -> RoomName {
+        RoomName::parse(r).unwrap_or_else(|e| panic!("{r}: {e}"))
+    }
+
+    /// A kick's forgetting, written late by the operator's node, does not undo a rejoin that
+    /// a node made after applying the kick; it does forget a membership from before it.
+    #[test]
+    fn a_late_kick_forgets_only_what_was_remembered_before_it() {
+        let mut set = BTreeMap::new();
+        assert!(change_set(&mut set, &room("#den"), true, 10), "joined at 10");
+        assert!(!change_set(&mut set, &room("#den"), true, 3), "an older join changes nothing");
+        assert_eq!(set.get(&room("#den")), Some(&10));
+        assert!(!change_set(&mut set, &room("#den"), false, 7), "kick at 7: the rejoin stays");
+        assert!(!change_set(&mut set, &room("#den"), false, 10), "kick at 10: applied before");
+        assert!(change_set(&mut set, &room("#den"), false, 11), "kick at 11 forgets it");
+        assert!(set.is_empty());
+        assert!(!change_set(&mut set, &room("#den"), false, u64::MAX), "nothing to forget");
+        assert!(change_set(&mut set, &room("#a"), true, 0));
+        assert!(change_set(&mut set, &room("#a"), false, u64::MAX), "a part always forgets");
+        for i in 0..crate::limits::MAX_ROOMS_PER_USER {
+            assert!(change_set(&mut set, &room(&format!("#r{i}")), true, 1));
+        }
+        assert!(!change_set(&mut set, &room("#full"), true, 1), "past the bound: not kept");
+    }
+
+    #[test]
+    fn both_forms_of_the_value_are_read_and_the_new_one_written() {
+        let old = rooms_of(br##"["#b","#a","not a room"]"##);
+        assert_eq!(old, BTreeMap::from([(room("#a"), 0), (room("#b"), 0)]));
+        let new = rooms_of(br##"{"#a":4,"#b":9}"##);
+        assert_eq!(new, BTreeMap::from([(room("#a"), 4), (room("#b"), 9)]));
+        assert_eq!(&room_value(&new)[..], br##"{"#a":4,"#b":9}"##);
+        assert!(rooms_of(b"garbage").is_empty());
     }
 }

@@ -10,7 +10,7 @@
 //! | nickname owners              | KV bucket `chatao_nicks` (nick -> key)       | first key wins cluster-wide (atomic create) |
 //! | nicknames online             | KV bucket `chatao_online` (nick -> node, session, key) | one holder cluster-wide (atomic create / compare-and-set); watched by every node, which ends a local session the bucket no longer names |
 //! | bans, mutes, allowlist       | KV buckets `chatao_bans`, `chatao_mutes`, `chatao_access` | durable, watched by every node |
-//! | rooms a key stays in         | KV bucket `chatao_memberships` (key -> sorted rooms, at most 50) | written (compare-and-set) by the node of the join or part, read at `hello` by any node |
+//! | rooms a key stays in         | KV bucket `chatao_memberships` (key -> rooms with the stream position each was remembered at, at most 50) | written (compare-and-set, ordered by position) by the node of the join or part or of a room kick's operator, read at `hello` by any node (a key with none: the node's replica's set) |
 //! | private messages, takeovers  | request/reply on `chatao.node.<node>.pm` / `.end` | addressed to one node; the reply is the acknowledgement |
 //! | operator notices             | core subject `chatao.mod`                    | every node tells its users and enforces on its own |
 //!
@@ -407,23 +407,36 @@ impl Cluster {
         identity::release(&self.inner, claim).await
     }
 
-    /// The rooms key `fingerprint` stays in, cluster-wide, in name order.
+    /// The rooms key `fingerprint` stays in, cluster-wide, in name order; `None` when the
+    /// cluster has no set for the key yet (see [`Cluster::adopt`]).
     pub async fn remembered(
         &self,
         fingerprint: &str,
-    ) -> Result<Vec<chatao_proto::RoomName>, crate::hub::HubError> {
+    ) -> Result<Option<Vec<chatao_proto::RoomName>>, crate::hub::HubError> {
         identity::remembered(&self.inner, fingerprint).await
     }
 
-    /// Remembers (`keep`) or forgets `room` for key `fingerprint` cluster-wide; returns once
-    /// the bucket has it (or has refused it).
+    /// Remembers (`keep`) or forgets `room` for key `fingerprint` cluster-wide, ordered by
+    /// the room stream position `at` ([`identity::remember`]); returns once the bucket has it
+    /// (or has refused it).
     pub async fn remember(
         &self,
         fingerprint: &str,
         room: &chatao_proto::RoomName,
         keep: bool,
+        at: u64,
     ) -> Result<(), crate::hub::HubError> {
-        identity::remember(&self.inner, fingerprint, room, keep).await
+        identity::remember(&self.inner, fingerprint, room, keep, at).await
+    }
+
+    /// Gives a key without a cluster-wide set the node's own copy `rooms` (what it joined
+    /// before the bucket existed) and returns the set that counts.
+    pub async fn adopt(
+        &self,
+        fingerprint: &str,
+        rooms: Vec<chatao_proto::RoomName>,
+    ) -> Result<Vec<chatao_proto::RoomName>, crate::hub::HubError> {
+        identity::adopt(&self.inner, fingerprint, rooms).await
     }
 
     /// Publishes the allowlist file (if the node has one) as the cluster's allowlist.

@@ -76,7 +76,7 @@ impl Cluster {
     pub async fn remembered(
         &self,
         _fingerprint: &str,
-    ) -> Result<Vec<chatao_proto::RoomName>, HubError> {
+    ) -> Result<Option<Vec<chatao_proto::RoomName>>, HubError> {
         match *self {}
     }
 
@@ -85,7 +85,16 @@ impl Cluster {
         _fingerprint: &str,
         _room: &chatao_proto::RoomName,
         _keep: bool,
+        _at: u64,
     ) -> Result<(), HubError> {
+        match *self {}
+    }
+
+    pub async fn adopt(
+        &self,
+        _fingerprint: &str,
+        _rooms: Vec<chatao_proto::RoomName>,
+    ) -> Result<Vec<chatao_proto::RoomName>, HubError> {
         match *self {}
     }
 

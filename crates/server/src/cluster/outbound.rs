@@ -174,10 +174,10 @@ pub(super) async fn run(
                             None
                         }));
                     }
-                    Outbound::ForgetMembership { fingerprint, room } => {
+                    Outbound::ForgetMembership { fingerprint, room, before } => {
                         let inner = inner.clone();
                         jobs.push(Box::pin(async move {
-                            if identity::remember(&inner, &fingerprint, &room, false).await.is_err()
+                            if identity::remember(&inner, &fingerprint, &room, false, before).await.is_err()
                             {
                                 warn!(%room, "a kicked or banned key's remembered room could not be forgotten in the cluster");
                             }

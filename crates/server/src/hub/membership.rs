@@ -29,7 +29,10 @@
 //! (cluster/identity.rs): session.rs writes it around each join and part ([`Hub::remembers`]
 //! says whether one changes it; a part is in the bucket before the hub is told, so before the
 //! leave that acknowledges it) and reads it at `hello`. The node's replica keeps its own copy
-//! as well, unused there.
+//! as well: used at `hello` only for a key the bucket has no set for (one that joined its
+//! rooms before the bucket existed), which then becomes the cluster's set. Each write carries
+//! a room stream position ([`Hub::remembers`] at a join, the change's at a room kick or
+//! ban), so a kick written late does not forget a rejoin made after it.
 
 use bytes::Bytes;
 use chatao_proto::RoomName;
@@ -70,10 +73,15 @@ impl Hub {
     /// The key of session `id` when its being in `room` or not is remembered (it is not a
     /// fixed-set session) and it is in `room` now: for a cluster node, which writes the
     /// cluster's set after a join that made this true and before a part that ends it.
-    pub fn remembers(&self, id: SessionId, room: &RoomName) -> Option<String> {
+    /// With it, the last room stream position this node applied (0 standalone and until a
+    /// node's first batch after a start), read under the same lock: a kick applied after this
+    /// removes the session and forgets a set written at this position
+    /// (`cluster/identity.rs` `remember`).
+    pub fn remembers(&self, id: SessionId, room: &RoomName) -> Option<(String, u64)> {
         let st = self.lock();
         let user = st.users.get(&id).filter(|u| !u.fixed)?;
-        st.rooms.get(room).is_some_and(|r| r.contains(id)).then(|| user.fingerprint.clone())
+        let here = st.rooms.get(room).is_some_and(|r| r.contains(id));
+        here.then(|| (user.fingerprint.clone(), st.applied))
     }
 
     /// Makes `id` a fixed-set session: its joins and parts from now on are not remembered.

@@ -181,6 +181,9 @@ struct State {
     bus: Option<BusHandle>,
     /// Sequence number of the last queued bus event.
     seq: u64,
+    /// On a cluster node, the last room stream position applied ([`Hub::remembers`]);
+    /// 0 until the first batch after a start.
+    applied: u64,
     /// Id of the last private message.
     last_private: u64,
     /// Users on other nodes of the cluster.

@@ -215,8 +215,10 @@ pub enum Outbound {
     Mute { fingerprint: String, until: Option<Option<u64>> },
     /// Forget `room` in the key's remembered set in the shared bucket (a room operator's kick
     /// or ban; joins and parts write it from the session, `session.rs`). Sent by the node of
-    /// the operator who made the change only, once it applies it from the stream.
-    ForgetMembership { fingerprint: String, room: RoomName },
+    /// the operator who made the change only, once it applies it from the stream. `before`:
+    /// the change's stream position; a rejoin remembered at or after it stays
+    /// (`cluster/identity.rs` `remember`).
+    ForgetMembership { fingerprint: String, room: RoomName, before: u64 },
 }
 
 /// Most events waiting for the cluster task. Overflow policy: room messages are refused with
@@ -666,7 +668,7 @@ impl Hub {
                     if let (Some(_), Some((fp, _)), Some(link)) = (actor, &applied.remove, &st.link)
                     {
                         let (fingerprint, room) = (fp.clone(), room_name.clone());
-                        link.send(Outbound::ForgetMembership { fingerprint, room });
+                        link.send(Outbound::ForgetMembership { fingerprint, room, before: seq });
                     }
                     remove = applied.remove.map(|r| (r, applied.bytes.clone()));
                     (applied.bytes, applied.persist)
@@ -686,6 +688,7 @@ impl Hub {
         }
         // The stream position is kept with the events (in the same transaction, or the next:
         // writing an event twice is harmless), so a restart resumes after it.
+        st.applied = st.applied.max(last);
         let seq = st.next_seq();
         for name in &touched {
             st.forget_if_empty(name);

@@ -213,3 +213,37 @@ async fn on_a_cluster_a_room_kick_forgets_the_room_in_the_kicked_keys_set() {
     };
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("timed out");
 }
+
+#[cfg(feature = "cluster")]
+/// A key whose rooms were remembered before the cluster's bucket existed (only in the node's
+/// replica, as the first cluster release kept them) has no entry there: the node it connects
+/// to gives it its replica's set, which becomes the cluster's, so another node lists it too.
+/// Fails without the adoption: node A's welcome lists nothing once the entry is gone.
+#[tokio::test]
+async fn on_a_cluster_rooms_remembered_before_the_bucket_are_taken_from_the_nodes_replica() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (node(&nats).await, node(&nats).await);
+    let run = async {
+        let (mut alice, _) = connect(a.addr, 6, "alice", plain()).await;
+        alice.expect("the lobby", |m| matches!(m, ServerMsg::HistoryEnd { .. })).await.unwrap();
+        alice.join("#old").await.unwrap();
+        alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let _ = alice.read_to_end().await;
+        // As before the bucket: no entry for the key.
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let bucket = js.get_key_value("chatao_memberships").await.unwrap();
+        let fp = fixed_keypair(6).public().fingerprint();
+        let key: String = fp.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(bucket.get(&key).await.unwrap().is_some(), "the join wrote the bucket");
+        bucket.delete(&key).await.unwrap();
+        assert!(bucket.get(&key).await.unwrap().is_none());
+
+        let (mut alice, rooms) = connect(a.addr, 6, "alice", plain()).await;
+        assert_eq!(rooms, ["#lobby", "#old"], "node A's replica");
+        alice.send(&ClientMsg::Quit { reason: None }).await.unwrap();
+        let _ = alice.read_to_end().await;
+        let (_alice, rooms) = connect(b.addr, 6, "alice", plain()).await;
+        assert_eq!(rooms, ["#lobby", "#old"], "now the cluster's: node B lists it");
+    };
+    tokio::time::timeout(Duration::from_secs(60), run).await.expect("timed out");
+}
