@@ -77,7 +77,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "/search [TEXT]",
         "full-screen UI: search the buffer's scrollback, ignoring case (n / N: older / newer)",
     ),
-    ("url", "/url [N]", "full-screen UI: list the last links of the buffer (N: show link N whole)"),
+    (
+        "url",
+        "/url [N]",
+        "full-screen UI: list the last links of the buffer (N: show link N whole, and open it \
+         with the config's url_command)",
+    ),
     (
         "ignore",
         "/ignore [NICK|FINGERPRINT]",

@@ -136,6 +136,10 @@ pub struct Settings {
     /// remembers for the key. `None`: the remembered rooms.
     pub fixed_rooms: Option<Vec<chatao_proto::RoomName>>,
     pub bell: bool,
+    /// What opens a link for `/url N` in the full-screen UI: a program and its own options,
+    /// run directly (never by a shell) with the link's target as one more argument
+    /// ([`crate::app::Effect::OpenUrl`]). Empty: `/url N` only shows the link.
+    pub url_command: Vec<String>,
     pub logs: Logs,
     /// Where each setting came from, by its name in the file.
     pub origins: BTreeMap<&'static str, Origin>,
@@ -155,6 +159,7 @@ pub const KEYS: &[&str] = &[
     "ignore",
     "timestamp",
     "bell",
+    "url_command",
     "hide_joins_parts",
     "rooms",
     "fixed_rooms",
@@ -174,6 +179,7 @@ struct FileSettings {
     ignore: Option<Vec<String>>,
     timestamp: Option<String>,
     bell: Option<bool>,
+    url_command: Option<Command>,
     hide_joins_parts: Option<HideJoins>,
     rooms: Option<BTreeMap<String, RoomSettings>>,
     fixed_rooms: Option<Vec<String>>,
@@ -198,11 +204,52 @@ struct NotifyFile {
     e2e_text: Option<bool>,
 }
 
+/// A command in the file: a line split at white space (never given to a shell), or a list
+/// of arguments.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Command {
     Line(String),
     Args(Vec<String>),
+}
+
+impl Command {
+    /// The program and its arguments.
+    fn argv(self) -> Vec<String> {
+        match self {
+            Command::Line(l) => l.split_whitespace().map(str::to_owned).collect(),
+            Command::Args(a) => a,
+        }
+    }
+}
+
+/// Why `url_command`'s `argv` cannot be run as meant, if it cannot: it is run directly, the
+/// link added as its last argument, so shell syntax or a placeholder would reach the program
+/// as a literal argument.
+fn url_command_problem(argv: &[String]) -> Option<String> {
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        return Some("an empty command; for example url_command = \"xdg-open\"".to_owned());
+    }
+    let shell = |a: &str| {
+        ["|", "||", "&", "&&", ";", "<", ">", ">>"].contains(&a)
+            || a.starts_with('$')
+            || a.contains("$(")
+            || a.contains('`')
+            || a.ends_with(';')
+            || a.ends_with('&')
+    };
+    if let Some(a) = argv.iter().find(|a| shell(a)) {
+        return Some(format!(
+            "{a:?} is shell syntax, but the command is run directly, never by a shell: give \
+             a program and its own options"
+        ));
+    }
+    if let Some(a) = argv.iter().find(|a| a.contains("{url}")) {
+        return Some(format!(
+            "{a:?}: the link is added as the last argument, nothing is replaced; leave out {{url}}"
+        ));
+    }
+    None
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +309,7 @@ impl Settings {
             port: None,
             nickname: None,
             key_dir: config_dir().join("clientKey"),
+            url_command: Vec::new(),
             highlight: Vec::new(),
             ignore: Vec::new(),
             notify: NotifySettings::default(),
@@ -345,6 +393,14 @@ impl Settings {
             s.bell = v;
             s.origins.insert("bell", at(None, "bell"));
         }
+        if let Some(v) = file.url_command {
+            let argv = v.argv();
+            if let Some(m) = url_command_problem(&argv) {
+                return Err(bad(None, "url_command", m));
+            }
+            s.url_command = argv;
+            s.origins.insert("url_command", at(None, "url_command"));
+        }
         if let Some(v) = file.hide_joins_parts {
             s.hide_joins_parts = v;
             s.origins.insert("hide_joins_parts", at(None, "hide_joins_parts"));
@@ -405,10 +461,7 @@ impl Settings {
                 };
             }
             if let Some(c) = n.command {
-                s.notify.command = match c {
-                    Command::Line(l) => l.split_whitespace().map(str::to_owned).collect(),
-                    Command::Args(a) => a,
-                };
+                s.notify.command = c.argv();
             }
             s.origins.insert("notify", Origin::File(locate_header(text, "notify")));
         }
@@ -490,6 +543,11 @@ impl Settings {
         line("ignore", list(&self.ignore));
         line("timestamp", format!("{:?}", self.timestamp.as_str()));
         line("bell", self.bell.to_string());
+        let url_command = match self.url_command.as_slice() {
+            [] => "(none: /url N shows a link, opens nothing)".to_owned(),
+            argv => list(argv),
+        };
+        line("url_command", url_command);
         line("hide_joins_parts", format!("{:?}", self.hide_joins_parts.as_str()));
         let rooms: Vec<String> =
             self.rooms.iter().map(|(r, h)| format!("{r:?} = {:?}", h.as_str())).collect();
@@ -749,7 +807,10 @@ fn distance(a: &str, b: &str) -> usize {
 /// toml's error, as a [`ConfigError`] with the line and the setting.
 fn de_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-    let message = e.message().trim_end().to_owned();
+    let mut message = e.message().trim_end().to_owned();
+    if message.contains("untagged enum Command") {
+        message = "expected a command: a string (split at spaces) or a list of strings".to_owned();
+    }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let key = rest.split('`').next().unwrap_or("").to_owned();
         let known: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
@@ -830,6 +891,7 @@ ignore = ["mallory"]
 timestamp = "%H:%M"
 bell = false
 hide_joins_parts = "smart"
+url_command = "xdg-open"
 
 [rooms."#ops"]
 hide_joins_parts = "all"
@@ -861,9 +923,38 @@ dir = "/tmp/l"
         assert_eq!(s.theme.mention, Some(Color::Rgb(0xff, 0x88, 0)));
         assert!(s.logs.enabled && !s.logs.e2e);
         assert_eq!(s.origins["port"], Origin::File(3));
-        assert_eq!(s.origins["logs"], Origin::File(24));
+        assert_eq!(s.origins["logs"], Origin::File(25));
         assert_eq!(s.origins["ignore"], Origin::File(7));
+        assert_eq!(s.url_command, vec!["xdg-open"]);
         assert!(s.describe().contains("port = 7001    # file /x/config.toml:3"));
+        assert!(s.describe().contains("url_command = [\"xdg-open\"]    # file /x/config.toml:11"));
+    }
+
+    #[test]
+    fn url_command_is_a_program_and_its_options_never_a_shell_line() {
+        let parse = |text: &str| Settings::parse(Path::new("/x/config.toml"), text).unwrap();
+        let s = parse("url_command = \"firefox --new-tab\"\n");
+        assert_eq!(s.url_command, vec!["firefox", "--new-tab"]);
+        let s = parse("url_command = [\"/opt/My Browser/open\", \"-n\"]\n");
+        assert_eq!(s.url_command, vec!["/opt/My Browser/open", "-n"]);
+        let unset = parse("");
+        assert!(unset.url_command.is_empty());
+        assert!(unset.describe().contains("url_command = (none: /url N shows a link"));
+        for (text, says) in [
+            ("url_command = \"\"", "an empty command"),
+            ("url_command = []", "an empty command"),
+            ("url_command = \"firefox &\"", "never by a shell"),
+            ("url_command = \"open $URL\"", "never by a shell"),
+            ("url_command = \"xdg-open > /dev/null\"", "never by a shell"),
+            ("url_command = [\"firefox\", \"{url}\"]", "added as the last argument"),
+        ] {
+            let (line, setting, message) = err(&format!("bell = true\n{text}\n"));
+            assert_eq!((line, setting.as_str()), (2, "url_command"), "{text}");
+            assert!(message.contains(says), "{text}: {message}");
+        }
+        let (line, setting, message) = err("url_command = 1\n");
+        assert_eq!((line, setting.as_str()), (1, "url_command"));
+        assert!(message.contains("expected a command"), "{message}");
     }
 
     #[test]
@@ -954,6 +1045,7 @@ dir = "/tmp/l"
         assert_eq!(s.hide_joins_in("#lobby"), HideJoins::All);
         assert_eq!(s.hide_joins_parts, HideJoins::Smart);
         assert_eq!(s.highlight, vec!["deploy"]);
+        assert_eq!(s.url_command, vec!["xdg-open"]);
     }
 
     #[test]

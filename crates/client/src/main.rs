@@ -253,6 +253,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let logs = settings.logs.clone();
     let seconds = settings.tui_seconds();
     let theme = settings.theme.clone();
+    let url_command = settings.url_command.clone();
     let options = tui::Options {
         bell: settings.bell,
         mouse: !args.no_mouse,
@@ -261,6 +262,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         logs,
         seconds,
         theme,
+        url_command,
     };
     tui::run(profile, options).await
 }

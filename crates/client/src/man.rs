@@ -109,7 +109,8 @@ fn sections() -> Roff {
         "The config file (~/.config/chatao/config.toml; --config moves it), TOML, every setting \
          optional: servers, port, nickname, key_dir, highlight (words that count as mentions), \
          ignore (nicknames or fingerprints), timestamp (\"%H:%M\" or \"%H:%M:%S\"), bell, \
-         hide_joins_parts (off, smart, all; per room in [rooms.\"#ROOM\"]), [notify] (enabled, \
+         url_command (what /url N runs to open a link, as \"xdg-open\": a program and its \
+         options, never a shell, the link added last), hide_joins_parts (off, smart, all; per room in [rooms.\"#ROOM\"]), [notify] (enabled, \
          osc, command, e2e_text), [theme] (colours), [logs] (enabled, e2e, dir). A flag wins \
          over the environment, which wins over the file. A mistake stops chatao with status 2, \
          naming the file, line and setting; --check-config prints the settings in force and \

@@ -61,10 +61,15 @@ pub struct Options {
     pub seconds: bool,
     /// The config file's `[theme]`.
     pub theme: crate::config::Theme,
+    /// The config file's `url_command`: what opens a link for `/url N` (empty: none).
+    pub url_command: Vec<String>,
 }
 
 /// Longest a notification command may run before it is killed.
 const NOTIFY_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the `url_command` is waited for (to log its failure); then it is left running,
+/// never killed: `firefox URL` with no browser open yet is the browser.
+const URL_COMMAND_WAIT: Duration = Duration::from_secs(10);
 
 /// Where logs go by default: `$XDG_STATE_HOME/chatao/chatao.log` (or the cache directory).
 pub fn default_log_file() -> PathBuf {
@@ -119,6 +124,7 @@ pub async fn run(profile: Profile, options: Options) -> Result<ExitCode> {
         chat_log: options.logs.enabled,
         seconds: options.seconds,
         theme: options.theme.clone(),
+        url_command: options.url_command.clone(),
     };
     let (now, wall_ms) = clock();
     let app = App::new(config, &welcome, size, now, wall_ms);
@@ -202,11 +208,14 @@ impl Shell {
         let mut links = ui::links::Links::default();
         loop {
             if dirty {
-                let frame =
-                    term.terminal.draw(|f| ui::render(&app, f)).context("drawing the screen")?;
+                let mut drawn = None;
+                let frame = term
+                    .terminal
+                    .draw(|f| drawn = Some(ui::render(&app, f)))
+                    .context("drawing the screen")?;
                 // OSC 8 hyperlinks over the message pane, after ratatui's own output.
-                let pane = ui::areas(frame.area, app.member_list_width()).pane;
-                let seq = links.write(frame.buffer, ui::links::regions(frame.buffer, pane));
+                let now = drawn.map(|d| ui::links::regions(frame.buffer, &d)).unwrap_or_default();
+                let seq = links.write(frame.buffer, now);
                 if !seq.is_empty() {
                     let out = term.terminal.backend_mut();
                     out.write_all(seq.as_bytes())
@@ -308,6 +317,18 @@ impl Shell {
                         }
                         Effect::Redraw => term.terminal.clear().context("clearing the screen")?,
                         Effect::Notify(n) => self.notify(&app.config.notify, &n),
+                        Effect::OpenUrl(url) => {
+                            // Not tracked: each opener is reaped by its own task (or by tokio
+                            // once released), and several links may be opened at once.
+                            let mut argv = app.config.url_command.clone();
+                            argv.push(url);
+                            let _ = spawn_quiet(
+                                &argv,
+                                "url_command",
+                                URL_COMMAND_WAIT,
+                                Overrun::Release,
+                            );
+                        }
                         Effect::Log { msg, e2e } => {
                             if let Some(log) = &mut self.chatlog {
                                 let me = app.me.to_string();
@@ -345,25 +366,51 @@ impl Shell {
             warn!("notification command still running: this one is not run");
             return;
         }
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        match cmd.spawn() {
-            Ok(mut child) => {
-                self.notifier = Some(tokio::spawn(async move {
-                    match tokio::time::timeout(NOTIFY_COMMAND_TIMEOUT, child.wait()).await {
-                        Ok(Ok(status)) if !status.success() => {
-                            warn!(%status, "notification command failed")
-                        }
-                        Ok(_) => {}
-                        Err(_) => warn!("notification command killed after 10 s"),
-                    }
-                }));
+        self.notifier =
+            spawn_quiet(&argv, "notification command", NOTIFY_COMMAND_TIMEOUT, Overrun::Kill);
+    }
+}
+
+/// What becomes of a command of ours still running at its deadline ([`spawn_quiet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overrun {
+    /// Killed (also when its task is aborted at exit).
+    Kill,
+    /// Left running; tokio reaps it once it ends.
+    Release,
+}
+
+/// Starts `argv` (a program, then its arguments) directly, never through a shell, with
+/// stdin, stdout and stderr on the null device (nothing reaches the screen the UI owns), and
+/// a task that waits for it, so that it is reaped, at most `wait`: then it is dealt with as
+/// `overrun` says. `what` names it in the log, where a failure to start or a failed exit is
+/// written. Returns the waiting task, or `None` when `argv` is empty or it did not start.
+fn spawn_quiet(
+    argv: &[String],
+    what: &'static str,
+    wait: Duration,
+    overrun: Overrun,
+) -> Option<JoinHandle<()>> {
+    let (program, args) = argv.split_first()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(overrun == Overrun::Kill);
+    match cmd.spawn() {
+        Ok(mut child) => Some(tokio::spawn(async move {
+            match tokio::time::timeout(wait, child.wait()).await {
+                Ok(Ok(status)) if !status.success() => warn!(%status, "{what} failed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(cause = %e, "{what}: cannot wait for it"),
+                Err(_) if overrun == Overrun::Kill => warn!(?wait, "{what} killed: too slow"),
+                Err(_) => info!(?wait, "{what} still running: left to run"),
             }
-            Err(e) => warn!(command = %argv[0], cause = %e, "cannot run the notification command"),
+        })),
+        Err(e) => {
+            warn!(command = %program, cause = %e, "cannot run the {what}");
+            None
         }
     }
 }

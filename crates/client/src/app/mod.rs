@@ -16,7 +16,7 @@
 //! - `older`: scrollback into the past (PgUp at the top loads older pages from the server).
 //! - [`search`]: Ctrl-R / `/search` in the buffer shown.
 //! - [`notify`]: desktop notifications while the terminal is not focused.
-//! - `urls`: `/url`, the buffer's last links.
+//! - [`urls`]: `/url`, the buffer's last links; `/url N` opens one with `url_command`.
 //! - `conn`: connection state: loss, reconnect with backoff, catch-up, quitting; the rooms'
 //!   catch-up, the messages awaiting acknowledgement and the reconnection schedule are the
 //!   connection core's ([`crate::core`]), shared with line mode.
@@ -45,7 +45,7 @@ pub(crate) mod testing;
 mod tests;
 #[cfg(test)]
 mod tests_daily;
-mod urls;
+pub mod urls;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -87,6 +87,9 @@ pub struct Config {
     pub theme: crate::config::Theme,
     /// Chat logs on (`[logs] enabled`): each event shown is handed out as [`Effect::Log`].
     pub chat_log: bool,
+    /// The program (and its options) that opens a link for `/url N` (the config file's
+    /// `url_command`), run by the caller for [`Effect::OpenUrl`]; empty: links are only shown.
+    pub url_command: Vec<String>,
 }
 
 /// The time zone of displayed timestamps.
@@ -139,6 +142,10 @@ pub enum Effect {
     Log { msg: ServerMsg, e2e: bool },
     /// Write the ignore list `entries` to `path` (`ignores.toml`; [`crate::config::save_ignores`]).
     SaveIgnores { path: std::path::PathBuf, entries: Vec<String> },
+    /// Run [`Config::url_command`] with this link target as one more argument (`/url N`).
+    /// The target passed [`crate::ui::links::target`] and is `http://` or `https://`
+    /// ([`urls::openable`]): printable ASCII, never an option.
+    OpenUrl(String),
     /// Restore the terminal and exit.
     Quit,
 }
@@ -192,6 +199,8 @@ pub struct App {
     last_notify: Option<Instant>,
     /// A search in the buffer shown ([`search`]).
     pub search: Option<search::Search>,
+    /// `/url N` has said how to make it open links (once, without `url_command`).
+    url_hint_given: bool,
 }
 
 /// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
@@ -259,6 +268,7 @@ impl App {
             focused: true,
             last_notify: None,
             search: None,
+            url_hint_given: false,
         };
         let text = format!(
             "connected to {} as {} ({}, server key {})",

@@ -43,8 +43,7 @@ impl App {
             }
             Input::Url(n) => {
                 self.editor.take();
-                self.list_urls(*n);
-                return vec![];
+                return self.list_urls(*n);
             }
             Input::Switch(room) => {
                 match self.find(room) {

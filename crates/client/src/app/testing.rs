@@ -55,6 +55,7 @@ pub fn config() -> Config {
         chat_log: false,
         seconds: false,
         theme: Default::default(),
+        url_command: Vec::new(),
     }
 }
 

@@ -336,7 +336,74 @@ fn url_lists_the_buffer_s_last_links() {
         [" 1: http://c.example/x", " 2: https://docs.example/a", " 3: www.b.example"]
     );
     enter(&mut a, "/url 3");
-    assert_eq!(a.current_buffer().entries.back().unwrap().text, "www.b.example");
+    let entries = &a.current_buffer().entries;
+    assert_eq!(entries[entries.len() - 2].text, "www.b.example", "then how to open it");
     enter(&mut a, "/url 9");
     assert_eq!(a.current_buffer().entries.back().unwrap().text, "no link 9: /url lists 3 links");
+}
+
+fn last_text(a: &App) -> String {
+    a.current_buffer().entries.back().unwrap().text.clone()
+}
+
+fn opened(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::OpenUrl(url) => Some(url.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn url_n_opens_the_link_s_checked_target_with_url_command() {
+    let mut a = chatting(80, 24);
+    a.config.url_command = vec!["xdg-open".into()];
+    net(&mut a, say("#lobby", 4, "bob", "docs at www.b.example/x?y=1 and HTTPS://C.EXAMPLE/z"));
+    let effects = enter(&mut a, "/url 1");
+    assert_eq!(opened(&effects), ["HTTPS://C.EXAMPLE/z"]);
+    assert_eq!(last_text(&a), "HTTPS://C.EXAMPLE/z", "shown whole too");
+    // `www.` is opened as https.
+    assert_eq!(opened(&enter(&mut a, "/url 2")), ["https://www.b.example/x?y=1"]);
+    assert_eq!(last_text(&a), "www.b.example/x?y=1");
+    assert_eq!(opened(&enter(&mut a, "/url 3")), Vec::<String>::new());
+    assert_eq!(opened(&enter(&mut a, "/url")), Vec::<String>::new(), "the list opens nothing");
+}
+
+#[test]
+fn url_n_without_url_command_shows_the_link_and_says_once_how_to_open_it() {
+    let mut a = chatting(80, 24);
+    net(&mut a, say("#lobby", 4, "bob", "see https://a.example/p"));
+    let hint = "to open links with /url N, set url_command = \"xdg-open\" in config.toml";
+    assert_eq!(opened(&enter(&mut a, "/url 1")), Vec::<String>::new());
+    let texts: Vec<String> = a.current_buffer().entries.iter().map(|e| e.text.clone()).collect();
+    assert_eq!(texts[texts.len() - 2..], ["https://a.example/p".to_owned(), hint.to_owned()]);
+    assert_eq!(opened(&enter(&mut a, "/url 1")), Vec::<String>::new());
+    assert_eq!(last_text(&a), "https://a.example/p", "the hint is given once");
+}
+
+#[test]
+fn a_hostile_link_is_shown_but_never_opened() {
+    let mut a = chatting(80, 24);
+    a.config.url_command = vec!["xdg-open".into()];
+    let long = format!("https://long.example/{}", "x".repeat(crate::ui::links::MAX_URL));
+    for (id, text) in [
+        "https://evil.example/\u{1b}]8;;https://phish.example/\u{7}",
+        "https://evil.example/\u{202e}gpj.exe",
+        "https://evil.example/é",
+        &long,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        net(&mut a, say("#lobby", 4 + id as u64, "mallory", text));
+        let effects = enter(&mut a, "/url 1");
+        assert_eq!(opened(&effects), Vec::<String>::new(), "{text:?}");
+        let entries = &a.current_buffer().entries;
+        let shown = &entries[entries.len() - 2];
+        assert!(shown.text.starts_with("https://"), "shown: {:?}", shown.text);
+        assert_eq!(entries.back().unwrap().kind, Kind::Error);
+        assert!(last_text(&a).starts_with("this link is not opened"), "{}", last_text(&a));
+    }
 }

@@ -3,23 +3,36 @@
 //!
 //! ratatui has no hyperlinks, and an escape sequence put in a cell's symbol upsets its width
 //! arithmetic, so links are written after each frame ([`Links::write`]): the message pane's
-//! rows are read back from the frame's buffer, each link found there whole on one row
-//! ([`regions`]) is printed again over itself, cell by cell with the cell's own style, between
-//! `ESC ] 8 ; ; URL ESC \` and `ESC ] 8 ; ; ESC \`, inside a saved and restored cursor
+//! rows are read back from the frame's buffer, each link found there ([`regions`]) is printed
+//! again over itself, cell by cell with the cell's own style, between
+//! `ESC ] 8 ; id=N ; URL ESC \` and `ESC ] 8 ; ; ESC \`, inside a saved and restored cursor
 //! (`ESC 7` … `ESC 8`). A row that was a link in the last frame and is not any more is printed
 //! again the same way without the link, so no cell keeps an old target. A link is what the
 //! screen shows: its target is the text drawn, never hidden.
 //!
+//! A URL wider than the text column is hard-wrapped over several rows, and the read-back
+//! alone cannot tell that from a URL that fits a row exactly, followed by the next word on the
+//! next row (the wrap took the space between them). So the pane's layout says which rows go
+//! on directly in the next ([`Drawn`], from [`crate::ui::messages::render`]): such rows are
+//! read as one line of text (the first from the pane's left, the others from the text column,
+//! after their blank time and prefix columns), and a URL found there becomes one [`Region`]
+//! per row it covers, all with its whole target and the same `id=N` (one number per link in a
+//! frame), so that terminals treat the pieces as one link. A URL that ends at the right edge
+//! of a row not joined to the next is whole, and linked. Only what the pane shows is linked:
+//! the part of a URL that goes on in a row above or below the pane (scrolled away, or under
+//! the "more below" marker) is left plain, never linked to a partial target.
+//!
 //! The target written into the sequence is checked again ([`target`]) whatever the buffer's
 //! sanitising already did: only printable ASCII (no ESC, BEL, space, C0 or C1 control, no
 //! other character), at most [`MAX_URL`] bytes; anything else is not linked (it stays plain
-//! text). A URL wrapped over two rows is not linked either (the part on one row is not it).
+//! text). `/url N` opens only a target that passes the same check ([`crate::app::urls::openable`]).
 
 use std::fmt::Write as _;
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
+
+use super::messages::Drawn;
 
 /// Longest URL drawn as a link, in bytes.
 pub const MAX_URL: usize = 2048;
@@ -77,38 +90,78 @@ pub fn target(url: &str) -> Option<String> {
     (printable && full.len() <= MAX_URL).then_some(full)
 }
 
-/// A link on screen: row `y`, columns `x..x + len`, and its target.
+/// A link's piece on one row: row `y`, columns `x..x + len`, its whole target, and the
+/// number that ties the pieces of one link together (OSC 8's `id=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
     pub y: u16,
     pub x: u16,
     pub len: u16,
     pub url: String,
+    pub id: u32,
 }
 
-/// The links drawn whole on one row of `area` in `buf`. A row is read cell by cell; only
-/// cells of one ASCII character count, so columns and bytes agree. A URL that reaches the
-/// area's right edge may go on in the next row: it is left out.
-pub fn regions(buf: &Buffer, area: Rect) -> Vec<Region> {
-    let area = area.intersection(buf.area);
+impl Region {
+    /// The same cells linked to the same target (whatever the frame numbered it).
+    fn same_link(&self, other: &Region) -> bool {
+        (self.y, self.x, self.len, &self.url) == (other.y, other.x, other.len, &other.url)
+    }
+}
+
+/// A cell as one byte of a row read back: its symbol when that is one printable ASCII
+/// character, else `\u{1}` (which no link may hold), so columns and bytes agree.
+fn ascii(symbol: &str) -> char {
+    let mut c = symbol.chars();
+    match (c.next(), c.next()) {
+        (Some(ch), None) if ch.is_ascii() && !ch.is_ascii_control() => ch,
+        _ => '\u{1}',
+    }
+}
+
+/// The links drawn in the message pane `pane` of `buf`, in pieces of one row each, numbered
+/// from 1 in the order found (top first). Rows `pane` says are joined are read as one line
+/// of text: the first from the pane's left, each continuation from the text column. A URL
+/// is whole unless it reaches the end of a line that goes on below the pane (`pane.joined`
+/// of its last row) or starts a line that comes from above it (`pane.continued`): those are
+/// left out.
+pub fn regions(buf: &Buffer, pane: &Drawn) -> Vec<Region> {
+    let area = pane.area.intersection(buf.area);
+    let text_x = pane.text_x.clamp(area.left(), area.right());
     let mut out = vec![];
-    for y in area.top()..area.bottom() {
-        let row: String = (area.left()..area.right())
-            .map(|x| {
-                let s = buf[(x, y)].symbol();
-                let mut c = s.chars();
-                match (c.next(), c.next()) {
-                    (Some(ch), None) if ch.is_ascii() && !ch.is_ascii_control() => ch,
-                    _ => '\u{1}',
-                }
-            })
-            .collect();
-        for r in find(&row) {
-            if r.end >= row.len() {
+    let mut links = 0;
+    let mut y = area.top();
+    while y < area.bottom() {
+        let top = y;
+        let continued = top == area.top() && pane.continued;
+        let mut text = String::new();
+        // The cell (x, y) of each byte of `text`.
+        let mut cells = vec![];
+        let cut = loop {
+            let from = if y == top && !continued { area.left() } else { text_x };
+            for x in from..area.right() {
+                text.push(ascii(buf[(x, y)].symbol()));
+                cells.push((x, y));
+            }
+            let joined = pane.joined_at(y);
+            y += 1;
+            if !joined {
+                break false;
+            }
+            if y >= area.bottom() {
+                break true;
+            }
+        };
+        for r in find(&text) {
+            if (continued && r.start == 0) || (cut && r.end == text.len()) {
                 continue;
             }
-            let Some(url) = target(&row[r.clone()]) else { continue };
-            out.push(Region { y, x: area.left() + r.start as u16, len: r.len() as u16, url });
+            let Some(url) = target(&text[r.clone()]) else { continue };
+            links += 1;
+            for piece in cells[r].chunk_by(|a, b| a.1 == b.1) {
+                let (x, y) = piece[0];
+                let len = u16::try_from(piece.len()).unwrap_or(u16::MAX);
+                out.push(Region { y, x, len, url: url.clone(), id: links });
+            }
         }
     }
     out
@@ -126,7 +179,8 @@ impl Links {
     /// without one. Empty when there is nothing to do.
     pub fn write(&mut self, buf: &Buffer, now: Vec<Region>) -> String {
         let mut out = String::new();
-        let gone: Vec<&Region> = self.last.iter().filter(|r| !now.contains(r)).collect();
+        let gone: Vec<&Region> =
+            self.last.iter().filter(|r| !now.iter().any(|n| n.same_link(r))).collect();
         if gone.is_empty() && now.is_empty() {
             self.last = now;
             return out;
@@ -136,7 +190,7 @@ impl Links {
             reprint(&mut out, buf, r, None);
         }
         for r in &now {
-            reprint(&mut out, buf, r, Some(&r.url));
+            reprint(&mut out, buf, r, Some((r.id, &r.url)));
         }
         out.push_str("\x1b[0m\x1b8");
         self.last = now;
@@ -144,11 +198,12 @@ impl Links {
     }
 }
 
-/// Prints region `r`'s cells again, each in its style, as a link to `url` when given.
-fn reprint(out: &mut String, buf: &Buffer, r: &Region, url: Option<&str>) {
+/// Prints region `r`'s cells again, each in its style, as a link (its id, its target) when
+/// given.
+fn reprint(out: &mut String, buf: &Buffer, r: &Region, link: Option<(u32, &str)>) {
     let _ = write!(out, "\x1b[{};{}H", r.y + 1, r.x + 1);
-    if let Some(url) = url {
-        let _ = write!(out, "\x1b]8;;{url}\x1b\\");
+    if let Some((id, url)) = link {
+        let _ = write!(out, "\x1b]8;id={id};{url}\x1b\\");
     }
     for x in r.x..r.x + r.len {
         let Some(cell) = buf.cell((x, r.y)) else { break };
@@ -156,7 +211,7 @@ fn reprint(out: &mut String, buf: &Buffer, r: &Region, url: Option<&str>) {
         // Only single ASCII characters make a region ([`regions`]).
         out.push_str(cell.symbol());
     }
-    if url.is_some() {
+    if link.is_some() {
         out.push_str("\x1b]8;;\x1b\\");
     }
 }
@@ -211,6 +266,7 @@ fn colour(c: Color, bg: bool) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use ratatui::layout::Rect;
 
     fn found(text: &str) -> Vec<&str> {
         find(text).into_iter().map(|r| &text[r]).collect()
@@ -249,28 +305,89 @@ mod tests {
         assert_eq!(target(&long), None);
     }
 
+    /// A pane `area` whose text column starts at `text_x`, its rows joined as `joined` says.
+    fn pane(area: Rect, text_x: u16, joined: &[bool], continued: bool) -> Drawn {
+        Drawn { area, text_x, joined: joined.to_vec(), continued }
+    }
+
     #[test]
     fn links_on_screen_are_written_again_with_their_target_and_forgotten_when_gone() {
         let area = Rect::new(0, 0, 40, 3);
         let mut buf = Buffer::empty(area);
         buf.set_string(0, 0, "go to https://a.example now", ratatui::style::Style::new());
-        // Wrapped at the edge: not a link.
+        // At the right edge of a row not joined to the next: whole, a link.
         buf.set_string(20, 1, "https://b.example/xx", ratatui::style::Style::new());
         buf.set_string(0, 2, "https://a.example/é/x ", ratatui::style::Style::new());
-        let now = regions(&buf, area);
+        let now = regions(&buf, &pane(area, 0, &[], false));
         assert_eq!(
             now,
-            [Region { y: 0, x: 6, len: 17, url: "https://a.example".into() }],
-            "whole on one row, printable ASCII only"
+            [
+                Region { y: 0, x: 6, len: 17, url: "https://a.example".into(), id: 1 },
+                Region { y: 1, x: 20, len: 20, url: "https://b.example/xx".into(), id: 2 },
+            ],
+            "printable ASCII only"
         );
         let mut links = Links::default();
         let out = links.write(&buf, now);
-        assert!(out.starts_with("\x1b7\x1b[1;7H\x1b]8;;https://a.example\x1b\\"), "{out:?}");
+        assert!(out.starts_with("\x1b7\x1b[1;7H\x1b]8;id=1;https://a.example\x1b\\"), "{out:?}");
+        assert!(out.contains("\x1b[2;21H\x1b]8;id=2;https://b.example/xx\x1b\\"), "{out:?}");
         assert!(out.ends_with("\x1b]8;;\x1b\\\x1b[0m\x1b8"), "{out:?}");
         // The next frame has no link there: printed again without one.
         let blank = Buffer::empty(area);
         let out = links.write(&blank, vec![]);
-        assert!(out.contains("\x1b[1;7H") && !out.contains("]8;;https"), "{out:?}");
+        assert!(out.contains("\x1b[1;7H") && !out.contains("]8;id"), "{out:?}");
         assert_eq!(links.write(&blank, vec![]), "", "then nothing");
+    }
+
+    /// A hard-wrapped URL is one link in a piece per row, with its whole target; one that fits
+    /// a row exactly, the next word on the next row (not joined), is linked alone.
+    #[test]
+    fn a_url_over_joined_rows_is_one_link_and_one_that_fits_exactly_is_whole() {
+        let area = Rect::new(0, 0, 24, 5);
+        let mut buf = Buffer::empty(area);
+        let st = ratatui::style::Style::new();
+        // Text column from x = 6; row 0 reaches the right edge and goes on in row 1.
+        buf.set_string(0, 0, "bob | see https://a.exam", st);
+        buf.set_string(0, 1, "    | ple/x/y now", st);
+        // Fits row 2 exactly; row 3 is the next word, after the space the wrap took.
+        buf.set_string(0, 2, "eve | www.b.example/abcd", st);
+        buf.set_string(0, 3, "    | next", st);
+        buf.set_string(0, 4, "    | http://c.example/", st);
+        let drawn = pane(area, 6, &[true, false, false, false, false], false);
+        let now = regions(&buf, &drawn);
+        let ab = "https://a.example/x/y";
+        let b = "https://www.b.example/abcd";
+        assert_eq!(
+            now,
+            [
+                Region { y: 0, x: 10, len: 14, url: ab.into(), id: 1 },
+                Region { y: 1, x: 6, len: 7, url: ab.into(), id: 1 },
+                Region { y: 2, x: 6, len: 18, url: b.into(), id: 2 },
+                Region { y: 4, x: 6, len: 17, url: "http://c.example/".into(), id: 3 },
+            ]
+        );
+        let out = Links::default().write(&buf, now);
+        assert!(out.contains("\x1b[1;11H\x1b]8;id=1;https://a.example/x/y\x1b\\"), "{out:?}");
+        assert!(out.contains("\x1b[2;7H\x1b]8;id=1;https://a.example/x/y\x1b\\"), "{out:?}");
+        // Without the join, row 0's part is a URL of its own and row 1's is no URL.
+        let unjoined = regions(&buf, &pane(area, 6, &[], false));
+        assert_eq!(unjoined[0].url, "https://a.exam");
+        assert_eq!(unjoined[1].url, b);
+    }
+
+    /// The part of a URL whose line goes on above or below the pane is not a link to it.
+    #[test]
+    fn a_url_cut_by_the_pane_s_edge_is_not_linked() {
+        let area = Rect::new(0, 0, 24, 2);
+        let mut buf = Buffer::empty(area);
+        let st = ratatui::style::Style::new();
+        buf.set_string(0, 0, "    | https://q.ex/a www", st);
+        buf.set_string(0, 1, "eve | see https://d.exam", st);
+        // Row 0 comes from a row above the pane; row 1 goes on below it.
+        let cut = regions(&buf, &pane(area, 6, &[false, true], true));
+        assert_eq!(cut, []);
+        let whole = regions(&buf, &pane(area, 6, &[], false));
+        let urls: Vec<&str> = whole.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(urls, ["https://q.ex/a", "https://d.exam"]);
     }
 }

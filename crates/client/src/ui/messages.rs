@@ -29,6 +29,13 @@
 //! Scrolling counts rows up from the bottom ([`crate::app::buffer::Buffer::scroll`]); the
 //! app uses [`entry_height`] and [`total_height`] so that its arithmetic matches what is drawn.
 //!
+//! [`render`] also says what the cells cannot: which rows are one word cut by a hard wrap
+//! (a URL wider than the text column), so that the links read back from the frame are whole
+//! ([`Drawn`], for [`crate::ui::links::regions`]). A row is joined to the next when
+//! [`wrap`] broke inside a word, which it tells by the next row starting at the byte right
+//! after this one ends (`joins`); a break at a space drops the space, so a word that fits
+//! its row exactly is never joined to the next.
+//!
 //! Drawing is lazy (issue 15, item 18): only the rows shown are built, an entry's lines are
 //! wrapped from its last line up only as far as the view reaches, and the heights of the
 //! entries below the view come from their cache, so a keystroke on a screen showing a message
@@ -198,6 +205,61 @@ fn wrap_line(line: &str, width: usize) -> Vec<&str> {
     #[cfg(test)]
     LAID_OUT.with(|n| n.set(n.get() + 1));
     wrap(line, width)
+}
+
+/// Whether row `k` of `rows` (one line's rows from [`wrap_line`]) goes on directly in row
+/// `k + 1`: the next row starts at the byte right after this one ends, so the break took no
+/// space and cut a word wider than the text column (a long URL) in two. The rows are slices
+/// of the same line, so their addresses say it.
+fn joins(rows: &[&str], k: usize) -> bool {
+    match (rows.get(k), rows.get(k + 1)) {
+        (Some(row), Some(next)) => row.as_bytes().as_ptr_range().end == next.as_ptr(),
+        _ => false,
+    }
+}
+
+/// One row of the pane as laid out: what is drawn, whether its text goes on directly in the
+/// row below (`joined`) and whether it comes directly from the row above (`continued`), as
+/// [`joins`] says. Rows other than an entry's text (day changes, fold rows, banners) are
+/// neither.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    line: Line<'static>,
+    joined: bool,
+    continued: bool,
+}
+
+impl Row {
+    fn alone(line: Line<'static>) -> Row {
+        Row { line, joined: false, continued: false }
+    }
+}
+
+/// What [`render`] drew in the message pane, for reading its links back from the frame
+/// ([`crate::ui::links::regions`]): which rows are one line of text cut by a hard wrap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drawn {
+    /// The rows holding messages: the pane, less the "more below" marker when it is drawn.
+    pub area: Rect,
+    /// The text column's first x: where a continuation row's text starts (before it, blank
+    /// time and prefix columns and the separator).
+    pub text_x: u16,
+    /// Per row of `area`, top first (rows past its end: `false`): the row's text goes on
+    /// directly in the next row, a word hard-wrapped; for the last row, in a row below the
+    /// area that is not shown.
+    pub joined: Vec<bool>,
+    /// The first row's text comes directly from a row above the area that is not shown.
+    pub continued: bool,
+}
+
+impl Drawn {
+    /// Whether row `y` (a screen row) goes on directly in row `y + 1`.
+    pub fn joined_at(&self, y: u16) -> bool {
+        y.checked_sub(self.area.y)
+            .and_then(|i| self.joined.get(usize::from(i)))
+            .copied()
+            .unwrap_or(false)
+    }
 }
 
 /// The marker above the oldest entry kept when limits dropped older ones.
@@ -434,7 +496,7 @@ impl Layout<'_> {
         day: Option<chrono::NaiveDate>,
         from: usize,
         count: usize,
-        out: &mut Vec<Line<'static>>,
+        out: &mut Vec<Row>,
     ) {
         let end = from.saturating_add(count);
         if from > 0 {
@@ -450,7 +512,7 @@ impl Layout<'_> {
         let mut r = 0;
         if let Some(o) = &e.omitted {
             if (from..end).contains(&r) {
-                out.push(self.fold(o));
+                out.push(Row::alone(self.fold(o)));
             }
             r += 1;
         }
@@ -461,7 +523,11 @@ impl Layout<'_> {
             let rows = wrap_line(&text[start..stop], self.g.text);
             for (k, row) in rows.iter().enumerate().rev() {
                 if (from..end).contains(&r) {
-                    out.push(self.row(e, start == 0 && k == 0, row));
+                    out.push(Row {
+                        line: self.row(e, start == 0 && k == 0, row),
+                        joined: joins(&rows, k),
+                        continued: k > 0 && joins(&rows, k - 1),
+                    });
                 }
                 r += 1;
             }
@@ -473,7 +539,7 @@ impl Layout<'_> {
         if let Some(day) = day
             && (from..end).contains(&r)
         {
-            out.push(self.banner(&style::day_change(day)));
+            out.push(Row::alone(self.banner(&style::day_change(day))));
         }
     }
 
@@ -485,12 +551,12 @@ impl Layout<'_> {
         day: Option<chrono::NaiveDate>,
         from: usize,
         end: usize,
-    ) -> Vec<Line<'static>> {
+    ) -> Vec<Row> {
         let mut rows = Vec::with_capacity(end.saturating_sub(from));
         let mut t = 0;
         if let Some(day) = day {
             if (from..end).contains(&t) {
-                rows.push(self.banner(&style::day_change(day)));
+                rows.push(Row::alone(self.banner(&style::day_change(day))));
             }
             t += 1;
         }
@@ -499,9 +565,14 @@ impl Layout<'_> {
             if t >= end {
                 return rows;
             }
-            for (k, row) in wrap_line(line, self.g.text).into_iter().enumerate() {
+            let wrapped = wrap_line(line, self.g.text);
+            for (k, row) in wrapped.iter().enumerate() {
                 if (from..end).contains(&t) {
-                    rows.push(self.row(e, ln == 0 && k == 0, row));
+                    rows.push(Row {
+                        line: self.row(e, ln == 0 && k == 0, row),
+                        joined: joins(&wrapped, k),
+                        continued: k > 0 && joins(&wrapped, k - 1),
+                    });
                 }
                 t += 1;
             }
@@ -509,7 +580,7 @@ impl Layout<'_> {
         if let Some(o) = &e.omitted
             && (from..end).contains(&t)
         {
-            rows.push(self.fold(o));
+            rows.push(Row::alone(self.fold(o)));
         }
         rows
     }
@@ -537,12 +608,7 @@ fn skip_rows(b: &Buffer, g: &Geometry, height: usize, days: Days) -> usize {
 /// bottom they start. Entries are visited newest first, only as far back as the view reaches;
 /// entries below the view are skipped by their heights (laid out once,
 /// [`crate::app::buffer::RowsCache`]) and only the rows shown are built.
-fn window(
-    b: &Buffer,
-    layout: &Layout<'_>,
-    height: usize,
-    days: Days,
-) -> (Vec<Line<'static>>, usize) {
+fn window(b: &Buffer, layout: &Layout<'_>, height: usize, days: Days) -> (Vec<Row>, usize) {
     let skip = skip_rows(b, &layout.g, height, days);
     let mut out = Vec::with_capacity(height);
     let mut pos = 0;
@@ -569,16 +635,17 @@ fn window(
     if out.len() < height
         && let Some(text) = top_banner(b)
     {
-        out.push(layout.banner(&text));
+        out.push(Row::alone(layout.banner(&text)));
     }
     out.reverse();
     (out, skip)
 }
 
-/// Draws the current buffer's lines into `area`, bottom rows newest, `scroll` rows up.
-pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
+/// Draws the current buffer's lines into `area`, bottom rows newest, `scroll` rows up;
+/// returns which of the rows drawn are hard-wrapped ([`Drawn`]).
+pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) -> Drawn {
     if area.is_empty() {
-        return;
+        return Drawn::default();
     }
     let b = app.current_buffer();
     let names = prefixes(b);
@@ -586,8 +653,22 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let labels = Labels::new(names.iter().map(String::as_str), g.prefix);
     let layout = Layout { app, g, labels: &labels, width: usize::from(area.width) };
     let (visible, skip) = window(b, &layout, usize::from(area.height), app.days());
-    frame.render_widget(Paragraph::new(visible), area);
+    let columns = g.clock + g.prefix + width(SEPARATOR);
+    let text_x = area.x.saturating_add(u16::try_from(columns).unwrap_or(u16::MAX));
+    let mut drawn = Drawn {
+        area,
+        text_x: text_x.min(area.right()),
+        joined: visible.iter().map(|r| r.joined).collect(),
+        continued: visible.first().is_some_and(|r| r.continued),
+    };
+    frame.render_widget(
+        Paragraph::new(visible.into_iter().map(|r| r.line).collect::<Vec<_>>()),
+        area,
+    );
     if b.scroll > 0 && skip > 0 {
+        // The marker hides the last row: the row above it goes on in a row not shown.
+        drawn.area.height -= 1;
+        drawn.joined.truncate(usize::from(drawn.area.height));
         let text = match b.below {
             0 => " more below: PgDn ".to_owned(),
             1 => " 1 new message below: PgDn ".to_owned(),
@@ -599,6 +680,7 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
         frame.render_widget(Clear, marker);
         frame.render_widget(Paragraph::new(line).style(look), marker);
     }
+    drawn
 }
 
 #[cfg(test)]
@@ -650,8 +732,9 @@ mod tests {
 
     /// The lazy window (from either end of an entry, heights from the cache) shows exactly
     /// the rows of the whole buffer laid out eagerly, cut to the view, at every scroll
-    /// position: with wrapped lines, multi-line entries, day changes, an action, a cut entry
-    /// and the marker of dropped entries.
+    /// position: with wrapped lines, multi-line entries, day changes, an action, a cut entry,
+    /// a URL hard-wrapped over several rows (the same rows joined either way) and the marker
+    /// of dropped entries.
     #[test]
     fn the_lazy_window_is_the_eager_layout_cut_to_the_view() {
         use crate::app::testing::{T0, app};
@@ -663,6 +746,11 @@ mod tests {
             Entry::new(T0, Kind::Message { from: nick("bob") }, "one"),
             Entry::new(T0, Kind::Message { from: nick("carol") }, &format!("a\n{long}\nb")),
             Entry::new(T0 + day, Kind::Action { from: nick("bob") }, &long),
+            Entry::new(
+                T0 + day,
+                Kind::Message { from: nick("carol") },
+                &format!("see https://x.example/{} there", "y".repeat(150)),
+            ),
             Entry::new(
                 T0 + day,
                 Kind::Info,
@@ -693,7 +781,7 @@ mod tests {
             let layout = Layout { app: &a, g, labels: &labels, width: usize::from(width) };
             let (rows, skip) = window(b, &layout, h, days);
 
-            let mut all = vec![layout.banner(&dropped_text(b.dropped))];
+            let mut all = vec![Row::alone(layout.banner(&dropped_text(b.dropped)))];
             for (i, e) in b.entries.iter().enumerate() {
                 all.extend(layout.rows_from_top(e, day_before(b, i, days), 0, total));
             }
@@ -703,5 +791,17 @@ mod tests {
             let end = total - want_skip;
             assert_eq!(rows, all[end.saturating_sub(h)..end], "scroll {scroll}");
         }
+    }
+
+    #[test]
+    fn rows_cut_inside_a_word_are_joined_and_rows_broken_at_a_space_are_not() {
+        let rows = wrap("see https://example.org/abcdefghij next", 12);
+        assert_eq!(rows, ["see", "https://exam", "ple.org/abcd", "efghij next"]);
+        let joined: Vec<bool> = (0..rows.len()).map(|k| joins(&rows, k)).collect();
+        assert_eq!(joined, [false, true, true, false]);
+        // A URL that fits its row exactly: the break took the space, the next word is not it.
+        let rows = wrap("https://a.example next", 17);
+        assert_eq!(rows, ["https://a.example", "next"]);
+        assert!(!joins(&rows, 0));
     }
 }

@@ -74,12 +74,14 @@ pub fn areas(area: Rect, members: Option<u16>) -> Areas {
     a
 }
 
-/// Draws the whole screen.
-pub fn render(app: &App, frame: &mut Frame<'_>) {
+/// Draws the whole screen; returns what the message pane's rows hold beyond their cells
+/// (which are hard-wrapped), for [`links::regions`] to read the frame back.
+pub fn render(app: &App, frame: &mut Frame<'_>) -> messages::Drawn {
     let a = areas(frame.area(), app.member_list_width());
     status::render_title(app, frame, a.title);
-    messages::render(app, frame, a.pane);
+    let drawn = messages::render(app, frame, a.pane);
     members::render(app, frame, a.members);
     status::render_status(app, frame, a.status);
     input::render(app, frame, a.input);
+    drawn
 }

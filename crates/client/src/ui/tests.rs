@@ -21,7 +21,10 @@ use crate::net::{Closed, NetEvent};
 fn draw(app: &App) -> Terminal<TestBackend> {
     let (w, h) = app.size;
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| render(app, f)).unwrap();
+    t.draw(|f| {
+        render(app, f);
+    })
+    .unwrap();
     t
 }
 
@@ -767,4 +770,68 @@ fn the_config_theme_colours_the_screen() {
     let c = cells(&b);
     let (x, y) = find(&c, "-- Wednesday");
     assert_eq!(c[(x, y)].fg, Color::Indexed(55), "a day-change line");
+}
+
+/// The screen and what the message pane said of its rows.
+fn drawn(app: &App) -> (Cells, super::messages::Drawn) {
+    let (w, h) = app.size;
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let mut drawn = None;
+    t.draw(|f| drawn = Some(render(app, f))).unwrap();
+    (t.backend().buffer().clone(), drawn.unwrap())
+}
+
+/// A URL wider than the text column: the layout says its rows are joined (the word-wrapped
+/// rows around it are not), and the links read back are that URL whole, in a piece per row;
+/// scrolled so that it goes on under the "more below" marker, no piece of it is linked.
+#[test]
+fn a_hard_wrapped_url_is_joined_over_its_rows_and_linked_whole() {
+    let mut a = app(60, 14);
+    net(&mut a, joined("#lobby", "alice"));
+    for id in 1..12 {
+        net(&mut a, say("#lobby", id, "carol", "earlier"));
+    }
+    let url = format!("https://example.org/{}", "x".repeat(70));
+    let text = format!("see {url} and then some words that wrap at a space");
+    net(&mut a, say("#lobby", 12, "bob", &text));
+    let (cells, d) = drawn(&a);
+    let (_, see) = find(&cells, "bob │ see");
+    let row = |y: u16| usize::from(y - d.area.y);
+    let links = super::links::regions(&cells, &d);
+    let pieces: Vec<_> = links.iter().filter(|r| r.url == url).collect();
+    assert!(pieces.len() >= 2, "{links:?}");
+    assert_eq!(pieces.iter().map(|r| usize::from(r.len)).sum::<usize>(), url.len());
+    assert!(pieces.iter().all(|r| r.id == pieces[0].id));
+    for (i, p) in pieces.iter().enumerate() {
+        assert_eq!(p.y, see + 1 + i as u16, "one piece per row, below `see`");
+        let last = i + 1 == pieces.len();
+        assert_eq!(d.joined[row(p.y)], !last, "row {}: {:?}", p.y, d.joined);
+        if i > 0 {
+            assert_eq!(p.x, d.text_x, "a continuation starts in the text column");
+        }
+    }
+    assert!(!d.joined[row(see)], "`see` ends at a space");
+    let end = pieces.last().unwrap().y;
+    assert!(d.joined[row(end)..].iter().all(|j| !j), "the words after it are word-wrapped");
+    assert_eq!(links.len(), pieces.len(), "nothing else is a link");
+
+    // Scrolled up until the URL's first row is the last one above the marker.
+    for id in 13..30 {
+        net(&mut a, say("#lobby", id, "carol", "later"));
+    }
+    let cut = (1..60).find_map(|scroll| {
+        a.buffers[a.current].scroll = scroll;
+        let (cells, d) = drawn(&a);
+        let above = cells_row(&cells, d.area.bottom() - 1);
+        above.contains("│ https://example.org/").then_some((cells, d))
+    });
+    let (cells, d) = cut.expect("a scroll position with the URL's first row at the bottom");
+    assert!(cells_row(&cells, d.area.bottom()).contains("more below"));
+    assert!(d.joined.last().copied().unwrap(), "it goes on under the marker");
+    assert_eq!(d.joined.len(), usize::from(d.area.height));
+    assert_eq!(super::links::regions(&cells, &d), [], "no partial target");
+}
+
+fn cells_row(cells: &Cells, y: u16) -> String {
+    (0..cells.area.width).map(|x| cells[(x, y)].symbol()).collect()
 }

@@ -42,6 +42,10 @@
 //!   raw output (tmux `pipe-pane`) holds an OSC 8 hyperlink to a URL a message carried, and,
 //!   once the focus is reported lost, an OSC 9 notification of a mention (in tmux's
 //!   passthrough), none while focused.
+//! - `a_wrapped_link_is_one_hyperlink_over_its_rows_and_url_n_opens_it` (issue 19): a URL
+//!   longer than the text column is written as one OSC 8 hyperlink (one `id`, the whole
+//!   target) over both rows it is wrapped on; `/url 1` runs the config's `url_command` with
+//!   its options and the link as the last argument.
 //!
 //! - `ignore_hides_a_user_through_a_rename_and_the_chat_log_keeps_the_rest` (issue 19): with
 //!   chat logs on in its config file, alice `/ignore`s mallory: mallory's later messages,
@@ -248,9 +252,12 @@ async fn a_hostile_server_cannot_reach_the_terminal_with_escape_sequences() {
     // The plain link is a hyperlink (so links were being written), the hostile ones are not,
     // and no sequence of theirs reached the terminal.
     tmux.wait_for("https://evil2.example/").await;
-    let out = wait_output(&raw, "\u{1b}]8;;https://ok.example/fine\u{1b}\\").await;
+    let out = wait_link(&raw, "https://ok.example/fine").await;
     for forged in ["\u{1b}]8;;https://phish", "\u{1b}]8;;https://evil", "\u{9d}"] {
         assert!(!out.contains(forged), "{forged:?} reached the terminal: {out:?}");
+    }
+    for link in osc8_links(&out) {
+        assert_eq!(link.target, "https://ok.example/fine", "{link:?}");
     }
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
@@ -721,20 +728,64 @@ async fn pgup_at_the_top_loads_older_history_until_its_start() {
     tmux.wait_for("tty: cooked").await;
 }
 
-/// Waits until the file `path` (the pane's raw output, from `pipe-pane`) contains `needle`;
-/// panics after [`DEADLINE`] with the last bytes seen.
-async fn wait_output(path: &Path, needle: &str) -> String {
+/// An OSC 8 hyperlink in the UI's raw output: its parameters (`id=N`), its target, the row
+/// of the cursor it was written at (1-based, from the `CSI row;col H` before it) and the text
+/// linked, without its SGR sequences.
+#[derive(Debug, Clone, PartialEq)]
+struct Osc8 {
+    params: String,
+    target: String,
+    row: Option<u16>,
+    text: String,
+}
+
+/// The OSC 8 hyperlinks in `raw` (the pane's raw output), in order. ratatui writes none
+/// itself: each is one the UI printed again over a link ([`chatao_client::ui::links`]).
+fn osc8_links(raw: &str) -> Vec<Osc8> {
+    let mut out = vec![];
+    let mut at = 0;
+    while let Some(i) = raw[at..].find("\u{1b}]8;").map(|i| at + i) {
+        let body = &raw[i + 4..];
+        let Some(end) = body.find("\u{1b}\\") else { break };
+        let (params, target) = body[..end].split_once(';').unwrap_or(("", ""));
+        at = i + 4 + end + 2;
+        if target.is_empty() {
+            continue;
+        }
+        let row = raw[..i]
+            .strip_suffix('H')
+            .and_then(|b| b.rsplit_once("\u{1b}["))
+            .and_then(|(_, cup)| cup.split(';').next()?.parse().ok());
+        let linked = &raw[at..];
+        let close = linked.find("\u{1b}]8;;\u{1b}\\").unwrap_or(linked.len());
+        let mut text = String::new();
+        let mut chars = linked[..close].chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // An SGR sequence: `ESC [ ... m`.
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                text.push(c);
+            }
+        }
+        out.push(Osc8 { params: params.to_owned(), target: target.to_owned(), row, text });
+    }
+    out
+}
+
+/// Waits until the raw output at `path` holds an OSC 8 hyperlink to `target`; returns it.
+async fn wait_link(path: &Path, target: &str) -> String {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let raw = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
-        if raw.contains(needle) {
+        if osc8_links(&raw).iter().any(|l| l.target == target) {
             return raw;
         }
-        if tokio::time::Instant::now() > deadline {
-            let tail: String =
-                raw.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
-            panic!("timed out waiting for {needle:?} in the output; its end:\n{tail:?}");
-        }
+        assert!(tokio::time::Instant::now() < deadline, "no hyperlink to {target:?} written");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -758,7 +809,7 @@ async fn links_are_osc8_hyperlinks_and_a_mention_while_unfocused_notifies() {
 
     bob.say("see https://example.org/page?a=1 now").await.unwrap();
     tmux.wait_for("bob │ see https://example.org/page?a=1 now").await;
-    wait_output(&raw, "\u{1b}]8;;https://example.org/page?a=1\u{1b}\\").await;
+    wait_link(&raw, "https://example.org/page?a=1").await;
 
     // Focused: a mention rings no notification.
     bob.say("alice: focused").await.unwrap();
@@ -783,6 +834,66 @@ async fn links_are_osc8_hyperlinks_and_a_mention_while_unfocused_notifies() {
         assert!(tokio::time::Instant::now() < deadline, "no notification once unfocused");
     };
     assert!(!out.contains("]9;chatao: bob in #lobby: alice: focused"), "not while focused");
+    tmux.keys(&["C-c"]).await;
+    tmux.wait_for("tty: cooked").await;
+}
+
+/// Issue 19: a URL longer than the pane's text column, hard-wrapped over two rows, is one
+/// OSC 8 hyperlink to the whole URL, written over both rows with one `id`; and `/url 1`
+/// runs the config file's `url_command` (here a script that writes down its arguments) with
+/// its own option and the link, nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_link_is_one_hyperlink_over_its_rows_and_url_n_opens_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw.out");
+    let (opener, opened) = (dir.path().join("open.sh"), dir.path().join("opened.txt"));
+    std::fs::write(
+        &opener,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}.tmp'\nmv '{0}.tmp' '{0}'\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("config.toml");
+    let toml = format!("url_command = [\"{}\", \"--new-tab\"]\n", opener.display());
+    std::fs::write(&config, toml).unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    let nick = format!("alice --config '{}'", config.display());
+    let tmux = Tmux::start(&chatao_command(dir.path(), server.addr, &nick), 100, 30).await;
+    tmux.run(&["pipe-pane", "-O", "-t", "t", &format!("cat >> '{}'", raw.display())]).await;
+    tmux.wait_for("connected │ 1:#lobby").await;
+    bob.expect("alice", |m| matches!(m, ServerMsg::Join { nick, .. } if nick.as_str() == "alice"))
+        .await
+        .unwrap();
+
+    // Wider than the text column (at most 100 - 6 - 3 - 5 columns), narrower than two.
+    let url = format!("https://example.org/{}/end?q=1", "long-path".repeat(9));
+    bob.say(&format!("read {url} today")).await.unwrap();
+    tmux.wait_for("today").await;
+    let out = wait_link(&raw, &url).await;
+    let pieces: Vec<Osc8> = osc8_links(&out).into_iter().filter(|l| l.target == url).collect();
+    let whole = pieces.windows(2).any(|w| {
+        let (a, b) = (&w[0], &w[1]);
+        a.params == b.params
+            && a.params.starts_with("id=")
+            && a.row.is_some_and(|r| b.row == Some(r + 1))
+            && format!("{}{}", a.text, b.text) == url
+    });
+    assert!(whole, "not one link over two rows: {pieces:?}");
+    assert!(pieces.iter().all(|l| l.text.len() < url.len()), "it did wrap: {pieces:?}");
+
+    tmux.type_text("/url 1").await;
+    tmux.keys(&["Enter"]).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !opened.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "url_command was not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&opened).unwrap(), format!("--new-tab\n{url}\n"));
     tmux.keys(&["C-c"]).await;
     tmux.wait_for("tty: cooked").await;
 }
