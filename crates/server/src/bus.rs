@@ -23,7 +23,7 @@
 //! Durability over availability: a batch whose transaction fails is not treated as written.
 //!
 //! - A room message queued with its sender ([`BusHandle::send_message_from`]) is **not
-//!   delivered**, to anyone: the hub forgets it ([`crate::hub::Shared::unstored`]: out of the
+//!   delivered**, to anyone: the hub forgets it ([`Deliver::unstored`]: out of the
 //!   room's memory tail, out of the remembered client ids) and tells its sender
 //!   `error unavailable` carrying its `cid`, which the client sends again later. So every
 //!   message anyone saw is on disk, and the ids clients saw never come back after a restart
@@ -55,7 +55,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, warn};
 
-use crate::hub::{SessionId, Shared, now_millis};
+use crate::hub::{SessionId, now_millis};
 use crate::store::{E2ePersist, Persist, Writer};
 
 /// Events waiting to be persisted and published.
@@ -122,11 +122,11 @@ struct Queued {
     ev: BusEvent,
     from: Option<SessionId>,
     /// The session on this node whose message it is: it gets its copy (its acknowledgement)
-    /// after every other member got theirs ([`Shared::deliver`]).
+    /// after every other member got theirs ([`Deliver::deliver`]).
     sender: Option<SessionId>,
 }
 
-/// An event that could not be stored, handed to [`Shared::unstored`].
+/// An event that could not be stored, handed to [`Deliver::unstored`].
 #[derive(Debug)]
 pub struct Unstored {
     pub ev: BusEvent,
@@ -134,10 +134,23 @@ pub struct Unstored {
     pub from: Option<SessionId>,
 }
 
+/// Where the bus thread hands what it has written (and what it could not write): the hub,
+/// which knows the rooms' members. The bus knows nothing of the hub beyond this, and holds it
+/// until [`BusHandle::stop`]: the hub owns the bus, the bus calls back only through here.
+pub trait Deliver: Send + Sync + 'static {
+    /// A persisted batch, in order; `senders`' copies go last; `scratch` is the buffer each
+    /// member's share is sealed into.
+    fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>);
+    /// The events of a batch the store could not write (module documentation).
+    fn unstored(&self, events: &[Unstored]);
+}
+
 /// The hub's end of the bus.
 #[derive(Debug, Clone)]
 pub struct BusHandle {
     tx: mpsc::Sender<Queued>,
+    /// Set by [`BusHandle::stop`]: the thread ends once its queue is empty.
+    stopping: Arc<AtomicBool>,
     flushed: watch::Receiver<u64>,
     stats: Arc<BusStats>,
     failures: Arc<Mutex<Failures>>,
@@ -196,6 +209,16 @@ fn acknowledged(p: &Persist) -> bool {
 }
 
 impl BusHandle {
+    /// Ends the bus thread once what is queued now is written and handed out (the hub's
+    /// [`crate::hub::HubGuard`] calls it at shutdown); later events are refused as
+    /// [`BusFull::Closed`] once it has ended.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        // Wakes a thread waiting for the queue; a full queue wakes it anyway.
+        let ev = BusEvent { seq: 0, room: None, bytes: Bytes::new(), persist: Persist::Nothing };
+        let _ = self.tx.try_send(Queued { ev, from: None, sender: None });
+    }
+
     /// Queues a message, keeping the control reserve free. Should the store fail, it is
     /// delivered anyway (for events whose sender cannot be told: E2E commits).
     pub fn send_message(&self, ev: BusEvent) -> Result<(), BusFull> {
@@ -231,7 +254,7 @@ impl BusHandle {
     }
 
     /// Queues a control event that session `from` waits on: should the store fail, `from` is
-    /// told `unavailable` (by [`Shared::unstored`]) and a notice it carries is not delivered.
+    /// told `unavailable` (by [`Deliver::unstored`]) and a notice it carries is not delivered.
     pub fn send_control_from(&self, ev: BusEvent, from: Option<SessionId>) {
         if acknowledged(&ev.persist) {
             self.last_acknowledged.fetch_max(ev.seq, Ordering::AcqRel);
@@ -354,6 +377,7 @@ impl Failures {
 #[derive(Debug)]
 pub struct BusReceiver {
     rx: mpsc::Receiver<Queued>,
+    stopping: Arc<AtomicBool>,
     flushed: watch::Sender<u64>,
     stats: Arc<BusStats>,
     failures: Arc<Mutex<Failures>>,
@@ -365,28 +389,30 @@ pub fn channel() -> (BusHandle, BusReceiver) {
     let (flushed_tx, flushed) = watch::channel(0);
     let stats = Arc::new(BusStats::default());
     let failures = Arc::new(Mutex::new(Failures::default()));
+    let stopping = Arc::new(AtomicBool::new(false));
     (
         BusHandle {
             tx,
+            stopping: stopping.clone(),
             flushed,
             stats: stats.clone(),
             failures: failures.clone(),
             last_acknowledged: Arc::new(AtomicU64::new(0)),
         },
-        BusReceiver { rx, flushed: flushed_tx, stats, failures },
+        BusReceiver { rx, stopping, flushed: flushed_tx, stats, failures },
     )
 }
 
-/// Starts the bus thread. It runs until every [`BusHandle`] is dropped and the queue is empty,
-/// so dropping the hub flushes everything to disk; join the returned handle to wait for that.
+/// Starts the bus thread, handing what it writes to `to`. It runs until [`BusHandle::stop`]
+/// (or until every [`BusHandle`] is dropped) and its queue is empty, then drops `to`; join
+/// the returned handle to wait for everything queued to be on disk
+/// ([`crate::hub::HubGuard`] does both).
 pub fn spawn(
     receiver: BusReceiver,
     writer: Writer,
-    shared: std::sync::Weak<Shared>,
+    to: Arc<dyn Deliver>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("chatao-bus".into())
-        .spawn(move || run(receiver, writer, shared))
+    std::thread::Builder::new().name("chatao-bus".into()).spawn(move || run(receiver, writer, to))
 }
 
 /// The loud, rate-limited account of a failing store.
@@ -436,8 +462,8 @@ fn take_queued(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
     }
 }
 
-fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared>) {
-    let BusReceiver { mut rx, flushed, stats, failures } = receiver;
+fn run(receiver: BusReceiver, mut writer: Writer, to: Arc<dyn Deliver>) {
+    let BusReceiver { mut rx, stopping, flushed, stats, failures } = receiver;
     let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
     let mut last_prune = Instant::now();
     writer.start_pass(now_millis());
@@ -448,6 +474,11 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
     // When the last batch was delivered.
     let mut last_end: Option<Instant> = None;
     loop {
+        // Stopped: what was queued before the stop is written and handed out, then the end.
+        // (`stop` queues a no-op after setting the flag, so a wait below always wakes.)
+        if stopping.load(Ordering::Acquire) && rx.is_empty() {
+            break;
+        }
         // While retention has steps left, do not wait for events: run the next step.
         let first = if writer.pruning() {
             match rx.try_recv() {
@@ -479,7 +510,7 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
             let written = writer.write(&persist);
             drop(persist);
             // Who sent the messages in the batch: they get their copies last (see
-            // `Shared::deliver`). Only a delivered message's sender counts.
+            // `Deliver::deliver`). Only a delivered message's sender counts.
             let mut senders: Vec<SessionId> = Vec::new();
             let (deliver, unstored): (Vec<BusEvent>, Vec<Unstored>) = match written {
                 Ok(()) => {
@@ -525,12 +556,10 @@ fn run(receiver: BusReceiver, mut writer: Writer, shared: std::sync::Weak<Shared
                     (deliver, unstored)
                 }
             };
-            if let Some(shared) = shared.upgrade() {
-                if !unstored.is_empty() {
-                    shared.unstored(&unstored);
-                }
-                shared.deliver(&deliver, &senders, &mut scratch);
+            if !unstored.is_empty() {
+                to.unstored(&unstored);
             }
+            to.deliver(&deliver, &senders, &mut scratch);
             last_end = Some(Instant::now());
             if scratch.capacity() > SCRATCH_KEPT {
                 scratch = Vec::new();

@@ -81,9 +81,9 @@ pub async fn run(
     if let Some(link) = &link {
         config.metrics.attach_cluster(link.clone());
     }
-    let hub = Hub::with_cluster(hub_config, Arc::new(store), access.clone(), link)
+    let guard = Hub::with_cluster(hub_config, Arc::new(store), access.clone(), link)
         .map_err(io::Error::other)?;
-    let bus_thread = hub.take_bus_thread();
+    let hub = guard.hub();
     config.metrics.attach_bus(hub.bus().stats().clone());
     let cluster = match joining {
         Some(joining) => {
@@ -195,9 +195,9 @@ pub async fn run(
     if let Some(cluster) = &ctx.cluster {
         cluster.shutdown().await;
     }
-    // Dropping the last hub handle lets the bus thread drain its queue to disk and stop.
+    // The sessions are done: the bus writes what is queued to disk and stops.
     drop(ctx);
-    if let Some(thread) = bus_thread {
+    if let Some(thread) = guard.finish() {
         let joined = tokio::task::spawn_blocking(move || thread.join());
         if timeout(SHUTDOWN_GRACE, joined).await.is_err() {
             warn!("history writer did not finish within the shutdown grace period");

@@ -102,7 +102,7 @@ mod tests {
 
     const OP: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-    fn hub(dir: &std::path::Path, op: &str) -> Hub {
+    fn hub(dir: &std::path::Path, op: &str) -> crate::hub::HubGuard {
         let store = Arc::new(Store::open(dir).unwrap());
         let config = HubConfig {
             default_room: RoomName::lobby(),
@@ -111,7 +111,7 @@ mod tests {
         };
         let ops = AccessConfig { ops: vec![op.to_owned()], ..Default::default() };
         let access = Access::load(ops, crate::clock::Clock::default(), vec![]).unwrap();
-        Hub::new(config, store, Arc::new(access)).unwrap()
+        Hub::start(config, store, Arc::new(access)).unwrap()
     }
 
     fn drain(hub: &Hub, inbox: &mut Outgoing) -> Vec<ServerMsg> {

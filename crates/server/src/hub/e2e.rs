@@ -707,7 +707,7 @@ mod tests {
     use crate::outbox::{Outgoing, outbox};
     use crate::store::Retention;
 
-    fn hub(dir: &std::path::Path) -> Hub {
+    fn hub(dir: &std::path::Path) -> crate::hub::HubGuard {
         let store = Arc::new(Store::open(dir).unwrap());
         let config = HubConfig {
             default_room: RoomName::lobby(),
@@ -717,7 +717,7 @@ mod tests {
         let access =
             crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
                 .unwrap();
-        Hub::new(config, store, Arc::new(access)).unwrap()
+        Hub::start(config, store, Arc::new(access)).unwrap()
     }
 
     fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {

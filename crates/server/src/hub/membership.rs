@@ -123,7 +123,7 @@ mod tests {
     use chatao_proto::{LeaveReason, Nick};
     use std::sync::Arc;
 
-    fn hub(dir: &std::path::Path) -> Hub {
+    fn hub(dir: &std::path::Path) -> crate::hub::HubGuard {
         let store = Arc::new(Store::open(dir).unwrap());
         let config = HubConfig {
             default_room: RoomName::lobby(),
@@ -132,7 +132,7 @@ mod tests {
         };
         let access =
             Access::load(Default::default(), crate::clock::Clock::default(), vec![]).unwrap();
-        Hub::new(config, store, Arc::new(access)).unwrap()
+        Hub::start(config, store, Arc::new(access)).unwrap()
     }
 
     fn settle(hub: &Hub) {

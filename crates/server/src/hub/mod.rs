@@ -20,6 +20,7 @@
 
 mod bots;
 mod e2e;
+mod guard;
 mod membership;
 mod moderation;
 mod names;
@@ -30,12 +31,12 @@ pub mod sent;
 
 pub use bots::BotsSetting;
 pub use e2e::E2eRefusal;
+pub use guard::HubGuard;
 pub use rooms::MembersPage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -148,9 +149,9 @@ pub struct Hub {
     shared: Arc<Shared>,
 }
 
-/// The state behind the handle (public only so that the bus can deliver into it).
+/// The state behind the handle; the bus thread delivers into it through [`bus::Deliver`].
 #[derive(Debug)]
-pub struct Shared {
+struct Shared {
     /// A blocking mutex on purpose: see the module documentation.
     state: Mutex<State>,
     next_session: AtomicU64,
@@ -158,7 +159,6 @@ pub struct Shared {
     bus: BusHandle,
     store: Arc<Store>,
     access: Arc<Access>,
-    bus_thread: Mutex<Option<JoinHandle<()>>>,
     /// The way to the other nodes, when this node is part of a cluster.
     cluster: Option<ClusterLink>,
 }
@@ -334,6 +334,16 @@ fn fan_out(
     }
 }
 
+impl bus::Deliver for Shared {
+    fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>) {
+        Shared::deliver(self, batch, senders, scratch)
+    }
+
+    fn unstored(&self, events: &[bus::Unstored]) {
+        Shared::unstored(self, events)
+    }
+}
+
 impl Shared {
     /// Called by the bus thread with the events of a batch the store could not write (see
     /// [`crate::bus`], "When the store cannot write"): a room message leaves the room's memory
@@ -454,12 +464,12 @@ impl State {
 
 impl Hub {
     /// A hub over `store`, with the rooms and registrations the store remembers, and its bus
-    /// thread started.
-    pub fn new(
+    /// thread started; the guard owns both ([`HubGuard`]).
+    pub fn start(
         config: HubConfig,
         store: Arc<Store>,
         access: Arc<Access>,
-    ) -> Result<Hub, StoreError> {
+    ) -> Result<HubGuard, StoreError> {
         Hub::with_cluster(config, store, access, None)
     }
 
@@ -471,7 +481,7 @@ impl Hub {
         store: Arc<Store>,
         access: Arc<Access>,
         cluster: Option<ClusterLink>,
-    ) -> Result<Hub, StoreError> {
+    ) -> Result<HubGuard, StoreError> {
         let records = if cluster.is_some() { Vec::new() } else { store.load_nicks()? };
         let (names, drops) = names::Names::load(records);
         // No room is loaded here: rooms come into memory when joined ([`rooms`]).
@@ -493,7 +503,6 @@ impl Hub {
             bus,
             store,
             access,
-            bus_thread: Mutex::new(None),
             cluster,
         });
         {
@@ -505,9 +514,8 @@ impl Hub {
                 shared.bus.send_control(BusEvent { seq, room: None, bytes: Bytes::new(), persist });
             }
         }
-        let thread = bus::spawn(receiver, writer, Arc::downgrade(&shared))?;
-        *shared.bus_thread.lock() = Some(thread);
-        Ok(Hub { shared })
+        let thread = bus::spawn(receiver, writer, shared.clone())?;
+        Ok(HubGuard::new(Hub { shared }, thread))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -538,12 +546,6 @@ impl Hub {
 
     pub fn access(&self) -> &Arc<Access> {
         &self.shared.access
-    }
-
-    /// Takes the bus thread's handle, for a shutdown that waits for history to be flushed
-    /// (the thread ends once every clone of the hub is dropped).
-    pub fn take_bus_thread(&self) -> Option<JoinHandle<()>> {
-        self.shared.bus_thread.lock().take()
     }
 
     /// Puts a user online under `nick` (in no room yet). The nickname must be free or
@@ -1180,7 +1182,7 @@ mod tests {
     use crate::outbox::{Outgoing, outbox};
     use chatao_proto::decode_server;
 
-    fn hub(dir: &std::path::Path) -> Hub {
+    fn hub(dir: &std::path::Path) -> HubGuard {
         let store = Arc::new(Store::open(dir).unwrap());
         let config = HubConfig {
             default_room: RoomName::lobby(),
@@ -1190,7 +1192,7 @@ mod tests {
         let access =
             crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
                 .unwrap();
-        Hub::new(config, store, Arc::new(access)).unwrap()
+        Hub::start(config, store, Arc::new(access)).unwrap()
     }
 
     /// Everything delivered so far, once the bus has handled every queued event.

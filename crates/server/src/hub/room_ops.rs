@@ -588,7 +588,7 @@ mod tests {
     use crate::outbox::{Outgoing, outbox};
     use crate::store::{Retention, Store};
 
-    fn hub(dir: &std::path::Path, clock: Clock) -> Hub {
+    fn hub(dir: &std::path::Path, clock: Clock) -> crate::hub::HubGuard {
         let store = Arc::new(Store::open(dir).unwrap());
         let config = HubConfig {
             default_room: RoomName::lobby(),
@@ -596,7 +596,7 @@ mod tests {
             retention: Retention { max_messages: 0, max_age: None },
         };
         let access = Access::load(AccessConfig::default(), clock, vec![]).unwrap();
-        Hub::new(config, store, Arc::new(access)).unwrap()
+        Hub::start(config, store, Arc::new(access)).unwrap()
     }
 
     fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {

@@ -51,7 +51,8 @@ async fn until_text(c: &mut TestClient, text: &str) -> Vec<ServerMsg> {
 
 #[tokio::test]
 async fn a_muted_key_reaches_nobody_through_topic_away_nick_part_or_quit() {
-    let Ops { mut op, mut bob, mut carol, .. } = with_operator(Clock::default()).await;
+    let Ops { server: _server, mut op, mut bob, mut carol, .. } =
+        with_operator(Clock::default()).await;
     bob.join("#side").await.unwrap();
     carol.join("#side").await.unwrap();
     op.send(&ClientMsg::Mute { nick: "bob".into(), duration_secs: None }).await.unwrap();

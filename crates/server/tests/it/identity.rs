@@ -131,7 +131,8 @@ fn moderation(action: ModAction) -> impl Fn(&ServerMsg) -> bool {
 
 #[tokio::test]
 async fn operators_kick_and_everyone_is_told_while_others_cannot() {
-    let Ops { mut op, mut bob, mut carol, .. } = with_operator(Clock::default()).await;
+    let Ops { server: _server, mut op, mut bob, mut carol, .. } =
+        with_operator(Clock::default()).await;
     carol.send(&ClientMsg::Kick { nick: "bob".into(), reason: None }).await.unwrap();
     assert_eq!(carol.expect_error().await.unwrap().0, ErrorCode::NotOperator);
     op.send(&ClientMsg::Kick { nick: "bob".into(), reason: Some("flooding".into()) })
@@ -228,7 +229,8 @@ async fn a_permanent_ban_by_fingerprint_is_lifted_by_unban() {
 
 #[tokio::test]
 async fn a_muted_key_cannot_send_until_the_mute_ends() {
-    let Ops { clock, mut op, mut bob, mut carol, .. } = with_operator(Clock::default()).await;
+    let Ops { server: _server, clock, mut op, mut bob, mut carol } =
+        with_operator(Clock::default()).await;
     op.send(&ClientMsg::Mute { nick: "bob".into(), duration_secs: Some(60) }).await.unwrap();
     bob.expect("notice", moderation(ModAction::Mute)).await.unwrap();
     bob.say("can you hear me").await.unwrap();
