@@ -14,7 +14,7 @@ use chatao_bench::fanout::{self, FanoutOptions};
 use chatao_bench::idle::{self, IdleOptions};
 use chatao_bench::report::{self, Report};
 use chatao_bench::run::{self, ChataoSource, PeerSource, Plan};
-use chatao_bench::server::ChataoSpawn;
+use chatao_bench::server::{self, ChataoSpawn};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::time::Instant;
 
@@ -82,6 +82,10 @@ struct Common {
     /// Connects in flight during setup.
     #[arg(long, global = true, default_value_t = 64)]
     concurrency: usize,
+    /// Pin every server the bench starts (Chatao, the peers, NATS) to these CPUs (a `taskset -c`
+    /// list, e.g. `0`); run the bench itself under `taskset -c 1` to keep the clients apart.
+    #[arg(long, global = true, value_name = "CPUS")]
+    server_cpus: Option<String>,
     /// Runs per target, interleaved; the table shows medians.
     #[arg(long, global = true, default_value_t = 1)]
     repeat: u32,
@@ -397,6 +401,9 @@ async fn real_main() -> Result<u32> {
     let cli = Cli::parse();
     let c = &cli.common;
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
+    if let Some(cpus) = &c.server_cpus {
+        server::pin_servers(cpus)?;
+    }
     if let Scenario::Attack {
         kinds,
         duration,

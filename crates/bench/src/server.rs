@@ -17,6 +17,41 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Time a server has to exit after SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The CPUs every server the bench starts is pinned to (`--server-cpus`, a `taskset -c` list),
+/// set once at startup; unset, servers run where the scheduler puts them.
+static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Pins every server started from now on to `cpus` (a `taskset -c` list such as `0`).
+pub fn pin_servers(cpus: &str) -> Result<()> {
+    let ok = std::process::Command::new("taskset")
+        .args(["-c", cpus, "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        bail!(
+            "cannot pin to CPUs {cpus:?}: `taskset -c {cpus} true` failed (util-linux, a valid list)"
+        );
+    }
+    SERVER_CPUS.set(cpus.to_owned()).ok();
+    Ok(())
+}
+
+/// A command for a server process: `program` itself, or `taskset -c CPUS program` when servers
+/// are pinned (taskset execs the program, so the child's pid is the server's).
+fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match SERVER_CPUS.get() {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A server process the bench started.
 #[derive(Debug)]
 pub struct Spawned {
@@ -134,7 +169,7 @@ impl ChataoSpawn {
         }
         args.extend(flags.iter().cloned());
         args.extend(self.extra_args.iter().cloned());
-        let child = Command::new(&self.bin)
+        let child = server_command(&self.bin)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -163,7 +198,7 @@ pub async fn start_nats(bin: &Path) -> Result<Spawned> {
     let dir = tempfile::Builder::new().prefix("chatao-bench-nats-").tempdir()?;
     let port = free_port()?;
     let log = std::fs::File::create(dir.path().join("server.log"))?;
-    let child = Command::new(bin)
+    let child = server_command(bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.path())
         .stdin(Stdio::null())
@@ -187,7 +222,7 @@ pub async fn start_nats(bin: &Path) -> Result<Spawned> {
 pub async fn start_peer(script: &Path, kind: &str) -> Result<(Spawned, u16)> {
     let tls_port = free_port()?;
     let plain_port = free_port()?;
-    let child = Command::new("bash")
+    let child = server_command("bash")
         .arg(script)
         .args([kind, &tls_port.to_string(), &plain_port.to_string()])
         .stdin(Stdio::null())

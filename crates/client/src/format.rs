@@ -323,7 +323,7 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 None => format!("* {nick} left {room} ({why})"),
             }
         }
-        ServerMsg::Members { room, members, e2e, total, next } => {
+        ServerMsg::Members { room, members, e2e, total, next, .. } => {
             // A quiet session (a bot) is marked, as the server marks it; a room operator is
             // @nick (issue 19).
             let nicks: Vec<String> = members
@@ -520,6 +520,7 @@ mod tests {
             e2e: false,
             total: None,
             next: None,
+            more: false,
         };
         let line = event(Format::Plain, &who).unwrap();
         assert!(
@@ -547,6 +548,7 @@ mod tests {
             e2e,
             total: None,
             next: None,
+            more: false,
         };
         let plain = event(Format::Plain, &members(false)).unwrap();
         assert!(plain.ends_with("* no such room #nosuch: nobody is in it"), "{plain}");

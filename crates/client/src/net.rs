@@ -410,6 +410,8 @@ async fn run(
     let mut outbox_open = true;
     let mut last_heard = Instant::now();
     let mut pinged = false;
+    // Member lists in several records, put back together (bounded: chatao_proto::members).
+    let mut lists = chatao_proto::members::Assembler::default();
     let closed = loop {
         let deadline = last_heard + if pinged { DEAD_AFTER } else { PING_AFTER };
         let wait = match &held {
@@ -438,6 +440,8 @@ async fn run(
                     ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
                     ServerMsg::Bye { code, reason } => break Closed::Bye { code, reason },
                     other => {
+                        // A member list sent in several records goes up whole, once.
+                        let Some(other) = lists.take(other) else { continue };
                         if events.send(NetEvent::Msg(other)).await.is_err() {
                             return;
                         }

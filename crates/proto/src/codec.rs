@@ -117,6 +117,7 @@ mod tests {
                 e2e: false,
                 total: None,
                 next: None,
+                more: false,
             },
             ServerMsg::Members {
                 room: room.clone(),
@@ -124,6 +125,7 @@ mod tests {
                 e2e: true,
                 total: None,
                 next: None,
+                more: false,
             },
             ServerMsg::Members {
                 room: room.clone(),
@@ -131,6 +133,7 @@ mod tests {
                 e2e: false,
                 total: Some(5000),
                 next: Some(nick("bob")),
+                more: false,
             },
             ServerMsg::Join {
                 room: room.clone(),
@@ -384,7 +387,8 @@ mod tests {
                 members: vec![],
                 e2e: false,
                 total: None,
-                next: None
+                next: None,
+                more: false
             }
         );
     }

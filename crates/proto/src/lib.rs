@@ -8,6 +8,7 @@
 //! - [`text`]: what text may contain ([`check_text`]) and how a client neutralises the rest before
 //!   display ([`sanitize`], [`sanitize_line`]).
 //! - [`error`]: [`ErrorCode`], the stable error vocabulary on the wire.
+//! - [`members`]: a member list cut into records of at most 16 KiB, and put back together.
 //!
 //! To add a message: add the variant to `ClientMsg` or `ServerMsg` (serde names it in
 //! `snake_case` under `"type"`), add an example to the round-trip tests in `codec.rs`, and document
@@ -15,6 +16,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod members;
 pub mod msg;
 pub mod names;
 pub mod rate;

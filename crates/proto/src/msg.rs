@@ -339,8 +339,8 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         rooms: Vec<RoomName>,
     },
-    /// The member list of a room, sent to a user who has just joined it and answering `who`.
-    /// Complete unless `total` is present.
+    /// The member list of a room, sent to a user who has just joined it and answering `who`,
+    /// in one or more records ([`crate::members::chunks`]). Complete unless `total` is present.
     Members {
         room: RoomName,
         members: Vec<Member>,
@@ -355,6 +355,10 @@ pub enum ServerMsg {
         /// More members follow in nickname order: ask `who` with this as `after`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<Nick>,
+        /// The same list goes on in the next `members` record of this room (a list is sent in
+        /// records of at most 16 KiB: [`crate::members`]). Absent: this record ends it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// `nick` joined `room` (also sent to the joiner, confirming the join).
     Join { room: RoomName, nick: Nick, fingerprint: String },

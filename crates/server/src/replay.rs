@@ -14,7 +14,7 @@
 //! before it joined the group, and it replays what it can from `since` already.
 
 use bytes::Bytes;
-use chatao_proto::{ErrorCode, RoomName, ServerMsg, encode};
+use chatao_proto::{ErrorCode, RoomName, ServerMsg, encode, members};
 use tracing::error;
 
 use crate::cmd::Replay;
@@ -27,13 +27,10 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
     let j = &r.joined;
     let mut out = Vec::new();
     if r.intro {
-        out.push(encode(&ServerMsg::Members {
-            room: j.room.clone(),
-            members: j.members.clone(),
-            e2e: hub.is_e2e(&j.room),
-            total: j.total,
-            next: None,
-        }));
+        // The list in records of at most 16 KiB (chatao_proto::members).
+        let list =
+            members::chunks(j.room.clone(), j.members.clone(), hub.is_e2e(&j.room), j.total, None);
+        out.extend(list.iter().map(encode));
         if j.topic.is_some() {
             out.push(encode(&ServerMsg::Topic {
                 room: j.room.clone(),

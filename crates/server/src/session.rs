@@ -789,14 +789,15 @@ async fn send(
     reply: Reply,
     backlog: &mut Backlog,
 ) -> Result<(), Ending> {
-    let record = match reply {
-        Reply::Send(msg) => encode(&msg),
-        Reply::Raw(bytes) => bytes,
+    let records = match reply {
+        Reply::Send(msg) => vec![encode(&msg)],
+        Reply::SendAll(msgs) => msgs.iter().map(encode).collect(),
+        Reply::Raw(bytes) => vec![bytes],
         // `handle` writes these itself (a durable reply once the bus has stored it).
         Reply::Nothing | Reply::Replay(_) | Reply::Close(_) | Reply::Durable(_) => return Ok(()),
     };
-    let len = record.len();
-    write(out, wt, &[record]).await?;
+    let len = records.iter().map(Bytes::len).sum();
+    write(out, wt, &records).await?;
     backlog.output.charge(len, Instant::now().into_std());
     Ok(())
 }

@@ -225,7 +225,7 @@ impl App {
                 }
                 vec![]
             }
-            ServerMsg::Members { room, members, e2e, total, next } => {
+            ServerMsg::Members { room, members, e2e, total, next, .. } => {
                 let asked = match self.pending_who.iter().position(|r| *r == room) {
                     Some(k) => {
                         self.pending_who.remove(k);

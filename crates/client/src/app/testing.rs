@@ -96,6 +96,7 @@ pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
         e2e: false,
         total: None,
         next: None,
+        more: false,
     }
 }
 

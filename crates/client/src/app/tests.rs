@@ -731,6 +731,7 @@ fn who_of_a_room_nobody_is_in_says_there_is_no_such_room() {
             e2e: true,
             total: None,
             next: None,
+            more: false,
         },
     );
     assert_eq!(

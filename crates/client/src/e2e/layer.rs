@@ -535,7 +535,7 @@ impl Layer {
     /// A server message on its way to the UI.
     pub fn from_server(&mut self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Members { room, members, e2e, total, next } => {
+            ServerMsg::Members { room, members, e2e, total, next, .. } => {
                 if let Some(i) = self.joining.iter().position(|r| r == &room) {
                     self.joining.remove(i);
                 }
@@ -565,7 +565,14 @@ impl Layer {
                     ));
                 }
                 let e2e = e2e || mine;
-                self.ui(ServerMsg::Members { room: room.clone(), members, e2e, total, next });
+                self.ui(ServerMsg::Members {
+                    room: room.clone(),
+                    members,
+                    e2e,
+                    total,
+                    next,
+                    more: false,
+                });
                 if mine && self.shown.insert(room.clone()) {
                     self.announce(&room);
                     self.replay_log(&room);
@@ -1102,6 +1109,7 @@ mod tests {
             e2e: true,
             total: None,
             next: None,
+            more: false,
         });
         l.drain();
         l

@@ -218,6 +218,7 @@ fn member_list_with_away_members_and_overflow() {
             e2e: false,
             total: None,
             next: None,
+            more: false,
         },
     );
     insta::assert_snapshot!("member_list", screen(&a));
@@ -252,6 +253,7 @@ fn member_list_marks_bots() {
             e2e: false,
             total: None,
             next: None,
+            more: false,
         },
     );
     insta::assert_snapshot!("member_list_bots", screen(&a));
@@ -286,6 +288,7 @@ fn member_list_marks_room_operators() {
         e2e: false,
         total: None,
         next: None,
+        more: false,
     };
     net(&mut a, members);
     let c = cells(&a);
@@ -428,6 +431,7 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
             e2e: true,
             total: None,
             next: None,
+            more: false,
         },
     );
     let i = a.buffers.iter().position(|b| b.target.name() == "#sec").unwrap();
@@ -456,6 +460,7 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
             e2e: false,
             total: None,
             next: None,
+            more: false,
         },
     );
     let i = a.buffers.iter().position(|b| b.target.name() == "#plain").unwrap();

@@ -9,6 +9,7 @@ mod cluster;
 mod e2e_rooms;
 mod filters;
 mod line_mode;
+mod member_lists;
 mod membership;
 mod mitm;
 mod net;

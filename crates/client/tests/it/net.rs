@@ -59,7 +59,8 @@ async fn scripted_then(
     (port, task)
 }
 
-fn options(port: u16) -> ConnectOptions {
+/// Options for a fresh key as `alice` on loopback `port`, trusting whatever key it presents.
+pub(crate) fn options(port: u16) -> ConnectOptions {
     ConnectOptions {
         host: "127.0.0.1".into(),
         port,

@@ -88,6 +88,8 @@ pub enum Reply {
     Nothing,
     /// Send this to the client; the session goes on.
     Send(ServerMsg),
+    /// Send these to the client, in order (a member list in several records).
+    SendAll(Vec<ServerMsg>),
     /// End the session: announce the departure with `reason`, send `bye`, close.
     Close(Close),
     /// Send history (and on a join, the member list and topic) for a room.

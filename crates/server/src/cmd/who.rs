@@ -1,6 +1,6 @@
 //! `who`: a page of a room's members, in the order of their folded nicknames.
 
-use chatao_proto::{ErrorCode, RoomName, ServerMsg};
+use chatao_proto::{ErrorCode, RoomName, members};
 
 use super::{Reply, error};
 use crate::hub::Hub;
@@ -17,13 +17,14 @@ impl Who {
         match RoomName::parse(&self.room) {
             Ok(room) => {
                 let page = hub.who(&room, self.after.as_deref());
-                Reply::Send(ServerMsg::Members {
-                    members: page.members,
-                    e2e: hub.is_e2e(&room),
-                    total: page.total,
-                    next: page.next,
-                    room,
-                })
+                // One page, in records of at most 16 KiB (long away reasons).
+                Reply::SendAll(members::chunks(
+                    room.clone(),
+                    page.members,
+                    hub.is_e2e(&room),
+                    page.total,
+                    page.next,
+                ))
             }
             Err(e) => error(ErrorCode::InvalidRoom, e.to_string()),
         }

@@ -191,11 +191,13 @@ async fn joins_into_a_large_room_cost_linear_records_and_bytes() {
             .send(ClientMsg::Who { room: "#lobby".into(), after: after.clone() })
             .await
             .unwrap();
+        // A page of 200 may come in several records (`more`, at most 16 KiB each).
         let page = || {
+            let mut lists = chatao_proto::members::Assembler::default();
             asker.seen.lock().unwrap()[before..]
                 .iter()
-                .find(|m| matches!(m, ServerMsg::Members { .. }))
-                .cloned()
+                .filter(|m| matches!(m, ServerMsg::Members { .. }))
+                .find_map(|m| lists.take(m.clone()))
         };
         until(&counts, "a who page", || page().is_some()).await;
         let Some(ServerMsg::Members { members: page, total, next, .. }) = page() else {
