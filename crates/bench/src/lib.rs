@@ -14,12 +14,14 @@
 //! - [`run`]: repeats a scenario against each target, starting fresh servers ([`server`]).
 //! - [`payload`]: the stamped text every message carries; [`ledger`]: loss and duplicate
 //!   accounting; [`stats`]: percentiles; [`procfs`]: server CPU and memory from `/proc`.
-//! - [`report`]: the human table, JSON lines and CSV.
+//! - [`report`]: the human table, JSON lines and CSV; [`chart`]: the SVG chart drawn from
+//!   the JSON lines (plotters).
 //!
 //! To add a scenario: a module with an options struct and `run(&Endpoint, &Options, deadline)
 //! -> Report`, a subcommand in `main.rs`, and its section in BENCHMARKS.md.
 
 pub mod attack;
+pub mod chart;
 pub mod chatao;
 pub mod churn;
 pub mod common;

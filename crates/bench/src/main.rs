@@ -174,6 +174,23 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Draws the chart BENCHMARKS.md shows (SVG) from JSON lines written by `--json`:
+    /// deliveries per server CPU-second against room size for each target, and the latency
+    /// percentiles at one room size (medians of the flat-out fanout runs with the label).
+    Chart {
+        /// JSON lines files (`--json` output).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The SVG to write.
+        #[arg(long, default_value = "bench/results/fanout.svg")]
+        out: PathBuf,
+        /// Only runs recorded with this `--label`.
+        #[arg(long = "of-label", default_value = "pinned")]
+        of_label: String,
+        /// The room size whose latency distribution is drawn.
+        #[arg(long, default_value_t = 1000)]
+        latency_clients: u64,
+    },
     /// Issue 15's adversarial run: for each KIND (default: all), a fresh server with default
     /// limits, an honest pair chatting every 200 ms in #lobby alone, then during the attack,
     /// then after it; their latency, loss, and the server's memory and CPU. Chatao only.
@@ -306,7 +323,7 @@ async fn run_scenario(cli: &Cli, plan: &Plan) -> (Vec<Report>, u32) {
             })
             .await
         }
-        Scenario::Attack { .. } => (vec![], 0),
+        Scenario::Attack { .. } | Scenario::Chart { .. } => (vec![], 0),
         Scenario::Churn { workers, duration, cycles, messages, size } => {
             run::run_all(plan, |ep, _attached, deadline| {
                 let o = ChurnOptions {
@@ -401,6 +418,11 @@ async fn real_main() -> Result<u32> {
     let cli = Cli::parse();
     let c = &cli.common;
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
+    if let Scenario::Chart { files, out, of_label, latency_clients } = &cli.scenario {
+        chatao_bench::chart::draw(files, of_label, *latency_clients, out)?;
+        eprintln!("wrote {}", out.display());
+        return Ok(0);
+    }
     if let Some(cpus) = &c.server_cpus {
         server::pin_servers(cpus)?;
     }

@@ -422,30 +422,44 @@ async fn run(
             record = conn.read_record() => {
                 last_heard = Instant::now();
                 pinged = false;
-                let record = match record {
+                let mut record = match record {
                     Ok(Some(r)) => r,
                     Ok(None) => break Closed::Lost("the server closed the connection".into()),
                     Err(e) => break Closed::Lost(lost_reason(&e)),
                 };
-                let msg = match decode_server(&record) {
-                    Ok(m) => m,
-                    Err(e) => break Closed::Lost(format!("protocol error: {e}")),
+                // Every record the frame carried, in one wake-up (a busy room's frame holds
+                // many), before the next turn of the select.
+                let ended = loop {
+                    let msg = match decode_server(&record) {
+                        Ok(m) => m,
+                        Err(e) => break Some(Closed::Lost(format!("protocol error: {e}"))),
+                    };
+                    match msg {
+                        ServerMsg::Ping { token } => {
+                            let pong = encode(&ClientMsg::Pong { token });
+                            if let Err(e) = conn.write_record(&pong).await {
+                                break Some(Closed::Lost(lost_reason(&e)));
+                            }
+                        }
+                        ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
+                        ServerMsg::Bye { code, reason } => break Some(Closed::Bye { code, reason }),
+                        other => {
+                            // A member list sent in several records goes up whole, once.
+                            if let Some(other) = lists.take(other)
+                                && events.send(NetEvent::Msg(other)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    record = match conn.buffered_record() {
+                        Ok(Some(r)) => r,
+                        Ok(None) => break None,
+                        Err(e) => break Some(Closed::Lost(lost_reason(&e))),
+                    };
                 };
-                match msg {
-                    ServerMsg::Ping { token } => {
-                        if let Err(e) = conn.write_record(&encode(&ClientMsg::Pong { token })).await {
-                            break Closed::Lost(lost_reason(&e));
-                        }
-                    }
-                    ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
-                    ServerMsg::Bye { code, reason } => break Closed::Bye { code, reason },
-                    other => {
-                        // A member list sent in several records goes up whole, once.
-                        let Some(other) = lists.take(other) else { continue };
-                        if events.send(NetEvent::Msg(other)).await.is_err() {
-                            return;
-                        }
-                    }
+                if let Some(closed) = ended {
+                    break closed;
                 }
             }
             msg = outbox.recv(), if held.is_none() && outbox_open => {

@@ -5,8 +5,9 @@
 //! be kept in one SQLite transaction, then writes each event to the room's members' sockets
 //! itself (`crate::outbox`: sealed and written without blocking, the rest left for the
 //! member's session), in order; the senders of the batch's messages get their copies last.
-//! Under load the thread lingers [`LINGER_UNDER_LOAD`] before a batch, so each write carries
-//! more events. So a room message is
+//! Under load the thread lingers before a batch (in proportion to the last batch's writes, at
+//! most [`LINGER_UNDER_LOAD`], or until [`LINGER_ENOUGH`] events are queued), so each write
+//! carries more events. So a room message is
 //! on disk before anyone sees it (or, when the write fails, seen by nobody: below): a server
 //! killed with `kill -9` loses nothing it relayed. Events that cannot be refused after the fact
 //! (joins, parts, the parting session's own leave, which goes to it directly) are exempt, as
@@ -74,8 +75,25 @@ pub const BUS_CAPACITY: usize = 65_536;
 pub const CONTROL_RESERVE: usize = 1024;
 /// Most events handled in one transaction.
 const BATCH: usize = 2048;
-/// How long the bus waits for more events when a batch follows the last within as long.
-const LINGER_UNDER_LOAD: Duration = Duration::from_millis(1);
+/// Under load, the bus waits for more events before it delivers a batch: [`LINGER_PER_WRITE`]
+/// for each write the last batch made (one per member it reached), at most this long, and less
+/// once [`LINGER_ENOUGH`] events are queued. A write costs the server (and each reader) about
+/// as much as ten deliveries in it (BENCHMARKS.md: about 10 µs of kernel and crypto on
+/// loopback), so a batch of 20 events into a room of 1,000 takes a fraction of the CPU of
+/// batches of 2. The wait follows the fan-out: after a batch that reached two members the bus
+/// waits at most 200 µs (a conversation is not slowed), after one that reached 200 members or
+/// more up to 20 ms (under a flood into a large room, where each message is already late by
+/// the time the last member reads it). 20 µs a write made rooms of 200 wait 4 ms and left
+/// them at 1.1x the peers' deliveries per CPU-second; 100 µs, 2.6x (BENCHMARKS.md). The wait is counted from the end of the last delivery, so
+/// an event arriving after a quiet spell longer than it goes at once.
+const LINGER_UNDER_LOAD: Duration = Duration::from_millis(20);
+/// The wait under load per write of the last batch.
+const LINGER_PER_WRITE: Duration = Duration::from_micros(100);
+/// Events queued that end a linger early: past this many, a write's cost is spread thin
+/// enough that waiting longer buys little.
+const LINGER_ENOUGH: usize = 256;
+/// How often a lingering bus looks at its queue.
+const LINGER_STEP: Duration = Duration::from_millis(1);
 /// The bus thread's sealing buffer is released after a batch that grew it past this.
 const SCRATCH_KEPT: usize = 1 << 20;
 /// How often a retention pass begins (the first at start).
@@ -139,8 +157,9 @@ pub struct Unstored {
 /// until [`BusHandle::stop`]: the hub owns the bus, the bus calls back only through here.
 pub trait Deliver: Send + Sync + 'static {
     /// A persisted batch, in order; `senders`' copies go last; `scratch` is the buffer each
-    /// member's share is sealed into.
-    fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>);
+    /// member's share is sealed into. Returns the writes made (one per member per run of one
+    /// room's events): the bus's measure of load ([`LINGER_UNDER_LOAD`]).
+    fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>) -> usize;
     /// The events of a batch the store could not write (module documentation).
     fn unstored(&self, events: &[Unstored]);
 }
@@ -471,8 +490,9 @@ fn run(receiver: BusReceiver, mut writer: Writer, to: Arc<dyn Deliver>) {
     // What a member's share of a run is sealed into before its write (`crate::outbox`): one
     // buffer for every member, kept between batches unless a large run grew it.
     let mut scratch: Vec<u8> = Vec::new();
-    // When the last batch was delivered.
+    // When the last batch was delivered, and the writes it took.
     let mut last_end: Option<Instant> = None;
+    let mut last_writes = 0usize;
     loop {
         // Stopped: what was queued before the stop is written and handed out, then the end.
         // (`stop` queues a no-op after setting the flag, so a wait below always wakes.)
@@ -495,14 +515,23 @@ fn run(receiver: BusReceiver, mut writer: Writer, to: Arc<dyn Deliver>) {
         if let Some(first) = first {
             batch.push(first);
             take_queued(&mut rx, &mut batch);
-            // Under load (this batch follows the last within LINGER_UNDER_LOAD), wait that
-            // long for more: every member's share of the batch is one write (outbox.rs), so a
-            // batch twice as long halves the writes. An idle server adds no delay.
-            if batch.len() < BATCH
-                && let Some(end) = last_end
-                && end.elapsed() < LINGER_UNDER_LOAD
+            // Under load (this batch follows the last within the linger), wait for more until
+            // the linger is over or LINGER_ENOUGH are queued: every member's share of the
+            // batch is one write (outbox.rs), so a batch twice as long halves the writes. An
+            // idle server adds no delay.
+            let linger = LINGER_PER_WRITE
+                .saturating_mul(u32::try_from(last_writes).unwrap_or(u32::MAX))
+                .min(LINGER_UNDER_LOAD);
+            if let Some(end) = last_end
+                && end.elapsed() < linger
             {
-                std::thread::sleep(LINGER_UNDER_LOAD);
+                let until = end + linger;
+                while batch.len() + rx.len() < LINGER_ENOUGH
+                    && !stopping.load(Ordering::Acquire)
+                    && let Some(left) = until.checked_duration_since(Instant::now())
+                {
+                    std::thread::sleep(left.min(LINGER_STEP));
+                }
                 take_queued(&mut rx, &mut batch);
             }
             let last_seq = batch.last().map(|q| q.ev.seq);
@@ -559,7 +588,7 @@ fn run(receiver: BusReceiver, mut writer: Writer, to: Arc<dyn Deliver>) {
             if !unstored.is_empty() {
                 to.unstored(&unstored);
             }
-            to.deliver(&deliver, &senders, &mut scratch);
+            last_writes = to.deliver(&deliver, &senders, &mut scratch);
             last_end = Some(Instant::now());
             if scratch.capacity() > SCRATCH_KEPT {
                 scratch = Vec::new();

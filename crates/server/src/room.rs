@@ -296,24 +296,28 @@ impl Room {
 /// Writes a run of consecutive bus events for one room (in sequence order) to every member
 /// `pass` lets through, from the bus thread ([`Outbox::write_through`]: one sealed frame and one
 /// non-blocking write per member); a member who joined during the run gets the part queued
-/// after their join. `scratch` is the bus thread's buffer for sealing.
+/// after their join. `scratch` is the bus thread's buffer for sealing. Returns the members
+/// written to.
 pub fn deliver_run(
     members: &Members,
     run: &[crate::bus::BusEvent],
     pass: impl Fn(SessionId) -> bool,
     scratch: &mut Vec<u8>,
-) {
+) -> usize {
     let mut chunk = Vec::with_capacity(run.iter().map(|e| e.bytes.len()).sum());
     let mut starts = Vec::with_capacity(run.len());
     for ev in run {
         starts.push(chunk.len());
         chunk.extend_from_slice(&ev.bytes);
     }
+    let mut shares = 0;
     for m in members.iter().filter(|m| pass(m.id)) {
         if let Some(k) = run.iter().position(|ev| ev.seq > m.joined_after) {
             m.outbox.write_through(&chunk[starts[k]..], run.len() - k, scratch);
+            shares += 1;
         }
     }
+    shares
 }
 
 /// Writes the bus event `seq` to every member of `members` `pass` lets through who joined
@@ -324,12 +328,15 @@ pub fn deliver(
     seq: u64,
     pass: impl Fn(SessionId) -> bool,
     scratch: &mut Vec<u8>,
-) {
+) -> usize {
+    let mut shares = 0;
     for m in members.iter().filter(|m| pass(m.id)) {
         if seq > m.joined_after {
             m.outbox.write_through(msg, 1, scratch);
+            shares += 1;
         }
     }
+    shares
 }
 
 #[cfg(test)]

@@ -197,6 +197,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.reader.read_record(&mut self.stream).await
     }
 
+    /// The next record already received, without reading from the socket: what a frame that
+    /// carried several records still holds (or one more buffered frame, decrypted now). `None`
+    /// when a read is needed. Errors as [`Connection::read_record`]'s. A reader that drains
+    /// these after each `read_record` handles a batch of records in one wake-up.
+    pub fn buffered_record(&mut self) -> Result<Option<Bytes>, TransportError> {
+        self.reader.buffered_record()
+    }
+
     /// Writes `records` (each must end with `\n`) packed into as few frames as possible, with one
     /// `write` for the whole batch. The caller bounds the batch (its length times the record
     /// cap is the most this buffers).
@@ -272,6 +280,18 @@ impl Reader {
                     return Ok(None);
                 }
                 return Err(TransportError::Truncated);
+            }
+        }
+    }
+
+    fn buffered_record(&mut self) -> Result<Option<Bytes>, TransportError> {
+        loop {
+            if let Some(record) = self.next_buffered_record()? {
+                self.partial_since = None;
+                return Ok(Some(record));
+            }
+            if !self.decrypt_buffered_frame()? {
+                return Ok(None);
             }
         }
     }

@@ -283,7 +283,12 @@ impl Shared {
     ///
     /// Each member's share is written through ([`crate::outbox`]): sealed and written from
     /// this (the bus) thread with a non-blocking write, `scratch` the buffer it seals into.
-    pub(crate) fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>) {
+    pub(crate) fn deliver(
+        &self,
+        batch: &[BusEvent],
+        senders: &[SessionId],
+        scratch: &mut Vec<u8>,
+    ) -> usize {
         let snapshots: Vec<Option<Members>> = {
             let st = self.lock();
             // A notice to everyone that waited for its record (a ban's moderation notice).
@@ -299,20 +304,23 @@ impl Shared {
         senders.sort_unstable();
         senders.dedup();
         let is_sender = |id: SessionId| senders.binary_search(&id).is_ok();
-        fan_out(batch, &snapshots, |id| !is_sender(id), scratch);
+        let mut shares = fan_out(batch, &snapshots, |id| !is_sender(id), scratch);
         if !senders.is_empty() {
-            fan_out(batch, &snapshots, is_sender, scratch);
+            shares += fan_out(batch, &snapshots, is_sender, scratch);
         }
+        shares
     }
 }
 
-/// One pass of [`Shared::deliver`]: the batch to the members `pass` lets through.
+/// One pass of [`Shared::deliver`]: the batch to the members `pass` lets through. Returns the
+/// writes made (one per member per run).
 fn fan_out(
     batch: &[BusEvent],
     snapshots: &[Option<Members>],
     pass: impl Fn(SessionId) -> bool + Copy,
     scratch: &mut Vec<u8>,
-) {
+) -> usize {
+    let mut shares = 0;
     // Consecutive events for one room go to each member as one run (the records
     // concatenated): one sealed frame and one write per member per run instead of per event.
     let mut i = 0;
@@ -324,18 +332,19 @@ fn fan_out(
         }
         if let Some(members) = &snapshots[i] {
             let run = &batch[i..j];
-            if let [ev] = run {
-                room::deliver(members, &ev.bytes, ev.seq, pass, scratch);
+            shares += if let [ev] = run {
+                room::deliver(members, &ev.bytes, ev.seq, pass, scratch)
             } else {
-                room::deliver_run(members, run, pass, scratch);
-            }
+                room::deliver_run(members, run, pass, scratch)
+            };
         }
         i = j;
     }
+    shares
 }
 
 impl bus::Deliver for Shared {
-    fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>) {
+    fn deliver(&self, batch: &[BusEvent], senders: &[SessionId], scratch: &mut Vec<u8>) -> usize {
         Shared::deliver(self, batch, senders, scratch)
     }
 

@@ -243,3 +243,32 @@ async fn a_truncated_frame_ends_the_connection() {
     let reads = tokio::time::timeout(LIMIT, through_mitm(Tamper::Truncate)).await.unwrap();
     assert!(matches!(reads[..], [Err(TransportError::Truncated)]), "{reads:?}");
 }
+
+#[tokio::test]
+async fn buffered_records_come_without_a_read_and_none_means_a_read_is_needed() {
+    tokio::time::timeout(LIMIT, async {
+        let (mut client, mut server) = pair().await;
+        assert!(client.buffered_record().unwrap().is_none(), "nothing received yet");
+        // Two batches: two frames in the pipe before the client reads.
+        let batch: Vec<Bytes> = (0..3).map(|i| Bytes::from(format!("r{i}\n"))).collect();
+        server.write_records(&batch).await.unwrap();
+        server.write_records(&[Bytes::from_static(b"late\n")]).await.unwrap();
+        assert_eq!(client.read_record().await.unwrap().unwrap(), "r0");
+        let mut rest = Vec::new();
+        while let Some(r) = client.buffered_record().unwrap() {
+            rest.push(String::from_utf8(r.to_vec()).unwrap());
+        }
+        // What the first read brought in: the rest of its frame, and the second frame if the
+        // same read took it; never a record out of order.
+        assert!(rest.len() >= 2, "{rest:?}");
+        assert_eq!(&rest[..2], ["r1", "r2"]);
+        if rest.len() == 2 {
+            assert_eq!(client.read_record().await.unwrap().unwrap(), "late");
+        } else {
+            assert_eq!(rest[2], "late");
+        }
+        assert!(client.buffered_record().unwrap().is_none());
+    })
+    .await
+    .unwrap();
+}
