@@ -30,7 +30,15 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 /// Changes the log filter of the running process.
 type LogHandle = reload::Handle<EnvFilter, Registry>;
 
+/// `--features dhat-heap`: every allocation counted, for the heap profile in BENCHMARKS.md.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    // Written to dhat-heap.json when main returns (a clean shutdown: SIGTERM or SIGINT).
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     if let Some(shell) = cli.args.completions {
         clap_complete::generate(shell, &mut Args::command(), "chataosrv", &mut std::io::stdout());

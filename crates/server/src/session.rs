@@ -89,7 +89,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
     let stream = Counted::new(stream, ctx.config.metrics.clone());
     let id = ctx.hub.next_session_id();
     let opened = tokio::select! {
-        r = timeout(ctx.config.handshake_timeout, open(stream, id, &ctx)) => r,
+        r = timeout(ctx.config.handshake_timeout, Box::pin(open(stream, id, &ctx))) => r,
         _ = ctx.shutdown.cancelled() => return,
     };
     let metrics = &ctx.config.metrics;
@@ -564,7 +564,7 @@ async fn serve_loop(
                 let was_empty = backlog.is_empty();
                 match backlog.arrive(held, len, &mut state.rate, now.into_std()) {
                     Ok(Some(held)) => {
-                        if let Err(ending) = handle(out, state, ctx, held, &mut backlog, pong_timer.as_mut()).await {
+                        if let Err(ending) = Box::pin(handle(out, state, ctx, held, &mut backlog, pong_timer.as_mut())).await {
                             return ending;
                         }
                     }
@@ -597,7 +597,7 @@ async fn serve_loop(
                     let now = Instant::now();
                     match backlog.next(&mut state.rate, now.into_std()) {
                         Next::Ready(held) => {
-                            if let Err(ending) = handle(out, state, ctx, held, &mut backlog, pong_timer.as_mut()).await {
+                            if let Err(ending) = Box::pin(handle(out, state, ctx, held, &mut backlog, pong_timer.as_mut())).await {
                                 return ending;
                             }
                         }
