@@ -1,5 +1,6 @@
-//! The server's settings, after flags and defaults are merged. Everything a running server
-//! needs to know that is not shared chat state.
+//! The server's settings, after flags and defaults are merged ([`Config`]: everything a running
+//! server needs to know that is not shared chat state), and apart from them the handles it
+//! shares with the process around it ([`Runtime`]: the clock, the metrics, the notifications).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,10 +53,6 @@ pub struct Config {
     pub retention: Retention,
     /// Where the allowlist and operators come from.
     pub access: AccessConfig,
-    /// The wall clock bans and mutes run on (tests advance it).
-    pub clock: Clock,
-    /// Notified to re-read the allowlist and operator files (the binary does it on SIGHUP).
-    pub reload: Arc<Notify>,
     /// See [`limits::MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: usize,
     /// See [`limits::HANDSHAKES_PER_MINUTE`]; 0 means unlimited.
@@ -64,11 +61,6 @@ pub struct Config {
     pub handshake_burst: u32,
     /// See [`limits::REFUSAL_SLOTS`].
     pub refusal_slots: usize,
-    /// Counters for the metrics endpoint; the binary keeps a clone to serve them.
-    pub metrics: Arc<Metrics>,
-    /// Notified once `run` has opened the store and accepts connections (the binary then
-    /// tells systemd it is ready).
-    pub ready: Arc<Notify>,
     /// Run as one node of a cluster (`None`: standalone, on the local store alone).
     pub cluster: Option<crate::cluster::ClusterConfig>,
 }
@@ -97,15 +89,27 @@ impl Config {
             output_burst_bytes: limits::OUTPUT_BURST_BYTES,
             retention: Retention { max_messages: limits::RETENTION_MESSAGES, max_age: None },
             access: AccessConfig::default(),
-            clock: Clock::default(),
-            reload: Arc::new(Notify::new()),
             max_connections_per_ip: limits::MAX_CONNECTIONS_PER_IP,
             handshakes_per_minute: limits::HANDSHAKES_PER_MINUTE,
             handshake_burst: limits::HANDSHAKE_BURST,
             refusal_slots: limits::REFUSAL_SLOTS,
-            metrics: Arc::new(Metrics::new()),
-            ready: Arc::new(Notify::new()),
             cluster: None,
         }
     }
+}
+
+/// What a running server shares with whoever runs it, none of it a setting: the binary keeps
+/// clones to serve the metrics, tell systemd and pass on SIGHUP; tests keep the clock to advance
+/// it. `Runtime::default()` is a server on its own.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    /// The wall clock bans and mutes run on (tests advance it).
+    pub clock: Clock,
+    /// Notified to re-read the allowlist and operator files (the binary does it on SIGHUP).
+    pub reload: Arc<Notify>,
+    /// Counters for the metrics endpoint.
+    pub metrics: Arc<Metrics>,
+    /// Notified once `run` has opened the store and accepts connections (the binary then
+    /// tells systemd it is ready).
+    pub ready: Arc<Notify>,
 }

@@ -1,7 +1,7 @@
 //! The Chatao server, as a library; `chataosrv` (src/main.rs) is a thin binary over it.
 //!
 //! Layout:
-//! - [`server`]: `run(listener, config, shutdown)`, the accept loop and graceful shutdown.
+//! - [`server`]: `run(listener, config, runtime, shutdown)`, the accept loop and graceful shutdown.
 //! - [`admission`]: which new connections are admitted, refused with a reason, or closed:
 //!   per-address caps and attempt rates, decided at `accept`.
 //! - [`session`]: one connection: handshake, `hello`, then a `select!` over the socket, the
@@ -14,8 +14,9 @@
 //!   join and catch-up.
 //! - [`access`]: allowlist, operators, bans and mutes, by key fingerprint; [`clock`]: the
 //!   wall clock their durations run on.
-//! - [`config`] and [`limits`]: settings, and every limit as a named constant; [`settings`]:
-//!   the binary's flags and TOML config file, merged into a `Config`.
+//! - [`config`] and [`limits`]: settings (`Config`), the handles shared with the caller
+//!   (`Runtime`), and every limit as a named constant; [`settings`]: the binary's flags and TOML
+//!   config file, each setting declared once, merged into a `Config`.
 //! - [`metrics`]: counters, and the optional Prometheus endpoint that serves them;
 //!   [`log_budget`]: how many refused connections a minute reach the log at `info`.
 //!
@@ -46,5 +47,5 @@ pub mod session;
 pub mod settings;
 pub mod store;
 
-pub use config::Config;
+pub use config::{Config, Runtime};
 pub use server::run;

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow};
 use chatao_server::settings::{
     self, Args, Cli, RELOADABLE, Settings, SettingsErrors, listen_error,
 };
-use chatao_server::{Config, metrics};
+use chatao_server::{Config, Runtime, metrics};
 use chatao_transport::keys::{self, KeyOrigin};
 use clap::CommandFactory;
 use sd_notify::NotifyState;
@@ -124,7 +124,7 @@ fn causes(err: &anyhow::Error) -> String {
 }
 
 async fn serve(cli: Cli, settings: Settings) -> Result<()> {
-    let log = init_logging(&settings.log_level)?;
+    let log = init_logging(&settings.values.log_level)?;
     // Handlers first: a signal that comes while the server starts is then acted on once it
     // runs, instead of killing it (SIGHUP's default action is to terminate, too).
     let (hup, int, term) = (
@@ -136,7 +136,7 @@ async fn serve(cli: Cli, settings: Settings) -> Result<()> {
         info!(file = %file.display(), "read the config file");
     }
     if cli.args.fingerprint {
-        let (keys, _) = keys::load_or_generate(&settings.key_dir)?;
+        let (keys, _) = keys::load_or_generate(&settings.key_dir())?;
         writeln!(std::io::stdout(), "{}", keys.public().fingerprint())?;
         return Ok(());
     }
@@ -145,7 +145,7 @@ async fn serve(cli: Cli, settings: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow!(listen_error("", addr, &e)))?;
-    let metrics_listener = match settings.metrics {
+    let metrics_listener = match settings.values.metrics {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -153,26 +153,28 @@ async fn serve(cli: Cli, settings: Settings) -> Result<()> {
         ),
         None => None,
     };
-    let (keys, origin) = keys::load_or_generate(&settings.key_dir)?;
+    let (keys, origin) = keys::load_or_generate(&settings.key_dir())?;
     let fingerprint = keys.public().fingerprint();
-    let dir = settings.key_dir.display();
+    let key_dir = settings.key_dir();
+    let dir = key_dir.display();
     match origin {
         KeyOrigin::Generated => info!(%dir, %fingerprint, "generated a new server key"),
         KeyOrigin::Loaded => info!(%dir, %fingerprint, "loaded the server key"),
     }
-    let data_dir = settings.data_dir.clone();
+    let data_dir = settings.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let mut config = Config::new(keys, data_dir);
     settings.apply(&mut config);
+    let runtime = Runtime::default();
 
     let stop_metrics = CancellationToken::new();
     let metrics_task = metrics_listener.map(|listener| {
-        tokio::spawn(metrics::serve(listener, config.metrics.clone(), stop_metrics.clone()))
+        tokio::spawn(metrics::serve(listener, runtime.metrics.clone(), stop_metrics.clone()))
     });
-    tokio::spawn(notify_ready(config.ready.clone()));
-    tokio::spawn(reload_on_sighup(hup, cli, settings, config.reload.clone(), log));
-    let result = chatao_server::run(listener, config, shutdown_signal(int, term)).await;
+    tokio::spawn(notify_ready(runtime.ready.clone()));
+    tokio::spawn(reload_on_sighup(hup, cli, settings, runtime.reload.clone(), log));
+    let result = chatao_server::run(listener, config, runtime, shutdown_signal(int, term)).await;
     stop_metrics.cancel();
     if let Some(task) = metrics_task {
         let _ = task.await;
@@ -222,11 +224,13 @@ async fn reload_on_sighup(
             Ok(newer) => {
                 let changed = running.changed(&newer);
                 if changed.contains(&"log-level") && std::env::var_os("RUST_LOG").is_none() {
-                    match EnvFilter::try_new(&newer.log_level).map(|f| log.reload(f)) {
-                        Ok(Ok(())) => info!(level = %newer.log_level, "log level changed"),
-                        _ => warn!(level = %newer.log_level, "could not change the log level"),
+                    match EnvFilter::try_new(&newer.values.log_level).map(|f| log.reload(f)) {
+                        Ok(Ok(())) => info!(level = %newer.values.log_level, "log level changed"),
+                        _ => {
+                            warn!(level = %newer.values.log_level, "could not change the log level")
+                        }
                     }
-                    running.log_level = newer.log_level.clone();
+                    running.values.log_level = newer.values.log_level.clone();
                 }
                 let later: Vec<&str> =
                     changed.into_iter().filter(|k| !RELOADABLE.contains(k)).collect();

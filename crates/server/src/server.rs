@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::access::Access;
 use crate::admission::{self, Admission, Verdict};
 use crate::cluster::{self, Cluster};
-use crate::config::Config;
+use crate::config::{Config, Runtime};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, MAX_RECORD_BYTES, SHUTDOWN_GRACE};
 use crate::session::{self, Ctx};
@@ -31,10 +31,12 @@ use crate::store::Store;
 /// refusal slot is free. An `accept` error (out of file descriptors, say) never ends the loop:
 /// it backs off from [`ACCEPT_BACKOFF`] up to [`ACCEPT_BACKOFF_MAX`] and tries again.
 ///
-/// Tests bind `127.0.0.1:0` and pass any future; the binary passes SIGINT/SIGTERM.
+/// `runtime` holds what the caller shares with the running server (see [`Runtime`]). Tests bind
+/// `127.0.0.1:0` and pass any future; the binary passes SIGINT/SIGTERM.
 pub async fn run(
     listener: TcpListener,
     config: Config,
+    runtime: Runtime,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     // A text must fit in a record with its JSON around it, or it could never be sent.
@@ -54,7 +56,7 @@ pub async fn run(
     let mut access_config = config.access.clone();
     access_config.shared_allow = config.cluster.is_some();
     let access =
-        Access::load(access_config, config.clock.clone(), Vec::new()).map_err(io::Error::other)?;
+        Access::load(access_config, runtime.clock.clone(), Vec::new()).map_err(io::Error::other)?;
     let (store, joining) = match &config.cluster {
         None => (Store::open(&config.data_dir).map_err(io::Error::other)?, None),
         Some(cluster) => {
@@ -79,12 +81,12 @@ pub async fn run(
     let access = Arc::new(access);
     let link = joining.as_ref().map(|j| j.link());
     if let Some(link) = &link {
-        config.metrics.attach_cluster(link.clone());
+        runtime.metrics.attach_cluster(link.clone());
     }
     let guard = Hub::with_cluster(hub_config, Arc::new(store), access.clone(), link)
         .map_err(io::Error::other)?;
     let hub = guard.hub();
-    config.metrics.attach_bus(hub.bus().stats().clone());
+    runtime.metrics.attach_bus(hub.bus().stats().clone());
     let cluster = match joining {
         Some(joining) => {
             let cluster = joining.start(hub.clone(), access.clone()).await;
@@ -96,13 +98,14 @@ pub async fn run(
     let ctx = Ctx {
         hub,
         config: config.clone(),
+        metrics: runtime.metrics.clone(),
         shutdown: CancellationToken::new(),
         cluster,
         refusals_logged: Default::default(),
     };
     tokio::spawn(reload_on_notify(
         access,
-        config.reload.clone(),
+        runtime.reload.clone(),
         ctx.shutdown.clone(),
         ctx.cluster.clone(),
     ));
@@ -114,7 +117,7 @@ pub async fn run(
         fingerprint = %config.keys.public().fingerprint(),
         "listening"
     );
-    config.ready.notify_one();
+    runtime.ready.notify_one();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -124,7 +127,7 @@ pub async fn run(
         let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff = ACCEPT_BACKOFF;
-                config.metrics.connections.inc();
+                runtime.metrics.connections.inc();
                 accepted
             }
             Err(cause) if is_connection_error(&cause) => {
@@ -162,7 +165,7 @@ pub async fn run(
                     }
                     None => debug!(%peer, why = ?refusal.why, "connection refused; explaining"),
                 }
-                config.metrics.refused(refusal.why);
+                runtime.metrics.refused(refusal.why);
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
@@ -180,7 +183,7 @@ pub async fn run(
             }
             Verdict::Close(why) => {
                 debug!(%peer, ?why, "connection refused without a word");
-                config.metrics.refused(why);
+                runtime.metrics.refused(why);
                 drop(stream);
             }
         }

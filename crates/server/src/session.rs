@@ -60,6 +60,8 @@ const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
 pub struct Ctx {
     pub hub: Hub,
     pub config: Arc<Config>,
+    /// The server's counters ([`crate::config::Runtime::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub shutdown: CancellationToken,
     /// This node's cluster, when it is part of one.
     pub cluster: Option<Cluster>,
@@ -86,13 +88,13 @@ impl Ending {
 /// Runs one connection to its end. Never panics on anything the peer sends; every failure is
 /// logged with the peer address and ends only this session.
 pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
-    let stream = Counted::new(stream, ctx.config.metrics.clone());
+    let stream = Counted::new(stream, ctx.metrics.clone());
     let id = ctx.hub.next_session_id();
     let opened = tokio::select! {
         r = timeout(ctx.config.handshake_timeout, Box::pin(open(stream, id, &ctx))) => r,
         _ = ctx.shutdown.cancelled() => return,
     };
-    let metrics = &ctx.config.metrics;
+    let metrics = &ctx.metrics;
     let (conn, state, out) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(cause)) => {
@@ -493,7 +495,7 @@ async fn serve_loop(
                             // write waits; when the write then fails or times out, that is
                             // still an overflow.
                             if out.status() == Status::Overflowed {
-                                ctx.config.metrics.mailbox_overflows.inc();
+                                ctx.metrics.mailbox_overflows.inc();
                                 return Ending::new(LeaveReason::Dropped, "too slow");
                             }
                             return write_ending(e);
@@ -507,11 +509,11 @@ async fn serve_loop(
                             code: Some(ErrorCode::TooSlow),
                             reason: "disconnected: you were not reading messages fast enough".into(),
                         };
-                        ctx.config.metrics.mailbox_overflows.inc();
+                        ctx.metrics.mailbox_overflows.inc();
                         // The room is told at once, not after the write timeout: the frame in
                         // flight and the bye wait for a reader that may come back (a stalled
                         // terminal).
-                        ctx.config.metrics.disconnected(LeaveReason::Dropped);
+                        ctx.metrics.disconnected(LeaveReason::Dropped);
                         ctx.hub.leave(state.id, LeaveReason::Dropped, Some("too slow".into()));
                         let _ = out.finish(&encode(&bye), false, wt).await;
                         return Ending { left: true, ..Ending::new(LeaveReason::Dropped, "too slow") };
@@ -530,7 +532,7 @@ async fn serve_loop(
                 ping_token = None;
                 let (held, len) = match record {
                     Ok(Some(record)) => {
-                        ctx.config.metrics.messages_in.inc();
+                        ctx.metrics.messages_in.inc();
                         let len = record.len();
                         (classify(&record), len)
                     }

@@ -49,81 +49,162 @@ Signals: SIGINT and SIGTERM shut down gracefully. SIGHUP re-reads the allowlist 
 files and the config file; of the config file, only log-level takes effect at once, and the log \
 names any other changed setting as waiting for a restart.";
 
-/// The Chatao chat server.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "chataosrv", version, about, long_about = None, after_help = AFTER_HELP)]
-pub struct Args {
+/// Declares every setting once: its doc (the `--help` text), its clap attributes (flag name,
+/// value name, default), its config-file key and how a TOML value becomes the field's type.
+/// From that one list come the fields clap fills ([`SettingArgs`]), [`KEYS`], the config
+/// file's reader, the merge (a flag given wins over the file, the file over the default) and
+/// the settings printed as a file ([`Settings::entries`]). What a value must satisfy beyond its
+/// type (a room name, a fingerprint, a range) is checked once, on the merged value, in
+/// [`Settings::check_values`], wherever it came from.
+macro_rules! settings {
+    ($( $(#[$attr:meta])* $field:ident : $ty:ty, $key:literal, $read:expr; )*) => {
+        /// Every setting's value, as clap fills it from the command line; [`Settings::values`]
+        /// holds the same struct once the config file and the defaults are merged in.
+        #[derive(Debug, Clone, PartialEq, clap::Args)]
+        pub struct SettingArgs {
+            $( $(#[$attr])* pub $field: $ty, )*
+        }
+
+        /// The settings a config file may hold, in the order `--check-config` prints them. Each
+        /// is the flag's long name.
+        pub const KEYS: &[&str] = &[$($key),*];
+
+        /// Each key with the id of its argument in clap (the field's name).
+        const IDS: &[(&str, &str)] = &[$(($key, stringify!($field))),*];
+
+        /// What a config file set, each value of the right type.
+        #[derive(Debug, Default)]
+        struct FileValues {
+            $( $field: Option<$ty>, )*
+        }
+
+        impl FileValues {
+            /// Reads `v` as the setting `key` (relative paths are relative to `base`); `None` for
+            /// a key that is no setting.
+            fn read(&mut self, key: &str, v: &toml::Value, base: &Path) -> Option<Result<(), String>> {
+                match key {
+                    $( $key => {
+                        let read: fn(&toml::Value, &Path) -> Result<$ty, String> = $read;
+                        Some(read(v, base).map(|value| self.$field = Some(value)))
+                    } )*
+                    _ => None,
+                }
+            }
+        }
+
+        impl SettingArgs {
+            /// Takes each value `file` holds unless `given` says the command line gave it.
+            fn overlay(&mut self, file: FileValues, given: impl Fn(&str) -> bool) {
+                $( if let Some(value) = file.$field && !given(stringify!($field)) {
+                    self.$field = value;
+                } )*
+            }
+
+            /// Puts the setting `key` back to its value in `defaults`.
+            fn reset(&mut self, key: &str, defaults: &SettingArgs) {
+                match key {
+                    $( $key => self.$field = defaults.$field.clone(), )*
+                    _ => {}
+                }
+            }
+
+            /// Every setting as `(key, value in TOML syntax)`, in [`KEYS`] order; unset optional
+            /// settings are left out.
+            fn entries(&self) -> Vec<(&'static str, String)> {
+                let mut out = Vec::new();
+                $( if let Some(value) = ToToml::to_toml(&self.$field) {
+                    out.push(($key, value));
+                } )*
+                out
+            }
+        }
+    };
+}
+
+settings! {
     /// TCP port to listen on.
     #[arg(default_value_t = 7000)]
-    pub port: u16,
+    port: u16, "port", |v, _| integer(v, "a port number (0 to 65535)");
     /// Address to listen on (all interfaces by default).
     #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
-    pub listen: IpAddr,
+    listen: IpAddr, "listen", |v, _| parsed(v, "an IP address, such as \"0.0.0.0\" or \"::\"");
     /// Directory for the server's state; `serverKey/` lives here unless --key-dir says
     /// otherwise. Default: $XDG_DATA_HOME/chatao (~/.local/share/chatao).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>, "data-dir", |v, base| file_path(v, base).map(Some);
     /// Directory holding the server key (`key.pem`), created with a new key if absent.
     /// Default: DATA_DIR/serverKey.
     #[arg(long, value_name = "DIR")]
-    pub key_dir: Option<PathBuf>,
+    key_dir: Option<PathBuf>, "key-dir", |v, base| file_path(v, base).map(Some);
     /// The room every user starts in.
     #[arg(long, value_name = "#ROOM", default_value = chatao_proto::DEFAULT_ROOM)]
-    pub default_room: String,
+    default_room: String, "default-room", |v, _| string(v);
     /// Messages replayed to a user joining a room.
     #[arg(long, value_name = "N", default_value_t = limits::HISTORY_ON_JOIN)]
-    pub history: usize,
+    history: usize, "history", |v, _| integer(v, "a number of messages");
     /// Messages kept per room (0: keep everything).
     #[arg(long, value_name = "N", default_value_t = limits::RETENTION_MESSAGES)]
-    pub retention_messages: u64,
+    retention_messages: u64, "retention-messages", |v, _| integer(v, "a number of messages (0: all)");
     /// Days of history kept (0: no age limit).
     #[arg(long, value_name = "DAYS", default_value_t = 0)]
-    pub retention_days: u64,
+    retention_days: u64, "retention-days", |v, _| integer(v, "a number of days (0: no limit)");
     /// Messages per second each connection may send (0: unlimited).
     #[arg(long, value_name = "N", default_value_t = limits::RATE_PER_SEC)]
-    pub rate_per_sec: u32,
+    rate_per_sec: u32, "rate-per-sec", |v, _| integer(v, "messages per second (0: unlimited)");
     /// Messages a connection may send at once above the steady rate.
     #[arg(long, value_name = "N", default_value_t = limits::BURST)]
-    pub burst: u32,
+    burst: u32, "burst", |v, _| integer(v, "a number of messages");
     /// Longest message text, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_TEXT_BYTES)]
-    pub max_text_bytes: u32,
+    max_text_bytes: u32, "max-text-bytes", |v, _| integer(v, "a number of bytes");
     /// Simultaneous connections in all; past it new ones are refused with `server_full`. At
     /// least 1 (0 would refuse everyone).
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    max_connections: usize, "max-connections", |v, _| integer(v, "a number of connections");
     /// Simultaneous connections from one IP address (IPv6: one /64); past it new ones from
     /// that address are refused. 0: no per-address limit, only --max-connections.
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNECTIONS_PER_IP)]
-    pub max_connections_per_ip: usize,
+    max_connections_per_ip: usize, "max-connections-per-ip",
+        |v, _| integer(v, "a number of connections");
     /// Connection attempts per IP address per minute (0: unlimited).
     #[arg(long, value_name = "N", default_value_t = limits::HANDSHAKES_PER_MINUTE)]
-    pub handshakes_per_minute: u32,
+    handshakes_per_minute: u32, "handshakes-per-minute",
+        |v, _| integer(v, "attempts per minute (0: unlimited)");
     /// Messages queued for one client before it is disconnected as too slow.
     #[arg(long, value_name = "N", default_value_t = limits::MAILBOX_CAPACITY)]
-    pub mailbox: usize,
+    mailbox: usize, "mailbox", |v, _| integer(v, "a number of messages");
     /// Only keys listed in FILE may connect (one fingerprint per line, `#` comments, like
     /// authorized_keys). Re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
-    pub allow: Option<PathBuf>,
-    /// An operator's key fingerprint (repeatable).
+    allow: Option<PathBuf>, "allow", |v, base| file_path(v, base).map(Some);
+    /// An operator's key fingerprint (repeatable; the config file's `op` is a list).
     #[arg(long = "op", value_name = "FINGERPRINT")]
-    pub ops: Vec<String>,
+    ops: Vec<String>, "op", |v, _| strings(v, "a list of fingerprints");
     /// Operators' key fingerprints, one per line. Re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
-    pub ops_file: Option<PathBuf>,
+    ops_file: Option<PathBuf>, "ops-file", |v, base| file_path(v, base).map(Some);
     /// Log filter, e.g. `info`, `debug`, `chatao_server=trace`. RUST_LOG wins when set.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+    log_level: String, "log-level", |v, _| string(v);
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9700 (off by default).
+    /// Not authenticated: keep it on loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>, "metrics",
+        |v, _| parsed(v, "an address and port, such as \"127.0.0.1:9700\"").map(Some);
     /// Join a cluster of nodes serving one chat through NATS with JetStream, e.g.
     /// nats://127.0.0.1:4222 (several URLs comma-separated). Every node must use the same
     /// server key. Off by default: the server runs alone on its local store.
     #[arg(long, value_name = "URL")]
-    pub cluster: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9700 (off by default).
-    /// Not authenticated: keep it on loopback or a private network.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
+    cluster: Option<String>, "cluster", |v, _| string(v).map(Some);
+}
+
+/// The Chatao chat server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chataosrv", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Every setting, as the command line gave it or at its default.
+    #[command(flatten)]
+    pub values: SettingArgs,
     /// Read settings from this TOML file; options given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -143,31 +224,63 @@ pub struct Args {
     pub man: bool,
 }
 
-/// The settings a config file may hold, in the order `--check-config` prints them. Each is the
-/// flag's long name; the argument's id is the same with `_` (except `port` and `op`).
-pub const KEYS: &[&str] = &[
-    "port",
-    "listen",
-    "data-dir",
-    "key-dir",
-    "default-room",
-    "history",
-    "retention-messages",
-    "retention-days",
-    "rate-per-sec",
-    "burst",
-    "max-text-bytes",
-    "max-connections",
-    "max-connections-per-ip",
-    "handshakes-per-minute",
-    "mailbox",
-    "allow",
-    "op",
-    "ops-file",
-    "log-level",
-    "metrics",
-    "cluster",
-];
+/// A setting's value in TOML syntax, for [`Settings::entries`]; `None` leaves it out (an
+/// optional setting not set).
+trait ToToml {
+    fn to_toml(&self) -> Option<String>;
+}
+
+macro_rules! to_toml_integer {
+    ($($t:ty),*) => {$(
+        impl ToToml for $t {
+            fn to_toml(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+to_toml_integer!(u16, u32, u64, usize);
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+impl ToToml for String {
+    fn to_toml(&self) -> Option<String> {
+        Some(toml_string(self))
+    }
+}
+
+impl ToToml for IpAddr {
+    fn to_toml(&self) -> Option<String> {
+        Some(toml_string(&self.to_string()))
+    }
+}
+
+impl ToToml for SocketAddr {
+    fn to_toml(&self) -> Option<String> {
+        Some(toml_string(&self.to_string()))
+    }
+}
+
+impl ToToml for PathBuf {
+    fn to_toml(&self) -> Option<String> {
+        Some(toml_string(&self.to_string_lossy()))
+    }
+}
+
+impl<T: ToToml> ToToml for Option<T> {
+    fn to_toml(&self) -> Option<String> {
+        self.as_ref().and_then(ToToml::to_toml)
+    }
+}
+
+impl ToToml for Vec<String> {
+    fn to_toml(&self) -> Option<String> {
+        let items: Vec<String> = self.iter().map(|s| toml_string(s)).collect();
+        Some(format!("[{}]", items.join(", ")))
+    }
+}
 
 /// Settings that a config file may change while the server runs (on SIGHUP).
 pub const RELOADABLE: &[&str] = &["log-level"];
@@ -284,6 +397,13 @@ impl Cli {
         Ok(Cli { args, matches })
     }
 
+    /// No option given: every setting at its default.
+    fn defaults() -> Cli {
+        // Every setting has a default or is optional, so an empty command line always parses.
+        #[allow(clippy::expect_used)]
+        Cli::try_parse_from(["chataosrv"]).expect("an empty command line parses")
+    }
+
     /// The flags merged over the config file, read now (so calling it again after the file
     /// changed sees the change). Checks the values only; every mistake is in the error.
     pub fn settings(&self) -> Result<Settings, SettingsErrors> {
@@ -341,72 +461,39 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 pub struct Settings {
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
-    pub port: u16,
-    pub listen: IpAddr,
-    pub data_dir: PathBuf,
-    pub key_dir: PathBuf,
-    pub default_room: RoomName,
-    pub history: usize,
-    pub retention_messages: u64,
-    pub retention_days: u64,
-    pub rate_per_sec: u32,
-    pub burst: u32,
-    pub max_text_bytes: u32,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub handshakes_per_minute: u32,
-    pub mailbox: usize,
-    pub allow: Option<PathBuf>,
-    /// Operators' fingerprints, checked.
-    pub ops: Vec<String>,
-    pub ops_file: Option<PathBuf>,
-    pub log_level: String,
-    pub metrics: Option<SocketAddr>,
-    pub cluster: Option<String>,
+    /// Every value merged and checked: `data_dir` and `key_dir` are always set (to their
+    /// defaults when nothing said), `default_room` is the room's name as the server spells it,
+    /// `ops` holds valid fingerprints only.
+    pub values: SettingArgs,
     /// Where each setting came from, for messages about it.
     pub origins: BTreeMap<&'static str, Origin>,
 }
 
-/// What a config file set, each value already checked.
-#[derive(Debug, Default)]
-pub struct FileSettings {
-    path: Option<PathBuf>,
-    /// The line of each setting the file holds, valid or not.
-    lines: BTreeMap<&'static str, usize>,
-    /// The settings whose value is a mistake.
-    bad: BTreeSet<&'static str>,
-    port: Option<u16>,
-    listen: Option<IpAddr>,
-    data_dir: Option<PathBuf>,
-    key_dir: Option<PathBuf>,
-    default_room: Option<RoomName>,
-    history: Option<usize>,
-    retention_messages: Option<u64>,
-    retention_days: Option<u64>,
-    rate_per_sec: Option<u32>,
-    burst: Option<u32>,
-    max_text_bytes: Option<u32>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    handshakes_per_minute: Option<u32>,
-    mailbox: Option<usize>,
-    allow: Option<PathBuf>,
-    op: Option<Vec<String>>,
-    ops_file: Option<PathBuf>,
-    log_level: Option<String>,
-    metrics: Option<SocketAddr>,
-    cluster: Option<String>,
-}
-
-/// Parses a config file's `text`; `path` is for error messages and relative paths. Every
-/// mistake is in the error.
-pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsErrors> {
+/// Parses a config file's `text` (`path` is for error messages and relative paths) into the
+/// settings it says, every other one at its default. Every mistake is in the error.
+pub fn parse_file(path: &Path, text: &str) -> Result<Settings, SettingsErrors> {
     let (file, errors) = read_file(path, text)?;
-    if errors.is_empty() { Ok(file) } else { Err(SettingsErrors::sorted(errors)) }
+    let cli = Cli::defaults();
+    let resolved = Settings::merge(&cli.args, &cli.matches, file, errors);
+    if resolved.errors.is_empty() {
+        Ok(resolved.settings)
+    } else {
+        Err(SettingsErrors::sorted(resolved.errors))
+    }
 }
 
-/// Parses a config file's `text`: the valid settings, and a mistake for each other one. `Err`
-/// when it is not TOML at all.
+/// A config file's settings: the values, the line of each setting it holds (valid or not),
+/// and the settings whose value is a mistake.
+#[derive(Debug, Default)]
+struct FileSettings {
+    path: Option<PathBuf>,
+    values: FileValues,
+    lines: BTreeMap<&'static str, usize>,
+    bad: BTreeSet<&'static str>,
+}
+
+/// Parses a config file's `text`: the settings of the right type, and a mistake for each other
+/// one. `Err` when it is not TOML at all.
 fn read_file(path: &Path, text: &str) -> Result<(FileSettings, Vec<SettingsError>), SettingsError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     type Entries = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -422,61 +509,19 @@ fn read_file(path: &Path, text: &str) -> Result<(FileSettings, Vec<SettingsError
     entries.sort_by_key(|(key, _)| key.span().start);
     let mut errors = Vec::new();
     for (key, value) in entries {
-        let v = value.get_ref();
-        if let Some(known) = KEYS.iter().find(|k| **k == key.get_ref().as_str()) {
-            f.lines.insert(known, line_of(key.span().start));
+        let line = line_of(key.span().start);
+        let known = KEYS.iter().find(|k| **k == key.get_ref().as_str());
+        if let Some(known) = known {
+            f.lines.insert(known, line);
         }
-        let checked: Result<(), String> = (|| {
-            match key.get_ref().as_str() {
-                "port" => f.port = Some(integer(v, "a port number (0 to 65535)")?),
-                "listen" => {
-                    f.listen = Some(parsed(v, "an IP address, such as \"0.0.0.0\" or \"::\"")?)
-                }
-                "data-dir" => f.data_dir = Some(file_path(v, base)?),
-                "key-dir" => f.key_dir = Some(file_path(v, base)?),
-                "default-room" => f.default_room = Some(room(&string(v)?)?),
-                "history" => f.history = Some(integer(v, "a number of messages")?),
-                "retention-messages" => {
-                    f.retention_messages = Some(integer(v, "a number of messages (0: all)")?)
-                }
-                "retention-days" => {
-                    f.retention_days = Some(integer(v, "a number of days (0: no limit)")?)
-                }
-                "rate-per-sec" => {
-                    f.rate_per_sec = Some(integer(v, "messages per second (0: unlimited)")?)
-                }
-                "burst" => f.burst = Some(integer(v, "a number of messages")?),
-                "max-text-bytes" => f.max_text_bytes = Some(integer(v, "a number of bytes")?),
-                "max-connections" => {
-                    f.max_connections = Some(integer(v, "a number of connections")?)
-                }
-                "max-connections-per-ip" => {
-                    f.max_connections_per_ip = Some(integer(v, "a number of connections")?)
-                }
-                "handshakes-per-minute" => {
-                    f.handshakes_per_minute =
-                        Some(integer(v, "attempts per minute (0: unlimited)")?)
-                }
-                "mailbox" => f.mailbox = Some(integer(v, "a number of messages")?),
-                "allow" => f.allow = Some(file_path(v, base)?),
-                "op" => f.op = Some(fingerprints(v)?),
-                "ops-file" => f.ops_file = Some(file_path(v, base)?),
-                "log-level" => f.log_level = Some(log_filter(&string(v)?)?),
-                "metrics" => {
-                    f.metrics = Some(parsed(v, "an address and port, such as \"127.0.0.1:9700\"")?)
-                }
-                "cluster" => f.cluster = Some(cluster_url(&string(v)?)?),
-                other => return Err(unknown(other)),
-            }
-            Ok(())
-        })();
-        if let Err(message) = checked {
-            if let Some(known) = KEYS.iter().find(|k| **k == key.get_ref().as_str()) {
+        let read = f.values.read(key.get_ref(), value.get_ref(), base);
+        if let Err(message) = read.unwrap_or_else(|| Err(unknown(key.get_ref()))) {
+            if let Some(known) = known {
                 f.bad.insert(known);
             }
             errors.push(SettingsError::Setting {
                 path: path.to_owned(),
-                line: line_of(key.span().start),
+                line,
                 setting: key.get_ref().clone(),
                 message,
             });
@@ -562,13 +607,13 @@ fn fingerprint(s: &str) -> Result<String, String> {
     parse_fingerprint(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
-fn fingerprints(v: &toml::Value) -> Result<Vec<String>, String> {
+fn strings(v: &toml::Value, what: &str) -> Result<Vec<String>, String> {
     let items = match v {
         toml::Value::Array(items) => items.clone(),
         toml::Value::String(_) => vec![v.clone()],
-        other => return Err(format!("expected a list of fingerprints, found {}", found(other))),
+        other => return Err(format!("expected {what}, found {}", found(other))),
     };
-    items.iter().map(|item| fingerprint(&string(item)?)).collect()
+    items.iter().map(string).collect()
 }
 
 fn log_filter(s: &str) -> Result<String, String> {
@@ -585,118 +630,90 @@ pub fn default_data_dir() -> PathBuf {
 
 impl Settings {
     /// The flags in `args` given on the command line (per `matches`) win over `file`, which
-    /// wins over the defaults. `errors` (the file's) gains the options' mistakes and those of
-    /// the merged values; a setting that is a mistake keeps its default.
+    /// wins over the defaults. `errors` (the file's) gains the mistakes of the merged values; a
+    /// setting that is a mistake keeps its default.
     fn merge(
         args: &Args,
         matches: &ArgMatches,
         file: FileSettings,
-        mut errors: Vec<SettingsError>,
+        errors: Vec<SettingsError>,
     ) -> Resolved {
-        let mut bad = file.bad.clone();
         let pick = |id: &str| given(matches, id);
-        macro_rules! merged {
-            ($field:ident) => {
-                match file.$field {
-                    Some(v) if !pick(stringify!($field)) => v,
-                    _ => args.$field,
-                }
-            };
-        }
-        let mut flag = |key: &'static str, value: &str, message: String| {
-            bad.insert(key);
-            errors.push(SettingsError::Flag { flag: key, value: value.to_owned(), message });
-        };
-        let default_room = match file.default_room {
-            Some(room) if !pick("default_room") => room,
-            _ => room(&args.default_room).unwrap_or_else(|m| {
-                flag("default-room", &args.default_room, m);
-                RoomName::lobby()
-            }),
-        };
-        let ops = if args.ops.is_empty() {
-            file.op.unwrap_or_default()
-        } else {
-            let (good, wrong): (Vec<&String>, Vec<&String>) =
-                args.ops.iter().partition(|op| fingerprint(op).is_ok());
-            for op in wrong {
-                if let Err(m) = fingerprint(op) {
-                    flag("op", op, m);
-                }
-            }
-            good.into_iter().cloned().collect()
-        };
-        let log_level = match file.log_level {
-            Some(level) if !pick("log_level") => level,
-            _ => log_filter(&args.log_level).unwrap_or_else(|m| {
-                flag("log-level", &args.log_level, m);
-                "info".to_owned()
-            }),
-        };
-        let cluster = match &args.cluster {
-            Some(url) => cluster_url(url).map_err(|m| flag("cluster", url, m)).ok(),
-            None => file.cluster,
-        };
-        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
-        let key_dir =
-            args.key_dir.clone().or(file.key_dir).unwrap_or_else(|| data_dir.join("serverKey"));
-        let origins = KEYS
+        let mut values = args.values.clone();
+        values.overlay(file.values, pick);
+        let origins = IDS
             .iter()
-            .map(|key| {
-                let id = if *key == "op" { "ops".to_owned() } else { key.replace('-', "_") };
+            .map(|(key, id)| {
                 let origin = match file.lines.get(key) {
-                    _ if pick(&id) => Origin::Flag,
+                    _ if pick(id) => Origin::Flag,
                     Some(line) => Origin::File(*line),
                     None => Origin::Default,
                 };
                 (*key, origin)
             })
             .collect();
-        let settings = Settings {
-            config_file: file.path,
-            port: merged!(port),
-            listen: merged!(listen),
-            data_dir,
-            key_dir,
-            default_room,
-            history: merged!(history),
-            retention_messages: merged!(retention_messages),
-            retention_days: merged!(retention_days),
-            rate_per_sec: merged!(rate_per_sec),
-            burst: merged!(burst),
-            max_text_bytes: merged!(max_text_bytes),
-            max_connections: merged!(max_connections),
-            max_connections_per_ip: merged!(max_connections_per_ip),
-            handshakes_per_minute: merged!(handshakes_per_minute),
-            mailbox: merged!(mailbox),
-            allow: args.allow.clone().or(file.allow),
-            ops,
-            ops_file: args.ops_file.clone().or(file.ops_file),
-            log_level,
-            metrics: args.metrics.or(file.metrics),
-            cluster,
-            origins,
-        };
-        // Values fine alone but not for a server.
-        let mut wrong = |key: &'static str, message: String| {
-            if bad.insert(key) {
-                errors.push(settings.mistake(key, message));
+        let mut settings = Settings { config_file: file.path, values, origins };
+        let (mut errors, mut bad) = (errors, file.bad);
+        settings.check_values(&mut errors, &mut bad);
+        Resolved { settings, errors, bad }
+    }
+
+    /// Checks what each value must satisfy beyond its type, the same whether a flag, the file or
+    /// the default gave it; a mistake is said where the value came from and the setting goes
+    /// back to its default. Then fills in the directories' defaults and spells the default
+    /// room as the server does.
+    fn check_values(&mut self, errors: &mut Vec<SettingsError>, bad: &mut BTreeSet<&'static str>) {
+        // Each operator on its own: a mistaken one is left out, the others stay.
+        let flag = self.origins.get("op") == Some(&Origin::Flag);
+        let mut ops = std::mem::take(&mut self.values.ops);
+        ops.retain(|op| match fingerprint(op) {
+            Ok(_) => true,
+            Err(message) => {
+                bad.insert("op");
+                errors.push(if flag {
+                    SettingsError::Flag { flag: "op", value: op.clone(), message }
+                } else {
+                    self.mistake("op", message)
+                });
+                false
             }
+        });
+        self.values.ops = ops;
+        let defaults = Cli::defaults().args.values;
+        let mut wrong = |s: &mut Settings, key: &'static str, message: String| {
+            if bad.insert(key) {
+                errors.push(s.mistake(key, message));
+            }
+            s.values.reset(key, &defaults);
         };
+        match room(&self.values.default_room) {
+            Ok(room) => self.values.default_room = room.as_str().to_owned(),
+            Err(m) => wrong(self, "default-room", m),
+        }
+        if let Err(m) = log_filter(&self.values.log_level) {
+            wrong(self, "log-level", m);
+        }
+        if let Some(url) = &self.values.cluster
+            && let Err(m) = cluster_url(url)
+        {
+            wrong(self, "cluster", m);
+        }
         let most_text = limits::MAX_RECORD_BYTES - 1024;
-        if settings.max_text_bytes == 0 || settings.max_text_bytes as usize > most_text {
+        let text = self.values.max_text_bytes;
+        if text == 0 || text as usize > most_text {
+            let max = limits::MAX_RECORD_BYTES;
             wrong(
+                self,
                 "max-text-bytes",
                 format!(
-                    "{} is out of range: a message record is at most {} bytes with its JSON \
-                     around the text, so give 1 to {most_text}",
-                    settings.max_text_bytes,
-                    limits::MAX_RECORD_BYTES
+                    "{text} is out of range: a message record is at most {max} bytes with its \
+                     JSON around the text, so give 1 to {most_text}"
                 ),
             );
         }
-        if settings.max_connections == 0 {
+        if self.values.max_connections == 0 {
             wrong(
+                self,
                 "max-connections",
                 format!(
                     "0 would refuse every connection; give the most connections to hold at once \
@@ -705,7 +722,9 @@ impl Settings {
                 ),
             );
         }
-        Resolved { settings, errors, bad }
+        let data_dir = self.data_dir();
+        self.values.key_dir = Some(self.key_dir());
+        self.values.data_dir = Some(data_dir);
     }
 
     /// A mistake in setting `key`, said where its value came from: the config file's line, the
@@ -744,67 +763,49 @@ impl Settings {
 
     /// The address to listen on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.listen, self.port)
+        SocketAddr::new(self.values.listen, self.values.port)
+    }
+
+    /// Where the server keeps its state: `data-dir`, else [`default_data_dir`].
+    pub fn data_dir(&self) -> PathBuf {
+        self.values.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// Where the server key is: `key-dir`, else `serverKey` in [`Settings::data_dir`].
+    pub fn key_dir(&self) -> PathBuf {
+        self.values.key_dir.clone().unwrap_or_else(|| self.data_dir().join("serverKey"))
+    }
+
+    /// The room every user starts in (checked when the settings were merged).
+    pub fn default_room(&self) -> RoomName {
+        RoomName::parse(&self.values.default_room).unwrap_or_else(|_| RoomName::lobby())
     }
 
     /// Copies every setting into `config` (built with the key and [`Settings::data_dir`]).
     pub fn apply(&self, config: &mut Config) {
-        config.default_room = self.default_room.clone();
-        config.history_on_join = self.history;
-        config.retention.max_messages = self.retention_messages;
+        let v = &self.values;
+        config.default_room = self.default_room();
+        config.history_on_join = v.history;
+        config.retention.max_messages = v.retention_messages;
         config.retention.max_age =
-            (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400));
-        config.limits.rate_per_sec = self.rate_per_sec;
-        config.limits.burst = self.burst;
-        config.limits.max_text_bytes = self.max_text_bytes;
-        config.max_connections = self.max_connections;
-        config.max_connections_per_ip = self.max_connections_per_ip;
-        config.handshakes_per_minute = self.handshakes_per_minute;
-        config.mailbox_capacity = self.mailbox.max(1);
-        config.access.allow_file = self.allow.clone();
-        config.access.ops_file = self.ops_file.clone();
-        config.access.ops = self.ops.clone();
-        config.cluster = self.cluster.as_ref().map(crate::cluster::ClusterConfig::new);
+            (v.retention_days > 0).then(|| Duration::from_secs(v.retention_days * 86_400));
+        config.limits.rate_per_sec = v.rate_per_sec;
+        config.limits.burst = v.burst;
+        config.limits.max_text_bytes = v.max_text_bytes;
+        config.max_connections = v.max_connections;
+        config.max_connections_per_ip = v.max_connections_per_ip;
+        config.handshakes_per_minute = v.handshakes_per_minute;
+        config.mailbox_capacity = v.mailbox.max(1);
+        config.access.allow_file = v.allow.clone();
+        config.access.ops_file = v.ops_file.clone();
+        config.access.ops = v.ops.clone();
+        config.cluster = v.cluster.as_ref().map(crate::cluster::ClusterConfig::new);
     }
 
     /// Every setting as `(key, value in TOML syntax)`, in [`KEYS`] order; unset optional
     /// settings are left out.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
-        let s = |v: &str| toml::Value::String(v.to_owned()).to_string();
-        let p = |v: &Path| s(&v.to_string_lossy());
-        let ops: Vec<String> = self.ops.iter().map(|o| s(o)).collect();
-        let mut out = vec![
-            ("port", self.port.to_string()),
-            ("listen", s(&self.listen.to_string())),
-            ("data-dir", p(&self.data_dir)),
-            ("key-dir", p(&self.key_dir)),
-            ("default-room", s(self.default_room.as_str())),
-            ("history", self.history.to_string()),
-            ("retention-messages", self.retention_messages.to_string()),
-            ("retention-days", self.retention_days.to_string()),
-            ("rate-per-sec", self.rate_per_sec.to_string()),
-            ("burst", self.burst.to_string()),
-            ("max-text-bytes", self.max_text_bytes.to_string()),
-            ("max-connections", self.max_connections.to_string()),
-            ("max-connections-per-ip", self.max_connections_per_ip.to_string()),
-            ("handshakes-per-minute", self.handshakes_per_minute.to_string()),
-            ("mailbox", self.mailbox.to_string()),
-        ];
-        if let Some(allow) = &self.allow {
-            out.push(("allow", p(allow)));
-        }
-        out.push(("op", format!("[{}]", ops.join(", "))));
-        if let Some(ops_file) = &self.ops_file {
-            out.push(("ops-file", p(ops_file)));
-        }
-        out.push(("log-level", s(&self.log_level)));
-        if let Some(metrics) = &self.metrics {
-            out.push(("metrics", s(&metrics.to_string())));
-        }
-        if let Some(cluster) = &self.cluster {
-            out.push(("cluster", s(cluster)));
-        }
-        out
+        self.values.entries()
     }
 
     /// The settings as a config file that says exactly them.
@@ -865,12 +866,12 @@ mod tests {
     fn defaults_match_the_limits_and_port_7000() {
         let s = settings(&["--data-dir", "/d"]).unwrap();
         assert_eq!(s.addr(), "0.0.0.0:7000".parse().unwrap());
-        assert_eq!(s.key_dir, Path::new("/d/serverKey"));
-        assert_eq!(s.max_connections, limits::MAX_CONNECTIONS);
-        assert_eq!(s.mailbox, limits::MAILBOX_CAPACITY);
-        assert_eq!(s.default_room, RoomName::lobby());
-        assert_eq!(s.metrics, None);
-        assert_eq!(s.log_level, "info");
+        assert_eq!(s.key_dir(), Path::new("/d/serverKey"));
+        assert_eq!(s.values.max_connections, limits::MAX_CONNECTIONS);
+        assert_eq!(s.values.mailbox, limits::MAILBOX_CAPACITY);
+        assert_eq!(s.default_room(), RoomName::lobby());
+        assert_eq!(s.values.metrics, None);
+        assert_eq!(s.values.log_level, "info");
     }
 
     #[test]
@@ -905,28 +906,34 @@ mod tests {
         let cfg = path.to_str().unwrap();
         let s = settings(&["--config", cfg]).unwrap();
         assert_eq!(s.addr(), "127.0.0.1:7100".parse().unwrap());
-        assert_eq!(s.data_dir, dir.path().join("state"), "relative to the file");
-        assert_eq!(s.key_dir, dir.path().join("state/serverKey"));
-        assert_eq!(s.default_room.as_str(), "#main");
+        assert_eq!(s.data_dir(), dir.path().join("state"), "relative to the file");
+        assert_eq!(s.key_dir(), dir.path().join("state/serverKey"));
+        assert_eq!(s.default_room().as_str(), "#main");
         assert_eq!(
-            (s.history, s.retention_messages, s.retention_days, s.rate_per_sec, s.burst),
+            (
+                s.values.history,
+                s.values.retention_messages,
+                s.values.retention_days,
+                s.values.rate_per_sec,
+                s.values.burst
+            ),
             (10, 5, 2, 3, 4)
         );
         assert_eq!(
             (
-                s.max_text_bytes,
-                s.max_connections,
-                s.max_connections_per_ip,
-                s.handshakes_per_minute
+                s.values.max_text_bytes,
+                s.values.max_connections,
+                s.values.max_connections_per_ip,
+                s.values.handshakes_per_minute
             ),
             (100, 9, 8, 7)
         );
-        assert_eq!(s.mailbox, 6);
-        assert_eq!(s.allow.as_deref(), Some(Path::new("/etc/chatao/allow")));
-        assert_eq!(s.ops, vec![OP.to_owned()]);
-        assert_eq!(s.ops_file, Some(dir.path().join("ops")));
-        assert_eq!(s.log_level, "debug");
-        assert_eq!(s.metrics, Some("127.0.0.1:9700".parse().unwrap()));
+        assert_eq!(s.values.mailbox, 6);
+        assert_eq!(s.values.allow.as_deref(), Some(Path::new("/etc/chatao/allow")));
+        assert_eq!(s.values.ops, vec![OP.to_owned()]);
+        assert_eq!(s.values.ops_file, Some(dir.path().join("ops")));
+        assert_eq!(s.values.log_level, "debug");
+        assert_eq!(s.values.metrics, Some("127.0.0.1:9700".parse().unwrap()));
 
         let s = settings(&[
             "--config",
@@ -944,13 +951,13 @@ mod tests {
             "127.0.0.1:1",
         ])
         .unwrap();
-        assert_eq!(s.port, 7200);
-        assert_eq!(s.max_connections, 20_000, "a flag equal to the default still wins");
-        assert_eq!(s.mailbox, 4096);
-        assert_eq!(s.log_level, "warn");
-        assert_eq!(s.default_room, RoomName::lobby());
-        assert_eq!(s.metrics, Some("127.0.0.1:1".parse().unwrap()));
-        assert_eq!(s.burst, 4, "what no flag says still comes from the file");
+        assert_eq!(s.values.port, 7200);
+        assert_eq!(s.values.max_connections, 20_000, "a flag equal to the default still wins");
+        assert_eq!(s.values.mailbox, 4096);
+        assert_eq!(s.values.log_level, "warn");
+        assert_eq!(s.default_room(), RoomName::lobby());
+        assert_eq!(s.values.metrics, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(s.values.burst, 4, "what no flag says still comes from the file");
     }
 
     #[test]
@@ -1029,7 +1036,7 @@ mod tests {
         assert_eq!(s.unset_hint("allow"), "leave out --allow");
         assert_eq!(
             s.mistake("data-dir", "m".into()).to_string(),
-            format!("data-dir (default {}): m", s.data_dir.display())
+            format!("data-dir (default {}): m", s.data_dir().display())
         );
         assert_eq!(s.mistake("port", "m".into()).to_string(), "port (default 7000): m");
         let s = settings(&["8000"]).unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chatao_proto::{ClientMsg, ServerMsg, decode_server, encode};
-use chatao_server::Config;
+use chatao_server::{Config, Runtime};
 use chatao_transport::{Connection, Keypair};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
@@ -70,8 +70,25 @@ impl TestServer {
         TestServer::start_in(tempfile::tempdir().unwrap(), adjust).await
     }
 
+    /// A server sharing `runtime` with the test (its clock to advance, its metrics to read),
+    /// whose settings `adjust` may change first.
+    pub async fn start_with_runtime(
+        runtime: Runtime,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        TestServer::launch(tempfile::tempdir().unwrap(), runtime, adjust).await
+    }
+
     /// A server over an existing data directory (to test what survives a restart).
     pub async fn start_in(dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(dir, Runtime::default(), adjust).await
+    }
+
+    async fn launch(
+        dir: TempDir,
+        runtime: Runtime,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut config = Config::new(fixed_keypair(200), dir.path().to_path_buf());
         adjust(&mut config);
         let fingerprint = config.keys.public().fingerprint();
@@ -79,7 +96,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let result = chatao_server::run(listener, config, async move {
+            let result = chatao_server::run(listener, config, runtime, async move {
                 let _ = rx.await;
             })
             .await;
@@ -103,6 +120,17 @@ impl TestServer {
         let dir = self.dir.take().unwrap();
         self.stop_inner().await.unwrap();
         TestServer::start_in(dir, adjust).await
+    }
+
+    /// [`TestServer::restart`], the new server sharing `runtime` with the test.
+    pub async fn restart_with_runtime(
+        mut self,
+        runtime: Runtime,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let dir = self.dir.take().unwrap();
+        self.stop_inner().await.unwrap();
+        TestServer::launch(dir, runtime, adjust).await
     }
 
     /// Graceful shutdown: returns what `run` returned.

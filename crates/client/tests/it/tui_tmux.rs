@@ -596,7 +596,7 @@ async fn server_over(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(chatao_server::run(listener, config, async move {
+    let task = tokio::spawn(chatao_server::run(listener, config, Default::default(), async move {
         let _ = stopped.await;
     }));
     (addr, stop, task)

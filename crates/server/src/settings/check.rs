@@ -36,9 +36,10 @@ pub(super) fn environment(
     let mut notes = Vec::new();
     let mut wrong =
         |key: &'static str, message: String| errors.push(settings.mistake(key, message));
-    for (key, list, path) in
-        [("allow", List::Allow, &settings.allow), ("ops-file", List::Ops, &settings.ops_file)]
-    {
+    for (key, list, path) in [
+        ("allow", List::Allow, &settings.values.allow),
+        ("ops-file", List::Ops, &settings.values.ops_file),
+    ] {
         if let (Some(path), false) = (path, bad.contains(key)) {
             for err in scan_list(path, list).1 {
                 wrong(key, list_mistake(&err, &settings.unset_hint(key)));
@@ -47,8 +48,8 @@ pub(super) fn environment(
     }
     let mut data_dir_ok = !bad.contains("data-dir");
     if data_dir_ok {
-        let db = if settings.cluster.is_some() { CLUSTER_DB_FILE } else { DB_FILE };
-        if let Err(message) = data_dir(&settings.data_dir, db) {
+        let db = if settings.values.cluster.is_some() { CLUSTER_DB_FILE } else { DB_FILE };
+        if let Err(message) = data_dir(&settings.data_dir(), db) {
             wrong("data-dir", message);
             data_dir_ok = false;
         }
@@ -58,10 +59,10 @@ pub(super) fn environment(
         Some(super::Origin::Default) => "data-dir",
         _ => "key-dir",
     };
-    let within_bad_data_dir = !data_dir_ok && settings.key_dir.starts_with(&settings.data_dir);
+    let within_bad_data_dir = !data_dir_ok && settings.key_dir().starts_with(settings.data_dir());
     if !bad.contains(key_setting)
         && !within_bad_data_dir
-        && let Err(message) = key_dir(&settings.key_dir, key_setting)
+        && let Err(message) = key_dir(&settings.key_dir(), key_setting)
     {
         wrong(key_setting, message);
     }
@@ -78,7 +79,7 @@ pub(super) fn environment(
             }
         }
     }
-    if let (Some(metrics), false) = (settings.metrics, bad.contains("metrics")) {
+    if let (Some(metrics), false) = (settings.values.metrics, bad.contains("metrics")) {
         let chat = settings.addr();
         let overlap = metrics.port() == chat.port()
             && metrics.port() != 0

@@ -354,6 +354,9 @@ async fn a_text_limit_that_cannot_fit_in_a_record_is_refused_at_start() {
         chatao_server::Config::new(chatao_testkit::fixed_keypair(1), dir.path().into());
     config.limits.max_text_bytes = 100_000;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = chatao_server::run(listener, config, std::future::pending::<()>()).await.unwrap_err();
+    let err =
+        chatao_server::run(listener, config, Default::default(), std::future::pending::<()>())
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("max_text_bytes 100000 is too large"), "{err}");
 }

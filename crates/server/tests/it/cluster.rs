@@ -15,15 +15,16 @@ use tokio::time::{Instant, sleep, timeout};
 const TTL: Duration = Duration::from_secs(2);
 
 async fn node(nats: &NatsServer) -> TestServer {
-    node_with(nats, |_| {}).await
+    node_with(nats, Default::default(), |_| {}).await
 }
 
 async fn node_with(
     nats: &NatsServer,
+    runtime: chatao_server::Runtime,
     adjust: impl FnOnce(&mut chatao_server::Config),
 ) -> TestServer {
     let url = nats.url();
-    TestServer::start_with(move |c| {
+    TestServer::start_with_runtime(runtime, move |c| {
         let mut cluster = ClusterConfig::new(url);
         cluster.presence_ttl = TTL;
         c.cluster = Some(cluster);
@@ -173,7 +174,7 @@ async fn nicknames_and_bans_hold_across_nodes() {
     let nats = NatsServer::start().await;
     let op = fixed_keypair(9).public().fingerprint();
     let (n1, n2, n3) = (
-        node_with(&nats, |c| c.access.ops = vec![op.clone()]).await,
+        node_with(&nats, Default::default(), |c| c.access.ops = vec![op.clone()]).await,
         node(&nats).await,
         node(&nats).await,
     );
@@ -362,9 +363,9 @@ async fn every_node_shows_the_same_order_and_ids_under_concurrent_senders() {
 #[tokio::test]
 async fn nats_stopped_and_restarted_during_traffic_loses_nothing_accepted() {
     let mut nats = NatsServer::start().await;
-    let metrics = std::sync::Arc::new(chatao_server::metrics::Metrics::new());
-    let m = metrics.clone();
-    let (n1, n2) = (node_with(&nats, move |c| c.metrics = m).await, node(&nats).await);
+    let runtime = chatao_server::Runtime::default();
+    let metrics = runtime.metrics.clone();
+    let (n1, n2) = (node_with(&nats, runtime, |_| {}).await, node(&nats).await);
     let reachable = |v: u8| format!("chatao_cluster_reachable {v}");
     let mut alice = connect(&n1, "alice", 1).await;
     let mut bob = connect(&n2, "bob", 2).await;
@@ -539,7 +540,8 @@ async fn the_allowlist_one_node_loads_applies_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let allow = dir.path().join("allow");
     std::fs::write(&allow, format!("{} alice\n", fixed_keypair(1).public().fingerprint())).unwrap();
-    let _n1 = node_with(&nats, |c| c.access.allow_file = Some(allow.clone())).await;
+    let _n1 =
+        node_with(&nats, Default::default(), |c| c.access.allow_file = Some(allow.clone())).await;
     let n2 = node(&nats).await; // no allow file of its own
     let refused = timeout(Duration::from_secs(10), async {
         loop {

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, ModAction, ServerMsg};
-use chatao_server::Config;
 use chatao_server::clock::Clock;
+use chatao_server::{Config, Runtime};
 use chatao_testkit::{Chataosrv, TestClient, TestServer, fixed_keypair};
 
 struct Ops {
@@ -17,16 +17,17 @@ struct Ops {
     carol: TestClient,
 }
 
-fn op_config(clock: Clock) -> impl FnOnce(&mut Config) {
+fn op_config() -> impl FnOnce(&mut Config) {
     let op_fp = fixed_keypair(9).public().fingerprint();
-    move |c: &mut Config| {
-        c.access.ops = vec![op_fp];
-        c.clock = clock;
-    }
+    move |c: &mut Config| c.access.ops = vec![op_fp]
+}
+
+fn with_clock(clock: &Clock) -> Runtime {
+    Runtime { clock: clock.clone(), ..Runtime::default() }
 }
 
 async fn with_operator(clock: Clock) -> Ops {
-    let server = TestServer::start_with(op_config(clock)).await;
+    let server = TestServer::start_with_runtime(with_clock(&clock), op_config()).await;
     let op = TestClient::connect_with(server.addr, "op", &fixed_keypair(9)).await.unwrap();
     let bob = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
     let carol = TestClient::connect_with(server.addr, "carol", &fixed_keypair(3)).await.unwrap();
@@ -187,7 +188,7 @@ async fn a_huge_ban_is_refused_and_the_longest_one_survives_a_restart() {
     drop(db);
     drop((op, carol));
 
-    let server = server.restart(op_config(clock.clone())).await;
+    let server = server.restart_with_runtime(with_clock(&clock), op_config()).await;
     let text = refused(
         TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.err().unwrap(),
         "Banned",

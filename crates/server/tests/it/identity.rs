@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, ModAction, ServerMsg};
-use chatao_server::Config;
 use chatao_server::clock::Clock;
+use chatao_server::{Config, Runtime};
 use chatao_testkit::{TestClient, TestServer, fixed_keypair};
 
 fn refused(err: anyhow::Error, code: &str) -> String {
@@ -72,10 +72,10 @@ async fn only_allowlisted_keys_get_in_and_a_reload_lets_more_in_without_dropping
     let dir = tempfile::tempdir().unwrap();
     let allow = dir.path().join("allow");
     std::fs::write(&allow, format!("# friends\n{} alice\n", ka.public().fingerprint())).unwrap();
-    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
-    let server = TestServer::start_with(|c: &mut Config| {
+    let runtime = Runtime::default();
+    let reload = runtime.reload.clone();
+    let server = TestServer::start_with_runtime(runtime, |c: &mut Config| {
         c.access.allow_file = Some(allow.clone());
-        c.reload = reload.clone();
     })
     .await;
     let mut a = TestClient::connect_with(server.addr, "alice", &ka).await.unwrap();
@@ -113,10 +113,9 @@ struct Ops {
 async fn with_operator(clock: Clock) -> Ops {
     let op_key = fixed_keypair(9);
     let op_fp = op_key.public().fingerprint();
-    let c2 = clock.clone();
-    let server = TestServer::start_with(move |c: &mut Config| {
+    let runtime = Runtime { clock: clock.clone(), ..Runtime::default() };
+    let server = TestServer::start_with_runtime(runtime, move |c: &mut Config| {
         c.access.ops = vec![op_fp];
-        c.clock = c2;
     })
     .await;
     let op = TestClient::connect_with(server.addr, "op", &op_key).await.unwrap();
@@ -186,13 +185,10 @@ async fn a_ban_with_a_duration_persists_across_a_restart_and_ends_on_time() {
     assert!(text.contains("10m left") && text.contains("spam"), "{text}");
 
     drop((op, carol));
-    let c2 = clock.clone();
+    let runtime = Runtime { clock: clock.clone(), ..Runtime::default() };
     let op_fp = fixed_keypair(9).public().fingerprint();
     let server = server
-        .restart(move |c: &mut Config| {
-            c.access.ops = vec![op_fp];
-            c.clock = c2;
-        })
+        .restart_with_runtime(runtime, move |c: &mut Config| c.access.ops = vec![op_fp])
         .await;
     clock.advance(Duration::from_secs(300));
     let text = refused(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatao_proto::ClientMsg;
+use chatao_server::Runtime;
 use chatao_server::limits::{
     METRICS_CONNECTIONS, METRICS_HEAD_TIMEOUT, METRICS_MAX_HEAD_BYTES, METRICS_WRITE_TIMEOUT,
 };
@@ -64,12 +65,13 @@ fn get(samples: &HashMap<String, u64>, name: &str) -> u64 {
 
 #[tokio::test]
 async fn a_scrape_counts_connections_handshakes_messages_deliveries_bytes_and_history() {
-    let mut counters = None;
-    let server = TestServer::start_with(|c| counters = Some(c.metrics.clone())).await;
+    let runtime = Runtime::default();
+    let counters = runtime.metrics.clone();
+    let server = TestServer::start_with_runtime(runtime, |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let endpoint = tokio::spawn(metrics::serve(listener, counters.unwrap(), stop.clone()));
+    let endpoint = tokio::spawn(metrics::serve(listener, counters.clone(), stop.clone()));
 
     let (head, before) = scrape(addr).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -122,16 +124,16 @@ async fn a_scrape_counts_connections_handshakes_messages_deliveries_bytes_and_hi
 
 #[tokio::test]
 async fn a_client_dropped_as_too_slow_counts_as_a_mailbox_drop() {
-    let mut counters = None;
-    let server = TestServer::start_with(|c| {
+    let runtime = Runtime::default();
+    let counters = runtime.metrics.clone();
+    let server = TestServer::start_with_runtime(runtime, |c| {
         c.limits.rate_per_sec = 0;
         c.mailbox_capacity = 64;
-        counters = Some(c.metrics.clone());
     })
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(metrics::serve(listener, counters.unwrap(), CancellationToken::new()));
+    tokio::spawn(metrics::serve(listener, counters.clone(), CancellationToken::new()));
     let mut alice = TestClient::connect(server.addr, "alice").await.unwrap();
     let _sloth = TestClient::connect(server.addr, "sloth").await.unwrap();
     let big = "z".repeat(3900);
@@ -187,11 +189,12 @@ fn is_closed(s: &TcpStream) -> bool {
 /// connections dribble.
 #[tokio::test]
 async fn scrapes_are_served_while_8_and_then_twice_the_cap_of_connections_dribble() {
-    let mut counters = None;
-    let server = TestServer::start_with(|c| counters = Some(c.metrics.clone())).await;
+    let runtime = Runtime::default();
+    let counters = runtime.metrics.clone();
+    let server = TestServer::start_with_runtime(runtime, |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(metrics::serve(listener, counters.unwrap(), CancellationToken::new()));
+    tokio::spawn(metrics::serve(listener, counters.clone(), CancellationToken::new()));
     let _alice = TestClient::connect(server.addr, "alice").await.unwrap();
 
     // The endpoint accepts in connection order, so these are all in before the scrape is.

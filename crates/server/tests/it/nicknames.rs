@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chatao_proto::{ClientMsg, ErrorCode, ServerMsg};
-use chatao_server::Config;
+use chatao_server::Runtime;
 use chatao_server::clock::Clock;
 use chatao_server::limits::{MAX_NICKS_PER_KEY, NICK_CHANGE_INTERVAL, NICK_GRACE};
 use chatao_testkit::{TestClient, TestServer, fixed_keypair};
@@ -43,8 +43,8 @@ async fn rename_refused(c: &mut TestClient, new: &str) -> (ErrorCode, String) {
 }
 
 async fn server_with(clock: &Clock) -> TestServer {
-    let clock = clock.clone();
-    TestServer::start_with(move |c: &mut Config| c.clock = clock).await
+    let runtime = Runtime { clock: clock.clone(), ..Runtime::default() };
+    TestServer::start_with_runtime(runtime, |_| {}).await
 }
 
 #[tokio::test]
@@ -196,8 +196,8 @@ async fn a_name_renamed_away_from_is_free_for_others_after_the_grace_also_across
     rename(&mut alice, "alice_away").await;
     drop(alice);
 
-    let c2 = clock.clone();
-    let server = server.restart(move |c: &mut Config| c.clock = c2).await;
+    let runtime = Runtime { clock: clock.clone(), ..Runtime::default() };
+    let server = server.restart_with_runtime(runtime, |_| {}).await;
     clock.advance(NICK_GRACE - Duration::from_secs(60));
     refused(TestClient::connect_with(server.addr, "alice", &kb).await, "NickRegistered");
     clock.advance(Duration::from_secs(61));
@@ -212,7 +212,7 @@ async fn in_a_cluster_look_alikes_are_one_nickname_also_under_bucket_keys_writte
     let nats = chatao_testkit::NatsServer::start().await;
     let (ka, kb) = (fixed_keypair(1), fixed_keypair(2));
     let node = |url: String| {
-        TestServer::start_with(move |c: &mut Config| {
+        TestServer::start_with(move |c: &mut chatao_server::Config| {
             c.cluster = Some(chatao_server::cluster::ClusterConfig::new(url));
         })
     };

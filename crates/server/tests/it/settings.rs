@@ -36,7 +36,7 @@ fn the_example_config_is_valid_and_shows_every_setting_with_a_valid_value() {
     let path = example();
     let cfg = path.to_str().unwrap();
     let settings = Cli::try_parse_from(["chataosrv", "--config", cfg]).unwrap().settings().unwrap();
-    assert_eq!(settings.data_dir, Path::new("/var/lib/chatao"));
+    assert_eq!(settings.data_dir(), Path::new("/var/lib/chatao"));
     // The check also tries the data directory, which a test cannot write in /var/lib.
     let state = tempfile::tempdir().unwrap();
     let data = state.path().to_str().unwrap();
