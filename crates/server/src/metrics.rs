@@ -1,6 +1,6 @@
 //! Counters about what the server does, and the optional Prometheus endpoint that shows them.
 //!
-//! [`Metrics`] lives in [`Config::metrics`](crate::Config::metrics) (an `Arc`, so the binary
+//! [`Metrics`] lives in [`Runtime::metrics`](crate::Runtime::metrics) (an `Arc`, so the binary
 //! keeps a clone for the endpoint). The counters are `prometheus-client` counters (atomics)
 //! bumped where things happen: the accept loop (connections, refusals), the session
 //! (handshakes, messages in, deliveries out, disconnects, mailbox overflows), the [`Counted`]

@@ -1,6 +1,6 @@
 //! Quiet sessions (bots, issue 22): a session whose `hello` says `quiet` is never announced
 //! joining or leaving a room, on this node or any other (`join` and the parts in `mod.rs`,
-//! `remote.rs`), and member lists mark it `bot`.
+//! `remote/`), and member lists mark it `bot`.
 //!
 //! An operator may hide a room's bots from its member lists (`bots #room hide`, `show` again).
 //! The choice is the room's (`Room::bots_hidden`): stored in the room's row (`rooms.bots_hidden`,

@@ -806,7 +806,7 @@ impl Hub {
             drop(st);
             // The id comes from the cluster's stream when the message comes back from it.
             // The echo is remembered when the event comes back from the stream
-            // (`remote.rs`), where it gets its id.
+            // (`remote/mod.rs`), where it gets its id.
             let body = RoomBody::Message { kind, text };
             self.publish_room(id, room_name, (from, sender), body, cid)?;
             return Ok(0);
