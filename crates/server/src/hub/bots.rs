@@ -14,13 +14,11 @@
 //! Like a topic it lives in the stream as long as the stream's retention keeps the event, and
 //! is forgotten with a replica cleared because the stream was recreated.
 
-use bytes::Bytes;
 use chatao_proto::{Member, RoomName};
 
 use super::remote::RoomBody;
+use super::sequencer::{Author, Sequenced};
 use super::{Hub, HubError, SessionId, State};
-use crate::bus::BusEvent;
-use crate::store::Persist;
 
 /// An operator's change to a room's bots setting, made in memory and queued on the bus:
 /// `notice` is for the operator once every acknowledged event queued after `after` and up to
@@ -60,21 +58,16 @@ impl Hub {
         if !self.access().is_op(&user.fingerprint) {
             return Err(HubError::NotOperator);
         }
-        if st.link.is_some() {
-            let by = (user.nick.clone(), user.fingerprint.clone());
-            drop(st);
-            self.publish_room(id, room, by, RoomBody::Bots { hidden: hide }, None)?;
-            return Ok(None);
+        let by = Author {
+            session: id,
+            nick: user.nick.clone(),
+            fingerprint: user.fingerprint.clone(),
+            cid: None,
+        };
+        match self.sequence(&mut st, room, by, RoomBody::Bots { hidden: hide })? {
+            Sequenced::Bots(setting) => Ok(Some(setting)),
+            _ => Ok(None),
         }
-        let after = st.seq;
-        let cap = self.config().history_on_join;
-        st.load_room(self.store(), room, cap)?.bots_hidden = hide;
-        let seq = st.next_seq();
-        // No bytes: nothing is delivered; the session acknowledges it once it is stored.
-        let persist = Persist::Bots { room: room.clone(), hidden: hide };
-        self.bus().send_control(BusEvent { seq, room: None, bytes: Bytes::new(), persist });
-        st.forget_if_empty(room);
-        Ok(Some(BotsSetting { notice: notice(room, hide), after, upto: seq }))
     }
 }
 

@@ -270,7 +270,7 @@ impl Hub {
             if st.room_exists(self.store(), room) || st.e2e.is_e2e(room) {
                 return Err(E2eRefusal::RoomExists(room.clone()));
             }
-            if e2e && st.link.is_some() {
+            if e2e && !st.sequencer.allows_e2e() {
                 // Their ids, epochs and membership would have to go through the cluster's
                 // stream (docs/ARCHITECTURE.md says how); until then, refused.
                 return Err(E2eRefusal::InCluster);

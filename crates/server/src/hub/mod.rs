@@ -28,11 +28,14 @@ pub mod remote;
 mod room_ops;
 mod rooms;
 pub mod sent;
+mod sequencer;
 
 pub use bots::BotsSetting;
 pub use e2e::E2eRefusal;
 pub use guard::HubGuard;
 pub use rooms::MembersPage;
+pub use sequencer::Sequencer;
+use sequencer::{Author, Sequenced};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -46,7 +49,7 @@ use chatao_proto::{
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::access::Access;
-use crate::bus::{self, BusEvent, BusFull, BusHandle};
+use crate::bus::{self, BusEvent, BusHandle};
 use crate::outbox::Outbox;
 use crate::room::{self, Members, Room};
 use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
@@ -159,8 +162,8 @@ struct Shared {
     bus: BusHandle,
     store: Arc<Store>,
     access: Arc<Access>,
-    /// The way to the other nodes, when this node is part of a cluster.
-    cluster: Option<ClusterLink>,
+    /// Where room events are put in order: here, or a cluster's stream ([`sequencer`]).
+    sequencer: Sequencer,
 }
 
 #[derive(Debug, Default)]
@@ -190,8 +193,9 @@ struct State {
     remote: HashMap<RemoteId, RemoteUser>,
     /// Nickname skeleton to a user on another node.
     remote_nicks: HashMap<String, RemoteId>,
-    /// A copy of the hub's cluster link, so that changes made under the lock are announced.
-    link: Option<ClusterLink>,
+    /// A copy of the hub's sequencer, so that changes made under the lock are told to the
+    /// other nodes ([`sequencer`]).
+    sequencer: Sequencer,
     /// End-to-end encrypted rooms: modes, epochs, delivery lists, key packages, welcomes.
     e2e: e2e::E2eState,
     /// Recent client message ids per key and their echoes (repeats answered, not repeated).
@@ -457,9 +461,7 @@ impl State {
 
     /// Tells the other nodes of the cluster (if any) about a local change.
     fn announce(&self, p: Presence) {
-        if let Some(link) = &self.link {
-            link.send(Outbound::Presence(p));
-        }
+        self.sequencer.tell_nodes(Outbound::Presence(p));
     }
 
     fn tell(&self, ids: &[SessionId], msg: &Bytes) {
@@ -491,7 +493,11 @@ impl Hub {
         access: Arc<Access>,
         cluster: Option<ClusterLink>,
     ) -> Result<HubGuard, StoreError> {
-        let records = if cluster.is_some() { Vec::new() } else { store.load_nicks()? };
+        let sequencer = match cluster {
+            Some(link) => Sequencer::Cluster(link),
+            None => Sequencer::Local,
+        };
+        let records = if sequencer.registers_names() { store.load_nicks()? } else { Vec::new() };
         let (names, drops) = names::Names::load(records);
         // No room is loaded here: rooms come into memory when joined ([`rooms`]).
         let writer = store.writer(config.retention)?;
@@ -499,7 +505,7 @@ impl Hub {
         let state = State {
             owners: names.owners().collect(),
             names,
-            link: cluster.clone(),
+            sequencer: sequencer.clone(),
             e2e: e2e::E2eState::load(&store)?,
             sent: load_sent(&store)?,
             bus: Some(bus.clone()),
@@ -512,7 +518,7 @@ impl Hub {
             bus,
             store,
             access,
-            cluster,
+            sequencer,
         });
         {
             // Look-alikes registered by two keys before they were one nickname: the younger
@@ -584,7 +590,7 @@ impl Hub {
         let now = self.access().clock().now_ms();
         let mut st = self.lock();
         let mut released = Vec::new();
-        if st.link.is_none() {
+        if st.sequencer.registers_names() {
             // In a cluster, the session claimed the nickname in the cluster's buckets first.
             // At hello nothing is left behind: only a reserved name may make room.
             released = st.claim(&nick, &fingerprint, None, now, self.bus())?;
@@ -772,10 +778,11 @@ impl Hub {
     }
 
     /// Sends `text` from `id` to everyone in `room` (the sender included: its copy is its
-    /// acknowledgement, and carries `cid`). Returns the message id (0 on a cluster node, where
-    /// the id comes later from the stream). On acceptance the echo is remembered under the
-    /// sender's key and `cid` ([`sent::SentIds`]), under the same lock, so a repeat that
-    /// arrives next finds it.
+    /// acknowledgement, and carries `cid`). Returns the message id when it was ordered here
+    /// (standalone); `None` on a cluster node, where the id comes from the stream when the
+    /// message comes back ([`sequencer`]). On acceptance the echo is remembered under the
+    /// sender's key and `cid` ([`sent::SentIds`]), under the same lock on a standalone server
+    /// and as the message is applied on a cluster, so a repeat that arrives next finds it.
     pub fn say(
         &self,
         id: SessionId,
@@ -783,90 +790,15 @@ impl Hub {
         kind: MessageKind,
         text: String,
         cid: Option<chatao_proto::Cid>,
-    ) -> Result<u64, HubError> {
+    ) -> Result<Option<u64>, HubError> {
         let mut st = self.lock();
         let user = st.user(id)?;
-        let (from, sender, quiet) = (user.nick.clone(), user.fingerprint.clone(), user.quiet);
-        let now = now_millis();
-        if st.link.is_some() {
-            let Some(room) = st.rooms.get_mut(room_name).filter(|r| r.contains(id)) else {
-                return Err(HubError::NotInRoom(room_name.clone()));
-            };
-            room.spoke(id, now);
-            if room.reveal(id) && !quiet {
-                // This node's members hear of a hidden newcomer before their first message
-                // (which comes back later from the cluster's stream).
-                let join = ServerMsg::Join {
-                    room: room_name.clone(),
-                    nick: from.clone(),
-                    fingerprint: sender.clone(),
-                };
-                st.queue_for_room(self, room_name, &join);
-            }
-            drop(st);
-            // The id comes from the cluster's stream when the message comes back from it.
-            // The echo is remembered when the event comes back from the stream
-            // (`remote/mod.rs`), where it gets its id.
-            let body = RoomBody::Message { kind, text };
-            self.publish_room(id, room_name, (from, sender), body, cid)?;
-            return Ok(0);
+        let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
+        let by = Author { session: id, nick, fingerprint, cid };
+        match self.sequence(&mut st, room_name, by, RoomBody::Message { kind, text })? {
+            Sequenced::Message(msg_id) => Ok(Some(msg_id)),
+            _ => Ok(None),
         }
-        let base = st.seq;
-        let room = st
-            .rooms
-            .get_mut(room_name)
-            .filter(|r| r.contains(id))
-            .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
-        // A newcomer to a large room is announced before their first message (a quiet session
-        // never is).
-        let reveal = room.reveal(id) && !quiet;
-        if reveal {
-            let join = ServerMsg::Join {
-                room: room_name.clone(),
-                nick: from.clone(),
-                fingerprint: sender.clone(),
-            };
-            self.bus().send_control(BusEvent {
-                seq: base + 1,
-                room: Some(room_name.clone()),
-                bytes: encode(&join),
-                persist: Persist::Nothing,
-            });
-        }
-        room.spoke(id, now);
-        let seq = base + 1 + u64::from(reveal);
-        let msg_id = room.last_id() + 1;
-        let stored = StoredMessage {
-            room: room_name.clone(),
-            id: msg_id,
-            time: now,
-            from,
-            kind,
-            text,
-            sender: Some(sender.clone()),
-            cid,
-        };
-        let echo = encode(&stored.to_msg(false));
-        let ev = BusEvent {
-            seq,
-            room: Some(room_name.clone()),
-            bytes: echo.clone(),
-            persist: Persist::Message(stored.clone()),
-        };
-        match self.bus().send_message_from(ev, id) {
-            Ok(()) => {}
-            Err(BusFull::Busy | BusFull::Closed) => {
-                st.seq = base + u64::from(reveal);
-                return Err(HubError::Busy);
-            }
-        }
-        room.next_id();
-        room.remember(stored);
-        st.seq = seq;
-        if let Some(cid) = cid {
-            st.sent.record(&sender, cid, echo, now_millis());
-        }
-        Ok(msg_id)
     }
 
     /// The echo that key `fingerprint`'s message `cid` got, when it was accepted recently
@@ -892,7 +824,7 @@ impl Hub {
         let (to_nick, target) = match st.find_nick(to) {
             Some(Holder::Local(target)) => (st.user(target)?.nick.clone(), Holder::Local(target)),
             Some(Holder::Remote(rid)) => match st.remote.get(&rid) {
-                Some(u) if st.link.is_some() => (u.nick.clone(), Holder::Remote(rid)),
+                Some(u) => (u.nick.clone(), Holder::Remote(rid)),
                 _ => return Err(HubError::NoSuchNick(to.to_owned())),
             },
             None => return Err(HubError::NoSuchNick(to.to_owned())),
@@ -913,9 +845,7 @@ impl Hub {
             Holder::Local(target) => target,
             Holder::Remote(rid) => {
                 // The sender's copy (its acknowledgement) comes once the other node delivered it.
-                if let Some(link) = &st.link {
-                    link.send(Outbound::Private { node: rid.node, msg });
-                }
+                st.sequencer.tell_nodes(Outbound::Private { node: rid.node, msg });
                 return Ok(());
             }
         };
@@ -948,27 +878,11 @@ impl Hub {
         let user = st.user(id)?;
         let (by, sender) = (user.nick.clone(), user.fingerprint.clone());
         st.check_topic(self, room_name, &sender)?;
-        if st.link.is_some() {
-            if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
-                return Err(HubError::NotInRoom(room_name.clone()));
-            }
-            drop(st);
-            return self.publish_room(id, room_name, (by, sender), RoomBody::Topic { text }, None);
+        if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
+            return Err(HubError::NotInRoom(room_name.clone()));
         }
-        let seq = st.next_seq();
-        let room = st
-            .rooms
-            .get_mut(room_name)
-            .filter(|r| r.contains(id))
-            .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
-        room.topic = text.clone();
-        let msg = ServerMsg::Topic { room: room_name.clone(), text: text.clone(), by: Some(by) };
-        self.bus().send_control(BusEvent {
-            seq,
-            room: Some(room_name.clone()),
-            bytes: encode(&msg),
-            persist: Persist::Topic { room: room_name.clone(), text },
-        });
+        let by = Author { session: id, nick: by, fingerprint: sender, cid: None };
+        self.sequence(&mut st, room_name, by, RoomBody::Topic { text })?;
         Ok(())
     }
 
@@ -1003,7 +917,7 @@ impl Hub {
             st.forget_remote(stale);
         }
         let mut released = Vec::new();
-        if st.link.is_none() {
+        if st.sequencer.registers_names() {
             released = st.claim(&new, &fingerprint, Some(&old), now, self.bus())?;
             if old_folded != new_folded {
                 st.release(&old, &fingerprint, now, self.bus());
@@ -1242,8 +1156,8 @@ mod tests {
         let (a, mut ia) = user(&hub, "alice");
         let (_b, mut ib) = user(&hub, "bob");
         let lobby = RoomName::lobby();
-        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "one".into(), None), Ok(1));
-        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "two".into(), None), Ok(2));
+        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "one".into(), None), Ok(Some(1)));
+        assert_eq!(hub.say(a, &lobby, MessageKind::Normal, "two".into(), None), Ok(Some(2)));
         let alice_saw = drain(&hub, &mut ia);
         hub.leave(a, LeaveReason::Quit, Some("bye".into()));
         let bob_saw = drain(&hub, &mut ib);
@@ -1397,7 +1311,8 @@ mod tests {
             if round == 0 {
                 hub.set_topic(a, &rust, Some("crabs".into())).unwrap();
             }
-            let id = hub.say(a, &rust, MessageKind::Normal, format!("{round}"), None).unwrap();
+            let id =
+                hub.say(a, &rust, MessageKind::Normal, format!("{round}"), None).unwrap().unwrap();
             assert!(id > last, "ids go on: {last} then {id}");
             last = id;
             hub.part(a, &rust, LeaveReason::Part, None).unwrap();
@@ -1447,7 +1362,7 @@ mod tests {
         let (a, _ia) = user(&hub, "alice");
         let r = RoomName::parse("#r1999").unwrap();
         assert_eq!(hub.join(a, &r).unwrap().last_id, 7);
-        assert_eq!(hub.say(a, &r, MessageKind::Normal, "y".into(), None), Ok(8));
+        assert_eq!(hub.say(a, &r, MessageKind::Normal, "y".into(), None), Ok(Some(8)));
         assert_eq!(hub.rooms_in_memory().0, 2, "the lobby and #r1999");
     }
 

@@ -101,7 +101,7 @@ impl State {
     /// keeps bans in its shared buckets: there the notice goes out at once.
     fn persist_and_announce(&mut self, hub: &Hub, p: Persist, from: SessionId, notice: ServerMsg) {
         let bytes = encode(&notice);
-        if self.link.is_none() {
+        if self.sequencer.stores_moderation() {
             let seq = self.next_seq();
             hub.bus()
                 .send_control_from(BusEvent { seq, room: None, bytes, persist: p }, Some(from));
@@ -113,12 +113,10 @@ impl State {
     /// Hands an operator action to the other nodes (when in a cluster), with the shared
     /// bucket write it needs.
     fn spread(&self, m: Moderation, write: Option<Outbound>) {
-        if let Some(link) = &self.link {
-            if let Some(write) = write {
-                link.send(write);
-            }
-            link.send(Outbound::Moderation(m));
+        if let Some(write) = write {
+            self.sequencer.tell_nodes(write);
         }
+        self.sequencer.tell_nodes(Outbound::Moderation(m));
     }
 
     /// Tells everyone online what an operator did.

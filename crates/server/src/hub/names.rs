@@ -129,7 +129,7 @@ impl Hub {
         let user = st.user(id)?;
         let (old, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
         let after = st.seq;
-        if old.folded() == new.folded() || st.link.is_some() {
+        if old.folded() == new.folded() || !st.sequencer.registers_names() {
             return Ok((after, after, Vec::new()));
         }
         st.check_change_rate(&fingerprint, now)?;

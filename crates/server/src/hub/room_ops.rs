@@ -28,6 +28,7 @@ use chatao_proto::{LeaveReason, Member, Nick, RoomAction, RoomFlag, RoomName, Se
 use serde::{Deserialize, Serialize};
 
 use super::remote::{Presence, RoomBody};
+use super::sequencer::Author;
 use super::{Hub, HubError, SessionId, State};
 use crate::bus::BusEvent;
 use crate::clock::human;
@@ -278,7 +279,7 @@ impl State {
                 // Standalone, the claim is made before the joiner's member list is sent, which
                 // marks them. On a cluster it comes back from the stream after the join's list:
                 // the room (the joiner and whoever joined since) is told, as for an `op`.
-                match first && self.link.is_some() {
+                match first && self.sequencer.applies_later() {
                     true => (Some(RoomAction::Op), Some(by.to_string()), None, None),
                     false => (None, None, None, None),
                 }
@@ -400,20 +401,15 @@ impl State {
         let Ok(user) = self.user(id) else { return };
         let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
         let change = RoomChange::Claim { fingerprint: fingerprint.clone() };
-        if self.link.is_some() {
-            let body = RoomBody::RoomOps { change };
-            if let Err(cause) = hub.publish_room(id, room, (nick, fingerprint), body, None) {
-                tracing::warn!(%room, %cause, "the claim of a new room's operator was not published");
-            }
-            return;
+        let by = Author { session: id, nick, fingerprint, cid: None };
+        if let Err(cause) = hub.sequence(self, room, by, RoomBody::RoomOps { change }) {
+            tracing::warn!(%room, %cause, "the claim of a new room's operator was not made");
         }
-        let applied = self.apply_room_change(hub, room, &nick, None, change);
-        self.queue_room_change(hub, room, applied);
     }
 
     /// Queues what [`State::apply_room_change`] gave on the bus (standalone), then removes
     /// the kicked or banned key from the room.
-    fn queue_room_change(&mut self, hub: &Hub, room: &RoomName, applied: Applied) {
+    pub(super) fn queue_room_change(&mut self, hub: &Hub, room: &RoomName, applied: Applied) {
         let seq = self.next_seq();
         let deliver =
             (!applied.bytes.is_empty() && self.rooms.contains_key(room)).then(|| room.clone());
@@ -450,12 +446,8 @@ impl Hub {
             return Err(HubError::NotRoomOperator(room.clone()));
         }
         let change = change(&mut st)?;
-        if st.link.is_some() {
-            drop(st);
-            return self.publish_room(id, room, (nick, fp), RoomBody::RoomOps { change }, None);
-        }
-        let applied = st.apply_room_change(self, room, &nick, Some(id), change);
-        st.queue_room_change(self, room, applied);
+        let by = Author { session: id, nick, fingerprint: fp, cid: None };
+        self.sequence(&mut st, room, by, RoomBody::RoomOps { change })?;
         Ok(())
     }
 

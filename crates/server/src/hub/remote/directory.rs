@@ -120,7 +120,7 @@ impl State {
     /// local holder and asks `rid`'s node for its users again ([`Hub::online_holder`]).
     pub(super) fn shadowed(&self, rid: RemoteId, folded: &str) -> bool {
         self.nicks.contains_key(folded)
-            || self.link.as_ref().and_then(|l| l.holder(folded)).is_some_and(|h| h != rid)
+            || self.sequencer.link().and_then(|l| l.holder(folded)).is_some_and(|h| h != rid)
     }
 
     pub(super) fn remote_online(&mut self, hub: &Hub, node: NodeId, user: UserState) {

@@ -96,7 +96,7 @@ impl ClusterLink {
     }
 
     /// Queues a room event, keeping the reserve free.
-    pub(super) fn send_room(&self, ev: RoomEvent) -> Result<(), HubError> {
+    pub(in crate::hub) fn send_room(&self, ev: RoomEvent) -> Result<(), HubError> {
         if !self.is_up() {
             return Err(HubError::Unavailable);
         }

@@ -44,30 +44,7 @@ use crate::store::{Persist, StoredMessage};
 impl Hub {
     /// The cluster link, when this node is part of a cluster.
     pub fn cluster(&self) -> Option<&ClusterLink> {
-        self.shared.cluster.as_ref()
-    }
-
-    /// Queues a room event for the cluster's ordered stream. `sender` is `from`'s key
-    /// fingerprint and `cid` its id for the event, when it gave one.
-    pub(super) fn publish_room(
-        &self,
-        id: SessionId,
-        room: &RoomName,
-        (from, sender): (Nick, String),
-        body: RoomBody,
-        cid: Option<chatao_proto::Cid>,
-    ) -> Result<(), HubError> {
-        let link = self.cluster().ok_or(HubError::UnknownSession)?;
-        link.send_room(RoomEvent {
-            room: room.clone(),
-            time: now_millis(),
-            from,
-            node: link.node,
-            session: id,
-            fingerprint: sender,
-            cid,
-            body,
-        })
+        self.shared.sequencer.link()
     }
 
     /// The full state of this node's users, for a presence snapshot.
@@ -184,7 +161,8 @@ impl Hub {
                     let applied = st.apply_room_change(self, &room_name, &ev.from, actor, change);
                     // The cluster's remembered set forgets the room too (each node forgets it
                     // in its own store, `remove_key_from_room`); one node writes the bucket.
-                    if let (Some(_), Some((fp, _)), Some(link)) = (actor, &applied.remove, &st.link)
+                    if let (Some(_), Some((fp, _)), Some(link)) =
+                        (actor, &applied.remove, st.sequencer.link())
                     {
                         let (fingerprint, room) = (fp.clone(), room_name.clone());
                         link.send(Outbound::ForgetMembership { fingerprint, room, before: seq });
@@ -338,7 +316,7 @@ impl Hub {
     /// watch's job: it knows the revision of the local claim.)
     pub fn online_holder(&self, folded: &str, holder: Option<RemoteId>) -> bool {
         let mut st = self.lock();
-        let Some(link) = st.link.clone() else { return false };
+        let Some(link) = st.sequencer.link().cloned() else { return false };
         link.set_holder(folded, holder);
         let Some(holder) = holder else { return false };
         if let Some(listed) = st.remote_nicks.get(folded).copied()
