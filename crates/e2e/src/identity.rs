@@ -22,7 +22,7 @@
 //! copies a genuine credential next to its own MLS key fails the check (the statement names the
 //! key), and one without the X25519 secret cannot sign a new statement.
 //!
-//! XEdDSA comes from the `xeddsa` crate (1.0.x) for signing and for the Montgomery-to-Edwards
+//! XEdDSA comes from the `xeddsa` crate (1.1.x) for signing and for the Montgomery-to-Edwards
 //! conversion; verification is done here with `ed25519_dalek::VerifyingKey::verify_strict`
 //! (the crate's own verify accepts small-order keys) after refusing non-canonical X25519 keys,
 //! as the XEdDSA specification requires. The 64-byte nonce input `Z` is derived from the secret
@@ -176,26 +176,25 @@ fn is_canonical_u(u: &[u8; 32]) -> bool {
 /// after it, never asked for). See the module docs for why a derived nonce input is sound.
 struct FixedNonce([u8; 64]);
 
-impl rand_core06::RngCore for FixedNonce {
-    fn next_u32(&mut self) -> u32 {
-        rand_core06::impls::next_u32_via_fill(self)
+impl rand_core::TryRng for FixedNonce {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        rand_core::utils::next_word_via_fill(self)
     }
-    fn next_u64(&mut self) -> u64 {
-        rand_core06::impls::next_u64_via_fill(self)
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        rand_core::utils::next_word_via_fill(self)
     }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
         for (i, b) in dest.iter_mut().enumerate() {
             *b = self.0.get(i).copied().unwrap_or(0);
         }
         self.0.fill(0);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core06::Error> {
-        self.fill_bytes(dest);
         Ok(())
     }
 }
 
-impl rand_core06::CryptoRng for FixedNonce {}
+impl rand_core::TryCryptoRng for FixedNonce {}
 
 /// The fingerprint a credential identity claims (verified or not): its first
 /// [`FINGERPRINT_LEN`] bytes when they are a canonical fingerprint and the identity has the
@@ -409,6 +408,21 @@ mod tests {
         assert!(verify_credential(&cred[..CREDENTIAL_LEN - 1], signer.public()).is_err());
         assert!(verify_credential(&cred, &signer.public()[..31]).is_err());
     }
+
+    /// The credential bytes and the MLS key of a fixed identity, as the releases before the
+    /// RustCrypto upgrade (issue 18: sha2 0.11, hkdf 0.13, xeddsa 1.1) made them: a member's
+    /// credential and signature key must not change when a dependency does.
+    #[test]
+    fn credential_and_mls_key_bytes_are_pinned() {
+        let secret = [5u8; 32];
+        let signer = derive_signer(&secret).unwrap();
+        let cred = make_credential(&secret, signer.public()).unwrap();
+        assert_eq!(STANDARD_NO_PAD.encode(signer.public()), PINNED_MLS_KEY);
+        assert_eq!(key_fingerprint(&cred), PINNED_CREDENTIAL_SHA256);
+    }
+
+    const PINNED_MLS_KEY: &str = "eTGhfarBYvz5Gx3M5tDHQg04TXMscb8F9g8czUiQgYE";
+    const PINNED_CREDENTIAL_SHA256: &str = "SHA256:bv7IGQII575O1jCun5fqXMT5SBEED2vH0HkztqmDw6Y";
 
     #[test]
     fn only_canonical_fingerprints_are_identities() {
