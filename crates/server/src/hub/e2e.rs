@@ -242,10 +242,10 @@ impl State {
     /// The fingerprint of the user called `nick`: online, or the key that registered it.
     fn fingerprint_of(&self, nick: &str) -> Option<(Nick, String)> {
         let n = Nick::parse(nick).ok()?;
-        if let Some(u) = self.nicks.get(&n.folded()).and_then(|id| self.users.get(id)) {
+        if let Some(u) = self.nicknames.holder(&n.folded()).and_then(|id| self.users.get(&id)) {
             return Some((u.nick.clone(), u.fingerprint.clone()));
         }
-        self.owners.get(&n.folded()).map(|fp| (n, fp.clone()))
+        self.nicknames.owner(&n.folded()).map(|fp| (n, fp.to_owned()))
     }
 }
 

@@ -24,6 +24,7 @@ mod guard;
 mod membership;
 mod moderation;
 mod names;
+mod nicknames;
 pub mod remote;
 mod room_ops;
 mod rooms;
@@ -168,11 +169,8 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Nickname skeleton ([`Nick::folded`]) to session, for uniqueness.
-    nicks: HashMap<String, SessionId>,
-    /// Nickname skeleton to the fingerprint of the key that registered it (on a standalone
-    /// server kept in step with `names`; on a cluster node learned from the cluster).
-    owners: HashMap<String, String>,
+    /// Who holds each nickname here and which key owns it ([`nicknames`]).
+    nicknames: nicknames::Nicknames,
     /// A standalone server's registrations in full, and every key's last nickname change.
     names: names::Names,
     users: HashMap<SessionId, User>,
@@ -503,7 +501,7 @@ impl Hub {
         let writer = store.writer(config.retention)?;
         let (bus, receiver) = bus::channel();
         let state = State {
-            owners: names.owners().collect(),
+            nicknames: nicknames::Nicknames::with_owners(names.owners()),
             names,
             sequencer: sequencer.clone(),
             e2e: e2e::E2eState::load(&store)?,
@@ -595,7 +593,7 @@ impl Hub {
             // At hello nothing is left behind: only a reserved name may make room.
             released = st.claim(&nick, &fingerprint, None, now, self.bus())?;
         }
-        if let Some(&old) = st.nicks.get(&nick.folded()) {
+        if let Some(old) = st.nicknames.holder(&nick.folded()) {
             if st.user(old)?.fingerprint != fingerprint {
                 return Err(HubError::NickInUse(nick));
             }
@@ -616,7 +614,7 @@ impl Hub {
         if let Some(old) = st.remote_nicks.get(&nick.folded()).copied() {
             st.forget_remote(old);
         }
-        st.nicks.insert(nick.folded(), id);
+        st.nicknames.hold(nick.folded(), id);
         let since = now_millis();
         st.announce(Presence::Online {
             user: remote::UserState {
@@ -900,15 +898,7 @@ impl Hub {
             return Ok(());
         }
         st.check_change_rate(&fingerprint, now)?;
-        // Ownership first, as at `hello`: a nickname of another key is `nick_registered`
-        // whether or not its owner is online (waiting will not help); `nick_in_use` is left
-        // for a nickname held by another session of this same key.
-        if st.owners.get(&new_folded).is_some_and(|owner| *owner != fingerprint) {
-            return Err(HubError::NickRegistered(new));
-        }
-        if old_folded != new_folded && st.nicks.contains_key(&new_folded) {
-            return Err(HubError::NickInUse(new));
-        }
+        st.nicknames.may_rename(&old, &new, &fingerprint)?;
         // On a cluster node the nickname was claimed cluster-wide first, so a remote user still
         // listed under it is a stale entry of a node not yet known to be gone.
         if old_folded != new_folded
@@ -924,8 +914,8 @@ impl Hub {
             }
         }
         st.note_change(&fingerprint, now);
-        st.nicks.remove(&old_folded);
-        st.nicks.insert(new_folded, id);
+        st.nicknames.let_go(&old_folded);
+        st.nicknames.hold(new_folded, id);
         if let Some(u) = st.users.get_mut(&id) {
             u.nick = new.clone();
         }
@@ -966,8 +956,8 @@ impl Hub {
         }
         let user = Nick::parse(nick)
             .ok()
-            .and_then(|n| st.nicks.get(&n.folded()))
-            .and_then(|id| st.users.get(id))
+            .and_then(|n| st.nicknames.holder(&n.folded()))
+            .and_then(|id| st.users.get(&id))
             .ok_or_else(|| HubError::NoSuchNick(nick.to_owned()))?;
         Ok(ServerMsg::Whois {
             nick: user.nick.clone(),
@@ -1021,7 +1011,7 @@ impl State {
         bus: &BusHandle,
     ) {
         let Some(user) = self.users.remove(&id) else { return };
-        self.nicks.remove(&user.nick.folded());
+        self.nicknames.let_go(&user.nick.folded());
         for room_name in &user.rooms {
             self.part_locked_as(
                 id,

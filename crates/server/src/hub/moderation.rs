@@ -62,13 +62,16 @@ impl State {
         }
         // Keyed by the nickname's skeleton ([`Nick::folded`]), not its lower case.
         let folded = Nick::parse(target).map(|n| n.folded()).unwrap_or_else(|_| target.into());
-        if let Some(user) = self.nicks.get(&folded).and_then(|id| self.users.get(id)) {
+        if let Some(user) = self.nicknames.holder(&folded).and_then(|id| self.users.get(&id)) {
             return Ok(user.fingerprint.clone());
         }
         if let Some(user) = self.remote_nicks.get(&folded).and_then(|r| self.remote.get(r)) {
             return Ok(user.fingerprint.clone());
         }
-        self.owners.get(&folded).cloned().ok_or_else(|| HubError::NoSuchNick(target.to_owned()))
+        self.nicknames
+            .owner(&folded)
+            .map(str::to_owned)
+            .ok_or_else(|| HubError::NoSuchNick(target.to_owned()))
     }
 
     /// The session holding `nick` online.

@@ -133,12 +133,7 @@ impl Hub {
             return Ok((after, after, Vec::new()));
         }
         st.check_change_rate(&fingerprint, now)?;
-        if st.owners.get(&new.folded()).is_some_and(|owner| *owner != fingerprint) {
-            return Err(HubError::NickRegistered(new.clone()));
-        }
-        if st.nicks.contains_key(&new.folded()) {
-            return Err(HubError::NickInUse(new.clone()));
-        }
+        st.nicknames.may_rename(&old, new, &fingerprint)?;
         let released = st.claim(new, &fingerprint, Some(&old), now, self.bus())?;
         Ok((after, st.seq, released))
     }
@@ -154,7 +149,7 @@ impl Hub {
     /// The key that owns `nick` or a look-alike of it, as far as this node knows (on a cluster
     /// node: what it learned from the cluster's bucket, legacy keys included).
     pub fn owner_of(&self, nick: &Nick) -> Option<String> {
-        self.lock().owners.get(&nick.folded()).cloned()
+        self.lock().nicknames.owner(&nick.folded()).map(str::to_owned)
     }
 }
 
@@ -233,7 +228,7 @@ impl State {
             }
         }
         self.names.by_key.entry(fingerprint.to_owned()).or_default().push(skel.clone());
-        self.owners.insert(skel.clone(), fingerprint.to_owned());
+        self.nicknames.set_owner(skel.clone(), fingerprint.to_owned());
         let reg = Registration {
             nick: nick.clone(),
             fingerprint: fingerprint.to_owned(),
@@ -273,9 +268,7 @@ impl State {
                 }
             }
         }
-        if self.owners.get(&skel).is_some_and(|fp| fp == fingerprint) {
-            self.owners.remove(&skel);
-        }
+        self.nicknames.forget_owner(&skel, Some(fingerprint));
     }
 
     /// The refusal of a key at its limit, naming the limit and its names.
@@ -310,7 +303,7 @@ impl State {
     /// Forgets the registration under skeleton `skel`, in memory and in the store.
     fn drop_name(&mut self, skel: &str, bus: &BusHandle) -> Option<Registration> {
         let reg = self.names.regs.remove(skel)?;
-        self.owners.remove(skel);
+        self.nicknames.forget_owner(skel, None);
         if let Some(names) = self.names.by_key.get_mut(&reg.fingerprint) {
             names.retain(|k| k != skel);
             if names.is_empty() {

@@ -119,7 +119,7 @@ impl State {
     /// holder on this node; if the bucket comes to name `rid`, the bucket watch ends a stale
     /// local holder and asks `rid`'s node for its users again ([`Hub::online_holder`]).
     pub(super) fn shadowed(&self, rid: RemoteId, folded: &str) -> bool {
-        self.nicks.contains_key(folded)
+        self.nicknames.holder(folded).is_some()
             || self.sequencer.link().and_then(|l| l.holder(folded)).is_some_and(|h| h != rid)
     }
 
@@ -196,8 +196,8 @@ impl State {
     /// The session or remote session holding `nick`.
     pub(in crate::hub) fn find_nick(&self, nick: &str) -> Option<Holder> {
         let folded = Nick::parse(nick).ok()?.folded();
-        if let Some(id) = self.nicks.get(&folded) {
-            return Some(Holder::Local(*id));
+        if let Some(id) = self.nicknames.holder(&folded) {
+            return Some(Holder::Local(id));
         }
         self.remote_nicks.get(&folded).map(|r| Holder::Remote(*r))
     }

@@ -440,7 +440,7 @@ impl Hub {
         // A key written before nicknames were compared by skeleton holds the lower-cased
         // nickname: keyed here by its skeleton like every other.
         let folded = Nick::parse(&folded).map(|n| n.folded()).unwrap_or(folded);
-        self.lock().owners.insert(folded, fingerprint);
+        self.lock().nicknames.set_owner(folded, fingerprint);
     }
 
     /// The fingerprint of the user called `nick`, wherever they are online.

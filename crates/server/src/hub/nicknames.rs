@@ -1,0 +1,119 @@
+//! Who holds each nickname on this node, and which key owns it: two plain maps keyed by the
+//! nickname's skeleton ([`Nick::folded`]), with the rules that read them. Pure: no lock, no
+//! store, no I/O; the hub keeps one in its state and persists what changes through the bus.
+
+use std::collections::HashMap;
+
+use chatao_proto::Nick;
+
+use super::{HubError, SessionId};
+
+#[derive(Debug, Default)]
+pub(super) struct Nicknames {
+    /// Skeleton to the local session holding the nickname, for uniqueness.
+    online: HashMap<String, SessionId>,
+    /// Skeleton to the fingerprint of the key that registered it (on a standalone server kept
+    /// in step with `names::Names`; on a cluster node learned from the cluster).
+    owners: HashMap<String, String>,
+}
+
+impl Nicknames {
+    /// A table with these owners, and no one online.
+    pub fn with_owners(owners: impl IntoIterator<Item = (String, String)>) -> Nicknames {
+        Nicknames { online: HashMap::new(), owners: owners.into_iter().collect() }
+    }
+
+    /// The local session holding the nickname whose skeleton is `folded`.
+    pub fn holder(&self, folded: &str) -> Option<SessionId> {
+        self.online.get(folded).copied()
+    }
+
+    /// `id` now holds the nickname whose skeleton is `folded`.
+    pub fn hold(&mut self, folded: String, id: SessionId) {
+        self.online.insert(folded, id);
+    }
+
+    /// Nobody here holds the nickname whose skeleton is `folded` any more.
+    pub fn let_go(&mut self, folded: &str) {
+        self.online.remove(folded);
+    }
+
+    /// The fingerprint of the key that owns the nickname whose skeleton is `folded`.
+    pub fn owner(&self, folded: &str) -> Option<&str> {
+        self.owners.get(folded).map(String::as_str)
+    }
+
+    /// The key `fingerprint` owns the nickname whose skeleton is `folded`.
+    pub fn set_owner(&mut self, folded: String, fingerprint: String) {
+        self.owners.insert(folded, fingerprint);
+    }
+
+    /// The nickname whose skeleton is `folded` has no owner any more (when `only` is given,
+    /// only if that key owned it).
+    pub fn forget_owner(&mut self, folded: &str, only: Option<&str>) {
+        if only.is_none_or(|fp| self.owner(folded) == Some(fp)) {
+            self.owners.remove(folded);
+        }
+    }
+
+    /// Whether the key `fingerprint`, now called `old`, may be renamed `new`: ownership first,
+    /// as at `hello` (a nickname of another key is `nick_registered` whether or not its owner
+    /// is online: waiting will not help), then `nick_in_use` for one held by another session
+    /// of this same key.
+    pub fn may_rename(&self, old: &Nick, new: &Nick, fingerprint: &str) -> Result<(), HubError> {
+        let folded = new.folded();
+        if self.owner(&folded).is_some_and(|owner| owner != fingerprint) {
+            return Err(HubError::NickRegistered(new.clone()));
+        }
+        if old.folded() != folded && self.online.contains_key(&folded) {
+            return Err(HubError::NickInUse(new.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nick(s: &str) -> Nick {
+        Nick::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_rename_is_refused_onto_another_keys_name_first_then_onto_a_held_one() {
+        let mut t = Nicknames::with_owners([(nick("bob").folded(), "B".to_owned())]);
+        t.hold(nick("bob").folded(), 2);
+        t.hold(nick("carol").folded(), 3);
+        let (alice, bob, carol) = (nick("alice"), nick("bob"), nick("carol"));
+        assert_eq!(t.may_rename(&alice, &bob, "A"), Err(HubError::NickRegistered(bob.clone())));
+        assert_eq!(t.may_rename(&alice, &carol, "A"), Err(HubError::NickInUse(carol.clone())));
+        assert_eq!(t.may_rename(&alice, &nick("dave"), "A"), Ok(()));
+        // The owner's other session renaming onto it, and a change of case of one's own name.
+        assert_eq!(t.may_rename(&alice, &bob, "B"), Err(HubError::NickInUse(bob.clone())));
+        assert_eq!(t.may_rename(&carol, &nick("Carol"), "C"), Ok(()));
+    }
+
+    #[test]
+    fn look_alikes_are_one_nickname() {
+        let mut t = Nicknames::default();
+        t.hold(nick("paul").folded(), 1);
+        t.set_owner(nick("paul").folded(), "P".into());
+        assert_eq!(t.holder(&nick("PAUL").folded()), Some(1));
+        assert_eq!(t.owner(&nick("Paul").folded()), Some("P"));
+        t.let_go(&nick("Paul").folded());
+        assert_eq!(t.holder(&nick("paul").folded()), None);
+    }
+
+    #[test]
+    fn an_owner_is_forgotten_only_by_its_own_key_when_one_is_named() {
+        let mut t = Nicknames::with_owners([("x".to_owned(), "K".to_owned())]);
+        t.forget_owner("x", Some("other"));
+        assert_eq!(t.owner("x"), Some("K"));
+        t.forget_owner("x", Some("K"));
+        assert_eq!(t.owner("x"), None);
+        t.set_owner("x".into(), "K".into());
+        t.forget_owner("x", None);
+        assert_eq!(t.owner("x"), None);
+    }
+}
