@@ -50,7 +50,6 @@ fn options(addr: SocketAddr, server_key: Option<String>, spec: &ClientSpec) -> C
         nick: spec.nick.clone(),
         keys: Arc::new(bench_key(spec.tag, spec.index)),
         trust: Trust { host_port: addr.to_string(), known_servers: None, expected: server_key },
-        e2e_dir: None,
     }
 }
 

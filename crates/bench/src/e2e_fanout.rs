@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chatao_client::net::{self, ConnectOptions, NetEvent, NetHandle};
+use chatao_client::connect::{self, Handle};
+use chatao_client::net::{ConnectOptions, NetEvent};
 use chatao_client::trust::Trust;
 use chatao_proto::{ClientMsg, DEFAULT_ROOM, ServerMsg};
 use tokio::sync::mpsc;
@@ -47,7 +48,7 @@ const TAG: u8 = 4;
 const STEP: Duration = Duration::from_secs(60);
 
 struct Member {
-    handle: NetHandle,
+    handle: Handle,
     events: mpsc::Receiver<NetEvent>,
     nick: String,
 }
@@ -87,9 +88,9 @@ async fn connect(
         nick: nick.clone(),
         keys: Arc::new(bench_key(TAG, index)),
         trust: Trust { host_port: ep.addr.to_string(), known_servers: None, expected: server_key },
-        e2e_dir: dir.map(|d| d.join(&nick)),
     };
-    let (welcome, handle, events) = net::connect(&opts).await?;
+    let dir = dir.map(|d| d.join(&nick));
+    let (welcome, handle, events) = connect::connect(&opts, dir.as_deref()).await?;
     // The server puts a key in the default room only when it remembers no room for it, or the
     // default room among them (a key that parted it, in the first run, is not put back).
     let lobby = chatao_proto::RoomName::lobby();

@@ -2,12 +2,16 @@
 //!
 //! Layout:
 //! - [`net`]: the network actor: connect, trust decision, `hello`/`welcome`, then a task that
-//!   relays events and paces outgoing messages; used unchanged by both modes.
+//!   relays events and paces outgoing messages; used unchanged by both modes, and knows
+//!   nothing of end-to-end encryption.
+//! - [`connect`](mod@connect): a connection as both modes use it: the actor with the E2E layer
+//!   composed over it, the handle the UI holds and the typed error.
 //! - [`trust`]: pinning the server's key (`--server-key`, or trust on first use, vouched for by
 //!   the other servers of a list).
 //! - [`servers`]: the server list (`host1:7000,host2:7000`), the command line's forms, and
 //!   the order and pace of reconnection attempts; shared by both modes.
-//! - [`e2e`]: end-to-end encrypted rooms, a layer between [`net`] and the UI; which process
+//! - [`e2e`]: end-to-end encrypted rooms, a layer between [`net`] and the UI (put there by
+//!   [`connect`](mod@connect)); which process
 //!   of a key holds the E2E state ([`e2e::StateClaims`]), and a connection without it
 //!   ([`e2e::off`]).
 //! - [`core`](mod@core): the connection core both modes drive, pure (no I/O, no clock): the
@@ -34,6 +38,7 @@ pub mod catchup;
 pub mod chatlog;
 pub mod command;
 pub mod config;
+pub mod connect;
 pub mod core;
 pub mod e2e;
 pub mod filter;

@@ -38,10 +38,11 @@ use tokio::time::Instant;
 
 use crate::chatlog::ChatLog;
 use crate::command::{self, Input};
+use crate::connect::{ConnectError, Connected, Handle};
 use crate::core::{Ack, Core, Show};
 use crate::filter::{Added, Ignores, Smart, is_mention};
 use crate::format::{self, Format, Undelivered};
-use crate::net::{Closed, ConnectError, Connected, NetEvent, NetHandle, SendError, Welcome};
+use crate::net::{self, Closed, NetEvent, SendError, Welcome};
 use crate::servers::{Profile, is_transient};
 use crate::state::State;
 use crate::trust::Trusted;
@@ -364,7 +365,7 @@ struct Session {
     reconnect_for: Duration,
     out: tokio::io::Stdout,
     /// The actor's handle and events, while connected.
-    handle: Option<NetHandle>,
+    handle: Option<Handle>,
     events: Option<mpsc::Receiver<NetEvent>>,
     /// The reconnection attempt under way, to the server it names.
     reconnect: Option<JoinHandle<Result<(usize, Connected), ConnectError>>>,
@@ -654,7 +655,7 @@ impl Session {
             tokio::time::sleep(wait).await;
             match tokio::time::timeout_at(deadline, profile.connect(server)).await {
                 Ok(result) => result.map(|c| (server, c)),
-                Err(_) => Err(ConnectError::Timeout { addr: profile.name(server) }),
+                Err(_) => Err(net::ConnectError::Timeout { addr: profile.name(server) }.into()),
             }
         }));
         Ok(None)
@@ -674,7 +675,7 @@ impl Session {
         &mut self,
         i: usize,
         welcome: Welcome,
-        handle: NetHandle,
+        handle: Handle,
         events: mpsc::Receiver<NetEvent>,
     ) -> Result<()> {
         note_trust(&self.profile, i, &welcome);
@@ -777,7 +778,7 @@ async fn next_event(events: &mut Option<mpsc::Receiver<NetEvent>>) -> NetEvent {
 
 /// Waits until the actor's outbox has room: true, or false if the actor is gone. Never
 /// resolves while not connected.
-async fn ready(handle: Option<&NetHandle>) -> bool {
+async fn ready(handle: Option<&Handle>) -> bool {
     match handle {
         Some(h) => h.ready().await.is_ok(),
         None => std::future::pending().await,
@@ -793,10 +794,11 @@ async fn join_opt(
     *task = None;
     match result {
         Ok(r) => r,
-        Err(e) => Err(ConnectError::Protocol {
+        Err(e) => Err(net::ConnectError::Protocol {
             addr: String::new(),
             detail: format!("the reconnection task failed: {e}"),
-        }),
+        }
+        .into()),
     }
 }
 

@@ -49,9 +49,6 @@ pub struct ConnectOptions {
     pub nick: String,
     pub keys: Arc<Keypair>,
     pub trust: Trust,
-    /// Where end-to-end encrypted rooms keep their MLS state (one directory per server key and
-    /// identity is made under it, see [`crate::e2e::state_dir`]); `None`: no E2E rooms.
-    pub e2e_dir: Option<std::path::PathBuf>,
 }
 
 /// What the server said in `welcome`, plus what we learned of it during the handshake.
@@ -86,7 +83,7 @@ pub enum NetEvent {
     Unsent(Vec<ClientMsg>),
     /// The connection is over; no event follows.
     Closed(Closed),
-    /// Said by this client's E2E layer ([`crate::e2e`]), never by the server: shown apart from
+    /// Said by a layer of this client (its end-to-end encryption), never by the server: shown apart from
     /// server `notice`s in every mode, so that a server cannot pass its words off as the
     /// layer's (a fake "END-TO-END ENCRYPTED" or a fake `WARNING`). `warning` marks what must
     /// not be missed (forged or changed keys, a server caught lying).
@@ -123,9 +120,19 @@ pub enum ConnectError {
     Refused { code: ErrorCode, reason: String },
     #[error("connection to {addr} failed: {}", sanitize_line(detail))]
     Protocol { addr: String, detail: String },
-    /// The E2E state could not be opened (damaged, unreadable); found before `hello`.
-    #[error("{0}")]
-    E2e(String),
+}
+
+/// Why [`connect_with`] failed: the connection, or the caller's step before `hello`.
+#[derive(Debug)]
+pub enum OpenError<E> {
+    Net(ConnectError),
+    BeforeHello(E),
+}
+
+impl<E> From<ConnectError> for OpenError<E> {
+    fn from(e: ConnectError) -> Self {
+        OpenError::Net(e)
+    }
 }
 
 /// What to check after a failed TCP connection, for the kinds that have an answer.
@@ -152,67 +159,22 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 pub struct NetHandle {
     tx: mpsc::Sender<ClientMsg>,
-    /// The E2E layer's requests, when it is attached.
-    requests: Option<mpsc::Sender<crate::e2e::Request>>,
-    /// Without the E2E state ([`crate::e2e::off`]): where the messages that need it go
-    /// instead of the server.
-    refused: Option<mpsc::Sender<ClientMsg>>,
 }
 
 impl NetHandle {
-    /// A handle over the E2E layer's channels ([`crate::e2e::attach`]).
-    pub(crate) fn with_requests(
-        tx: mpsc::Sender<ClientMsg>,
-        requests: mpsc::Sender<crate::e2e::Request>,
-    ) -> NetHandle {
-        NetHandle { tx, requests: Some(requests), refused: None }
-    }
-
-    /// This handle, with what needs the E2E state ([`crate::e2e::off::needs_state`]) and the
-    /// E2E requests sent to `refused` and `requests` instead.
-    pub(crate) fn refusing(
-        self,
-        refused: mpsc::Sender<ClientMsg>,
-        requests: mpsc::Sender<crate::e2e::Request>,
-    ) -> NetHandle {
-        NetHandle { tx: self.tx, requests: Some(requests), refused: Some(refused) }
-    }
-
-    /// Where `msg` goes: the actor, or the refusals of a connection without E2E state.
-    fn route(&self, msg: &ClientMsg) -> &mpsc::Sender<ClientMsg> {
-        match &self.refused {
-            Some(refused) if crate::e2e::off::needs_state(msg) => refused,
-            _ => &self.tx,
-        }
+    /// A handle whose messages go to `tx` (the actor's outbox, or a layer put before it).
+    pub fn new(tx: mpsc::Sender<ClientMsg>) -> NetHandle {
+        NetHandle { tx }
     }
 
     /// Queues `msg` from a thread outside the runtime, waiting while the outbox is full.
-    pub(crate) fn blocking_send(&self, msg: ClientMsg) -> Result<(), SendError> {
-        self.route(&msg).blocking_send(msg).map_err(|_| SendError::Closed)
-    }
-
-    /// Hands `req` to the E2E layer without waiting; [`SendError::Closed`] when there is none.
-    pub fn try_request(&self, req: crate::e2e::Request) -> Result<(), SendError> {
-        match &self.requests {
-            Some(tx) => tx.try_send(req).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SendError::Full,
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-            }),
-            None => Err(SendError::Closed),
-        }
-    }
-
-    /// Hands `req` to the E2E layer, waiting while its queue is full.
-    pub async fn request(&self, req: crate::e2e::Request) -> Result<(), SendError> {
-        match &self.requests {
-            Some(tx) => tx.send(req).await.map_err(|_| SendError::Closed),
-            None => Err(SendError::Closed),
-        }
+    pub fn blocking_send(&self, msg: ClientMsg) -> Result<(), SendError> {
+        self.tx.blocking_send(msg).map_err(|_| SendError::Closed)
     }
 
     /// Queues `msg`, waiting while the outbox is full.
     pub async fn send(&self, msg: ClientMsg) -> Result<(), SendError> {
-        self.route(&msg).send(msg).await.map_err(|_| SendError::Closed)
+        self.tx.send(msg).await.map_err(|_| SendError::Closed)
     }
 
     /// Waits until the outbox has room for one message (for a caller that then uses
@@ -223,7 +185,7 @@ impl NetHandle {
 
     /// Queues `msg` without waiting.
     pub fn try_send(&self, msg: ClientMsg) -> Result<(), SendError> {
-        self.route(&msg).try_send(msg).map_err(|e| match e {
+        self.tx.try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::Full,
             mpsc::error::TrySendError::Closed(_) => SendError::Closed,
         })
@@ -240,77 +202,71 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connected, ConnectError> {
 pub type Connected = (Welcome, NetHandle, mpsc::Receiver<NetEvent>);
 
 /// As [`connect`], to one server of a list: `siblings` are the other servers' `HOST:PORT`,
-/// whose pins vouch for this one's key on first contact ([`Trust::verify_among`]). The E2E
-/// state is this connection's only (see [`connect_claiming`]).
+/// whose pins vouch for this one's key on first contact ([`Trust::verify_among`]).
 pub async fn connect_among(
     opts: &ConnectOptions,
     siblings: &[String],
 ) -> Result<Connected, ConnectError> {
-    connect_claiming(opts, siblings, &crate::e2e::StateClaims::default()).await
+    connect_as(opts, chatao_proto::HelloFlags::default(), siblings).await
 }
 
-/// As [`connect_among`], with the E2E state held through `claims` (kept from one connection
-/// to the next). Whether this connection has the E2E state is decided after the handshake
-/// and before `hello`: a state another process holds makes a connection without E2E rooms
-/// ([`crate::e2e::off`]), never a session the server sees begin and end at once.
-pub async fn connect_claiming(
-    opts: &ConnectOptions,
-    siblings: &[String],
-    claims: &crate::e2e::StateClaims,
-) -> Result<Connected, ConnectError> {
-    connect_as(opts, chatao_proto::HelloFlags::default(), siblings, claims).await
-}
-
-/// As [`connect_claiming`], saying `hello` with `flags` (`quiet`: a bot's session).
+/// As [`connect_among`], saying `hello` with `flags` (`quiet`: a bot's session).
 pub async fn connect_as(
     opts: &ConnectOptions,
     flags: chatao_proto::HelloFlags,
     siblings: &[String],
-    claims: &crate::e2e::StateClaims,
 ) -> Result<Connected, ConnectError> {
+    let none = |_: &str| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    match connect_with(opts, flags, siblings, none).await {
+        Ok((welcome, handle, events, ())) => Ok((welcome, handle, events)),
+        Err(OpenError::Net(e)) => Err(e),
+        Err(OpenError::BeforeHello(never)) => match never {},
+    }
+}
+
+/// As [`connect_as`], with a step of the caller's between the handshake and `hello`, given the
+/// server key's fingerprint: what it returns comes back with the connection, and its failure
+/// ends the attempt before the server sees a session (the E2E state is opened there,
+/// `crate::connect`). [`CONNECT_TIMEOUT`] covers it too.
+pub async fn connect_with<T, E, F, Fut>(
+    opts: &ConnectOptions,
+    flags: chatao_proto::HelloFlags,
+    siblings: &[String],
+    before_hello: F,
+) -> Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>, T), OpenError<E>>
+where
+    F: FnOnce(&str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let addr = crate::servers::Server { host: opts.host.clone(), port: opts.port }.to_string();
-    let opening = open(opts, flags, &addr, siblings, claims);
-    let (welcome, conn, setup) = timeout(CONNECT_TIMEOUT, opening)
+    let opening = open(opts, flags, &addr, siblings, before_hello);
+    let (welcome, conn, prepared) = timeout(CONNECT_TIMEOUT, opening)
         .await
         .map_err(|_| ConnectError::Timeout { addr: addr.clone() })??;
     let (tx, rx) = mpsc::channel(OUTBOX);
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(run(conn, welcome.limits, rx, etx));
-    let handle = NetHandle { tx, requests: None, refused: None };
-    let failed = |detail: String| ConnectError::Protocol { addr: addr.clone(), detail };
-    match setup {
-        None => Ok((welcome, handle, erx)),
-        Some(crate::e2e::Setup::Off { holder, say }) => {
-            let (handle, erx) = crate::e2e::off::attach(holder, say, handle, erx);
-            Ok((welcome, handle, erx))
-        }
-        // End-to-end encrypted rooms: the layer sits between the actor and the UI.
-        Some(crate::e2e::Setup::Engine { e2e, dir }) => {
-            let w = welcome.clone();
-            let layer = tokio::task::spawn_blocking(move || crate::e2e::prepare(*e2e, &dir, &w))
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            let (handle, erx) =
-                crate::e2e::attach(layer, handle, erx).map_err(|e| failed(e.to_string()))?;
-            Ok((welcome, handle, erx))
-        }
-    }
+    Ok((welcome, NetHandle::new(tx), erx, prepared))
 }
 
-async fn open(
+async fn open<T, E, F, Fut>(
     opts: &ConnectOptions,
     flags: chatao_proto::HelloFlags,
     addr: &str,
     siblings: &[String],
-    claims: &crate::e2e::StateClaims,
-) -> Result<(Welcome, Connection<TcpStream>, Option<crate::e2e::Setup>), ConnectError> {
+    before_hello: F,
+) -> Result<(Welcome, Connection<TcpStream>, T), OpenError<E>>
+where
+    F: FnOnce(&str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     // Resolved apart from the connection, so that an unknown name is not taken for a server
     // that is down.
     let resolve = |cause| ConnectError::Resolve { host: opts.host.clone(), cause };
     let targets: Vec<std::net::SocketAddr> =
         tokio::net::lookup_host((opts.host.as_str(), opts.port)).await.map_err(resolve)?.collect();
     if targets.is_empty() {
-        return Err(resolve(std::io::Error::other("the name has no address")));
+        return Err(resolve(std::io::Error::other("the name has no address")).into());
     }
     let stream = TcpStream::connect(&targets[..])
         .await
@@ -328,37 +284,25 @@ async fn open(
     })
     .await;
     let trusted = match (shake, verdict) {
-        (Err(_), Some(Err(trust))) => return Err(trust.into()),
-        (Err(cause), _) => return Err(ConnectError::Handshake { addr: addr.to_owned(), cause }),
+        (Err(_), Some(Err(trust))) => return Err(ConnectError::from(trust).into()),
+        (Err(cause), _) => {
+            return Err(ConnectError::Handshake { addr: addr.to_owned(), cause }.into());
+        }
         (Ok(conn), Some(Ok(trusted))) => (conn, trusted),
         (Ok(_), _) => {
             return Err(ConnectError::Protocol {
                 addr: addr.to_owned(),
                 detail: "handshake finished without a key check".into(),
-            });
+            }
+            .into());
         }
     };
     let (mut conn, trusted) = trusted;
     conn.set_max_record(MAX_SERVER_RECORD);
     let server_fingerprint = conn.remote_key().fingerprint();
     let protocol = |detail: String| ConnectError::Protocol { addr: addr.to_owned(), detail };
-    // The E2E state, before `hello`: a failure to open it ends the attempt unseen by the room.
-    let setup = match &opts.e2e_dir {
-        None => None,
-        Some(base) => {
-            let dir =
-                crate::e2e::state_dir(base, &server_fingerprint, &opts.keys.public().fingerprint());
-            let (claims, keys, nick) = (claims.clone(), opts.keys.clone(), opts.nick.clone());
-            let setup = tokio::task::spawn_blocking(move || claims.setup(&dir, &keys, &nick))
-                .await
-                .map_err(|e| protocol(e.to_string()))?
-                .map_err(|e| match e.is_busy() {
-                    true => protocol(e.to_string()),
-                    false => ConnectError::E2e(e.to_string()),
-                })?;
-            Some(setup)
-        }
-    };
+    // The caller's step, before `hello`: a failure ends the attempt unseen by the room.
+    let prepared = before_hello(&server_fingerprint).await.map_err(OpenError::BeforeHello)?;
     conn.write_record(&chatao_proto::encode_hello(&opts.nick, flags))
         .await
         .map_err(|e| protocol(e.to_string()))?;
@@ -381,18 +325,16 @@ async fn open(
                     server_fingerprint,
                     trusted,
                 };
-                return Ok((welcome, conn, setup));
+                return Ok((welcome, conn, prepared));
             }
             ServerMsg::Bye { code, reason } => {
-                return Err(ConnectError::Refused {
-                    code: code.unwrap_or(ErrorCode::Other),
-                    reason,
-                });
+                let code = code.unwrap_or(ErrorCode::Other);
+                return Err(ConnectError::Refused { code, reason }.into());
             }
             ServerMsg::Ping { token } => {
                 let _ = conn.write_record(&encode(&ClientMsg::Pong { token })).await;
             }
-            other => return Err(protocol(format!("expected welcome, got {other:?}"))),
+            other => return Err(protocol(format!("expected welcome, got {other:?}")).into()),
         }
     }
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use chatao_transport::Keypair;
 use chatao_transport::known_servers::host_key;
 
-use crate::net::{self, ConnectError, ConnectOptions, Connected};
+use crate::connect::{self, ConnectError, Connected};
+use crate::net::{self, ConnectOptions};
 use crate::trust::Trust;
 
 /// The port of a server written without one.
@@ -243,8 +244,8 @@ pub struct Profile {
     pub known_servers: Option<PathBuf>,
     /// `--server-key`: the key every server of the list must present.
     pub expected: Option<String>,
-    /// Where end-to-end encrypted rooms keep their MLS state (see
-    /// [`ConnectOptions::e2e_dir`]); `None`: no E2E rooms.
+    /// Where end-to-end encrypted rooms keep their MLS state (one directory per server key and
+    /// identity is made under it, [`crate::e2e::state_dir`]); `None`: no E2E rooms.
     pub e2e_dir: Option<PathBuf>,
     /// The E2E state this profile's connections hold, kept from one to the next (clones of
     /// the profile share it).
@@ -269,7 +270,6 @@ impl Profile {
             port: server.port,
             nick: self.nick.clone(),
             keys: self.keys.clone(),
-            e2e_dir: self.e2e_dir.clone(),
             trust: Trust {
                 host_port: server.pin_key(),
                 known_servers: self.known_servers.clone(),
@@ -288,8 +288,9 @@ impl Profile {
         let me = self.servers.get(i).map(Server::pin_key);
         let siblings: Vec<String> =
             self.servers.iter().map(Server::pin_key).filter(|k| Some(k) != me.as_ref()).collect();
+        let (opts, dir) = (self.options(i), self.e2e_dir.as_deref());
         let mut connected =
-            net::connect_as(&self.options(i), self.hello, &siblings, &self.e2e_claims).await?;
+            connect::connect_as(&opts, self.hello, &siblings, dir, &self.e2e_claims).await?;
         if self.hello.fixed_rooms {
             connected.0.rooms = self.rooms.clone();
         }
@@ -327,9 +328,17 @@ impl Profile {
 /// restarting server, and a nickname still held by our own lost session (it times out) are not.
 pub fn is_transient(e: &ConnectError) -> bool {
     use chatao_proto::ErrorCode;
+    use net::ConnectError as Net;
+    let e = match e {
+        ConnectError::Net(e) => e,
+        // Still held by this process's previous connection, which is winding down.
+        ConnectError::E2e(e) => return e.is_busy(),
+        // A damaged E2E state stays damaged; a layer that could not start, likewise.
+        ConnectError::Layer(_) => return false,
+    };
     match e {
-        ConnectError::Trust(_) => false,
-        ConnectError::Refused { code, .. } => matches!(
+        Net::Trust(_) => false,
+        Net::Refused { code, .. } => matches!(
             code,
             ErrorCode::NickInUse
                 | ErrorCode::ServerFull
@@ -337,13 +346,11 @@ pub fn is_transient(e: &ConnectError) -> bool {
                 | ErrorCode::Shutdown
                 | ErrorCode::Unavailable
         ),
-        ConnectError::Resolve { .. }
-        | ConnectError::Tcp { .. }
-        | ConnectError::Timeout { .. }
-        | ConnectError::Handshake { .. }
-        | ConnectError::Protocol { .. } => true,
-        // A damaged E2E state stays damaged.
-        ConnectError::E2e(_) => false,
+        Net::Resolve { .. }
+        | Net::Tcp { .. }
+        | Net::Timeout { .. }
+        | Net::Handshake { .. }
+        | Net::Protocol { .. } => true,
     }
 }
 
@@ -465,15 +472,17 @@ mod tests {
     #[test]
     fn only_temporary_failures_are_retried() {
         use chatao_proto::ErrorCode;
-        let refused = |code| ConnectError::Refused { code, reason: String::new() };
+        let refused =
+            |code| ConnectError::from(net::ConnectError::Refused { code, reason: String::new() });
         assert!(is_transient(&refused(ErrorCode::NickInUse)));
         assert!(is_transient(&refused(ErrorCode::ServerFull)));
         assert!(is_transient(&refused(ErrorCode::Shutdown)));
         assert!(!is_transient(&refused(ErrorCode::InvalidNick)));
         assert!(!is_transient(&refused(ErrorCode::Other)));
-        assert!(is_transient(&ConnectError::Timeout { addr: "h:1".into() }));
+        let timeout = net::ConnectError::Timeout { addr: "h:1".into() };
+        assert!(is_transient(&timeout.into()));
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(is_transient(&ConnectError::Tcp { addr: "h:1".into(), cause: io }));
+        assert!(is_transient(&net::ConnectError::Tcp { addr: "h:1".into(), cause: io }.into()));
     }
 
     #[test]

@@ -34,7 +34,8 @@ use tracing::{info, warn};
 
 use crate::app::notify::Notification;
 use crate::app::{App, Config, Conn, Effect, Event, Zone};
-use crate::net::{Closed, ConnectError, NetEvent, NetHandle, SendError, Welcome};
+use crate::connect::{ConnectError, Handle};
+use crate::net::{Closed, NetEvent, SendError, Welcome};
 use crate::servers::{Profile, is_transient};
 use crate::ui;
 
@@ -168,12 +169,12 @@ fn tick() -> Event {
     Event::Tick { now, wall_ms }
 }
 
-type Connected = Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>), ConnectError>;
+type Connected = Result<(Welcome, Handle, mpsc::Receiver<NetEvent>), ConnectError>;
 
 /// The loop's resources: the connection (when there is one) and the pending reconnection.
 struct Shell {
     profile: Profile,
-    net: Option<(NetHandle, mpsc::Receiver<NetEvent>)>,
+    net: Option<(Handle, mpsc::Receiver<NetEvent>)>,
     reconnect: Option<JoinHandle<()>>,
     /// The notification command running, if any: at most one at a time (overflow policy: a
     /// notification while one runs gets only the terminal's, and is logged).
@@ -185,7 +186,7 @@ struct Shell {
 
 /// The next network event, or never while disconnected. An actor that vanished without
 /// saying why counts as a lost connection.
-async fn next_net(net: &mut Option<(NetHandle, mpsc::Receiver<NetEvent>)>) -> NetEvent {
+async fn next_net(net: &mut Option<(Handle, mpsc::Receiver<NetEvent>)>) -> NetEvent {
     match net {
         Some((_, rx)) => rx
             .recv()

@@ -60,7 +60,6 @@ fn options(addr: std::net::SocketAddr, server_key: Option<String>, i: u32) -> Co
         nick: if i == 0 { "alice".into() } else { "bob".into() },
         keys: Arc::new(crate::chatao::bench_key(TAG, i)),
         trust: Trust { host_port: addr.to_string(), known_servers: None, expected: server_key },
-        e2e_dir: None,
     }
 }
 

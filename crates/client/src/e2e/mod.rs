@@ -29,6 +29,7 @@ use chatao_transport::keys::Keypair;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::connect::Handle;
 use crate::net::{self, NetEvent, NetHandle, Welcome};
 pub use layer::Layer as E2eLayer;
 use layer::{Layer, Out};
@@ -172,7 +173,7 @@ pub fn attach(
     mut layer: Layer,
     handle: NetHandle,
     mut events: mpsc::Receiver<NetEvent>,
-) -> std::io::Result<(NetHandle, mpsc::Receiver<NetEvent>)> {
+) -> std::io::Result<(Handle, mpsc::Receiver<NetEvent>)> {
     let (ui_tx, ui_rx) = mpsc::channel(net::EVENT_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(net::OUTBOX);
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
@@ -247,7 +248,7 @@ pub fn attach(
             }
         }
     })?;
-    Ok((NetHandle::with_requests(out_tx, req_tx), ui_rx))
+    Ok((Handle::with_layer(NetHandle::new(out_tx), req_tx), ui_rx))
 }
 
 #[cfg(test)]

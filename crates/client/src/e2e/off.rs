@@ -7,7 +7,7 @@
 //! first, why E2E rooms are off (when the claim says so), adds a line when an E2E room is
 //! joined (its messages cannot be read here), and answers the refused messages and the E2E
 //! requests. Messages for the server do not pass through it: the UI's handle sends them to the
-//! actor directly ([`NetHandle::refusing`]), so a lost connection still reports them unsent.
+//! actor directly ([`Handle::refusing`]), so a lost connection still reports them unsent.
 //!
 //! `/invite NICK` reaches it as an E2E invitation would (a key package fetch for the room):
 //! in a room not seen to be E2E it is the plain room's invite list, so the task sends the
@@ -20,6 +20,7 @@ use chatao_proto::{ClientMsg, RoomName, ServerMsg};
 use tokio::sync::mpsc;
 
 use super::Request;
+use crate::connect::Handle;
 use crate::net::{self, NetEvent, NetHandle};
 
 /// Refused messages and requests waiting for the task. Overflow policy: the UI's send waits
@@ -50,13 +51,13 @@ pub fn attach(
     say: Option<String>,
     handle: NetHandle,
     mut events: mpsc::Receiver<NetEvent>,
-) -> (NetHandle, mpsc::Receiver<NetEvent>) {
+) -> (Handle, mpsc::Receiver<NetEvent>) {
     let (ui_tx, ui_rx) = mpsc::channel(net::EVENT_QUEUE);
     let (refused_tx, mut refused_rx) = mpsc::channel::<ClientMsg>(REFUSED_QUEUE);
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(REFUSED_QUEUE);
     // Plain invitations go on to the server through the handle's own outbox.
     let server = handle.clone();
-    let handle = handle.refusing(refused_tx, req_tx);
+    let handle = Handle::refusing(handle, refused_tx, req_tx);
     let off = format!("end-to-end encrypted rooms are off here ({holder} has their state)");
     tokio::spawn(async move {
         let note = |text: String| NetEvent::E2e { text, warning: false };

@@ -71,7 +71,6 @@ pub(crate) fn options(port: u16) -> ConnectOptions {
             known_servers: None,
             expected: None,
         },
-        e2e_dir: None,
     }
 }
 
