@@ -587,12 +587,8 @@ impl Hub {
             let seq = st.next_seq();
             topic_cleared(self, seq, room);
         }
-        if let Some(r) = st.rooms.get(room)
-            && r.is_empty()
-        {
-            let last_id = r.last_id();
-            st.rooms.remove(room);
-            st.retired.insert(room.clone(), last_id);
+        if st.rooms.get(room).is_some_and(|r| r.is_empty()) {
+            st.rooms.forget_e2e(room);
         }
         true
     }

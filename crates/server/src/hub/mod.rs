@@ -38,7 +38,7 @@ pub use rooms::MembersPage;
 pub use sequencer::Sequencer;
 use sequencer::{Author, Sequenced};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -174,10 +174,9 @@ struct State {
     /// A standalone server's registrations in full, and every key's last nickname change.
     names: names::Names,
     users: HashMap<SessionId, User>,
-    /// The rooms in use, in name order (for `list` pages); see [`rooms`] for what is here.
-    rooms: BTreeMap<RoomName, Room>,
-    /// Rooms just forgotten, until the store surely has their last id and topic ([`rooms`]).
-    retired: rooms::Retired,
+    /// The rooms in use, in name order (for `list` pages), and those just forgotten, until the
+    /// store surely has their last id and topic ([`rooms`]).
+    rooms: rooms::Rooms,
     /// A clone of the hub's bus, to know how far it has flushed (set once it exists).
     bus: Option<BusHandle>,
     /// Sequence number of the last queued bus event.

@@ -15,7 +15,7 @@
 //! holds at most one entry per event queued and not yet flushed (the bus queue is bounded by
 //! [`crate::bus::BUS_CAPACITY`]), plus entries not looked at since (pruned whenever it doubles).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use chatao_proto::{Member, Nick, RoomInfo, RoomName};
@@ -41,7 +41,7 @@ struct Retiree {
 
 /// Rooms forgotten recently, whose last id and topic the store may not have yet.
 #[derive(Debug, Default)]
-pub(super) struct Retired {
+struct Retired {
     rooms: HashMap<RoomName, Retiree>,
     /// Prune when this many are held (doubles with what is left, at least [`PRUNE_AT`]).
     prune_at: usize,
@@ -52,7 +52,7 @@ pub(super) const PRUNE_AT: usize = 64;
 
 impl Retired {
     /// A forgotten E2E room: ids continue from `last_id`; its name is free (`create` works).
-    pub(super) fn insert(&mut self, room: RoomName, last_id: u64) {
+    fn insert(&mut self, room: RoomName, last_id: u64) {
         let r = Retiree { last_id, topic: None, bots_hidden: false, remembered: false, seq: None };
         self.rooms.insert(room, r);
     }
@@ -78,22 +78,59 @@ impl Retired {
         self.prune_at = 2 * self.rooms.len();
     }
 
-    pub(super) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.rooms.len()
     }
 }
 
-impl State {
+/// The rooms in memory, in name order (for `list` pages), and those forgotten recently
+/// ([`Retired`]): plain maps, with no store and no lock (what the store says comes in as an
+/// argument), so the rules of what is in memory are unit-tested here.
+#[derive(Debug, Default)]
+pub(super) struct Rooms {
+    live: BTreeMap<RoomName, Room>,
+    retired: Retired,
+}
+
+impl Rooms {
+    pub(super) fn get(&self, name: &RoomName) -> Option<&Room> {
+        self.live.get(name)
+    }
+
+    pub(super) fn get_mut(&mut self, name: &RoomName) -> Option<&mut Room> {
+        self.live.get_mut(name)
+    }
+
+    pub(super) fn contains_key(&self, name: &RoomName) -> bool {
+        self.live.contains_key(name)
+    }
+
+    /// Rooms in memory.
+    pub(super) fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Rooms remembered only until the store has their last state.
+    pub(super) fn retired_len(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// The rooms in memory whose names sort after `after`, in name order.
+    fn after(&self, after: Option<&RoomName>) -> impl Iterator<Item = (&RoomName, &Room)> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.live.range((from, Bound::Unbounded))
+    }
+
     /// The room `name`, put in memory if it is not: from [`Retired`] if it was forgotten
-    /// recently, else from the store (a room never used starts at id 0 without a topic, its
-    /// bots shown).
-    pub(super) fn load_room(
+    /// recently, else from what `stored` reads (a room never used starts at id 0 without a
+    /// topic, its bots shown).
+    pub(super) fn load(
         &mut self,
-        store: &Store,
         name: &RoomName,
         cap: usize,
+        stored: impl FnOnce() -> Result<RoomState, HubError>,
     ) -> Result<&mut Room, HubError> {
-        if !self.rooms.contains_key(name) {
+        if !self.live.contains_key(name) {
             let state = match self.retired.rooms.remove(name) {
                 Some(r) => RoomState {
                     last_id: r.last_id,
@@ -101,40 +138,114 @@ impl State {
                     messages: false,
                     bots_hidden: r.bots_hidden,
                 },
-                None => store.room_state(name).map_err(|cause| {
-                    tracing::error!(room = %name, %cause, "cannot read a room from the store");
-                    HubError::StoreUnavailable
-                })?,
+                None => stored()?,
             };
             let mut room = Room::new(name.clone(), state.last_id, state.topic, cap);
             room.bots_hidden = state.bots_hidden;
-            self.rooms.insert(name.clone(), room);
+            self.live.insert(name.clone(), room);
         }
-        self.rooms.get_mut(name).ok_or(HubError::StoreUnavailable)
+        self.live.get_mut(name).ok_or(HubError::StoreUnavailable)
+    }
+
+    /// [`Rooms::load`], or, when `stored` fails, the room new at id 0 without a topic (a
+    /// cluster node's: its ids come from the stream).
+    pub(super) fn load_or_empty(
+        &mut self,
+        name: &RoomName,
+        cap: usize,
+        stored: impl FnOnce() -> Result<RoomState, HubError>,
+    ) -> &mut Room {
+        if self.load(name, cap, stored).is_err() {
+            self.live.insert(name.clone(), Room::new(name.clone(), 0, None, cap));
+        }
+        self.live.entry(name.clone()).or_insert_with(|| Room::new(name.clone(), 0, None, cap))
+    }
+
+    /// Takes `name` out of memory if nobody is in it; its last id and topic wait in
+    /// [`Retired`] until the store has them. `seq` is the hub's sequence number now, `flushed`
+    /// the last one the bus has persisted.
+    pub(super) fn forget_if_empty(&mut self, name: &RoomName, seq: u64, flushed: u64) {
+        if !self.live.get(name).is_some_and(Room::is_empty) {
+            return;
+        }
+        if let Some(room) = self.live.remove(name) {
+            self.retired.retire(&room, seq);
+            self.retired.prune(seq, flushed);
+        }
+    }
+
+    /// Takes an emptied E2E room out of memory: its ids continue from its last one, and its
+    /// name is free for `create`.
+    pub(super) fn forget_e2e(&mut self, name: &RoomName) {
+        if let Some(room) = self.live.remove(name) {
+            self.retired.insert(name.clone(), room.last_id());
+        }
+    }
+
+    /// The topic of `name` when memory knows it (`None`: ask the store).
+    pub(super) fn known_topic(&self, name: &RoomName) -> Option<Option<String>> {
+        match (self.live.get(name), self.retired.rooms.get(name)) {
+            (Some(r), _) => Some(r.topic.clone()),
+            (None, Some(r)) => Some(r.topic.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether `create` must refuse `name`, when memory knows (`None`: ask the store): a room
+    /// in memory, or one forgotten recently that had history or a topic.
+    pub(super) fn known_taken(&self, name: &RoomName) -> Option<bool> {
+        if self.live.contains_key(name) {
+            return Some(true);
+        }
+        self.retired.rooms.get(name).map(|r| r.remembered)
+    }
+}
+
+/// What the store has of room `name`; a failure is logged and is `StoreUnavailable`.
+fn read_room(store: &Store, name: &RoomName) -> Result<RoomState, HubError> {
+    store.room_state(name).map_err(|cause| {
+        tracing::error!(room = %name, %cause, "cannot read a room from the store");
+        HubError::StoreUnavailable
+    })
+}
+
+impl State {
+    /// The room `name`, put in memory if it is not ([`Rooms::load`]), from the store if need be.
+    pub(super) fn load_room(
+        &mut self,
+        store: &Store,
+        name: &RoomName,
+        cap: usize,
+    ) -> Result<&mut Room, HubError> {
+        self.rooms.load(name, cap, || read_room(store, name))
+    }
+
+    /// [`State::load_room`], or the room new and empty when the store cannot say
+    /// ([`Rooms::load_or_empty`]; the failure is logged).
+    pub(super) fn load_room_or_empty(
+        &mut self,
+        store: &Store,
+        name: &RoomName,
+        cap: usize,
+    ) -> &mut Room {
+        self.rooms.load_or_empty(name, cap, || read_room(store, name))
     }
 
     /// Takes `name` out of memory if nobody is in it on any node (an E2E room stays while its
     /// delivery list is not empty: `hub/e2e.rs` forgets it). Its last id and topic wait in
     /// [`Retired`] until the store has them.
     pub(super) fn forget_if_empty(&mut self, name: &RoomName) {
-        if self.e2e.is_e2e(name) || !self.rooms.get(name).is_some_and(Room::is_empty) {
+        if self.e2e.is_e2e(name) {
             return;
         }
-        if let Some(room) = self.rooms.remove(name) {
-            let seq = self.seq;
-            self.retired.retire(&room, seq);
-            let flushed = self.bus.as_ref().map_or(0, |b| b.flushed_seq());
-            self.retired.prune(seq, flushed);
-        }
+        let flushed = self.bus.as_ref().map_or(0, |b| b.flushed_seq());
+        self.rooms.forget_if_empty(name, self.seq, flushed);
     }
 
     /// The topic of `name`, in memory or not (`None` if the store cannot say).
     pub(super) fn topic_of(&self, store: &Store, name: &RoomName) -> Option<String> {
-        if let Some(r) = self.rooms.get(name) {
-            return r.topic.clone();
-        }
-        match self.retired.rooms.get(name) {
-            Some(r) => r.topic.clone(),
+        match self.rooms.known_topic(name) {
+            Some(topic) => topic,
             None => store.room_state(name).ok().and_then(|s| s.topic),
         }
     }
@@ -142,13 +253,10 @@ impl State {
     /// Whether `create` must refuse `name`: a room in memory, or one with history or a topic
     /// (in [`Retired`] or the store). A store that cannot answer counts as taken.
     pub(super) fn room_exists(&self, store: &Store, name: &RoomName) -> bool {
-        if self.rooms.contains_key(name) {
-            return true;
+        match self.rooms.known_taken(name) {
+            Some(taken) => taken,
+            None => store.room_state(name).map_or(true, |s| s.messages || s.topic.is_some()),
         }
-        if let Some(r) = self.retired.rooms.get(name) {
-            return r.remembered;
-        }
-        store.room_state(name).map_or(true, |s| s.messages || s.topic.is_some())
     }
 }
 
@@ -159,10 +267,9 @@ impl Hub {
     /// caller encodes it after.
     pub fn list(&self, after: Option<&RoomName>) -> (Vec<RoomInfo>, Option<RoomName>) {
         let st = self.lock();
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut rooms: Vec<RoomInfo> = st
             .rooms
-            .range((from, Bound::Unbounded))
+            .after(after)
             .filter(|(_, r)| !r.is_empty())
             .take(LIST_PAGE + 1)
             .map(|(name, r)| RoomInfo {
@@ -226,7 +333,7 @@ impl Hub {
     /// store has their last state (for tests and diagnostics).
     pub fn rooms_in_memory(&self) -> (usize, usize) {
         let st = self.lock();
-        (st.rooms.len(), st.retired.len())
+        (st.rooms.len(), st.rooms.retired_len())
     }
 }
 
@@ -238,4 +345,73 @@ pub struct MembersPage {
     pub total: Option<u32>,
     /// The nickname to ask after for the next page.
     pub next: Option<Nick>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::remote::RemoteId;
+
+    fn name(s: &str) -> RoomName {
+        RoomName::parse(s).unwrap()
+    }
+
+    fn stored(last_id: u64, topic: Option<&str>) -> Result<RoomState, HubError> {
+        let topic = topic.map(str::to_owned);
+        Ok(RoomState { last_id, messages: last_id > 0, topic, bots_hidden: false })
+    }
+
+    #[test]
+    fn a_room_is_read_once_then_kept_while_someone_is_in_it() {
+        let mut rooms = Rooms::default();
+        let r = name("#rust");
+        assert_eq!(rooms.load(&r, 8, || stored(41, Some("crabs"))).unwrap().last_id(), 41);
+        rooms.get_mut(&r).unwrap().add_remote(RemoteId { node: 1, session: 1 }, true);
+        let read_again = || -> Result<RoomState, HubError> { panic!("read the store again") };
+        assert_eq!(rooms.load(&r, 8, read_again).unwrap().topic.as_deref(), Some("crabs"));
+        rooms.forget_if_empty(&r, 10, 0);
+        assert!(rooms.contains_key(&r), "a room with a member stays");
+        assert_eq!(rooms.known_taken(&r), Some(true));
+    }
+
+    #[test]
+    fn a_forgotten_room_comes_back_from_memory_until_the_store_surely_has_it() {
+        let mut rooms = Rooms::default();
+        let r = name("#ops");
+        rooms.load(&r, 8, || stored(0, None)).unwrap().next_id();
+        rooms.get_mut(&r).unwrap().topic = Some("deploys".into());
+        rooms.forget_if_empty(&r, 5, 0);
+        assert!(!rooms.contains_key(&r));
+        assert_eq!(rooms.retired_len(), 1);
+        assert_eq!(rooms.known_topic(&r), Some(Some("deploys".into())));
+        assert_eq!(rooms.known_taken(&r), Some(true), "it had a message and a topic");
+        // The store may not have its last id yet: memory answers, ids go on.
+        let fail = || -> Result<RoomState, HubError> { Err(HubError::StoreUnavailable) };
+        assert_eq!(rooms.load(&r, 8, fail).unwrap().last_id(), 1);
+        assert_eq!(rooms.retired_len(), 0);
+        assert_eq!(rooms.known_topic(&name("#never")), None, "ask the store");
+    }
+
+    #[test]
+    fn forgotten_rooms_are_pruned_once_the_store_has_them_and_an_e2e_name_is_free() {
+        let mut rooms = Rooms::default();
+        let n = PRUNE_AT as u64;
+        for i in 0..2 * n {
+            let r = name(&format!("#r{i}"));
+            rooms.load(&r, 8, || stored(0, None)).unwrap();
+            // The bus has persisted the first half by the time the second is forgotten.
+            rooms.forget_if_empty(&r, i + 1, if i < n { 0 } else { n });
+        }
+        assert_eq!(rooms.retired_len(), PRUNE_AT, "what the store has is forgotten");
+        assert_eq!(rooms.known_taken(&name("#r0")), None, "ask the store");
+        assert_eq!(rooms.known_taken(&name(&format!("#r{}", 2 * n - 1))), Some(false));
+        let e2e = name("#sec");
+        rooms.load(&e2e, 8, || stored(7, None)).unwrap();
+        rooms.forget_e2e(&e2e);
+        assert_eq!(rooms.known_taken(&e2e), Some(false), "create may use the name again");
+        assert_eq!(rooms.load(&e2e, 8, || stored(0, None)).unwrap().last_id(), 7);
+        let listed: Vec<&RoomName> = rooms.after(None).map(|(n, _)| n).collect();
+        assert_eq!(listed, vec![&e2e]);
+        assert_eq!(rooms.after(Some(&e2e)).count(), 0);
+    }
 }

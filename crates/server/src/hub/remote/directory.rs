@@ -77,11 +77,7 @@ impl State {
         let (nick, fingerprint, quiet) = (user.nick.clone(), user.fingerprint.clone(), user.quiet);
         let cap = hub.config().history_on_join;
         // A store that cannot say: listed without its topic (ids come from the stream).
-        let _ = self.load_room(hub.store(), room_name, cap);
-        let room = self
-            .rooms
-            .entry(room_name.clone())
-            .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
+        let room = self.load_room_or_empty(hub.store(), room_name, cap);
         // A large room hears of a remote newcomer when they speak, as of a local one; a quiet
         // one is never announced.
         let silent = room.is_large() || quiet;

@@ -38,7 +38,6 @@ use tracing::warn;
 use super::{Hub, HubError, SessionId, State, now_millis};
 use crate::access::Ban;
 use crate::bus::BusEvent;
-use crate::room::Room;
 use crate::store::{Persist, StoredMessage};
 
 impl Hub {
@@ -92,11 +91,7 @@ impl Hub {
                 touched.push(room_name.clone());
             }
             // A store that cannot say: without its topic (ids come from the stream).
-            let _ = st.load_room(self.store(), &room_name, cap);
-            let room = st
-                .rooms
-                .entry(room_name.clone())
-                .or_insert_with(|| Room::new(room_name.clone(), 0, None, cap));
+            let room = st.load_room_or_empty(self.store(), &room_name, cap);
             // This node's sender of a message gets its copy last (`Shared::deliver`).
             let mut sender = None;
             let (bytes, persist) = match ev.body {
