@@ -58,12 +58,7 @@ impl Hub {
         if !self.access().is_op(&user.fingerprint) {
             return Err(HubError::NotOperator);
         }
-        let by = Author {
-            session: id,
-            nick: user.nick.clone(),
-            fingerprint: user.fingerprint.clone(),
-            cid: None,
-        };
+        let by = Author::of(id, user, None);
         match self.sequence(&mut st, room, by, RoomBody::Bots { hidden: hide })? {
             Sequenced::Bots(setting) => Ok(Some(setting)),
             _ => Ok(None),

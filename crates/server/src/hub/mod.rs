@@ -789,9 +789,7 @@ impl Hub {
         cid: Option<chatao_proto::Cid>,
     ) -> Result<Option<u64>, HubError> {
         let mut st = self.lock();
-        let user = st.user(id)?;
-        let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
-        let by = Author { session: id, nick, fingerprint, cid };
+        let by = Author::of(id, st.user(id)?, cid);
         match self.sequence(&mut st, room_name, by, RoomBody::Message { kind, text })? {
             Sequenced::Message(msg_id) => Ok(Some(msg_id)),
             _ => Ok(None),
@@ -872,13 +870,11 @@ impl Hub {
         text: Option<String>,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
-        let user = st.user(id)?;
-        let (by, sender) = (user.nick.clone(), user.fingerprint.clone());
-        st.check_topic(self, room_name, &sender)?;
+        let by = Author::of(id, st.user(id)?, None);
+        st.check_topic(self, room_name, &by.fingerprint)?;
         if !st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
             return Err(HubError::NotInRoom(room_name.clone()));
         }
-        let by = Author { session: id, nick: by, fingerprint: sender, cid: None };
         self.sequence(&mut st, room_name, by, RoomBody::Topic { text })?;
         Ok(())
     }

@@ -399,9 +399,8 @@ impl State {
     /// standalone server, through the room's stream on a cluster node.
     pub(super) fn claim_room(&mut self, hub: &Hub, room: &RoomName, id: SessionId) {
         let Ok(user) = self.user(id) else { return };
-        let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
-        let change = RoomChange::Claim { fingerprint: fingerprint.clone() };
-        let by = Author { session: id, nick, fingerprint, cid: None };
+        let by = Author::of(id, user, None);
+        let change = RoomChange::Claim { fingerprint: by.fingerprint.clone() };
         if let Err(cause) = hub.sequence(self, room, by, RoomBody::RoomOps { change }) {
             tracing::warn!(%room, %cause, "the claim of a new room's operator was not made");
         }
@@ -435,18 +434,16 @@ impl Hub {
         change: impl FnOnce(&mut State) -> Result<RoomChange, HubError>,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
-        let user = st.user(id)?;
-        let (nick, fp) = (user.nick.clone(), user.fingerprint.clone());
+        let by = Author::of(id, st.user(id)?, None);
         if st.e2e.is_e2e(room) {
             return Err(HubError::Invalid(format!(
                 "{room} is end-to-end encrypted: its members' clients decide who is in it"
             )));
         }
-        if !st.may_moderate(self, room, &fp)? {
+        if !st.may_moderate(self, room, &by.fingerprint)? {
             return Err(HubError::NotRoomOperator(room.clone()));
         }
         let change = change(&mut st)?;
-        let by = Author { session: id, nick, fingerprint: fp, cid: None };
         self.sequence(&mut st, room, by, RoomBody::RoomOps { change })?;
         Ok(())
     }

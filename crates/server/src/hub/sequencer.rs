@@ -19,7 +19,7 @@ use chatao_proto::{Cid, MessageKind, Nick, RoomName, ServerMsg, encode};
 use super::bots::{self, BotsSetting};
 use super::remote::{ClusterLink, Outbound, RoomBody, RoomEvent};
 use super::room_ops::RoomChange;
-use super::{Hub, HubError, SessionId, State, now_millis};
+use super::{Hub, HubError, SessionId, State, User, now_millis};
 use crate::bus::{BusEvent, BusFull};
 use crate::store::{Persist, StoredMessage};
 
@@ -33,13 +33,23 @@ pub enum Sequencer {
     Cluster(ClusterLink),
 }
 
-/// Who made a room event: the session, its nickname and key, and the client's id for it.
+/// Who made a room event: the session, its nickname and key, whether it is quiet (a bot's:
+/// never announced), and the client's id for it.
 #[derive(Debug, Clone)]
 pub(super) struct Author {
     pub session: SessionId,
     pub nick: Nick,
     pub fingerprint: String,
+    pub quiet: bool,
     pub cid: Option<Cid>,
+}
+
+impl Author {
+    /// Session `session`, which is `user`, making an event with the client id `cid`.
+    pub fn of(session: SessionId, user: &User, cid: Option<Cid>) -> Author {
+        let (nick, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
+        Author { session, nick, fingerprint, quiet: user.quiet, cid }
+    }
 }
 
 /// What [`Hub::sequence`] did with a room event.
@@ -137,12 +147,11 @@ impl Hub {
         room_name: &RoomName,
         by: &Author,
     ) -> Result<(), HubError> {
-        let quiet = st.user(by.session)?.quiet;
         let Some(room) = st.rooms.get_mut(room_name).filter(|r| r.contains(by.session)) else {
             return Err(HubError::NotInRoom(room_name.clone()));
         };
         room.spoke(by.session, now_millis());
-        if room.reveal(by.session) && !quiet {
+        if room.reveal(by.session) && !by.quiet {
             let join = ServerMsg::Join {
                 room: room_name.clone(),
                 nick: by.nick.clone(),
@@ -223,7 +232,6 @@ impl Hub {
         text: String,
     ) -> Result<Sequenced, HubError> {
         let now = now_millis();
-        let quiet = st.user(by.session)?.quiet;
         let base = st.seq;
         let room = st
             .rooms
@@ -232,7 +240,7 @@ impl Hub {
             .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
         // A newcomer to a large room is announced before their first message (a quiet session
         // never is).
-        let reveal = room.reveal(by.session) && !quiet;
+        let reveal = room.reveal(by.session) && !by.quiet;
         if reveal {
             let join = ServerMsg::Join {
                 room: room_name.clone(),
