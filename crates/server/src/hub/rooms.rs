@@ -155,9 +155,8 @@ impl Rooms {
         cap: usize,
         stored: impl FnOnce() -> Result<RoomState, HubError>,
     ) -> &mut Room {
-        if self.load(name, cap, stored).is_err() {
-            self.live.insert(name.clone(), Room::new(name.clone(), 0, None, cap));
-        }
+        // A failed load leaves nothing in memory: the entry below starts the room new.
+        let _ = self.load(name, cap, stored);
         self.live.entry(name.clone()).or_insert_with(|| Room::new(name.clone(), 0, None, cap))
     }
 
