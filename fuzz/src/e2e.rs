@@ -28,7 +28,7 @@ thread_local! {
     static HARNESS: RefCell<Option<Harness>> = const { RefCell::new(None) };
 }
 
-fn fingerprint(secret: [u8; 32]) -> String {
+fn fingerprint(secret: [u8; 32]) -> chatao_transport::Fingerprint {
     Keypair::from_secret(secret).public().fingerprint()
 }
 
@@ -38,7 +38,7 @@ fn harness() -> Harness {
         .expect("a fresh E2E state opens");
     engine.set_sync(false);
     engine.create_group(ROOM, false).expect("a group for the fuzzed room");
-    Harness { engine, peer_fp: fingerprint(PEER_SECRET), next_id: 1, _dir: dir }
+    Harness { engine, peer_fp: fingerprint(PEER_SECRET).to_string(), next_id: 1, _dir: dir }
 }
 
 /// Drops this thread's engine and removes its directory.

@@ -49,7 +49,8 @@ pub fn known_servers(data: &[u8]) {
     let f = file(data);
     match KnownServers::load(f.path()) {
         Ok(known) => {
-            let _ = known.check("example.org:7000", "SHA256:x");
+            let _ = known
+                .check("example.org:7000", &chatao_transport::Fingerprint::of_digest(&[7; 32]));
         }
         Err(e) => {
             let _ = e.to_string();

@@ -118,7 +118,7 @@ pub struct AttackOptions {
 pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
-    pub server_key: Option<String>,
+    pub server_key: Option<chatao_proto::Fingerprint>,
     /// For memory and CPU.
     pub pid: Option<u32>,
     /// The metrics endpoint, if served.

@@ -43,7 +43,11 @@ pub fn bench_key(tag: u8, index: u32) -> Keypair {
     Keypair::from_secret(secret)
 }
 
-fn options(addr: SocketAddr, server_key: Option<String>, spec: &ClientSpec) -> ConnectOptions {
+fn options(
+    addr: SocketAddr,
+    server_key: Option<chatao_proto::Fingerprint>,
+    spec: &ClientSpec,
+) -> ConnectOptions {
     ConnectOptions {
         host: addr.ip().to_string(),
         port: addr.port(),
@@ -57,7 +61,7 @@ fn options(addr: SocketAddr, server_key: Option<String>, spec: &ClientSpec) -> C
 /// its own.
 pub async fn connect(
     addr: SocketAddr,
-    server_key: Option<String>,
+    server_key: Option<chatao_proto::Fingerprint>,
     spec: &ClientSpec,
     progress: Arc<Progress>,
 ) -> Result<Client> {
@@ -118,7 +122,7 @@ async fn record(
 /// Connect, say `messages` things and wait for the echo of the last, quit, wait for `bye`.
 pub async fn cycle(
     addr: SocketAddr,
-    server_key: Option<String>,
+    server_key: Option<chatao_proto::Fingerprint>,
     spec: &ClientSpec,
     messages: u32,
     size: usize,

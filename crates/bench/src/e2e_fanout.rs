@@ -77,7 +77,7 @@ pub async fn run(ep: &Endpoint, o: &E2eFanoutOptions, deadline: Instant) -> Resu
 
 async fn connect(
     ep: &Endpoint,
-    server_key: Option<String>,
+    server_key: Option<chatao_proto::Fingerprint>,
     index: u32,
     dir: Option<PathBuf>,
 ) -> Result<Member> {
@@ -130,7 +130,7 @@ fn joined(room: &str, nick: &str) -> impl Fn(&ServerMsg) -> bool {
 /// creates it and adds the others one by one).
 async fn setup(
     ep: &Endpoint,
-    server_key: Option<String>,
+    server_key: Option<chatao_proto::Fingerprint>,
     o: &E2eFanoutOptions,
     room: &str,
     dir: Option<PathBuf>,

@@ -51,7 +51,7 @@ struct Common {
     server_pid: Option<u32>,
     /// The fingerprint the server at --addr must present.
     #[arg(long, global = true)]
-    server_key: Option<String>,
+    server_key: Option<chatao_proto::Fingerprint>,
     /// Skip Chatao (peer only).
     #[arg(long, global = true)]
     no_chatao: bool,

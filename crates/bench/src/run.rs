@@ -20,7 +20,7 @@ pub enum ChataoSource {
     /// Started by the bench for each run.
     Spawn(ChataoSpawn),
     /// Already running (its CPU and memory are measured only with a pid).
-    Attach { addr: SocketAddr, pid: Option<u32>, server_key: Option<String> },
+    Attach { addr: SocketAddr, pid: Option<u32>, server_key: Option<chatao_proto::Fingerprint> },
     /// Started by the bench for each run: a `nats-server` and `nodes` servers in a cluster;
     /// clients are spread over the nodes, and CPU and memory are summed over every process.
     Cluster { spawn: ChataoSpawn, nodes: u32, nats_bin: PathBuf },

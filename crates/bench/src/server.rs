@@ -58,7 +58,7 @@ pub struct Spawned {
     pub addr: SocketAddr,
     pub pid: u32,
     /// The Chatao server's key fingerprint.
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<chatao_proto::Fingerprint>,
     child: Child,
     /// Chatao's data directory (its log is `server.log` there); removed on drop.
     dir: Option<TempDir>,
@@ -159,7 +159,9 @@ impl ChataoSpawn {
                 String::from_utf8_lossy(&fp.stderr)
             );
         }
-        let fingerprint = String::from_utf8_lossy(&fp.stdout).trim().to_owned();
+        let printed = String::from_utf8_lossy(&fp.stdout);
+        let fingerprint = chatao_proto::Fingerprint::parse(&printed)
+            .with_context(|| format!("{} --fingerprint printed {printed:?}", self.bin.display()))?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let mut args = vec![port.to_string(), "--listen".into(), "127.0.0.1".into()];

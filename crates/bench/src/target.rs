@@ -41,7 +41,7 @@ pub struct Endpoint {
 pub enum Kind {
     /// Chatao over its Noise transport; `server_key`: the fingerprint to expect (`None`: accept
     /// any key, as on loopback against a server the bench started itself without asking).
-    Chatao { server_key: Option<String> },
+    Chatao { server_key: Option<chatao_proto::Fingerprint> },
     /// IRC, over TLS (any certificate accepted) or in clear.
     Irc { tls: bool },
 }

@@ -141,7 +141,7 @@ pub async fn connect_as(
     claims: &StateClaims,
 ) -> Result<Connected, ConnectError> {
     let own = opts.keys.public().fingerprint();
-    let open_state = |server: &str| {
+    let open_state = |server: &chatao_transport::Fingerprint| {
         let dir = e2e_dir.map(|base| e2e::state_dir(base, server, &own));
         let (claims, keys, nick) = (claims.clone(), opts.keys.clone(), opts.nick.clone());
         async move {

@@ -855,7 +855,7 @@ mod tests {
         ServerMsg::Join {
             room: RoomName::parse(room).unwrap(),
             nick: nick("alice"),
-            fingerprint: "SHA256:x".into(),
+            fingerprint: chatao_proto::Fingerprint::example("x"),
         }
     }
 

@@ -26,11 +26,10 @@ fn fold(nick: &str) -> String {
     nick.to_ascii_lowercase()
 }
 
-/// Whether `s` is written as a key fingerprint (`SHA256:` and the base64 digest).
-pub fn is_fingerprint(s: &str) -> bool {
-    s.strip_prefix("SHA256:").is_some_and(|rest| {
-        rest.len() >= 8 && rest.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
-    })
+/// `s` as a whole key fingerprint in canonical form (a lower-case `sha256:` or a trailing `=`
+/// typed are accepted); `None` when it is not one, so it is taken as a nickname.
+fn as_fingerprint(s: &str) -> Option<String> {
+    chatao_proto::Fingerprint::parse(s).ok().map(String::from)
 }
 
 /// The ignore list, and the keys it needs to match senders.
@@ -71,12 +70,8 @@ impl Ignores {
     /// Ignores `target`: a fingerprint, or a nickname (resolved to its key when known).
     pub fn add(&mut self, target: &str) -> Added {
         let target = target.trim();
-        if is_fingerprint(target) {
-            return if self.keys.insert(target.to_owned()) {
-                Added::Key(target.to_owned())
-            } else {
-                Added::Already
-            };
+        if let Some(fp) = as_fingerprint(target) {
+            return if self.keys.insert(fp.clone()) { Added::Key(fp) } else { Added::Already };
         }
         let folded = fold(target);
         match self.known.get(&folded).cloned() {
@@ -101,8 +96,8 @@ impl Ignores {
     /// anything was removed.
     pub fn remove(&mut self, target: &str) -> bool {
         let target = target.trim();
-        if is_fingerprint(target) {
-            return self.keys.remove(target);
+        if let Some(fp) = as_fingerprint(target) {
+            return self.keys.remove(&fp);
         }
         let folded = fold(target);
         let by_nick = self.nicks.remove(&folded);
@@ -404,8 +399,8 @@ impl Filters {
 mod tests {
     use super::*;
 
-    const FP: &str = "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-    const FP2: &str = "SHA256:ZZZdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const FP: &str = "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFA";
+    const FP2: &str = "SHA256:ZZZdefghijklmnopqrstuvwxyz0123456789ABCDEFA";
 
     #[test]
     fn an_ignore_by_key_survives_a_rename() {
@@ -516,7 +511,7 @@ mod tests {
         let join = ServerMsg::Join {
             room: RoomName::parse("#a").unwrap(),
             nick: nick("eve"),
-            fingerprint: FP.into(),
+            fingerprint: chatao_proto::Fingerprint::parse(FP).unwrap(),
         };
         assert!(!f.ignored("me", &join, t0));
         let rename = ServerMsg::NickChange { old: nick("eve"), new: nick("eve2") };
@@ -534,9 +529,12 @@ mod tests {
 
     #[test]
     fn fingerprints_are_told_from_nicknames() {
-        assert!(is_fingerprint(FP));
-        assert!(!is_fingerprint("alice"));
-        assert!(!is_fingerprint("SHA256:"));
+        assert_eq!(as_fingerprint(FP).as_deref(), Some(FP));
+        assert_eq!(as_fingerprint(&FP.replace("SHA256:", "sha256:")).as_deref(), Some(FP));
+        assert_eq!(as_fingerprint("alice"), None);
+        assert_eq!(as_fingerprint("SHA256:"), None);
+        // The short form shown beside a join is not a key: it would match nobody.
+        assert_eq!(as_fingerprint(&FP[..15]), None);
     }
 }
 
@@ -610,7 +608,7 @@ mod app_tests {
         );
         // Her join teaches her key: the ignore file now names it.
         let effects = net(&mut a, joined("#lobby", "eve"));
-        let key = "SHA256:evekey0000".to_owned();
+        let key = chatao_proto::Fingerprint::example("evekey0000").to_string();
         assert!(
             effects
                 .contains(&Effect::SaveIgnores { path: file.clone(), entries: vec![key.clone()] }),

@@ -508,7 +508,7 @@ mod tests {
     fn who_marks_room_operators_and_room_moderation_is_a_line() {
         let member = |n: &str, op| chatao_proto::Member {
             nick: Nick::parse(n).unwrap(),
-            fingerprint: "SHA256:x".into(),
+            fingerprint: chatao_proto::Fingerprint::example("x"),
             away: None,
             bot: false,
             op,

@@ -356,7 +356,7 @@ struct Session {
     /// The place kept across restarts, when there is a state file.
     state: Option<State>,
     /// The key of the server we are (or were last) on: what the state file names it by.
-    server_key: String,
+    server_key: chatao_proto::Fingerprint,
     no_history: bool,
     /// `ready` is said once the (re)connection's catch-up is over.
     ready_due: bool,

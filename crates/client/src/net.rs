@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::trust::{Trust, TrustError, Trusted};
+use chatao_transport::Fingerprint;
 
 /// Time to connect, shake hands and be welcomed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -57,7 +58,7 @@ pub struct Welcome {
     pub session: u64,
     pub nick: Nick,
     /// Our own key's fingerprint, as the server saw it.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub server: String,
     pub limits: Limits,
     /// The rooms the server remembers our key in: the core joins them
@@ -66,7 +67,7 @@ pub struct Welcome {
     /// A fixed-set session (`--rooms`): `rooms` is our own list ([`crate::servers::Profile`]),
     /// the server put us in no room.
     pub fixed_rooms: bool,
-    pub server_fingerprint: String,
+    pub server_fingerprint: Fingerprint,
     pub trusted: Trusted,
 }
 
@@ -216,7 +217,7 @@ pub async fn connect_as(
     flags: chatao_proto::HelloFlags,
     siblings: &[String],
 ) -> Result<Connected, ConnectError> {
-    let none = |_: &str| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    let none = |_: &Fingerprint| std::future::ready(Ok::<(), std::convert::Infallible>(()));
     match connect_with(opts, flags, siblings, none).await {
         Ok((welcome, handle, events, ())) => Ok((welcome, handle, events)),
         Err(OpenError::Net(e)) => Err(e),
@@ -235,7 +236,7 @@ pub async fn connect_with<T, E, F, Fut>(
     before_hello: F,
 ) -> Result<(Welcome, NetHandle, mpsc::Receiver<NetEvent>, T), OpenError<E>>
 where
-    F: FnOnce(&str) -> Fut,
+    F: FnOnce(&Fingerprint) -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     let addr = crate::servers::Server { host: opts.host.clone(), port: opts.port }.to_string();
@@ -257,7 +258,7 @@ async fn open<T, E, F, Fut>(
     before_hello: F,
 ) -> Result<(Welcome, Connection<TcpStream>, T), OpenError<E>>
 where
-    F: FnOnce(&str) -> Fut,
+    F: FnOnce(&Fingerprint) -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     // Resolved apart from the connection, so that an unknown name is not taken for a server

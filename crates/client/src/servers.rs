@@ -243,7 +243,7 @@ pub struct Profile {
     /// The `known_servers` file; `None` disables pinning.
     pub known_servers: Option<PathBuf>,
     /// `--server-key`: the key every server of the list must present.
-    pub expected: Option<String>,
+    pub expected: Option<chatao_transport::Fingerprint>,
     /// Where end-to-end encrypted rooms keep their MLS state (one directory per server key and
     /// identity is made under it, [`crate::e2e::state_dir`]); `None`: no E2E rooms.
     pub e2e_dir: Option<PathBuf>,

@@ -91,7 +91,7 @@ impl State {
             return Err(corrupt(format!("version {}, this chatao reads {VERSION}", file.version)));
         }
         for (server, rooms) in &file.servers {
-            if !server.starts_with("SHA256:") {
+            if chatao_proto::Fingerprint::parse(server).is_err() {
                 return Err(corrupt(format!("{server:?} is not a server key fingerprint")));
             }
             for room in rooms.keys() {
@@ -160,17 +160,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bot.state");
         let mut s = State::load(&path).unwrap();
-        assert!(s.places("SHA256:a").is_empty(), "a missing file is an empty place");
-        s.printed("SHA256:a", "#lobby", 5).unwrap();
-        s.printed("SHA256:a", "#lobby", 3).unwrap();
-        s.printed("SHA256:a", "#ops", 9).unwrap();
-        s.printed("SHA256:b", "#lobby", 1).unwrap();
+        assert!(
+            s.places("SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_empty(),
+            "a missing file is an empty place"
+        );
+        s.printed("SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "#lobby", 5).unwrap();
+        s.printed("SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "#lobby", 3).unwrap();
+        s.printed("SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "#ops", 9).unwrap();
+        s.printed("SHA256:bAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "#lobby", 1).unwrap();
         let again = State::load(&path).unwrap();
-        assert_eq!(again.places("SHA256:a"), vec![("#lobby".into(), 5), ("#ops".into(), 9)]);
-        assert_eq!(again.places("SHA256:b"), vec![("#lobby".into(), 1)]);
+        assert_eq!(
+            again.places("SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            vec![("#lobby".into(), 5), ("#ops".into(), 9)]
+        );
+        assert_eq!(
+            again.places("SHA256:bAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            vec![("#lobby".into(), 1)]
+        );
         // A room written by hand in capitals is the same room.
-        std::fs::write(&path, br##"{"version":1,"servers":{"SHA256:a":{"#Ops":4}}}"##).unwrap();
-        assert_eq!(State::load(&path).unwrap().places("SHA256:a"), vec![("#ops".into(), 4)]);
+        std::fs::write(&path, br##"{"version":1,"servers":{"SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA":{"#Ops":4}}}"##).unwrap();
+        assert_eq!(
+            State::load(&path)
+                .unwrap()
+                .places("SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            vec![("#ops".into(), 4)]
+        );
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(names.len(), 1);
@@ -181,11 +195,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bot.state");
         for (content, says) in [
-            (&b"{\"version\":1,\"servers\":{\"SHA256:a\":{\"#lobby\":"[..], "EOF"),
+            (&b"{\"version\":1,\"servers\":{\"SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\":{\"#lobby\":"[..], "EOF"),
             (b"garbage", "expected"),
             (b"{\"version\":2,\"servers\":{}}", "version 2"),
-            (b"{\"version\":1,\"servers\":{\"SHA256:a\":{\"#lobby\":-1}}}", "invalid value"),
-            (b"{\"version\":1,\"servers\":{\"SHA256:a\":{\"no room\":1}}}", "not a room name"),
+            (b"{\"version\":1,\"servers\":{\"SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\":{\"#lobby\":-1}}}", "invalid value"),
+            (b"{\"version\":1,\"servers\":{\"SHA256:aAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\":{\"no room\":1}}}", "not a room name"),
             (b"{\"version\":1,\"servers\":{\"x\":{}}}", "not a server key"),
         ] {
             std::fs::write(&path, content).unwrap();

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use chatao_transport::Fingerprint;
 use chatao_transport::PublicKey;
 use chatao_transport::known_servers::{KnownServers, KnownServersError, Verdict};
 
@@ -19,7 +20,7 @@ pub struct Trust {
     /// Where pins live; `None` disables pinning (only with an explicit key or in tests).
     pub known_servers: Option<PathBuf>,
     /// A fingerprint the server must present (`--server-key`), checked even on first use.
-    pub expected: Option<String>,
+    pub expected: Option<Fingerprint>,
 }
 
 /// How the server's key was accepted.
@@ -54,12 +55,12 @@ pub enum TrustError {
          {file}\n\
          and connect again."
     )]
-    Changed { host_port: String, pinned: String, presented: String, file: String },
+    Changed { host_port: String, pinned: Fingerprint, presented: Fingerprint, file: String },
     #[error(
         "the server at {host_port} presented key {presented}, but --server-key expects {expected}; \
          refusing to connect (nothing was sent)"
     )]
-    NotExpected { host_port: String, expected: String, presented: String },
+    NotExpected { host_port: String, expected: Fingerprint, presented: Fingerprint },
     #[error(
         "\n@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
          @   WARNING: {host_port} PRESENTS ANOTHER KEY THAN ITS CLUSTER!   \n\
@@ -71,7 +72,7 @@ pub enum TrustError {
          sent: not your key, not your nickname. If {host_port} really is another server, connect\n\
          to it on its own (not in a list with {sibling})."
     )]
-    NotSibling { host_port: String, presented: String, sibling: String, pinned: String },
+    NotSibling { host_port: String, presented: Fingerprint, sibling: String, pinned: Fingerprint },
     #[error(transparent)]
     File(#[from] KnownServersError),
 }
@@ -175,7 +176,8 @@ mod tests {
         let err = trust.verify(k2.public()).unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains(&k1.public().fingerprint()) && text.contains(&k2.public().fingerprint())
+            text.contains(k1.public().fingerprint().as_str())
+                && text.contains(k2.public().fingerprint().as_str())
         );
         assert!(text.contains("man-in-the-middle") && text.contains("known_servers"));
     }
@@ -205,8 +207,8 @@ mod tests {
         let err = trust(&list[2]).verify_among(intruder.public(), &others(&list[2])).unwrap_err();
         assert!(matches!(err, TrustError::NotSibling { .. }));
         let text = err.to_string();
-        assert!(text.contains(&intruder.public().fingerprint()), "{text}");
-        assert!(text.contains(&cluster.public().fingerprint()), "{text}");
+        assert!(text.contains(intruder.public().fingerprint().as_str()), "{text}");
+        assert!(text.contains(cluster.public().fingerprint().as_str()), "{text}");
         assert!(text.contains("man-in-the-middle"), "{text}");
         assert!(matches!(
             trust(&list[2]).verify_among(cluster.public(), &others(&list[2])),

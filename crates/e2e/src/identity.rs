@@ -32,8 +32,6 @@
 //! sign bit needs no negation; that only changes the secret nonce, not what verifies. The unit
 //! tests cross-check the crate against an implementation of the specification.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
 use openmls_basic_credential::SignatureKeyPair;
@@ -41,6 +39,8 @@ use openmls_traits::types::SignatureScheme;
 use sha2::{Digest, Sha256};
 use xeddsa::xed25519::{PrivateKey as XPrivateKey, PublicKey as XPublicKey};
 use xeddsa::{ConvertMont as _, Sign as _};
+
+use chatao_transport::Fingerprint;
 
 use crate::E2eError;
 
@@ -78,7 +78,7 @@ pub(crate) fn derive_signer(secret: &[u8; 32]) -> Result<SignatureKeyPair, E2eEr
 }
 
 /// The fingerprint of the Chatao identity whose X25519 secret is `secret`.
-pub(crate) fn fingerprint_of_secret(secret: &[u8; 32]) -> String {
+pub(crate) fn fingerprint_of_secret(secret: &[u8; 32]) -> Fingerprint {
     chatao_transport::Keypair::from_secret(*secret).public().fingerprint()
 }
 
@@ -110,7 +110,10 @@ pub fn make_credential(secret: &[u8; 32], signature_key: &[u8]) -> Result<Vec<u8
 /// key `signature_key`: the right length, a canonical fingerprint that is the SHA-256 of the
 /// X25519 key it carries, and an XEdDSA signature by that key over [`CREDENTIAL_LABEL`] ||
 /// `signature_key` || fingerprint. Returns the fingerprint, or why the member is FORGED.
-pub fn verify_credential(identity: &[u8], signature_key: &[u8]) -> Result<String, &'static str> {
+pub fn verify_credential(
+    identity: &[u8],
+    signature_key: &[u8],
+) -> Result<Fingerprint, &'static str> {
     let Some(fp) = claimed_fingerprint(identity) else {
         return Err("its credential is not a Chatao fingerprint");
     };
@@ -199,17 +202,17 @@ impl rand_core::TryCryptoRng for FixedNonce {}
 /// The fingerprint a credential identity claims (verified or not): its first
 /// [`FINGERPRINT_LEN`] bytes when they are a canonical fingerprint and the identity has the
 /// length of a credential or of a bare fingerprint.
-pub(crate) fn claimed_fingerprint(identity: &[u8]) -> Option<String> {
+pub(crate) fn claimed_fingerprint(identity: &[u8]) -> Option<Fingerprint> {
     if identity.len() != CREDENTIAL_LEN && identity.len() != FINGERPRINT_LEN {
         return None;
     }
     let s = std::str::from_utf8(identity.get(..FINGERPRINT_LEN)?).ok()?;
-    is_fingerprint(s).then(|| s.to_owned())
+    Fingerprint::parse(s).ok().filter(|f| *f == s)
 }
 
 /// True if `s` is a Chatao fingerprint in its one canonical spelling.
 pub fn is_fingerprint(s: &str) -> bool {
-    chatao_transport::keys::parse_fingerprint(s).is_ok_and(|canonical| canonical == s)
+    Fingerprint::is_canonical(s)
 }
 
 /// A printable form of a credential identity: the fingerprint it claims (verified or not: see
@@ -217,7 +220,7 @@ pub fn is_fingerprint(s: &str) -> bool {
 /// contains control characters.
 pub fn display_identity(identity: &[u8]) -> String {
     match claimed_fingerprint(identity) {
-        Some(fp) => fp,
+        Some(fp) => fp.into(),
         None => {
             let shown = identity.get(..MAX_SHOWN_IDENTITY).unwrap_or(identity);
             let mut out = String::from("invalid:");
@@ -235,12 +238,14 @@ pub fn display_identity(identity: &[u8]) -> String {
 /// How an MLS signature key is shown to people: `SHA256:` + base64 of its SHA-256, like a
 /// Chatao fingerprint (but of the Ed25519 key, so the two are never confused by value).
 pub fn key_fingerprint(signature_key: &[u8]) -> String {
-    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(signature_key)))
+    Fingerprint::of_digest(&Sha256::digest(signature_key).into()).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
 
     #[test]
     fn derivation_is_deterministic_and_identity_bound() {

@@ -104,6 +104,10 @@ struct MessageFields {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn fp(n: u8) -> crate::Fingerprint {
+        crate::Fingerprint::of_digest(&[n; 32])
+    }
     use crate::{
         ErrorCode, LeaveReason, Limits, Member, MessageKind, Nick, RoomAction, RoomFlag, RoomName,
     };
@@ -119,7 +123,7 @@ mod tests {
             ServerMsg::Welcome {
                 session: 1,
                 nick: nick("alice"),
-                fingerprint: "SHA256:abc".into(),
+                fingerprint: fp(1),
                 server: "chataosrv 0.1.0".into(),
                 limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 20 },
                 rooms: vec![],
@@ -127,7 +131,7 @@ mod tests {
             ServerMsg::Welcome {
                 session: 2,
                 nick: nick("alice"),
-                fingerprint: "SHA256:abc".into(),
+                fingerprint: fp(1),
                 server: "chataosrv 0.1.0".into(),
                 limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 20 },
                 rooms: vec![room.clone(), RoomName::parse("#rust").unwrap()],
@@ -137,14 +141,14 @@ mod tests {
                 members: vec![
                     Member {
                         nick: nick("bob"),
-                        fingerprint: "SHA256:x".into(),
+                        fingerprint: fp(2),
                         away: Some("lunch".into()),
                         bot: false,
                         op: true,
                     },
                     Member {
                         nick: nick("ci"),
-                        fingerprint: "SHA256:y".into(),
+                        fingerprint: fp(3),
                         away: None,
                         bot: true,
                         op: false,
@@ -171,11 +175,7 @@ mod tests {
                 next: Some(nick("bob")),
                 more: false,
             },
-            ServerMsg::Join {
-                room: room.clone(),
-                nick: nick("bob"),
-                fingerprint: "SHA256:x".into(),
-            },
+            ServerMsg::Join { room: room.clone(), nick: nick("bob"), fingerprint: fp(2) },
             ServerMsg::Leave {
                 room: room.clone(),
                 nick: nick("bob"),
@@ -220,7 +220,7 @@ mod tests {
             ServerMsg::Away { nick: nick("bob"), reason: None },
             ServerMsg::Whois {
                 nick: nick("bob"),
-                fingerprint: "SHA256:x".into(),
+                fingerprint: fp(2),
                 rooms: vec![room.clone()],
                 away: None,
                 since: 9,
@@ -269,14 +269,10 @@ mod tests {
                 epoch: 2,
                 body: "AA==".into(),
             },
-            ServerMsg::JoinRequest {
-                room: room.clone(),
-                nick: nick("carol"),
-                fingerprint: "SHA256:c".into(),
-            },
+            ServerMsg::JoinRequest { room: room.clone(), nick: nick("carol"), fingerprint: fp(4) },
             ServerMsg::KeyPackage {
                 nick: nick("carol"),
-                fingerprint: "SHA256:c".into(),
+                fingerprint: fp(4),
                 package: "AA==".into(),
                 room: Some(room.clone()),
             },
@@ -445,9 +441,13 @@ mod tests {
         for odd in [&br#"{"type":"hello","nick":"b","quiet":"yes"}"#[..], b"not json", b"{}"] {
             assert!(!decode_hello_flags(odd).quiet);
         }
-        let old =
-            br##"{"type":"members","room":"#lobby","members":[{"nick":"a","fingerprint":"f"}]}"##;
-        let ServerMsg::Members { members, .. } = decode_server(old).unwrap() else { panic!() };
+        let old = format!(
+            r##"{{"type":"members","room":"#lobby","members":[{{"nick":"a","fingerprint":"{}"}}]}}"##,
+            fp(1)
+        );
+        let ServerMsg::Members { members, .. } = decode_server(old.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert!(!members[0].bot);
     }
 

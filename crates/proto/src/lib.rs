@@ -30,7 +30,7 @@ pub use msg::{
     Cid, ClientMsg, HelloFlags, LeaveReason, Limits, MAX_CID, Member, MessageKind, ModAction,
     RoomAction, RoomFlag, RoomInfo, SealedKind, SealedWelcome, ServerMsg,
 };
-pub use names::{NameError, Nick, RoomName};
+pub use names::{FINGERPRINT_PREFIX, Fingerprint, NameError, Nick, RoomName};
 pub use rate::TokenBucket;
 pub use text::{TextError, check_text, sanitize, sanitize_line};
 

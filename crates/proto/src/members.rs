@@ -112,7 +112,7 @@ mod tests {
     fn member(i: usize, away: Option<String>) -> Member {
         Member {
             nick: Nick::parse(&format!("user{i:05}")).unwrap(),
-            fingerprint: format!("SHA256:{:043}", i),
+            fingerprint: crate::Fingerprint::of_digest(&[i as u8; 32]),
             away,
             bot: false,
             op: false,

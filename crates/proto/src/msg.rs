@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::names::{Nick, RoomName};
+use crate::names::{Fingerprint, Nick, RoomName};
 
 /// A message from a client to the server.
 ///
@@ -326,7 +326,7 @@ pub enum ServerMsg {
         /// The nickname the session holds.
         nick: Nick,
         /// The fingerprint of the client's own key, as the server saw it.
-        fingerprint: String,
+        fingerprint: Fingerprint,
         /// Server software and version, e.g. `chataosrv 0.1.0`.
         server: String,
         /// The limits the client must respect.
@@ -361,7 +361,7 @@ pub enum ServerMsg {
         more: bool,
     },
     /// `nick` joined `room` (also sent to the joiner, confirming the join).
-    Join { room: RoomName, nick: Nick, fingerprint: String },
+    Join { room: RoomName, nick: Nick, fingerprint: Fingerprint },
     /// `nick` left `room`.
     Leave {
         room: RoomName,
@@ -431,7 +431,7 @@ pub enum ServerMsg {
     /// Who someone is, answering `whois`.
     Whois {
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         rooms: Vec<RoomName>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         away: Option<String>,
@@ -530,11 +530,11 @@ pub enum ServerMsg {
         body: String,
     },
     /// Someone asks to join the open E2E room `room`; a member's client adds them.
-    JoinRequest { room: RoomName, nick: Nick, fingerprint: String },
+    JoinRequest { room: RoomName, nick: Nick, fingerprint: Fingerprint },
     /// A key package of `nick`'s key, answering `fetch_key_package`.
     KeyPackage {
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         package: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<RoomName>,
@@ -573,7 +573,7 @@ pub struct RoomInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub nick: Nick,
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// Their away reason, when they are away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 /// Longest nickname, in characters (all allowed characters are ASCII, so also bytes).
@@ -17,6 +19,8 @@ pub enum NameError {
     Nick,
     #[error("room name must be '#' followed by 1 to {} letters, digits, '_' or '-'", MAX_ROOM_LEN - 1)]
     Room,
+    #[error("a key fingerprint is `SHA256:` followed by {FINGERPRINT_B64_LEN} base64 characters")]
+    Fingerprint,
 }
 
 fn is_name_char(c: char) -> bool {
@@ -105,6 +109,120 @@ impl RoomName {
     }
 }
 
+/// Prefix of every fingerprint.
+pub const FINGERPRINT_PREFIX: &str = "SHA256:";
+/// Length of a fingerprint's base64 part: 32 bytes, unpadded.
+pub const FINGERPRINT_B64_LEN: usize = 43;
+
+/// A key's fingerprint: `SHA256:` and the unpadded standard base64 of the SHA-256 digest of the
+/// raw 32-byte public key, like `ssh-keygen -l` (`chatao_transport::PublicKey::fingerprint`
+/// computes it). A value is always in that canonical form, so two fingerprints of one key are
+/// equal as strings. It reads as a `&str` (`Deref`, `Borrow`), so maps keyed by it are looked up
+/// with a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// Reads a fingerprint a person may have typed or pasted: surrounding whitespace, a
+    /// lower-case `sha256:` and a trailing `=` are accepted; the result is canonical.
+    /// Base64 whose unused trailing bits are set is refused (it is no digest's encoding).
+    pub fn parse(s: &str) -> Result<Fingerprint, NameError> {
+        let trimmed = s.trim();
+        let (prefix, b64) =
+            trimmed.split_at_checked(FINGERPRINT_PREFIX.len()).ok_or(NameError::Fingerprint)?;
+        if !prefix.eq_ignore_ascii_case(FINGERPRINT_PREFIX) {
+            return Err(NameError::Fingerprint);
+        }
+        let b64 = b64.strip_suffix('=').unwrap_or(b64);
+        if b64.len() != FINGERPRINT_B64_LEN {
+            return Err(NameError::Fingerprint);
+        }
+        let digest: [u8; 32] = STANDARD_NO_PAD
+            .decode(b64)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or(NameError::Fingerprint)?;
+        Ok(Fingerprint::of_digest(&digest))
+    }
+    /// The fingerprint of a key whose SHA-256 digest is `digest`.
+    pub fn of_digest(digest: &[u8; 32]) -> Fingerprint {
+        Fingerprint(format!("{FINGERPRINT_PREFIX}{}", STANDARD_NO_PAD.encode(digest)))
+    }
+    /// A made-up fingerprint for tests, so a test can name its keys `alice` and `bob`: a
+    /// label of fewer than 43 base64 characters (after any `SHA256:`) is the digest's start,
+    /// padded with `A` (`example("alice")` is `SHA256:aliceAAAA...`, shown short as
+    /// `SHA256:aliceAAA`); any other label's bytes are the digest, zero-padded and cut at 32.
+    /// Always canonical. Only in tests (`test-util` feature, or this crate's own).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn example(label: &str) -> Fingerprint {
+        let label = label.strip_prefix(FINGERPRINT_PREFIX).unwrap_or(label);
+        let base64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/';
+        if label.len() < FINGERPRINT_B64_LEN && label.chars().all(base64) {
+            let padded = format!("{FINGERPRINT_PREFIX}{label:A<FINGERPRINT_B64_LEN$}");
+            if let Ok(fp) = Fingerprint::parse(&padded) {
+                return fp;
+            }
+        }
+        let mut digest = [0u8; 32];
+        let n = label.len().min(32);
+        digest[..n].copy_from_slice(&label.as_bytes()[..n]);
+        Fingerprint::of_digest(&digest)
+    }
+    /// Whether `s` is a fingerprint exactly in canonical form (what a server sends).
+    pub fn is_canonical(s: &str) -> bool {
+        Fingerprint::parse(s).is_ok_and(|f| f.0 == s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The base64 digest, without `SHA256:`.
+    pub fn digest_b64(&self) -> &str {
+        &self.0[FINGERPRINT_PREFIX.len()..]
+    }
+    /// The digest in URL-safe base64 (`+` and `/` as `-` and `_`): for file names and headers.
+    pub fn url_safe(&self) -> String {
+        self.digest_b64().replace('+', "-").replace('/', "_")
+    }
+    /// `SHA256:` and the first 8 characters of the digest: enough to tell keys apart at a
+    /// glance; the whole one is for comparing.
+    pub fn short(&self) -> &str {
+        &self.0[..FINGERPRINT_PREFIX.len() + 8]
+    }
+}
+
+impl std::ops::Deref for Fingerprint {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+impl AsRef<str> for Fingerprint {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+impl std::borrow::Borrow<str> for Fingerprint {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+macro_rules! eq_both_ways {
+    ($($t:ty),*) => {$(
+        impl PartialEq<$t> for Fingerprint {
+            fn eq(&self, other: &$t) -> bool {
+                self.0.as_str() == AsRef::<str>::as_ref(other)
+            }
+        }
+        impl PartialEq<Fingerprint> for $t {
+            fn eq(&self, other: &Fingerprint) -> bool {
+                AsRef::<str>::as_ref(self) == other.0.as_str()
+            }
+        }
+    )*};
+}
+eq_both_ways!(str, &str, String);
+
 macro_rules! string_newtype {
     ($t:ident) => {
         impl TryFrom<String> for $t {
@@ -138,6 +256,7 @@ macro_rules! string_newtype {
 }
 string_newtype!(Nick);
 string_newtype!(RoomName);
+string_newtype!(Fingerprint);
 
 #[cfg(test)]
 mod tests {
@@ -188,6 +307,69 @@ mod tests {
             proptest::prop_assert_eq!(skeleton(&k), k.clone());
             proptest::prop_assert_eq!(skeleton(&s.to_ascii_uppercase()), k.clone());
             proptest::prop_assert_eq!(skeleton(&s.to_ascii_lowercase()), k);
+        }
+    }
+
+    const RFC7748: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
+
+    #[test]
+    fn fingerprints_are_canonical_and_lenient_input_is_normalised() {
+        let fp = Fingerprint::parse(RFC7748).unwrap();
+        assert_eq!(fp, RFC7748);
+        assert_eq!(fp.digest_b64(), &RFC7748[7..]);
+        assert_eq!(fp.short(), "SHA256:MAyclgO5");
+        assert_eq!(fp.url_safe(), "MAyclgO5Kks57TlYv5JAEUgE20_TcwEsDKR0MtY0Ja4");
+        let sloppy = format!("  sha256:{}=\n", &RFC7748[7..]);
+        assert_eq!(Fingerprint::parse(&sloppy).unwrap(), fp);
+        assert!(Fingerprint::is_canonical(RFC7748));
+        assert!(!Fingerprint::is_canonical(&sloppy));
+        for bad in [
+            "",
+            "SHA256:",
+            "MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4",
+            "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja",
+            "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4A",
+            "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja!",
+            // Trailing bits set: no digest encodes to this.
+            "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja5",
+            "SHA256:\u{fc}",
+            "SHA257:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4",
+        ] {
+            assert_eq!(Fingerprint::parse(bad), Err(NameError::Fingerprint), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<Fingerprint>("\"SHA256:x\"").is_err());
+        let json = serde_json::to_string(&fp).unwrap();
+        assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fp);
+    }
+
+    #[test]
+    fn examples_are_canonical_and_readable() {
+        let alice = Fingerprint::example("alice");
+        assert!(Fingerprint::is_canonical(&alice));
+        assert_eq!(alice.short(), "SHA256:aliceAAA");
+        assert_eq!(Fingerprint::example("SHA256:alice"), alice);
+        assert_ne!(Fingerprint::example("bob"), alice);
+        for odd in ["fp-a", "a b", &"x".repeat(43), &"y".repeat(60)] {
+            assert!(Fingerprint::is_canonical(&Fingerprint::example(odd)), "{odd}");
+        }
+        assert_ne!(Fingerprint::example("fp-a"), Fingerprint::example("fp-b"));
+    }
+
+    #[test]
+    fn a_fingerprint_map_is_looked_up_by_str() {
+        let fp = Fingerprint::of_digest(&[7; 32]);
+        let map: std::collections::HashMap<Fingerprint, u8> = [(fp.clone(), 1)].into();
+        assert_eq!(map.get(fp.as_str()), Some(&1));
+        assert!(fp.starts_with(FINGERPRINT_PREFIX));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_digest_round_trips(d in proptest::array::uniform32(proptest::num::u8::ANY)) {
+            let fp = Fingerprint::of_digest(&d);
+            proptest::prop_assert!(Fingerprint::is_canonical(&fp));
+            let sloppy = format!(" sha256:{}= ", fp.digest_b64());
+            proptest::prop_assert_eq!(Fingerprint::parse(&sloppy).unwrap(), fp);
         }
     }
 

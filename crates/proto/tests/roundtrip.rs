@@ -61,13 +61,20 @@ fn client_json() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// A canonical fingerprint: 42 base64 characters and a last one whose unused bits are zero.
+fn fingerprint() -> impl Strategy<Value = String> {
+    "SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]"
+}
+
 fn server_json() -> impl Strategy<Value = Value> {
     prop_oneof![
-        (any::<u64>(), nick(), text(), any::<u32>(), any::<u32>()).prop_map(|(s, n, t, r, b)| {
-            json!({"type": "welcome", "session": s, "nick": n, "fingerprint": t, "server": t,
+        (any::<u64>(), nick(), text(), fingerprint(), any::<u32>(), any::<u32>()).prop_map(
+            |(s, n, t, f, r, b)| {
+                json!({"type": "welcome", "session": s, "nick": n, "fingerprint": f, "server": t,
                    "limits": {"max_text_bytes": r, "rate_per_sec": r, "burst": b}})
-        }),
-        (room(), nick(), text())
+            }
+        ),
+        (room(), nick(), fingerprint())
             .prop_map(|(r, n, f)| json!({"type": "join", "room": r, "nick": n, "fingerprint": f})),
         (
             room(),

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chatao_proto::ErrorCode;
-use chatao_transport::keys::parse_fingerprint;
+use chatao_transport::keys::{Fingerprint, parse_fingerprint};
 use parking_lot::{Mutex, MutexGuard};
 use tracing::{info, warn};
 
@@ -20,7 +20,7 @@ use crate::clock::{Clock, human};
 /// A ban on one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// End of the ban (clock milliseconds); `None`: permanent.
     pub until: Option<u64>,
     pub reason: Option<String>,
@@ -90,10 +90,10 @@ pub struct AccessConfig {
 
 #[derive(Debug, Default)]
 struct State {
-    allow: Option<HashSet<String>>,
-    ops: HashSet<String>,
-    bans: HashMap<String, Ban>,
-    mutes: HashMap<String, Option<u64>>,
+    allow: Option<HashSet<Fingerprint>>,
+    ops: HashSet<Fingerprint>,
+    bans: HashMap<Fingerprint, Ban>,
+    mutes: HashMap<Fingerprint, Option<u64>>,
 }
 
 /// The access lists, shared by the accept path and the operator commands.
@@ -106,14 +106,14 @@ pub struct Access {
 }
 
 /// Reads a fingerprint file; the first unusable line is the error.
-pub fn read_list(path: &Path, list: List) -> Result<HashSet<String>, AccessError> {
+pub fn read_list(path: &Path, list: List) -> Result<HashSet<Fingerprint>, AccessError> {
     let (keys, mut errors) = scan_list(path, list);
     if errors.is_empty() { Ok(keys) } else { Err(errors.swap_remove(0)) }
 }
 
 /// Reads a fingerprint file, for a check: its keys and every unusable line (or the one error
 /// that it cannot be read).
-pub fn scan_list(path: &Path, list: List) -> (HashSet<String>, Vec<AccessError>) {
+pub fn scan_list(path: &Path, list: List) -> (HashSet<Fingerprint>, Vec<AccessError>) {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(cause) => {
@@ -197,12 +197,12 @@ impl Access {
     }
 
     /// The allow file's keys (`None`: no allow file), for a cluster node to publish.
-    pub fn allow_file_list(&self) -> Result<Option<HashSet<String>>, AccessError> {
+    pub fn allow_file_list(&self) -> Result<Option<HashSet<Fingerprint>>, AccessError> {
         self.config.allow_file.as_deref().map(|path| read_list(path, List::Allow)).transpose()
     }
 
     /// Sets the allowlist in force (a cluster's shared list; `None`: everyone may connect).
-    pub fn set_allow(&self, allow: Option<HashSet<String>>) {
+    pub fn set_allow(&self, allow: Option<HashSet<Fingerprint>>) {
         match &allow {
             Some(keys) => info!(allowlist_entries = keys.len(), "shared allowlist applied"),
             None => info!(allowlist = "off", "shared allowlist applied"),
@@ -260,8 +260,8 @@ impl Access {
     }
 
     /// Mutes a key until `until` (`None`: until unmuted).
-    pub fn mute(&self, fp: &str, until: Option<u64>) {
-        self.lock().mutes.insert(fp.to_owned(), until);
+    pub fn mute(&self, fp: &Fingerprint, until: Option<u64>) {
+        self.lock().mutes.insert(fp.clone(), until);
     }
 
     /// Lifts a mute; false if there was none.
@@ -296,7 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("allow");
         std::fs::write(&p, format!("# friends\n\n{A} alice's laptop\n")).unwrap();
-        assert_eq!(read_list(&p, List::Allow).unwrap(), HashSet::from([A.to_owned()]));
+        assert_eq!(
+            read_list(&p, List::Allow).unwrap(),
+            HashSet::from([Fingerprint::parse(A).unwrap()])
+        );
         std::fs::write(&p, format!("{A}\nnot-a-key\n# fine\nalso-not\n")).unwrap();
         let err = read_list(&p, List::Allow).unwrap_err().to_string();
         assert!(err.contains(":2:") && err.contains("not-a-key"), "{err}");
@@ -322,7 +325,7 @@ mod tests {
         let access = Access::load(AccessConfig::default(), clock.clone(), vec![]).unwrap();
         let until = Some(clock.now_ms() + 60_000);
         access.ban(Ban {
-            fingerprint: A.into(),
+            fingerprint: Fingerprint::parse(A).unwrap(),
             until,
             reason: Some("spam".into()),
             by: "op".into(),
@@ -333,7 +336,7 @@ mod tests {
             refusal.reason.contains("1m left") && refusal.reason.contains("spam"),
             "{refusal:?}"
         );
-        access.mute(A, Some(clock.now_ms() + 30_000));
+        access.mute(&Fingerprint::parse(A).unwrap(), Some(clock.now_ms() + 30_000));
         assert!(access.muted(A).unwrap().contains("30s"));
         clock.advance(Duration::from_secs(61));
         assert_eq!(access.admit(A), Ok(()));

@@ -620,8 +620,12 @@ mod tests {
     use crate::access::Ban;
 
     fn ban(seq: u64) -> BusEvent {
-        let ban =
-            Ban { fingerprint: "SHA256:x".into(), until: None, reason: None, by: "op".into() };
+        let ban = Ban {
+            fingerprint: chatao_proto::Fingerprint::example("x"),
+            until: None,
+            reason: None,
+            by: "op".into(),
+        };
         BusEvent { seq, room: None, bytes: Bytes::new(), persist: Persist::Ban(ban) }
     }
 

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatao_proto::{ClientMsg, ErrorCode, LeaveReason, Nick, ServerMsg, decode_client, encode};
+use chatao_proto::{
+    ClientMsg, ErrorCode, Fingerprint, LeaveReason, Nick, ServerMsg, decode_client, encode,
+};
 use chatao_transport::{Connection, RecordReader, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -163,7 +165,7 @@ enum OpenError {
     Transport(#[from] TransportError),
     /// Refused after the handshake: the code, the reason, and the client key's fingerprint.
     #[error("refused ({0}) key {2}: {1}")]
-    Refused(ErrorCode, String, String),
+    Refused(ErrorCode, String, Fingerprint),
 }
 
 /// Handshake, then `hello`, then registration in the hub and `welcome`.

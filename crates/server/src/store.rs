@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rusqlite_migration::{HookError, M, Migrations};
 
 use crate::access::Ban;
+use chatao_proto::Fingerprint;
 use checkpoint::Checkpointer;
 
 mod checkpoint;
@@ -173,24 +174,24 @@ pub enum Persist {
     /// A nickname registered to a key (first use wins; never overwritten).
     Nick {
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         time: u64,
     },
     /// The key renamed away from its nickname `nick` at `at` (`None`: took it back); it is
     /// released a grace period later (`hub/names.rs`).
     NickReleased {
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         at: Option<u64>,
     },
     /// The registration of `nick` (as registered) to `fingerprint` is gone.
     NickDropped {
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
     },
     Ban(Ban),
     Unban {
-        fingerprint: String,
+        fingerprint: Fingerprint,
     },
     /// An operator hid (`hidden`) or showed again the quiet sessions in `room`'s member lists
     /// (`hub/bots.rs`); acknowledged only once stored.
@@ -208,7 +209,7 @@ pub enum Persist {
     /// [`crate::limits::MAX_ROOMS_PER_USER`] rooms a key, a join past that is not remembered)
     /// or no longer (`!keep`: its `part`, or a room kick or ban). `hub/membership.rs`.
     Membership {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         room: RoomName,
         keep: bool,
     },
@@ -635,17 +636,25 @@ impl Store {
         let conn = self.reader();
         let mut stmt = conn.prepare("SELECT fingerprint, until, reason, by FROM bans")?;
         let rows = stmt.query_map([], |r| {
-            Ok(Ban {
-                fingerprint: r.get(0)?,
+            Ok((
+                r.get::<_, String>(0)?,
                 // NULL is for good. A negative end was written by an older server that let a
                 // huge duration wrap (`16534391535w`): it was meant as practically for good, so
                 // it is read as that rather than as long expired.
-                until: r.get::<_, Option<i64>>(1)?.and_then(|u| u64::try_from(u).ok()),
-                reason: r.get(2)?,
-                by: r.get(3)?,
-            })
+                r.get::<_, Option<i64>>(1)?.and_then(|u| u64::try_from(u).ok()),
+                r.get(2)?,
+                r.get(3)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // A row whose key is not a fingerprint (never written so) is skipped.
+        let mut bans = vec![];
+        for row in rows {
+            let (fp, until, reason, by) = row?;
+            if let Ok(fingerprint) = Fingerprint::parse(&fp) {
+                bans.push(Ban { fingerprint, until, reason, by });
+            }
+        }
+        Ok(bans)
     }
 
     /// The stored topic of `room`.
@@ -724,13 +733,13 @@ impl Writer {
                     Persist::Nothing => {}
                     Persist::Membership { fingerprint, room, keep: true } => {
                         remember.execute(params![
-                            fingerprint,
+                            fingerprint.as_str(),
                             room.as_str(),
                             crate::limits::MAX_ROOMS_PER_USER as i64
                         ])?;
                     }
                     Persist::Membership { fingerprint, room, keep: false } => {
-                        forget.execute(params![fingerprint, room.as_str()])?;
+                        forget.execute(params![fingerprint.as_str(), room.as_str()])?;
                     }
                     Persist::Message(m) => {
                         insert.execute(params![
@@ -752,18 +761,23 @@ impl Writer {
                         bots.execute(params![room.as_str(), hidden])?;
                     }
                     Persist::Nick { nick: n, fingerprint, time } => {
-                        nick.execute(params![n.folded(), n.as_str(), fingerprint, *time as i64])?;
+                        nick.execute(params![
+                            n.folded(),
+                            n.as_str(),
+                            fingerprint.as_str(),
+                            *time as i64
+                        ])?;
                     }
                     Persist::NickReleased { nick: n, fingerprint, at } => {
                         let at = at.and_then(|t| i64::try_from(t).ok());
-                        nick_released.execute(params![n.as_str(), fingerprint, at])?;
+                        nick_released.execute(params![n.as_str(), fingerprint.as_str(), at])?;
                     }
                     Persist::NickDropped { nick: n, fingerprint } => {
-                        nick_dropped.execute(params![n.as_str(), fingerprint])?;
+                        nick_dropped.execute(params![n.as_str(), fingerprint.as_str()])?;
                     }
                     Persist::Ban(b) => {
                         ban.execute(params![
-                            b.fingerprint,
+                            b.fingerprint.as_str(),
                             // NULL is for good. Ends are bounded by `MAX_MODERATION_DURATION`
                             // (hub/moderation.rs); one past i64 would be for good too.
                             b.until.and_then(|u| i64::try_from(u).ok()),
@@ -772,7 +786,7 @@ impl Writer {
                         ])?;
                     }
                     Persist::Unban { fingerprint } => {
-                        unban.execute(params![fingerprint])?;
+                        unban.execute(params![fingerprint.as_str()])?;
                     }
                     Persist::RoomOps { room, state } => {
                         room_ops.execute(params![room.as_str(), state])?;

@@ -52,7 +52,7 @@ pub fn key_packages(k: u8, n: usize) -> Vec<String> {
 /// [`TestServer::stop`] for a graceful shutdown.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub fingerprint: String,
+    pub fingerprint: chatao_proto::Fingerprint,
     /// The data directory (history database); `None` only transiently inside `restart`.
     dir: Option<TempDir>,
     stop: Option<oneshot::Sender<()>>,

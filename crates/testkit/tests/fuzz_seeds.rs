@@ -323,7 +323,8 @@ fn file_seeds() {
         base64::engine::general_purpose::STANDARD.decode(&body).expect("base64")
     });
 
-    let fps: Vec<String> = (1..=3).map(|n| fixed_keypair(n).public().fingerprint()).collect();
+    let fps: Vec<String> =
+        (1..=3).map(|n| fixed_keypair(n).public().fingerprint().to_string()).collect();
     put(
         "access_list",
         "ok_keys_and_comments",

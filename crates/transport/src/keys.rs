@@ -16,7 +16,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
+pub use chatao_proto::Fingerprint;
 use pkcs8::der::asn1::OctetStringRef;
 use pkcs8::der::zeroize::Zeroizing;
 use pkcs8::der::{Decode, pem};
@@ -49,12 +50,6 @@ const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112"
 const OID_ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-
-/// Prefix of every fingerprint string.
-const FINGERPRINT_PREFIX: &str = "SHA256:";
-
-/// Length of the base64 part of a fingerprint: 32 bytes, unpadded.
-const FINGERPRINT_B64_LEN: usize = 43;
 
 /// Why a key could not be loaded, generated or parsed. The `Display` text is meant for the user:
 /// it names the file, says what was found and how to make a usable key.
@@ -158,9 +153,8 @@ impl PublicKey {
     /// `SHA256:` + unpadded standard base64 of SHA-256 of the raw 32 bytes (like `ssh-keygen -l`).
     /// Equals `openssl pkey -pubout -outform DER | tail -c 32 | openssl dgst -sha256 -binary |
     /// base64 | tr -d =` on the key file.
-    pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.0);
-        format!("{FINGERPRINT_PREFIX}{}", STANDARD_NO_PAD.encode(digest))
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of_digest(&Sha256::digest(self.0).into())
     }
 }
 
@@ -300,23 +294,11 @@ pub fn load_or_generate(dir: &Path) -> Result<(Keypair, KeyOrigin), KeyError> {
     }
 }
 
-/// Validates a user-supplied fingerprint string (`SHA256:` + 43 base64 chars) — returns normalized
-/// string or [`KeyError::BadFingerprint`]. Surrounding whitespace, a lower-case `sha256:` prefix
-/// and a trailing `=` are accepted; the result is in [`PublicKey::fingerprint`]'s form.
-pub fn parse_fingerprint(s: &str) -> Result<String, KeyError> {
-    let bad = || KeyError::BadFingerprint(s.to_owned());
-    let trimmed = s.trim();
-    let (prefix, b64) = trimmed.split_at_checked(FINGERPRINT_PREFIX.len()).ok_or_else(bad)?;
-    if !prefix.eq_ignore_ascii_case(FINGERPRINT_PREFIX) {
-        return Err(bad());
-    }
-    let b64 = b64.strip_suffix('=').unwrap_or(b64);
-    if b64.len() != FINGERPRINT_B64_LEN {
-        return Err(bad());
-    }
-    // Decoding rejects non-canonical trailing bits, so re-encoding gives back the same text.
-    let digest = STANDARD_NO_PAD.decode(b64).map_err(|_| bad())?;
-    Ok(format!("{FINGERPRINT_PREFIX}{}", STANDARD_NO_PAD.encode(digest)))
+/// Validates a user-supplied fingerprint (`SHA256:` + 43 base64 chars): surrounding whitespace,
+/// a lower-case `sha256:` prefix and a trailing `=` are accepted ([`Fingerprint::parse`]); the
+/// error names what was typed.
+pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, KeyError> {
+    Fingerprint::parse(s).map_err(|_| KeyError::BadFingerprint(s.to_owned()))
 }
 
 /// Parses key file contents; `path` is only used in errors.

@@ -14,7 +14,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
-use crate::keys::{create_private_dir, parse_fingerprint};
+use crate::keys::{Fingerprint, create_private_dir};
 
 /// Why the known-servers file could not be read or extended.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub enum Verdict {
     /// The server has no entry: first contact.
     Unknown,
     /// The server is pinned to another key (`pinned`, a fingerprint): refuse to connect.
-    Mismatch { pinned: String },
+    Mismatch { pinned: Fingerprint },
 }
 
 /// The pinned server keys, as loaded from one file and extended by [`pin`](Self::pin).
@@ -54,7 +54,7 @@ pub struct KnownServers {
     path: PathBuf,
     /// `host_key` form → fingerprints in file order. Several lines for one server are allowed
     /// (key rotation): any of them is accepted.
-    entries: HashMap<String, Vec<String>>,
+    entries: HashMap<String, Vec<Fingerprint>>,
 }
 
 impl KnownServers {
@@ -87,29 +87,27 @@ impl KnownServers {
 
     /// Whether `fp` is the pinned key of `host_port` (`HOST:PORT`, best made by [`host_key`]).
     /// On a mismatch, `pinned` is the first fingerprint on file for the server.
-    pub fn check(&self, host_port: &str, fp: &str) -> Verdict {
+    pub fn check(&self, host_port: &str, fp: &Fingerprint) -> Verdict {
         let host_port = normalize_host_port(host_port).unwrap_or_else(|| host_port.to_lowercase());
-        let fp = parse_fingerprint(fp).unwrap_or_else(|_| fp.to_owned());
         match self.entries.get(&host_port) {
             None => Verdict::Unknown,
-            Some(pinned) if pinned.contains(&fp) => Verdict::Known,
+            Some(pinned) if pinned.contains(fp) => Verdict::Known,
             Some(pinned) => Verdict::Mismatch { pinned: pinned[0].clone() },
         }
     }
 
     /// Appends one line (creating the file mode 0600 and its dir), atomically enough (open
     /// append). Pinning an entry that is already there does nothing; pinning a second key for a
-    /// server keeps the first one too. Errors when `host_port` is not `HOST:PORT` or `fp` is not
-    /// a fingerprint, or on I/O failure (the set is then unchanged).
-    pub fn pin(&mut self, host_port: &str, fp: &str) -> Result<(), KnownServersError> {
+    /// server keeps the first one too. Errors when `host_port` is not `HOST:PORT`, or on I/O
+    /// failure (the set is then unchanged).
+    pub fn pin(&mut self, host_port: &str, fp: &Fingerprint) -> Result<(), KnownServersError> {
         let invalid = |reason| KnownServersError::InvalidEntry {
             host_port: host_port.to_owned(),
-            fingerprint: fp.to_owned(),
+            fingerprint: fp.to_string(),
             reason,
         };
         let host_port = normalize_host_port(host_port).ok_or_else(|| invalid("not HOST:PORT"))?;
-        let fp = parse_fingerprint(fp).map_err(|_| invalid("not a SHA256: fingerprint"))?;
-        if self.check(&host_port, &fp) == Verdict::Known {
+        if self.check(&host_port, fp) == Verdict::Known {
             return Ok(());
         }
 
@@ -124,7 +122,7 @@ impl KnownServers {
         let line = format!("{separator}{host_port} {fp}\n");
         file.write_all(line.as_bytes()).and_then(|()| file.sync_data()).map_err(io_err)?;
 
-        self.insert(host_port, fp);
+        self.insert(host_port, fp.clone());
         Ok(())
     }
 
@@ -132,7 +130,7 @@ impl KnownServers {
         &self.path
     }
 
-    fn insert(&mut self, host_port: String, fp: String) {
+    fn insert(&mut self, host_port: String, fp: Fingerprint) {
         let pinned = self.entries.entry(host_port).or_default();
         if !pinned.contains(&fp) {
             pinned.push(fp);
@@ -170,13 +168,13 @@ fn normalize_host_port(s: &str) -> Option<String> {
 }
 
 /// A non-comment line → (host key, fingerprint), both normalized.
-fn parse_line(line: &str) -> Option<(String, String)> {
+fn parse_line(line: &str) -> Option<(String, Fingerprint)> {
     let mut fields = line.split_whitespace();
     let (host_port, fp) = (fields.next()?, fields.next()?);
     if fields.next().is_some() {
         return None;
     }
-    Some((normalize_host_port(host_port)?, parse_fingerprint(fp).ok()?))
+    Some((normalize_host_port(host_port)?, Fingerprint::parse(fp).ok()?))
 }
 
 /// Opens for appending, creating the file with mode 0600; readable to check its last byte.
@@ -205,8 +203,12 @@ mod tests {
 
     use super::*;
 
-    const FP_A: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
-    const FP_B: &str = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    const A: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
+    const B: &str = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+
+    fn fp(s: &str) -> Fingerprint {
+        Fingerprint::parse(s).unwrap()
+    }
 
     #[test]
     fn host_key_normalizes() {
@@ -231,22 +233,22 @@ mod tests {
     fn entries_are_normalized_on_load_and_check() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_servers");
-        fs::write(&path, format!("CHAT.example.org:7000 sha256:{}\n", &FP_A[7..])).unwrap();
+        fs::write(&path, format!("CHAT.example.org:7000 sha256:{}\n", &A[7..])).unwrap();
         let known = KnownServers::load(&path).unwrap();
-        assert_eq!(known.check("chat.example.org:7000", FP_A), Verdict::Known);
-        assert_eq!(known.check("Chat.Example.org:7000", FP_A), Verdict::Known);
-        assert_eq!(known.check("chat.example.org:7001", FP_A), Verdict::Unknown);
+        assert_eq!(known.check("chat.example.org:7000", &fp(A)), Verdict::Known);
+        assert_eq!(known.check("Chat.Example.org:7000", &fp(A)), Verdict::Known);
+        assert_eq!(known.check("chat.example.org:7001", &fp(A)), Verdict::Unknown);
     }
 
     #[test]
     fn pin_does_not_glue_onto_an_unterminated_last_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_servers");
-        fs::write(&path, format!("a:1 {FP_A}")).unwrap();
+        fs::write(&path, format!("a:1 {A}")).unwrap();
         let mut known = KnownServers::load(&path).unwrap();
-        known.pin("b:2", FP_B).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("a:1 {FP_A}\nb:2 {FP_B}\n"));
-        assert_eq!(KnownServers::load(&path).unwrap().check("b:2", FP_B), Verdict::Known);
+        known.pin("b:2", &fp(B)).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("a:1 {A}\nb:2 {B}\n"));
+        assert_eq!(KnownServers::load(&path).unwrap().check("b:2", &fp(B)), Verdict::Known);
     }
 
     #[test]
@@ -254,22 +256,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_servers");
         let mut known = KnownServers::load(&path).unwrap();
-        known.pin("a:1", FP_A).unwrap();
-        known.pin("A:1", FP_A).unwrap();
+        known.pin("a:1", &fp(A)).unwrap();
+        known.pin("A:1", &fp(A)).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
-        known.pin("a:1", FP_B).unwrap();
-        assert_eq!(known.check("a:1", FP_A), Verdict::Known);
-        assert_eq!(known.check("a:1", FP_B), Verdict::Known);
+        known.pin("a:1", &fp(B)).unwrap();
+        assert_eq!(known.check("a:1", &fp(A)), Verdict::Known);
+        assert_eq!(known.check("a:1", &fp(B)), Verdict::Known);
     }
 
     #[test]
-    fn pin_refuses_invalid_entries() {
+    fn pin_refuses_an_invalid_host() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_servers");
         let mut known = KnownServers::load(&path).unwrap();
-        assert!(matches!(known.pin("no-port", FP_A), Err(KnownServersError::InvalidEntry { .. })));
         assert!(matches!(
-            known.pin("a:1", "SHA256:x"),
+            known.pin("no-port", &fp(A)),
             Err(KnownServersError::InvalidEntry { .. })
         ));
         assert!(!path.exists());

@@ -27,7 +27,7 @@ pub mod private_file;
 pub use connection::{Connection, RecordReader, Sealer};
 pub use error::TransportError;
 pub use handshake::{HandshakeError, accept, connect};
-pub use keys::{KeyError, Keypair, PublicKey};
+pub use keys::{Fingerprint, KeyError, Keypair, PublicKey};
 
 /// The Noise protocol name. Changing it is a protocol version change.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";

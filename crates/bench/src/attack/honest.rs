@@ -53,7 +53,11 @@ pub struct Pair {
     handles: Vec<NetHandle>,
 }
 
-fn options(addr: std::net::SocketAddr, server_key: Option<String>, i: u32) -> ConnectOptions {
+fn options(
+    addr: std::net::SocketAddr,
+    server_key: Option<chatao_proto::Fingerprint>,
+    i: u32,
+) -> ConnectOptions {
     ConnectOptions {
         host: addr.ip().to_string(),
         port: addr.port(),
@@ -65,7 +69,10 @@ fn options(addr: std::net::SocketAddr, server_key: Option<String>, i: u32) -> Co
 
 impl Pair {
     /// Connects bob, then alice, and starts alice talking.
-    pub async fn start(addr: std::net::SocketAddr, server_key: Option<String>) -> Result<Pair> {
+    pub async fn start(
+        addr: std::net::SocketAddr,
+        server_key: Option<chatao_proto::Fingerprint>,
+    ) -> Result<Pair> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop_recording = CancellationToken::new();
         let (_, bob, bob_events) =

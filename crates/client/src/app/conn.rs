@@ -176,7 +176,7 @@ impl App {
         self.me = welcome.nick;
         self.limits = welcome.limits;
         self.server = sanitize(&welcome.server).into_owned();
-        self.server_fingerprint = sanitize(&welcome.server_fingerprint).into_owned();
+        self.server_fingerprint = welcome.server_fingerprint.clone();
         let text = format!("reconnected to {} as {}", self.server_name(), self.me);
         self.everywhere(Kind::Info, &text);
         if let Trusted::PinnedAsSibling { sibling, file } = &welcome.trusted {

@@ -5,7 +5,7 @@
 use chatao_proto::{LeaveReason, MessageKind, RoomName, ServerMsg, sanitize};
 
 use super::buffer::{Entry, Kind};
-use super::{App, Effect, mentions, short_fingerprint};
+use super::{App, Effect, mentions};
 use crate::core::{Ack, Show};
 
 /// Members named in a `members` notice; larger rooms get a count.
@@ -165,7 +165,7 @@ impl App {
                     b.joined = true;
                     format!("you joined {room}")
                 } else {
-                    format!("{nick} joined {room} ({})", short_fingerprint(&sanitize(&fingerprint)))
+                    format!("{nick} joined {room} ({})", fingerprint.short())
                 };
                 if !self.config.filters.hides_join(
                     self.me.as_str(),

@@ -58,6 +58,7 @@ use crate::net::{NetEvent, SendError, Welcome};
 use crate::trust::Trusted;
 use crate::ui;
 use buffer::{Buffer, Entry, Kind, Target};
+use chatao_proto::Fingerprint;
 use complete::Completion;
 use editor::Editor;
 
@@ -158,7 +159,7 @@ pub struct App {
     pub me: Nick,
     /// The server's software (sanitized) and key fingerprint.
     pub server: String,
-    pub server_fingerprint: String,
+    pub server_fingerprint: Fingerprint,
     pub limits: Limits,
     pub conn: Conn,
     /// Never empty: the last room stays open (not joined) after `/part`.
@@ -203,15 +204,6 @@ pub struct App {
     url_hint_given: bool,
 }
 
-/// `SHA256:` and the first 8 characters of a fingerprint: enough to tell keys apart at a
-/// glance; `/whois` shows the whole one.
-pub fn short_fingerprint(fp: &str) -> String {
-    match fp.strip_prefix("SHA256:") {
-        Some(rest) => format!("SHA256:{}", rest.chars().take(8).collect::<String>()),
-        None => fp.chars().take(15).collect(),
-    }
-}
-
 /// Whether `text` mentions `nick`: as a whole word, ignoring case.
 pub fn mentions(text: &str, nick: &str) -> bool {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
@@ -246,7 +238,7 @@ impl App {
             config,
             me: welcome.nick.clone(),
             server: sanitize(&welcome.server).into_owned(),
-            server_fingerprint: sanitize(&welcome.server_fingerprint).into_owned(),
+            server_fingerprint: welcome.server_fingerprint.clone(),
             limits: welcome.limits,
             conn: Conn::Connected,
             buffers: vec![Buffer::new(Target::Room(shown))],

@@ -14,7 +14,7 @@ use crate::trust::Trusted;
 
 /// 2023-11-14 22:13:20 UTC.
 pub const T0: u64 = 1_700_000_000_000;
-pub const SERVER_FP: &str = "SHA256:Xk3v9QaBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789a";
+pub const SERVER_FP: &str = "SHA256:Xk3v9QaBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789c";
 
 pub fn nick(n: &str) -> Nick {
     Nick::parse(n).unwrap()
@@ -28,12 +28,12 @@ pub fn welcome(me: &str) -> Welcome {
     Welcome {
         session: 1,
         nick: nick(me),
-        fingerprint: "SHA256:client".into(),
+        fingerprint: chatao_proto::Fingerprint::example("client"),
         server: "chataosrv 0.1.0".into(),
         limits: Limits { max_text_bytes: 2000, rate_per_sec: 5, burst: 10 },
         rooms: Vec::new(),
         fixed_rooms: false,
-        server_fingerprint: SERVER_FP.into(),
+        server_fingerprint: chatao_proto::Fingerprint::parse(SERVER_FP).unwrap(),
         trusted: Trusted::Known,
     }
 }
@@ -77,7 +77,11 @@ pub fn say(r: &str, id: u64, from: &str, text: &str) -> ServerMsg {
 }
 
 pub fn joined(r: &str, who: &str) -> ServerMsg {
-    ServerMsg::Join { room: room(r), nick: nick(who), fingerprint: format!("SHA256:{who}key0000") }
+    ServerMsg::Join {
+        room: room(r),
+        nick: nick(who),
+        fingerprint: chatao_proto::Fingerprint::example(&format!("{who}key0000")),
+    }
 }
 
 pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
@@ -87,7 +91,7 @@ pub fn members(r: &str, nicks: &[&str]) -> ServerMsg {
             .iter()
             .map(|n| Member {
                 nick: nick(n),
-                fingerprint: "SHA256:x".into(),
+                fingerprint: chatao_proto::Fingerprint::example("x"),
                 away: None,
                 bot: false,
                 op: false,

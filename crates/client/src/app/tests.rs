@@ -341,7 +341,7 @@ fn a_lost_connection_moves_to_the_next_server_and_backs_off_only_after_a_round()
     assert!(status.contains("reconnecting to b:7000"), "{status}");
 
     let mut w = welcome("alice");
-    w.server_fingerprint = SERVER_FP.into();
+    w.server_fingerprint = chatao_proto::Fingerprint::parse(SERVER_FP).unwrap();
     a.update(Event::Connected(Box::new(w)));
     assert_eq!((a.on, a.server_name()), (1, "b:7000"));
     assert!(texts(&a).iter().any(|t| t == "reconnected to b:7000 as alice"), "{:?}", texts(&a));
@@ -621,7 +621,8 @@ fn mention_matching() {
     assert!(!mentions("malice", "alice"));
     assert!(!mentions("alice_2 hi", "alice"));
     assert!(!mentions("x-alice? no", "alice"));
-    assert_eq!(short_fingerprint(SERVER_FP), "SHA256:Xk3v9QaB");
+    let server = chatao_proto::Fingerprint::parse(SERVER_FP).unwrap();
+    assert_eq!(server.short(), "SHA256:Xk3v9QaB");
 }
 
 #[test]

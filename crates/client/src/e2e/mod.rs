@@ -147,9 +147,12 @@ fn off_setup(dir: &Path, pid: Option<u32>, nick: &str, told: bool) -> Setup {
 
 /// Where the MLS state of identity `keys` on the server with key `server_fp` lives under `base`:
 /// `base/<server>/<identity>`, each a fingerprint in URL-safe base64 (no `/` in a file name).
-pub fn state_dir(base: &Path, server_fp: &str, own_fp: &str) -> PathBuf {
-    let safe = |fp: &str| fp.trim_start_matches("SHA256:").replace('/', "_").replace('+', "-");
-    base.join(safe(server_fp)).join(safe(own_fp))
+pub fn state_dir(
+    base: &Path,
+    server_fp: &chatao_proto::Fingerprint,
+    own_fp: &chatao_proto::Fingerprint,
+) -> PathBuf {
+    base.join(server_fp.url_safe()).join(own_fp.url_safe())
 }
 
 enum Input {

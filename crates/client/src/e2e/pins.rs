@@ -6,6 +6,7 @@
 //! Only names met in an E2E context are pinned (members of E2E rooms, keys fetched to add), at
 //! most [`MAX_PINS`]; changes are written once per batch ([`NickPins::flush`]), not per pin.
 
+use chatao_proto::Fingerprint;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ pub const MAX_PINS: usize = 4096;
 #[derive(Debug)]
 pub struct NickPins {
     path: PathBuf,
-    pins: BTreeMap<String, String>,
+    pins: BTreeMap<String, Fingerprint>,
     /// Pinned since the last [`NickPins::flush`].
     dirty: bool,
 }
@@ -34,7 +35,7 @@ pub enum PinCheck {
     /// First sight: pinned now.
     New,
     /// The nickname was pinned to another key.
-    Changed { pinned: String },
+    Changed { pinned: Fingerprint },
 }
 
 impl NickPins {
@@ -45,16 +46,14 @@ impl NickPins {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_once(' '))
-            .map(|(n, f)| (n.to_owned(), f.trim().to_owned()))
-            .filter(|(n, f)| {
-                chatao_proto::Nick::parse(n).is_ok() && !f.contains(char::is_whitespace)
-            })
+            .filter(|(n, _)| chatao_proto::Nick::parse(n).is_ok())
+            .filter_map(|(n, f)| Some((n.to_owned(), Fingerprint::parse(f).ok()?)))
             .collect();
         NickPins { path, pins, dirty: false }
     }
 
     /// Checks `nick`'s key against its pin, pinning it on first sight.
-    pub fn check(&mut self, nick: &str, fingerprint: &str) -> PinCheck {
+    pub fn check(&mut self, nick: &str, fingerprint: &Fingerprint) -> PinCheck {
         let folded = nick.to_ascii_lowercase();
         match self.pins.get(&folded) {
             Some(p) if p == fingerprint => PinCheck::Known,
@@ -64,7 +63,7 @@ impl NickPins {
                 PinCheck::New
             }
             None => {
-                self.pins.insert(folded, fingerprint.to_owned());
+                self.pins.insert(folded, fingerprint.clone());
                 self.dirty = true;
                 PinCheck::New
             }
@@ -93,7 +92,7 @@ impl NickPins {
 
     /// The pinned fingerprint of `nick`.
     pub fn get(&self, nick: &str) -> Option<&str> {
-        self.pins.get(&nick.to_ascii_lowercase()).map(String::as_str)
+        self.pins.get(&nick.to_ascii_lowercase()).map(Fingerprint::as_str)
     }
 
     /// A nickname pinned to `fingerprint`.
@@ -120,13 +119,16 @@ mod tests {
     fn a_nickname_is_pinned_on_first_sight_and_a_change_is_reported_after_reloading() {
         let dir = tempfile::tempdir().unwrap();
         let mut pins = NickPins::load(dir.path());
-        assert_eq!(pins.check("Bob", "SHA256:b"), PinCheck::New);
-        assert_eq!(pins.check("bob", "SHA256:b"), PinCheck::Known);
+        assert_eq!(pins.check("Bob", &Fingerprint::example("b")), PinCheck::New);
+        assert_eq!(pins.check("bob", &Fingerprint::example("b")), PinCheck::Known);
         assert!(!dir.path().join(PIN_FILE).exists(), "written once per batch");
         pins.flush();
         let mut pins = NickPins::load(dir.path());
-        assert_eq!(pins.check("BOB", "SHA256:m"), PinCheck::Changed { pinned: "SHA256:b".into() });
-        assert_eq!(pins.nick_of("SHA256:b"), Some("bob"));
+        assert_eq!(
+            pins.check("BOB", &Fingerprint::example("m")),
+            PinCheck::Changed { pinned: Fingerprint::example("b") }
+        );
+        assert_eq!(pins.nick_of(&Fingerprint::example("b")), Some("bob"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -140,12 +142,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut pins = NickPins::load(dir.path());
         for i in 0..MAX_PINS + 10 {
-            pins.check(&format!("n{i}"), &format!("SHA256:{i}"));
+            pins.check(&format!("n{i}"), &Fingerprint::example(&i.to_string()));
         }
         pins.flush();
         let pins = NickPins::load(dir.path());
         assert_eq!(pins.pins.len(), MAX_PINS);
-        assert_eq!(pins.get("n0"), Some("SHA256:0"));
+        assert_eq!(pins.get("n0"), Some(Fingerprint::example("0").as_str()));
         assert_eq!(pins.get(&format!("n{}", MAX_PINS + 5)), None);
     }
 }

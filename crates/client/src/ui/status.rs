@@ -19,7 +19,7 @@ use ratatui::widgets::Paragraph;
 use super::style;
 use super::text::width;
 use crate::app::buffer::Target;
-use crate::app::{App, Conn, short_fingerprint};
+use crate::app::{App, Conn};
 
 pub fn render_title(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if area.is_empty() {
@@ -157,7 +157,7 @@ pub fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let right = format!(
         "{}{of} {} ",
         chatao_proto::sanitize(app.server_name()),
-        short_fingerprint(&app.server_fingerprint)
+        app.server_fingerprint.short()
     );
     let used: usize = left.iter().map(|s| width(&s.content)).sum();
     let room = usize::from(area.width).saturating_sub(used);

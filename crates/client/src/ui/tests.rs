@@ -204,7 +204,7 @@ fn member_list_with_away_members_and_overflow() {
         .iter()
         .map(|n| Member {
             nick: nick(n),
-            fingerprint: "SHA256:x".into(),
+            fingerprint: chatao_proto::Fingerprint::example("x"),
             away: (*n == "bob").then(|| "lunch".into()),
             bot: false,
             op: false,
@@ -239,7 +239,7 @@ fn member_list_marks_bots() {
         .iter()
         .map(|(n, bot)| Member {
             nick: nick(n),
-            fingerprint: "SHA256:x".into(),
+            fingerprint: chatao_proto::Fingerprint::example("x"),
             away: None,
             bot: *bot,
             op: false,
@@ -276,7 +276,7 @@ fn member_list_marks_room_operators() {
         .iter()
         .map(|(n, op)| Member {
             nick: nick(n),
-            fingerprint: "SHA256:x".into(),
+            fingerprint: chatao_proto::Fingerprint::example("x"),
             away: None,
             bot: false,
             op: *op,
@@ -418,7 +418,7 @@ fn an_e2e_room_is_marked_in_the_title_and_the_status_bar_and_warnings_are_loud()
     net(&mut a, joined("#sec", "alice"));
     let me = Member {
         nick: nick("alice"),
-        fingerprint: "SHA256:x".into(),
+        fingerprint: chatao_proto::Fingerprint::example("x"),
         away: None,
         bot: false,
         op: false,

@@ -226,7 +226,7 @@ async fn a_node_with_another_key_is_refused_on_the_move() {
         .await
         .unwrap();
     assert!(err.contains("PRESENTS ANOTHER KEY THAN ITS CLUSTER"), "{err}");
-    assert!(err.contains(&a_key) && err.contains(&b.fingerprint), "{err}");
+    assert!(err.contains(a_key.as_str()) && err.contains(b.fingerprint.as_str()), "{err}");
     assert!(err.contains("man-in-the-middle") && err.contains(&b_addr.to_string()), "{err}");
     // B never heard of alice: the nickname is free there, and B is not pinned.
     TestClient::connect(b_addr, "alice").await.unwrap();

@@ -482,7 +482,7 @@ async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
         let n = conn
             .execute(
                 "UPDATE key_packages SET package = (SELECT package FROM key_packages WHERE fingerprint = ?1 LIMIT 1) WHERE fingerprint = ?2",
-                [&mallory_fp, &bob_fp],
+                [mallory_fp.as_str(), bob_fp.as_str()],
             )
             .unwrap();
         assert!(n > 0);
@@ -494,7 +494,10 @@ async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
     alice.send("/invite bob").await;
     let warning = alice.wait("WARNING").await;
     assert!(warning.contains("FORGED"), "{warning}");
-    assert!(warning.contains(&mallory_fp) && warning.contains(&bob_fp), "{warning}");
+    assert!(
+        warning.contains(mallory_fp.as_str()) && warning.contains(bob_fp.as_str()),
+        "{warning}"
+    );
     assert!(warning.contains("bob was NOT added to #sec"), "{warning}");
     alice.send("/safety").await;
     let lines = alice.until("MLS key").await;
@@ -507,8 +510,11 @@ async fn a_forged_member_slipped_in_by_a_modified_server_is_detected() {
     let server = server.restart(|_| {}).await;
     {
         let conn = rusqlite::Connection::open(server.data_dir().join("chatao.db")).unwrap();
-        conn.execute("UPDATE nicks SET fingerprint = ?1 WHERE folded = 'bob'", [&mallory_fp])
-            .unwrap();
+        conn.execute(
+            "UPDATE nicks SET fingerprint = ?1 WHERE folded = 'bob'",
+            [mallory_fp.as_str()],
+        )
+        .unwrap();
     }
     let server = server.restart(|c| c.limits.rate_per_sec = 0).await;
     let mut alice = Chatao::start(dir.path(), server.addr, "alice", &[]).await;

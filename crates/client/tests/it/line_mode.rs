@@ -245,7 +245,7 @@ async fn escape_sequences_from_a_hostile_server_print_as_harmless_text() {
         let hello = conn.read_record().await.unwrap().unwrap();
         assert!(decode_client(&hello).is_ok());
         let raw = concat!(
-            r#"{"type":"welcome","session":1,"nick":"x","fingerprint":"f","server":"evil\u001b[31m","#,
+            r#"{"type":"welcome","session":1,"nick":"x","fingerprint":"SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4","server":"evil\u001b[31m","#,
             r#""limits":{"max_text_bytes":100,"rate_per_sec":5,"burst":5}}"#,
             "\n",
             r##"{"type":"message","room":"#lobby","id":1,"time":0,"from":"eve","text":"\u001b]0;pwned\u0007\u001b[2J\u009b6n\u202eevil"}"##,
@@ -330,11 +330,38 @@ async fn hostile_server(script: Vec<Vec<serde_json::Value>>) -> std::net::Socket
     addr
 }
 
+/// A fingerprint, the one string a hostile server cannot fill (it does not decode otherwise:
+/// `a_fingerprint_that_is_not_one_ends_the_session`).
+const SOME_FP: &str = "SHA256:MAyclgO5Kks57TlYv5JAEUgE20/TcwEsDKR0MtY0Ja4";
+
 fn welcome_record(nick: &str) -> serde_json::Value {
     serde_json::json!({
-        "type": "welcome", "session": 1, "nick": nick, "fingerprint": NASTY, "server": NASTY,
+        "type": "welcome", "session": 1, "nick": nick, "fingerprint": SOME_FP, "server": NASTY,
         "limits": {"max_text_bytes": 4000, "rate_per_sec": 5, "burst": 5},
     })
+}
+
+/// A server that says a key is something other than a fingerprint (here: escape sequences,
+/// once at `welcome` and once in a `join`) breaks the protocol: the record does not decode,
+/// the connection ends with a clear error (a protocol error, as for any record that does not
+/// decode: the client tries again, then gives up), and nothing of it reaches the terminal.
+#[tokio::test]
+async fn a_fingerprint_that_is_not_one_ends_the_session() {
+    let mut bad_welcome = welcome_record("x");
+    bad_welcome["fingerprint"] = NASTY.into();
+    let bad_join =
+        serde_json::json!({"type": "join", "room": "#lobby", "nick": "eve", "fingerprint": NASTY});
+    for script in [vec![bad_welcome], vec![welcome_record("x"), bad_join]] {
+        let addr = hostile_server(vec![script]).await;
+        let out = run_to_end(addr, "x", &["--reconnect-timeout", "1"]).await;
+        assert_inert("stdout", &out.stdout);
+        assert_inert("stderr", &out.stderr);
+        // At `welcome` the error is the first connection's (stderr); in a session it is the
+        // `disconnected` line (stdout).
+        let said = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+        assert!(said.contains("is `SHA256:` followed by 43 base64 characters"), "{said}");
+        assert_eq!(out.status.code(), Some(1), "{said}");
+    }
 }
 
 /// Runs `chatao` (line mode, `extra` flags) against `addr` to its end, stdin open throughout.
@@ -384,7 +411,7 @@ async fn a_hostile_server_cannot_write_controls_anywhere() {
             json!({"type": "notice", "text": NASTY}),
             json!({"type": "topic", "room": "#lobby", "text": NASTY, "by": "eve"}),
             json!({"type": "away", "nick": "eve", "reason": NASTY}),
-            json!({"type": "join", "room": "#lobby", "nick": "eve", "fingerprint": NASTY}),
+            json!({"type": "join", "room": "#lobby", "nick": "eve", "fingerprint": SOME_FP}),
             json!({"type": "leave", "room": "#lobby", "nick": "eve", "reason": "part", "message": NASTY}),
             json!({"type": "moderation", "action": "kick", "target": NASTY, "by": "eve", "reason": NASTY}),
         ]
@@ -479,7 +506,9 @@ async fn a_changed_server_key_is_refused_before_anything_is_sent() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("HAS CHANGED") && err.contains(&wrong) && err.contains(&server.fingerprint),
+        err.contains("HAS CHANGED")
+            && err.contains(wrong.as_str())
+            && err.contains(server.fingerprint.as_str()),
         "{err}"
     );
     // The server never saw alice: her nickname is free.

@@ -65,7 +65,7 @@ async fn a_man_in_the_middle_is_refused_and_learns_nothing() {
 
     let (code, stdout, stderr) = chatao(dir.path(), port, "first contact\n").await;
     assert_eq!(code, Some(0), "first connection through the relay: {stderr}");
-    assert!(stdout.contains(&server.fingerprint));
+    assert!(stdout.contains(server.fingerprint.as_str()));
     assert!(stderr.contains("now pinned"), "{stderr}");
 
     let (code, stdout, stderr) = chatao(dir.path(), port, "my secret plans\n").await;
@@ -73,7 +73,10 @@ async fn a_man_in_the_middle_is_refused_and_learns_nothing() {
     assert!(stdout.is_empty(), "{stdout}");
     let attacker = fixed_keypair(66).public().fingerprint();
     assert!(stderr.contains("HAS CHANGED"), "{stderr}");
-    assert!(stderr.contains(&server.fingerprint) && stderr.contains(&attacker), "{stderr}");
+    assert!(
+        stderr.contains(server.fingerprint.as_str()) && stderr.contains(attacker.as_str()),
+        "{stderr}"
+    );
     assert!(stderr.contains("man-in-the-middle"), "{stderr}");
 
     tokio::time::timeout(LIMIT, async {

@@ -40,7 +40,7 @@ async fn scripted_then(
         let welcome = ServerMsg::Welcome {
             session: 1,
             nick: Nick::parse("alice").unwrap(),
-            fingerprint: "SHA256:x".into(),
+            fingerprint: chatao_proto::Fingerprint::example("x"),
             server: "scripted".into(),
             limits,
             rooms: Vec::new(),

@@ -72,12 +72,16 @@ async fn flood(listener: TcpListener, typed: mpsc::Sender<String>) {
     let welcome = ServerMsg::Welcome {
         session: 1,
         nick: nick.clone(),
-        fingerprint: "SHA256:you".into(),
+        fingerprint: chatao_proto::Fingerprint::example("you"),
         server: "hostile".into(),
         limits: Limits { max_text_bytes: 4000, rate_per_sec: 5, burst: 5 },
         rooms: Vec::new(),
     };
-    let join = ServerMsg::Join { room: lobby.clone(), nick: nick.clone(), fingerprint: "x".into() };
+    let join = ServerMsg::Join {
+        room: lobby.clone(),
+        nick: nick.clone(),
+        fingerprint: chatao_proto::Fingerprint::example("x"),
+    };
     for m in [welcome, join] {
         conn.write_record(&encode(&m)).await.unwrap();
     }

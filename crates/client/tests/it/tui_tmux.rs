@@ -193,12 +193,16 @@ async fn hostile_server(listener: TcpListener) {
         ServerMsg::Welcome {
             session: 1,
             nick: nick.clone(),
-            fingerprint: "SHA256:you".into(),
+            fingerprint: chatao_proto::Fingerprint::example("you"),
             server: format!("evil {evil}"),
             limits: Limits { max_text_bytes: 1000, rate_per_sec: 5, burst: 5 },
             rooms: Vec::new(),
         },
-        ServerMsg::Join { room: lobby.clone(), nick, fingerprint: "SHA256:x".into() },
+        ServerMsg::Join {
+            room: lobby.clone(),
+            nick,
+            fingerprint: chatao_proto::Fingerprint::example("x"),
+        },
         ServerMsg::Topic { room: lobby.clone(), text: Some(format!("topic {evil}")), by: None },
         ServerMsg::Message {
             cid: None,
@@ -951,7 +955,7 @@ async fn ignore_hides_a_user_through_a_rename_and_the_chat_log_keeps_the_rest() 
 
     let mallory_key = mallory_keys.public().fingerprint();
     let ignores = std::fs::read_to_string(dir.path().join("ignores.toml")).unwrap();
-    assert!(ignores.contains(&mallory_key), "{ignores}");
+    assert!(ignores.contains(mallory_key.as_str()), "{ignores}");
     let server_dir = logs.join(format!("127.0.0.1_{}", server.addr.port()));
     let mut lobby = String::new();
     for entry in std::fs::read_dir(&server_dir).unwrap() {

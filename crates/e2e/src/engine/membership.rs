@@ -92,9 +92,15 @@ impl E2e {
         if claimed_fingerprint(&identity).as_deref() != Some(expected_fp) {
             return Err(E2eError::FingerprintMismatch { expected: expected_fp.to_owned(), found });
         }
-        if let Err(reason) = verify_credential(&identity, &key) {
-            return Err(E2eError::ForgedCredential { fingerprint: found, reason: reason.into() });
-        }
+        let verified = match verify_credential(&identity, &key) {
+            Ok(fp) => fp,
+            Err(reason) => {
+                return Err(E2eError::ForgedCredential {
+                    fingerprint: found,
+                    reason: reason.into(),
+                });
+            }
+        };
         if expected_fp == self.fingerprint {
             return Err(E2eError::AlreadyMember(found));
         }
@@ -113,7 +119,7 @@ impl E2e {
             return Err(E2eError::AlreadyMember(found));
         }
         self.transact(Some(room), |s| {
-            s.pins.entry(expected_fp.to_owned()).or_insert_with(|| key.clone());
+            s.pins.entry(verified.clone()).or_insert_with(|| key.clone());
             let group = s.groups.get_mut(room).ok_or_else(|| E2eError::NoGroup(room.to_owned()))?;
             let epoch = group.epoch().as_u64();
             let (commit, welcome, _) = group
@@ -355,7 +361,7 @@ impl E2e {
         if let Some(meta) = self.rooms.get_mut(room) {
             meta.pending = None;
         }
-        let committer = Some(self.fingerprint.clone());
+        let committer = Some(self.fingerprint.to_string());
         Ok(self.commit_event(room, &before, committer, true, false, false))
     }
 }

@@ -102,7 +102,7 @@ impl E2e {
             let entry = LogEntry {
                 id,
                 time,
-                sender_fp: s.fingerprint.clone(),
+                sender_fp: s.fingerprint.to_string(),
                 own: true,
                 plaintext: plaintext.to_vec(),
             };
@@ -154,7 +154,7 @@ impl E2e {
             // and the message is skipped anyway.
             let sent = self.sent.remove(pos).map(|m| m.plaintext).unwrap_or_default();
             return Ok(Event::Application {
-                sender_fp: self.fingerprint.clone(),
+                sender_fp: self.fingerprint.to_string(),
                 status: PinStatus::Own,
                 own: true,
                 plaintext: sent,

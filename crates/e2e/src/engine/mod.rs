@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chatao_transport::Fingerprint;
 use openmls::prelude::tls_codec::{DeserializeBytes as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
@@ -130,7 +131,7 @@ struct Leaf {
 struct Checkpoint {
     storage: HashMap<Vec<u8>, Vec<u8>>,
     rooms: BTreeMap<String, RoomMeta>,
-    pins: BTreeMap<String, Vec<u8>>,
+    pins: BTreeMap<Fingerprint, Vec<u8>>,
     key_packages: VecDeque<Vec<u8>>,
 }
 
@@ -141,14 +142,14 @@ struct Checkpoint {
 /// [`E2e::set_sync`]); call them from a blocking-friendly context.
 pub struct E2e {
     dir: PathBuf,
-    fingerprint: String,
+    fingerprint: Fingerprint,
     signer: SignatureKeyPair,
     /// Our MLS credential identity: fingerprint, X25519 key, XEdDSA binding (see `identity`).
     credential: Vec<u8>,
     provider: Provider,
     groups: HashMap<String, MlsGroup>,
     rooms: BTreeMap<String, RoomMeta>,
-    pins: BTreeMap<String, Vec<u8>>,
+    pins: BTreeMap<Fingerprint, Vec<u8>>,
     /// Hash references of kept key packages, oldest first; at most [`MAX_KEY_PACKAGES`].
     key_packages: VecDeque<Vec<u8>>,
     /// Own messages awaiting their echo; at most [`SENT_CACHE`], oldest dropped.
@@ -239,7 +240,8 @@ impl E2e {
         let storage_map = state.storage_map(dir)?;
         let mut pins = BTreeMap::new();
         for (fp, key) in &state.pins {
-            pins.insert(fp.clone(), STANDARD.decode(key).map_err(|_| corrupt("bad pin"))?);
+            let fp = Fingerprint::parse(fp).map_err(|_| corrupt("bad pin"))?;
+            pins.insert(fp, STANDARD.decode(key).map_err(|_| corrupt("bad pin"))?);
         }
         let mut key_packages = VecDeque::new();
         for r in &state.key_packages {
@@ -256,7 +258,7 @@ impl E2e {
         }
         let mut e2e = E2e {
             dir: dir.to_owned(),
-            fingerprint: fingerprint.to_owned(),
+            fingerprint: own_fp,
             signer,
             credential,
             provider,
@@ -303,7 +305,7 @@ impl E2e {
     }
 
     /// This client's Chatao fingerprint (its MLS credential identity).
-    pub fn fingerprint(&self) -> &str {
+    pub fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint
     }
 
@@ -513,9 +515,9 @@ impl E2e {
         };
         let state = StateFile {
             version: StateFile::new("").version,
-            fingerprint: self.fingerprint.clone(),
+            fingerprint: self.fingerprint.to_string(),
             storage,
-            pins: self.pins.iter().map(|(k, v)| (k.clone(), STANDARD.encode(v))).collect(),
+            pins: self.pins.iter().map(|(k, v)| (k.to_string(), STANDARD.encode(v))).collect(),
             rooms: self.rooms.clone(),
             key_packages: self.key_packages.iter().map(|r| STANDARD.encode(r)).collect(),
         };

@@ -115,7 +115,7 @@ fn key_package_with_a_key_other_than_the_pinned_one_is_refused() {
 
     let signer = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
     let cred = make_credential(&b.secret, signer.public()).unwrap();
-    assert_eq!(verify_credential(&cred, signer.public()), Ok(b.fp.clone()));
+    assert_eq!(verify_credential(&cred, signer.public()).as_deref(), Ok(b.fp.as_str()));
     let other_key = Raw::with_signer(cred, signer).key_package();
     a.e.create_group("#other", false).unwrap();
     let err = a.e.add("#other", &other_key, &b.fp).unwrap_err();

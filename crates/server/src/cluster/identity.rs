@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use chatao_proto::Nick;
+use chatao_proto::{Fingerprint, Nick};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ pub struct Claim {
 struct Holder {
     node: NodeId,
     session: SessionId,
-    fingerprint: String,
+    fingerprint: Fingerprint,
 }
 
 /// A ban as stored in `chatao_bans`.
@@ -92,18 +92,18 @@ pub(super) async fn claim(
     inner: &Inner,
     hub: &Hub,
     nick: &Nick,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     session: SessionId,
 ) -> Result<Claim, HubError> {
     let key = subjects::hex(&nick.folded());
     // A look-alike registered under a key written before nicknames were compared by skeleton
     // (the lower-cased nickname's hex), learned from the bucket at startup and by its watch.
-    if hub.owner_of(nick).is_some_and(|owner| owner != fingerprint) {
+    if hub.owner_of(nick).is_some_and(|owner| owner != *fingerprint) {
         return Err(HubError::NickRegistered(nick.clone()));
     }
     // Ownership: the first key to use a nickname keeps it.
-    match inner.nicks.create(&key, Bytes::from(fingerprint.to_owned())).await {
-        Ok(_) => hub.learn_owner(nick.folded(), fingerprint.to_owned()),
+    match inner.nicks.create(&key, Bytes::from(fingerprint.to_string())).await {
+        Ok(_) => hub.learn_owner(nick.folded(), fingerprint.clone()),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             let owner = inner.nicks.get(key.as_str()).await.map_err(|_| HubError::Unavailable)?;
             match owner {
@@ -117,12 +117,8 @@ pub(super) async fn claim(
     }
     // Online: one holder cluster-wide.
     let value = Bytes::from(
-        serde_json::to_vec(&Holder {
-            node: inner.node,
-            session,
-            fingerprint: fingerprint.to_owned(),
-        })
-        .unwrap_or_default(),
+        serde_json::to_vec(&Holder { node: inner.node, session, fingerprint: fingerprint.clone() })
+            .unwrap_or_default(),
     );
     for _ in 0..4 {
         match inner.online.create(&key, value.clone()).await {
@@ -144,7 +140,7 @@ pub(super) async fn claim(
         });
         if let Some(h) = &holder
             && live
-            && h.fingerprint != fingerprint
+            && h.fingerprint != *fingerprint
         {
             return Err(HubError::NickInUse(nick.clone()));
         }
@@ -319,10 +315,19 @@ pub(super) async fn adopt(
     Ok(remembered(inner, fingerprint).await?.unwrap_or_default())
 }
 
+/// The fingerprint a bucket key (its hex) names; `None` (and a warning) when it names none.
+fn fingerprint_key(key: &str) -> Option<Fingerprint> {
+    let fp = subjects::unhex(key).and_then(|s| Fingerprint::parse(&s).ok());
+    if fp.is_none() {
+        warn!(key, "a bucket key that is not a fingerprint is ignored");
+    }
+    fp
+}
+
 pub(super) async fn publish_allowlist(inner: &Inner, access: &Access) {
     match access.allow_file_list() {
         Ok(Some(list)) => {
-            let mut list: Vec<String> = list.into_iter().collect();
+            let mut list: Vec<Fingerprint> = list.into_iter().collect();
             list.sort();
             let body = serde_json::to_vec(&list).unwrap_or_default();
             match inner.access_kv.put(ALLOW_KEY, body.into()).await {
@@ -416,7 +421,7 @@ pub(super) fn watch_all(
     let apply_ban = {
         let access = access.clone();
         move |key: &str, entry: Option<&[u8]>| {
-            let Some(fp) = subjects::unhex(key) else { return };
+            let Some(fp) = fingerprint_key(key) else { return };
             match entry.and_then(|v| serde_json::from_slice::<StoredBan>(v).ok()) {
                 Some(b) => {
                     access.ban(Ban { fingerprint: fp, until: b.until, reason: b.reason, by: b.by })
@@ -430,7 +435,7 @@ pub(super) fn watch_all(
     let apply_mute = {
         let access = access.clone();
         move |key: &str, entry: Option<&[u8]>| {
-            let Some(fp) = subjects::unhex(key) else { return };
+            let Some(fp) = fingerprint_key(key) else { return };
             match entry.and_then(|v| serde_json::from_slice::<StoredMute>(v).ok()) {
                 Some(m) => access.mute(&fp, m.until),
                 None => {
@@ -442,10 +447,11 @@ pub(super) fn watch_all(
     let apply_owner = {
         let hub = hub.clone();
         move |key: &str, entry: Option<&[u8]>| {
-            if let (Some(folded), Some(fp)) =
-                (subjects::unhex(key), entry.and_then(|v| std::str::from_utf8(v).ok()))
-            {
-                hub.learn_owner(folded, fp.to_owned());
+            let fp = entry.and_then(|v| std::str::from_utf8(v).ok());
+            match (subjects::unhex(key), fp.map(Fingerprint::parse)) {
+                (Some(folded), Some(Ok(fp))) => hub.learn_owner(folded, fp),
+                (_, Some(Err(_))) => warn!(key, "a nickname owner that is not a fingerprint"),
+                _ => {}
             }
         }
     };
@@ -455,8 +461,9 @@ pub(super) fn watch_all(
             if key != ALLOW_KEY {
                 return;
             }
-            let list = entry.and_then(|v| serde_json::from_slice::<Vec<String>>(v).ok());
-            access.set_allow(list.map(|l| l.into_iter().collect::<HashSet<String>>()));
+            // A list that is not all fingerprints is not applied: as if absent.
+            let list = entry.and_then(|v| serde_json::from_slice::<Vec<Fingerprint>>(v).ok());
+            access.set_allow(list.map(|l| l.into_iter().collect::<HashSet<Fingerprint>>()));
         }
     };
     let events = || inner.link.events_tx().subscribe();

@@ -396,7 +396,7 @@ impl Cluster {
     pub async fn claim(
         &self,
         nick: &chatao_proto::Nick,
-        fingerprint: &str,
+        fingerprint: &chatao_proto::Fingerprint,
         session: u64,
     ) -> Result<Claim, crate::hub::HubError> {
         identity::claim(&self.inner, &self.hub, nick, fingerprint, session).await

@@ -63,7 +63,7 @@ impl Cluster {
     pub async fn claim(
         &self,
         _nick: &chatao_proto::Nick,
-        _fingerprint: &str,
+        _fingerprint: &chatao_proto::Fingerprint,
         _session: u64,
     ) -> Result<Claim, HubError> {
         match *self {}

@@ -88,20 +88,10 @@ pub(super) fn dedup_id(node: u64, ev: &RoomEvent, n: u64) -> String {
     }
 }
 
-/// `c-<fingerprint made header-safe>-<cid>`: the fingerprint is `SHA256:` and base64; only
-/// its base64 part is kept, with `+` and `/` made `-` and `_`, and anything else dropped.
-fn client_id(fingerprint: &str, cid: Cid) -> String {
-    let key = fingerprint.strip_prefix("SHA256:").unwrap_or(fingerprint);
-    let safe: String = key
-        .chars()
-        .filter_map(|c| match c {
-            'A'..='Z' | 'a'..='z' | '0'..='9' => Some(c),
-            '+' => Some('-'),
-            '/' => Some('_'),
-            _ => None,
-        })
-        .collect();
-    format!("c-{safe}-{cid}")
+/// `c-<fingerprint made header-safe>-<cid>`: the fingerprint's digest in URL-safe base64
+/// ([`Fingerprint::url_safe`]: no `+` or `/`).
+fn client_id(fingerprint: &chatao_proto::Fingerprint, cid: Cid) -> String {
+    format!("c-{}-{cid}", fingerprint.url_safe())
 }
 
 pub(super) async fn run(
@@ -345,14 +335,14 @@ async fn send_private(inner: Arc<Inner>, hub: Hub, node: u64, msg: Private) {
 mod tests {
     use super::*;
 
-    fn event(fingerprint: &str, cid: Option<Cid>) -> RoomEvent {
+    fn event(fingerprint: &chatao_proto::Fingerprint, cid: Option<Cid>) -> RoomEvent {
         RoomEvent {
             room: chatao_proto::RoomName::parse("#a").unwrap(),
             time: 0,
             from: chatao_proto::Nick::parse("a").unwrap(),
             node: 1,
             session: 1,
-            fingerprint: fingerprint.into(),
+            fingerprint: fingerprint.clone(),
             cid,
             body: RoomBody::Message { kind: Default::default(), text: "x".into() },
         }
@@ -360,13 +350,16 @@ mod tests {
 
     #[test]
     fn a_client_id_gives_the_same_message_id_on_every_node() {
-        let fp = "SHA256:ab+/Cd09";
+        let fp =
+            &chatao_proto::Fingerprint::parse("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU")
+                .unwrap();
         let on_one = dedup_id(1, &event(fp, Some(7)), 10);
         let on_two = dedup_id(2, &event(fp, Some(7)), 99);
         assert_eq!(on_one, on_two);
-        assert_eq!(on_one, "c-ab-_Cd09-7");
+        assert_eq!(on_one, "c-47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU-7");
         assert_ne!(on_one, dedup_id(1, &event(fp, Some(8)), 10), "another id");
-        assert_ne!(on_one, dedup_id(1, &event("SHA256:zz", Some(7)), 10), "another key");
+        let other = &chatao_proto::Fingerprint::example("other");
+        assert_ne!(on_one, dedup_id(1, &event(other, Some(7)), 10), "another key");
         // Without a cid: unique to the node and the event.
         assert_ne!(dedup_id(1, &event(fp, None), 10), dedup_id(2, &event(fp, None), 10));
         assert_ne!(dedup_id(1, &event(fp, None), 10), dedup_id(1, &event(fp, None), 11));

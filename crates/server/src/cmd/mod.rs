@@ -32,6 +32,7 @@ use chatao_proto::{
 
 use crate::hub::{Hub, HubError, Joined, SessionId};
 use crate::limits::{MAX_REASON_BYTES, PONG_BURST, PONGS_PER_SEC};
+use chatao_proto::Fingerprint;
 
 /// What a session knows about itself once `hello` has been accepted.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ pub struct SessionState {
     pub id: SessionId,
     pub nick: Nick,
     /// The client's key fingerprint.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub limits: Limits,
     /// The announced rate. The session takes a token before each charged command
     /// ([`charged`]); without one the command waits in the session's fakelag backlog
@@ -61,7 +62,7 @@ impl SessionState {
     pub fn new(
         id: SessionId,
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         limits: Limits,
         now: Instant,
     ) -> SessionState {

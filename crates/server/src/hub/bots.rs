@@ -118,8 +118,8 @@ mod tests {
         let id = hub.next_session_id();
         // The operator's key is a well-formed fingerprint (the operator list keeps only those).
         let fp = match nick {
-            "op" => OP.to_owned(),
-            _ => format!("SHA256:{nick}"),
+            "op" => chatao_proto::Fingerprint::parse(OP).unwrap(),
+            _ => chatao_proto::Fingerprint::example(nick),
         };
         hub.register_as(id, Nick::parse(nick).unwrap(), fp, mb, quiet).unwrap();
         hub.join(id, &RoomName::lobby()).unwrap();

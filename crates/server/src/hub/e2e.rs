@@ -41,6 +41,7 @@ use crate::limits::{
 };
 use crate::store::e2e::{E2ePersist, WelcomeRecord};
 use crate::store::{Persist, Store, StoreError, StoredSealed};
+use chatao_proto::Fingerprint;
 pub use key_packages::KeyPackage;
 use key_packages::KeyPackageTable;
 
@@ -138,7 +139,7 @@ pub(super) struct E2eState {
     /// Every key's key packages, within the bounds of `limits.rs` (see [`key_packages`]).
     key_packages: KeyPackageTable,
     /// Fingerprint to the welcomes waiting for it, at most [`MAX_PENDING_WELCOMES`].
-    welcomes: HashMap<String, Vec<WelcomeRecord>>,
+    welcomes: HashMap<Fingerprint, Vec<WelcomeRecord>>,
     /// The server-wide allowance of key-package checks ([`KEY_PACKAGE_CHECKS_PER_SEC`], made
     /// on first use).
     checks: Option<TokenBucket>,
@@ -149,7 +150,7 @@ struct E2eRoom {
     open: bool,
     epoch: u64,
     /// Fingerprints the room is delivered to.
-    members: BTreeSet<String>,
+    members: BTreeSet<Fingerprint>,
 }
 
 impl E2eState {
@@ -191,9 +192,10 @@ fn check_body(body: &str) -> Result<(), E2eRefusal> {
 
 /// A key fingerprint in normal form (what the server itself sends): `SHA256:` and the base64
 /// of 32 bytes, exactly as [`chatao_transport::keys::parse_fingerprint`] writes it.
-fn check_fingerprint(fp: &str) -> Result<(), E2eRefusal> {
-    match chatao_transport::keys::parse_fingerprint(fp) {
-        Ok(normal) if normal == fp => Ok(()),
+/// A fingerprint from a client: only the canonical form a server sends is accepted.
+fn check_fingerprint(fp: &str) -> Result<Fingerprint, E2eRefusal> {
+    match Fingerprint::parse(fp) {
+        Ok(normal) if normal == fp => Ok(normal),
         _ => Err(E2eRefusal::Invalid("not a key fingerprint")),
     }
 }
@@ -240,12 +242,12 @@ impl State {
     }
 
     /// The fingerprint of the user called `nick`: online, or the key that registered it.
-    fn fingerprint_of(&self, nick: &str) -> Option<(Nick, String)> {
+    fn fingerprint_of(&self, nick: &str) -> Option<(Nick, Fingerprint)> {
         let n = Nick::parse(nick).ok()?;
         if let Some(u) = self.nicknames.holder(&n.folded()).and_then(|id| self.users.get(&id)) {
             return Some((u.nick.clone(), u.fingerprint.clone()));
         }
-        self.nicknames.owner(&n.folded()).map(|fp| (n, fp.to_owned()))
+        self.nicknames.owner(&n.folded()).map(|fp| (n, fp.clone()))
     }
 }
 
@@ -453,15 +455,16 @@ impl Hub {
         if adds.len() + removes.len() > MAX_COMMIT_CHANGES {
             return Err(E2eRefusal::Invalid("too many changes in one commit"));
         }
-        for fp in adds.iter().chain(&removes) {
-            check_fingerprint(fp)?;
-        }
-        if let Some(w) = &welcome {
-            check_fingerprint(&w.to)?;
+        let adds: Vec<Fingerprint> =
+            adds.iter().map(|f| check_fingerprint(f)).collect::<Result<_, _>>()?;
+        let removes: Vec<Fingerprint> =
+            removes.iter().map(|f| check_fingerprint(f)).collect::<Result<_, _>>()?;
+        let welcome_to = welcome.as_ref().map(|w| check_fingerprint(&w.to)).transpose()?;
+        if let (Some(w), Some(to)) = (&welcome, &welcome_to) {
             check_body(&w.body)?;
             // Welcomes wait in the store for their key: only for a key this commit adds, so
             // nobody can park welcomes for made-up keys.
-            if !adds.contains(&w.to) {
+            if !adds.contains(to) {
                 return Err(E2eRefusal::Invalid("a welcome for a key the commit does not add"));
             }
         }
@@ -482,9 +485,10 @@ impl Hub {
         };
         r.epoch += 1;
         let (open, new_epoch) = (r.open, r.epoch);
-        let added: Vec<String> =
+        let added: Vec<Fingerprint> =
             adds.into_iter().filter(|fp| r.members.insert(fp.clone())).collect();
-        let removed: Vec<String> = removes.into_iter().filter(|fp| r.members.remove(fp)).collect();
+        let removed: Vec<Fingerprint> =
+            removes.into_iter().filter(|fp| r.members.remove(fp)).collect();
         persist(
             &mut st,
             self,
@@ -505,9 +509,9 @@ impl Hub {
         if self.forget_if_empty(&mut st, room_name) {
             return Ok(msg_id);
         }
-        if let Some(w) = welcome {
+        if let (Some(w), Some(to)) = (welcome, welcome_to) {
             let rec = WelcomeRecord {
-                fingerprint: w.to.clone(),
+                fingerprint: to,
                 room: room_name.clone(),
                 from: from.clone(),
                 id: msg_id,
@@ -521,9 +525,9 @@ impl Hub {
                 epoch: new_epoch,
                 body: rec.body.clone(),
             };
-            let sessions = st.sessions_of(&w.to);
+            let sessions = st.sessions_of(&rec.fingerprint);
             st.tell(&sessions, &encode(&invited));
-            let waiting = st.e2e.welcomes.entry(w.to).or_default();
+            let waiting = st.e2e.welcomes.entry(rec.fingerprint.clone()).or_default();
             waiting.retain(|x| &x.room != room_name);
             if waiting.len() >= MAX_PENDING_WELCOMES {
                 waiting.remove(0);
@@ -636,7 +640,7 @@ impl Hub {
             epoch,
             kind,
             body,
-            sender: Some(fp.clone()),
+            sender: Some(fp.to_string()),
             cid,
         };
         let echo = encode(&stored.to_msg(false));
@@ -667,18 +671,18 @@ impl Hub {
 
     /// Takes key `fp` off `room`'s delivery list: its sessions leave the room (`kicked`, "removed
     /// by ..."), its waiting welcome is dropped.
-    fn expel(&self, st: &mut State, room: &RoomName, fp: &str, by: &Nick) {
+    fn expel(&self, st: &mut State, room: &RoomName, fp: &Fingerprint, by: &Nick) {
         persist(
             st,
             self,
-            E2ePersist::Member { room: room.clone(), fingerprint: fp.to_owned(), present: false },
+            E2ePersist::Member { room: room.clone(), fingerprint: fp.clone(), present: false },
         );
         if let Some(ws) = st.e2e.welcomes.get_mut(fp) {
             ws.retain(|w| &w.room != room);
             persist(
                 st,
                 self,
-                E2ePersist::WelcomeDone { fingerprint: fp.to_owned(), room: room.clone() },
+                E2ePersist::WelcomeDone { fingerprint: fp.clone(), room: room.clone() },
             );
         }
         for sid in st.sessions_of(fp) {
@@ -719,7 +723,7 @@ mod tests {
     fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {
         let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
-        hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
+        hub.register(id, Nick::parse(nick).unwrap(), Fingerprint::example(nick), mb).unwrap();
         (id, inbox)
     }
 
@@ -735,15 +739,17 @@ mod tests {
         let hub = hub(dir.path());
         let (alice, _a) = user(&hub, "alice");
         // Within the allowance, garbage is parsed and refused for what it is.
-        let bad = hub.upload_key_packages(alice, "SHA256:alice", vec!["AAAA".into()]);
+        let bad =
+            hub.upload_key_packages(alice, &Fingerprint::example("alice"), vec!["AAAA".into()]);
         assert!(matches!(bad, Err(E2eRefusal::BadKeyPackage(_))), "{bad:?}");
         // Other sessions used up the rest of the burst (no time passes in between to speak of).
         assert!(hub.take_checks(KEY_PACKAGE_CHECKS_BURST as usize - 1));
-        let busy = hub.upload_key_packages(alice, "SHA256:alice", vec!["AAAA".into()]);
+        let busy =
+            hub.upload_key_packages(alice, &Fingerprint::example("alice"), vec!["AAAA".into()]);
         assert_eq!(busy, Err(E2eRefusal::KeyPackageChecksBusy));
         assert_eq!(busy.unwrap_err().code(), ErrorCode::Busy);
         // An empty upload (only asking for the waiting welcomes) costs nothing.
-        assert_eq!(hub.upload_key_packages(alice, "SHA256:alice", vec![]), Ok(()));
+        assert_eq!(hub.upload_key_packages(alice, &Fingerprint::example("alice"), vec![]), Ok(()));
     }
 
     #[test]
@@ -752,24 +758,24 @@ mod tests {
         let hub = hub(dir.path());
         // alice uploads first (the oldest upload) and stays online.
         let (alice, _a) = user(&hub, "alice");
-        hub.keep_key_packages(alice, "SHA256:alice", packages(1, 16, 0)).unwrap();
+        hub.keep_key_packages(alice, &Fingerprint::example("alice"), packages(1, 16, 0)).unwrap();
         {
             let mut st = hub.lock();
             for i in 0..MAX_KEY_PACKAGE_KEYS - 1 {
-                let fp = format!("SHA256:offline{i}");
+                let fp = Fingerprint::example(&format!("offline{i}"));
                 st.e2e.key_packages.upload(&fp, packages(1, 16, i), |_| false).unwrap();
             }
             assert_eq!(st.e2e.key_packages.keys(), MAX_KEY_PACKAGE_KEYS);
         }
         let (bob, _b) = user(&hub, "bob");
-        hub.keep_key_packages(bob, "SHA256:bob", packages(1, 16, 0)).unwrap();
+        hub.keep_key_packages(bob, &Fingerprint::example("bob"), packages(1, 16, 0)).unwrap();
         let st = hub.lock();
         let kp = &st.e2e.key_packages;
         assert_eq!(kp.keys(), MAX_KEY_PACKAGE_KEYS, "capped");
-        assert!(kp.contains("SHA256:alice"), "online keys are kept");
-        assert!(kp.contains("SHA256:bob"));
-        assert!(!kp.contains("SHA256:offline0"), "the oldest offline goes");
-        assert!(kp.contains("SHA256:offline1"));
+        assert!(kp.contains(&Fingerprint::example("alice")), "online keys are kept");
+        assert!(kp.contains(&Fingerprint::example("bob")));
+        assert!(!kp.contains(&Fingerprint::example("offline0")), "the oldest offline goes");
+        assert!(kp.contains(&Fingerprint::example("offline1")));
         kp.assert_consistent();
     }
 
@@ -783,7 +789,7 @@ mod tests {
         let most = key_packages::MAX_KEY_PACKAGE_B64;
         // 2,000 keys online, each uploading the most it may, three times over.
         let upload = |id, nick: &str, tag| {
-            let fp = format!("SHA256:{nick}");
+            let fp = Fingerprint::example(nick);
             hub.keep_key_packages(id, &fp, packages(MAX_KEY_PACKAGES, most, tag))
         };
         let ids: Vec<(SessionId, Outgoing)> =
@@ -823,10 +829,13 @@ mod tests {
         let st = hub.lock();
         let kp = &st.e2e.key_packages;
         kp.assert_consistent();
-        assert!(kp.contains("SHA256:late"));
-        assert!(!kp.contains("SHA256:u0"), "the oldest offline upload was forgotten");
-        assert!(kp.contains("SHA256:u1"), "only as much as needed");
-        assert!(kp.contains("SHA256:u1999"), "online keys are kept");
+        assert!(kp.contains(&Fingerprint::example("late")));
+        assert!(
+            !kp.contains(&Fingerprint::example("u0")),
+            "the oldest offline upload was forgotten"
+        );
+        assert!(kp.contains(&Fingerprint::example("u1")), "only as much as needed");
+        assert!(kp.contains(&Fingerprint::example("u1999")), "online keys are kept");
         assert!(kp.bytes() <= MAX_KEY_PACKAGE_TOTAL_BYTES);
     }
 
@@ -835,27 +844,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut table = KeyPackageTable::default();
         let _ = dir;
-        let up = table.upload("SHA256:a", packages(10, 100, 1), |_| false).unwrap();
+        let up = table.upload(&Fingerprint::example("a"), packages(10, 100, 1), |_| false).unwrap();
         assert_eq!(
             up.added.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             (1..=10).collect::<Vec<_>>()
         );
         assert!(up.replaced.is_empty() && up.evicted.is_empty());
         // 10 more: the table keeps 16, the 4 oldest are replaced (and only they).
-        let up = table.upload("SHA256:a", packages(10, 100, 2), |_| false).unwrap();
+        let up = table.upload(&Fingerprint::example("a"), packages(10, 100, 2), |_| false).unwrap();
         assert_eq!(up.added.len(), 10);
         assert_eq!(up.replaced, [1, 2, 3, 4]);
-        assert_eq!(table.count("SHA256:a"), crate::limits::MAX_KEY_PACKAGES);
+        assert_eq!(table.count(&Fingerprint::example("a")), crate::limits::MAX_KEY_PACKAGES);
         // A fetch takes the oldest; the last one is handed out without being taken.
-        assert_eq!(table.take("SHA256:a").unwrap().1, Some(5));
+        assert_eq!(table.take(&Fingerprint::example("a")).unwrap().1, Some(5));
         for _ in 0..14 {
-            assert!(table.take("SHA256:a").unwrap().1.is_some());
+            assert!(table.take(&Fingerprint::example("a")).unwrap().1.is_some());
         }
-        let (last, seq) = table.take("SHA256:a").unwrap();
+        let (last, seq) = table.take(&Fingerprint::example("a")).unwrap();
         assert_eq!(seq, None);
-        assert_eq!(table.take("SHA256:a").unwrap(), (last, None));
+        assert_eq!(table.take(&Fingerprint::example("a")).unwrap(), (last, None));
         table.assert_consistent();
-        assert!(table.take("SHA256:b").is_none());
+        assert!(table.take(&Fingerprint::example("b")).is_none());
     }
 
     #[test]
@@ -864,24 +873,29 @@ mod tests {
         let mut table = KeyPackageTable::default();
         let big = "A".repeat(key_packages::MAX_KEY_PACKAGE_B64 + 1);
         // Newest first, as the store offers them: an oversize row, then 20 of one key.
-        assert!(!table.load("SHA256:a", 100, big));
-        let kept: Vec<bool> =
-            (0..20).rev().map(|s| table.load("SHA256:a", s, format!("p{s}"))).collect();
+        assert!(!table.load(&Fingerprint::example("a"), 100, big));
+        let kept: Vec<bool> = (0..20)
+            .rev()
+            .map(|s| table.load(&Fingerprint::example("a"), s, format!("p{s}")))
+            .collect();
         assert_eq!(kept.iter().filter(|k| **k).count(), MAX_KEY_PACKAGES);
         assert!(kept[..MAX_KEY_PACKAGES].iter().all(|k| *k), "the newest are kept");
-        assert_eq!(table.take("SHA256:a").unwrap(), ("p4".to_owned(), Some(4)));
+        assert_eq!(table.take(&Fingerprint::example("a")).unwrap(), ("p4".to_owned(), Some(4)));
         // Many keys: the total bound holds, newest keys first.
         let most = key_packages::MAX_KEY_PACKAGE_B64;
         let mut seq = 10_000_000;
         for k in 0..20_000 {
             seq -= 1;
-            table.load(&format!("SHA256:k{k}"), seq, "B".repeat(most));
+            table.load(&Fingerprint::example(&format!("k{k}")), seq, "B".repeat(most));
         }
         table.assert_consistent();
         assert!(table.bytes() <= MAX_KEY_PACKAGE_TOTAL_BYTES);
-        assert!(table.contains("SHA256:k0") && !table.contains("SHA256:k19999"));
+        assert!(
+            table.contains(&Fingerprint::example("k0"))
+                && !table.contains(&Fingerprint::example("k19999"))
+        );
         // Uploads continue after the largest number seen, dropped rows included.
-        let up = table.upload("SHA256:a", packages(1, 16, 0), |_| false).unwrap();
+        let up = table.upload(&Fingerprint::example("a"), packages(1, 16, 0), |_| false).unwrap();
         assert_eq!(up.added[0].0, 10_000_000);
         table.assert_consistent();
     }

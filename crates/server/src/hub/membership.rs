@@ -35,7 +35,7 @@
 //! ban), so a kick written late does not forget a rejoin made after it.
 
 use bytes::Bytes;
-use chatao_proto::RoomName;
+use chatao_proto::{Fingerprint, RoomName};
 
 use super::{Hub, SessionId, State};
 use crate::bus::{BusEvent, BusHandle};
@@ -55,7 +55,7 @@ impl Hub {
 
     /// Forgets that key `fingerprint` is in `room` (for a room operator's kick or ban: the key
     /// is not put back there at its next connection). Queued on the bus like a `part`'s.
-    pub fn forget_membership(&self, fingerprint: &str, room: &RoomName) {
+    pub fn forget_membership(&self, fingerprint: &Fingerprint, room: &RoomName) {
         let mut st = self.lock();
         let seq = st.next_seq();
         self.bus().send_control(BusEvent {
@@ -63,7 +63,7 @@ impl Hub {
             room: None,
             bytes: Bytes::new(),
             persist: Persist::Membership {
-                fingerprint: fingerprint.to_owned(),
+                fingerprint: fingerprint.clone(),
                 room: room.clone(),
                 keep: false,
             },
@@ -77,7 +77,7 @@ impl Hub {
     /// node's first batch after a start), read under the same lock: a kick applied after this
     /// removes the session and forgets a set written at this position
     /// (`cluster/identity.rs` `remember`).
-    pub fn remembers(&self, id: SessionId, room: &RoomName) -> Option<(String, u64)> {
+    pub fn remembers(&self, id: SessionId, room: &RoomName) -> Option<(Fingerprint, u64)> {
         let st = self.lock();
         let user = st.users.get(&id).filter(|u| !u.fixed)?;
         let here = st.rooms.get(room).is_some_and(|r| r.contains(id));
@@ -153,41 +153,47 @@ mod tests {
         {
             let hub = hub(dir.path());
             let (mb, _inbox) = outbox(64);
-            hub.register(1, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
+            hub.register(1, Nick::parse("alice").unwrap(), Fingerprint::example("fp-a"), mb)
+                .unwrap();
             hub.join(1, &a).unwrap();
             hub.join(1, &b).unwrap();
             hub.join(1, &b).unwrap();
             settle(&hub);
-            assert_eq!(remembered(&hub, "fp-a"), ["#a", "#b"]);
-            assert!(remembered(&hub, "fp-other").is_empty());
+            assert_eq!(remembered(&hub, &Fingerprint::example("fp-a")), ["#a", "#b"]);
+            assert!(remembered(&hub, &Fingerprint::example("fp-other")).is_empty());
             // Leaving by any other way than a part forgets nothing.
             hub.leave(1, LeaveReason::Lost, None);
             let (mb, _inbox2) = outbox(64);
-            hub.register(2, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
+            hub.register(2, Nick::parse("alice").unwrap(), Fingerprint::example("fp-a"), mb)
+                .unwrap();
             hub.join(2, &b).unwrap();
             hub.part(2, &b, LeaveReason::Part, None).unwrap();
             settle(&hub);
-            assert_eq!(remembered(&hub, "fp-a"), ["#a"]);
+            assert_eq!(remembered(&hub, &Fingerprint::example("fp-a")), ["#a"]);
             // A fixed-set session's joins and parts are its own.
             hub.set_fixed_rooms(2);
             hub.join(2, &b).unwrap();
             hub.join(2, &a).unwrap();
             hub.part(2, &a, LeaveReason::Part, None).unwrap();
             settle(&hub);
-            assert_eq!(remembered(&hub, "fp-a"), ["#a"]);
-            hub.forget_membership("fp-a", &a);
+            assert_eq!(remembered(&hub, &Fingerprint::example("fp-a")), ["#a"]);
+            hub.forget_membership(&Fingerprint::example("fp-a"), &a);
             hub.join(1, &a).ok();
             settle(&hub);
-            assert!(remembered(&hub, "fp-a").is_empty(), "a room kick forgets");
+            assert!(
+                remembered(&hub, &Fingerprint::example("fp-a")).is_empty(),
+                "a room kick forgets"
+            );
             hub.leave(2, LeaveReason::Quit, None);
             let (mb, _inbox3) = outbox(64);
-            hub.register(3, Nick::parse("alice").unwrap(), "fp-a".into(), mb).unwrap();
+            hub.register(3, Nick::parse("alice").unwrap(), Fingerprint::example("fp-a"), mb)
+                .unwrap();
             hub.join(3, &b).unwrap();
             settle(&hub);
         }
         // Across a restart of the hub on the same store.
         let hub = hub(dir.path());
-        assert_eq!(remembered(&hub, "fp-a"), ["#b"]);
+        assert_eq!(remembered(&hub, &Fingerprint::example("fp-a")), ["#b"]);
     }
 
     #[test]
@@ -200,12 +206,12 @@ mod tests {
             let (mb, inbox) = outbox(4096);
             inboxes.push(inbox);
             let nick = Nick::parse(&format!("n{s}")).unwrap();
-            hub.register(s + 1, nick, "fp".into(), mb).unwrap();
+            hub.register(s + 1, nick, Fingerprint::example("fp"), mb).unwrap();
             for i in 0..limit {
                 hub.join(s + 1, &RoomName::parse(&format!("#r{s}-{i}")).unwrap()).unwrap();
             }
         }
         settle(&hub);
-        assert_eq!(remembered(&hub, "fp").len(), limit);
+        assert_eq!(remembered(&hub, &Fingerprint::example("fp")).len(), limit);
     }
 }

@@ -54,6 +54,7 @@ use crate::bus::{self, BusEvent, BusHandle};
 use crate::outbox::Outbox;
 use crate::room::{self, Members, Room};
 use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
+use chatao_proto::Fingerprint;
 use remote::{ClusterLink, Holder, Outbound, Presence, RemoteId, RemoteUser, RoomBody};
 
 /// A connection's number, unique for the life of the server process.
@@ -204,7 +205,7 @@ struct State {
 #[derive(Debug)]
 struct User {
     nick: Nick,
-    fingerprint: String,
+    fingerprint: Fingerprint,
     outbox: Outbox,
     rooms: Vec<RoomName>,
     away: Option<String>,
@@ -568,7 +569,7 @@ impl Hub {
         &self,
         id: SessionId,
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         outbox: Outbox,
     ) -> Result<(), HubError> {
         self.register_as(id, nick, fingerprint, outbox, false)
@@ -580,7 +581,7 @@ impl Hub {
         &self,
         id: SessionId,
         nick: Nick,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         outbox: Outbox,
         quiet: bool,
     ) -> Result<(), HubError> {
@@ -1120,7 +1121,7 @@ mod tests {
     fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {
         let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
-        hub.register(id, Nick::parse(nick).unwrap(), format!("SHA256:{nick}"), mb).unwrap();
+        hub.register(id, Nick::parse(nick).unwrap(), Fingerprint::example(nick), mb).unwrap();
         hub.join(id, &RoomName::lobby()).unwrap();
         (id, inbox)
     }
@@ -1172,7 +1173,7 @@ mod tests {
         // bob joins while the four messages may still be on their way through the bus.
         let (mb, mut ib) = outbox(64);
         let b = hub.next_session_id();
-        hub.register(b, Nick::parse("bob").unwrap(), "fp".into(), mb).unwrap();
+        hub.register(b, Nick::parse("bob").unwrap(), Fingerprint::example("fp"), mb).unwrap();
         let joined = hub.join(b, &lobby).unwrap();
         assert_eq!(joined.last_id, 4);
         assert_eq!(
@@ -1191,7 +1192,8 @@ mod tests {
         let (a, mut ia) = user(&hub, "alice");
         let (b, mut ib) = user(&hub, "bob");
         let (mb, _i) = outbox(4);
-        let err = hub.register(99, Nick::parse("ALICE").unwrap(), "fp".into(), mb.clone());
+        let err =
+            hub.register(99, Nick::parse("ALICE").unwrap(), Fingerprint::example("fp"), mb.clone());
         assert!(matches!(err, Err(HubError::NickRegistered(_))), "owned by another key");
         assert!(matches!(
             hub.rename(b, Nick::parse("Alice").unwrap()),
@@ -1204,7 +1206,15 @@ mod tests {
             ));
         }
         // The owner's key may take it back once it is free.
-        assert!(hub.register(99, Nick::parse("ALICE").unwrap(), "SHA256:alice".into(), mb).is_ok());
+        assert!(
+            hub.register(
+                99,
+                Nick::parse("ALICE").unwrap(),
+                Fingerprint::example("SHA256:alice"),
+                mb
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1363,7 +1373,13 @@ mod tests {
         for i in 0..LARGE_ROOM + 20 {
             let (mb, inbox) = outbox(4 * LARGE_ROOM);
             let id = hub.next_session_id();
-            hub.register(id, Nick::parse(&format!("m{i}")).unwrap(), format!("fp{i}"), mb).unwrap();
+            hub.register(
+                id,
+                Nick::parse(&format!("m{i}")).unwrap(),
+                Fingerprint::example(&format!("fp{i}")),
+                mb,
+            )
+            .unwrap();
             let joined = hub.join(id, &big).unwrap();
             if i < LARGE_ROOM {
                 assert_eq!((joined.members.len(), joined.total), (i + 1, None), "small: all");
@@ -1376,7 +1392,7 @@ mod tests {
         hub.say(ids[3].0, &big, MessageKind::Normal, "hi".into(), None).unwrap();
         let (mb, _inbox) = outbox(64);
         let id = hub.next_session_id();
-        hub.register(id, Nick::parse("late").unwrap(), "fpl".into(), mb).unwrap();
+        hub.register(id, Nick::parse("late").unwrap(), Fingerprint::example("fpl"), mb).unwrap();
         let joined = hub.join(id, &big).unwrap();
         let nicks: Vec<&str> = joined.members.iter().map(|m| m.nick.as_str()).collect();
         assert_eq!(nicks, ["late", "m3"]);

@@ -4,7 +4,7 @@
 //! waits for its record to be on disk (`persist_and_announce`). Kicks and mutes live in memory
 //! only (`access.rs`), so there is nothing to wait for.
 
-use chatao_proto::{ErrorCode, LeaveReason, ModAction, Nick, ServerMsg, encode};
+use chatao_proto::{ErrorCode, Fingerprint, LeaveReason, ModAction, Nick, ServerMsg, encode};
 use chatao_transport::keys::parse_fingerprint;
 
 use super::remote::{Holder, Moderation, Outbound};
@@ -54,7 +54,7 @@ impl State {
 
     /// The fingerprint `target` names: a fingerprint itself, or the nickname of someone online
     /// or registered.
-    pub(super) fn resolve(&self, target: &str) -> Result<String, HubError> {
+    pub(super) fn resolve(&self, target: &str) -> Result<Fingerprint, HubError> {
         let target = target.trim();
         if target.len() > 7 && target[..7].eq_ignore_ascii_case("sha256:") {
             return parse_fingerprint(target)
@@ -70,7 +70,7 @@ impl State {
         }
         self.nicknames
             .owner(&folded)
-            .map(str::to_owned)
+            .cloned()
             .ok_or_else(|| HubError::NoSuchNick(target.to_owned()))
     }
 
@@ -83,7 +83,7 @@ impl State {
     }
 
     /// The key and nickname of the user called `nick`, on this node or another.
-    pub(super) fn online_anywhere(&self, nick: &str) -> Result<(String, Nick), HubError> {
+    pub(super) fn online_anywhere(&self, nick: &str) -> Result<(Fingerprint, Nick), HubError> {
         match self.find_nick(nick) {
             Some(Holder::Local(id)) => {
                 self.user(id).map(|u| (u.fingerprint.clone(), u.nick.clone()))

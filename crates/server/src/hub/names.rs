@@ -32,6 +32,7 @@ use crate::bus::{BusEvent, BusHandle};
 use crate::clock::human;
 use crate::limits::{MAX_NICKS_PER_KEY, NICK_CHANGE_INTERVAL, NICK_CHANGES_REMEMBERED, NICK_GRACE};
 use crate::store::{NickRecord, Persist};
+use chatao_proto::Fingerprint;
 
 /// The registrations of a standalone server and every key's last nickname change.
 #[derive(Debug, Default)]
@@ -40,17 +41,17 @@ pub(super) struct Names {
     regs: HashMap<String, Registration>,
     /// Fingerprint to the skeletons of the names it holds (at most [`MAX_NICKS_PER_KEY`] once
     /// it registers anything new; more only if loaded so).
-    by_key: HashMap<String, Vec<String>>,
+    by_key: HashMap<Fingerprint, Vec<String>>,
     /// Fingerprint to the clock time (ms) of its last nickname change. Bounded by
     /// [`NICK_CHANGES_REMEMBERED`] (see there).
-    changed: HashMap<String, u64>,
+    changed: HashMap<Fingerprint, u64>,
 }
 
 #[derive(Debug, Clone)]
 struct Registration {
     /// As registered (the store's row is found by it).
     nick: Nick,
-    fingerprint: String,
+    fingerprint: Fingerprint,
     /// When the key renamed away from it; `None`: current.
     released: Option<u64>,
 }
@@ -75,25 +76,30 @@ impl Names {
         let mut names = Names::default();
         let mut drops = Vec::new();
         for rec in records {
-            let Ok(nick) = Nick::parse(&rec.nick) else { continue };
+            // A row that breaks today's rules is skipped (kept in the store).
+            let (Ok(nick), Ok(fingerprint)) =
+                (Nick::parse(&rec.nick), Fingerprint::parse(&rec.fingerprint))
+            else {
+                continue;
+            };
             let skel = nick.folded();
             if names.regs.contains_key(&skel) {
                 tracing::info!(
                     nick = ?rec.nick,
                     "a look-alike of an older registered nickname is dropped"
                 );
-                drops.push(Persist::NickDropped { nick, fingerprint: rec.fingerprint });
+                drops.push(Persist::NickDropped { nick, fingerprint });
                 continue;
             }
-            names.by_key.entry(rec.fingerprint.clone()).or_default().push(skel.clone());
-            let reg = Registration { nick, fingerprint: rec.fingerprint, released: rec.released };
+            names.by_key.entry(fingerprint.clone()).or_default().push(skel.clone());
+            let reg = Registration { nick, fingerprint, released: rec.released };
             names.regs.insert(skel, reg);
         }
         (names, drops)
     }
 
     /// Every registration: (skeleton, owner's fingerprint).
-    pub(super) fn owners(&self) -> impl Iterator<Item = (String, String)> + '_ {
+    pub(super) fn owners(&self) -> impl Iterator<Item = (String, Fingerprint)> + '_ {
         self.regs.iter().map(|(k, r)| (k.clone(), r.fingerprint.clone()))
     }
 }
@@ -148,8 +154,8 @@ impl Hub {
 
     /// The key that owns `nick` or a look-alike of it, as far as this node knows (on a cluster
     /// node: what it learned from the cluster's bucket, legacy keys included).
-    pub fn owner_of(&self, nick: &Nick) -> Option<String> {
-        self.lock().nicknames.owner(&nick.folded()).map(str::to_owned)
+    pub fn owner_of(&self, nick: &Nick) -> Option<Fingerprint> {
+        self.lock().nicknames.owner(&nick.folded()).cloned()
     }
 }
 
@@ -168,13 +174,13 @@ impl State {
     }
 
     /// Remembers that `fingerprint` changed nickname at `now`.
-    pub(super) fn note_change(&mut self, fingerprint: &str, now: u64) {
+    pub(super) fn note_change(&mut self, fingerprint: &Fingerprint, now: u64) {
         let changed = &mut self.names.changed;
         if changed.len() >= NICK_CHANGES_REMEMBERED {
             let interval = NICK_CHANGE_INTERVAL.as_millis() as u64;
             changed.retain(|_, last| now < last.saturating_add(interval));
         }
-        changed.insert(fingerprint.to_owned(), now);
+        changed.insert(fingerprint.clone(), now);
     }
 
     /// Checks that `nick` is free, or registered to `fingerprint`, or reserved past its grace,
@@ -184,14 +190,14 @@ impl State {
     pub(super) fn claim(
         &mut self,
         nick: &Nick,
-        fingerprint: &str,
+        fingerprint: &Fingerprint,
         leaving: Option<&Nick>,
         now: u64,
         bus: &BusHandle,
     ) -> Result<Vec<Nick>, HubError> {
         let skel = nick.folded();
         if let Some(reg) = self.names.regs.get_mut(&skel) {
-            if reg.fingerprint == fingerprint {
+            if &reg.fingerprint == fingerprint {
                 if reg.released.take().is_some() {
                     let (nick, fingerprint) = (reg.nick.clone(), reg.fingerprint.clone());
                     self.persist(bus, Persist::NickReleased { nick, fingerprint, at: None });
@@ -227,18 +233,15 @@ impl State {
                 released.push(reg.nick);
             }
         }
-        self.names.by_key.entry(fingerprint.to_owned()).or_default().push(skel.clone());
-        self.nicknames.set_owner(skel.clone(), fingerprint.to_owned());
-        let reg = Registration {
-            nick: nick.clone(),
-            fingerprint: fingerprint.to_owned(),
-            released: None,
-        };
+        self.names.by_key.entry(fingerprint.clone()).or_default().push(skel.clone());
+        self.nicknames.set_owner(skel.clone(), fingerprint.clone());
+        let reg =
+            Registration { nick: nick.clone(), fingerprint: fingerprint.clone(), released: None };
         self.names.regs.insert(skel, reg);
         let time = now;
         self.persist(
             bus,
-            Persist::Nick { nick: nick.clone(), fingerprint: fingerprint.to_owned(), time },
+            Persist::Nick { nick: nick.clone(), fingerprint: fingerprint.clone(), time },
         );
         Ok(released)
     }
@@ -304,10 +307,10 @@ impl State {
     fn drop_name(&mut self, skel: &str, bus: &BusHandle) -> Option<Registration> {
         let reg = self.names.regs.remove(skel)?;
         self.nicknames.forget_owner(skel, None);
-        if let Some(names) = self.names.by_key.get_mut(&reg.fingerprint) {
+        if let Some(names) = self.names.by_key.get_mut(reg.fingerprint.as_str()) {
             names.retain(|k| k != skel);
             if names.is_empty() {
-                self.names.by_key.remove(&reg.fingerprint);
+                self.names.by_key.remove(reg.fingerprint.as_str());
             }
         }
         let (nick, fingerprint) = (reg.nick.clone(), reg.fingerprint.clone());

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chatao_proto::Nick;
 
 use super::{HubError, SessionId};
+use chatao_proto::Fingerprint;
 
 #[derive(Debug, Default)]
 pub(super) struct Nicknames {
@@ -14,12 +15,12 @@ pub(super) struct Nicknames {
     online: HashMap<String, SessionId>,
     /// Skeleton to the fingerprint of the key that registered it (on a standalone server kept
     /// in step with `names::Names`; on a cluster node learned from the cluster).
-    owners: HashMap<String, String>,
+    owners: HashMap<String, Fingerprint>,
 }
 
 impl Nicknames {
     /// A table with these owners, and no one online.
-    pub fn with_owners(owners: impl IntoIterator<Item = (String, String)>) -> Nicknames {
+    pub fn with_owners(owners: impl IntoIterator<Item = (String, Fingerprint)>) -> Nicknames {
         Nicknames { online: HashMap::new(), owners: owners.into_iter().collect() }
     }
 
@@ -39,19 +40,19 @@ impl Nicknames {
     }
 
     /// The fingerprint of the key that owns the nickname whose skeleton is `folded`.
-    pub fn owner(&self, folded: &str) -> Option<&str> {
-        self.owners.get(folded).map(String::as_str)
+    pub fn owner(&self, folded: &str) -> Option<&Fingerprint> {
+        self.owners.get(folded)
     }
 
     /// The key `fingerprint` owns the nickname whose skeleton is `folded`.
-    pub fn set_owner(&mut self, folded: String, fingerprint: String) {
+    pub fn set_owner(&mut self, folded: String, fingerprint: Fingerprint) {
         self.owners.insert(folded, fingerprint);
     }
 
     /// The nickname whose skeleton is `folded` has no owner any more (when `only` is given,
     /// only if that key owned it).
     pub fn forget_owner(&mut self, folded: &str, only: Option<&str>) {
-        if only.is_none_or(|fp| self.owner(folded) == Some(fp)) {
+        if only.is_none_or(|fp| self.owner(folded).is_some_and(|o| o == fp)) {
             self.owners.remove(folded);
         }
     }
@@ -82,37 +83,46 @@ mod tests {
 
     #[test]
     fn a_rename_is_refused_onto_another_keys_name_first_then_onto_a_held_one() {
-        let mut t = Nicknames::with_owners([(nick("bob").folded(), "B".to_owned())]);
+        let mut t = Nicknames::with_owners([(nick("bob").folded(), Fingerprint::example("B"))]);
         t.hold(nick("bob").folded(), 2);
         t.hold(nick("carol").folded(), 3);
         let (alice, bob, carol) = (nick("alice"), nick("bob"), nick("carol"));
-        assert_eq!(t.may_rename(&alice, &bob, "A"), Err(HubError::NickRegistered(bob.clone())));
-        assert_eq!(t.may_rename(&alice, &carol, "A"), Err(HubError::NickInUse(carol.clone())));
-        assert_eq!(t.may_rename(&alice, &nick("dave"), "A"), Ok(()));
+        assert_eq!(
+            t.may_rename(&alice, &bob, &Fingerprint::example("A")),
+            Err(HubError::NickRegistered(bob.clone()))
+        );
+        assert_eq!(
+            t.may_rename(&alice, &carol, &Fingerprint::example("A")),
+            Err(HubError::NickInUse(carol.clone()))
+        );
+        assert_eq!(t.may_rename(&alice, &nick("dave"), &Fingerprint::example("A")), Ok(()));
         // The owner's other session renaming onto it, and a change of case of one's own name.
-        assert_eq!(t.may_rename(&alice, &bob, "B"), Err(HubError::NickInUse(bob.clone())));
-        assert_eq!(t.may_rename(&carol, &nick("Carol"), "C"), Ok(()));
+        assert_eq!(
+            t.may_rename(&alice, &bob, &Fingerprint::example("B")),
+            Err(HubError::NickInUse(bob.clone()))
+        );
+        assert_eq!(t.may_rename(&carol, &nick("Carol"), &Fingerprint::example("C")), Ok(()));
     }
 
     #[test]
     fn look_alikes_are_one_nickname() {
         let mut t = Nicknames::default();
         t.hold(nick("paul").folded(), 1);
-        t.set_owner(nick("paul").folded(), "P".into());
+        t.set_owner(nick("paul").folded(), Fingerprint::example("P"));
         assert_eq!(t.holder(&nick("PAUL").folded()), Some(1));
-        assert_eq!(t.owner(&nick("Paul").folded()), Some("P"));
+        assert_eq!(t.owner(&nick("Paul").folded()), Some(&Fingerprint::example("P")));
         t.let_go(&nick("Paul").folded());
         assert_eq!(t.holder(&nick("paul").folded()), None);
     }
 
     #[test]
     fn an_owner_is_forgotten_only_by_its_own_key_when_one_is_named() {
-        let mut t = Nicknames::with_owners([("x".to_owned(), "K".to_owned())]);
+        let mut t = Nicknames::with_owners([("x".to_owned(), Fingerprint::example("K"))]);
         t.forget_owner("x", Some("other"));
-        assert_eq!(t.owner("x"), Some("K"));
-        t.forget_owner("x", Some("K"));
+        assert_eq!(t.owner("x"), Some(&Fingerprint::example("K")));
+        t.forget_owner("x", Some(&Fingerprint::example("K")));
         assert_eq!(t.owner("x"), None);
-        t.set_owner("x".into(), "K".into());
+        t.set_owner("x".into(), Fingerprint::example("K"));
         t.forget_owner("x", None);
         assert_eq!(t.owner("x"), None);
     }

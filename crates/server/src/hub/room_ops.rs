@@ -33,6 +33,7 @@ use super::{Hub, HubError, SessionId, State};
 use crate::bus::BusEvent;
 use crate::clock::human;
 use crate::store::Persist;
+use chatao_proto::Fingerprint;
 
 /// Most operators, invites and bans one room keeps, each: a change past it is refused, so a
 /// room's row stays small (it is rewritten whole on every change).
@@ -43,7 +44,7 @@ pub const MAX_ROOM_LIST: usize = 256;
 pub struct RoomOps {
     /// The keys (fingerprints) of the room's operators.
     #[serde(default)]
-    pub ops: BTreeSet<String>,
+    pub ops: BTreeSet<Fingerprint>,
     /// Only the room's operators set its topic (`+t`).
     #[serde(default)]
     pub topic_lock: bool,
@@ -53,10 +54,10 @@ pub struct RoomOps {
     /// Keys invited: each may join while the room is invite-only, as often as it likes, until
     /// the list is cleared (turning invite-only off clears it) or the key is banned.
     #[serde(default)]
-    pub invites: BTreeSet<String>,
+    pub invites: BTreeSet<Fingerprint>,
     /// Keys banned from the room.
     #[serde(default)]
-    pub bans: BTreeMap<String, RoomBan>,
+    pub bans: BTreeMap<Fingerprint, RoomBan>,
     /// A first joiner's claim was applied: later claims change nothing. On a cluster two
     /// nodes may each see a room as new and each publish a claim for its own joiner; every
     /// node applies the stream in one order, so the first claim wins everywhere and the room
@@ -82,11 +83,11 @@ pub struct RoomBan {
 pub enum RoomChange {
     /// The first joiner of a room that did not exist becomes its operator (no notice).
     Claim {
-        fingerprint: String,
+        fingerprint: Fingerprint,
     },
     /// `nick` (the name shown) is made an operator (`on`) or no longer one.
     Op {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         nick: String,
         on: bool,
     },
@@ -95,17 +96,17 @@ pub enum RoomChange {
         on: bool,
     },
     Invite {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         nick: String,
     },
     Kick {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         nick: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
     Ban {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         target: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<u64>,
@@ -113,7 +114,7 @@ pub enum RoomChange {
         reason: Option<String>,
     },
     Unban {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         target: String,
     },
 }
@@ -124,7 +125,7 @@ pub enum RoomChange {
 pub(super) struct Applied {
     pub bytes: Bytes,
     pub persist: Persist,
-    pub remove: Option<(String, String)>,
+    pub remove: Option<(Fingerprint, String)>,
 }
 
 /// Whether `room` is the lobby (the default room), whose operators are the server's.
@@ -267,7 +268,7 @@ impl State {
         let Some(ops) = self.room_ops.get_mut(room) else {
             return Applied { bytes: Bytes::new(), persist: Persist::Nothing, remove: None };
         };
-        let mut remove: Option<(String, String)> = None;
+        let mut remove: Option<(Fingerprint, String)> = None;
         let (action, target, reason, until) = match change {
             RoomChange::Claim { fingerprint } => {
                 // Only the first claim of a room with no operators counts (see `claimed`).
@@ -365,7 +366,7 @@ impl State {
         &mut self,
         hub: &Hub,
         room: &RoomName,
-        (fp, message): (String, String),
+        (fp, message): (Fingerprint, String),
         notice: &Bytes,
     ) {
         // The key is not put back in the room at its next connection (`membership.rs`); every
@@ -591,7 +592,7 @@ mod tests {
     fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {
         let (mb, inbox) = outbox(64);
         let id = hub.next_session_id();
-        let fp = format!("SHA256:{nick}");
+        let fp = Fingerprint::example(nick);
         hub.register_as(id, Nick::parse(nick).unwrap(), fp, mb, false).unwrap();
         (id, inbox)
     }
@@ -624,17 +625,17 @@ mod tests {
         );
         {
             let st = hub.lock();
-            let bans: Vec<&String> = st.room_ops.get(&room).unwrap().bans.keys().collect();
-            assert_eq!(bans, ["SHA256:carol"], "bob's ended ban is gone");
+            let bans: Vec<&Fingerprint> = st.room_ops.get(&room).unwrap().bans.keys().collect();
+            assert_eq!(bans, [&Fingerprint::example("carol")], "bob's ended ban is gone");
         }
         // A room kick or ban forgets the key's membership of the room (issue 19, rooms that
         // stay): bob, kicked, is not put back in #den at his next connection.
         hub.room_kick(alice, &room, "bob", None).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(hub.bus().flushed(hub.current_seq()));
-        let kept = rt.block_on(hub.remembered("SHA256:bob")).unwrap();
+        let kept = rt.block_on(hub.remembered(&Fingerprint::example("bob"))).unwrap();
         assert!(!kept.contains(&room), "{kept:?}");
-        let kept = rt.block_on(hub.remembered("SHA256:alice")).unwrap();
+        let kept = rt.block_on(hub.remembered(&Fingerprint::example("alice"))).unwrap();
         assert!(kept.contains(&room), "alice's stays: {kept:?}");
     }
 }

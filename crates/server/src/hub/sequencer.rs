@@ -22,6 +22,7 @@ use super::room_ops::RoomChange;
 use super::{Hub, HubError, SessionId, State, User, now_millis};
 use crate::bus::{BusEvent, BusFull};
 use crate::store::{Persist, StoredMessage};
+use chatao_proto::Fingerprint;
 
 /// Where room events are put in order.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +40,7 @@ pub enum Sequencer {
 pub(super) struct Author {
     pub session: SessionId,
     pub nick: Nick,
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub quiet: bool,
     pub cid: Option<Cid>,
 }
@@ -264,7 +265,7 @@ impl Hub {
             from: by.nick,
             kind,
             text,
-            sender: Some(by.fingerprint.clone()),
+            sender: Some(by.fingerprint.to_string()),
             cid: by.cid,
         };
         let echo = encode(&stored.to_msg(false));

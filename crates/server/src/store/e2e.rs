@@ -14,7 +14,7 @@
 //!
 //! The tables are created by [`migrate`] on open (additive: a schema 2 database gains them).
 
-use chatao_proto::{Nick, RoomName, SealedKind, ServerMsg};
+use chatao_proto::{Fingerprint, Nick, RoomName, SealedKind, ServerMsg};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Store, StoreError};
@@ -59,13 +59,13 @@ pub struct E2eRoomRecord {
     pub room: RoomName,
     pub open: bool,
     pub epoch: u64,
-    pub members: Vec<String>,
+    pub members: Vec<Fingerprint>,
 }
 
 /// A welcome waiting for its key to come online.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WelcomeRecord {
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub room: RoomName,
     pub from: Nick,
     pub id: u64,
@@ -87,7 +87,7 @@ pub enum E2ePersist {
     /// A key added to (`true`) or removed from (`false`) a room's delivery list.
     Member {
         room: RoomName,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         present: bool,
     },
     Sealed(StoredSealed),
@@ -95,7 +95,7 @@ pub enum E2ePersist {
     Welcome(WelcomeRecord),
     /// The welcome for `fingerprint` in `room` is no longer needed.
     WelcomeDone {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         room: RoomName,
     },
     /// The room's delivery list became empty: the room, its MLS messages and its welcomes
@@ -104,18 +104,18 @@ pub enum E2ePersist {
     /// Key packages `fingerprint` uploaded, each with its sequence number, and the sequence
     /// numbers of its older packages they replaced.
     KeyPackagesAdded {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         added: Vec<(u64, String)>,
         replaced: Vec<u64>,
     },
     /// The key package `seq` of `fingerprint` was handed out (each is used once).
     KeyPackageTaken {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         seq: u64,
     },
     /// Every key package of `fingerprint` is forgotten (evicted from a full table).
     KeyPackagesForgotten {
-        fingerprint: String,
+        fingerprint: Fingerprint,
     },
 }
 
@@ -231,11 +231,11 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO e2e_members (room, fingerprint) VALUES (?1, ?2)",
             )?
-            .execute(params![room.as_str(), fingerprint])?;
+            .execute(params![room.as_str(), fingerprint.as_str()])?;
         }
         E2ePersist::Member { room, fingerprint, present: false } => {
             tx.prepare_cached("DELETE FROM e2e_members WHERE room = ?1 AND fingerprint = ?2")?
-                .execute(params![room.as_str(), fingerprint])?;
+                .execute(params![room.as_str(), fingerprint.as_str()])?;
         }
         E2ePersist::Sealed(m) => {
             tx.prepare_cached(
@@ -268,7 +268,7 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
-                w.fingerprint,
+                w.fingerprint.as_str(),
                 w.room.as_str(),
                 w.from.as_str(),
                 w.id as i64,
@@ -278,7 +278,7 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
         }
         E2ePersist::WelcomeDone { fingerprint, room } => {
             tx.prepare_cached("DELETE FROM e2e_welcomes WHERE fingerprint = ?1 AND room = ?2")?
-                .execute(params![fingerprint, room.as_str()])?;
+                .execute(params![fingerprint.as_str(), room.as_str()])?;
         }
         E2ePersist::RoomGone(room) => {
             for sql in [
@@ -293,7 +293,7 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
         E2ePersist::KeyPackagesAdded { fingerprint, added, replaced } => {
             let mut delete = tx.prepare_cached(SQL_KEY_PACKAGE_DELETE)?;
             for seq in replaced {
-                delete.execute(params![fingerprint, seq_param(*seq)])?;
+                delete.execute(params![fingerprint.as_str(), seq_param(*seq)])?;
             }
             // OR REPLACE: a row left by an older version under the same number (those were
             // numbered from 0 per key) gives way.
@@ -302,16 +302,16 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
                  VALUES (?1, ?2, ?3)",
             )?;
             for (seq, p) in added {
-                insert.execute(params![fingerprint, seq_param(*seq), p])?;
+                insert.execute(params![fingerprint.as_str(), seq_param(*seq), p])?;
             }
         }
         E2ePersist::KeyPackageTaken { fingerprint, seq } => {
             tx.prepare_cached(SQL_KEY_PACKAGE_DELETE)?
-                .execute(params![fingerprint, seq_param(*seq)])?;
+                .execute(params![fingerprint.as_str(), seq_param(*seq)])?;
         }
         E2ePersist::KeyPackagesForgotten { fingerprint } => {
             tx.prepare_cached("DELETE FROM key_packages WHERE fingerprint = ?1")?
-                .execute(params![fingerprint])?;
+                .execute(params![fingerprint.as_str()])?;
         }
     }
     Ok(())
@@ -348,7 +348,10 @@ impl Store {
         let mut stmt = conn.prepare("SELECT fingerprint FROM e2e_members WHERE room = ?1")?;
         for rec in &mut rooms {
             let fps = stmt.query_map([rec.room.as_str()], |r| r.get::<_, String>(0))?;
-            rec.members = fps.collect::<Result<_, _>>()?;
+            // A row that is not a fingerprint (never written so) is skipped, like a bad name.
+            for fp in fps {
+                rec.members.extend(Fingerprint::parse(&fp?).ok());
+            }
         }
         Ok(rooms)
     }
@@ -371,7 +374,9 @@ impl Store {
         let mut out = vec![];
         for row in rows {
             let (fingerprint, room, from, id, body, epoch) = row?;
-            if let (Ok(room), Ok(from)) = (RoomName::parse(&room), Nick::parse(&from)) {
+            if let (Ok(fingerprint), Ok(room), Ok(from)) =
+                (Fingerprint::parse(&fingerprint), RoomName::parse(&room), Nick::parse(&from))
+            {
                 let (id, epoch) = (id.max(0) as u64, epoch.max(0) as u64);
                 out.push(WelcomeRecord { fingerprint, room, from, id, epoch, body });
             }
@@ -385,7 +390,7 @@ impl Store {
     /// [`Store::set_meta`]).
     pub fn load_key_packages(
         &self,
-        mut keep: impl FnMut(&str, u64, String) -> bool,
+        mut keep: impl FnMut(&Fingerprint, u64, String) -> bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.reader();
         let mut dropped: Vec<(String, i64)> = vec![];
@@ -397,8 +402,8 @@ impl Store {
                 let (fp, seq): (String, i64) = (r.get(0)?, r.get(1)?);
                 // A package that is not text (never written so) is dropped like one too big.
                 let package: Option<String> = r.get(2).ok();
-                let kept = match package {
-                    Some(p) if seq >= 0 => keep(&fp, seq as u64, p),
+                let kept = match (package, Fingerprint::parse(&fp)) {
+                    (Some(p), Ok(key)) if seq >= 0 => keep(&key, seq as u64, p),
                     _ => false,
                 };
                 if !kept {
@@ -490,9 +495,21 @@ mod tests {
             let mut w = store.writer(Retention { max_messages: 0, max_age: None }).unwrap();
             let batch: Vec<Persist> = [
                 E2ePersist::Room { room: room.clone(), open: true, epoch: 0 },
-                E2ePersist::Member { room: room.clone(), fingerprint: "A".into(), present: true },
-                E2ePersist::Member { room: room.clone(), fingerprint: "B".into(), present: true },
-                E2ePersist::Member { room: room.clone(), fingerprint: "B".into(), present: false },
+                E2ePersist::Member {
+                    room: room.clone(),
+                    fingerprint: Fingerprint::example("A"),
+                    present: true,
+                },
+                E2ePersist::Member {
+                    room: room.clone(),
+                    fingerprint: Fingerprint::example("B"),
+                    present: true,
+                },
+                E2ePersist::Member {
+                    room: room.clone(),
+                    fingerprint: Fingerprint::example("B"),
+                    present: false,
+                },
                 E2ePersist::Room { room: room.clone(), open: true, epoch: 1 },
                 E2ePersist::Sealed(StoredSealed {
                     room: room.clone(),
@@ -506,7 +523,7 @@ mod tests {
                     cid: Some(9),
                 }),
                 E2ePersist::Welcome(WelcomeRecord {
-                    fingerprint: "C".into(),
+                    fingerprint: Fingerprint::example("C"),
                     room: room.clone(),
                     from: alice.clone(),
                     id: 1,
@@ -514,7 +531,7 @@ mod tests {
                     body: "Ww==".into(),
                 }),
                 E2ePersist::KeyPackagesAdded {
-                    fingerprint: "C".into(),
+                    fingerprint: Fingerprint::example("C"),
                     added: vec![(1, "k1".into()), (2, "k2".into())],
                     replaced: vec![],
                 },
@@ -532,7 +549,7 @@ mod tests {
                 room: room.clone(),
                 open: true,
                 epoch: 1,
-                members: vec!["A".into()]
+                members: vec![Fingerprint::example("A")]
             }]
         );
         assert_eq!(store.load_rooms().unwrap()[0].last_id, 1, "ids continue after a restart");
@@ -541,9 +558,10 @@ mod tests {
         assert_eq!(sealed[0].kind, SealedKind::Commit);
         assert_eq!((sealed[0].sender.as_deref(), sealed[0].cid), (Some("SHA256:a"), Some(9)));
         assert_eq!(store.load_welcomes().unwrap().len(), 1);
+        let c = Fingerprint::example("C").to_string();
         assert_eq!(
             key_package_rows(&store),
-            [("C".to_owned(), 1, "k1".to_owned()), ("C".into(), 2, "k2".into())]
+            [(c.clone(), 1, "k1".to_owned()), (c, 2, "k2".into())]
         );
     }
 
@@ -552,7 +570,7 @@ mod tests {
         let mut rows = vec![];
         store
             .load_key_packages(|fp, seq, p| {
-                rows.push((fp.to_owned(), seq, p));
+                rows.push((fp.to_string(), seq, p));
                 true
             })
             .unwrap();
@@ -588,21 +606,22 @@ mod tests {
         let mut write = |p: E2ePersist| w.write(&[&Persist::E2e(p)]).unwrap();
         let added = |fp: &str, seqs: std::ops::RangeInclusive<u64>, replaced: Vec<u64>| {
             E2ePersist::KeyPackagesAdded {
-                fingerprint: fp.into(),
+                fingerprint: Fingerprint::example(fp),
                 added: seqs.map(|s| (s, format!("p{s}"))).collect(),
                 replaced,
             }
         };
-        let op = |o: &str, fp: &str, seq: i64| (o.to_owned(), fp.to_owned(), seq);
+        let op =
+            |o: &str, fp: &str, seq: i64| (o.to_owned(), Fingerprint::example(fp).to_string(), seq);
         write(added("A", 1..=3, vec![]));
         write(added("B", 4..=5, vec![]));
         assert_eq!(changes().len(), 5);
         // A's second upload of k = 3 inserts 3 rows and deletes the one it replaced, nothing else.
         write(added("A", 6..=8, vec![1]));
         assert_eq!(changes(), [op("d", "A", 1), op("i", "A", 6), op("i", "A", 7), op("i", "A", 8)]);
-        write(E2ePersist::KeyPackageTaken { fingerprint: "A".into(), seq: 2 });
+        write(E2ePersist::KeyPackageTaken { fingerprint: Fingerprint::example("A"), seq: 2 });
         assert_eq!(changes(), [op("d", "A", 2)]);
-        write(E2ePersist::KeyPackagesForgotten { fingerprint: "B".into() });
+        write(E2ePersist::KeyPackagesForgotten { fingerprint: Fingerprint::example("B") });
         assert_eq!(changes(), [op("d", "B", 4), op("d", "B", 5)]);
         let seqs: Vec<u64> = key_package_rows(&store).iter().map(|r| r.1).collect();
         assert_eq!(seqs, [3, 6, 7, 8], "the others' rows are untouched");

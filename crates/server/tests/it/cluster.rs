@@ -174,7 +174,7 @@ async fn nicknames_and_bans_hold_across_nodes() {
     let nats = NatsServer::start().await;
     let op = fixed_keypair(9).public().fingerprint();
     let (n1, n2, n3) = (
-        node_with(&nats, Default::default(), |c| c.access.ops = vec![op.clone()]).await,
+        node_with(&nats, Default::default(), |c| c.access.ops = vec![op.to_string()]).await,
         node(&nats).await,
         node(&nats).await,
     );

@@ -88,7 +88,7 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
     let op_keys = fixed_keypair(10);
     let extra = [
         "--op".to_owned(),
-        op_keys.public().fingerprint(),
+        op_keys.public().fingerprint().to_string(),
         "--metrics".to_owned(),
         metrics_addr.to_string(),
     ];
@@ -198,7 +198,9 @@ async fn a_full_disk_refuses_what_it_cannot_store_and_ids_never_go_backwards() {
     let (mut bans, mut unsaved) = (vec![], false);
     for n in 0..20u8 {
         let target = fixed_keypair(80 + n).public().fingerprint();
-        op.send(&ClientMsg::Ban { target, duration_secs: None, reason: None }).await.unwrap();
+        op.send(&ClientMsg::Ban { target: target.to_string(), duration_secs: None, reason: None })
+            .await
+            .unwrap();
         let is_answer =
             |m: &ServerMsg| matches!(m, ServerMsg::Error { .. } | ServerMsg::Moderation { .. });
         match op.expect("the ban's answer", is_answer).await.unwrap() {
@@ -291,12 +293,12 @@ async fn a_registration_and_a_ban_acknowledged_before_kill_9_hold_after_the_rest
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let op_keys = fixed_keypair(10);
-    let extra = ["--op".to_owned(), op_keys.public().fingerprint()];
+    let extra = ["--op".to_owned(), op_keys.public().fingerprint().to_string()];
     let server = start(dir.path(), port, None, &extra).await;
     let mut op = connect(addr, "oper", &op_keys).await;
     let banned = fixed_keypair(11);
     op.send(&ClientMsg::Ban {
-        target: banned.public().fingerprint(),
+        target: banned.public().fingerprint().to_string(),
         duration_secs: None,
         reason: None,
     })

@@ -30,7 +30,7 @@ fn commit(epoch: u64, body: &str) -> ClientMsg {
 async fn fingerprint(c: &mut TestClient, nick: &str) -> String {
     c.send(&ClientMsg::Whois { nick: nick.into() }).await.unwrap();
     match c.expect("whois", |m| matches!(m, ServerMsg::Whois { .. })).await.unwrap() {
-        ServerMsg::Whois { fingerprint, .. } => fingerprint,
+        ServerMsg::Whois { fingerprint, .. } => fingerprint.to_string(),
         _ => unreachable!(),
     }
 }
@@ -259,8 +259,8 @@ async fn membership_history_and_welcomes_survive_a_restart_and_reach_an_offline_
         room: "#sec".into(),
         epoch: 0,
         body: "Q09NTUlU".into(),
-        welcome: Some(SealedWelcome { to: bob_fp.clone(), body: "V0VMQ09NRQ==".into() }),
-        adds: vec![bob_fp.clone()],
+        welcome: Some(SealedWelcome { to: bob_fp.to_string(), body: "V0VMQ09NRQ==".into() }),
+        adds: vec![bob_fp.to_string()],
         removes: vec![],
     })
     .await

@@ -19,7 +19,7 @@ struct Ops {
 
 fn op_config() -> impl FnOnce(&mut Config) {
     let op_fp = fixed_keypair(9).public().fingerprint();
-    move |c: &mut Config| c.access.ops = vec![op_fp]
+    move |c: &mut Config| c.access.ops = vec![op_fp.to_string()]
 }
 
 fn with_clock(clock: &Clock) -> Runtime {
@@ -182,7 +182,7 @@ async fn a_huge_ban_is_refused_and_the_longest_one_survives_a_restart() {
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     db.execute(
         "INSERT INTO bans (fingerprint, until, reason, by) VALUES (?1, ?2, 'old', 'op')",
-        rusqlite::params![carol_fp, (16_534_391_535u64 * 604_800_000) as i64],
+        rusqlite::params![carol_fp.as_str(), (16_534_391_535u64 * 604_800_000) as i64],
     )
     .unwrap();
     drop(db);

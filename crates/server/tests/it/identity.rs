@@ -81,7 +81,10 @@ async fn only_allowlisted_keys_get_in_and_a_reload_lets_more_in_without_dropping
     let mut a = TestClient::connect_with(server.addr, "alice", &ka).await.unwrap();
     let err = TestClient::connect_with(server.addr, "bob", &kb).await.err().unwrap();
     let text = refused(err, "NotAllowed");
-    assert!(text.contains(&kb.public().fingerprint()) && text.contains("allowlist"), "{text}");
+    assert!(
+        text.contains(kb.public().fingerprint().as_str()) && text.contains("allowlist"),
+        "{text}"
+    );
 
     std::fs::write(
         &allow,
@@ -115,7 +118,7 @@ async fn with_operator(clock: Clock) -> Ops {
     let op_fp = op_key.public().fingerprint();
     let runtime = Runtime { clock: clock.clone(), ..Runtime::default() };
     let server = TestServer::start_with_runtime(runtime, move |c: &mut Config| {
-        c.access.ops = vec![op_fp];
+        c.access.ops = vec![op_fp.to_string()];
     })
     .await;
     let op = TestClient::connect_with(server.addr, "op", &op_key).await.unwrap();
@@ -188,7 +191,7 @@ async fn a_ban_with_a_duration_persists_across_a_restart_and_ends_on_time() {
     let runtime = Runtime { clock: clock.clone(), ..Runtime::default() };
     let op_fp = fixed_keypair(9).public().fingerprint();
     let server = server
-        .restart_with_runtime(runtime, move |c: &mut Config| c.access.ops = vec![op_fp])
+        .restart_with_runtime(runtime, move |c: &mut Config| c.access.ops = vec![op_fp.to_string()])
         .await;
     clock.advance(Duration::from_secs(300));
     let text = refused(
@@ -204,7 +207,7 @@ async fn a_ban_with_a_duration_persists_across_a_restart_and_ends_on_time() {
 async fn a_permanent_ban_by_fingerprint_is_lifted_by_unban() {
     let Ops { server, mut op, mut carol, .. } = with_operator(Clock::default()).await;
     let fp = fixed_keypair(2).public().fingerprint();
-    op.send(&ClientMsg::Ban { target: fp.clone(), duration_secs: None, reason: None })
+    op.send(&ClientMsg::Ban { target: fp.to_string(), duration_secs: None, reason: None })
         .await
         .unwrap();
     carol.expect("notice", moderation(ModAction::Ban)).await.unwrap();
@@ -213,12 +216,12 @@ async fn a_permanent_ban_by_fingerprint_is_lifted_by_unban() {
         "Banned",
     );
     assert!(text.contains("permanently"), "{text}");
-    carol.send(&ClientMsg::Unban { target: fp.clone() }).await.unwrap();
+    carol.send(&ClientMsg::Unban { target: fp.to_string() }).await.unwrap();
     assert_eq!(carol.expect_error().await.unwrap().0, ErrorCode::NotOperator);
     op.send(&ClientMsg::Unban { target: "bob".into() }).await.unwrap();
     carol.expect("notice", moderation(ModAction::Unban)).await.unwrap();
     TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();
-    op.send(&ClientMsg::Unban { target: fp }).await.unwrap();
+    op.send(&ClientMsg::Unban { target: fp.to_string() }).await.unwrap();
     let (_, message) = op.expect_error().await.unwrap();
     assert!(message.contains("not banned"), "{message}");
 }

@@ -237,13 +237,13 @@ async fn a_restart_over_more_than_the_bounds_loads_the_newest_within_them_and_de
         for seq in 0..30 {
             conn.execute(
                 "INSERT INTO key_packages (fingerprint, seq, package) VALUES (?1, ?2, ?3)",
-                rusqlite::params![fp, seq, format!("UEtf{seq:02}")],
+                rusqlite::params![fp.as_str(), seq, format!("UEtf{seq:02}")],
             )
             .unwrap();
         }
         conn.execute(
             "INSERT INTO key_packages (fingerprint, seq, package) VALUES (?1, 99, ?2)",
-            rusqlite::params![fp, "A".repeat(14 * 1024)],
+            rusqlite::params![fp.as_str(), "A".repeat(14 * 1024)],
         )
         .unwrap();
     }
@@ -295,8 +295,11 @@ async fn a_refused_upload_still_hands_out_the_welcomes_waiting_for_the_key() {
         room: "#sec".into(),
         epoch: 0,
         body: "Q09NTUlU".into(),
-        welcome: Some(chatao_proto::SealedWelcome { to: bob_fp.clone(), body: "V0VMQw==".into() }),
-        adds: vec![bob_fp],
+        welcome: Some(chatao_proto::SealedWelcome {
+            to: bob_fp.to_string(),
+            body: "V0VMQw==".into(),
+        }),
+        adds: vec![bob_fp.to_string()],
         removes: vec![],
     })
     .await

@@ -99,7 +99,7 @@ async fn look_alikes_registered_before_the_rule_go_to_the_older_registration() {
             db.execute(
                 "INSERT INTO nicks (folded, nick, fingerprint, registered) VALUES
                  ('a1ice', 'a1ice', ?2, 2000), ('alice', 'alice', ?1, 1000)",
-                rusqlite::params![fa, fb],
+                rusqlite::params![fa.as_str(), fb.as_str()],
             )
             .unwrap();
         })
@@ -224,7 +224,7 @@ async fn in_a_cluster_look_alikes_are_one_nickname_also_under_bucket_keys_writte
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let bucket = js.get_key_value("chatao_nicks").await.unwrap();
     let legacy: String = "alice".bytes().map(|b| format!("{b:02x}")).collect();
-    bucket.put(legacy, ka.public().fingerprint().into()).await.unwrap();
+    bucket.put(legacy, ka.public().fingerprint().to_string().into()).await.unwrap();
 
     let (n1, n2) = (node(nats.url()).await, node(nats.url()).await);
     for (server, look_alike) in [(&n1, "alice"), (&n2, "a1ice"), (&n2, "ALICE")] {

@@ -284,7 +284,7 @@ async fn section_5_4_history_with_limit_0_sends_only_history_end() {
 async fn section_5_4_ban_of_a_malformed_fingerprint_is_invalid() {
     let op = fixed_keypair(1);
     let op_fp = op.public().fingerprint();
-    let server = TestServer::start_with(|c| c.access.ops = vec![op_fp]).await;
+    let server = TestServer::start_with(|c| c.access.ops = vec![op_fp.to_string()]).await;
     let mut o = TestClient::connect_with(server.addr, "op", &op).await.unwrap();
     let ban = ClientMsg::Ban { target: "SHA256:nope".into(), duration_secs: None, reason: None };
     assert_eq!(error_for(&mut o, ban).await.0, ErrorCode::Invalid);
@@ -413,10 +413,10 @@ async fn section_13_malformed_bodies_are_invalid_and_oversized_ones_too_long() {
         _ => unreachable!(),
     };
     let long = "A".repeat(14_340);
-    let welcome = |body: &str| Some(SealedWelcome { to: fp.clone(), body: body.into() });
+    let welcome = |body: &str| Some(SealedWelcome { to: fp.to_string(), body: body.into() });
     let with_add = |mut m: ClientMsg| {
         if let ClientMsg::Commit { adds, .. } = &mut m {
-            adds.push(fp.clone());
+            adds.push(fp.to_string());
         }
         m
     };
@@ -482,7 +482,7 @@ async fn section_13_2_a_mute_refuses_sealed_but_not_commit() {
     let op = fixed_keypair(1);
     let op_fp = op.public().fingerprint();
     let server = TestServer::start_with(|c| {
-        c.access.ops = vec![op_fp];
+        c.access.ops = vec![op_fp.to_string()];
         c.limits.rate_per_sec = 0;
     })
     .await;

@@ -205,7 +205,7 @@ async fn a_server_operator_moderates_any_room_and_the_state_survives_a_restart()
             c.access.ops = vec![fp];
         }
     };
-    let server = TestServer::start_with(adjust(oper_fp.clone())).await;
+    let server = TestServer::start_with(adjust(oper_fp.to_string())).await;
     let mut op = TestClient::connect_with(server.addr, "oper", &oper).await.unwrap();
     let mut alice =
         TestClient::connect_with(server.addr, "alice", &fixed_keypair(1)).await.unwrap();
@@ -228,7 +228,7 @@ async fn a_server_operator_moderates_any_room_and_the_state_survives_a_restart()
     assert_eq!(refused(&mut alice, lobby_op).await.0, ErrorCode::NotRoomOperator);
     drop((op, alice, bob));
 
-    let server = server.restart(adjust(oper_fp)).await;
+    let server = server.restart(adjust(oper_fp.to_string())).await;
     let mut alice =
         TestClient::connect_with(server.addr, "alice", &fixed_keypair(1)).await.unwrap();
     let mut bob = TestClient::connect_with(server.addr, "bob", &fixed_keypair(2)).await.unwrap();

@@ -7,9 +7,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use chatao_transport::Keypair;
+use chatao_transport::keys::Fingerprint;
 use chatao_transport::known_servers::{KnownServers, KnownServersError, Verdict, host_key};
 
-fn fingerprint() -> String {
+fn fingerprint() -> Fingerprint {
     Keypair::generate().unwrap().public().fingerprint()
 }
 

@@ -3,6 +3,7 @@
 //! joined, and a commit refused as stale.
 
 use super::*;
+use chatao_proto::Fingerprint;
 
 impl Layer {
     /// A local request (`/remove`, `/safety`).
@@ -148,7 +149,13 @@ impl Layer {
         }
     }
 
-    pub(super) fn key_package(&mut self, room: RoomName, nick: Nick, fp: String, package: String) {
+    pub(super) fn key_package(
+        &mut self,
+        room: RoomName,
+        nick: Nick,
+        fp: Fingerprint,
+        package: String,
+    ) {
         let Some(intent) =
             self.inviting.remove(&(room.clone(), nick.as_str().to_ascii_lowercase()))
         else {
@@ -173,7 +180,7 @@ impl Layer {
             Ok(p) => {
                 self.in_flight.insert(room.clone(), intent);
                 let welcome =
-                    p.welcome.map(|w| SealedWelcome { to: fp.clone(), body: B64.encode(w) });
+                    p.welcome.map(|w| SealedWelcome { to: fp.to_string(), body: B64.encode(w) });
                 self.net(ClientMsg::Commit {
                     room: room.to_string(),
                     epoch: self.commit_epoch(room.as_str()),

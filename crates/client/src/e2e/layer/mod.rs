@@ -37,6 +37,7 @@ use super::Request;
 use super::counts::CommitCounts;
 use super::pins::{NickPins, PinCheck};
 use crate::net::NetEvent;
+use chatao_proto::Fingerprint;
 
 mod incoming;
 mod membership;
@@ -94,6 +95,7 @@ enum Intent {
 /// Texts waiting for our removal of `fingerprint` to be in.
 #[derive(Debug, Default)]
 struct Held {
+    /// A canonical fingerprint, or the `invalid:<hex>` a forged member is shown as.
     fingerprint: String,
     /// With each text its client id ([`chatao_proto::Cid`]), carried to the `sealed` made of it.
     texts: Vec<(MessageKind, String, Option<Cid>)>,
@@ -232,17 +234,9 @@ impl Layer {
 /// The name shown for a key no nickname is pinned to: `key-` and the start of its
 /// fingerprint (in the nickname alphabet), so a message is never shown under a name the server
 /// chose.
+/// `None` when `fp` is no fingerprint (a forged member's `invalid:<hex>`).
 pub fn key_nick(fp: &str) -> Option<Nick> {
-    let short: String = fp
-        .trim_start_matches("SHA256:")
-        .chars()
-        .filter_map(|c| match c {
-            '+' => Some('-'),
-            '/' => Some('_'),
-            c if c.is_ascii_alphanumeric() => Some(c),
-            _ => None,
-        })
-        .take(12)
-        .collect();
+    // URL-safe base64 is all nickname characters, and `key-` and 12 of them fit.
+    let short: String = Fingerprint::parse(fp).ok()?.url_safe().chars().take(12).collect();
     Nick::parse(&format!("key-{short}")).ok()
 }

@@ -22,12 +22,9 @@ impl Layer {
     }
 
     /// Checks what the server says about who `nick` is against the pin.
-    pub(super) fn observe(&mut self, nick: &Nick, fp: &str) -> bool {
-        // Only a canonical fingerprint is ever pinned (and written to the pin file).
-        if !chatao_e2e::is_fingerprint(fp) {
-            self.warn(format!("the server gave {nick} a key that is not a fingerprint; ignored"));
-            return false;
-        }
+    /// Only a canonical fingerprint reaches here (and the pin file): a record whose
+    /// fingerprint is not one does not decode.
+    pub(super) fn observe(&mut self, nick: &Nick, fp: &chatao_proto::Fingerprint) -> bool {
         match self.pins.check(nick.as_str(), fp) {
             PinCheck::Known | PinCheck::New => true,
             PinCheck::Changed { pinned } => {

@@ -28,7 +28,7 @@ impl Client {
         let dir = root.join(name);
         let mut e = E2e::open(&dir, &secret, &fp).unwrap();
         e.set_sync(false);
-        Client { e, fp, secret, dir }
+        Client { e, fp: fp.to_string(), secret, dir }
     }
 
     /// Closes and reopens the state (as after a restart).

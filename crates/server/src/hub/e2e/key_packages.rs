@@ -26,6 +26,8 @@ use openmls::prelude::tls_codec::DeserializeBytes as _;
 use openmls::prelude::{BasicCredential, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
 
+use chatao_proto::Fingerprint;
+
 use super::E2eRefusal;
 use crate::limits::{
     MAX_KEY_PACKAGE_BYTES, MAX_KEY_PACKAGE_BYTES_PER_KEY, MAX_KEY_PACKAGE_KEYS,
@@ -104,16 +106,16 @@ struct KeySet {
 pub struct Upload {
     pub added: Vec<(u64, String)>,
     pub replaced: Vec<u64>,
-    pub evicted: Vec<String>,
+    pub evicted: Vec<Fingerprint>,
 }
 
 /// Every key's key packages, within the bounds in the module docs.
 #[derive(Debug, Default)]
 pub struct KeyPackageTable {
-    keys: HashMap<String, KeySet>,
+    keys: HashMap<Fingerprint, KeySet>,
     /// Each key under its last upload's sequence number: oldest upload first, for the
     /// eviction. (With the key: rows of an older version share their numbers.)
-    by_upload: BTreeSet<(u64, String)>,
+    by_upload: BTreeSet<(u64, Fingerprint)>,
     /// Bytes held: the sum of every key's `bytes`.
     bytes: usize,
     /// The last sequence number given (packages and uploads share it; it only grows, also
@@ -147,7 +149,7 @@ impl KeyPackageTable {
 
     /// Offers one stored row (newest first, at startup): kept if it fits the bounds, as an
     /// upload of it would (the newest rows win). Returns whether it was kept.
-    pub fn load(&mut self, fp: &str, seq: u64, package: String) -> bool {
+    pub fn load(&mut self, fp: &Fingerprint, seq: u64, package: String) -> bool {
         self.seq = self.seq.max(seq);
         let len = package.len();
         if len > MAX_KEY_PACKAGE_B64 || self.bytes + len > MAX_KEY_PACKAGE_TOTAL_BYTES {
@@ -157,8 +159,8 @@ impl KeyPackageTable {
             if self.keys.len() >= MAX_KEY_PACKAGE_KEYS {
                 return false;
             }
-            self.by_upload.insert((seq, fp.to_owned()));
-            self.keys.insert(fp.to_owned(), KeySet { uploaded: seq, ..KeySet::default() });
+            self.by_upload.insert((seq, fp.clone()));
+            self.keys.insert(fp.clone(), KeySet { uploaded: seq, ..KeySet::default() });
         }
         let Some(set) = self.keys.get_mut(fp) else { return false };
         if set.packages.len() >= MAX_KEY_PACKAGES || set.bytes + len > MAX_KEY_PACKAGE_BYTES_PER_KEY
@@ -177,7 +179,7 @@ impl KeyPackageTable {
     /// nothing, when that is not enough.
     pub fn upload(
         &mut self,
-        fp: &str,
+        fp: &Fingerprint,
         packages: Vec<KeyPackage>,
         online: impl Fn(&str) -> bool,
     ) -> Result<Upload, E2eRefusal> {
@@ -236,7 +238,7 @@ impl KeyPackageTable {
             self.forget(other);
         }
         // Apply.
-        let set = self.keys.entry(fp.to_owned()).or_default();
+        let set = self.keys.entry(fp.clone()).or_default();
         let mut up = Upload { evicted: evict, ..Upload::default() };
         for _ in 0..replaced {
             if let Some((seq, p)) = set.packages.pop_front() {
@@ -252,9 +254,9 @@ impl KeyPackageTable {
             up.added.push((self.seq, p.clone()));
             set.packages.push_back((self.seq, p));
         }
-        self.by_upload.remove(&(set.uploaded, fp.to_owned()));
+        self.by_upload.remove(&(set.uploaded, fp.clone()));
         set.uploaded = self.seq;
-        self.by_upload.insert((self.seq, fp.to_owned()));
+        self.by_upload.insert((self.seq, fp.clone()));
         Ok(up)
     }
 
@@ -273,10 +275,10 @@ impl KeyPackageTable {
     }
 
     /// Forgets every package of `fp`.
-    fn forget(&mut self, fp: &str) {
+    fn forget(&mut self, fp: &Fingerprint) {
         if let Some(set) = self.keys.remove(fp) {
             self.bytes -= set.bytes;
-            self.by_upload.remove(&(set.uploaded, fp.to_owned()));
+            self.by_upload.remove(&(set.uploaded, fp.clone()));
             tracing::debug!(fingerprint = %fp, "key packages evicted (table full)");
         }
     }

@@ -12,12 +12,13 @@ use crate::bus::BusEvent;
 use crate::hub::{Hub, SessionId, State};
 use crate::room::Room;
 use crate::store::Persist;
+use chatao_proto::Fingerprint;
 
 /// A user on another node.
 #[derive(Debug, Clone)]
 pub(in crate::hub) struct RemoteUser {
     pub nick: Nick,
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub rooms: Vec<RoomName>,
     pub away: Option<String>,
     pub since: u64,

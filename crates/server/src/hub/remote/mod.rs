@@ -32,7 +32,9 @@ pub use wire::*;
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use chatao_proto::{ErrorCode, LeaveReason, ModAction, Nick, RoomName, ServerMsg, encode};
+use chatao_proto::{
+    ErrorCode, Fingerprint, LeaveReason, ModAction, Nick, RoomName, ServerMsg, encode,
+};
 use tracing::warn;
 
 use super::{Hub, HubError, SessionId, State, now_millis};
@@ -116,7 +118,7 @@ impl Hub {
                         from: ev.from,
                         kind,
                         text,
-                        sender: Some(ev.fingerprint.clone()),
+                        sender: Some(ev.fingerprint.to_string()),
                         cid: ev.cid,
                     };
                     room.set_last_id(seq);
@@ -431,7 +433,7 @@ impl Hub {
     }
 
     /// A nickname registration learned from the cluster's shared bucket.
-    pub fn learn_owner(&self, folded: String, fingerprint: String) {
+    pub fn learn_owner(&self, folded: String, fingerprint: Fingerprint) {
         // A key written before nicknames were compared by skeleton holds the lower-cased
         // nickname: keyed here by its skeleton like every other.
         let folded = Nick::parse(&folded).map(|n| n.folded()).unwrap_or(folded);
@@ -439,7 +441,7 @@ impl Hub {
     }
 
     /// The fingerprint of the user called `nick`, wherever they are online.
-    pub fn fingerprint_of(&self, nick: &str) -> Option<String> {
+    pub fn fingerprint_of(&self, nick: &str) -> Option<Fingerprint> {
         let st = self.lock();
         match st.find_nick(nick)? {
             Holder::Local(id) => st.users.get(&id).map(|u| u.fingerprint.clone()),

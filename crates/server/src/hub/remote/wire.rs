@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::Ban;
 use crate::hub::SessionId;
+use chatao_proto::Fingerprint;
 
 /// A node of the cluster: a random number drawn when the process starts, so a restarted node
 /// is a new node and nothing of its previous life is mistaken for live.
@@ -25,7 +26,7 @@ pub struct RemoteId {
 pub struct UserState {
     pub session: SessionId,
     pub nick: Nick,
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub rooms: Vec<RoomName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,
@@ -102,8 +103,7 @@ pub struct RoomEvent {
     pub node: NodeId,
     pub session: SessionId,
     /// The sender's key fingerprint (what its `cid` is unique for).
-    #[serde(default)]
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// The sender's id for the event, when it gave one: the JetStream message id is derived
     /// from it (so a re-send through any node is dropped as a duplicate), and every node
     /// remembers it with the echo ([`crate::hub::sent::SentIds`]).
@@ -126,8 +126,7 @@ pub struct Private {
     /// The sender's session on the sending node (for its acknowledgement).
     pub session: SessionId,
     /// The sender's key fingerprint (what `cid` is unique for).
-    #[serde(default)]
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// The sender's id for the message, when it gave one: both copies carry it, and both
     /// nodes remember it with the message ([`crate::hub::sent::SentIds`]), so a re-send is answered
     /// with the first copy and not delivered twice.
@@ -158,7 +157,7 @@ pub struct Moderation {
     pub target: String,
     /// The key acted upon, when the action is about a key (ban, mute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
     pub by: Nick,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -179,13 +178,13 @@ pub enum Outbound {
     /// shared buckets.
     Moderation(Moderation),
     /// Write a ban to the shared bucket (`None`: lift the ban on the fingerprint).
-    Ban { fingerprint: String, ban: Option<Ban> },
+    Ban { fingerprint: Fingerprint, ban: Option<Ban> },
     /// Write a mute to the shared bucket (`None` inside: no end; outer `None`: lift it).
-    Mute { fingerprint: String, until: Option<Option<u64>> },
+    Mute { fingerprint: Fingerprint, until: Option<Option<u64>> },
     /// Forget `room` in the key's remembered set in the shared bucket (a room operator's kick
     /// or ban; joins and parts write it from the session, `session.rs`). Sent by the node of
     /// the operator who made the change only, once it applies it from the stream. `before`:
     /// the change's stream position; a rejoin remembered at or after it stays
     /// (`cluster/identity.rs` `remember`).
-    ForgetMembership { fingerprint: String, room: RoomName, before: u64 },
+    ForgetMembership { fingerprint: Fingerprint, room: RoomName, before: u64 },
 }
