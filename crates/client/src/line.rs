@@ -637,7 +637,9 @@ impl Session {
         let server = self.profile.name(self.core.on());
         self.emit(&format::disconnected(self.fmt, &server, &reason)).await?;
         self.deadline = Some(Instant::now() + self.reconnect_for);
-        self.last_failure = None;
+        // Until a reconnection fails, the loss is the last failure: a give-up before any
+        // attempt (a short --reconnect-timeout) still says why the session ended.
+        self.last_failure = Some(reason);
         let attempt = self.core.on_lost(self.profile.servers.len());
         self.try_connect(attempt).await
     }
