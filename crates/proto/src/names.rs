@@ -182,7 +182,12 @@ impl Fingerprint {
     }
     /// The digest in URL-safe base64 (`+` and `/` as `-` and `_`): for file names and headers.
     pub fn url_safe(&self) -> String {
-        self.digest_b64().replace('+', "-").replace('/', "_")
+        let url = |c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        };
+        self.digest_b64().chars().map(url).collect()
     }
     /// `SHA256:` and the first 8 characters of the digest: enough to tell keys apart at a
     /// glance; the whole one is for comparing.
