@@ -20,7 +20,7 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, Runtime};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, MAX_RECORD_BYTES, SHUTDOWN_GRACE};
-use crate::session::{self, Ctx};
+use crate::session::{self, Ctx, Registry};
 use crate::store::Store;
 
 /// Serves Chatao on `listener` until `shutdown` completes, then closes every session (each
@@ -87,27 +87,27 @@ pub async fn run(
         .map_err(io::Error::other)?;
     let hub = guard.hub();
     runtime.metrics.attach_bus(hub.bus().stats().clone());
-    let cluster = match joining {
+    let registry = match joining {
         Some(joining) => {
             let cluster = joining.start(hub.clone(), access.clone()).await;
             cluster.publish_allowlist(&access).await;
-            Some(cluster)
+            Registry::Cluster(cluster)
         }
-        None => None,
+        None => Registry::Local,
     };
     let ctx = Ctx {
         hub,
         config: config.clone(),
         metrics: runtime.metrics.clone(),
         shutdown: CancellationToken::new(),
-        cluster,
+        registry,
         refusals_logged: Default::default(),
     };
     tokio::spawn(reload_on_notify(
         access,
         runtime.reload.clone(),
         ctx.shutdown.clone(),
-        ctx.cluster.clone(),
+        ctx.registry.cluster().cloned(),
     ));
     let admission = Admission::new(&config);
     let tracker = TaskTracker::new();
@@ -195,7 +195,7 @@ pub async fn run(
     if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(left = tracker.len(), "sessions did not finish within the shutdown grace period");
     }
-    if let Some(cluster) = &ctx.cluster {
+    if let Some(cluster) = ctx.registry.cluster() {
         cluster.shutdown().await;
     }
     // The sessions are done: the bus writes what is queued to disk and stops.

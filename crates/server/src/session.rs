@@ -17,6 +17,9 @@
 //! `lost` (connection ended without one, or broke) or `dropped` (the server ended it).
 
 mod fakelag;
+mod registry;
+
+pub use registry::{Membership, Registry};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +37,6 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cluster::Cluster;
 use crate::cmd::{Command, Replay, Reply, SessionState, error, hub_error};
 use crate::config::Config;
 use crate::hub::Hub;
@@ -47,15 +49,13 @@ use crate::metrics::{Counted, Handshake};
 use crate::outbox::{Outgoing, Status, WriteError, outbox};
 use crate::replay;
 use fakelag::{Backlog, Held, Next, OutputBudget};
+use registry::REGISTRATION_WAIT;
 
 /// Server software name and version, sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("chataosrv ", env!("CARGO_PKG_VERSION"));
 
 /// Longest a `quit` waits for the bus to deliver what came before it.
 const QUIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
-/// Longest wait for the store to have written a hello's registration before `welcome`;
-/// past it the hello is refused with `unavailable` (a store that slow is failing).
-const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
 
 /// What every session shares.
 #[derive(Debug, Clone)]
@@ -65,8 +65,9 @@ pub struct Ctx {
     /// The server's counters ([`crate::config::Runtime::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
     pub shutdown: CancellationToken,
-    /// This node's cluster, when it is part of one.
-    pub cluster: Option<Cluster>,
+    /// Where nicknames and the rooms a key stays in are kept: the store, or the cluster
+    /// ([`Registry`]).
+    pub registry: Registry,
     /// Refused connections logged at `info` (the rest at `debug`).
     pub refusals_logged: Arc<LogBudget>,
 }
@@ -138,9 +139,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
         metrics.disconnected(ending.reason);
         ctx.hub.leave(id, ending.reason, ending.message.clone());
     }
-    if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
-        cluster.release(claim).await;
-    }
+    ctx.registry.release(claim).await;
     out.shutdown();
     // Closing a socket with unread input makes the kernel send a reset, which destroys a `bye`
     // still in flight (a flooder's, typically). Drain for a moment so that the close is a FIN;
@@ -211,39 +210,18 @@ where
     // A muted key keeps its names but takes no new one: a nickname is text in front of others
     // (announced at every join), and a fresh connection is no way around the mute.
     if let Some(why) = ctx.hub.access().muted(&fingerprint)
-        && ctx.hub.owner_of(&nick).as_deref() != Some(fingerprint.as_str())
+        && ctx.hub.owner_of(&nick).as_ref() != Some(&fingerprint)
     {
         let why = format!("{why}; a muted key takes no new nickname: connect with one it holds");
         return Err(refuse(&mut conn, ErrorCode::Muted, why).await);
     }
-    let claim = match &ctx.cluster {
-        Some(cluster) => match cluster.claim(&nick, &fingerprint, id).await {
-            Ok(claim) => Some(claim),
-            Err(e) => return Err(refuse(&mut conn, e.code(), e.to_string()).await),
-        },
-        None => None,
-    };
+    // `welcome` acknowledges the nickname's registration: only once it is durable.
     let (mb, out) = outbox(ctx.config.mailbox_capacity);
-    let before = ctx.hub.current_seq();
-    if let Err(e) = ctx.hub.register_as(id, nick.clone(), fingerprint.clone(), mb, flags.quiet) {
-        if let (Some(cluster), Some(claim)) = (&ctx.cluster, claim) {
-            cluster.release(claim).await;
-        }
-        return Err(refuse(&mut conn, e.code(), e.to_string()).await);
-    }
-    // `welcome` acknowledges the nickname's registration: only once it is on disk (a
-    // standalone server; a cluster's claim above is durable in its bucket). A store that
-    // cannot write it, or takes longer than REGISTRATION_WAIT, refuses the hello.
-    if ctx.cluster.is_none() {
-        let upto = ctx.hub.current_seq();
-        let durable = timeout(REGISTRATION_WAIT, ctx.hub.bus().durable(before, upto)).await;
-        if !matches!(durable, Ok(Ok(()))) {
-            ctx.hub.leave(id, LeaveReason::Lost, None);
-            let why = "the server cannot store your nickname's registration right now (its disk \
-                       is failing); try again later";
-            return Err(refuse(&mut conn, ErrorCode::Unavailable, why.to_owned()).await);
-        }
-    }
+    let claim =
+        match ctx.registry.register(&ctx.hub, id, &nick, &fingerprint, (mb, flags.quiet)).await {
+            Ok(claim) => claim,
+            Err((code, reason)) => return Err(refuse(&mut conn, code, reason).await),
+        };
     // The rooms the key stays in (hub/membership.rs): listed in `welcome` for the client to
     // join with its own catch-up; the default room is joined here when it is among them or
     // the key is remembered nowhere (the client tells the same from the list). A fixed-set
@@ -253,20 +231,7 @@ where
         ctx.hub.set_fixed_rooms(id);
         None
     } else {
-        // On a cluster the set is the cluster's (cluster/identity.rs), whichever node wrote it.
-        let read = match &ctx.cluster {
-            Some(cluster) => match cluster.remembered(&fingerprint).await {
-                Ok(Some(rooms)) => Ok(rooms),
-                // No set in the cluster yet: the rooms this node's replica has for the key
-                // (joined before the bucket existed) become it.
-                Ok(None) => match ctx.hub.remembered(&fingerprint).await {
-                    Ok(own) => cluster.adopt(&fingerprint, own).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            },
-            None => ctx.hub.remembered(&fingerprint).await.map_err(|e| e.to_string()),
-        };
+        let read = ctx.registry.remembered(&ctx.hub, &fingerprint).await;
         match read {
             Ok(rooms) => Some(rooms),
             Err(cause) => {
@@ -291,11 +256,8 @@ where
     };
     let mut records = vec![encode(&welcome)];
     if join_lobby && let Ok(joined) = ctx.hub.join(id, &lobby) {
-        if let (Some(cluster), Some((fp, at))) = (&ctx.cluster, ctx.hub.remembers(id, &lobby))
-            && let Err(cause) = cluster.remember(&fp, &lobby, true, at).await
-        {
-            warn!(session = id, %cause, "cannot remember the default room in the cluster");
-        }
+        let joined_lobby = Membership::Join(lobby.clone());
+        ctx.registry.after(&ctx.hub, id, Some(&joined_lobby)).await;
         let replay = Replay {
             joined,
             since: None,
@@ -364,76 +326,6 @@ async fn serve(
 ) -> (Ending, Option<crate::cluster::Claim>) {
     let ending = serve_loop(reader, &mut state, out, ctx).await;
     (ending, state.claim.take())
-}
-
-/// A nickname change on a standalone server: a new nickname's registration is written first,
-/// and the change (the `nick_change` that acknowledges it) made only once it is on disk, as
-/// `welcome` at hello. A store that cannot write it within [`REGISTRATION_WAIT`] refuses the
-/// change with `unavailable` (the bus undoes the registration in memory).
-async fn rename_durably(hub: &Hub, state: &mut SessionState, nick: String) -> Reply {
-    if let Err(reply) = crate::cmd::check_not_muted(hub, state) {
-        return *reply;
-    }
-    let new = match Nick::parse(&nick) {
-        Ok(n) => n,
-        Err(e) => return error(ErrorCode::InvalidNick, e.to_string()),
-    };
-    let (after, upto, released) = match hub.register_for_rename(state.id, &new) {
-        Ok(range) => range,
-        Err(e) => return hub_error(e),
-    };
-    if upto > after {
-        let durable = timeout(REGISTRATION_WAIT, hub.bus().durable(after, upto)).await;
-        if !matches!(durable, Ok(Ok(()))) {
-            let why = "the server cannot store your new nickname's registration right now (its \
-                       disk is failing); try again later";
-            return error(ErrorCode::Unavailable, why.to_owned());
-        }
-    }
-    let reply =
-        Command::from_msg(ClientMsg::Nick { nick }).apply(hub, state, Instant::now().into_std());
-    hub.tell_released(state.id, &released);
-    reply
-}
-
-/// A nickname change on a cluster node: the new nickname is claimed cluster-wide first, and
-/// the old one given back once the change is made.
-async fn rename_in_cluster(
-    cluster: &Cluster,
-    hub: &Hub,
-    state: &mut SessionState,
-    nick: &str,
-) -> Reply {
-    let new = match Nick::parse(nick) {
-        Ok(n) => n,
-        Err(e) => return error(ErrorCode::InvalidNick, e.to_string()),
-    };
-    if new.folded() == state.nick.folded() {
-        return match hub.rename(state.id, new.clone()) {
-            Ok(()) => {
-                state.nick = new;
-                Reply::Nothing
-            }
-            Err(e) => hub_error(e),
-        };
-    }
-    let claim = match cluster.claim(&new, &state.fingerprint, state.id).await {
-        Ok(claim) => claim,
-        Err(e) => return hub_error(e),
-    };
-    match hub.rename(state.id, new.clone()) {
-        Ok(()) => {
-            state.nick = new;
-            if let Some(old) = state.claim.replace(claim) {
-                cluster.release(old).await;
-            }
-            Reply::Nothing
-        }
-        Err(e) => {
-            cluster.release(claim).await;
-            hub_error(e)
-        }
-    }
 }
 
 /// The session's receiving half.
@@ -706,31 +598,14 @@ async fn handle_held(
         }
         Held::Msg(msg) => msg,
     };
-    let reply = match (&ctx.cluster, msg) {
-        (Some(cluster), ClientMsg::Nick { nick }) => {
-            rename_in_cluster(cluster, &ctx.hub, state, &nick).await
-        }
-        (None, ClientMsg::Nick { nick }) => rename_durably(&ctx.hub, state, nick).await,
-        (_, msg) => {
+    let reply = match msg {
+        ClientMsg::Nick { nick } => ctx.registry.rename(&ctx.hub, state, nick).await,
+        msg => {
             // A refusal names the request's room (`error`'s `room`).
             let named = msg.room().and_then(|r| chatao_proto::RoomName::parse(r).ok());
-            // On a cluster the rooms a key stays in are the cluster's (hub/membership.rs): a
-            // part is forgotten there before it is made (so before the leave that acknowledges
-            // it; a bucket that cannot be written refuses the part), a join remembered once
-            // made.
-            let membership = match (&ctx.cluster, &msg) {
-                (Some(_), ClientMsg::Part { room, .. }) => {
-                    chatao_proto::RoomName::parse(room).ok().map(|r| (r, false))
-                }
-                (Some(_), ClientMsg::Join { room, .. }) => {
-                    chatao_proto::RoomName::parse(room).ok().map(|r| (r, true))
-                }
-                _ => None,
-            };
-            if let (Some(cluster), Some((room, false))) = (&ctx.cluster, &membership)
-                && let Some((fp, _)) = ctx.hub.remembers(state.id, room)
-                && let Err(e) = cluster.remember(&fp, room, false, u64::MAX).await
-            {
+            // The rooms a key stays in are the registry's around the hub's join and part.
+            let change = Membership::of(&msg);
+            if let Err(e) = ctx.registry.before(&ctx.hub, state.id, change.as_ref()).await {
                 return send(out, wt, hub_error(e).with_room(named), backlog).await;
             }
             let owed = state.pong_owed.is_some();
@@ -740,12 +615,7 @@ async fn handle_held(
             if !owed && state.pong_owed.is_some() {
                 pong_timer.as_mut().reset(now + state.pongs.wait_time());
             }
-            if let (Some(cluster), Some((room, true))) = (&ctx.cluster, &membership)
-                && let Some((fp, at)) = ctx.hub.remembers(state.id, room)
-                && let Err(cause) = cluster.remember(&fp, room, true, at).await
-            {
-                warn!(session = state.id, %cause, "cannot remember a joined room in the cluster");
-            }
+            ctx.registry.after(&ctx.hub, state.id, change.as_ref()).await;
             reply
         }
     };

@@ -98,9 +98,7 @@ pub(super) async fn claim(
     let key = subjects::hex(&nick.folded());
     // A look-alike registered under a key written before nicknames were compared by skeleton
     // (the lower-cased nickname's hex), learned from the bucket at startup and by its watch.
-    if hub.owner_of(nick).is_some_and(|owner| owner != *fingerprint) {
-        return Err(HubError::NickRegistered(nick.clone()));
-    }
+    hub.may_own(nick, fingerprint)?;
     // Ownership: the first key to use a nickname keeps it.
     match inner.nicks.create(&key, Bytes::from(fingerprint.to_string())).await {
         Ok(_) => hub.learn_owner(nick.folded(), fingerprint.clone()),

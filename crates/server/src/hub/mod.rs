@@ -55,7 +55,7 @@ use crate::outbox::Outbox;
 use crate::room::{self, Members, Room};
 use crate::store::{Persist, Retention, Store, StoreError, StoredMessage};
 use chatao_proto::Fingerprint;
-use remote::{ClusterLink, Holder, Outbound, Presence, RemoteId, RemoteUser, RoomBody};
+use remote::{ClusterLink, Holder, Outbound, Presence, RoomBody};
 
 /// A connection's number, unique for the life of the server process.
 pub type SessionId = u64;
@@ -187,10 +187,8 @@ struct State {
     applied: u64,
     /// Id of the last private message.
     last_private: u64,
-    /// Users on other nodes of the cluster.
-    remote: HashMap<RemoteId, RemoteUser>,
-    /// Nickname skeleton to a user on another node.
-    remote_nicks: HashMap<String, RemoteId>,
+    /// Users on other nodes of the cluster ([`remote::Directory`]).
+    remote: remote::Directory,
     /// A copy of the hub's sequencer, so that changes made under the lock are told to the
     /// other nodes ([`sequencer`]).
     sequencer: Sequencer,
@@ -611,7 +609,7 @@ impl Hub {
         }
         // The same person's session on another node, not yet known to be gone (the cluster
         // claim let us take the nickname): replaced, without a departure.
-        if let Some(old) = st.remote_nicks.get(&nick.folded()).copied() {
+        if let Some(old) = st.remote.holder(&nick.folded()) {
             st.forget_remote(old);
         }
         st.nicknames.hold(nick.folded(), id);
@@ -898,7 +896,7 @@ impl Hub {
         // On a cluster node the nickname was claimed cluster-wide first, so a remote user still
         // listed under it is a stale entry of a node not yet known to be gone.
         if old_folded != new_folded
-            && let Some(stale) = st.remote_nicks.get(&new_folded).copied()
+            && let Some(stale) = st.remote.holder(&new_folded)
         {
             st.forget_remote(stale);
         }

@@ -65,7 +65,7 @@ impl State {
         if let Some(user) = self.nicknames.holder(&folded).and_then(|id| self.users.get(&id)) {
             return Ok(user.fingerprint.clone());
         }
-        if let Some(user) = self.remote_nicks.get(&folded).and_then(|r| self.remote.get(r)) {
+        if let Some(user) = self.remote.holder(&folded).and_then(|r| self.remote.get(&r)) {
             return Ok(user.fingerprint.clone());
         }
         self.nicknames

@@ -157,6 +157,12 @@ impl Hub {
     pub fn owner_of(&self, nick: &Nick) -> Option<Fingerprint> {
         self.lock().nicknames.owner(&nick.folded()).cloned()
     }
+
+    /// Whether key `fingerprint` may use `nick`, by the one ownership rule
+    /// ([`super::nicknames::Nicknames::may_own`]): as far as this node knows, no other key owns it.
+    pub fn may_own(&self, nick: &Nick, fingerprint: &Fingerprint) -> Result<(), HubError> {
+        self.lock().nicknames.may_own(nick, fingerprint)
+    }
 }
 
 impl State {

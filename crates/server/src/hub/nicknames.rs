@@ -57,15 +57,23 @@ impl Nicknames {
         }
     }
 
+    /// The one ownership rule, on a standalone server and a cluster node alike: the first key
+    /// to register a nickname (or a look-alike of it) keeps it, so `fingerprint` may use `nick`
+    /// only if no other key owns it (`nick_registered` otherwise).
+    pub fn may_own(&self, nick: &Nick, fingerprint: &str) -> Result<(), HubError> {
+        match self.owner(&nick.folded()) {
+            Some(owner) if owner != fingerprint => Err(HubError::NickRegistered(nick.clone())),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the key `fingerprint`, now called `old`, may be renamed `new`: ownership first,
     /// as at `hello` (a nickname of another key is `nick_registered` whether or not its owner
     /// is online: waiting will not help), then `nick_in_use` for one held by another session
     /// of this same key.
     pub fn may_rename(&self, old: &Nick, new: &Nick, fingerprint: &str) -> Result<(), HubError> {
+        self.may_own(new, fingerprint)?;
         let folded = new.folded();
-        if self.owner(&folded).is_some_and(|owner| owner != fingerprint) {
-            return Err(HubError::NickRegistered(new.clone()));
-        }
         if old.folded() != folded && self.online.contains_key(&folded) {
             return Err(HubError::NickInUse(new.clone()));
         }
@@ -102,6 +110,17 @@ mod tests {
             Err(HubError::NickInUse(bob.clone()))
         );
         assert_eq!(t.may_rename(&carol, &nick("Carol"), &Fingerprint::example("C")), Ok(()));
+    }
+
+    #[test]
+    fn a_nickname_is_its_first_keys_in_every_spelling() {
+        let t = Nicknames::with_owners([(nick("paul").folded(), Fingerprint::example("P"))]);
+        assert_eq!(t.may_own(&nick("PAUL"), &Fingerprint::example("P")), Ok(()));
+        assert_eq!(
+            t.may_own(&nick("Pau1"), &Fingerprint::example("Q")),
+            Err(HubError::NickRegistered(nick("Pau1")))
+        );
+        assert_eq!(t.may_own(&nick("quentin"), &Fingerprint::example("Q")), Ok(()));
     }
 
     #[test]

@@ -271,6 +271,18 @@ async fn nicknames_and_bans_hold_across_nodes() {
     })
     .await;
     assert!(muted.is_ok(), "node three enforces the mute");
+    // A muted key keeps its name on a cluster node as on a standalone server: the rename is
+    // refused before anything is claimed, so the name it asked for stays free.
+    carol.send(&ClientMsg::Nick { nick: "caroline".into() }).await.unwrap();
+    let refusal = carol
+        .expect("the refusal", |m| {
+            matches!(m, ServerMsg::Error { .. } | ServerMsg::NickChange { .. })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(refusal, ServerMsg::Error { code: ErrorCode::Muted, .. }), "{refusal:?}");
+    let caroline = connect(&n1, "caroline", 9).await;
+    drop(caroline);
 
     let refused = timeout(Duration::from_secs(10), async {
         loop {

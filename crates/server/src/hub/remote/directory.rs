@@ -1,9 +1,9 @@
-//! The users on other nodes as this node knows them ([`RemoteUser`] in `State::remote`), and
-//! who holds a nickname ([`Holder`]): enough to list remote users in `members`, `who`, `list`
+//! The users on other nodes as this node knows them ([`Directory`], `State::remote`: a plain
+//! table with pure, unit-tested methods), and who holds a nickname ([`Holder`]): enough to list remote users in `members`, `who`, `list`
 //! and `whois`, to announce their arrivals and departures to the local users who share a room
 //! with them, and to route private messages and operator actions to their node.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chatao_proto::{LeaveReason, Member, Nick, RoomName, ServerMsg, encode};
 
@@ -35,6 +35,73 @@ impl RemoteUser {
             bot: self.quiet,
             op: false,
         }
+    }
+}
+
+/// The users on other nodes, by id and by nickname skeleton ([`Nick::folded`]). The two maps
+/// change together: a nickname lists at most one remote user, the last one put under it.
+#[derive(Debug, Default)]
+pub(in crate::hub) struct Directory {
+    users: HashMap<RemoteId, RemoteUser>,
+    by_nick: HashMap<String, RemoteId>,
+}
+
+impl Directory {
+    pub fn get(&self, rid: &RemoteId) -> Option<&RemoteUser> {
+        self.users.get(rid)
+    }
+
+    /// The user `rid`, to change its rooms or away message (its nickname changes through
+    /// [`Directory::rename`], which keeps the nickname index in step).
+    pub fn get_mut(&mut self, rid: &RemoteId) -> Option<&mut RemoteUser> {
+        self.users.get_mut(rid)
+    }
+
+    pub fn contains(&self, rid: &RemoteId) -> bool {
+        self.users.contains_key(rid)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &RemoteUser> {
+        self.users.values()
+    }
+
+    /// The remote user listed under the nickname whose skeleton is `folded`.
+    pub fn holder(&self, folded: &str) -> Option<RemoteId> {
+        self.by_nick.get(folded).copied()
+    }
+
+    /// The users of node `node`.
+    pub fn on_node(&self, node: NodeId) -> Vec<RemoteId> {
+        self.users.keys().filter(|r| r.node == node).copied().collect()
+    }
+
+    /// Lists `user` as `rid`, under its nickname (whoever was listed under it before no longer
+    /// is by that name: the caller forgets them first).
+    pub fn insert(&mut self, rid: RemoteId, user: RemoteUser) {
+        self.by_nick.insert(user.nick.folded(), rid);
+        self.users.insert(rid, user);
+    }
+
+    /// Forgets `rid`, and its nickname if it is still the one listed under it.
+    pub fn remove(&mut self, rid: &RemoteId) -> Option<RemoteUser> {
+        let user = self.users.remove(rid)?;
+        if self.by_nick.get(&user.nick.folded()) == Some(rid) {
+            self.by_nick.remove(&user.nick.folded());
+        }
+        Some(user)
+    }
+
+    /// `rid` is called `new` now; returns its old nickname and its rooms.
+    pub fn rename(&mut self, rid: RemoteId, new: Nick) -> Option<(Nick, Vec<RoomName>)> {
+        let user = self.users.get_mut(&rid)?;
+        let folded = new.folded();
+        let old = std::mem::replace(&mut user.nick, new);
+        let rooms = user.rooms.clone();
+        if self.by_nick.get(&old.folded()) == Some(&rid) {
+            self.by_nick.remove(&old.folded());
+        }
+        self.by_nick.insert(folded, rid);
+        Some((old, rooms))
     }
 }
 
@@ -122,7 +189,7 @@ impl State {
 
     pub(super) fn remote_online(&mut self, hub: &Hub, node: NodeId, user: UserState) {
         let rid = RemoteId { node, session: user.session };
-        if self.remote.contains_key(&rid) {
+        if self.remote.contains(&rid) {
             // Already known (a snapshot overtook this change): only rooms can be missing.
             for room in &user.rooms {
                 self.remote_join(hub, rid, room);
@@ -138,10 +205,9 @@ impl State {
         // bucket does not name another): an entry still listing it elsewhere is the same
         // person's old session, on a node not yet known to be gone. It is replaced without a
         // departure: they are here.
-        if let Some(old) = self.remote_nicks.get(&user.nick.folded()).copied() {
+        if let Some(old) = self.remote.holder(&user.nick.folded()) {
             self.forget_remote(old);
         }
-        self.remote_nicks.insert(user.nick.folded(), rid);
         self.remote.insert(
             rid,
             RemoteUser {
@@ -161,9 +227,6 @@ impl State {
     /// Forgets a remote user without announcing anything (they reappeared elsewhere).
     pub(in crate::hub) fn forget_remote(&mut self, rid: RemoteId) {
         let Some(user) = self.remote.remove(&rid) else { return };
-        if self.remote_nicks.get(&user.nick.folded()) == Some(&rid) {
-            self.remote_nicks.remove(&user.nick.folded());
-        }
         for name in &user.rooms {
             if let Some(room) = self.rooms.get_mut(name) {
                 room.remove_remote(rid);
@@ -183,11 +246,7 @@ impl State {
         for room in user.rooms.clone() {
             self.remote_part(hub, rid, &room, reason, message.clone());
         }
-        if let Some(user) = self.remote.remove(&rid)
-            && self.remote_nicks.get(&user.nick.folded()) == Some(&rid)
-        {
-            self.remote_nicks.remove(&user.nick.folded());
-        }
+        self.remote.remove(&rid);
     }
 
     /// The session or remote session holding `nick`.
@@ -196,7 +255,7 @@ impl State {
         if let Some(id) = self.nicknames.holder(&folded) {
             return Some(Holder::Local(id));
         }
-        self.remote_nicks.get(&folded).map(|r| Holder::Remote(*r))
+        self.remote.holder(&folded).map(Holder::Remote)
     }
 }
 
@@ -205,4 +264,59 @@ impl State {
 pub(in crate::hub) enum Holder {
     Local(SessionId),
     Remote(RemoteId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nick(s: &str) -> Nick {
+        Nick::parse(s).unwrap()
+    }
+
+    fn user(name: &str) -> RemoteUser {
+        RemoteUser {
+            nick: nick(name),
+            fingerprint: Fingerprint::example(name),
+            rooms: Vec::new(),
+            away: None,
+            since: 0,
+            quiet: false,
+        }
+    }
+
+    fn rid(node: NodeId, session: u64) -> RemoteId {
+        RemoteId { node, session }
+    }
+
+    #[test]
+    fn a_nickname_lists_the_last_user_put_under_it_and_removing_another_keeps_it() {
+        let mut d = Directory::default();
+        d.insert(rid(1, 1), user("alice"));
+        d.insert(rid(2, 7), user("Alice"));
+        assert_eq!(d.holder(&nick("ALICE").folded()), Some(rid(2, 7)));
+        // The older entry goes without taking the name from the newer one.
+        assert_eq!(d.remove(&rid(1, 1)).map(|u| u.nick), Some(nick("alice")));
+        assert_eq!(d.holder(&nick("alice").folded()), Some(rid(2, 7)));
+        d.remove(&rid(2, 7));
+        assert_eq!(d.holder(&nick("alice").folded()), None);
+        assert!(d.remove(&rid(2, 7)).is_none());
+    }
+
+    #[test]
+    fn a_rename_moves_the_nickname_and_a_node_lists_its_own_users() {
+        let mut d = Directory::default();
+        d.insert(rid(1, 1), user("bob"));
+        d.insert(rid(1, 2), user("carol"));
+        d.insert(rid(2, 1), user("dave"));
+        let (old, _) = d.rename(rid(1, 1), nick("robert")).unwrap();
+        assert_eq!(old, nick("bob"));
+        assert_eq!(d.holder(&nick("bob").folded()), None);
+        assert_eq!(d.holder(&nick("robert").folded()), Some(rid(1, 1)));
+        assert_eq!(d.get(&rid(1, 1)).map(|u| u.nick.clone()), Some(nick("robert")));
+        let mut ones = d.on_node(1);
+        ones.sort_by_key(|r| r.session);
+        assert_eq!(ones, vec![rid(1, 1), rid(1, 2)]);
+        assert!(d.rename(rid(3, 1), nick("x")).is_none());
+    }
 }

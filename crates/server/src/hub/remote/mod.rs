@@ -13,8 +13,8 @@
 //! answered with that echo; JetStream drops the re-send itself (its message id is derived from
 //! the key and the cid, see `cluster/outbound.rs`).
 //!
-//! Users on other nodes are kept in `State::remote` (`directory.rs`): enough to list them in `members`,
-//! `who`, `list` and `whois`, to announce their arrivals and departures to the local users who
+//! Users on other nodes are kept in `State::remote`, a `Directory` (`directory.rs`): enough to
+//! list them in `members`, `who`, `list` and `whois`, to announce their arrivals and departures to the local users who
 //! share a room with them, and to route private messages and operator actions to their node.
 //! One nickname has one holder on a node: a remote user is not listed while a local session
 //! holds its nickname or the cluster's `chatao_online` bucket names another session for it
@@ -25,7 +25,7 @@ mod directory;
 mod link;
 mod wire;
 
-pub(super) use directory::{Holder, RemoteUser};
+pub(super) use directory::{Directory, Holder};
 pub use link::{ClusterLink, LINK_CAPACITY, LINK_RESERVE};
 pub use wire::*;
 
@@ -222,12 +222,8 @@ impl Hub {
     pub fn apply_snapshot(&self, node: NodeId, users: Vec<UserState>) {
         let mut st = self.lock();
         let now: HashSet<SessionId> = users.iter().map(|u| u.session).collect();
-        let gone: Vec<RemoteId> = st
-            .remote
-            .keys()
-            .filter(|r| r.node == node && !now.contains(&r.session))
-            .copied()
-            .collect();
+        let mut gone = st.remote.on_node(node);
+        gone.retain(|r| !now.contains(&r.session));
         for rid in gone {
             st.remote_offline(self, rid, LeaveReason::Lost, Some("lost in a resync".into()));
         }
@@ -265,7 +261,7 @@ impl Hub {
         match p {
             Presence::Nick { session, new } => {
                 let rid = RemoteId { node, session };
-                if !st.remote.contains_key(&rid) {
+                if !st.remote.contains(&rid) {
                     return;
                 }
                 if st.shadowed(rid, &new.folded()) {
@@ -273,13 +269,7 @@ impl Hub {
                     st.forget_remote(rid);
                     return;
                 }
-                let Some(user) = st.remote.get_mut(&rid) else { return };
-                let old = std::mem::replace(&mut user.nick, new.clone());
-                let rooms = user.rooms.clone();
-                if st.remote_nicks.get(&old.folded()) == Some(&rid) {
-                    st.remote_nicks.remove(&old.folded());
-                }
-                st.remote_nicks.insert(new.folded(), rid);
+                let Some((old, rooms)) = st.remote.rename(rid, new.clone()) else { return };
                 let locals = st.locals_in(&rooms);
                 st.tell(&locals, &encode(&ServerMsg::NickChange { old, new }));
             }
@@ -299,8 +289,7 @@ impl Hub {
     /// room, so no ghost stays behind.
     pub fn node_gone(&self, node: NodeId, message: &str) {
         let mut st = self.lock();
-        let gone: Vec<RemoteId> = st.remote.keys().filter(|r| r.node == node).copied().collect();
-        for rid in gone {
+        for rid in st.remote.on_node(node) {
             st.remote_offline(self, rid, LeaveReason::Lost, Some(message.to_owned()));
         }
     }
@@ -316,12 +305,12 @@ impl Hub {
         let Some(link) = st.sequencer.link().cloned() else { return false };
         link.set_holder(folded, holder);
         let Some(holder) = holder else { return false };
-        if let Some(listed) = st.remote_nicks.get(folded).copied()
+        if let Some(listed) = st.remote.holder(folded)
             && listed != holder
         {
             st.forget_remote(listed);
         }
-        holder.node != link.node && !st.remote.contains_key(&holder)
+        holder.node != link.node && !st.remote.contains(&holder)
     }
 
     /// Delivers a private message from another node to its local recipient. One sent again
