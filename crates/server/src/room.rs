@@ -300,7 +300,7 @@ impl Room {
 /// written to.
 pub fn deliver_run(
     members: &Members,
-    run: &[crate::bus::BusEvent],
+    run: &[&crate::bus::BusEvent],
     pass: impl Fn(SessionId) -> bool,
     scratch: &mut Vec<u8>,
 ) -> usize {
@@ -363,6 +363,7 @@ mod tests {
             room.add(id, mb, after, true);
             inboxes.push(inbox);
         }
+        let run: Vec<&BusEvent> = run.iter().collect();
         deliver_run(&room.members(), &run, |_| true, &mut Vec::new());
         let got: Vec<Bytes> = inboxes.iter().map(|i| i.take_queued()).collect();
         assert_eq!(got[0], Bytes::from_static(b"event 5\nevent 6\nevent 7\n"));

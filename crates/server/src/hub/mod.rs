@@ -320,24 +320,28 @@ fn fan_out(
     pass: impl Fn(SessionId) -> bool + Copy,
     scratch: &mut Vec<u8>,
 ) -> usize {
+    // Events that reach no one here (a registration, a membership, a room this node does not
+    // hold) are left out before runs are formed: between two events of one room they would
+    // split its run, and every member would get two writes where one does. What each member
+    // receives, and its order, is the same either way.
+    let deliverable: Vec<(&BusEvent, &Members)> =
+        batch.iter().zip(snapshots).filter_map(|(ev, s)| s.as_ref().map(|m| (ev, m))).collect();
     let mut shares = 0;
-    // Consecutive events for one room go to each member as one run (the records
+    // Consecutive deliverable events for one room go to each member as one run (the records
     // concatenated): one sealed frame and one write per member per run instead of per event.
     let mut i = 0;
-    while i < batch.len() {
-        let room = batch[i].room.as_ref();
+    while i < deliverable.len() {
+        let (first, members) = deliverable[i];
         let mut j = i + 1;
-        while j < batch.len() && batch[j].room.as_ref() == room {
+        while j < deliverable.len() && deliverable[j].0.room == first.room {
             j += 1;
         }
-        if let Some(members) = &snapshots[i] {
-            let run = &batch[i..j];
-            shares += if let [ev] = run {
-                room::deliver(members, &ev.bytes, ev.seq, pass, scratch)
-            } else {
-                room::deliver_run(members, run, pass, scratch)
-            };
-        }
+        shares += if j == i + 1 {
+            room::deliver(members, &first.bytes, first.seq, pass, scratch)
+        } else {
+            let run: Vec<&BusEvent> = deliverable[i..j].iter().map(|(ev, _)| *ev).collect();
+            room::deliver_run(members, &run, pass, scratch)
+        };
         i = j;
     }
     shares
