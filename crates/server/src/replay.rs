@@ -53,19 +53,7 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
     if hub.is_e2e(&j.room) {
         return sealed_records(hub, r, out).await;
     }
-    let msgs = match messages(hub, r).await {
-        Ok(msgs) => msgs,
-        Err(cause) => {
-            error!(room = %j.room, %cause, "history unavailable");
-            out.push(encode(&ServerMsg::Error {
-                cid: None,
-                room: Some(j.room.clone()),
-                code: ErrorCode::Other,
-                message: format!("history of {} is unavailable right now", j.room),
-            }));
-            Vec::new()
-        }
-    };
+    let msgs = unavailable(&mut out, &j.room, messages(hub, r).await);
     out.extend(msgs.iter().map(|m| encode(&m.to_msg(true))));
     let count = msgs.len() as u32;
     out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count, before: None }));
@@ -73,11 +61,7 @@ pub async fn records(hub: &Hub, r: &Replay) -> Vec<Bytes> {
 }
 
 /// The messages of a failed read replaced by an error record for the client (logged).
-fn unavailable(
-    out: &mut Vec<Bytes>,
-    room: &RoomName,
-    msgs: Result<Vec<StoredMessage>, String>,
-) -> Vec<StoredMessage> {
+fn unavailable<T>(out: &mut Vec<Bytes>, room: &RoomName, msgs: Result<Vec<T>, String>) -> Vec<T> {
     msgs.unwrap_or_else(|cause| {
         error!(%room, %cause, "history unavailable");
         out.push(encode(&ServerMsg::Error {
@@ -177,19 +161,7 @@ async fn sealed_records(hub: &Hub, r: &Replay, mut out: Vec<Bytes>) -> Vec<Bytes
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
     };
-    let msgs = match msgs {
-        Ok(msgs) => msgs,
-        Err(cause) => {
-            error!(room = %j.room, %cause, "history unavailable");
-            out.push(encode(&ServerMsg::Error {
-                cid: None,
-                room: Some(j.room.clone()),
-                code: ErrorCode::Other,
-                message: format!("history of {} is unavailable right now", j.room),
-            }));
-            Vec::new()
-        }
-    };
+    let msgs = unavailable(&mut out, &j.room, msgs);
     out.extend(msgs.iter().map(|m| encode(&m.to_msg(true))));
     let count = msgs.len() as u32;
     out.push(encode(&ServerMsg::HistoryEnd { room: j.room.clone(), count, before: None }));

@@ -124,8 +124,8 @@ pub struct StoredMessage {
     pub from: Nick,
     pub kind: MessageKind,
     pub text: String,
-    /// The sender's key fingerprint, when known (for its [`chatao_proto::Cid`]).
-    pub sender: Option<String>,
+    /// The sender's key, when known (for its [`chatao_proto::Cid`]).
+    pub sender: Option<Fingerprint>,
     /// The sender's id for the message, when it gave one; echoed in the wire message.
     pub cid: Option<chatao_proto::Cid>,
 }
@@ -314,13 +314,19 @@ fn message_row(
         from,
         kind: kind_from(r.get("kind")?),
         text: r.get("text")?,
-        sender: r.get("fingerprint")?,
+        sender: sender_from(r.get("fingerprint")?),
         cid: cid_from(r.get("cid")?),
     }))
 }
 
 fn kind_from(code: i64) -> MessageKind {
     if code == 1 { MessageKind::Action } else { MessageKind::Normal }
+}
+
+/// A stored sender's key: only a canonical fingerprint counts (one edited by hand reads as none,
+/// and its message's client id is then not remembered).
+fn sender_from(fp: Option<String>) -> Option<Fingerprint> {
+    fp.filter(|f| Fingerprint::is_canonical(f)).and_then(|f| Fingerprint::parse(&f).ok())
 }
 
 /// A stored client message id: only the protocol's range ([`chatao_proto::MAX_CID`]) counts;
@@ -749,7 +755,7 @@ impl Writer {
                             m.from.as_str(),
                             kind_code(m.kind),
                             m.text,
-                            m.sender,
+                            m.sender.as_deref(),
                             m.cid.and_then(|c| i64::try_from(c).ok())
                         ])?;
                         note_written(&mut self.written, &mut self.sweep_next, m.room.as_str());
@@ -1334,7 +1340,7 @@ mod tests {
                 from: Nick::parse("alice").unwrap(),
                 kind: MessageKind::Normal,
                 text: format!("m{id}"),
-                sender: Some("SHA256:a".into()),
+                sender: Some(Fingerprint::example("a")),
                 cid,
             })
         };
@@ -1347,9 +1353,9 @@ mod tests {
             got,
             [
                 (1, None, None),
-                (2, Some("SHA256:a"), Some(7)),
-                (3, Some("SHA256:a"), None),
-                (4, Some("SHA256:a"), Some(8))
+                (2, Some(Fingerprint::example("a").as_str()), Some(7)),
+                (3, Some(Fingerprint::example("a").as_str()), None),
+                (4, Some(Fingerprint::example("a").as_str()), Some(8))
             ],
             "the old row reads with neither"
         );

@@ -141,11 +141,25 @@ impl Reply {
     }
 }
 
+/// Handles a message that may carry a client id (`say`, `sealed`, `msg`): [`repeat`] first, then
+/// `accept`, whose refusal carries the id.
+pub fn once(
+    hub: &Hub,
+    session: &mut SessionState,
+    cid: Option<Cid>,
+    accept: impl FnOnce(&Hub, &mut SessionState) -> Reply,
+) -> Reply {
+    if let Err(reply) = repeat(hub, session, cid) {
+        return *reply;
+    }
+    accept(hub, session).with_cid(cid)
+}
+
 /// What to do about a message's client id before anything else: `Err` with the reply when the
 /// id is out of range (`invalid`, carrying it) or when this key's message with that id was
 /// accepted recently (its first echo, exactly as sent then: the message is not handled again).
 /// `Ok` when the message is new (or has no id).
-pub fn repeat(hub: &Hub, session: &SessionState, cid: Option<Cid>) -> Result<(), Box<Reply>> {
+fn repeat(hub: &Hub, session: &SessionState, cid: Option<Cid>) -> Result<(), Box<Reply>> {
     let Some(cid) = cid else { return Ok(()) };
     if cid == 0 || cid > MAX_CID {
         let why = format!("a message id (cid) must be between 1 and {MAX_CID}");

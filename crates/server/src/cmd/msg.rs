@@ -16,15 +16,16 @@ pub struct Msg {
 
 impl Msg {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        let cid = self.cid;
-        if let Err(reply) = super::repeat(hub, session, cid) {
+        super::once(hub, session, self.cid, |hub, session| self.accept(hub, session))
+    }
+
+    fn accept(self, hub: &Hub, session: &mut SessionState) -> Reply {
+        if let Err(reply) = check_message(hub, &self.text, session) {
             return *reply;
         }
-        if let Err(reply) = check_message(hub, &self.text, session) {
-            return reply.with_cid(cid);
-        }
-        if let Err(e) = hub.private(session.id, &self.to, MessageKind::Normal, self.text, cid) {
-            return hub_error(e).with_cid(cid);
+        if let Err(e) = hub.private(session.id, &self.to, MessageKind::Normal, self.text, self.cid)
+        {
+            return hub_error(e);
         }
         match hub.away_reason(&self.to) {
             Some((nick, reason)) => {

@@ -17,11 +17,7 @@ pub struct Say {
 
 impl Say {
     pub fn apply(self, hub: &Hub, session: &mut SessionState) -> Reply {
-        let cid = self.cid;
-        if let Err(reply) = super::repeat(hub, session, cid) {
-            return *reply;
-        }
-        self.accept(hub, session).with_cid(cid)
+        super::once(hub, session, self.cid, |hub, session| self.accept(hub, session))
     }
 
     fn accept(self, hub: &Hub, session: &mut SessionState) -> Reply {

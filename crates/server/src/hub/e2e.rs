@@ -640,7 +640,7 @@ impl Hub {
             epoch,
             kind,
             body,
-            sender: Some(fp.to_string()),
+            sender: Some(fp.clone()),
             cid,
         };
         let echo = encode(&stored.to_msg(false));
@@ -699,25 +699,13 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::hub::HubConfig;
     use crate::limits::MAX_KEY_PACKAGE_KEYS;
     use crate::outbox::{Outgoing, outbox};
-    use crate::store::Retention;
 
     fn hub(dir: &std::path::Path) -> crate::hub::HubGuard {
-        let store = Arc::new(Store::open(dir).unwrap());
-        let config = HubConfig {
-            default_room: RoomName::lobby(),
-            history_on_join: 3,
-            retention: Retention { max_messages: 0, max_age: None },
-        };
-        let access =
-            crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
-                .unwrap();
-        Hub::start(config, store, Arc::new(access)).unwrap()
+        crate::hub::test_hub(dir, 3)
     }
 
     fn user(hub: &Hub, nick: &str) -> (SessionId, Outgoing) {

@@ -116,23 +116,11 @@ impl State {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::access::Access;
-    use crate::hub::HubConfig;
     use crate::outbox::outbox;
-    use crate::store::{Retention, Store};
     use chatao_proto::{LeaveReason, Nick};
-    use std::sync::Arc;
 
     fn hub(dir: &std::path::Path) -> crate::hub::HubGuard {
-        let store = Arc::new(Store::open(dir).unwrap());
-        let config = HubConfig {
-            default_room: RoomName::lobby(),
-            history_on_join: 50,
-            retention: Retention { max_messages: 0, max_age: None },
-        };
-        let access =
-            Access::load(Default::default(), crate::clock::Clock::default(), vec![]).unwrap();
-        Hub::start(config, store, Arc::new(access)).unwrap()
+        crate::hub::test_hub(dir, 50)
     }
 
     fn settle(hub: &Hub) {

@@ -1087,6 +1087,22 @@ impl State {
     }
 }
 
+/// A standalone hub on a fresh store in `dir`, with `history_on_join` and no retention limit,
+/// for the hub's unit tests.
+#[cfg(test)]
+pub(crate) fn test_hub(dir: &std::path::Path, history_on_join: usize) -> HubGuard {
+    let store = Arc::new(Store::open(dir).expect("a store in a temporary directory"));
+    let config = HubConfig {
+        default_room: RoomName::lobby(),
+        history_on_join,
+        retention: Retention { max_messages: 0, max_age: None },
+    };
+    let access =
+        crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
+            .expect("an empty access list");
+    Hub::start(config, store, Arc::new(access)).expect("a hub on a fresh store")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1094,16 +1110,7 @@ mod tests {
     use chatao_proto::decode_server;
 
     fn hub(dir: &std::path::Path) -> HubGuard {
-        let store = Arc::new(Store::open(dir).unwrap());
-        let config = HubConfig {
-            default_room: RoomName::lobby(),
-            history_on_join: 3,
-            retention: Retention { max_messages: 0, max_age: None },
-        };
-        let access =
-            crate::access::Access::load(Default::default(), crate::clock::Clock::default(), vec![])
-                .unwrap();
-        Hub::start(config, store, Arc::new(access)).unwrap()
+        test_hub(dir, 3)
     }
 
     /// Everything delivered so far, once the bus has handled every queued event.

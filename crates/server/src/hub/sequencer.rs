@@ -265,7 +265,7 @@ impl Hub {
             from: by.nick,
             kind,
             text,
-            sender: Some(by.fingerprint.to_string()),
+            sender: Some(by.fingerprint.clone()),
             cid: by.cid,
         };
         let echo = encode(&stored.to_msg(false));

@@ -30,8 +30,8 @@ pub struct StoredSealed {
     pub kind: SealedKind,
     /// Base64 of the MLS message, exactly as the sender wrote it.
     pub body: String,
-    /// The sender's key fingerprint, when known (for its [`chatao_proto::Cid`]).
-    pub sender: Option<String>,
+    /// The sender's key, when known (for its [`chatao_proto::Cid`]).
+    pub sender: Option<Fingerprint>,
     /// The sender's id for the message, when it gave one; echoed in the wire message.
     pub cid: Option<chatao_proto::Cid>,
 }
@@ -142,7 +142,7 @@ fn sealed_row(
         epoch: r.get::<_, i64>("epoch")?.max(0) as u64,
         kind: kind_from(r.get("kind")?),
         body: r.get("body")?,
-        sender: r.get("fingerprint")?,
+        sender: super::sender_from(r.get("fingerprint")?),
         cid: super::cid_from(r.get("cid")?),
     }))
 }
@@ -251,7 +251,7 @@ pub(super) fn write(tx: &Transaction<'_>, p: &E2ePersist) -> Result<(), StoreErr
                 m.epoch as i64,
                 kind_code(m.kind),
                 m.body,
-                m.sender,
+                m.sender.as_deref(),
                 m.cid.and_then(|c| i64::try_from(c).ok())
             ])?;
             // Message ids are shared with plain messages: remember the last one so that ids
@@ -519,7 +519,7 @@ mod tests {
                     epoch: 0,
                     kind: SealedKind::Commit,
                     body: "AAE=".into(),
-                    sender: Some("SHA256:a".into()),
+                    sender: Some(Fingerprint::example("a")),
                     cid: Some(9),
                 }),
                 E2ePersist::Welcome(WelcomeRecord {
@@ -556,7 +556,10 @@ mod tests {
         let sealed = store.read_sealed(&room, 0, 1, 10, true).unwrap();
         assert_eq!(sealed.len(), 1);
         assert_eq!(sealed[0].kind, SealedKind::Commit);
-        assert_eq!((sealed[0].sender.as_deref(), sealed[0].cid), (Some("SHA256:a"), Some(9)));
+        assert_eq!(
+            (sealed[0].sender.as_deref(), sealed[0].cid),
+            (Some(Fingerprint::example("a").as_str()), Some(9))
+        );
         assert_eq!(store.load_welcomes().unwrap().len(), 1);
         let c = Fingerprint::example("C").to_string();
         assert_eq!(

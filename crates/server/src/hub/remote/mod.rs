@@ -118,7 +118,7 @@ impl Hub {
                         from: ev.from,
                         kind,
                         text,
-                        sender: Some(ev.fingerprint.to_string()),
+                        sender: Some(ev.fingerprint.clone()),
                         cid: ev.cid,
                     };
                     room.set_last_id(seq);
