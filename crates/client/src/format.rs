@@ -270,12 +270,13 @@ fn plain(msg: &ServerMsg) -> Option<String> {
         ServerMsg::NickChange { old, new } => format!("* {old} is now known as {new}"),
         ServerMsg::Away { nick, reason: Some(r) } => format!("* {nick} is away: {}", sanitize(r)),
         ServerMsg::Away { nick, reason: None } => format!("* {nick} is back"),
-        ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+        ServerMsg::Whois { nick, fingerprint, rooms, away, since, sessions } => {
             let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
             let away =
                 away.as_deref().map(|a| format!(", away: {}", sanitize(a))).unwrap_or_default();
+            let on = if *sessions > 1 { format!(" on {sessions} sessions") } else { String::new() };
             format!(
-                "* {nick}: key {}, in {}, online since {}{away}",
+                "* {nick}: key {}, in {}, online{on} since {}{away}",
                 sanitize(fingerprint),
                 rooms.join(" "),
                 clock(*since)

@@ -435,8 +435,12 @@ pub enum ServerMsg {
         rooms: Vec<RoomName>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         away: Option<String>,
-        /// When their session started, in milliseconds since the epoch.
+        /// When their session started, in milliseconds since the epoch (their oldest, when
+        /// they are online on several).
         since: u64,
+        /// How many sessions (devices) they are online on; absent: one.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        sessions: u32,
     },
     /// An operator acted; sent to everyone online.
     Moderation {
@@ -691,6 +695,14 @@ pub enum MessageKind {
     #[default]
     #[serde(other)]
     Normal,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl MessageKind {

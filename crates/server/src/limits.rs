@@ -279,6 +279,14 @@ pub const SENT_IDS_WINDOW: Duration = Duration::from_secs(600);
 /// names in 10.8 s before this limit.
 pub const MAX_NICKS_PER_KEY: usize = 4;
 
+/// Sessions that may hold one nickname at once on a standalone server (`hub/nicknames.rs`):
+/// one person on several devices (a laptop, a phone-sized terminal, a bot), each receiving
+/// the rooms it is in and every private message. Overflow policy: the next `hello` with that
+/// nickname is refused (`bye` `nick_in_use`, saying why); the sessions online go on. A cluster
+/// node keeps one session per nickname (its `chatao_online` bucket names one holder), and a
+/// new connection there replaces the old one (PROTOCOL 9.2).
+pub const MAX_SESSIONS_PER_NICK: usize = 8;
+
 /// How long a nickname renamed away from stays reserved for its key before another key may
 /// take it (the owner may take it back meanwhile).
 pub const NICK_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -156,6 +156,12 @@ impl Room {
         self.hidden.contains(&id)
     }
 
+    /// Whether any of `sessions` is a member the room was told about: for a person's other
+    /// sessions, whether the room lists the person already (`hub::State::listed_siblings`).
+    pub fn lists_any(&self, sessions: &[SessionId]) -> bool {
+        sessions.iter().any(|s| self.contains(*s) && !self.is_hidden(*s))
+    }
+
     /// The room is told about `id` from now on; true if it was hidden (the caller announces
     /// the join).
     pub fn reveal(&mut self, id: SessionId) -> bool {

@@ -341,12 +341,14 @@ impl App {
                 }
                 vec![]
             }
-            ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+            ServerMsg::Whois { nick, fingerprint, rooms, away, since, sessions } => {
                 let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
                 self.notice(&format!("{nick}: key {}", sanitize(&fingerprint)));
                 self.notice(&format!("{nick}: in {}", rooms.join(" ")));
                 let since = crate::ui::style::clock(since, self.config.zone);
-                self.notice(&format!("{nick}: online since {since}"));
+                let on =
+                    if sessions > 1 { format!(" on {sessions} sessions") } else { String::new() };
+                self.notice(&format!("{nick}: online{on} since {since}"));
                 if let Some(a) = away {
                     self.notice(&format!("{nick}: away: {}", sanitize(&a)));
                 }

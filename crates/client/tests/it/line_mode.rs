@@ -1,6 +1,7 @@
 //! The real `chatao` binary in line mode against a real server on loopback.
 #![allow(clippy::unwrap_used)]
 
+use crate::common::wait_line;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -23,23 +24,6 @@ fn chatao(dir: &std::path::Path, addr: std::net::SocketAddr, nick: &str, extra: 
     .args(extra)
     .spawn()
     .unwrap()
-}
-
-/// Reads stdout lines until one contains `needle`.
-async fn wait_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    needle: &str,
-) -> String {
-    tokio::time::timeout(LIMIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("stdout ended");
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no line containing {needle:?}"))
 }
 
 #[tokio::test]

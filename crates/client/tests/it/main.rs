@@ -6,6 +6,7 @@ mod common;
 mod acked;
 mod bots;
 mod cluster;
+mod devices;
 mod e2e_rooms;
 mod filters;
 mod line_mode;

@@ -5,6 +5,7 @@
 //! stays the server-wide disconnect (refused to a non-operator with `not_operator`).
 #![allow(clippy::unwrap_used)]
 
+use crate::common::wait_line;
 use std::time::Duration;
 
 use chatao_proto::{ErrorCode, LeaveReason, RoomAction, ServerMsg};
@@ -12,22 +13,6 @@ use chatao_testkit::{TestClient, TestServer, fixed_keypair};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-async fn wait_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    needle: &str,
-) -> String {
-    tokio::time::timeout(LIMIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("stdout ended");
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no line containing {needle:?}"))
-}
 
 async fn room_moderation(c: &mut TestClient, action: RoomAction) {
     c.expect(

@@ -67,6 +67,12 @@ pub use crate::limits::MAX_ROOMS_PER_USER;
 pub enum HubError {
     #[error("the nickname {0} is in use")]
     NickInUse(Nick),
+    /// The nickname is online on [`crate::limits::MAX_SESSIONS_PER_NICK`] sessions already.
+    #[error(
+        "{nick} is online on {limit} sessions already, the most one nickname may have; end one \
+         of them first"
+    )]
+    TooManySessions { nick: Nick, limit: usize },
     #[error("the nickname {0} (or a look-alike of it) belongs to another key")]
     NickRegistered(Nick),
     /// A key at [`crate::limits::MAX_NICKS_PER_KEY`] whose names are all current.
@@ -118,7 +124,7 @@ impl HubError {
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            HubError::NickInUse(_) => ErrorCode::NickInUse,
+            HubError::NickInUse(_) | HubError::TooManySessions { .. } => ErrorCode::NickInUse,
             HubError::NickRegistered(_) => ErrorCode::NickRegistered,
             HubError::NotOperator => ErrorCode::NotOperator,
             HubError::NotRoomOperator(_) => ErrorCode::NotRoomOperator,
@@ -443,6 +449,42 @@ impl State {
         })
     }
 
+    /// Every local session of the person `id` is (the sessions holding its nickname), `id`
+    /// included, the oldest first; just `id` for a session not (or no longer) holding one.
+    fn sessions_of_person(&self, id: SessionId) -> Vec<SessionId> {
+        match self.users.get(&id) {
+            Some(u) => {
+                let ids = self.nicknames.holders(&u.nick.folded());
+                if ids.contains(&id) { ids.to_vec() } else { vec![id] }
+            }
+            None => vec![id],
+        }
+    }
+
+    /// The person's other sessions a room is told about (not quiet ones): while one of them is
+    /// in a room and announced there, the room already lists the person, so a join or part of
+    /// `id` is not announced to it.
+    fn listed_siblings(&self, id: SessionId) -> Vec<SessionId> {
+        let mut ids = self.sessions_of_person(id);
+        ids.retain(|s| *s != id && self.users.get(s).is_some_and(|u| !u.quiet));
+        ids
+    }
+
+    /// Everyone sharing a room with any session of the person `id` is, and those sessions,
+    /// each once.
+    fn person_audience(&self, id: SessionId) -> Vec<SessionId> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for s in self.sessions_of_person(id) {
+            for m in self.audience(s) {
+                if seen.insert(m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
     /// Everyone sharing a room with `id`, and `id` itself, each once.
     fn audience(&self, id: SessionId) -> Vec<SessionId> {
         let mut seen = HashSet::from([id]);
@@ -564,9 +606,11 @@ impl Hub {
     }
 
     /// Puts a user online under `nick` (in no room yet). The nickname must be free or
-    /// registered to `fingerprint`; on first use it is registered to it. If the nickname is
-    /// online under the same key (a connection that has not noticed it dropped), that session
-    /// is ended and replaced.
+    /// registered to `fingerprint`; on first use it is registered to it. On a standalone
+    /// server the same person may be online on up to [`crate::limits::MAX_SESSIONS_PER_NICK`]
+    /// sessions at once (several devices, [`nicknames`]); on a cluster node a session of the
+    /// same key still holding the nickname (a connection that has not noticed it dropped) is
+    /// ended and replaced.
     pub fn register(
         &self,
         id: SessionId,
@@ -589,16 +633,29 @@ impl Hub {
     ) -> Result<(), HubError> {
         let now = self.access().clock().now_ms();
         let mut st = self.lock();
+        let folded = nick.folded();
+        let several = st.sequencer.registers_names();
         let mut released = Vec::new();
-        if st.sequencer.registers_names() {
-            // In a cluster, the session claimed the nickname in the cluster's buckets first.
-            // At hello nothing is left behind: only a reserved name may make room.
+        if several {
+            // A standalone server registers the name here (another key's is `nick_registered`
+            // first, whether or not it is online); in a cluster, the session claimed it in the
+            // cluster's buckets first. At hello nothing is left behind: only a reserved name
+            // may make room.
             released = st.claim(&nick, &fingerprint, None, now, self.bus())?;
         }
-        if let Some(old) = st.nicknames.holder(&nick.folded()) {
-            if st.user(old)?.fingerprint != fingerprint {
-                return Err(HubError::NickInUse(nick));
-            }
+        let holders = st.nicknames.holders(&folded).to_vec();
+        if let Some(old) = holders.first()
+            && st.user(*old)?.fingerprint != fingerprint
+        {
+            return Err(HubError::NickInUse(nick));
+        }
+        if several && holders.len() >= crate::limits::MAX_SESSIONS_PER_NICK {
+            return Err(HubError::TooManySessions {
+                nick,
+                limit: crate::limits::MAX_SESSIONS_PER_NICK,
+            });
+        }
+        if let (false, Some(&old)) = (several, holders.first()) {
             let bye = ServerMsg::Bye {
                 code: Some(ErrorCode::Other),
                 reason: "replaced by a new connection with the same key".into(),
@@ -613,10 +670,12 @@ impl Hub {
         }
         // The same person's session on another node, not yet known to be gone (the cluster
         // claim let us take the nickname): replaced, without a departure.
-        if let Some(old) = st.remote.holder(&nick.folded()) {
+        if let Some(old) = st.remote.holder(&folded) {
             st.forget_remote(old);
         }
-        st.nicknames.hold(nick.folded(), id);
+        // Away is the person's: a new session of someone away is away too.
+        let away = holders.first().and_then(|h| st.users.get(h)).and_then(|u| u.away.clone());
+        st.nicknames.hold(folded, id);
         let since = now_millis();
         st.announce(Presence::Online {
             user: remote::UserState {
@@ -624,7 +683,7 @@ impl Hub {
                 nick: nick.clone(),
                 fingerprint: fingerprint.clone(),
                 rooms: Vec::new(),
-                away: None,
+                away: away.clone(),
                 since,
                 quiet,
             },
@@ -633,16 +692,8 @@ impl Hub {
         if let Some(bytes) = names::released_notice(&released) {
             outbox.deliver(&bytes);
         }
-        let user = User {
-            nick,
-            fingerprint,
-            outbox,
-            rooms: Vec::new(),
-            away: None,
-            since,
-            quiet,
-            fixed: false,
-        };
+        let user =
+            User { nick, fingerprint, outbox, rooms: Vec::new(), away, since, quiet, fixed: false };
         st.users.insert(id, user);
         Ok(())
     }
@@ -671,11 +722,15 @@ impl Hub {
         if !already {
             st.check_entry(self, room_name, &fingerprint)?;
         }
+        let siblings = st.listed_siblings(id);
         let room = st.load_room(&store, room_name, cap)?;
         // A large room is not told of the join (nor later of the part) until the newcomer
         // speaks; a small one is, and its joiner gets every member, who are then all known.
+        // A room that lists the person already (another of their sessions is in it) is not
+        // told again: the newcomer counts as announced.
         let large = room.is_large();
-        let new = room.add(id, outbox.clone(), after, !large);
+        let listed = room.lists_any(&siblings);
+        let new = room.add(id, outbox.clone(), after, !large || listed);
         let (last_id, topic) = (room.last_id(), room.topic.clone());
         let tail: Vec<StoredMessage> = room.tail().cloned().collect();
         let (ids, total): (Vec<SessionId>, Option<u32>) = if large {
@@ -697,6 +752,10 @@ impl Hub {
         {
             members.extend(st.remote_members(room));
         }
+        let mut keyed: Vec<(String, Member)> =
+            members.into_iter().map(|m| (m.nick.folded(), m)).collect();
+        rooms::one_per_person(&mut keyed);
+        let mut members: Vec<Member> = keyed.into_iter().map(|(_, m)| m).collect();
         st.hide_bots(room_name, &mut members);
         if fresh && new {
             st.claim_room(self, room_name, id);
@@ -705,9 +764,10 @@ impl Hub {
         if new {
             st.announce(Presence::Join { session: id, room: room_name.clone() });
             let join = encode(&ServerMsg::Join { room: room_name.clone(), nick, fingerprint });
-            if large || quiet {
+            if large || quiet || listed {
                 // Only the joiner hears it (it confirms the join): a large room hears of it
-                // when the newcomer speaks, a quiet session's never.
+                // when the newcomer speaks, a quiet session's never, one that lists the
+                // person already no more.
                 outbox.deliver(&join);
             } else {
                 let seq = st.next_seq();
@@ -764,7 +824,12 @@ impl Hub {
         // Only a `part` forgets the room for the key, and before the leave is queued: the
         // others' leave is delivered once the bus has stored both (the parting session's own
         // at once; it is told if the forgetting could not be stored).
-        if reason == LeaveReason::Part && st.rooms.get(room_name).is_some_and(|r| r.contains(id)) {
+        // The key stays in the room while another session of the person is in it.
+        let others = st.sessions_of_person(id);
+        let stays = |r: &Room| others.iter().any(|s| *s != id && r.contains(*s));
+        if reason == LeaveReason::Part
+            && st.rooms.get(room_name).is_some_and(|r| r.contains(id) && !stays(r))
+        {
             st.remember(id, room_name, false, self.bus());
         }
         if !st.part_locked(id, room_name, &nick, reason, message.clone(), self.bus()) {
@@ -805,7 +870,8 @@ impl Hub {
         self.lock().sent.echo(fingerprint, cid)
     }
 
-    /// A private message from `id` to the user called `to`; both receive it, carrying `cid`.
+    /// A private message from `id` to the user called `to`; every session of both receives
+    /// it, carrying `cid`.
     /// On a local delivery the echo is remembered under the sender's key and `cid` (in memory
     /// only: private messages are not stored).
     pub fn private(
@@ -851,7 +917,14 @@ impl Hub {
         if let ServerMsg::Private { cid: c, .. } = &mut msg {
             *c = cid;
         }
-        let ids = if target == id { vec![id] } else { vec![target, id] };
+        // Every session of the recipient, and every session of the sender (its own copy is
+        // its acknowledgement; its other devices see the whole conversation), each once.
+        let mut ids = st.sessions_of_person(target);
+        for s in st.sessions_of_person(id) {
+            if !ids.contains(&s) {
+                ids.push(s);
+            }
+        }
         let echo = encode(&msg);
         st.tell(&ids, &echo);
         if let Some(cid) = cid {
@@ -912,13 +985,17 @@ impl Hub {
             }
         }
         st.note_change(&fingerprint, now);
-        st.nicknames.let_go(&old_folded);
-        st.nicknames.hold(new_folded, id);
-        if let Some(u) = st.users.get_mut(&id) {
-            u.nick = new.clone();
+        // The person is renamed on every session (several devices hold one nickname).
+        let sessions = st.sessions_of_person(id);
+        for s in &sessions {
+            st.nicknames.let_go(&old_folded, *s);
+            st.nicknames.hold(new_folded.clone(), *s);
+            if let Some(u) = st.users.get_mut(s) {
+                u.nick = new.clone();
+            }
+            st.announce(Presence::Nick { session: *s, new: new.clone() });
         }
-        let audience = st.audience(id);
-        st.announce(Presence::Nick { session: id, new: new.clone() });
+        let audience = st.person_audience(id);
         st.tell(&audience, &encode(&ServerMsg::NickChange { old, new }));
         if let (Some(bytes), Some(u)) = (names::released_notice(&released), st.users.get(&id)) {
             u.outbox.deliver(&bytes);
@@ -926,14 +1003,19 @@ impl Hub {
         Ok(())
     }
 
-    /// Marks `id` away (`Some`) or back; everyone sharing a room with them, and they, are told.
+    /// Marks the person of session `id` away (`Some`) or back, on all their sessions; everyone
+    /// sharing a room with them, and they, are told.
     pub fn set_away(&self, id: SessionId, reason: Option<String>) -> Result<(), HubError> {
         let mut st = self.lock();
-        let user = st.users.get_mut(&id).ok_or(HubError::UnknownSession)?;
-        user.away = reason.clone();
-        let nick = user.nick.clone();
-        let audience = st.audience(id);
-        st.announce(Presence::Away { session: id, reason: reason.clone() });
+        let nick = st.user(id)?.nick.clone();
+        // Away is the person's: set or cleared on every session of the nickname.
+        for s in st.sessions_of_person(id) {
+            if let Some(u) = st.users.get_mut(&s) {
+                u.away = reason.clone();
+            }
+            st.announce(Presence::Away { session: s, reason: reason.clone() });
+        }
+        let audience = st.person_audience(id);
         st.tell(&audience, &encode(&ServerMsg::Away { nick, reason }));
         Ok(())
     }
@@ -950,19 +1032,30 @@ impl Hub {
                 rooms: user.rooms.clone(),
                 away: user.away.clone(),
                 since: user.since,
+                sessions: 1,
             });
         }
-        let user = Nick::parse(nick)
-            .ok()
-            .and_then(|n| st.nicknames.holder(&n.folded()))
-            .and_then(|id| st.users.get(&id))
+        let ids = Nick::parse(nick).map(|n| st.nicknames.holders(&n.folded())).unwrap_or(&[]);
+        let user = ids
+            .first()
+            .and_then(|id| st.users.get(id))
             .ok_or_else(|| HubError::NoSuchNick(nick.to_owned()))?;
+        // The rooms of every session of the person, each once, the oldest session's first.
+        let mut rooms = user.rooms.clone();
+        for u in ids.iter().skip(1).filter_map(|id| st.users.get(id)) {
+            for r in &u.rooms {
+                if !rooms.contains(r) {
+                    rooms.push(r.clone());
+                }
+            }
+        }
         Ok(ServerMsg::Whois {
             nick: user.nick.clone(),
             fingerprint: user.fingerprint.clone(),
-            rooms: user.rooms.clone(),
+            rooms,
             away: user.away.clone(),
             since: user.since,
+            sessions: ids.len() as u32,
         })
     }
 
@@ -1008,17 +1101,14 @@ impl State {
         bye: Option<ServerMsg>,
         bus: &BusHandle,
     ) {
+        // The person's other sessions, before this one is gone: a room one of them is listed
+        // in is not told this one left.
+        let siblings = self.listed_siblings(id);
         let Some(user) = self.users.remove(&id) else { return };
-        self.nicknames.let_go(&user.nick.folded());
+        self.nicknames.let_go(&user.nick.folded(), id);
         for room_name in &user.rooms {
-            self.part_locked_as(
-                id,
-                room_name,
-                &user.nick,
-                (reason, message.clone()),
-                user.quiet,
-                bus,
-            );
+            let who = (user.quiet, siblings.as_slice());
+            self.part_locked_as(id, room_name, &user.nick, (reason, message.clone()), who, bus);
         }
         self.announce(Presence::Offline { session: id, reason, message });
         if let Some(bye) = bye {
@@ -1045,24 +1135,28 @@ impl State {
         bus: &BusHandle,
     ) -> bool {
         let quiet = self.users.get(&id).is_some_and(|u| u.quiet);
-        self.part_locked_as(id, room_name, nick, (reason, message), quiet, bus)
+        let siblings = self.listed_siblings(id);
+        self.part_locked_as(id, room_name, nick, (reason, message), (quiet, &siblings), bus)
     }
 
-    /// [`State::part_locked`] for a session whose quietness is known (`quiet`: the room was
-    /// never told of it and is not told now).
+    /// [`State::part_locked`] for a session whose quietness and other sessions are known
+    /// (`quiet`: the room was never told of it and is not told now; `siblings`:
+    /// [`State::listed_siblings`]).
     fn part_locked_as(
         &mut self,
         id: SessionId,
         room_name: &RoomName,
         nick: &Nick,
         (reason, message): (LeaveReason, Option<String>),
-        quiet: bool,
+        (quiet, siblings): (bool, &[SessionId]),
         bus: &BusHandle,
     ) -> bool {
         let Some(room) = self.rooms.get_mut(room_name) else { return false };
         // A member of a large room the room was never told about leaves as quietly, and so
-        // does a quiet session.
-        let hidden = room.is_hidden(id) || quiet;
+        // does a quiet session, and a session whose person the room still lists through
+        // another of their sessions.
+        let listed = room.lists_any(siblings);
+        let hidden = room.is_hidden(id) || quiet || listed;
         if !room.remove(id) {
             return false;
         }

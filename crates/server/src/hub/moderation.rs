@@ -137,7 +137,7 @@ impl State {
 }
 
 impl Hub {
-    /// Disconnects `nick`; their rooms hear they were kicked.
+    /// Disconnects `nick` (every session of theirs); their rooms hear they were kicked.
     pub fn kick(&self, id: SessionId, nick: &str, reason: Option<String>) -> Result<(), HubError> {
         let mut st = self.lock();
         let by = st.operator(id, self)?;
@@ -165,13 +165,11 @@ impl Hub {
             reason: format!("kicked by {by}{why}"),
         };
         st.announce_mod(ModAction::Kick, &name, by.clone(), reason.clone(), None);
-        st.remove_user(
-            target,
-            LeaveReason::Kicked,
-            Some(format!("kicked by {by}{why}")),
-            Some(bye),
-            self.bus(),
-        );
+        // Every session of the person (their rooms hear one leave, after the last).
+        for s in st.sessions_of_person(target) {
+            let message = Some(format!("kicked by {by}{why}"));
+            st.remove_user(s, LeaveReason::Kicked, message, Some(bye.clone()), self.bus());
+        }
         Ok(())
     }
 

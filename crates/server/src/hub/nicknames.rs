@@ -11,8 +11,9 @@ use chatao_proto::Fingerprint;
 
 #[derive(Debug, Default)]
 pub(super) struct Nicknames {
-    /// Skeleton to the local session holding the nickname, for uniqueness.
-    online: HashMap<String, SessionId>,
+    /// Skeleton to the local sessions holding the nickname, the oldest first: one person (one
+    /// key) on up to [`crate::limits::MAX_SESSIONS_PER_NICK`] devices at once.
+    online: HashMap<String, Vec<SessionId>>,
     /// Skeleton to the fingerprint of the key that registered it (on a standalone server kept
     /// in step with `names::Names`; on a cluster node learned from the cluster).
     owners: HashMap<String, Fingerprint>,
@@ -24,19 +25,34 @@ impl Nicknames {
         Nicknames { online: HashMap::new(), owners: owners.into_iter().collect() }
     }
 
-    /// The local session holding the nickname whose skeleton is `folded`.
+    /// The oldest local session holding the nickname whose skeleton is `folded` (the one that
+    /// stands for the person where one session is asked for: a whois, a kick's name).
     pub fn holder(&self, folded: &str) -> Option<SessionId> {
-        self.online.get(folded).copied()
+        self.holders(folded).first().copied()
     }
 
-    /// `id` now holds the nickname whose skeleton is `folded`.
+    /// Every local session holding the nickname whose skeleton is `folded`, the oldest first.
+    pub fn holders(&self, folded: &str) -> &[SessionId] {
+        self.online.get(folded).map_or(&[], Vec::as_slice)
+    }
+
+    /// `id` now holds the nickname whose skeleton is `folded` too (after those holding it).
     pub fn hold(&mut self, folded: String, id: SessionId) {
-        self.online.insert(folded, id);
+        let ids = self.online.entry(folded).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
     }
 
-    /// Nobody here holds the nickname whose skeleton is `folded` any more.
-    pub fn let_go(&mut self, folded: &str) {
-        self.online.remove(folded);
+    /// Session `id` no longer holds the nickname whose skeleton is `folded`; the nickname is
+    /// free here when it was the last.
+    pub fn let_go(&mut self, folded: &str, id: SessionId) {
+        if let Some(ids) = self.online.get_mut(folded) {
+            ids.retain(|h| *h != id);
+            if ids.is_empty() {
+                self.online.remove(folded);
+            }
+        }
     }
 
     /// The fingerprint of the key that owns the nickname whose skeleton is `folded`.
@@ -130,8 +146,25 @@ mod tests {
         t.set_owner(nick("paul").folded(), Fingerprint::example("P"));
         assert_eq!(t.holder(&nick("PAUL").folded()), Some(1));
         assert_eq!(t.owner(&nick("Paul").folded()), Some(&Fingerprint::example("P")));
-        t.let_go(&nick("Paul").folded());
+        t.let_go(&nick("Paul").folded(), 1);
         assert_eq!(t.holder(&nick("paul").folded()), None);
+    }
+
+    #[test]
+    fn one_nickname_is_held_by_several_sessions_and_freed_by_the_last() {
+        let mut t = Nicknames::default();
+        let f = nick("alice").folded();
+        t.hold(f.clone(), 4);
+        t.hold(f.clone(), 9);
+        t.hold(f.clone(), 4);
+        assert_eq!(t.holders(&f), [4, 9]);
+        t.let_go(&f, 4);
+        assert_eq!(t.holder(&f), Some(9), "the next oldest stands for the person");
+        t.let_go(&f, 7);
+        assert_eq!(t.holders(&f), [9]);
+        t.let_go(&f, 9);
+        assert_eq!(t.holders(&f), [] as [SessionId; 0]);
+        assert!(t.online.is_empty());
     }
 
     #[test]

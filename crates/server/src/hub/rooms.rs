@@ -303,6 +303,7 @@ impl Hub {
                 keyed.push((folded, m));
             }
         }
+        one_per_person(&mut keyed);
         let total = r.len();
         if r.bots_hidden {
             keyed.retain(|(_, m)| !m.bot);
@@ -344,6 +345,24 @@ pub struct MembersPage {
     pub total: Option<u32>,
     /// The nickname to ask after for the next page.
     pub next: Option<Nick>,
+}
+
+/// Keeps one entry per nickname (its skeleton, the key of each entry), the first, in place:
+/// a person online on several sessions is listed once. The entry is a bot only if every
+/// session of the person is quiet.
+pub(super) fn one_per_person(keyed: &mut Vec<(String, Member)>) {
+    let mut at: HashMap<String, usize> = HashMap::new();
+    let mut kept: Vec<(String, Member)> = Vec::with_capacity(keyed.len());
+    for (folded, m) in keyed.drain(..) {
+        match at.get(&folded) {
+            Some(&i) => kept[i].1.bot &= m.bot,
+            None => {
+                at.insert(folded.clone(), kept.len());
+                kept.push((folded, m));
+            }
+        }
+    }
+    *keyed = kept;
 }
 
 #[cfg(test)]
@@ -412,5 +431,30 @@ mod tests {
         let listed: Vec<&RoomName> = rooms.after(None).map(|(n, _)| n).collect();
         assert_eq!(listed, vec![&e2e]);
         assert_eq!(rooms.after(Some(&e2e)).count(), 0);
+    }
+
+    #[test]
+    fn a_person_on_several_sessions_is_listed_once_and_a_bot_only_if_every_session_is() {
+        let member = |nick: &str, bot: bool| {
+            let nick = Nick::parse(nick).unwrap();
+            let m = Member {
+                nick: nick.clone(),
+                fingerprint: chatao_proto::Fingerprint::example("A"),
+                away: None,
+                bot,
+                op: false,
+            };
+            (nick.folded(), m)
+        };
+        let mut keyed = vec![
+            member("alice", true),
+            member("bob", false),
+            member("Alice", false),
+            member("bob", false),
+        ];
+        one_per_person(&mut keyed);
+        let listed: Vec<(&str, bool)> =
+            keyed.iter().map(|(_, m)| (m.nick.as_str(), m.bot)).collect();
+        assert_eq!(listed, [("alice", false), ("bob", false)]);
     }
 }

@@ -148,11 +148,12 @@ impl Hub {
         room_name: &RoomName,
         by: &Author,
     ) -> Result<(), HubError> {
+        let siblings = st.listed_siblings(by.session);
         let Some(room) = st.rooms.get_mut(room_name).filter(|r| r.contains(by.session)) else {
             return Err(HubError::NotInRoom(room_name.clone()));
         };
         room.spoke(by.session, now_millis());
-        if room.reveal(by.session) && !by.quiet {
+        if room.reveal(by.session) && !by.quiet && !room.lists_any(&siblings) {
             let join = ServerMsg::Join {
                 room: room_name.clone(),
                 nick: by.nick.clone(),
@@ -234,14 +235,15 @@ impl Hub {
     ) -> Result<Sequenced, HubError> {
         let now = now_millis();
         let base = st.seq;
+        let siblings = st.listed_siblings(by.session);
         let room = st
             .rooms
             .get_mut(room_name)
             .filter(|r| r.contains(by.session))
             .ok_or_else(|| HubError::NotInRoom(room_name.clone()))?;
         // A newcomer to a large room is announced before their first message (a quiet session
-        // never is).
-        let reveal = room.reveal(by.session) && !by.quiet;
+        // never is, nor one whose person the room lists through another session).
+        let reveal = room.reveal(by.session) && !by.quiet && !room.lists_any(&siblings);
         if reveal {
             let join = ServerMsg::Join {
                 room: room_name.clone(),

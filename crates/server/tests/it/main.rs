@@ -10,6 +10,7 @@ mod chat;
 mod cluster;
 #[cfg(feature = "cluster")]
 mod cluster_faults;
+mod devices;
 mod durability;
 mod e2e_delivery;
 mod hardening;

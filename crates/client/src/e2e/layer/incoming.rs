@@ -62,9 +62,9 @@ impl Layer {
                 self.on_leave(&room, &nick, reason);
                 self.ui(ServerMsg::Leave { room, nick, reason, message });
             }
-            ServerMsg::Whois { nick, fingerprint, rooms, away, since } => {
+            ServerMsg::Whois { nick, fingerprint, rooms, away, since, sessions } => {
                 self.compare(&nick, &fingerprint);
-                self.ui(ServerMsg::Whois { nick, fingerprint, rooms, away, since });
+                self.ui(ServerMsg::Whois { nick, fingerprint, rooms, away, since, sessions });
             }
             ServerMsg::RoomList { mut rooms, next } => {
                 for r in &mut rooms {

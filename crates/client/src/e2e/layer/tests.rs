@@ -409,6 +409,7 @@ fn nicknames_are_pinned_only_in_an_e2e_context() {
         rooms: vec![],
         away: None,
         since: 0,
+        sessions: 1,
     });
     l.from_server(ServerMsg::Join {
         room: room(),

@@ -78,3 +78,20 @@ pub async fn accept_hello(
     };
     (conn, nick)
 }
+
+/// Reads a child's standard output until a line contains `needle`, within 30 s, returning it.
+pub async fn wait_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("stdout ended");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line containing {needle:?}"))
+}

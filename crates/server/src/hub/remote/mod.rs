@@ -327,7 +327,8 @@ impl Hub {
             return Err(HubError::NoSuchNick(msg.to.to_string()));
         };
         let bytes = encode(&msg.to_msg());
-        st.tell(&[id], &bytes);
+        let ids = st.sessions_of_person(id);
+        st.tell(&ids, &bytes);
         if let Some(cid) = msg.cid {
             st.sent.record(&msg.fingerprint, cid, bytes, now_millis());
         }
