@@ -32,6 +32,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("back", "/back", "mark yourself back"),
     ("whois", "/whois NICK", "show who someone is, with their key fingerprint"),
     (
+        "device",
+        "/device add FINGERPRINT [NAME] | list | remove FINGERPRINT",
+        "let a new device's key (chatao --fingerprint there) use your nickname; list your keys; revoke one",
+    ),
+    (
         "create",
         "/create [--e2e] #ROOM [--open]",
         "create a room; --e2e: end-to-end encrypted (invite-only, or --open to all)",
@@ -137,6 +142,15 @@ pub enum Input {
     /// Away with a reason, or back (`None`).
     Away(Option<String>),
     Whois(String),
+    /// `/device add FINGERPRINT [NAME]`.
+    DeviceAdd {
+        fingerprint: String,
+        name: Option<String>,
+    },
+    /// `/device remove FINGERPRINT`.
+    DeviceRemove(String),
+    /// `/device` or `/device list`.
+    DeviceList,
     /// Room operators: remove `nick` from the current room.
     Kick {
         nick: String,
@@ -301,6 +315,19 @@ pub fn parse(line: &str) -> Result<Option<Input>, CommandError> {
         "back" => Input::Away(None),
         "whois" if first.is_empty() || !tail.is_empty() => return Err(usage("whois")),
         "whois" => Input::Whois(first.to_owned()),
+        "device" => {
+            let (fingerprint, name) = word(tail);
+            match first {
+                "add" if !fingerprint.is_empty() => {
+                    Input::DeviceAdd { fingerprint: fingerprint.to_owned(), name: opt(name) }
+                }
+                "remove" if !fingerprint.is_empty() && name.is_empty() => {
+                    Input::DeviceRemove(fingerprint.to_owned())
+                }
+                "list" | "" if tail.is_empty() => Input::DeviceList,
+                _ => return Err(usage("device")),
+            }
+        }
         "kick" if first.is_empty() => return Err(usage("kick")),
         "kick" => Input::Kick { nick: first.to_owned(), reason: opt(tail) },
         "kill" if first.is_empty() => return Err(usage("kill")),
@@ -426,6 +453,13 @@ impl Input {
             Input::Nick(nick) => ClientMsg::Nick { nick: nick.clone() },
             Input::Away(reason) => ClientMsg::Away { reason: reason.clone() },
             Input::Whois(nick) => ClientMsg::Whois { nick: nick.clone() },
+            Input::DeviceAdd { fingerprint, name } => {
+                ClientMsg::DeviceAdd { fingerprint: fingerprint.clone(), name: name.clone() }
+            }
+            Input::DeviceRemove(fingerprint) => {
+                ClientMsg::DeviceRemove { fingerprint: fingerprint.clone() }
+            }
+            Input::DeviceList => ClientMsg::DeviceList,
             Input::Kick { nick, reason } => {
                 ClientMsg::RoomKick { room: room(), nick: nick.clone(), reason: reason.clone() }
             }
@@ -602,6 +636,16 @@ mod tests {
         assert_eq!(ok("/away"), Input::Away(None));
         assert_eq!(ok("/back"), Input::Away(None));
         assert_eq!(ok("/whois bob"), Input::Whois("bob".into()));
+        assert_eq!(
+            ok("/device add SHA256:abc my phone"),
+            Input::DeviceAdd { fingerprint: "SHA256:abc".into(), name: Some("my phone".into()) }
+        );
+        assert_eq!(ok("/device remove SHA256:abc"), Input::DeviceRemove("SHA256:abc".into()));
+        assert_eq!(ok("/device"), Input::DeviceList);
+        assert_eq!(ok("/device list"), Input::DeviceList);
+        for bad in ["/device add", "/device remove", "/device remove a b", "/device frob"] {
+            assert!(matches!(parse(bad), Err(CommandError::Usage(_))), "{bad}");
+        }
         assert_eq!(ok("/list"), Input::List(None));
         assert_eq!(ok("/list rust"), Input::List(Some("#rust".into())));
         assert_eq!(

@@ -78,6 +78,20 @@ pub fn set_time_format(format: crate::config::TimeFormat) {
 
 /// `HH:MM:SS` (or `HH:MM`, per the config's `timestamp`) in local time for a server timestamp
 /// (milliseconds since the epoch).
+/// One key of a `devices` list as shown: its fingerprint, its name, whether it is online (or
+/// when it was last seen, written by `when`) and whether it is the person's first key.
+pub fn device(d: &chatao_proto::DeviceInfo, when: impl Fn(u64) -> String) -> String {
+    let name = d.name.as_deref().map(|n| format!(" \"{}\"", sanitize(n))).unwrap_or_default();
+    let first = if d.owner { ", first key" } else { "" };
+    let state = match (d.online, d.last_seen) {
+        (0, Some(t)) => format!("last seen {}", when(t)),
+        (0, None) => "not seen since added".to_owned(),
+        (1, _) => "online".to_owned(),
+        (n, _) => format!("online on {n} sessions"),
+    };
+    format!("{}{name} ({state}{first})", sanitize(d.fingerprint.as_str()))
+}
+
 pub fn clock(millis: u64) -> String {
     let format = TIME_FORMAT.get().copied().unwrap_or_default();
     match chrono::Local.timestamp_millis_opt(millis as i64) {
@@ -281,6 +295,10 @@ fn plain(msg: &ServerMsg) -> Option<String> {
                 rooms.join(" "),
                 clock(*since)
             )
+        }
+        ServerMsg::Devices { nick, devices } => {
+            let keys: Vec<String> = devices.iter().map(|d| device(d, clock)).collect();
+            format!("* {nick}'s keys: {}", keys.join(", "))
         }
         ServerMsg::Moderation { action, target, by, reason, until } => {
             let verb = action.past_tense();

@@ -199,7 +199,16 @@ async fn run(args: Args) -> Result<ExitCode> {
     let fixed = settings.fixed_rooms.clone();
     let (keys, _) = keys::load_or_generate(&key_dir)?;
     let Some((servers, nick)) = target else {
-        println!("{}", keys.public().fingerprint());
+        let fp = keys.public().fingerprint();
+        println!("{fp}");
+        // What a new device's owner types on a device already connected (issue 20); on a
+        // terminal only, so that scripts reading the fingerprint see just that.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "To use this key as a device of a nickname you already have, type in a chatao \
+                 connected as that nickname: /device add {fp} NAME"
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let expected = match &args.server_key {

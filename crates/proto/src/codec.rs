@@ -234,6 +234,27 @@ mod tests {
                 since: 9,
                 sessions: 3,
             },
+            ServerMsg::Devices {
+                nick: nick("bob"),
+                devices: vec![
+                    crate::DeviceInfo {
+                        fingerprint: fp(2),
+                        name: None,
+                        owner: true,
+                        added: 5,
+                        last_seen: None,
+                        online: 1,
+                    },
+                    crate::DeviceInfo {
+                        fingerprint: fp(3),
+                        name: Some("phone".into()),
+                        owner: false,
+                        added: 6,
+                        last_seen: Some(7),
+                        online: 0,
+                    },
+                ],
+            },
             ServerMsg::HistoryEnd { room: room.clone(), count: 2, before: None },
             ServerMsg::Notice { text: "bob is away: lunch".into() },
             ServerMsg::RoomModeration {
@@ -330,6 +351,9 @@ mod tests {
             ClientMsg::Unban { target: "SHA256:x".into() },
             ClientMsg::Mute { nick: "m".into(), duration_secs: None },
             ClientMsg::Unmute { nick: "m".into() },
+            ClientMsg::DeviceAdd { fingerprint: "SHA256:x".into(), name: Some("phone".into()) },
+            ClientMsg::DeviceRemove { fingerprint: "SHA256:x".into() },
+            ClientMsg::DeviceList,
             ClientMsg::Bots { room: "#ci".into(), hide: true },
             ClientMsg::Op { room: "#ci".into(), nick: "bob".into() },
             ClientMsg::Deop { room: "#ci".into(), nick: "bob".into() },

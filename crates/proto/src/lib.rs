@@ -27,8 +27,8 @@ pub use codec::{
 };
 pub use error::ErrorCode;
 pub use msg::{
-    Cid, ClientMsg, HelloFlags, LeaveReason, Limits, MAX_CID, Member, MessageKind, ModAction,
-    RoomAction, RoomFlag, RoomInfo, SealedKind, SealedWelcome, ServerMsg,
+    Cid, ClientMsg, DeviceInfo, HelloFlags, LeaveReason, Limits, MAX_CID, Member, MessageKind,
+    ModAction, RoomAction, RoomFlag, RoomInfo, SealedKind, SealedWelcome, ServerMsg,
 };
 pub use names::{FINGERPRINT_PREFIX, Fingerprint, NameError, Nick, RoomName};
 pub use rate::TokenBucket;

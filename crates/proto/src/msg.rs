@@ -129,6 +129,17 @@ pub enum ClientMsg {
     },
     /// Operators: lift a mute.
     Unmute { nick: String },
+    /// Let another key (`fingerprint`, the new device's) use this session's nickname and every
+    /// other of its person's, named `name`; answered with `devices`.
+    DeviceAdd {
+        fingerprint: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Revoke a key added with `device_add`: its sessions end; answered with `devices`.
+    DeviceRemove { fingerprint: String },
+    /// Ask for the keys of this session's person (answered with `devices`).
+    DeviceList,
     /// Operators: hide (`hide: true`) or show again the quiet sessions (bots) in `room`'s
     /// member lists (`members` answers to `join` and `who`).
     Bots { room: String, hide: bool },
@@ -260,6 +271,9 @@ impl ClientMsg {
             | Unban { .. }
             | Mute { .. }
             | Unmute { .. }
+            | DeviceAdd { .. }
+            | DeviceRemove { .. }
+            | DeviceList
             | KeyPackages { .. } => None,
         }
     }
@@ -442,6 +456,9 @@ pub enum ServerMsg {
         #[serde(default = "one", skip_serializing_if = "is_one")]
         sessions: u32,
     },
+    /// The keys of `nick`'s person, the owner first: answering `device_list`, and to every
+    /// session of the person after a `device_add` or `device_remove`.
+    Devices { nick: Nick, devices: Vec<DeviceInfo> },
     /// An operator acted; sent to everyone online.
     Moderation {
         action: ModAction,
@@ -571,6 +588,26 @@ pub struct RoomInfo {
     /// An end-to-end encrypted room.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub e2e: bool,
+}
+
+/// One key of a person, as listed in `devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub fingerprint: Fingerprint,
+    /// The name given with `device_add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The person's first key, which owns their nicknames (it cannot be removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner: bool,
+    /// When it was added (the first key: when the first device was added), ms since the epoch.
+    pub added: u64,
+    /// When a session of it last ended, ms since the epoch; absent: not since it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+    /// Its sessions online now.
+    #[serde(default)]
+    pub online: u32,
 }
 
 /// A room member, as listed in `members`.

@@ -287,6 +287,13 @@ pub const MAX_NICKS_PER_KEY: usize = 4;
 /// new connection there replaces the old one (PROTOCOL 9.2).
 pub const MAX_SESSIONS_PER_NICK: usize = 8;
 
+/// Keys one person may have (`hub/devices.rs`): their first key and the devices' keys linked
+/// to it with `device_add`. Overflow policy: the next `device_add` is refused, saying so.
+pub const MAX_KEYS_PER_PERSON: usize = 8;
+
+/// Longest name of a device given with `device_add`, in bytes (refused past it).
+pub const MAX_DEVICE_NAME_BYTES: usize = 64;
+
 /// How long a nickname renamed away from stays reserved for its key before another key may
 /// take it (the owner may take it back meanwhile).
 pub const NICK_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -182,8 +182,12 @@ where
     conn.set_max_record(MAX_RECORD_DISCARD);
     conn.set_stall_limit(Some(ctx.config.stall_timeout));
     let fingerprint = conn.remote_key().fingerprint();
-    if let Err(refusal) = ctx.hub.access().admit(&fingerprint) {
-        return Err(refuse(&mut conn, refusal.code, refusal.reason).await);
+    // A ban applies to the key and to its person (hub/devices.rs: a linked key's first key).
+    let person = ctx.hub.person_of(&fingerprint);
+    for key in [&fingerprint, &person] {
+        if let Err(refusal) = ctx.hub.access().admit(key) {
+            return Err(refuse(&mut conn, refusal.code, refusal.reason).await);
+        }
     }
     let first = match conn.read_record().await {
         Err(TransportError::RecordTooLarge { .. }) => Err(()),
@@ -209,8 +213,9 @@ where
     };
     // A muted key keeps its names but takes no new one: a nickname is text in front of others
     // (announced at every join), and a fresh connection is no way around the mute.
-    if let Some(why) = ctx.hub.access().muted(&fingerprint)
-        && ctx.hub.owner_of(&nick).as_ref() != Some(&fingerprint)
+    let access = ctx.hub.access();
+    if let Some(why) = access.muted(&fingerprint).or_else(|| access.muted(&person))
+        && ctx.hub.owner_of(&nick).as_ref() != Some(&person)
     {
         let why = format!("{why}; a muted key takes no new nickname: connect with one it holds");
         return Err(refuse(&mut conn, ErrorCode::Muted, why).await);
@@ -231,7 +236,8 @@ where
         ctx.hub.set_fixed_rooms(id);
         None
     } else {
-        let read = ctx.registry.remembered(&ctx.hub, &fingerprint).await;
+        // The person's rooms: a linked key is put back where its first key is.
+        let read = ctx.registry.remembered(&ctx.hub, &person).await;
         match read {
             Ok(rooms) => Some(rooms),
             Err(cause) => {
@@ -273,6 +279,7 @@ where
     }
     let now = Instant::now().into_std();
     let mut state = SessionState::new(id, nick, fingerprint, ctx.config.limits, now);
+    state.person = person;
     state.claim = claim;
     Ok((conn, state, out))
 }

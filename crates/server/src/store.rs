@@ -42,8 +42,8 @@ pub const CLUSTER_DB_FILE: &str = "cluster.db";
 /// `bots_hidden` (an operator's `bots #room hide`, nullable: a room without it shows its bots).
 /// Version 6 added the rooms each key is remembered in (`memberships`, `hub/membership.rs`) and
 /// each room's moderation state (`room_modes`, `hub/room_ops.rs`): new tables, so an older file
-/// gains them empty.
-const SCHEMA_VERSION: i64 = 6;
+/// gains them empty. Version 7 added the keys linked to a person (`devices`, `hub/devices.rs`).
+const SCHEMA_VERSION: i64 = 7;
 
 /// The schema's steps, applied by `rusqlite_migration` from the file's `PRAGMA user_version`,
 /// each in its own transaction (a crash mid-way leaves the version before it).
@@ -55,13 +55,22 @@ const SCHEMA_VERSION: i64 = 6;
 /// From 7 on, each change is one ordinary step appended here (`M::up`), and
 /// [`SCHEMA_VERSION`] grows with it.
 fn migrations() -> Migrations<'static> {
-    let mut steps: Vec<M<'static>> = (1..SCHEMA_VERSION).map(|_| M::up("")).collect();
+    let mut steps: Vec<M<'static>> = (1..6).map(|_| M::up("")).collect();
     steps.push(M::up_with_hook("", |tx: &Transaction| {
         catch_up_to_6(tx).map_err(|e| match e {
             StoreError::Sql(e) => HookError::RusqliteError(e),
             other => HookError::Hook(other.to_string()),
         })
     }));
+    // 7 (issue 20): a person's keys. `owner` is the key that owns the person's nicknames (its
+    // own row has owner = fingerprint); a key is linked to one person at most.
+    steps.push(M::up(
+        "CREATE TABLE devices (
+             fingerprint TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT,
+             added INTEGER NOT NULL, last_seen INTEGER);
+         CREATE INDEX devices_owner ON devices (owner);",
+    ));
+    debug_assert_eq!(steps.len() as i64, SCHEMA_VERSION);
     Migrations::new(steps)
 }
 
@@ -213,10 +222,32 @@ pub enum Persist {
         room: RoomName,
         keep: bool,
     },
+    /// Key `device.fingerprint` is linked to the person whose first key is `device.owner`
+    /// (`hub/devices.rs`); the owner's own row has the two equal.
+    DeviceAdded(DeviceRecord),
+    /// The key is no longer linked to anyone.
+    DeviceRemoved {
+        fingerprint: Fingerprint,
+    },
+    /// A session of the linked key ended at `at` (ms since the epoch).
+    DeviceSeen {
+        fingerprint: Fingerprint,
+        at: u64,
+    },
     /// A cluster node has applied its stream up to this sequence number.
     Applied(u64),
     /// End-to-end encrypted rooms ([`e2e`]).
     E2e(E2ePersist),
+}
+
+/// A key of a person as stored (`hub/devices.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    pub fingerprint: Fingerprint,
+    pub owner: Fingerprint,
+    pub name: Option<String>,
+    pub added: u64,
+    pub last_seen: Option<u64>,
 }
 
 /// A nickname registration as stored: the nickname as registered (not validated here: the hub
@@ -637,6 +668,34 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every linked key on record, in the order they were added (a row whose keys are not
+    /// fingerprints, never written so, is skipped).
+    pub fn load_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(
+            "SELECT fingerprint, owner, name, added, last_seen FROM devices ORDER BY added, rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?.max(0) as u64,
+                r.get::<_, Option<i64>>(4)?.map(|t| t.max(0) as u64),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (fp, owner, name, added, last_seen) = row?;
+            if let (Ok(fingerprint), Ok(owner)) =
+                (Fingerprint::parse(&fp), Fingerprint::parse(&owner))
+            {
+                out.push(DeviceRecord { fingerprint, owner, name, added, last_seen });
+            }
+        }
+        Ok(out)
+    }
+
     /// Every ban on record.
     pub fn load_bans(&self) -> Result<Vec<Ban>, StoreError> {
         let conn = self.reader();
@@ -715,6 +774,14 @@ impl Writer {
                 "INSERT OR REPLACE INTO bans (fingerprint, until, reason, by) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut unban = tx.prepare_cached("DELETE FROM bans WHERE fingerprint = ?1")?;
+            let mut device_added = tx.prepare_cached(
+                "INSERT OR REPLACE INTO devices (fingerprint, owner, name, added, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut device_removed =
+                tx.prepare_cached("DELETE FROM devices WHERE fingerprint = ?1")?;
+            let mut device_seen =
+                tx.prepare_cached("UPDATE devices SET last_seen = ?2 WHERE fingerprint = ?1")?;
             let mut applied = tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('applied', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
@@ -793,6 +860,22 @@ impl Writer {
                     }
                     Persist::Unban { fingerprint } => {
                         unban.execute(params![fingerprint.as_str()])?;
+                    }
+                    Persist::DeviceAdded(d) => {
+                        device_added.execute(params![
+                            d.fingerprint.as_str(),
+                            d.owner.as_str(),
+                            d.name,
+                            i64::try_from(d.added).unwrap_or(i64::MAX),
+                            d.last_seen.and_then(|t| i64::try_from(t).ok())
+                        ])?;
+                    }
+                    Persist::DeviceRemoved { fingerprint } => {
+                        device_removed.execute(params![fingerprint.as_str()])?;
+                    }
+                    Persist::DeviceSeen { fingerprint, at } => {
+                        let at = i64::try_from(*at).unwrap_or(i64::MAX);
+                        device_seen.execute(params![fingerprint.as_str(), at])?;
                     }
                     Persist::RoomOps { room, state } => {
                         room_ops.execute(params![room.as_str(), state])?;

@@ -354,6 +354,15 @@ impl App {
                 }
                 vec![]
             }
+            ServerMsg::Devices { nick, devices } => {
+                self.notice(&format!("{nick}'s keys ({}):", devices.len()));
+                let zone = self.config.zone;
+                for d in &devices {
+                    let when = |t| crate::ui::style::clock(t, zone);
+                    self.notice(&format!("  {}", crate::format::device(d, when)));
+                }
+                vec![]
+            }
             ServerMsg::Moderation { action, target, by, reason, until } => {
                 let target = sanitize(&target);
                 let verb = action.past_tense();

@@ -32,6 +32,20 @@ async fn sessions(bob: &mut TestClient) -> u32 {
     }
 }
 
+/// Asks bob's whois until alice is on `n` sessions (or 5 s of asking went by); returns the last
+/// count.
+async fn until_sessions(bob: &mut TestClient, n: u32) -> u32 {
+    let mut last = 0;
+    for _ in 0..500 {
+        last = sessions(bob).await;
+        if last == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last
+}
+
 #[tokio::test]
 async fn two_chatao_processes_with_one_key_both_receive_everything_and_one_quits() {
     let server = TestServer::start().await;
@@ -53,14 +67,7 @@ async fn two_chatao_processes_with_one_key_both_receive_everything_and_one_quits
     let mut phone = chatao(&phone_keys, server.addr, "alice");
     let mut phone_out = BufReader::new(phone.stdout.take().unwrap()).lines();
     wait_line(&mut phone_out, "connected to").await;
-    let mut n = 0;
-    for _ in 0..500 {
-        n = sessions(&mut bob).await;
-        if n == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let n = until_sessions(&mut bob, 2).await;
     assert_eq!(n, 2, "both devices online at once");
 
     bob.say("hi both").await.unwrap();
@@ -86,12 +93,7 @@ async fn two_chatao_processes_with_one_key_both_receive_everything_and_one_quits
     laptop_in.write_all(b"/quit\n").await.unwrap();
     let status = tokio::time::timeout(LIMIT, laptop.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
-    for _ in 0..500 {
-        if sessions(&mut bob).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(until_sessions(&mut bob, 1).await, 1, "the laptop's session ended");
     bob.say("still there?").await.unwrap();
     let mut seen = vec![];
     loop {
@@ -121,4 +123,50 @@ async fn two_chatao_processes_with_one_key_both_receive_everything_and_one_quits
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_second_key_added_with_device_add_chats_as_the_same_person() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    let (laptop_keys, phone_keys) = (dir.path().join("laptop"), dir.path().join("phone"));
+
+    // The new device prints its fingerprint before it ever connects.
+    let out =
+        chatao_testkit::chatao(env!("CARGO_BIN_EXE_chatao"), &[], "--fingerprint", &phone_keys)
+            .output()
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let phone_fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(phone_fp.starts_with("SHA256:"), "{phone_fp}");
+
+    let mut laptop = chatao(&laptop_keys, server.addr, "alice");
+    let mut laptop_out = BufReader::new(laptop.stdout.take().unwrap()).lines();
+    wait_line(&mut laptop_out, "connected to").await;
+    let mut laptop_in = laptop.stdin.take().unwrap();
+    laptop_in.write_all(format!("/device add {phone_fp} phone\n").as_bytes()).await.unwrap();
+    let line = wait_line(&mut laptop_out, "alice's keys:").await;
+    assert!(line.contains(&phone_fp) && line.contains("\"phone\""), "{line}");
+
+    let mut phone = chatao(&phone_keys, server.addr, "alice");
+    let mut phone_out = BufReader::new(phone.stdout.take().unwrap()).lines();
+    wait_line(&mut phone_out, "connected to").await;
+    let n = until_sessions(&mut bob, 2).await;
+    assert_eq!(n, 2, "both keys online as alice");
+    laptop_in.write_all(b"/msg bob sent from the laptop\n").await.unwrap();
+    wait_line(&mut phone_out, "*alice -> bob* sent from the laptop").await;
+    let mut phone_in = phone.stdin.take().unwrap();
+    phone_in.write_all(b"hello from the phone\n/device list\n").await.unwrap();
+    let m = bob.expect_text("hello from the phone").await.unwrap();
+    assert!(matches!(m, ServerMsg::Message { from, .. } if from.as_str() == "alice"));
+    let line = wait_line(&mut phone_out, "alice's keys:").await;
+    assert!(line.contains("first key") && line.contains(&phone_fp), "{line}");
+
+    // Revoked from the laptop: the phone's session ends.
+    laptop_in.write_all(format!("/device remove {phone_fp}\n").as_bytes()).await.unwrap();
+    wait_line(&mut phone_out, "removed from alice").await;
+    laptop_in.write_all(b"/quit\n").await.unwrap();
+    tokio::time::timeout(LIMIT, laptop.wait()).await.unwrap().unwrap();
 }

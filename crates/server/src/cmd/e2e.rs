@@ -236,7 +236,7 @@ impl Sealed {
             Ok(room) => room,
             Err(reply) => return *reply,
         };
-        if let Some(why) = hub.access().muted(&session.fingerprint) {
+        if let Some(why) = super::muted(hub, session) {
             return error(chatao_proto::ErrorCode::Muted, why);
         }
         match hub.seal(session.id, &room, self.epoch, self.body, self.cid) {

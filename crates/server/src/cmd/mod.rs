@@ -6,6 +6,7 @@
 
 mod away;
 mod bots;
+mod device;
 mod e2e;
 mod history;
 mod join;
@@ -41,6 +42,9 @@ pub struct SessionState {
     pub nick: Nick,
     /// The client's key fingerprint.
     pub fingerprint: Fingerprint,
+    /// The person the key belongs to (its first key, `hub/devices.rs`; `fingerprint` itself
+    /// for a key not linked to another), as at `hello`: a mute of either silences the session.
+    pub person: Fingerprint,
     pub limits: Limits,
     /// The announced rate. The session takes a token before each charged command
     /// ([`charged`]); without one the command waits in the session's fakelag backlog
@@ -69,6 +73,7 @@ impl SessionState {
         SessionState {
             id,
             nick,
+            person: fingerprint.clone(),
             fingerprint,
             limits,
             // One token of slack over the announced burst: a client pacing itself exactly to
@@ -206,17 +211,23 @@ pub fn hub_error(e: HubError) -> Reply {
 /// reason is dropped too (the part, quit or kick itself goes ahead): a mute silences every
 /// text a key could put in front of others.
 pub fn reason(hub: &Hub, session: &SessionState, r: Option<String>) -> Option<String> {
-    if hub.access().muted(&session.fingerprint).is_some() {
+    if muted(hub, session).is_some() {
         return None;
     }
     r.filter(|r| check_text(r, MAX_REASON_BYTES, false).is_ok())
+}
+
+/// Why the session's key, or its person, is muted now, if it is.
+pub fn muted(hub: &Hub, session: &SessionState) -> Option<String> {
+    let access = hub.access();
+    access.muted(&session.fingerprint).or_else(|| access.muted(&session.person))
 }
 
 /// `Err(muted)` with the sentence to tell the sender if their key is muted now. Every command
 /// that shows the sender's text to others checks it: messages, topics, away reasons and
 /// nickname changes (refused), part, quit and moderation reasons (dropped, see [`reason`]).
 pub fn check_not_muted(hub: &Hub, session: &SessionState) -> Result<(), Box<Reply>> {
-    match hub.access().muted(&session.fingerprint) {
+    match muted(hub, session) {
         Some(why) => Err(Box::new(error(ErrorCode::Muted, why))),
         None => Ok(()),
     }
@@ -266,6 +277,7 @@ pub enum Command {
     Nick(nick::Nick),
     Away(away::Away),
     Whois(whois::Whois),
+    Device(device::Device),
     History(history::History),
     Moderate(moderate::Moderate),
     Bots(bots::Bots),
@@ -300,6 +312,13 @@ impl Command {
             ClientMsg::Nick { nick } => Command::Nick(nick::Nick { nick }),
             ClientMsg::Away { reason } => Command::Away(away::Away { reason }),
             ClientMsg::Whois { nick } => Command::Whois(whois::Whois { nick }),
+            ClientMsg::DeviceAdd { fingerprint, name } => {
+                Command::Device(device::Device::Add { fingerprint, name })
+            }
+            ClientMsg::DeviceRemove { fingerprint } => {
+                Command::Device(device::Device::Remove { fingerprint })
+            }
+            ClientMsg::DeviceList => Command::Device(device::Device::List),
             ClientMsg::History { room, since, limit, before } => {
                 Command::History(history::History { room, since, limit, before })
             }
@@ -372,6 +391,7 @@ impl Command {
             Command::Nick(cmd) => cmd.apply(hub, session),
             Command::Away(cmd) => cmd.apply(hub, session),
             Command::Whois(cmd) => cmd.apply(hub),
+            Command::Device(cmd) => cmd.apply(hub, session),
             Command::History(cmd) => cmd.apply(hub, session),
             Command::Moderate(cmd) => cmd.apply(hub, session),
             Command::Bots(cmd) => cmd.apply(hub, session),

@@ -97,7 +97,8 @@ impl State {
     /// session. Called under the hub lock, so the event takes its place among the room's.
     pub(super) fn remember(&mut self, id: SessionId, room: &RoomName, keep: bool, bus: &BusHandle) {
         let Some(user) = self.users.get(&id).filter(|u| !u.fixed) else { return };
-        let fingerprint = user.fingerprint.clone();
+        // The person's rooms: every key of theirs is put back in them ([`super::devices`]).
+        let fingerprint = user.person.clone();
         let seq = self.next_seq();
         let ev = BusEvent {
             seq,

@@ -19,6 +19,7 @@
 //! in [`moderation`].
 
 mod bots;
+mod devices;
 mod e2e;
 mod guard;
 mod membership;
@@ -115,6 +116,9 @@ pub enum HubError {
     UnknownSession,
     #[error("the cluster is unreachable; your message was not accepted, try again later")]
     Unavailable,
+    /// Something this server cannot do in its present form (a cluster node's `device_add`).
+    #[error("{0}")]
+    Unsupported(String),
     /// The store could not say what it knows of a room being joined (its last id, topic).
     #[error("the server cannot read its store right now; try again later")]
     StoreUnavailable,
@@ -131,7 +135,7 @@ impl HubError {
             HubError::InviteOnly(_) => ErrorCode::InviteOnly,
             HubError::BannedFromRoom(_) => ErrorCode::BannedFromRoom,
             HubError::TopicLocked(_) => ErrorCode::TopicLocked,
-            HubError::NotFound(_) => ErrorCode::Other,
+            HubError::NotFound(_) | HubError::Unsupported(_) => ErrorCode::Other,
             HubError::Invalid(_) => ErrorCode::Invalid,
             HubError::NotInRoom(_) => ErrorCode::NotInRoom,
             HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
@@ -204,12 +208,18 @@ struct State {
     sent: sent::SentIds,
     /// Each consulted room's operators, modes, invites and bans ([`room_ops`]).
     room_ops: HashMap<RoomName, room_ops::RoomOps>,
+    /// The keys linked to a person ([`devices`]; standalone only).
+    devices: devices::Devices,
 }
 
 #[derive(Debug)]
 struct User {
     nick: Nick,
+    /// The session's own key.
     fingerprint: Fingerprint,
+    /// The person the key belongs to: its first key, which owns the nicknames ([`devices`]);
+    /// `fingerprint` itself for a key not linked to another.
+    person: Fingerprint,
     outbox: Outbox,
     rooms: Vec<RoomName>,
     away: Option<String>,
@@ -412,7 +422,10 @@ impl Shared {
                          /part {room} again later"
                     ),
                 }),
-                Persist::Ban(_) | Persist::Unban { .. } => Some(ServerMsg::Error {
+                Persist::Ban(_)
+                | Persist::Unban { .. }
+                | Persist::DeviceAdded(_)
+                | Persist::DeviceRemoved { .. } => Some(ServerMsg::Error {
                     cid: None,
                     room: None,
                     code: ErrorCode::Unavailable,
@@ -550,6 +563,11 @@ impl Hub {
             sequencer: sequencer.clone(),
             e2e: e2e::E2eState::load(&store)?,
             sent: load_sent(&store)?,
+            devices: if sequencer.registers_names() {
+                devices::Devices::load(store.load_devices()?)
+            } else {
+                devices::Devices::default()
+            },
             bus: Some(bus.clone()),
             ..Default::default()
         };
@@ -634,6 +652,8 @@ impl Hub {
         let now = self.access().clock().now_ms();
         let mut st = self.lock();
         let folded = nick.folded();
+        // Nicknames are the person's: a linked key's are its first key's ([`devices`]).
+        let person = st.devices.person(&fingerprint).clone();
         let several = st.sequencer.registers_names();
         let mut released = Vec::new();
         if several {
@@ -641,11 +661,11 @@ impl Hub {
             // first, whether or not it is online); in a cluster, the session claimed it in the
             // cluster's buckets first. At hello nothing is left behind: only a reserved name
             // may make room.
-            released = st.claim(&nick, &fingerprint, None, now, self.bus())?;
+            released = st.claim(&nick, &person, None, now, self.bus())?;
         }
         let holders = st.nicknames.holders(&folded).to_vec();
         if let Some(old) = holders.first()
-            && st.user(*old)?.fingerprint != fingerprint
+            && st.user(*old)?.person != person
         {
             return Err(HubError::NickInUse(nick));
         }
@@ -692,8 +712,17 @@ impl Hub {
         if let Some(bytes) = names::released_notice(&released) {
             outbox.deliver(&bytes);
         }
-        let user =
-            User { nick, fingerprint, outbox, rooms: Vec::new(), away, since, quiet, fixed: false };
+        let user = User {
+            nick,
+            fingerprint,
+            person,
+            outbox,
+            rooms: Vec::new(),
+            away,
+            since,
+            quiet,
+            fixed: false,
+        };
         st.users.insert(id, user);
         Ok(())
     }
@@ -963,7 +992,8 @@ impl Hub {
         let now = self.access().clock().now_ms();
         let mut st = self.lock();
         let user = st.user(id)?;
-        let (old, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
+        // The person's: a linked key renames its first key's nickname ([`devices`]).
+        let (old, fingerprint) = (user.nick.clone(), user.person.clone());
         let (old_folded, new_folded) = (old.folded(), new.folded());
         if old == new {
             return Ok(());
@@ -1106,6 +1136,7 @@ impl State {
         let siblings = self.listed_siblings(id);
         let Some(user) = self.users.remove(&id) else { return };
         self.nicknames.let_go(&user.nick.folded(), id);
+        self.device_seen(bus, &user.fingerprint);
         for room_name in &user.rooms {
             let who = (user.quiet, siblings.as_slice());
             self.part_locked_as(id, room_name, &user.nick, (reason, message.clone()), who, bus);

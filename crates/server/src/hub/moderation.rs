@@ -62,8 +62,9 @@ impl State {
         }
         // Keyed by the nickname's skeleton ([`Nick::folded`]), not its lower case.
         let folded = Nick::parse(target).map(|n| n.folded()).unwrap_or_else(|_| target.into());
+        // An online user's person: a ban or mute by nickname covers every key of theirs.
         if let Some(user) = self.nicknames.holder(&folded).and_then(|id| self.users.get(&id)) {
-            return Ok(user.fingerprint.clone());
+            return Ok(user.person.clone());
         }
         if let Some(user) = self.remote.holder(&folded).and_then(|r| self.remote.get(&r)) {
             return Ok(user.fingerprint.clone());
@@ -218,7 +219,7 @@ impl Hub {
         let sessions: Vec<SessionId> = st
             .users
             .iter()
-            .filter(|(_, u)| u.fingerprint == fingerprint)
+            .filter(|(_, u)| u.fingerprint == fingerprint || u.person == fingerprint)
             .map(|(id, _)| *id)
             .collect();
         for target in sessions {

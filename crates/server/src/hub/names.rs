@@ -68,6 +68,12 @@ fn grace_ms() -> u64 {
 }
 
 impl Names {
+    /// The nicknames key `fp` holds registered (as registered).
+    pub fn names_of(&self, fp: &Fingerprint) -> Vec<String> {
+        let skels = self.by_key.get(fp).map_or(&[][..], Vec::as_slice);
+        skels.iter().filter_map(|s| self.regs.get(s)).map(|r| r.nick.to_string()).collect()
+    }
+
     /// The registrations in `records` (oldest first), and the store rows to drop: a record
     /// whose skeleton an older record already has (look-alikes registered by two keys before
     /// they were one nickname). Records that break today's nickname rules are skipped (kept
@@ -133,7 +139,7 @@ impl Hub {
         let now = self.access().clock().now_ms();
         let mut st = self.lock();
         let user = st.user(id)?;
-        let (old, fingerprint) = (user.nick.clone(), user.fingerprint.clone());
+        let (old, fingerprint) = (user.nick.clone(), user.person.clone());
         let after = st.seq;
         if old.folded() == new.folded() || !st.sequencer.registers_names() {
             return Ok((after, after, Vec::new()));

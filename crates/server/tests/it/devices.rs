@@ -257,3 +257,116 @@ async fn a_kick_ends_every_session_of_the_person() {
         .unwrap();
     assert!(matches!(m, ServerMsg::Leave { reason: LeaveReason::Kicked, .. }));
 }
+
+/// Waits for the next `devices` record and returns its keys with (owner, online).
+async fn devices(c: &mut TestClient) -> Vec<(String, bool, u32)> {
+    match c.expect("devices", |m| matches!(m, ServerMsg::Devices { .. })).await.unwrap() {
+        ServerMsg::Devices { devices, .. } => {
+            devices.into_iter().map(|d| (d.fingerprint.to_string(), d.owner, d.online)).collect()
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_linked_key_uses_the_nickname_sees_everything_and_is_revoked() {
+    let (ka, kp) = (fixed_keypair(1), fixed_keypair(3));
+    let (fa, fp) = (ka.public().fingerprint().to_string(), kp.public().fingerprint().to_string());
+    let server = TestServer::start().await;
+    let mut bob = TestClient::connect(server.addr, "bob").await.unwrap();
+    let mut laptop = TestClient::connect_with(server.addr, "alice", &ka).await.unwrap();
+    // Before it is linked, the phone's key is someone else.
+    let err = TestClient::connect_with(server.addr, "alice", &kp).await.err().unwrap();
+    assert!(err.to_string().contains("NickRegistered"), "{err}");
+
+    laptop
+        .send(&ClientMsg::DeviceAdd { fingerprint: fp.clone(), name: Some("phone".into()) })
+        .await
+        .unwrap();
+    assert_eq!(devices(&mut laptop).await, [(fa.clone(), true, 1), (fp.clone(), false, 0)]);
+    let mut phone = TestClient::connect_with(server.addr, "alice", &kp).await.unwrap();
+    phone.send(&ClientMsg::DeviceList).await.unwrap();
+    assert_eq!(devices(&mut phone).await, [(fa.clone(), true, 1), (fp.clone(), false, 1)]);
+    assert_eq!(whois(&mut bob, "alice").await.0, 2, "one person on two keys");
+
+    // The phone sees the laptop's private conversation, and chats as alice.
+    laptop.msg_with_cid("bob", "from the laptop", 9).await.unwrap();
+    phone
+        .expect("the laptop's message", |m| matches!(m, ServerMsg::Private { from, text, .. } if from.as_str() == "alice" && text == "from the laptop"))
+        .await
+        .unwrap();
+    bob.msg_with_cid("alice", "to both keys", 10).await.unwrap();
+    phone
+        .expect(
+            "bob's message",
+            |m| matches!(m, ServerMsg::Private { text, .. } if text == "to both keys"),
+        )
+        .await
+        .unwrap();
+    phone.say("typed on the phone").await.unwrap();
+    let m = bob.expect_text("typed on the phone").await.unwrap();
+    assert!(matches!(m, ServerMsg::Message { from, .. } if from.as_str() == "alice"));
+
+    // The first key cannot be removed; another key can, and its sessions end.
+    phone.send(&ClientMsg::DeviceRemove { fingerprint: fa.clone() }).await.unwrap();
+    let (code, text) = phone.expect_error().await.unwrap();
+    assert_eq!(code, ErrorCode::Invalid);
+    assert!(text.contains("first key"), "{text}");
+    laptop.send(&ClientMsg::DeviceRemove { fingerprint: fp.clone() }).await.unwrap();
+    let all = phone.read_to_end().await.unwrap();
+    assert!(
+        matches!(all.last(), Some(ServerMsg::Bye { reason, .. }) if reason.contains("removed")),
+        "{all:?}"
+    );
+    assert_eq!(devices(&mut laptop).await, [(fa.clone(), true, 1)]);
+    let err = TestClient::connect_with(server.addr, "alice", &kp).await.err().unwrap();
+    assert!(err.to_string().contains("NickRegistered"), "revoked: {err}");
+}
+
+#[tokio::test]
+async fn linked_keys_survive_a_restart_and_a_ban_by_nickname_covers_every_key() {
+    let op = fixed_keypair(9);
+    let op_fp = op.public().fingerprint().to_string();
+    let (ka, kp) = (fixed_keypair(1), fixed_keypair(3));
+    let fp = kp.public().fingerprint().to_string();
+    let server = TestServer::start_with({
+        let op_fp = op_fp.clone();
+        move |c: &mut chatao_server::Config| c.access.ops = vec![op_fp]
+    })
+    .await;
+    let mut laptop = TestClient::connect_with(server.addr, "alice", &ka).await.unwrap();
+    // Refusals: not a fingerprint; a key that owns nicknames of its own.
+    laptop.send(&ClientMsg::DeviceAdd { fingerprint: "phone".into(), name: None }).await.unwrap();
+    assert!(laptop.expect_error().await.unwrap().1.contains("chatao --fingerprint"));
+    let carol = fixed_keypair(4);
+    drop(TestClient::connect_with(server.addr, "carol", &carol).await.unwrap());
+    let carol_fp = carol.public().fingerprint().to_string();
+    laptop.send(&ClientMsg::DeviceAdd { fingerprint: carol_fp, name: None }).await.unwrap();
+    assert!(laptop.expect_error().await.unwrap().1.contains("carol"));
+    laptop.join("#tea").await.unwrap();
+    laptop.send(&ClientMsg::DeviceAdd { fingerprint: fp.clone(), name: None }).await.unwrap();
+    devices(&mut laptop).await;
+    drop(laptop);
+
+    let server =
+        server.restart(move |c: &mut chatao_server::Config| c.access.ops = vec![op_fp]).await;
+    let mut phone = TestClient::connect_with(server.addr, "alice", &kp).await.unwrap();
+    phone.send(&ClientMsg::DeviceList).await.unwrap();
+    assert_eq!(devices(&mut phone).await.len(), 2, "the link is stored");
+    let mut laptop = TestClient::connect_with(server.addr, "alice", &ka).await.unwrap();
+    let mut oper = TestClient::connect_with(server.addr, "oper", &op).await.unwrap();
+    oper.send(&ClientMsg::Ban { target: "alice".into(), duration_secs: None, reason: None })
+        .await
+        .unwrap();
+    for device in [&mut laptop, &mut phone] {
+        let all = device.read_to_end().await.unwrap();
+        assert!(
+            matches!(all.last(), Some(ServerMsg::Bye { code: Some(ErrorCode::Banned), .. })),
+            "{all:?}"
+        );
+    }
+    for key in [&ka, &kp] {
+        let err = TestClient::connect_with(server.addr, "alice", key).await.err().unwrap();
+        assert!(err.to_string().contains("Banned"), "{err}");
+    }
+}
