@@ -89,6 +89,9 @@ impl App {
     /// `msg`, neither ignored nor yet logged, into the buffers.
     fn on_shown(&mut self, msg: ServerMsg, heard: crate::core::Heard) -> Vec<Effect> {
         let now = self.wall_ms;
+        // It acknowledges what this client sent (not a copy of what another device of ours
+        // sent: that has a client id this one never had in flight).
+        let ours_from_here = matches!(heard.ack, Some(Ack::Delivered(_)));
         match &heard.ack {
             Some(Ack::Refused { msg: refused, code, message }) => {
                 let what = crate::format::unsent(refused);
@@ -144,7 +147,10 @@ impl App {
                 let mut entry = Entry::new(time, kind, &text);
                 entry.own = own;
                 entry.mention = !own;
-                if own && i != self.current {
+                if own && !ours_from_here {
+                    // Sent from another device of ours: only the conversation shows it.
+                    self.buffers[i].unseen = i != self.current;
+                } else if own && i != self.current {
                     // Sent with /msg from another buffer: say so where it was typed, and mark
                     // the conversation so it can be found.
                     let action = matches!(entry.kind, Kind::Private { action: true, .. });

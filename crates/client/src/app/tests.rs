@@ -655,6 +655,26 @@ fn e2e_commands_become_requests_and_messages_for_the_current_room() {
     assert_eq!(a.editor.text(), "", "the input line was handed over");
 }
 
+/// Issue 20: a private message sent from another device of ours arrives as our own (a copy
+/// with a client id this client never sent): shown in the conversation as ours, and not
+/// echoed where we are typing as if it were typed here.
+#[test]
+fn a_private_message_from_another_device_of_ours_shows_only_in_the_conversation() {
+    let mut a = chatting(80, 24);
+    let before = a.current_buffer().entries.len();
+    let mut copy = pm("alice", "bob", "typed on my phone");
+    if let ServerMsg::Private { cid, .. } = &mut copy {
+        *cid = Some(424_242);
+    }
+    net(&mut a, copy);
+    assert_eq!(a.current, 0, "the room stays shown");
+    assert_eq!(a.current_buffer().entries.len(), before, "nothing echoed in the room");
+    let i = a.find("bob").unwrap();
+    let entry = a.buffers[i].entries.back().unwrap();
+    assert!(entry.own && entry.text == "typed on my phone", "{entry:?}");
+    assert!(a.buffers[i].unseen);
+}
+
 fn leave(r: &str, who: &str) -> ServerMsg {
     ServerMsg::Leave {
         room: room(r),
