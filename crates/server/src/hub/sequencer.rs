@@ -148,7 +148,10 @@ impl Hub {
         room_name: &RoomName,
         by: &Author,
     ) -> Result<(), HubError> {
-        let siblings = st.listed_siblings(by.session);
+        // Only a member the room was not told of yet may need announcing: the person's other
+        // sessions are looked up for it alone, not for every message.
+        let hidden = st.rooms.get(room_name).is_some_and(|r| r.is_hidden(by.session));
+        let siblings = if hidden { st.listed_siblings(by.session) } else { Vec::new() };
         let Some(room) = st.rooms.get_mut(room_name).filter(|r| r.contains(by.session)) else {
             return Err(HubError::NotInRoom(room_name.clone()));
         };
@@ -235,7 +238,10 @@ impl Hub {
     ) -> Result<Sequenced, HubError> {
         let now = now_millis();
         let base = st.seq;
-        let siblings = st.listed_siblings(by.session);
+        // Only a member the room was not told of yet may need announcing: the person's other
+        // sessions are looked up for it alone, not for every message.
+        let hidden = st.rooms.get(room_name).is_some_and(|r| r.is_hidden(by.session));
+        let siblings = if hidden { st.listed_siblings(by.session) } else { Vec::new() };
         let room = st
             .rooms
             .get_mut(room_name)
